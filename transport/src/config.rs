@@ -84,7 +84,9 @@ impl TransportConfig {
             return Err("max_message_size must be between 1 byte and 4 GiB".into());
         }
         if self.max_concurrent_streams == 0 || self.max_concurrent_handlers == 0 {
-            return Err("max_concurrent_streams and max_concurrent_handlers must be at least 1".into());
+            return Err(
+                "max_concurrent_streams and max_concurrent_handlers must be at least 1".into(),
+            );
         }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err("connect_timeout and request_timeout must be non-zero".into());

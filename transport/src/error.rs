@@ -9,7 +9,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The UDP socket could not be bound.
-    #[error("cannot bind quic endpoint on {addr}: {source}; pick a free port or check permissions")]
+    #[error(
+        "cannot bind quic endpoint on {addr}: {source}; pick a free port or check permissions"
+    )]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -30,7 +32,10 @@ pub enum TransportError {
 
     /// A recent dial to this peer failed; we do not retry until the backoff expires.
     #[error("peer {peer} failed recently; not retrying for another {retry_in:?}")]
-    PeerBackoff { peer: SocketAddr, retry_in: Duration },
+    PeerBackoff {
+        peer: SocketAddr,
+        retry_in: Duration,
+    },
 
     /// Opening a stream blocked (peer's stream limit reached) past the deadline.
     #[error("opening a stream to peer {peer} timed out after {after:?}; the peer is overloaded or stalled")]
@@ -123,7 +128,10 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     #[error("{path} is not a pem file with a {expected}; regenerate it with `torua cert`")]
-    NotPem { path: PathBuf, expected: &'static str },
+    NotPem {
+        path: PathBuf,
+        expected: &'static str,
+    },
     #[error("{path} does not hold a usable private key: {reason}")]
     BadKey { path: PathBuf, reason: String },
     #[error("{path} does not hold a valid x.509 certificate: {reason}")]
@@ -132,7 +140,9 @@ pub enum IdentityError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("the certificate in {cert} is not signed by the ca in {ca}; issue it from that ca or point to the right ca file")]
     NotSignedByCa { cert: PathBuf, ca: PathBuf },
-    #[error("invalid node id {0:?}: it must be 1-64 characters of letters, digits, '-', '_' or '.'")]
+    #[error(
+        "invalid node id {0:?}: it must be 1-64 characters of letters, digits, '-', '_' or '.'"
+    )]
     BadNodeId(String),
     #[error("certificate generation failed: {0}")]
     Generate(String),

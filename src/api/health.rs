@@ -1,0 +1,28 @@
+//! `GET /health` (this process is up) and `GET /metrics`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+pub async fn node_health(State(state): State<AppState>) -> Json<Value> {
+    let view = state.cluster.view();
+    let me = view.member(state.cluster.self_id());
+    Json(json!({
+        "status": "ok",
+        "node_id": state.cluster.self_id(),
+        "state": me.map(|m| m.state.as_str()),
+        "generation": state.cluster.generation(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.cluster),
+    )
+}

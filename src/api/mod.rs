@@ -1,0 +1,84 @@
+//! The HTTP API every node answers (axum). Routes live in one file per area; this module builds
+//! the router, its limits, and the JSON error shape.
+
+mod cluster;
+mod health;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use membership::Cluster;
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::metrics::{track_http, Metrics};
+
+/// Request bodies are small control messages in this API; refuse anything bigger.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// No request may hold a connection longer than this (waits such as `wait_for_status` are
+/// capped below it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(65);
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub cluster: Cluster,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::node_health))
+        .route("/cluster/health", get(cluster::cluster_health))
+        .route("/nodes", get(cluster::nodes))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            track_http,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {uri}; see the README for the API"),
+    )
+}
+
+/// A JSON error: `{"error": {"status": 400, "reason": "..."}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"status": self.status.as_u16(), "reason": self.reason}});
+        (self.status, Json(body)).into_response()
+    }
+}

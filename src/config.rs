@@ -1,0 +1,220 @@
+//! Node configuration: `TORUA_*` environment variables, each also a `torua serve` flag.
+//!
+//! Parsing is strict: a bad value stops the process at start with a message naming the variable
+//! and what it accepts (see `explain_clap_error` in `cli.rs`). Durations are written `500ms`,
+//! `30s`, `5m`.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use membership::NodeId;
+
+/// `torua serve` settings. Field docs are the `--help` text and match the README table.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Node id: letters, digits, '.', '_', '-'. Unset: generated once and kept in the data dir.
+    #[arg(long, env = "TORUA_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<NodeId>,
+
+    /// Cluster name; nodes only join nodes with the same cluster id.
+    #[arg(long, env = "TORUA_CLUSTER_ID", default_value = "torua", value_parser = parse_cluster_id)]
+    pub cluster_id: String,
+
+    /// UDP address the gossip socket listens on.
+    #[arg(long, env = "TORUA_GOSSIP_ADDR", default_value = "127.0.0.1:7200", value_parser = parse_socket_addr)]
+    pub gossip_addr: SocketAddr,
+
+    /// UDP address of the QUIC peer transport.
+    #[arg(long, env = "TORUA_PEER_ADDR", default_value = "127.0.0.1:7300", value_parser = parse_socket_addr)]
+    pub peer_addr: SocketAddr,
+
+    /// TCP address of the HTTP API.
+    #[arg(long, env = "TORUA_HTTP_ADDR", default_value = "127.0.0.1:7100", value_parser = parse_socket_addr)]
+    pub http_addr: SocketAddr,
+
+    /// Host or IP other nodes dial to reach this one. Required when listening on 0.0.0.0 / [::].
+    #[arg(long, env = "TORUA_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+
+    /// Comma-separated gossip addresses (host:port) of existing nodes. Empty: this is the first node.
+    #[arg(long, env = "TORUA_SEEDS", default_value = "", value_parser = parse_seeds)]
+    pub seeds: Seeds,
+
+    /// Directory for this node's files (node id, coordinator term, later: shards).
+    #[arg(long, env = "TORUA_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Length of a gossip round (10ms..60s). Failure detection takes about phi x this.
+    #[arg(long, env = "TORUA_GOSSIP_INTERVAL", default_value = "200ms", value_parser = parse_gossip_interval)]
+    pub gossip_interval: Duration,
+
+    /// Failure detector threshold: a member is dead after ~phi gossip intervals of silence (2..=50).
+    #[arg(long, env = "TORUA_PHI_THRESHOLD", default_value = "6", value_parser = parse_phi)]
+    pub phi_threshold: f64,
+
+    /// How long a dead member stays listed as `dead` before it is forgotten.
+    #[arg(long, env = "TORUA_DEAD_NODE_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub dead_node_grace: Duration,
+
+    /// Maximum time a graceful shutdown (SIGTERM/SIGINT) may take before the node exits anyway.
+    #[arg(long, env = "TORUA_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,membership=debug`.
+    #[arg(long, env = "TORUA_LOG", default_value = "info", value_parser = parse_log_filter)]
+    pub log: String,
+
+    /// Log line format: `text` or `json`.
+    #[arg(long, env = "TORUA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// The parsed seed list.
+#[derive(Debug, Clone, Default)]
+pub struct Seeds(pub Vec<String>);
+
+/// Addresses this node publishes, derived from listen addresses and the advertise host.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    pub gossip: SocketAddr,
+    pub http: String,
+    pub peer: String,
+}
+
+impl ServeArgs {
+    /// Cross-field checks and the addresses to advertise.
+    pub fn advertised(&self) -> anyhow::Result<Advertised> {
+        let unspecified = [self.gossip_addr, self.peer_addr, self.http_addr]
+            .iter()
+            .any(|a| a.ip().is_unspecified());
+        let host = match (&self.advertise_host, unspecified) {
+            (Some(h), _) => h.clone(),
+            (None, true) => bail!(
+                "TORUA_ADVERTISE_HOST (--advertise-host) must be set when a listen address is \
+                 0.0.0.0 or [::]: other nodes need an address they can dial"
+            ),
+            (None, false) => String::new(),
+        };
+        let with_host = |a: SocketAddr| -> String {
+            if host.is_empty() {
+                a.to_string()
+            } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
+                format!("[{host}]:{}", a.port())
+            } else {
+                format!("{host}:{}", a.port())
+            }
+        };
+        let gossip_text = with_host(self.gossip_addr);
+        let gossip = gossip_text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .with_context(|| {
+                format!("TORUA_ADVERTISE_HOST: cannot resolve {gossip_text:?}; give an IP address or a resolvable host name")
+            })?;
+        Ok(Advertised {
+            gossip,
+            http: with_host(self.http_addr),
+            peer: with_host(self.peer_addr),
+        })
+    }
+
+    /// Whether every listen address is loopback (the development secret is allowed then).
+    pub fn is_loopback_only(&self) -> bool {
+        [self.gossip_addr, self.peer_addr, self.http_addr]
+            .iter()
+            .all(|a| a.ip().is_loopback())
+    }
+}
+
+fn parse_node_id(s: &str) -> Result<NodeId, String> {
+    NodeId::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_cluster_id(s: &str) -> Result<String, String> {
+    // Same alphabet and length as node ids: it travels in every gossip packet.
+    NodeId::new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string().replace("node id", "cluster id"))
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("{s:?} is not an address; expected ip:port such as 127.0.0.1:7100 or [::1]:7100")
+    })
+}
+
+fn parse_seeds(s: &str) -> Result<Seeds, String> {
+    let mut seeds = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (host, port) = part
+            .rsplit_once(':')
+            .ok_or_else(|| format!("seed {part:?} has no port; expected host:port"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("seed {part:?} is not host:port with a port in 1..65535"));
+        }
+        if host.trim_matches(['[', ']']).parse::<IpAddr>().is_err()
+            && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(format!("seed {part:?}: {host:?} is neither an IP address nor a host name"));
+        }
+        seeds.push(part.to_string());
+    }
+    Ok(Seeds(seeds))
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is not a duration; write it like 500ms, 30s or 5m"))
+}
+
+fn parse_gossip_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+        return Err(format!("{s} is out of range; accepted: 10ms to 60s"));
+    }
+    Ok(d)
+}
+
+fn parse_phi(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (2.0..=50.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number from 2 to 50")),
+    }
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{s:?} is not a log filter ({e}); examples: info, debug, info,membership=debug"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_the_documented_forms() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("500ms"));
+        assert!(parse_gossip_interval("1ms").is_err());
+    }
+
+    #[test]
+    fn seeds_are_checked() {
+        assert!(parse_seeds("").unwrap().0.is_empty());
+        assert_eq!(
+            parse_seeds("127.0.0.1:7200, node-b.local:7200").unwrap().0,
+            ["127.0.0.1:7200", "node-b.local:7200"]
+        );
+        assert!(parse_seeds("127.0.0.1").is_err());
+        assert!(parse_seeds("127.0.0.1:0").is_err());
+        assert!(parse_seeds("bad host:1").is_err());
+    }
+}

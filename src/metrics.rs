@@ -1,0 +1,139 @@
+//! Prometheus metrics: HTTP requests (counted by middleware) and membership figures (read from
+//! the cluster handle at scrape time).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use membership::{Cluster, MemberState};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_latency: HistogramVec,
+    members: IntGaugeVec,
+    coordinator_changes: IntCounter,
+    gossip_rounds: IntCounter,
+    gossip_packets_sent: IntCounter,
+    gossip_packets_received: IntCounter,
+    is_coordinator: IntGauge,
+    term: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new_custom(Some("torua".into()), None).expect("valid prefix");
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered, by route and status"),
+            &["method", "path", "status"],
+        )
+        .expect("valid metric");
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            &["path"],
+        )
+        .expect("valid metric");
+        let members = IntGaugeVec::new(
+            Opts::new("members", "Cluster members in this node's view, by state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let m = Metrics {
+            coordinator_changes: counter(
+                "coordinator_changes_total",
+                "Times this node's view named a different coordinator",
+            ),
+            gossip_rounds: counter("gossip_rounds_total", "Gossip rounds this node started"),
+            gossip_packets_sent: counter("gossip_packets_sent_total", "Gossip UDP packets sent"),
+            gossip_packets_received: counter(
+                "gossip_packets_received_total",
+                "Gossip UDP packets received",
+            ),
+            is_coordinator: IntGauge::new("is_coordinator", "1 if this node is the coordinator")
+                .expect("valid metric"),
+            term: IntGauge::new("coordinator_term", "Confirmed term of the current coordinator")
+                .expect("valid metric"),
+            registry,
+            http_requests,
+            http_latency,
+            members,
+        };
+        for c in [
+            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.http_latency.clone()),
+            Box::new(m.members.clone()),
+            Box::new(m.coordinator_changes.clone()),
+            Box::new(m.gossip_rounds.clone()),
+            Box::new(m.gossip_packets_sent.clone()),
+            Box::new(m.gossip_packets_received.clone()),
+            Box::new(m.is_coordinator.clone()),
+            Box::new(m.term.clone()),
+        ] {
+            m.registry.register(c).expect("metric registered once");
+        }
+        Arc::new(m)
+    }
+
+    /// Prometheus text exposition of everything, membership figures read now.
+    pub fn render(&self, cluster: &Cluster) -> String {
+        let view = cluster.view();
+        for state in [
+            MemberState::Joining,
+            MemberState::Ready,
+            MemberState::Leaving,
+            MemberState::Dead,
+        ] {
+            self.members
+                .with_label_values(&[state.as_str()])
+                .set(view.count_in(state) as i64);
+        }
+        let snap = cluster.metrics();
+        catch_up(&self.coordinator_changes, snap.coordinator_changes);
+        catch_up(&self.gossip_rounds, snap.gossip_rounds);
+        catch_up(&self.gossip_packets_sent, snap.gossip_packets_sent);
+        catch_up(&self.gossip_packets_received, snap.gossip_packets_received);
+        self.is_coordinator.set(view.is_coordinator() as i64);
+        self.term.set(view.term.unwrap_or(0) as i64);
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Counters owned by the membership crate are monotonic; bring ours up to their value.
+fn catch_up(counter: &IntCounter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+/// Axum middleware counting requests by matched route (not raw path: unbounded label values
+/// would grow memory with every distinct URL).
+pub async fn track_http(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics
+        .http_requests
+        .with_label_values(&[&method, &path, response.status().as_str()])
+        .inc();
+    metrics
+        .http_latency
+        .with_label_values(&[&path])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

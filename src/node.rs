@@ -1,0 +1,95 @@
+//! `torua serve`: one node's life — open the data dir, bind the ports, join the cluster, serve
+//! HTTP, and leave gracefully on SIGTERM/SIGINT.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use membership::{Cluster, MembershipConfig, UdpTransport};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::api::{self, AppState};
+use crate::config::ServeArgs;
+use crate::data_dir::DataDir;
+use crate::logging;
+use crate::metrics::Metrics;
+
+/// Gossip rounds a leaving node waits at each step so every peer hears of it.
+const LEAVE_ROUNDS: u32 = 3;
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let advertised = args.advertised()?;
+    let data_dir = DataDir::open(&args.data_dir)?;
+    let node_id = data_dir.node_id(args.node_id.as_ref())?;
+    let _log_filter = logging::init(node_id.as_str(), &args.log, args.log_format == "json");
+
+    let http = TcpListener::bind(args.http_addr).await.with_context(|| {
+        format!(
+            "TORUA_HTTP_ADDR: cannot listen on {} (port in use, or not an address of this machine)",
+            args.http_addr
+        )
+    })?;
+
+    let mut config = MembershipConfig::new(node_id.clone(), &args.cluster_id, args.gossip_addr);
+    config.gossip_advertise_addr = advertised.gossip;
+    config.seeds = args.seeds.0.clone();
+    config.gossip_interval = args.gossip_interval;
+    config.phi_threshold = args.phi_threshold;
+    config.dead_node_grace = args.dead_node_grace;
+    config.http_addr = Some(advertised.http.clone());
+    config.peer_addr = Some(advertised.peer.clone());
+    config.state_dir = Some(data_dir.path().to_path_buf());
+    let cluster = Cluster::join(config, UdpTransport)
+        .await
+        .map_err(|e| anyhow::anyhow!("TORUA_GOSSIP_ADDR: {e:#}"))?;
+
+    let metrics = Metrics::new();
+    let app = api::router(AppState {
+        cluster: cluster.clone(),
+        metrics,
+    });
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_http_rx.await;
+            })
+            .await
+    });
+    cluster.mark_ready();
+    info!(
+        node = %node_id,
+        cluster = %args.cluster_id,
+        http = %advertised.http,
+        gossip = %advertised.gossip,
+        peer = %advertised.peer,
+        data_dir = %data_dir.path().display(),
+        "torua node started"
+    );
+
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    tokio::select! {
+        _ = sigterm.recv() => info!("SIGTERM received, leaving the cluster"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received, leaving the cluster"),
+    }
+    let shutdown = async {
+        cluster.leave(LEAVE_ROUNDS).await;
+        let _ = stop_http_tx.send(());
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
+            Err(e) => warn!(error = %e, "HTTP server task failed"),
+        }
+    };
+    if tokio::time::timeout(args.shutdown_timeout, shutdown).await.is_err() {
+        error!(
+            timeout = ?args.shutdown_timeout,
+            "graceful shutdown took longer than TORUA_SHUTDOWN_TIMEOUT; exiting anyway"
+        );
+    }
+    // Give the log writer a moment; nothing else is pending.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    info!("stopped");
+    Ok(())
+}
