@@ -1,1 +1,436 @@
-//! placeholder
+//! Process harness shared by `tests/` and the benchmarks: real `torua serve` processes on loopback.
+//!
+//! Every cluster gets its own loopback network `127.A.B.0/24` (any 127/8 address is loopback on Linux),
+//! and node `i` listens on `127.A.B.i` with fixed ports. Distinct addresses instead of allocated ports mean
+//! no races with other processes picking free ports, and a restarted node comes back on the same address.
+//! Processes are killed when the harness value is dropped, so a failing test leaves nothing running.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+pub const HTTP_PORT: u16 = 17100;
+pub const GOSSIP_PORT: u16 = 17200;
+pub const PEER_PORT: u16 = 17300;
+
+/// Path of the `torua` binary: `$TORUA_BIN`, else the `torua` next to (or one level above) the running
+/// executable — where cargo puts it for both `target/release/deps/<test>` and `target/release/<bench>`.
+pub fn torua_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TORUA_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("torua");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "torua binary not found near {}; run `cargo build --release --bin torua` or set TORUA_BIN",
+        exe.display()
+    );
+}
+
+/// A fresh `127.A.B` prefix for each cluster of this process.
+fn next_subnet() -> (u8, u8) {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    // 127.0.x.x is where people run things by hand (and `torua dev`); stay above it.
+    let a = 1 + (pid % 250) as u8;
+    let b = ((pid / 250 + n * 7) % 250) as u8 + 1;
+    (a, b)
+}
+
+/// How to start the nodes of a [`TestCluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Extra environment for every node (e.g. `TORUA_GOSSIP_INTERVAL`).
+    pub env: BTreeMap<String, String>,
+    /// Node ids; the default is `node-1..node-N`.
+    pub ids: Option<Vec<String>>,
+    /// Wait for this long for every node to answer `/health` after start.
+    pub start_timeout: Duration,
+    /// Pass `TORUA_LOG` through (default `info`).
+    pub log: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            env: BTreeMap::new(),
+            ids: None,
+            start_timeout: Duration::from_secs(20),
+            log: "info".into(),
+        }
+    }
+}
+
+/// One `torua serve` process (running or stopped).
+pub struct NodeProc {
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub env: BTreeMap<String, String>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl NodeProc {
+    pub fn http_addr(&self) -> String {
+        format!("{}:{HTTP_PORT}", self.ip)
+    }
+    pub fn gossip_addr(&self) -> String {
+        format!("{}:{GOSSIP_PORT}", self.ip)
+    }
+    pub fn peer_addr(&self) -> String {
+        format!("{}:{PEER_PORT}", self.ip)
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr())
+    }
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Starts the process (again). Output goes to `log_path` (appended across restarts).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            bail!("{} is already running", self.id);
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("cannot open {}", self.log_path.display()))?;
+        self.starts += 1;
+        let mut cmd = Command::new(torua_bin());
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("TORUA_HTTP_ADDR", self.http_addr())
+            .env("TORUA_GOSSIP_ADDR", self.gossip_addr())
+            .env("TORUA_PEER_ADDR", self.peer_addr())
+            .env("TORUA_DATA_DIR", &self.data_dir)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // An empty id lets the node generate (and keep) its own.
+        if !self.id.is_empty() {
+            cmd.env("TORUA_NODE_ID", &self.id);
+        }
+        let child = cmd.spawn().context("cannot start torua serve")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// kill -9: no goodbye, peers must detect the failure.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.reap(Duration::from_secs(5));
+    }
+
+    /// SIGTERM and wait for the process to exit (graceful leave).
+    pub fn terminate(&mut self, wait: Duration) -> anyhow::Result<()> {
+        self.signal(libc::SIGTERM);
+        if !self.reap(wait) {
+            bail!("{} did not exit within {wait:?} of SIGTERM", self.id);
+        }
+        Ok(())
+    }
+
+    /// Stops the process (SIGSTOP) without killing it: it stays bound but silent.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, sig: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: signalling a child process we spawned and have not reaped yet.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+    }
+
+    fn reap(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while let Some(child) = &mut self.child {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// GET returning JSON; errors name the node and path.
+    pub fn get_json(&self, path: &str, timeout: Duration) -> anyhow::Result<Value> {
+        get_json(&self.url(path), timeout).with_context(|| format!("{}: GET {path}", self.id))
+    }
+
+    /// POST JSON, returning (status, JSON body) for any status.
+    pub fn post_json(&self, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+        post_json(&self.url(path), body, timeout).with_context(|| format!("{}: POST {path}", self.id))
+    }
+
+    /// Last lines of the node's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// GET a URL and parse JSON, whatever the status code.
+pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let resp = match ureq::get(url).timeout(timeout).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(resp.into_json()?)
+}
+
+/// POST JSON and return status + parsed body, whatever the status code.
+pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+    let resp = match ureq::post(url).timeout(timeout).send_json(body.clone()) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.into()),
+    };
+    let status = resp.status();
+    let text = resp.into_string()?;
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, value))
+}
+
+/// A set of `torua serve` processes seeded from the first node.
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeProc>,
+    pub options: ClusterOptions,
+    keep_dir: bool,
+}
+
+impl TestCluster {
+    /// Creates (but does not start) `n` nodes under a fresh temporary directory.
+    pub fn new(n: usize, options: ClusterOptions) -> anyhow::Result<Self> {
+        let (a, b) = next_subnet();
+        let dir = std::env::temp_dir().join(format!(
+            "torua-test-{}-{a}-{b}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let ids: Vec<String> = options
+            .ids
+            .clone()
+            .unwrap_or_else(|| (1..=n).map(|i| format!("node-{i}")).collect());
+        assert_eq!(ids.len(), n, "ClusterOptions::ids must name every node");
+        let seed = format!("{}:{GOSSIP_PORT}", Ipv4Addr::new(127, a, b, 1));
+        let mut nodes = Vec::with_capacity(n);
+        for (i, id) in ids.into_iter().enumerate() {
+            let ip = Ipv4Addr::new(127, a, b, (i + 1) as u8);
+            let mut env = options.env.clone();
+            env.entry("TORUA_SEEDS".into()).or_insert_with(|| seed.clone());
+            env.entry("TORUA_LOG".into()).or_insert_with(|| options.log.clone());
+            nodes.push(NodeProc {
+                data_dir: dir.join(&id),
+                log_path: dir.join(format!("{id}.log")),
+                id,
+                ip,
+                env,
+                child: None,
+                starts: 0,
+            });
+        }
+        Ok(TestCluster {
+            dir,
+            nodes,
+            options,
+            keep_dir: std::env::var_os("TORUA_KEEP_TEST_DIRS").is_some(),
+        })
+    }
+
+    /// Creates and starts `n` nodes, waiting until each answers `/health`.
+    pub fn start(n: usize, options: ClusterOptions) -> anyhow::Result<Self> {
+        let mut cluster = Self::new(n, options)?;
+        for node in &mut cluster.nodes {
+            node.start()?;
+        }
+        let timeout = cluster.options.start_timeout;
+        for i in 0..n {
+            cluster.wait_node_up(i, timeout)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn node(&self, i: usize) -> &NodeProc {
+        &self.nodes[i]
+    }
+    pub fn node_mut(&mut self, i: usize) -> &mut NodeProc {
+        &mut self.nodes[i]
+    }
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Indices of nodes whose process is running.
+    pub fn running(&mut self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect()
+    }
+
+    /// Waits until node `i` answers `GET /health`; fails early if its process exits.
+    pub fn wait_node_up(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = &mut self.nodes[i];
+            if !node.is_running() {
+                bail!("{} exited during start; log:\n{}", node.id, node.log_tail(30));
+            }
+            if node.get_json("/health", Duration::from_millis(500)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not answer /health within {timeout:?}; log:\n{}", node.id, node.log_tail(30));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls `GET path` on every running node until `check` accepts every answer.
+    /// Returns the answers (by node index) on success, the last answers in the error otherwise.
+    pub fn wait_all<F>(&mut self, path: &str, timeout: Duration, mut check: F) -> anyhow::Result<Vec<(usize, Value)>>
+    where
+        F: FnMut(usize, &Value) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running = self.running();
+            let mut answers = Vec::new();
+            let mut all_ok = !running.is_empty();
+            for &i in &running {
+                match self.nodes[i].get_json(path, Duration::from_secs(2)) {
+                    Ok(v) => {
+                        if !check(i, &v) {
+                            all_ok = false;
+                        }
+                        answers.push((i, v));
+                    }
+                    Err(e) => {
+                        all_ok = false;
+                        answers.push((i, Value::String(format!("{e:#}"))));
+                    }
+                }
+            }
+            if all_ok {
+                return Ok(answers);
+            }
+            if Instant::now() > deadline {
+                let shown: Vec<String> = answers
+                    .iter()
+                    .map(|(i, v)| format!("{}: {}", self.nodes[*i].id, v))
+                    .collect();
+                bail!("GET {path}: condition not met on every node within {timeout:?}:\n{}", shown.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every running node's `/cluster/health` lists exactly the running nodes as ready and
+    /// names the same coordinator; returns (coordinator, term).
+    pub fn wait_converged(&mut self, timeout: Duration) -> anyhow::Result<(String, u64)> {
+        let running = self.running();
+        let expected: Vec<String> = running.iter().map(|&i| self.nodes[i].id.clone()).collect();
+        let answers = self.wait_all("/cluster/health", timeout, |_, v| {
+            let ready = ready_ids(v);
+            ready.len() == expected.len()
+                && expected.iter().all(|id| ready.contains(id))
+                && v["coordinator"].is_string()
+        })?;
+        agreed_coordinator(&answers).with_context(|| format!("nodes disagree: {answers:?}"))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Ids of the members a `/cluster/health` answer lists as ready.
+pub fn ready_ids(health: &Value) -> Vec<String> {
+    health["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["state"] == "ready")
+                .filter_map(|n| n["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ids of every member listed in a `/cluster/health` answer, whatever their state.
+pub fn member_ids(health: &Value) -> Vec<String> {
+    health["nodes"]
+        .as_array()
+        .map(|nodes| nodes.iter().filter_map(|n| n["id"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// The (coordinator, term) every answer names, if they all name the same one.
+pub fn agreed_coordinator(answers: &[(usize, Value)]) -> Option<(String, u64)> {
+    let mut agreed: Option<(String, u64)> = None;
+    for (_, v) in answers {
+        let coordinator = v["coordinator"].as_str()?.to_string();
+        let term = v["term"].as_u64()?;
+        match &agreed {
+            None => agreed = Some((coordinator, term)),
+            Some(a) if a.0 == coordinator && a.1 == term => {}
+            Some(_) => return None,
+        }
+    }
+    agreed
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        if !self.keep_dir && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make run    start a local 3-node torua cluster on loopback
+#   make test   run the whole test suite (what CI runs)
+# Both install what is missing first (scripts/setup.sh). One cargo profile (release) serves run, tests and
+# benchmarks, so Kuzu's C++ is compiled once per target directory; CARGO_TARGET_DIR may point anywhere.
+
+SHELL := /bin/bash
+NODES ?= 3
+DIR ?= data/dev
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+# Process tests start many nodes each; running test functions two at a time keeps a 2-core machine honest.
+TEST_THREADS ?= 2
+
+.PHONY: run test build setup bench fmt clippy clean-dev
+
+setup:
+	@scripts/setup.sh >/dev/null
+
+build:
+	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins
+
+run:
+	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \
+	  "$(CARGO_TARGET_DIR)/release/torua" dev --nodes $(NODES) --dir $(DIR)
+
+test:
+	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \
+	  cargo test --release --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
+
+bench:
+	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \
+	  scripts/bench.sh
+
+fmt:
+	cargo fmt --all
+
+clippy:
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+clean-dev:
+	rm -rf $(DIR)
