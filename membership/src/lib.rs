@@ -10,6 +10,7 @@
 //! - [`change`]: membership changes as diffed events, with a replay for new subscribers.
 //! - [`cluster`]: the [`Cluster`] handle (join, ready, leave, view, subscribe, metrics).
 //! - [`config`]: settings and the failure-detector tuning.
+//! - [`gossip_auth`]: UDP gossip whose datagrams carry a MAC keyed from the cluster secret.
 //!
 //! ## Coordinator and term
 //! Every node computes the coordinator from its own view: the live member in state `ready` with
@@ -20,6 +21,7 @@
 pub mod change;
 pub mod cluster;
 pub mod config;
+pub mod gossip_auth;
 mod gossip_transport;
 pub mod keys;
 pub mod member;
@@ -27,6 +29,7 @@ pub mod node_id;
 pub mod view;
 
 pub use change::MembershipChange;
+pub use gossip_auth::{AuthenticatedUdpTransport, DatagramSealer};
 pub use chitchat::transport::{ChannelTransport, Transport, UdpTransport};
 pub use cluster::{ChangeStream, Cluster, MembershipMetrics};
 pub use config::MembershipConfig;
