@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs torua's benchmarks against real `torua serve` processes and writes the results under one directory.
+#
+# Usage (from anywhere, after `cargo build --release --workspace --bins`, which `make bench` does):
+#   scripts/bench.sh                 # every benchmark, full length (membership: about 20 minutes)
+#   scripts/bench.sh membership      # only the named groups
+#
+# Environment:
+#   CARGO_TARGET_DIR    where the binaries are (default: target); the benchmark binaries are taken from
+#                       $CARGO_TARGET_DIR/release, and the torua binary next to them unless TORUA_BIN is set
+#   TORUA_BIN           torua binary to benchmark (optional)
+#   BENCH_OUT           results directory (default: bench/results/<UTC date-time>)
+#   MINUTES             length of each false-deaths phase in minutes (default 5)
+#   MEMBERSHIP_ENV      extra node settings for every membership run, e.g. "TORUA_GOSSIP_INTERVAL=100ms"
+#   MEMBERSHIP_ALT_ENV  a second set of settings whose failover and false deaths are measured too
+#                       (empty: skip), e.g. "TORUA_GOSSIP_INTERVAL=100ms TORUA_PHI_THRESHOLD=6"
+#
+# Each group writes <group>.txt (the tables, also printed) and <group>.jsonl (one JSON object per trial and
+# per summary; see bench/RESULTS.md for the fields) in the results directory.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+bin_dir="$target/release"
+out="${BENCH_OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+minutes="${MINUTES:-5}"
+mkdir -p "$out"
+
+need_bin() {
+  if [[ ! -x "$bin_dir/$1" ]]; then
+    echo "bench: $bin_dir/$1 is missing; run \`cargo build --release --workspace --bins\` (or \`make bench\`)" >&2
+    exit 1
+  fi
+}
+
+# `--env K=V` flags from a space-separated list of K=V.
+env_flags() {
+  local kv
+  for kv in $1; do printf -- '--env\n%s\n' "$kv"; done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Cluster membership (issue 2): convergence, failover, false deaths. See bench/src/bin/membership_bench.rs.
+bench_membership() {
+  need_bin membership_bench
+  if [[ -z "${TORUA_BIN:-}" ]]; then need_bin torua; fi
+  local bench="$bin_dir/membership_bench" json="$out/membership.jsonl" txt="$out/membership.txt"
+  local -a common alt
+  mapfile -t common < <(env_flags "${MEMBERSHIP_ENV:-}")
+  mapfile -t alt < <(env_flags "${MEMBERSHIP_ENV:-} ${MEMBERSHIP_ALT_ENV:-}")
+  {
+    "$bench" convergence --sizes 3,10,32 --trials 3 --json "$json" "${common[@]}"
+    "$bench" failover --sizes 5,10 --trials 10 --json "$json" "${common[@]}"
+    "$bench" false-deaths --nodes 10 --minutes "$minutes" --phases idle,busy --json "$json" "${common[@]}"
+    if [[ -n "${MEMBERSHIP_ALT_ENV:-}" ]]; then
+      "$bench" failover --sizes 5,10 --trials 10 --json "$json" "${alt[@]}"
+      "$bench" false-deaths --nodes 10 --minutes "$minutes" --phases idle,busy --json "$json" "${alt[@]}"
+    fi
+  } 2>&1 | tee "$txt"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Transport (issue 3): add `bench_transport` here (same shape: binary in bench/src/bin, results in
+# "$out/transport.{txt,jsonl}") and list it in `all_groups`.
+
+all_groups=(membership)
+groups=("$@")
+if ((${#groups[@]} == 0)); then groups=("${all_groups[@]}"); fi
+
+echo "bench: results go to $out" >&2
+for group in "${groups[@]}"; do
+  if ! declare -F "bench_$group" >/dev/null; then
+    echo "bench: unknown group $group (known: ${all_groups[*]})" >&2
+    exit 2
+  fi
+  echo "bench: == $group ==" >&2
+  "bench_$group"
+done
+echo "bench: done; results in $out (*.txt tables, *.jsonl records; summarise them in bench/RESULTS.md)" >&2
