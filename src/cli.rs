@@ -3,6 +3,7 @@
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
 
+use crate::cert_cmd::CertArgs;
 use crate::config::ServeArgs;
 use crate::dev::DevArgs;
 
@@ -19,6 +20,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local cluster of `torua serve` processes on loopback and print where to look.
     Dev(DevArgs),
+    /// Create an operator CA and node certificates (for TORUA_TLS_CA / _CERT / _KEY).
+    Cert(CertArgs),
 }
 
 /// Parses the command line; on a bad value, exits with a message that names the environment

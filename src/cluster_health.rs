@@ -1,10 +1,18 @@
-//! Cluster health as this node sees it: green / yellow / red with the reasons, computed from the
-//! membership view. (Later issues add shard states to the same verdict.)
+//! Cluster health: green / yellow / red and why, in one answer shape whoever computes it.
+//!
+//! Every node can compute a *local* verdict from its gossip view. The coordinator computes the
+//! *aggregated* one: its view plus what nodes registered and reported (stale reports, nodes not
+//! registered yet, full disks). `/cluster/health` prefers the coordinator's. Later issues add
+//! shard states to the same verdict.
 
-use membership::{ClusterView, MemberState};
-use serde::Serialize;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+use membership::{ClusterView, Member, MemberState};
+use serde::{Deserialize, Serialize};
+
+use crate::peer::wire::{HealthReport, RegistryEntry};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Green,
@@ -23,25 +31,114 @@ impl Status {
     }
 }
 
-/// The health verdict and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
+/// The `/cluster/health` answer (also sent over the peer transport, hence no skipped fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    pub cluster_id: String,
     pub status: Status,
     pub reasons: Vec<String>,
+    pub coordinator: Option<String>,
+    pub term: Option<u64>,
+    /// Live members (not dead) in the answering node's view.
+    pub number_of_nodes: usize,
+    pub number_of_ready_nodes: usize,
+    /// Members registered with the coordinator (`None` in a local answer).
+    pub number_of_registered_nodes: Option<usize>,
+    /// The node whose view this is.
+    pub answered_by: String,
+    /// `coordinator` (aggregated by the coordinator) or `local` (this node's gossip view only).
+    pub source: String,
+    /// Why a `local` answer was given: what went wrong asking the coordinator.
+    pub coordinator_error: Option<String>,
+    pub nodes: Vec<NodeHealth>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub id: String,
+    pub state: String,
+    pub is_coordinator: bool,
+    pub generation: u64,
+    pub gossip_addr: String,
+    pub http_addr: Option<String>,
+    pub peer_addr: Option<String>,
+    pub version: Option<String>,
+    pub started_at_ms: Option<u64>,
+    pub last_heartbeat_ms_ago: u64,
+    /// Whether the coordinator has this node in its registry (`None` in a local answer).
+    pub registered: Option<bool>,
+    /// The node's last health report (coordinator answers only).
+    pub report: Option<HealthReport>,
+}
+
+/// Free disk below this share of the total makes the cluster yellow.
+const DISK_LOW_FRACTION: f64 = 0.05;
+
+/// The verdict from this node's gossip view alone:
 /// - red: no coordinator (no ready member in view);
-/// - yellow: a coordinator exists but its term is not yet confirmed, or some member is dead,
+/// - yellow: the coordinator's term has not reached this node yet, or a member is dead,
 ///   joining or leaving;
 /// - green: otherwise.
-pub fn assess(view: &ClusterView) -> Verdict {
+pub fn local(view: &ClusterView) -> ClusterHealth {
+    let (status, reasons) = view_verdict(view);
+    let nodes = view.members.iter().map(|m| node(m, view, None)).collect();
+    shape(view, status, reasons, nodes, None, "local")
+}
+
+/// The coordinator's verdict: the local one plus registration and reports. `stale_after` is how
+/// old a report may be before the node counts as not reporting.
+pub fn aggregated(view: &ClusterView, registry: &[RegistryEntry], stale_after: Duration) -> ClusterHealth {
+    let (mut status, mut reasons) = view_verdict(view);
+    let mut nodes = Vec::with_capacity(view.members.len());
+    let mut registered = 0;
+    for m in &view.members {
+        let entry = registry
+            .iter()
+            .find(|e| e.registration.node_id == m.node_id.as_str() && e.registration.generation == m.generation);
+        if m.is_live() {
+            match entry {
+                Some(e) => {
+                    registered += 1;
+                    if let Some(reason) = report_problem(m, e, stale_after) {
+                        reasons.push(reason);
+                    }
+                }
+                None if m.state == MemberState::Ready => {
+                    reasons.push(format!("{} is not registered with the coordinator yet", m.node_id));
+                }
+                None => {}
+            }
+        }
+        nodes.push(node(m, view, Some(entry)));
+    }
+    if status == Status::Green && !reasons.is_empty() {
+        status = Status::Yellow;
+    }
+    shape(view, status, reasons, nodes, Some(registered), "coordinator")
+}
+
+fn report_problem(m: &Member, e: &RegistryEntry, stale_after: Duration) -> Option<String> {
+    let age = e.last_report_ms_ago.map(Duration::from_millis);
+    match (&e.last_report, age) {
+        (Some(r), Some(age)) if age <= stale_after => {
+            let low = r.disk_total_mb > 0
+                && (r.disk_free_mb as f64) < DISK_LOW_FRACTION * r.disk_total_mb as f64;
+            low.then(|| format!("{}: disk nearly full ({} MB free of {} MB)", m.node_id, r.disk_free_mb, r.disk_total_mb))
+        }
+        (_, Some(age)) => Some(format!("{}: no health report for {} ms", m.node_id, age.as_millis())),
+        _ => {
+            let since = now_ms().saturating_sub(e.registered_at_ms);
+            (since > stale_after.as_millis() as u64)
+                .then(|| format!("{}: registered but no health report yet", m.node_id))
+        }
+    }
+}
+
+fn view_verdict(view: &ClusterView) -> (Status, Vec<String>) {
     let mut reasons = Vec::new();
     if view.coordinator.is_none() {
         reasons.push("no ready member: no coordinator can be elected".to_string());
-        return Verdict {
-            status: Status::Red,
-            reasons,
-        };
+        return (Status::Red, reasons);
     }
     if view.term.is_none() {
         reasons.push("the coordinator's term has not reached this node yet".to_string());
@@ -57,12 +154,54 @@ pub fn assess(view: &ClusterView) -> Verdict {
             reasons.push(format!("{} {}: {}", ids.len(), state.as_str(), ids.join(", ")));
         }
     }
-    Verdict {
-        status: if reasons.is_empty() {
-            Status::Green
-        } else {
-            Status::Yellow
-        },
+    let status = if reasons.is_empty() { Status::Green } else { Status::Yellow };
+    (status, reasons)
+}
+
+fn shape(
+    view: &ClusterView,
+    status: Status,
+    reasons: Vec<String>,
+    nodes: Vec<NodeHealth>,
+    registered: Option<usize>,
+    source: &str,
+) -> ClusterHealth {
+    ClusterHealth {
+        cluster_id: view.cluster_id.clone(),
+        status,
         reasons,
+        coordinator: view.coordinator.as_ref().map(|c| c.as_str().to_string()),
+        term: view.term,
+        number_of_nodes: view.live_members().count(),
+        number_of_ready_nodes: view.ready_members().count(),
+        number_of_registered_nodes: registered,
+        answered_by: view.self_id.as_str().to_string(),
+        source: source.to_string(),
+        coordinator_error: None,
+        nodes,
     }
+}
+
+fn node(m: &Member, view: &ClusterView, entry: Option<Option<&RegistryEntry>>) -> NodeHealth {
+    NodeHealth {
+        id: m.node_id.as_str().to_string(),
+        state: m.state.as_str().to_string(),
+        is_coordinator: view.coordinator.as_ref() == Some(&m.node_id),
+        generation: m.generation,
+        gossip_addr: m.gossip_addr.to_string(),
+        http_addr: m.http_addr.clone(),
+        peer_addr: m.peer_addr.clone(),
+        version: m.version.clone(),
+        started_at_ms: m.started_at_ms,
+        last_heartbeat_ms_ago: m.heartbeat_age.as_millis() as u64,
+        registered: entry.map(|e| e.is_some()),
+        report: entry.flatten().and_then(|e| e.last_report.clone()),
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -63,6 +63,34 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Shared secret of the cluster. Every node derives the cluster CA (mutual TLS between peers)
+    /// and the gossip MAC key from it. Unset: a well-known development secret, allowed only when
+    /// every listen address is loopback.
+    #[arg(long, env = "TORUA_CLUSTER_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub cluster_secret: Option<String>,
+
+    /// Operator CA certificate (PEM). With TORUA_TLS_CERT and TORUA_TLS_KEY, peers use these
+    /// instead of certificates derived from the secret (see `torua cert`).
+    #[arg(long, env = "TORUA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This node's certificate (PEM) signed by TORUA_TLS_CA; its common name is the node id.
+    #[arg(long, env = "TORUA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This node's private key (PEM).
+    #[arg(long, env = "TORUA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often a node pushes its health report to the coordinator (100ms..60s).
+    #[arg(long, env = "TORUA_REPORT_INTERVAL", default_value = "1s", value_parser = parse_report_interval)]
+    pub report_interval: Duration,
+
+    /// How long `/cluster/health` and `/cluster/nodes` wait for the coordinator before answering
+    /// from this node's own view (`source: "local"`).
+    #[arg(long, env = "TORUA_COORDINATOR_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub coordinator_timeout: Duration,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,membership=debug`.
     #[arg(long, env = "TORUA_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,
@@ -178,6 +206,21 @@ fn parse_gossip_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("{s} is out of range; accepted: 10ms to 60s"));
     }
     Ok(d)
+}
+
+fn parse_report_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+        return Err(format!("{s} is out of range; accepted: 100ms to 60s"));
+    }
+    Ok(d)
+}
+
+fn parse_secret(s: &str) -> Result<String, String> {
+    if s.len() < 16 {
+        return Err("too short: use at least 16 characters (e.g. `openssl rand -hex 32`)".into());
+    }
+    Ok(s.to_string())
 }
 
 fn parse_phi(s: &str) -> Result<f64, String> {

@@ -10,10 +10,26 @@
 //! - [`api`]: the HTTP API (axum).
 //! - [`cluster_health`]: green / yellow / red and why.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`security`]: TLS identity and gossip key from the cluster secret or operator files.
+//! - [`cert_cmd`]: `torua cert`, operator certificates.
+//! - [`context`]: what a running node's parts share.
+//! - [`peer`]: node-to-node requests over QUIC (wire messages, service, client).
+//! - [`registry`]: the coordinator's registry of nodes and their health reports.
+//! - [`reporter`]: push registration and periodic health reports to the coordinator.
+//! - [`node_stats`]: uptime, load, memory, disk of this node.
+//! - [`broadcast`]: fan-out of control messages and their handlers.
 //! - [`logging`]: tracing output with the node id on every line.
 //! - [`dev`]: `torua dev`, a local multi-process cluster.
 
 pub mod api;
+pub mod broadcast;
+pub mod cert_cmd;
+pub mod context;
+pub mod node_stats;
+pub mod peer;
+pub mod registry;
+pub mod reporter;
+pub mod security;
 pub mod cli;
 pub mod cluster_health;
 pub mod config;

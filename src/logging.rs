@@ -1,6 +1,7 @@
 //! Log output: tracing with the node id on every line, as text or JSON.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, Writer};
@@ -11,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. Returns a handle that changes the filter at run time.
 pub fn init(node_id: &str, filter: &str, json: bool) -> FilterHandle {
     use tracing_subscriber::prelude::*;
+    let filter_text = filter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let format = NodeFormat {
@@ -21,20 +23,53 @@ pub fn init(node_id: &str, filter: &str, json: bool) -> FilterHandle {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(format);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
-    FilterHandle(handle)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(ErrorCounter)
+        .try_init();
+    FilterHandle {
+        handle,
+        current: std::sync::Arc::new(std::sync::Mutex::new(filter_text.to_string())),
+    }
+}
+
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Error-level events logged since start (reported in health reports).
+pub fn errors_total() -> u64 {
+    ERRORS.load(Ordering::Relaxed)
+}
+
+/// Counts error events (that pass the filter) for [`errors_total`].
+struct ErrorCounter;
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for ErrorCounter {
+    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Changes the log filter of a running node.
 #[derive(Clone)]
-pub struct FilterHandle(
-    tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
-);
+pub struct FilterHandle {
+    handle: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    current: std::sync::Arc<std::sync::Mutex<String>>,
+}
 
 impl FilterHandle {
     pub fn set(&self, filter: &str) -> Result<(), String> {
         let f = EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
-        self.0.reload(f).map_err(|e| e.to_string())
+        self.handle.reload(f).map_err(|e| e.to_string())?;
+        *self.current.lock().expect("filter lock") = filter.to_string();
+        Ok(())
+    }
+
+    /// The filter in force.
+    pub fn current(&self) -> String {
+        self.current.lock().expect("filter lock").clone()
     }
 }
 

@@ -12,6 +12,7 @@ fn main() {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(torua::node::serve(*args))),
         Command::Dev(args) => torua::dev::run(args),
+        Command::Cert(args) => torua::cert_cmd::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -24,6 +24,8 @@ pub struct Metrics {
     gossip_packets_received: IntCounter,
     is_coordinator: IntGauge,
     term: IntGauge,
+    gossip_rejected: IntCounter,
+    gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
 }
 
 impl Metrics {
@@ -57,6 +59,11 @@ impl Metrics {
                 "gossip_packets_received_total",
                 "Gossip UDP packets received",
             ),
+            gossip_rejected: counter(
+                "gossip_packets_rejected_total",
+                "Gossip datagrams dropped: bad MAC (another cluster secret), stale, or not gossip",
+            ),
+            gossip_rejected_source: std::sync::Mutex::new(None),
             is_coordinator: IntGauge::new("is_coordinator", "1 if this node is the coordinator")
                 .expect("valid metric"),
             term: IntGauge::new("coordinator_term", "Confirmed term of the current coordinator")
@@ -76,6 +83,7 @@ impl Metrics {
             Box::new(m.gossip_packets_received.clone()),
             Box::new(m.is_coordinator.clone()),
             Box::new(m.term.clone()),
+            Box::new(m.gossip_rejected.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
@@ -100,11 +108,21 @@ impl Metrics {
         catch_up(&self.gossip_rounds, snap.gossip_rounds);
         catch_up(&self.gossip_packets_sent, snap.gossip_packets_sent);
         catch_up(&self.gossip_packets_received, snap.gossip_packets_received);
+        if let Some(src) = self.gossip_rejected_source.lock().expect("metrics lock").as_ref() {
+            catch_up(&self.gossip_rejected, src.load(std::sync::atomic::Ordering::Relaxed));
+        }
         self.is_coordinator.set(view.is_coordinator() as i64);
         self.term.set(view.term.unwrap_or(0) as i64);
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    /// Reports the gossip transport's rejected-datagram counter at scrape time.
+    pub fn watch_gossip_rejected(&self, counter: Arc<std::sync::atomic::AtomicU64>) {
+        *self.gossip_rejected_source.lock().expect("metrics lock") = Some(counter);
     }
 }
 

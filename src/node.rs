@@ -4,12 +4,21 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use membership::{Cluster, MembershipConfig, UdpTransport};
+use std::sync::Arc;
+
+use membership::{AuthenticatedUdpTransport, Cluster, MembershipConfig};
+use transport::{Endpoint, TransportConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::api::{self, AppState};
+use crate::api;
+use crate::broadcast::Handlers;
+use crate::context::{NodeContext, Settings};
+use crate::peer::PeerService;
+use crate::registry::Registry;
+use crate::reporter;
+use crate::security::Security;
 use crate::config::ServeArgs;
 use crate::data_dir::DataDir;
 use crate::logging;
@@ -22,7 +31,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let advertised = args.advertised()?;
     let data_dir = DataDir::open(&args.data_dir)?;
     let node_id = data_dir.node_id(args.node_id.as_ref())?;
-    let _log_filter = logging::init(node_id.as_str(), &args.log, args.log_format == "json");
+    let log_filter = logging::init(node_id.as_str(), &args.log, args.log_format == "json");
+    let started = std::time::Instant::now();
+    let security = Security::from_args(&args, &node_id)?;
 
     let http = TcpListener::bind(args.http_addr).await.with_context(|| {
         format!(
@@ -40,15 +51,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_addr = Some(advertised.http.clone());
     config.peer_addr = Some(advertised.peer.clone());
     config.state_dir = Some(data_dir.path().to_path_buf());
-    let cluster = Cluster::join(config, UdpTransport)
+    let endpoint = Endpoint::bind(args.peer_addr, security.identity.clone(), TransportConfig::default())
+        .with_context(|| {
+            format!(
+                "TORUA_PEER_ADDR: cannot listen on {} (port in use, or not an address of this machine)",
+                args.peer_addr
+            )
+        })?;
+    let gossip_transport = AuthenticatedUdpTransport::new(security.gossip_sealer());
+    let gossip_rejected = gossip_transport.rejected_counter();
+    let cluster = Cluster::join(config, gossip_transport)
         .await
         .map_err(|e| anyhow::anyhow!("TORUA_GOSSIP_ADDR: {e:#}"))?;
 
     let metrics = Metrics::new();
-    let app = api::router(AppState {
+    metrics.watch_gossip_rejected(gossip_rejected);
+    let ctx = Arc::new(NodeContext {
         cluster: cluster.clone(),
+        endpoint: endpoint.clone(),
+        registry: Registry::default(),
+        handlers: Handlers,
         metrics,
+        log_filter,
+        settings: Settings {
+            data_dir: data_dir.path().to_path_buf(),
+            started,
+            http_addr: advertised.http.clone(),
+            peer_addr: advertised.peer.clone(),
+            gossip_addr: advertised.gossip.to_string(),
+            report_interval: args.report_interval,
+            coordinator_timeout: args.coordinator_timeout,
+        },
     });
+    endpoint.serve(PeerService {
+        ctx: Arc::downgrade(&ctx),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let reporter = tokio::spawn(reporter::run(ctx.clone(), stop_rx));
+    let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(http, app)
@@ -64,6 +104,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http = %advertised.http,
         gossip = %advertised.gossip,
         peer = %advertised.peer,
+        security = security.mode,
         data_dir = %data_dir.path().display(),
         "torua node started"
     );
@@ -74,6 +115,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => info!("SIGINT received, leaving the cluster"),
     }
     let shutdown = async {
+        let _ = stop_tx.send(true);
+        let _ = reporter.await;
         cluster.leave(LEAVE_ROUNDS).await;
         let _ = stop_http_tx.send(());
         match server.await {
@@ -81,6 +124,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
             Err(e) => warn!(error = %e, "HTTP server task failed"),
         }
+        endpoint.shutdown().await;
     };
     if tokio::time::timeout(args.shutdown_timeout, shutdown).await.is_err() {
         error!(

@@ -3,13 +3,15 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::Json;
-use membership::{ClusterView, Member};
+use membership::ClusterView;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::cluster_health::{assess, Status};
+use crate::cluster_health::{self, ClusterHealth, Status};
+use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::config::parse_duration;
 
 /// Longest `timeout` a `wait_for_status` request may ask for.
@@ -49,58 +51,79 @@ pub async fn cluster_health(
             d
         }
     };
-    let mut timed_out = false;
-    let view = match wanted {
-        None => state.cluster.view(),
-        Some(wanted) => match state
-            .cluster
-            .wait_for(timeout, |v| assess(v).status <= wanted)
-            .await
-        {
-            Some(v) => v,
-            None => {
-                timed_out = true;
-                state.cluster.view()
+    let started = tokio::time::Instant::now();
+    loop {
+        let health = best_health(&state).await;
+        let done = match wanted {
+            None => true,
+            Some(w) => health.status <= w,
+        };
+        let timed_out = !done && started.elapsed() >= timeout;
+        if done || timed_out {
+            let mut body = serde_json::to_value(&health).unwrap_or_default();
+            if wanted.is_some() {
+                body["timed_out"] = timed_out.into();
             }
-        },
-    };
-    let mut body = health_body(&view);
-    if wanted.is_some() {
-        body["timed_out"] = timed_out.into();
+            return Ok(Json(body));
+        }
+        // Wake on a membership change or poll (reports change the coordinator's verdict too).
+        let mut views = state.cluster.view_watcher();
+        let _ = tokio::time::timeout(POLL, views.changed()).await;
     }
-    Ok(Json(body))
 }
 
-/// The answer shape of `/cluster/health`, the same on every node.
-pub fn health_body(view: &ClusterView) -> Value {
-    let verdict = assess(view);
-    json!({
-        "cluster_id": view.cluster_id,
-        "status": verdict.status,
-        "reasons": verdict.reasons,
-        "coordinator": view.coordinator,
-        "term": view.term,
-        "number_of_nodes": view.live_members().count(),
-        "number_of_ready_nodes": view.ready_members().count(),
-        "answered_by": view.self_id,
-        "source": "local",
-        "nodes": view.members.iter().map(|m| node_json(m, view)).collect::<Vec<_>>(),
-    })
+/// Poll interval of `wait_for_status`.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The coordinator's aggregated health (`source: "coordinator"`), or this node's own view
+/// (`source: "local"`) when the coordinator does not answer within `TORUA_COORDINATOR_TIMEOUT`.
+pub async fn best_health(state: &AppState) -> ClusterHealth {
+    let view = state.cluster.view();
+    match ask_coordinator(state, &PeerRequest::ClusterHealth).await {
+        Ok(PeerResponse::ClusterHealth(h)) => h,
+        Ok(other) => local_with_note(&view, format!("coordinator answered {other:?}")),
+        Err(e) => local_with_note(&view, e),
+    }
 }
 
-fn node_json(m: &Member, view: &ClusterView) -> Value {
-    json!({
-        "id": m.node_id,
-        "state": m.state,
-        "is_coordinator": view.coordinator.as_ref() == Some(&m.node_id),
-        "generation": m.generation,
-        "gossip_addr": m.gossip_addr,
-        "http_addr": m.http_addr,
-        "peer_addr": m.peer_addr,
-        "version": m.version,
-        "started_at_ms": m.started_at_ms,
-        "last_heartbeat_ms_ago": m.heartbeat_age.as_millis() as u64,
-    })
+fn local_with_note(view: &ClusterView, note: String) -> ClusterHealth {
+    let mut h = cluster_health::local(view);
+    h.coordinator_error = Some(note);
+    h
+}
+
+/// Sends `request` to the coordinator of this node's view.
+async fn ask_coordinator(state: &AppState, request: &PeerRequest) -> Result<PeerResponse, String> {
+    let view = state.cluster.view();
+    let id = view
+        .coordinator
+        .as_ref()
+        .ok_or("no coordinator in this node's view")?;
+    let peer = view
+        .member(id)
+        .and_then(|m| m.peer_addr.clone())
+        .ok_or_else(|| format!("coordinator {id} publishes no peer address"))?;
+    crate::peer::call(state, id.as_str(), &peer, request, state.settings.coordinator_timeout).await
+}
+
+/// `GET /cluster/nodes`: the coordinator's registry.
+pub async fn registry(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let view = state.cluster.view();
+    match ask_coordinator(&state, &PeerRequest::Registry).await {
+        Ok(PeerResponse::Registry(entries)) => Ok(Json(json!({
+            "coordinator": view.coordinator,
+            "term": view.term,
+            "nodes": entries,
+        }))),
+        Ok(other) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the coordinator could not list its registry ({other:?}); retry once the cluster has settled"),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the coordinator did not answer: {e}; retry, or read GET /nodes for this node's gossip view"),
+        )),
+    }
 }
 
 /// The member list in the seed system's shape: `{"nodes":[{"id":..,"addr":..,...}]}` where

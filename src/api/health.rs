@@ -17,6 +17,8 @@ pub async fn node_health(State(state): State<AppState>) -> Json<Value> {
         "state": me.map(|m| m.state.as_str()),
         "generation": state.cluster.generation(),
         "version": env!("CARGO_PKG_VERSION"),
+        "uptime_ms": state.settings.started.elapsed().as_millis() as u64,
+        "log_filter": state.log_filter.current(),
     }))
 }
 

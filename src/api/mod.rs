@@ -1,6 +1,7 @@
 //! The HTTP API every node answers (axum). Routes live in one file per area; this module builds
 //! the router, its limits, and the JSON error shape.
 
+mod broadcast;
 mod cluster;
 mod health;
 
@@ -9,13 +10,13 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use membership::Cluster;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::metrics::{track_http, Metrics};
+use crate::context::NodeContext;
+use crate::metrics::track_http;
 
 /// Request bodies are small control messages in this API; refuse anything bigger.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -24,17 +25,15 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(65);
 
 /// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub cluster: Cluster,
-    pub metrics: Arc<Metrics>,
-}
+pub type AppState = Arc<NodeContext>;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::node_health))
         .route("/cluster/health", get(cluster::cluster_health))
+        .route("/cluster/nodes", get(cluster::registry))
         .route("/nodes", get(cluster::nodes))
+        .route("/broadcast", post(broadcast::broadcast))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

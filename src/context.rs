@@ -1,0 +1,62 @@
+//! What the parts of a running node share: membership, the peer endpoint, the coordinator's
+//! registry, broadcast handlers, metrics and a few settings. HTTP handlers and the peer service
+//! both get an `Arc<NodeContext>`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use membership::{Cluster, NodeId};
+use transport::Endpoint;
+
+use crate::broadcast::Handlers;
+use crate::logging::FilterHandle;
+use crate::metrics::Metrics;
+use crate::peer::wire::Registration;
+use crate::registry::Registry;
+
+pub struct NodeContext {
+    pub cluster: Cluster,
+    pub endpoint: Endpoint,
+    pub registry: Registry,
+    pub handlers: Handlers,
+    pub metrics: Arc<Metrics>,
+    pub log_filter: FilterHandle,
+    pub settings: Settings,
+}
+
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub started: Instant,
+    pub http_addr: String,
+    pub peer_addr: String,
+    pub gossip_addr: String,
+    pub report_interval: Duration,
+    pub coordinator_timeout: Duration,
+}
+
+impl NodeContext {
+    pub fn node_id(&self) -> &NodeId {
+        self.cluster.self_id()
+    }
+
+    /// What this node registers with the coordinator.
+    pub fn registration(&self, term: u64) -> Registration {
+        Registration {
+            node_id: self.node_id().as_str().to_string(),
+            generation: self.cluster.generation(),
+            http_addr: self.settings.http_addr.clone(),
+            peer_addr: self.settings.peer_addr.clone(),
+            gossip_addr: self.settings.gossip_addr.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            capacity: crate::node_stats::capacity(&self.settings.data_dir),
+            holds: Vec::new(),
+            term,
+        }
+    }
+
+    /// Reports older than this count as missing in the aggregated health.
+    pub fn report_stale_after(&self) -> Duration {
+        self.settings.report_interval * 5
+    }
+}

@@ -1,0 +1,132 @@
+//! Push registration and health reports: each node registers with the current coordinator at
+//! start and whenever the coordinator changes, then reports its health every
+//! `TORUA_REPORT_INTERVAL`. Failures retry with exponential backoff and full jitter; every attempt
+//! is logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tracing::{debug, info, warn};
+
+use crate::context::NodeContext;
+use crate::peer::wire::{PeerRequest, PeerResponse};
+
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Where this node is registered: coordinator id and generation of our view of it.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    coordinator: String,
+    generation: u64,
+    peer_addr: String,
+}
+
+/// Runs until `stop` fires.
+pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut views = ctx.cluster.view_watcher();
+    let mut registered: Option<Target> = None;
+    let mut attempt: u32 = 0;
+    loop {
+        let wait = match current_target(&ctx) {
+            None => {
+                registered = None;
+                ctx.settings.report_interval
+            }
+            Some(target) if registered.as_ref() != Some(&target) => {
+                attempt += 1;
+                info!(coordinator = %target.coordinator, attempt, "registering with the coordinator");
+                match register(&ctx, &target).await {
+                    Ok(term) => {
+                        info!(coordinator = %target.coordinator, term, attempt, "registered with the coordinator");
+                        registered = Some(target);
+                        attempt = 0;
+                        // Report right away so the coordinator's health is complete quickly.
+                        Duration::ZERO
+                    }
+                    Err(e) => {
+                        let delay = backoff(attempt);
+                        warn!(coordinator = %target.coordinator, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "registration failed");
+                        delay
+                    }
+                }
+            }
+            Some(target) => {
+                match report(&ctx, &target).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        // Register again (the coordinator may have restarted or lost its registry).
+                        debug!(coordinator = %target.coordinator, error = %e, "health report refused; registering again");
+                        registered = None;
+                    }
+                }
+                if registered.is_some() {
+                    ctx.settings.report_interval
+                } else {
+                    Duration::ZERO
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = views.changed() => {
+                // A coordinator change re-registers at once; other view changes wait out the timer.
+                if current_target(&ctx) == registered {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_INITIAL.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_MAX);
+    // Full jitter: spreads a herd of nodes re-registering with a new coordinator.
+    let millis = rand::thread_rng().gen_range(exp.as_millis() as u64 / 2..=exp.as_millis() as u64);
+    Duration::from_millis(millis)
+}
+
+fn current_target(ctx: &NodeContext) -> Option<Target> {
+    let view = ctx.cluster.view();
+    let id = view.coordinator.as_ref()?;
+    let m = view.member(id)?;
+    Some(Target {
+        coordinator: id.as_str().to_string(),
+        generation: m.generation,
+        peer_addr: m.peer_addr.clone()?,
+    })
+}
+
+async fn register(ctx: &Arc<NodeContext>, target: &Target) -> Result<u64, String> {
+    let term = ctx.cluster.view().term.unwrap_or(0);
+    let request = PeerRequest::Register(ctx.registration(term));
+    let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
+    match crate::peer::call(ctx, &target.coordinator, &target.peer_addr, &request, timeout).await? {
+        PeerResponse::Registered { term, .. } => Ok(term),
+        PeerResponse::NotCoordinator { coordinator } => Err(format!(
+            "{} is not the coordinator in its own view (it names {coordinator:?}); waiting for gossip to agree",
+            target.coordinator
+        )),
+        PeerResponse::Failed(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+async fn report(ctx: &Arc<NodeContext>, target: &Target) -> Result<(), String> {
+    let report = crate::node_stats::report(
+        ctx.node_id().as_str(),
+        ctx.cluster.generation(),
+        ctx.settings.started,
+        &ctx.settings.data_dir,
+    );
+    let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
+    match crate::peer::call(ctx, &target.coordinator, &target.peer_addr, &PeerRequest::Report(report), timeout).await? {
+        PeerResponse::ReportAccepted => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
