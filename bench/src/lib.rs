@@ -288,14 +288,24 @@ impl TestCluster {
     /// Creates and starts `n` nodes, waiting until each answers `/health`.
     pub fn start(n: usize, options: ClusterOptions) -> anyhow::Result<Self> {
         let mut cluster = Self::new(n, options)?;
-        for node in &mut cluster.nodes {
-            node.start()?;
-        }
-        let timeout = cluster.options.start_timeout;
-        for i in 0..n {
-            cluster.wait_node_up(i, timeout)?;
-        }
+        cluster.start_all()?;
         Ok(cluster)
+    }
+
+    /// Starts every node that is not running and waits until each answers `/health`.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        let mut started = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if !node.is_running() {
+                node.start()?;
+                started.push(i);
+            }
+        }
+        let timeout = self.options.start_timeout;
+        for i in started {
+            self.wait_node_up(i, timeout)?;
+        }
+        Ok(())
     }
 
     pub fn node(&self, i: usize) -> &NodeProc {
