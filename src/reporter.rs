@@ -107,7 +107,10 @@ async fn register(ctx: &Arc<NodeContext>, target: &Target) -> Result<u64, String
     let request = PeerRequest::Register(ctx.registration(term));
     let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
     match crate::peer::call(ctx, &target.coordinator, &target.peer_addr, &request, timeout).await? {
-        PeerResponse::Registered { term, .. } => Ok(term),
+        PeerResponse::Registered { term, coordinator } => {
+            ctx.cluster.observe_term(term, &coordinator);
+            Ok(term)
+        }
         PeerResponse::NotCoordinator { coordinator } => Err(format!(
             "{} is not the coordinator in its own view (it names {coordinator:?}); waiting for gossip to agree",
             target.coordinator

@@ -372,9 +372,30 @@ impl TestCluster {
             if Instant::now() > deadline {
                 let shown: Vec<String> = answers
                     .iter()
-                    .map(|(i, v)| format!("{}: {}", self.nodes[*i].id, v))
+                    .map(|(i, v)| format!("{}: {}", self.nodes[*i].id, summarize(v)))
                     .collect();
                 bail!("GET {path}: condition not met on every node within {timeout:?}:\n{}", shown.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Like [`wait_all`](Self::wait_all) on `/cluster/health`, and also every answer names the same
+    /// coordinator and term. Returns (coordinator, term).
+    pub fn wait_health_agree<F>(&mut self, timeout: Duration, mut check: F) -> anyhow::Result<(String, u64)>
+    where
+        F: FnMut(&Value) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answers = self.wait_all("/cluster/health", left, |_, v| check(v))?;
+            if let Some(agreed) = agreed_coordinator(&answers) {
+                return Ok(agreed);
+            }
+            if Instant::now() > deadline {
+                bail!("nodes never agreed on one coordinator and term: {:?}",
+                    answers.iter().map(|(_, v)| summarize(v)).collect::<Vec<_>>());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -385,17 +406,33 @@ impl TestCluster {
     pub fn wait_converged(&mut self, timeout: Duration) -> anyhow::Result<(String, u64)> {
         let running = self.running();
         let expected: Vec<String> = running.iter().map(|&i| self.nodes[i].id.clone()).collect();
-        let answers = self.wait_all("/cluster/health", timeout, |_, v| {
+        self.wait_health_agree(timeout, |v| {
             let ready = ready_ids(v);
             ready.len() == expected.len()
                 && expected.iter().all(|id| ready.contains(id))
                 && v["coordinator"].is_string()
-        })?;
-        agreed_coordinator(&answers).with_context(|| format!("nodes disagree: {answers:?}"))
+        })
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// A `/cluster/health` answer without its long node list (for failure messages).
+pub fn summarize(v: &Value) -> Value {
+    if v.get("status").is_some() && v.get("nodes").is_some() {
+        let states: Vec<String> = v["nodes"]
+            .as_array()
+            .map(|a| a.iter().map(|n| format!("{}={}", n["id"].as_str().unwrap_or("?"), n["state"].as_str().unwrap_or("?"))).collect())
+            .unwrap_or_default();
+        serde_json::json!({
+            "status": v["status"], "reasons": v["reasons"], "coordinator": v["coordinator"],
+            "term": v["term"], "source": v["source"], "answered_by": v["answered_by"],
+            "coordinator_error": v["coordinator_error"], "members": states,
+        })
+    } else {
+        v.clone()
     }
 }
 

@@ -51,6 +51,8 @@ struct Inner {
     wants_ready: std::sync::atomic::AtomicBool,
     /// Highest term known locally; persisted so terms keep rising across restarts.
     known_term: AtomicU64,
+    /// A term learnt outside gossip (see [`Cluster::observe_term`]) and who claimed it.
+    observed: StdMutex<Option<(u64, String)>>,
     counters: Arc<GossipCounters>,
     coordinator_changes: AtomicU64,
     /// When each (node, generation) last showed a higher heartbeat, for heartbeat ages.
@@ -136,6 +138,7 @@ impl Cluster {
                 changes_tx,
                 wants_ready: false.into(),
                 known_term: AtomicU64::new(known_term),
+                observed: StdMutex::new(None),
                 counters,
                 coordinator_changes: AtomicU64::new(0),
                 heartbeats: StdMutex::new(HashMap::new()),
@@ -229,6 +232,16 @@ impl Cluster {
         self.shutdown().await;
     }
 
+    /// Records a coordinator term learnt from a peer message rather than gossip (e.g. a reply
+    /// from the coordinator over the transport). A claim this node makes later is above it, even
+    /// if the claimant died before its term reached this node through gossip.
+    pub fn observe_term(&self, term: u64, claimed_by: &str) {
+        let before = self.inner.known_term.fetch_max(term, Ordering::SeqCst);
+        if term > before {
+            *self.inner.observed.lock().expect("observed lock") = Some((term, claimed_by.to_string()));
+        }
+    }
+
     /// Stops gossip at once (peers will notice through failure detection).
     pub async fn shutdown(&self) {
         let _ = self.inner.stop_tx.send(true);
@@ -313,18 +326,38 @@ impl Cluster {
             .known_term
             .fetch_max(view.max_term, Ordering::SeqCst)
             .max(view.max_term);
+        let self_id = inner.config.node_id.as_str();
         let me = chitchat.self_node_state();
         if me.get_u64(keys::TERM).unwrap_or(0) < known {
             me.set(keys::TERM, known);
+            let observed = inner.observed.lock().expect("observed lock").clone();
+            let by = match (&view.max_term_by, observed) {
+                (Some(by), _) if view.max_term >= known => Some(by.clone()),
+                (_, Some((t, by))) if t == known => Some(by),
+                (by, _) => by.clone(),
+            };
+            if let Some(by) = by {
+                me.set(keys::TERM_BY, &by);
+            }
         }
         let my_leader_term = me.get_u64(keys::LEADER_TERM);
         let i_am_ready = me.get(keys::STATE) == Some("ready");
         if view.is_coordinator() && i_am_ready {
-            if my_leader_term.is_none_or(|t| t < known) {
+            // Another node claimed this number too (we claimed it before hearing of theirs):
+            // a term must name one coordinator, so claim past it.
+            let contested = |t: u64| {
+                view.members.iter().any(|m| {
+                    !m.is_self
+                        && (m.leader_term.is_some_and(|lt| lt >= t)
+                            || (m.term >= t && m.term_by.as_deref().is_some_and(|b| b != self_id)))
+                })
+            };
+            if my_leader_term.is_none_or(|t| t < known || contested(t)) {
                 let term = known + 1;
                 inner.known_term.fetch_max(term, Ordering::SeqCst);
                 me.set(keys::LEADER_TERM, term);
                 me.set(keys::TERM, term);
+                me.set(keys::TERM_BY, self_id);
                 return Some(term);
             }
         } else if my_leader_term.is_some() {
@@ -394,6 +427,7 @@ impl Cluster {
                     started_at_ms: state.get_u64(keys::STARTED_AT),
                     term: state.get_u64(keys::TERM),
                     leader_term: state.get_u64(keys::LEADER_TERM),
+                    term_by: state.get_string(keys::TERM_BY),
                 }
             })
             .collect()

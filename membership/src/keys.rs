@@ -18,6 +18,9 @@ pub const VERSION: &str = "version";
 pub const STARTED_AT: &str = "started_at";
 /// Highest coordinator term this node knows of (adopted from others or claimed).
 pub const TERM: &str = "term";
+/// The node that claimed the term in [`TERM`]: two coordinators may claim the same number
+/// without having heard of each other, and the owner tells a tie from an adoption.
+pub const TERM_BY: &str = "term_by";
 /// Set only while this node is coordinator: the term of its leadership.
 pub const LEADER_TERM: &str = "leader_term";
 

@@ -69,6 +69,8 @@ pub struct Member {
     pub term: u64,
     /// Set while this member believes it is the coordinator.
     pub leader_term: Option<u64>,
+    /// Who claimed `term` (see `keys::TERM_BY`).
+    pub term_by: Option<String>,
     /// Time since this node last saw the member's heartbeat advance (zero for itself).
     #[serde(skip)]
     pub heartbeat_age: Duration,

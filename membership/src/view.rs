@@ -29,6 +29,7 @@ pub(crate) struct RawNode {
     pub started_at_ms: Option<u64>,
     pub term: Option<u64>,
     pub leader_term: Option<u64>,
+    pub term_by: Option<String>,
 }
 
 /// A node's picture of the cluster at one instant.
@@ -46,6 +47,8 @@ pub struct ClusterView {
     pub term: Option<u64>,
     /// The highest term this node has seen anywhere.
     pub max_term: u64,
+    /// The node that claimed `max_term`, if known.
+    pub max_term_by: Option<String>,
 }
 
 impl ClusterView {
@@ -94,6 +97,18 @@ pub(crate) fn build_view(
         .flat_map(|n| [n.term, n.leader_term])
         .flatten()
         .fold(known_term, u64::max);
+    // Who claimed `max_term`: a node holding it as its leader term, else whom adopters name.
+    let max_term_by = newest
+        .iter()
+        .filter(|n| n.leader_term == Some(max_term))
+        .map(|n| n.node_id.clone())
+        .chain(
+            newest
+                .iter()
+                .filter(|n| n.term == Some(max_term))
+                .filter_map(|n| n.term_by.clone()),
+        )
+        .min_by(|a, b| NodeId::new(a).ok().cmp(&NodeId::new(b).ok()).then(a.cmp(b)));
 
     let mut members: Vec<Member> = newest
         .into_iter()
@@ -117,6 +132,7 @@ pub(crate) fn build_view(
         coordinator,
         term,
         max_term,
+        max_term_by,
     }
 }
 
@@ -146,6 +162,7 @@ fn to_member(n: RawNode) -> Option<Member> {
         started_at_ms: n.started_at_ms,
         term: n.term.unwrap_or(0),
         leader_term: n.leader_term,
+        term_by: n.term_by,
         heartbeat_age: n.heartbeat_age,
         is_self: n.is_self,
     })
@@ -170,6 +187,7 @@ mod tests {
             started_at_ms: None,
             term: None,
             leader_term: None,
+            term_by: None,
         }
     }
 

@@ -23,35 +23,31 @@ async fn start(transport: &ChannelTransport, id: &str, port: u16, seed: Option<u
     cluster
 }
 
-/// Waits until every node's view names `coordinator` with a confirmed term and lists
-/// `ready` ready members; returns the (common) term.
+/// Waits until every node's view names `coordinator` with the same confirmed term and lists
+/// `ready` ready members; returns that term. (Terms may still rise while views settle: two nodes
+/// that claimed the same number before hearing of each other claim again.)
 async fn agree(nodes: &[&Cluster], coordinator: &str, ready: usize) -> u64 {
-    let mut terms = Vec::new();
-    for node in nodes {
-        let view = node
-            .wait_for(DEADLINE, |v| {
-                v.coordinator.as_ref().map(NodeId::as_str) == Some(coordinator)
-                    && v.term.is_some()
-                    && v.ready_members().count() == ready
-            })
-            .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} never agreed on {coordinator} with {ready} ready: {:#?}",
-                    node.self_id(),
-                    node.view()
-                )
-            });
-        terms.push(view.term.unwrap());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let views: Vec<_> = nodes.iter().map(|n| n.view()).collect();
+        let agreed = views.iter().all(|v| {
+            v.coordinator.as_ref().map(NodeId::as_str) == Some(coordinator)
+                && v.term.is_some()
+                && v.term == views[0].term
+                && v.ready_members().count() == ready
+        });
+        if agreed {
+            return views[0].term.unwrap();
+        }
+        if tokio::time::Instant::now() > deadline {
+            let summary: Vec<String> = views
+                .iter()
+                .map(|v| format!("{}: coordinator {:?} term {:?} ready {}", v.self_id, v.coordinator, v.term, v.ready_members().count()))
+                .collect();
+            panic!("no agreement on {coordinator} with {ready} ready: {summary:#?}");
+        }
+        tokio::time::sleep(GOSSIP / 2).await;
     }
-    // Terms spread by gossip; wait until each node reports the coordinator's term.
-    let max = *terms.iter().max().unwrap();
-    for node in nodes {
-        node.wait_for(DEADLINE, |v| v.term == Some(max))
-            .await
-            .unwrap_or_else(|| panic!("{} never saw term {max}", node.self_id()));
-    }
-    max
 }
 
 #[tokio::test]
@@ -174,4 +170,25 @@ async fn one_cut_link_kills_nobody_but_isolation_does() {
     t.add_link(addr(5001), addr(5002)).await;
     t.add_link(addr(5001), addr(5003)).await;
     agree(&[&n1, &n2, &n3], "n1", 3).await;
+}
+
+#[tokio::test]
+async fn a_stale_persisted_term_never_lets_two_coordinators_share_a_term() {
+    let t = ChannelTransport::default();
+    let dir = std::env::temp_dir().join(format!("membership-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n2 = start(&t, "n2", 5002, None).await;
+    let n3 = start(&t, "n3", 5003, Some(5002)).await;
+    let t2 = agree(&[&n2, &n3], "n2", 2).await;
+    // n1 comes back remembering the term just below n2's: its first claim (t2) ties with n2's.
+    std::fs::write(dir.join("coordinator_term"), (t2 - 1).to_string()).unwrap();
+    let mut config = MembershipConfig::new(NodeId::new("n1").unwrap(), "test", addr(5001));
+    config.gossip_interval = GOSSIP;
+    config.seeds = vec![addr(5002).to_string()];
+    config.state_dir = Some(dir.clone());
+    let n1 = Cluster::join(config, t.clone()).await.unwrap();
+    n1.mark_ready();
+    let t3 = agree(&[&n1, &n2, &n3], "n1", 3).await;
+    assert!(t3 > t2, "n1 must claim past n2's term {t2}, got {t3}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -80,7 +80,12 @@ const POLL: Duration = Duration::from_millis(100);
 pub async fn best_health(state: &AppState) -> ClusterHealth {
     let view = state.cluster.view();
     match ask_coordinator(state, &PeerRequest::ClusterHealth).await {
-        Ok(PeerResponse::ClusterHealth(h)) => h,
+        Ok(PeerResponse::ClusterHealth(h)) => {
+            if let (Some(term), Some(by)) = (h.term, &h.coordinator) {
+                state.cluster.observe_term(term, by);
+            }
+            h
+        }
         Ok(other) => local_with_note(&view, format!("coordinator answered {other:?}")),
         Err(e) => local_with_note(&view, e),
     }
