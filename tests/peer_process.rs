@@ -202,3 +202,26 @@ fn without_a_secret_a_node_refuses_to_listen_beyond_loopback() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TORUA_CLUSTER_SECRET"), "{stderr}");
 }
+
+#[test]
+fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
+    cluster
+        .wait_health_agree(SETTLE, |v| v["source"] == "coordinator" && v["status"] == "green")
+        .unwrap();
+    // SIGSTOP: the coordinator's sockets stay open but nothing answers (a hung process).
+    cluster.node_mut(0).pause();
+    let started = Instant::now();
+    let h = cluster.node(2).get_json("/cluster/health", Duration::from_secs(10)).unwrap();
+    let took = started.elapsed();
+    cluster.node_mut(0).resume();
+    assert_eq!(h["source"], "local", "{h}");
+    assert_eq!(h["answered_by"], "node-3", "{h}");
+    assert!(h["coordinator_error"].as_str().is_some_and(|e| e.contains("node-1")), "{h}");
+    // The default TORUA_COORDINATOR_TIMEOUT is 500 ms; the answer must not wait much longer.
+    assert!(took < Duration::from_secs(3), "fallback took {took:?}");
+    // Once it runs again, answers come from the coordinator again.
+    cluster
+        .wait_health_agree(SETTLE, |v| v["source"] == "coordinator" && v["answered_by"] == "node-1")
+        .unwrap();
+}
