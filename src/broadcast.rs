@@ -30,12 +30,20 @@ impl Handlers {
     }
 
     /// Runs the handler of `path` on this node.
-    pub fn dispatch(&self, ctx: &NodeContext, path: &str, payload_json: &str) -> Result<(), String> {
-        let payload: Value = serde_json::from_str(payload_json)
-            .map_err(|e| format!("payload is not JSON: {e}"))?;
+    pub fn dispatch(
+        &self,
+        ctx: &NodeContext,
+        path: &str,
+        payload_json: &str,
+    ) -> Result<(), String> {
+        let payload: Value =
+            serde_json::from_str(payload_json).map_err(|e| format!("payload is not JSON: {e}"))?;
         match path {
             "/control" => control(ctx, &payload),
-            other => Err(format!("no handler for path {other:?}; known paths: {}", PATHS.join(", "))),
+            other => Err(format!(
+                "no handler for path {other:?}; known paths: {}",
+                PATHS.join(", ")
+            )),
         }
     }
 }
@@ -57,7 +65,11 @@ fn control(ctx: &NodeContext, payload: &Value) -> Result<(), String> {
                     .map_err(|e| format!("log_filter {f:?} is not a tracing filter: {e}"))?;
                 log_filter = Some(f.to_string());
             }
-            other => return Err(format!("unknown /control key {other:?}; accepted keys: log_filter")),
+            other => {
+                return Err(format!(
+                    "unknown /control key {other:?}; accepted keys: log_filter"
+                ))
+            }
         }
     }
     if let Some(f) = log_filter {
@@ -83,7 +95,12 @@ pub struct BroadcastAnswer {
 
 /// Sends the payload to every member in this node's view (dead ones included: they are reported
 /// as failed, which is what a caller needs to know) and collects one outcome per member.
-pub async fn send_to_all(ctx: &Arc<NodeContext>, path: &str, payload: &Value, timeout: Duration) -> BroadcastAnswer {
+pub async fn send_to_all(
+    ctx: &Arc<NodeContext>,
+    path: &str,
+    payload: &Value,
+    timeout: Duration,
+) -> BroadcastAnswer {
     let message = BroadcastMessage {
         path: path.to_string(),
         payload_json: payload.to_string(),

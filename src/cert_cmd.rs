@@ -17,13 +17,21 @@ pub struct CertArgs {
 }
 
 pub fn run(args: CertArgs) -> anyhow::Result<()> {
-    let ids: Vec<String> = args.nodes.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let ids: Vec<String> = args
+        .nodes
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if ids.is_empty() {
         anyhow::bail!("--nodes: give at least one node id");
     }
     transport::generate_operator_pki(&args.out, &ids)
         .with_context(|| format!("cannot create certificates in {}", args.out.display()))?;
-    println!("wrote {} (keep ca.key offline)", args.out.join("ca.pem").display());
+    println!(
+        "wrote {} (keep ca.key offline)",
+        args.out.join("ca.pem").display()
+    );
     for id in &ids {
         println!(
             "  {id}: TORUA_NODE_ID={id} TORUA_TLS_CA={ca} TORUA_TLS_CERT={cert} TORUA_TLS_KEY={key}",

@@ -30,7 +30,10 @@ pub fn parse() -> Cli {
     match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            if matches!(err.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+            if matches!(
+                err.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) {
                 if let Some(msg) = explain_value_error(&err) {
                     eprintln!("error: {msg}");
                     std::process::exit(2);
@@ -50,7 +53,9 @@ fn explain_value_error(err: &clap::Error) -> Option<String> {
     let flag = arg.split_whitespace().next()?.to_string();
     let env = format!(
         "TORUA_{}",
-        flag.trim_start_matches('-').replace('-', "_").to_uppercase()
+        flag.trim_start_matches('-')
+            .replace('-', "_")
+            .to_uppercase()
     );
     let value = match err.get(ContextKind::InvalidValue) {
         Some(ContextValue::String(v)) => v.clone(),

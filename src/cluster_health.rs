@@ -87,14 +87,19 @@ pub fn local(view: &ClusterView) -> ClusterHealth {
 
 /// The coordinator's verdict: the local one plus registration and reports. `stale_after` is how
 /// old a report may be before the node counts as not reporting.
-pub fn aggregated(view: &ClusterView, registry: &[RegistryEntry], stale_after: Duration) -> ClusterHealth {
+pub fn aggregated(
+    view: &ClusterView,
+    registry: &[RegistryEntry],
+    stale_after: Duration,
+) -> ClusterHealth {
     let (mut status, mut reasons) = view_verdict(view);
     let mut nodes = Vec::with_capacity(view.members.len());
     let mut registered = 0;
     for m in &view.members {
-        let entry = registry
-            .iter()
-            .find(|e| e.registration.node_id == m.node_id.as_str() && e.registration.generation == m.generation);
+        let entry = registry.iter().find(|e| {
+            e.registration.node_id == m.node_id.as_str()
+                && e.registration.generation == m.generation
+        });
         if m.is_live() {
             match entry {
                 Some(e) => {
@@ -104,7 +109,10 @@ pub fn aggregated(view: &ClusterView, registry: &[RegistryEntry], stale_after: D
                     }
                 }
                 None if m.state == MemberState::Ready => {
-                    reasons.push(format!("{} is not registered with the coordinator yet", m.node_id));
+                    reasons.push(format!(
+                        "{} is not registered with the coordinator yet",
+                        m.node_id
+                    ));
                 }
                 None => {}
             }
@@ -114,7 +122,14 @@ pub fn aggregated(view: &ClusterView, registry: &[RegistryEntry], stale_after: D
     if status == Status::Green && !reasons.is_empty() {
         status = Status::Yellow;
     }
-    shape(view, status, reasons, nodes, Some(registered), "coordinator")
+    shape(
+        view,
+        status,
+        reasons,
+        nodes,
+        Some(registered),
+        "coordinator",
+    )
 }
 
 fn report_problem(m: &Member, e: &RegistryEntry, stale_after: Duration) -> Option<String> {
@@ -123,9 +138,18 @@ fn report_problem(m: &Member, e: &RegistryEntry, stale_after: Duration) -> Optio
         (Some(r), Some(age)) if age <= stale_after => {
             let low = r.disk_total_mb > 0
                 && (r.disk_free_mb as f64) < DISK_LOW_FRACTION * r.disk_total_mb as f64;
-            low.then(|| format!("{}: disk nearly full ({} MB free of {} MB)", m.node_id, r.disk_free_mb, r.disk_total_mb))
+            low.then(|| {
+                format!(
+                    "{}: disk nearly full ({} MB free of {} MB)",
+                    m.node_id, r.disk_free_mb, r.disk_total_mb
+                )
+            })
         }
-        (_, Some(age)) => Some(format!("{}: no health report for {} ms", m.node_id, age.as_millis())),
+        (_, Some(age)) => Some(format!(
+            "{}: no health report for {} ms",
+            m.node_id,
+            age.as_millis()
+        )),
         _ => {
             let since = now_ms().saturating_sub(e.registered_at_ms);
             (since > stale_after.as_millis() as u64)
@@ -143,7 +167,11 @@ fn view_verdict(view: &ClusterView) -> (Status, Vec<String>) {
     if view.term.is_none() {
         reasons.push("the coordinator's term has not reached this node yet".to_string());
     }
-    for state in [MemberState::Dead, MemberState::Joining, MemberState::Leaving] {
+    for state in [
+        MemberState::Dead,
+        MemberState::Joining,
+        MemberState::Leaving,
+    ] {
         let ids: Vec<&str> = view
             .members
             .iter()
@@ -151,10 +179,19 @@ fn view_verdict(view: &ClusterView) -> (Status, Vec<String>) {
             .map(|m| m.node_id.as_str())
             .collect();
         if !ids.is_empty() {
-            reasons.push(format!("{} {}: {}", ids.len(), state.as_str(), ids.join(", ")));
+            reasons.push(format!(
+                "{} {}: {}",
+                ids.len(),
+                state.as_str(),
+                ids.join(", ")
+            ));
         }
     }
-    let status = if reasons.is_empty() { Status::Green } else { Status::Yellow };
+    let status = if reasons.is_empty() {
+        Status::Green
+    } else {
+        Status::Yellow
+    };
     (status, reasons)
 }
 

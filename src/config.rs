@@ -182,12 +182,18 @@ fn parse_seeds(s: &str) -> Result<Seeds, String> {
             .rsplit_once(':')
             .ok_or_else(|| format!("seed {part:?} has no port; expected host:port"))?;
         if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("seed {part:?} is not host:port with a port in 1..65535"));
+            return Err(format!(
+                "seed {part:?} is not host:port with a port in 1..65535"
+            ));
         }
         if host.trim_matches(['[', ']']).parse::<IpAddr>().is_err()
-            && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            && !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         {
-            return Err(format!("seed {part:?}: {host:?} is neither an IP address nor a host name"));
+            return Err(format!(
+                "seed {part:?}: {host:?} is neither an IP address nor a host name"
+            ));
         }
         seeds.push(part.to_string());
     }
@@ -233,7 +239,9 @@ fn parse_phi(s: &str) -> Result<f64, String> {
 fn parse_log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)
         .map(|_| s.to_string())
-        .map_err(|e| format!("{s:?} is not a log filter ({e}); examples: info, debug, info,membership=debug"))
+        .map_err(|e| {
+            format!("{s:?} is not a log filter ({e}); examples: info, debug, info,membership=debug")
+        })
 }
 
 #[cfg(test)]

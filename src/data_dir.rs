@@ -22,7 +22,10 @@ pub struct DataDir {
 impl DataDir {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(path).with_context(|| {
-            format!("TORUA_DATA_DIR: cannot create {}; check permissions or choose another directory", path.display())
+            format!(
+                "TORUA_DATA_DIR: cannot create {}; check permissions or choose another directory",
+                path.display()
+            )
         })?;
         let lock = OpenOptions::new()
             .create(true)
@@ -53,7 +56,10 @@ impl DataDir {
         let file = self.path.join(NODE_ID_FILE);
         let remembered = match fs::read_to_string(&file) {
             Ok(s) => Some(NodeId::new(s.trim()).with_context(|| {
-                format!("{} holds an invalid node id; fix or delete it", file.display())
+                format!(
+                    "{} holds an invalid node id; fix or delete it",
+                    file.display()
+                )
             })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),

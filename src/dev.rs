@@ -41,7 +41,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let port = |offset: u16, i: u16| args.base_port + offset + i;
     let seeds = format!("127.0.0.1:{}", port(100, 1));
     let mut nodes = Nodes(Vec::new());
-    println!("starting {} torua nodes (data and logs in {})", args.nodes, args.dir.display());
+    println!(
+        "starting {} torua nodes (data and logs in {})",
+        args.nodes,
+        args.dir.display()
+    );
     for i in 1..=args.nodes {
         let dir = args.dir.join(format!("node-{i}"));
         std::fs::create_dir_all(&dir)

@@ -61,7 +61,8 @@ pub struct FilterHandle {
 
 impl FilterHandle {
     pub fn set(&self, filter: &str) -> Result<(), String> {
-        let f = EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
+        let f =
+            EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
         self.handle.reload(f).map_err(|e| e.to_string())?;
         *self.current.lock().expect("filter lock") = filter.to_string();
         Ok(())
@@ -100,7 +101,12 @@ where
         event.record(&mut fields);
         let meta = event.metadata();
         let mut obj = serde_json::Map::new();
-        obj.insert("ts".into(), humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string().into());
+        obj.insert(
+            "ts".into(),
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
         obj.insert("level".into(), meta.level().as_str().into());
         obj.insert("target".into(), meta.target().into());
         obj.insert("node_id".into(), self.node_id.clone().into());
@@ -113,7 +119,8 @@ struct JsonFields(serde_json::Map<String, serde_json::Value>);
 
 impl tracing::field::Visit for JsonFields {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
     }
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         self.0.insert(field.name().into(), value.into());

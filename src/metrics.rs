@@ -32,13 +32,19 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new_custom(Some("torua".into()), None).expect("valid prefix");
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by route and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
             &["method", "path", "status"],
         )
         .expect("valid metric");
         let http_latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+                ],
+            ),
             &["path"],
         )
         .expect("valid metric");
@@ -66,8 +72,11 @@ impl Metrics {
             gossip_rejected_source: std::sync::Mutex::new(None),
             is_coordinator: IntGauge::new("is_coordinator", "1 if this node is the coordinator")
                 .expect("valid metric"),
-            term: IntGauge::new("coordinator_term", "Confirmed term of the current coordinator")
-                .expect("valid metric"),
+            term: IntGauge::new(
+                "coordinator_term",
+                "Confirmed term of the current coordinator",
+            )
+            .expect("valid metric"),
             registry,
             http_requests,
             http_latency,
@@ -108,8 +117,16 @@ impl Metrics {
         catch_up(&self.gossip_rounds, snap.gossip_rounds);
         catch_up(&self.gossip_packets_sent, snap.gossip_packets_sent);
         catch_up(&self.gossip_packets_received, snap.gossip_packets_received);
-        if let Some(src) = self.gossip_rejected_source.lock().expect("metrics lock").as_ref() {
-            catch_up(&self.gossip_rejected, src.load(std::sync::atomic::Ordering::Relaxed));
+        if let Some(src) = self
+            .gossip_rejected_source
+            .lock()
+            .expect("metrics lock")
+            .as_ref()
+        {
+            catch_up(
+                &self.gossip_rejected,
+                src.load(std::sync::atomic::Ordering::Relaxed),
+            );
         }
         self.is_coordinator.set(view.is_coordinator() as i64);
         self.term.set(view.term.unwrap_or(0) as i64);

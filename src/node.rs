@@ -7,22 +7,22 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use membership::{AuthenticatedUdpTransport, Cluster, MembershipConfig};
-use transport::{Endpoint, TransportConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
+use transport::{Endpoint, TransportConfig};
 
 use crate::api;
 use crate::broadcast::Handlers;
+use crate::config::ServeArgs;
 use crate::context::{NodeContext, Settings};
+use crate::data_dir::DataDir;
+use crate::logging;
+use crate::metrics::Metrics;
 use crate::peer::PeerService;
 use crate::registry::Registry;
 use crate::reporter;
 use crate::security::Security;
-use crate::config::ServeArgs;
-use crate::data_dir::DataDir;
-use crate::logging;
-use crate::metrics::Metrics;
 
 /// Gossip rounds a leaving node waits at each step so every peer hears of it.
 const LEAVE_ROUNDS: u32 = 3;
@@ -51,13 +51,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_addr = Some(advertised.http.clone());
     config.peer_addr = Some(advertised.peer.clone());
     config.state_dir = Some(data_dir.path().to_path_buf());
-    let endpoint = Endpoint::bind(args.peer_addr, security.identity.clone(), TransportConfig::default())
-        .with_context(|| {
-            format!(
-                "TORUA_PEER_ADDR: cannot listen on {} (port in use, or not an address of this machine)",
-                args.peer_addr
-            )
-        })?;
+    let endpoint = Endpoint::bind(
+        args.peer_addr,
+        security.identity.clone(),
+        TransportConfig::default(),
+    )
+    .with_context(|| {
+        format!(
+            "TORUA_PEER_ADDR: cannot listen on {} (port in use, or not an address of this machine)",
+            args.peer_addr
+        )
+    })?;
     let gossip_transport = AuthenticatedUdpTransport::new(security.gossip_sealer());
     let gossip_rejected = gossip_transport.rejected_counter();
     let cluster = Cluster::join(config, gossip_transport)
@@ -126,7 +130,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         endpoint.shutdown().await;
     };
-    if tokio::time::timeout(args.shutdown_timeout, shutdown).await.is_err() {
+    if tokio::time::timeout(args.shutdown_timeout, shutdown)
+        .await
+        .is_err()
+    {
         error!(
             timeout = ?args.shutdown_timeout,
             "graceful shutdown took longer than TORUA_SHUTDOWN_TIMEOUT; exiting anyway"

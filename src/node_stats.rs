@@ -9,7 +9,9 @@ use crate::peer::wire::{Capacity, HealthReport};
 pub fn capacity(data_dir: &Path) -> Capacity {
     let (_, disk_total_mb) = disk_mb(data_dir);
     Capacity {
-        cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         memory_total_mb: meminfo_mb("MemTotal:"),
         disk_total_mb,
     }
@@ -47,11 +49,17 @@ fn kb_field(text: &str, field: &str) -> u64 {
 }
 
 fn meminfo_mb(field: &str) -> u64 {
-    kb_field(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default(), field) / 1024
+    kb_field(
+        &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+        field,
+    ) / 1024
 }
 
 fn status_kb(field: &str) -> u64 {
-    kb_field(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), field)
+    kb_field(
+        &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+        field,
+    )
 }
 
 /// (free, total) megabytes of the file system holding `dir`.
@@ -66,5 +74,8 @@ fn disk_mb(dir: &Path) -> (u64, u64) {
         return (0, 0);
     }
     let block = st.f_frsize as u64;
-    (st.f_bavail as u64 * block / (1 << 20), st.f_blocks as u64 * block / (1 << 20))
+    (
+        st.f_bavail as u64 * block / (1 << 20),
+        st.f_blocks as u64 * block / (1 << 20),
+    )
 }

@@ -85,7 +85,9 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_INITIAL.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_MAX);
+    let exp = BACKOFF_INITIAL
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_MAX);
     // Full jitter: spreads a herd of nodes re-registering with a new coordinator.
     let millis = rand::thread_rng().gen_range(exp.as_millis() as u64 / 2..=exp.as_millis() as u64);
     Duration::from_millis(millis)
@@ -128,7 +130,15 @@ async fn report(ctx: &Arc<NodeContext>, target: &Target) -> Result<(), String> {
         &ctx.settings.data_dir,
     );
     let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
-    match crate::peer::call(ctx, &target.coordinator, &target.peer_addr, &PeerRequest::Report(report), timeout).await? {
+    match crate::peer::call(
+        ctx,
+        &target.coordinator,
+        &target.peer_addr,
+        &PeerRequest::Report(report),
+        timeout,
+    )
+    .await?
+    {
         PeerResponse::ReportAccepted => Ok(()),
         other => Err(format!("{other:?}")),
     }

@@ -21,10 +21,18 @@ fn five_nodes_elect_fail_over_and_take_back_the_coordinator() {
     assert_eq!(coordinator, "node-1", "lowest id coordinates");
 
     // /nodes has the seed system's shape on every node.
-    let nodes = cluster.node(3).get_json("/nodes", Duration::from_secs(2)).unwrap();
+    let nodes = cluster
+        .node(3)
+        .get_json("/nodes", Duration::from_secs(2))
+        .unwrap();
     let listed = nodes["nodes"].as_array().unwrap();
     assert_eq!(listed.len(), 5, "{nodes}");
-    assert!(listed.iter().all(|n| n["id"].is_string() && n["addr"].is_string()), "{nodes}");
+    assert!(
+        listed
+            .iter()
+            .all(|n| n["id"].is_string() && n["addr"].is_string()),
+        "{nodes}"
+    );
 
     eprintln!("term before failover: {term1}");
     // kill -9 the coordinator: every survivor names node-2, with a higher term.
@@ -35,9 +43,20 @@ fn five_nodes_elect_fail_over_and_take_back_the_coordinator() {
         })
         .unwrap();
     // The killed node is seen as dead (failure detector), not silently forgotten.
-    let seen = cluster.node(1).get_json("/cluster/health", Duration::from_secs(2)).unwrap();
-    let node1 = seen["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "node-1");
-    assert_eq!(node1.map(|n| n["state"].clone()), Some(Value::from("dead")), "{seen}");
+    let seen = cluster
+        .node(1)
+        .get_json("/cluster/health", Duration::from_secs(2))
+        .unwrap();
+    let node1 = seen["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "node-1");
+    assert_eq!(
+        node1.map(|n| n["state"].clone()),
+        Some(Value::from("dead")),
+        "{seen}"
+    );
 
     // Restart: a new generation replaces the dead one and, lowest again, takes back coordination.
     let old_generation = node1.unwrap()["generation"].as_u64().unwrap();
@@ -52,11 +71,21 @@ fn five_nodes_elect_fail_over_and_take_back_the_coordinator() {
         .unwrap();
     eprintln!("terms: {term1} -> {term2} -> {term3}");
     for i in 0..5 {
-        let v = cluster.node(i).get_json("/cluster/health", Duration::from_secs(2)).unwrap();
-        let entries: Vec<&Value> =
-            v["nodes"].as_array().unwrap().iter().filter(|n| n["id"] == "node-1").collect();
+        let v = cluster
+            .node(i)
+            .get_json("/cluster/health", Duration::from_secs(2))
+            .unwrap();
+        let entries: Vec<&Value> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["id"] == "node-1")
+            .collect();
         assert_eq!(entries.len(), 1, "one entry per node id: {v}");
-        assert!(entries[0]["generation"].as_u64().unwrap() > old_generation, "{v}");
+        assert!(
+            entries[0]["generation"].as_u64().unwrap() > old_generation,
+            "{v}"
+        );
         assert_eq!(entries[0]["state"], "ready");
     }
 }
@@ -67,12 +96,16 @@ fn sigterm_leaves_every_view_without_failure_detection() {
     // for it. With phi 50 and a 1 s gossip interval a silent node would stay "ready" for minutes.
     let mut opts = options();
     opts.env.insert("TORUA_PHI_THRESHOLD".into(), "50".into());
-    opts.env.insert("TORUA_GOSSIP_INTERVAL".into(), "300ms".into());
+    opts.env
+        .insert("TORUA_GOSSIP_INTERVAL".into(), "300ms".into());
     let mut cluster = TestCluster::start(5, opts).unwrap();
     let (_, term1) = cluster.wait_converged(CONVERGE).unwrap();
 
     // A follower leaves: it disappears from every other view.
-    cluster.node_mut(2).terminate(Duration::from_secs(15)).unwrap();
+    cluster
+        .node_mut(2)
+        .terminate(Duration::from_secs(15))
+        .unwrap();
     let leave_started = Instant::now();
     cluster
         .wait_all("/cluster/health", Duration::from_secs(10), |_, v| {
@@ -82,7 +115,10 @@ fn sigterm_leaves_every_view_without_failure_detection() {
     let follower_gone = leave_started.elapsed();
 
     // The coordinator leaves: the successor is elected while nobody marks node-1 dead.
-    cluster.node_mut(0).terminate(Duration::from_secs(15)).unwrap();
+    cluster
+        .node_mut(0)
+        .terminate(Duration::from_secs(15))
+        .unwrap();
     let answers = cluster
         .wait_all("/cluster/health", Duration::from_secs(10), |_, v| {
             v["coordinator"] == "node-2"
@@ -92,7 +128,10 @@ fn sigterm_leaves_every_view_without_failure_detection() {
         .unwrap();
     for (_, v) in &answers {
         assert_eq!(v["number_of_nodes"], 3, "{v}");
-        assert_eq!(v["status"], "green", "a graceful leave leaves no dead member behind: {v}");
+        assert_eq!(
+            v["status"], "green",
+            "a graceful leave leaves no dead member behind: {v}"
+        );
     }
     eprintln!("follower gone from every view {follower_gone:?} after exit");
 }
@@ -128,7 +167,12 @@ fn serve_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
     };
     let mut stderr = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     (status.code(), stderr)
 }
@@ -136,7 +180,10 @@ fn serve_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
 #[test]
 fn bad_configuration_stops_with_a_message_naming_the_variable() {
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("TORUA_GOSSIP_INTERVAL", "fast")], "TORUA_GOSSIP_INTERVAL"),
+        (
+            &[("TORUA_GOSSIP_INTERVAL", "fast")],
+            "TORUA_GOSSIP_INTERVAL",
+        ),
         (&[("TORUA_GOSSIP_INTERVAL", "0ms")], "TORUA_GOSSIP_INTERVAL"),
         (&[("TORUA_NODE_ID", "no spaces please")], "TORUA_NODE_ID"),
         (&[("TORUA_SEEDS", "127.0.0.1")], "TORUA_SEEDS"),
@@ -144,12 +191,21 @@ fn bad_configuration_stops_with_a_message_naming_the_variable() {
         (&[("TORUA_PHI_THRESHOLD", "-1")], "TORUA_PHI_THRESHOLD"),
         (&[("TORUA_LOG_FORMAT", "xml")], "TORUA_LOG_FORMAT"),
         (&[("TORUA_LOG", "info,[[[")], "TORUA_LOG"),
-        (&[("TORUA_GOSSIP_ADDR", "0.0.0.0:7946")], "TORUA_ADVERTISE_HOST"),
+        (
+            &[("TORUA_GOSSIP_ADDR", "0.0.0.0:7946")],
+            "TORUA_ADVERTISE_HOST",
+        ),
     ];
     for (env, variable) in cases {
         let (code, stderr) = serve_with(env);
-        assert!(code.is_some_and(|c| c != 0), "{env:?}: exit code {code:?}, stderr: {stderr}");
-        assert!(stderr.contains(variable), "{env:?}: message must name {variable}: {stderr}");
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "{env:?}: exit code {code:?}, stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains(variable),
+            "{env:?}: message must name {variable}: {stderr}"
+        );
     }
 }
 
@@ -164,13 +220,26 @@ fn node_id_is_generated_once_and_kept_in_the_data_dir() {
     node.id = String::new();
     node.start().unwrap();
     cluster.wait_node_up(0, CONVERGE).unwrap();
-    let first = cluster.node(0).get_json("/health", Duration::from_secs(2)).unwrap();
+    let first = cluster
+        .node(0)
+        .get_json("/health", Duration::from_secs(2))
+        .unwrap();
     let id = first["node_id"].as_str().unwrap().to_string();
     assert!(!id.is_empty(), "{first}");
-    cluster.node_mut(0).terminate(Duration::from_secs(15)).unwrap();
+    cluster
+        .node_mut(0)
+        .terminate(Duration::from_secs(15))
+        .unwrap();
     cluster.node_mut(0).start().unwrap();
     cluster.wait_node_up(0, CONVERGE).unwrap();
-    let second = cluster.node(0).get_json("/health", Duration::from_secs(2)).unwrap();
-    assert_eq!(second["node_id"], id.as_str(), "the generated id survives a restart");
+    let second = cluster
+        .node(0)
+        .get_json("/health", Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(
+        second["node_id"],
+        id.as_str(),
+        "the generated id survives a restart"
+    );
     assert!(second["generation"].as_u64() > first["generation"].as_u64());
 }

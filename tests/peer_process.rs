@@ -33,9 +33,15 @@ fn registration_health_from_any_node_and_coordinator_failover() {
     cluster
         .wait_all("/cluster/nodes", SETTLE, |_, v| registry_ids(v) == all)
         .unwrap();
-    let entry = &cluster.node(2).get_json("/cluster/nodes", Duration::from_secs(2)).unwrap()["nodes"][2];
+    let entry = &cluster
+        .node(2)
+        .get_json("/cluster/nodes", Duration::from_secs(2))
+        .unwrap()["nodes"][2];
     assert_eq!(entry["registration"]["node_id"], "node-3");
-    assert!(entry["registration"]["capacity"]["cpus"].as_u64().unwrap() >= 1, "{entry}");
+    assert!(
+        entry["registration"]["capacity"]["cpus"].as_u64().unwrap() >= 1,
+        "{entry}"
+    );
     assert!(entry["registered_at_ms"].as_u64().unwrap() > 0);
 
     // /cluster/health from every node is the coordinator's aggregated view, green.
@@ -45,22 +51,32 @@ fn registration_health_from_any_node_and_coordinator_failover() {
                 && v["answered_by"] == "node-1"
                 && v["status"] == "green"
                 && v["number_of_registered_nodes"] == 5
-                && v["nodes"].as_array().unwrap().iter().all(|n| n["report"]["uptime_ms"].is_u64())
+                && v["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|n| n["report"]["uptime_ms"].is_u64())
         })
         .unwrap();
-    let statuses: Vec<(&Value, &Value, &Value)> =
-        answers.iter().map(|(_, v)| (&v["status"], &v["coordinator"], &v["term"])).collect();
+    let statuses: Vec<(&Value, &Value, &Value)> = answers
+        .iter()
+        .map(|(_, v)| (&v["status"], &v["coordinator"], &v["term"]))
+        .collect();
     assert!(statuses.windows(2).all(|w| w[0] == w[1]), "{statuses:?}");
 
     // kill -9 the coordinator: node-2 takes over and rebuilds the registry from re-registrations.
     cluster.node_mut(0).kill9();
     let survivors = ids(&["node-2", "node-3", "node-4", "node-5"]);
     cluster
-        .wait_all("/cluster/nodes", SETTLE, |_, v| v["coordinator"] == "node-2" && registry_ids(v) == survivors)
+        .wait_all("/cluster/nodes", SETTLE, |_, v| {
+            v["coordinator"] == "node-2" && registry_ids(v) == survivors
+        })
         .unwrap();
     cluster
         .wait_all("/cluster/health", SETTLE, |_, v| {
-            v["source"] == "coordinator" && v["answered_by"] == "node-2" && v["number_of_registered_nodes"] == 4
+            v["source"] == "coordinator"
+                && v["answered_by"] == "node-2"
+                && v["number_of_registered_nodes"] == 4
         })
         .unwrap();
 }
@@ -89,26 +105,53 @@ fn broadcast_reaches_every_live_node_and_reports_the_dead_one() {
         }
     }
     // One dead node costs at most the per-node timeout, not more.
-    assert!(took < Duration::from_secs(3), "broadcast took {took:?} with a 1s per-node timeout");
+    assert!(
+        took < Duration::from_secs(3),
+        "broadcast took {took:?} with a 1s per-node timeout"
+    );
     for i in 0..4 {
-        let h = cluster.node(i).get_json("/health", Duration::from_secs(2)).unwrap();
+        let h = cluster
+            .node(i)
+            .get_json("/health", Duration::from_secs(2))
+            .unwrap();
         assert_eq!(h["log_filter"], "info,torua=debug", "{h}");
     }
 
     // A handler error comes back per node; bad requests are refused with a reason.
     let bad_filter = json!({"path": "/control", "payload": {"log_filter": "info,[[["}});
-    let (status, answer) = cluster.node(0).post_json("/broadcast", &bad_filter, Duration::from_secs(10)).unwrap();
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/broadcast", &bad_filter, Duration::from_secs(10))
+        .unwrap();
     assert_eq!(status, 200);
-    let live: Vec<&Value> = answer["results"].as_array().unwrap().iter().filter(|r| r["node_id"] != "node-5").collect();
-    assert!(live.iter().all(|r| r["ok"] == false && r["err"].as_str().unwrap().contains("log_filter")), "{answer}");
+    let live: Vec<&Value> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["node_id"] != "node-5")
+        .collect();
+    assert!(
+        live.iter()
+            .all(|r| r["ok"] == false && r["err"].as_str().unwrap().contains("log_filter")),
+        "{answer}"
+    );
     for (body, why) in [
-        (json!({"path": "/nope", "payload": {}}), "no broadcast handler"),
+        (
+            json!({"path": "/nope", "payload": {}}),
+            "no broadcast handler",
+        ),
         (json!({"payload": {}}), "path"),
         (json!("not an object"), "expected"),
     ] {
-        let (status, answer) = cluster.node(0).post_json("/broadcast", &body, Duration::from_secs(5)).unwrap();
+        let (status, answer) = cluster
+            .node(0)
+            .post_json("/broadcast", &body, Duration::from_secs(5))
+            .unwrap();
         assert_eq!(status, 400, "{body}: {answer}");
-        assert!(answer["error"]["reason"].as_str().unwrap().contains(why), "{answer}");
+        assert!(
+            answer["error"]["reason"].as_str().unwrap().contains(why),
+            "{answer}"
+        );
     }
     let (status, _) = cluster
         .node(0)
@@ -119,23 +162,35 @@ fn broadcast_reaches_every_live_node_and_reports_the_dead_one() {
 
 #[test]
 fn a_node_with_another_secret_is_never_admitted() {
-    let mut opts = ClusterOptions::default();
-    opts.ids = Some(ids(&["node-1", "node-2", "node-3", "node-4", "a"]));
-    opts.env.insert("TORUA_CLUSTER_SECRET".into(), "the-real-cluster-secret-0123456789".into());
+    let mut opts = ClusterOptions {
+        ids: Some(ids(&["node-1", "node-2", "node-3", "node-4", "a"])),
+        ..ClusterOptions::default()
+    };
+    opts.env.insert(
+        "TORUA_CLUSTER_SECRET".into(),
+        "the-real-cluster-secret-0123456789".into(),
+    );
     let mut cluster = TestCluster::new(5, opts).unwrap();
     // The intruder: lowest id, same cluster id, seeded with node-1, but another secret.
-    cluster
-        .node_mut(4)
-        .env
-        .insert("TORUA_CLUSTER_SECRET".into(), "some-other-secret-0123456789".into());
+    cluster.node_mut(4).env.insert(
+        "TORUA_CLUSTER_SECRET".into(),
+        "some-other-secret-0123456789".into(),
+    );
     cluster.start_all().unwrap();
 
     let members = ids(&["node-1", "node-2", "node-3", "node-4"]);
     let legit = [0usize, 1, 2, 3];
     let check_legit = |cluster: &TestCluster| {
         for &i in &legit {
-            let h = cluster.node(i).get_json("/cluster/health", Duration::from_secs(2)).unwrap();
-            assert!(!member_ids(&h).contains(&"a".to_string()), "intruder in {}'s view: {h}", cluster.node(i).id);
+            let h = cluster
+                .node(i)
+                .get_json("/cluster/health", Duration::from_secs(2))
+                .unwrap();
+            assert!(
+                !member_ids(&h).contains(&"a".to_string()),
+                "intruder in {}'s view: {h}",
+                cluster.node(i).id
+            );
         }
     };
     // Wait for the legitimate cluster while checking the intruder never shows up.
@@ -146,13 +201,20 @@ fn a_node_with_another_secret_is_never_admitted() {
             cluster
                 .node(i)
                 .get_json("/cluster/health", Duration::from_secs(2))
-                .map(|h| h["status"] == "green" && h["coordinator"] == "node-1" && h["source"] == "coordinator")
+                .map(|h| {
+                    h["status"] == "green"
+                        && h["coordinator"] == "node-1"
+                        && h["source"] == "coordinator"
+                })
                 .unwrap_or(false)
         });
         if ok {
             break;
         }
-        assert!(Instant::now() < deadline, "legitimate cluster did not become green");
+        assert!(
+            Instant::now() < deadline,
+            "legitimate cluster did not become green"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Keep watching for a while: many gossip rounds of the intruder trying.
@@ -160,30 +222,52 @@ fn a_node_with_another_secret_is_never_admitted() {
         check_legit(&cluster);
         std::thread::sleep(Duration::from_millis(100));
     }
-    let registry = cluster.node(2).get_json("/cluster/nodes", Duration::from_secs(2)).unwrap();
+    let registry = cluster
+        .node(2)
+        .get_json("/cluster/nodes", Duration::from_secs(2))
+        .unwrap();
     assert_eq!(registry_ids(&registry), members, "{registry}");
-    let health = cluster.node(3).get_json("/cluster/health", Duration::from_secs(2)).unwrap();
+    let health = cluster
+        .node(3)
+        .get_json("/cluster/health", Duration::from_secs(2))
+        .unwrap();
     assert_eq!(health["status"], "green", "{health}");
     assert_eq!(health["number_of_nodes"], 4, "{health}");
 
     // A broadcast from the cluster never reaches the intruder; one from the intruder reaches only itself.
     let body = json!({"path": "/control", "payload": {"log_filter": "warn"}});
-    let (_, answer) = cluster.node(0).post_json("/broadcast", &body, Duration::from_secs(10)).unwrap();
+    let (_, answer) = cluster
+        .node(0)
+        .post_json("/broadcast", &body, Duration::from_secs(10))
+        .unwrap();
     assert_eq!(answer["sent_to"], 4, "{answer}");
-    let (_, answer) = cluster.node(4).post_json("/broadcast", &body, Duration::from_secs(10)).unwrap();
+    let (_, answer) = cluster
+        .node(4)
+        .post_json("/broadcast", &body, Duration::from_secs(10))
+        .unwrap();
     assert_eq!(answer["sent_to"], 1, "{answer}");
-    let intruder_view = cluster.node(4).get_json("/cluster/health", Duration::from_secs(2)).unwrap();
+    let intruder_view = cluster
+        .node(4)
+        .get_json("/cluster/health", Duration::from_secs(2))
+        .unwrap();
     assert_eq!(member_ids(&intruder_view), ["a"], "{intruder_view}");
 
     // node-1 saw and dropped the intruder's gossip.
-    let metrics = ureq::get(&cluster.node(0).url("/metrics")).call().unwrap().into_string().unwrap();
+    let metrics = ureq::get(&cluster.node(0).url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     let rejected: f64 = metrics
         .lines()
         .find(|l| l.starts_with("torua_gossip_packets_rejected_total"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
-    assert!(rejected > 0.0, "node-1 must have rejected the intruder's gossip");
+    assert!(
+        rejected > 0.0,
+        "node-1 must have rejected the intruder's gossip"
+    );
 }
 
 #[test]
@@ -195,7 +279,10 @@ fn without_a_secret_a_node_refuses_to_listen_beyond_loopback() {
         .env("TORUA_PEER_ADDR", "0.0.0.0:0")
         .env("TORUA_HTTP_ADDR", "127.0.0.1:0")
         .env("TORUA_ADVERTISE_HOST", "127.0.0.1")
-        .env("TORUA_DATA_DIR", std::env::temp_dir().join(format!("torua-nosecret-{}", std::process::id())))
+        .env(
+            "TORUA_DATA_DIR",
+            std::env::temp_dir().join(format!("torua-nosecret-{}", std::process::id())),
+        )
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
@@ -207,21 +294,33 @@ fn without_a_secret_a_node_refuses_to_listen_beyond_loopback() {
 fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
     let mut cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
     cluster
-        .wait_health_agree(SETTLE, |v| v["source"] == "coordinator" && v["status"] == "green")
+        .wait_health_agree(SETTLE, |v| {
+            v["source"] == "coordinator" && v["status"] == "green"
+        })
         .unwrap();
     // SIGSTOP: the coordinator's sockets stay open but nothing answers (a hung process).
     cluster.node_mut(0).pause();
     let started = Instant::now();
-    let h = cluster.node(2).get_json("/cluster/health", Duration::from_secs(10)).unwrap();
+    let h = cluster
+        .node(2)
+        .get_json("/cluster/health", Duration::from_secs(10))
+        .unwrap();
     let took = started.elapsed();
     cluster.node_mut(0).resume();
     assert_eq!(h["source"], "local", "{h}");
     assert_eq!(h["answered_by"], "node-3", "{h}");
-    assert!(h["coordinator_error"].as_str().is_some_and(|e| e.contains("node-1")), "{h}");
+    assert!(
+        h["coordinator_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("node-1")),
+        "{h}"
+    );
     // The default TORUA_COORDINATOR_TIMEOUT is 500 ms; the answer must not wait much longer.
     assert!(took < Duration::from_secs(3), "fallback took {took:?}");
     // Once it runs again, answers come from the coordinator again.
     cluster
-        .wait_health_agree(SETTLE, |v| v["source"] == "coordinator" && v["answered_by"] == "node-1")
+        .wait_health_agree(SETTLE, |v| {
+            v["source"] == "coordinator" && v["answered_by"] == "node-1"
+        })
         .unwrap();
 }

@@ -192,8 +192,14 @@ impl NodeProc {
     }
 
     /// POST JSON, returning (status, JSON body) for any status.
-    pub fn post_json(&self, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
-        post_json(&self.url(path), body, timeout).with_context(|| format!("{}: POST {path}", self.id))
+    pub fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> anyhow::Result<(u16, Value)> {
+        post_json(&self.url(path), body, timeout)
+            .with_context(|| format!("{}: POST {path}", self.id))
     }
 
     /// Last lines of the node's log, for failure messages.
@@ -265,8 +271,10 @@ impl TestCluster {
         for (i, id) in ids.into_iter().enumerate() {
             let ip = Ipv4Addr::new(127, a, b, (i + 1) as u8);
             let mut env = options.env.clone();
-            env.entry("TORUA_SEEDS".into()).or_insert_with(|| seed.clone());
-            env.entry("TORUA_LOG".into()).or_insert_with(|| options.log.clone());
+            env.entry("TORUA_SEEDS".into())
+                .or_insert_with(|| seed.clone());
+            env.entry("TORUA_LOG".into())
+                .or_insert_with(|| options.log.clone());
             nodes.push(NodeProc {
                 data_dir: dir.join(&id),
                 log_path: dir.join(format!("{id}.log")),
@@ -320,7 +328,9 @@ impl TestCluster {
 
     /// Indices of nodes whose process is running.
     pub fn running(&mut self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect()
     }
 
     /// Waits until node `i` answers `GET /health`; fails early if its process exits.
@@ -329,13 +339,21 @@ impl TestCluster {
         loop {
             let node = &mut self.nodes[i];
             if !node.is_running() {
-                bail!("{} exited during start; log:\n{}", node.id, node.log_tail(30));
+                bail!(
+                    "{} exited during start; log:\n{}",
+                    node.id,
+                    node.log_tail(30)
+                );
             }
             if node.get_json("/health", Duration::from_millis(500)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{} did not answer /health within {timeout:?}; log:\n{}", node.id, node.log_tail(30));
+                bail!(
+                    "{} did not answer /health within {timeout:?}; log:\n{}",
+                    node.id,
+                    node.log_tail(30)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -343,7 +361,12 @@ impl TestCluster {
 
     /// Polls `GET path` on every running node until `check` accepts every answer.
     /// Returns the answers (by node index) on success, the last answers in the error otherwise.
-    pub fn wait_all<F>(&mut self, path: &str, timeout: Duration, mut check: F) -> anyhow::Result<Vec<(usize, Value)>>
+    pub fn wait_all<F>(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> anyhow::Result<Vec<(usize, Value)>>
     where
         F: FnMut(usize, &Value) -> bool,
     {
@@ -374,7 +397,10 @@ impl TestCluster {
                     .iter()
                     .map(|(i, v)| format!("{}: {}", self.nodes[*i].id, summarize(v)))
                     .collect();
-                bail!("GET {path}: condition not met on every node within {timeout:?}:\n{}", shown.join("\n"));
+                bail!(
+                    "GET {path}: condition not met on every node within {timeout:?}:\n{}",
+                    shown.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -382,7 +408,11 @@ impl TestCluster {
 
     /// Like [`wait_all`](Self::wait_all) on `/cluster/health`, and also every answer names the same
     /// coordinator and term. Returns (coordinator, term).
-    pub fn wait_health_agree<F>(&mut self, timeout: Duration, mut check: F) -> anyhow::Result<(String, u64)>
+    pub fn wait_health_agree<F>(
+        &mut self,
+        timeout: Duration,
+        mut check: F,
+    ) -> anyhow::Result<(String, u64)>
     where
         F: FnMut(&Value) -> bool,
     {
@@ -394,8 +424,13 @@ impl TestCluster {
                 return Ok(agreed);
             }
             if Instant::now() > deadline {
-                bail!("nodes never agreed on one coordinator and term: {:?}",
-                    answers.iter().map(|(_, v)| summarize(v)).collect::<Vec<_>>());
+                bail!(
+                    "nodes never agreed on one coordinator and term: {:?}",
+                    answers
+                        .iter()
+                        .map(|(_, v)| summarize(v))
+                        .collect::<Vec<_>>()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -424,7 +459,17 @@ pub fn summarize(v: &Value) -> Value {
     if v.get("status").is_some() && v.get("nodes").is_some() {
         let states: Vec<String> = v["nodes"]
             .as_array()
-            .map(|a| a.iter().map(|n| format!("{}={}", n["id"].as_str().unwrap_or("?"), n["state"].as_str().unwrap_or("?"))).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|n| {
+                        format!(
+                            "{}={}",
+                            n["id"].as_str().unwrap_or("?"),
+                            n["state"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         serde_json::json!({
             "status": v["status"], "reasons": v["reasons"], "coordinator": v["coordinator"],
@@ -454,7 +499,12 @@ pub fn ready_ids(health: &Value) -> Vec<String> {
 pub fn member_ids(health: &Value) -> Vec<String> {
     health["nodes"]
         .as_array()
-        .map(|nodes| nodes.iter().filter_map(|n| n["id"].as_str().map(String::from)).collect())
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| n["id"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -10,6 +10,8 @@ use crate::NodeId;
 /// (and the current coordinator), so it never has to read a snapshot separately.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Changes are rare (membership events), so boxing the big variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum MembershipChange {
     /// A node id appeared (or reappeared after it had left).
     Added(Member),

@@ -238,7 +238,8 @@ impl Cluster {
     pub fn observe_term(&self, term: u64, claimed_by: &str) {
         let before = self.inner.known_term.fetch_max(term, Ordering::SeqCst);
         if term > before {
-            *self.inner.observed.lock().expect("observed lock") = Some((term, claimed_by.to_string()));
+            *self.inner.observed.lock().expect("observed lock") =
+                Some((term, claimed_by.to_string()));
         }
     }
 
@@ -391,7 +392,11 @@ impl Cluster {
         let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
         let dead: std::collections::HashSet<&ChitchatId> = chitchat.dead_nodes().collect();
         let now = Instant::now();
-        let mut heartbeats = self.inner.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut heartbeats = self
+            .inner
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         heartbeats.retain(|id, _| chitchat.node_state(id).is_some());
         chitchat
             .node_states()

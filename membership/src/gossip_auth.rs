@@ -174,7 +174,11 @@ impl Socket for AuthenticatedSocket {
                         let outcome = outcome?;
                         self.pending_from.pop_front();
                         if outcome.from_addr != self.tap_addr {
-                            self.reject(outcome.from_addr, len, "unexpected datagram on the loopback codec");
+                            self.reject(
+                                outcome.from_addr,
+                                len,
+                                "unexpected datagram on the loopback codec",
+                            );
                             continue;
                         }
                         return Ok(RecvOutcome {

@@ -29,10 +29,10 @@ pub mod node_id;
 pub mod view;
 
 pub use change::MembershipChange;
-pub use gossip_auth::{AuthenticatedUdpTransport, DatagramSealer};
 pub use chitchat::transport::{ChannelTransport, Transport, UdpTransport};
 pub use cluster::{ChangeStream, Cluster, MembershipMetrics};
 pub use config::MembershipConfig;
+pub use gossip_auth::{AuthenticatedUdpTransport, DatagramSealer};
 pub use member::{Member, MemberState};
 pub use node_id::{InvalidNodeId, NodeId};
 pub use view::ClusterView;

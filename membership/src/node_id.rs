@@ -180,7 +180,10 @@ mod tests {
     fn validation_explains_itself() {
         assert_eq!(NodeId::new(""), Err(InvalidNodeId::Empty));
         assert_eq!(NodeId::new("a b"), Err(InvalidNodeId::BadChar(' ')));
-        assert!(matches!(NodeId::new(&"x".repeat(65)), Err(InvalidNodeId::TooLong(65))));
+        assert!(matches!(
+            NodeId::new(&"x".repeat(65)),
+            Err(InvalidNodeId::TooLong(65))
+        ));
         assert!(NodeId::new("node_1.eu-west").is_ok());
     }
 }

@@ -110,10 +110,7 @@ pub(crate) fn build_view(
         )
         .min_by(|a, b| NodeId::new(a).ok().cmp(&NodeId::new(b).ok()).then(a.cmp(b)));
 
-    let mut members: Vec<Member> = newest
-        .into_iter()
-        .filter_map(|n| to_member(n))
-        .collect();
+    let mut members: Vec<Member> = newest.into_iter().filter_map(to_member).collect();
     members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
 
     let coordinator = members
@@ -241,7 +238,10 @@ mod tests {
 
     #[test]
     fn unheard_nodes_are_joining_not_eligible() {
-        let v = view(vec![raw("a", 1, None, "ready"), raw("b", 1, Some(true), "ready")]);
+        let v = view(vec![
+            raw("a", 1, None, "ready"),
+            raw("b", 1, Some(true), "ready"),
+        ]);
         assert_eq!(v.members[0].state, MemberState::Joining);
         assert_eq!(v.coordinator.unwrap().as_str(), "b");
     }

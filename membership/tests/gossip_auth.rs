@@ -15,7 +15,9 @@ struct ToySealer(u8);
 
 impl DatagramSealer for ToySealer {
     fn seal(&self, payload: &[u8]) -> Vec<u8> {
-        let tag = payload.iter().fold(self.0, |acc, b| acc.wrapping_mul(31).wrapping_add(*b));
+        let tag = payload
+            .iter()
+            .fold(self.0, |acc, b| acc.wrapping_mul(31).wrapping_add(*b));
         let mut out = payload.to_vec();
         out.extend_from_slice(&[self.0, tag]);
         out
@@ -51,10 +53,21 @@ async fn only_members_with_the_key_are_admitted() {
 
     for node in [&n1, &n2, &n3] {
         let view = node
-            .wait_for(DEADLINE, |v| v.ready_members().count() == 3 && v.term.is_some())
+            .wait_for(DEADLINE, |v| {
+                v.ready_members().count() == 3 && v.term.is_some()
+            })
             .await
-            .unwrap_or_else(|| panic!("{} never saw 3 ready members: {:#?}", node.self_id(), node.view()));
-        assert_eq!(view.coordinator.as_ref().map(NodeId::as_str), Some("node-1"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} never saw 3 ready members: {:#?}",
+                    node.self_id(),
+                    node.view()
+                )
+            });
+        assert_eq!(
+            view.coordinator.as_ref().map(NodeId::as_str),
+            Some("node-1")
+        );
     }
 
     // Garbage on the gossip port is dropped without effect.
@@ -72,14 +85,23 @@ async fn only_members_with_the_key_are_admitted() {
             "intruder admitted into {}'s view: {view:#?}",
             node.self_id()
         );
-        assert_eq!(view.coordinator.as_ref().map(NodeId::as_str), Some("node-1"));
+        assert_eq!(
+            view.coordinator.as_ref().map(NodeId::as_str),
+            Some("node-1")
+        );
         assert_eq!(view.ready_members().count(), 3);
     }
     // The intruder hears nothing it can accept, so it only knows itself.
     assert_eq!(intruder.view().members.len(), 1, "{:#?}", intruder.view());
     use std::sync::atomic::Ordering::Relaxed;
-    assert!(n1_rejected.load(Relaxed) > 0, "node-1 must have dropped the intruder's packets");
-    assert!(n2_rejected.load(Relaxed) >= 5, "node-2 must have dropped the garbage");
+    assert!(
+        n1_rejected.load(Relaxed) > 0,
+        "node-1 must have dropped the intruder's packets"
+    );
+    assert!(
+        n2_rejected.load(Relaxed) >= 5,
+        "node-2 must have dropped the garbage"
+    );
     for node in [n1, n2, n3, intruder] {
         node.shutdown().await;
     }

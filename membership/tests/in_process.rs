@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use membership::{ChannelTransport, Cluster, MemberState, MembershipChange, MembershipConfig, NodeId};
+use membership::{
+    ChannelTransport, Cluster, MemberState, MembershipChange, MembershipConfig, NodeId,
+};
 
 const GOSSIP: Duration = Duration::from_millis(50);
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -42,7 +44,15 @@ async fn agree(nodes: &[&Cluster], coordinator: &str, ready: usize) -> u64 {
         if tokio::time::Instant::now() > deadline {
             let summary: Vec<String> = views
                 .iter()
-                .map(|v| format!("{}: coordinator {:?} term {:?} ready {}", v.self_id, v.coordinator, v.term, v.ready_members().count()))
+                .map(|v| {
+                    format!(
+                        "{}: coordinator {:?} term {:?} ready {}",
+                        v.self_id,
+                        v.coordinator,
+                        v.term,
+                        v.ready_members().count()
+                    )
+                })
                 .collect();
             panic!("no agreement on {coordinator} with {ready} ready: {summary:#?}");
         }
@@ -98,7 +108,11 @@ async fn restarted_node_gets_a_new_generation_and_takes_over_again() {
     assert!(t1 < t2 && t2 < t3, "terms {t1} < {t2} < {t3}");
     for node in [&n1, &n2, &n3] {
         let view = node.view();
-        let entries: Vec<_> = view.members.iter().filter(|m| m.node_id.as_str() == "n1").collect();
+        let entries: Vec<_> = view
+            .members
+            .iter()
+            .filter(|m| m.node_id.as_str() == "n1")
+            .collect();
         assert_eq!(entries.len(), 1, "n1 listed once");
         assert_eq!(entries[0].generation, n1.generation());
     }
@@ -119,18 +133,25 @@ async fn graceful_leave_hands_over_without_failure_detection() {
     // A graceful leave is visible as soon as the `leaving` key spreads: the successor is elected
     // while n1 is still gossiping, i.e. before failure detection could even start.
     agree(&[&n2, &n3], "n2", 2).await;
-    assert!(!leaving.is_finished(), "successor elected only after n1 went silent");
+    assert!(
+        !leaving.is_finished(),
+        "successor elected only after n1 went silent"
+    );
     let started = tokio::time::Instant::now();
     leaving.await.unwrap();
     for node in [&n2, &n3] {
-        node.wait_for(DEADLINE, |v| v.member(&NodeId::new("n1").unwrap()).is_none())
-            .await
-            .expect("a node that left is gone from the view");
+        node.wait_for(DEADLINE, |v| {
+            v.member(&NodeId::new("n1").unwrap()).is_none()
+        })
+        .await
+        .expect("a node that left is gone from the view");
     }
     assert!(started.elapsed() < DEADLINE);
     // The subscriber saw the replay, then n1 leave.
     let mut removed = false;
-    while let Ok(Some(change)) = tokio::time::timeout(Duration::from_millis(500), changes.next()).await {
+    while let Ok(Some(change)) =
+        tokio::time::timeout(Duration::from_millis(500), changes.next()).await
+    {
         if let MembershipChange::Removed(m) = change {
             removed |= m.node_id.as_str() == "n1";
         }
@@ -159,7 +180,11 @@ async fn one_cut_link_kills_nobody_but_isolation_does() {
         }
     })
     .await;
-    assert!(stable.is_err(), "a single cut link made a node look dead: {:#?}", n2.view());
+    assert!(
+        stable.is_err(),
+        "a single cut link made a node look dead: {:#?}",
+        n2.view()
+    );
     // Cut n1 off from everyone: the majority elects n2; n1, alone, sees the others dead.
     t.remove_link(addr(5001), addr(5003)).await;
     agree(&[&n2, &n3], "n2", 2).await;

@@ -35,7 +35,8 @@ pub async fn broadcast(
     let timeout = match q.timeout.as_deref() {
         None => DEFAULT_TIMEOUT,
         Some(t) => {
-            let d = parse_duration(t).map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?;
+            let d =
+                parse_duration(t).map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?;
             if d.is_zero() || d > MAX_TIMEOUT {
                 return Err(ApiError::bad_request(format!(
                     "timeout={t}: must be between 1ms and {}s",
@@ -59,5 +60,7 @@ pub async fn broadcast(
             format!("payload is {size} bytes; at most {MAX_PAYLOAD_BYTES}"),
         ));
     }
-    Ok(Json(broadcast::send_to_all(&state, &body.path, &body.payload, timeout).await))
+    Ok(Json(
+        broadcast::send_to_all(&state, &body.path, &body.payload, timeout).await,
+    ))
 }

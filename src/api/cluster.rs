@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 use crate::cluster_health::{self, ClusterHealth, Status};
-use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::config::parse_duration;
+use crate::peer::wire::{PeerRequest, PeerResponse};
 
 /// Longest `timeout` a `wait_for_status` request may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -41,7 +41,8 @@ pub async fn cluster_health(
     let timeout = match q.timeout.as_deref() {
         None => DEFAULT_WAIT,
         Some(t) => {
-            let d = parse_duration(t).map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?;
+            let d =
+                parse_duration(t).map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?;
             if d > MAX_WAIT {
                 return Err(ApiError::bad_request(format!(
                     "timeout={t}: at most {}s",
@@ -108,7 +109,14 @@ async fn ask_coordinator(state: &AppState, request: &PeerRequest) -> Result<Peer
         .member(id)
         .and_then(|m| m.peer_addr.clone())
         .ok_or_else(|| format!("coordinator {id} publishes no peer address"))?;
-    crate::peer::call(state, id.as_str(), &peer, request, state.settings.coordinator_timeout).await
+    crate::peer::call(
+        state,
+        id.as_str(),
+        &peer,
+        request,
+        state.settings.coordinator_timeout,
+    )
+    .await
 }
 
 /// `GET /cluster/nodes`: the coordinator's registry.

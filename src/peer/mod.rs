@@ -79,10 +79,12 @@ pub async fn handle(ctx: &NodeContext, from: &str, request: PeerRequest) -> Peer
             Ok(entries) => PeerResponse::Registry(entries),
             Err(_) => not_coordinator(),
         },
-        PeerRequest::Broadcast(msg) => match ctx.handlers.dispatch(ctx, &msg.path, &msg.payload_json) {
-            Ok(()) => PeerResponse::Delivered,
-            Err(e) => PeerResponse::Failed(e),
-        },
+        PeerRequest::Broadcast(msg) => {
+            match ctx.handlers.dispatch(ctx, &msg.path, &msg.payload_json) {
+                Ok(()) => PeerResponse::Delivered,
+                Err(e) => PeerResponse::Failed(e),
+            }
+        }
     }
 }
 
@@ -103,7 +105,13 @@ pub async fn call(
     let addr = resolve(peer_addr)?;
     let started = Instant::now();
     // The transport bounds connect and request separately; bound the sum too.
-    match tokio::time::timeout(timeout, ctx.endpoint.request::<_, PeerResponse>(addr, request, Some(timeout))).await {
+    match tokio::time::timeout(
+        timeout,
+        ctx.endpoint
+            .request::<_, PeerResponse>(addr, request, Some(timeout)),
+    )
+    .await
+    {
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) => Err(format!("{node_id} at {peer_addr}: {e}")),
         Err(_) => Err(format!(

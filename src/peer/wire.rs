@@ -27,13 +27,18 @@ pub enum PeerRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerResponse {
-    Registered { coordinator: String, term: u64 },
+    Registered {
+        coordinator: String,
+        term: u64,
+    },
     ReportAccepted,
     /// Sent to a node that reports before registering (e.g. to a coordinator that just took
     /// over): it registers again.
     NotRegistered,
     /// This node is not the coordinator in its own view; `coordinator` is who it thinks is.
-    NotCoordinator { coordinator: Option<String> },
+    NotCoordinator {
+        coordinator: Option<String>,
+    },
     ClusterHealth(ClusterHealth),
     Registry(Vec<RegistryEntry>),
     Delivered,
@@ -115,68 +120,101 @@ mod tests {
     }
 
     fn report() -> impl Strategy<Value = HealthReport> {
-        (text(), any::<u64>(), any::<u64>(), any::<f64>(), any::<[u64; 5]>(), proptest::collection::vec(text(), 0..3)).prop_map(
-            |(node_id, generation, uptime_ms, load_1m, n, shards)| HealthReport {
-                node_id,
-                generation,
-                uptime_ms,
-                load_1m,
-                memory_rss_mb: n[0],
-                memory_available_mb: n[1],
-                disk_free_mb: n[2],
-                disk_total_mb: n[3],
-                errors_total: n[4],
-                shards,
-            },
+        (
+            text(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<f64>(),
+            any::<[u64; 5]>(),
+            proptest::collection::vec(text(), 0..3),
         )
+            .prop_map(|(node_id, generation, uptime_ms, load_1m, n, shards)| {
+                HealthReport {
+                    node_id,
+                    generation,
+                    uptime_ms,
+                    load_1m,
+                    memory_rss_mb: n[0],
+                    memory_available_mb: n[1],
+                    disk_free_mb: n[2],
+                    disk_total_mb: n[3],
+                    errors_total: n[4],
+                    shards,
+                }
+            })
     }
 
     fn registration() -> impl Strategy<Value = Registration> {
-        (text(), any::<u64>(), [text(), text(), text(), text()], any::<(u32, u64, u64, u64)>(), proptest::collection::vec(text(), 0..3)).prop_map(
-            |(node_id, generation, [http_addr, peer_addr, gossip_addr, version], (cpus, m, d, term), holds)| Registration {
-                node_id,
-                generation,
-                http_addr,
-                peer_addr,
-                gossip_addr,
-                version,
-                capacity: Capacity { cpus, memory_total_mb: m, disk_total_mb: d },
-                holds,
-                term,
-            },
+        (
+            text(),
+            any::<u64>(),
+            [text(), text(), text(), text()],
+            any::<(u32, u64, u64, u64)>(),
+            proptest::collection::vec(text(), 0..3),
         )
+            .prop_map(
+                |(
+                    node_id,
+                    generation,
+                    [http_addr, peer_addr, gossip_addr, version],
+                    (cpus, m, d, term),
+                    holds,
+                )| Registration {
+                    node_id,
+                    generation,
+                    http_addr,
+                    peer_addr,
+                    gossip_addr,
+                    version,
+                    capacity: Capacity {
+                        cpus,
+                        memory_total_mb: m,
+                        disk_total_mb: d,
+                    },
+                    holds,
+                    term,
+                },
+            )
     }
 
     fn health() -> impl Strategy<Value = ClusterHealth> {
-        (text(), proptest::collection::vec(text(), 0..3), proptest::option::of(text()), proptest::option::of(any::<u64>()), proptest::option::of(report()), any::<bool>()).prop_map(
-            |(cluster_id, reasons, coordinator, term, report, flag)| ClusterHealth {
-                cluster_id: cluster_id.clone(),
-                status: if flag { Status::Yellow } else { Status::Green },
-                reasons,
-                coordinator: coordinator.clone(),
-                term,
-                number_of_nodes: 3,
-                number_of_ready_nodes: 2,
-                number_of_registered_nodes: term.map(|t| t as usize % 7),
-                answered_by: cluster_id,
-                source: "coordinator".into(),
-                coordinator_error: coordinator,
-                nodes: vec![NodeHealth {
-                    id: "node-1".into(),
-                    state: "ready".into(),
-                    is_coordinator: flag,
-                    generation: 7,
-                    gossip_addr: "127.0.0.1:7200".into(),
-                    http_addr: Some("127.0.0.1:7100".into()),
-                    peer_addr: None,
-                    version: Some("0.1.0".into()),
-                    started_at_ms: term,
-                    last_heartbeat_ms_ago: 3,
-                    registered: Some(flag),
-                    report,
-                }],
-            },
+        (
+            text(),
+            proptest::collection::vec(text(), 0..3),
+            proptest::option::of(text()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(report()),
+            any::<bool>(),
         )
+            .prop_map(|(cluster_id, reasons, coordinator, term, report, flag)| {
+                ClusterHealth {
+                    cluster_id: cluster_id.clone(),
+                    status: if flag { Status::Yellow } else { Status::Green },
+                    reasons,
+                    coordinator: coordinator.clone(),
+                    term,
+                    number_of_nodes: 3,
+                    number_of_ready_nodes: 2,
+                    number_of_registered_nodes: term.map(|t| t as usize % 7),
+                    answered_by: cluster_id,
+                    source: "coordinator".into(),
+                    coordinator_error: coordinator,
+                    nodes: vec![NodeHealth {
+                        id: "node-1".into(),
+                        state: "ready".into(),
+                        is_coordinator: flag,
+                        generation: 7,
+                        gossip_addr: "127.0.0.1:7200".into(),
+                        http_addr: Some("127.0.0.1:7100".into()),
+                        peer_addr: None,
+                        version: Some("0.1.0".into()),
+                        started_at_ms: term,
+                        last_heartbeat_ms_ago: 3,
+                        registered: Some(flag),
+                        report,
+                    }],
+                }
+            })
     }
 
     fn request() -> impl Strategy<Value = PeerRequest> {
@@ -185,20 +223,35 @@ mod tests {
             report().prop_map(PeerRequest::Report),
             Just(PeerRequest::ClusterHealth),
             Just(PeerRequest::Registry),
-            (text(), text(), text()).prop_map(|(path, payload_json, from)| PeerRequest::Broadcast(BroadcastMessage { path, payload_json, from })),
+            (text(), text(), text()).prop_map(|(path, payload_json, from)| PeerRequest::Broadcast(
+                BroadcastMessage {
+                    path,
+                    payload_json,
+                    from
+                }
+            )),
         ]
     }
 
     fn response() -> impl Strategy<Value = PeerResponse> {
         prop_oneof![
-            (text(), any::<u64>()).prop_map(|(coordinator, term)| PeerResponse::Registered { coordinator, term }),
+            (text(), any::<u64>())
+                .prop_map(|(coordinator, term)| PeerResponse::Registered { coordinator, term }),
             Just(PeerResponse::ReportAccepted),
             Just(PeerResponse::NotRegistered),
-            proptest::option::of(text()).prop_map(|coordinator| PeerResponse::NotCoordinator { coordinator }),
+            proptest::option::of(text())
+                .prop_map(|coordinator| PeerResponse::NotCoordinator { coordinator }),
             health().prop_map(PeerResponse::ClusterHealth),
-            (registration(), proptest::option::of(report()), any::<u64>()).prop_map(|(registration, last_report, at)| {
-                PeerResponse::Registry(vec![RegistryEntry { registration, registered_at_ms: at, last_report, last_report_ms_ago: Some(at % 1000) }])
-            }),
+            (registration(), proptest::option::of(report()), any::<u64>()).prop_map(
+                |(registration, last_report, at)| {
+                    PeerResponse::Registry(vec![RegistryEntry {
+                        registration,
+                        registered_at_ms: at,
+                        last_report,
+                        last_report_ms_ago: Some(at % 1000),
+                    }])
+                }
+            ),
             Just(PeerResponse::Delivered),
             text().prop_map(PeerResponse::Failed),
         ]

@@ -98,15 +98,22 @@ fn parse_args() -> Result<Args> {
             a.graceful = false;
             continue;
         }
-        let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
         match flag.as_str() {
             "--sizes" => {
-                let sizes: Result<Vec<usize>, _> = value.split(',').map(|s| s.trim().parse()).collect();
+                let sizes: Result<Vec<usize>, _> =
+                    value.split(',').map(|s| s.trim().parse()).collect();
                 a.sizes = Some(sizes.with_context(|| bad("a list like 3,10,32"))?);
             }
             "--trials" => a.trials = Some(value.parse().with_context(|| bad("a count"))?),
-            "--minutes" => a.minutes = value.parse().with_context(|| bad("minutes, e.g. 5 or 0.2"))?,
+            "--minutes" => {
+                a.minutes = value
+                    .parse()
+                    .with_context(|| bad("minutes, e.g. 5 or 0.2"))?
+            }
             "--nodes" => a.nodes = value.parse().with_context(|| bad("a count"))?,
             "--phases" => a.phases = value.split(',').map(|s| s.trim().to_string()).collect(),
             "--busy-threads" => a.busy_threads = value.parse().with_context(|| bad("a count"))?,
@@ -279,8 +286,10 @@ fn stats(values: &[f64]) -> Option<Stats> {
 fn stats_json(s: Option<Stats>) -> Value {
     match s {
         None => Value::Null,
-        Some(s) => json!({"n": s.n, "min_ms": r1(s.min), "median_ms": r1(s.median), "p90_ms": r1(s.p90),
-                          "max_ms": r1(s.max), "mean_ms": r1(s.mean)}),
+        Some(s) => {
+            json!({"n": s.n, "min_ms": r1(s.min), "median_ms": r1(s.median), "p90_ms": r1(s.p90),
+                          "max_ms": r1(s.max), "mean_ms": r1(s.mean)})
+        }
     }
 }
 
@@ -314,7 +323,12 @@ struct Poller {
 }
 
 impl Poller {
-    fn start(cluster: &TestCluster, nodes: &[usize], interval: Duration, timeout: Duration) -> Poller {
+    fn start(
+        cluster: &TestCluster,
+        nodes: &[usize],
+        interval: Duration,
+        timeout: Duration,
+    ) -> Poller {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let threads = nodes
@@ -331,7 +345,11 @@ impl Poller {
                     let mut next = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
                         let sent = Instant::now();
-                        let body = agent.get(&url).call().ok().and_then(|r| r.into_json::<Value>().ok());
+                        let body = agent
+                            .get(&url)
+                            .call()
+                            .ok()
+                            .and_then(|r| r.into_json::<Value>().ok());
                         let sample = Sample {
                             node,
                             sent,
@@ -380,7 +398,10 @@ impl Poller {
         let mut latest: BTreeMap<usize, Value> = BTreeMap::new();
         loop {
             let Some(s) = self.recv(deadline) else {
-                let shown: Vec<String> = latest.iter().map(|(i, v)| format!("  node index {i}: {v}")).collect();
+                let shown: Vec<String> = latest
+                    .iter()
+                    .map(|(i, v)| format!("  node index {i}: {v}"))
+                    .collect();
                 bail!(
                     "condition not met within {timeout:?}; last answers:\n{}",
                     shown.join("\n")
@@ -447,7 +468,11 @@ fn ids(cluster: &TestCluster, nodes: &[usize]) -> BTreeSet<String> {
 }
 
 /// Waits until every running node agrees on a converged view; returns (coordinator, term, when).
-fn wait_converged(cluster: &mut TestCluster, poll: Duration, timeout: Duration) -> Result<(String, u64, Instant)> {
+fn wait_converged(
+    cluster: &mut TestCluster,
+    poll: Duration,
+    timeout: Duration,
+) -> Result<(String, u64, Instant)> {
     let running = cluster.running();
     let expected = ids(cluster, &running);
     let poller = Poller::start(cluster, &running, poll, Duration::from_secs(2));
@@ -473,7 +498,12 @@ fn convergence_trial(args: &Args, n: usize) -> Result<ConvergenceTrial> {
     let mut cluster = TestCluster::new(n, args.options())?;
     let all: Vec<usize> = (0..n).collect();
     let expected = ids(&cluster, &all);
-    let poller = Poller::start(&cluster, &all, args.poll_interval(n), Duration::from_secs(2));
+    let poller = Poller::start(
+        &cluster,
+        &all,
+        args.poll_interval(n),
+        Duration::from_secs(2),
+    );
     let t0 = Instant::now();
     for node in &mut cluster.nodes {
         node.start()?;
@@ -527,7 +557,10 @@ fn convergence(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
                         "coordinator": t.coordinator,
                         "poll_interval_ms": ms(args.poll_interval(n))}),
                     )?;
-                    eprintln!("  convergence n={n} trial {trial}: {:.0} ms", t.converged_ms);
+                    eprintln!(
+                        "  convergence n={n} trial {trial}: {:.0} ms",
+                        t.converged_ms
+                    );
                     times.push(t.converged_ms);
                     ups.extend(t.all_up_ms);
                 }
@@ -612,7 +645,9 @@ fn failover_trial(args: &Args, cluster: &mut TestCluster, stop: Stop) -> Result<
     let poll = args.poll_interval(n);
     let (old_c, old_t, _) = wait_converged(cluster, poll, Duration::from_secs(60))?;
     thread::sleep(Duration::from_millis(args.settle_ms));
-    let victim = cluster.index_of(&old_c).context("coordinator is not one of ours")?;
+    let victim = cluster
+        .index_of(&old_c)
+        .context("coordinator is not one of ours")?;
     let survivors: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
     let poller = Poller::start(cluster, &survivors, poll, Duration::from_secs(2));
     // Let every poll thread have its connection open before the clock starts.
@@ -620,7 +655,9 @@ fn failover_trial(args: &Args, cluster: &mut TestCluster, stop: Stop) -> Result<
     let t0 = Instant::now();
     match stop {
         Stop::Kill9 => cluster.node_mut(victim).kill9(),
-        Stop::Term => cluster.node_mut(victim).terminate(Duration::from_secs(15))?,
+        Stop::Term => cluster
+            .node_mut(victim)
+            .terminate(Duration::from_secs(15))?,
     }
     let mut detected: Option<Instant> = None;
     let mut new = None;
@@ -639,8 +676,8 @@ fn failover_trial(args: &Args, cluster: &mut TestCluster, stop: Stop) -> Result<
 
     let t1 = Instant::now();
     cluster.node_mut(victim).start()?;
-    let (_, _, back) =
-        wait_converged(cluster, poll, Duration::from_secs(60)).context("no convergence after the restart")?;
+    let (_, _, back) = wait_converged(cluster, poll, Duration::from_secs(60))
+        .context("no convergence after the restart")?;
     Ok(FailoverTrial {
         failover_ms,
         detected_ms: detected.map(|d| ms(d - t0)),
@@ -675,7 +712,16 @@ fn failover(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
     );
     println!(
         "{:>5} {:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>11} {:>10} {:>9}",
-        "nodes", "stop", "trials", "median ms", "p90 ms", "max ms", "min ms", "detect med", "rejoin med", "x gossip"
+        "nodes",
+        "stop",
+        "trials",
+        "median ms",
+        "p90 ms",
+        "max ms",
+        "min ms",
+        "detect med",
+        "rejoin med",
+        "x gossip"
     );
     let mut summaries = Vec::new();
     for n in sizes {
@@ -709,7 +755,10 @@ fn failover(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
                     }
                     Err(e) => {
                         entry.failures += 1;
-                        eprintln!("  failover n={n} {} trial {trial} FAILED: {e:#}", kind.name());
+                        eprintln!(
+                            "  failover n={n} {} trial {trial} FAILED: {e:#}",
+                            kind.name()
+                        );
                         out.emit(
                             json!({"bench": "failover", "kind": "failure", "stop": kind.name(), "nodes": n,
                             "trial": trial, "error": format!("{e:#}")}),
@@ -728,7 +777,10 @@ fn failover(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
             }
         }
         drop(cluster);
-        let graceful_median = results.get("sigterm").and_then(|r| stats(&r.times)).map(|s| s.median);
+        let graceful_median = results
+            .get("sigterm")
+            .and_then(|r| stats(&r.times))
+            .map(|s| s.median);
         for kind in &kinds {
             let Some(KindResults {
                 times,
@@ -774,8 +826,15 @@ fn failover(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
             out.emit(summary.clone())?;
             summaries.push(summary);
         }
-        if let (Some(k), Some(g)) = (results.get("kill9").and_then(|r| stats(&r.times)), graceful_median) {
-            println!("{:>5} kill9 median / sigterm median = {:.2}", n, k.median / g);
+        if let (Some(k), Some(g)) = (
+            results.get("kill9").and_then(|r| stats(&r.times)),
+            graceful_median,
+        ) {
+            println!(
+                "{:>5} kill9 median / sigterm median = {:.2}",
+                n,
+                k.median / g
+            );
         }
     }
     println!(
@@ -822,7 +881,10 @@ impl Drop for Spinners {
 fn spin() -> ! {
     let mut x: u64 = 1;
     loop {
-        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+        x = std::hint::black_box(
+            x.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        );
     }
 }
 
@@ -830,7 +892,11 @@ fn spin() -> ! {
 fn machine_busy_seconds() -> Option<(f64, f64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().next()?;
-    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|s| s.parse().ok()).collect();
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
     if v.len() < 5 {
         return None;
     }
@@ -920,7 +986,9 @@ fn false_deaths_phase(args: &Args, cluster: &mut TestCluster, name: &str) -> Res
                     .bad_pairs
                     .entry((observer.clone(), id.clone()))
                     .or_insert_with(|| {
-                        eprintln!("  false-deaths {name}: at {t:.1} s {observer} sees {id} as {state}");
+                        eprintln!(
+                            "  false-deaths {name}: at {t:.1} s {observer} sees {id} as {state}"
+                        );
                         (state.clone(), t)
                     });
             }
@@ -928,7 +996,10 @@ fn false_deaths_phase(args: &Args, cluster: &mut TestCluster, name: &str) -> Res
         if bad {
             phase.bad_samples += 1;
         }
-        let pair = (v["coordinator"].as_str().map(String::from), v["term"].as_u64());
+        let pair = (
+            v["coordinator"].as_str().map(String::from),
+            v["term"].as_u64(),
+        );
         if let (Some(c), Some(t)) = (&pair.0, pair.1) {
             phase.coordinators.insert((c.clone(), t));
         }
@@ -1022,7 +1093,8 @@ fn false_deaths(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
             p.coordinator_changes,
             fmt_ms(hb.0),
             fmt_ms(hb.1),
-            p.cpu_busy.map_or("-".into(), |c| format!("{:.0}%", c * 100.0)),
+            p.cpu_busy
+                .map_or("-".into(), |c| format!("{:.0}%", c * 100.0)),
             if p.exited.is_empty() {
                 String::new()
             } else {
@@ -1066,7 +1138,9 @@ fn main() -> Result<()> {
         bail!("torua binary {} does not exist", bin.display());
     }
     let mut out = Out::new(&args)?;
-    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!(
         "# membership benchmarks: {} ({}), torua {}, {cores} cores",
         args.cmd,
