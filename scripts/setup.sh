@@ -37,6 +37,9 @@ fi
 echo "export CMAKE_C_COMPILER_LAUNCHER=ccache"
 echo "export CMAKE_CXX_COMPILER_LAUNCHER=ccache"
 echo "export CCACHE_BASEDIR=/"
+# Kuzu compiles with debug info under our profile; without this the working directory (which differs
+# per target directory) would be part of every cache key.
+echo "export CCACHE_NOHASHDIR=1"
 echo "export CCACHE_MAXSIZE=\${CCACHE_MAXSIZE:-10G}"
 # Kuzu's build uses every core it is given; two is what this machine has.
 echo "export CMAKE_BUILD_PARALLEL_LEVEL=\${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
