@@ -852,7 +852,13 @@ struct Spinners(Vec<Child>);
 
 impl Spinners {
     fn start(count: usize) -> Result<Spinners> {
-        let exe = std::env::current_exe()?;
+        // /proc/self/exe still runs this program if its file was replaced (rebuilt) since it started.
+        let proc_exe = PathBuf::from("/proc/self/exe");
+        let exe = if proc_exe.exists() {
+            proc_exe
+        } else {
+            std::env::current_exe()?
+        };
         let mut children = Vec::new();
         for _ in 0..count {
             children.push(
@@ -1055,8 +1061,16 @@ fn false_deaths(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
     eprintln!("  false-deaths: {n} nodes converged, coordinator {c} term {t}");
     thread::sleep(Duration::from_secs(2));
     let mut phases = Vec::new();
+    let mut failure = None;
     for name in &args.phases {
-        phases.push(false_deaths_phase(args, &mut cluster, name)?);
+        match false_deaths_phase(args, &mut cluster, name) {
+            Ok(p) => phases.push(p),
+            Err(e) => {
+                // Report the phases that did run before failing.
+                failure = Some(e.context(format!("false-deaths phase {name}")));
+                break;
+            }
+        }
     }
     drop(cluster);
     println!(
@@ -1123,7 +1137,10 @@ fn false_deaths(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
          as dead; coord chg: changes of (coordinator, term) seen by any observer; hb: last_heartbeat_ms_ago of \
          peers; cpu busy: whole machine, both cores)"
     );
-    Ok(summaries)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(summaries),
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
