@@ -4,6 +4,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
 
 use crate::cert_cmd::CertArgs;
+use crate::import_graphrag::ImportArgs;
 use crate::config::ServeArgs;
 use crate::dev::DevArgs;
 
@@ -22,6 +23,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Create an operator CA and node certificates (for TORUA_TLS_CA / _CERT / _KEY).
     Cert(CertArgs),
+    /// Load data into a running cluster (e.g. `torua import graphrag <DIR> --url http://node:7101`).
+    Import(ImportArgs),
 }
 
 /// Parses the command line; on a bad value, exits with a message that names the environment

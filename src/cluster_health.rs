@@ -11,6 +11,7 @@ use membership::{ClusterView, Member, MemberState};
 use serde::{Deserialize, Serialize};
 
 use crate::peer::wire::{HealthReport, RegistryEntry};
+use crate::shard_map::ShardMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,9 +49,24 @@ pub struct ClusterHealth {
     pub answered_by: String,
     /// `coordinator` (aggregated by the coordinator) or `local` (this node's gossip view only).
     pub source: String,
+    /// Shard copies (like Elasticsearch's counts); `None` before the shard map exists.
+    pub shards: Option<ShardCounts>,
     /// Why a `local` answer was given: what went wrong asking the coordinator.
     pub coordinator_error: Option<String>,
     pub nodes: Vec<NodeHealth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardCounts {
+    pub total_shards: u32,
+    /// Shards whose primary is on a live node.
+    pub active_primary_shards: u32,
+    /// Copies on live nodes that are in sync.
+    pub active_shards: u32,
+    /// Copies that are assigned but not in sync, or on a dead node.
+    pub unavailable_shards: u32,
+    /// Copies the replica count asks for that have no node.
+    pub unassigned_shards: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +231,7 @@ fn shape(
         answered_by: view.self_id.as_str().to_string(),
         source: source.to_string(),
         coordinator_error: None,
+        shards: None,
         nodes,
     }
 }
@@ -234,6 +251,54 @@ fn node(m: &Member, view: &ClusterView, entry: Option<Option<&RegistryEntry>>) -
         registered: entry.map(|e| e.is_some()),
         report: entry.flatten().and_then(|e| e.last_report.clone()),
     }
+}
+
+/// Adds the shard verdict, as Elasticsearch does: red when a shard has no live in-sync copy,
+/// yellow when some copy is missing or behind, green when every copy is assigned and in sync.
+pub fn with_shards(mut h: ClusterHealth, view: &ClusterView, map: Option<&ShardMap>) -> ClusterHealth {
+    let Some(map) = map else {
+        if h.status == Status::Green {
+            h.status = Status::Yellow;
+        }
+        h.reasons.push("no shard map yet (waiting for TORUA_BOOTSTRAP_EXPECT ready nodes)".into());
+        return h;
+    };
+    let live = |id: &str| view.members.iter().any(|m| m.node_id.as_str() == id && m.is_live());
+    let mut c = ShardCounts { total_shards: map.shards, ..ShardCounts::default() };
+    let mut red = Vec::new();
+    for a in &map.assignments {
+        if live(&a.primary) && a.is_in_sync(&a.primary) {
+            c.active_primary_shards += 1;
+        }
+        let mut any = false;
+        for copy in a.copies() {
+            if live(copy) && a.is_in_sync(copy) {
+                c.active_shards += 1;
+                any = true;
+            } else {
+                c.unavailable_shards += 1;
+            }
+        }
+        let want = map.replicas as usize;
+        c.unassigned_shards += want.saturating_sub(a.copies().count()) as u32;
+        if !any {
+            red.push(a.shard.to_string());
+        }
+    }
+    if !red.is_empty() {
+        h.status = Status::Red;
+        h.reasons.push(format!("{} shard(s) with no live in-sync copy: {}", red.len(), red.join(", ")));
+    } else if c.unavailable_shards > 0 || c.unassigned_shards > 0 {
+        if h.status == Status::Green {
+            h.status = Status::Yellow;
+        }
+        h.reasons.push(format!(
+            "{} shard copies unavailable or not in sync, {} unassigned",
+            c.unavailable_shards, c.unassigned_shards
+        ));
+    }
+    h.shards = Some(c);
+    h
 }
 
 pub fn now_ms() -> u64 {

@@ -91,6 +91,30 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_COORDINATOR_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
     pub coordinator_timeout: Duration,
 
+    /// Number of graph shards, fixed when the cluster first forms (1..=1024).
+    #[arg(long, env = "TORUA_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
+
+    /// Copies of each shard, on distinct nodes (1..=5).
+    #[arg(long, env = "TORUA_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub replicas: u32,
+
+    /// Ready nodes the coordinator waits for before creating the shard map (1..=1000).
+    #[arg(long, env = "TORUA_BOOTSTRAP_EXPECT", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub bootstrap_expect: u64,
+
+    /// Memory budget of this node's graph databases in MiB, split between its shard copies (64..=1048576).
+    #[arg(long, env = "TORUA_MEMORY_MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    pub memory_mb: u64,
+
+    /// Largest size of one shard copy's database in GiB (address space reserved by the engine).
+    #[arg(long, env = "TORUA_MAX_SHARD_GB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_shard_gb: u64,
+
+    /// Dimension of entity and chunk embeddings (0 = no embeddings); fixed when a shard is created.
+    #[arg(long, env = "TORUA_EMBEDDING_DIM", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8192))]
+    pub embedding_dim: u32,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,membership=debug`.
     #[arg(long, env = "TORUA_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,

@@ -14,6 +14,9 @@ use crate::logging::FilterHandle;
 use crate::metrics::Metrics;
 use crate::peer::wire::Registration;
 use crate::registry::Registry;
+use crate::replication::ShardLocks;
+use crate::shard_map::MapHolder;
+use crate::storage::Storage;
 
 pub struct NodeContext {
     pub cluster: Cluster,
@@ -23,6 +26,13 @@ pub struct NodeContext {
     pub metrics: Arc<Metrics>,
     pub log_filter: FilterHandle,
     pub settings: Settings,
+    pub storage: Arc<Storage>,
+    pub shard_map: MapHolder,
+    /// Serialises the coordinator's map changes.
+    pub map_changes: std::sync::Mutex<()>,
+    pub shard_locks: ShardLocks,
+    /// Bounds concurrent ingest requests on this node (backpressure).
+    pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct Settings {
@@ -33,6 +43,9 @@ pub struct Settings {
     pub gossip_addr: String,
     pub report_interval: Duration,
     pub coordinator_timeout: Duration,
+    pub shards: u32,
+    pub replicas: u32,
+    pub bootstrap_expect: usize,
 }
 
 impl NodeContext {
@@ -50,9 +63,24 @@ impl NodeContext {
             gossip_addr: self.settings.gossip_addr.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             capacity: crate::node_stats::capacity(&self.settings.data_dir),
-            holds: Vec::new(),
+            holds: self.storage.on_disk().iter().map(|s| format!("shard-{s}")).collect(),
             term,
         }
+    }
+
+    /// Whether the shard map assigns a copy of the request's shard to this node (reads must not
+    /// create empty databases on nodes that hold nothing).
+    pub fn holds_copy(&self, request: &crate::peer::wire::PeerRequest) -> bool {
+        use crate::peer::wire::PeerRequest;
+        let shard = match request {
+            PeerRequest::GetEntity { shard, .. } | PeerRequest::GetChunk { shard, .. } => *shard,
+            _ => return true,
+        };
+        let me = self.node_id().as_str();
+        self.shard_map
+            .get()
+            .and_then(|m| m.assignment(shard).map(|a| a.copies().any(|c| c == me)))
+            .unwrap_or(false)
     }
 
     /// Reports older than this count as missing in the aggregated health.

@@ -60,6 +60,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             .env("TORUA_GOSSIP_ADDR", format!("127.0.0.1:{}", port(100, i)))
             .env("TORUA_PEER_ADDR", format!("127.0.0.1:{}", port(200, i)))
             .env("TORUA_SEEDS", &seeds)
+            // Spread the shards over every node of the dev cluster, not just the first one up.
+            .env("TORUA_BOOTSTRAP_EXPECT", args.nodes.to_string())
+            .env("TORUA_REPLICAS", if args.nodes == 1 { "1" } else { "2" })
             .env("TORUA_DATA_DIR", &dir)
             .stdout(Stdio::null())
             .stderr(log)

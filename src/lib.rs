@@ -18,6 +18,11 @@
 //! - [`reporter`]: push registration and periodic health reports to the coordinator.
 //! - [`node_stats`]: uptime, load, memory, disk of this node.
 //! - [`broadcast`]: fan-out of control messages and their handlers.
+//! - [`graph`]: the GraphRAG data model, placement of items on shards, the ingest API's parsing.
+//! - [`storage`]: this node's shard copies (embedded Kuzu databases).
+//! - [`shard_map`]: who holds which shard copy; [`shard_coordinator`]: the coordinator's map duties.
+//! - [`import_graphrag`]: `torua import graphrag`, loading a GraphRAG output folder.
+//! - [`replication`]: the write path (primary, in-sync replicas, acknowledgement) and routed reads.
 //! - [`logging`]: tracing output with the node id on every line.
 //! - [`dev`]: `torua dev`, a local multi-process cluster.
 
@@ -36,5 +41,11 @@ pub mod node;
 pub mod node_stats;
 pub mod peer;
 pub mod registry;
+pub mod replication;
+pub mod shard_coordinator;
+pub mod shard_map;
+pub mod storage;
+pub mod graph;
+pub mod import_graphrag;
 pub mod reporter;
 pub mod security;

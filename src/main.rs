@@ -13,6 +13,7 @@ fn main() {
             .and_then(|rt| rt.block_on(torua::node::serve(*args))),
         Command::Dev(args) => torua::dev::run(args),
         Command::Cert(args) => torua::cert_cmd::run(args),
+        Command::Import(args) => torua::import_graphrag::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

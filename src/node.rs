@@ -22,10 +22,15 @@ use crate::metrics::Metrics;
 use crate::peer::PeerService;
 use crate::registry::Registry;
 use crate::reporter;
+use crate::shard_coordinator;
+use crate::shard_map::MapHolder;
+use crate::storage::Storage;
 use crate::security::Security;
 
 /// Gossip rounds a leaving node waits at each step so every peer hears of it.
 const LEAVE_ROUNDS: u32 = 3;
+/// Ingest requests a node works on at once; more get 429 with Retry-After.
+const INGEST_CONCURRENCY: usize = 16;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let advertised = args.advertised()?;
@@ -70,6 +75,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     metrics.watch_gossip_rejected(gossip_rejected);
+    let storage = Arc::new(Storage::new(data_dir.path(), args.memory_mb, args.max_shard_gb, args.embedding_dim as usize)?);
+    let shard_map = MapHolder::load(data_dir.path());
+    if let Some(map) = shard_map.get() {
+        if map.shards != args.shards || map.replicas != args.replicas {
+            warn!(
+                map_shards = map.shards,
+                map_replicas = map.replicas,
+                "TORUA_SHARDS / TORUA_REPLICAS differ from the cluster's shard map; the map wins (they are fixed when the cluster forms)"
+            );
+        }
+    }
     let ctx = Arc::new(NodeContext {
         cluster: cluster.clone(),
         endpoint: endpoint.clone(),
@@ -85,13 +101,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             gossip_addr: advertised.gossip.to_string(),
             report_interval: args.report_interval,
             coordinator_timeout: args.coordinator_timeout,
+            shards: args.shards,
+            replicas: args.replicas,
+            bootstrap_expect: args.bootstrap_expect as usize,
         },
+        storage,
+        shard_map,
+        map_changes: std::sync::Mutex::new(()),
+        shard_locks: Default::default(),
+        ingest_permits: Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY)),
     });
     endpoint.serve(PeerService {
         ctx: Arc::downgrade(&ctx),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let reporter = tokio::spawn(reporter::run(ctx.clone(), stop_rx));
+    let reporter = tokio::spawn(reporter::run(ctx.clone(), stop_rx.clone()));
+    let map_duties = tokio::spawn(shard_coordinator::run(ctx.clone(), stop_rx));
+    shard_coordinator::open_assigned(&ctx).await;
     let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -121,6 +147,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = stop_tx.send(true);
         let _ = reporter.await;
+        let _ = map_duties.await;
         cluster.leave(LEAVE_ROUNDS).await;
         let _ = stop_http_tx.send(());
         match server.await {

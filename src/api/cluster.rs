@@ -87,13 +87,13 @@ pub async fn best_health(state: &AppState) -> ClusterHealth {
             }
             h
         }
-        Ok(other) => local_with_note(&view, format!("coordinator answered {other:?}")),
-        Err(e) => local_with_note(&view, e),
+        Ok(other) => local_with_note(state, &view, format!("coordinator answered {other:?}")),
+        Err(e) => local_with_note(state, &view, e),
     }
 }
 
-fn local_with_note(view: &ClusterView, note: String) -> ClusterHealth {
-    let mut h = cluster_health::local(view);
+fn local_with_note(state: &AppState, view: &ClusterView, note: String) -> ClusterHealth {
+    let mut h = cluster_health::with_shards(cluster_health::local(view), view, state.shard_map.get().as_ref());
     h.coordinator_error = Some(note);
     h
 }

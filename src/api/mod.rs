@@ -3,6 +3,7 @@
 
 mod broadcast;
 mod cluster;
+mod graph;
 mod health;
 
 use std::sync::Arc;
@@ -34,6 +35,13 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster/nodes", get(cluster::registry))
         .route("/nodes", get(cluster::nodes))
         .route("/broadcast", post(broadcast::broadcast))
+        .route("/cluster/shards", get(graph::shards))
+        .route(
+            "/graph/ingest",
+            post(graph::ingest).layer(axum::extract::DefaultBodyLimit::max(graph::MAX_INGEST_BYTES)),
+        )
+        .route("/graph/entities/{id}", get(graph::get_entity).delete(graph::delete_entity))
+        .route("/graph/chunks/{id}", get(graph::get_chunk))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -32,7 +32,7 @@ impl Service for PeerService {
 }
 
 /// Handles one request from `from` (the node id proven by its certificate, or this node's own).
-pub async fn handle(ctx: &NodeContext, from: &str, request: PeerRequest) -> PeerResponse {
+pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) -> PeerResponse {
     let view = ctx.cluster.view();
     let not_coordinator = || PeerResponse::NotCoordinator {
         coordinator: view.coordinator.as_ref().map(|c| c.as_str().to_string()),
@@ -68,10 +68,10 @@ pub async fn handle(ctx: &NodeContext, from: &str, request: PeerRequest) -> Peer
             }
         }
         PeerRequest::ClusterHealth => match ctx.registry.entries(&view) {
-            Ok(entries) => PeerResponse::ClusterHealth(cluster_health::aggregated(
+            Ok(entries) => PeerResponse::ClusterHealth(cluster_health::with_shards(
+                cluster_health::aggregated(&view, &entries, ctx.report_stale_after()),
                 &view,
-                &entries,
-                ctx.report_stale_after(),
+                ctx.shard_map.get().as_ref(),
             )),
             Err(_) => not_coordinator(),
         },
@@ -85,40 +85,88 @@ pub async fn handle(ctx: &NodeContext, from: &str, request: PeerRequest) -> Peer
                 Err(e) => PeerResponse::Failed(e),
             }
         }
+        PeerRequest::InstallMap(map) => crate::shard_coordinator::install(ctx, map),
+        PeerRequest::MarkStale { shard, node } => match crate::shard_coordinator::mark_stale(ctx, shard, &node) {
+            Ok(map) => {
+                crate::shard_coordinator::push(ctx, map).await;
+                PeerResponse::MapInstalled { accepted: true }
+            }
+            Err(e) => PeerResponse::Failed(e),
+        },
+        PeerRequest::ShardWrite { shard, op } => crate::replication::primary_write(ctx, shard, op).await,
+        PeerRequest::Replicate { shard, seq, op } => crate::replication::replica_write(ctx, shard, seq, op).await,
+        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. } if !ctx.holds_copy(&request) => {
+            PeerResponse::Failed("this node holds no copy of that shard in its shard map".into())
+        }
+        PeerRequest::GetEntity { shard, id } => match ctx.storage.open(shard).await {
+            Ok(store) => match store.get_entity(id).await {
+                Ok(e) => PeerResponse::Entity(e),
+                Err(e) => PeerResponse::Failed(e),
+            },
+            Err(e) => PeerResponse::Failed(e),
+        },
+        PeerRequest::GetChunk { shard, id } => match ctx.storage.open(shard).await {
+            Ok(store) => match store.get_chunk(id).await {
+                Ok(c) => PeerResponse::Chunk(c),
+                Err(e) => PeerResponse::Failed(e),
+            },
+            Err(e) => PeerResponse::Failed(e),
+        },
+        PeerRequest::GetMap => PeerResponse::Map(ctx.shard_map.get()),
+        PeerRequest::RequestInSync { shard, applied_seq } => {
+            crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq).await
+        }
+        PeerRequest::AddInSync { shard, node } => match crate::shard_coordinator::add_in_sync(ctx, shard, &node) {
+            Ok(map) => {
+                crate::shard_coordinator::push(ctx, map).await;
+                PeerResponse::MapInstalled { accepted: true }
+            }
+            Err(e) => PeerResponse::Failed(e),
+        },
+        PeerRequest::ShardStats => {
+            let mut out = Vec::new();
+            for shard in ctx.storage.on_disk() {
+                let stats = match ctx.storage.open(shard).await {
+                    Ok(store) => store.stats().await,
+                    Err(e) => Err(e),
+                };
+                match stats {
+                    Ok(s) => out.push((shard, s)),
+                    Err(e) => return PeerResponse::Failed(format!("shard {shard}: {e}")),
+                }
+            }
+            PeerResponse::Stats(out)
+        }
     }
 }
 
 /// Calls `node_id` at `peer_addr` (this node directly, others over QUIC) within `timeout`.
-pub async fn call(
-    ctx: &Arc<NodeContext>,
-    node_id: &str,
-    peer_addr: &str,
-    request: &PeerRequest,
+/// A boxed, sendable future: `call` returns one because handlers call other nodes (and so, maybe,
+/// this one) through it; the indirection breaks the recursive future type.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+pub fn call<'a>(
+    ctx: &'a Arc<NodeContext>,
+    node_id: &'a str,
+    peer_addr: &'a str,
+    request: &'a PeerRequest,
     timeout: Duration,
-) -> Result<PeerResponse, String> {
-    if node_id == ctx.node_id().as_str() {
-        let local = handle(ctx, node_id, request.clone());
-        return tokio::time::timeout(timeout, local)
-            .await
-            .map_err(|_| format!("no answer from this node within {} ms", timeout.as_millis()));
-    }
-    let addr = resolve(peer_addr)?;
-    let started = Instant::now();
-    // The transport bounds connect and request separately; bound the sum too.
-    match tokio::time::timeout(
-        timeout,
-        ctx.endpoint
-            .request::<_, PeerResponse>(addr, request, Some(timeout)),
-    )
-    .await
-    {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) => Err(format!("{node_id} at {peer_addr}: {e}")),
-        Err(_) => Err(format!(
-            "{node_id} at {peer_addr}: no answer within {} ms",
-            started.elapsed().as_millis()
-        )),
-    }
+) -> BoxFuture<'a, Result<PeerResponse, String>> {
+    Box::pin(async move {
+        if node_id == ctx.node_id().as_str() {
+            return tokio::time::timeout(timeout, handle(ctx, node_id, request.clone()))
+                .await
+                .map_err(|_| format!("no answer from this node within {} ms", timeout.as_millis()));
+        }
+        let addr = resolve(peer_addr)?;
+        let started = Instant::now();
+        // The transport bounds connect and request separately; bound the sum too.
+        match tokio::time::timeout(timeout, ctx.endpoint.request::<_, PeerResponse>(addr, request, Some(timeout))).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(format!("{node_id} at {peer_addr}: {e}")),
+            Err(_) => Err(format!("{node_id} at {peer_addr}: no answer within {} ms", started.elapsed().as_millis())),
+        }
+    })
 }
 
 /// A peer address as published in gossip (`host:port`) to a socket address.

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_health::ClusterHealth;
+use crate::shard_map::ShardMap;
+use crate::storage::{EntityRecord, ShardStats, WriteOp};
 
 /// Every request a node answers on its peer address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +25,26 @@ pub enum PeerRequest {
     Registry,
     /// A broadcast payload for this node's handler of `path`.
     Broadcast(BroadcastMessage),
+    /// The coordinator's current shard map (installed if newer).
+    InstallMap(ShardMap),
+    /// To the coordinator, from a primary: `node` failed a write of `shard`; drop it from in-sync.
+    MarkStale { shard: u32, node: String },
+    /// To a shard's primary: sequence, apply, replicate, acknowledge.
+    ShardWrite { shard: u32, op: WriteOp },
+    /// From a primary to an in-sync replica: apply write `seq`.
+    Replicate { shard: u32, seq: u64, op: WriteOp },
+    /// Read an entity and its relations from this node's copy of `shard`.
+    GetEntity { shard: u32, id: String },
+    /// Counts and sizes of this node's shard copies.
+    ShardStats,
+    /// Read a chunk (text unit) from this node's copy of `shard`.
+    GetChunk { shard: u32, id: String },
+    /// This node's shard map (a new coordinator collects them to adopt the newest).
+    GetMap,
+    /// To a primary, from a copy outside the in-sync set: "I have writes up to `applied_seq`".
+    RequestInSync { shard: u32, applied_seq: u64 },
+    /// To the coordinator, from a primary that verified the copy is level with it.
+    AddInSync { shard: u32, node: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +66,15 @@ pub enum PeerResponse {
     Delivered,
     /// The request was understood but refused or failed; the text says why.
     Failed(String),
+    MapInstalled { accepted: bool },
+    Written { seq: u64 },
+    /// The receiver is not the primary in its map (of this version): refresh and retry.
+    NotPrimary { map_version: u64 },
+    Replicated,
+    Entity(Option<EntityRecord>),
+    Stats(Vec<(u32, ShardStats)>),
+    Chunk(Option<crate::graph::model::Chunk>),
+    Map(Option<ShardMap>),
 }
 
 /// What a node tells the coordinator about itself.
@@ -199,6 +230,7 @@ mod tests {
                     answered_by: cluster_id,
                     source: "coordinator".into(),
                     coordinator_error: coordinator,
+                    shards: term.map(|t| crate::cluster_health::ShardCounts { total_shards: t as u32, ..Default::default() }),
                     nodes: vec![NodeHealth {
                         id: "node-1".into(),
                         state: "ready".into(),

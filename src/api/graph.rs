@@ -1,0 +1,231 @@
+//! The graph API: `POST /graph/ingest`, `GET|DELETE /graph/entities/{id}`, `GET /cluster/shards`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::graph::model::{Batch, ItemError, Kind};
+use crate::graph::partition::{shard_of, split};
+use crate::peer::wire::{PeerRequest, PeerResponse};
+use crate::replication::{route_get_entity, route_write, WRITE_DEADLINE};
+use crate::storage::WriteOp;
+
+/// Largest ingest body.
+pub const MAX_INGEST_BYTES: usize = 64 << 20;
+
+fn busy(reason: String) -> Response {
+    let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, reason).into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("header"));
+    r
+}
+
+/// Parses a JSON batch, or NDJSON (one `{"entity": {...}}` / `{"relation": ...}` ... per line).
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, String> {
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("ndjson"));
+    if !ndjson {
+        return serde_json::from_slice::<Batch>(body).map_err(|e| format!("malformed JSON batch: {e}"));
+    }
+    let mut batch = Batch::default();
+    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let value: serde_json::Map<String, Value> =
+            serde_json::from_slice(line).map_err(|e| format!("line {}: malformed JSON: {e}", n + 1))?;
+        if value.len() != 1 {
+            return Err(format!("line {}: expected one key (entity, relation, chunk, community or document)", n + 1));
+        }
+        let (kind, item) = value.into_iter().next().expect("one entry");
+        let bad = |e: serde_json::Error| format!("line {}: {kind}: {e}", n + 1);
+        match kind.as_str() {
+            "entity" => batch.entities.push(serde_json::from_value(item).map_err(bad)?),
+            "relation" => batch.relations.push(serde_json::from_value(item).map_err(bad)?),
+            "chunk" => batch.chunks.push(serde_json::from_value(item).map_err(bad)?),
+            "community" => batch.communities.push(serde_json::from_value(item).map_err(bad)?),
+            "document" => batch.documents.push(serde_json::from_value(item).map_err(bad)?),
+            other => return Err(format!("line {}: unknown kind {other:?}", n + 1)),
+        }
+    }
+    Ok(batch)
+}
+
+pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let Ok(_permit) = state.ingest_permits.clone().try_acquire_owned() else {
+        return busy("too many ingest requests in flight on this node; retry after a second".into());
+    };
+    let batch = match parse(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return ApiError::bad_request(e).into_response(),
+    };
+    if batch.is_empty() {
+        return ApiError::bad_request("empty batch: give entities, relations, chunks, communities or documents").into_response();
+    }
+    let errors = batch.validate(state.storage.embedding_dim());
+    if !errors.is_empty() {
+        // Nothing is written when any item is invalid: a bad batch never half-applies.
+        let body = json!({"error": {"status": 400, "reason": format!("{} invalid item(s); nothing was written", errors.len())}, "items": errors});
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    let Some(map) = state.shard_map.get() else {
+        let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)").into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("header"));
+        return r;
+    };
+    let counts = json!({
+        "entities": batch.entities.len(), "relations": batch.relations.len(), "chunks": batch.chunks.len(),
+        "communities": batch.communities.len(), "documents": batch.documents.len(),
+    });
+    let parts = split(batch, map.shards);
+    let deadline = Instant::now() + WRITE_DEADLINE;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (shard, part) in parts {
+        let state = state.clone();
+        tasks.spawn(async move {
+            let op = WriteOp::Upsert(part);
+            let result = route_write(&state, shard, &op, deadline).await;
+            let WriteOp::Upsert(part) = op else { unreachable!() };
+            (shard, part, result)
+        });
+    }
+    let mut failed: Vec<ItemError> = Vec::new();
+    let mut busy_shards = 0;
+    while let Some(done) = tasks.join_next().await {
+        let Ok((shard, part, result)) = done else { continue };
+        if let Err(reason) = result {
+            if reason.contains("busy") {
+                busy_shards += 1;
+            }
+            let reason = format!("shard {shard}: {reason}");
+            let mut add = |kind: Kind, id: &str| failed.push(ItemError { kind, index: 0, id: id.to_string(), reason: reason.clone() });
+            part.entities.iter().for_each(|e| add(Kind::Entity, &e.id));
+            part.relations.iter().for_each(|r| add(Kind::Relation, &r.id));
+            part.chunks.iter().for_each(|c| add(Kind::Chunk, &c.id));
+            part.communities.iter().for_each(|c| add(Kind::Community, &c.id));
+            part.documents.iter().for_each(|d| add(Kind::Document, &d.id));
+        }
+    }
+    failed.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+    failed.dedup_by(|a, b| a.kind == b.kind && a.id == b.id);
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else if busy_shards > 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "took_ms": started.elapsed().as_millis() as u64,
+        "errors": !failed.is_empty(),
+        "counts": counts,
+        "failed": failed.len(),
+        "items": failed,
+    });
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("header"));
+    }
+    response
+}
+
+pub async fn get_entity(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
+    let shard = shard_of(&id, map.shards);
+    match route_get_entity(&state, shard, &id).await {
+        Ok(Some(rec)) => Ok(Json(json!({"entity": rec.entity, "relations": rec.relations, "shard": shard}))),
+        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no entity with id {id:?}"))),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+pub async fn get_chunk(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
+    let shard = shard_of(&id, map.shards);
+    match crate::replication::route_get_chunk(&state, shard, &id).await {
+        Ok(Some(chunk)) => Ok(Json(json!({"chunk": chunk, "shard": shard}))),
+        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no chunk with id {id:?}"))),
+        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+pub async fn delete_entity(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
+    let shard = shard_of(&id, map.shards);
+    let record = route_get_entity(&state, shard, &id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no entity with id {id:?}")))?;
+    let deadline = Instant::now() + WRITE_DEADLINE;
+    // The relation copies held in the neighbours' shards go first, then the entity itself, so a
+    // failure half-way leaves the entity readable and the delete can be retried.
+    let mut others: Vec<u32> = record
+        .relations
+        .iter()
+        .flat_map(|r| [&r.source, &r.target])
+        .map(|n| shard_of(n, map.shards))
+        .filter(|s| *s != shard)
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    for s in others {
+        route_write(&state, s, &WriteOp::DeleteRelationsOf(id.clone()), deadline)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("shard {s}: {e}")))?;
+    }
+    route_write(&state, shard, &WriteOp::DeleteEntity(id.clone()), deadline)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("shard {shard}: {e}")))?;
+    Ok(Json(json!({"deleted": id, "relations": record.relations.len()})))
+}
+
+/// Every shard copy: node, primary or replica, in sync or not, counts and size.
+pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet: the cluster is still forming"))?;
+    let view = state.cluster.view();
+    let mut stats: BTreeMap<String, BTreeMap<u32, crate::storage::ShardStats>> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in view.live_members() {
+        let Some(addr) = m.peer_addr.clone() else { continue };
+        let id = m.node_id.as_str().to_string();
+        let state = state.clone();
+        tasks.spawn(async move {
+            let r = crate::peer::call(&state, &id, &addr, &PeerRequest::ShardStats, std::time::Duration::from_secs(3)).await;
+            (id, r)
+        });
+    }
+    while let Some(Ok((id, r))) = tasks.join_next().await {
+        if let Ok(PeerResponse::Stats(list)) = r {
+            stats.insert(id, list.into_iter().collect());
+        }
+    }
+    let mut copies = Vec::new();
+    for a in &map.assignments {
+        for node in a.copies() {
+            let live = view.member_by_str(node).is_some_and(|m| m.is_live());
+            let s = stats.get(node).and_then(|m| m.get(&a.shard));
+            copies.push(json!({
+                "shard": a.shard,
+                "node": node,
+                "primary": *node == a.primary,
+                "state": if !live { "unavailable" } else if s.is_some() { "started" } else { "initializing" },
+                "in_sync": a.is_in_sync(node),
+                "entities": s.map(|s| s.entities),
+                "relations": s.map(|s| s.relations),
+                "chunks": s.map(|s| s.chunks),
+                "size_bytes": s.map(|s| s.size_bytes),
+                "applied_seq": s.map(|s| s.applied_seq),
+            }));
+        }
+    }
+    Ok(Json(json!({"version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas, "copies": copies})))
+}

@@ -1,0 +1,376 @@
+//! `torua import graphrag <DIR> --url <node>`: loads a Microsoft GraphRAG output folder (parquet)
+//! through the ingest API, with a progress bar. Re-running it is harmless (ingest upserts by id).
+//!
+//! Mapping (only the columns named here are required; others are ignored):
+//! - `entities`: id, title, type, description, text_unit_ids, frequency, degree.
+//! - `relationships`: id, source, target (entity *titles*, mapped to entity ids; a title with no
+//!   entity is kept as the id of a stub), description, weight, text_unit_ids.
+//! - `text_units` → chunks: id, text, n_tokens, document_id (or the first of document_ids), entity_ids.
+//! - `communities` + `community_reports` → communities: the id is the community number (GraphRAG's
+//!   short id, which its prompts cite), parent the parent's number (empty for a root), the report's
+//!   title, summary, full_content and rank.
+//! - `documents`: id, title, text, text_unit_ids.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::DataType;
+use clap::{Args, Subcommand};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub format: ImportFormat,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImportFormat {
+    /// A Microsoft GraphRAG output folder (entities.parquet, relationships.parquet, ...).
+    Graphrag(GraphragArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GraphragArgs {
+    /// The folder holding the parquet files.
+    pub dir: PathBuf,
+    /// Any node's HTTP address, e.g. http://127.0.0.1:7101.
+    #[arg(long, env = "TORUA_URL", default_value = "http://127.0.0.1:7101")]
+    pub url: String,
+    /// Items per ingest request.
+    #[arg(long, default_value_t = 2000)]
+    pub batch: usize,
+    /// No progress bar (e.g. in scripts).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: ImportArgs) -> anyhow::Result<()> {
+    match args.format {
+        ImportFormat::Graphrag(a) => import(&a),
+    }
+}
+
+fn import(args: &GraphragArgs) -> anyhow::Result<()> {
+    let all = read_folder(&args.dir)?;
+    let total = all.len();
+    if total == 0 {
+        bail!("{}: no GraphRAG items found", args.dir.display());
+    }
+    let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total as u64) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} items ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let url = format!("{}/graph/ingest", args.url.trim_end_matches('/'));
+    let counts = [
+        ("entities", all.entities.len()),
+        ("relations", all.relations.len()),
+        ("chunks", all.chunks.len()),
+        ("communities", all.communities.len()),
+        ("documents", all.documents.len()),
+    ];
+    for batch in chunks(all, args.batch.max(1)) {
+        let n = batch.len();
+        post(&url, &batch)?;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!("loaded {} into {}", summary.join(", "), args.url);
+    Ok(())
+}
+
+/// Sends one batch, retrying while the cluster says it is busy or forming.
+fn post(url: &str, batch: &Batch) -> anyhow::Result<()> {
+    let body = serde_json::to_value(batch)?;
+    for attempt in 1..=30 {
+        let result = ureq::post(url).timeout(Duration::from_secs(60)).send_json(body.clone());
+        let (status, text, retry_after) = match result {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default(), None),
+            Err(ureq::Error::Status(code, r)) => {
+                let retry = r.header("retry-after").and_then(|v| v.parse::<u64>().ok());
+                (code, r.into_string().unwrap_or_default(), retry)
+            }
+            Err(e) => bail!("POST {url}: {e}; is a torua node listening there?"),
+        };
+        if status == 200 {
+            let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if answer["errors"] == true {
+                bail!("the cluster refused some items: {}", answer["items"]);
+            }
+            return Ok(());
+        }
+        if (status == 429 || status == 503) && attempt < 30 {
+            std::thread::sleep(Duration::from_secs(retry_after.unwrap_or(1).min(10)));
+            continue;
+        }
+        bail!("POST {url}: HTTP {status}: {text}");
+    }
+    bail!("POST {url}: the cluster stayed busy; try again later")
+}
+
+/// Splits everything into batches of at most `size` items, entities first so that relations
+/// usually find their endpoints (they need not: stubs stand in).
+fn chunks(all: Batch, size: usize) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut current = Batch::default();
+    let push = |current: &mut Batch, out: &mut Vec<Batch>| {
+        if current.len() >= size {
+            out.push(std::mem::take(current));
+        }
+    };
+    for e in all.entities {
+        current.entities.push(e);
+        push(&mut current, &mut out);
+    }
+    for r in all.relations {
+        current.relations.push(r);
+        push(&mut current, &mut out);
+    }
+    for c in all.chunks {
+        current.chunks.push(c);
+        push(&mut current, &mut out);
+    }
+    for c in all.communities {
+        current.communities.push(c);
+        push(&mut current, &mut out);
+    }
+    for d in all.documents {
+        current.documents.push(d);
+        push(&mut current, &mut out);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Reads every table of the folder into one batch.
+pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
+    if !dir.is_dir() {
+        bail!("{} is not a folder; give the GraphRAG output folder holding entities.parquet", dir.display());
+    }
+    let mut batch = Batch::default();
+    let entities = read_table(dir, "entities", true)?;
+    let mut title_to_id = HashMap::new();
+    for t in &entities {
+        let id = t.string("id")?;
+        let title = t.string("title")?;
+        for i in 0..t.rows() {
+            let e = Entity {
+                id: id[i].clone(),
+                title: title[i].clone(),
+                kind: t.string_opt("type")?.map(|v| v[i].clone()).unwrap_or_default(),
+                description: t.string_opt("description")?.map(|v| v[i].clone()).unwrap_or_default(),
+                text_unit_ids: t.list_opt("text_unit_ids")?.map(|v| v[i].clone()).unwrap_or_default(),
+                frequency: t.int_opt("frequency")?.map(|v| v[i]).unwrap_or(0),
+                degree: t.int_opt("degree")?.map(|v| v[i]).unwrap_or(0),
+                embedding: None,
+            };
+            title_to_id.insert(e.title.clone(), e.id.clone());
+            batch.entities.push(e);
+        }
+    }
+    for t in read_table(dir, "relationships", false)? {
+        let (id, source, target) = (t.string("id")?, t.string("source")?, t.string("target")?);
+        let weight = t.float_opt("weight")?;
+        let desc = t.string_opt("description")?;
+        let units = t.list_opt("text_unit_ids")?;
+        for i in 0..t.rows() {
+            let endpoint = |title: &String| title_to_id.get(title).cloned().unwrap_or_else(|| title.clone());
+            batch.relations.push(Relation {
+                id: id[i].clone(),
+                source: endpoint(&source[i]),
+                target: endpoint(&target[i]),
+                description: desc.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                weight: weight.as_ref().map(|v| v[i]).unwrap_or(1.0),
+                text_unit_ids: units.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+            });
+        }
+    }
+    for t in read_table(dir, "text_units", false)? {
+        let id = t.string("id")?;
+        let text = t.string_opt("text")?;
+        let tokens = t.int_opt("n_tokens")?;
+        let doc = t.string_opt("document_id")?;
+        let docs = t.list_opt("document_ids")?;
+        let ents = t.list_opt("entity_ids")?;
+        for i in 0..t.rows() {
+            batch.chunks.push(Chunk {
+                id: id[i].clone(),
+                text: text.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                n_tokens: tokens.as_ref().map(|v| v[i]).unwrap_or(0),
+                document_id: doc
+                    .as_ref()
+                    .map(|v| v[i].clone())
+                    .or_else(|| docs.as_ref().and_then(|v| v[i].first().cloned()))
+                    .unwrap_or_default(),
+                entity_ids: ents.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                embedding: None,
+            });
+        }
+    }
+    let mut reports: HashMap<i64, (String, String, String, f64)> = HashMap::new();
+    for t in read_table(dir, "community_reports", false)? {
+        let community = t.int("community")?;
+        let (title, summary, full) = (t.string_opt("title")?, t.string_opt("summary")?, t.string_opt("full_content")?);
+        let rank = t.float_opt("rank")?;
+        for i in 0..t.rows() {
+            let get = |v: &Option<Vec<String>>| v.as_ref().map(|v| v[i].clone()).unwrap_or_default();
+            reports.insert(community[i], (get(&title), get(&summary), get(&full), rank.as_ref().map(|v| v[i]).unwrap_or(0.0)));
+        }
+    }
+    for t in read_table(dir, "communities", false)? {
+        let community = t.int("community")?;
+        let level = t.int_opt("level")?;
+        let parent = t.int_opt("parent")?;
+        let title = t.string_opt("title")?;
+        let ents = t.list_opt("entity_ids")?;
+        for i in 0..t.rows() {
+            let report = reports.remove(&community[i]);
+            let parent = parent.as_ref().map(|v| v[i]).filter(|p| *p >= 0).map(|p| p.to_string()).unwrap_or_default();
+            batch.communities.push(Community {
+                id: community[i].to_string(),
+                level: level.as_ref().map(|v| v[i]).unwrap_or(0),
+                parent,
+                title: report
+                    .as_ref()
+                    .map(|r| r.0.clone())
+                    .filter(|t| !t.is_empty())
+                    .or_else(|| title.as_ref().map(|v| v[i].clone()))
+                    .unwrap_or_default(),
+                entity_ids: ents.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                summary: report.as_ref().map(|r| r.1.clone()).unwrap_or_default(),
+                full_content: report.as_ref().map(|r| r.2.clone()).unwrap_or_default(),
+                rank: report.as_ref().map(|r| r.3).unwrap_or(0.0),
+            });
+        }
+    }
+    for t in read_table(dir, "documents", false)? {
+        let id = t.string("id")?;
+        let (title, text, units) = (t.string_opt("title")?, t.string_opt("text")?, t.list_opt("text_unit_ids")?);
+        for i in 0..t.rows() {
+            batch.documents.push(Document {
+                id: id[i].clone(),
+                title: title.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                text: text.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                text_unit_ids: units.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(batch)
+}
+
+/// One record batch of a table, with typed column access by name.
+struct Table {
+    name: String,
+    batch: RecordBatch,
+}
+
+fn read_table(dir: &Path, name: &str, required: bool) -> anyhow::Result<Vec<Table>> {
+    let path = dir.join(format!("{name}.parquet"));
+    if !path.exists() {
+        if required {
+            bail!("{} is missing; is {} a GraphRAG output folder?", path.display(), dir.display());
+        }
+        return Ok(Vec::new());
+    }
+    let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable parquet file", path.display()))?
+        .build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        out.push(Table { name: name.to_string(), batch: batch.with_context(|| format!("reading {}", path.display()))? });
+    }
+    Ok(out)
+}
+
+impl Table {
+    fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    fn column(&self, name: &str) -> Option<&ArrayRef> {
+        self.batch.column_by_name(name)
+    }
+
+    fn cast(&self, name: &str, to: &DataType) -> anyhow::Result<Option<ArrayRef>> {
+        let Some(col) = self.column(name) else { return Ok(None) };
+        let cast = arrow_cast::cast(col, to).with_context(|| format!("{}.{name}: cannot read as {to}", self.name))?;
+        Ok(Some(cast))
+    }
+
+    fn string(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        self.string_opt(name)?.with_context(|| format!("{}.parquet has no column {name:?}", self.name))
+    }
+
+    fn string_opt(&self, name: &str) -> anyhow::Result<Option<Vec<String>>> {
+        let Some(col) = self.cast(name, &DataType::Utf8)? else { return Ok(None) };
+        let col = col.as_any().downcast_ref::<arrow_array::StringArray>().context("utf8 column")?;
+        Ok(Some((0..col.len()).map(|i| if col.is_null(i) { String::new() } else { col.value(i).to_string() }).collect()))
+    }
+
+    fn int(&self, name: &str) -> anyhow::Result<Vec<i64>> {
+        self.int_opt(name)?.with_context(|| format!("{}.parquet has no column {name:?}", self.name))
+    }
+
+    fn int_opt(&self, name: &str) -> anyhow::Result<Option<Vec<i64>>> {
+        let Some(col) = self.cast(name, &DataType::Int64)? else { return Ok(None) };
+        let col = col.as_any().downcast_ref::<arrow_array::Int64Array>().context("int64 column")?;
+        Ok(Some((0..col.len()).map(|i| if col.is_null(i) { 0 } else { col.value(i) }).collect()))
+    }
+
+    fn float_opt(&self, name: &str) -> anyhow::Result<Option<Vec<f64>>> {
+        let Some(col) = self.cast(name, &DataType::Float64)? else { return Ok(None) };
+        let col = col.as_any().downcast_ref::<arrow_array::Float64Array>().context("float64 column")?;
+        Ok(Some((0..col.len()).map(|i| if col.is_null(i) { 0.0 } else { col.value(i) }).collect()))
+    }
+
+    fn list_opt(&self, name: &str) -> anyhow::Result<Option<Vec<Vec<String>>>> {
+        let Some(col) = self.column(name) else { return Ok(None) };
+        let to = DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::Utf8, true)));
+        let cast = arrow_cast::cast(col, &to).with_context(|| format!("{}.{name}: not a list of strings", self.name))?;
+        let list = cast.as_any().downcast_ref::<arrow_array::ListArray>().context("list column")?;
+        let mut out = Vec::with_capacity(list.len());
+        for i in 0..list.len() {
+            if list.is_null(i) {
+                out.push(Vec::new());
+                continue;
+            }
+            let items = list.value(i);
+            let items = items.as_any().downcast_ref::<arrow_array::StringArray>().context("list of utf8")?;
+            out.push((0..items.len()).filter(|j| !items.is_null(*j)).map(|j| items.value(j).to_string()).collect());
+        }
+        Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_dulce_folder() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce");
+        let b = read_folder(&dir).unwrap();
+        assert_eq!(b.entities.len(), 39);
+        assert_eq!(b.relations.len(), 107);
+        assert_eq!(b.chunks.len(), 5);
+        assert_eq!(b.communities.len(), 10);
+        assert_eq!(b.documents.len(), 1);
+        assert!(b.validate(0).is_empty(), "{:?}", b.validate(0));
+        let ids: std::collections::HashSet<&str> = b.entities.iter().map(|e| e.id.as_str()).collect();
+        let resolved = b.relations.iter().filter(|r| ids.contains(r.source.as_str()) && ids.contains(r.target.as_str())).count();
+        // Two relationships of this index name a title that is no entity: they point at stubs.
+        assert_eq!(resolved, 105, "relationship titles map to entity ids");
+        assert!(b.communities.iter().any(|c| !c.full_content.is_empty()), "reports merged into communities");
+    }
+}

@@ -1,0 +1,249 @@
+//! The write path and its guarantee, and routed reads.
+//!
+//! A write for shard *s* goes to *s*'s primary. The primary, holding the shard's lock so writes
+//! keep their order, gives it the next sequence number, commits it locally, then sends it to every
+//! other in-sync copy in parallel. It acknowledges only when every in-sync copy committed it; a copy
+//! that fails is first removed from the in-sync set by the coordinator (the map change is the
+//! record that the copy is no longer trusted), and if that cannot be done the write fails. So an
+//! acknowledged write is on every copy the map calls in-sync, and survives while one of them does.
+//!
+//! Replicas apply writes in sequence order; one that sees a gap refuses the write (it then leaves
+//! the in-sync set; catching up is the self-healing issue's work).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::context::NodeContext;
+use crate::peer::wire::{PeerRequest, PeerResponse};
+use crate::storage::{EntityRecord, WriteOp};
+
+/// How long a routed write keeps retrying (new primary after a failover, busy shard).
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
+/// Per attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One lock per shard this node is primary of: orders its writes.
+#[derive(Default)]
+pub struct ShardLocks {
+    locks: std::sync::Mutex<BTreeMap<u32, Arc<Mutex<()>>>>,
+}
+
+impl ShardLocks {
+    fn get(&self, shard: u32) -> Arc<Mutex<()>> {
+        self.locks.lock().expect("locks").entry(shard).or_default().clone()
+    }
+}
+
+/// On the primary: sequence, commit locally, replicate, acknowledge.
+pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> PeerResponse {
+    let me = ctx.node_id().as_str().to_string();
+    let Some(map) = ctx.shard_map.get() else {
+        return PeerResponse::Failed("no shard map yet; the cluster is still forming".into());
+    };
+    let Some(a) = map.assignment(shard).cloned() else {
+        return PeerResponse::Failed(format!("no shard {shard}"));
+    };
+    if a.primary != me {
+        return PeerResponse::NotPrimary { map_version: map.version };
+    }
+    let store = match ctx.storage.open(shard).await {
+        Ok(s) => s,
+        Err(e) => return PeerResponse::Failed(e),
+    };
+    let lock = ctx.shard_locks.get(shard);
+    let _ordered = lock.lock().await;
+    let seq = store.applied_seq() + 1;
+    if let Err(e) = store.write(seq, op.clone()).await {
+        return PeerResponse::Failed(format!("shard {shard} on {me}: {e}"));
+    }
+    // Re-read the map: it may have changed while we waited for the lock.
+    let a = ctx.shard_map.get().and_then(|m| m.assignment(shard).cloned()).unwrap_or(a);
+    let targets: Vec<String> = a.in_sync.iter().filter(|n| **n != me).cloned().collect();
+    let view = ctx.cluster.view();
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in targets {
+        let peer = view.member_by_str(&node).and_then(|m| m.peer_addr.clone());
+        let ctx = ctx.clone();
+        let req = PeerRequest::Replicate { shard, seq, op: op.clone() };
+        tasks.spawn(async move {
+            let result = match peer {
+                None => Err(format!("{node} is not in the membership view")),
+                Some(addr) => match crate::peer::call(&ctx, &node, &addr, &req, ATTEMPT_TIMEOUT).await {
+                    Ok(PeerResponse::Replicated) => Ok(()),
+                    Ok(PeerResponse::Failed(e)) => Err(e),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e),
+                },
+            };
+            (node, result)
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(Ok((node, result))) = tasks.join_next().await {
+        if let Err(e) = result {
+            tracing::warn!(shard, seq, replica = %node, error = %e, "replication failed; removing the copy from the in-sync set");
+            failed.push(node);
+        }
+    }
+    for node in failed {
+        if let Err(e) = mark_stale(ctx, shard, &node).await {
+            return PeerResponse::Failed(format!(
+                "shard {shard}: write {seq} is committed on the primary but replica {node} failed and could not be \
+                 removed from the in-sync set ({e}); not acknowledged, retry"
+            ));
+        }
+    }
+    PeerResponse::Written { seq }
+}
+
+/// Asks the coordinator to drop `node` from `shard`'s in-sync set, and waits for the new map.
+async fn mark_stale(ctx: &Arc<NodeContext>, shard: u32, node: &str) -> Result<(), String> {
+    let view = ctx.cluster.view();
+    let coordinator = view.coordinator.clone().ok_or("no coordinator")?;
+    let peer = view.member(&coordinator).and_then(|m| m.peer_addr.clone()).ok_or("coordinator has no peer address")?;
+    let req = PeerRequest::MarkStale { shard, node: node.to_string() };
+    match crate::peer::call(ctx, coordinator.as_str(), &peer, &req, ATTEMPT_TIMEOUT).await? {
+        PeerResponse::MapInstalled { .. } => {
+            // The coordinator pushed the new map to us as part of handling the request.
+            Ok(())
+        }
+        PeerResponse::Failed(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// On a replica: apply in sequence order.
+pub async fn replica_write(ctx: &Arc<NodeContext>, shard: u32, seq: u64, op: WriteOp) -> PeerResponse {
+    let store = match ctx.storage.open(shard).await {
+        Ok(s) => s,
+        Err(e) => return PeerResponse::Failed(e),
+    };
+    let lock = ctx.shard_locks.get(shard);
+    let _ordered = lock.lock().await;
+    let applied = store.applied_seq();
+    if seq <= applied {
+        return PeerResponse::Replicated; // a retry of something we have
+    }
+    if seq != applied + 1 {
+        return PeerResponse::Failed(format!(
+            "shard {shard}: this copy has writes up to {applied} and cannot apply {seq} (gap)"
+        ));
+    }
+    match store.write(seq, op).await {
+        Ok(()) => PeerResponse::Replicated,
+        Err(e) => PeerResponse::Failed(e),
+    }
+}
+
+/// From any node: sends `op` to `shard`'s primary, following map changes until `deadline`.
+pub async fn route_write(ctx: &Arc<NodeContext>, shard: u32, op: &WriteOp, deadline: Instant) -> Result<u64, String> {
+    let mut last_error = String::from("no attempt");
+    let mut delay = Duration::from_millis(50);
+    while Instant::now() < deadline {
+        let Some(map) = ctx.shard_map.get() else {
+            last_error = "no shard map yet; the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)".into();
+            tokio::time::sleep(delay).await;
+            continue;
+        };
+        let primary = map.assignment(shard).map(|a| a.primary.clone()).unwrap_or_default();
+        let view = ctx.cluster.view();
+        let attempt: Result<(), String> = match view.member_by_str(&primary).filter(|m| m.is_live()).and_then(|m| m.peer_addr.clone()) {
+            None => Err(format!("primary {primary} of shard {shard} is not live; waiting for a promotion")),
+            Some(addr) => {
+                let req = PeerRequest::ShardWrite { shard, op: op.clone() };
+                match crate::peer::call(ctx, &primary, &addr, &req, ATTEMPT_TIMEOUT).await {
+                    Ok(PeerResponse::Written { seq }) => return Ok(seq),
+                    Ok(PeerResponse::NotPrimary { .. }) => Err(format!("{primary} is no longer primary of shard {shard}")),
+                    Ok(PeerResponse::Failed(e)) => Err(e),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = attempt {
+            last_error = e;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+    Err(last_error)
+}
+
+/// From any node: reads an entity from an in-sync copy of its shard (this node's first), failing
+/// over to the next copy.
+pub async fn route_get_entity(ctx: &Arc<NodeContext>, shard: u32, id: &str) -> Result<Option<EntityRecord>, String> {
+    let req = PeerRequest::GetEntity { shard, id: id.to_string() };
+    match route_read(ctx, shard, &req).await? {
+        PeerResponse::Entity(e) => Ok(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Like [`route_get_entity`] for a chunk.
+pub async fn route_get_chunk(ctx: &Arc<NodeContext>, shard: u32, id: &str) -> Result<Option<crate::graph::model::Chunk>, String> {
+    let req = PeerRequest::GetChunk { shard, id: id.to_string() };
+    match route_read(ctx, shard, &req).await? {
+        PeerResponse::Chunk(c) => Ok(c),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Sends a read to an in-sync copy of `shard`: this node's first, then the primary, then others.
+async fn route_read(ctx: &Arc<NodeContext>, shard: u32, req: &PeerRequest) -> Result<PeerResponse, String> {
+    let map = ctx.shard_map.get().ok_or("no shard map yet; the cluster is still forming")?;
+    let a = map.assignment(shard).ok_or_else(|| format!("no shard {shard}"))?;
+    let me = ctx.node_id().as_str();
+    let mut copies: Vec<&String> = a.in_sync.iter().collect();
+    copies.sort_by_key(|n| (n.as_str() != me, n.as_str() != a.primary));
+    let view = ctx.cluster.view();
+    let mut errors = Vec::new();
+    for node in copies {
+        let Some(addr) = view.member_by_str(node).filter(|m| m.is_live()).and_then(|m| m.peer_addr.clone()) else {
+            errors.push(format!("{node}: not live"));
+            continue;
+        };
+        match crate::peer::call(ctx, node, &addr, req, READ_TIMEOUT).await {
+            Ok(PeerResponse::Failed(e)) => errors.push(format!("{node}: {e}")),
+            Ok(answer) => return Ok(answer),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(format!("no copy of shard {shard} answered: {}", errors.join("; ")))
+}
+
+/// On the primary: a copy outside the in-sync set says how far it is. If it is level with the
+/// primary, the primary (holding the shard's write lock, so no write slips in between) asks the
+/// coordinator to put it back in sync. A copy that is behind stays out (catching up by copying is
+/// the self-healing issue's work).
+pub async fn rejoin_in_sync(ctx: &Arc<NodeContext>, shard: u32, node: &str, applied_seq: u64) -> PeerResponse {
+    let Some(map) = ctx.shard_map.get() else { return PeerResponse::Failed("no shard map".into()) };
+    if map.assignment(shard).map(|a| a.primary.as_str()) != Some(ctx.node_id().as_str()) {
+        return PeerResponse::NotPrimary { map_version: map.version };
+    }
+    let store = match ctx.storage.open(shard).await {
+        Ok(s) => s,
+        Err(e) => return PeerResponse::Failed(e),
+    };
+    let lock = ctx.shard_locks.get(shard);
+    let _ordered = lock.lock().await;
+    let mine = store.applied_seq();
+    if mine != applied_seq {
+        return PeerResponse::Failed(format!("shard {shard}: the primary has writes up to {mine}, {node} up to {applied_seq}"));
+    }
+    let view = ctx.cluster.view();
+    let Some(coordinator) = view.coordinator.clone() else { return PeerResponse::Failed("no coordinator".into()) };
+    let Some(addr) = view.member(&coordinator).and_then(|m| m.peer_addr.clone()) else {
+        return PeerResponse::Failed("the coordinator has no peer address".into());
+    };
+    let req = PeerRequest::AddInSync { shard, node: node.to_string() };
+    match crate::peer::call(ctx, coordinator.as_str(), &addr, &req, ATTEMPT_TIMEOUT).await {
+        Ok(answer @ PeerResponse::MapInstalled { .. }) => answer,
+        Ok(PeerResponse::Failed(e)) => PeerResponse::Failed(e),
+        Ok(other) => PeerResponse::Failed(format!("unexpected answer {other:?}")),
+        Err(e) => PeerResponse::Failed(e),
+    }
+}

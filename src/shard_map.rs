@@ -1,0 +1,210 @@
+//! The shard map: which node holds which copy of each shard, which copy is primary, and which
+//! copies are in sync (hold every acknowledged write).
+//!
+//! Only the coordinator changes it; every change bumps `version` and carries the coordinator's
+//! `term`. Nodes accept a map only if it is newer (higher term, or same term and higher version),
+//! so a stale coordinator cannot overwrite a newer map. Every node keeps the current map on disk
+//! (`shard_map.json`), which is how the map survives a whole-cluster restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use membership::{ClusterView, NodeId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardMap {
+    pub version: u64,
+    pub term: u64,
+    pub shards: u32,
+    pub replicas: u32,
+    /// Indexed by shard number.
+    pub assignments: Vec<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub shard: u32,
+    pub primary: String,
+    /// The other assigned copies.
+    pub replicas: Vec<String>,
+    /// Copies (primary included) that hold every acknowledged write.
+    pub in_sync: Vec<String>,
+}
+
+impl Assignment {
+    pub fn copies(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.primary).chain(self.replicas.iter())
+    }
+    pub fn is_in_sync(&self, node: &str) -> bool {
+        self.in_sync.iter().any(|n| n == node)
+    }
+}
+
+impl ShardMap {
+    /// A balanced map: copies are dealt round-robin over the nodes in id order, so copies (and
+    /// primaries) per node differ by at most one and a shard's copies are on distinct nodes. With
+    /// fewer nodes than `replicas`, each shard gets one copy per node.
+    pub fn create(nodes: &[NodeId], shards: u32, replicas: u32, term: u64) -> ShardMap {
+        let mut nodes: Vec<&NodeId> = nodes.iter().collect();
+        nodes.sort();
+        let n = nodes.len().max(1);
+        let r = (replicas as usize).min(n).max(1);
+        let assignments = (0..shards)
+            .map(|s| {
+                let copies: Vec<String> =
+                    (0..r).map(|k| nodes[(s as usize * r + k) % n].as_str().to_string()).collect();
+                Assignment { shard: s, primary: copies[0].clone(), replicas: copies[1..].to_vec(), in_sync: copies }
+            })
+            .collect();
+        ShardMap { version: 1, term, shards, replicas, assignments }
+    }
+
+    pub fn is_newer_than(&self, other: &ShardMap) -> bool {
+        (self.term, self.version) > (other.term, other.version)
+    }
+
+    pub fn assignment(&self, shard: u32) -> Option<&Assignment> {
+        self.assignments.get(shard as usize)
+    }
+
+    /// Shards `node` holds a copy of.
+    pub fn held_by(&self, node: &str) -> Vec<u32> {
+        self.assignments.iter().filter(|a| a.copies().any(|c| c == node)).map(|a| a.shard).collect()
+    }
+
+    /// Coordinator duty after a membership change: a shard whose primary is dead gets an in-sync
+    /// live replica as primary, and dead copies leave the in-sync set (the write path would
+    /// otherwise wait for them). Returns whether anything changed.
+    pub fn handle_failures(&mut self, view: &ClusterView) -> bool {
+        let live = |id: &str| view.members.iter().any(|m| m.node_id.as_str() == id && m.is_live());
+        let mut changed = false;
+        for a in &mut self.assignments {
+            let before = a.clone();
+            // A dead copy can no longer take writes: drop it from in-sync, but keep at least one
+            // entry so the data's last known home is not forgotten (red until it returns).
+            let live_in_sync: Vec<String> = a.in_sync.iter().filter(|n| live(n)).cloned().collect();
+            if !live_in_sync.is_empty() {
+                a.in_sync = live_in_sync;
+            }
+            if !live(&a.primary) {
+                if let Some(next) = a.in_sync.iter().find(|n| live(n)).cloned() {
+                    let old = std::mem::replace(&mut a.primary, next.clone());
+                    a.replicas.retain(|r| r != &next);
+                    a.replicas.push(old);
+                }
+            }
+            changed |= *a != before;
+        }
+        changed
+    }
+
+    /// Removes `node` from the in-sync set of `shard` (the primary could not replicate to it).
+    /// Refused if it would leave the shard with no in-sync copy.
+    pub fn mark_stale(&mut self, shard: u32, node: &str) -> Result<bool, String> {
+        let a = self.assignments.get_mut(shard as usize).ok_or_else(|| format!("no shard {shard}"))?;
+        if !a.is_in_sync(node) {
+            return Ok(false);
+        }
+        if a.in_sync.len() == 1 {
+            return Err(format!("{node} is the last in-sync copy of shard {shard}"));
+        }
+        a.in_sync.retain(|n| n != node);
+        Ok(true)
+    }
+}
+
+impl ShardMap {
+    /// Puts `node` back into `shard`'s in-sync set (its primary checked it is level).
+    pub fn add_in_sync(&mut self, shard: u32, node: &str) -> Result<bool, String> {
+        let a = self.assignments.get_mut(shard as usize).ok_or_else(|| format!("no shard {shard}"))?;
+        if !a.copies().any(|c| c == node) {
+            return Err(format!("{node} holds no copy of shard {shard}"));
+        }
+        if a.is_in_sync(node) {
+            return Ok(false);
+        }
+        a.in_sync.push(node.to_string());
+        Ok(true)
+    }
+}
+
+/// This node's copy of the map, persisted in the data dir.
+pub struct MapHolder {
+    path: PathBuf,
+    current: RwLock<Option<ShardMap>>,
+}
+
+impl MapHolder {
+    pub fn load(data_dir: &Path) -> MapHolder {
+        let path = data_dir.join("shard_map.json");
+        let current = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        MapHolder { path, current: RwLock::new(current) }
+    }
+
+    pub fn get(&self) -> Option<ShardMap> {
+        self.current.read().expect("map lock").clone()
+    }
+
+    pub fn version(&self) -> (u64, u64) {
+        self.get().map(|m| (m.term, m.version)).unwrap_or((0, 0))
+    }
+
+    /// Installs `map` if it is newer than the current one; persists it. Returns whether it did.
+    pub fn offer(&self, map: ShardMap) -> bool {
+        let mut current = self.current.write().expect("map lock");
+        if current.as_ref().is_some_and(|c| !map.is_newer_than(c)) {
+            return false;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(&map).expect("map serializes");
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &self.path)) {
+            tracing::error!(error = %e, "cannot persist the shard map");
+        }
+        tracing::info!(version = map.version, term = map.term, "installed shard map");
+        *current = Some(map);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<NodeId> {
+        (1..=n).map(|i| NodeId::new(&format!("node-{i}")).unwrap()).collect()
+    }
+
+    #[test]
+    fn maps_are_balanced_with_distinct_copies() {
+        for (nodes, shards, replicas) in [(3, 16, 2), (5, 16, 2), (2, 7, 3), (10, 16, 3), (1, 4, 2)] {
+            let map = ShardMap::create(&ids(nodes), shards, replicas, 1);
+            let mut per_node = std::collections::BTreeMap::new();
+            let mut primaries = std::collections::BTreeMap::new();
+            for a in &map.assignments {
+                let copies: Vec<&String> = a.copies().collect();
+                let mut distinct = copies.clone();
+                distinct.sort();
+                distinct.dedup();
+                assert_eq!(distinct.len(), copies.len(), "copies on distinct nodes: {a:?}");
+                assert_eq!(copies.len(), (replicas as usize).min(nodes));
+                for c in copies {
+                    *per_node.entry(c.clone()).or_insert(0) += 1;
+                }
+                *primaries.entry(a.primary.clone()).or_insert(0) += 1;
+            }
+            let spread = |m: &std::collections::BTreeMap<String, i32>| {
+                m.values().max().unwrap() - m.values().min().unwrap()
+            };
+            assert!(spread(&per_node) <= 1, "{nodes} nodes: {per_node:?}");
+            assert!(spread(&primaries) <= 1, "{nodes} nodes: {primaries:?}");
+        }
+    }
+
+    #[test]
+    fn last_in_sync_copy_is_never_marked_stale() {
+        let mut map = ShardMap::create(&ids(2), 1, 2, 1);
+        assert_eq!(map.mark_stale(0, "node-2"), Ok(true));
+        assert!(map.mark_stale(0, "node-1").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Storage: the shard copies this node holds, one embedded graph database file each, behind a
+//! small interface (open, write with a sequence number, read an entity, stats) so the engine can
+//! change (e.g. to LadybugDB) without touching the rest. The Kuzu implementation is in
+//! [`kuzu_shard`].
+//!
+//! Files: `<TORUA_DATA_DIR>/shards/shard-<n>.kz` (+ Kuzu's `.wal`). Memory: the node's budget
+//! (`TORUA_MEMORY_MB`) is split between the copies it holds, never Kuzu's defaults (80 % of RAM
+//! and every core per database).
+
+pub mod kuzu_shard;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::model::{Batch, Entity};
+pub use kuzu_shard::KuzuShard;
+
+/// A write to one shard copy; ordered by the shard's sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Upsert(Batch),
+    /// Delete an entity (in its own shard) with its relations.
+    DeleteEntity(String),
+    /// In another shard: delete the stub of this entity and the relation copies attached to it.
+    DeleteRelationsOf(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelationRecord {
+    pub id: String,
+    pub source: String,
+    pub target: String,
+    pub description: String,
+    pub weight: f64,
+    pub text_unit_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    pub entity: Entity,
+    pub relations: Vec<RelationRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub entities: u64,
+    pub stubs: u64,
+    pub relations: u64,
+    pub chunks: u64,
+    pub communities: u64,
+    pub documents: u64,
+    pub size_bytes: u64,
+    pub applied_seq: u64,
+}
+
+/// Per-database engine settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub buffer_pool_bytes: u64,
+    pub max_db_size: u64,
+    pub threads: u64,
+    pub embedding_dim: usize,
+}
+
+/// Smallest buffer pool a database gets, whatever the budget.
+const MIN_POOL: u64 = 64 << 20;
+
+impl StoreConfig {
+    /// Splits `memory_mb` between `copies` databases.
+    pub fn for_budget(memory_mb: u64, copies: usize, max_db_gb: u64, embedding_dim: usize) -> StoreConfig {
+        let per = (memory_mb << 20) / copies.max(1) as u64;
+        let threads = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1).min(2);
+        StoreConfig {
+            buffer_pool_bytes: per.max(MIN_POOL),
+            max_db_size: (max_db_gb.max(1) << 30).next_power_of_two(),
+            threads,
+            embedding_dim,
+        }
+    }
+}
+
+/// The shard copies on this node.
+pub struct Storage {
+    dir: PathBuf,
+    memory_mb: u64,
+    max_db_gb: u64,
+    embedding_dim: usize,
+    /// Expected number of copies (from the shard map), to size buffer pools.
+    expected_copies: Mutex<usize>,
+    open: Mutex<BTreeMap<u32, Arc<KuzuShard>>>,
+}
+
+impl Storage {
+    pub fn new(data_dir: &Path, memory_mb: u64, max_db_gb: u64, embedding_dim: usize) -> anyhow::Result<Storage> {
+        let dir = data_dir.join("shards");
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        Ok(Storage {
+            dir,
+            memory_mb,
+            max_db_gb,
+            embedding_dim,
+            expected_copies: Mutex::new(1),
+            open: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.embedding_dim
+    }
+
+    fn path(&self, shard: u32) -> PathBuf {
+        self.dir.join(format!("shard-{shard}.kz"))
+    }
+
+    /// Shards with a database file on disk (what this node holds, across restarts).
+    pub fn on_disk(&self) -> Vec<u32> {
+        let mut shards: Vec<u32> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_prefix("shard-")?.strip_suffix(".kz")?.parse().ok()
+            })
+            .collect();
+        shards.sort_unstable();
+        shards
+    }
+
+    pub fn set_expected_copies(&self, copies: usize) {
+        *self.expected_copies.lock().expect("storage lock") = copies.max(1);
+    }
+
+    /// The open copy of `shard`, if this node has opened it.
+    pub fn get(&self, shard: u32) -> Option<Arc<KuzuShard>> {
+        self.open.lock().expect("storage lock").get(&shard).cloned()
+    }
+
+    /// Opens (creating if needed) the copy of `shard`. Blocking: call from a blocking context.
+    pub fn open_blocking(&self, shard: u32) -> Result<Arc<KuzuShard>, String> {
+        if let Some(s) = self.get(shard) {
+            return Ok(s);
+        }
+        let copies = *self.expected_copies.lock().expect("storage lock");
+        let config = StoreConfig::for_budget(self.memory_mb, copies, self.max_db_gb, self.embedding_dim);
+        let mut open = self.open.lock().expect("storage lock");
+        if let Some(s) = open.get(&shard) {
+            return Ok(s.clone());
+        }
+        let store = Arc::new(KuzuShard::open(&self.path(shard), &config)?);
+        tracing::info!(shard, pool_mb = config.buffer_pool_bytes >> 20, "opened shard copy");
+        open.insert(shard, store.clone());
+        Ok(store)
+    }
+
+    /// Opens `shard` off the async runtime.
+    pub async fn open(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
+        if let Some(s) = self.get(shard) {
+            return Ok(s);
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.open_blocking(shard))
+            .await
+            .map_err(|e| format!("open task failed: {e}"))?
+    }
+
+    /// Applied sequence number of every open copy.
+    pub fn applied(&self) -> BTreeMap<u32, u64> {
+        self.open.lock().expect("storage lock").iter().map(|(s, db)| (*s, db.applied_seq())).collect()
+    }
+}
