@@ -56,6 +56,11 @@ impl ClusterView {
         self.members.iter().find(|m| &m.node_id == id)
     }
 
+    /// The member with this id, given as text.
+    pub fn member_by_str(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.node_id.as_str() == id)
+    }
+
     pub fn live_members(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| m.is_live())
     }
