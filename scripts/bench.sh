@@ -62,10 +62,21 @@ bench_membership() {
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# Transport (issue 3): add `bench_transport` here (same shape: binary in bench/src/bin, results in
-# "$out/transport.{txt,jsonl}") and list it in `all_groups`.
+# Peer transport (issue 3): QUIC round trips vs plain TCP, broadcast to 10 nodes, /cluster/health under load
+# (about 3 minutes). See bench/src/bin/transport_bench.rs.
+bench_transport() {
+  need_bin transport_bench
+  if [[ -z "${TORUA_BIN:-}" ]]; then need_bin torua; fi
+  local bench="$bin_dir/transport_bench" json="$out/transport.jsonl" txt="$out/transport.txt"
+  {
+    "$bench" rtt --count 20000 --warmup 2000 --sizes 64,4096 --threads 0 --json "$json"
+    "$bench" rtt --count 20000 --warmup 2000 --sizes 64,4096 --threads 2 --json "$json"
+    "$bench" broadcast --nodes 10 --count 500 --warmup 50 --json "$json"
+    "$bench" health-load --nodes 5 --concurrency 1,32 --seconds 10 --warmup-secs 2 --json "$json"
+  } 2>&1 | tee "$txt"
+}
 
-all_groups=(membership)
+all_groups=(membership transport)
 groups=("$@")
 if ((${#groups[@]} == 0)); then groups=("${all_groups[@]}"); fi
 
