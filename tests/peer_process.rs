@@ -170,6 +170,8 @@ fn a_node_with_another_secret_is_never_admitted() {
         "TORUA_CLUSTER_SECRET".into(),
         "the-real-cluster-secret-0123456789".into(),
     );
+    // The intruder never joins: the shard map forms over the four legitimate nodes.
+    opts.env.insert("TORUA_BOOTSTRAP_EXPECT".into(), "4".into());
     let mut cluster = TestCluster::new(5, opts).unwrap();
     // The intruder: lowest id, same cluster id, seeded with node-1, but another secret.
     cluster.node_mut(4).env.insert(
@@ -300,6 +302,10 @@ fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
         .unwrap();
     // SIGSTOP: the coordinator's sockets stay open but nothing answers (a hung process).
     cluster.node_mut(0).pause();
+    // Make sure it has stopped: its own /health no longer answers.
+    while cluster.node(0).get_json("/health", Duration::from_millis(300)).is_ok() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let started = Instant::now();
     let h = cluster
         .node(2)

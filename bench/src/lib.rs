@@ -275,6 +275,9 @@ impl TestCluster {
                 .or_insert_with(|| seed.clone());
             env.entry("TORUA_LOG".into())
                 .or_insert_with(|| options.log.clone());
+            // Form the shard map over the whole cluster, not over whichever node is ready first.
+            env.entry("TORUA_BOOTSTRAP_EXPECT".into())
+                .or_insert_with(|| n.to_string());
             nodes.push(NodeProc {
                 data_dir: dir.join(&id),
                 log_path: dir.join(format!("{id}.log")),
