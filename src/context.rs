@@ -31,6 +31,8 @@ pub struct NodeContext {
     /// Serialises the coordinator's map changes.
     pub map_changes: std::sync::Mutex<()>,
     pub shard_locks: ShardLocks,
+    /// The coordinator's last `/cluster/health` answer, shared by concurrent requests.
+    pub health_cache: tokio::sync::Mutex<Option<(Instant, crate::cluster_health::ClusterHealth)>>,
     /// Bounds concurrent ingest requests on this node (backpressure).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }

@@ -109,6 +109,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shard_map,
         map_changes: std::sync::Mutex::new(()),
         shard_locks: Default::default(),
+        health_cache: Default::default(),
         ingest_permits: Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY)),
     });
     endpoint.serve(PeerService {

@@ -29,7 +29,7 @@ pub struct HealthQuery {
 pub async fn cluster_health(
     State(state): State<AppState>,
     Query(q): Query<HealthQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HealthAnswer>, ApiError> {
     let wanted = match q.wait_for_status.as_deref() {
         None => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -61,17 +61,30 @@ pub async fn cluster_health(
         };
         let timed_out = !done && started.elapsed() >= timeout;
         if done || timed_out {
-            let mut body = serde_json::to_value(&health).unwrap_or_default();
-            if wanted.is_some() {
-                body["timed_out"] = timed_out.into();
-            }
-            return Ok(Json(body));
+            return Ok(Json(HealthAnswer {
+                health,
+                timed_out: wanted.map(|_| timed_out),
+            }));
         }
         // Wake on a membership change or poll (reports change the coordinator's verdict too).
         let mut views = state.cluster.view_watcher();
         let _ = tokio::time::timeout(POLL, views.changed()).await;
     }
 }
+
+/// The answer: the health itself plus `timed_out` when the request waited. Serialised straight
+/// from the struct (no intermediate JSON tree: this endpoint is polled hard).
+#[derive(serde::Serialize)]
+pub struct HealthAnswer {
+    #[serde(flatten)]
+    health: ClusterHealth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timed_out: Option<bool>,
+}
+
+/// How long a non-coordinator reuses the coordinator's answer. Concurrent requests share one peer
+/// request instead of each asking the coordinator.
+const COORDINATOR_ANSWER_TTL: Duration = Duration::from_millis(50);
 
 /// Poll interval of `wait_for_status`.
 const POLL: Duration = Duration::from_millis(100);
@@ -80,6 +93,25 @@ const POLL: Duration = Duration::from_millis(100);
 /// (`source: "local"`) when the coordinator does not answer within `TORUA_COORDINATOR_TIMEOUT`.
 pub async fn best_health(state: &AppState) -> ClusterHealth {
     let view = state.cluster.view();
+    if !view.is_coordinator() {
+        // One request in flight at a time; the others wait for it and reuse its answer.
+        let mut cached = state.health_cache.lock().await;
+        if let Some((at, h)) = cached.as_ref() {
+            if at.elapsed() < COORDINATOR_ANSWER_TTL && h.coordinator.as_deref() == view.coordinator.as_ref().map(|c| c.as_str()) {
+                return h.clone();
+            }
+        }
+        let h = fetch_health(state, &view).await;
+        if h.source == "coordinator" {
+            *cached = Some((std::time::Instant::now(), h.clone()));
+        }
+        return h;
+    }
+    fetch_health(state, &view).await
+}
+
+async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
+    let view = view.clone();
     match ask_coordinator(state, &PeerRequest::ClusterHealth).await {
         Ok(PeerResponse::ClusterHealth(h)) => {
             if let (Some(term), Some(by)) = (h.term, &h.coordinator) {
