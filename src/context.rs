@@ -33,6 +33,9 @@ pub struct NodeContext {
     pub shard_locks: ShardLocks,
     /// The coordinator's last `/cluster/health` answer, shared by concurrent requests.
     pub health_cache: tokio::sync::Mutex<Option<(Instant, crate::cluster_health::ClusterHealth)>>,
+    /// The last time asking the coordinator (id, generation) failed, and why.
+    #[allow(clippy::type_complexity)]
+    pub coordinator_failure: std::sync::Mutex<Option<(Instant, (String, Option<u64>), String)>>,
     /// Bounds concurrent ingest requests on this node (backpressure).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }

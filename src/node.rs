@@ -110,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         map_changes: std::sync::Mutex::new(()),
         shard_locks: Default::default(),
         health_cache: Default::default(),
+        coordinator_failure: Default::default(),
         ingest_permits: Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY)),
     });
     endpoint.serve(PeerService {
@@ -146,9 +147,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => info!("SIGINT received, leaving the cluster"),
     }
     let shutdown = async {
+        // Leave first: peers must hear of it at once. Background duties stop without waiting for
+        // their in-flight peer calls (which may be timing out against a dead node).
         let _ = stop_tx.send(true);
-        let _ = reporter.await;
-        let _ = map_duties.await;
+        reporter.abort();
+        map_duties.abort();
         cluster.leave(LEAVE_ROUNDS).await;
         let _ = stop_http_tx.send(());
         match server.await {

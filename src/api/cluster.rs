@@ -110,18 +110,33 @@ pub async fn best_health(state: &AppState) -> ClusterHealth {
     fetch_health(state, &view).await
 }
 
+/// After the coordinator failed to answer, answer locally at once for this long instead of
+/// waiting `TORUA_COORDINATOR_TIMEOUT` on every request (a dead coordinator stays in the view until
+/// failure detection, ~1 s).
+const COORDINATOR_RETRY_AFTER: Duration = Duration::from_millis(500);
+
 async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
     let view = view.clone();
-    match ask_coordinator(state, &PeerRequest::ClusterHealth).await {
+    let coordinator = view.coordinator.as_ref().map(|c| (c.as_str().to_string(), view.member(c).map(|m| m.generation)));
+    if let Some((at, who, error)) = state.coordinator_failure.lock().expect("failure lock").clone() {
+        if at.elapsed() < COORDINATOR_RETRY_AFTER && Some(&who) == coordinator.as_ref() {
+            return local_with_note(state, &view, format!("{error} (less than {} ms ago; not asked again yet)", COORDINATOR_RETRY_AFTER.as_millis()));
+        }
+    }
+    let result = match ask_coordinator(state, &PeerRequest::ClusterHealth).await {
         Ok(PeerResponse::ClusterHealth(h)) => {
             if let (Some(term), Some(by)) = (h.term, &h.coordinator) {
                 state.cluster.observe_term(term, by);
             }
-            h
+            return h;
         }
-        Ok(other) => local_with_note(state, &view, format!("coordinator answered {other:?}")),
-        Err(e) => local_with_note(state, &view, e),
+        Ok(other) => format!("coordinator answered {other:?}"),
+        Err(e) => e,
+    };
+    if let Some(who) = coordinator {
+        *state.coordinator_failure.lock().expect("failure lock") = Some((std::time::Instant::now(), who, result.clone()));
     }
+    local_with_note(state, &view, result)
 }
 
 fn local_with_note(state: &AppState, view: &ClusterView, note: String) -> ClusterHealth {
