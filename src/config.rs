@@ -48,7 +48,7 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
 
     /// Length of a gossip round (10ms..60s). Failure detection takes about phi x this.
-    #[arg(long, env = "TORUA_GOSSIP_INTERVAL", default_value = "200ms", value_parser = parse_gossip_interval)]
+    #[arg(long, env = "TORUA_GOSSIP_INTERVAL", default_value = "100ms", value_parser = parse_gossip_interval)]
     pub gossip_interval: Duration,
 
     /// Failure detector threshold: a member is dead after ~phi gossip intervals of silence (2..=50).

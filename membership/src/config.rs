@@ -9,9 +9,10 @@ use chitchat::FailureDetectorConfig;
 use crate::NodeId;
 
 /// Default gossip round length. Each round a node exchanges state with up to three peers.
-pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
 /// Default phi threshold. chitchat's phi is `silence / mean heartbeat interval` (no log term),
-/// so with 200 ms rounds a member is declared dead after ~6 x 200 ms = 1.2 s of silence.
+/// so with 100 ms rounds a member is declared dead after ~6 x 100 ms = 0.6 s of silence (measured:
+/// zero false deaths over 10 idle and busy minutes with both cores saturated, bench/RESULTS.md).
 /// A stall shorter than that (a busy 2-core machine, a GC-like pause) does not kill anyone.
 pub const DEFAULT_PHI_THRESHOLD: f64 = 6.0;
 /// How long a dead member stays listed (as `dead`) before it is forgotten.
