@@ -103,7 +103,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("\ntry:\n  curl -s {first}/cluster/health\n  curl -s {first}/nodes\n  curl -s {first}/metrics\nCtrl-C stops every node.");
+    println!(
+        "\ntry:\n  curl -s {first}/cluster/health\n  curl -s {first}/cluster/shards\n  curl -s {first}/nodes\n  \
+         curl -s {first}/metrics\n  {exe} import graphrag tests/data/graphrag-operation-dulce --url {first}\n\
+         Ctrl-C stops every node.",
+        exe = exe.display()
+    );
     wait_for_ctrl_c();
     println!("stopping...");
     drop(nodes);
