@@ -4,9 +4,9 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
 
 use crate::cert_cmd::CertArgs;
-use crate::import_graphrag::ImportArgs;
 use crate::config::ServeArgs;
 use crate::dev::DevArgs;
+use crate::import_graphrag::ImportArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "torua", version, about = "A distributed GraphRAG store")]

@@ -255,16 +255,28 @@ fn node(m: &Member, view: &ClusterView, entry: Option<Option<&RegistryEntry>>) -
 
 /// Adds the shard verdict, as Elasticsearch does: red when a shard has no live in-sync copy,
 /// yellow when some copy is missing or behind, green when every copy is assigned and in sync.
-pub fn with_shards(mut h: ClusterHealth, view: &ClusterView, map: Option<&ShardMap>) -> ClusterHealth {
+pub fn with_shards(
+    mut h: ClusterHealth,
+    view: &ClusterView,
+    map: Option<&ShardMap>,
+) -> ClusterHealth {
     let Some(map) = map else {
         if h.status == Status::Green {
             h.status = Status::Yellow;
         }
-        h.reasons.push("no shard map yet (waiting for TORUA_BOOTSTRAP_EXPECT ready nodes)".into());
+        h.reasons
+            .push("no shard map yet (waiting for TORUA_BOOTSTRAP_EXPECT ready nodes)".into());
         return h;
     };
-    let live = |id: &str| view.members.iter().any(|m| m.node_id.as_str() == id && m.is_live());
-    let mut c = ShardCounts { total_shards: map.shards, ..ShardCounts::default() };
+    let live = |id: &str| {
+        view.members
+            .iter()
+            .any(|m| m.node_id.as_str() == id && m.is_live())
+    };
+    let mut c = ShardCounts {
+        total_shards: map.shards,
+        ..ShardCounts::default()
+    };
     let mut red = Vec::new();
     for a in &map.assignments {
         if live(&a.primary) && a.is_in_sync(&a.primary) {
@@ -287,7 +299,11 @@ pub fn with_shards(mut h: ClusterHealth, view: &ClusterView, map: Option<&ShardM
     }
     if !red.is_empty() {
         h.status = Status::Red;
-        h.reasons.push(format!("{} shard(s) with no live in-sync copy: {}", red.len(), red.join(", ")));
+        h.reasons.push(format!(
+            "{} shard(s) with no live in-sync copy: {}",
+            red.len(),
+            red.join(", ")
+        ));
     } else if c.unavailable_shards > 0 || c.unassigned_shards > 0 {
         if h.status == Status::Green {
             h.status = Status::Yellow;

@@ -68,7 +68,12 @@ impl NodeContext {
             gossip_addr: self.settings.gossip_addr.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             capacity: crate::node_stats::capacity(&self.settings.data_dir),
-            holds: self.storage.on_disk().iter().map(|s| format!("shard-{s}")).collect(),
+            holds: self
+                .storage
+                .on_disk()
+                .iter()
+                .map(|s| format!("shard-{s}"))
+                .collect(),
             term,
         }
     }

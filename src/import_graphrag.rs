@@ -63,10 +63,16 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
     if total == 0 {
         bail!("{}: no GraphRAG items found", args.dir.display());
     }
-    let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total as u64) };
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total as u64)
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} items ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} items ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let url = format!("{}/graph/ingest", args.url.trim_end_matches('/'));
     let counts = [
@@ -91,7 +97,9 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
 fn post(url: &str, batch: &Batch) -> anyhow::Result<()> {
     let body = serde_json::to_value(batch)?;
     for attempt in 1..=30 {
-        let result = ureq::post(url).timeout(Duration::from_secs(60)).send_json(body.clone());
+        let result = ureq::post(url)
+            .timeout(Duration::from_secs(60))
+            .send_json(body.clone());
         let (status, text, retry_after) = match result {
             Ok(r) => (r.status(), r.into_string().unwrap_or_default(), None),
             Err(ureq::Error::Status(code, r)) => {
@@ -155,7 +163,10 @@ fn chunks(all: Batch, size: usize) -> Vec<Batch> {
 /// Reads every table of the folder into one batch.
 pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
     if !dir.is_dir() {
-        bail!("{} is not a folder; give the GraphRAG output folder holding entities.parquet", dir.display());
+        bail!(
+            "{} is not a folder; give the GraphRAG output folder holding entities.parquet",
+            dir.display()
+        );
     }
     let mut batch = Batch::default();
     let entities = read_table(dir, "entities", true)?;
@@ -167,9 +178,18 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
             let e = Entity {
                 id: id[i].clone(),
                 title: title[i].clone(),
-                kind: t.string_opt("type")?.map(|v| v[i].clone()).unwrap_or_default(),
-                description: t.string_opt("description")?.map(|v| v[i].clone()).unwrap_or_default(),
-                text_unit_ids: t.list_opt("text_unit_ids")?.map(|v| v[i].clone()).unwrap_or_default(),
+                kind: t
+                    .string_opt("type")?
+                    .map(|v| v[i].clone())
+                    .unwrap_or_default(),
+                description: t
+                    .string_opt("description")?
+                    .map(|v| v[i].clone())
+                    .unwrap_or_default(),
+                text_unit_ids: t
+                    .list_opt("text_unit_ids")?
+                    .map(|v| v[i].clone())
+                    .unwrap_or_default(),
                 frequency: t.int_opt("frequency")?.map(|v| v[i]).unwrap_or(0),
                 degree: t.int_opt("degree")?.map(|v| v[i]).unwrap_or(0),
                 embedding: None,
@@ -184,7 +204,12 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
         let desc = t.string_opt("description")?;
         let units = t.list_opt("text_unit_ids")?;
         for i in 0..t.rows() {
-            let endpoint = |title: &String| title_to_id.get(title).cloned().unwrap_or_else(|| title.clone());
+            let endpoint = |title: &String| {
+                title_to_id
+                    .get(title)
+                    .cloned()
+                    .unwrap_or_else(|| title.clone())
+            };
             batch.relations.push(Relation {
                 id: id[i].clone(),
                 source: endpoint(&source[i]),
@@ -220,11 +245,24 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
     let mut reports: HashMap<i64, (String, String, String, f64)> = HashMap::new();
     for t in read_table(dir, "community_reports", false)? {
         let community = t.int("community")?;
-        let (title, summary, full) = (t.string_opt("title")?, t.string_opt("summary")?, t.string_opt("full_content")?);
+        let (title, summary, full) = (
+            t.string_opt("title")?,
+            t.string_opt("summary")?,
+            t.string_opt("full_content")?,
+        );
         let rank = t.float_opt("rank")?;
         for i in 0..t.rows() {
-            let get = |v: &Option<Vec<String>>| v.as_ref().map(|v| v[i].clone()).unwrap_or_default();
-            reports.insert(community[i], (get(&title), get(&summary), get(&full), rank.as_ref().map(|v| v[i]).unwrap_or(0.0)));
+            let get =
+                |v: &Option<Vec<String>>| v.as_ref().map(|v| v[i].clone()).unwrap_or_default();
+            reports.insert(
+                community[i],
+                (
+                    get(&title),
+                    get(&summary),
+                    get(&full),
+                    rank.as_ref().map(|v| v[i]).unwrap_or(0.0),
+                ),
+            );
         }
     }
     for t in read_table(dir, "communities", false)? {
@@ -235,7 +273,12 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
         let ents = t.list_opt("entity_ids")?;
         for i in 0..t.rows() {
             let report = reports.remove(&community[i]);
-            let parent = parent.as_ref().map(|v| v[i]).filter(|p| *p >= 0).map(|p| p.to_string()).unwrap_or_default();
+            let parent = parent
+                .as_ref()
+                .map(|v| v[i])
+                .filter(|p| *p >= 0)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
             batch.communities.push(Community {
                 id: community[i].to_string(),
                 level: level.as_ref().map(|v| v[i]).unwrap_or(0),
@@ -255,7 +298,11 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
     }
     for t in read_table(dir, "documents", false)? {
         let id = t.string("id")?;
-        let (title, text, units) = (t.string_opt("title")?, t.string_opt("text")?, t.list_opt("text_unit_ids")?);
+        let (title, text, units) = (
+            t.string_opt("title")?,
+            t.string_opt("text")?,
+            t.list_opt("text_unit_ids")?,
+        );
         for i in 0..t.rows() {
             batch.documents.push(Document {
                 id: id[i].clone(),
@@ -278,7 +325,11 @@ fn read_table(dir: &Path, name: &str, required: bool) -> anyhow::Result<Vec<Tabl
     let path = dir.join(format!("{name}.parquet"));
     if !path.exists() {
         if required {
-            bail!("{} is missing; is {} a GraphRAG output folder?", path.display(), dir.display());
+            bail!(
+                "{} is missing; is {} a GraphRAG output folder?",
+                path.display(),
+                dir.display()
+            );
         }
         return Ok(Vec::new());
     }
@@ -288,7 +339,10 @@ fn read_table(dir: &Path, name: &str, required: bool) -> anyhow::Result<Vec<Tabl
         .build()?;
     let mut out = Vec::new();
     for batch in reader {
-        out.push(Table { name: name.to_string(), batch: batch.with_context(|| format!("reading {}", path.display()))? });
+        out.push(Table {
+            name: name.to_string(),
+            batch: batch.with_context(|| format!("reading {}", path.display()))?,
+        });
     }
     Ok(out)
 }
@@ -303,42 +357,90 @@ impl Table {
     }
 
     fn cast(&self, name: &str, to: &DataType) -> anyhow::Result<Option<ArrayRef>> {
-        let Some(col) = self.column(name) else { return Ok(None) };
-        let cast = arrow_cast::cast(col, to).with_context(|| format!("{}.{name}: cannot read as {to}", self.name))?;
+        let Some(col) = self.column(name) else {
+            return Ok(None);
+        };
+        let cast = arrow_cast::cast(col, to)
+            .with_context(|| format!("{}.{name}: cannot read as {to}", self.name))?;
         Ok(Some(cast))
     }
 
     fn string(&self, name: &str) -> anyhow::Result<Vec<String>> {
-        self.string_opt(name)?.with_context(|| format!("{}.parquet has no column {name:?}", self.name))
+        self.string_opt(name)?
+            .with_context(|| format!("{}.parquet has no column {name:?}", self.name))
     }
 
     fn string_opt(&self, name: &str) -> anyhow::Result<Option<Vec<String>>> {
-        let Some(col) = self.cast(name, &DataType::Utf8)? else { return Ok(None) };
-        let col = col.as_any().downcast_ref::<arrow_array::StringArray>().context("utf8 column")?;
-        Ok(Some((0..col.len()).map(|i| if col.is_null(i) { String::new() } else { col.value(i).to_string() }).collect()))
+        let Some(col) = self.cast(name, &DataType::Utf8)? else {
+            return Ok(None);
+        };
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .context("utf8 column")?;
+        Ok(Some(
+            (0..col.len())
+                .map(|i| {
+                    if col.is_null(i) {
+                        String::new()
+                    } else {
+                        col.value(i).to_string()
+                    }
+                })
+                .collect(),
+        ))
     }
 
     fn int(&self, name: &str) -> anyhow::Result<Vec<i64>> {
-        self.int_opt(name)?.with_context(|| format!("{}.parquet has no column {name:?}", self.name))
+        self.int_opt(name)?
+            .with_context(|| format!("{}.parquet has no column {name:?}", self.name))
     }
 
     fn int_opt(&self, name: &str) -> anyhow::Result<Option<Vec<i64>>> {
-        let Some(col) = self.cast(name, &DataType::Int64)? else { return Ok(None) };
-        let col = col.as_any().downcast_ref::<arrow_array::Int64Array>().context("int64 column")?;
-        Ok(Some((0..col.len()).map(|i| if col.is_null(i) { 0 } else { col.value(i) }).collect()))
+        let Some(col) = self.cast(name, &DataType::Int64)? else {
+            return Ok(None);
+        };
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .context("int64 column")?;
+        Ok(Some(
+            (0..col.len())
+                .map(|i| if col.is_null(i) { 0 } else { col.value(i) })
+                .collect(),
+        ))
     }
 
     fn float_opt(&self, name: &str) -> anyhow::Result<Option<Vec<f64>>> {
-        let Some(col) = self.cast(name, &DataType::Float64)? else { return Ok(None) };
-        let col = col.as_any().downcast_ref::<arrow_array::Float64Array>().context("float64 column")?;
-        Ok(Some((0..col.len()).map(|i| if col.is_null(i) { 0.0 } else { col.value(i) }).collect()))
+        let Some(col) = self.cast(name, &DataType::Float64)? else {
+            return Ok(None);
+        };
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .context("float64 column")?;
+        Ok(Some(
+            (0..col.len())
+                .map(|i| if col.is_null(i) { 0.0 } else { col.value(i) })
+                .collect(),
+        ))
     }
 
     fn list_opt(&self, name: &str) -> anyhow::Result<Option<Vec<Vec<String>>>> {
-        let Some(col) = self.column(name) else { return Ok(None) };
-        let to = DataType::List(std::sync::Arc::new(arrow_schema::Field::new("item", DataType::Utf8, true)));
-        let cast = arrow_cast::cast(col, &to).with_context(|| format!("{}.{name}: not a list of strings", self.name))?;
-        let list = cast.as_any().downcast_ref::<arrow_array::ListArray>().context("list column")?;
+        let Some(col) = self.column(name) else {
+            return Ok(None);
+        };
+        let to = DataType::List(std::sync::Arc::new(arrow_schema::Field::new(
+            "item",
+            DataType::Utf8,
+            true,
+        )));
+        let cast = arrow_cast::cast(col, &to)
+            .with_context(|| format!("{}.{name}: not a list of strings", self.name))?;
+        let list = cast
+            .as_any()
+            .downcast_ref::<arrow_array::ListArray>()
+            .context("list column")?;
         let mut out = Vec::with_capacity(list.len());
         for i in 0..list.len() {
             if list.is_null(i) {
@@ -346,8 +448,16 @@ impl Table {
                 continue;
             }
             let items = list.value(i);
-            let items = items.as_any().downcast_ref::<arrow_array::StringArray>().context("list of utf8")?;
-            out.push((0..items.len()).filter(|j| !items.is_null(*j)).map(|j| items.value(j).to_string()).collect());
+            let items = items
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .context("list of utf8")?;
+            out.push(
+                (0..items.len())
+                    .filter(|j| !items.is_null(*j))
+                    .map(|j| items.value(j).to_string())
+                    .collect(),
+            );
         }
         Ok(Some(out))
     }
@@ -367,10 +477,18 @@ mod tests {
         assert_eq!(b.communities.len(), 10);
         assert_eq!(b.documents.len(), 1);
         assert!(b.validate(0).is_empty(), "{:?}", b.validate(0));
-        let ids: std::collections::HashSet<&str> = b.entities.iter().map(|e| e.id.as_str()).collect();
-        let resolved = b.relations.iter().filter(|r| ids.contains(r.source.as_str()) && ids.contains(r.target.as_str())).count();
+        let ids: std::collections::HashSet<&str> =
+            b.entities.iter().map(|e| e.id.as_str()).collect();
+        let resolved = b
+            .relations
+            .iter()
+            .filter(|r| ids.contains(r.source.as_str()) && ids.contains(r.target.as_str()))
+            .count();
         // Two relationships of this index name a title that is no entity: they point at stubs.
         assert_eq!(resolved, 105, "relationship titles map to entity ids");
-        assert!(b.communities.iter().any(|c| !c.full_content.is_empty()), "reports merged into communities");
+        assert!(
+            b.communities.iter().any(|c| !c.full_content.is_empty()),
+            "reports merged into communities"
+        );
     }
 }

@@ -22,10 +22,10 @@ use crate::metrics::Metrics;
 use crate::peer::PeerService;
 use crate::registry::Registry;
 use crate::reporter;
+use crate::security::Security;
 use crate::shard_coordinator;
 use crate::shard_map::MapHolder;
 use crate::storage::Storage;
-use crate::security::Security;
 
 /// Gossip rounds a leaving node waits at each step so every peer hears of it.
 const LEAVE_ROUNDS: u32 = 3;
@@ -75,7 +75,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     metrics.watch_gossip_rejected(gossip_rejected);
-    let storage = Arc::new(Storage::new(data_dir.path(), args.memory_mb, args.max_shard_gb, args.embedding_dim as usize)?);
+    let storage = Arc::new(Storage::new(
+        data_dir.path(),
+        args.memory_mb,
+        args.max_shard_gb,
+        args.embedding_dim as usize,
+    )?);
     let shard_map = MapHolder::load(data_dir.path());
     if let Some(map) = shard_map.get() {
         if map.shards != args.shards || map.replicas != args.replicas {

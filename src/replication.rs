@@ -34,7 +34,12 @@ pub struct ShardLocks {
 
 impl ShardLocks {
     fn get(&self, shard: u32) -> Arc<Mutex<()>> {
-        self.locks.lock().expect("locks").entry(shard).or_default().clone()
+        self.locks
+            .lock()
+            .expect("locks")
+            .entry(shard)
+            .or_default()
+            .clone()
     }
 }
 
@@ -48,7 +53,9 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
         return PeerResponse::Failed(format!("no shard {shard}"));
     };
     if a.primary != me {
-        return PeerResponse::NotPrimary { map_version: map.version };
+        return PeerResponse::NotPrimary {
+            map_version: map.version,
+        };
     }
     let store = match ctx.storage.open(shard).await {
         Ok(s) => s,
@@ -61,23 +68,33 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
         return PeerResponse::Failed(format!("shard {shard} on {me}: {e}"));
     }
     // Re-read the map: it may have changed while we waited for the lock.
-    let a = ctx.shard_map.get().and_then(|m| m.assignment(shard).cloned()).unwrap_or(a);
+    let a = ctx
+        .shard_map
+        .get()
+        .and_then(|m| m.assignment(shard).cloned())
+        .unwrap_or(a);
     let targets: Vec<String> = a.in_sync.iter().filter(|n| **n != me).cloned().collect();
     let view = ctx.cluster.view();
     let mut tasks = tokio::task::JoinSet::new();
     for node in targets {
         let peer = view.member_by_str(&node).and_then(|m| m.peer_addr.clone());
         let ctx = ctx.clone();
-        let req = PeerRequest::Replicate { shard, seq, op: op.clone() };
+        let req = PeerRequest::Replicate {
+            shard,
+            seq,
+            op: op.clone(),
+        };
         tasks.spawn(async move {
             let result = match peer {
                 None => Err(format!("{node} is not in the membership view")),
-                Some(addr) => match crate::peer::call(&ctx, &node, &addr, &req, ATTEMPT_TIMEOUT).await {
-                    Ok(PeerResponse::Replicated) => Ok(()),
-                    Ok(PeerResponse::Failed(e)) => Err(e),
-                    Ok(other) => Err(format!("unexpected answer {other:?}")),
-                    Err(e) => Err(e),
-                },
+                Some(addr) => {
+                    match crate::peer::call(&ctx, &node, &addr, &req, ATTEMPT_TIMEOUT).await {
+                        Ok(PeerResponse::Replicated) => Ok(()),
+                        Ok(PeerResponse::Failed(e)) => Err(e),
+                        Ok(other) => Err(format!("unexpected answer {other:?}")),
+                        Err(e) => Err(e),
+                    }
+                }
             };
             (node, result)
         });
@@ -104,8 +121,14 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
 async fn mark_stale(ctx: &Arc<NodeContext>, shard: u32, node: &str) -> Result<(), String> {
     let view = ctx.cluster.view();
     let coordinator = view.coordinator.clone().ok_or("no coordinator")?;
-    let peer = view.member(&coordinator).and_then(|m| m.peer_addr.clone()).ok_or("coordinator has no peer address")?;
-    let req = PeerRequest::MarkStale { shard, node: node.to_string() };
+    let peer = view
+        .member(&coordinator)
+        .and_then(|m| m.peer_addr.clone())
+        .ok_or("coordinator has no peer address")?;
+    let req = PeerRequest::MarkStale {
+        shard,
+        node: node.to_string(),
+    };
     match crate::peer::call(ctx, coordinator.as_str(), &peer, &req, ATTEMPT_TIMEOUT).await? {
         PeerResponse::MapInstalled { .. } => {
             // The coordinator pushed the new map to us as part of handling the request.
@@ -117,7 +140,12 @@ async fn mark_stale(ctx: &Arc<NodeContext>, shard: u32, node: &str) -> Result<()
 }
 
 /// On a replica: apply in sequence order.
-pub async fn replica_write(ctx: &Arc<NodeContext>, shard: u32, seq: u64, op: WriteOp) -> PeerResponse {
+pub async fn replica_write(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    seq: u64,
+    op: WriteOp,
+) -> PeerResponse {
     let store = match ctx.storage.open(shard).await {
         Ok(s) => s,
         Err(e) => return PeerResponse::Failed(e),
@@ -140,24 +168,44 @@ pub async fn replica_write(ctx: &Arc<NodeContext>, shard: u32, seq: u64, op: Wri
 }
 
 /// From any node: sends `op` to `shard`'s primary, following map changes until `deadline`.
-pub async fn route_write(ctx: &Arc<NodeContext>, shard: u32, op: &WriteOp, deadline: Instant) -> Result<u64, String> {
+pub async fn route_write(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    op: &WriteOp,
+    deadline: Instant,
+) -> Result<u64, String> {
     let mut last_error = String::from("no attempt");
     let mut delay = Duration::from_millis(50);
     while Instant::now() < deadline {
         let Some(map) = ctx.shard_map.get() else {
-            last_error = "no shard map yet; the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)".into();
+            last_error =
+                "no shard map yet; the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)".into();
             tokio::time::sleep(delay).await;
             continue;
         };
-        let primary = map.assignment(shard).map(|a| a.primary.clone()).unwrap_or_default();
+        let primary = map
+            .assignment(shard)
+            .map(|a| a.primary.clone())
+            .unwrap_or_default();
         let view = ctx.cluster.view();
-        let attempt: Result<(), String> = match view.member_by_str(&primary).filter(|m| m.is_live()).and_then(|m| m.peer_addr.clone()) {
-            None => Err(format!("primary {primary} of shard {shard} is not live; waiting for a promotion")),
+        let attempt: Result<(), String> = match view
+            .member_by_str(&primary)
+            .filter(|m| m.is_live())
+            .and_then(|m| m.peer_addr.clone())
+        {
+            None => Err(format!(
+                "primary {primary} of shard {shard} is not live; waiting for a promotion"
+            )),
             Some(addr) => {
-                let req = PeerRequest::ShardWrite { shard, op: op.clone() };
+                let req = PeerRequest::ShardWrite {
+                    shard,
+                    op: op.clone(),
+                };
                 match crate::peer::call(ctx, &primary, &addr, &req, ATTEMPT_TIMEOUT).await {
                     Ok(PeerResponse::Written { seq }) => return Ok(seq),
-                    Ok(PeerResponse::NotPrimary { .. }) => Err(format!("{primary} is no longer primary of shard {shard}")),
+                    Ok(PeerResponse::NotPrimary { .. }) => {
+                        Err(format!("{primary} is no longer primary of shard {shard}"))
+                    }
                     Ok(PeerResponse::Failed(e)) => Err(e),
                     Ok(other) => Err(format!("unexpected answer {other:?}")),
                     Err(e) => Err(e),
@@ -175,8 +223,15 @@ pub async fn route_write(ctx: &Arc<NodeContext>, shard: u32, op: &WriteOp, deadl
 
 /// From any node: reads an entity from an in-sync copy of its shard (this node's first), failing
 /// over to the next copy.
-pub async fn route_get_entity(ctx: &Arc<NodeContext>, shard: u32, id: &str) -> Result<Option<EntityRecord>, String> {
-    let req = PeerRequest::GetEntity { shard, id: id.to_string() };
+pub async fn route_get_entity(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    id: &str,
+) -> Result<Option<EntityRecord>, String> {
+    let req = PeerRequest::GetEntity {
+        shard,
+        id: id.to_string(),
+    };
     match route_read(ctx, shard, &req).await? {
         PeerResponse::Entity(e) => Ok(e),
         other => Err(format!("unexpected answer {other:?}")),
@@ -184,8 +239,15 @@ pub async fn route_get_entity(ctx: &Arc<NodeContext>, shard: u32, id: &str) -> R
 }
 
 /// Like [`route_get_entity`] for a chunk.
-pub async fn route_get_chunk(ctx: &Arc<NodeContext>, shard: u32, id: &str) -> Result<Option<crate::graph::model::Chunk>, String> {
-    let req = PeerRequest::GetChunk { shard, id: id.to_string() };
+pub async fn route_get_chunk(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    id: &str,
+) -> Result<Option<crate::graph::model::Chunk>, String> {
+    let req = PeerRequest::GetChunk {
+        shard,
+        id: id.to_string(),
+    };
     match route_read(ctx, shard, &req).await? {
         PeerResponse::Chunk(c) => Ok(c),
         other => Err(format!("unexpected answer {other:?}")),
@@ -193,16 +255,29 @@ pub async fn route_get_chunk(ctx: &Arc<NodeContext>, shard: u32, id: &str) -> Re
 }
 
 /// Sends a read to an in-sync copy of `shard`: this node's first, then the primary, then others.
-async fn route_read(ctx: &Arc<NodeContext>, shard: u32, req: &PeerRequest) -> Result<PeerResponse, String> {
-    let map = ctx.shard_map.get().ok_or("no shard map yet; the cluster is still forming")?;
-    let a = map.assignment(shard).ok_or_else(|| format!("no shard {shard}"))?;
+async fn route_read(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    req: &PeerRequest,
+) -> Result<PeerResponse, String> {
+    let map = ctx
+        .shard_map
+        .get()
+        .ok_or("no shard map yet; the cluster is still forming")?;
+    let a = map
+        .assignment(shard)
+        .ok_or_else(|| format!("no shard {shard}"))?;
     let me = ctx.node_id().as_str();
     let mut copies: Vec<&String> = a.in_sync.iter().collect();
     copies.sort_by_key(|n| (n.as_str() != me, n.as_str() != a.primary));
     let view = ctx.cluster.view();
     let mut errors = Vec::new();
     for node in copies {
-        let Some(addr) = view.member_by_str(node).filter(|m| m.is_live()).and_then(|m| m.peer_addr.clone()) else {
+        let Some(addr) = view
+            .member_by_str(node)
+            .filter(|m| m.is_live())
+            .and_then(|m| m.peer_addr.clone())
+        else {
             errors.push(format!("{node}: not live"));
             continue;
         };
@@ -212,17 +287,29 @@ async fn route_read(ctx: &Arc<NodeContext>, shard: u32, req: &PeerRequest) -> Re
             Err(e) => errors.push(e),
         }
     }
-    Err(format!("no copy of shard {shard} answered: {}", errors.join("; ")))
+    Err(format!(
+        "no copy of shard {shard} answered: {}",
+        errors.join("; ")
+    ))
 }
 
 /// On the primary: a copy outside the in-sync set says how far it is. If it is level with the
 /// primary, the primary (holding the shard's write lock, so no write slips in between) asks the
 /// coordinator to put it back in sync. A copy that is behind stays out (catching up by copying is
 /// the self-healing issue's work).
-pub async fn rejoin_in_sync(ctx: &Arc<NodeContext>, shard: u32, node: &str, applied_seq: u64) -> PeerResponse {
-    let Some(map) = ctx.shard_map.get() else { return PeerResponse::Failed("no shard map".into()) };
+pub async fn rejoin_in_sync(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    node: &str,
+    applied_seq: u64,
+) -> PeerResponse {
+    let Some(map) = ctx.shard_map.get() else {
+        return PeerResponse::Failed("no shard map".into());
+    };
     if map.assignment(shard).map(|a| a.primary.as_str()) != Some(ctx.node_id().as_str()) {
-        return PeerResponse::NotPrimary { map_version: map.version };
+        return PeerResponse::NotPrimary {
+            map_version: map.version,
+        };
     }
     let store = match ctx.storage.open(shard).await {
         Ok(s) => s,
@@ -232,14 +319,21 @@ pub async fn rejoin_in_sync(ctx: &Arc<NodeContext>, shard: u32, node: &str, appl
     let _ordered = lock.lock().await;
     let mine = store.applied_seq();
     if mine != applied_seq {
-        return PeerResponse::Failed(format!("shard {shard}: the primary has writes up to {mine}, {node} up to {applied_seq}"));
+        return PeerResponse::Failed(format!(
+            "shard {shard}: the primary has writes up to {mine}, {node} up to {applied_seq}"
+        ));
     }
     let view = ctx.cluster.view();
-    let Some(coordinator) = view.coordinator.clone() else { return PeerResponse::Failed("no coordinator".into()) };
+    let Some(coordinator) = view.coordinator.clone() else {
+        return PeerResponse::Failed("no coordinator".into());
+    };
     let Some(addr) = view.member(&coordinator).and_then(|m| m.peer_addr.clone()) else {
         return PeerResponse::Failed("the coordinator has no peer address".into());
     };
-    let req = PeerRequest::AddInSync { shard, node: node.to_string() };
+    let req = PeerRequest::AddInSync {
+        shard,
+        node: node.to_string(),
+    };
     match crate::peer::call(ctx, coordinator.as_str(), &addr, &req, ATTEMPT_TIMEOUT).await {
         Ok(answer @ PeerResponse::MapInstalled { .. }) => answer,
         Ok(PeerResponse::Failed(e)) => PeerResponse::Failed(e),

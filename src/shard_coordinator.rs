@@ -49,11 +49,20 @@ fn step(ctx: &NodeContext) -> Option<ShardMap> {
         None => {
             let ready: Vec<_> = view.ready_members().map(|m| m.node_id.clone()).collect();
             if ready.len() < settings.bootstrap_expect {
-                tracing::debug!(ready = ready.len(), expect = settings.bootstrap_expect, "waiting for nodes before creating the shard map");
+                tracing::debug!(
+                    ready = ready.len(),
+                    expect = settings.bootstrap_expect,
+                    "waiting for nodes before creating the shard map"
+                );
                 return None;
             }
             let map = ShardMap::create(&ready, settings.shards, settings.replicas, term);
-            tracing::info!(nodes = ready.len(), shards = map.shards, replicas = map.replicas, "created the shard map");
+            tracing::info!(
+                nodes = ready.len(),
+                shards = map.shards,
+                replicas = map.replicas,
+                "created the shard map"
+            );
             ctx.shard_map.offer(map.clone());
             return Some(map);
         }
@@ -83,9 +92,13 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) {
         if m.is_self {
             continue;
         }
-        let Some(addr) = m.peer_addr.clone() else { continue };
+        let Some(addr) = m.peer_addr.clone() else {
+            continue;
+        };
         let (ctx, id) = (ctx.clone(), m.node_id.as_str().to_string());
-        tasks.spawn(async move { crate::peer::call(&ctx, &id, &addr, &PeerRequest::GetMap, PUSH_TIMEOUT).await });
+        tasks.spawn(async move {
+            crate::peer::call(&ctx, &id, &addr, &PeerRequest::GetMap, PUSH_TIMEOUT).await
+        });
     }
     while let Some(done) = tasks.join_next().await {
         if let Ok(Ok(PeerResponse::Map(Some(map)))) = done {
@@ -97,22 +110,39 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) {
 /// On every node: ask the primary to put back the copies this node holds that are level with it
 /// but not in sync (after a restart or a network blip with no writes in between).
 async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
-    let Some(map) = ctx.shard_map.get() else { return };
+    let Some(map) = ctx.shard_map.get() else {
+        return;
+    };
     let me = ctx.node_id().as_str().to_string();
     let view = ctx.cluster.view();
     for a in &map.assignments {
         if a.primary == me || a.is_in_sync(&me) || !a.copies().any(|c| *c == me) {
             continue;
         }
-        let Some(addr) = view.member_by_str(&a.primary).filter(|m| m.is_live()).and_then(|m| m.peer_addr.clone()) else {
+        let Some(addr) = view
+            .member_by_str(&a.primary)
+            .filter(|m| m.is_live())
+            .and_then(|m| m.peer_addr.clone())
+        else {
             continue;
         };
-        let Ok(store) = ctx.storage.open(a.shard).await else { continue };
-        let req = PeerRequest::RequestInSync { shard: a.shard, applied_seq: store.applied_seq() };
+        let Ok(store) = ctx.storage.open(a.shard).await else {
+            continue;
+        };
+        let req = PeerRequest::RequestInSync {
+            shard: a.shard,
+            applied_seq: store.applied_seq(),
+        };
         match crate::peer::call(ctx, &a.primary, &addr, &req, PUSH_TIMEOUT).await {
-            Ok(PeerResponse::MapInstalled { .. }) => tracing::info!(shard = a.shard, "copy is back in sync"),
-            Ok(PeerResponse::Failed(e)) => tracing::debug!(shard = a.shard, error = %e, "copy stays out of sync"),
-            other => tracing::debug!(shard = a.shard, answer = ?other, "in-sync request not answered"),
+            Ok(PeerResponse::MapInstalled { .. }) => {
+                tracing::info!(shard = a.shard, "copy is back in sync")
+            }
+            Ok(PeerResponse::Failed(e)) => {
+                tracing::debug!(shard = a.shard, error = %e, "copy stays out of sync")
+            }
+            other => {
+                tracing::debug!(shard = a.shard, answer = ?other, "in-sync request not answered")
+            }
         }
     }
 }
@@ -124,13 +154,20 @@ pub fn add_in_sync(ctx: &NodeContext, shard: u32, node: &str) -> Result<ShardMap
     if !view.is_coordinator() {
         return Err("not the coordinator".into());
     }
-    let term = view.term.ok_or("the coordinator's term is not confirmed yet")?;
+    let term = view
+        .term
+        .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
     if map.add_in_sync(shard, node)? {
         map.version += 1;
         map.term = term.max(map.term);
         ctx.shard_map.offer(map.clone());
-        tracing::info!(shard, node, version = map.version, "copy added back to the in-sync set");
+        tracing::info!(
+            shard,
+            node,
+            version = map.version,
+            "copy added back to the in-sync set"
+        );
     }
     Ok(map)
 }
@@ -142,13 +179,20 @@ pub fn mark_stale(ctx: &NodeContext, shard: u32, node: &str) -> Result<ShardMap,
     if !view.is_coordinator() {
         return Err("not the coordinator".into());
     }
-    let term = view.term.ok_or("the coordinator's term is not confirmed yet")?;
+    let term = view
+        .term
+        .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
     if map.mark_stale(shard, node)? {
         map.version += 1;
         map.term = term.max(map.term);
         ctx.shard_map.offer(map.clone());
-        tracing::warn!(shard, node, version = map.version, "copy removed from the in-sync set");
+        tracing::warn!(
+            shard,
+            node,
+            version = map.version,
+            "copy removed from the in-sync set"
+        );
     }
     Ok(map)
 }
@@ -161,7 +205,9 @@ pub async fn push(ctx: &Arc<NodeContext>, map: ShardMap) {
         if m.is_self {
             continue;
         }
-        let Some(addr) = m.peer_addr.clone() else { continue };
+        let Some(addr) = m.peer_addr.clone() else {
+            continue;
+        };
         let id = m.node_id.as_str().to_string();
         let ctx = ctx.clone();
         let req = PeerRequest::InstallMap(map.clone());
@@ -176,7 +222,9 @@ pub async fn push(ctx: &Arc<NodeContext>, map: ShardMap) {
 
 /// On every node: after installing a map, open the copies it assigns here.
 pub async fn open_assigned(ctx: &Arc<NodeContext>) {
-    let Some(map) = ctx.shard_map.get() else { return };
+    let Some(map) = ctx.shard_map.get() else {
+        return;
+    };
     let mine = map.held_by(ctx.node_id().as_str());
     ctx.storage.set_expected_copies(mine.len());
     for shard in mine {

@@ -52,12 +52,24 @@ impl ShardMap {
         let r = (replicas as usize).min(n).max(1);
         let assignments = (0..shards)
             .map(|s| {
-                let copies: Vec<String> =
-                    (0..r).map(|k| nodes[(s as usize * r + k) % n].as_str().to_string()).collect();
-                Assignment { shard: s, primary: copies[0].clone(), replicas: copies[1..].to_vec(), in_sync: copies }
+                let copies: Vec<String> = (0..r)
+                    .map(|k| nodes[(s as usize * r + k) % n].as_str().to_string())
+                    .collect();
+                Assignment {
+                    shard: s,
+                    primary: copies[0].clone(),
+                    replicas: copies[1..].to_vec(),
+                    in_sync: copies,
+                }
             })
             .collect();
-        ShardMap { version: 1, term, shards, replicas, assignments }
+        ShardMap {
+            version: 1,
+            term,
+            shards,
+            replicas,
+            assignments,
+        }
     }
 
     pub fn is_newer_than(&self, other: &ShardMap) -> bool {
@@ -70,14 +82,22 @@ impl ShardMap {
 
     /// Shards `node` holds a copy of.
     pub fn held_by(&self, node: &str) -> Vec<u32> {
-        self.assignments.iter().filter(|a| a.copies().any(|c| c == node)).map(|a| a.shard).collect()
+        self.assignments
+            .iter()
+            .filter(|a| a.copies().any(|c| c == node))
+            .map(|a| a.shard)
+            .collect()
     }
 
     /// Coordinator duty after a membership change: a shard whose primary is dead gets an in-sync
     /// live replica as primary, and dead copies leave the in-sync set (the write path would
     /// otherwise wait for them). Returns whether anything changed.
     pub fn handle_failures(&mut self, view: &ClusterView) -> bool {
-        let live = |id: &str| view.members.iter().any(|m| m.node_id.as_str() == id && m.is_live());
+        let live = |id: &str| {
+            view.members
+                .iter()
+                .any(|m| m.node_id.as_str() == id && m.is_live())
+        };
         let mut changed = false;
         for a in &mut self.assignments {
             let before = a.clone();
@@ -102,7 +122,10 @@ impl ShardMap {
     /// Removes `node` from the in-sync set of `shard` (the primary could not replicate to it).
     /// Refused if it would leave the shard with no in-sync copy.
     pub fn mark_stale(&mut self, shard: u32, node: &str) -> Result<bool, String> {
-        let a = self.assignments.get_mut(shard as usize).ok_or_else(|| format!("no shard {shard}"))?;
+        let a = self
+            .assignments
+            .get_mut(shard as usize)
+            .ok_or_else(|| format!("no shard {shard}"))?;
         if !a.is_in_sync(node) {
             return Ok(false);
         }
@@ -117,7 +140,10 @@ impl ShardMap {
 impl ShardMap {
     /// Puts `node` back into `shard`'s in-sync set (its primary checked it is level).
     pub fn add_in_sync(&mut self, shard: u32, node: &str) -> Result<bool, String> {
-        let a = self.assignments.get_mut(shard as usize).ok_or_else(|| format!("no shard {shard}"))?;
+        let a = self
+            .assignments
+            .get_mut(shard as usize)
+            .ok_or_else(|| format!("no shard {shard}"))?;
         if !a.copies().any(|c| c == node) {
             return Err(format!("{node} holds no copy of shard {shard}"));
         }
@@ -138,8 +164,13 @@ pub struct MapHolder {
 impl MapHolder {
     pub fn load(data_dir: &Path) -> MapHolder {
         let path = data_dir.join("shard_map.json");
-        let current = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        MapHolder { path, current: RwLock::new(current) }
+        let current = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        MapHolder {
+            path,
+            current: RwLock::new(current),
+        }
     }
 
     pub fn get(&self) -> Option<ShardMap> {
@@ -158,10 +189,15 @@ impl MapHolder {
         }
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&map).expect("map serializes");
-        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &self.path)) {
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &self.path))
+        {
             tracing::error!(error = %e, "cannot persist the shard map");
         }
-        tracing::info!(version = map.version, term = map.term, "installed shard map");
+        tracing::info!(
+            version = map.version,
+            term = map.term,
+            "installed shard map"
+        );
         *current = Some(map);
         true
     }
@@ -172,12 +208,15 @@ mod tests {
     use super::*;
 
     fn ids(n: usize) -> Vec<NodeId> {
-        (1..=n).map(|i| NodeId::new(&format!("node-{i}")).unwrap()).collect()
+        (1..=n)
+            .map(|i| NodeId::new(&format!("node-{i}")).unwrap())
+            .collect()
     }
 
     #[test]
     fn maps_are_balanced_with_distinct_copies() {
-        for (nodes, shards, replicas) in [(3, 16, 2), (5, 16, 2), (2, 7, 3), (10, 16, 3), (1, 4, 2)] {
+        for (nodes, shards, replicas) in [(3, 16, 2), (5, 16, 2), (2, 7, 3), (10, 16, 3), (1, 4, 2)]
+        {
             let map = ShardMap::create(&ids(nodes), shards, replicas, 1);
             let mut per_node = std::collections::BTreeMap::new();
             let mut primaries = std::collections::BTreeMap::new();
@@ -186,7 +225,11 @@ mod tests {
                 let mut distinct = copies.clone();
                 distinct.sort();
                 distinct.dedup();
-                assert_eq!(distinct.len(), copies.len(), "copies on distinct nodes: {a:?}");
+                assert_eq!(
+                    distinct.len(),
+                    copies.len(),
+                    "copies on distinct nodes: {a:?}"
+                );
                 assert_eq!(copies.len(), (replicas as usize).min(nodes));
                 for c in copies {
                     *per_node.entry(c.clone()).or_insert(0) += 1;

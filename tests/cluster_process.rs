@@ -130,7 +130,10 @@ fn sigterm_leaves_every_view_without_failure_detection() {
         assert_eq!(v["number_of_nodes"], 3, "{v}");
         // The leavers' shard copies are gone (yellow or red), but nobody is marked dead.
         let reasons = v["reasons"].to_string();
-        assert!(!reasons.contains("dead"), "a graceful leave leaves no dead member behind: {v}");
+        assert!(
+            !reasons.contains("dead"),
+            "a graceful leave leaves no dead member behind: {v}"
+        );
     }
     eprintln!("follower gone from every view {follower_gone:?} after exit");
 }

@@ -23,7 +23,8 @@ fn graph_options(nodes: usize) -> ClusterOptions {
     let mut o = ClusterOptions::default();
     o.env.insert("TORUA_SHARDS".into(), "8".into());
     o.env.insert("TORUA_REPLICAS".into(), "2".into());
-    o.env.insert("TORUA_BOOTSTRAP_EXPECT".into(), nodes.to_string());
+    o.env
+        .insert("TORUA_BOOTSTRAP_EXPECT".into(), nodes.to_string());
     o.env.insert("TORUA_MEMORY_MB".into(), "512".into());
     o.env.insert("TORUA_MAX_SHARD_GB".into(), "4".into());
     o.start_timeout = Duration::from_secs(60);
@@ -32,7 +33,9 @@ fn graph_options(nodes: usize) -> ClusterOptions {
 
 fn wait_green(cluster: &mut TestCluster) {
     cluster
-        .wait_health_agree(SETTLE, |v| v["status"] == "green" && v["shards"]["active_shards"].as_u64() > Some(0))
+        .wait_health_agree(SETTLE, |v| {
+            v["status"] == "green" && v["shards"]["active_shards"].as_u64() > Some(0)
+        })
         .unwrap();
 }
 
@@ -48,14 +51,36 @@ fn check_dulce_everywhere(cluster: &mut TestCluster, expected: &torua::graph::mo
     for i in cluster.running() {
         let node = cluster.node(i);
         for e in &expected.entities {
-            let got = node.get_json(&format!("/graph/entities/{}", e.id), T).unwrap();
-            assert_eq!(got["entity"]["title"], e.title.as_str(), "{} on {}: {got}", e.id, node.id);
+            let got = node
+                .get_json(&format!("/graph/entities/{}", e.id), T)
+                .unwrap();
+            assert_eq!(
+                got["entity"]["title"],
+                e.title.as_str(),
+                "{} on {}: {got}",
+                e.id,
+                node.id
+            );
             let rels = got["relations"].as_array().map(Vec::len).unwrap_or(0);
-            assert_eq!(rels, rel_count.get(e.id.as_str()).copied().unwrap_or(0), "relations of {} on {}", e.id, node.id);
+            assert_eq!(
+                rels,
+                rel_count.get(e.id.as_str()).copied().unwrap_or(0),
+                "relations of {} on {}",
+                e.id,
+                node.id
+            );
         }
         for c in &expected.chunks {
-            let got = node.get_json(&format!("/graph/chunks/{}", c.id), T).unwrap();
-            assert_eq!(got["chunk"]["text"], c.text.as_str(), "chunk {} on {}", c.id, node.id);
+            let got = node
+                .get_json(&format!("/graph/chunks/{}", c.id), T)
+                .unwrap();
+            assert_eq!(
+                got["chunk"]["text"],
+                c.text.as_str(),
+                "chunk {} on {}",
+                c.id,
+                node.id
+            );
         }
     }
     // Per-shard entity counts add up, and every copy of a shard agrees.
@@ -63,12 +88,19 @@ fn check_dulce_everywhere(cluster: &mut TestCluster, expected: &torua::graph::mo
     let mut per_shard: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
     for c in shards["copies"].as_array().unwrap() {
         if c["in_sync"] == true {
-            per_shard.entry(c["shard"].as_u64().unwrap()).or_default().insert(c["entities"].as_u64().unwrap_or(u64::MAX));
+            per_shard
+                .entry(c["shard"].as_u64().unwrap())
+                .or_default()
+                .insert(c["entities"].as_u64().unwrap_or(u64::MAX));
         }
     }
     let mut total = 0;
     for (shard, counts) in &per_shard {
-        assert_eq!(counts.len(), 1, "copies of shard {shard} disagree: {shards}");
+        assert_eq!(
+            counts.len(),
+            1,
+            "copies of shard {shard} disagree: {shards}"
+        );
         total += counts.iter().next().unwrap();
     }
     assert_eq!(total as usize, expected.entities.len(), "{shards}");
@@ -81,9 +113,16 @@ fn import(url: &str) {
         .args(["--url", url, "--quiet"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("39 entities") && stdout.contains("107 relations"), "{stdout}");
+    assert!(
+        stdout.contains("39 entities") && stdout.contains("107 relations"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -98,7 +137,10 @@ fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
 
     // Rolling restart, one node at a time.
     for i in 0..3 {
-        cluster.node_mut(i).terminate(Duration::from_secs(20)).unwrap();
+        cluster
+            .node_mut(i)
+            .terminate(Duration::from_secs(20))
+            .unwrap();
         cluster.node_mut(i).start().unwrap();
         cluster.wait_node_up(i, SETTLE).unwrap();
         wait_green(&mut cluster);
@@ -107,7 +149,10 @@ fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
 
     // Whole-cluster restart.
     for i in 0..3 {
-        cluster.node_mut(i).terminate(Duration::from_secs(20)).unwrap();
+        cluster
+            .node_mut(i)
+            .terminate(Duration::from_secs(20))
+            .unwrap();
     }
     cluster.start_all().unwrap();
     wait_green(&mut cluster);
@@ -128,9 +173,16 @@ fn kill_9_during_ingest_loses_no_acknowledged_write() {
             while !stop.load(Ordering::SeqCst) {
                 let ids: Vec<String> = (0..20).map(|k| format!("w-{n}-{k}")).collect();
                 n += 1;
-                let entities: Vec<Value> = ids.iter().map(|id| json!({"id": id, "title": id, "type": "T"})).collect();
+                let entities: Vec<Value> = ids
+                    .iter()
+                    .map(|id| json!({"id": id, "title": id, "type": "T"}))
+                    .collect();
                 let relations: Vec<Value> = ids.windows(2).map(|w| json!({"id": format!("{}>{}", w[0], w[1]), "source": w[0], "target": w[1]})).collect();
-                if let Ok((200, answer)) = torua_bench::post_json(&url, &json!({"entities": entities, "relations": relations}), Duration::from_secs(30)) {
+                if let Ok((200, answer)) = torua_bench::post_json(
+                    &url,
+                    &json!({"entities": entities, "relations": relations}),
+                    Duration::from_secs(30),
+                ) {
                     if answer["errors"] == false {
                         acked.lock().unwrap().extend(ids);
                     }
@@ -147,7 +199,11 @@ fn kill_9_during_ingest_loses_no_acknowledged_write() {
     // Ingest continues once the dead node's copies leave the in-sync sets.
     let deadline = Instant::now() + SETTLE;
     while acked.lock().unwrap().len() < before_kill + 200 {
-        assert!(Instant::now() < deadline, "ingest did not continue after kill -9 ({} acked)", acked.lock().unwrap().len());
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not continue after kill -9 ({} acked)",
+            acked.lock().unwrap().len()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::SeqCst);
@@ -155,12 +211,23 @@ fn kill_9_during_ingest_loses_no_acknowledged_write() {
     let acked = acked.lock().unwrap().clone();
     for i in [0usize, 2] {
         for id in &acked {
-            let got = cluster.node(i).get_json(&format!("/graph/entities/{id}"), T).unwrap();
-            assert_eq!(got["entity"]["id"], id.as_str(), "acknowledged {id} missing on {}: {got}", cluster.node(i).id);
+            let got = cluster
+                .node(i)
+                .get_json(&format!("/graph/entities/{id}"), T)
+                .unwrap();
+            assert_eq!(
+                got["entity"]["id"],
+                id.as_str(),
+                "acknowledged {id} missing on {}: {got}",
+                cluster.node(i).id
+            );
         }
     }
     let health = cluster.node(2).get_json("/cluster/health", T).unwrap();
-    assert_eq!(health["status"], "yellow", "a dead copy holder leaves the cluster yellow: {health}");
+    assert_eq!(
+        health["status"], "yellow",
+        "a dead copy holder leaves the cluster yellow: {health}"
+    );
 }
 
 #[test]
@@ -172,49 +239,141 @@ fn bad_input_gets_a_4xx_and_changes_nothing() {
     wait_green(&mut cluster);
     let url = cluster.node(0).url("/graph/ingest");
     let raw = |body: &str, content_type: &str| -> (u16, String) {
-        match ureq::post(&url).set("content-type", content_type).timeout(T).send_string(body) {
+        match ureq::post(&url)
+            .set("content-type", content_type)
+            .timeout(T)
+            .send_string(body)
+        {
             Ok(r) => (r.status(), r.into_string().unwrap()),
             Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
             Err(e) => panic!("{e}"),
         }
     };
     let cases: Vec<(&str, String, &str, u16, &str)> = vec![
-        ("malformed JSON", "{\"entities\": [".into(), "application/json", 400, "malformed"),
-        ("unknown field", r#"{"entitys": []}"#.into(), "application/json", 400, "entitys"),
+        (
+            "malformed JSON",
+            "{\"entities\": [".into(),
+            "application/json",
+            400,
+            "malformed",
+        ),
+        (
+            "unknown field",
+            r#"{"entitys": []}"#.into(),
+            "application/json",
+            400,
+            "entitys",
+        ),
         ("empty batch", "{}".into(), "application/json", 400, "empty"),
-        ("missing id", r#"{"entities": [{"id": "ok"}, {"title": "no id"}]}"#.into(), "application/json", 400, "id"),
-        ("empty id", r#"{"entities": [{"id": "ok"}, {"id": ""}]}"#.into(), "application/json", 400, "missing id"),
-        ("wrong embedding length", r#"{"entities": [{"id": "ok"}, {"id": "e", "embedding": [1, 2, 3]}]}"#.into(), "application/json", 400, "TORUA_EMBEDDING_DIM=4"),
-        ("relation without target", r#"{"relations": [{"id": "r", "source": "a", "target": ""}]}"#.into(), "application/json", 400, "target"),
-        ("bad ndjson line", "{\"entity\": {\"id\": \"ok\"}}\n{\"nope\": {}}\n".into(), "application/x-ndjson", 400, "unknown kind"),
-        ("wrong type", r#"{"entities": [{"id": 5}]}"#.into(), "application/json", 400, "malformed"),
-        ("oversized", format!("{{\"entities\": [{{\"id\": \"big\", \"description\": \"{}\"}}]}}", "x".repeat(65 << 20)), "application/json", 413, ""),
+        (
+            "missing id",
+            r#"{"entities": [{"id": "ok"}, {"title": "no id"}]}"#.into(),
+            "application/json",
+            400,
+            "id",
+        ),
+        (
+            "empty id",
+            r#"{"entities": [{"id": "ok"}, {"id": ""}]}"#.into(),
+            "application/json",
+            400,
+            "missing id",
+        ),
+        (
+            "wrong embedding length",
+            r#"{"entities": [{"id": "ok"}, {"id": "e", "embedding": [1, 2, 3]}]}"#.into(),
+            "application/json",
+            400,
+            "TORUA_EMBEDDING_DIM=4",
+        ),
+        (
+            "relation without target",
+            r#"{"relations": [{"id": "r", "source": "a", "target": ""}]}"#.into(),
+            "application/json",
+            400,
+            "target",
+        ),
+        (
+            "bad ndjson line",
+            "{\"entity\": {\"id\": \"ok\"}}\n{\"nope\": {}}\n".into(),
+            "application/x-ndjson",
+            400,
+            "unknown kind",
+        ),
+        (
+            "wrong type",
+            r#"{"entities": [{"id": 5}]}"#.into(),
+            "application/json",
+            400,
+            "malformed",
+        ),
+        (
+            "oversized",
+            format!(
+                "{{\"entities\": [{{\"id\": \"big\", \"description\": \"{}\"}}]}}",
+                "x".repeat(65 << 20)
+            ),
+            "application/json",
+            413,
+            "",
+        ),
     ];
     for (name, body, ct, status, why) in cases {
         let (got, text) = raw(&body, ct);
         assert_eq!(got, status, "{name}: {text}");
-        assert!(text.contains(why), "{name}: reason must mention {why:?}: {text}");
+        assert!(
+            text.contains(why),
+            "{name}: reason must mention {why:?}: {text}"
+        );
     }
     // Nothing was written: not even the valid items of the refused batches.
     let got = cluster.node(0).get_json("/graph/entities/ok", T).unwrap();
     assert_eq!(got["error"]["status"], 404, "{got}");
     let shards = cluster.node(0).get_json("/cluster/shards", T).unwrap();
-    let total: u64 = shards["copies"].as_array().unwrap().iter().map(|c| c["entities"].as_u64().unwrap_or(0)).sum();
+    let total: u64 = shards["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["entities"].as_u64().unwrap_or(0))
+        .sum();
     assert_eq!(total, 0, "{shards}");
     // A good NDJSON body is accepted.
     let (status, text) = raw("{\"entity\": {\"id\": \"ok\", \"embedding\": [1,2,3,4]}}\n{\"relation\": {\"id\": \"r\", \"source\": \"ok\", \"target\": \"later\"}}\n", "application/x-ndjson");
     assert_eq!(status, 200, "{text}");
     let got = cluster.node(0).get_json("/graph/entities/ok", T).unwrap();
-    assert_eq!(got["relations"][0]["target"], "later", "a relation to a missing entity is kept (stub): {got}");
-    let (code, _) = torua_bench::post_json(&url, &json!({"entities": [{"id": "later", "title": "arrived"}]}), T).unwrap();
+    assert_eq!(
+        got["relations"][0]["target"], "later",
+        "a relation to a missing entity is kept (stub): {got}"
+    );
+    let (code, _) = torua_bench::post_json(
+        &url,
+        &json!({"entities": [{"id": "later", "title": "arrived"}]}),
+        T,
+    )
+    .unwrap();
     assert_eq!(code, 200);
-    let got = cluster.node(0).get_json("/graph/entities/later", T).unwrap();
-    assert_eq!(got["entity"]["title"], "arrived", "the stub is filled in: {got}");
+    let got = cluster
+        .node(0)
+        .get_json("/graph/entities/later", T)
+        .unwrap();
+    assert_eq!(
+        got["entity"]["title"], "arrived",
+        "the stub is filled in: {got}"
+    );
     assert_eq!(got["relations"][0]["source"], "ok");
     // Deleting an entity removes its relations everywhere.
-    let resp = ureq::delete(&cluster.node(0).url("/graph/entities/ok")).timeout(T).call().unwrap();
+    let resp = ureq::delete(&cluster.node(0).url("/graph/entities/ok"))
+        .timeout(T)
+        .call()
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let got = cluster.node(0).get_json("/graph/entities/later", T).unwrap();
+    let got = cluster
+        .node(0)
+        .get_json("/graph/entities/later", T)
+        .unwrap();
     assert_eq!(got["relations"].as_array().map(Vec::len), Some(0), "{got}");
-    assert_eq!(cluster.node(0).get_json("/graph/entities/ok", T).unwrap()["error"]["status"], 404);
+    assert_eq!(
+        cluster.node(0).get_json("/graph/entities/ok", T).unwrap()["error"]["status"],
+        404
+    );
 }

@@ -303,7 +303,11 @@ fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
     // SIGSTOP: the coordinator's sockets stay open but nothing answers (a hung process).
     cluster.node_mut(0).pause();
     // Make sure it has stopped: its own /health no longer answers.
-    while cluster.node(0).get_json("/health", Duration::from_millis(300)).is_ok() {
+    while cluster
+        .node(0)
+        .get_json("/health", Duration::from_millis(300))
+        .is_ok()
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     let started = Instant::now();

@@ -97,7 +97,9 @@ pub async fn best_health(state: &AppState) -> ClusterHealth {
         // One request in flight at a time; the others wait for it and reuse its answer.
         let mut cached = state.health_cache.lock().await;
         if let Some((at, h)) = cached.as_ref() {
-            if at.elapsed() < COORDINATOR_ANSWER_TTL && h.coordinator.as_deref() == view.coordinator.as_ref().map(|c| c.as_str()) {
+            if at.elapsed() < COORDINATOR_ANSWER_TTL
+                && h.coordinator.as_deref() == view.coordinator.as_ref().map(|c| c.as_str())
+            {
                 return h.clone();
             }
         }
@@ -117,10 +119,25 @@ const COORDINATOR_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
     let view = view.clone();
-    let coordinator = view.coordinator.as_ref().map(|c| (c.as_str().to_string(), view.member(c).map(|m| m.generation)));
-    if let Some((at, who, error)) = state.coordinator_failure.lock().expect("failure lock").clone() {
+    let coordinator = view
+        .coordinator
+        .as_ref()
+        .map(|c| (c.as_str().to_string(), view.member(c).map(|m| m.generation)));
+    if let Some((at, who, error)) = state
+        .coordinator_failure
+        .lock()
+        .expect("failure lock")
+        .clone()
+    {
         if at.elapsed() < COORDINATOR_RETRY_AFTER && Some(&who) == coordinator.as_ref() {
-            return local_with_note(state, &view, format!("{error} (less than {} ms ago; not asked again yet)", COORDINATOR_RETRY_AFTER.as_millis()));
+            return local_with_note(
+                state,
+                &view,
+                format!(
+                    "{error} (less than {} ms ago; not asked again yet)",
+                    COORDINATOR_RETRY_AFTER.as_millis()
+                ),
+            );
         }
     }
     let result = match ask_coordinator(state, &PeerRequest::ClusterHealth).await {
@@ -134,13 +151,18 @@ async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
         Err(e) => e,
     };
     if let Some(who) = coordinator {
-        *state.coordinator_failure.lock().expect("failure lock") = Some((std::time::Instant::now(), who, result.clone()));
+        *state.coordinator_failure.lock().expect("failure lock") =
+            Some((std::time::Instant::now(), who, result.clone()));
     }
     local_with_note(state, &view, result)
 }
 
 fn local_with_note(state: &AppState, view: &ClusterView, note: String) -> ClusterHealth {
-    let mut h = cluster_health::with_shards(cluster_health::local(view), view, state.shard_map.get().as_ref());
+    let mut h = cluster_health::with_shards(
+        cluster_health::local(view),
+        view,
+        state.shard_map.get().as_ref(),
+    );
     h.coordinator_error = Some(note);
     h
 }

@@ -22,7 +22,8 @@ pub const MAX_INGEST_BYTES: usize = 64 << 20;
 
 fn busy(reason: String) -> Response {
     let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, reason).into_response();
-    r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("header"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, "1".parse().expect("header"));
     r
 }
 
@@ -33,26 +34,40 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, String> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("ndjson"));
     if !ndjson {
-        return serde_json::from_slice::<Batch>(body).map_err(|e| format!("malformed JSON batch: {e}"));
+        return serde_json::from_slice::<Batch>(body)
+            .map_err(|e| format!("malformed JSON batch: {e}"));
     }
     let mut batch = Batch::default();
     for (n, line) in body.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value: serde_json::Map<String, Value> =
-            serde_json::from_slice(line).map_err(|e| format!("line {}: malformed JSON: {e}", n + 1))?;
+        let value: serde_json::Map<String, Value> = serde_json::from_slice(line)
+            .map_err(|e| format!("line {}: malformed JSON: {e}", n + 1))?;
         if value.len() != 1 {
-            return Err(format!("line {}: expected one key (entity, relation, chunk, community or document)", n + 1));
+            return Err(format!(
+                "line {}: expected one key (entity, relation, chunk, community or document)",
+                n + 1
+            ));
         }
         let (kind, item) = value.into_iter().next().expect("one entry");
         let bad = |e: serde_json::Error| format!("line {}: {kind}: {e}", n + 1);
         match kind.as_str() {
-            "entity" => batch.entities.push(serde_json::from_value(item).map_err(bad)?),
-            "relation" => batch.relations.push(serde_json::from_value(item).map_err(bad)?),
-            "chunk" => batch.chunks.push(serde_json::from_value(item).map_err(bad)?),
-            "community" => batch.communities.push(serde_json::from_value(item).map_err(bad)?),
-            "document" => batch.documents.push(serde_json::from_value(item).map_err(bad)?),
+            "entity" => batch
+                .entities
+                .push(serde_json::from_value(item).map_err(bad)?),
+            "relation" => batch
+                .relations
+                .push(serde_json::from_value(item).map_err(bad)?),
+            "chunk" => batch
+                .chunks
+                .push(serde_json::from_value(item).map_err(bad)?),
+            "community" => batch
+                .communities
+                .push(serde_json::from_value(item).map_err(bad)?),
+            "document" => batch
+                .documents
+                .push(serde_json::from_value(item).map_err(bad)?),
             other => return Err(format!("line {}: unknown kind {other:?}", n + 1)),
         }
     }
@@ -62,14 +77,19 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, String> {
 pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let Ok(_permit) = state.ingest_permits.clone().try_acquire_owned() else {
-        return busy("too many ingest requests in flight on this node; retry after a second".into());
+        return busy(
+            "too many ingest requests in flight on this node; retry after a second".into(),
+        );
     };
     let batch = match parse(&headers, &body) {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(e).into_response(),
     };
     if batch.is_empty() {
-        return ApiError::bad_request("empty batch: give entities, relations, chunks, communities or documents").into_response();
+        return ApiError::bad_request(
+            "empty batch: give entities, relations, chunks, communities or documents",
+        )
+        .into_response();
     }
     let errors = batch.validate(state.storage.embedding_dim());
     if !errors.is_empty() {
@@ -78,8 +98,13 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
     let Some(map) = state.shard_map.get() else {
-        let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)").into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("header"));
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, "1".parse().expect("header"));
         return r;
     };
     let counts = json!({
@@ -94,25 +119,42 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         tasks.spawn(async move {
             let op = WriteOp::Upsert(part);
             let result = route_write(&state, shard, &op, deadline).await;
-            let WriteOp::Upsert(part) = op else { unreachable!() };
+            let WriteOp::Upsert(part) = op else {
+                unreachable!()
+            };
             (shard, part, result)
         });
     }
     let mut failed: Vec<ItemError> = Vec::new();
     let mut busy_shards = 0;
     while let Some(done) = tasks.join_next().await {
-        let Ok((shard, part, result)) = done else { continue };
+        let Ok((shard, part, result)) = done else {
+            continue;
+        };
         if let Err(reason) = result {
             if reason.contains("busy") {
                 busy_shards += 1;
             }
             let reason = format!("shard {shard}: {reason}");
-            let mut add = |kind: Kind, id: &str| failed.push(ItemError { kind, index: 0, id: id.to_string(), reason: reason.clone() });
+            let mut add = |kind: Kind, id: &str| {
+                failed.push(ItemError {
+                    kind,
+                    index: 0,
+                    id: id.to_string(),
+                    reason: reason.clone(),
+                })
+            };
             part.entities.iter().for_each(|e| add(Kind::Entity, &e.id));
-            part.relations.iter().for_each(|r| add(Kind::Relation, &r.id));
+            part.relations
+                .iter()
+                .for_each(|r| add(Kind::Relation, &r.id));
             part.chunks.iter().for_each(|c| add(Kind::Chunk, &c.id));
-            part.communities.iter().for_each(|c| add(Kind::Community, &c.id));
-            part.documents.iter().for_each(|d| add(Kind::Document, &d.id));
+            part.communities
+                .iter()
+                .for_each(|c| add(Kind::Community, &c.id));
+            part.documents
+                .iter()
+                .for_each(|d| add(Kind::Document, &d.id));
         }
     }
     failed.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
@@ -133,33 +175,61 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
     });
     let mut response = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("header"));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, "1".parse().expect("header"));
     }
     response
 }
 
-pub async fn get_entity(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
+pub async fn get_entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let map = state
+        .shard_map
+        .get()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
     let shard = shard_of(&id, map.shards);
     match route_get_entity(&state, shard, &id).await {
-        Ok(Some(rec)) => Ok(Json(json!({"entity": rec.entity, "relations": rec.relations, "shard": shard}))),
-        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no entity with id {id:?}"))),
+        Ok(Some(rec)) => Ok(Json(
+            json!({"entity": rec.entity, "relations": rec.relations, "shard": shard}),
+        )),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no entity with id {id:?}"),
+        )),
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
     }
 }
 
-pub async fn get_chunk(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
+pub async fn get_chunk(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let map = state
+        .shard_map
+        .get()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
     let shard = shard_of(&id, map.shards);
     match crate::replication::route_get_chunk(&state, shard, &id).await {
         Ok(Some(chunk)) => Ok(Json(json!({"chunk": chunk, "shard": shard}))),
-        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no chunk with id {id:?}"))),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no chunk with id {id:?}"),
+        )),
         Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
     }
 }
 
-pub async fn delete_entity(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
+pub async fn delete_entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let map = state
+        .shard_map
+        .get()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
     let shard = shard_of(&id, map.shards);
     let record = route_get_entity(&state, shard, &id)
         .await
@@ -180,26 +250,49 @@ pub async fn delete_entity(State(state): State<AppState>, Path(id): Path<String>
     for s in others {
         route_write(&state, s, &WriteOp::DeleteRelationsOf(id.clone()), deadline)
             .await
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("shard {s}: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("shard {s}: {e}"))
+            })?;
     }
     route_write(&state, shard, &WriteOp::DeleteEntity(id.clone()), deadline)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("shard {shard}: {e}")))?;
-    Ok(Json(json!({"deleted": id, "relations": record.relations.len()})))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("shard {shard}: {e}"),
+            )
+        })?;
+    Ok(Json(
+        json!({"deleted": id, "relations": record.relations.len()}),
+    ))
 }
 
 /// Every shard copy: node, primary or replica, in sync or not, counts and size.
 pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let map = state.shard_map.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet: the cluster is still forming"))?;
+    let map = state.shard_map.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no shard map yet: the cluster is still forming",
+        )
+    })?;
     let view = state.cluster.view();
     let mut stats: BTreeMap<String, BTreeMap<u32, crate::storage::ShardStats>> = BTreeMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for m in view.live_members() {
-        let Some(addr) = m.peer_addr.clone() else { continue };
+        let Some(addr) = m.peer_addr.clone() else {
+            continue;
+        };
         let id = m.node_id.as_str().to_string();
         let state = state.clone();
         tasks.spawn(async move {
-            let r = crate::peer::call(&state, &id, &addr, &PeerRequest::ShardStats, std::time::Duration::from_secs(3)).await;
+            let r = crate::peer::call(
+                &state,
+                &id,
+                &addr,
+                &PeerRequest::ShardStats,
+                std::time::Duration::from_secs(3),
+            )
+            .await;
             (id, r)
         });
     }
@@ -227,5 +320,7 @@ pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             }));
         }
     }
-    Ok(Json(json!({"version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas, "copies": copies})))
+    Ok(Json(
+        json!({"version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas, "copies": copies}),
+    ))
 }

@@ -38,9 +38,14 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster/shards", get(graph::shards))
         .route(
             "/graph/ingest",
-            post(graph::ingest).layer(axum::extract::DefaultBodyLimit::max(graph::MAX_INGEST_BYTES)),
+            post(graph::ingest).layer(axum::extract::DefaultBodyLimit::max(
+                graph::MAX_INGEST_BYTES,
+            )),
         )
-        .route("/graph/entities/{id}", get(graph::get_entity).delete(graph::delete_entity))
+        .route(
+            "/graph/entities/{id}",
+            get(graph::get_entity).delete(graph::delete_entity),
+        )
         .route("/graph/chunks/{id}", get(graph::get_chunk))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)

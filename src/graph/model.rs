@@ -137,7 +137,11 @@ pub struct ItemError {
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.entities.len() + self.relations.len() + self.chunks.len() + self.communities.len() + self.documents.len()
+        self.entities.len()
+            + self.relations.len()
+            + self.chunks.len()
+            + self.communities.len()
+            + self.documents.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -166,7 +170,12 @@ impl Batch {
                 problem
             };
             if let Some(reason) = reason {
-                errors.push(ItemError { kind, index, id: id.chars().take(80).collect(), reason });
+                errors.push(ItemError {
+                    kind,
+                    index,
+                    id: id.chars().take(80).collect(),
+                    reason,
+                });
             }
         };
         for (i, e) in self.entities.iter().enumerate() {
@@ -198,9 +207,16 @@ impl Batch {
         }
         for (i, c) in self.communities.iter().enumerate() {
             let problem = text_problem(&[("title", &c.title), ("parent", &c.parent)], MAX_ID_BYTES)
-                .or_else(|| text_problem(&[("summary", &c.summary), ("full_content", &c.full_content)], MAX_TEXT_BYTES))
+                .or_else(|| {
+                    text_problem(
+                        &[("summary", &c.summary), ("full_content", &c.full_content)],
+                        MAX_TEXT_BYTES,
+                    )
+                })
                 .or_else(|| list_problem("entity_ids", &c.entity_ids))
-                .or_else(|| (!c.rank.is_finite()).then(|| "rank must be a finite number".to_string()));
+                .or_else(|| {
+                    (!c.rank.is_finite()).then(|| "rank must be a finite number".to_string())
+                });
             check(Kind::Community, i, &c.id, problem);
         }
         for (i, d) in self.documents.iter().enumerate() {
@@ -222,7 +238,10 @@ fn text_problem(fields: &[(&str, &String)], max: usize) -> Option<String> {
 
 fn list_problem(name: &str, list: &[String]) -> Option<String> {
     if list.len() > MAX_LIST {
-        return Some(format!("{name} has {} entries; at most {MAX_LIST}", list.len()));
+        return Some(format!(
+            "{name} has {} entries; at most {MAX_LIST}",
+            list.len()
+        ));
     }
     list.iter()
         .find(|v| v.len() > MAX_ID_BYTES)
@@ -235,9 +254,15 @@ fn embedding_problem(embedding: &Option<Vec<f32>>, dim: usize) -> Option<String>
         return Some("embeddings are disabled on this cluster (TORUA_EMBEDDING_DIM=0)".into());
     }
     if v.len() != dim {
-        return Some(format!("embedding has {} dimensions; this cluster uses TORUA_EMBEDDING_DIM={dim}", v.len()));
+        return Some(format!(
+            "embedding has {} dimensions; this cluster uses TORUA_EMBEDDING_DIM={dim}",
+            v.len()
+        ));
     }
-    v.iter().all(|x| x.is_finite()).then_some(()).map_or(Some("embedding contains NaN or infinity".into()), |_| None)
+    v.iter()
+        .all(|x| x.is_finite())
+        .then_some(())
+        .map_or(Some("embedding contains NaN or infinity".into()), |_| None)
 }
 
 #[cfg(test)]
@@ -259,23 +284,40 @@ mod tests {
 
     #[test]
     fn bad_items_are_named_with_their_reason() {
-        let mut b = Batch::default();
-        b.entities = vec![entity("a"), entity(""), Entity { embedding: Some(vec![1.0; 3]), ..entity("c") }];
-        b.relations = vec![Relation {
-            id: "r".into(),
-            source: "a".into(),
-            target: String::new(),
-            description: String::new(),
-            weight: 1.0,
-            text_unit_ids: vec![],
-        }];
+        let b = Batch {
+            entities: vec![
+                entity("a"),
+                entity(""),
+                Entity {
+                    embedding: Some(vec![1.0; 3]),
+                    ..entity("c")
+                },
+            ],
+            relations: vec![Relation {
+                id: "r".into(),
+                source: "a".into(),
+                target: String::new(),
+                description: String::new(),
+                weight: 1.0,
+                text_unit_ids: vec![],
+            }],
+            ..Batch::default()
+        };
         let errors = b.validate(4);
-        let got: Vec<(Kind, usize, &str)> = errors.iter().map(|e| (e.kind, e.index, e.reason.as_str())).collect();
+        let got: Vec<(Kind, usize, &str)> = errors
+            .iter()
+            .map(|e| (e.kind, e.index, e.reason.as_str()))
+            .collect();
         assert_eq!(got.len(), 3, "{errors:?}");
         assert_eq!(got[0], (Kind::Entity, 1, "missing id"));
         assert!(got[1].2.contains("TORUA_EMBEDDING_DIM=4"));
         assert!(got[2].2.contains("source and target"));
-        assert!(Batch { entities: vec![entity("ok")], ..Batch::default() }.validate(4).is_empty());
+        assert!(Batch {
+            entities: vec![entity("ok")],
+            ..Batch::default()
+        }
+        .validate(4)
+        .is_empty());
     }
 
     #[test]

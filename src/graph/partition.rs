@@ -18,7 +18,9 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(FNV_OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
+    bytes.iter().fold(FNV_OFFSET, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 pub fn shard_of(id: &str, shards: u32) -> u32 {
@@ -29,7 +31,10 @@ pub fn shard_of(id: &str, shards: u32) -> u32 {
 pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
     let mut out: BTreeMap<u32, Batch> = BTreeMap::new();
     for e in batch.entities {
-        out.entry(shard_of(&e.id, shards)).or_default().entities.push(e);
+        out.entry(shard_of(&e.id, shards))
+            .or_default()
+            .entities
+            .push(e);
     }
     for r in batch.relations {
         let a = shard_of(&r.source, shards);
@@ -40,13 +45,22 @@ pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
         out.entry(a).or_default().relations.push(r);
     }
     for c in batch.chunks {
-        out.entry(shard_of(&c.id, shards)).or_default().chunks.push(c);
+        out.entry(shard_of(&c.id, shards))
+            .or_default()
+            .chunks
+            .push(c);
     }
     for c in batch.communities {
-        out.entry(shard_of(&c.id, shards)).or_default().communities.push(c);
+        out.entry(shard_of(&c.id, shards))
+            .or_default()
+            .communities
+            .push(c);
     }
     for d in batch.documents {
-        out.entry(shard_of(&d.id, shards)).or_default().documents.push(d);
+        out.entry(shard_of(&d.id, shards))
+            .or_default()
+            .documents
+            .push(d);
     }
     out
 }
@@ -68,7 +82,11 @@ mod tests {
     fn relations_go_to_both_endpoint_shards() {
         let shards = 16;
         let (s, t) = ("alice", "bob");
-        assert_ne!(shard_of(s, shards), shard_of(t, shards), "pick ids in different shards");
+        assert_ne!(
+            shard_of(s, shards),
+            shard_of(t, shards),
+            "pick ids in different shards"
+        );
         let rel = Relation {
             id: "r1".into(),
             source: s.into(),
@@ -77,8 +95,16 @@ mod tests {
             weight: 1.0,
             text_unit_ids: vec![],
         };
-        let parts = split(Batch { relations: vec![rel], ..Batch::default() }, shards);
+        let parts = split(
+            Batch {
+                relations: vec![rel],
+                ..Batch::default()
+            },
+            shards,
+        );
         assert_eq!(parts.len(), 2);
-        assert!(parts.contains_key(&shard_of(s, shards)) && parts.contains_key(&shard_of(t, shards)));
+        assert!(
+            parts.contains_key(&shard_of(s, shards)) && parts.contains_key(&shard_of(t, shards))
+        );
     }
 }

@@ -86,16 +86,24 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             }
         }
         PeerRequest::InstallMap(map) => crate::shard_coordinator::install(ctx, map),
-        PeerRequest::MarkStale { shard, node } => match crate::shard_coordinator::mark_stale(ctx, shard, &node) {
-            Ok(map) => {
-                crate::shard_coordinator::push(ctx, map).await;
-                PeerResponse::MapInstalled { accepted: true }
+        PeerRequest::MarkStale { shard, node } => {
+            match crate::shard_coordinator::mark_stale(ctx, shard, &node) {
+                Ok(map) => {
+                    crate::shard_coordinator::push(ctx, map).await;
+                    PeerResponse::MapInstalled { accepted: true }
+                }
+                Err(e) => PeerResponse::Failed(e),
             }
-            Err(e) => PeerResponse::Failed(e),
-        },
-        PeerRequest::ShardWrite { shard, op } => crate::replication::primary_write(ctx, shard, op).await,
-        PeerRequest::Replicate { shard, seq, op } => crate::replication::replica_write(ctx, shard, seq, op).await,
-        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. } if !ctx.holds_copy(&request) => {
+        }
+        PeerRequest::ShardWrite { shard, op } => {
+            crate::replication::primary_write(ctx, shard, op).await
+        }
+        PeerRequest::Replicate { shard, seq, op } => {
+            crate::replication::replica_write(ctx, shard, seq, op).await
+        }
+        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. }
+            if !ctx.holds_copy(&request) =>
+        {
             PeerResponse::Failed("this node holds no copy of that shard in its shard map".into())
         }
         PeerRequest::GetEntity { shard, id } => match ctx.storage.open(shard).await {
@@ -116,13 +124,15 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         PeerRequest::RequestInSync { shard, applied_seq } => {
             crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq).await
         }
-        PeerRequest::AddInSync { shard, node } => match crate::shard_coordinator::add_in_sync(ctx, shard, &node) {
-            Ok(map) => {
-                crate::shard_coordinator::push(ctx, map).await;
-                PeerResponse::MapInstalled { accepted: true }
+        PeerRequest::AddInSync { shard, node } => {
+            match crate::shard_coordinator::add_in_sync(ctx, shard, &node) {
+                Ok(map) => {
+                    crate::shard_coordinator::push(ctx, map).await;
+                    PeerResponse::MapInstalled { accepted: true }
+                }
+                Err(e) => PeerResponse::Failed(e),
             }
-            Err(e) => PeerResponse::Failed(e),
-        },
+        }
         PeerRequest::ShardStats => {
             let mut out = Vec::new();
             for shard in ctx.storage.on_disk() {
@@ -156,15 +166,26 @@ pub fn call<'a>(
         if node_id == ctx.node_id().as_str() {
             return tokio::time::timeout(timeout, handle(ctx, node_id, request.clone()))
                 .await
-                .map_err(|_| format!("no answer from this node within {} ms", timeout.as_millis()));
+                .map_err(|_| {
+                    format!("no answer from this node within {} ms", timeout.as_millis())
+                });
         }
         let addr = resolve(peer_addr)?;
         let started = Instant::now();
         // The transport bounds connect and request separately; bound the sum too.
-        match tokio::time::timeout(timeout, ctx.endpoint.request::<_, PeerResponse>(addr, request, Some(timeout))).await {
+        match tokio::time::timeout(
+            timeout,
+            ctx.endpoint
+                .request::<_, PeerResponse>(addr, request, Some(timeout)),
+        )
+        .await
+        {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(format!("{node_id} at {peer_addr}: {e}")),
-            Err(_) => Err(format!("{node_id} at {peer_addr}: no answer within {} ms", started.elapsed().as_millis())),
+            Err(_) => Err(format!(
+                "{node_id} at {peer_addr}: no answer within {} ms",
+                started.elapsed().as_millis()
+            )),
         }
     })
 }

@@ -66,10 +66,16 @@ pub enum PeerResponse {
     Delivered,
     /// The request was understood but refused or failed; the text says why.
     Failed(String),
-    MapInstalled { accepted: bool },
-    Written { seq: u64 },
+    MapInstalled {
+        accepted: bool,
+    },
+    Written {
+        seq: u64,
+    },
     /// The receiver is not the primary in its map (of this version): refresh and retry.
-    NotPrimary { map_version: u64 },
+    NotPrimary {
+        map_version: u64,
+    },
     Replicated,
     Entity(Option<EntityRecord>),
     Stats(Vec<(u32, ShardStats)>),
@@ -230,7 +236,10 @@ mod tests {
                     answered_by: cluster_id,
                     source: "coordinator".into(),
                     coordinator_error: coordinator,
-                    shards: term.map(|t| crate::cluster_health::ShardCounts { total_shards: t as u32, ..Default::default() }),
+                    shards: term.map(|t| crate::cluster_health::ShardCounts {
+                        total_shards: t as u32,
+                        ..Default::default()
+                    }),
                     nodes: vec![NodeHealth {
                         id: "node-1".into(),
                         state: "ready".into(),

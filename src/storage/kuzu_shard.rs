@@ -60,12 +60,22 @@ impl KuzuShard {
         let (tx, rx) = mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
         let thread_db = db.clone();
         let thread_applied = applied.clone();
-        let name = format!("kuzu-writer-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let name = format!(
+            "kuzu-writer-{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
         std::thread::Builder::new()
             .name(name)
             .spawn(move || writer_loop(thread_db, rx, thread_applied))
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
-        Ok(KuzuShard { path: path.to_path_buf(), db, writer: tx, applied })
+        Ok(KuzuShard {
+            path: path.to_path_buf(),
+            db,
+            writer: tx,
+            applied,
+        })
     }
 
     /// Highest sequence number committed to this copy.
@@ -79,11 +89,16 @@ impl KuzuShard {
         match self.writer.try_send(WriteJob { seq, op, reply }) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(_)) => {
-                return Err(format!("busy: {WRITE_QUEUE} writes already queued for this shard; retry later"))
+                return Err(format!(
+                    "busy: {WRITE_QUEUE} writes already queued for this shard; retry later"
+                ))
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err("the shard's writer has stopped".into()),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err("the shard's writer has stopped".into())
+            }
         }
-        done.await.map_err(|_| "the shard's writer stopped before committing".to_string())?
+        done.await
+            .map_err(|_| "the shard's writer stopped before committing".to_string())?
     }
 
     pub async fn get_entity(&self, id: String) -> Result<Option<EntityRecord>, String> {
@@ -96,7 +111,9 @@ impl KuzuShard {
 
     pub async fn stats(&self) -> Result<ShardStats, String> {
         let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
-            + std::fs::metadata(self.path.with_extension("kz.wal")).map(|m| m.len()).unwrap_or(0);
+            + std::fs::metadata(self.path.with_extension("kz.wal"))
+                .map(|m| m.len())
+                .unwrap_or(0);
         let applied = self.applied_seq();
         self.read(move |conn| {
             let count = |q: &str| -> Result<u64, String> {
@@ -134,7 +151,11 @@ impl KuzuShard {
 }
 
 fn schema(dim: usize) -> Vec<String> {
-    let emb = if dim > 0 { format!(", embedding FLOAT[{dim}]") } else { String::new() };
+    let emb = if dim > 0 {
+        format!(", embedding FLOAT[{dim}]")
+    } else {
+        String::new()
+    };
     vec![
         format!(
             "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
@@ -170,7 +191,9 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteJob>, applied: Arc<Ato
         Err(e) => {
             tracing::error!(error = %e, "cannot open a writer connection; this shard refuses writes");
             for job in rx {
-                let _ = job.reply.send(Err(format!("shard writer unavailable: {e}")));
+                let _ = job
+                    .reply
+                    .send(Err(format!("shard writer unavailable: {e}")));
             }
             return;
         }
@@ -207,7 +230,11 @@ fn commit(conn: &Connection, jobs: &[WriteJob], applied: &AtomicU64) -> Result<(
             apply(conn, &job.op)?;
             max_seq = max_seq.max(job.seq);
         }
-        run(conn, "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v", vec![("v", Value::Int64(max_seq as i64))])?;
+        run(
+            conn,
+            "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v",
+            vec![("v", Value::Int64(max_seq as i64))],
+        )?;
         Ok(max_seq)
     })();
     match result {
@@ -229,20 +256,36 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<(), String> {
         WriteOp::DeleteEntity(id) => {
             // Relations go with it; a stub stays if the entity's relations live on (they do not: the
             // entity's relations are deleted in every shard by the same request).
-            run(conn, "MATCH (e:Entity {id: $id}) DETACH DELETE e", vec![("id", s(id))])?;
+            run(
+                conn,
+                "MATCH (e:Entity {id: $id}) DETACH DELETE e",
+                vec![("id", s(id))],
+            )?;
             Ok(())
         }
         WriteOp::DeleteRelationsOf(id) => {
             // In a shard where `id` is a stub: drop its relations and the stub.
-            run(conn, "MATCH (e:Entity {id: $id}) WHERE e.stub = true DETACH DELETE e", vec![("id", s(id))])?;
+            run(
+                conn,
+                "MATCH (e:Entity {id: $id}) WHERE e.stub = true DETACH DELETE e",
+                vec![("id", s(id))],
+            )?;
             Ok(())
         }
     }
 }
 
-fn run(conn: &Connection, query: &str, params: Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, String> {
-    let mut stmt = conn.prepare(query).map_err(|e| format!("{e} (in {query})"))?;
-    let result = conn.execute(&mut stmt, params).map_err(|e| format!("{e}"))?;
+fn run(
+    conn: &Connection,
+    query: &str,
+    params: Vec<(&str, Value)>,
+) -> Result<Vec<Vec<Value>>, String> {
+    let mut stmt = conn
+        .prepare(query)
+        .map_err(|e| format!("{e} (in {query})"))?;
+    let result = conn
+        .execute(&mut stmt, params)
+        .map_err(|e| format!("{e}"))?;
     Ok(result.collect())
 }
 
@@ -303,27 +346,47 @@ fn as_floats(v: &Value) -> Option<Vec<f32>> {
 
 /// A list of structs as one parameter (for `UNWIND $rows AS r`).
 fn rows(fields: &[(&str, LogicalType)], values: Vec<Vec<Value>>) -> Value {
-    let ty = LogicalType::Struct { fields: fields.iter().map(|(n, t)| (n.to_string(), t.clone())).collect() };
+    let ty = LogicalType::Struct {
+        fields: fields
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect(),
+    };
     Value::List(
         ty,
         values
             .into_iter()
-            .map(|vals| Value::Struct(fields.iter().map(|(n, _)| n.to_string()).zip(vals).collect()))
+            .map(|vals| {
+                Value::Struct(
+                    fields
+                        .iter()
+                        .map(|(n, _)| n.to_string())
+                        .zip(vals)
+                        .collect(),
+                )
+            })
             .collect(),
     )
 }
 
 fn string_list() -> LogicalType {
-    LogicalType::List { child_type: Box::new(LogicalType::String) }
+    LogicalType::List {
+        child_type: Box::new(LogicalType::String),
+    }
 }
 
 fn float_list() -> LogicalType {
-    LogicalType::List { child_type: Box::new(LogicalType::Float) }
+    LogicalType::List {
+        child_type: Box::new(LogicalType::Float),
+    }
 }
 
 fn embedding_value(e: &Option<Vec<f32>>) -> Value {
     match e {
-        Some(v) => Value::List(LogicalType::Float, v.iter().map(|x| Value::Float(*x)).collect()),
+        Some(v) => Value::List(
+            LogicalType::Float,
+            v.iter().map(|x| Value::Float(*x)).collect(),
+        ),
         None => Value::Null(float_list()),
     }
 }
@@ -335,7 +398,10 @@ fn existing(conn: &Connection, table: &str, ids: &[&str]) -> Result<HashSet<Stri
     }
     let list = Value::List(LogicalType::String, ids.iter().map(|i| s(i)).collect());
     let q = format!("UNWIND $ids AS i MATCH (n:{table} {{id: i}}) RETURN n.id");
-    Ok(run(conn, &q, vec![("ids", list)])?.iter().map(|r| as_string(&r[0])).collect())
+    Ok(run(conn, &q, vec![("ids", list)])?
+        .iter()
+        .map(|r| as_string(&r[0]))
+        .collect())
 }
 
 fn upsert(conn: &Connection, b: &Batch) -> Result<(), String> {
@@ -344,28 +410,80 @@ fn upsert(conn: &Connection, b: &Batch) -> Result<(), String> {
     upsert_simple(
         conn,
         "Chunk",
-        &[("id", LogicalType::String), ("text", LogicalType::String), ("n_tokens", LogicalType::Int64), ("document_id", LogicalType::String), ("entity_ids", string_list()), ("embedding", float_list())],
+        &[
+            ("id", LogicalType::String),
+            ("text", LogicalType::String),
+            ("n_tokens", LogicalType::Int64),
+            ("document_id", LogicalType::String),
+            ("entity_ids", string_list()),
+            ("embedding", float_list()),
+        ],
         b.chunks
             .iter()
-            .map(|c| (c.id.as_str(), vec![s(&c.id), s(&c.text), Value::Int64(c.n_tokens), s(&c.document_id), strings(&c.entity_ids), embedding_value(&c.embedding)]))
+            .map(|c| {
+                (
+                    c.id.as_str(),
+                    vec![
+                        s(&c.id),
+                        s(&c.text),
+                        Value::Int64(c.n_tokens),
+                        s(&c.document_id),
+                        strings(&c.entity_ids),
+                        embedding_value(&c.embedding),
+                    ],
+                )
+            })
             .collect(),
     )?;
     upsert_simple(
         conn,
         "Community",
-        &[("id", LogicalType::String), ("level", LogicalType::Int64), ("parent", LogicalType::String), ("title", LogicalType::String), ("entity_ids", string_list()), ("summary", LogicalType::String), ("full_content", LogicalType::String), ("rank", LogicalType::Double)],
+        &[
+            ("id", LogicalType::String),
+            ("level", LogicalType::Int64),
+            ("parent", LogicalType::String),
+            ("title", LogicalType::String),
+            ("entity_ids", string_list()),
+            ("summary", LogicalType::String),
+            ("full_content", LogicalType::String),
+            ("rank", LogicalType::Double),
+        ],
         b.communities
             .iter()
-            .map(|c| (c.id.as_str(), vec![s(&c.id), Value::Int64(c.level), s(&c.parent), s(&c.title), strings(&c.entity_ids), s(&c.summary), s(&c.full_content), Value::Double(c.rank)]))
+            .map(|c| {
+                (
+                    c.id.as_str(),
+                    vec![
+                        s(&c.id),
+                        Value::Int64(c.level),
+                        s(&c.parent),
+                        s(&c.title),
+                        strings(&c.entity_ids),
+                        s(&c.summary),
+                        s(&c.full_content),
+                        Value::Double(c.rank),
+                    ],
+                )
+            })
             .collect(),
     )?;
     upsert_simple(
         conn,
         "Document",
-        &[("id", LogicalType::String), ("title", LogicalType::String), ("text", LogicalType::String), ("text_unit_ids", string_list())],
+        &[
+            ("id", LogicalType::String),
+            ("title", LogicalType::String),
+            ("text", LogicalType::String),
+            ("text_unit_ids", string_list()),
+        ],
         b.documents
             .iter()
-            .map(|d| (d.id.as_str(), vec![s(&d.id), s(&d.title), s(&d.text), strings(&d.text_unit_ids)]))
+            .map(|d| {
+                (
+                    d.id.as_str(),
+                    vec![s(&d.id), s(&d.title), s(&d.text), strings(&d.text_unit_ids)],
+                )
+            })
             .collect(),
     )?;
     Ok(())
@@ -373,13 +491,21 @@ fn upsert(conn: &Connection, b: &Batch) -> Result<(), String> {
 
 /// Creates the rows whose id is new and overwrites the others, in two set-wise statements
 /// (per-row MERGE is two orders of magnitude slower in Kuzu).
-fn upsert_simple(conn: &Connection, table: &str, fields: &[(&str, LogicalType)], items: Vec<(&str, Vec<Value>)>) -> Result<(), String> {
+fn upsert_simple(
+    conn: &Connection,
+    table: &str,
+    fields: &[(&str, LogicalType)],
+    items: Vec<(&str, Vec<Value>)>,
+) -> Result<(), String> {
     if items.is_empty() {
         return Ok(());
     }
     let has_embedding_column = column_exists(conn, table, "embedding")?;
-    let fields: Vec<(&str, LogicalType)> =
-        fields.iter().filter(|(n, _)| *n != "embedding" || has_embedding_column).cloned().collect();
+    let fields: Vec<(&str, LogicalType)> = fields
+        .iter()
+        .filter(|(n, _)| *n != "embedding" || has_embedding_column)
+        .cloned()
+        .collect();
     let ids: Vec<&str> = dedup_last(&items);
     let found = existing(conn, table, &ids)?;
     let mut new_rows = Vec::new();
@@ -396,13 +522,24 @@ fn upsert_simple(conn: &Connection, table: &str, fields: &[(&str, LogicalType)],
             new_rows.push(vals);
         }
     }
-    let assign = |prefix: &str| fields.iter().map(|(n, _)| format!("{prefix}{n}: r.{n}")).collect::<Vec<_>>().join(", ");
+    let assign = |prefix: &str| {
+        fields
+            .iter()
+            .map(|(n, _)| format!("{prefix}{n}: r.{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if !new_rows.is_empty() {
         let q = format!("UNWIND $rows AS r CREATE (:{table} {{{}}})", assign(""));
         run(conn, &q, vec![("rows", rows(&fields, new_rows))])?;
     }
     if !old_rows.is_empty() {
-        let sets = fields.iter().filter(|(n, _)| *n != "id").map(|(n, _)| format!("n.{n} = r.{n}")).collect::<Vec<_>>().join(", ");
+        let sets = fields
+            .iter()
+            .filter(|(n, _)| *n != "id")
+            .map(|(n, _)| format!("n.{n} = r.{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let q = format!("UNWIND $rows AS r MATCH (n:{table} {{id: r.id}}) SET {sets}");
         run(conn, &q, vec![("rows", rows(&fields, old_rows))])?;
     }
@@ -411,11 +548,19 @@ fn upsert_simple(conn: &Connection, table: &str, fields: &[(&str, LogicalType)],
 
 fn dedup_last<'a>(items: &[(&'a str, Vec<Value>)]) -> Vec<&'a str> {
     let mut seen = HashSet::new();
-    items.iter().filter(|(id, _)| seen.insert(*id)).map(|(id, _)| *id).collect()
+    items
+        .iter()
+        .filter(|(id, _)| seen.insert(*id))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool, String> {
-    let rows = run(conn, &format!("CALL TABLE_INFO('{table}') RETURN name"), vec![])?;
+    let rows = run(
+        conn,
+        &format!("CALL TABLE_INFO('{table}') RETURN name"),
+        vec![],
+    )?;
     Ok(rows.iter().any(|r| as_string(&r[0]) == column))
 }
 
@@ -440,7 +585,17 @@ fn upsert_entities(conn: &Connection, entities: &[Entity]) -> Result<(), String>
             .map(|e| {
                 (
                     e.id.as_str(),
-                    vec![s(&e.id), s(&e.title), s(&e.kind), s(&e.description), strings(&e.text_unit_ids), Value::Int64(e.frequency), Value::Int64(e.degree), Value::Bool(false), embedding_value(&e.embedding)],
+                    vec![
+                        s(&e.id),
+                        s(&e.title),
+                        s(&e.kind),
+                        s(&e.description),
+                        strings(&e.text_unit_ids),
+                        Value::Int64(e.frequency),
+                        Value::Int64(e.degree),
+                        Value::Bool(false),
+                        embedding_value(&e.embedding),
+                    ],
                 )
             })
             .collect(),
@@ -452,11 +607,19 @@ fn upsert_relations(conn: &Connection, b: &Batch) -> Result<(), String> {
         return Ok(());
     }
     // Endpoints that do not exist yet become stubs (filled in when the entity arrives).
-    let mut endpoints: Vec<&str> = b.relations.iter().flat_map(|r| [r.source.as_str(), r.target.as_str()]).collect();
+    let mut endpoints: Vec<&str> = b
+        .relations
+        .iter()
+        .flat_map(|r| [r.source.as_str(), r.target.as_str()])
+        .collect();
     endpoints.sort_unstable();
     endpoints.dedup();
     let found = existing(conn, "Entity", &endpoints)?;
-    let stubs: Vec<Value> = endpoints.iter().filter(|id| !found.contains(**id)).map(|id| s(id)).collect();
+    let stubs: Vec<Value> = endpoints
+        .iter()
+        .filter(|id| !found.contains(**id))
+        .map(|id| s(id))
+        .collect();
     if !stubs.is_empty() {
         run(
             conn,
@@ -473,10 +636,21 @@ fn upsert_relations(conn: &Connection, b: &Batch) -> Result<(), String> {
         ("text_unit_ids", string_list()),
     ];
     let mut seen = HashSet::new();
-    let unique: Vec<&crate::graph::model::Relation> =
-        b.relations.iter().rev().filter(|r| seen.insert((r.id.as_str(), r.source.as_str(), r.target.as_str()))).collect();
+    let unique: Vec<&crate::graph::model::Relation> = b
+        .relations
+        .iter()
+        .rev()
+        .filter(|r| seen.insert((r.id.as_str(), r.source.as_str(), r.target.as_str())))
+        .collect();
     let values = |r: &crate::graph::model::Relation| {
-        vec![s(&r.id), s(&r.source), s(&r.target), s(&r.description), Value::Double(r.weight), strings(&r.text_unit_ids)]
+        vec![
+            s(&r.id),
+            s(&r.source),
+            s(&r.target),
+            s(&r.description),
+            Value::Double(r.weight),
+            strings(&r.text_unit_ids),
+        ]
     };
     // A relation is identified by (id, source, target).
     let all = rows(&fields, unique.iter().map(|r| values(r)).collect());
@@ -552,14 +726,21 @@ fn get_entity(conn: &Connection, id: &str) -> Result<Option<EntityRecord>, Strin
 }
 
 fn get_chunk(conn: &Connection, id: &str) -> Result<Option<Chunk>, String> {
-    let emb = if column_exists(conn, "Chunk", "embedding")? { ", c.embedding" } else { "" };
+    let emb = if column_exists(conn, "Chunk", "embedding")? {
+        ", c.embedding"
+    } else {
+        ""
+    };
     let q = format!("MATCH (c:Chunk {{id: $id}}) RETURN c.id, c.text, c.n_tokens, c.document_id, c.entity_ids{emb}");
-    Ok(run(conn, &q, vec![("id", s(id))])?.into_iter().next().map(|row| Chunk {
-        id: as_string(&row[0]),
-        text: as_string(&row[1]),
-        n_tokens: as_i64(&row[2]).unwrap_or(0),
-        document_id: as_string(&row[3]),
-        entity_ids: as_strings(&row[4]),
-        embedding: row.get(5).and_then(as_floats),
-    }))
+    Ok(run(conn, &q, vec![("id", s(id))])?
+        .into_iter()
+        .next()
+        .map(|row| Chunk {
+            id: as_string(&row[0]),
+            text: as_string(&row[1]),
+            n_tokens: as_i64(&row[2]).unwrap_or(0),
+            document_id: as_string(&row[3]),
+            entity_ids: as_strings(&row[4]),
+            embedding: row.get(5).and_then(as_floats),
+        }))
 }

@@ -70,9 +70,17 @@ const MIN_POOL: u64 = 64 << 20;
 
 impl StoreConfig {
     /// Splits `memory_mb` between `copies` databases.
-    pub fn for_budget(memory_mb: u64, copies: usize, max_db_gb: u64, embedding_dim: usize) -> StoreConfig {
+    pub fn for_budget(
+        memory_mb: u64,
+        copies: usize,
+        max_db_gb: u64,
+        embedding_dim: usize,
+    ) -> StoreConfig {
         let per = (memory_mb << 20) / copies.max(1) as u64;
-        let threads = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1).min(2);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1)
+            .min(2);
         StoreConfig {
             buffer_pool_bytes: per.max(MIN_POOL),
             max_db_size: (max_db_gb.max(1) << 30).next_power_of_two(),
@@ -94,9 +102,15 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub fn new(data_dir: &Path, memory_mb: u64, max_db_gb: u64, embedding_dim: usize) -> anyhow::Result<Storage> {
+    pub fn new(
+        data_dir: &Path,
+        memory_mb: u64,
+        max_db_gb: u64,
+        embedding_dim: usize,
+    ) -> anyhow::Result<Storage> {
         let dir = data_dir.join("shards");
-        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         Ok(Storage {
             dir,
             memory_mb,
@@ -123,7 +137,10 @@ impl Storage {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
-                name.strip_prefix("shard-")?.strip_suffix(".kz")?.parse().ok()
+                name.strip_prefix("shard-")?
+                    .strip_suffix(".kz")?
+                    .parse()
+                    .ok()
             })
             .collect();
         shards.sort_unstable();
@@ -145,13 +162,18 @@ impl Storage {
             return Ok(s);
         }
         let copies = *self.expected_copies.lock().expect("storage lock");
-        let config = StoreConfig::for_budget(self.memory_mb, copies, self.max_db_gb, self.embedding_dim);
+        let config =
+            StoreConfig::for_budget(self.memory_mb, copies, self.max_db_gb, self.embedding_dim);
         let mut open = self.open.lock().expect("storage lock");
         if let Some(s) = open.get(&shard) {
             return Ok(s.clone());
         }
         let store = Arc::new(KuzuShard::open(&self.path(shard), &config)?);
-        tracing::info!(shard, pool_mb = config.buffer_pool_bytes >> 20, "opened shard copy");
+        tracing::info!(
+            shard,
+            pool_mb = config.buffer_pool_bytes >> 20,
+            "opened shard copy"
+        );
         open.insert(shard, store.clone());
         Ok(store)
     }
@@ -169,6 +191,11 @@ impl Storage {
 
     /// Applied sequence number of every open copy.
     pub fn applied(&self) -> BTreeMap<u32, u64> {
-        self.open.lock().expect("storage lock").iter().map(|(s, db)| (*s, db.applied_seq())).collect()
+        self.open
+            .lock()
+            .expect("storage lock")
+            .iter()
+            .map(|(s, db)| (*s, db.applied_seq()))
+            .collect()
     }
 }
