@@ -76,7 +76,23 @@ bench_transport() {
   } 2>&1 | tee "$txt"
 }
 
-all_groups=(membership transport)
+# ---------------------------------------------------------------------------------------------------------
+# Graph store (issue 4): ingest vs one embedded Kuzu database loaded by COPY, point reads vs an embedded lookup
+# (about 40 minutes: torua's ingest slows down as shards grow, see bench/RESULTS.md). GRAPH_MAX_MINUTES caps
+# each torua ingest (default 15). See bench/src/bin/graph_bench.rs.
+bench_graph() {
+  need_bin graph_bench
+  if [[ -z "${TORUA_BIN:-}" ]]; then need_bin torua; fi
+  local bench="$bin_dir/graph_bench" json="$out/graph.jsonl" txt="$out/graph.txt" cap="${GRAPH_MAX_MINUTES:-15}"
+  {
+    "$bench" all --entities 10000 --relations 100000 --targets copy,unwind,single,cluster --json "$json"
+    "$bench" all --entities 40000 --relations 400000 --targets copy,cluster --max-minutes "$cap" --json "$json"
+    "$bench" ingest --entities 100000 --relations 1000000 --targets copy,cluster --max-minutes "$cap" --json "$json"
+    "$bench" statements --entities 100000 --relations 1000000 --json "$json"
+  } 2>&1 | tee "$txt"
+}
+
+all_groups=(membership transport graph)
 groups=("$@")
 if ((${#groups[@]} == 0)); then groups=("${all_groups[@]}"); fi
 
