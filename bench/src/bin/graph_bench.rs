@@ -857,10 +857,13 @@ fn bodies(g: &Graph, batch: usize) -> Result<(Bodies, Bodies)> {
     Ok((e, r))
 }
 
+/// How long one batch is retried before the ingest is declared failed.
+const GIVE_UP: Duration = Duration::from_secs(300);
+
 /// POSTs one body until it is acknowledged without errors; returns the number of retries.
 fn post_batch(agent: &ureq::Agent, url: &str, body: &[u8]) -> Result<usize> {
     let mut retries = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + GIVE_UP;
     loop {
         let (status, text) = match agent
             .post(url)
@@ -898,13 +901,14 @@ fn post_batch(agent: &ureq::Agent, url: &str, body: &[u8]) -> Result<usize> {
 }
 
 /// Sends the bodies with `clients` threads, thread k posting to node k mod n; no new batch is
-/// started after `deadline`. Returns (retries, items acknowledged).
+/// started after `deadline`, nor after a batch failed for good (see [`post_batch`]).
+/// Returns (retries, items acknowledged, the failure if any).
 fn post_all(
     urls: &[String],
     bodies: &[(usize, Vec<u8>)],
     clients: usize,
     deadline: Instant,
-) -> Result<(usize, usize)> {
+) -> (usize, usize, Option<String>) {
     let next = AtomicUsize::new(0);
     let retries = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -953,10 +957,11 @@ fn post_all(
             });
         }
     });
-    if let Some(e) = failure.into_inner().expect("lock") {
-        return Err(e);
-    }
-    Ok((retries.into_inner(), done.into_inner()))
+    let failure = failure
+        .into_inner()
+        .expect("lock")
+        .map(|e| format!("{e:#}"));
+    (retries.into_inner(), done.into_inner(), failure)
 }
 
 /// What /cluster/shards says after the ingest, checked against the data.
@@ -1043,12 +1048,16 @@ fn ingest_torua(
     ));
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(args.max_minutes * 60.0);
-    let (mut retries, entities_done) = post_all(&urls, &ebodies, args.clients, deadline)?;
+    let (mut retries, entities_done, mut failure) =
+        post_all(&urls, &ebodies, args.clients, deadline);
     let entities_s = t0.elapsed().as_secs_f64();
     log(format!("  entities done in {entities_s:.1} s"));
     let t1 = Instant::now();
-    let (r, relations_done) = post_all(&urls, &rbodies, args.clients, deadline)?;
-    retries += r;
+    let mut relations_done = 0;
+    if failure.is_none() {
+        let (r, done, f) = post_all(&urls, &rbodies, args.clients, deadline);
+        (retries, relations_done, failure) = (retries + r, done, f);
+    }
     let relations_s = t1.elapsed().as_secs_f64();
     let wall = t0.elapsed();
     log(format!("  relations done in {relations_s:.1} s"));
@@ -1056,8 +1065,21 @@ fn ingest_torua(
     let verify = if complete {
         verify_shards(cluster, g, args.shards)?
     } else {
-        log(format!("  stopped after --max-minutes {}: {entities_done} entities, {relations_done} relations acknowledged", args.max_minutes));
-        json!({"ok": null, "skipped": "the ingest was stopped at --max-minutes"})
+        let why = match &failure {
+            Some(e) => format!(
+                "a batch failed for good: {}",
+                e.chars().take(400).collect::<String>()
+            ),
+            None => format!("stopped at --max-minutes {}", args.max_minutes),
+        };
+        log(format!("  INCOMPLETE ({why}): {entities_done} entities, {relations_done} relations acknowledged"));
+        let health = cluster
+            .node(0)
+            .get_json("/cluster/health", Duration::from_secs(30))
+            .ok();
+        json!({"ok": null, "incomplete": why,
+               "health": health.as_ref().map(|h| h["status"].clone()),
+               "health_reasons": health.as_ref().map(|h| h["reasons"].clone())})
     };
     Ok((
         IngestResult {
@@ -1454,8 +1476,17 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
                 "yes".to_string()
             } else {
                 format!(
-                    "NO: stopped at {} min after {} entities, {} relations",
-                    args.max_minutes, r.entities_done, r.relations_done
+                    "NO ({}): {} entities, {} relations acknowledged",
+                    if r.extra["verify"]["incomplete"]
+                        .as_str()
+                        .is_some_and(|w| w.starts_with("a batch failed"))
+                    {
+                        "a batch failed for 5 minutes".to_string()
+                    } else {
+                        format!("stopped at {} min", args.max_minutes)
+                    },
+                    r.entities_done,
+                    r.relations_done
                 )
             }
         );
@@ -1467,10 +1498,10 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
                 v["in_sync_copies"],
                 v["copies"],
                 v["health_reasons"],
-                if v["ok"] == true {
-                    "add up"
-                } else {
-                    "DO NOT add up"
+                match v["ok"].as_bool() {
+                    Some(true) => "add up",
+                    Some(false) => "DO NOT add up",
+                    None => "not checked",
                 }
             );
         }
