@@ -24,7 +24,8 @@ use crate::storage::{EntityRecord, WriteOp};
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 /// Per attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
+const READ_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// One lock per shard this node is primary of: orders its writes.
 #[derive(Default)]
@@ -63,7 +64,7 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
     };
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;
-    let seq = store.applied_seq() + 1;
+    let seq = store.seq() + 1;
     if let Err(e) = store.write(seq, op.clone()).await {
         return PeerResponse::Failed(format!("shard {shard} on {me}: {e}"));
     }
@@ -152,7 +153,7 @@ pub async fn replica_write(
     };
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;
-    let applied = store.applied_seq();
+    let applied = store.seq();
     if seq <= applied {
         return PeerResponse::Replicated; // a retry of something we have
     }
@@ -317,7 +318,7 @@ pub async fn rejoin_in_sync(
     };
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;
-    let mine = store.applied_seq();
+    let mine = store.seq();
     if mine != applied_seq {
         return PeerResponse::Failed(format!(
             "shard {shard}: the primary has writes up to {mine}, {node} up to {applied_seq}"

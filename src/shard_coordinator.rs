@@ -131,7 +131,7 @@ async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
         };
         let req = PeerRequest::RequestInSync {
             shard: a.shard,
-            applied_seq: store.applied_seq(),
+            applied_seq: store.seq(),
         };
         match crate::peer::call(ctx, &a.primary, &addr, &req, PUSH_TIMEOUT).await {
             Ok(PeerResponse::MapInstalled { .. }) => {

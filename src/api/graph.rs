@@ -302,6 +302,7 @@ pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         }
     }
     let mut copies = Vec::new();
+    let mut pending = 0;
     for a in &map.assignments {
         for node in a.copies() {
             let live = view.member_by_str(node).is_some_and(|m| m.is_live());
@@ -315,12 +316,19 @@ pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 "entities": s.map(|s| s.entities),
                 "relations": s.map(|s| s.relations),
                 "chunks": s.map(|s| s.chunks),
+                "communities": s.map(|s| s.communities),
+                "documents": s.map(|s| s.documents),
                 "size_bytes": s.map(|s| s.size_bytes),
+                "seq": s.map(|s| s.logged_seq),
                 "applied_seq": s.map(|s| s.applied_seq),
+                "pending_writes": s.map(|s| s.pending_writes),
+                "failed_writes": s.map(|s| s.failed_writes),
             }));
+            pending += s.map_or(0, |s| s.pending_writes);
         }
     }
     Ok(Json(
-        json!({"version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas, "copies": copies}),
+        json!({"version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas,
+               "pending_writes": pending, "copies": copies}),
     ))
 }

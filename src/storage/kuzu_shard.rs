@@ -1,46 +1,69 @@
-//! One shard copy in one embedded Kuzu database file. The only file that speaks Kuzu.
+//! One shard copy: its write log and its embedded Kuzu database file. With `kuzu_apply`, the only
+//! code that speaks Kuzu.
 //!
-//! Threads: Kuzu calls block, so none runs on the async runtime. Each database has one writer
-//! thread (Kuzu allows one write transaction at a time, and a second writer fails instead of
-//! waiting): writes queue to it, and writes that queue up meanwhile are committed together in one
-//! transaction. Reads run on tokio's blocking pool, each with its own connection, concurrently.
+//! A write is acknowledged once it is in the copy's log (`shard_log`); an applier thread moves
+//! logged writes into Kuzu, everything that queued up in one transaction (`kuzu_apply`). Reads
+//! first wait until the writes logged before they arrived are applied, so a read sees every write
+//! acknowledged before it started.
+//!
+//! Threads: Kuzu calls block, so none runs on the async runtime. Kuzu allows one write
+//! transaction at a time (a second writer fails instead of waiting): the applier thread is the only
+//! writer. Reads run on tokio's blocking pool, each with its own connection, concurrently.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use kuzu::{Connection, Database, LogicalType, SystemConfig, Value};
-use tokio::sync::oneshot;
+use kuzu::{Connection, Database, SystemConfig};
+use tokio::sync::watch;
 
+use super::kuzu_apply::{apply_round, read_applied, schema};
+use super::kuzu_values::*;
+use super::shard_log::{self, ShardLog};
 use super::{EntityRecord, RelationRecord, ShardStats, StoreConfig, WriteOp};
-use crate::graph::model::{Batch, Chunk, Entity};
+use crate::graph::model::{Chunk, Entity};
 
-/// Writes waiting in a database's queue before callers get "busy" (backpressure).
-pub const WRITE_QUEUE: usize = 256;
-/// Queued writes committed together at most.
-const GROUP_COMMIT: usize = 64;
+/// Items (entities, relations, ...) applied in one transaction at most.
+const ROUND_ITEMS: usize = 50_000;
+/// How long a read waits for the writes logged before it to be applied.
+pub const READ_WAIT: Duration = Duration::from_secs(8);
 
-struct WriteJob {
-    seq: u64,
-    op: WriteOp,
-    reply: oneshot::Sender<Result<(), String>>,
+/// Logged writes not yet applied.
+#[derive(Default)]
+struct Pending {
+    ops: VecDeque<(u64, Arc<WriteOp>, usize)>,
+    /// Bytes of the queued ops plus the round being applied.
+    bytes: usize,
+    stop: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+    /// Highest sequence number in the log (durable).
+    logged: AtomicU64,
+    /// Highest sequence number applied to Kuzu (visible to reads).
+    visible: watch::Sender<u64>,
+    /// Writes that could not be applied (acknowledged, so this is an alarm; see the logs).
+    failed: AtomicU64,
 }
 
 pub struct KuzuShard {
+    shard: u32,
     path: PathBuf,
     db: Arc<Database>,
-    writer: mpsc::SyncSender<WriteJob>,
-    applied: Arc<AtomicU64>,
-}
-
-fn err(e: kuzu::Error) -> String {
-    e.to_string()
+    log: Arc<Mutex<ShardLog>>,
+    shared: Arc<Shared>,
+    pending_limit: usize,
+    applier: Option<std::thread::JoinHandle<()>>,
 }
 
 impl KuzuShard {
-    /// Opens (creating if needed) the database at `path`, with the schema.
-    pub fn open(path: &Path, config: &StoreConfig) -> Result<KuzuShard, String> {
+    /// Opens (creating if needed) the copy of `shard` whose database is `path` and whose log
+    /// lives next to it, and starts applying what the log holds beyond the database.
+    pub fn open(path: &Path, shard: u32, config: &StoreConfig) -> Result<KuzuShard, String> {
         let system = SystemConfig::default()
             .buffer_pool_size(config.buffer_pool_bytes)
             .max_num_threads(config.threads)
@@ -54,67 +77,126 @@ impl KuzuShard {
             for ddl in schema(config.embedding_dim) {
                 conn.query(&ddl).map_err(|e| format!("schema: {e}"))?;
             }
+            check_embedding_column(&conn, config.embedding_dim)?;
             read_applied(&conn)?
         };
-        let applied = Arc::new(AtomicU64::new(applied));
-        let (tx, rx) = mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
-        let thread_db = db.clone();
-        let thread_applied = applied.clone();
-        let name = format!(
-            "kuzu-writer-{}",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        );
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || writer_loop(thread_db, rx, thread_applied))
-            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (log, redo) = ShardLog::open(dir, shard, applied)?;
+        if !redo.is_empty() {
+            tracing::info!(shard, writes = redo.len(), "redoing logged writes not yet in the database");
+        }
+        let logged = log.last_seq().max(applied);
+        let mut pending = Pending::default();
+        for (seq, op) in redo {
+            let size = op_size(&op);
+            pending.bytes += size;
+            pending.ops.push_back((seq, Arc::new(op), size));
+        }
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(pending),
+            ready: Condvar::new(),
+            logged: AtomicU64::new(logged),
+            visible: watch::Sender::new(applied),
+            failed: AtomicU64::new(0),
+        });
+        let log = Arc::new(Mutex::new(log));
+        let (thread_db, thread_shared, thread_log) = (db.clone(), shared.clone(), log.clone());
+        let dim = config.embedding_dim;
+        let applier = std::thread::Builder::new()
+            .name(format!("kuzu-apply-{shard}"))
+            .spawn(move || applier_loop(shard, thread_db, thread_shared, thread_log, dim))
+            .map_err(|e| format!("cannot start the applier thread: {e}"))?;
         Ok(KuzuShard {
+            shard,
             path: path.to_path_buf(),
             db,
-            writer: tx,
-            applied,
+            log,
+            shared,
+            pending_limit: config.pending_bytes,
+            applier: Some(applier),
         })
     }
 
-    /// Highest sequence number committed to this copy.
-    pub fn applied_seq(&self) -> u64 {
-        self.applied.load(Ordering::SeqCst)
+    /// Highest sequence number durable in this copy (logged; maybe not yet visible).
+    pub fn seq(&self) -> u64 {
+        self.shared.logged.load(Ordering::SeqCst)
     }
 
-    /// Queues a write and waits for its commit. `Err("busy...")` when the queue is full.
+    /// Highest sequence number visible to reads.
+    pub fn visible_seq(&self) -> u64 {
+        *self.shared.visible.borrow()
+    }
+
+    /// Makes write `seq` durable in this copy's log; it is applied to the database soon after.
+    /// `Err("busy...")` when too much is waiting to be applied (backpressure).
     pub async fn write(&self, seq: u64, op: WriteOp) -> Result<(), String> {
-        let (reply, done) = oneshot::channel();
-        match self.writer.try_send(WriteJob { seq, op, reply }) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => {
+        let record = shard_log::encode(seq, &op)?;
+        let size = record.len();
+        {
+            let pending = self.shared.pending.lock().expect("pending lock");
+            if pending.bytes > 0 && pending.bytes + size > self.pending_limit {
                 return Err(format!(
-                    "busy: {WRITE_QUEUE} writes already queued for this shard; retry later"
-                ))
-            }
-            Err(mpsc::TrySendError::Disconnected(_)) => {
-                return Err("the shard's writer has stopped".into())
+                    "busy: shard {} has {} MiB of writes waiting to be applied; retry later",
+                    self.shard,
+                    pending.bytes >> 20
+                ));
             }
         }
-        done.await
-            .map_err(|_| "the shard's writer stopped before committing".to_string())?
+        let (log, shared) = (self.log.clone(), self.shared.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut log = log.lock().expect("log lock");
+            log.append(seq, &record)?;
+            // Queued under the log's lock, so the applier sees writes in log order.
+            let mut pending = shared.pending.lock().expect("pending lock");
+            pending.bytes += size;
+            pending.ops.push_back((seq, Arc::new(op), size));
+            shared.logged.fetch_max(seq, Ordering::SeqCst);
+            shared.ready.notify_one();
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("log task failed: {e}"))?
+    }
+
+    /// Waits until every write logged so far is visible, at most `timeout`.
+    pub async fn wait_visible(&self, timeout: Duration) -> Result<(), String> {
+        let target = self.seq();
+        let mut rx = self.shared.visible.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|v| *v >= target))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(format!("shard {}: the applier has stopped", self.shard)),
+            Err(_) => Err(format!(
+                "shard {}: writes up to {target} are acknowledged but not applied after {} s                  (applied up to {}); the copy is overloaded, retry",
+                self.shard,
+                timeout.as_secs(),
+                self.visible_seq()
+            )),
+        }
     }
 
     pub async fn get_entity(&self, id: String) -> Result<Option<EntityRecord>, String> {
+        self.wait_visible(READ_WAIT).await?;
         self.read(move |conn| get_entity(conn, &id)).await
     }
 
     pub async fn get_chunk(&self, id: String) -> Result<Option<Chunk>, String> {
+        self.wait_visible(READ_WAIT).await?;
         self.read(move |conn| get_chunk(conn, &id)).await
     }
 
+    /// Counts of what is visible, with the log's position; does not wait for pending writes.
     pub async fn stats(&self) -> Result<ShardStats, String> {
         let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
             + std::fs::metadata(self.path.with_extension("kz.wal"))
                 .map(|m| m.len())
                 .unwrap_or(0);
-        let applied = self.applied_seq();
+        let log_bytes = self.log.lock().expect("log lock").bytes();
+        let (logged, visible) = (self.seq(), self.visible_seq());
+        let pending_writes = self.shared.pending.lock().expect("pending lock").ops.len() as u64;
+        let failed = self.shared.failed.load(Ordering::SeqCst);
         self.read(move |conn| {
             let count = |q: &str| -> Result<u64, String> {
                 let mut r = conn.query(q).map_err(err)?;
@@ -127,8 +209,11 @@ impl KuzuShard {
                 chunks: count("MATCH (c:Chunk) RETURN count(*)")?,
                 communities: count("MATCH (c:Community) RETURN count(*)")?,
                 documents: count("MATCH (d:Document) RETURN count(*)")?,
-                size_bytes: size,
-                applied_seq: applied,
+                size_bytes: size + log_bytes,
+                applied_seq: visible,
+                logged_seq: logged,
+                pending_writes,
+                failed_writes: failed,
             })
         })
         .await
@@ -150,536 +235,103 @@ impl KuzuShard {
     }
 }
 
-fn schema(dim: usize) -> Vec<String> {
-    let emb = if dim > 0 {
-        format!(", embedding FLOAT[{dim}]")
-    } else {
-        String::new()
-    };
-    vec![
-        format!(
-            "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
-             text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN{emb}, PRIMARY KEY(id))"
-        ),
-        "CREATE REL TABLE IF NOT EXISTS RELATED(FROM Entity TO Entity, id STRING, description STRING, \
-         weight DOUBLE, text_unit_ids STRING[])"
-            .to_string(),
-        format!(
-            "CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING, text STRING, n_tokens INT64, document_id STRING, \
-             entity_ids STRING[]{emb}, PRIMARY KEY(id))"
-        ),
-        "CREATE NODE TABLE IF NOT EXISTS Community(id STRING, level INT64, parent STRING, title STRING, \
-         entity_ids STRING[], summary STRING, full_content STRING, rank DOUBLE, PRIMARY KEY(id))"
-            .to_string(),
-        "CREATE NODE TABLE IF NOT EXISTS Document(id STRING, title STRING, text STRING, text_unit_ids STRING[], \
-         PRIMARY KEY(id))"
-            .to_string(),
-        "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))".to_string(),
-    ]
+impl Drop for KuzuShard {
+    fn drop(&mut self) {
+        self.shared.pending.lock().expect("pending lock").stop = true;
+        self.shared.ready.notify_all();
+        // The database must be closed before the file can be opened again in this process.
+        if let Some(t) = self.applier.take() {
+            let _ = t.join();
+        }
+    }
 }
 
-fn read_applied(conn: &Connection) -> Result<u64, String> {
-    let mut r = conn
-        .query("MATCH (m:Meta) WHERE m.key = 'applied_seq' RETURN m.value")
-        .map_err(err)?;
-    Ok(r.next().and_then(|row| as_i64(&row[0])).unwrap_or(0) as u64)
+fn op_size(op: &WriteOp) -> usize {
+    postcard::to_stdvec(op).map(|v| v.len()).unwrap_or(0)
 }
 
-fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteJob>, applied: Arc<AtomicU64>) {
+fn op_items(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Upsert(b) => b.len().max(1),
+        _ => 1,
+    }
+}
+
+/// Refuses a database created with another TORUA_EMBEDDING_DIM (its vectors would not fit).
+fn check_embedding_column(conn: &Connection, dim: usize) -> Result<(), String> {
+    let rows = run(conn, "CALL TABLE_INFO('Entity') RETURN name, type", vec![])?;
+    let found = rows
+        .iter()
+        .find(|r| as_string(&r[0]) == "embedding")
+        .map(|r| as_string(&r[1]));
+    let expected = (dim > 0).then(|| format!("FLOAT[{dim}]"));
+    if found != expected {
+        return Err(format!(
+            "this shard's database has embedding column {} but TORUA_EMBEDDING_DIM={dim} asks for {};              start with the dimension the data was created with, or use a new TORUA_DATA_DIR",
+            found.as_deref().unwrap_or("none"),
+            expected.as_deref().unwrap_or("none")
+        ));
+    }
+    Ok(())
+}
+
+/// The applier: takes everything queued (up to a round's size), applies it in one transaction,
+/// makes it visible, forgets it from the log.
+fn applier_loop(
+    shard: u32,
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    log: Arc<Mutex<ShardLog>>,
+    dim: usize,
+) {
     let conn = match Connection::new(&db) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot open a writer connection; this shard refuses writes");
-            for job in rx {
-                let _ = job
-                    .reply
-                    .send(Err(format!("shard writer unavailable: {e}")));
-            }
+            tracing::error!(shard, error = %e, "cannot open the applier's connection; writes to this copy are logged but never applied");
             return;
         }
     };
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_COMMIT {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+    loop {
+        let round: Vec<(u64, Arc<WriteOp>, usize)> = {
+            let mut pending = shared.pending.lock().expect("pending lock");
+            while pending.ops.is_empty() && !pending.stop {
+                pending = shared.ready.wait(pending).expect("pending lock");
+            }
+            if pending.ops.is_empty() {
+                return; // stopped and drained
+            }
+            let mut round = Vec::new();
+            let mut items = 0;
+            while let Some(front) = pending.ops.front() {
+                let n = op_items(&front.1);
+                if !round.is_empty() && items + n > ROUND_ITEMS {
+                    break;
+                }
+                items += n;
+                round.push(pending.ops.pop_front().expect("front"));
+            }
+            round
+        };
+        let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
+        let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
+        let started = std::time::Instant::now();
+        if let Err(e) = apply_round(&conn, &ops, max_seq, dim) {
+            tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
+            for (seq, op, _) in &round {
+                if let Err(e) = apply_round(&conn, &[op.as_ref()], *seq, dim) {
+                    shared.failed.fetch_add(1, Ordering::SeqCst);
+                    tracing::error!(shard, seq, error = %e, "an acknowledged write cannot be applied to the database; it stays in the log");
+                }
             }
         }
-        // One transaction for the group; if it fails, retry each alone so one bad write does not
-        // fail its neighbours.
-        let result = commit(&conn, &group, &applied);
-        if result.is_ok() || group.len() == 1 {
-            for job in group {
-                let _ = job.reply.send(result.clone());
-            }
-            continue;
-        }
-        for job in group {
-            let result = commit(&conn, std::slice::from_ref(&job), &applied);
-            let _ = job.reply.send(result);
+        tracing::debug!(shard, writes = ops.len(), max_seq, ms = started.elapsed().as_millis() as u64, "applied a round");
+        let bytes: usize = round.iter().map(|(_, _, b)| *b).sum();
+        shared.pending.lock().expect("pending lock").bytes -= bytes;
+        shared.visible.send_replace(max_seq);
+        if shared.failed.load(Ordering::SeqCst) == 0 {
+            log.lock().expect("log lock").trim(max_seq);
         }
     }
-}
-
-fn commit(conn: &Connection, jobs: &[WriteJob], applied: &AtomicU64) -> Result<(), String> {
-    conn.query("BEGIN TRANSACTION").map_err(err)?;
-    let result = (|| {
-        let mut max_seq = applied.load(Ordering::SeqCst);
-        for job in jobs {
-            apply(conn, &job.op)?;
-            max_seq = max_seq.max(job.seq);
-        }
-        run(
-            conn,
-            "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v",
-            vec![("v", Value::Int64(max_seq as i64))],
-        )?;
-        Ok(max_seq)
-    })();
-    match result {
-        Ok(max_seq) => {
-            conn.query("COMMIT").map_err(err)?;
-            applied.fetch_max(max_seq, Ordering::SeqCst);
-            Ok(())
-        }
-        Err(e) => {
-            let _ = conn.query("ROLLBACK");
-            Err(e)
-        }
-    }
-}
-
-fn apply(conn: &Connection, op: &WriteOp) -> Result<(), String> {
-    match op {
-        WriteOp::Upsert(batch) => upsert(conn, batch),
-        WriteOp::DeleteEntity(id) => {
-            // Relations go with it; a stub stays if the entity's relations live on (they do not: the
-            // entity's relations are deleted in every shard by the same request).
-            run(
-                conn,
-                "MATCH (e:Entity {id: $id}) DETACH DELETE e",
-                vec![("id", s(id))],
-            )?;
-            Ok(())
-        }
-        WriteOp::DeleteRelationsOf(id) => {
-            // In a shard where `id` is a stub: drop its relations and the stub.
-            run(
-                conn,
-                "MATCH (e:Entity {id: $id}) WHERE e.stub = true DETACH DELETE e",
-                vec![("id", s(id))],
-            )?;
-            Ok(())
-        }
-    }
-}
-
-fn run(
-    conn: &Connection,
-    query: &str,
-    params: Vec<(&str, Value)>,
-) -> Result<Vec<Vec<Value>>, String> {
-    let mut stmt = conn
-        .prepare(query)
-        .map_err(|e| format!("{e} (in {query})"))?;
-    let result = conn
-        .execute(&mut stmt, params)
-        .map_err(|e| format!("{e}"))?;
-    Ok(result.collect())
-}
-
-fn s(v: &str) -> Value {
-    Value::String(v.to_string())
-}
-
-fn strings(v: &[String]) -> Value {
-    Value::List(LogicalType::String, v.iter().map(|x| s(x)).collect())
-}
-
-fn as_i64(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int64(i) => Some(*i),
-        Value::Int32(i) => Some(i64::from(*i)),
-        Value::UInt64(i) => Some(*i as i64),
-        _ => None,
-    }
-}
-
-fn as_string(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        _ => String::new(),
-    }
-}
-
-fn as_strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::List(_, items) | Value::Array(_, items) => items.iter().map(as_string).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn as_f64(v: &Value) -> f64 {
-    match v {
-        Value::Double(d) => *d,
-        Value::Float(f) => f64::from(*f),
-        _ => 0.0,
-    }
-}
-
-fn as_floats(v: &Value) -> Option<Vec<f32>> {
-    match v {
-        Value::List(_, items) | Value::Array(_, items) => Some(
-            items
-                .iter()
-                .map(|x| match x {
-                    Value::Float(f) => *f,
-                    Value::Double(d) => *d as f32,
-                    _ => 0.0,
-                })
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-/// A list of structs as one parameter (for `UNWIND $rows AS r`).
-fn rows(fields: &[(&str, LogicalType)], values: Vec<Vec<Value>>) -> Value {
-    let ty = LogicalType::Struct {
-        fields: fields
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect(),
-    };
-    Value::List(
-        ty,
-        values
-            .into_iter()
-            .map(|vals| {
-                Value::Struct(
-                    fields
-                        .iter()
-                        .map(|(n, _)| n.to_string())
-                        .zip(vals)
-                        .collect(),
-                )
-            })
-            .collect(),
-    )
-}
-
-fn string_list() -> LogicalType {
-    LogicalType::List {
-        child_type: Box::new(LogicalType::String),
-    }
-}
-
-fn float_list() -> LogicalType {
-    LogicalType::List {
-        child_type: Box::new(LogicalType::Float),
-    }
-}
-
-fn embedding_value(e: &Option<Vec<f32>>) -> Value {
-    match e {
-        Some(v) => Value::List(
-            LogicalType::Float,
-            v.iter().map(|x| Value::Float(*x)).collect(),
-        ),
-        None => Value::Null(float_list()),
-    }
-}
-
-/// Ids among `ids` that exist in `table` (optionally only non-stub entities).
-fn existing(conn: &Connection, table: &str, ids: &[&str]) -> Result<HashSet<String>, String> {
-    if ids.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let list = Value::List(LogicalType::String, ids.iter().map(|i| s(i)).collect());
-    let q = format!("UNWIND $ids AS i MATCH (n:{table} {{id: i}}) RETURN n.id");
-    Ok(run(conn, &q, vec![("ids", list)])?
-        .iter()
-        .map(|r| as_string(&r[0]))
-        .collect())
-}
-
-fn upsert(conn: &Connection, b: &Batch) -> Result<(), String> {
-    upsert_entities(conn, &b.entities)?;
-    upsert_relations(conn, b)?;
-    upsert_simple(
-        conn,
-        "Chunk",
-        &[
-            ("id", LogicalType::String),
-            ("text", LogicalType::String),
-            ("n_tokens", LogicalType::Int64),
-            ("document_id", LogicalType::String),
-            ("entity_ids", string_list()),
-            ("embedding", float_list()),
-        ],
-        b.chunks
-            .iter()
-            .map(|c| {
-                (
-                    c.id.as_str(),
-                    vec![
-                        s(&c.id),
-                        s(&c.text),
-                        Value::Int64(c.n_tokens),
-                        s(&c.document_id),
-                        strings(&c.entity_ids),
-                        embedding_value(&c.embedding),
-                    ],
-                )
-            })
-            .collect(),
-    )?;
-    upsert_simple(
-        conn,
-        "Community",
-        &[
-            ("id", LogicalType::String),
-            ("level", LogicalType::Int64),
-            ("parent", LogicalType::String),
-            ("title", LogicalType::String),
-            ("entity_ids", string_list()),
-            ("summary", LogicalType::String),
-            ("full_content", LogicalType::String),
-            ("rank", LogicalType::Double),
-        ],
-        b.communities
-            .iter()
-            .map(|c| {
-                (
-                    c.id.as_str(),
-                    vec![
-                        s(&c.id),
-                        Value::Int64(c.level),
-                        s(&c.parent),
-                        s(&c.title),
-                        strings(&c.entity_ids),
-                        s(&c.summary),
-                        s(&c.full_content),
-                        Value::Double(c.rank),
-                    ],
-                )
-            })
-            .collect(),
-    )?;
-    upsert_simple(
-        conn,
-        "Document",
-        &[
-            ("id", LogicalType::String),
-            ("title", LogicalType::String),
-            ("text", LogicalType::String),
-            ("text_unit_ids", string_list()),
-        ],
-        b.documents
-            .iter()
-            .map(|d| {
-                (
-                    d.id.as_str(),
-                    vec![s(&d.id), s(&d.title), s(&d.text), strings(&d.text_unit_ids)],
-                )
-            })
-            .collect(),
-    )?;
-    Ok(())
-}
-
-/// Creates the rows whose id is new and overwrites the others, in two set-wise statements
-/// (per-row MERGE is two orders of magnitude slower in Kuzu).
-fn upsert_simple(
-    conn: &Connection,
-    table: &str,
-    fields: &[(&str, LogicalType)],
-    items: Vec<(&str, Vec<Value>)>,
-) -> Result<(), String> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let has_embedding_column = column_exists(conn, table, "embedding")?;
-    let fields: Vec<(&str, LogicalType)> = fields
-        .iter()
-        .filter(|(n, _)| *n != "embedding" || has_embedding_column)
-        .cloned()
-        .collect();
-    let ids: Vec<&str> = dedup_last(&items);
-    let found = existing(conn, table, &ids)?;
-    let mut new_rows = Vec::new();
-    let mut old_rows = Vec::new();
-    let mut seen = HashSet::new();
-    for (id, vals) in items.into_iter().rev() {
-        if !seen.insert(id) {
-            continue; // an earlier duplicate in the same batch: the last one wins
-        }
-        let vals: Vec<Value> = vals.into_iter().take(fields.len()).collect();
-        if found.contains(id) {
-            old_rows.push(vals);
-        } else {
-            new_rows.push(vals);
-        }
-    }
-    let assign = |prefix: &str| {
-        fields
-            .iter()
-            .map(|(n, _)| format!("{prefix}{n}: r.{n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if !new_rows.is_empty() {
-        let q = format!("UNWIND $rows AS r CREATE (:{table} {{{}}})", assign(""));
-        run(conn, &q, vec![("rows", rows(&fields, new_rows))])?;
-    }
-    if !old_rows.is_empty() {
-        let sets = fields
-            .iter()
-            .filter(|(n, _)| *n != "id")
-            .map(|(n, _)| format!("n.{n} = r.{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let q = format!("UNWIND $rows AS r MATCH (n:{table} {{id: r.id}}) SET {sets}");
-        run(conn, &q, vec![("rows", rows(&fields, old_rows))])?;
-    }
-    Ok(())
-}
-
-fn dedup_last<'a>(items: &[(&'a str, Vec<Value>)]) -> Vec<&'a str> {
-    let mut seen = HashSet::new();
-    items
-        .iter()
-        .filter(|(id, _)| seen.insert(*id))
-        .map(|(id, _)| *id)
-        .collect()
-}
-
-fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool, String> {
-    let rows = run(
-        conn,
-        &format!("CALL TABLE_INFO('{table}') RETURN name"),
-        vec![],
-    )?;
-    Ok(rows.iter().any(|r| as_string(&r[0]) == column))
-}
-
-fn upsert_entities(conn: &Connection, entities: &[Entity]) -> Result<(), String> {
-    let fields = [
-        ("id", LogicalType::String),
-        ("title", LogicalType::String),
-        ("type", LogicalType::String),
-        ("description", LogicalType::String),
-        ("text_unit_ids", string_list()),
-        ("frequency", LogicalType::Int64),
-        ("degree", LogicalType::Int64),
-        ("stub", LogicalType::Bool),
-        ("embedding", float_list()),
-    ];
-    upsert_simple(
-        conn,
-        "Entity",
-        &fields,
-        entities
-            .iter()
-            .map(|e| {
-                (
-                    e.id.as_str(),
-                    vec![
-                        s(&e.id),
-                        s(&e.title),
-                        s(&e.kind),
-                        s(&e.description),
-                        strings(&e.text_unit_ids),
-                        Value::Int64(e.frequency),
-                        Value::Int64(e.degree),
-                        Value::Bool(false),
-                        embedding_value(&e.embedding),
-                    ],
-                )
-            })
-            .collect(),
-    )
-}
-
-fn upsert_relations(conn: &Connection, b: &Batch) -> Result<(), String> {
-    if b.relations.is_empty() {
-        return Ok(());
-    }
-    // Endpoints that do not exist yet become stubs (filled in when the entity arrives).
-    let mut endpoints: Vec<&str> = b
-        .relations
-        .iter()
-        .flat_map(|r| [r.source.as_str(), r.target.as_str()])
-        .collect();
-    endpoints.sort_unstable();
-    endpoints.dedup();
-    let found = existing(conn, "Entity", &endpoints)?;
-    let stubs: Vec<Value> = endpoints
-        .iter()
-        .filter(|id| !found.contains(**id))
-        .map(|id| s(id))
-        .collect();
-    if !stubs.is_empty() {
-        run(
-            conn,
-            "UNWIND $ids AS i CREATE (:Entity {id: i, title: '', type: '', description: '', text_unit_ids: [], frequency: 0, degree: 0, stub: true})",
-            vec![("ids", Value::List(LogicalType::String, stubs))],
-        )?;
-    }
-    let fields = [
-        ("id", LogicalType::String),
-        ("source", LogicalType::String),
-        ("target", LogicalType::String),
-        ("description", LogicalType::String),
-        ("weight", LogicalType::Double),
-        ("text_unit_ids", string_list()),
-    ];
-    let mut seen = HashSet::new();
-    let unique: Vec<&crate::graph::model::Relation> = b
-        .relations
-        .iter()
-        .rev()
-        .filter(|r| seen.insert((r.id.as_str(), r.source.as_str(), r.target.as_str())))
-        .collect();
-    let values = |r: &crate::graph::model::Relation| {
-        vec![
-            s(&r.id),
-            s(&r.source),
-            s(&r.target),
-            s(&r.description),
-            Value::Double(r.weight),
-            strings(&r.text_unit_ids),
-        ]
-    };
-    // A relation is identified by (id, source, target).
-    let all = rows(&fields, unique.iter().map(|r| values(r)).collect());
-    let present: HashSet<String> = run(
-        conn,
-        "UNWIND $rows AS r MATCH (a:Entity {id: r.source})-[x:RELATED]->(b:Entity {id: r.target}) WHERE x.id = r.id RETURN x.id",
-        vec![("rows", all)],
-    )?
-    .iter()
-    .map(|row| as_string(&row[0]))
-    .collect();
-    let (old, new): (Vec<_>, Vec<_>) = unique.into_iter().partition(|r| present.contains(&r.id));
-    if !new.is_empty() {
-        run(
-            conn,
-            "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
-             CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids}]->(b)",
-            vec![("rows", rows(&fields, new.iter().map(|r| values(r)).collect()))],
-        )?;
-    }
-    if !old.is_empty() {
-        run(
-            conn,
-            "UNWIND $rows AS r MATCH (a:Entity {id: r.source})-[x:RELATED]->(b:Entity {id: r.target}) WHERE x.id = r.id \
-             SET x.description = r.description, x.weight = r.weight, x.text_unit_ids = r.text_unit_ids",
-            vec![("rows", rows(&fields, old.iter().map(|r| values(r)).collect()))],
-        )?;
-    }
-    Ok(())
 }
 
 fn get_entity(conn: &Connection, id: &str) -> Result<Option<EntityRecord>, String> {
@@ -744,3 +396,6 @@ fn get_chunk(conn: &Connection, id: &str) -> Result<Option<Chunk>, String> {
             embedding: row.get(5).and_then(as_floats),
         }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,11 +3,15 @@
 //! change (e.g. to LadybugDB) without touching the rest. The Kuzu implementation is in
 //! [`kuzu_shard`].
 //!
-//! Files: `<TORUA_DATA_DIR>/shards/shard-<n>.kz` (+ Kuzu's `.wal`). Memory: the node's budget
+//! Files: `<TORUA_DATA_DIR>/shards/shard-<n>.kz` (+ Kuzu's `.wal`) and the copy's write log
+//! `shard-<n>.log.<first seq>` ([`shard_log`]). Memory: the node's budget
 //! (`TORUA_MEMORY_MB`) is split between the copies it holds, never Kuzu's defaults (80 % of RAM
 //! and every core per database).
 
+mod kuzu_apply;
 pub mod kuzu_shard;
+mod kuzu_values;
+pub mod shard_log;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,8 +56,16 @@ pub struct ShardStats {
     pub chunks: u64,
     pub communities: u64,
     pub documents: u64,
+    /// Database and log files.
     pub size_bytes: u64,
+    /// Highest sequence number applied to the database (visible to reads).
     pub applied_seq: u64,
+    /// Highest sequence number in the copy's log (durable, acknowledged).
+    pub logged_seq: u64,
+    /// Logged writes waiting to be applied.
+    pub pending_writes: u64,
+    /// Logged writes the database refused (should stay 0; see the node's log).
+    pub failed_writes: u64,
 }
 
 /// Per-database engine settings.
@@ -63,6 +75,8 @@ pub struct StoreConfig {
     pub max_db_size: u64,
     pub threads: u64,
     pub embedding_dim: usize,
+    /// Logged-but-unapplied bytes at which writes get "busy" (backpressure).
+    pub pending_bytes: usize,
 }
 
 /// Smallest buffer pool a database gets, whatever the budget.
@@ -86,6 +100,8 @@ impl StoreConfig {
             max_db_size: (max_db_gb.max(1) << 30).next_power_of_two(),
             threads,
             embedding_dim,
+            // A quarter of the copy's share of memory, within [16, 256] MiB.
+            pending_bytes: ((per / 4) as usize).clamp(16 << 20, 256 << 20),
         }
     }
 }
@@ -168,7 +184,7 @@ impl Storage {
         if let Some(s) = open.get(&shard) {
             return Ok(s.clone());
         }
-        let store = Arc::new(KuzuShard::open(&self.path(shard), &config)?);
+        let store = Arc::new(KuzuShard::open(&self.path(shard), shard, &config)?);
         tracing::info!(
             shard,
             pool_mb = config.buffer_pool_bytes >> 20,
@@ -189,13 +205,13 @@ impl Storage {
             .map_err(|e| format!("open task failed: {e}"))?
     }
 
-    /// Applied sequence number of every open copy.
-    pub fn applied(&self) -> BTreeMap<u32, u64> {
+    /// Durable (logged) sequence number of every open copy.
+    pub fn logged(&self) -> BTreeMap<u32, u64> {
         self.open
             .lock()
             .expect("storage lock")
             .iter()
-            .map(|(s, db)| (*s, db.applied_seq()))
+            .map(|(s, db)| (*s, db.seq()))
             .collect()
     }
 }

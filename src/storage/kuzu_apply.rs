@@ -1,0 +1,546 @@
+//! Applying logged writes to a Kuzu database: one transaction per round, bulk statements only.
+//!
+//! A round is every write that queued up while the previous round ran. Consecutive upserts are
+//! merged (last write of an id wins, as if applied one by one) and applied set-wise:
+//! - ids are looked up by primary key (one `UNWIND ... MATCH` per table, a hash-index probe);
+//! - new rows are inserted with `COPY <table> FROM (UNWIND $rows ...)` — Kuzu's bulk path, the
+//!   only one that stays fast on relation tables (see `bench/RESULTS.md`);
+//! - rows that exist are overwritten with `SET` — unless their content hash is unchanged, which
+//!   makes re-sending a batch (a client retry, a log replay) nearly free.
+//!
+//! Relations have no primary key in Kuzu, and matching one by pattern costs a scan (seconds per
+//! thousand rows). So each stored relation has a `RelKey` row, keyed by `id \x1f source \x1f
+//! target`, carrying its content hash: the existence check is a primary-key probe. Only a relation
+//! whose content really changed is updated by pattern, one prepared statement per row.
+
+use std::collections::{HashMap, HashSet};
+
+use kuzu::{Connection, LogicalType, Value};
+
+use super::kuzu_values::*;
+use super::WriteOp;
+use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
+use crate::graph::partition::fnv1a64;
+
+/// Schema statements for a database whose embeddings have `dim` dimensions (0 = none).
+pub fn schema(dim: usize) -> Vec<String> {
+    let emb = if dim > 0 {
+        format!(", embedding FLOAT[{dim}]")
+    } else {
+        String::new()
+    };
+    vec![
+        // Column order matters: COPY FROM a subquery fills columns by position.
+        format!(
+            "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
+             text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN, hash INT64{emb}, PRIMARY KEY(id))"
+        ),
+        "CREATE REL TABLE IF NOT EXISTS RELATED(FROM Entity TO Entity, id STRING, description STRING, \
+         weight DOUBLE, text_unit_ids STRING[])"
+            .to_string(),
+        "CREATE NODE TABLE IF NOT EXISTS RelKey(key STRING, hash INT64, PRIMARY KEY(key))".to_string(),
+        format!(
+            "CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING, text STRING, n_tokens INT64, document_id STRING, \
+             entity_ids STRING[]{emb}, PRIMARY KEY(id))"
+        ),
+        "CREATE NODE TABLE IF NOT EXISTS Community(id STRING, level INT64, parent STRING, title STRING, \
+         entity_ids STRING[], summary STRING, full_content STRING, rank DOUBLE, PRIMARY KEY(id))"
+            .to_string(),
+        "CREATE NODE TABLE IF NOT EXISTS Document(id STRING, title STRING, text STRING, text_unit_ids STRING[], \
+         PRIMARY KEY(id))"
+            .to_string(),
+        "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))".to_string(),
+    ]
+}
+
+/// Reads the highest applied sequence number.
+pub fn read_applied(conn: &Connection) -> Result<u64, String> {
+    let rows = run(
+        conn,
+        "MATCH (m:Meta) WHERE m.key = 'applied_seq' RETURN m.value",
+        vec![],
+    )?;
+    Ok(rows.first().and_then(|r| as_i64(&r[0])).unwrap_or(0) as u64)
+}
+
+/// Applies `ops` (in order) and records `max_seq`, all in one transaction.
+pub fn apply_round(
+    conn: &Connection,
+    ops: &[&WriteOp],
+    max_seq: u64,
+    dim: usize,
+) -> Result<(), String> {
+    run(conn, "BEGIN TRANSACTION", vec![])?;
+    let result = (|| {
+        let mut i = 0;
+        while i < ops.len() {
+            match ops[i] {
+                WriteOp::Upsert(_) => {
+                    let mut merged = Merged::default();
+                    while let Some(WriteOp::Upsert(b)) = ops.get(i) {
+                        merged.add(b);
+                        i += 1;
+                    }
+                    merged.apply(conn, dim)?;
+                }
+                WriteOp::DeleteEntity(id) => {
+                    delete_entity(conn, id, false)?;
+                    i += 1;
+                }
+                WriteOp::DeleteRelationsOf(id) => {
+                    delete_entity(conn, id, true)?;
+                    i += 1;
+                }
+            }
+        }
+        run(
+            conn,
+            "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v",
+            vec![("v", Value::Int64(max_seq as i64))],
+        )?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => run(conn, "COMMIT", vec![]).map(|_| ()),
+        Err(e) => {
+            let _ = conn.query("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn content_hash<T: serde::Serialize>(item: &T) -> u64 {
+    fnv1a64(&postcard::to_stdvec(item).unwrap_or_default())
+}
+
+fn rel_key(r: &Relation) -> String {
+    format!("{}\u{1f}{}\u{1f}{}", r.id, r.source, r.target)
+}
+
+/// Consecutive upserts folded together; the last write of an id wins.
+#[derive(Default)]
+struct Merged<'a> {
+    entities: HashMap<&'a str, &'a Entity>,
+    relations: HashMap<(&'a str, &'a str, &'a str), &'a Relation>,
+    chunks: HashMap<&'a str, &'a Chunk>,
+    communities: HashMap<&'a str, &'a Community>,
+    documents: HashMap<&'a str, &'a Document>,
+}
+
+impl<'a> Merged<'a> {
+    fn add(&mut self, b: &'a Batch) {
+        for e in &b.entities {
+            self.entities.insert(&e.id, e);
+        }
+        for r in &b.relations {
+            self.relations
+                .insert((&r.id, &r.source, &r.target), r);
+        }
+        for c in &b.chunks {
+            self.chunks.insert(&c.id, c);
+        }
+        for c in &b.communities {
+            self.communities.insert(&c.id, c);
+        }
+        for d in &b.documents {
+            self.documents.insert(&d.id, d);
+        }
+    }
+
+    fn apply(&self, conn: &Connection, dim: usize) -> Result<(), String> {
+        self.entities_and_stubs(conn, dim)?;
+        self.relations(conn)?;
+        upsert_simple(
+            conn,
+            "Chunk",
+            &chunk_fields(dim),
+            self.chunks.values().map(|c| chunk_row(c, dim)).collect(),
+            dim,
+        )?;
+        upsert_simple(
+            conn,
+            "Community",
+            &community_fields(),
+            self.communities.values().map(|c| community_row(c)).collect(),
+            0,
+        )?;
+        upsert_simple(
+            conn,
+            "Document",
+            &document_fields(),
+            self.documents.values().map(|d| document_row(d)).collect(),
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Inserts new entities and the stubs that relation endpoints need, in one COPY; overwrites
+    /// entities whose content changed (or that were stubs).
+    fn entities_and_stubs(&self, conn: &Connection, dim: usize) -> Result<(), String> {
+        let mut ids: Vec<&str> = self.entities.keys().copied().collect();
+        ids.extend(self.relations.keys().flat_map(|(_, s, t)| [*s, *t]));
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let found: HashMap<String, (bool, i64)> = run(
+            conn,
+            "UNWIND $ids AS i MATCH (n:Entity {id: i}) RETURN n.id, n.stub, n.hash",
+            vec![("ids", string_list_of(&ids))],
+        )?
+        .iter()
+        .map(|r| (as_string(&r[0]), (as_bool(&r[1]), as_i64(&r[2]).unwrap_or(0))))
+        .collect();
+        let fields = entity_fields(dim);
+        let mut new_rows = Vec::new();
+        let mut changed = Vec::new();
+        for id in &ids {
+            match (self.entities.get(id), found.get(*id)) {
+                (Some(e), None) => new_rows.push(entity_row(e, dim)),
+                (Some(e), Some((stub, hash))) => {
+                    if *stub || *hash != content_hash(e) as i64 {
+                        changed.push(entity_row(e, dim));
+                    }
+                }
+                (None, None) => new_rows.push(stub_row(id, dim)),
+                (None, Some(_)) => {} // an endpoint that is already here
+            }
+        }
+        copy_rows(conn, "Entity", &fields, new_rows, dim)?;
+        set_rows(conn, "Entity", &fields, changed)?;
+        Ok(())
+    }
+
+    fn relations(&self, conn: &Connection) -> Result<(), String> {
+        if self.relations.is_empty() {
+            return Ok(());
+        }
+        let keyed: Vec<(String, i64, &Relation)> = self
+            .relations
+            .values()
+            .map(|r| (rel_key(r), content_hash(r) as i64, *r))
+            .collect();
+        let keys: Vec<&str> = keyed.iter().map(|(k, _, _)| k.as_str()).collect();
+        let found: HashMap<String, i64> = run(
+            conn,
+            "UNWIND $keys AS k MATCH (n:RelKey {key: k}) RETURN n.key, n.hash",
+            vec![("keys", string_list_of(&keys))],
+        )?
+        .iter()
+        .map(|r| (as_string(&r[0]), as_i64(&r[1]).unwrap_or(0)))
+        .collect();
+        let mut new = Vec::new();
+        let mut changed = Vec::new();
+        for (key, hash, r) in &keyed {
+            match found.get(key) {
+                None => new.push((key, *hash, *r)),
+                Some(h) if h != hash => changed.push((key, *hash, *r)),
+                Some(_) => {}
+            }
+        }
+        let rel_fields = [
+            ("source", LogicalType::String),
+            ("target", LogicalType::String),
+            ("id", LogicalType::String),
+            ("description", LogicalType::String),
+            ("weight", LogicalType::Double),
+            ("text_unit_ids", string_list()),
+        ];
+        let rel_values = |r: &Relation| {
+            vec![
+                s(&r.source),
+                s(&r.target),
+                s(&r.id),
+                s(&r.description),
+                Value::Double(r.weight),
+                strings(&r.text_unit_ids),
+            ]
+        };
+        let key_fields = [("key", LogicalType::String), ("hash", LogicalType::Int64)];
+        if !new.is_empty() {
+            run(
+                conn,
+                "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)",
+                vec![("rows", rows(&rel_fields, new.iter().map(|(_, _, r)| rel_values(r)).collect()))],
+            )?;
+            run(
+                conn,
+                "COPY RelKey FROM (UNWIND $rows AS r RETURN r.key, r.hash)",
+                vec![(
+                    "rows",
+                    rows(&key_fields, new.iter().map(|(k, h, _)| vec![s(k), hash_value(*h as u64)]).collect()),
+                )],
+            )?;
+        }
+        if !changed.is_empty() {
+            let mut stmt = conn
+                .prepare(
+                    "MATCH (a:Entity {id: $source})-[x:RELATED]->(b:Entity {id: $target}) WHERE x.id = $id \
+                     SET x.description = $description, x.weight = $weight, x.text_unit_ids = $text_unit_ids",
+                )
+                .map_err(err)?;
+            for (_, _, r) in &changed {
+                conn.execute(
+                    &mut stmt,
+                    rel_fields
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .zip(rel_values(r))
+                        .collect(),
+                )
+                .map_err(err)?;
+            }
+            run(
+                conn,
+                "UNWIND $rows AS r MATCH (n:RelKey {key: r.key}) SET n.hash = r.hash",
+                vec![(
+                    "rows",
+                    rows(&key_fields, changed.iter().map(|(k, h, _)| vec![s(k), hash_value(*h as u64)]).collect()),
+                )],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
+    let mut f = vec![
+        ("id", LogicalType::String),
+        ("title", LogicalType::String),
+        ("type", LogicalType::String),
+        ("description", LogicalType::String),
+        ("text_unit_ids", string_list()),
+        ("frequency", LogicalType::Int64),
+        ("degree", LogicalType::Int64),
+        ("stub", LogicalType::Bool),
+        ("hash", LogicalType::Int64),
+    ];
+    if dim > 0 {
+        f.push(("embedding", float_list()));
+    }
+    f
+}
+
+fn entity_row(e: &Entity, dim: usize) -> Vec<Value> {
+    let mut v = vec![
+        s(&e.id),
+        s(&e.title),
+        s(&e.kind),
+        s(&e.description),
+        strings(&e.text_unit_ids),
+        Value::Int64(e.frequency),
+        Value::Int64(e.degree),
+        Value::Bool(false),
+        hash_value(content_hash(e)),
+    ];
+    if dim > 0 {
+        v.push(embedding_value(&e.embedding));
+    }
+    v
+}
+
+fn stub_row(id: &str, dim: usize) -> Vec<Value> {
+    let mut v = vec![
+        s(id),
+        s(""),
+        s(""),
+        s(""),
+        strings(&[]),
+        Value::Int64(0),
+        Value::Int64(0),
+        Value::Bool(true),
+        Value::Int64(0),
+    ];
+    if dim > 0 {
+        v.push(embedding_value(&None));
+    }
+    v
+}
+
+fn chunk_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
+    let mut f = vec![
+        ("id", LogicalType::String),
+        ("text", LogicalType::String),
+        ("n_tokens", LogicalType::Int64),
+        ("document_id", LogicalType::String),
+        ("entity_ids", string_list()),
+    ];
+    if dim > 0 {
+        f.push(("embedding", float_list()));
+    }
+    f
+}
+
+fn chunk_row(c: &Chunk, dim: usize) -> (String, Vec<Value>) {
+    let mut v = vec![
+        s(&c.id),
+        s(&c.text),
+        Value::Int64(c.n_tokens),
+        s(&c.document_id),
+        strings(&c.entity_ids),
+    ];
+    if dim > 0 {
+        v.push(embedding_value(&c.embedding));
+    }
+    (c.id.clone(), v)
+}
+
+fn community_fields() -> Vec<(&'static str, LogicalType)> {
+    vec![
+        ("id", LogicalType::String),
+        ("level", LogicalType::Int64),
+        ("parent", LogicalType::String),
+        ("title", LogicalType::String),
+        ("entity_ids", string_list()),
+        ("summary", LogicalType::String),
+        ("full_content", LogicalType::String),
+        ("rank", LogicalType::Double),
+    ]
+}
+
+fn community_row(c: &Community) -> (String, Vec<Value>) {
+    (
+        c.id.clone(),
+        vec![
+            s(&c.id),
+            Value::Int64(c.level),
+            s(&c.parent),
+            s(&c.title),
+            strings(&c.entity_ids),
+            s(&c.summary),
+            s(&c.full_content),
+            Value::Double(c.rank),
+        ],
+    )
+}
+
+fn document_fields() -> Vec<(&'static str, LogicalType)> {
+    vec![
+        ("id", LogicalType::String),
+        ("title", LogicalType::String),
+        ("text", LogicalType::String),
+        ("text_unit_ids", string_list()),
+    ]
+}
+
+fn document_row(d: &Document) -> (String, Vec<Value>) {
+    (
+        d.id.clone(),
+        vec![s(&d.id), s(&d.title), s(&d.text), strings(&d.text_unit_ids)],
+    )
+}
+
+/// `RETURN r.a, r.b, ...` in column order; the embedding is cast to the column's array type.
+fn return_list(fields: &[(&str, LogicalType)], dim: usize) -> String {
+    fields
+        .iter()
+        .map(|(n, _)| {
+            if *n == "embedding" {
+                format!("CAST(r.embedding AS FLOAT[{dim}])")
+            } else {
+                format!("r.{n}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Inserts rows whose ids are new, in one bulk COPY.
+fn copy_rows(
+    conn: &Connection,
+    table: &str,
+    fields: &[(&str, LogicalType)],
+    new_rows: Vec<Vec<Value>>,
+    dim: usize,
+) -> Result<(), String> {
+    if new_rows.is_empty() {
+        return Ok(());
+    }
+    let q = format!(
+        "COPY {table} FROM (UNWIND $rows AS r RETURN {})",
+        return_list(fields, dim)
+    );
+    run(conn, &q, vec![("rows", rows(fields, new_rows))]).map(|_| ())
+}
+
+/// Overwrites every column of rows that exist.
+fn set_rows(
+    conn: &Connection,
+    table: &str,
+    fields: &[(&str, LogicalType)],
+    changed: Vec<Vec<Value>>,
+) -> Result<(), String> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let sets = fields
+        .iter()
+        .filter(|(n, _)| *n != "id")
+        .map(|(n, _)| format!("n.{n} = r.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let q = format!("UNWIND $rows AS r MATCH (n:{table} {{id: r.id}}) SET {sets}");
+    run(conn, &q, vec![("rows", rows(fields, changed))]).map(|_| ())
+}
+
+/// Chunks, communities, documents: COPY the new ids, SET the others.
+fn upsert_simple(
+    conn: &Connection,
+    table: &str,
+    fields: &[(&str, LogicalType)],
+    items: Vec<(String, Vec<Value>)>,
+    dim: usize,
+) -> Result<(), String> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+    let found: HashSet<String> = run(
+        conn,
+        &format!("UNWIND $ids AS i MATCH (n:{table} {{id: i}}) RETURN n.id"),
+        vec![("ids", string_list_of(&ids))],
+    )?
+    .iter()
+    .map(|r| as_string(&r[0]))
+    .collect();
+    let (old, new): (Vec<_>, Vec<_>) = items.into_iter().partition(|(id, _)| found.contains(id));
+    copy_rows(conn, table, fields, new.into_iter().map(|(_, v)| v).collect(), dim)?;
+    set_rows(conn, table, fields, old.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Deletes an entity (or, with `only_stub`, only if it is a stub here) with its relations and
+/// their keys.
+fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), String> {
+    let cond = if only_stub { "WHERE e.stub = true" } else { "" };
+    let mut keys: Vec<String> = Vec::new();
+    for q in [
+        format!("MATCH (e:Entity {{id: $id}})-[x:RELATED]->(b:Entity) {cond} RETURN x.id, e.id, b.id"),
+        format!("MATCH (a:Entity)-[x:RELATED]->(e:Entity {{id: $id}}) {cond} RETURN x.id, a.id, e.id"),
+    ] {
+        for r in run(conn, &q, vec![("id", s(id))])? {
+            keys.push(format!(
+                "{}\u{1f}{}\u{1f}{}",
+                as_string(&r[0]),
+                as_string(&r[1]),
+                as_string(&r[2])
+            ));
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        run(
+            conn,
+            "UNWIND $keys AS k MATCH (n:RelKey {key: k}) DELETE n",
+            vec![("keys", string_list_of(&refs))],
+        )?;
+    }
+    run(
+        conn,
+        &format!("MATCH (e:Entity {{id: $id}}) {cond} DETACH DELETE e"),
+        vec![("id", s(id))],
+    )?;
+    Ok(())
+}

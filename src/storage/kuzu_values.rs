@@ -1,0 +1,148 @@
+//! Converting between Rust values and Kuzu's `Value` (there is no serde for it), and running a
+//! prepared statement with parameters.
+
+use kuzu::{Connection, LogicalType, Value};
+
+pub fn err(e: kuzu::Error) -> String {
+    e.to_string()
+}
+
+/// Prepares and runs `query` with `params`, collecting the rows.
+pub fn run(
+    conn: &Connection,
+    query: &str,
+    params: Vec<(&str, Value)>,
+) -> Result<Vec<Vec<Value>>, String> {
+    let mut stmt = conn
+        .prepare(query)
+        .map_err(|e| format!("{e} (in {query})"))?;
+    let result = conn
+        .execute(&mut stmt, params)
+        .map_err(|e| format!("{e} (in {query})"))?;
+    Ok(result.collect())
+}
+
+pub fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+pub fn strings(v: &[String]) -> Value {
+    Value::List(LogicalType::String, v.iter().map(|x| s(x)).collect())
+}
+
+pub fn string_list_of(ids: &[&str]) -> Value {
+    Value::List(LogicalType::String, ids.iter().map(|x| s(x)).collect())
+}
+
+/// A content hash stored as Kuzu INT64.
+pub fn hash_value(h: u64) -> Value {
+    Value::Int64(h as i64)
+}
+
+pub fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int64(i) => Some(*i),
+        Value::Int32(i) => Some(i64::from(*i)),
+        Value::UInt64(i) => Some(*i as i64),
+        _ => None,
+    }
+}
+
+pub fn as_bool(v: &Value) -> bool {
+    matches!(v, Value::Bool(true))
+}
+
+pub fn as_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+pub fn as_strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::List(_, items) | Value::Array(_, items) => items.iter().map(as_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn as_f64(v: &Value) -> f64 {
+    match v {
+        Value::Double(d) => *d,
+        Value::Float(f) => f64::from(*f),
+        _ => 0.0,
+    }
+}
+
+pub fn as_floats(v: &Value) -> Option<Vec<f32>> {
+    match v {
+        Value::List(_, items) | Value::Array(_, items) => Some(
+            items
+                .iter()
+                .map(|x| match x {
+                    Value::Float(f) => *f,
+                    Value::Double(d) => *d as f32,
+                    _ => 0.0,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// A list of structs as one parameter (for `UNWIND $rows AS r`).
+pub fn rows(fields: &[(&str, LogicalType)], values: Vec<Vec<Value>>) -> Value {
+    let ty = LogicalType::Struct {
+        fields: fields
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect(),
+    };
+    Value::List(
+        ty,
+        values
+            .into_iter()
+            .map(|vals| {
+                Value::Struct(
+                    fields
+                        .iter()
+                        .map(|(n, _)| n.to_string())
+                        .zip(vals)
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+pub fn string_list() -> LogicalType {
+    LogicalType::List {
+        child_type: Box::new(LogicalType::String),
+    }
+}
+
+pub fn float_list() -> LogicalType {
+    LogicalType::List {
+        child_type: Box::new(LogicalType::Float),
+    }
+}
+
+pub fn embedding_value(e: &Option<Vec<f32>>) -> Value {
+    match e {
+        Some(v) => Value::List(
+            LogicalType::Float,
+            v.iter().map(|x| Value::Float(*x)).collect(),
+        ),
+        None => Value::Null(float_list()),
+    }
+}
+
+/// Whether `table` has `column` (the embedding column exists only with TORUA_EMBEDDING_DIM > 0).
+pub fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool, String> {
+    let rows = run(
+        conn,
+        &format!("CALL TABLE_INFO('{table}') RETURN name"),
+        vec![],
+    )?;
+    Ok(rows.iter().any(|r| as_string(&r[0]) == column))
+}
