@@ -88,9 +88,38 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
+    wait_applied(&args.url, args.quiet)?;
     let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("loaded {} into {}", summary.join(", "), args.url);
     Ok(())
+}
+
+/// Acknowledged writes are durable at once and visible once applied; waits (at most 10 min) until
+/// `/cluster/shards` reports none pending, so that what the import prints is also readable.
+fn wait_applied(url: &str, quiet: bool) -> anyhow::Result<()> {
+    let shards = format!("{}/cluster/shards", url.trim_end_matches('/'));
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let mut said = false;
+    loop {
+        let pending = ureq::get(&shards)
+            .timeout(Duration::from_secs(30))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<serde_json::Value>().ok())
+            .and_then(|v| v["pending_writes"].as_u64());
+        match pending {
+            Some(0) => return Ok(()),
+            Some(n) if !quiet && !said => {
+                eprintln!("all items acknowledged; waiting for {n} writes to be applied");
+                said = true;
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the items are acknowledged (durable) but still being applied after 10 minutes; check {shards}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Sends one batch, retrying while the cluster says it is busy or forming.

@@ -84,7 +84,7 @@ fn check_dulce_everywhere(cluster: &mut TestCluster, expected: &torua::graph::mo
         }
     }
     // Per-shard entity counts add up, and every copy of a shard agrees.
-    let shards = cluster.node(0).get_json("/cluster/shards", T).unwrap();
+    let shards = cluster.wait_applied(0, T).unwrap();
     let mut per_shard: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
     for c in shards["copies"].as_array().unwrap() {
         if c["in_sync"] == true {
@@ -329,7 +329,7 @@ fn bad_input_gets_a_4xx_and_changes_nothing() {
     // Nothing was written: not even the valid items of the refused batches.
     let got = cluster.node(0).get_json("/graph/entities/ok", T).unwrap();
     assert_eq!(got["error"]["status"], 404, "{got}");
-    let shards = cluster.node(0).get_json("/cluster/shards", T).unwrap();
+    let shards = cluster.wait_applied(0, T).unwrap();
     let total: u64 = shards["copies"]
         .as_array()
         .unwrap()

@@ -322,6 +322,24 @@ impl TestCluster {
     pub fn node(&self, i: usize) -> &NodeProc {
         &self.nodes[i]
     }
+
+    /// Waits until node `i`'s `/cluster/shards` reports no logged write waiting to be applied
+    /// (acknowledged writes are durable at once, visible once applied).
+    pub fn wait_applied(&self, i: usize, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let answer = self.nodes[i].get_json("/cluster/shards", Duration::from_secs(30));
+            if let Ok(a) = &answer {
+                if a["pending_writes"] == 0 {
+                    return Ok(a.clone());
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("writes still pending after {timeout:?}: {answer:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     pub fn node_mut(&mut self, i: usize) -> &mut NodeProc {
         &mut self.nodes[i]
     }
