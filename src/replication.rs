@@ -294,15 +294,24 @@ async fn route_read(
     ))
 }
 
-/// On the primary: a copy outside the in-sync set says how far it is. If it is level with the
-/// primary, the primary (holding the shard's write lock, so no write slips in between) asks the
-/// coordinator to put it back in sync. A copy that is behind stays out (catching up by copying is
-/// the self-healing issue's work).
+/// Most bytes of logged writes sent to a catching-up copy per read of the log.
+const CATCH_UP_CHUNK: usize = 8 << 20;
+/// Rounds of catching up without holding the shard's write lock before the last one, with it.
+const CATCH_UP_ROUNDS: usize = 3;
+
+/// On the primary: a copy outside the in-sync set says how far it is. A copy that is behind gets
+/// the writes it misses from the primary's log (by sequence number) — first while writes go on,
+/// then, holding the shard's write lock so no write slips in between, the rest — and the
+/// primary asks the coordinator to put it back in sync. A copy whose last write differs from the
+/// primary's write with the same number, or that is ahead, has diverged (it took a write that
+/// was never acknowledged) and stays out; so does one too far behind for the retained log.
+/// Rebuilding those by copying is the self-healing issue's work.
 pub async fn rejoin_in_sync(
     ctx: &Arc<NodeContext>,
     shard: u32,
     node: &str,
-    applied_seq: u64,
+    their_seq: u64,
+    their_crc: Option<u32>,
 ) -> PeerResponse {
     let Some(map) = ctx.shard_map.get() else {
         return PeerResponse::Failed("no shard map".into());
@@ -316,29 +325,82 @@ pub async fn rejoin_in_sync(
         Ok(s) => s,
         Err(e) => return PeerResponse::Failed(e),
     };
+    let mine = store.seq();
+    if their_seq > mine {
+        return PeerResponse::Failed(format!(
+            "shard {shard}: {node} has writes up to {their_seq}, beyond the primary's {mine}: it diverged \
+             and needs a rebuild"
+        ));
+    }
+    if let (Some(theirs), Ok(Some(ours))) = (their_crc, store.crc_at(their_seq).await) {
+        if theirs != ours {
+            return PeerResponse::Failed(format!(
+                "shard {shard}: {node}'s write {their_seq} differs from the primary's: it diverged and needs a rebuild"
+            ));
+        }
+    }
+    let view = ctx.cluster.view();
+    let Some(addr) = view.member_by_str(node).and_then(|m| m.peer_addr.clone()) else {
+        return PeerResponse::Failed(format!("{node} is not in the membership view"));
+    };
+    let mut sent = their_seq;
+    for _ in 0..CATCH_UP_ROUNDS {
+        if let Err(e) = send_missing(ctx, &store, shard, node, &addr, &mut sent).await {
+            return PeerResponse::Failed(e);
+        }
+    }
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;
-    let mine = store.seq();
-    if mine != applied_seq {
-        return PeerResponse::Failed(format!(
-            "shard {shard}: the primary has writes up to {mine}, {node} up to {applied_seq}"
-        ));
+    if let Err(e) = send_missing(ctx, &store, shard, node, &addr, &mut sent).await {
+        return PeerResponse::Failed(e);
+    }
+    if sent > their_seq {
+        tracing::info!(shard, node, from = their_seq, to = sent, "caught up a copy from the log");
     }
     let view = ctx.cluster.view();
     let Some(coordinator) = view.coordinator.clone() else {
         return PeerResponse::Failed("no coordinator".into());
     };
-    let Some(addr) = view.member(&coordinator).and_then(|m| m.peer_addr.clone()) else {
+    let Some(coordinator_addr) = view.member(&coordinator).and_then(|m| m.peer_addr.clone()) else {
         return PeerResponse::Failed("the coordinator has no peer address".into());
     };
     let req = PeerRequest::AddInSync {
         shard,
         node: node.to_string(),
     };
-    match crate::peer::call(ctx, coordinator.as_str(), &addr, &req, ATTEMPT_TIMEOUT).await {
+    match crate::peer::call(ctx, coordinator.as_str(), &coordinator_addr, &req, ATTEMPT_TIMEOUT).await {
         Ok(answer @ PeerResponse::MapInstalled { .. }) => answer,
         Ok(PeerResponse::Failed(e)) => PeerResponse::Failed(e),
         Ok(other) => PeerResponse::Failed(format!("unexpected answer {other:?}")),
         Err(e) => PeerResponse::Failed(e),
     }
+}
+
+/// Sends `node` the logged writes after `*sent` up to the primary's current sequence number.
+async fn send_missing(
+    ctx: &Arc<NodeContext>,
+    store: &crate::storage::KuzuShard,
+    shard: u32,
+    node: &str,
+    addr: &str,
+    sent: &mut u64,
+) -> Result<(), String> {
+    while *sent < store.seq() {
+        let records = store.records_after(*sent, CATCH_UP_CHUNK).await?;
+        if records.is_empty() {
+            return Err(format!(
+                "shard {shard}: the primary's log does not hold the writes after {sent}; {node} needs a rebuild"
+            ));
+        }
+        for (seq, op) in records {
+            let req = PeerRequest::Replicate { shard, seq, op };
+            match crate::peer::call(ctx, node, addr, &req, ATTEMPT_TIMEOUT).await {
+                Ok(PeerResponse::Replicated) => *sent = seq,
+                Ok(PeerResponse::Failed(e)) => return Err(format!("catching up {node}: {e}")),
+                Ok(other) => return Err(format!("catching up {node}: unexpected answer {other:?}")),
+                Err(e) => return Err(format!("catching up {node}: {e}")),
+            }
+        }
+    }
+    Ok(())
 }

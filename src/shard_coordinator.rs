@@ -12,11 +12,14 @@ use crate::shard_map::ShardMap;
 
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A copy asking to rejoin may first be sent the writes it missed.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut views = ctx.cluster.view_watcher();
     // The term in which this node (as coordinator) last collected the members' maps.
     let mut synced_term = None;
+    let rejoining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let view = ctx.cluster.view();
         if view.is_coordinator() && view.term.is_some() && synced_term != view.term {
@@ -26,7 +29,15 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
         if let Some(map) = step(&ctx) {
             push(&ctx, map).await;
         }
-        rejoin_where_behind(&ctx).await;
+        // Catching up can take a while: never in the way of the coordinator's duties above.
+        if !rejoining.load(std::sync::atomic::Ordering::SeqCst) {
+            rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
+            let (ctx, rejoining) = (ctx.clone(), rejoining.clone());
+            tokio::spawn(async move {
+                rejoin_where_behind(&ctx).await;
+                rejoining.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
         tokio::select! {
             _ = stop.changed() => return,
             _ = views.changed() => {}
@@ -107,8 +118,8 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) {
     }
 }
 
-/// On every node: ask the primary to put back the copies this node holds that are level with it
-/// but not in sync (after a restart or a network blip with no writes in between).
+/// On every node: ask the primary to put back the copies this node holds that are not in sync
+/// (after a restart or a network blip); the primary first sends what they miss from its log.
 async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
     let Some(map) = ctx.shard_map.get() else {
         return;
@@ -129,11 +140,16 @@ async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
         let Ok(store) = ctx.storage.open(a.shard).await else {
             continue;
         };
+        let (seq, last_crc) = match store.last_logged() {
+            Some((s, crc)) if s == store.seq() => (s, Some(crc)),
+            _ => (store.seq(), None),
+        };
         let req = PeerRequest::RequestInSync {
             shard: a.shard,
-            applied_seq: store.seq(),
+            applied_seq: seq,
+            last_crc,
         };
-        match crate::peer::call(ctx, &a.primary, &addr, &req, PUSH_TIMEOUT).await {
+        match crate::peer::call(ctx, &a.primary, &addr, &req, CATCH_UP_TIMEOUT).await {
             Ok(PeerResponse::MapInstalled { .. }) => {
                 tracing::info!(shard = a.shard, "copy is back in sync")
             }

@@ -59,7 +59,7 @@ pub struct ClusterOptions {
     pub ids: Option<Vec<String>>,
     /// Wait for this long for every node to answer `/health` after start.
     pub start_timeout: Duration,
-    /// Pass `TORUA_LOG` through (default `info`).
+    /// The nodes' `TORUA_LOG` (default `info`, or `TORUA_TEST_LOG` from the test's environment).
     pub log: String,
 }
 
@@ -69,7 +69,7 @@ impl Default for ClusterOptions {
             env: BTreeMap::new(),
             ids: None,
             start_timeout: Duration::from_secs(20),
-            log: "info".into(),
+            log: std::env::var("TORUA_TEST_LOG").unwrap_or_else(|_| "info".into()),
         }
     }
 }

@@ -121,8 +121,12 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             Err(e) => PeerResponse::Failed(e),
         },
         PeerRequest::GetMap => PeerResponse::Map(ctx.shard_map.get()),
-        PeerRequest::RequestInSync { shard, applied_seq } => {
-            crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq).await
+        PeerRequest::RequestInSync {
+            shard,
+            applied_seq,
+            last_crc,
+        } => {
+            crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc).await
         }
         PeerRequest::AddInSync { shard, node } => {
             match crate::shard_coordinator::add_in_sync(ctx, shard, &node) {

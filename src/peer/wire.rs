@@ -41,8 +41,14 @@ pub enum PeerRequest {
     GetChunk { shard: u32, id: String },
     /// This node's shard map (a new coordinator collects them to adopt the newest).
     GetMap,
-    /// To a primary, from a copy outside the in-sync set: "I have writes up to `applied_seq`".
-    RequestInSync { shard: u32, applied_seq: u64 },
+    /// To a primary, from a copy outside the in-sync set: "I have writes up to `applied_seq`, and
+    /// the checksum of that write is `last_crc`" (when its log still has it). The primary sends
+    /// what the copy misses from its log, then puts it back in sync.
+    RequestInSync {
+        shard: u32,
+        applied_seq: u64,
+        last_crc: Option<u32>,
+    },
     /// To the coordinator, from a primary that verified the copy is level with it.
     AddInSync { shard: u32, node: String },
 }

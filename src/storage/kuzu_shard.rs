@@ -158,6 +158,35 @@ impl KuzuShard {
         .map_err(|e| format!("log task failed: {e}"))?
     }
 
+    /// Sequence number and checksum of the newest logged write (to detect a diverged copy).
+    pub fn last_logged(&self) -> Option<(u64, u32)> {
+        self.log.lock().expect("log lock").last()
+    }
+
+    /// Checksum of logged write `seq`, if the log still holds it.
+    pub async fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.lock().expect("log lock").crc_at(seq))
+            .await
+            .map_err(|e| format!("log task failed: {e}"))?
+    }
+
+    /// Logged writes after `seq` (about `max_bytes` at most), to catch up another copy.
+    pub async fn records_after(
+        &self,
+        seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, WriteOp)>, String> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            log.lock()
+                .expect("log lock")
+                .records_after(seq, max_bytes)
+        })
+        .await
+        .map_err(|e| format!("log task failed: {e}"))?
+    }
+
     /// Waits until every write logged so far is visible, at most `timeout`.
     pub async fn wait_visible(&self, timeout: Duration) -> Result<(), String> {
         let target = self.seq();

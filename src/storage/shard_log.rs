@@ -10,7 +10,11 @@
 //! Format: segment files `shard-<n>.log.<first seq>`; each record is
 //! `[payload length u32 LE][crc32 of payload u32 LE][postcard (seq, WriteOp)]`. A torn or corrupt
 //! record ends the log (only the newest segment's tail can be torn: records are written in
-//! order). Segments whose records are all applied are deleted.
+//! order).
+//!
+//! Retention: applied records are kept (up to `RETAIN_BYTES` of closed segments) so that a copy
+//! that fell out of the in-sync set can catch up from the primary's log by sequence number
+//! (`replication::rejoin_in_sync`); older applied segments are deleted.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -19,7 +23,9 @@ use std::path::{Path, PathBuf};
 use super::WriteOp;
 
 /// A segment is closed and a new one started past this size.
-const SEGMENT_BYTES: u64 = 64 << 20;
+const SEGMENT_BYTES: u64 = 16 << 20;
+/// Applied records kept for catching up copies (closed segments; the open one is always kept).
+const RETAIN_BYTES: u64 = 64 << 20;
 /// Largest record accepted when reading back (a write is at most the 64 MiB ingest limit).
 const MAX_RECORD: u32 = 256 << 20;
 
@@ -37,6 +43,8 @@ pub struct ShardLog {
     /// Oldest first; the last one is the one appended to.
     segments: Vec<Segment>,
     file: File,
+    /// Sequence number and checksum of the newest record (to detect diverged copies).
+    last: Option<(u64, u32)>,
 }
 
 /// Encodes one record (done by the caller, off the log's lock).
@@ -72,6 +80,7 @@ impl ShardLog {
         let mut segments = Vec::new();
         let mut redo = Vec::new();
         let mut torn = false;
+        let mut last = None;
         for (first_seq, path) in found {
             if torn {
                 // Nothing after a torn record can be trusted to follow it in order.
@@ -81,8 +90,9 @@ impl ShardLog {
             }
             let (records, good_bytes, ok) = read_segment(&path)?;
             let mut last_seq = 0;
-            for (seq, op) in records {
+            for (seq, crc, op) in records {
                 last_seq = seq;
+                last = Some((seq, crc));
                 if seq > applied {
                     redo.push((seq, op));
                 }
@@ -119,6 +129,7 @@ impl ShardLog {
             shard,
             segments,
             file,
+            last,
         };
         log.trim(applied);
         Ok((log, redo))
@@ -149,7 +160,52 @@ impl ShardLog {
         }
         seg.bytes += record.len() as u64;
         seg.last_seq = seq;
+        let crc = u32::from_le_bytes(record[4..8].try_into().expect("a record header"));
+        self.last = Some((seq, crc));
         Ok(())
+    }
+
+    /// Sequence number and checksum of the newest record, if the log has one.
+    pub fn last(&self) -> Option<(u64, u32)> {
+        self.last
+    }
+
+    /// Checksum of the record `seq`, if the log still holds it.
+    pub fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
+        for seg in self.segments.iter().filter(|s| s.first_seq <= seq && seq <= s.last_seq) {
+            let (records, _, _) = read_segment(&seg.path)?;
+            if let Some((_, crc, _)) = records.iter().find(|(s, _, _)| *s == seq) {
+                return Ok(Some(*crc));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The records after `seq`, in order, at most about `max_bytes` of them; an error when the log
+    /// no longer holds record `seq + 1` (the copy asking is too far behind to catch up from it).
+    pub fn records_after(&self, seq: u64, max_bytes: usize) -> Result<Vec<(u64, WriteOp)>, String> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for seg in self.segments.iter().filter(|s| s.last_seq > seq) {
+            let (records, _, _) = read_segment(&seg.path)?;
+            for (s, _, op) in records {
+                if s <= seq {
+                    continue;
+                }
+                let expected = out.last().map_or(seq + 1, |(p, _): &(u64, WriteOp)| p + 1);
+                if s != expected {
+                    return Err(format!(
+                        "the log no longer holds write {expected} (it starts at {s}); the copy needs a full rebuild"
+                    ));
+                }
+                bytes += postcard::to_stdvec(&op).map(|v| v.len()).unwrap_or(0);
+                out.push((s, op));
+                if bytes >= max_bytes {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn roll(&mut self, next_seq: u64) -> Result<(), String> {
@@ -166,20 +222,20 @@ impl ShardLog {
         Ok(())
     }
 
-    /// Forgets what is applied: deletes closed segments whose every record is at or below
-    /// `applied`, and empties the open one when all of it is applied.
+    /// Deletes the oldest closed segments whose every record is applied, while the closed
+    /// segments hold more than `RETAIN_BYTES`.
     pub fn trim(&mut self, applied: u64) {
-        while self.segments.len() > 1 && self.segments[0].last_seq <= applied {
+        let closed = |segs: &[Segment]| -> u64 {
+            segs[..segs.len() - 1].iter().map(|s| s.bytes).sum()
+        };
+        while self.segments.len() > 1
+            && self.segments[0].last_seq <= applied
+            && closed(&self.segments) > RETAIN_BYTES
+        {
             let seg = self.segments.remove(0);
             if let Err(e) = std::fs::remove_file(&seg.path) {
                 tracing::warn!(path = %seg.path.display(), error = %e, "cannot delete an applied log segment");
             }
-        }
-        let open = self.segments.last_mut().expect("a segment");
-        if open.bytes > 0 && open.last_seq <= applied && self.file.set_len(0).is_ok() {
-            open.bytes = 0;
-            open.first_seq = applied + 1;
-            // The name keeps its old first sequence number; only the order of names matters.
         }
     }
 
@@ -197,10 +253,10 @@ fn open_append(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot open the shard log {}: {e}", path.display()))
 }
 
-/// Reads a segment: its good records, the length of the good prefix, and whether the whole
-/// file was good.
+/// Reads a segment: its good records (sequence number, checksum, write), the length of the good
+/// prefix, and whether the whole file was good.
 #[allow(clippy::type_complexity)]
-fn read_segment(path: &Path) -> Result<(Vec<(u64, WriteOp)>, u64, bool), String> {
+fn read_segment(path: &Path) -> Result<(Vec<(u64, u32, WriteOp)>, u64, bool), String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut r = BufReader::new(file);
@@ -222,7 +278,7 @@ fn read_segment(path: &Path) -> Result<(Vec<(u64, WriteOp)>, u64, bool), String>
             return Ok((records, good, false));
         }
         match postcard::from_bytes::<(u64, WriteOp)>(&payload) {
-            Ok(rec) => records.push(rec),
+            Ok((seq, op)) => records.push((seq, crc, op)),
             Err(_) => return Ok((records, good, false)),
         }
         good += 8 + u64::from(len);
@@ -270,20 +326,24 @@ mod tests {
     }
 
     #[test]
-    fn trim_forgets_applied_records() {
+    fn applied_records_are_kept_for_catching_up() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = ShardLog::open(dir.path(), 0, 0).unwrap();
-        for seq in 1..=3 {
-            log.append(seq, &encode(seq, &op("x")).unwrap()).unwrap();
+        for seq in 1..=5 {
+            log.append(seq, &encode(seq, &op(&format!("x{seq}"))).unwrap())
+                .unwrap();
         }
-        log.trim(2);
-        assert!(log.bytes() > 0, "record 3 is not applied yet");
-        log.trim(3);
-        assert_eq!(log.bytes(), 0);
+        log.trim(5);
+        let after: Vec<u64> = log.records_after(2, 1 << 20).unwrap().iter().map(|(s, _)| *s).collect();
+        assert_eq!(after, vec![3, 4, 5]);
+        assert_eq!(log.records_after(0, 1).unwrap().len(), 1, "a byte limit stops early");
+        assert_eq!(log.crc_at(4).unwrap(), Some(crc32fast::hash(&postcard::to_stdvec(&(4u64, op("x4"))).unwrap())));
+        assert_eq!(log.last().map(|(s, _)| s), Some(5));
         drop(log);
-        let (log, redo) = ShardLog::open(dir.path(), 0, 3).unwrap();
+        let (log, redo) = ShardLog::open(dir.path(), 0, 5).unwrap();
         assert!(redo.is_empty());
-        assert_eq!(log.last_seq(), 0);
+        assert_eq!(log.last_seq(), 5);
+        assert_eq!(log.last().map(|(s, _)| s), Some(5));
     }
 
     #[test]
