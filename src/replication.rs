@@ -355,7 +355,13 @@ pub async fn rejoin_in_sync(
         return PeerResponse::Failed(e);
     }
     if sent > their_seq {
-        tracing::info!(shard, node, from = their_seq, to = sent, "caught up a copy from the log");
+        tracing::info!(
+            shard,
+            node,
+            from = their_seq,
+            to = sent,
+            "caught up a copy from the log"
+        );
     }
     let view = ctx.cluster.view();
     let Some(coordinator) = view.coordinator.clone() else {
@@ -368,7 +374,15 @@ pub async fn rejoin_in_sync(
         shard,
         node: node.to_string(),
     };
-    match crate::peer::call(ctx, coordinator.as_str(), &coordinator_addr, &req, ATTEMPT_TIMEOUT).await {
+    match crate::peer::call(
+        ctx,
+        coordinator.as_str(),
+        &coordinator_addr,
+        &req,
+        ATTEMPT_TIMEOUT,
+    )
+    .await
+    {
         Ok(answer @ PeerResponse::MapInstalled { .. }) => answer,
         Ok(PeerResponse::Failed(e)) => PeerResponse::Failed(e),
         Ok(other) => PeerResponse::Failed(format!("unexpected answer {other:?}")),
@@ -397,7 +411,9 @@ async fn send_missing(
             match crate::peer::call(ctx, node, addr, &req, ATTEMPT_TIMEOUT).await {
                 Ok(PeerResponse::Replicated) => *sent = seq,
                 Ok(PeerResponse::Failed(e)) => return Err(format!("catching up {node}: {e}")),
-                Ok(other) => return Err(format!("catching up {node}: unexpected answer {other:?}")),
+                Ok(other) => {
+                    return Err(format!("catching up {node}: unexpected answer {other:?}"))
+                }
                 Err(e) => return Err(format!("catching up {node}: {e}")),
             }
         }

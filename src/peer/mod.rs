@@ -125,9 +125,7 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             shard,
             applied_seq,
             last_crc,
-        } => {
-            crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc).await
-        }
+        } => crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc).await,
         PeerRequest::AddInSync { shard, node } => {
             match crate::shard_coordinator::add_in_sync(ctx, shard, &node) {
                 Ok(map) => {

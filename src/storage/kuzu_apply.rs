@@ -14,6 +14,7 @@
 //! whose content really changed is updated by pattern, one prepared statement per row.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use kuzu::{Connection, LogicalType, Value};
 
@@ -53,6 +54,35 @@ pub fn schema(dim: usize) -> Vec<String> {
     ]
 }
 
+/// What a copy holds, counted by the applier after each round (so that stats never hold a read
+/// transaction open against the next commit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub entities: u64,
+    pub stubs: u64,
+    pub relations: u64,
+    pub chunks: u64,
+    pub communities: u64,
+    pub documents: u64,
+}
+
+pub fn counts(conn: &Connection) -> Result<Counts, String> {
+    let count = |q: &str| -> Result<u64, String> {
+        Ok(run(conn, q, vec![])?
+            .first()
+            .and_then(|row| as_i64(&row[0]))
+            .unwrap_or(0) as u64)
+    };
+    Ok(Counts {
+        entities: count("MATCH (e:Entity) WHERE e.stub = false RETURN count(*)")?,
+        stubs: count("MATCH (e:Entity) WHERE e.stub = true RETURN count(*)")?,
+        relations: count("MATCH ()-[r:RELATED]->() RETURN count(*)")?,
+        chunks: count("MATCH (c:Chunk) RETURN count(*)")?,
+        communities: count("MATCH (c:Community) RETURN count(*)")?,
+        documents: count("MATCH (d:Document) RETURN count(*)")?,
+    })
+}
+
 /// Reads the highest applied sequence number.
 pub fn read_applied(conn: &Connection) -> Result<u64, String> {
     let rows = run(
@@ -69,6 +99,8 @@ pub fn apply_round(
     ops: &[&WriteOp],
     max_seq: u64,
     dim: usize,
+    stage: &Path,
+    commit_gate: &std::sync::RwLock<()>,
 ) -> Result<(), String> {
     run(conn, "BEGIN TRANSACTION", vec![])?;
     let result = (|| {
@@ -81,7 +113,7 @@ pub fn apply_round(
                         merged.add(b);
                         i += 1;
                     }
-                    merged.apply(conn, dim)?;
+                    merged.apply(conn, dim, stage)?;
                 }
                 WriteOp::DeleteEntity(id) => {
                     delete_entity(conn, id, false)?;
@@ -101,7 +133,12 @@ pub fn apply_round(
         Ok(())
     })();
     match result {
-        Ok(()) => run(conn, "COMMIT", vec![]).map(|_| ()),
+        Ok(()) => {
+            // A commit that bulk-loaded checkpoints, and a checkpoint waits for every open read:
+            // hold new reads back meanwhile so a steady stream of them cannot starve it.
+            let _no_reads = commit_gate.write().expect("commit gate");
+            run(conn, "COMMIT", vec![]).map(|_| ())
+        }
         Err(e) => {
             let _ = conn.query("ROLLBACK");
             Err(e)
@@ -133,8 +170,7 @@ impl<'a> Merged<'a> {
             self.entities.insert(&e.id, e);
         }
         for r in &b.relations {
-            self.relations
-                .insert((&r.id, &r.source, &r.target), r);
+            self.relations.insert((&r.id, &r.source, &r.target), r);
         }
         for c in &b.chunks {
             self.chunks.insert(&c.id, c);
@@ -147,9 +183,18 @@ impl<'a> Merged<'a> {
         }
     }
 
-    fn apply(&self, conn: &Connection, dim: usize) -> Result<(), String> {
+    fn apply(&self, conn: &Connection, dim: usize, stage: &Path) -> Result<(), String> {
+        let t = std::time::Instant::now();
         self.entities_and_stubs(conn, dim)?;
-        self.relations(conn)?;
+        let t_entities = t.elapsed();
+        self.relations(conn, stage)?;
+        tracing::trace!(
+            entities = self.entities.len(),
+            relations = self.relations.len(),
+            entities_ms = t_entities.as_millis() as u64,
+            relations_ms = (t.elapsed() - t_entities).as_millis() as u64,
+            "upserted"
+        );
         upsert_simple(
             conn,
             "Chunk",
@@ -161,7 +206,10 @@ impl<'a> Merged<'a> {
             conn,
             "Community",
             &community_fields(),
-            self.communities.values().map(|c| community_row(c)).collect(),
+            self.communities
+                .values()
+                .map(|c| community_row(c))
+                .collect(),
             0,
         )?;
         upsert_simple(
@@ -190,7 +238,12 @@ impl<'a> Merged<'a> {
             vec![("ids", string_list_of(&ids))],
         )?
         .iter()
-        .map(|r| (as_string(&r[0]), (as_bool(&r[1]), as_i64(&r[2]).unwrap_or(0))))
+        .map(|r| {
+            (
+                as_string(&r[0]),
+                (as_bool(&r[1]), as_i64(&r[2]).unwrap_or(0)),
+            )
+        })
         .collect();
         let fields = entity_fields(dim);
         let mut new_rows = Vec::new();
@@ -212,7 +265,7 @@ impl<'a> Merged<'a> {
         Ok(())
     }
 
-    fn relations(&self, conn: &Connection) -> Result<(), String> {
+    fn relations(&self, conn: &Connection, stage: &Path) -> Result<(), String> {
         if self.relations.is_empty() {
             return Ok(());
         }
@@ -222,6 +275,7 @@ impl<'a> Merged<'a> {
             .map(|r| (rel_key(r), content_hash(r) as i64, *r))
             .collect();
         let keys: Vec<&str> = keyed.iter().map(|(k, _, _)| k.as_str()).collect();
+        let t = std::time::Instant::now();
         let found: HashMap<String, i64> = run(
             conn,
             "UNWIND $keys AS k MATCH (n:RelKey {key: k}) RETURN n.key, n.hash",
@@ -258,21 +312,17 @@ impl<'a> Merged<'a> {
             ]
         };
         let key_fields = [("key", LogicalType::String), ("hash", LogicalType::Int64)];
+        let t_lookup = t.elapsed();
+        let t_copy = std::time::Instant::now();
         if !new.is_empty() {
-            run(
-                conn,
-                "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)",
-                vec![("rows", rows(&rel_fields, new.iter().map(|(_, _, r)| rel_values(r)).collect()))],
-            )?;
-            run(
-                conn,
-                "COPY RelKey FROM (UNWIND $rows AS r RETURN r.key, r.hash)",
-                vec![(
-                    "rows",
-                    rows(&key_fields, new.iter().map(|(k, h, _)| vec![s(k), hash_value(*h as u64)]).collect()),
-                )],
-            )?;
+            copy_relations(conn, stage, &new, &rel_fields, &rel_values, &key_fields)?;
         }
+        tracing::trace!(
+            lookup_ms = t_lookup.as_millis() as u64,
+            copy_ms = t_copy.elapsed().as_millis() as u64,
+            new = new.len(),
+            "relations"
+        );
         if !changed.is_empty() {
             let mut stmt = conn
                 .prepare(
@@ -296,12 +346,59 @@ impl<'a> Merged<'a> {
                 "UNWIND $rows AS r MATCH (n:RelKey {key: r.key}) SET n.hash = r.hash",
                 vec![(
                     "rows",
-                    rows(&key_fields, changed.iter().map(|(k, h, _)| vec![s(k), hash_value(*h as u64)]).collect()),
+                    rows(
+                        &key_fields,
+                        changed
+                            .iter()
+                            .map(|(k, h, _)| vec![s(k), hash_value(*h as u64)])
+                            .collect(),
+                    ),
                 )],
             )?;
         }
         Ok(())
     }
+}
+
+/// New relations and their keys: through staged parquet files when the staging path can be
+/// quoted, else through parameter lists (same result, slower).
+fn copy_relations(
+    conn: &Connection,
+    stage: &Path,
+    new: &[(&String, i64, &Relation)],
+    rel_fields: &[(&str, LogicalType)],
+    rel_values: &dyn Fn(&Relation) -> Vec<Value>,
+    key_fields: &[(&str, LogicalType)],
+) -> Result<(), String> {
+    let rels: Vec<&Relation> = new.iter().map(|(_, _, r)| *r).collect();
+    let keys: Vec<(&str, i64)> = new.iter().map(|(k, h, _)| (k.as_str(), *h)).collect();
+    let staged = super::kuzu_stage::relations(stage, &rels)?;
+    if let Some(file) = staged.literal() {
+        run(conn, &format!("COPY RELATED FROM {file}"), vec![])?;
+        let staged = super::kuzu_stage::keys(stage, &keys)?;
+        let file = staged.literal().expect("same directory");
+        run(conn, &format!("COPY RelKey FROM {file}"), vec![])?;
+        return Ok(());
+    }
+    run(
+        conn,
+        "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)",
+        vec![("rows", rows(rel_fields, rels.iter().map(|r| rel_values(r)).collect()))],
+    )?;
+    run(
+        conn,
+        "COPY RelKey FROM (UNWIND $rows AS r RETURN r.key, r.hash)",
+        vec![(
+            "rows",
+            rows(
+                key_fields,
+                keys.iter()
+                    .map(|(k, h)| vec![s(k), hash_value(*h as u64)])
+                    .collect(),
+            ),
+        )],
+    )?;
+    Ok(())
 }
 
 fn entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
@@ -505,8 +602,19 @@ fn upsert_simple(
     .map(|r| as_string(&r[0]))
     .collect();
     let (old, new): (Vec<_>, Vec<_>) = items.into_iter().partition(|(id, _)| found.contains(id));
-    copy_rows(conn, table, fields, new.into_iter().map(|(_, v)| v).collect(), dim)?;
-    set_rows(conn, table, fields, old.into_iter().map(|(_, v)| v).collect())
+    copy_rows(
+        conn,
+        table,
+        fields,
+        new.into_iter().map(|(_, v)| v).collect(),
+        dim,
+    )?;
+    set_rows(
+        conn,
+        table,
+        fields,
+        old.into_iter().map(|(_, v)| v).collect(),
+    )
 }
 
 /// Deletes an entity (or, with `only_stub`, only if it is a stub here) with its relations and
@@ -515,8 +623,12 @@ fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), Str
     let cond = if only_stub { "WHERE e.stub = true" } else { "" };
     let mut keys: Vec<String> = Vec::new();
     for q in [
-        format!("MATCH (e:Entity {{id: $id}})-[x:RELATED]->(b:Entity) {cond} RETURN x.id, e.id, b.id"),
-        format!("MATCH (a:Entity)-[x:RELATED]->(e:Entity {{id: $id}}) {cond} RETURN x.id, a.id, e.id"),
+        format!(
+            "MATCH (e:Entity {{id: $id}})-[x:RELATED]->(b:Entity) {cond} RETURN x.id, e.id, b.id"
+        ),
+        format!(
+            "MATCH (a:Entity)-[x:RELATED]->(e:Entity {{id: $id}}) {cond} RETURN x.id, a.id, e.id"
+        ),
     ] {
         for r in run(conn, &q, vec![("id", s(id))])? {
             keys.push(format!(

@@ -19,14 +19,16 @@ use std::time::Duration;
 use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
-use super::kuzu_apply::{apply_round, read_applied, schema};
+use super::kuzu_apply::{apply_round, counts, read_applied, schema, Counts};
 use super::kuzu_values::*;
 use super::shard_log::{self, ShardLog};
-use super::{EntityRecord, RelationRecord, ShardStats, StoreConfig, WriteOp};
+use super::{ApplyGate, EntityRecord, RelationRecord, ShardStats, StoreConfig, WriteOp};
 use crate::graph::model::{Chunk, Entity};
 
 /// Items (entities, relations, ...) applied in one transaction at most.
 const ROUND_ITEMS: usize = 50_000;
+/// The applier checkpoints (folds Kuzu's WAL into the database file) past this WAL size.
+const CHECKPOINT_WAL_BYTES: u64 = 64 << 20;
 /// How long a read waits for the writes logged before it to be applied.
 pub const READ_WAIT: Duration = Duration::from_secs(8);
 
@@ -36,6 +38,8 @@ struct Pending {
     ops: VecDeque<(u64, Arc<WriteOp>, usize)>,
     /// Bytes of the queued ops plus the round being applied.
     bytes: usize,
+    /// Writes in the round being applied.
+    in_flight: usize,
     stop: bool,
 }
 
@@ -48,6 +52,10 @@ struct Shared {
     visible: watch::Sender<u64>,
     /// Writes that could not be applied (acknowledged, so this is an alarm; see the logs).
     failed: AtomicU64,
+    /// Reads hold it shared; a commit holds it exclusively (see `apply_round`).
+    commit_gate: std::sync::RwLock<()>,
+    /// What the database holds, as of the last round.
+    counts: Mutex<Counts>,
 }
 
 pub struct KuzuShard {
@@ -63,12 +71,21 @@ pub struct KuzuShard {
 impl KuzuShard {
     /// Opens (creating if needed) the copy of `shard` whose database is `path` and whose log
     /// lives next to it, and starts applying what the log holds beyond the database.
-    pub fn open(path: &Path, shard: u32, config: &StoreConfig) -> Result<KuzuShard, String> {
+    pub fn open(
+        path: &Path,
+        shard: u32,
+        config: &StoreConfig,
+        gate: Arc<ApplyGate>,
+    ) -> Result<KuzuShard, String> {
         let system = SystemConfig::default()
             .buffer_pool_size(config.buffer_pool_bytes)
             .max_num_threads(config.threads)
             .max_db_size(config.max_db_size)
-            .enable_compression(true);
+            .enable_compression(true)
+            // Kuzu checkpoints at commit when the WAL is large, and that checkpoint waits for every
+            // open read; when reads keep it waiting the COMMIT reports an error. The applier
+            // checkpoints itself between rounds instead (see `CHECKPOINT_WAL_BYTES`).
+            .auto_checkpoint(false);
         let db = Database::new(path, system)
             .map_err(|e| format!("cannot open the Kuzu database {}: {e}", path.display()))?;
         let db = Arc::new(db);
@@ -78,12 +95,17 @@ impl KuzuShard {
                 conn.query(&ddl).map_err(|e| format!("schema: {e}"))?;
             }
             check_embedding_column(&conn, config.embedding_dim)?;
-            read_applied(&conn)?
+            (read_applied(&conn)?, counts(&conn)?)
         };
+        let (applied, initial_counts) = applied;
         let dir = path.parent().unwrap_or(Path::new("."));
         let (log, redo) = ShardLog::open(dir, shard, applied)?;
         if !redo.is_empty() {
-            tracing::info!(shard, writes = redo.len(), "redoing logged writes not yet in the database");
+            tracing::info!(
+                shard,
+                writes = redo.len(),
+                "redoing logged writes not yet in the database"
+            );
         }
         let logged = log.last_seq().max(applied);
         let mut pending = Pending::default();
@@ -98,13 +120,28 @@ impl KuzuShard {
             logged: AtomicU64::new(logged),
             visible: watch::Sender::new(applied),
             failed: AtomicU64::new(0),
+            commit_gate: std::sync::RwLock::new(()),
+            counts: Mutex::new(initial_counts),
         });
         let log = Arc::new(Mutex::new(log));
         let (thread_db, thread_shared, thread_log) = (db.clone(), shared.clone(), log.clone());
         let dim = config.embedding_dim;
+        let stage = dir.join(format!("stage-{shard}"));
+        let wal_path = path.with_extension("kz.wal");
         let applier = std::thread::Builder::new()
             .name(format!("kuzu-apply-{shard}"))
-            .spawn(move || applier_loop(shard, thread_db, thread_shared, thread_log, dim))
+            .spawn(move || {
+                applier_loop(
+                    shard,
+                    thread_db,
+                    thread_shared,
+                    thread_log,
+                    dim,
+                    gate,
+                    stage,
+                    wal_path,
+                )
+            })
             .map_err(|e| format!("cannot start the applier thread: {e}"))?;
         Ok(KuzuShard {
             shard,
@@ -179,9 +216,7 @@ impl KuzuShard {
     ) -> Result<Vec<(u64, WriteOp)>, String> {
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || {
-            log.lock()
-                .expect("log lock")
-                .records_after(seq, max_bytes)
+            log.lock().expect("log lock").records_after(seq, max_bytes)
         })
         .await
         .map_err(|e| format!("log task failed: {e}"))?
@@ -216,7 +251,8 @@ impl KuzuShard {
         self.read(move |conn| get_chunk(conn, &id)).await
     }
 
-    /// Counts of what is visible, with the log's position; does not wait for pending writes.
+    /// Counts of what is visible (as of the last applied round), with the log's position; does
+    /// not wait for pending writes.
     pub async fn stats(&self) -> Result<ShardStats, String> {
         let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
             + std::fs::metadata(self.path.with_extension("kz.wal"))
@@ -224,28 +260,25 @@ impl KuzuShard {
                 .unwrap_or(0);
         let log_bytes = self.log.lock().expect("log lock").bytes();
         let (logged, visible) = (self.seq(), self.visible_seq());
-        let pending_writes = self.shared.pending.lock().expect("pending lock").ops.len() as u64;
+        let pending_writes = {
+            let p = self.shared.pending.lock().expect("pending lock");
+            (p.ops.len() + p.in_flight) as u64
+        };
         let failed = self.shared.failed.load(Ordering::SeqCst);
-        self.read(move |conn| {
-            let count = |q: &str| -> Result<u64, String> {
-                let mut r = conn.query(q).map_err(err)?;
-                Ok(r.next().and_then(|row| as_i64(&row[0])).unwrap_or(0) as u64)
-            };
-            Ok(ShardStats {
-                entities: count("MATCH (e:Entity) WHERE e.stub = false RETURN count(*)")?,
-                stubs: count("MATCH (e:Entity) WHERE e.stub = true RETURN count(*)")?,
-                relations: count("MATCH ()-[r:RELATED]->() RETURN count(*)")?,
-                chunks: count("MATCH (c:Chunk) RETURN count(*)")?,
-                communities: count("MATCH (c:Community) RETURN count(*)")?,
-                documents: count("MATCH (d:Document) RETURN count(*)")?,
-                size_bytes: size + log_bytes,
-                applied_seq: visible,
-                logged_seq: logged,
-                pending_writes,
-                failed_writes: failed,
-            })
+        let c = *self.shared.counts.lock().expect("counts lock");
+        Ok(ShardStats {
+            entities: c.entities,
+            stubs: c.stubs,
+            relations: c.relations,
+            chunks: c.chunks,
+            communities: c.communities,
+            documents: c.documents,
+            size_bytes: size + log_bytes,
+            applied_seq: visible,
+            logged_seq: logged,
+            pending_writes,
+            failed_writes: failed,
         })
-        .await
     }
 
     /// Runs a read on the blocking pool with its own connection.
@@ -254,8 +287,9 @@ impl KuzuShard {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, String> + Send + 'static,
     {
-        let db = self.db.clone();
+        let (db, shared) = (self.db.clone(), self.shared.clone());
         tokio::task::spawn_blocking(move || {
+            let _reading = shared.commit_gate.read().expect("commit gate");
             let conn = Connection::new(&db).map_err(err)?;
             f(&conn)
         })
@@ -306,12 +340,16 @@ fn check_embedding_column(conn: &Connection, dim: usize) -> Result<(), String> {
 
 /// The applier: takes everything queued (up to a round's size), applies it in one transaction,
 /// makes it visible, forgets it from the log.
+#[allow(clippy::too_many_arguments)]
 fn applier_loop(
     shard: u32,
     db: Arc<Database>,
     shared: Arc<Shared>,
     log: Arc<Mutex<ShardLog>>,
     dim: usize,
+    gate: Arc<ApplyGate>,
+    stage: PathBuf,
+    wal_path: PathBuf,
 ) {
     let conn = match Connection::new(&db) {
         Ok(c) => c,
@@ -321,6 +359,14 @@ fn applier_loop(
         }
     };
     loop {
+        // Wait for work, then for a slot; take the round only once running (it grew meanwhile).
+        {
+            let mut pending = shared.pending.lock().expect("pending lock");
+            while pending.ops.is_empty() && !pending.stop {
+                pending = shared.ready.wait(pending).expect("pending lock");
+            }
+        }
+        let _slot = gate.enter();
         let round: Vec<(u64, Arc<WriteOp>, usize)> = {
             let mut pending = shared.pending.lock().expect("pending lock");
             while pending.ops.is_empty() && !pending.stop {
@@ -339,26 +385,57 @@ fn applier_loop(
                 items += n;
                 round.push(pending.ops.pop_front().expect("front"));
             }
+            pending.in_flight = round.len();
             round
         };
         let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
         let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
         let started = std::time::Instant::now();
-        if let Err(e) = apply_round(&conn, &ops, max_seq, dim) {
+        if let Err(e) = apply_round(&conn, &ops, max_seq, dim, &stage, &shared.commit_gate) {
             tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
             for (seq, op, _) in &round {
-                if let Err(e) = apply_round(&conn, &[op.as_ref()], *seq, dim) {
+                if let Err(e) = apply_round(
+                    &conn,
+                    &[op.as_ref()],
+                    *seq,
+                    dim,
+                    &stage,
+                    &shared.commit_gate,
+                ) {
                     shared.failed.fetch_add(1, Ordering::SeqCst);
                     tracing::error!(shard, seq, error = %e, "an acknowledged write cannot be applied to the database; it stays in the log");
                 }
             }
         }
-        tracing::debug!(shard, writes = ops.len(), max_seq, ms = started.elapsed().as_millis() as u64, "applied a round");
+        tracing::debug!(
+            shard,
+            writes = ops.len(),
+            max_seq,
+            ms = started.elapsed().as_millis() as u64,
+            "applied a round"
+        );
+        match counts(&conn) {
+            Ok(c) => *shared.counts.lock().expect("counts lock") = c,
+            Err(e) => tracing::warn!(shard, error = %e, "cannot count the copy's contents"),
+        }
         let bytes: usize = round.iter().map(|(_, _, b)| *b).sum();
-        shared.pending.lock().expect("pending lock").bytes -= bytes;
+        {
+            let mut pending = shared.pending.lock().expect("pending lock");
+            pending.bytes -= bytes;
+            pending.in_flight = 0;
+        }
         shared.visible.send_replace(max_seq);
         if shared.failed.load(Ordering::SeqCst) == 0 {
             log.lock().expect("log lock").trim(max_seq);
+        }
+        let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+        if wal > CHECKPOINT_WAL_BYTES {
+            let _no_reads = shared.commit_gate.write().expect("commit gate");
+            match conn.query("CHECKPOINT") {
+                Ok(_) => tracing::debug!(shard, wal_mb = wal >> 20, "checkpointed"),
+                // Reads kept it waiting; the next round tries again.
+                Err(e) => tracing::debug!(shard, error = %e, "checkpoint postponed"),
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod kuzu_apply;
 pub mod kuzu_shard;
+mod kuzu_stage;
 mod kuzu_values;
 pub mod shard_log;
 
@@ -106,6 +107,44 @@ impl StoreConfig {
     }
 }
 
+/// Limits how many copies apply a round at the same time. Sixteen appliers fighting over two
+/// cores each took ~10x longer per round; queued writes wait instead, so rounds grow and Kuzu's
+/// per-commit cost is paid less often.
+pub struct ApplyGate {
+    running: Mutex<usize>,
+    freed: std::sync::Condvar,
+    limit: usize,
+}
+
+impl ApplyGate {
+    pub fn new(limit: usize) -> ApplyGate {
+        ApplyGate {
+            running: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Blocks until a slot is free; the slot is held until the guard drops.
+    pub fn enter(&self) -> ApplySlot<'_> {
+        let mut running = self.running.lock().expect("gate lock");
+        while *running >= self.limit {
+            running = self.freed.wait(running).expect("gate lock");
+        }
+        *running += 1;
+        ApplySlot(self)
+    }
+}
+
+pub struct ApplySlot<'a>(&'a ApplyGate);
+
+impl Drop for ApplySlot<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock().expect("gate lock") -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// The shard copies on this node.
 pub struct Storage {
     dir: PathBuf,
@@ -115,6 +154,7 @@ pub struct Storage {
     /// Expected number of copies (from the shard map), to size buffer pools.
     expected_copies: Mutex<usize>,
     open: Mutex<BTreeMap<u32, Arc<KuzuShard>>>,
+    gate: Arc<ApplyGate>,
 }
 
 impl Storage {
@@ -134,6 +174,9 @@ impl Storage {
             embedding_dim,
             expected_copies: Mutex::new(1),
             open: Mutex::new(BTreeMap::new()),
+            gate: Arc::new(ApplyGate::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         })
     }
 
@@ -184,7 +227,12 @@ impl Storage {
         if let Some(s) = open.get(&shard) {
             return Ok(s.clone());
         }
-        let store = Arc::new(KuzuShard::open(&self.path(shard), shard, &config)?);
+        let store = Arc::new(KuzuShard::open(
+            &self.path(shard),
+            shard,
+            &config,
+            self.gate.clone(),
+        )?);
         tracing::info!(
             shard,
             pool_mb = config.buffer_pool_bytes >> 20,

@@ -172,7 +172,11 @@ impl ShardLog {
 
     /// Checksum of the record `seq`, if the log still holds it.
     pub fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
-        for seg in self.segments.iter().filter(|s| s.first_seq <= seq && seq <= s.last_seq) {
+        for seg in self
+            .segments
+            .iter()
+            .filter(|s| s.first_seq <= seq && seq <= s.last_seq)
+        {
             let (records, _, _) = read_segment(&seg.path)?;
             if let Some((_, crc, _)) = records.iter().find(|(s, _, _)| *s == seq) {
                 return Ok(Some(*crc));
@@ -225,9 +229,8 @@ impl ShardLog {
     /// Deletes the oldest closed segments whose every record is applied, while the closed
     /// segments hold more than `RETAIN_BYTES`.
     pub fn trim(&mut self, applied: u64) {
-        let closed = |segs: &[Segment]| -> u64 {
-            segs[..segs.len() - 1].iter().map(|s| s.bytes).sum()
-        };
+        let closed =
+            |segs: &[Segment]| -> u64 { segs[..segs.len() - 1].iter().map(|s| s.bytes).sum() };
         while self.segments.len() > 1
             && self.segments[0].last_seq <= applied
             && closed(&self.segments) > RETAIN_BYTES
@@ -334,10 +337,24 @@ mod tests {
                 .unwrap();
         }
         log.trim(5);
-        let after: Vec<u64> = log.records_after(2, 1 << 20).unwrap().iter().map(|(s, _)| *s).collect();
+        let after: Vec<u64> = log
+            .records_after(2, 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(after, vec![3, 4, 5]);
-        assert_eq!(log.records_after(0, 1).unwrap().len(), 1, "a byte limit stops early");
-        assert_eq!(log.crc_at(4).unwrap(), Some(crc32fast::hash(&postcard::to_stdvec(&(4u64, op("x4"))).unwrap())));
+        assert_eq!(
+            log.records_after(0, 1).unwrap().len(),
+            1,
+            "a byte limit stops early"
+        );
+        assert_eq!(
+            log.crc_at(4).unwrap(),
+            Some(crc32fast::hash(
+                &postcard::to_stdvec(&(4u64, op("x4"))).unwrap()
+            ))
+        );
         assert_eq!(log.last().map(|(s, _)| s), Some(5));
         drop(log);
         let (log, redo) = ShardLog::open(dir.path(), 0, 5).unwrap();

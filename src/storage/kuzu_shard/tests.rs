@@ -4,6 +4,10 @@
 use super::*;
 use crate::graph::model::{Batch, Relation};
 
+fn gate() -> Arc<ApplyGate> {
+    Arc::new(ApplyGate::new(2))
+}
+
 fn config(dim: usize) -> StoreConfig {
     StoreConfig::for_budget(256, 1, 1, dim)
 }
@@ -44,10 +48,13 @@ fn upsert(entities: Vec<Entity>, relations: Vec<Relation>) -> WriteOp {
 async fn upserts_are_idempotent_and_updates_win() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard-0.kz");
-    let shard = KuzuShard::open(&path, 0, &config(4)).unwrap();
+    let shard = KuzuShard::open(&path, 0, &config(4), gate()).unwrap();
     let first = upsert(
         vec![entity("a", "A", 4), entity("b", "B", 4)],
-        vec![relation("r1", "a", "b", 1.0), relation("r2", "a", "ghost", 2.0)],
+        vec![
+            relation("r1", "a", "b", 1.0),
+            relation("r2", "a", "ghost", 2.0),
+        ],
     );
     shard.write(1, first.clone()).await.unwrap();
     // The same batch again (a client retry) and an update of r1 and of b.
@@ -55,23 +62,51 @@ async fn upserts_are_idempotent_and_updates_win() {
     shard
         .write(
             3,
-            upsert(vec![entity("b", "B2", 4)], vec![relation("r1", "a", "b", 5.0)]),
+            upsert(
+                vec![entity("b", "B2", 4)],
+                vec![relation("r1", "a", "b", 5.0)],
+            ),
         )
         .await
         .unwrap();
     let a = shard.get_entity("a".into()).await.unwrap().unwrap();
     assert_eq!(a.entity.embedding, Some(vec![0.5; 4]));
-    let weights: Vec<(String, f64)> = a.relations.iter().map(|r| (r.id.clone(), r.weight)).collect();
+    let weights: Vec<(String, f64)> = a
+        .relations
+        .iter()
+        .map(|r| (r.id.clone(), r.weight))
+        .collect();
     assert_eq!(weights, vec![("r1".into(), 5.0), ("r2".into(), 2.0)]);
-    assert_eq!(shard.get_entity("b".into()).await.unwrap().unwrap().entity.title, "B2");
-    assert!(shard.get_entity("ghost".into()).await.unwrap().is_none(), "a stub is not an entity");
+    assert_eq!(
+        shard
+            .get_entity("b".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .entity
+            .title,
+        "B2"
+    );
+    assert!(
+        shard.get_entity("ghost".into()).await.unwrap().is_none(),
+        "a stub is not an entity"
+    );
     let stats = shard.stats().await.unwrap();
     assert_eq!((stats.entities, stats.stubs, stats.relations), (2, 1, 2));
-    assert_eq!((stats.applied_seq, stats.logged_seq, stats.failed_writes), (3, 3, 0));
+    assert_eq!(
+        (stats.applied_seq, stats.logged_seq, stats.failed_writes),
+        (3, 3, 0)
+    );
 
     // The stub becomes an entity when it arrives; deleting it takes its relations.
-    shard.write(4, upsert(vec![entity("ghost", "G", 4)], vec![])).await.unwrap();
-    shard.write(5, WriteOp::DeleteEntity("a".into())).await.unwrap();
+    shard
+        .write(4, upsert(vec![entity("ghost", "G", 4)], vec![]))
+        .await
+        .unwrap();
+    shard
+        .write(5, WriteOp::DeleteEntity("a".into()))
+        .await
+        .unwrap();
     assert!(shard.get_entity("a".into()).await.unwrap().is_none());
     let stats = shard.stats().await.unwrap();
     assert_eq!((stats.entities, stats.stubs, stats.relations), (2, 0, 0));
@@ -89,18 +124,24 @@ async fn logged_writes_are_redone_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard-7.kz");
     {
-        let shard = KuzuShard::open(&path, 7, &config(0)).unwrap();
-        shard.write(1, upsert(vec![entity("a", "A", 0)], vec![])).await.unwrap();
+        let shard = KuzuShard::open(&path, 7, &config(0), gate()).unwrap();
+        shard
+            .write(1, upsert(vec![entity("a", "A", 0)], vec![]))
+            .await
+            .unwrap();
         shard.wait_visible(Duration::from_secs(10)).await.unwrap();
     }
     // A write that reached the log but not the database (the process died in between).
     {
         let (mut log, redo) = ShardLog::open(dir.path(), 7, 1).unwrap();
         assert!(redo.is_empty());
-        let op = upsert(vec![entity("b", "B", 0)], vec![relation("r", "a", "b", 1.0)]);
+        let op = upsert(
+            vec![entity("b", "B", 0)],
+            vec![relation("r", "a", "b", 1.0)],
+        );
         log.append(2, &shard_log::encode(2, &op).unwrap()).unwrap();
     }
-    let shard = KuzuShard::open(&path, 7, &config(0)).unwrap();
+    let shard = KuzuShard::open(&path, 7, &config(0), gate()).unwrap();
     assert_eq!(shard.seq(), 2);
     let b = shard.get_entity("b".into()).await.unwrap().unwrap();
     assert_eq!(b.relations.len(), 1);
@@ -111,7 +152,145 @@ async fn logged_writes_are_redone_after_a_crash() {
 async fn a_different_embedding_dimension_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard-1.kz");
-    drop(KuzuShard::open(&path, 1, &config(4)).unwrap());
-    let err = KuzuShard::open(&path, 1, &config(8)).err().unwrap();
+    drop(KuzuShard::open(&path, 1, &config(4), gate()).unwrap());
+    let err = KuzuShard::open(&path, 1, &config(8), gate()).err().unwrap();
     assert!(err.contains("TORUA_EMBEDDING_DIM=8"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_relations_in_many_writes_are_all_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard-2.kz");
+    let shard = KuzuShard::open(&path, 2, &config(0), gate()).unwrap();
+    let n = 2000u64;
+    let entities: Vec<Entity> = (0..n).map(|i| entity(&format!("e{i}"), "E", 0)).collect();
+    shard.write(1, upsert(entities, vec![])).await.unwrap();
+    let mut seq = 1;
+    let mut expected = 0;
+    for w in 0..10u64 {
+        let relations: Vec<Relation> = (0..2000u64)
+            .map(|j| {
+                let k = w * 2000 + j;
+                // Some endpoints are not entities here (stubs), as in a shard.
+                relation(
+                    &format!("r{k}"),
+                    &format!("e{}", (k * 7919) % (n + 500)),
+                    &format!("e{}", (k * 104729 + 13) % n),
+                    1.0,
+                )
+            })
+            .collect();
+        expected += relations.len() as u64;
+        seq += 1;
+        shard.write(seq, upsert(vec![], relations)).await.unwrap();
+    }
+    shard.wait_visible(Duration::from_secs(60)).await.unwrap();
+    let stats = shard.stats().await.unwrap();
+    assert_eq!(stats.failed_writes, 0);
+    assert_eq!(stats.relations, expected, "{stats:?}");
+}
+
+/// Not a test: compares Kuzu's COPY from a parameter list with COPY from a parquet file.
+/// `cargo test --release --lib copy_paths -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn copy_paths() {
+    use arrow_array::{
+        builder::{ListBuilder, StringBuilder},
+        Float64Array, RecordBatch, StringArray,
+    };
+    use kuzu::{LogicalType, Value};
+    use std::sync::Arc as A;
+    let dir = tempfile::tempdir().unwrap();
+    for mode in ["param", "parquet"] {
+        let db = Database::new(
+            dir.path().join(format!("{mode}.kz")),
+            SystemConfig::default()
+                .buffer_pool_size(1 << 30)
+                .max_num_threads(2)
+                .max_db_size(1 << 34),
+        )
+        .unwrap();
+        let conn = Connection::new(&db).unwrap();
+        for ddl in super::schema(0) {
+            conn.query(&ddl).unwrap();
+        }
+        let n = 20000usize;
+        let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+        run(&conn, "COPY Entity FROM (UNWIND $ids AS i RETURN i, '' AS a, '' AS b, '' AS c, [] AS d, 0 AS e, 0 AS f, true AS g, 0 AS h)", vec![("ids", Value::List(LogicalType::String, ids.iter().map(|x| s(x)).collect()))]).unwrap();
+        for round in 0..3 {
+            let m = 25000usize;
+            let src: Vec<String> = (0..m)
+                .map(|j| format!("e{}", (j * 7919 + round) % n))
+                .collect();
+            let dst: Vec<String> = (0..m)
+                .map(|j| format!("e{}", (j * 104729 + 13 + round) % n))
+                .collect();
+            let rid: Vec<String> = (0..m).map(|j| format!("r{round}-{j}")).collect();
+            let t = std::time::Instant::now();
+            run(&conn, "BEGIN TRANSACTION", vec![]).unwrap();
+            if mode == "param" {
+                let fields = [
+                    ("source", LogicalType::String),
+                    ("target", LogicalType::String),
+                    ("id", LogicalType::String),
+                    ("description", LogicalType::String),
+                    ("weight", LogicalType::Double),
+                    ("text_unit_ids", string_list()),
+                ];
+                let vals = (0..m)
+                    .map(|j| {
+                        vec![
+                            s(&src[j]),
+                            s(&dst[j]),
+                            s(&rid[j]),
+                            s("some description of it"),
+                            Value::Double(1.0),
+                            strings(&["t1".to_string()]),
+                        ]
+                    })
+                    .collect();
+                run(&conn, "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)", vec![("rows", rows(&fields, vals))]).unwrap();
+            } else {
+                let mut tu = ListBuilder::new(StringBuilder::new());
+                for _ in 0..m {
+                    tu.values().append_value("t1");
+                    tu.append(true);
+                }
+                let batch = RecordBatch::try_from_iter(vec![
+                    (
+                        "from",
+                        A::new(StringArray::from(src.clone())) as arrow_array::ArrayRef,
+                    ),
+                    ("to", A::new(StringArray::from(dst.clone())) as _),
+                    ("id", A::new(StringArray::from(rid.clone())) as _),
+                    (
+                        "description",
+                        A::new(StringArray::from(vec!["some description of it"; m])) as _,
+                    ),
+                    ("weight", A::new(Float64Array::from(vec![1.0; m])) as _),
+                    ("text_unit_ids", A::new(tu.finish()) as _),
+                ])
+                .unwrap();
+                let path = dir.path().join(format!("r{round}.parquet"));
+                let f = std::fs::File::create(&path).unwrap();
+                let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+                w.write(&batch).unwrap();
+                w.close().unwrap();
+                run(
+                    &conn,
+                    &format!("COPY RELATED FROM '{}'", path.display()),
+                    vec![],
+                )
+                .unwrap();
+            }
+            let t_copy = t.elapsed();
+            run(&conn, "COMMIT", vec![]).unwrap();
+            eprintln!(
+                "{mode} round {round}: copy {:?} total {:?}",
+                t_copy,
+                t.elapsed()
+            );
+        }
+    }
 }

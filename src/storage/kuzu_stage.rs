@@ -1,0 +1,91 @@
+//! Staging rows in a parquet file for Kuzu's `COPY ... FROM 'file'`: its native reader loads
+//! relations 7-10x faster than `COPY ... FROM (UNWIND $rows ...)` over a parameter list (25,000
+//! relations: 80 ms against 550-780 ms, `copy_paths` in the storage tests). Used for the bulk of a
+//! round: new relations and their keys.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+
+use crate::graph::model::Relation;
+
+/// A staged file, deleted when dropped.
+pub struct Staged {
+    path: PathBuf,
+}
+
+impl Staged {
+    /// The file as a Cypher string literal, or None if the path cannot be quoted safely (then the
+    /// caller uses the parameter path).
+    pub fn literal(&self) -> Option<String> {
+        let p = self.path.to_str()?;
+        (!p.contains('\'') && !p.contains('\\')).then(|| format!("'{p}'"))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn write(dir: &Path, name: &str, batch: RecordBatch) -> Result<Staged, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(name);
+    let staged = Staged { path };
+    let file = std::fs::File::create(&staged.path)
+        .map_err(|e| format!("cannot create {}: {e}", staged.path.display()))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+        .map_err(|e| format!("staging {name}: {e}"))?;
+    w.write(&batch)
+        .map_err(|e| format!("staging {name}: {e}"))?;
+    w.close().map_err(|e| format!("staging {name}: {e}"))?;
+    Ok(staged)
+}
+
+/// Relations in RELATED's column order: from, to, id, description, weight, text_unit_ids.
+pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, String> {
+    let mut units = ListBuilder::new(StringBuilder::new());
+    for r in rels {
+        for u in &r.text_unit_ids {
+            units.values().append_value(u);
+        }
+        units.append(true);
+    }
+    let col = |f: fn(&Relation) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rels.iter().map(|r| f(r))))
+    };
+    let batch = RecordBatch::try_from_iter(vec![
+        ("from", col(|r| &r.source)),
+        ("to", col(|r| &r.target)),
+        ("id", col(|r| &r.id)),
+        ("description", col(|r| &r.description)),
+        (
+            "weight",
+            Arc::new(Float64Array::from_iter_values(
+                rels.iter().map(|r| r.weight),
+            )) as ArrayRef,
+        ),
+        ("text_unit_ids", Arc::new(units.finish()) as ArrayRef),
+    ])
+    .map_err(|e| format!("staging relations: {e}"))?;
+    write(dir, "relations.parquet", batch)
+}
+
+/// Relation keys in RelKey's column order: key, hash.
+pub fn keys(dir: &Path, keys: &[(&str, i64)]) -> Result<Staged, String> {
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "key",
+            Arc::new(StringArray::from_iter_values(keys.iter().map(|(k, _)| *k))) as ArrayRef,
+        ),
+        (
+            "hash",
+            Arc::new(Int64Array::from_iter_values(keys.iter().map(|(_, h)| *h))) as ArrayRef,
+        ),
+    ])
+    .map_err(|e| format!("staging keys: {e}"))?;
+    write(dir, "keys.parquet", batch)
+}
