@@ -325,9 +325,10 @@ pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 "failed_writes": s.map(|s| s.failed_writes),
             }));
             // Unknown when a live copy did not report.
+            // (A node that answered without this copy has not opened it: nothing is pending.)
             pending = match (pending, s) {
                 (Some(p), Some(s)) => Some(p + s.pending_writes),
-                (p, None) if !live => p,
+                (p, None) if !live || stats.contains_key(node.as_str()) => p,
                 _ => None,
             };
         }
