@@ -29,7 +29,10 @@
 //! * `single`: one `torua serve` process, R=1. `cluster`: `--nodes` processes, R=`--replicas`. Both get
 //!   the same data through `POST /graph/ingest` (JSON bodies serialised before the clock starts),
 //!   `--clients` threads round-robin over the nodes, entities first, then (after every entity batch is
-//!   acknowledged) relations. Rate = (entities + relations) / wall time. Afterwards `/cluster/shards`
+//!   acknowledged) relations. The clock stops when every item is acknowledged *and* applied (visible:
+//!   `/cluster/shards` reports no pending write), so the rate is like for like with the embedded
+//!   load; the acknowledgement time alone is recorded as `acknowledged_s`.
+//!   Rate = (entities + relations) / wall time. Afterwards `/cluster/shards`
 //!   must show every entity once among the primaries, and each relation once per endpoint shard.
 //!
 //! Point reads: `--reads` random entity ids (uniform, seeded), sequential, one keep-alive HTTP agent,
