@@ -1,14 +1,15 @@
 //! The write path and its guarantee, and routed reads.
 //!
 //! A write for shard *s* goes to *s*'s primary. The primary, holding the shard's lock so writes
-//! keep their order, gives it the next sequence number, commits it locally, then sends it to every
-//! other in-sync copy in parallel. It acknowledges only when every in-sync copy committed it; a copy
+//! keep their order, gives it the next sequence number, logs it (durably; see `storage::shard_log`), then sends it to every
+//! other in-sync copy in parallel. It acknowledges only when every in-sync copy logged it; a copy
 //! that fails is first removed from the in-sync set by the coordinator (the map change is the
 //! record that the copy is no longer trusted), and if that cannot be done the write fails. So an
 //! acknowledged write is on every copy the map calls in-sync, and survives while one of them does.
 //!
-//! Replicas apply writes in sequence order; one that sees a gap refuses the write (it then leaves
-//! the in-sync set; catching up is the self-healing issue's work).
+//! Replicas take writes in sequence order and only from the node their map calls the primary; one
+//! that sees a gap refuses the write (it then leaves the in-sync set and catches up from the
+//! primary's log, see [`rejoin_in_sync`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -131,8 +132,10 @@ async fn mark_stale(ctx: &Arc<NodeContext>, shard: u32, node: &str) -> Result<()
         node: node.to_string(),
     };
     match crate::peer::call(ctx, coordinator.as_str(), &peer, &req, ATTEMPT_TIMEOUT).await? {
-        PeerResponse::MapInstalled { .. } => {
-            // The coordinator pushed the new map to us as part of handling the request.
+        PeerResponse::Map(Some(map)) => {
+            // Installed here before the write is acknowledged (the coordinator's push may have
+            // timed out).
+            ctx.shard_map.offer(map);
             Ok(())
         }
         PeerResponse::Failed(e) => Err(e),
@@ -144,9 +147,23 @@ async fn mark_stale(ctx: &Arc<NodeContext>, shard: u32, node: &str) -> Result<()
 pub async fn replica_write(
     ctx: &Arc<NodeContext>,
     shard: u32,
+    from: &str,
     seq: u64,
     op: WriteOp,
 ) -> PeerResponse {
+    // Fencing: a node that our map no longer calls the primary (it was replaced while it could
+    // not hear the coordinator) gets no acknowledgement from us.
+    if let Some(primary) = ctx
+        .shard_map
+        .get()
+        .and_then(|m| m.assignment(shard).map(|a| a.primary.clone()))
+    {
+        if primary != from {
+            return PeerResponse::Failed(format!(
+                "shard {shard}: {from} is not the primary in this copy's map ({primary} is)"
+            ));
+        }
+    }
     let store = match ctx.storage.open(shard).await {
         Ok(s) => s,
         Err(e) => return PeerResponse::Failed(e),
@@ -383,7 +400,22 @@ pub async fn rejoin_in_sync(
     )
     .await
     {
-        Ok(answer @ PeerResponse::MapInstalled { .. }) => answer,
+        Ok(PeerResponse::Map(Some(map))) => {
+            // Install it before the shard's write lock is released: the next write must reach
+            // the copy that just rejoined, or it would be in sync on paper only.
+            ctx.shard_map.offer(map.clone());
+            let listed = ctx
+                .shard_map
+                .get()
+                .and_then(|m| m.assignment(shard).map(|a| a.is_in_sync(node)))
+                .unwrap_or(false);
+            if !listed {
+                return PeerResponse::Failed(format!(
+                    "shard {shard}: the map after the rejoin does not list {node} in sync"
+                ));
+            }
+            PeerResponse::Map(Some(map))
+        }
         Ok(PeerResponse::Failed(e)) => PeerResponse::Failed(e),
         Ok(other) => PeerResponse::Failed(format!("unexpected answer {other:?}")),
         Err(e) => PeerResponse::Failed(e),

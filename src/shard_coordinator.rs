@@ -150,7 +150,8 @@ async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
             last_crc,
         };
         match crate::peer::call(ctx, &a.primary, &addr, &req, CATCH_UP_TIMEOUT).await {
-            Ok(PeerResponse::MapInstalled { .. }) => {
+            Ok(PeerResponse::Map(Some(map))) => {
+                ctx.shard_map.offer(map);
                 tracing::info!(shard = a.shard, "copy is back in sync")
             }
             Ok(PeerResponse::Failed(e)) => {

@@ -89,8 +89,10 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         PeerRequest::MarkStale { shard, node } => {
             match crate::shard_coordinator::mark_stale(ctx, shard, &node) {
                 Ok(map) => {
-                    crate::shard_coordinator::push(ctx, map).await;
-                    PeerResponse::MapInstalled { accepted: true }
+                    // The new map goes back to the asker too, which installs it before going on:
+                    // a push that timed out must not leave it writing with the old in-sync set.
+                    crate::shard_coordinator::push(ctx, map.clone()).await;
+                    PeerResponse::Map(Some(map))
                 }
                 Err(e) => PeerResponse::Failed(e),
             }
@@ -99,7 +101,7 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             crate::replication::primary_write(ctx, shard, op).await
         }
         PeerRequest::Replicate { shard, seq, op } => {
-            crate::replication::replica_write(ctx, shard, seq, op).await
+            crate::replication::replica_write(ctx, shard, from, seq, op).await
         }
         PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. }
             if !ctx.holds_copy(&request) =>
@@ -129,8 +131,8 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         PeerRequest::AddInSync { shard, node } => {
             match crate::shard_coordinator::add_in_sync(ctx, shard, &node) {
                 Ok(map) => {
-                    crate::shard_coordinator::push(ctx, map).await;
-                    PeerResponse::MapInstalled { accepted: true }
+                    crate::shard_coordinator::push(ctx, map.clone()).await;
+                    PeerResponse::Map(Some(map))
                 }
                 Err(e) => PeerResponse::Failed(e),
             }

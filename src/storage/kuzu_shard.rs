@@ -79,29 +79,43 @@ impl KuzuShard {
         config: &StoreConfig,
         gate: Arc<ApplyGate>,
     ) -> Result<KuzuShard, String> {
-        let system = SystemConfig::default()
-            .buffer_pool_size(config.buffer_pool_bytes)
-            .max_num_threads(config.threads)
-            .max_db_size(config.max_db_size)
-            .enable_compression(true)
-            // Kuzu checkpoints at commit when the WAL is large, and that checkpoint waits for every
-            // open read; when reads keep it waiting the COMMIT reports an error. The applier
-            // checkpoints itself between rounds instead (see `CHECKPOINT_WAL_BYTES`).
-            .auto_checkpoint(false);
-        let db = Database::new(path, system)
-            .map_err(|e| format!("cannot open the Kuzu database {}: {e}", path.display()))?;
-        let db = Arc::new(db);
-        let applied = {
-            let conn = Connection::new(&db).map_err(err)?;
-            for ddl in schema(config.embedding_dim) {
-                conn.query(&ddl).map_err(|e| format!("schema: {e}"))?;
-            }
-            check_embedding_column(&conn, config.embedding_dim)?;
-            (read_applied(&conn)?, counts(&conn)?)
-        };
-        let (applied, initial_counts) = applied;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let (log, redo) = ShardLog::open(dir, shard, applied)?;
+        // The database is opened on the applier's own thread, at a lower CPU priority: Kuzu's
+        // worker threads are created with the database and inherit it. Under a heavy ingest the
+        // node's gossip, QUIC and HTTP then still get the CPU (without this, three loaded nodes on
+        // two cores missed heartbeats, were declared dead and their primaries were replaced).
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let (start_tx, start_rx) =
+            std::sync::mpsc::channel::<(Arc<Shared>, Arc<Mutex<ShardLog>>)>();
+        let (thread_path, thread_config) = (path.to_path_buf(), config.clone());
+        let dim = config.embedding_dim;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let stage = dir.join(format!("stage-{shard}"));
+        let wal_path = path.with_extension("kz.wal");
+        let applier = std::thread::Builder::new()
+            .name(format!("kuzu-apply-{shard}"))
+            .spawn(move || {
+                lower_this_threads_priority();
+                let db = match open_database(&thread_path, &thread_config) {
+                    Ok(opened) => {
+                        let db = opened.0.clone();
+                        let _ = opened_tx.send(Ok(opened));
+                        db
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let Ok((shared, log)) = start_rx.recv() else {
+                    return; // opening failed after the database (the log)
+                };
+                applier_loop(shard, db, shared, log, dim, gate, stage, wal_path)
+            })
+            .map_err(|e| format!("cannot start the applier thread: {e}"))?;
+        let (db, applied, initial_counts) = opened_rx
+            .recv()
+            .map_err(|_| "the applier thread died while opening the database".to_string())??;
+        let (log, redo) = ShardLog::open(&dir, shard, applied)?;
         if !redo.is_empty() {
             tracing::info!(
                 shard,
@@ -126,25 +140,9 @@ impl KuzuShard {
             counts: Mutex::new(initial_counts),
         });
         let log = Arc::new(Mutex::new(log));
-        let (thread_db, thread_shared, thread_log) = (db.clone(), shared.clone(), log.clone());
-        let dim = config.embedding_dim;
-        let stage = dir.join(format!("stage-{shard}"));
-        let wal_path = path.with_extension("kz.wal");
-        let applier = std::thread::Builder::new()
-            .name(format!("kuzu-apply-{shard}"))
-            .spawn(move || {
-                applier_loop(
-                    shard,
-                    thread_db,
-                    thread_shared,
-                    thread_log,
-                    dim,
-                    gate,
-                    stage,
-                    wal_path,
-                )
-            })
-            .map_err(|e| format!("cannot start the applier thread: {e}"))?;
+        start_tx
+            .send((shared.clone(), log.clone()))
+            .map_err(|_| "the applier thread stopped".to_string())?;
         Ok(KuzuShard {
             shard,
             path: path.to_path_buf(),
@@ -307,6 +305,45 @@ impl Drop for KuzuShard {
         // The database must be closed before the file can be opened again in this process.
         if let Some(t) = self.applier.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Opens the database with the schema; returns it with its applied sequence number and counts.
+fn open_database(
+    path: &Path,
+    config: &StoreConfig,
+) -> Result<(Arc<Database>, u64, Counts), String> {
+    let system = SystemConfig::default()
+        .buffer_pool_size(config.buffer_pool_bytes)
+        .max_num_threads(config.threads)
+        .max_db_size(config.max_db_size)
+        .enable_compression(true)
+        // Kuzu checkpoints at commit when the WAL is large, and that checkpoint waits for every
+        // open read; when reads keep it waiting the COMMIT reports an error. The applier
+        // checkpoints itself between rounds instead (see `CHECKPOINT_WAL_BYTES`).
+        .auto_checkpoint(false);
+    let db = Database::new(path, system)
+        .map_err(|e| format!("cannot open the Kuzu database {}: {e}", path.display()))?;
+    let db = Arc::new(db);
+    let conn = Connection::new(&db).map_err(err)?;
+    for ddl in schema(config.embedding_dim) {
+        conn.query(&ddl).map_err(|e| format!("schema: {e}"))?;
+    }
+    check_embedding_column(&conn, config.embedding_dim)?;
+    let applied = read_applied(&conn)?;
+    let counts = counts(&conn)?;
+    drop(conn);
+    Ok((db, applied, counts))
+}
+
+/// Nice 10 for the calling thread (Linux keeps the nice value per thread).
+fn lower_this_threads_priority() {
+    // SAFETY: plain syscalls on the calling thread's id; failure only leaves the priority as is.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("cannot lower the applier thread's priority");
         }
     }
 }
