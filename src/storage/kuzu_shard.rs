@@ -58,6 +58,10 @@ struct Shared {
     commit_gate: std::sync::RwLock<()>,
     /// What the database holds, as of the last round.
     counts: Mutex<Counts>,
+    /// Copies of the log's figures, for async callers that must not wait on the log's lock
+    /// (a catch-up may hold it while reading segments).
+    log_bytes: AtomicU64,
+    last_logged: Mutex<Option<(u64, u32)>>,
 }
 
 pub struct KuzuShard {
@@ -138,6 +142,8 @@ impl KuzuShard {
             failed: AtomicU64::new(0),
             commit_gate: std::sync::RwLock::new(()),
             counts: Mutex::new(initial_counts),
+            log_bytes: AtomicU64::new(log.bytes()),
+            last_logged: Mutex::new(log.last()),
         });
         let log = Arc::new(Mutex::new(log));
         start_tx
@@ -183,6 +189,8 @@ impl KuzuShard {
         tokio::task::spawn_blocking(move || {
             let mut log = log.lock().expect("log lock");
             log.append(seq, &record)?;
+            shared.log_bytes.store(log.bytes(), Ordering::SeqCst);
+            *shared.last_logged.lock().expect("last lock") = log.last();
             // Queued under the log's lock, so the applier sees writes in log order.
             let mut pending = shared.pending.lock().expect("pending lock");
             pending.bytes += size;
@@ -197,15 +205,18 @@ impl KuzuShard {
 
     /// Sequence number and checksum of the newest logged write (to detect a diverged copy).
     pub fn last_logged(&self) -> Option<(u64, u32)> {
-        self.log.lock().expect("log lock").last()
+        *self.shared.last_logged.lock().expect("last lock")
     }
 
     /// Checksum of logged write `seq`, if the log still holds it.
     pub async fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
         let log = self.log.clone();
-        tokio::task::spawn_blocking(move || log.lock().expect("log lock").crc_at(seq))
-            .await
-            .map_err(|e| format!("log task failed: {e}"))?
+        tokio::task::spawn_blocking(move || {
+            let view = log.lock().expect("log lock").segments_after(seq);
+            view.crc_at(seq)
+        })
+        .await
+        .map_err(|e| format!("log task failed: {e}"))?
     }
 
     /// Logged writes after `seq` (about `max_bytes` at most), to catch up another copy.
@@ -216,7 +227,8 @@ impl KuzuShard {
     ) -> Result<Vec<(u64, WriteOp)>, String> {
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || {
-            log.lock().expect("log lock").records_after(seq, max_bytes)
+            let view = log.lock().expect("log lock").segments_after(seq);
+            view.records_after(seq, max_bytes)
         })
         .await
         .map_err(|e| format!("log task failed: {e}"))?
@@ -258,7 +270,7 @@ impl KuzuShard {
             + std::fs::metadata(self.path.with_extension("kz.wal"))
                 .map(|m| m.len())
                 .unwrap_or(0);
-        let log_bytes = self.log.lock().expect("log lock").bytes();
+        let log_bytes = self.shared.log_bytes.load(Ordering::SeqCst);
         let (logged, visible) = (self.seq(), self.visible_seq());
         let pending_writes = {
             let p = self.shared.pending.lock().expect("pending lock");
@@ -465,7 +477,9 @@ fn applier_loop(
         }
         shared.visible.send_replace(max_seq);
         if shared.failed.load(Ordering::SeqCst) == 0 {
-            log.lock().expect("log lock").trim(max_seq);
+            let mut log = log.lock().expect("log lock");
+            log.trim(max_seq);
+            shared.log_bytes.store(log.bytes(), Ordering::SeqCst);
         }
         let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
         if wal > CHECKPOINT_WAL_BYTES {

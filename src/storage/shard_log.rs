@@ -170,46 +170,16 @@ impl ShardLog {
         self.last
     }
 
-    /// Checksum of the record `seq`, if the log still holds it.
-    pub fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
-        for seg in self
-            .segments
-            .iter()
-            .filter(|s| s.first_seq <= seq && seq <= s.last_seq)
-        {
-            let (records, _, _) = read_segment(&seg.path)?;
-            if let Some((_, crc, _)) = records.iter().find(|(s, _, _)| *s == seq) {
-                return Ok(Some(*crc));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The records after `seq`, in order, at most about `max_bytes` of them; an error when the log
-    /// no longer holds record `seq + 1` (the copy asking is too far behind to catch up from it).
-    pub fn records_after(&self, seq: u64, max_bytes: usize) -> Result<Vec<(u64, WriteOp)>, String> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for seg in self.segments.iter().filter(|s| s.last_seq > seq) {
-            let (records, _, _) = read_segment(&seg.path)?;
-            for (s, _, op) in records {
-                if s <= seq {
-                    continue;
-                }
-                let expected = out.last().map_or(seq + 1, |(p, _): &(u64, WriteOp)| p + 1);
-                if s != expected {
-                    return Err(format!(
-                        "the log no longer holds write {expected} (it starts at {s}); the copy needs a full rebuild"
-                    ));
-                }
-                bytes += postcard::to_stdvec(&op).map(|v| v.len()).unwrap_or(0);
-                out.push((s, op));
-                if bytes >= max_bytes {
-                    return Ok(out);
-                }
-            }
-        }
-        Ok(out)
+    /// The segments that may hold records after `seq`, to read without holding the log: a
+    /// catch-up must not stall appends.
+    pub fn segments_after(&self, seq: u64) -> SegmentsView {
+        SegmentsView(
+            self.segments
+                .iter()
+                .filter(|s| s.last_seq >= seq)
+                .map(|s| (s.path.clone(), s.first_seq, s.last_seq))
+                .collect(),
+        )
     }
 
     fn roll(&mut self, next_seq: u64) -> Result<(), String> {
@@ -245,6 +215,50 @@ impl ShardLog {
     /// Bytes on disk (for stats).
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// Paths and sequence ranges of segments, read after the log's lock is released. A segment
+/// deleted meanwhile reads as an error (the caller retries later).
+pub struct SegmentsView(Vec<(PathBuf, u64, u64)>);
+
+impl SegmentsView {
+    /// Checksum of the record `seq`, if the log still holds it.
+    pub fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
+        for (path, _, _) in self.0.iter().filter(|(_, f, l)| *f <= seq && seq <= *l) {
+            let (records, _, _) = read_segment(path)?;
+            if let Some((_, crc, _)) = records.iter().find(|(s, _, _)| *s == seq) {
+                return Ok(Some(*crc));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The records after `seq`, in order, at most about `max_bytes` of them; an error when the log
+    /// no longer holds record `seq + 1` (the copy asking is too far behind to catch up from it).
+    pub fn records_after(&self, seq: u64, max_bytes: usize) -> Result<Vec<(u64, WriteOp)>, String> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (path, _, _) in self.0.iter().filter(|(_, _, l)| *l > seq) {
+            let (records, _, _) = read_segment(path)?;
+            for (s, _, op) in records {
+                if s <= seq {
+                    continue;
+                }
+                let expected = out.last().map_or(seq + 1, |(p, _): &(u64, WriteOp)| p + 1);
+                if s != expected {
+                    return Err(format!(
+                        "the log no longer holds write {expected} (it starts at {s}); the copy needs a full rebuild"
+                    ));
+                }
+                bytes += postcard::to_stdvec(&op).map(|v| v.len()).unwrap_or(0);
+                out.push((s, op));
+                if bytes >= max_bytes {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -338,6 +352,7 @@ mod tests {
         }
         log.trim(5);
         let after: Vec<u64> = log
+            .segments_after(2)
             .records_after(2, 1 << 20)
             .unwrap()
             .iter()
@@ -345,12 +360,12 @@ mod tests {
             .collect();
         assert_eq!(after, vec![3, 4, 5]);
         assert_eq!(
-            log.records_after(0, 1).unwrap().len(),
+            log.segments_after(0).records_after(0, 1).unwrap().len(),
             1,
             "a byte limit stops early"
         );
         assert_eq!(
-            log.crc_at(4).unwrap(),
+            log.segments_after(4).crc_at(4).unwrap(),
             Some(crc32fast::hash(
                 &postcard::to_stdvec(&(4u64, op("x4"))).unwrap()
             ))
