@@ -165,7 +165,12 @@ async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
 }
 
 /// Coordinator side of `AddInSync`.
-pub fn add_in_sync(ctx: &NodeContext, shard: u32, node: &str) -> Result<ShardMap, String> {
+pub fn add_in_sync(
+    ctx: &NodeContext,
+    shard: u32,
+    node: &str,
+    requester: &str,
+) -> Result<ShardMap, String> {
     let _guard = ctx.map_changes.lock().expect("map change lock");
     let view = ctx.cluster.view();
     if !view.is_coordinator() {
@@ -175,6 +180,7 @@ pub fn add_in_sync(ctx: &NodeContext, shard: u32, node: &str) -> Result<ShardMap
         .term
         .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
+    only_from_primary(&map, shard, requester)?;
     if map.add_in_sync(shard, node)? {
         map.version += 1;
         map.term = term.max(map.term);
@@ -189,8 +195,30 @@ pub fn add_in_sync(ctx: &NodeContext, shard: u32, node: &str) -> Result<ShardMap
     Ok(map)
 }
 
+/// In-sync changes are asked for by a shard's primary. One that was replaced (it could not hear
+/// the coordinator for a while) is refused, so the write it wanted to acknowledge without a copy
+/// fails instead of diverging from the new primary's.
+fn only_from_primary(map: &ShardMap, shard: u32, requester: &str) -> Result<(), String> {
+    let primary = map
+        .assignment(shard)
+        .map(|a| a.primary.as_str())
+        .ok_or_else(|| format!("no shard {shard}"))?;
+    if primary != requester {
+        return Err(format!(
+            "{requester} is not the primary of shard {shard} in map version {} ({primary} is); retry",
+            map.version
+        ));
+    }
+    Ok(())
+}
+
 /// Coordinator side of `MarkStale`.
-pub fn mark_stale(ctx: &NodeContext, shard: u32, node: &str) -> Result<ShardMap, String> {
+pub fn mark_stale(
+    ctx: &NodeContext,
+    shard: u32,
+    node: &str,
+    requester: &str,
+) -> Result<ShardMap, String> {
     let _guard = ctx.map_changes.lock().expect("map change lock");
     let view = ctx.cluster.view();
     if !view.is_coordinator() {
@@ -200,6 +228,7 @@ pub fn mark_stale(ctx: &NodeContext, shard: u32, node: &str) -> Result<ShardMap,
         .term
         .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
+    only_from_primary(&map, shard, requester)?;
     if map.mark_stale(shard, node)? {
         map.version += 1;
         map.term = term.max(map.term);

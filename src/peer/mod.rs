@@ -87,7 +87,7 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         }
         PeerRequest::InstallMap(map) => crate::shard_coordinator::install(ctx, map),
         PeerRequest::MarkStale { shard, node } => {
-            match crate::shard_coordinator::mark_stale(ctx, shard, &node) {
+            match crate::shard_coordinator::mark_stale(ctx, shard, &node, from) {
                 Ok(map) => {
                     // The new map goes back to the asker too, which installs it before going on:
                     // a push that timed out must not leave it writing with the old in-sync set.
@@ -129,7 +129,7 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             last_crc,
         } => crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc).await,
         PeerRequest::AddInSync { shard, node } => {
-            match crate::shard_coordinator::add_in_sync(ctx, shard, &node) {
+            match crate::shard_coordinator::add_in_sync(ctx, shard, &node, from) {
                 Ok(map) => {
                     crate::shard_coordinator::push(ctx, map.clone()).await;
                     PeerResponse::Map(Some(map))
