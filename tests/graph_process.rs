@@ -194,6 +194,21 @@ fn kill_9_during_ingest_loses_no_acknowledged_write() {
     while acked.lock().unwrap().len() < 200 && started.elapsed() < SETTLE {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Kill only once every copy is in sync (a copy that left the in-sync set during start-up
+    // catches up from its primary's log within a few seconds), as the chaos suite does: killing the
+    // last in-sync copy of a shard would rightly stop its writes.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let health = cluster.node(0).get_json("/cluster/health", T).unwrap();
+        if health["status"] == "green" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not green under ingest: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let before_kill = acked.lock().unwrap().len();
     cluster.node_mut(1).kill9();
     // Ingest continues once the dead node's copies leave the in-sync sets.

@@ -71,6 +71,8 @@ pub struct KuzuShard {
     log: Arc<Mutex<ShardLog>>,
     shared: Arc<Shared>,
     pending_limit: usize,
+    /// Embedding dimension (0 = none), as checked against the database at open.
+    dim: usize,
     applier: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -156,6 +158,7 @@ impl KuzuShard {
             log,
             shared,
             pending_limit: config.pending_bytes,
+            dim: config.embedding_dim,
             applier: Some(applier),
         })
     }
@@ -255,12 +258,14 @@ impl KuzuShard {
 
     pub async fn get_entity(&self, id: String) -> Result<Option<EntityRecord>, String> {
         self.wait_visible(READ_WAIT).await?;
-        self.read(move |conn| get_entity(conn, &id)).await
+        let dim = self.dim;
+        self.read(move |conn| get_entity(conn, &id, dim)).await
     }
 
     pub async fn get_chunk(&self, id: String) -> Result<Option<Chunk>, String> {
         self.wait_visible(READ_WAIT).await?;
-        self.read(move |conn| get_chunk(conn, &id)).await
+        let dim = self.dim;
+        self.read(move |conn| get_chunk(conn, &id, dim)).await
     }
 
     /// Counts of what is visible (as of the last applied round), with the log's position; does
@@ -493,8 +498,10 @@ fn applier_loop(
     }
 }
 
-fn get_entity(conn: &Connection, id: &str) -> Result<Option<EntityRecord>, String> {
-    let has_embedding = column_exists(conn, "Entity", "embedding")?;
+/// `dim`: the embedding dimension the database was opened with (checked at open, so no per-read
+/// schema lookup).
+fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRecord>, String> {
+    let has_embedding = dim > 0;
     let emb = if has_embedding { ", e.embedding" } else { "" };
     let q = format!(
         "MATCH (e:Entity {{id: $id}}) WHERE e.stub = false RETURN e.id, e.title, e.type, e.description, e.text_unit_ids, e.frequency, e.degree{emb}"
@@ -536,12 +543,8 @@ fn get_entity(conn: &Connection, id: &str) -> Result<Option<EntityRecord>, Strin
     Ok(Some(EntityRecord { entity, relations }))
 }
 
-fn get_chunk(conn: &Connection, id: &str) -> Result<Option<Chunk>, String> {
-    let emb = if column_exists(conn, "Chunk", "embedding")? {
-        ", c.embedding"
-    } else {
-        ""
-    };
+fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, String> {
+    let emb = if dim > 0 { ", c.embedding" } else { "" };
     let q = format!("MATCH (c:Chunk {{id: $id}}) RETURN c.id, c.text, c.n_tokens, c.document_id, c.entity_ids{emb}");
     Ok(run(conn, &q, vec![("id", s(id))])?
         .into_iter()

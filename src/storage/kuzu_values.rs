@@ -136,13 +136,3 @@ pub fn embedding_value(e: &Option<Vec<f32>>) -> Value {
         None => Value::Null(float_list()),
     }
 }
-
-/// Whether `table` has `column` (the embedding column exists only with TORUA_EMBEDDING_DIM > 0).
-pub fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool, String> {
-    let rows = run(
-        conn,
-        &format!("CALL TABLE_INFO('{table}') RETURN name"),
-        vec![],
-    )?;
-    Ok(rows.iter().any(|r| as_string(&r[0]) == column))
-}

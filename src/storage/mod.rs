@@ -153,7 +153,9 @@ pub struct Storage {
     embedding_dim: usize,
     /// Expected number of copies (from the shard map), to size buffer pools.
     expected_copies: Mutex<usize>,
-    open: Mutex<BTreeMap<u32, Arc<KuzuShard>>>,
+    /// One cell per shard, filled once its copy is open. The map's lock is only held to find the
+    /// cell: opening takes a while (and async callers of `get` must never wait for it).
+    open: Mutex<BTreeMap<u32, Arc<tokio::sync::OnceCell<Arc<KuzuShard>>>>>,
     gate: Arc<ApplyGate>,
 }
 
@@ -212,21 +214,29 @@ impl Storage {
 
     /// The open copy of `shard`, if this node has opened it.
     pub fn get(&self, shard: u32) -> Option<Arc<KuzuShard>> {
-        self.open.lock().expect("storage lock").get(&shard).cloned()
+        let cell = self
+            .open
+            .lock()
+            .expect("storage lock")
+            .get(&shard)
+            .cloned()?;
+        cell.get().cloned()
+    }
+
+    fn cell(&self, shard: u32) -> Arc<tokio::sync::OnceCell<Arc<KuzuShard>>> {
+        self.open
+            .lock()
+            .expect("storage lock")
+            .entry(shard)
+            .or_default()
+            .clone()
     }
 
     /// Opens (creating if needed) the copy of `shard`. Blocking: call from a blocking context.
-    pub fn open_blocking(&self, shard: u32) -> Result<Arc<KuzuShard>, String> {
-        if let Some(s) = self.get(shard) {
-            return Ok(s);
-        }
+    fn open_now(&self, shard: u32) -> Result<Arc<KuzuShard>, String> {
         let copies = *self.expected_copies.lock().expect("storage lock");
         let config =
             StoreConfig::for_budget(self.memory_mb, copies, self.max_db_gb, self.embedding_dim);
-        let mut open = self.open.lock().expect("storage lock");
-        if let Some(s) = open.get(&shard) {
-            return Ok(s.clone());
-        }
         let store = Arc::new(KuzuShard::open(
             &self.path(shard),
             shard,
@@ -238,19 +248,20 @@ impl Storage {
             pool_mb = config.buffer_pool_bytes >> 20,
             "opened shard copy"
         );
-        open.insert(shard, store.clone());
         Ok(store)
     }
 
-    /// Opens `shard` off the async runtime.
+    /// Opens `shard` off the async runtime (once; concurrent callers wait for the same open).
     pub async fn open(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
-        if let Some(s) = self.get(shard) {
-            return Ok(s);
-        }
+        let cell = self.cell(shard);
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.open_blocking(shard))
-            .await
-            .map_err(|e| format!("open task failed: {e}"))?
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || me.open_now(shard))
+                .await
+                .map_err(|e| format!("open task failed: {e}"))?
+        })
+        .await
+        .cloned()
     }
 
     /// Durable (logged) sequence number of every open copy.
@@ -259,7 +270,7 @@ impl Storage {
             .lock()
             .expect("storage lock")
             .iter()
-            .map(|(s, db)| (*s, db.seq()))
+            .filter_map(|(s, cell)| Some((*s, cell.get()?.seq())))
             .collect()
     }
 }

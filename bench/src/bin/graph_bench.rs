@@ -40,8 +40,8 @@
 //! the same id in the `copy` database (prepared once: `MATCH (e:Entity {id: $id}) RETURN e.*` plus its
 //! outgoing and incoming relations, the same content the API returns). Torua's number includes HTTP,
 //! JSON, and for shards the node holds no copy of, a QUIC hop to a node that does. Also measured: the
-//! embedded lookup done the way torua's `get_entity` does it (a new connection, `CALL TABLE_INFO`, and
-//! three statements prepared per read). Relation counts of both answers are compared for every id.
+//! embedded lookup done the way torua's `get_entity` does it (a new connection and three statements
+//! prepared per read). Relation counts of both answers are compared for every id.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -1166,17 +1166,14 @@ impl<'c, 'db> Lookup<'c, 'db> {
     }
 }
 
-/// The same lookup the way torua's `get_entity` does it today: a new connection, `CALL TABLE_INFO`,
-/// and every statement prepared for this one read.
+/// The same lookup the way torua's `get_entity` does it today: a new connection and every statement
+/// prepared for this one read.
 fn lookup_per_call(db: &Database, id: &str) -> Result<Option<usize>> {
     let conn = Connection::new(db)?;
     let run = |q: &str| -> Result<Vec<Vec<KValue>>> {
         let mut stmt = conn.prepare(q)?;
         Ok(conn.execute(&mut stmt, vec![("id", s(id))])?.collect())
     };
-    let _: Vec<Vec<KValue>> = conn
-        .query("CALL TABLE_INFO('Entity') RETURN name")?
-        .collect();
     if run("MATCH (e:Entity {id: $id}) WHERE e.stub = false RETURN e.id, e.title, e.type, e.description, e.text_unit_ids, e.frequency, e.degree")?
         .is_empty()
     {
