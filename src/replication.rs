@@ -151,17 +151,10 @@ pub async fn replica_write(
     seq: u64,
     op: WriteOp,
 ) -> PeerResponse {
-    // Fencing: a node that our map no longer calls the primary (it was replaced while it could
-    // not hear the coordinator) gets no acknowledgement from us.
-    if let Some(primary) = ctx
-        .shard_map
-        .get()
-        .and_then(|m| m.assignment(shard).map(|a| a.primary.clone()))
-    {
-        if primary != from {
-            return PeerResponse::Failed(format!(
-                "shard {shard}: {from} is not the primary in this copy's map ({primary} is)"
-            ));
+    // Fencing: only the primary in this copy's map gets an acknowledgement from us.
+    if let Some(map) = ctx.shard_map.get() {
+        if let Err(e) = map.require_primary(shard, from) {
+            return PeerResponse::Failed(format!("this copy refuses the write: {e}"));
         }
     }
     let store = match ctx.storage.open(shard).await {

@@ -180,7 +180,7 @@ pub fn add_in_sync(
         .term
         .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
-    only_from_primary(&map, shard, requester)?;
+    map.require_primary(shard, requester)?;
     if map.add_in_sync(shard, node)? {
         map.version += 1;
         map.term = term.max(map.term);
@@ -193,23 +193,6 @@ pub fn add_in_sync(
         );
     }
     Ok(map)
-}
-
-/// In-sync changes are asked for by a shard's primary. One that was replaced (it could not hear
-/// the coordinator for a while) is refused, so the write it wanted to acknowledge without a copy
-/// fails instead of diverging from the new primary's.
-fn only_from_primary(map: &ShardMap, shard: u32, requester: &str) -> Result<(), String> {
-    let primary = map
-        .assignment(shard)
-        .map(|a| a.primary.as_str())
-        .ok_or_else(|| format!("no shard {shard}"))?;
-    if primary != requester {
-        return Err(format!(
-            "{requester} is not the primary of shard {shard} in map version {} ({primary} is); retry",
-            map.version
-        ));
-    }
-    Ok(())
 }
 
 /// Coordinator side of `MarkStale`.
@@ -228,7 +211,7 @@ pub fn mark_stale(
         .term
         .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
-    only_from_primary(&map, shard, requester)?;
+    map.require_primary(shard, requester)?;
     if map.mark_stale(shard, node)? {
         map.version += 1;
         map.term = term.max(map.term);

@@ -80,6 +80,23 @@ impl ShardMap {
         self.assignments.get(shard as usize)
     }
 
+    /// Fencing: `Err` unless `node` is `shard`'s primary in this map. A primary that was replaced
+    /// while it could not hear the coordinator must not get its writes acknowledged, by replicas
+    /// or by the coordinator (in-sync changes).
+    pub fn require_primary(&self, shard: u32, node: &str) -> Result<(), String> {
+        let primary = self
+            .assignment(shard)
+            .map(|a| a.primary.as_str())
+            .ok_or_else(|| format!("no shard {shard}"))?;
+        if primary != node {
+            return Err(format!(
+                "{node} is not the primary of shard {shard} in map version {} ({primary} is); retry",
+                self.version
+            ));
+        }
+        Ok(())
+    }
+
     /// Shards `node` holds a copy of.
     pub fn held_by(&self, node: &str) -> Vec<u32> {
         self.assignments

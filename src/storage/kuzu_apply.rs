@@ -19,7 +19,7 @@ use std::path::Path;
 use kuzu::{Connection, LogicalType, Value};
 
 use super::kuzu_values::*;
-use super::WriteOp;
+use super::{Counts, WriteOp};
 use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
 use crate::graph::partition::fnv1a64;
 
@@ -52,18 +52,6 @@ pub fn schema(dim: usize) -> Vec<String> {
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))".to_string(),
     ]
-}
-
-/// What a copy holds, counted by the applier after each round (so that stats never hold a read
-/// transaction open against the next commit).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Counts {
-    pub entities: u64,
-    pub stubs: u64,
-    pub relations: u64,
-    pub chunks: u64,
-    pub communities: u64,
-    pub documents: u64,
 }
 
 pub fn counts(conn: &Connection) -> Result<Counts, String> {

@@ -19,10 +19,10 @@ use std::time::Duration;
 use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
-use super::kuzu_apply::{apply_round, counts, read_applied, schema, Counts};
+use super::kuzu_apply::{apply_round, counts, read_applied, schema};
 use super::kuzu_values::*;
 use super::shard_log::{self, ShardLog};
-use super::{ApplyGate, EntityRecord, RelationRecord, ShardStats, StoreConfig, WriteOp};
+use super::{ApplyGate, Counts, EntityRecord, RelationRecord, ShardStats, StoreConfig, WriteOp};
 use crate::graph::model::{Chunk, Entity};
 
 /// Items (entities, relations, ...) applied in one transaction at most. Large: a commit's cost
@@ -282,14 +282,8 @@ impl KuzuShard {
             (p.ops.len() + p.in_flight) as u64
         };
         let failed = self.shared.failed.load(Ordering::SeqCst);
-        let c = *self.shared.counts.lock().expect("counts lock");
         Ok(ShardStats {
-            entities: c.entities,
-            stubs: c.stubs,
-            relations: c.relations,
-            chunks: c.chunks,
-            communities: c.communities,
-            documents: c.documents,
+            counts: *self.shared.counts.lock().expect("counts lock"),
             size_bytes: size + log_bytes,
             applied_seq: visible,
             logged_seq: logged,

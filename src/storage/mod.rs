@@ -49,14 +49,21 @@ pub struct EntityRecord {
     pub relations: Vec<RelationRecord>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ShardStats {
+/// What a copy holds, counted by the applier after each round (so that stats never hold a read
+/// transaction open against the next commit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
     pub entities: u64,
     pub stubs: u64,
     pub relations: u64,
     pub chunks: u64,
     pub communities: u64,
     pub documents: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub counts: Counts,
     /// Database and log files.
     pub size_bytes: u64,
     /// Highest sequence number applied to the database (visible to reads).
@@ -262,15 +269,5 @@ impl Storage {
         })
         .await
         .cloned()
-    }
-
-    /// Durable (logged) sequence number of every open copy.
-    pub fn logged(&self) -> BTreeMap<u32, u64> {
-        self.open
-            .lock()
-            .expect("storage lock")
-            .iter()
-            .filter_map(|(s, cell)| Some((*s, cell.get()?.seq())))
-            .collect()
     }
 }

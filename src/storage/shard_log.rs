@@ -90,11 +90,11 @@ impl ShardLog {
             }
             let (records, good_bytes, ok) = read_segment(&path)?;
             let mut last_seq = 0;
-            for (seq, crc, op) in records {
-                last_seq = seq;
-                last = Some((seq, crc));
-                if seq > applied {
-                    redo.push((seq, op));
+            for rec in records {
+                last_seq = rec.seq;
+                last = Some((rec.seq, rec.crc));
+                if rec.seq > applied {
+                    redo.push((rec.seq, rec.op));
                 }
             }
             if !ok {
@@ -227,8 +227,8 @@ impl SegmentsView {
     pub fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
         for (path, _, _) in self.0.iter().filter(|(_, f, l)| *f <= seq && seq <= *l) {
             let (records, _, _) = read_segment(path)?;
-            if let Some((_, crc, _)) = records.iter().find(|(s, _, _)| *s == seq) {
-                return Ok(Some(*crc));
+            if let Some(rec) = records.iter().find(|r| r.seq == seq) {
+                return Ok(Some(rec.crc));
             }
         }
         Ok(None)
@@ -241,7 +241,10 @@ impl SegmentsView {
         let mut bytes = 0;
         for (path, _, _) in self.0.iter().filter(|(_, _, l)| *l > seq) {
             let (records, _, _) = read_segment(path)?;
-            for (s, _, op) in records {
+            for Record {
+                seq: s, len, op, ..
+            } in records
+            {
                 if s <= seq {
                     continue;
                 }
@@ -251,7 +254,7 @@ impl SegmentsView {
                         "the log no longer holds write {expected} (it starts at {s}); the copy needs a full rebuild"
                     ));
                 }
-                bytes += postcard::to_stdvec(&op).map(|v| v.len()).unwrap_or(0);
+                bytes += len as usize;
                 out.push((s, op));
                 if bytes >= max_bytes {
                     return Ok(out);
@@ -270,10 +273,18 @@ fn open_append(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot open the shard log {}: {e}", path.display()))
 }
 
-/// Reads a segment: its good records (sequence number, checksum, write), the length of the good
-/// prefix, and whether the whole file was good.
-#[allow(clippy::type_complexity)]
-fn read_segment(path: &Path) -> Result<(Vec<(u64, u32, WriteOp)>, u64, bool), String> {
+/// One record read back from a segment.
+struct Record {
+    seq: u64,
+    crc: u32,
+    /// Payload bytes.
+    len: u32,
+    op: WriteOp,
+}
+
+/// Reads a segment: its good records, the length of the good prefix, and whether the whole file
+/// was good.
+fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, bool), String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut r = BufReader::new(file);
@@ -295,7 +306,7 @@ fn read_segment(path: &Path) -> Result<(Vec<(u64, u32, WriteOp)>, u64, bool), St
             return Ok((records, good, false));
         }
         match postcard::from_bytes::<(u64, WriteOp)>(&payload) {
-            Ok((seq, op)) => records.push((seq, crc, op)),
+            Ok((seq, op)) => records.push(Record { seq, crc, len, op }),
             Err(_) => return Ok((records, good, false)),
         }
         good += 8 + u64::from(len);
