@@ -115,6 +115,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_EMBEDDING_DIM", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8192))]
     pub embedding_dim: u32,
 
+    /// Whether queries answer with what they have when a shard has no answering copy (the answer
+    /// says so in `_shards`); `false` makes such queries fail with 503. A request's
+    /// `allow_partial` overrides it.
+    #[arg(long, env = "TORUA_ALLOW_PARTIAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_partial: bool,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,membership=debug`.
     #[arg(long, env = "TORUA_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,

@@ -38,6 +38,10 @@ pub struct NodeContext {
     pub coordinator_failure: std::sync::Mutex<Option<(Instant, (String, Option<u64>), String)>>,
     /// Bounds concurrent ingest requests on this node (backpressure).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
+    /// Bounds concurrent distributed queries this node coordinates.
+    pub query_permits: Arc<tokio::sync::Semaphore>,
+    /// Rotates which copy of a shard answers a query (load spreading).
+    pub read_turn: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Settings {
@@ -51,6 +55,8 @@ pub struct Settings {
     pub shards: u32,
     pub replicas: u32,
     pub bootstrap_expect: usize,
+    /// Default of queries' `allow_partial`.
+    pub allow_partial: bool,
 }
 
 impl NodeContext {
@@ -83,7 +89,9 @@ impl NodeContext {
     pub fn holds_copy(&self, request: &crate::peer::wire::PeerRequest) -> bool {
         use crate::peer::wire::PeerRequest;
         let shard = match request {
-            PeerRequest::GetEntity { shard, .. } | PeerRequest::GetChunk { shard, .. } => *shard,
+            PeerRequest::GetEntity { shard, .. }
+            | PeerRequest::GetChunk { shard, .. }
+            | PeerRequest::Query { shard, .. } => *shard,
             _ => return true,
         };
         let me = self.node_id().as_str();

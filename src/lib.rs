@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod node;
 pub mod node_stats;
 pub mod peer;
+pub mod query;
 pub mod registry;
 pub mod replication;
 pub mod reporter;

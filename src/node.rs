@@ -30,6 +30,8 @@ use crate::storage::Storage;
 /// Gossip rounds a leaving node waits at each step so every peer hears of it.
 const LEAVE_ROUNDS: u32 = 3;
 /// Ingest requests a node works on at once; more get 429 with Retry-After.
+/// Distributed queries a node coordinates at once; more wait (bounded by their timeout).
+const QUERY_CONCURRENCY: usize = 64;
 const INGEST_CONCURRENCY: usize = 16;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -109,6 +111,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shards: args.shards,
             replicas: args.replicas,
             bootstrap_expect: args.bootstrap_expect as usize,
+            allow_partial: args.allow_partial,
         },
         storage,
         shard_map,
@@ -117,6 +120,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         health_cache: Default::default(),
         coordinator_failure: Default::default(),
         ingest_permits: Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY)),
+        query_permits: Arc::new(tokio::sync::Semaphore::new(QUERY_CONCURRENCY)),
+        read_turn: Default::default(),
     });
     endpoint.serve(PeerService {
         ctx: Arc::downgrade(&ctx),

@@ -5,6 +5,7 @@ mod broadcast;
 mod cluster;
 mod graph;
 mod health;
+mod query;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub fn router(state: AppState) -> Router {
             get(graph::get_entity).delete(graph::delete_entity),
         )
         .route("/graph/chunks/{id}", get(graph::get_chunk))
+        .route("/query", post(query::query))
+        .route("/graph/neighborhood", post(query::neighborhood))
+        .route("/graph/path", post(query::path))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -103,7 +103,7 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         PeerRequest::Replicate { shard, seq, op } => {
             crate::replication::replica_write(ctx, shard, from, seq, op).await
         }
-        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. }
+        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. } | PeerRequest::Query { .. }
             if !ctx.holds_copy(&request) =>
         {
             PeerResponse::Failed("this node holds no copy of that shard in its shard map".into())
@@ -122,6 +122,22 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             },
             Err(e) => PeerResponse::Failed(e),
         },
+        PeerRequest::Query {
+            shard,
+            cypher,
+            params_json,
+            timeout_ms,
+        } => PeerResponse::QueryRows(
+            crate::query::scatter::run_on_shard(ctx, shard, cypher, params_json, timeout_ms).await,
+        ),
+        PeerRequest::Traverse {
+            parts,
+            direction,
+            filter,
+            relations,
+        } => PeerResponse::Traversed(
+            crate::query::traverse::step_here(ctx, parts, direction, filter, relations).await,
+        ),
         PeerRequest::GetMap => PeerResponse::Map(ctx.shard_map.get()),
         PeerRequest::RequestInSync {
             shard,

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster_health::ClusterHealth;
 use crate::shard_map::ShardMap;
-use crate::storage::{EntityRecord, ShardStats, WriteOp};
+use crate::storage::{
+    Direction, EntityRecord, QueryFailure, RelationFilter, Rows, ShardStats, Step, WriteOp,
+};
 
 /// Every request a node answers on its peer address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +53,22 @@ pub enum PeerRequest {
     },
     /// To the coordinator, from a primary that verified the copy is level with it.
     AddInSync { shard: u32, node: String },
+    /// Run a read-only Cypher query (already checked) on this node's copy of `shard`;
+    /// `params_json` is a JSON object.
+    Query {
+        shard: u32,
+        cypher: String,
+        params_json: String,
+        timeout_ms: u64,
+    },
+    /// One traversal step on several of this node's shard copies: for each `(shard, ids)`, the
+    /// entities' properties and (when `relations`) their relations.
+    Traverse {
+        parts: Vec<(u32, Vec<String>)>,
+        direction: Direction,
+        filter: RelationFilter,
+        relations: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +105,9 @@ pub enum PeerResponse {
     Stats(Vec<(u32, ShardStats)>),
     Chunk(Option<crate::graph::model::Chunk>),
     Map(Option<ShardMap>),
+    QueryRows(Result<Rows, QueryFailure>),
+    /// Per shard of a `Traverse`, what it found or why it could not.
+    Traversed(Vec<(u32, Result<Step, String>)>),
 }
 
 /// What a node tells the coordinator about itself.

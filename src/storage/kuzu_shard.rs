@@ -20,9 +20,14 @@ use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
 use super::kuzu_apply::{apply_round, counts, read_applied, schema};
+use super::kuzu_read::{
+    entity_summaries, expand, run_user_query, Direction, QueryFailure, RelationFilter, Rows,
+};
 use super::kuzu_values::*;
 use super::shard_log::{self, ShardLog};
-use super::{ApplyGate, Counts, EntityRecord, RelationRecord, ShardStats, StoreConfig, WriteOp};
+use super::{
+    ApplyGate, Counts, EntityRecord, RelationRecord, ShardStats, Step, StoreConfig, WriteOp,
+};
 use crate::graph::model::{Chunk, Entity};
 
 /// Items (entities, relations, ...) applied in one transaction at most. Large: a commit's cost
@@ -266,6 +271,54 @@ impl KuzuShard {
         self.wait_visible(READ_WAIT).await?;
         let dim = self.dim;
         self.read(move |conn| get_chunk(conn, &id, dim)).await
+    }
+
+    /// Runs a user's read-only Cypher on this copy (after the writes logged before it), cut
+    /// off by Kuzu after `timeout_ms`.
+    pub async fn user_query(
+        &self,
+        cypher: String,
+        params_json: String,
+        timeout_ms: u64,
+        max_bytes: usize,
+    ) -> Result<Rows, QueryFailure> {
+        self.wait_visible(READ_WAIT)
+            .await
+            .map_err(QueryFailure::Other)?;
+        self.read(move |conn| {
+            Ok(run_user_query(
+                conn,
+                &cypher,
+                &params_json,
+                timeout_ms,
+                max_bytes,
+            ))
+        })
+        .await
+        .map_err(QueryFailure::Other)?
+    }
+
+    /// One traversal step: the properties of `ids` held here and, when `relations`, their
+    /// relations in `direction` that pass `filter`.
+    pub async fn traverse_step(
+        &self,
+        ids: Vec<String>,
+        direction: Direction,
+        filter: RelationFilter,
+        relations: bool,
+    ) -> Result<Step, String> {
+        self.wait_visible(READ_WAIT).await?;
+        self.read(move |conn| {
+            Ok(Step {
+                entities: entity_summaries(conn, &ids)?,
+                edges: if relations {
+                    expand(conn, &ids, direction, &filter)?
+                } else {
+                    Vec::new()
+                },
+            })
+        })
+        .await
     }
 
     /// Counts of what is visible (as of the last applied round), with the log's position; does

@@ -9,6 +9,7 @@
 //! and every core per database).
 
 mod kuzu_apply;
+pub mod kuzu_read;
 pub mod kuzu_shard;
 mod kuzu_stage;
 mod kuzu_values;
@@ -21,7 +22,15 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::model::{Batch, Entity};
+pub use kuzu_read::{Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows};
 pub use kuzu_shard::KuzuShard;
+
+/// What one traversal step found in one shard copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub entities: Vec<EntitySummary>,
+    pub edges: Vec<Edge>,
+}
 
 /// A write to one shard copy; ordered by the shard's sequence number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,420 @@
+//! The distributed read API: `POST /query` (read-only Cypher over every shard, merged),
+//! `POST /graph/neighborhood` and `POST /graph/path` (traversals across shards).
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{ApiError, AppState};
+use crate::graph::model::MAX_ID_BYTES;
+use crate::query::cypher::{analyze, check_read_only, tokenize, MAX_CYPHER_BYTES};
+use crate::query::merge::merge;
+use crate::query::scatter::query_shards;
+use crate::query::traverse::{
+    neighborhood as run_neighborhood, shortest_path, PathAnswer, TraverseError, Traversal,
+};
+use crate::shard_map::ShardMap;
+use crate::storage::{Direction, Edge, EntitySummary, RelationFilter};
+
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Below the HTTP layer's request timeout.
+const MAX_TIMEOUT_MS: u64 = 60_000;
+const MAX_SEEDS: usize = 1000;
+const MAX_HOPS: u32 = 3;
+const MAX_PATH_HOPS: u32 = 8;
+const MAX_NODES: u64 = 100_000;
+const MAX_RELATIONS: u64 = 1_000_000;
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))
+}
+
+fn timeout_ms(v: Option<u64>) -> Result<u64, ApiError> {
+    let t = v.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !(1..=MAX_TIMEOUT_MS).contains(&t) {
+        return Err(ApiError::bad_request(format!(
+            "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"
+        )));
+    }
+    Ok(t)
+}
+
+fn unavailable(reason: impl Into<String>) -> Response {
+    let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, "1".parse().expect("header"));
+    r
+}
+
+fn current_map(state: &AppState) -> Result<ShardMap, Response> {
+    state.shard_map.get().ok_or_else(|| {
+        unavailable("no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)")
+    })
+}
+
+/// Waits for a slot among the node's concurrent distributed queries, at most `wait`.
+async fn permit(
+    state: &AppState,
+    wait: Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    match tokio::time::timeout(wait, state.query_permits.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => {
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many queries in flight on this node; retry after a second",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, "1".parse().expect("header"));
+            Err(r)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    cypher: String,
+    #[serde(default)]
+    params: Map<String, Value>,
+    shards: Option<Vec<u32>>,
+    timeout_ms: Option<u64>,
+    allow_partial: Option<bool>,
+    merge: Option<String>,
+}
+
+pub async fn query(State(state): State<AppState>, body: Bytes) -> Response {
+    match run_query(&state, &body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> {
+    let started = Instant::now();
+    let bad = |e: ApiError| e.into_response();
+    let req: QueryBody = parse(body).map_err(bad)?;
+    let timeout = timeout_ms(req.timeout_ms).map_err(bad)?;
+    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
+    let per_shard = match req.merge.as_deref() {
+        None | Some("global") => false,
+        Some("per_shard") => true,
+        Some(other) => {
+            return Err(bad(ApiError::bad_request(format!(
+                "merge must be \"global\" or \"per_shard\", not {other:?}"
+            ))))
+        }
+    };
+    if req.cypher.trim().is_empty() {
+        return Err(bad(ApiError::bad_request("cypher is empty")));
+    }
+    if req.cypher.len() > MAX_CYPHER_BYTES {
+        return Err(bad(ApiError::bad_request(format!(
+            "cypher is longer than {MAX_CYPHER_BYTES} bytes"
+        ))));
+    }
+    let tokens = tokenize(&req.cypher)
+        .map_err(|e| bad(ApiError::bad_request(format!("cannot read the query: {e}"))))?;
+    check_read_only(&tokens).map_err(|e| bad(ApiError::bad_request(e)))?;
+    let plan = if per_shard {
+        None
+    } else {
+        Some(
+            analyze(&req.cypher, &tokens, &req.params)
+                .map_err(|e| bad(ApiError::bad_request(e.to_string())))?,
+        )
+    };
+    let map = current_map(state)?;
+    let shards: Vec<u32> = match &req.shards {
+        None => (0..map.shards).collect(),
+        Some(list) => {
+            if list.is_empty() {
+                return Err(bad(ApiError::bad_request("shards is empty; leave it out to query every shard")));
+            }
+            if let Some(s) = list.iter().find(|s| **s >= map.shards) {
+                return Err(bad(ApiError::bad_request(format!(
+                    "unknown shard {s}: this cluster has shards 0..{}",
+                    map.shards - 1
+                ))));
+            }
+            let mut l = list.clone();
+            l.sort_unstable();
+            l.dedup();
+            l
+        }
+    };
+    let _permit = permit(state, Duration::from_millis(timeout)).await?;
+    let cypher = plan.as_ref().map_or(req.cypher.as_str(), |p| p.shard_cypher.as_str());
+    let params_json = Value::Object(req.params.clone()).to_string();
+    let (answers, report, invalid) =
+        query_shards(state, &map, &shards, cypher, &params_json, timeout).await;
+    if let Some(reason) = invalid {
+        return Err(bad(ApiError::bad_request(format!("invalid query: {reason}"))));
+    }
+    if report.failed > 0 && !allow_partial {
+        return Err(unavailable(report.summary()));
+    }
+    let mut parsed = Vec::with_capacity(answers.len());
+    for a in &answers {
+        let rows: Vec<Vec<Value>> = serde_json::from_str(&a.rows.rows_json).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("shard {} sent rows that are not JSON: {e}", a.shard),
+            )
+            .into_response()
+        })?;
+        parsed.push(rows);
+    }
+    let took_ms = started.elapsed().as_millis() as u64;
+    let Some(plan) = plan else {
+        let shards: Vec<Value> = answers
+            .iter()
+            .zip(parsed)
+            .map(|(a, rows)| json!({"shard": a.shard, "node": a.node, "columns": a.rows.columns, "rows": rows}))
+            .collect();
+        return Ok(Json(json!({"merge": "per_shard", "shards": shards, "_shards": report, "took_ms": took_ms})).into_response());
+    };
+    let rows = merge(&plan, parsed).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
+    })?;
+    Ok(Json(json!({
+        "columns": plan.columns,
+        "rows": rows,
+        "merge": "global",
+        "_shards": report,
+        "took_ms": started.elapsed().as_millis() as u64,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterBody {
+    min_weight: Option<f64>,
+    description_contains: Option<String>,
+}
+
+fn direction(v: Option<&str>) -> Result<Direction, ApiError> {
+    match v {
+        None | Some("both") => Ok(Direction::Both),
+        Some("out") => Ok(Direction::Out),
+        Some("in") => Ok(Direction::In),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "direction must be \"out\", \"in\" or \"both\", not {other:?}"
+        ))),
+    }
+}
+
+fn filter(v: Option<FilterBody>) -> Result<RelationFilter, ApiError> {
+    let Some(f) = v else {
+        return Ok(RelationFilter::default());
+    };
+    if f.min_weight.is_some_and(|w| !w.is_finite()) {
+        return Err(ApiError::bad_request("relation_filter.min_weight must be a finite number"));
+    }
+    if f
+        .description_contains
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_ID_BYTES)
+    {
+        return Err(ApiError::bad_request(format!(
+            "relation_filter.description_contains is longer than {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(RelationFilter {
+        min_weight: f.min_weight,
+        description_contains: f.description_contains,
+    })
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be a non-empty id of at most {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn in_range(what: &str, v: u64, lo: u64, hi: u64) -> Result<u64, ApiError> {
+    if !(lo..=hi).contains(&v) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be between {lo} and {hi}, not {v}"
+        )));
+    }
+    Ok(v)
+}
+
+fn entity_json(e: &EntitySummary) -> Value {
+    json!({"id": e.id, "title": e.title, "type": e.kind, "description": e.description, "degree": e.degree, "frequency": e.frequency})
+}
+
+fn edge_json(e: &Edge) -> Value {
+    json!({"id": e.id, "source": e.source, "target": e.target, "description": e.description, "weight": e.weight})
+}
+
+fn traverse_error(e: TraverseError) -> Response {
+    match e {
+        TraverseError::TooLarge(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r).into_response(),
+        TraverseError::Unavailable(r) => unavailable(r),
+        TraverseError::Timeout(r) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, r).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighborhoodBody {
+    seeds: Vec<String>,
+    hops: Option<u64>,
+    direction: Option<String>,
+    relation_filter: Option<FilterBody>,
+    max_nodes: Option<u64>,
+    max_relations: Option<u64>,
+    timeout_ms: Option<u64>,
+    allow_partial: Option<bool>,
+}
+
+pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let run = async {
+        let req: NeighborhoodBody = parse(&body)?;
+        if req.seeds.is_empty() || req.seeds.len() > MAX_SEEDS {
+            return Err(ApiError::bad_request(format!(
+                "seeds must list 1 to {MAX_SEEDS} entity ids"
+            )));
+        }
+        for s in &req.seeds {
+            check_id("a seed", s)?;
+        }
+        let hops = in_range("hops", req.hops.unwrap_or(1), 1, MAX_HOPS.into())? as u32;
+        let max_nodes = in_range("max_nodes", req.max_nodes.unwrap_or(1000), 1, MAX_NODES)? as usize;
+        let max_relations =
+            in_range("max_relations", req.max_relations.unwrap_or(5000), 1, MAX_RELATIONS)? as usize;
+        let timeout = timeout_ms(req.timeout_ms)?;
+        Ok((req, hops, max_nodes, max_relations, timeout))
+    };
+    let (req, hops, max_nodes, max_relations, timeout) = match run.await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let (dir, filt) = match (direction(req.direction.as_deref()), filter(req.relation_filter)) {
+        (Ok(d), Ok(f)) => (d, f),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let map = match current_map(&state) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let _permit = match permit(&state, Duration::from_millis(timeout)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
+    let deadline = started + Duration::from_millis(timeout);
+    let mut t = Traversal::new(&state, map, deadline, allow_partial, dir, filt);
+    match run_neighborhood(&mut t, &req.seeds, hops, max_nodes, max_relations).await {
+        Ok(n) => {
+            let entities: Vec<Value> = n
+                .entities
+                .iter()
+                .map(|(e, hop)| {
+                    let mut v = entity_json(e);
+                    v["hop"] = json!(hop);
+                    v
+                })
+                .collect();
+            let relations: Vec<Value> = n.relations.iter().map(edge_json).collect();
+            Json(json!({
+                "entities": entities,
+                "relations": relations,
+                "truncated": n.truncated,
+                "missing_seeds": n.missing_seeds,
+                "_shards": t.report(),
+                "took_ms": started.elapsed().as_millis() as u64,
+            }))
+            .into_response()
+        }
+        Err(e) => traverse_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathBody {
+    from: String,
+    to: String,
+    max_hops: Option<u64>,
+    direction: Option<String>,
+    timeout_ms: Option<u64>,
+    allow_partial: Option<bool>,
+}
+
+pub async fn path(State(state): State<AppState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let checked = (|| {
+        let req: PathBody = parse(&body)?;
+        check_id("from", &req.from)?;
+        check_id("to", &req.to)?;
+        let max_hops = in_range("max_hops", req.max_hops.unwrap_or(4), 1, MAX_PATH_HOPS.into())? as u32;
+        let dir = direction(req.direction.as_deref())?;
+        let timeout = timeout_ms(req.timeout_ms)?;
+        Ok::<_, ApiError>((req, max_hops, dir, timeout))
+    })();
+    let (req, max_hops, dir, timeout) = match checked {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let map = match current_map(&state) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let _permit = match permit(&state, Duration::from_millis(timeout)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
+    let deadline = started + Duration::from_millis(timeout);
+    let mut t = Traversal::new(&state, map, deadline, allow_partial, dir, RelationFilter::default());
+    match shortest_path(&mut t, &req.from, &req.to, max_hops).await {
+        Ok(PathAnswer::Found { entities, relations }) => Json(json!({
+            "found": true,
+            "length": relations.len(),
+            "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
+            "relations": relations.iter().map(edge_json).collect::<Vec<_>>(),
+            "_shards": t.report(),
+            "took_ms": started.elapsed().as_millis() as u64,
+        }))
+        .into_response(),
+        Ok(PathAnswer::NotFound) => {
+            let report = t.report();
+            let reason = if report.failed > 0 {
+                format!(
+                    "no path from {:?} to {:?} within {max_hops} hops among the shards that answered ({} did not)",
+                    req.from, req.to, report.failed
+                )
+            } else {
+                format!("no path from {:?} to {:?} within {max_hops} hops", req.from, req.to)
+            };
+            Json(json!({
+                "found": false,
+                "length": null,
+                "reason": reason,
+                "_shards": report,
+                "took_ms": started.elapsed().as_millis() as u64,
+            }))
+            .into_response()
+        }
+        Ok(PathAnswer::Missing(id)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("entity {id:?} does not exist"),
+        )
+        .into_response(),
+        Err(e) => traverse_error(e),
+    }
+}

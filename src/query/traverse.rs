@@ -1,0 +1,598 @@
+//! Traversals across shards: neighborhoods (breadth-first search) and shortest paths
+//! (bidirectional breadth-first search). Kuzu traverses only inside one database, but every
+//! relation is stored in the shards of both its endpoints, so the relations of an entity are
+//! all in the entity's own shard: one step of a search is "the relations of these entities",
+//! answered by their shards. Each step groups the frontier by the node that will answer for
+//! each shard (this node's copies first) and sends one request per node; the receiving node
+//! deduplicates and builds the next frontier.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::NodeContext;
+use crate::graph::partition::shard_of;
+use crate::peer::wire::{PeerRequest, PeerResponse};
+use crate::shard_map::ShardMap;
+use crate::storage::{Direction, Edge, EntitySummary, RelationFilter, Step};
+
+use super::scatter::{copies, ShardsReport};
+
+/// Relations one traversal may collect before it is refused as too large.
+pub const MAX_TRAVERSED_RELATIONS: usize = 2_000_000;
+/// Largest answer of one traversal step from one node (below the transport's message limit).
+const MAX_STEP_BYTES: usize = 12 << 20;
+
+/// Why a traversal stopped without an answer.
+#[derive(Debug)]
+pub enum TraverseError {
+    /// Input or size problem: 4xx.
+    TooLarge(String),
+    /// Shards missing and partial answers refused: 503.
+    Unavailable(String),
+    /// Ran past its time limit: 504.
+    Timeout(String),
+}
+
+/// Where a traversal runs: the map, the deadline, partial-answer policy, and what it covered.
+pub struct Traversal<'a> {
+    pub ctx: &'a Arc<NodeContext>,
+    pub map: ShardMap,
+    pub deadline: Instant,
+    pub allow_partial: bool,
+    pub direction: Direction,
+    pub filter: RelationFilter,
+    touched: BTreeSet<u32>,
+    failed: BTreeMap<u32, (Option<String>, String)>,
+}
+
+impl<'a> Traversal<'a> {
+    pub fn new(
+        ctx: &'a Arc<NodeContext>,
+        map: ShardMap,
+        deadline: Instant,
+        allow_partial: bool,
+        direction: Direction,
+        filter: RelationFilter,
+    ) -> Self {
+        Traversal {
+            ctx,
+            map,
+            deadline,
+            allow_partial,
+            direction,
+            filter,
+            touched: BTreeSet::new(),
+            failed: BTreeMap::new(),
+        }
+    }
+
+    /// The shards this traversal asked, and which of them did not answer.
+    pub fn report(&self) -> ShardsReport {
+        let mut r = ShardsReport::new(self.touched.len());
+        for (shard, (node, reason)) in &self.failed {
+            r.fail(*shard, node.clone(), reason.clone());
+        }
+        r.successful = r.total - r.failed;
+        r
+    }
+
+    /// One step: the summaries of `ids` and, when `relations`, their relations in `direction`.
+    pub async fn step(
+        &mut self,
+        ids: &[String],
+        direction: Direction,
+        relations: bool,
+    ) -> Result<Step, TraverseError> {
+        let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for id in ids {
+            by_shard
+                .entry(shard_of(id, self.map.shards))
+                .or_default()
+                .push(id.clone());
+        }
+        self.touched.extend(by_shard.keys().copied());
+        // Copies to try per shard; shards that failed before are not asked again.
+        let mut options: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+        for &shard in by_shard.keys() {
+            if self.failed.contains_key(&shard) {
+                continue;
+            }
+            match copies(self.ctx, &self.map, shard, true) {
+                Ok(c) => {
+                    options.insert(shard, c);
+                }
+                Err(e) => {
+                    self.failed.insert(shard, (None, e));
+                }
+            }
+        }
+        let mut out = Step::default();
+        let mut attempt = 0;
+        while !options.is_empty() {
+            // Group the shards still to answer by the copy tried at this attempt.
+            let mut per_node: BTreeMap<(String, String), Vec<(u32, Vec<String>)>> = BTreeMap::new();
+            for (shard, c) in &options {
+                let target = c[attempt.min(c.len() - 1)].clone();
+                per_node
+                    .entry(target)
+                    .or_default()
+                    .push((*shard, by_shard[shard].clone()));
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(TraverseError::Timeout(
+                    "the traversal ran past its time limit (timeout_ms)".into(),
+                ));
+            }
+            let mut calls = tokio::task::JoinSet::new();
+            for ((node, addr), parts) in per_node {
+                let ctx = self.ctx.clone();
+                let req = PeerRequest::Traverse {
+                    parts,
+                    direction,
+                    filter: self.filter.clone(),
+                    relations,
+                };
+                calls.spawn(async move {
+                    let answer = crate::peer::call(&ctx, &node, &addr, &req, left).await;
+                    let PeerRequest::Traverse { parts, .. } = req else {
+                        unreachable!()
+                    };
+                    (node, parts, answer)
+                });
+            }
+            let mut retry: BTreeMap<u32, String> = BTreeMap::new();
+            while let Some(joined) = calls.join_next().await {
+                let Ok((node, parts, answer)) = joined else {
+                    continue;
+                };
+                match answer {
+                    Ok(PeerResponse::Traversed(results)) => {
+                        let mut answered = HashSet::new();
+                        for (shard, result) in results {
+                            answered.insert(shard);
+                            match result {
+                                Ok(step) => {
+                                    options.remove(&shard);
+                                    out.entities.extend(step.entities);
+                                    out.edges.extend(step.edges);
+                                }
+                                Err(e) if e.starts_with("too large:") => {
+                                    return Err(TraverseError::TooLarge(e))
+                                }
+                                Err(e) => {
+                                    retry.insert(shard, format!("{node}: {e}"));
+                                }
+                            }
+                        }
+                        for (shard, _) in parts {
+                            if !answered.contains(&shard) {
+                                retry.insert(shard, format!("{node}: no answer for this shard"));
+                            }
+                        }
+                    }
+                    Ok(PeerResponse::Failed(e)) if e.starts_with("too large:") => {
+                        return Err(TraverseError::TooLarge(e))
+                    }
+                    Ok(other) => {
+                        let e = match other {
+                            PeerResponse::Failed(e) => e,
+                            o => format!("unexpected answer {o:?}"),
+                        };
+                        for (shard, _) in parts {
+                            retry.insert(shard, format!("{node}: {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        for (shard, _) in parts {
+                            retry.insert(shard, e.clone());
+                        }
+                    }
+                }
+            }
+            attempt += 1;
+            for (shard, reason) in retry {
+                let exhausted = options.get(&shard).is_none_or(|c| attempt >= c.len());
+                if exhausted {
+                    let node = reason.split(':').next().map(str::to_string);
+                    options.remove(&shard);
+                    self.failed.insert(shard, (node, reason));
+                }
+            }
+        }
+        if !self.allow_partial && !self.failed.is_empty() {
+            return Err(TraverseError::Unavailable(self.report().summary()));
+        }
+        Ok(out)
+    }
+}
+
+/// On the node holding the copies: one step for each `(shard, ids)`, the shards in parallel.
+pub async fn step_here(
+    ctx: &Arc<NodeContext>,
+    parts: Vec<(u32, Vec<String>)>,
+    direction: Direction,
+    filter: RelationFilter,
+    relations: bool,
+) -> Vec<(u32, Result<Step, String>)> {
+    let me = ctx.node_id().as_str().to_string();
+    let map = ctx.shard_map.get();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (shard, ids) in parts {
+        let (ctx, filter, map, me) = (ctx.clone(), filter.clone(), map.clone(), me.clone());
+        tasks.spawn(async move {
+            let holds = map
+                .as_ref()
+                .and_then(|m| m.assignment(shard).map(|a| a.copies().any(|c| *c == me)))
+                .unwrap_or(false);
+            if !holds {
+                return (shard, Err("this node holds no copy of that shard in its shard map".to_string()));
+            }
+            let result = match ctx.storage.open(shard).await {
+                Ok(store) => store.traverse_step(ids, direction, filter, relations).await,
+                Err(e) => Err(e),
+            };
+            (shard, result)
+        });
+    }
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((shard, result)) = joined {
+            if let Ok(step) = &result {
+                bytes += step_bytes(step);
+            }
+            out.push((shard, result));
+        }
+    }
+    if bytes > MAX_STEP_BYTES {
+        let shards: Vec<u32> = out.iter().map(|(s, _)| *s).collect();
+        return shards
+            .into_iter()
+            .map(|s| {
+                (s, Err(format!(
+                    "too large: one step of this traversal passed {} MiB on one node; lower hops or max_nodes, or add a relation_filter",
+                    MAX_STEP_BYTES >> 20
+                )))
+            })
+            .collect();
+    }
+    out
+}
+
+fn step_bytes(step: &Step) -> usize {
+    step.edges
+        .iter()
+        .map(|e| e.id.len() + e.source.len() + e.target.len() + e.description.len() + 16)
+        .sum::<usize>()
+        + step
+            .entities
+            .iter()
+            .map(|e| e.id.len() + e.title.len() + e.kind.len() + e.description.len() + 24)
+            .sum::<usize>()
+}
+
+/// The other end of `edge` from `start`, when `direction` lets the search go from `start`
+/// along it.
+fn other_end<'e>(edge: &'e Edge, start: &str, direction: Direction) -> Option<&'e str> {
+    match direction {
+        Direction::Out if edge.source == start => Some(&edge.target),
+        Direction::In if edge.target == start => Some(&edge.source),
+        Direction::Both if edge.source == start => Some(&edge.target),
+        Direction::Both if edge.target == start => Some(&edge.source),
+        _ => None,
+    }
+}
+
+pub fn reverse(d: Direction) -> Direction {
+    match d {
+        Direction::Out => Direction::In,
+        Direction::In => Direction::Out,
+        Direction::Both => Direction::Both,
+    }
+}
+
+pub struct Neighborhood {
+    /// With their hop distance, sorted by (hop, id).
+    pub entities: Vec<(EntitySummary, u32)>,
+    /// Sorted by (id, source, target).
+    pub relations: Vec<Edge>,
+    pub truncated: bool,
+    pub missing_seeds: Vec<String>,
+}
+
+type EdgeKey = (String, String, String);
+
+fn key(e: &Edge) -> EdgeKey {
+    (e.id.clone(), e.source.clone(), e.target.clone())
+}
+
+/// Breadth-first search from `seeds` up to `hops`. Once the entities found reach `max_nodes`
+/// no further hop is expanded; entities are cut to the first `max_nodes` by (hop, id), and
+/// relations kept only between kept entities, cut to the first `max_relations` by
+/// (id, source, target).
+pub async fn neighborhood(
+    t: &mut Traversal<'_>,
+    seeds: &[String],
+    hops: u32,
+    max_nodes: usize,
+    max_relations: usize,
+) -> Result<Neighborhood, TraverseError> {
+    let seeds: Vec<String> = seeds
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut dist: HashMap<String, u32> = HashMap::new();
+    let mut info: HashMap<String, EntitySummary> = HashMap::new();
+    let mut edges: BTreeMap<EdgeKey, Edge> = BTreeMap::new();
+    let mut frontier = seeds.clone();
+    let mut truncated = false;
+    let mut missing_seeds = Vec::new();
+    for hop in 0..hops {
+        if frontier.is_empty() {
+            break;
+        }
+        let step = t.step(&frontier, t.direction, true).await?;
+        for e in step.entities {
+            info.insert(e.id.clone(), e);
+        }
+        if hop == 0 {
+            for s in &seeds {
+                if info.contains_key(s) || t.failed_shard_of(s) {
+                    dist.insert(s.clone(), 0);
+                } else {
+                    missing_seeds.push(s.clone());
+                }
+            }
+        }
+        let in_frontier: HashSet<&String> = frontier.iter().collect();
+        let mut next = BTreeSet::new();
+        for edge in step.edges {
+            let mut starts = Vec::new();
+            if in_frontier.contains(&edge.source) {
+                starts.push(edge.source.clone());
+            }
+            if in_frontier.contains(&edge.target) && edge.target != edge.source {
+                starts.push(edge.target.clone());
+            }
+            let mut followed = false;
+            for start in &starts {
+                if let Some(other) = other_end(&edge, start, t.direction) {
+                    followed = true;
+                    if !dist.contains_key(other) {
+                        next.insert(other.to_string());
+                    }
+                }
+            }
+            if followed {
+                edges.entry(key(&edge)).or_insert(edge);
+            }
+        }
+        if edges.len() > MAX_TRAVERSED_RELATIONS {
+            return Err(TraverseError::TooLarge(format!(
+                "the neighborhood has more than {MAX_TRAVERSED_RELATIONS} relations; lower hops or max_nodes, or add a relation_filter"
+            )));
+        }
+        for n in &next {
+            dist.insert(n.clone(), hop + 1);
+        }
+        frontier = next.into_iter().collect();
+        // Later hops could only add entities that the cut drops.
+        if dist.len() >= max_nodes && hop + 1 < hops && !frontier.is_empty() {
+            truncated = true;
+            break;
+        }
+    }
+    // Keep the first max_nodes by (hop, id).
+    let mut ranked: Vec<(u32, String)> = dist.iter().map(|(id, d)| (*d, id.clone())).collect();
+    ranked.sort();
+    if ranked.len() > max_nodes {
+        ranked.truncate(max_nodes);
+        truncated = true;
+    }
+    let kept: HashSet<&String> = ranked.iter().map(|(_, id)| id).collect();
+    let unknown: Vec<String> = ranked
+        .iter()
+        .filter(|(_, id)| !info.contains_key(id))
+        .map(|(_, id)| id.clone())
+        .collect();
+    if !unknown.is_empty() {
+        for e in t.step(&unknown, t.direction, false).await?.entities {
+            info.insert(e.id.clone(), e);
+        }
+    }
+    let mut relations: Vec<Edge> = edges
+        .into_values()
+        .filter(|e| kept.contains(&e.source) && kept.contains(&e.target))
+        .collect();
+    if relations.len() > max_relations {
+        relations.truncate(max_relations);
+        truncated = true;
+    }
+    let entities = ranked
+        .iter()
+        .map(|(d, id)| {
+            let summary = info.get(id).cloned().unwrap_or_else(|| EntitySummary {
+                id: id.clone(),
+                title: String::new(),
+                kind: String::new(),
+                description: String::new(),
+                degree: 0,
+                frequency: 0,
+            });
+            (summary, *d)
+        })
+        .collect();
+    Ok(Neighborhood {
+        entities,
+        relations,
+        truncated,
+        missing_seeds,
+    })
+}
+
+impl Traversal<'_> {
+    fn failed_shard_of(&self, id: &str) -> bool {
+        self.failed.contains_key(&shard_of(id, self.map.shards))
+    }
+}
+
+pub enum PathAnswer {
+    Found {
+        entities: Vec<EntitySummary>,
+        relations: Vec<Edge>,
+    },
+    NotFound,
+    /// `from` or `to` is not in the graph.
+    Missing(String),
+}
+
+/// One side of a bidirectional search.
+struct Side {
+    dist: HashMap<String, u32>,
+    /// Entity → (the entity one step closer to this side's start, the relation between them).
+    parent: HashMap<String, (String, Edge)>,
+    frontier: Vec<String>,
+    depth: u32,
+    direction: Direction,
+}
+
+impl Side {
+    fn new(start: &str, direction: Direction) -> Side {
+        Side {
+            dist: HashMap::from([(start.to_string(), 0)]),
+            parent: HashMap::new(),
+            frontier: vec![start.to_string()],
+            depth: 0,
+            direction,
+        }
+    }
+
+    /// Adds one layer from a step's relations; returns the new frontier.
+    fn grow(&mut self, mut edges: Vec<Edge>) {
+        // Deterministic parents: the smallest (start, relation) reaches a node first.
+        let in_frontier: HashSet<String> = self.frontier.iter().cloned().collect();
+        let mut moves: Vec<(String, String, Edge)> = Vec::new();
+        for e in edges.drain(..) {
+            for start in [&e.source, &e.target] {
+                if in_frontier.contains(start) {
+                    if let Some(other) = other_end(&e, start, self.direction) {
+                        moves.push((start.clone(), other.to_string(), e.clone()));
+                    }
+                }
+            }
+        }
+        moves.sort_by(|a, b| (&a.0, &a.2.id, &a.2.source, &a.2.target).cmp(&(&b.0, &b.2.id, &b.2.source, &b.2.target)));
+        let mut next = BTreeSet::new();
+        for (start, other, edge) in moves {
+            if !self.dist.contains_key(&other) {
+                self.dist.insert(other.clone(), self.depth + 1);
+                self.parent.insert(other.clone(), (start, edge));
+                next.insert(other);
+            }
+        }
+        self.depth += 1;
+        self.frontier = next.into_iter().collect();
+    }
+
+    /// The chain from `node` back to this side's start: entities (from `node`) and relations.
+    fn chain(&self, node: &str) -> (Vec<String>, Vec<Edge>) {
+        let mut ids = vec![node.to_string()];
+        let mut rels = Vec::new();
+        let mut at = node.to_string();
+        while let Some((prev, edge)) = self.parent.get(&at) {
+            rels.push(edge.clone());
+            ids.push(prev.clone());
+            at = prev.clone();
+        }
+        (ids, rels)
+    }
+}
+
+/// A shortest path from `from` to `to` of at most `max_hops` relations: breadth-first from both
+/// ends, always growing the smaller frontier by a whole layer, until the layers meet.
+pub async fn shortest_path(
+    t: &mut Traversal<'_>,
+    from: &str,
+    to: &str,
+    max_hops: u32,
+) -> Result<PathAnswer, TraverseError> {
+    let ends: Vec<String> = if from == to {
+        vec![from.to_string()]
+    } else {
+        vec![from.to_string(), to.to_string()]
+    };
+    let found = t.step(&ends, t.direction, false).await?;
+    for end in &ends {
+        if !found.entities.iter().any(|e| &e.id == end) {
+            if t.failed_shard_of(end) {
+                return Err(TraverseError::Unavailable(format!(
+                    "the shard holding entity {end:?} has no answering copy"
+                )));
+            }
+            return Ok(PathAnswer::Missing(end.clone()));
+        }
+    }
+    let info: HashMap<String, EntitySummary> =
+        found.entities.into_iter().map(|e| (e.id.clone(), e)).collect();
+    if from == to {
+        return Ok(PathAnswer::Found {
+            entities: vec![info[from].clone()],
+            relations: vec![],
+        });
+    }
+    let mut fwd = Side::new(from, t.direction);
+    let mut bwd = Side::new(to, reverse(t.direction));
+    while fwd.depth + bwd.depth < max_hops && !fwd.frontier.is_empty() && !bwd.frontier.is_empty() {
+        let grow_fwd = fwd.frontier.len() <= bwd.frontier.len();
+        let (side, other) = if grow_fwd {
+            (&mut fwd, &bwd)
+        } else {
+            (&mut bwd, &fwd)
+        };
+        let step = t.step(&side.frontier.clone(), side.direction, true).await?;
+        side.grow(step.edges);
+        if side.dist.len() > MAX_TRAVERSED_RELATIONS {
+            return Err(TraverseError::TooLarge(
+                "the search reached too many entities; lower max_hops".into(),
+            ));
+        }
+        let meet = side
+            .frontier
+            .iter()
+            .filter_map(|n| other.dist.get(n).map(|d| (side.depth + d, n.clone())))
+            .min();
+        if let Some((_, node)) = meet {
+            let (mut ids, mut rels) = fwd.chain(&node);
+            ids.reverse();
+            rels.reverse();
+            let (bids, brels) = bwd.chain(&node);
+            ids.extend(bids.into_iter().skip(1));
+            rels.extend(brels);
+            let step = t.step(&ids, t.direction, false).await?;
+            let mut info: HashMap<String, EntitySummary> =
+                step.entities.into_iter().map(|e| (e.id.clone(), e)).collect();
+            let entities = ids
+                .iter()
+                .map(|id| {
+                    info.remove(id).unwrap_or_else(|| EntitySummary {
+                        id: id.clone(),
+                        title: String::new(),
+                        kind: String::new(),
+                        description: String::new(),
+                        degree: 0,
+                        frequency: 0,
+                    })
+                })
+                .collect();
+            return Ok(PathAnswer::Found {
+                entities,
+                relations: rels,
+            });
+        }
+    }
+    Ok(PathAnswer::NotFound)
+}

@@ -1,0 +1,318 @@
+//! Reads that distributed queries send to one shard copy: a user's Cypher (bounded in time and
+//! size, answered as JSON rows), and one breadth-first step of a traversal (the relations of a
+//! frontier, the properties of entities).
+
+use std::collections::HashSet;
+
+use kuzu::{Connection, LogicalType, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Number, Value as Json};
+
+use super::kuzu_values::*;
+
+/// Kuzu's answer to a query: column names and rows as JSON text (postcard cannot carry
+/// `serde_json::Value`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows_json: String,
+}
+
+/// Why a shard could not answer a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QueryFailure {
+    /// The query is wrong (syntax, unknown names, types): the same on every shard.
+    Invalid(String),
+    /// The query ran past its time limit and was interrupted.
+    Timeout(String),
+    /// The answer is larger than a shard may send.
+    TooLarge(String),
+    Other(String),
+}
+
+impl QueryFailure {
+    pub fn reason(&self) -> &str {
+        match self {
+            QueryFailure::Invalid(s)
+            | QueryFailure::Timeout(s)
+            | QueryFailure::TooLarge(s)
+            | QueryFailure::Other(s) => s,
+        }
+    }
+}
+
+/// Runs a read-only query (checked by the caller) inside a read-only transaction, so that even
+/// a statement the check missed cannot write; Kuzu interrupts it after `timeout_ms`.
+pub fn run_user_query(
+    conn: &Connection,
+    cypher: &str,
+    params_json: &str,
+    timeout_ms: u64,
+    max_bytes: usize,
+) -> Result<Rows, QueryFailure> {
+    let params: Map<String, Json> = serde_json::from_str(params_json)
+        .map_err(|e| QueryFailure::Invalid(format!("params: {e}")))?;
+    let mut values = Vec::new();
+    for (k, v) in &params {
+        values.push((k.as_str(), param_value(k, v).map_err(QueryFailure::Invalid)?));
+    }
+    conn.set_query_timeout(timeout_ms.max(1));
+    conn.query("BEGIN TRANSACTION READ ONLY")
+        .map_err(|e| QueryFailure::Other(e.to_string()))?;
+    let result = execute(conn, cypher, values, max_bytes);
+    let _ = conn.query("ROLLBACK");
+    result
+}
+
+fn execute(
+    conn: &Connection,
+    cypher: &str,
+    params: Vec<(&str, Value)>,
+    max_bytes: usize,
+) -> Result<Rows, QueryFailure> {
+    let classify = |e: kuzu::Error| {
+        let msg = e.to_string();
+        let lower = msg.to_ascii_lowercase();
+        if lower.contains("interrupted") || lower.contains("timeout") {
+            QueryFailure::Timeout(format!("the query ran past its time limit on this shard and was interrupted ({msg})"))
+        } else if lower.contains("parser exception")
+            || lower.contains("binder exception")
+            || lower.contains("catalog exception")
+        {
+            QueryFailure::Invalid(msg)
+        } else {
+            QueryFailure::Other(msg)
+        }
+    };
+    let mut stmt = conn.prepare(cypher).map_err(classify)?;
+    let result = conn.execute(&mut stmt, params).map_err(classify)?;
+    let columns = result.get_column_names();
+    let mut out = String::from("[");
+    for (n, row) in result.enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let row: Vec<Json> = row.iter().map(to_json).collect();
+        out.push_str(&serde_json::to_string(&row).map_err(|e| QueryFailure::Other(e.to_string()))?);
+        if out.len() > max_bytes {
+            return Err(QueryFailure::TooLarge(format!(
+                "a shard's answer passed {} MiB; add a LIMIT, aggregate, or return fewer columns",
+                max_bytes >> 20
+            )));
+        }
+    }
+    out.push(']');
+    Ok(Rows { columns, rows_json: out })
+}
+
+/// A JSON parameter as a Kuzu value: strings, integers, floats, booleans, and lists of one of
+/// these.
+fn param_value(name: &str, v: &Json) -> Result<Value, String> {
+    Ok(match v {
+        Json::String(s) => Value::String(s.clone()),
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int64(i),
+            None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::Array(items) => {
+            let values = items
+                .iter()
+                .map(|i| param_value(name, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ty = match values.first() {
+                None | Some(Value::String(_)) => LogicalType::String,
+                Some(Value::Bool(_)) => LogicalType::Bool,
+                Some(Value::Int64(_)) => LogicalType::Int64,
+                Some(Value::Double(_)) => LogicalType::Double,
+                _ => return Err(format!("parameter {name}: lists of lists are not supported")),
+            };
+            if values.iter().any(|v| LogicalType::from(v) != ty) {
+                return Err(format!("parameter {name}: a list's items must have one type"));
+            }
+            Value::List(ty, values)
+        }
+        Json::Null => return Err(format!("parameter {name}: null is not supported")),
+        Json::Object(_) => return Err(format!("parameter {name}: objects are not supported")),
+    })
+}
+
+/// Properties torua keeps for itself; not part of the graph users see.
+const INTERNAL: [&str; 2] = ["stub", "hash"];
+
+/// A Kuzu value as JSON: nodes and relations as objects of their properties with `_label`
+/// (internal ids are per shard and left out), times as strings.
+pub fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null(_) => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int64(i) => json!(i),
+        Value::Int32(i) => json!(i),
+        Value::Int16(i) => json!(i),
+        Value::Int8(i) => json!(i),
+        Value::UInt64(i) => json!(i),
+        Value::UInt32(i) => json!(i),
+        Value::UInt16(i) => json!(i),
+        Value::UInt8(i) => json!(i),
+        Value::Int128(i) => match i64::try_from(*i) {
+            Ok(i) => json!(i),
+            Err(_) => float(*i as f64),
+        },
+        Value::Double(f) => float(*f),
+        Value::Float(f) => float(f64::from(*f)),
+        Value::String(s) => Json::String(s.clone()),
+        Value::List(_, items) | Value::Array(_, items) => {
+            Json::Array(items.iter().map(to_json).collect())
+        }
+        Value::Struct(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        ),
+        Value::Node(n) => {
+            let mut m = Map::new();
+            m.insert("_label".into(), Json::String(n.get_label_name().clone()));
+            for (k, v) in n.get_properties() {
+                if !INTERNAL.contains(&k.as_str()) {
+                    m.insert(k.clone(), to_json(v));
+                }
+            }
+            Json::Object(m)
+        }
+        Value::Rel(r) => {
+            let mut m = Map::new();
+            m.insert("_label".into(), Json::String(r.get_label_name().clone()));
+            for (k, v) in r.get_properties() {
+                m.insert(k.clone(), to_json(v));
+            }
+            Json::Object(m)
+        }
+        Value::Map(_, entries) => Json::Array(
+            entries
+                .iter()
+                .map(|(k, v)| json!([to_json(k), to_json(v)]))
+                .collect(),
+        ),
+        Value::InternalID(id) => Json::String(format!("{}:{}", id.table_id, id.offset)),
+        other => Json::String(other.to_string()),
+    }
+}
+
+fn float(f: f64) -> Json {
+    Number::from_f64(f).map_or(Json::Null, Json::Number)
+}
+
+/// Which relations a traversal step follows from an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Relations whose source is the entity.
+    Out,
+    /// Relations whose target is the entity.
+    In,
+    Both,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelationFilter {
+    pub min_weight: Option<f64>,
+    /// Case-insensitive substring of the description.
+    pub description_contains: Option<String>,
+}
+
+/// A relation as traversals return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    pub id: String,
+    pub source: String,
+    pub target: String,
+    pub description: String,
+    pub weight: f64,
+}
+
+/// An entity as traversals return it (no embedding, no id lists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntitySummary {
+    pub id: String,
+    pub title: String,
+    pub kind: String,
+    pub description: String,
+    pub degree: i64,
+    pub frequency: i64,
+}
+
+/// The relations of `ids` (entities owned by this shard) in `direction` that pass `filter`.
+pub fn expand(
+    conn: &Connection,
+    ids: &[String],
+    direction: Direction,
+    filter: &RelationFilter,
+) -> Result<Vec<Edge>, String> {
+    let mut conditions = Vec::new();
+    if filter.min_weight.is_some() {
+        conditions.push("r.weight >= $w");
+    }
+    if filter.description_contains.is_some() {
+        conditions.push("contains(lower(r.description), $d)");
+    }
+    let extra = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let params = || {
+        let mut p = vec![("ids", strings(ids))];
+        if let Some(w) = filter.min_weight {
+            p.push(("w", Value::Double(w)));
+        }
+        if let Some(d) = &filter.description_contains {
+            p.push(("d", Value::String(d.to_lowercase())));
+        }
+        p
+    };
+    let mut edges = Vec::new();
+    let mut seen = HashSet::new();
+    let mut run_side = |pattern: &str| -> Result<(), String> {
+        let q = format!(
+            "UNWIND $ids AS i MATCH {pattern}{extra} RETURN r.id, a.id, b.id, r.description, r.weight"
+        );
+        for row in run(conn, &q, params())? {
+            let edge = Edge {
+                id: as_string(&row[0]),
+                source: as_string(&row[1]),
+                target: as_string(&row[2]),
+                description: as_string(&row[3]),
+                weight: as_f64(&row[4]),
+            };
+            if seen.insert((edge.id.clone(), edge.source.clone(), edge.target.clone())) {
+                edges.push(edge);
+            }
+        }
+        Ok(())
+    };
+    if matches!(direction, Direction::Out | Direction::Both) {
+        run_side("(a:Entity {id: i})-[r:RELATED]->(b:Entity)")?;
+    }
+    if matches!(direction, Direction::In | Direction::Both) {
+        run_side("(a:Entity)-[r:RELATED]->(b:Entity {id: i})")?;
+    }
+    Ok(edges)
+}
+
+/// The entities among `ids` that exist here (placeholders included, with empty properties:
+/// an entity only named by relations is still part of the graph).
+pub fn entity_summaries(conn: &Connection, ids: &[String]) -> Result<Vec<EntitySummary>, String> {
+    let q = "UNWIND $ids AS i MATCH (e:Entity {id: i}) \
+             RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
+    Ok(run(conn, q, vec![("ids", strings(ids))])?
+        .iter()
+        .map(|r| EntitySummary {
+            id: as_string(&r[0]),
+            title: as_string(&r[1]),
+            kind: as_string(&r[2]),
+            description: as_string(&r[3]),
+            degree: as_i64(&r[4]).unwrap_or(0),
+            frequency: as_i64(&r[5]).unwrap_or(0),
+        })
+        .collect())
+}
