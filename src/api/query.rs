@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState};
 use crate::graph::model::MAX_ID_BYTES;
-use crate::query::cypher::{analyze, check_read_only, tokenize, MAX_CYPHER_BYTES};
+use crate::query::cypher::{analyze, check_read_only, tokenize, Tok, MAX_CYPHER_BYTES};
 use crate::query::merge::merge;
 use crate::query::scatter::query_shards;
 use crate::query::traverse::{
@@ -122,15 +122,27 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     let tokens = tokenize(&req.cypher)
         .map_err(|e| bad(ApiError::bad_request(format!("cannot read the query: {e}"))))?;
     check_read_only(&tokens).map_err(|e| bad(ApiError::bad_request(e)))?;
+    let map = current_map(state)?;
     let plan = if per_shard {
         None
     } else {
-        Some(
-            analyze(&req.cypher, &tokens, &req.params)
-                .map_err(|e| bad(ApiError::bad_request(e.to_string())))?,
-        )
+        match analyze(&req.cypher, &tokens, &req.params) {
+            Ok(plan) => Some(plan),
+            Err(unmergeable) => {
+                // A malformed query deserves Kuzu's own message rather than a shape complaint:
+                // have one shard's Kuzu plan it (EXPLAIN runs nothing).
+                let params_json = Value::Object(req.params.clone()).to_string();
+                let explain = format!("EXPLAIN {}", req.cypher);
+                let (_, _, invalid) =
+                    query_shards(state, &map, &[0], &explain, &params_json, 2_000).await;
+                let reason = match invalid {
+                    Some(kuzu) => format!("invalid query: {kuzu}"),
+                    None => unmergeable.to_string(),
+                };
+                return Err(bad(ApiError::bad_request(reason)));
+            }
+        }
     };
-    let map = current_map(state)?;
     let shards: Vec<u32> = match &req.shards {
         None => (0..map.shards).collect(),
         Some(list) => {
@@ -151,13 +163,28 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     };
     let _permit = permit(state, Duration::from_millis(timeout)).await?;
     let cypher = plan.as_ref().map_or(req.cypher.as_str(), |p| p.shard_cypher.as_str());
-    let params_json = Value::Object(req.params.clone()).to_string();
+    // Kuzu refuses parameters a statement does not use (the rewrite may have inlined some).
+    let used: std::collections::HashSet<String> = tokenize(cypher)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| match t.tok {
+            Tok::Param(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let params: Map<String, Value> = req
+        .params
+        .iter()
+        .filter(|(k, _)| used.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let params_json = Value::Object(params).to_string();
     let (answers, report, invalid) =
         query_shards(state, &map, &shards, cypher, &params_json, timeout).await;
     if let Some(reason) = invalid {
         return Err(bad(ApiError::bad_request(format!("invalid query: {reason}"))));
     }
-    if report.failed > 0 && !allow_partial {
+    if report.failed > 0 && (!allow_partial || report.successful == 0) {
         return Err(unavailable(report.summary()));
     }
     let mut parsed = Vec::with_capacity(answers.len());

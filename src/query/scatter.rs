@@ -60,7 +60,7 @@ impl ShardsReport {
             .map(|f| format!("shard {}: {}", f.shard, f.reason))
             .collect();
         format!(
-            "{} of {} shards did not answer ({}{}); partial results were refused (allow_partial=false)",
+            "{} of {} shards did not answer ({}{}); a partial answer was refused (allow_partial=false) or nothing answered",
             self.failed,
             self.total,
             parts.join("; "),

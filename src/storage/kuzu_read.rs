@@ -78,6 +78,7 @@ fn execute(
         } else if lower.contains("parser exception")
             || lower.contains("binder exception")
             || lower.contains("catalog exception")
+            || lower.contains("parameter ")
         {
             QueryFailure::Invalid(msg)
         } else {
