@@ -42,6 +42,9 @@ pub struct NodeContext {
     pub query_permits: Arc<tokio::sync::Semaphore>,
     /// Rotates which copy of a shard answers a query (load spreading).
     pub read_turn: std::sync::atomic::AtomicUsize,
+    /// Nodes that recently failed to answer a read, and when: tried last for a while, so that
+    /// a node that died is not waited for again before gossip declares it dead.
+    pub read_suspects: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 pub struct Settings {

@@ -122,6 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ingest_permits: Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY)),
         query_permits: Arc::new(tokio::sync::Semaphore::new(QUERY_CONCURRENCY)),
         read_turn: Default::default(),
+        read_suspects: Default::default(),
     });
     endpoint.serve(PeerService {
         ctx: Arc::downgrade(&ctx),

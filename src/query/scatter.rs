@@ -113,7 +113,34 @@ pub fn copies(
         let n = live.len();
         live.rotate_left(turn % n);
     }
+    // Suspects last (stable: the order above holds among the rest).
+    let suspects = ctx.read_suspects.lock().expect("suspects lock");
+    live.sort_by_key(|(n, _)| {
+        suspects
+            .get(n)
+            .is_some_and(|at| at.elapsed() < SUSPECT_FOR)
+    });
     Ok(live)
+}
+
+/// How long a node that failed to answer a read is tried last.
+const SUSPECT_FOR: Duration = Duration::from_secs(15);
+
+/// Records that `node` did not answer a read in time (or at all).
+pub fn suspect(ctx: &NodeContext, node: &str) {
+    let mut s = ctx.read_suspects.lock().expect("suspects lock");
+    s.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+    s.insert(node.to_string(), Instant::now());
+}
+
+/// The time one attempt may take when `more` copies remain to try: half of what is left (at
+/// least a second), so a copy on a node that just died leaves time for another.
+pub fn attempt_timeout(left: Duration, more: bool) -> Duration {
+    if more {
+        (left / 2).max(Duration::from_secs(1)).min(left)
+    } else {
+        left
+    }
 }
 
 /// On the node holding the copy: runs a checked query on it.
@@ -203,12 +230,14 @@ async fn query_one(
         timeout_ms,
     };
     let mut last = (None, QueryFailure::Other("no copy was tried".into()));
-    for (node, addr) in copies {
+    let n = copies.len();
+    for (i, (node, addr)) in copies.into_iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        match crate::peer::call(ctx, &node, &addr, &request, left).await {
+        let limit = attempt_timeout(left, i + 1 < n);
+        match crate::peer::call(ctx, &node, &addr, &request, limit).await {
             Ok(PeerResponse::QueryRows(Ok(rows))) => return Ok(ShardAnswer { shard, node, rows }),
             // The query's own fault: the same on every copy.
             Ok(PeerResponse::QueryRows(Err(
@@ -217,7 +246,10 @@ async fn query_one(
             Ok(PeerResponse::QueryRows(Err(f))) => last = (Some(node), f),
             Ok(PeerResponse::Failed(e)) => last = (Some(node), QueryFailure::Other(e)),
             Ok(other) => last = (Some(node), QueryFailure::Other(format!("unexpected answer {other:?}"))),
-            Err(e) => last = (Some(node), QueryFailure::Other(e)),
+            Err(e) => {
+                suspect(ctx, &node);
+                last = (Some(node), QueryFailure::Other(e));
+            }
         }
     }
     Err(last)

@@ -16,7 +16,7 @@ use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::shard_map::ShardMap;
 use crate::storage::{Direction, Edge, EntitySummary, RelationFilter, Step};
 
-use super::scatter::{copies, ShardsReport};
+use super::scatter::{attempt_timeout, copies, suspect, ShardsReport};
 
 /// Relations one traversal may collect before it is refused as too large.
 pub const MAX_TRAVERSED_RELATIONS: usize = 2_000_000;
@@ -127,6 +127,10 @@ impl<'a> Traversal<'a> {
             }
             let mut calls = tokio::task::JoinSet::new();
             for ((node, addr), parts) in per_node {
+                let more = parts
+                    .iter()
+                    .any(|(shard, _)| options.get(shard).is_some_and(|c| attempt + 1 < c.len()));
+                let limit = attempt_timeout(left, more);
                 let ctx = self.ctx.clone();
                 let req = PeerRequest::Traverse {
                     parts,
@@ -135,7 +139,10 @@ impl<'a> Traversal<'a> {
                     relations,
                 };
                 calls.spawn(async move {
-                    let answer = crate::peer::call(&ctx, &node, &addr, &req, left).await;
+                    let answer = crate::peer::call(&ctx, &node, &addr, &req, limit).await;
+                    if answer.is_err() {
+                        suspect(&ctx, &node);
+                    }
                     let PeerRequest::Traverse { parts, .. } = req else {
                         unreachable!()
                     };
