@@ -36,8 +36,10 @@ pub fn schema(dim: usize) -> Vec<String> {
             "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
              text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN, hash INT64{emb}, PRIMARY KEY(id))"
         ),
+        // `source` and `target` repeat the endpoints' ids: a traversal then reads a relation
+        // without looking its far end up (Kuzu joins over the whole node table to do that).
         "CREATE REL TABLE IF NOT EXISTS RELATED(FROM Entity TO Entity, id STRING, description STRING, \
-         weight DOUBLE, text_unit_ids STRING[])"
+         weight DOUBLE, text_unit_ids STRING[], source STRING, target STRING)"
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS RelKey(key STRING, hash INT64, PRIMARY KEY(key))".to_string(),
         format!(
@@ -52,6 +54,23 @@ pub fn schema(dim: usize) -> Vec<String> {
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))".to_string(),
     ]
+}
+
+/// Adds the `source`/`target` columns to a RELATED table created before they existed.
+pub fn migrate(conn: &Connection) -> Result<(), String> {
+    let rows = run(conn, "CALL TABLE_INFO('RELATED') RETURN name", vec![])?;
+    if rows.iter().any(|r| as_string(&r[0]) == "source") {
+        return Ok(());
+    }
+    tracing::info!("adding source/target columns to the relations of an older database");
+    run(conn, "ALTER TABLE RELATED ADD source STRING", vec![])?;
+    run(conn, "ALTER TABLE RELATED ADD target STRING", vec![])?;
+    run(
+        conn,
+        "MATCH (a:Entity)-[r:RELATED]->(b:Entity) SET r.source = a.id, r.target = b.id",
+        vec![],
+    )?;
+    Ok(())
 }
 
 pub fn counts(conn: &Connection) -> Result<Counts, String> {
@@ -370,7 +389,7 @@ fn copy_relations(
     }
     run(
         conn,
-        "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)",
+        "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source, r.target)",
         vec![("rows", rows(rel_fields, rels.iter().map(|r| rel_values(r)).collect()))],
     )?;
     run(
@@ -610,14 +629,9 @@ fn upsert_simple(
 fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), String> {
     let cond = if only_stub { "WHERE e.stub = true" } else { "" };
     let mut keys: Vec<String> = Vec::new();
-    for q in [
-        format!(
-            "MATCH (e:Entity {{id: $id}})-[x:RELATED]->(b:Entity) {cond} RETURN x.id, e.id, b.id"
-        ),
-        format!(
-            "MATCH (a:Entity)-[x:RELATED]->(e:Entity {{id: $id}}) {cond} RETURN x.id, a.id, e.id"
-        ),
-    ] {
+    for q in [format!(
+        "MATCH (e:Entity {{id: $id}})-[x:RELATED]-() {cond} RETURN x.id, x.source, x.target"
+    )] {
         for r in run(conn, &q, vec![("id", s(id))])? {
             keys.push(format!(
                 "{}\u{1f}{}\u{1f}{}",

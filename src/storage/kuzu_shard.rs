@@ -19,7 +19,7 @@ use std::time::Duration;
 use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
-use super::kuzu_apply::{apply_round, counts, read_applied, schema};
+use super::kuzu_apply::{apply_round, counts, migrate, read_applied, schema};
 use super::kuzu_read::{
     entity_summaries, expand, run_user_query, Direction, QueryFailure, RelationFilter, Rows,
 };
@@ -395,6 +395,7 @@ fn open_database(
         conn.query(&ddl).map_err(|e| format!("schema: {e}"))?;
     }
     check_embedding_column(&conn, config.embedding_dim)?;
+    migrate(&conn)?;
     let applied = read_applied(&conn)?;
     let counts = counts(&conn)?;
     drop(conn);
@@ -581,11 +582,11 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
             .collect())
     };
     let mut relations = rel(
-        "MATCH (a:Entity {id: $id})-[x:RELATED]->(b:Entity) RETURN x.id, a.id, b.id, x.description, x.weight, x.text_unit_ids",
+        "MATCH (a:Entity {id: $id})-[x:RELATED]-() RETURN x.id, x.source, x.target, x.description, x.weight, x.text_unit_ids",
     )?;
-    relations.extend(rel(
-        "MATCH (a:Entity)-[x:RELATED]->(b:Entity {id: $id}) WHERE a.id <> b.id RETURN x.id, a.id, b.id, x.description, x.weight, x.text_unit_ids",
-    )?);
+    // A self-loop is found from both of its ends.
+    relations.sort_by(|a, b| (&a.id, &a.source, &a.target).cmp(&(&b.id, &b.source, &b.target)));
+    relations.dedup_by(|a, b| (&a.id, &a.source, &a.target) == (&b.id, &b.source, &b.target));
     relations.sort_by(|a, b| a.id.cmp(&b.id).then(a.source.cmp(&b.source)));
     Ok(Some(EntityRecord { entity, relations }))
 }

@@ -45,7 +45,8 @@ fn write(dir: &Path, name: &str, batch: RecordBatch) -> Result<Staged, String> {
     Ok(staged)
 }
 
-/// Relations in RELATED's column order: from, to, id, description, weight, text_unit_ids.
+/// Relations in RELATED's column order: from, to, id, description, weight, text_unit_ids, source,
+/// target.
 pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, String> {
     let mut units = ListBuilder::new(StringBuilder::new());
     for r in rels {
@@ -69,6 +70,8 @@ pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, String> {
             )) as ArrayRef,
         ),
         ("text_unit_ids", Arc::new(units.finish()) as ArrayRef),
+        ("source", col(|r| &r.source)),
+        ("target", col(|r| &r.target)),
     ])
     .map_err(|e| format!("staging relations: {e}"))?;
     write(dir, "relations.parquet", batch)
