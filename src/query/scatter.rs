@@ -151,6 +151,9 @@ pub async fn run_on_shard(
     params_json: String,
     timeout_ms: u64,
 ) -> Result<Rows, QueryFailure> {
+    let map = ctx.shard_map.get();
+    super::traverse::in_sync_here(map.as_ref(), shard, ctx.node_id().as_str())
+        .map_err(QueryFailure::Other)?;
     let store = ctx.storage.open(shard).await.map_err(QueryFailure::Other)?;
     store
         .user_query(cypher, params_json, timeout_ms, MAX_SHARD_ANSWER_BYTES)

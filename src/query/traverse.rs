@@ -149,7 +149,7 @@ impl<'a> Traversal<'a> {
                     (node, parts, answer)
                 });
             }
-            let mut retry: BTreeMap<u32, String> = BTreeMap::new();
+            let mut retry: BTreeMap<u32, (String, String)> = BTreeMap::new();
             while let Some(joined) = calls.join_next().await {
                 let Ok((node, parts, answer)) = joined else {
                     continue;
@@ -169,13 +169,13 @@ impl<'a> Traversal<'a> {
                                     return Err(TraverseError::TooLarge(e))
                                 }
                                 Err(e) => {
-                                    retry.insert(shard, format!("{node}: {e}"));
+                                    retry.insert(shard, (node.clone(), e));
                                 }
                             }
                         }
                         for (shard, _) in parts {
                             if !answered.contains(&shard) {
-                                retry.insert(shard, format!("{node}: no answer for this shard"));
+                                retry.insert(shard, (node.clone(), "no answer for this shard".into()));
                             }
                         }
                     }
@@ -188,23 +188,22 @@ impl<'a> Traversal<'a> {
                             o => format!("unexpected answer {o:?}"),
                         };
                         for (shard, _) in parts {
-                            retry.insert(shard, format!("{node}: {e}"));
+                            retry.insert(shard, (node.clone(), e.clone()));
                         }
                     }
                     Err(e) => {
                         for (shard, _) in parts {
-                            retry.insert(shard, e.clone());
+                            retry.insert(shard, (node.clone(), e.clone()));
                         }
                     }
                 }
             }
             attempt += 1;
-            for (shard, reason) in retry {
+            for (shard, (node, reason)) in retry {
                 let exhausted = options.get(&shard).is_none_or(|c| attempt >= c.len());
                 if exhausted {
-                    let node = reason.split(':').next().map(str::to_string);
                     options.remove(&shard);
-                    self.failed.insert(shard, (node, reason));
+                    self.failed.insert(shard, (Some(node), reason));
                 }
             }
         }
@@ -229,12 +228,8 @@ pub async fn step_here(
     for (shard, ids) in parts {
         let (ctx, filter, map, me) = (ctx.clone(), filter.clone(), map.clone(), me.clone());
         tasks.spawn(async move {
-            let holds = map
-                .as_ref()
-                .and_then(|m| m.assignment(shard).map(|a| a.copies().any(|c| *c == me)))
-                .unwrap_or(false);
-            if !holds {
-                return (shard, Err("this node holds no copy of that shard in its shard map".to_string()));
+            if let Err(e) = in_sync_here(map.as_ref(), shard, &me) {
+                return (shard, Err(e));
             }
             let result = match ctx.storage.open(shard).await {
                 Ok(store) => store.traverse_step(ids, direction, filter, relations).await,
@@ -266,6 +261,16 @@ pub async fn step_here(
             .collect();
     }
     out
+}
+
+/// Reads are answered only by a copy its own map calls in sync (a copy that just fell out may
+/// miss acknowledged writes); the asker then tries another copy.
+pub fn in_sync_here(map: Option<&ShardMap>, shard: u32, me: &str) -> Result<(), String> {
+    match map.and_then(|m| m.assignment(shard)) {
+        Some(a) if a.is_in_sync(me) => Ok(()),
+        Some(_) => Err(format!("this node's copy of shard {shard} is not in sync")),
+        None => Err(format!("this node has no shard map with shard {shard}")),
+    }
 }
 
 fn step_bytes(step: &Step) -> usize {
