@@ -23,6 +23,17 @@ pub const MAX_TRAVERSED_RELATIONS: usize = 2_000_000;
 /// Largest answer of one traversal step from one node (below the transport's message limit).
 const MAX_STEP_BYTES: usize = 12 << 20;
 
+/// Most frontier ids in one request (keeps answers well below the transport's message limit).
+const STEP_IDS: usize = 1000;
+
+/// A shard's ids to expand in one request, and the copies to try.
+struct Unit {
+    shard: u32,
+    ids: Vec<String>,
+    copies: Vec<(String, String)>,
+    last_error: Option<(String, String)>,
+}
+
 /// Why a traversal stopped without an answer.
 #[derive(Debug)]
 pub enum TraverseError {
@@ -78,6 +89,9 @@ impl<'a> Traversal<'a> {
     }
 
     /// One step: the summaries of `ids` and, when `relations`, their relations in `direction`.
+    /// The ids are grouped by shard and cut into units of at most [`STEP_IDS`]; each attempt
+    /// sends the units still open to the copy that attempt picks, one request per node per
+    /// [`STEP_IDS`] ids, and a unit that fails moves to the shard's next copy.
     pub async fn step(
         &mut self,
         ids: &[String],
@@ -92,15 +106,22 @@ impl<'a> Traversal<'a> {
                 .push(id.clone());
         }
         self.touched.extend(by_shard.keys().copied());
-        // Copies to try per shard; shards that failed before are not asked again.
-        let mut options: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
-        for &shard in by_shard.keys() {
+        // Units of work: (shard, ids), with the copies to try; failed shards are not asked again.
+        let mut open: Vec<Unit> = Vec::new();
+        for (shard, ids) in by_shard {
             if self.failed.contains_key(&shard) {
                 continue;
             }
             match copies(self.ctx, &self.map, shard, true) {
                 Ok(c) => {
-                    options.insert(shard, c);
+                    for chunk in ids.chunks(STEP_IDS) {
+                        open.push(Unit {
+                            shard,
+                            ids: chunk.to_vec(),
+                            copies: c.clone(),
+                            last_error: None,
+                        });
+                    }
                 }
                 Err(e) => {
                     self.failed.insert(shard, (None, e));
@@ -109,103 +130,105 @@ impl<'a> Traversal<'a> {
         }
         let mut out = Step::default();
         let mut attempt = 0;
-        while !options.is_empty() {
-            // Group the shards still to answer by the copy tried at this attempt.
-            let mut per_node: BTreeMap<(String, String), Vec<(u32, Vec<String>)>> = BTreeMap::new();
-            for (shard, c) in &options {
-                let target = c[attempt.min(c.len() - 1)].clone();
-                per_node
-                    .entry(target)
-                    .or_default()
-                    .push((*shard, by_shard[shard].clone()));
-            }
+        while !open.is_empty() {
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(TraverseError::Timeout(
                     "the traversal ran past its time limit (timeout_ms)".into(),
                 ));
             }
-            let mut calls = tokio::task::JoinSet::new();
-            for ((node, addr), parts) in per_node {
-                let more = parts
-                    .iter()
-                    .any(|(shard, _)| options.get(shard).is_some_and(|c| attempt + 1 < c.len()));
-                let limit = attempt_timeout(left, more);
-                let ctx = self.ctx.clone();
-                let req = PeerRequest::Traverse {
-                    parts,
-                    direction,
-                    filter: self.filter.clone(),
-                    relations,
-                };
-                calls.spawn(async move {
-                    let answer = crate::peer::call(&ctx, &node, &addr, &req, limit).await;
-                    if answer.is_err() {
-                        suspect(&ctx, &node);
-                    }
-                    let PeerRequest::Traverse { parts, .. } = req else {
-                        unreachable!()
-                    };
-                    (node, parts, answer)
+            // Requests: per node, units packed up to STEP_IDS ids each.
+            let mut per_node: BTreeMap<(String, String), Vec<Vec<usize>>> = BTreeMap::new();
+            for (u, unit) in open.iter().enumerate() {
+                let target = unit.copies[attempt.min(unit.copies.len() - 1)].clone();
+                let batches = per_node.entry(target).or_default();
+                let fits = batches.last().is_some_and(|b| {
+                    b.iter().map(|&i| open[i].ids.len()).sum::<usize>() + unit.ids.len() <= STEP_IDS
                 });
+                if fits {
+                    batches.last_mut().expect("a batch").push(u);
+                } else {
+                    batches.push(vec![u]);
+                }
             }
-            let mut retry: BTreeMap<u32, (String, String)> = BTreeMap::new();
+            let mut calls = tokio::task::JoinSet::new();
+            for ((node, addr), batches) in per_node {
+                for batch in batches {
+                    let more = batch.iter().any(|&u| attempt + 1 < open[u].copies.len());
+                    let limit = attempt_timeout(left, more);
+                    let req = PeerRequest::Traverse {
+                        parts: batch
+                            .iter()
+                            .map(|&u| (open[u].shard, open[u].ids.clone()))
+                            .collect(),
+                        direction,
+                        filter: self.filter.clone(),
+                        relations,
+                    };
+                    let (ctx, node, addr) = (self.ctx.clone(), node.clone(), addr.clone());
+                    calls.spawn(async move {
+                        let answer = crate::peer::call(&ctx, &node, &addr, &req, limit).await;
+                        if answer.is_err() {
+                            suspect(&ctx, &node);
+                        }
+                        (node, batch, answer)
+                    });
+                }
+            }
+            let mut done = vec![false; open.len()];
             while let Some(joined) = calls.join_next().await {
-                let Ok((node, parts, answer)) = joined else {
+                let Ok((node, batch, answer)) = joined else {
                     continue;
+                };
+                let fail_all = |open: &mut Vec<Unit>, e: String| {
+                    for &u in &batch {
+                        open[u].last_error = Some((node.clone(), e.clone()));
+                    }
                 };
                 match answer {
                     Ok(PeerResponse::Traversed(results)) => {
-                        let mut answered = HashSet::new();
-                        for (shard, result) in results {
-                            answered.insert(shard);
+                        // Answers come per part, in the order sent.
+                        if results.len() != batch.len() {
+                            fail_all(&mut open, "answered a different number of parts".into());
+                            continue;
+                        }
+                        for (&u, (_, result)) in batch.iter().zip(results) {
                             match result {
                                 Ok(step) => {
-                                    options.remove(&shard);
+                                    done[u] = true;
                                     out.entities.extend(step.entities);
                                     out.edges.extend(step.edges);
                                 }
                                 Err(e) if e.starts_with("too large:") => {
                                     return Err(TraverseError::TooLarge(e))
                                 }
-                                Err(e) => {
-                                    retry.insert(shard, (node.clone(), e));
-                                }
-                            }
-                        }
-                        for (shard, _) in parts {
-                            if !answered.contains(&shard) {
-                                retry.insert(shard, (node.clone(), "no answer for this shard".into()));
+                                Err(e) => open[u].last_error = Some((node.clone(), e)),
                             }
                         }
                     }
-                    Ok(PeerResponse::Failed(e)) if e.starts_with("too large:") => {
-                        return Err(TraverseError::TooLarge(e))
-                    }
-                    Ok(other) => {
-                        let e = match other {
-                            PeerResponse::Failed(e) => e,
-                            o => format!("unexpected answer {o:?}"),
-                        };
-                        for (shard, _) in parts {
-                            retry.insert(shard, (node.clone(), e.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        for (shard, _) in parts {
-                            retry.insert(shard, (node.clone(), e.clone()));
-                        }
-                    }
+                    Ok(PeerResponse::Failed(e)) => fail_all(&mut open, e),
+                    Ok(other) => fail_all(&mut open, format!("unexpected answer {other:?}")),
+                    Err(e) => fail_all(&mut open, e),
                 }
             }
             attempt += 1;
-            for (shard, (node, reason)) in retry {
-                let exhausted = options.get(&shard).is_none_or(|c| attempt >= c.len());
-                if exhausted {
-                    options.remove(&shard);
-                    self.failed.insert(shard, (Some(node), reason));
+            let mut still_open = Vec::new();
+            for (u, unit) in open.into_iter().enumerate() {
+                if done[u] {
+                    continue;
+                }
+                if attempt >= unit.copies.len() {
+                    let (node, reason) = unit
+                        .last_error
+                        .unwrap_or_else(|| (String::new(), "no answer".into()));
+                    self.failed.insert(unit.shard, (Some(node), reason));
+                } else {
+                    still_open.push(unit);
                 }
             }
+            // A shard that failed on its last copy takes its other units with it.
+            still_open.retain(|u| !self.failed.contains_key(&u.shard));
+            open = still_open;
         }
         if !self.allow_partial && !self.failed.is_empty() {
             return Err(TraverseError::Unavailable(self.report().summary()));
@@ -225,29 +248,32 @@ pub async fn step_here(
     let me = ctx.node_id().as_str().to_string();
     let map = ctx.shard_map.get();
     let mut tasks = tokio::task::JoinSet::new();
-    for (shard, ids) in parts {
+    for (n, (shard, ids)) in parts.into_iter().enumerate() {
         let (ctx, filter, map, me) = (ctx.clone(), filter.clone(), map.clone(), me.clone());
         tasks.spawn(async move {
             if let Err(e) = in_sync_here(map.as_ref(), shard, &me) {
-                return (shard, Err(e));
+                return (n, shard, Err(e));
             }
             let result = match ctx.storage.open(shard).await {
                 Ok(store) => store.traverse_step(ids, direction, filter, relations).await,
                 Err(e) => Err(e),
             };
-            (shard, result)
+            (n, shard, result)
         });
     }
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((shard, result)) = joined {
+        if let Ok((n, shard, result)) = joined {
             if let Ok(step) = &result {
                 bytes += step_bytes(step);
             }
-            out.push((shard, result));
+            out.push((n, shard, result));
         }
     }
+    // In the order asked (the asker matches answers to parts by position).
+    out.sort_by_key(|(n, _, _)| *n);
+    let out: Vec<(u32, Result<Step, String>)> = out.into_iter().map(|(_, s, r)| (s, r)).collect();
     if bytes > MAX_STEP_BYTES {
         let shards: Vec<u32> = out.iter().map(|(s, _)| *s).collect();
         return shards
