@@ -13,14 +13,14 @@ use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState};
 use crate::graph::model::MAX_ID_BYTES;
-use crate::query::cypher::{analyze, check_read_only, tokenize, Tok, MAX_CYPHER_BYTES};
+use crate::query::cypher::{analyze, check_read_only, tokenize, MAX_CYPHER_BYTES};
 use crate::query::merge::merge;
 use crate::query::scatter::query_shards;
 use crate::query::traverse::{
     neighborhood as run_neighborhood, shortest_path, PathAnswer, TraverseError, Traversal,
 };
 use crate::shard_map::ShardMap;
-use crate::storage::{Direction, Edge, EntitySummary, RelationFilter};
+use crate::storage::{Direction, Edge, EntitySummary, RelationFilter, ShardQuery};
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Below the HTTP layer's request timeout.
@@ -130,11 +130,15 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
             Ok(plan) => Some(plan),
             Err(unmergeable) => {
                 // A malformed query deserves Kuzu's own message rather than a shape complaint:
-                // have one shard's Kuzu plan it (EXPLAIN runs nothing).
-                let params_json = Value::Object(req.params.clone()).to_string();
-                let explain = format!("EXPLAIN {}", req.cypher);
-                let (_, _, invalid) =
-                    query_shards(state, &map, &[0], &explain, &params_json, 2_000).await;
+                // have one shard's Kuzu parse and bind it (nothing runs).
+                let check = ShardQuery {
+                    cypher: req.cypher.clone(),
+                    params_json: Value::Object(req.params.clone()).to_string(),
+                    timeout_ms: 2_000,
+                    names_cypher: None,
+                    prepare_only: true,
+                };
+                let (_, _, invalid) = query_shards(state, &map, &[0], check).await;
                 let reason = match invalid {
                     Some(kuzu) => format!("invalid query: {kuzu}"),
                     None => unmergeable.to_string(),
@@ -162,25 +166,14 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
         }
     };
     let _permit = permit(state, Duration::from_millis(timeout)).await?;
-    let cypher = plan.as_ref().map_or(req.cypher.as_str(), |p| p.shard_cypher.as_str());
-    // Kuzu refuses parameters a statement does not use (the rewrite may have inlined some).
-    let used: std::collections::HashSet<String> = tokenize(cypher)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|t| match t.tok {
-            Tok::Param(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let params: Map<String, Value> = req
-        .params
-        .iter()
-        .filter(|(k, _)| used.contains(*k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let params_json = Value::Object(params).to_string();
-    let (answers, report, invalid) =
-        query_shards(state, &map, &shards, cypher, &params_json, timeout).await;
+    let query = ShardQuery {
+        cypher: plan.as_ref().map_or(req.cypher.clone(), |p| p.shard_cypher.clone()),
+        params_json: Value::Object(req.params.clone()).to_string(),
+        timeout_ms: timeout,
+        names_cypher: plan.as_ref().map(|p| p.names_cypher.clone()),
+        prepare_only: false,
+    };
+    let (answers, report, invalid) = query_shards(state, &map, &shards, query).await;
     if let Some(reason) = invalid {
         return Err(bad(ApiError::bad_request(format!("invalid query: {reason}"))));
     }
@@ -210,8 +203,14 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     let rows = merge(&plan, parsed).map_err(|e| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
     })?;
+    // Kuzu's names for the user's columns, when the shard that was asked for them answered.
+    let columns = answers
+        .iter()
+        .find_map(|a| a.rows.user_columns.clone())
+        .filter(|c| c.len() == plan.columns.len())
+        .unwrap_or_else(|| plan.columns.clone());
     Ok(Json(json!({
-        "columns": plan.columns,
+        "columns": columns,
         "rows": rows,
         "merge": "global",
         "_shards": report,

@@ -122,14 +122,9 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             },
             Err(e) => PeerResponse::Failed(e),
         },
-        PeerRequest::Query {
-            shard,
-            cypher,
-            params_json,
-            timeout_ms,
-        } => PeerResponse::QueryRows(
-            crate::query::scatter::run_on_shard(ctx, shard, cypher, params_json, timeout_ms).await,
-        ),
+        PeerRequest::Query { shard, query } => {
+            PeerResponse::QueryRows(crate::query::scatter::run_on_shard(ctx, shard, query).await)
+        }
         PeerRequest::Traverse {
             parts,
             direction,

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::cluster_health::ClusterHealth;
 use crate::shard_map::ShardMap;
 use crate::storage::{
-    Direction, EntityRecord, QueryFailure, RelationFilter, Rows, ShardStats, Step, WriteOp,
+    Direction, EntityRecord, QueryFailure, RelationFilter, Rows, ShardQuery, ShardStats, Step,
+    WriteOp,
 };
 
 /// Every request a node answers on its peer address.
@@ -53,14 +54,8 @@ pub enum PeerRequest {
     },
     /// To the coordinator, from a primary that verified the copy is level with it.
     AddInSync { shard: u32, node: String },
-    /// Run a read-only Cypher query (already checked) on this node's copy of `shard`;
-    /// `params_json` is a JSON object.
-    Query {
-        shard: u32,
-        cypher: String,
-        params_json: String,
-        timeout_ms: u64,
-    },
+    /// Run a read-only Cypher query (already checked) on this node's copy of `shard`.
+    Query { shard: u32, query: ShardQuery },
     /// One traversal step on several of this node's shard copies: for each `(shard, ids)`, the
     /// entities' properties and (when `relations`) their relations.
     Traverse {

@@ -216,6 +216,8 @@ pub struct SortKey {
 pub struct Plan {
     /// The query each shard runs.
     pub shard_cypher: String,
+    /// The user's MATCH .. RETURN with `LIMIT 0`: run on one shard for Kuzu's column names.
+    pub names_cypher: String,
     /// The user's column names.
     pub columns: Vec<String>,
     pub items: Vec<Item>,
@@ -297,7 +299,10 @@ pub fn analyze(
     let top = |i: usize, kw: &str| depths[i] == 0 && t[i].is_kw(kw);
     for (i, tok) in t.iter().enumerate() {
         for kw in ["WITH", "UNWIND", "UNION", "CALL", "OPTIONAL"] {
-            if tok.is_kw(kw) && !(i > 0 && (t[i - 1].is(".") || t[i - 1].is(":"))) {
+            let operator = kw == "WITH"
+                && i > 0
+                && (t[i - 1].is_kw("STARTS") || t[i - 1].is_kw("ENDS"));
+            if tok.is_kw(kw) && !operator && !(i > 0 && (t[i - 1].is(".") || t[i - 1].is(":"))) {
                 return nope(format!("{kw} is not supported in a merged query"));
             }
         }
@@ -573,8 +578,10 @@ pub fn analyze(
             sq.push_str(&format!(" LIMIT {}", l.saturating_add(skip)));
         }
     }
+    let names_cypher = format!("{} LIMIT 0", &q[..t[items_end - 1].end]);
     Ok(Plan {
         shard_cypher: sq,
+        names_cypher,
         columns,
         items,
         distinct,

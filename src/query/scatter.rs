@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::context::NodeContext;
 use crate::peer::wire::{PeerRequest, PeerResponse};
 use crate::shard_map::ShardMap;
-use crate::storage::{QueryFailure, Rows};
+use crate::storage::{QueryFailure, Rows, ShardQuery};
 
 /// Largest answer one shard sends for a query (below the transport's 16 MiB message limit).
 pub const MAX_SHARD_ANSWER_BYTES: usize = 12 << 20;
@@ -147,17 +147,13 @@ pub fn attempt_timeout(left: Duration, more: bool) -> Duration {
 pub async fn run_on_shard(
     ctx: &Arc<NodeContext>,
     shard: u32,
-    cypher: String,
-    params_json: String,
-    timeout_ms: u64,
+    query: ShardQuery,
 ) -> Result<Rows, QueryFailure> {
     let map = ctx.shard_map.get();
     super::traverse::in_sync_here(map.as_ref(), shard, ctx.node_id().as_str())
         .map_err(QueryFailure::Other)?;
     let store = ctx.storage.open(shard).await.map_err(QueryFailure::Other)?;
-    store
-        .user_query(cypher, params_json, timeout_ms, MAX_SHARD_ANSWER_BYTES)
-        .await
+    store.user_query(query, MAX_SHARD_ANSWER_BYTES).await
 }
 
 /// What one shard answered to a query.
@@ -167,24 +163,26 @@ pub struct ShardAnswer {
     pub rows: Rows,
 }
 
-/// Sends `cypher` to one copy of each of `shards`, retrying other copies when a copy cannot be
-/// reached or fails for a reason of its own (not when the query itself is wrong or too slow).
-/// Returns the answers, the report, and the first "invalid query" failure if any.
+/// Sends `query` to one copy of each of `shards` (its `names_cypher` only to the first),
+/// retrying other copies when a copy cannot be reached or fails for a reason of its own (not
+/// when the query itself is wrong or too slow). Returns the answers, the report, and the first
+/// "invalid query" failure if any.
 pub async fn query_shards(
     ctx: &Arc<NodeContext>,
     map: &ShardMap,
     shards: &[u32],
-    cypher: &str,
-    params_json: &str,
-    timeout_ms: u64,
+    query: ShardQuery,
 ) -> (Vec<ShardAnswer>, ShardsReport, Option<String>) {
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms) + NETWORK_MARGIN;
+    let deadline = Instant::now() + Duration::from_millis(query.timeout_ms) + NETWORK_MARGIN;
     let mut tasks = tokio::task::JoinSet::new();
-    for &shard in shards {
+    for (n, &shard) in shards.iter().enumerate() {
         let (ctx, map) = (ctx.clone(), map.clone());
-        let (cypher, params_json) = (cypher.to_string(), params_json.to_string());
+        let mut query = query.clone();
+        if n > 0 {
+            query.names_cypher = None;
+        }
         tasks.spawn(async move {
-            let result = query_one(&ctx, &map, shard, &cypher, &params_json, timeout_ms, deadline).await;
+            let result = query_one(&ctx, &map, shard, query, deadline).await;
             (shard, result)
         });
     }
@@ -220,18 +218,11 @@ async fn query_one(
     ctx: &Arc<NodeContext>,
     map: &ShardMap,
     shard: u32,
-    cypher: &str,
-    params_json: &str,
-    timeout_ms: u64,
+    query: ShardQuery,
     deadline: Instant,
 ) -> Result<ShardAnswer, (Option<String>, QueryFailure)> {
     let copies = copies(ctx, map, shard, false).map_err(|e| (None, QueryFailure::Other(e)))?;
-    let request = PeerRequest::Query {
-        shard,
-        cypher: cypher.to_string(),
-        params_json: params_json.to_string(),
-        timeout_ms,
-    };
+    let request = PeerRequest::Query { shard, query };
     let mut last = (None, QueryFailure::Other("no copy was tried".into()));
     let n = copies.len();
     for (i, (node, addr)) in copies.into_iter().enumerate() {

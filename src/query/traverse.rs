@@ -453,14 +453,7 @@ pub async fn neighborhood(
     let entities = ranked
         .iter()
         .map(|(d, id)| {
-            let summary = info.get(id).cloned().unwrap_or_else(|| EntitySummary {
-                id: id.clone(),
-                title: String::new(),
-                kind: String::new(),
-                description: String::new(),
-                degree: 0,
-                frequency: 0,
-            });
+            let summary = info.get(id).cloned().unwrap_or_else(|| placeholder(id));
             (summary, *d)
         })
         .collect();
@@ -475,6 +468,18 @@ pub async fn neighborhood(
 impl Traversal<'_> {
     fn failed_shard_of(&self, id: &str) -> bool {
         self.failed.contains_key(&shard_of(id, self.map.shards))
+    }
+}
+
+/// An entity whose properties could not be read (its shard did not answer).
+fn placeholder(id: &str) -> EntitySummary {
+    EntitySummary {
+        id: id.to_string(),
+        title: String::new(),
+        kind: String::new(),
+        description: String::new(),
+        degree: 0,
+        frequency: 0,
     }
 }
 
@@ -564,21 +569,16 @@ pub async fn shortest_path(
         vec![from.to_string(), to.to_string()]
     };
     let found = t.step(&ends, t.direction, false).await?;
+    // An end whose shard did not answer (partial answers allowed) may still be reached: its
+    // relations are also stored with their other endpoints.
     for end in &ends {
-        if !found.entities.iter().any(|e| &e.id == end) {
-            if t.failed_shard_of(end) {
-                return Err(TraverseError::Unavailable(format!(
-                    "the shard holding entity {end:?} has no answering copy"
-                )));
-            }
+        if !found.entities.iter().any(|e| &e.id == end) && !t.failed_shard_of(end) {
             return Ok(PathAnswer::Missing(end.clone()));
         }
     }
-    let info: HashMap<String, EntitySummary> =
-        found.entities.into_iter().map(|e| (e.id.clone(), e)).collect();
     if from == to {
         return Ok(PathAnswer::Found {
-            entities: vec![info[from].clone()],
+            entities: vec![found.entities.into_iter().next().unwrap_or_else(|| placeholder(from))],
             relations: vec![],
         });
     }
@@ -615,16 +615,7 @@ pub async fn shortest_path(
                 step.entities.into_iter().map(|e| (e.id.clone(), e)).collect();
             let entities = ids
                 .iter()
-                .map(|id| {
-                    info.remove(id).unwrap_or_else(|| EntitySummary {
-                        id: id.clone(),
-                        title: String::new(),
-                        kind: String::new(),
-                        description: String::new(),
-                        degree: 0,
-                        frequency: 0,
-                    })
-                })
+                .map(|id| info.remove(id).unwrap_or_else(|| placeholder(id)))
                 .collect();
             return Ok(PathAnswer::Found {
                 entities,

@@ -10,12 +10,28 @@ use serde_json::{json, Map, Number, Value as Json};
 
 use super::kuzu_values::*;
 
+/// A checked read-only query for one shard copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardQuery {
+    pub cypher: String,
+    /// A JSON object; each statement gets the parameters it uses.
+    pub params_json: String,
+    pub timeout_ms: u64,
+    /// A statement (with `LIMIT 0`) whose column names the answer should carry: the user's own
+    /// query, when `cypher` is its rewrite.
+    pub names_cypher: Option<String>,
+    /// Only parse and bind `cypher` (to report errors); run nothing.
+    pub prepare_only: bool,
+}
+
 /// Kuzu's answer to a query: column names and rows as JSON text (postcard cannot carry
 /// `serde_json::Value`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rows {
     pub columns: Vec<String>,
     pub rows_json: String,
+    /// The columns of `names_cypher`, when asked.
+    pub user_columns: Option<Vec<String>>,
 }
 
 /// Why a shard could not answer a query.
@@ -45,47 +61,79 @@ impl QueryFailure {
 /// a statement the check missed cannot write; Kuzu interrupts it after `timeout_ms`.
 pub fn run_user_query(
     conn: &Connection,
-    cypher: &str,
-    params_json: &str,
-    timeout_ms: u64,
+    query: &ShardQuery,
     max_bytes: usize,
 ) -> Result<Rows, QueryFailure> {
-    let params: Map<String, Json> = serde_json::from_str(params_json)
+    let params: Map<String, Json> = serde_json::from_str(&query.params_json)
         .map_err(|e| QueryFailure::Invalid(format!("params: {e}")))?;
-    let mut values = Vec::new();
-    for (k, v) in &params {
-        values.push((k.as_str(), param_value(k, v).map_err(QueryFailure::Invalid)?));
+    if query.prepare_only {
+        conn.prepare(&query.cypher).map_err(classify)?;
+        return Ok(Rows {
+            columns: vec![],
+            rows_json: "[]".into(),
+            user_columns: None,
+        });
     }
-    conn.set_query_timeout(timeout_ms.max(1));
+    conn.set_query_timeout(query.timeout_ms.max(1));
     conn.query("BEGIN TRANSACTION READ ONLY")
         .map_err(|e| QueryFailure::Other(e.to_string()))?;
-    let result = execute(conn, cypher, values, max_bytes);
+    let result = (|| {
+        let user_columns = match &query.names_cypher {
+            Some(q) => Some(execute(conn, q, params_for(q, &params)?, max_bytes)?.columns),
+            None => None,
+        };
+        let mut rows = execute(conn, &query.cypher, params_for(&query.cypher, &params)?, max_bytes)?;
+        rows.user_columns = user_columns;
+        Ok(rows)
+    })();
     let _ = conn.query("ROLLBACK");
     result
+}
+
+/// The parameters `cypher` uses (Kuzu refuses unused ones), as Kuzu values.
+fn params_for(cypher: &str, params: &Map<String, Json>) -> Result<Vec<(String, Value)>, QueryFailure> {
+    let mut out = Vec::new();
+    for (name, v) in params {
+        let marker = format!("${name}");
+        let used = cypher.match_indices(&marker).any(|(i, _)| {
+            !cypher[i + marker.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        });
+        if used {
+            out.push((name.clone(), param_value(name, v).map_err(QueryFailure::Invalid)?));
+        }
+    }
+    Ok(out)
+}
+
+fn classify(e: kuzu::Error) -> QueryFailure {
+    let msg = e.to_string();
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("interrupted") || lower.contains("timeout") {
+        QueryFailure::Timeout(format!(
+            "the query ran past its time limit on this shard and was interrupted ({msg})"
+        ))
+    } else if lower.contains("parser exception")
+        || lower.contains("binder exception")
+        || lower.contains("catalog exception")
+        || lower.contains("parameter ")
+    {
+        QueryFailure::Invalid(msg)
+    } else {
+        QueryFailure::Other(msg)
+    }
 }
 
 fn execute(
     conn: &Connection,
     cypher: &str,
-    params: Vec<(&str, Value)>,
+    params: Vec<(String, Value)>,
     max_bytes: usize,
 ) -> Result<Rows, QueryFailure> {
-    let classify = |e: kuzu::Error| {
-        let msg = e.to_string();
-        let lower = msg.to_ascii_lowercase();
-        if lower.contains("interrupted") || lower.contains("timeout") {
-            QueryFailure::Timeout(format!("the query ran past its time limit on this shard and was interrupted ({msg})"))
-        } else if lower.contains("parser exception")
-            || lower.contains("binder exception")
-            || lower.contains("catalog exception")
-            || lower.contains("parameter ")
-        {
-            QueryFailure::Invalid(msg)
-        } else {
-            QueryFailure::Other(msg)
-        }
-    };
     let mut stmt = conn.prepare(cypher).map_err(classify)?;
+    let params: Vec<(&str, Value)> = params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let result = conn.execute(&mut stmt, params).map_err(classify)?;
     let columns = result.get_column_names();
     let mut out = String::from("[");
@@ -103,7 +151,11 @@ fn execute(
         }
     }
     out.push(']');
-    Ok(Rows { columns, rows_json: out })
+    Ok(Rows {
+        columns,
+        rows_json: out,
+        user_columns: None,
+    })
 }
 
 /// A JSON parameter as a Kuzu value: strings, integers, floats, booleans, and lists of one of

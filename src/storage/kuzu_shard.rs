@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::kuzu_apply::{apply_round, counts, migrate, read_applied, schema};
 use super::kuzu_read::{
     entity_summaries, expand, run_user_query, Direction, QueryFailure, RelationFilter, Rows,
+    ShardQuery,
 };
 use super::kuzu_values::*;
 use super::shard_log::{self, ShardLog};
@@ -274,28 +275,14 @@ impl KuzuShard {
     }
 
     /// Runs a user's read-only Cypher on this copy (after the writes logged before it), cut
-    /// off by Kuzu after `timeout_ms`.
-    pub async fn user_query(
-        &self,
-        cypher: String,
-        params_json: String,
-        timeout_ms: u64,
-        max_bytes: usize,
-    ) -> Result<Rows, QueryFailure> {
+    /// off by Kuzu after its time limit.
+    pub async fn user_query(&self, query: ShardQuery, max_bytes: usize) -> Result<Rows, QueryFailure> {
         self.wait_visible(READ_WAIT)
             .await
             .map_err(QueryFailure::Other)?;
-        self.read(move |conn| {
-            Ok(run_user_query(
-                conn,
-                &cypher,
-                &params_json,
-                timeout_ms,
-                max_bytes,
-            ))
-        })
-        .await
-        .map_err(QueryFailure::Other)?
+        self.read(move |conn| Ok(run_user_query(conn, &query, max_bytes)))
+            .await
+            .map_err(QueryFailure::Other)?
     }
 
     /// One traversal step: the properties of `ids` held here and, when `relations`, their

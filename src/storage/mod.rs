@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::model::{Batch, Entity};
-pub use kuzu_read::{Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows};
+pub use kuzu_read::{
+    Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows, ShardQuery,
+};
 pub use kuzu_shard::KuzuShard;
 
 /// What one traversal step found in one shard copy.

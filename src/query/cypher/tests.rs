@@ -111,6 +111,13 @@ fn unmergeable_shapes_say_why() {
 }
 
 #[test]
+fn string_operators_are_not_clauses() {
+    let p = plan("MATCH (e:Entity) WHERE e.id STARTS WITH 'a' OR e.id ENDS WITH $x RETURN count(*)").unwrap();
+    assert!(p.shard_cypher.contains("(e.id STARTS WITH 'a' OR e.id ENDS WITH $x)"));
+    assert_eq!(p.names_cypher, "MATCH (e:Entity) WHERE e.id STARTS WITH 'a' OR e.id ENDS WITH $x RETURN count(*) LIMIT 0");
+}
+
+#[test]
 fn tokenizer_reports_unterminated_input() {
     assert!(tokenize("MATCH (e) WHERE e.id = 'x").is_err());
     assert!(tokenize("MATCH (e) /* x").is_err());
