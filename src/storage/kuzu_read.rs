@@ -8,6 +8,7 @@ use kuzu::{Connection, LogicalType, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value as Json};
 
+use super::kuzu_readers::Session;
 use super::kuzu_values::*;
 
 /// A checked read-only query for one shard copy.
@@ -296,7 +297,7 @@ pub struct EntitySummary {
 
 /// The relations of `ids` (entities owned by this shard) in `direction` that pass `filter`.
 pub fn expand(
-    conn: &Connection,
+    session: &mut Session<'_>,
     ids: &[String],
     direction: Direction,
     filter: &RelationFilter,
@@ -337,7 +338,7 @@ pub fn expand(
     );
     let mut edges = Vec::new();
     let mut seen = HashSet::new();
-    for row in run(conn, &q, params())? {
+    for row in session.run(&q, params())? {
         let edge = Edge {
             id: as_string(&row[0]),
             source: as_string(&row[1]),
@@ -354,10 +355,14 @@ pub fn expand(
 
 /// The entities among `ids` that exist here (placeholders included, with empty properties:
 /// an entity only named by relations is still part of the graph).
-pub fn entity_summaries(conn: &Connection, ids: &[String]) -> Result<Vec<EntitySummary>, String> {
+pub fn entity_summaries(
+    session: &mut Session<'_>,
+    ids: &[String],
+) -> Result<Vec<EntitySummary>, String> {
     let q = "MATCH (e:Entity) WHERE e.id IN $ids \
              RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
-    Ok(run(conn, q, vec![("ids", strings(ids))])?
+    Ok(session
+        .run(q, vec![("ids", strings(ids))])?
         .iter()
         .map(|r| EntitySummary {
             id: as_string(&r[0]),

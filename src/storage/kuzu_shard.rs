@@ -24,6 +24,7 @@ use super::kuzu_read::{
     entity_summaries, expand, run_user_query, Direction, QueryFailure, RelationFilter, Rows,
     ShardQuery,
 };
+use super::kuzu_readers::{Readers, Session};
 use super::kuzu_values::*;
 use super::shard_log::{self, ShardLog};
 use super::{
@@ -39,6 +40,8 @@ const ROUND_ITEMS: usize = 200_000;
 const CHECKPOINT_WAL_BYTES: u64 = 64 << 20;
 /// How long a read waits for the writes logged before it to be applied.
 pub const READ_WAIT: Duration = Duration::from_secs(8);
+/// Reader threads per copy for traversal steps (a node holds many copies; these idle cheaply).
+const READER_THREADS: usize = 2;
 
 /// Logged writes not yet applied.
 #[derive(Default)]
@@ -80,6 +83,8 @@ pub struct KuzuShard {
     /// Embedding dimension (0 = none), as checked against the database at open.
     dim: usize,
     applier: Option<std::thread::JoinHandle<()>>,
+    /// Threads with cached statements for traversal steps (dropped before the applier stops).
+    readers: Option<Readers>,
 }
 
 impl KuzuShard {
@@ -154,6 +159,9 @@ impl KuzuShard {
             last_logged: Mutex::new(log.last()),
         });
         let log = Arc::new(Mutex::new(log));
+        // Before the applier gets going: if this fails, the applier sees the start channel close
+        // and stops.
+        let readers = Readers::start(shard, db.clone(), READER_THREADS)?;
         start_tx
             .send((shared.clone(), log.clone()))
             .map_err(|_| "the applier thread stopped".to_string())?;
@@ -166,6 +174,7 @@ impl KuzuShard {
             pending_limit: config.pending_bytes,
             dim: config.embedding_dim,
             applier: Some(applier),
+            readers: Some(readers),
         })
     }
 
@@ -295,11 +304,11 @@ impl KuzuShard {
         relations: bool,
     ) -> Result<Step, String> {
         self.wait_visible(READ_WAIT).await?;
-        self.read(move |conn| {
+        self.read_cached(move |session| {
             Ok(Step {
-                entities: entity_summaries(conn, &ids)?,
+                entities: entity_summaries(session, &ids)?,
                 edges: if relations {
-                    expand(conn, &ids, direction, &filter)?
+                    expand(session, &ids, direction, &filter)?
                 } else {
                     Vec::new()
                 },
@@ -332,6 +341,23 @@ impl KuzuShard {
         })
     }
 
+    /// Runs a read on one of the copy's reader threads (cached statements).
+    async fn read_cached<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        self.readers
+            .as_ref()
+            .ok_or("the copy is closing")?
+            .read(move |session| {
+                let _reading = shared.commit_gate.read().expect("commit gate");
+                f(session)
+            })
+            .await
+    }
+
     /// Runs a read on the blocking pool with its own connection.
     async fn read<T, F>(&self, f: F) -> Result<T, String>
     where
@@ -351,6 +377,7 @@ impl KuzuShard {
 
 impl Drop for KuzuShard {
     fn drop(&mut self) {
+        self.readers.take();
         self.shared.pending.lock().expect("pending lock").stop = true;
         self.shared.ready.notify_all();
         // The database must be closed before the file can be opened again in this process.

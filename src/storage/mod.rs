@@ -10,6 +10,7 @@
 
 mod kuzu_apply;
 pub mod kuzu_read;
+mod kuzu_readers;
 pub mod kuzu_shard;
 mod kuzu_stage;
 mod kuzu_values;
