@@ -175,8 +175,11 @@ fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Va
                     *count += n.as_i64().unwrap_or(0);
                 }
                 Acc::Distinct(items, seen) => {
-                    let Value::Array(list) = v else {
-                        return Err("a shard answered count(DISTINCT) without a list".into());
+                    // Over no rows Kuzu's collect gives null.
+                    let list = match v {
+                        Value::Array(list) => list,
+                        Value::Null => Vec::new(),
+                        _ => return Err("a shard answered count(DISTINCT) without a list".into()),
                     };
                     for x in list.into_iter().filter(|x| !x.is_null()) {
                         if seen.insert(x.to_string()) {

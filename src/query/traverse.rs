@@ -346,10 +346,11 @@ fn key(e: &Edge) -> EdgeKey {
     (e.id.clone(), e.source.clone(), e.target.clone())
 }
 
-/// Breadth-first search from `seeds` up to `hops`. Once the entities found reach `max_nodes`
-/// no further hop is expanded; entities are cut to the first `max_nodes` by (hop, id), and
-/// relations kept only between kept entities, cut to the first `max_relations` by
-/// (id, source, target).
+/// Breadth-first search from `seeds` up to `hops`. The answer is the whole neighborhood cut
+/// down: entities to the first `max_nodes` by (hop, id), relations to those between kept
+/// entities, then to the first `max_relations` by (id, source, target). The search stops early
+/// once `max_nodes` entities are known (every later one would be cut), after one more step over
+/// the kept entities of the last layer for the relations between kept entities.
 pub async fn neighborhood(
     t: &mut Traversal<'_>,
     seeds: &[String],
@@ -367,16 +368,11 @@ pub async fn neighborhood(
     let mut info: HashMap<String, EntitySummary> = HashMap::new();
     let mut edges: BTreeMap<EdgeKey, Edge> = BTreeMap::new();
     let mut frontier = seeds.clone();
-    let mut truncated = false;
     let mut missing_seeds = Vec::new();
-    for hop in 0..hops {
-        if frontier.is_empty() {
-            break;
-        }
+    let mut hop = 0;
+    while hop < hops && !frontier.is_empty() {
         let step = t.step(&frontier, t.direction, true).await?;
-        for e in step.entities {
-            info.insert(e.id.clone(), e);
-        }
+        let next = absorb(step, &frontier, t.direction, &mut info, &mut edges, &dist);
         if hop == 0 {
             for s in &seeds {
                 if info.contains_key(s) || t.failed_shard_of(s) {
@@ -386,52 +382,36 @@ pub async fn neighborhood(
                 }
             }
         }
-        let in_frontier: HashSet<&String> = frontier.iter().collect();
-        let mut next = BTreeSet::new();
-        for edge in step.edges {
-            let mut starts = Vec::new();
-            if in_frontier.contains(&edge.source) {
-                starts.push(edge.source.clone());
-            }
-            if in_frontier.contains(&edge.target) && edge.target != edge.source {
-                starts.push(edge.target.clone());
-            }
-            let mut followed = false;
-            for start in &starts {
-                if let Some(other) = other_end(&edge, start, t.direction) {
-                    followed = true;
-                    if !dist.contains_key(other) {
-                        next.insert(other.to_string());
-                    }
-                }
-            }
-            if followed {
-                edges.entry(key(&edge)).or_insert(edge);
-            }
-        }
         if edges.len() > MAX_TRAVERSED_RELATIONS {
             return Err(TraverseError::TooLarge(format!(
                 "the neighborhood has more than {MAX_TRAVERSED_RELATIONS} relations; lower hops or max_nodes, or add a relation_filter"
             )));
         }
+        hop += 1;
         for n in &next {
-            dist.insert(n.clone(), hop + 1);
+            dist.insert(n.clone(), hop);
         }
-        frontier = next.into_iter().collect();
-        // Later hops could only add entities that the cut drops.
-        if dist.len() >= max_nodes && hop + 1 < hops && !frontier.is_empty() {
-            truncated = true;
+        frontier = next;
+        if dist.len() >= max_nodes {
             break;
         }
     }
     // Keep the first max_nodes by (hop, id).
     let mut ranked: Vec<(u32, String)> = dist.iter().map(|(id, d)| (*d, id.clone())).collect();
     ranked.sort();
-    if ranked.len() > max_nodes {
-        ranked.truncate(max_nodes);
-        truncated = true;
+    let mut truncated = ranked.len() > max_nodes;
+    ranked.truncate(max_nodes);
+    let kept: HashSet<String> = ranked.iter().map(|(_, id)| id.clone()).collect();
+    if hop < hops && !frontier.is_empty() {
+        // Stopped early: the kept entities of the last layer still have relations to follow
+        // (to each other, or back, for `out`/`in`), and whatever else they reach is cut.
+        let last: Vec<String> = frontier.iter().filter(|id| kept.contains(*id)).cloned().collect();
+        if !last.is_empty() {
+            let step = t.step(&last, t.direction, true).await?;
+            let beyond = absorb(step, &last, t.direction, &mut info, &mut edges, &dist);
+            truncated |= !beyond.is_empty();
+        }
     }
-    let kept: HashSet<&String> = ranked.iter().map(|(_, id)| id).collect();
     let unknown: Vec<String> = ranked
         .iter()
         .filter(|(_, id)| !info.contains_key(id))
@@ -463,6 +443,41 @@ pub async fn neighborhood(
         truncated,
         missing_seeds,
     })
+}
+
+/// Takes in one step's answer from `frontier`: entity properties, the relations followed from
+/// the frontier in `direction`; returns the entities reached that `dist` does not know, sorted.
+fn absorb(
+    step: Step,
+    frontier: &[String],
+    direction: Direction,
+    info: &mut HashMap<String, EntitySummary>,
+    edges: &mut BTreeMap<EdgeKey, Edge>,
+    dist: &HashMap<String, u32>,
+) -> Vec<String> {
+    for e in step.entities {
+        info.insert(e.id.clone(), e);
+    }
+    let in_frontier: HashSet<&String> = frontier.iter().collect();
+    let mut next = BTreeSet::new();
+    for edge in step.edges {
+        let mut followed = false;
+        for start in [&edge.source, &edge.target] {
+            if !in_frontier.contains(start) {
+                continue;
+            }
+            if let Some(other) = other_end(&edge, start, direction) {
+                followed = true;
+                if !dist.contains_key(other) && !in_frontier.contains(&other.to_string()) {
+                    next.insert(other.to_string());
+                }
+            }
+        }
+        if followed {
+            edges.entry(key(&edge)).or_insert(edge);
+        }
+    }
+    next.into_iter().collect()
 }
 
 impl Traversal<'_> {
