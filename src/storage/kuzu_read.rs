@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use kuzu::{Connection, LogicalType, Value};
+use kuzu::{LogicalType, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value as Json};
 
@@ -61,33 +61,34 @@ impl QueryFailure {
 /// Runs a read-only query (checked by the caller) inside a read-only transaction, so that even
 /// a statement the check missed cannot write; Kuzu interrupts it after `timeout_ms`.
 pub fn run_user_query(
-    conn: &Connection,
+    session: &mut Session<'_>,
     query: &ShardQuery,
     max_bytes: usize,
 ) -> Result<Rows, QueryFailure> {
     let params: Map<String, Json> = serde_json::from_str(&query.params_json)
         .map_err(|e| QueryFailure::Invalid(format!("params: {e}")))?;
     if query.prepare_only {
-        conn.prepare(&query.cypher).map_err(classify)?;
+        session.connection().prepare(&query.cypher).map_err(classify)?;
         return Ok(Rows {
             columns: vec![],
             rows_json: "[]".into(),
             user_columns: None,
         });
     }
+    let conn = session.connection();
     conn.set_query_timeout(query.timeout_ms.max(1));
     conn.query("BEGIN TRANSACTION READ ONLY")
         .map_err(|e| QueryFailure::Other(e.to_string()))?;
     let result = (|| {
         let user_columns = match &query.names_cypher {
-            Some(q) => Some(execute(conn, q, params_for(q, &params)?, max_bytes)?.columns),
+            Some(q) => Some(execute(session, q, params_for(q, &params)?, max_bytes)?.columns),
             None => None,
         };
-        let mut rows = execute(conn, &query.cypher, params_for(&query.cypher, &params)?, max_bytes)?;
+        let mut rows = execute(session, &query.cypher, params_for(&query.cypher, &params)?, max_bytes)?;
         rows.user_columns = user_columns;
         Ok(rows)
     })();
-    let _ = conn.query("ROLLBACK");
+    let _ = session.connection().query("ROLLBACK");
     result
 }
 
@@ -128,14 +129,14 @@ fn classify(e: kuzu::Error) -> QueryFailure {
 }
 
 fn execute(
-    conn: &Connection,
+    session: &mut Session<'_>,
     cypher: &str,
     params: Vec<(String, Value)>,
     max_bytes: usize,
 ) -> Result<Rows, QueryFailure> {
-    let mut stmt = conn.prepare(cypher).map_err(classify)?;
+    let (conn, stmt) = session.prepared(cypher).map_err(classify)?;
     let params: Vec<(&str, Value)> = params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let result = conn.execute(&mut stmt, params).map_err(classify)?;
+    let result = conn.execute(stmt, params).map_err(classify)?;
     let columns = result.get_column_names();
     let mut out = String::from("[");
     for (n, row) in result.enumerate() {

@@ -2,7 +2,8 @@
 //! Each thread keeps its own Kuzu connection and the statements it has prepared: opening a
 //! connection and preparing a statement cost about as much as running a traversal step on a
 //! small shard (0.2 ms each, measured in `step_costs`), so they are paid once per thread.
-//! User queries (unbounded shapes, long time limits) do not come here.
+//! A copy has two pools: one for traversal steps, one for user queries (whose time limits run
+//! to a minute), so a slow query never holds up traversals.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -17,23 +18,40 @@ pub struct Session<'db> {
     conn: Connection<'db>,
 }
 
-impl Session<'_> {
+/// Statements a reader keeps prepared; past this the cache starts over (user queries differ).
+const MAX_STATEMENTS: usize = 256;
+
+impl<'db> Session<'db> {
+    pub fn connection(&self) -> &Connection<'db> {
+        &self.conn
+    }
+
+    /// The connection and `query` prepared on it (once per thread).
+    pub fn prepared(
+        &mut self,
+        query: &str,
+    ) -> Result<(&Connection<'db>, &mut PreparedStatement), kuzu::Error> {
+        if !self.statements.contains_key(query) {
+            if self.statements.len() >= MAX_STATEMENTS {
+                self.statements.clear();
+            }
+            let stmt = self.conn.prepare(query)?;
+            self.statements.insert(query.to_string(), stmt);
+        }
+        let stmt = self.statements.get_mut(query).expect("just prepared");
+        Ok((&self.conn, stmt))
+    }
+
     /// Runs `query` (prepared once per thread) with `params`, collecting the rows.
     pub fn run(
         &mut self,
         query: &str,
         params: Vec<(&str, Value)>,
     ) -> Result<Vec<Vec<Value>>, String> {
-        if !self.statements.contains_key(query) {
-            let stmt = self
-                .conn
-                .prepare(query)
-                .map_err(|e| format!("{e} (in {query})"))?;
-            self.statements.insert(query.to_string(), stmt);
-        }
-        let stmt = self.statements.get_mut(query).expect("just prepared");
-        let result = self
-            .conn
+        let (conn, stmt) = self
+            .prepared(query)
+            .map_err(|e| format!("{e} (in {query})"))?;
+        let result = conn
             .execute(stmt, params)
             .map_err(|e| format!("{e} (in {query})"))?;
         Ok(result.collect())
@@ -49,14 +67,14 @@ pub struct Readers {
 
 impl Readers {
     /// Starts `n` reader threads on `db`.
-    pub fn start(shard: u32, db: Arc<Database>, n: usize) -> Result<Readers, String> {
+    pub fn start(shard: u32, kind: &str, db: Arc<Database>, n: usize) -> Result<Readers, String> {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::new();
         for i in 0..n {
             let (db, rx) = (db.clone(), rx.clone());
             let t = std::thread::Builder::new()
-                .name(format!("kuzu-read-{shard}-{i}"))
+                .name(format!("kuzu-{kind}-{shard}-{i}"))
                 .spawn(move || reader_loop(shard, &db, &rx))
                 .map_err(|e| format!("cannot start a reader thread: {e}"))?;
             threads.push(t);

@@ -85,6 +85,8 @@ pub struct KuzuShard {
     applier: Option<std::thread::JoinHandle<()>>,
     /// Threads with cached statements for traversal steps (dropped before the applier stops).
     readers: Option<Readers>,
+    /// The same for user queries.
+    query_readers: Option<Readers>,
 }
 
 impl KuzuShard {
@@ -161,7 +163,8 @@ impl KuzuShard {
         let log = Arc::new(Mutex::new(log));
         // Before the applier gets going: if this fails, the applier sees the start channel close
         // and stops.
-        let readers = Readers::start(shard, db.clone(), READER_THREADS)?;
+        let readers = Readers::start(shard, "read", db.clone(), READER_THREADS)?;
+        let query_readers = Readers::start(shard, "query", db.clone(), READER_THREADS)?;
         start_tx
             .send((shared.clone(), log.clone()))
             .map_err(|_| "the applier thread stopped".to_string())?;
@@ -175,6 +178,7 @@ impl KuzuShard {
             dim: config.embedding_dim,
             applier: Some(applier),
             readers: Some(readers),
+            query_readers: Some(query_readers),
         })
     }
 
@@ -289,9 +293,11 @@ impl KuzuShard {
         self.wait_visible(READ_WAIT)
             .await
             .map_err(QueryFailure::Other)?;
-        self.read(move |conn| Ok(run_user_query(conn, &query, max_bytes)))
-            .await
-            .map_err(QueryFailure::Other)?
+        self.read_on(&self.query_readers, move |session| {
+            Ok(run_user_query(session, &query, max_bytes))
+        })
+        .await
+        .map_err(QueryFailure::Other)?
     }
 
     /// One traversal step: the properties of `ids` held here and, when `relations`, their
@@ -341,15 +347,23 @@ impl KuzuShard {
         })
     }
 
-    /// Runs a read on one of the copy's reader threads (cached statements).
+    /// Runs a read on one of the copy's traversal reader threads (cached statements).
     async fn read_cached<T, F>(&self, f: F) -> Result<T, String>
     where
         T: Send + 'static,
         F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
     {
+        self.read_on(&self.readers, f).await
+    }
+
+    /// Runs a read on a thread of `pool`, holding the commit gate shared.
+    async fn read_on<T, F>(&self, pool: &Option<Readers>, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
+    {
         let shared = self.shared.clone();
-        self.readers
-            .as_ref()
+        pool.as_ref()
             .ok_or("the copy is closing")?
             .read(move |session| {
                 let _reading = shared.commit_gate.read().expect("commit gate");
@@ -378,6 +392,7 @@ impl KuzuShard {
 impl Drop for KuzuShard {
     fn drop(&mut self) {
         self.readers.take();
+        self.query_readers.take();
         self.shared.pending.lock().expect("pending lock").stop = true;
         self.shared.ready.notify_all();
         // The database must be closed before the file can be opened again in this process.
