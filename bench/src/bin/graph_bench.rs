@@ -6,11 +6,14 @@
 //! graph_bench point-read  [flags]   load copy + cluster, then point reads (--reads 2000)
 //! graph_bench all         [flags]   ingest, then point reads on the torua targets
 //! graph_bench statements  [flags]   diagnostics: torua's write/read statements timed on the embedded database
+//! graph_bench queries     [flags]   load copy + single + cluster, then graph queries (issue 5, see below)
 //!
 //! data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
 //! ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
 //! cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16 --env KEY=VALUE --log warn
 //! reads    --reads 2000 --read-warmup 200
+//! queries  --query-reps 50 --query-warmup 3 --query-case-s 60 --query-seeds 1,10,100 --query-hops 1,2
+//!          --query-max-nodes 100000 --query-max-relations 1000000 --query-embedded auto
 //! output   --label TEXT --json FILE (JSON lines, appended; default: stdout after the tables)
 //! ```
 //!
@@ -42,8 +45,17 @@
 //! JSON, and for shards the node holds no copy of, a QUIC hop to a node that does. Also measured: the
 //! embedded lookup done the way torua's `get_entity` does it (a new connection and three statements
 //! prepared per read). Relation counts of both answers are compared for every id.
+//!
+//! Graph queries (`queries`, after the ingest of each torua target): `POST /graph/neighborhood`
+//! (direction both, hops `--query-hops` from `--query-seeds` random seeds, a new seed set per sample,
+//! the same sets for every target) and `POST /query` (`MATCH (e:Entity) RETURN count(*)` and the
+//! relation count), requests round-robin over the nodes, each sample interleaved with the same work
+//! on the `copy` database (see the section "Graph queries" below); `--query-reps` samples per case
+//! (a fifth, at least 10, for 100 seeds / 2 hops) after `--query-warmup`, a case stops after
+//! `--query-case-s` once it has 10 samples. Every answer is compared with the embedded one; any
+//! difference or failed request fails the run. `--targets copy` alone times the embedded side only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,12 +71,16 @@ use torua_bench::{ClusterOptions, TestCluster};
 // ------------------------------------------------------------------------------------------------
 // Arguments
 
-const USAGE: &str = "usage: graph_bench <ingest|point-read|all> [flags]
+const USAGE: &str = "usage: graph_bench <ingest|point-read|all|statements|queries> [flags]
   data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
   ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
   cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16
            --env KEY=VALUE (repeatable, every node) --log warn
   reads    --reads 2000 --read-warmup 200 (0: no reads)
+  queries  --query-reps 50 (0: none; default 50 for `queries`, else 0) --query-warmup 3
+           --query-case-s 60 (time cap per case) --query-seeds 1,10,100 --query-hops 1,2
+           --query-max-nodes 100000 --query-max-relations 1000000
+           --query-embedded auto|unwind|per-id (how the embedded baseline runs its statements)
   output   --label TEXT --json FILE
 The torua binary is $TORUA_BIN, else the one next to this executable.";
 
@@ -88,6 +104,14 @@ struct Args {
     log: String,
     reads: usize,
     read_warmup: usize,
+    query_reps: usize,
+    query_warmup: usize,
+    query_case_s: f64,
+    query_seeds: Vec<usize>,
+    query_hops: Vec<u32>,
+    query_max_nodes: usize,
+    query_max_relations: usize,
+    query_embedded: EmbeddedMode,
     label: Option<String>,
     json: Option<PathBuf>,
 }
@@ -101,11 +125,12 @@ fn parse_args() -> Result<Args> {
         println!("{USAGE}");
         std::process::exit(if cmd.is_empty() { 2 } else { 0 });
     }
-    let (targets, reads): (&[&str], usize) = match cmd.as_str() {
-        "ingest" => (&["copy", "single", "cluster"], 0),
-        "point-read" => (&["copy", "cluster"], 2000),
-        "all" => (&["copy", "single", "cluster"], 2000),
-        "statements" => (&["copy"], 0),
+    let (targets, reads, query_reps): (&[&str], usize, usize) = match cmd.as_str() {
+        "ingest" => (&["copy", "single", "cluster"], 0, 0),
+        "point-read" => (&["copy", "cluster"], 2000, 0),
+        "all" => (&["copy", "single", "cluster"], 2000, 0),
+        "statements" => (&["copy"], 0, 0),
+        "queries" => (&["copy", "single", "cluster"], 0, 50),
         _ => bail!("unknown subcommand {cmd:?}\n{USAGE}"),
     };
     let mut a = Args {
@@ -127,6 +152,14 @@ fn parse_args() -> Result<Args> {
         log: "warn".into(),
         reads,
         read_warmup: 200,
+        query_reps,
+        query_warmup: 3,
+        query_case_s: 60.0,
+        query_seeds: vec![1, 10, 100],
+        query_hops: vec![1, 2],
+        query_max_nodes: 100_000,
+        query_max_relations: 1_000_000,
+        query_embedded: EmbeddedMode::Auto,
         label: None,
         json: None,
     };
@@ -166,6 +199,37 @@ fn parse_args() -> Result<Args> {
             "--log" => a.log = value,
             "--reads" => a.reads = value.parse().with_context(|| bad("a count"))?,
             "--read-warmup" => a.read_warmup = value.parse().with_context(|| bad("a count"))?,
+            "--query-reps" => a.query_reps = value.parse().with_context(|| bad("a count"))?,
+            "--query-warmup" => a.query_warmup = value.parse().with_context(|| bad("a count"))?,
+            "--query-case-s" => a.query_case_s = value.parse().with_context(|| bad("seconds"))?,
+            "--query-seeds" => {
+                a.query_seeds = value
+                    .split(',')
+                    .map(|x| x.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| bad("seed counts like 1,10,100"))?
+            }
+            "--query-hops" => {
+                a.query_hops = value
+                    .split(',')
+                    .map(|x| x.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| bad("hop counts like 1,2"))?
+            }
+            "--query-max-nodes" => {
+                a.query_max_nodes = value.parse().with_context(|| bad("a count"))?
+            }
+            "--query-embedded" => {
+                a.query_embedded = match value.as_str() {
+                    "auto" => EmbeddedMode::Auto,
+                    "unwind" => EmbeddedMode::Unwind,
+                    "per-id" => EmbeddedMode::PerId,
+                    _ => bail!("{}", bad("auto, unwind or per-id")),
+                }
+            }
+            "--query-max-relations" => {
+                a.query_max_relations = value.parse().with_context(|| bad("a count"))?
+            }
             "--label" => a.label = Some(value),
             "--json" => a.json = Some(PathBuf::from(value)),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
@@ -183,6 +247,18 @@ fn parse_args() -> Result<Args> {
         bail!(
             "point reads compare against the `copy` database: add copy to --targets (or --reads 0)"
         );
+    }
+    if a.query_reps > 0 && !a.targets.iter().any(|t| t == "copy") {
+        bail!("queries compare against the `copy` database: add copy to --targets (or --query-reps 0)");
+    }
+    if a.query_seeds
+        .iter()
+        .any(|&n| n == 0 || n > 1000 || n > a.entities)
+        || a.query_hops.iter().any(|&h| !(1..=3).contains(&h))
+        || !(1..=100_000).contains(&a.query_max_nodes)
+        || !(1..=1_000_000).contains(&a.query_max_relations)
+    {
+        bail!("--query-seeds in 1..=1000 (and at most --entities), --query-hops in 1..=3, --query-max-nodes in 1..=100000, --query-max-relations in 1..=1000000");
     }
     if a.entities < 2 || a.batch == 0 || a.clients == 0 || a.nodes == 0 || a.shards == 0 {
         bail!("--entities must be at least 2, --batch, --clients, --nodes and --shards at least 1");
@@ -1368,6 +1444,930 @@ fn report_reads(out: &mut Out, target: &str, r: &ReadResult) -> Result<()> {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Graph queries (issue 5): POST /graph/neighborhood and POST /query, interleaved sample by sample
+// with the same work done by Cypher on the embedded `copy` database (one database, whole graph).
+//
+// Embedded neighbourhood = the breadth-first search of the contract, direction both: per hop the
+// relations of the frontier in both directions, new frontier = endpoints not seen yet; then the
+// properties of every entity found; then the contract's (hop, id) / (id, source, target) order and
+// caps. Each of the three steps runs either as one `UNWIND $ids AS i MATCH (a:Entity {id: i}) ...`
+// statement or as one primary-key statement per id, whichever is cheaper for the number of ids
+// (`--query-embedded auto`, costs measured on 20 ids before the cases): Kuzu 0.11 plans the UNWIND
+// form as a hash join over the whole table (~150-200 ms per direction at 1M relations, even for one
+// id) while a per-id statement costs ~1.5 ms, so either form alone would be a weak baseline for
+// part of the cases. `--query-embedded unwind|per-id` forces one form. All statements are prepared
+// once. Torua's time is the HTTP request until the last byte of the answer (JSON parsing on the
+// client is not timed); every sample is checked: the (hop, id) of every entity, the (id, source,
+// target) of every relation and the truncated flag must equal the embedded answer's.
+
+const Q_HOOD_OUT: &str = "UNWIND $ids AS i MATCH (a:Entity {id: i})-[r:RELATED]->(b:Entity) \
+                          RETURN a.id, b.id, r.id, r.description, r.weight";
+const Q_HOOD_IN: &str = "UNWIND $ids AS i MATCH (a:Entity)-[r:RELATED]->(b:Entity {id: i}) \
+                         RETURN a.id, b.id, r.id, r.description, r.weight";
+const Q_HOOD_PROPS: &str = "UNWIND $ids AS i MATCH (e:Entity {id: i}) \
+                            RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
+const COUNT_QUERIES: [(&str, &str); 2] = [
+    ("count entities", "MATCH (e:Entity) RETURN count(*) AS n"),
+    (
+        "count relations",
+        "MATCH (a:Entity)-[r:RELATED]->(b:Entity) RETURN count(*) AS n",
+    ),
+];
+/// Samples a case gets at least before its time cap may stop it.
+const QUERY_MIN_SAMPLES: usize = 10;
+/// Target of the issue: 1 hop from 10 seeds, p50, on the multi-node cluster.
+const TARGET_HOOD_MS: f64 = 20.0;
+/// Target of the issue: every query's p50 at most this many times the embedded one.
+const TARGET_QUERY_RATIO: f64 = 3.0;
+
+/// A neighbourhood answer reduced to what is compared, in the contract's order.
+#[derive(Debug, Default, PartialEq)]
+struct Hood {
+    /// (hop, id), sorted.
+    entities: Vec<(u64, String)>,
+    /// (id, source, target), sorted.
+    relations: Vec<(String, String, String)>,
+    truncated: bool,
+}
+
+fn kstring(v: KValue) -> String {
+    match v {
+        KValue::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn kcount(v: Option<&KValue>) -> Option<u64> {
+    match v? {
+        KValue::Int64(n) => u64::try_from(*n).ok(),
+        KValue::UInt64(n) => Some(*n),
+        KValue::Int32(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// Per-id forms of the three statements (prepared once, executed once per frontier id).
+const Q_HOOD_OUT_ONE: &str = "MATCH (a:Entity {id: $id})-[r:RELATED]->(b:Entity) \
+                              RETURN a.id, b.id, r.id, r.description, r.weight";
+const Q_HOOD_IN_ONE: &str = "MATCH (a:Entity)-[r:RELATED]->(b:Entity {id: $id}) \
+                             RETURN a.id, b.id, r.id, r.description, r.weight";
+const Q_HOOD_PROPS_ONE: &str = "MATCH (e:Entity {id: $id}) \
+                                RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
+
+/// How the embedded search runs each of its three steps (relations out, relations in, properties).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum EmbeddedMode {
+    /// Per step, whichever is cheaper for the number of ids, by the costs measured at the start:
+    /// one `UNWIND $ids` statement (Kuzu 0.11 plans it as a hash join over the whole table, so its
+    /// cost hardly depends on the number of ids) or one primary-key statement per id.
+    Auto,
+    /// Always the `UNWIND $ids` statements.
+    Unwind,
+    /// Always one statement per id.
+    PerId,
+}
+
+/// The embedded breadth-first search (statements prepared once).
+struct Bfs<'c, 'db> {
+    conn: &'c Connection<'db>,
+    mode: EmbeddedMode,
+    /// [out, in, props]: the `UNWIND $ids` form and the per-id form.
+    set: [kuzu::PreparedStatement; 3],
+    one: [kuzu::PreparedStatement; 3],
+    /// Measured costs per step: (µs per id of the per-id form, µs of one set statement).
+    costs: [(f64, f64); 3],
+    /// Statements executed since the last reset: (per-id, set).
+    executed: (usize, usize),
+}
+
+/// One found entity with the properties the API returns.
+#[allow(dead_code)]
+struct HoodEntity {
+    hop: u64,
+    id: String,
+    title: String,
+    kind: String,
+    description: String,
+    degree: i64,
+    frequency: i64,
+}
+
+impl<'c, 'db> Bfs<'c, 'db> {
+    fn new(conn: &'c Connection<'db>, mode: EmbeddedMode) -> Result<Self> {
+        Ok(Bfs {
+            conn,
+            mode,
+            set: [
+                conn.prepare(Q_HOOD_OUT)?,
+                conn.prepare(Q_HOOD_IN)?,
+                conn.prepare(Q_HOOD_PROPS)?,
+            ],
+            one: [
+                conn.prepare(Q_HOOD_OUT_ONE)?,
+                conn.prepare(Q_HOOD_IN_ONE)?,
+                conn.prepare(Q_HOOD_PROPS_ONE)?,
+            ],
+            costs: [(1.0, f64::INFINITY); 3],
+            executed: (0, 0),
+        })
+    }
+
+    /// Measures both forms of each step on `sample` ids (the set form with all of them at once).
+    fn calibrate(&mut self, sample: &[String]) -> Result<()> {
+        for step in 0..3 {
+            let (mut one_us, mut set_us) = (Vec::new(), Vec::new());
+            for round in 0..4 {
+                let t = Instant::now();
+                for id in sample {
+                    let _: Vec<Vec<KValue>> = self
+                        .conn
+                        .execute(&mut self.one[step], vec![("id", s(id))])?
+                        .collect();
+                }
+                let per_id = us(t.elapsed()) / sample.len() as f64;
+                let t = Instant::now();
+                let _: Vec<Vec<KValue>> = self
+                    .conn
+                    .execute(&mut self.set[step], vec![("ids", str_list(sample))])?
+                    .collect();
+                let set = us(t.elapsed());
+                if round > 0 {
+                    one_us.push(per_id);
+                    set_us.push(set);
+                }
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[v.len() / 2]
+            };
+            self.costs[step] = (median(&mut one_us), median(&mut set_us));
+        }
+        Ok(())
+    }
+
+    /// Whether `step` runs as one set statement for `n` ids.
+    fn use_set(&self, step: usize, n: usize) -> bool {
+        match self.mode {
+            EmbeddedMode::Unwind => true,
+            EmbeddedMode::PerId => false,
+            EmbeddedMode::Auto => n as f64 * self.costs[step].0 > self.costs[step].1,
+        }
+    }
+
+    /// Rows of `step` for the ids, by the form chosen for their number.
+    fn rows(&mut self, step: usize, ids: &[String]) -> Result<Vec<Vec<KValue>>> {
+        if self.use_set(step, ids.len()) {
+            self.executed.1 += 1;
+            Ok(self
+                .conn
+                .execute(&mut self.set[step], vec![("ids", str_list(ids))])?
+                .collect())
+        } else {
+            self.executed.0 += ids.len();
+            let mut rows = Vec::new();
+            for id in ids {
+                rows.extend(
+                    self.conn
+                        .execute(&mut self.one[step], vec![("id", s(id))])?,
+                );
+            }
+            Ok(rows)
+        }
+    }
+
+    fn run(
+        &mut self,
+        seeds: &[&str],
+        hops: u32,
+        max_nodes: usize,
+        max_relations: usize,
+    ) -> Result<Hood> {
+        let mut hop: HashMap<String, u64> = HashMap::new();
+        let mut frontier: Vec<String> = Vec::new();
+        for seed in seeds {
+            if hop.insert(seed.to_string(), 0).is_none() {
+                frontier.push(seed.to_string());
+            }
+        }
+        // (id, source, target) -> (description, weight)
+        let mut rels: HashMap<(String, String, String), (String, f64)> = HashMap::new();
+        for h in 1..=u64::from(hops) {
+            if frontier.is_empty() {
+                break;
+            }
+            let mut next = Vec::new();
+            for step in [0, 1] {
+                for row in self.rows(step, &frontier)? {
+                    let mut it = row.into_iter();
+                    let mut take = || it.next().map(kstring).unwrap_or_default();
+                    let (a, b, id, description) = (take(), take(), take(), take());
+                    let weight = match it.next() {
+                        Some(KValue::Double(w)) => w,
+                        _ => f64::NAN,
+                    };
+                    for end in [&a, &b] {
+                        if !hop.contains_key(end.as_str()) {
+                            hop.insert(end.clone(), h);
+                            next.push(end.clone());
+                        }
+                    }
+                    rels.entry((id, a, b)).or_insert((description, weight));
+                }
+            }
+            frontier = next;
+        }
+        let all: Vec<String> = hop.keys().cloned().collect();
+        let mut entities: Vec<HoodEntity> = Vec::with_capacity(all.len());
+        for row in self.rows(2, &all)? {
+            let mut it = row.into_iter();
+            let id = it.next().map(kstring).unwrap_or_default();
+            let mut take = || it.next().map(kstring).unwrap_or_default();
+            let (title, kind, description) = (take(), take(), take());
+            let mut int = || match it.next() {
+                Some(KValue::Int64(n)) => n,
+                _ => 0,
+            };
+            let (degree, frequency) = (int(), int());
+            entities.push(HoodEntity {
+                hop: hop.get(&id).copied().unwrap_or(u64::MAX),
+                id,
+                title,
+                kind,
+                description,
+                degree,
+                frequency,
+            });
+        }
+        entities.sort_unstable_by(|x, y| (x.hop, &x.id).cmp(&(y.hop, &y.id)));
+        let mut relations: Vec<((String, String, String), (String, f64))> =
+            rels.into_iter().collect();
+        relations.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        let mut truncated = false;
+        if entities.len() > max_nodes {
+            entities.truncate(max_nodes);
+            let kept: HashSet<&str> = entities.iter().map(|e| e.id.as_str()).collect();
+            relations
+                .retain(|((_, a, b), _)| kept.contains(a.as_str()) && kept.contains(b.as_str()));
+            truncated = true;
+        }
+        if relations.len() > max_relations {
+            relations.truncate(max_relations);
+            truncated = true;
+        }
+        Ok(Hood {
+            entities: entities.into_iter().map(|e| (e.hop, e.id)).collect(),
+            relations: relations.into_iter().map(|(k, _)| k).collect(),
+            truncated,
+        })
+    }
+}
+
+fn str_list(v: &[String]) -> KValue {
+    KValue::List(LogicalType::String, v.iter().map(|x| s(x)).collect())
+}
+
+/// Torua's answer reduced to a [`Hood`] (sorted here), and whether it came in the contract's order.
+fn parse_hood(v: &Value) -> Result<(Hood, bool)> {
+    let str_of = |x: &Value, k: &str| -> Result<String> {
+        Ok(x[k]
+            .as_str()
+            .with_context(|| format!("no string {k:?} in {}", short(&x.to_string(), 200)))?
+            .to_string())
+    };
+    let mut entities = Vec::new();
+    for e in v["entities"].as_array().context("no \"entities\" array")? {
+        let hop = e["hop"]
+            .as_u64()
+            .with_context(|| format!("no hop in {}", short(&e.to_string(), 200)))?;
+        entities.push((hop, str_of(e, "id")?));
+    }
+    let mut relations = Vec::new();
+    for r in v["relations"]
+        .as_array()
+        .context("no \"relations\" array")?
+    {
+        relations.push((str_of(r, "id")?, str_of(r, "source")?, str_of(r, "target")?));
+    }
+    let ordered =
+        entities.windows(2).all(|w| w[0] <= w[1]) && relations.windows(2).all(|w| w[0] <= w[1]);
+    entities.sort_unstable();
+    relations.sort_unstable();
+    Ok((
+        Hood {
+            entities,
+            relations,
+            truncated: v["truncated"].as_bool().unwrap_or(false),
+        },
+        ordered,
+    ))
+}
+
+/// What differs between two answers, for the report.
+fn hood_diff(want: &Hood, got: &Hood) -> String {
+    fn only<T: Ord + Clone + std::fmt::Debug>(a: &[T], b: &[T]) -> (usize, Vec<T>) {
+        let set: std::collections::BTreeSet<&T> = b.iter().collect();
+        let v: Vec<T> = a.iter().filter(|x| !set.contains(x)).cloned().collect();
+        (v.len(), v.into_iter().take(3).collect())
+    }
+    let (en, es) = only(&want.entities, &got.entities);
+    let (tn, ts) = only(&got.entities, &want.entities);
+    let (rn, rs) = only(&want.relations, &got.relations);
+    let (sn, ss) = only(&got.relations, &want.relations);
+    // The differing relations grouped by the hops of their endpoints (from the embedded answer;
+    // "-": not among its entities).
+    let hop_of: HashMap<&str, u64> = want
+        .entities
+        .iter()
+        .map(|(h, id)| (id.as_str(), *h))
+        .collect();
+    let by_hops = |a: &[(String, String, String)], b: &[(String, String, String)]| -> String {
+        let set: HashSet<&(String, String, String)> = b.iter().collect();
+        let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+        for r in a.iter().filter(|r| !set.contains(r)) {
+            let h = |id: &str| hop_of.get(id).map_or("-".to_string(), |h| h.to_string());
+            *groups
+                .entry(format!("{}-{}", h(&r.1), h(&r.2)))
+                .or_default() += 1;
+        }
+        format!("{groups:?}")
+    };
+    let (rh, sh) = (
+        by_hops(&want.relations, &got.relations),
+        by_hops(&got.relations, &want.relations),
+    );
+    format!(
+        "embedded {} entities / {} relations (truncated {}), torua {} / {} (truncated {}); \
+         (hop, id) only embedded: {en} e.g. {es:?}; only torua: {tn} e.g. {ts:?}; \
+         relations only embedded: {rn} e.g. {rs:?} (by source-target hop {rh}); \
+         only torua: {sn} e.g. {ss:?} (by source-target hop {sh})",
+        want.entities.len(),
+        want.relations.len(),
+        want.truncated,
+        got.entities.len(),
+        got.relations.len(),
+        got.truncated
+    )
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(n).collect::<String>())
+    }
+}
+
+/// POST a prepared body; (µs until the whole answer is read, status, body). Err: no HTTP answer.
+fn post_timed(
+    agent: &ureq::Agent,
+    url: &str,
+    body: &[u8],
+) -> std::result::Result<(f64, u16, Vec<u8>), String> {
+    use std::io::Read;
+    let t = Instant::now();
+    let resp = match agent
+        .post(url)
+        .set("content-type", "application/json")
+        .send_bytes(body)
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(format!("POST {url}: {e}")),
+    };
+    let status = resp.status();
+    let mut buf = Vec::with_capacity(1 << 16);
+    resp.into_reader()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("POST {url}: reading the answer: {e}"))?;
+    Ok((us(t.elapsed()), status, buf))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum QuerySpec {
+    Hood {
+        hops: u32,
+        seeds: usize,
+    },
+    Count {
+        name: &'static str,
+        cypher: &'static str,
+    },
+}
+
+impl QuerySpec {
+    fn name(&self) -> String {
+        match self {
+            QuerySpec::Hood { hops, seeds } => format!(
+                "neighborhood {hops} hop{}, {seeds} seed{}",
+                if *hops == 1 { "" } else { "s" },
+                if *seeds == 1 { "" } else { "s" }
+            ),
+            QuerySpec::Count { name, .. } => format!("query: {name}"),
+        }
+    }
+}
+
+struct QueryCase {
+    spec: QuerySpec,
+    torua: Vec<f64>,
+    embedded: Vec<f64>,
+    /// Sizes of the embedded answers of the measured samples (entities, relations), or the count.
+    sizes: Vec<(usize, usize)>,
+    /// Measured samples whose answer is cut by the caps (embedded, with the same caps).
+    truncated: usize,
+    torua_bytes: usize,
+    mismatches: usize,
+    errors: usize,
+    /// Answers not in the contract's order (not counted as mismatches).
+    unordered: usize,
+    notes: Vec<String>,
+    stopped_by_time: bool,
+    wall_s: f64,
+    /// Embedded statements per sample: (per-id, set).
+    embedded_statements: (f64, f64),
+}
+
+impl QueryCase {
+    fn note(&mut self, msg: String) {
+        if self.notes.len() < 3 {
+            log(format!("  {}: {msg}", self.spec.name()));
+            self.notes.push(msg);
+        }
+    }
+}
+
+fn query_specs(args: &Args) -> Vec<QuerySpec> {
+    let mut v = Vec::new();
+    for &hops in &args.query_hops {
+        for &seeds in &args.query_seeds {
+            v.push(QuerySpec::Hood { hops, seeds });
+        }
+    }
+    for (name, cypher) in COUNT_QUERIES {
+        v.push(QuerySpec::Count { name, cypher });
+    }
+    v
+}
+
+/// Runs every query case against `cluster` (None: the embedded database alone), requests to the
+/// nodes round-robin.
+fn query_phase(
+    args: &Args,
+    db: &Database,
+    cluster: Option<&TestCluster>,
+    g: &Graph,
+) -> Result<QueryPhase> {
+    let conn = Connection::new(db)?;
+    let mut bfs = Bfs::new(&conn, args.query_embedded)?;
+    let mut rng = Rng(args.seed ^ 0xCA1B_0000);
+    let sample: Vec<String> = (0..20)
+        .map(|_| g.entities[rng.below(g.entities.len())].id.clone())
+        .collect();
+    bfs.calibrate(&sample)?;
+    log(format!(
+        "  embedded statement costs (per-id µs per id / set µs): out {:.0}/{:.0}, in {:.0}/{:.0}, properties {:.0}/{:.0}; mode {:?}",
+        bfs.costs[0].0, bfs.costs[0].1, bfs.costs[1].0, bfs.costs[1].1, bfs.costs[2].0, bfs.costs[2].1, bfs.mode
+    ));
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build();
+    let nodes = cluster.map_or(0, |c| c.nodes.len());
+    let hood_urls: Vec<String> = (0..nodes)
+        .map(|i| cluster.expect("cluster").node(i).url("/graph/neighborhood"))
+        .collect();
+    let query_urls: Vec<String> = (0..nodes)
+        .map(|i| cluster.expect("cluster").node(i).url("/query"))
+        .collect();
+    let mut next_node = 0usize;
+    let cap = Duration::from_secs_f64(args.query_case_s);
+    let mut cases = Vec::new();
+    for spec in query_specs(args) {
+        let (reps, mut rng, mut count_stmt) = match spec {
+            QuerySpec::Hood { hops, seeds } => {
+                let heavy = seeds >= 100 && hops >= 2;
+                let reps = if heavy {
+                    (args.query_reps / 5)
+                        .max(QUERY_MIN_SAMPLES)
+                        .min(args.query_reps)
+                } else {
+                    args.query_reps
+                };
+                // The same seed sets for every target of the run.
+                let rng = Rng(args.seed
+                    ^ 0x6E16_4B0D_0000_0000
+                    ^ (u64::from(hops) << 40)
+                    ^ ((seeds as u64) << 8));
+                (reps, rng, None)
+            }
+            QuerySpec::Count { cypher, .. } => {
+                (args.query_reps, Rng(0), Some(conn.prepare(cypher)?))
+            }
+        };
+        let mut c = QueryCase {
+            spec,
+            torua: vec![],
+            embedded: vec![],
+            sizes: vec![],
+            truncated: 0,
+            torua_bytes: 0,
+            mismatches: 0,
+            errors: 0,
+            unordered: 0,
+            notes: vec![],
+            stopped_by_time: false,
+            wall_s: 0.0,
+            embedded_statements: (0.0, 0.0),
+        };
+        bfs.executed = (0, 0);
+        log(format!(
+            "  {} ({} samples + {} warm-up, at most ~{:.0} s)",
+            spec.name(),
+            reps,
+            args.query_warmup,
+            args.query_case_s
+        ));
+        let started = Instant::now();
+        let mut torua_ok = 0usize;
+        for i in 0..args.query_warmup + reps {
+            let measured = i.saturating_sub(args.query_warmup);
+            let elapsed = started.elapsed();
+            if i >= args.query_warmup
+                && ((elapsed >= cap && measured >= QUERY_MIN_SAMPLES.min(reps))
+                    || elapsed >= 3 * cap)
+            {
+                c.stopped_by_time = true;
+                break;
+            }
+            if nodes > 0 && c.errors >= 3 && torua_ok == 0 {
+                c.note("giving up on this case: every request failed".into());
+                break;
+            }
+            // Inputs, prepared before any clock starts.
+            let (body, seeds): (Vec<u8>, Vec<&str>) = match spec {
+                QuerySpec::Hood { hops, seeds: k } => {
+                    let mut picked: Vec<usize> = Vec::with_capacity(k);
+                    while picked.len() < k {
+                        let x = rng.below(g.entities.len());
+                        if !picked.contains(&x) {
+                            picked.push(x);
+                        }
+                    }
+                    let seeds: Vec<&str> =
+                        picked.iter().map(|&x| g.entities[x].id.as_str()).collect();
+                    let body = serde_json::to_vec(&json!({
+                        "seeds": seeds, "hops": hops, "direction": "both",
+                        "max_nodes": args.query_max_nodes, "max_relations": args.query_max_relations,
+                        "timeout_ms": 60000, "allow_partial": false,
+                    }))?;
+                    (body, seeds)
+                }
+                QuerySpec::Count { cypher, .. } => (
+                    serde_json::to_vec(
+                        &json!({"cypher": cypher, "timeout_ms": 60000, "allow_partial": false}),
+                    )?,
+                    vec![],
+                ),
+            };
+            let url = match spec {
+                QuerySpec::Hood { .. } => hood_urls.get(next_node % nodes.max(1)),
+                QuerySpec::Count { .. } => query_urls.get(next_node % nodes.max(1)),
+            };
+            next_node += 1;
+            // Alternate which side goes first, so neither always runs on the other's warm caches.
+            let mut embedded = |c: &mut QueryCase| -> Result<(f64, Hood, u64)> {
+                let t = Instant::now();
+                match spec {
+                    QuerySpec::Hood { hops, .. } => {
+                        let h =
+                            bfs.run(&seeds, hops, args.query_max_nodes, args.query_max_relations)?;
+                        Ok((us(t.elapsed()), h, 0))
+                    }
+                    QuerySpec::Count { .. } => {
+                        let stmt = count_stmt.as_mut().expect("prepared");
+                        let rows: Vec<Vec<KValue>> = conn.execute(stmt, vec![])?.collect();
+                        let n = kcount(rows.first().and_then(|r| r.first()));
+                        let took = us(t.elapsed());
+                        let n = match n {
+                            Some(n) => n,
+                            None => {
+                                c.note(format!("embedded count returned {rows:?}"));
+                                u64::MAX
+                            }
+                        };
+                        Ok((took, Hood::default(), n))
+                    }
+                }
+            };
+            let torua = |url: Option<&String>| url.map(|u| post_timed(&agent, u, &body));
+            let (emb, answer) = if i % 2 == 0 {
+                let e = embedded(&mut c)?;
+                (e, torua(url))
+            } else {
+                let a = torua(url);
+                (embedded(&mut c)?, a)
+            };
+            let (emb_us, want, want_n) = emb;
+            let is_measured = i >= args.query_warmup;
+            if is_measured {
+                c.embedded.push(emb_us);
+                c.truncated += usize::from(want.truncated);
+                c.sizes.push(match spec {
+                    QuerySpec::Hood { .. } => (want.entities.len(), want.relations.len()),
+                    QuerySpec::Count { .. } => (want_n as usize, 0),
+                });
+            }
+            let Some(answer) = answer else { continue };
+            let what = format!("sample {i} via {}", url.map(|u| u.as_str()).unwrap_or("-"));
+            let (t_us, status, bytes) = match answer {
+                Ok(x) => x,
+                Err(e) => {
+                    c.errors += 1;
+                    c.note(format!("{what}: {e}"));
+                    continue;
+                }
+            };
+            let text = || short(&String::from_utf8_lossy(&bytes), 400);
+            let v: Value = match serde_json::from_slice(&bytes) {
+                Ok(v) if status == 200 => v,
+                _ => {
+                    c.errors += 1;
+                    c.note(format!(
+                        "{what}: HTTP {status}: {}; request {}",
+                        text(),
+                        short(&String::from_utf8_lossy(&body), 300)
+                    ));
+                    continue;
+                }
+            };
+            torua_ok += 1;
+            if v["_shards"]["failed"].as_u64().unwrap_or(0) > 0 {
+                c.errors += 1;
+                c.note(format!("{what}: _shards {}", v["_shards"]));
+                continue;
+            }
+            let ok = match spec {
+                QuerySpec::Hood { .. } => match parse_hood(&v) {
+                    Ok((got, ordered)) => {
+                        c.unordered += usize::from(!ordered);
+                        if v["missing_seeds"].as_array().is_some_and(|m| !m.is_empty()) {
+                            c.note(format!(
+                                "{what}: missing_seeds {} (every seed exists)",
+                                short(&v["missing_seeds"].to_string(), 200)
+                            ));
+                        }
+                        if got != want {
+                            c.note(format!(
+                                "{what}: seeds {:?}: {}",
+                                short(&format!("{seeds:?}"), 120),
+                                hood_diff(&want, &got)
+                            ));
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    Err(e) => {
+                        c.note(format!("{what}: unreadable answer ({e:#}): {}", text()));
+                        false
+                    }
+                },
+                QuerySpec::Count { .. } => {
+                    let got = v["rows"][0][0].as_u64();
+                    if got != Some(want_n) {
+                        c.note(format!(
+                            "{what}: embedded n = {want_n}, torua rows {} (columns {})",
+                            short(&v["rows"].to_string(), 200),
+                            v["columns"]
+                        ));
+                        false
+                    } else {
+                        true
+                    }
+                }
+            };
+            if !ok {
+                c.mismatches += 1;
+            }
+            if is_measured {
+                c.torua.push(t_us);
+                c.torua_bytes += bytes.len();
+            }
+        }
+        c.wall_s = started.elapsed().as_secs_f64();
+        let p50 = |v: &[f64]| pct(v).map_or("-".to_string(), |p| format!("{:.2} ms", ms(p.p50)));
+        log(format!(
+            "    {} samples in {:.1} s: torua p50 {}, embedded p50 {}; {} mismatches, {} errors",
+            c.embedded.len(),
+            c.wall_s,
+            p50(&c.torua),
+            p50(&c.embedded),
+            c.mismatches,
+            c.errors
+        ));
+        let samples = (args.query_warmup + reps).max(1) as f64;
+        c.embedded_statements = (
+            bfs.executed.0 as f64 / samples,
+            bfs.executed.1 as f64 / samples,
+        );
+        bfs.executed = (0, 0);
+        cases.push(c);
+    }
+    Ok(QueryPhase {
+        cases,
+        mode: bfs.mode,
+        costs: bfs.costs,
+    })
+}
+
+/// The cases of one target, with how the embedded side ran.
+struct QueryPhase {
+    cases: Vec<QueryCase>,
+    mode: EmbeddedMode,
+    /// [out, in, properties]: (µs per id of the per-id statement, µs of one `UNWIND $ids` statement).
+    costs: [(f64, f64); 3],
+}
+
+fn ms(v: f64) -> f64 {
+    v / 1000.0
+}
+
+/// Prints the table of one target and emits its JSON lines; returns the failures.
+fn report_queries(
+    out: &mut Out,
+    args: &Args,
+    target: &str,
+    nodes: usize,
+    phase: &QueryPhase,
+    // Some(what /cluster/shards said) when the target's ingest did not verify.
+    unverified: Option<String>,
+) -> Result<Vec<String>> {
+    let mut failures = Vec::new();
+    let cases = &phase.cases;
+    println!(
+        "\ngraph queries: {target} vs one embedded Kuzu database (same seeds, interleaved sample by sample), \
+         direction both, max_nodes {}, max_relations {}; times in ms; p99 is nearest-rank (the maximum below 100 samples)",
+        args.query_max_nodes, args.query_max_relations
+    );
+    if let Some(v) = &unverified {
+        println!(
+            "!!! WARNING: the ingest of {target} did NOT verify, data is missing or copies disagree, so answers \
+             can differ for that reason alone: {}",
+            short(v, 600)
+        );
+    }
+    let cost = |i: usize| {
+        format!(
+            "{:.2} ms per id / {:.1} ms",
+            phase.costs[i].0 / 1000.0,
+            phase.costs[i].1 / 1000.0
+        )
+    };
+    println!(
+        "embedded search: {:?} (relations out {}, in {}, properties {}: per-id statement vs one UNWIND $ids statement; \
+         `embd stmts` = per-id + UNWIND statements per sample)",
+        phase.mode, cost(0), cost(1), cost(2)
+    );
+    println!(
+        "{:<34} {:>4} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>20} {:>10} {:>5} {:>5} {:>4}  targets",
+        "",
+        "n",
+        "torua p50",
+        "p99",
+        "embd p50",
+        "p99",
+        "p50 x",
+        "p99 x",
+        "answer (mean)",
+        "embd stmts",
+        "trunc",
+        "mism",
+        "err"
+    );
+    for c in cases {
+        let (t, e) = (pct(&c.torua), pct(&c.embedded));
+        let ratio = |f: fn(&Pct) -> f64| -> Option<f64> { Some(f(&t?) / f(&e?)) };
+        let (r50, r99) = (ratio(|p| p.p50), ratio(|p| p.p99));
+        let n = c.embedded.len().max(1) as f64;
+        let answer = match c.spec {
+            QuerySpec::Hood { .. } => format!(
+                "E {:.0} R {:.0}",
+                c.sizes.iter().map(|x| x.0).sum::<usize>() as f64 / n,
+                c.sizes.iter().map(|x| x.1).sum::<usize>() as f64 / n
+            ),
+            QuerySpec::Count { .. } => format!("n = {}", c.sizes.first().map_or(0, |x| x.0)),
+        };
+        let hood_target = matches!(c.spec, QuerySpec::Hood { hops: 1, seeds: 10 }) && nodes > 1;
+        let ratio_met = r50.map(|x| x <= TARGET_QUERY_RATIO);
+        let ms_met = hood_target.then(|| t.is_some_and(|p| ms(p.p50) <= TARGET_HOOD_MS));
+        let mut targets = Vec::new();
+        if nodes > 0 {
+            targets.push(format!(
+                "p50 <= {TARGET_QUERY_RATIO}x: {}",
+                match ratio_met {
+                    Some(true) => "met",
+                    Some(false) => "NOT met",
+                    None => "no data",
+                }
+            ));
+        }
+        if let Some(m) = ms_met {
+            targets.push(format!(
+                "p50 <= {TARGET_HOOD_MS} ms: {}",
+                if m { "met" } else { "NOT met" }
+            ));
+        }
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
+        println!(
+            "{:<34} {:>4} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>20} {:>10} {:>5} {:>5} {:>4}  {}{}",
+            c.spec.name(),
+            c.embedded.len(),
+            f(t.map(|p| ms(p.p50))),
+            f(t.map(|p| ms(p.p99))),
+            f(e.map(|p| ms(p.p50))),
+            f(e.map(|p| ms(p.p99))),
+            f(r50),
+            f(r99),
+            answer,
+            match c.spec {
+                QuerySpec::Hood { .. } => format!("{:.0}+{:.0}", c.embedded_statements.0, c.embedded_statements.1),
+                QuerySpec::Count { .. } => "1".into(),
+            },
+            c.truncated,
+            if nodes > 0 { c.mismatches.to_string() } else { "-".into() },
+            if nodes > 0 { c.errors.to_string() } else { "-".into() },
+            targets.join(", "),
+            if c.stopped_by_time { " (time cap)" } else { "" }
+        );
+        let (hops, seeds, cypher) = match c.spec {
+            QuerySpec::Hood { hops, seeds } => (Some(hops), Some(seeds), None),
+            QuerySpec::Count { cypher, .. } => (None, None, Some(cypher)),
+        };
+        out.emit(json!({
+            "kind": "query", "target": target, "nodes": nodes, "case": c.spec.name(),
+            "query": if hops.is_some() { "neighborhood" } else { "cypher" },
+            "hops": hops, "seeds": seeds, "cypher": cypher, "direction": "both",
+            "max_nodes": args.query_max_nodes, "max_relations": args.query_max_relations,
+            "samples": c.embedded.len(), "warmup": args.query_warmup, "wall_s": r1(c.wall_s),
+            "stopped_by_time": c.stopped_by_time,
+            "torua": pct_json(t), "embedded": pct_json(e), "p50_ratio": r50, "p99_ratio": r99,
+            "entities_mean": hops.map(|_| r1(c.sizes.iter().map(|x| x.0).sum::<usize>() as f64 / n)),
+            "relations_mean": hops.map(|_| r1(c.sizes.iter().map(|x| x.1).sum::<usize>() as f64 / n)),
+            "count": cypher.map(|_| c.sizes.first().map(|x| x.0)),
+            "torua_bytes_mean": (c.torua_bytes as f64 / c.torua.len().max(1) as f64).round(),
+            "truncated_samples": c.truncated, "mismatches": c.mismatches, "errors": c.errors,
+            "unordered_answers": c.unordered, "notes": c.notes,
+            "target_ratio_max": TARGET_QUERY_RATIO, "target_ratio_met": ratio_met,
+            "target_p50_ms_max": hood_target.then_some(TARGET_HOOD_MS), "target_p50_ms_met": ms_met,
+            "ingest_verified": unverified.is_none(),
+            "embedded_mode": format!("{:?}", phase.mode),
+            "embedded_costs_us": {"out": phase.costs[0], "in": phase.costs[1], "properties": phase.costs[2]},
+            "embedded_statements_per_sample": {"per_id": r1(c.embedded_statements.0), "set": r1(c.embedded_statements.1)},
+        }))?;
+    }
+    for c in cases {
+        if c.truncated > 0 {
+            println!(
+                "note: {}: {} of {} samples truncated by max_nodes {} / max_relations {} (compared with the embedded answer cut the same way)",
+                c.spec.name(), c.truncated, c.embedded.len(), args.query_max_nodes, args.query_max_relations
+            );
+        }
+        if c.unordered > 0 {
+            println!(
+                "note: {}: {} answers not in the contract's order",
+                c.spec.name(),
+                c.unordered
+            );
+        }
+        if nodes > 0 && (c.mismatches > 0 || c.errors > 0) {
+            println!(
+                "!!! {target}: {}: {} ANSWERS DIFFER FROM THE EMBEDDED DATABASE, {} FAILED",
+                c.spec.name(),
+                c.mismatches,
+                c.errors
+            );
+            for n in &c.notes {
+                println!("!!!   {n}");
+            }
+            failures.push(format!(
+                "{target}: {}: {} mismatches, {} errors{}",
+                c.spec.name(),
+                c.mismatches,
+                c.errors,
+                if unverified.is_some() {
+                    " (its ingest did not verify)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    if nodes > 0 && failures.is_empty() {
+        println!("every answer of {target} equals the embedded database's (entities with their hop, relations, truncation; counts)");
+    }
+    Ok(failures)
+}
+
+// ------------------------------------------------------------------------------------------------
 
 fn main() -> Result<()> {
     let args = parse_args()?;
@@ -1448,6 +2448,16 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
                 ));
             }
             reads.push((r.target.clone(), rr));
+        }
+        if args.query_reps > 0 && r.complete {
+            let db = copy_db.as_ref().context("queries need the copy database")?;
+            log(format!("{}: graph queries", r.target));
+            let phase = query_phase(args, db, Some(&cluster), g)?;
+            // Reported at once (not with the tables at the end): a long run that dies later keeps it.
+            let unverified = (verify["ok"] != true).then(|| verify.to_string());
+            failures.extend(report_queries(
+                out, args, &r.target, nodes, &phase, unverified,
+            )?);
         }
         results.push(r);
         drop(cluster);
@@ -1543,6 +2553,13 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
     }
     for (target, rr) in &reads {
         report_reads(out, target, rr)?;
+    }
+    if args.query_reps > 0 && !args.has("single") && !args.has("cluster") {
+        // No torua target: the embedded side alone (to look at the baseline).
+        let db = copy_db.as_ref().context("queries need the copy database")?;
+        log("embedded only: graph queries");
+        let phase = query_phase(args, db, None, g)?;
+        report_queries(out, args, "embedded only", 0, &phase, None)?;
     }
     if !failures.is_empty() {
         bail!("verification failed: {}", failures.join("; "));
