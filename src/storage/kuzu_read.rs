@@ -299,6 +299,7 @@ pub struct EntitySummary {
 /// The relations of `ids` (entities owned by this shard) in `direction` that pass `filter`.
 pub fn expand(
     session: &mut Session<'_>,
+    rows: u64,
     ids: &[String],
     direction: Direction,
     filter: &RelationFilter,
@@ -315,29 +316,50 @@ pub fn expand(
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
-    // One primary-key lookup per id with a cached statement: `f.id IN $ids` scans every entity
-    // of the shard (stubs included: ~7 ms at 100k), `UNWIND $ids .. {id: i}` joins over every
-    // relation (over 100 ms), a lookup costs ~0.4 ms with its relations. `source`/`target` are
-    // read from the relation: fetching the far node's id costs a join over the node table.
-    // Measured in `step_costs` (storage tests).
-    let pattern = match direction {
-        Direction::Out => "(f:Entity {id: $id})-[r:RELATED]->()",
-        Direction::In => "(f:Entity {id: $id})<-[r:RELATED]-()",
-        Direction::Both => "(f:Entity {id: $id})-[r:RELATED]-()",
+    // Few ids: one primary-key lookup each (~0.4 ms with its relations); many: one statement
+    // filtering `f.id IN $ids`, which scans every entity row of the copy (stubs included,
+    // ~80 ns a row). `UNWIND $ids .. {id: i}` is never used: Kuzu joins it over every relation
+    // (over 100 ms at 1M). `source`/`target` are read from the relation: fetching the far
+    // node's id costs a join over the node table. Measured in `step_costs` (storage tests).
+    let arrow = match direction {
+        Direction::Out => "-[r:RELATED]->()",
+        Direction::In => "<-[r:RELATED]-()",
+        Direction::Both => "-[r:RELATED]-()",
     };
-    let q = format!(
-        "MATCH {pattern}{filter_clause} RETURN r.id, r.source, r.target, r.description, r.weight"
-    );
-    let mut edges = Vec::new();
-    let mut seen = HashSet::new();
-    for id in ids {
-        let mut params = vec![("id", s(id))];
+    let ret = "RETURN r.id, r.source, r.target, r.description, r.weight";
+    let scan = scan_is_cheaper(ids.len(), rows, EXPAND_LOOKUP_NS);
+    let q = if scan {
+        let and = filter_clause.replacen(" WHERE ", " AND ", 1);
+        format!("MATCH (f:Entity){arrow} WHERE f.id IN $ids{and} {ret}")
+    } else {
+        format!("MATCH (f:Entity {{id: $id}}){arrow}{filter_clause} {ret}")
+    };
+    let filter_params = || {
+        let mut params = Vec::new();
         if let Some(w) = filter.min_weight {
             params.push(("w", Value::Double(w)));
         }
         if let Some(d) = &filter.description_contains {
             params.push(("d", Value::String(d.to_lowercase())));
         }
+        params
+    };
+    let batches: Vec<Vec<(&str, Value)>> = if scan {
+        let mut p = vec![("ids", strings(ids))];
+        p.extend(filter_params());
+        vec![p]
+    } else {
+        ids.iter()
+            .map(|id| {
+                let mut p = vec![("id", s(id))];
+                p.extend(filter_params());
+                p
+            })
+            .collect()
+    };
+    let mut edges = Vec::new();
+    let mut seen = HashSet::new();
+    for params in batches {
         for row in session.run(&q, params)? {
             let edge = Edge {
                 id: as_string(&row[0]),
@@ -359,22 +381,43 @@ pub fn expand(
 /// an entity only named by relations is still part of the graph).
 pub fn entity_summaries(
     session: &mut Session<'_>,
+    rows: u64,
     ids: &[String],
 ) -> Result<Vec<EntitySummary>, String> {
-    let q = "MATCH (e:Entity {id: $id}) \
-             RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        for r in session.run(q, vec![("id", s(id))])? {
-            out.push(EntitySummary {
-                id: as_string(&r[0]),
-                title: as_string(&r[1]),
-                kind: as_string(&r[2]),
-                description: as_string(&r[3]),
-                degree: as_i64(&r[4]).unwrap_or(0),
-                frequency: as_i64(&r[5]).unwrap_or(0),
-            });
+    let ret = "RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
+    let found = if scan_is_cheaper(ids.len(), rows, SUMMARY_LOOKUP_NS) {
+        session.run(
+            &format!("MATCH (e:Entity) WHERE e.id IN $ids {ret}"),
+            vec![("ids", strings(ids))],
+        )?
+    } else {
+        let q = format!("MATCH (e:Entity {{id: $id}}) {ret}");
+        let mut found = Vec::new();
+        for id in ids {
+            found.extend(session.run(&q, vec![("id", s(id))])?);
         }
-    }
-    Ok(out)
+        found
+    };
+    Ok(found
+        .iter()
+        .map(|r| EntitySummary {
+            id: as_string(&r[0]),
+            title: as_string(&r[1]),
+            kind: as_string(&r[2]),
+            description: as_string(&r[3]),
+            degree: as_i64(&r[4]).unwrap_or(0),
+            frequency: as_i64(&r[5]).unwrap_or(0),
+        })
+        .collect())
+}
+
+/// Measured costs (see `step_costs`): a primary-key lookup of one entity with its relations,
+/// of one entity's properties, and the scan of one entity row by an `IN` filter.
+const EXPAND_LOOKUP_NS: u64 = 400_000;
+const SUMMARY_LOOKUP_NS: u64 = 66_000;
+const SCAN_ROW_NS: u64 = 80;
+
+/// Whether one scan of the copy's `rows` entity rows costs less than `ids` lookups.
+fn scan_is_cheaper(ids: usize, rows: u64, lookup_ns: u64) -> bool {
+    ids as u64 * lookup_ns > rows * SCAN_ROW_NS
 }

@@ -310,11 +310,15 @@ impl KuzuShard {
         relations: bool,
     ) -> Result<Step, String> {
         self.wait_visible(READ_WAIT).await?;
+        let rows = {
+            let c = self.shared.counts.lock().expect("counts lock");
+            c.entities + c.stubs
+        };
         self.read_cached(move |session| {
             Ok(Step {
-                entities: entity_summaries(session, &ids)?,
+                entities: entity_summaries(session, rows, &ids)?,
                 edges: if relations {
-                    expand(session, &ids, direction, &filter)?
+                    expand(session, rows, &ids, direction, &filter)?
                 } else {
                     Vec::new()
                 },
