@@ -1,6 +1,7 @@
 //! The distributed read API: `POST /query` (read-only Cypher over every shard, merged),
 //! `POST /graph/neighborhood` and `POST /graph/path` (traversals across shards).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -75,6 +76,26 @@ async fn permit(
                 .insert(header::RETRY_AFTER, "1".parse().expect("header"));
             Err(r)
         }
+    }
+}
+
+/// Kuzu's column names by query text (asking a shard for them costs a statement).
+static COLUMN_NAMES: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<String>>>> =
+    std::sync::OnceLock::new();
+const MAX_CACHED_NAMES: usize = 1024;
+
+fn cached_names(names_cypher: &str) -> Option<Vec<String>> {
+    let cache = COLUMN_NAMES.get_or_init(Default::default);
+    cache.lock().ok()?.get(names_cypher).cloned()
+}
+
+fn remember_names(names_cypher: &str, names: Vec<String>) {
+    let cache = COLUMN_NAMES.get_or_init(Default::default);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= MAX_CACHED_NAMES {
+            c.clear();
+        }
+        c.insert(names_cypher.to_string(), names);
     }
 }
 
@@ -166,11 +187,15 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
         }
     };
     let _permit = permit(state, Duration::from_millis(timeout)).await?;
+    let known_names = plan.as_ref().and_then(|p| cached_names(&p.names_cypher));
     let query = ShardQuery {
         cypher: plan.as_ref().map_or(req.cypher.clone(), |p| p.shard_cypher.clone()),
         params_json: Value::Object(req.params.clone()).to_string(),
         timeout_ms: timeout,
-        names_cypher: plan.as_ref().map(|p| p.names_cypher.clone()),
+        names_cypher: plan
+            .as_ref()
+            .filter(|_| known_names.is_none())
+            .map(|p| p.names_cypher.clone()),
         prepare_only: false,
     };
     let (answers, report, invalid) = query_shards(state, &map, &shards, query).await;
@@ -204,11 +229,14 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
     })?;
     // Kuzu's names for the user's columns, when the shard that was asked for them answered.
-    let columns = answers
+    let asked = answers
         .iter()
         .find_map(|a| a.rows.user_columns.clone())
-        .filter(|c| c.len() == plan.columns.len())
-        .unwrap_or_else(|| plan.columns.clone());
+        .filter(|c| c.len() == plan.columns.len());
+    if let Some(names) = &asked {
+        remember_names(&plan.names_cypher, names.clone());
+    }
+    let columns = known_names.or(asked).unwrap_or_else(|| plan.columns.clone());
     Ok(Json(json!({
         "columns": columns,
         "rows": rows,

@@ -125,6 +125,9 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         PeerRequest::Query { shard, query } => {
             PeerResponse::QueryRows(crate::query::scatter::run_on_shard(ctx, shard, query).await)
         }
+        PeerRequest::QueryShards { shards, query } => PeerResponse::QueryRowsPerShard(
+            crate::query::scatter::run_on_shards(ctx, shards, query).await,
+        ),
         PeerRequest::Traverse {
             parts,
             direction,

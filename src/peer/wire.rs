@@ -64,6 +64,8 @@ pub enum PeerRequest {
         filter: RelationFilter,
         relations: bool,
     },
+    /// `Query` on several of this node's copies at once (`names_cypher` for the first only).
+    QueryShards { shards: Vec<u32>, query: ShardQuery },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +105,8 @@ pub enum PeerResponse {
     QueryRows(Result<Rows, QueryFailure>),
     /// Per shard of a `Traverse`, what it found or why it could not.
     Traversed(Vec<(u32, Result<Step, String>)>),
+    /// Per shard of a `QueryShards`, in the order asked.
+    QueryRowsPerShard(Vec<(u32, Result<Rows, QueryFailure>)>),
 }
 
 /// What a node tells the coordinator about itself.

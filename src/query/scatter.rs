@@ -2,6 +2,7 @@
 //! failed copy on the next one, and the Elasticsearch-style `_shards` report of what a
 //! distributed answer covers.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,6 +157,30 @@ pub async fn run_on_shard(
     store.user_query(query, MAX_SHARD_ANSWER_BYTES).await
 }
 
+/// Answers and failures as they come in.
+struct Gathered {
+    answers: Vec<ShardAnswer>,
+    report: ShardsReport,
+    invalid: Option<String>,
+}
+
+impl Gathered {
+    fn settle(&mut self, shard: u32, node: Option<String>, result: Result<Rows, QueryFailure>) {
+        match result {
+            Ok(rows) => {
+                self.report.successful += 1;
+                let node = node.unwrap_or_default();
+                self.answers.push(ShardAnswer { shard, node, rows });
+            }
+            Err(QueryFailure::Invalid(reason)) => {
+                self.invalid.get_or_insert(reason.clone());
+                self.report.fail(shard, node, reason);
+            }
+            Err(failure) => self.report.fail(shard, node, failure.reason()),
+        }
+    }
+}
+
 /// What one shard answered to a query.
 pub struct ShardAnswer {
     pub shard: u32,
@@ -163,10 +188,37 @@ pub struct ShardAnswer {
     pub rows: Rows,
 }
 
-/// Sends `query` to one copy of each of `shards` (its `names_cypher` only to the first),
-/// retrying other copies when a copy cannot be reached or fails for a reason of its own (not
-/// when the query itself is wrong or too slow). Returns the answers, the report, and the first
-/// "invalid query" failure if any.
+/// On the node holding the copies: [`run_on_shard`] for each of `shards` at once, answers in
+/// the order asked.
+pub async fn run_on_shards(
+    ctx: &Arc<NodeContext>,
+    shards: Vec<u32>,
+    query: ShardQuery,
+) -> Vec<(u32, Result<Rows, QueryFailure>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, shard) in shards.iter().copied().enumerate() {
+        let ctx = ctx.clone();
+        let mut query = query.clone();
+        if n > 0 {
+            query.names_cypher = None;
+        }
+        tasks.spawn(async move { (n, shard, run_on_shard(&ctx, shard, query).await) });
+    }
+    let mut out = Vec::with_capacity(shards.len());
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(answer) = joined {
+            out.push(answer);
+        }
+    }
+    out.sort_by_key(|(n, _, _)| *n);
+    out.into_iter().map(|(_, s, r)| (s, r)).collect()
+}
+
+/// Sends `query` to one copy of each of `shards` (copies take turns), one request per node
+/// holding a chosen copy (`names_cypher` goes with the first only). A shard whose copy cannot be
+/// reached or fails for a reason of its own (not when the query itself is wrong or too slow) is
+/// retried on its other copies, one request each. Returns the answers, the report, and the
+/// first "invalid query" failure if any.
 pub async fn query_shards(
     ctx: &Arc<NodeContext>,
     map: &ShardMap,
@@ -174,40 +226,82 @@ pub async fn query_shards(
     query: ShardQuery,
 ) -> (Vec<ShardAnswer>, ShardsReport, Option<String>) {
     let deadline = Instant::now() + Duration::from_millis(query.timeout_ms) + NETWORK_MARGIN;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (n, &shard) in shards.iter().enumerate() {
-        let (ctx, map) = (ctx.clone(), map.clone());
+    let mut report = ShardsReport::new(shards.len());
+    let mut per_node: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
+    for &shard in shards {
+        match copies(ctx, map, shard, false) {
+            Ok(c) => per_node.entry(c[0].clone()).or_default().push(shard),
+            Err(e) => report.fail(shard, None, e),
+        }
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (n, ((node, addr), shards)) in per_node.into_iter().enumerate() {
+        let ctx = ctx.clone();
         let mut query = query.clone();
         if n > 0 {
             query.names_cypher = None;
         }
-        tasks.spawn(async move {
-            let result = query_one(&ctx, &map, shard, query, deadline).await;
-            (shard, result)
+        calls.spawn(async move {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let request = PeerRequest::QueryShards {
+                shards: shards.clone(),
+                query,
+            };
+            let answer =
+                crate::peer::call(&ctx, &node, &addr, &request, attempt_timeout(left, true)).await;
+            if answer.is_err() {
+                suspect(&ctx, &node);
+            }
+            (node, shards, answer)
         });
     }
-    let mut answers = Vec::new();
-    let mut report = ShardsReport::new(shards.len());
-    let mut invalid = None;
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((shard, result)) = joined else {
-            continue; // a panicked task: counted below as missing
+    let mut g = Gathered {
+        answers: Vec::new(),
+        report,
+        invalid: None,
+    };
+    let mut retry = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        let Ok((node, shards, answer)) = joined else {
+            continue;
         };
-        match result {
-            Ok(answer) => {
-                report.successful += 1;
-                answers.push(answer);
+        match answer {
+            Ok(PeerResponse::QueryRowsPerShard(results)) if results.len() == shards.len() => {
+                for (shard, result) in results {
+                    match result {
+                        Err(QueryFailure::Other(_)) => retry.push(shard),
+                        result => g.settle(shard, Some(node.clone()), result),
+                    }
+                }
             }
-            Err((node, QueryFailure::Invalid(reason))) => {
-                invalid.get_or_insert(reason.clone());
-                report.fail(shard, node, reason);
-            }
-            Err((node, failure)) => report.fail(shard, node, failure.reason()),
+            _ => retry.extend(shards),
         }
     }
-    if report.successful + report.failed < report.total {
-        let missing = report.total - report.successful - report.failed;
-        report.failed += missing;
+    // The shards left: one request each, through their copies in turn (failed nodes last).
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in retry {
+        let (ctx, map) = (ctx.clone(), map.clone());
+        let mut query = query.clone();
+        query.names_cypher = None;
+        tasks.spawn(async move { (shard, query_one(&ctx, &map, shard, query, deadline).await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((shard, result)) = joined else {
+            continue;
+        };
+        match result {
+            Ok(answer) => g.settle(shard, Some(answer.node), Ok(answer.rows)),
+            Err((node, failure)) => g.settle(shard, node, Err(failure)),
+        }
+    }
+    let Gathered {
+        mut answers,
+        mut report,
+        invalid,
+    } = g;
+    let answered = report.successful + report.failed;
+    if answered < report.total {
+        report.failed += report.total - answered;
     }
     answers.sort_by_key(|a| a.shard);
     report.failures.sort_by_key(|f| f.shard);
