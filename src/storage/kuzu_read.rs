@@ -75,10 +75,8 @@ pub fn run_user_query(
             user_columns: None,
         });
     }
-    let conn = session.connection();
-    conn.set_query_timeout(query.timeout_ms.max(1));
-    conn.query("BEGIN TRANSACTION READ ONLY")
-        .map_err(|e| QueryFailure::Other(e.to_string()))?;
+    session.connection().set_query_timeout(query.timeout_ms.max(1));
+    transaction(session, "BEGIN TRANSACTION READ ONLY")?;
     let result = (|| {
         let user_columns = match &query.names_cypher {
             Some(q) => Some(execute(session, q, params_for(q, &params)?, max_bytes)?.columns),
@@ -88,8 +86,18 @@ pub fn run_user_query(
         rows.user_columns = user_columns;
         Ok(rows)
     })();
-    let _ = session.connection().query("ROLLBACK");
+    let _ = transaction(session, "ROLLBACK");
     result
+}
+
+/// Runs a transaction statement, prepared once per reader thread.
+fn transaction(session: &mut Session<'_>, statement: &str) -> Result<(), QueryFailure> {
+    let (conn, stmt) = session
+        .prepared(statement)
+        .map_err(|e| QueryFailure::Other(e.to_string()))?;
+    conn.execute(stmt, vec![])
+        .map(drop)
+        .map_err(|e| QueryFailure::Other(e.to_string()))
 }
 
 /// The parameters `cypher` uses (Kuzu refuses unused ones), as Kuzu values.
