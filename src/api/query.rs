@@ -14,7 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState};
 use crate::graph::model::MAX_ID_BYTES;
-use crate::query::cypher::{analyze, check_read_only, tokenize, MAX_CYPHER_BYTES};
+use crate::query::cypher::{check_read_only, tokenize, MAX_CYPHER_BYTES};
+use crate::query::plan::analyze;
 use crate::query::merge::merge;
 use crate::query::scatter::query_shards;
 use crate::query::traverse::{
@@ -334,68 +335,81 @@ struct NeighborhoodBody {
     allow_partial: Option<bool>,
 }
 
-pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> Response {
-    let started = Instant::now();
-    let run = async {
-        let req: NeighborhoodBody = parse(&body)?;
-        if req.seeds.is_empty() || req.seeds.len() > MAX_SEEDS {
-            return Err(ApiError::bad_request(format!(
-                "seeds must list 1 to {MAX_SEEDS} entity ids"
-            )));
-        }
-        for s in &req.seeds {
-            check_id("a seed", s)?;
-        }
-        let hops = in_range("hops", req.hops.unwrap_or(1), 1, MAX_HOPS.into())? as u32;
-        let max_nodes = in_range("max_nodes", req.max_nodes.unwrap_or(1000), 1, MAX_NODES)? as usize;
-        let max_relations =
-            in_range("max_relations", req.max_relations.unwrap_or(5000), 1, MAX_RELATIONS)? as usize;
-        let timeout = timeout_ms(req.timeout_ms)?;
-        Ok((req, hops, max_nodes, max_relations, timeout))
-    };
-    let (req, hops, max_nodes, max_relations, timeout) = match run.await {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let (dir, filt) = match (direction(req.direction.as_deref()), filter(req.relation_filter)) {
-        (Ok(d), Ok(f)) => (d, f),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
-    };
-    let map = match current_map(&state) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let _permit = match permit(&state, Duration::from_millis(timeout)).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
-    let deadline = started + Duration::from_millis(timeout);
-    let mut t = Traversal::new(&state, map, deadline, allow_partial, dir, filt);
-    match run_neighborhood(&mut t, &req.seeds, hops, max_nodes, max_relations).await {
-        Ok(n) => {
-            let entities: Vec<Value> = n
-                .entities
-                .iter()
-                .map(|(e, hop)| {
-                    let mut v = entity_json(e);
-                    v["hop"] = json!(hop);
-                    v
-                })
-                .collect();
-            let relations: Vec<Value> = n.relations.iter().map(edge_json).collect();
-            Json(json!({
-                "entities": entities,
-                "relations": relations,
-                "truncated": n.truncated,
-                "missing_seeds": n.missing_seeds,
-                "_shards": t.report(),
-                "took_ms": started.elapsed().as_millis() as u64,
-            }))
-            .into_response()
-        }
-        Err(e) => traverse_error(e),
+/// A checked neighborhood request.
+struct NeighborhoodRequest {
+    seeds: Vec<String>,
+    hops: u32,
+    direction: Direction,
+    filter: RelationFilter,
+    max_nodes: usize,
+    max_relations: usize,
+    timeout_ms: u64,
+    allow_partial: Option<bool>,
+}
+
+fn neighborhood_request(body: &[u8]) -> Result<NeighborhoodRequest, ApiError> {
+    let req: NeighborhoodBody = parse(body)?;
+    if req.seeds.is_empty() || req.seeds.len() > MAX_SEEDS {
+        return Err(ApiError::bad_request(format!(
+            "seeds must list 1 to {MAX_SEEDS} entity ids"
+        )));
     }
+    for s in &req.seeds {
+        check_id("a seed", s)?;
+    }
+    Ok(NeighborhoodRequest {
+        hops: in_range("hops", req.hops.unwrap_or(1), 1, MAX_HOPS.into())? as u32,
+        direction: direction(req.direction.as_deref())?,
+        filter: filter(req.relation_filter)?,
+        max_nodes: in_range("max_nodes", req.max_nodes.unwrap_or(1000), 1, MAX_NODES)? as usize,
+        max_relations: in_range(
+            "max_relations",
+            req.max_relations.unwrap_or(5000),
+            1,
+            MAX_RELATIONS,
+        )? as usize,
+        timeout_ms: timeout_ms(req.timeout_ms)?,
+        allow_partial: req.allow_partial,
+        seeds: req.seeds,
+    })
+}
+
+pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> Response {
+    match run_neighborhood_request(&state, &body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn run_neighborhood_request(state: &AppState, body: &[u8]) -> Result<Response, Response> {
+    let started = Instant::now();
+    let req = neighborhood_request(body).map_err(IntoResponse::into_response)?;
+    let map = current_map(state)?;
+    let _permit = permit(state, Duration::from_millis(req.timeout_ms)).await?;
+    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
+    let deadline = started + Duration::from_millis(req.timeout_ms);
+    let mut t = Traversal::new(state, map, deadline, allow_partial, req.direction, req.filter);
+    let n = run_neighborhood(&mut t, &req.seeds, req.hops, req.max_nodes, req.max_relations)
+        .await
+        .map_err(traverse_error)?;
+    let entities: Vec<Value> = n
+        .entities
+        .iter()
+        .map(|(e, hop)| {
+            let mut v = entity_json(e);
+            v["hop"] = json!(hop);
+            v
+        })
+        .collect();
+    let relations: Vec<Value> = n.relations.iter().map(edge_json).collect();
+    Ok(Json(json!({
+        "entities": entities,
+        "relations": relations,
+        "truncated": n.truncated,
+        "missing_seeds": n.missing_seeds,
+        "_shards": t.report(),
+        "took_ms": started.elapsed().as_millis() as u64,
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -410,65 +424,64 @@ struct PathBody {
 }
 
 pub async fn path(State(state): State<AppState>, body: Bytes) -> Response {
+    match run_path_request(&state, &body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn run_path_request(state: &AppState, body: &[u8]) -> Result<Response, Response> {
     let started = Instant::now();
-    let checked = (|| {
-        let req: PathBody = parse(&body)?;
-        check_id("from", &req.from)?;
-        check_id("to", &req.to)?;
-        let max_hops = in_range("max_hops", req.max_hops.unwrap_or(4), 1, MAX_PATH_HOPS.into())? as u32;
-        let dir = direction(req.direction.as_deref())?;
-        let timeout = timeout_ms(req.timeout_ms)?;
-        Ok::<_, ApiError>((req, max_hops, dir, timeout))
-    })();
-    let (req, max_hops, dir, timeout) = match checked {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let map = match current_map(&state) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let _permit = match permit(&state, Duration::from_millis(timeout)).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let bad = |e: ApiError| e.into_response();
+    let req: PathBody = parse(body).map_err(bad)?;
+    check_id("from", &req.from).map_err(bad)?;
+    check_id("to", &req.to).map_err(bad)?;
+    let max_hops =
+        in_range("max_hops", req.max_hops.unwrap_or(4), 1, MAX_PATH_HOPS.into()).map_err(bad)? as u32;
+    let dir = direction(req.direction.as_deref()).map_err(bad)?;
+    let timeout = timeout_ms(req.timeout_ms).map_err(bad)?;
+    let map = current_map(state)?;
+    let _permit = permit(state, Duration::from_millis(timeout)).await?;
     let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let deadline = started + Duration::from_millis(timeout);
-    let mut t = Traversal::new(&state, map, deadline, allow_partial, dir, RelationFilter::default());
-    match shortest_path(&mut t, &req.from, &req.to, max_hops).await {
-        Ok(PathAnswer::Found { entities, relations }) => Json(json!({
+    let mut t = Traversal::new(state, map, deadline, allow_partial, dir, RelationFilter::default());
+    let answer = shortest_path(&mut t, &req.from, &req.to, max_hops)
+        .await
+        .map_err(traverse_error)?;
+    let took_ms = started.elapsed().as_millis() as u64;
+    Ok(match answer {
+        PathAnswer::Found { entities, relations } => Json(json!({
             "found": true,
             "length": relations.len(),
             "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
             "relations": relations.iter().map(edge_json).collect::<Vec<_>>(),
             "_shards": t.report(),
-            "took_ms": started.elapsed().as_millis() as u64,
+            "took_ms": took_ms,
         }))
         .into_response(),
-        Ok(PathAnswer::NotFound) => {
+        PathAnswer::NotFound => {
             let report = t.report();
-            let reason = if report.failed > 0 {
-                format!(
-                    "no path from {:?} to {:?} within {max_hops} hops among the shards that answered ({} did not)",
-                    req.from, req.to, report.failed
-                )
-            } else {
-                format!("no path from {:?} to {:?} within {max_hops} hops", req.from, req.to)
-            };
+            let mut reason = format!(
+                "no path from {:?} to {:?} within {max_hops} hops",
+                req.from, req.to
+            );
+            if report.failed > 0 {
+                reason.push_str(&format!(
+                    " among the shards that answered ({} did not)",
+                    report.failed
+                ));
+            }
             Json(json!({
                 "found": false,
                 "length": null,
                 "reason": reason,
                 "_shards": report,
-                "took_ms": started.elapsed().as_millis() as u64,
+                "took_ms": took_ms,
             }))
             .into_response()
         }
-        Ok(PathAnswer::Missing(id)) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("entity {id:?} does not exist"),
-        )
-        .into_response(),
-        Err(e) => traverse_error(e),
-    }
+        PathAnswer::Missing(id) => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("entity {id:?} does not exist"))
+                .into_response()
+        }
+    })
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::cypher::{Agg, Item, Plan};
+use super::plan::{Agg, Item, Plan};
 
 /// Kuzu's ordering: null sorts after every value (last ascending, first descending).
 pub fn compare(a: &Value, b: &Value) -> Ordering {

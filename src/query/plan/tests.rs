@@ -1,6 +1,7 @@
 //! The read-only check and the merge analysis on query texts.
 
 use super::*;
+use crate::query::cypher::{check_read_only, tokenize};
 
 fn plan(q: &str) -> Result<Plan, Unmergeable> {
     let t = tokenize(q).unwrap();
