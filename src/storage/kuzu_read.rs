@@ -324,18 +324,19 @@ pub fn expand(
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
-    // Few ids: one primary-key lookup each (~0.4 ms with its relations); many: one statement
-    // filtering `f.id IN $ids`, which scans every entity row of the copy (stubs included,
-    // ~80 ns a row). `UNWIND $ids .. {id: i}` is never used: Kuzu joins it over every relation
-    // (over 100 ms at 1M). `source`/`target` are read from the relation: fetching the far
-    // node's id costs a join over the node table. Measured in `step_costs` (storage tests).
+    // One primary-key lookup per id (~0.35 ms with its relations), or — when the copy is small
+    // for the number of ids — one statement filtering `f.id IN $ids`, a scan of every entity
+    // row (stubs included). `UNWIND $ids .. {id: i}` is never used here: Kuzu joins it over
+    // every relation (over 100 ms at 1M). `source`/`target` are read from the relation:
+    // fetching the far node's id costs a join over the node table. Costs: `step_costs`.
     let arrow = match direction {
         Direction::Out => "-[r:RELATED]->()",
         Direction::In => "<-[r:RELATED]-()",
         Direction::Both => "-[r:RELATED]-()",
     };
     let ret = "RETURN r.id, r.source, r.target, r.description, r.weight";
-    let scan = scan_is_cheaper(ids.len(), rows, EXPAND_LOOKUP_NS);
+    let k = ids.len() as u64;
+    let scan = rows * (SCAN_ROW_NS + k * IN_ITEM_NS) < k * EXPAND_LOOKUP_NS;
     let q = if scan {
         let and = filter_clause.replacen(" WHERE ", " AND ", 1);
         format!("MATCH (f:Entity){arrow} WHERE f.id IN $ids{and} {ret}")
@@ -393,9 +394,11 @@ pub fn entity_summaries(
     ids: &[String],
 ) -> Result<Vec<EntitySummary>, String> {
     let ret = "RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
-    let found = if scan_is_cheaper(ids.len(), rows, SUMMARY_LOOKUP_NS) {
+    // Many ids: one hash join of the list with the entity table (`UNWIND`; an `IN` filter
+    // would search the list once per row).
+    let found = if rows * SCAN_ROW_NS < ids.len() as u64 * SUMMARY_LOOKUP_NS {
         session.run(
-            &format!("MATCH (e:Entity) WHERE e.id IN $ids {ret}"),
+            &format!("UNWIND $ids AS i MATCH (e:Entity {{id: i}}) {ret}"),
             vec![("ids", strings(ids))],
         )?
     } else {
@@ -419,13 +422,11 @@ pub fn entity_summaries(
         .collect())
 }
 
-/// Measured costs (see `step_costs`): a primary-key lookup of one entity with its relations,
-/// of one entity's properties, and the scan of one entity row by an `IN` filter.
-const EXPAND_LOOKUP_NS: u64 = 400_000;
+/// Measured costs (see `step_costs`, 100k entity rows in a copy): a primary-key lookup of one
+/// entity with its relations (~20) and of one entity's properties; a scan (or hash join) of the
+/// entity table per row, and what each item of an `IN` list adds per row (the list is searched
+/// linearly: 1,000 ids made a scan 40x slower).
+const EXPAND_LOOKUP_NS: u64 = 350_000;
 const SUMMARY_LOOKUP_NS: u64 = 66_000;
-const SCAN_ROW_NS: u64 = 80;
-
-/// Whether one scan of the copy's `rows` entity rows costs less than `ids` lookups.
-fn scan_is_cheaper(ids: usize, rows: u64, lookup_ns: u64) -> bool {
-    ids as u64 * lookup_ns > rows * SCAN_ROW_NS
-}
+const SCAN_ROW_NS: u64 = 70;
+const IN_ITEM_NS: u64 = 3;

@@ -328,10 +328,10 @@ async fn step_costs() {
         let time = |label: &str, f: &mut dyn FnMut() -> usize| {
             let t = std::time::Instant::now();
             let mut rows = 0;
-            for _ in 0..50 {
+            for _ in 0..5 {
                 rows += f();
             }
-            println!("{:>10.3?} {:>5} rows  {label}", t.elapsed() / 50, rows / 50);
+            println!("{:>10.3?} {:>5} rows  {label}", t.elapsed() / 5, rows / 5);
         };
         for q in [
             "UNWIND $ids AS i MATCH (a:Entity {id: i})-[r:RELATED]->(b:Entity) RETURN r.id, a.id, b.id, r.description, r.weight",
@@ -362,6 +362,26 @@ async fn step_costs() {
                 ids.iter()
                     .map(|id| conn.execute(&mut p, vec![("id", s(id))]).unwrap().count())
                     .sum()
+            });
+        }
+        // Large frontiers: the `IN` list is searched per row.
+        for k in [10usize, 100, 1000] {
+            let many: Vec<String> = (0..k).map(|i| format!("e{}", (i * 97) % n)).collect();
+            for q in [
+                "MATCH (e:Entity) WHERE e.id IN $ids RETURN e.id, e.title",
+                "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id, e.title",
+                "MATCH (f:Entity)-[r:RELATED]-() WHERE f.id IN $ids RETURN r.id, r.source, r.target",
+            ] {
+                let mut p = conn.prepare(q).unwrap();
+                time(&format!("k={k}: {q}"), &mut || conn.execute(&mut p, vec![("ids", strings(&many))]).unwrap().count());
+            }
+            let mut p = conn.prepare("MATCH (f:Entity {id: $id})-[r:RELATED]-() RETURN r.id, r.source, r.target").unwrap();
+            time(&format!("k={k}: per id expand"), &mut || {
+                many.iter().map(|id| conn.execute(&mut p, vec![("id", s(id))]).unwrap().count()).sum()
+            });
+            let mut p = conn.prepare("MATCH (e:Entity {id: $id}) RETURN e.id, e.title").unwrap();
+            time(&format!("k={k}: per id summary"), &mut || {
+                many.iter().map(|id| conn.execute(&mut p, vec![("id", s(id))]).unwrap().count()).sum()
             });
         }
     })
