@@ -576,7 +576,7 @@ const SCHEMA: [&str; 6] = [
     "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
      text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN, PRIMARY KEY(id))",
     "CREATE REL TABLE IF NOT EXISTS RELATED(FROM Entity TO Entity, id STRING, description STRING, \
-     weight DOUBLE, text_unit_ids STRING[])",
+     weight DOUBLE, text_unit_ids STRING[], source STRING, target STRING)",
     "CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING, text STRING, n_tokens INT64, document_id STRING, \
      entity_ids STRING[], PRIMARY KEY(id))",
     "CREATE NODE TABLE IF NOT EXISTS Community(id STRING, level INT64, parent STRING, title STRING, \
@@ -640,17 +640,19 @@ fn write_csv(dir: &Path, g: &Graph) -> Result<(PathBuf, PathBuf)> {
     }
     w.flush()?;
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&rp)?);
-    writeln!(w, "from,to,id,description,weight,text_unit_ids")?;
+    writeln!(w, "from,to,id,description,weight,text_unit_ids,source,target")?;
     for r in &g.relations {
         writeln!(
             w,
-            "{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{}",
             r.source,
             r.target,
             r.id,
             r.description,
             r.weight,
-            csv_list(&r.text_unit_ids)
+            csv_list(&r.text_unit_ids),
+            r.source,
+            r.target
         )?;
     }
     w.flush()?;
@@ -870,7 +872,7 @@ fn ingest_unwind(
         exec(
             &conn,
             "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
-             CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids}]->(b)",
+             CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
             vec![("rows", struct_rows(&rfields, rows))],
         )?;
     }
@@ -1507,10 +1509,12 @@ fn kcount(v: Option<&KValue>) -> Option<u64> {
 }
 
 /// Per-id forms of the three statements (prepared once, executed once per frontier id).
-const Q_HOOD_OUT_ONE: &str = "MATCH (a:Entity {id: $id})-[r:RELATED]->(b:Entity) \
-                              RETURN a.id, b.id, r.id, r.description, r.weight";
-const Q_HOOD_IN_ONE: &str = "MATCH (a:Entity)-[r:RELATED]->(b:Entity {id: $id}) \
-                             RETURN a.id, b.id, r.id, r.description, r.weight";
+/// Like torua's shards, the baseline reads the endpoints' ids stored on the relation (reading them
+/// through the far node costs Kuzu a join over the node table: ~1.4 ms instead of ~0.35 ms per id).
+const Q_HOOD_OUT_ONE: &str = "MATCH (a:Entity {id: $id})-[r:RELATED]->() \
+                              RETURN r.source, r.target, r.id, r.description, r.weight";
+const Q_HOOD_IN_ONE: &str = "MATCH (b:Entity {id: $id})<-[r:RELATED]-() \
+                             RETURN r.source, r.target, r.id, r.description, r.weight";
 const Q_HOOD_PROPS_ONE: &str = "MATCH (e:Entity {id: $id}) \
                                 RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
 
@@ -2628,7 +2632,7 @@ fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         .map(|_| s(&g.entities[rng.below(n)].id))
         .collect();
     let rows = |v: &Vec<Vec<KValue>>| struct_rows(&rfields, v.clone());
-    let create_rel = "CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids}]->(b)";
+    let create_rel = "CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)";
     let cases: Vec<(&str, String, KValue, bool)> = vec![
         ("existing(): UNWIND $ids MATCH (n:Entity {id: i}) RETURN n.id", "UNWIND $rows AS i MATCH (n:Entity {id: i}) RETURN n.id".into(), KValue::List(LogicalType::String, ids.clone()), false),
         (
@@ -2681,7 +2685,7 @@ fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         ),
         (
             "COPY RELATED FROM (UNWIND $rows RETURN ...)",
-            "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)".into(),
+            "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source, r.target)".into(),
             rows(&new),
             true,
         ),
