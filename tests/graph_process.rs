@@ -20,23 +20,11 @@ fn dulce() -> std::path::PathBuf {
 }
 
 fn graph_options(nodes: usize) -> ClusterOptions {
-    let mut o = ClusterOptions::default();
-    o.env.insert("TORUA_SHARDS".into(), "8".into());
-    o.env.insert("TORUA_REPLICAS".into(), "2".into());
-    o.env
-        .insert("TORUA_BOOTSTRAP_EXPECT".into(), nodes.to_string());
-    o.env.insert("TORUA_MEMORY_MB".into(), "512".into());
-    o.env.insert("TORUA_MAX_SHARD_GB".into(), "4".into());
-    o.start_timeout = Duration::from_secs(60);
-    o
+    ClusterOptions::graph(nodes)
 }
 
 fn wait_green(cluster: &mut TestCluster) {
-    cluster
-        .wait_health_agree(SETTLE, |v| {
-            v["status"] == "green" && v["shards"]["active_shards"].as_u64() > Some(0)
-        })
-        .unwrap();
+    cluster.wait_green(SETTLE).unwrap();
 }
 
 /// Every entity readable from every running node, with its relations.

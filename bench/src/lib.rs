@@ -74,6 +74,25 @@ impl Default for ClusterOptions {
     }
 }
 
+impl ClusterOptions {
+    /// A small graph cluster of `nodes` for process tests: 8 shards, 2 copies each, a 512 MiB
+    /// budget per node, and the map created once all `nodes` are ready.
+    pub fn graph(nodes: usize) -> Self {
+        let mut o = ClusterOptions::default();
+        for (k, v) in [
+            ("TORUA_SHARDS", "8".to_string()),
+            ("TORUA_REPLICAS", "2".to_string()),
+            ("TORUA_BOOTSTRAP_EXPECT", nodes.to_string()),
+            ("TORUA_MEMORY_MB", "512".to_string()),
+            ("TORUA_MAX_SHARD_GB", "4".to_string()),
+        ] {
+            o.env.insert(k.into(), v);
+        }
+        o.start_timeout = Duration::from_secs(60);
+        o
+    }
+}
+
 /// One `torua serve` process (running or stopped).
 pub struct NodeProc {
     pub id: String,
@@ -429,6 +448,14 @@ impl TestCluster {
 
     /// Like [`wait_all`](Self::wait_all) on `/cluster/health`, and also every answer names the same
     /// coordinator and term. Returns (coordinator, term).
+    /// Waits until every running node reports green health with active shards.
+    pub fn wait_green(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_health_agree(timeout, |v| {
+            v["status"] == "green" && v["shards"]["active_shards"].as_u64() > Some(0)
+        })
+        .map(|_| ())
+    }
+
     pub fn wait_health_agree<F>(
         &mut self,
         timeout: Duration,
