@@ -217,3 +217,71 @@ fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Va
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Merging hand-made shard answers for plans made from real query texts.
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::query::cypher::tokenize;
+    use crate::query::plan::analyze;
+
+    fn plan(q: &str) -> Plan {
+        analyze(q, &tokenize(q).unwrap(), &serde_json::Map::new()).unwrap()
+    }
+
+    fn rows(v: Value) -> Vec<Vec<Value>> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn nulls_sort_last_and_numbers_by_value() {
+        let mut v = vec![json!(null), json!(2.5), json!(2), json!("b"), json!(10)];
+        v.sort_by(compare);
+        assert_eq!(v, vec![json!(2), json!(2.5), json!(10), json!("b"), json!(null)]);
+        assert_eq!(compare(&json!("B"), &json!("a")), Ordering::Less); // bytes, not locale
+    }
+
+    #[test]
+    fn groups_combine_partials_then_order_and_cut() {
+        let p = plan(
+            "MATCH (e:Entity) RETURN e.type AS t, count(*) AS n, avg(e.degree) AS a, \
+             count(DISTINCT e.title) AS titles ORDER BY n DESC, t LIMIT 2",
+        );
+        // Shard columns: t, n, sum, count (avg), collected titles.
+        let a = rows(json!([["P", 2, 10, 2, ["x", "y"]], ["O", 1, 4, 1, ["z"]]]));
+        let b = rows(json!([["P", 1, 2, 1, ["x"]], ["G", 3, 3, 3, ["w"]]]));
+        let merged = merge(&p, vec![a, b]).unwrap();
+        assert_eq!(
+            merged,
+            rows(json!([["G", 3, 1.0, 1], ["P", 3, 4.0, 2]]))
+        );
+    }
+
+    #[test]
+    fn an_ungrouped_aggregate_over_no_rows_is_one_row() {
+        let p = plan("MATCH (e:Entity) WHERE e.degree > 99 RETURN count(*), sum(e.degree), count(DISTINCT e.type), avg(e.degree)");
+        let empty = rows(json!([[0, null, null, null, 0]]));
+        let merged = merge(&p, vec![empty.clone(), empty]).unwrap();
+        assert_eq!(merged, rows(json!([[0, null, 0, null]])));
+    }
+
+    #[test]
+    fn a_window_spans_shards_and_hidden_sort_columns_are_dropped() {
+        let p = plan("MATCH (e:Entity) RETURN e.id ORDER BY e.degree DESC, e.id SKIP 1 LIMIT 2");
+        // Each shard sent its first skip + limit rows: id, hidden degree.
+        let a = rows(json!([["a", 9], ["c", 5], ["d", 1]]));
+        let b = rows(json!([["b", 9], ["e", 7], ["f", 2]]));
+        // a 9, b 9, e 7, c 5, f 2, d 1 → skip a, take b and e.
+        assert_eq!(merge(&p, vec![a, b]).unwrap(), rows(json!([["b"], ["e"]])));
+    }
+
+    #[test]
+    fn distinct_rows_are_deduplicated_across_shards() {
+        let p = plan("MATCH (e:Entity) RETURN DISTINCT e.type ORDER BY e.type");
+        let a = rows(json!([["A"], ["B"]]));
+        let b = rows(json!([["B"], ["C"]]));
+        assert_eq!(merge(&p, vec![a, b]).unwrap(), rows(json!([["A"], ["B"], ["C"]])));
+    }
+}
