@@ -15,11 +15,11 @@ use serde_json::{json, Map, Value};
 use super::{ApiError, AppState};
 use crate::graph::model::MAX_ID_BYTES;
 use crate::query::cypher::{check_read_only, tokenize, MAX_CYPHER_BYTES};
-use crate::query::plan::analyze;
 use crate::query::merge::merge;
+use crate::query::plan::analyze;
 use crate::query::scatter::query_shards;
 use crate::query::traverse::{
-    neighborhood as run_neighborhood, shortest_path, PathAnswer, TraverseError, Traversal,
+    neighborhood as run_neighborhood, shortest_path, PathAnswer, Traversal, TraverseError,
 };
 use crate::shard_map::ShardMap;
 use crate::storage::{Direction, Edge, EntitySummary, RelationFilter, ShardQuery};
@@ -34,7 +34,8 @@ const MAX_NODES: u64 = 100_000;
 const MAX_RELATIONS: u64 = 1_000_000;
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))
 }
 
 fn timeout_ms(v: Option<u64>) -> Result<u64, ApiError> {
@@ -54,6 +55,8 @@ fn unavailable(reason: impl Into<String>) -> Response {
     r
 }
 
+// The error is a ready response, as axum handlers return it; its size does not matter here.
+#[allow(clippy::result_large_err)]
 fn current_map(state: &AppState) -> Result<ShardMap, Response> {
     state.shard_map.get().ok_or_else(|| {
         unavailable("no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)")
@@ -173,7 +176,9 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
         None => (0..map.shards).collect(),
         Some(list) => {
             if list.is_empty() {
-                return Err(bad(ApiError::bad_request("shards is empty; leave it out to query every shard")));
+                return Err(bad(ApiError::bad_request(
+                    "shards is empty; leave it out to query every shard",
+                )));
             }
             if let Some(s) = list.iter().find(|s| **s >= map.shards) {
                 return Err(bad(ApiError::bad_request(format!(
@@ -190,7 +195,9 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     let _permit = permit(state, Duration::from_millis(timeout)).await?;
     let known_names = plan.as_ref().and_then(|p| cached_names(&p.names_cypher));
     let query = ShardQuery {
-        cypher: plan.as_ref().map_or(req.cypher.clone(), |p| p.shard_cypher.clone()),
+        cypher: plan
+            .as_ref()
+            .map_or(req.cypher.clone(), |p| p.shard_cypher.clone()),
         params_json: Value::Object(req.params.clone()).to_string(),
         timeout_ms: timeout,
         names_cypher: plan
@@ -201,7 +208,9 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     };
     let (answers, report, invalid) = query_shards(state, &map, &shards, query).await;
     if let Some(reason) = invalid {
-        return Err(bad(ApiError::bad_request(format!("invalid query: {reason}"))));
+        return Err(bad(ApiError::bad_request(format!(
+            "invalid query: {reason}"
+        ))));
     }
     if report.failed > 0 && (!allow_partial || report.successful == 0) {
         return Err(unavailable(report.summary()));
@@ -224,11 +233,13 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
             .zip(parsed)
             .map(|(a, rows)| json!({"shard": a.shard, "node": a.node, "columns": a.rows.columns, "rows": rows}))
             .collect();
-        return Ok(Json(json!({"merge": "per_shard", "shards": shards, "_shards": report, "took_ms": took_ms})).into_response());
+        return Ok(Json(
+            json!({"merge": "per_shard", "shards": shards, "_shards": report, "took_ms": took_ms}),
+        )
+        .into_response());
     };
-    let rows = merge(&plan, parsed).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
-    })?;
+    let rows = merge(&plan, parsed)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response())?;
     // Kuzu's names for the user's columns, when the shard that was asked for them answered.
     let asked = answers
         .iter()
@@ -237,7 +248,9 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     if let Some(names) = &asked {
         remember_names(&plan.names_cypher, names.clone());
     }
-    let columns = known_names.or(asked).unwrap_or_else(|| plan.columns.clone());
+    let columns = known_names
+        .or(asked)
+        .unwrap_or_else(|| plan.columns.clone());
     Ok(Json(json!({
         "columns": columns,
         "rows": rows,
@@ -271,10 +284,11 @@ fn filter(v: Option<FilterBody>) -> Result<RelationFilter, ApiError> {
         return Ok(RelationFilter::default());
     };
     if f.min_weight.is_some_and(|w| !w.is_finite()) {
-        return Err(ApiError::bad_request("relation_filter.min_weight must be a finite number"));
+        return Err(ApiError::bad_request(
+            "relation_filter.min_weight must be a finite number",
+        ));
     }
-    if f
-        .description_contains
+    if f.description_contains
         .as_ref()
         .is_some_and(|d| d.len() > MAX_ID_BYTES)
     {
@@ -316,7 +330,9 @@ fn edge_json(e: &Edge) -> Value {
 
 fn traverse_error(e: TraverseError) -> Response {
     match e {
-        TraverseError::TooLarge(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r).into_response(),
+        TraverseError::TooLarge(r) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r).into_response()
+        }
         TraverseError::Unavailable(r) => unavailable(r),
         TraverseError::Timeout(r) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, r).into_response(),
     }
@@ -387,10 +403,23 @@ async fn run_neighborhood_request(state: &AppState, body: &[u8]) -> Result<Respo
     let _permit = permit(state, Duration::from_millis(req.timeout_ms)).await?;
     let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let deadline = started + Duration::from_millis(req.timeout_ms);
-    let mut t = Traversal::new(state, map, deadline, allow_partial, req.direction, req.filter);
-    let n = run_neighborhood(&mut t, &req.seeds, req.hops, req.max_nodes, req.max_relations)
-        .await
-        .map_err(traverse_error)?;
+    let mut t = Traversal::new(
+        state,
+        map,
+        deadline,
+        allow_partial,
+        req.direction,
+        req.filter,
+    );
+    let n = run_neighborhood(
+        &mut t,
+        &req.seeds,
+        req.hops,
+        req.max_nodes,
+        req.max_relations,
+    )
+    .await
+    .map_err(traverse_error)?;
     let entities: Vec<Value> = n
         .entities
         .iter()
@@ -435,21 +464,36 @@ async fn run_path_request(state: &AppState, body: &[u8]) -> Result<Response, Res
     let req: PathBody = parse(body).map_err(bad)?;
     check_id("from", &req.from).map_err(bad)?;
     check_id("to", &req.to).map_err(bad)?;
-    let max_hops =
-        in_range("max_hops", req.max_hops.unwrap_or(4), 1, MAX_PATH_HOPS.into()).map_err(bad)? as u32;
+    let max_hops = in_range(
+        "max_hops",
+        req.max_hops.unwrap_or(4),
+        1,
+        MAX_PATH_HOPS.into(),
+    )
+    .map_err(bad)? as u32;
     let dir = direction(req.direction.as_deref()).map_err(bad)?;
     let timeout = timeout_ms(req.timeout_ms).map_err(bad)?;
     let map = current_map(state)?;
     let _permit = permit(state, Duration::from_millis(timeout)).await?;
     let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let deadline = started + Duration::from_millis(timeout);
-    let mut t = Traversal::new(state, map, deadline, allow_partial, dir, RelationFilter::default());
+    let mut t = Traversal::new(
+        state,
+        map,
+        deadline,
+        allow_partial,
+        dir,
+        RelationFilter::default(),
+    );
     let answer = shortest_path(&mut t, &req.from, &req.to, max_hops)
         .await
         .map_err(traverse_error)?;
     let took_ms = started.elapsed().as_millis() as u64;
     Ok(match answer {
-        PathAnswer::Found { entities, relations } => Json(json!({
+        PathAnswer::Found {
+            entities,
+            relations,
+        } => Json(json!({
             "found": true,
             "length": relations.len(),
             "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
@@ -479,9 +523,10 @@ async fn run_path_request(state: &AppState, body: &[u8]) -> Result<Response, Res
             }))
             .into_response()
         }
-        PathAnswer::Missing(id) => {
-            ApiError::new(StatusCode::NOT_FOUND, format!("entity {id:?} does not exist"))
-                .into_response()
-        }
+        PathAnswer::Missing(id) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("entity {id:?} does not exist"),
+        )
+        .into_response(),
     })
 }

@@ -103,7 +103,9 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         PeerRequest::Replicate { shard, seq, op } => {
             crate::replication::replica_write(ctx, shard, from, seq, op).await
         }
-        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. } | PeerRequest::Query { .. }
+        PeerRequest::GetEntity { .. }
+        | PeerRequest::GetChunk { .. }
+        | PeerRequest::Query { .. }
             if !ctx.holds_copy(&request) =>
         {
             PeerResponse::Failed("this node holds no copy of that shard in its shard map".into())

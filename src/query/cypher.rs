@@ -72,7 +72,11 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
                     Some(_) => i += 1,
                 }
             }
-            out.push(Token { tok: Tok::Str, start, end: i });
+            out.push(Token {
+                tok: Tok::Str,
+                start,
+                end: i,
+            });
         } else if c == b'`' {
             let start = i;
             let close = q[i + 1..]
@@ -96,7 +100,11 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
                     i += 1;
                 }
             }
-            out.push(Token { tok: Tok::Num, start, end: i });
+            out.push(Token {
+                tok: Tok::Num,
+                start,
+                end: i,
+            });
         } else if c == b'$' || c == b'_' || c.is_ascii_alphabetic() || c >= 0x80 {
             let start = i;
             i += if c == b'$' { 1 } else { 0 };
@@ -111,7 +119,11 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
             };
             out.push(Token { tok, start, end: i });
         } else if let Some(p) = PUNCT2.iter().find(|p| q[i..].starts_with(**p)) {
-            out.push(Token { tok: Tok::Punct(p), start: i, end: i + 2 });
+            out.push(Token {
+                tok: Tok::Punct(p),
+                start: i,
+                end: i + 2,
+            });
             i += 2;
         } else if let Some(n) = PUNCT1.find(c as char) {
             out.push(Token {
@@ -129,9 +141,28 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
 
 /// Words that write, change the schema or reach outside the database.
 const WRITE_WORDS: [&str; 22] = [
-    "CREATE", "MERGE", "SET", "DELETE", "DETACH", "REMOVE", "DROP", "ALTER", "COPY", "LOAD",
-    "INSTALL", "UNINSTALL", "ATTACH", "USE", "BEGIN", "COMMIT", "ROLLBACK", "CHECKPOINT", "EXPORT",
-    "IMPORT", "TRUNCATE", "FOREACH",
+    "CREATE",
+    "MERGE",
+    "SET",
+    "DELETE",
+    "DETACH",
+    "REMOVE",
+    "DROP",
+    "ALTER",
+    "COPY",
+    "LOAD",
+    "INSTALL",
+    "UNINSTALL",
+    "ATTACH",
+    "USE",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "CHECKPOINT",
+    "EXPORT",
+    "IMPORT",
+    "TRUNCATE",
+    "FOREACH",
 ];
 
 /// Procedures a read may `CALL` (catalog and index lookups); the rest can change settings or
@@ -173,4 +204,3 @@ pub fn check_read_only(tokens: &[Token]) -> Result<(), String> {
     }
     Ok(())
 }
-

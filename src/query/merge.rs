@@ -239,7 +239,10 @@ mod tests {
     fn nulls_sort_last_and_numbers_by_value() {
         let mut v = vec![json!(null), json!(2.5), json!(2), json!("b"), json!(10)];
         v.sort_by(compare);
-        assert_eq!(v, vec![json!(2), json!(2.5), json!(10), json!("b"), json!(null)]);
+        assert_eq!(
+            v,
+            vec![json!(2), json!(2.5), json!(10), json!("b"), json!(null)]
+        );
         assert_eq!(compare(&json!("B"), &json!("a")), Ordering::Less); // bytes, not locale
     }
 
@@ -253,10 +256,7 @@ mod tests {
         let a = rows(json!([["P", 2, 10, 2, ["x", "y"]], ["O", 1, 4, 1, ["z"]]]));
         let b = rows(json!([["P", 1, 2, 1, ["x"]], ["G", 3, 3, 3, ["w"]]]));
         let merged = merge(&p, vec![a, b]).unwrap();
-        assert_eq!(
-            merged,
-            rows(json!([["G", 3, 1.0, 1], ["P", 3, 4.0, 2]]))
-        );
+        assert_eq!(merged, rows(json!([["G", 3, 1.0, 1], ["P", 3, 4.0, 2]])));
     }
 
     #[test]
@@ -282,6 +282,9 @@ mod tests {
         let p = plan("MATCH (e:Entity) RETURN DISTINCT e.type ORDER BY e.type");
         let a = rows(json!([["A"], ["B"]]));
         let b = rows(json!([["B"], ["C"]]));
-        assert_eq!(merge(&p, vec![a, b]).unwrap(), rows(json!([["A"], ["B"], ["C"]])));
+        assert_eq!(
+            merge(&p, vec![a, b]).unwrap(),
+            rows(json!([["A"], ["B"], ["C"]]))
+        );
     }
 }

@@ -89,7 +89,6 @@ struct Element {
     props: Option<(usize, usize)>,
 }
 
-
 /// Positions of the top-level clauses (token indexes).
 struct Clauses {
     ret: usize,
@@ -169,7 +168,10 @@ impl<'q> Query<'q> {
         let order_at = self.find_top("ORDER", ret);
         let skip_at = self.find_top("SKIP", ret);
         let limit_at = self.find_top("LIMIT", ret);
-        let tail: Vec<usize> = [order_at, skip_at, limit_at].into_iter().flatten().collect();
+        let tail: Vec<usize> = [order_at, skip_at, limit_at]
+            .into_iter()
+            .flatten()
+            .collect();
         if tail.windows(2).any(|w| w[0] > w[1]) {
             return nope("ORDER BY, SKIP and LIMIT must come in that order");
         }
@@ -198,7 +200,11 @@ impl<'q> Query<'q> {
             // Label and properties as written, without the closing bracket.
             let body = &q[after_var..close.1 - 1];
             if n == 1 {
-                let (l, r) = if arrow == Arrow::Right { ("-", "->") } else { ("<-", "-") };
+                let (l, r) = if arrow == Arrow::Right {
+                    ("-", "->")
+                } else {
+                    ("<-", "-")
+                };
                 pattern.push_str(&format!("{l}[{var}{body}]{r}"));
             } else {
                 pattern.push_str(&format!("({var}{body})"));
@@ -219,7 +225,11 @@ impl<'q> Query<'q> {
                 return nope(format!("unknown or internal label {l:?} (expected {want})"));
             }
         }
-        let (source, target) = if arrow == Arrow::Right { (0, 2) } else { (2, 0) };
+        let (source, target) = if arrow == Arrow::Right {
+            (0, 2)
+        } else {
+            (2, 0)
+        };
         let far = &vars[target];
         if let Some((a, b)) = elements[target].0.props {
             let map = tokenize(&q[a..b]).map_err(Unmergeable)?;
@@ -267,7 +277,11 @@ impl<'q> Query<'q> {
     }
 
     /// RETURN items `a..b` (after DISTINCT): each item with its text and alias.
-    fn return_items(&self, a: usize, b: usize) -> Result<Vec<(Item, String, Option<String>)>, Unmergeable> {
+    fn return_items(
+        &self,
+        a: usize,
+        b: usize,
+    ) -> Result<Vec<(Item, String, Option<String>)>, Unmergeable> {
         let t = &self.t;
         let ranges = split_commas(t, &self.depths, a, b);
         if ranges.is_empty() {
@@ -357,7 +371,9 @@ impl<'q> Query<'q> {
             _ => None,
         };
         v.map(Some).ok_or_else(|| {
-            Unmergeable(format!("{what} must be a non-negative integer or an integer parameter"))
+            Unmergeable(format!(
+                "{what} must be a non-negative integer or an integer parameter"
+            ))
         })
     }
 }
@@ -400,10 +416,14 @@ pub fn analyze(
         None => (Vec::new(), Vec::new()),
     };
     let after_skip = c.limit_at.unwrap_or(query.t.len());
-    let skip = query.count_after(c.skip_at, after_skip, "SKIP", params)?.unwrap_or(0);
+    let skip = query
+        .count_after(c.skip_at, after_skip, "SKIP", params)?
+        .unwrap_or(0);
     let limit = query.count_after(c.limit_at, query.t.len(), "LIMIT", params)?;
     let user_where = c.where_at.map(|w| query.text(w + 1, c.ret));
-    let shard_cypher = shard_query(&pattern, owned, user_where, distinct, &items, &hidden, &order, skip, limit);
+    let shard_cypher = shard_query(
+        &pattern, owned, user_where, distinct, &items, &hidden, &order, skip, limit,
+    );
     Ok(Plan {
         shard_cypher,
         names_cypher: format!("{} LIMIT 0", &q[..query.t[c.items_end - 1].end]),
@@ -507,68 +527,81 @@ fn parse_pattern(p: &[&Token]) -> Result<(Vec<(Element, Span, Span)>, Arrow), Un
     let mut i = 0;
     let mut out = Vec::new();
     let mut arrow = Arrow::Right;
-    let element = |i: &mut usize, open: &str, close: &str| -> Result<(Element, Span, Span), Unmergeable> {
-        if !p.get(*i).is_some_and(|x| x.is(open)) {
-            return nope("the MATCH pattern must be one node `(v:Label)` or one relation `(a)-[r]->(b)`");
-        }
-        let open_tok = p[*i];
-        *i += 1;
-        let mut el = Element { var: None, label: None, props: None };
-        let mut open_span = (open_tok.start, open_tok.end);
-        if let Some(v) = p.get(*i).and_then(|x| x.ident()) {
-            if !p[*i].is(":") {
-                el.var = Some(v.to_string());
-                open_span = (open_tok.start, p[*i].end);
-                *i += 1;
+    let element =
+        |i: &mut usize, open: &str, close: &str| -> Result<(Element, Span, Span), Unmergeable> {
+            if !p.get(*i).is_some_and(|x| x.is(open)) {
+                return nope(
+                    "the MATCH pattern must be one node `(v:Label)` or one relation `(a)-[r]->(b)`",
+                );
             }
-        }
-        if p.get(*i).is_some_and(|x| x.is(":")) {
-            el.label = p.get(*i + 1).and_then(|x| x.ident()).map(str::to_string);
-            if el.label.is_none() {
-                return nope("a label must follow `:`");
-            }
-            *i += 2;
-            if p.get(*i).is_some_and(|x| x.is("|") || x.is(":")) {
-                return nope("one label per pattern element");
-            }
-        }
-        if p.get(*i).is_some_and(|x| x.is("*")) {
-            return nope("variable-length relations are not merged (use /graph/neighborhood or /graph/path)");
-        }
-        if p.get(*i).is_some_and(|x| x.is("{")) {
-            let start = p[*i].start;
-            let mut d = 0;
-            loop {
-                let Some(x) = p.get(*i) else {
-                    return nope("unclosed property map");
-                };
-                if x.is("{") {
-                    d += 1;
-                } else if x.is("}") {
-                    d -= 1;
-                    if d == 0 {
-                        el.props = Some((start, x.end));
-                        *i += 1;
-                        break;
-                    }
+            let open_tok = p[*i];
+            *i += 1;
+            let mut el = Element {
+                var: None,
+                label: None,
+                props: None,
+            };
+            let mut open_span = (open_tok.start, open_tok.end);
+            if let Some(v) = p.get(*i).and_then(|x| x.ident()) {
+                if !p[*i].is(":") {
+                    el.var = Some(v.to_string());
+                    open_span = (open_tok.start, p[*i].end);
+                    *i += 1;
                 }
-                *i += 1;
             }
-        }
-        match p.get(*i) {
-            Some(x) if x.is(close) => {
-                let span = (x.start, x.end);
-                *i += 1;
-                Ok((el, open_span, span))
+            if p.get(*i).is_some_and(|x| x.is(":")) {
+                el.label = p.get(*i + 1).and_then(|x| x.ident()).map(str::to_string);
+                if el.label.is_none() {
+                    return nope("a label must follow `:`");
+                }
+                *i += 2;
+                if p.get(*i).is_some_and(|x| x.is("|") || x.is(":")) {
+                    return nope("one label per pattern element");
+                }
             }
-            _ => nope("the MATCH pattern must be one node `(v:Label)` or one relation `(a)-[r]->(b)`"),
-        }
-    };
+            if p.get(*i).is_some_and(|x| x.is("*")) {
+                return nope(
+                "variable-length relations are not merged (use /graph/neighborhood or /graph/path)",
+            );
+            }
+            if p.get(*i).is_some_and(|x| x.is("{")) {
+                let start = p[*i].start;
+                let mut d = 0;
+                loop {
+                    let Some(x) = p.get(*i) else {
+                        return nope("unclosed property map");
+                    };
+                    if x.is("{") {
+                        d += 1;
+                    } else if x.is("}") {
+                        d -= 1;
+                        if d == 0 {
+                            el.props = Some((start, x.end));
+                            *i += 1;
+                            break;
+                        }
+                    }
+                    *i += 1;
+                }
+            }
+            match p.get(*i) {
+                Some(x) if x.is(close) => {
+                    let span = (x.start, x.end);
+                    *i += 1;
+                    Ok((el, open_span, span))
+                }
+                _ => nope(
+                    "the MATCH pattern must be one node `(v:Label)` or one relation `(a)-[r]->(b)`",
+                ),
+            }
+        };
     out.push(element(&mut i, "(", ")")?);
     if i < p.len() {
         let left = p[i].is("<-");
         if !(left || p[i].is("-")) {
-            return nope("the MATCH pattern must be one node or one relation (no commas or path variables)");
+            return nope(
+                "the MATCH pattern must be one node or one relation (no commas or path variables)",
+            );
         }
         i += 1;
         let rel = element(&mut i, "[", "]")?;
@@ -582,7 +615,9 @@ fn parse_pattern(p: &[&Token]) -> Result<(Vec<(Element, Span, Span)>, Arrow), Un
         out.push(element(&mut i, "(", ")")?);
     }
     if i != p.len() {
-        return nope("the MATCH pattern must be one node or one relation (no commas or path variables)");
+        return nope(
+            "the MATCH pattern must be one node or one relation (no commas or path variables)",
+        );
     }
     Ok((out, arrow))
 }
@@ -648,7 +683,6 @@ fn classify(t: &[&Token], q: &str) -> Result<Item, Unmergeable> {
 fn normalize(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join("")
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -116,11 +116,7 @@ pub fn copies(
     }
     // Suspects last (stable: the order above holds among the rest).
     let suspects = ctx.read_suspects.lock().expect("suspects lock");
-    live.sort_by_key(|(n, _)| {
-        suspects
-            .get(n)
-            .is_some_and(|at| at.elapsed() < SUSPECT_FOR)
-    });
+    live.sort_by_key(|(n, _)| suspects.get(n).is_some_and(|at| at.elapsed() < SUSPECT_FOR));
     Ok(live)
 }
 
@@ -329,11 +325,18 @@ async fn query_one(
             Ok(PeerResponse::QueryRows(Ok(rows))) => return Ok(ShardAnswer { shard, node, rows }),
             // The query's own fault: the same on every copy.
             Ok(PeerResponse::QueryRows(Err(
-                f @ (QueryFailure::Invalid(_) | QueryFailure::Timeout(_) | QueryFailure::TooLarge(_)),
+                f @ (QueryFailure::Invalid(_)
+                | QueryFailure::Timeout(_)
+                | QueryFailure::TooLarge(_)),
             ))) => return Err((Some(node), f)),
             Ok(PeerResponse::QueryRows(Err(f))) => last = (Some(node), f),
             Ok(PeerResponse::Failed(e)) => last = (Some(node), QueryFailure::Other(e)),
-            Ok(other) => last = (Some(node), QueryFailure::Other(format!("unexpected answer {other:?}"))),
+            Ok(other) => {
+                last = (
+                    Some(node),
+                    QueryFailure::Other(format!("unexpected answer {other:?}")),
+                )
+            }
             Err(e) => {
                 suspect(ctx, &node);
                 last = (Some(node), QueryFailure::Other(e));

@@ -68,21 +68,31 @@ pub fn run_user_query(
     let params: Map<String, Json> = serde_json::from_str(&query.params_json)
         .map_err(|e| QueryFailure::Invalid(format!("params: {e}")))?;
     if query.prepare_only {
-        session.connection().prepare(&query.cypher).map_err(classify)?;
+        session
+            .connection()
+            .prepare(&query.cypher)
+            .map_err(classify)?;
         return Ok(Rows {
             columns: vec![],
             rows_json: "[]".into(),
             user_columns: None,
         });
     }
-    session.connection().set_query_timeout(query.timeout_ms.max(1));
+    session
+        .connection()
+        .set_query_timeout(query.timeout_ms.max(1));
     transaction(session, "BEGIN TRANSACTION READ ONLY")?;
     let result = (|| {
         let user_columns = match &query.names_cypher {
             Some(q) => Some(execute(session, q, params_for(q, &params)?, max_bytes)?.columns),
             None => None,
         };
-        let mut rows = execute(session, &query.cypher, params_for(&query.cypher, &params)?, max_bytes)?;
+        let mut rows = execute(
+            session,
+            &query.cypher,
+            params_for(&query.cypher, &params)?,
+            max_bytes,
+        )?;
         rows.user_columns = user_columns;
         Ok(rows)
     })();
@@ -101,7 +111,10 @@ fn transaction(session: &mut Session<'_>, statement: &str) -> Result<(), QueryFa
 }
 
 /// The parameters `cypher` uses (Kuzu refuses unused ones), as Kuzu values.
-fn params_for(cypher: &str, params: &Map<String, Json>) -> Result<Vec<(String, Value)>, QueryFailure> {
+fn params_for(
+    cypher: &str,
+    params: &Map<String, Json>,
+) -> Result<Vec<(String, Value)>, QueryFailure> {
     let mut out = Vec::new();
     for (name, v) in params {
         let marker = format!("${name}");
@@ -112,7 +125,10 @@ fn params_for(cypher: &str, params: &Map<String, Json>) -> Result<Vec<(String, V
                 .is_some_and(|c| c.is_alphanumeric() || c == '_')
         });
         if used {
-            out.push((name.clone(), param_value(name, v).map_err(QueryFailure::Invalid)?));
+            out.push((
+                name.clone(),
+                param_value(name, v).map_err(QueryFailure::Invalid)?,
+            ));
         }
     }
     Ok(out)
@@ -143,7 +159,10 @@ fn execute(
     max_bytes: usize,
 ) -> Result<Rows, QueryFailure> {
     let (conn, stmt) = session.prepared(cypher).map_err(classify)?;
-    let params: Vec<(&str, Value)> = params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let params: Vec<(&str, Value)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     let result = conn.execute(stmt, params).map_err(classify)?;
     let columns = result.get_column_names();
     let mut out = String::from("[");
@@ -188,10 +207,16 @@ fn param_value(name: &str, v: &Json) -> Result<Value, String> {
                 Some(Value::Bool(_)) => LogicalType::Bool,
                 Some(Value::Int64(_)) => LogicalType::Int64,
                 Some(Value::Double(_)) => LogicalType::Double,
-                _ => return Err(format!("parameter {name}: lists of lists are not supported")),
+                _ => {
+                    return Err(format!(
+                        "parameter {name}: lists of lists are not supported"
+                    ))
+                }
             };
             if values.iter().any(|v| LogicalType::from(v) != ty) {
-                return Err(format!("parameter {name}: a list's items must have one type"));
+                return Err(format!(
+                    "parameter {name}: a list's items must have one type"
+                ));
             }
             Value::List(ty, values)
         }

@@ -289,7 +289,11 @@ impl KuzuShard {
 
     /// Runs a user's read-only Cypher on this copy (after the writes logged before it), cut
     /// off by Kuzu after its time limit.
-    pub async fn user_query(&self, query: ShardQuery, max_bytes: usize) -> Result<Rows, QueryFailure> {
+    pub async fn user_query(
+        &self,
+        query: ShardQuery,
+        max_bytes: usize,
+    ) -> Result<Rows, QueryFailure> {
         self.wait_visible(READ_WAIT)
             .await
             .map_err(QueryFailure::Other)?;

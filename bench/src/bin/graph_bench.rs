@@ -640,7 +640,10 @@ fn write_csv(dir: &Path, g: &Graph) -> Result<(PathBuf, PathBuf)> {
     }
     w.flush()?;
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&rp)?);
-    writeln!(w, "from,to,id,description,weight,text_unit_ids,source,target")?;
+    writeln!(
+        w,
+        "from,to,id,description,weight,text_unit_ids,source,target"
+    )?;
     for r in &g.relations {
         writeln!(
             w,
@@ -1703,6 +1706,8 @@ impl<'c, 'db> Bfs<'c, 'db> {
             });
         }
         entities.sort_unstable_by(|x, y| (x.hop, &x.id).cmp(&(y.hop, &y.id)));
+        // ((id, source, target), (description, weight))
+        #[allow(clippy::type_complexity)]
         let mut relations: Vec<((String, String, String), (String, f64))> =
             rels.into_iter().collect();
         relations.sort_unstable_by(|x, y| x.0.cmp(&y.0));

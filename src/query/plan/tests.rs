@@ -50,7 +50,10 @@ fn node_queries_hide_placeholders_and_keep_the_user_filter_grouped() {
 
 #[test]
 fn order_skip_limit_become_a_per_shard_window() {
-    let p = plan("MATCH (e:Entity) RETURN e.id AS id, e.degree ORDER BY e.degree DESC, id SKIP 5 LIMIT 10").unwrap();
+    let p = plan(
+        "MATCH (e:Entity) RETURN e.id AS id, e.degree ORDER BY e.degree DESC, id SKIP 5 LIMIT 10",
+    )
+    .unwrap();
     assert_eq!(
         p.shard_cypher,
         "MATCH (e:Entity) WHERE e.stub = false RETURN e.id AS _c0, e.degree AS _c1 ORDER BY _c1 DESC, _c0 LIMIT 15"
@@ -59,7 +62,12 @@ fn order_skip_limit_become_a_per_shard_window() {
     assert_eq!(p.columns, vec!["id", "e.degree"]);
     // Sorting by something not returned: a hidden column.
     let p = plan("MATCH (e:Entity) RETURN e.id ORDER BY e.title LIMIT 3").unwrap();
-    assert!(p.shard_cypher.ends_with("RETURN e.id AS _c0, e.title AS _o0 ORDER BY _o0 LIMIT 3"), "{}", p.shard_cypher);
+    assert!(
+        p.shard_cypher
+            .ends_with("RETURN e.id AS _c0, e.title AS _o0 ORDER BY _o0 LIMIT 3"),
+        "{}",
+        p.shard_cypher
+    );
     assert_eq!(p.hidden, 1);
 }
 
@@ -75,13 +83,18 @@ fn aggregates_become_partials() {
 
 #[test]
 fn relations_are_counted_in_their_source_shard() {
-    let p = plan("MATCH (a:Entity)-[r:RELATED]->(b:Entity) WHERE r.weight > 1 RETURN a.title, b.id").unwrap();
+    let p =
+        plan("MATCH (a:Entity)-[r:RELATED]->(b:Entity) WHERE r.weight > 1 RETURN a.title, b.id")
+            .unwrap();
     assert_eq!(
         p.shard_cypher,
         "MATCH (a:Entity)-[r:RELATED]->(b:Entity) WHERE a.stub = false AND (r.weight > 1) RETURN a.title AS _c0, b.id AS _c1"
     );
     let p = plan("MATCH (a)<-[:RELATED]-(b) RETURN count(*)").unwrap();
-    assert_eq!(p.shard_cypher, "MATCH (a)<-[_v1:RELATED]-(b) WHERE b.stub = false RETURN count(*) AS _c0");
+    assert_eq!(
+        p.shard_cypher,
+        "MATCH (a)<-[_v1:RELATED]-(b) WHERE b.stub = false RETURN count(*) AS _c0"
+    );
     assert!(plan("MATCH (a:Entity)-[r]->(b:Entity) RETURN b.title").is_err());
     assert!(plan("MATCH (a:Entity)-[r]->(b:Entity) RETURN b").is_err());
     assert!(plan("MATCH (a:Entity)-[r]->(b:Entity {title: 'x'}) RETURN a.id").is_err());
@@ -113,9 +126,16 @@ fn unmergeable_shapes_say_why() {
 
 #[test]
 fn string_operators_are_not_clauses() {
-    let p = plan("MATCH (e:Entity) WHERE e.id STARTS WITH 'a' OR e.id ENDS WITH $x RETURN count(*)").unwrap();
-    assert!(p.shard_cypher.contains("(e.id STARTS WITH 'a' OR e.id ENDS WITH $x)"));
-    assert_eq!(p.names_cypher, "MATCH (e:Entity) WHERE e.id STARTS WITH 'a' OR e.id ENDS WITH $x RETURN count(*) LIMIT 0");
+    let p =
+        plan("MATCH (e:Entity) WHERE e.id STARTS WITH 'a' OR e.id ENDS WITH $x RETURN count(*)")
+            .unwrap();
+    assert!(p
+        .shard_cypher
+        .contains("(e.id STARTS WITH 'a' OR e.id ENDS WITH $x)"));
+    assert_eq!(
+        p.names_cypher,
+        "MATCH (e:Entity) WHERE e.id STARTS WITH 'a' OR e.id ENDS WITH $x RETURN count(*) LIMIT 0"
+    );
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //! each shard (this node's copies first) and sends one request per node; the receiving node
 //! deduplicates and builds the next frontier.
 
-
 mod neighborhood;
 mod path;
 mod step;
@@ -15,7 +14,7 @@ use crate::storage::{Direction, Edge, EntitySummary};
 
 pub use neighborhood::{neighborhood, Neighborhood};
 pub use path::{shortest_path, PathAnswer};
-pub use step::{in_sync_here, step_here, TraverseError, Traversal, MAX_TRAVERSED_RELATIONS};
+pub use step::{in_sync_here, step_here, Traversal, TraverseError, MAX_TRAVERSED_RELATIONS};
 
 /// The other end of `edge` from `start`, when `direction` lets the search go from `start`
 /// along it.
@@ -48,4 +47,3 @@ pub(crate) fn placeholder(id: &str) -> EntitySummary {
         frequency: 0,
     }
 }
-

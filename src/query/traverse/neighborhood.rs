@@ -2,10 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::step::{TraverseError, Traversal, MAX_TRAVERSED_RELATIONS};
+use super::step::{Traversal, TraverseError, MAX_TRAVERSED_RELATIONS};
 use super::{other_end, placeholder};
 use crate::storage::{Direction, Edge, EntitySummary, Step};
-
 
 pub struct Neighborhood {
     /// With their hop distance, sorted by (hop, id).
@@ -81,7 +80,11 @@ pub async fn neighborhood(
     if hop < hops && !frontier.is_empty() {
         // Stopped early: the kept entities of the last layer still have relations to follow
         // (to each other, or back, for `out`/`in`), and whatever else they reach is cut.
-        let last: Vec<String> = frontier.iter().filter(|id| kept.contains(*id)).cloned().collect();
+        let last: Vec<String> = frontier
+            .iter()
+            .filter(|id| kept.contains(*id))
+            .cloned()
+            .collect();
         if !last.is_empty() {
             let step = t.step(&last, t.direction, true).await?;
             let beyond = absorb(step, &last, t.direction, &mut info, &mut edges, &dist);
@@ -155,4 +158,3 @@ fn absorb(
     }
     next.into_iter().collect()
 }
-

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::step::{TraverseError, Traversal, MAX_TRAVERSED_RELATIONS};
+use super::step::{Traversal, TraverseError, MAX_TRAVERSED_RELATIONS};
 use super::{other_end, placeholder, reverse};
 use crate::storage::{Direction, Edge, EntitySummary};
 
@@ -51,7 +51,14 @@ impl Side {
                 }
             }
         }
-        moves.sort_by(|a, b| (&a.0, &a.2.id, &a.2.source, &a.2.target).cmp(&(&b.0, &b.2.id, &b.2.source, &b.2.target)));
+        moves.sort_by(|a, b| {
+            (&a.0, &a.2.id, &a.2.source, &a.2.target).cmp(&(
+                &b.0,
+                &b.2.id,
+                &b.2.source,
+                &b.2.target,
+            ))
+        });
         let mut next = BTreeSet::new();
         for (start, other, edge) in moves {
             if !self.dist.contains_key(&other) {
@@ -101,7 +108,11 @@ pub async fn shortest_path(
     }
     if from == to {
         return Ok(PathAnswer::Found {
-            entities: vec![found.entities.into_iter().next().unwrap_or_else(|| placeholder(from))],
+            entities: vec![found
+                .entities
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| placeholder(from))],
             relations: vec![],
         });
     }
@@ -134,8 +145,11 @@ pub async fn shortest_path(
             ids.extend(bids.into_iter().skip(1));
             rels.extend(brels);
             let step = t.step(&ids, t.direction, false).await?;
-            let mut info: HashMap<String, EntitySummary> =
-                step.entities.into_iter().map(|e| (e.id.clone(), e)).collect();
+            let mut info: HashMap<String, EntitySummary> = step
+                .entities
+                .into_iter()
+                .map(|e| (e.id.clone(), e))
+                .collect();
             let entities = ids
                 .iter()
                 .map(|id| info.remove(id).unwrap_or_else(|| placeholder(id)))

@@ -306,10 +306,8 @@ fn step_bytes(step: &Step) -> usize {
             .sum::<usize>()
 }
 
-
 impl Traversal<'_> {
     pub(crate) fn failed_shard_of(&self, id: &str) -> bool {
         self.failed.contains_key(&shard_of(id, self.map.shards))
     }
 }
-

@@ -310,14 +310,27 @@ async fn step_costs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard-0.kz");
     let shard = KuzuShard::open(&path, 0, &StoreConfig::for_budget(2048, 1, 8, 0), gate()).unwrap();
-    let n: usize = std::env::var("STEP_COSTS_ENTITIES").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let n: usize = std::env::var("STEP_COSTS_ENTITIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
     let entities: Vec<Entity> = (0..n).map(|i| entity(&format!("e{i}"), "T", 0)).collect();
     let relations: Vec<Relation> = (0..n * 10)
-        .map(|i| relation(&format!("r{i}"), &format!("e{}", i % n), &format!("e{}", (i * 7919) % n), 1.0))
+        .map(|i| {
+            relation(
+                &format!("r{i}"),
+                &format!("e{}", i % n),
+                &format!("e{}", (i * 7919) % n),
+                1.0,
+            )
+        })
         .collect();
     shard.write(1, upsert(entities, vec![])).await.unwrap();
     for (i, chunk) in relations.chunks(100_000).enumerate() {
-        shard.write(2 + i as u64, upsert(vec![], chunk.to_vec())).await.unwrap();
+        shard
+            .write(2 + i as u64, upsert(vec![], chunk.to_vec()))
+            .await
+            .unwrap();
     }
     shard.wait_visible(Duration::from_secs(600)).await.unwrap();
     assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
@@ -392,12 +405,21 @@ async fn step_costs() {
     let mut rows = 0;
     for _ in 0..50 {
         let step = shard
-            .traverse_step(ids.clone(), Direction::Both, RelationFilter::default(), true)
+            .traverse_step(
+                ids.clone(),
+                Direction::Both,
+                RelationFilter::default(),
+                true,
+            )
             .await
             .unwrap();
         rows += step.edges.len() + step.entities.len();
     }
-    println!("{:>10.3?} {:>5} rows  traverse_step (reader thread, cached statements)", t.elapsed() / 50, rows / 50);
+    println!(
+        "{:>10.3?} {:>5} rows  traverse_step (reader thread, cached statements)",
+        t.elapsed() / 50,
+        rows / 50
+    );
 }
 
 /// The merge sorts rows from many shards the way Kuzu sorts them in one (nulls included).
@@ -405,7 +427,11 @@ async fn step_costs() {
 async fn the_merge_orders_values_like_kuzu() {
     let dir = tempfile::tempdir().unwrap();
     let shard = KuzuShard::open(&dir.path().join("shard-0.kz"), 0, &config(0), gate()).unwrap();
-    for list in ["[3, null, 1, -2, 10]", "['b', null, 'B', 'a', '']", "[2.5, null, -1.0, 2.0]"] {
+    for list in [
+        "[3, null, 1, -2, 10]",
+        "['b', null, 'B', 'a', '']",
+        "[2.5, null, -1.0, 2.0]",
+    ] {
         for desc in [false, true] {
             let q = format!(
                 "UNWIND {list} AS x RETURN x ORDER BY x{}",
@@ -419,16 +445,21 @@ async fn the_merge_orders_values_like_kuzu() {
                 prepare_only: false,
             };
             let rows = shard.user_query(query, 1 << 20).await.unwrap();
-            let kuzu: Vec<serde_json::Value> = serde_json::from_str::<Vec<Vec<serde_json::Value>>>(&rows.rows_json)
-                .unwrap()
-                .into_iter()
-                .map(|mut r| r.remove(0))
-                .collect();
+            let kuzu: Vec<serde_json::Value> =
+                serde_json::from_str::<Vec<Vec<serde_json::Value>>>(&rows.rows_json)
+                    .unwrap()
+                    .into_iter()
+                    .map(|mut r| r.remove(0))
+                    .collect();
             let mut ours = kuzu.clone();
             ours.reverse();
             ours.sort_by(|a, b| {
                 let c = crate::query::merge::compare(a, b);
-                if desc { c.reverse() } else { c }
+                if desc {
+                    c.reverse()
+                } else {
+                    c
+                }
             });
             assert_eq!(ours, kuzu, "{q}");
         }
