@@ -2621,6 +2621,34 @@ fn bad_input_gets_a_4xx_with_a_reason() {
             rels.len()
         )
     });
+    // A query past its time limit is interrupted on the shards, not just abandoned: the same
+    // (practically endless) cross product six times in a row would otherwise keep every query
+    // reader of every copy busy, and the count after it could not be answered.
+    let endless = json!({
+        "cypher": "MATCH (a:Entity), (b:Entity), (c:Entity), (d:Entity), (e:Entity), (g:Entity) \
+                   WHERE a.id + b.id + c.id + d.id + e.id + g.id = 'never' RETURN count(*)",
+        "merge": "per_shard",
+        "timeout_ms": 300,
+    });
+    for round in 0..6 {
+        let (status, ans) = post(cluster.node(round % 3), "/query", &endless);
+        let reason = error_reason(&ans).unwrap_or("");
+        f.check(status == 503 && reason.contains("time limit"), || {
+            format!("round {round}: a query past timeout_ms should fail with 503 naming the time limit; got {status} {}", short(&ans))
+        });
+    }
+    let (status, ans) = post(
+        cluster.node(0),
+        "/query",
+        &json!({"cypher": "MATCH (e:Entity) RETURN count(*) AS n", "timeout_ms": 5000}),
+    );
+    f.check(status == 200 && ans["rows"] == json!([[ents.len()]]), || {
+        format!(
+            "after interrupted queries a count should answer {} within its time limit; got {status} {}",
+            ents.len(),
+            short(&ans)
+        )
+    });
     for i in 0..3 {
         f.check(cluster.node_mut(i).is_running(), || {
             format!("node {i} exited")
