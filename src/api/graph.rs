@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
+use super::{shard_map_or_503, with_retry_after, ApiError, AppState};
 use crate::graph::model::{Batch, ItemError, Kind};
 use crate::graph::partition::{shard_of, split};
 use crate::peer::wire::{PeerRequest, PeerResponse};
@@ -21,10 +21,7 @@ use crate::storage::WriteOp;
 pub const MAX_INGEST_BYTES: usize = 64 << 20;
 
 fn busy(reason: String) -> Response {
-    let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, reason).into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, "1".parse().expect("header"));
-    r
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, reason).retry_later()
 }
 
 /// Parses a JSON batch, or NDJSON (one `{"entity": {...}}` / `{"relation": ...}` ... per line).
@@ -97,15 +94,9 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         let body = json!({"error": {"status": 400, "reason": format!("{} invalid item(s); nothing was written", errors.len())}, "items": errors});
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
-    let Some(map) = state.shard_map.get() else {
-        let mut r = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)",
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, "1".parse().expect("header"));
-        return r;
+    let map = match shard_map_or_503(&state) {
+        Ok(map) => map,
+        Err(r) => return r,
     };
     let counts = json!({
         "entities": batch.entities.len(), "relations": batch.relations.len(), "chunks": batch.chunks.len(),
@@ -173,11 +164,9 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         "failed": failed.len(),
         "items": failed,
     });
-    let mut response = (status, Json(body)).into_response();
+    let response = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, "1".parse().expect("header"));
+        return with_retry_after(response);
     }
     response
 }

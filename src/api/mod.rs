@@ -90,6 +90,33 @@ impl ApiError {
     pub fn bad_request(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
     }
+
+    /// The response with `Retry-After: 1`: the condition passes (busy, forming, a shard down).
+    pub fn retry_later(self) -> Response {
+        with_retry_after(self.into_response())
+    }
+}
+
+/// Adds `Retry-After: 1` to a response.
+pub fn with_retry_after(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        "1".parse().expect("header"),
+    );
+    r
+}
+
+/// The node's shard map, or the 503 a request gets before the cluster has formed.
+// The error is a ready response, as axum handlers return it; its size does not matter here.
+#[allow(clippy::result_large_err)]
+pub fn shard_map_or_503(state: &AppState) -> Result<crate::shard_map::ShardMap, Response> {
+    state.shard_map.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)",
+        )
+        .retry_later()
+    })
 }
 
 impl IntoResponse for ApiError {
