@@ -92,9 +92,7 @@ impl NodeContext {
     pub fn holds_copy(&self, request: &crate::peer::wire::PeerRequest) -> bool {
         use crate::peer::wire::PeerRequest;
         let shard = match request {
-            PeerRequest::GetEntity { shard, .. }
-            | PeerRequest::GetChunk { shard, .. }
-            | PeerRequest::Query { shard, .. } => *shard,
+            PeerRequest::GetEntity { shard, .. } | PeerRequest::GetChunk { shard, .. } => *shard,
             _ => return true,
         };
         let me = self.node_id().as_str();

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{ApiError, AppState};
+use super::{shard_map_or_503, ApiError, AppState};
 use crate::graph::model::MAX_ID_BYTES;
 use crate::query::cypher::{check_read_only, tokenize, MAX_CYPHER_BYTES};
 use crate::query::merge::merge;
@@ -21,7 +21,6 @@ use crate::query::scatter::query_shards;
 use crate::query::traverse::{
     neighborhood as run_neighborhood, shortest_path, PathAnswer, Traversal, TraverseError,
 };
-use crate::shard_map::ShardMap;
 use crate::storage::{Direction, Edge, EntitySummary, RelationFilter, ShardQuery};
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -49,18 +48,7 @@ fn timeout_ms(v: Option<u64>) -> Result<u64, ApiError> {
 }
 
 fn unavailable(reason: impl Into<String>) -> Response {
-    let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, "1".parse().expect("header"));
-    r
-}
-
-// The error is a ready response, as axum handlers return it; its size does not matter here.
-#[allow(clippy::result_large_err)]
-fn current_map(state: &AppState) -> Result<ShardMap, Response> {
-    state.shard_map.get().ok_or_else(|| {
-        unavailable("no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)")
-    })
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_later()
 }
 
 /// Waits for a slot among the node's concurrent distributed queries, at most `wait`.
@@ -70,16 +58,11 @@ async fn permit(
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
     match tokio::time::timeout(wait, state.query_permits.clone().acquire_owned()).await {
         Ok(Ok(p)) => Ok(p),
-        _ => {
-            let mut r = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many queries in flight on this node; retry after a second",
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, "1".parse().expect("header"));
-            Err(r)
-        }
+        _ => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many queries in flight on this node; retry after a second",
+        )
+        .retry_later()),
     }
 }
 
@@ -147,7 +130,7 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     let tokens = tokenize(&req.cypher)
         .map_err(|e| bad(ApiError::bad_request(format!("cannot read the query: {e}"))))?;
     check_read_only(&tokens).map_err(|e| bad(ApiError::bad_request(e)))?;
-    let map = current_map(state)?;
+    let map = shard_map_or_503(state)?;
     let plan = if per_shard {
         None
     } else {
@@ -399,7 +382,7 @@ pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> Respons
 async fn run_neighborhood_request(state: &AppState, body: &[u8]) -> Result<Response, Response> {
     let started = Instant::now();
     let req = neighborhood_request(body).map_err(IntoResponse::into_response)?;
-    let map = current_map(state)?;
+    let map = shard_map_or_503(state)?;
     let _permit = permit(state, Duration::from_millis(req.timeout_ms)).await?;
     let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let deadline = started + Duration::from_millis(req.timeout_ms);
@@ -473,7 +456,7 @@ async fn run_path_request(state: &AppState, body: &[u8]) -> Result<Response, Res
     .map_err(bad)? as u32;
     let dir = direction(req.direction.as_deref()).map_err(bad)?;
     let timeout = timeout_ms(req.timeout_ms).map_err(bad)?;
-    let map = current_map(state)?;
+    let map = shard_map_or_503(state)?;
     let _permit = permit(state, Duration::from_millis(timeout)).await?;
     let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let deadline = started + Duration::from_millis(timeout);

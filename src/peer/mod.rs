@@ -103,9 +103,7 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
         PeerRequest::Replicate { shard, seq, op } => {
             crate::replication::replica_write(ctx, shard, from, seq, op).await
         }
-        PeerRequest::GetEntity { .. }
-        | PeerRequest::GetChunk { .. }
-        | PeerRequest::Query { .. }
+        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. }
             if !ctx.holds_copy(&request) =>
         {
             PeerResponse::Failed("this node holds no copy of that shard in its shard map".into())
@@ -124,9 +122,6 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             },
             Err(e) => PeerResponse::Failed(e),
         },
-        PeerRequest::Query { shard, query } => {
-            PeerResponse::QueryRows(crate::query::scatter::run_on_shard(ctx, shard, query).await)
-        }
         PeerRequest::QueryShards { shards, query } => PeerResponse::QueryRowsPerShard(
             crate::query::scatter::run_on_shards(ctx, shards, query).await,
         ),

@@ -54,8 +54,6 @@ pub enum PeerRequest {
     },
     /// To the coordinator, from a primary that verified the copy is level with it.
     AddInSync { shard: u32, node: String },
-    /// Run a read-only Cypher query (already checked) on this node's copy of `shard`.
-    Query { shard: u32, query: ShardQuery },
     /// One traversal step on several of this node's shard copies: for each `(shard, ids)`, the
     /// entities' properties and (when `relations`) their relations.
     Traverse {
@@ -64,7 +62,8 @@ pub enum PeerRequest {
         filter: RelationFilter,
         relations: bool,
     },
-    /// `Query` on several of this node's copies at once (`names_cypher` for the first only).
+    /// Run a read-only Cypher query (already checked) on this node's copies of `shards`
+    /// (`names_cypher` on the first only).
     QueryShards { shards: Vec<u32>, query: ShardQuery },
 }
 
@@ -102,7 +101,6 @@ pub enum PeerResponse {
     Stats(Vec<(u32, ShardStats)>),
     Chunk(Option<crate::graph::model::Chunk>),
     Map(Option<ShardMap>),
-    QueryRows(Result<Rows, QueryFailure>),
     /// Per shard of a `Traverse`, what it found or why it could not.
     Traversed(Vec<(u32, Result<Step, String>)>),
     /// Per shard of a `QueryShards`, in the order asked.

@@ -112,7 +112,7 @@ fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Va
         plan.items
             .iter()
             .filter_map(|i| match i {
-                Item::Key(_) => None,
+                Item::Key => None,
                 Item::Agg(a, _) => Some(match a {
                     Agg::Count => Acc::Count(0),
                     Agg::Sum => Acc::Sum(None),
@@ -124,7 +124,7 @@ fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Va
             })
             .collect()
     };
-    let grouped = plan.items.iter().any(|i| matches!(i, Item::Key(_)));
+    let grouped = plan.items.iter().any(|i| matches!(i, Item::Key));
     for row in shard_rows.into_iter().flatten() {
         // Walk the shard columns: keys and aggregates in item order, avg taking two.
         let mut col = 0;
@@ -134,7 +134,7 @@ fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Va
             let v = row.get(col).cloned().unwrap_or(Value::Null);
             col += 1;
             match item {
-                Item::Key(_) => key.push(v),
+                Item::Key => key.push(v),
                 Item::Agg(Agg::Avg, _) => {
                     let n = row.get(col).cloned().unwrap_or(Value::Null);
                     col += 1;
@@ -202,7 +202,7 @@ fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Va
             plan.items
                 .iter()
                 .map(|item| match item {
-                    Item::Key(_) => keys.next().unwrap_or(Value::Null),
+                    Item::Key => keys.next().unwrap_or(Value::Null),
                     Item::Agg(..) => match accs.next() {
                         Some(Acc::Count(c)) => json!(c),
                         Some(Acc::Sum(s)) => s.unwrap_or(Value::Null),

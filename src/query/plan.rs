@@ -26,7 +26,7 @@ pub enum Agg {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     /// A grouping key (or, without aggregates, just a column).
-    Key(String),
+    Key,
     /// `func(arg)` as a whole item; `arg` is `*` for `count(*)`.
     Agg(Agg, String),
 }
@@ -471,7 +471,7 @@ fn shard_query(
     let mut cols = Vec::new();
     for (n, (item, text, _)) in items.iter().enumerate() {
         match item {
-            Item::Key(_) => cols.push(format!("{text} AS _c{n}")),
+            Item::Key => cols.push(format!("{text} AS _c{n}")),
             Item::Agg(Agg::Count, arg) => cols.push(format!("count({arg}) AS _c{n}")),
             Item::Agg(Agg::CountDistinct, arg) => {
                 cols.push(format!("collect(DISTINCT {arg}) AS _c{n}"))
@@ -649,7 +649,7 @@ fn classify(t: &[&Token], q: &str) -> Result<Item, Unmergeable> {
         .filter(|&k| is_aggregate_call(t, k, t[k]))
         .collect();
     if calls.is_empty() {
-        return Ok(Item::Key(q[t[0].start..t[t.len() - 1].end].to_string()));
+        return Ok(Item::Key);
     }
     let whole = calls == [0] && t.len() >= 3 && t[t.len() - 1].is(")");
     if !whole {

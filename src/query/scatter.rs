@@ -191,23 +191,37 @@ pub async fn run_on_shards(
     shards: Vec<u32>,
     query: ShardQuery,
 ) -> Vec<(u32, Result<Rows, QueryFailure>)> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (n, shard) in shards.iter().copied().enumerate() {
+    join_in_order(shards.into_iter().enumerate().map(|(n, shard)| {
         let ctx = ctx.clone();
         let mut query = query.clone();
         if n > 0 {
             query.names_cypher = None;
         }
-        tasks.spawn(async move { (n, shard, run_on_shard(&ctx, shard, query).await) });
+        async move { (shard, run_on_shard(&ctx, shard, query).await) }
+    }))
+    .await
+}
+
+/// Runs `work` concurrently, each on its own task, and returns the outputs in the order given
+/// (askers match answers to what they asked by position). A task that panicked is left out, so
+/// the answer is shorter than the question.
+pub async fn join_in_order<T, F>(work: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, f) in work.into_iter().enumerate() {
+        tasks.spawn(async move { (n, f.await) });
     }
-    let mut out = Vec::with_capacity(shards.len());
+    let mut out = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {
         if let Ok(answer) = joined {
             out.push(answer);
         }
     }
-    out.sort_by_key(|(n, _, _)| *n);
-    out.into_iter().map(|(_, s, r)| (s, r)).collect()
+    out.sort_by_key(|(n, _)| *n);
+    out.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Sends `query` to one copy of each of `shards` (copies take turns), one request per node
@@ -312,7 +326,10 @@ async fn query_one(
     deadline: Instant,
 ) -> Result<ShardAnswer, (Option<String>, QueryFailure)> {
     let copies = copies(ctx, map, shard, false).map_err(|e| (None, QueryFailure::Other(e)))?;
-    let request = PeerRequest::Query { shard, query };
+    let request = PeerRequest::QueryShards {
+        shards: vec![shard],
+        query,
+    };
     let mut last = (None, QueryFailure::Other("no copy was tried".into()));
     let n = copies.len();
     for (i, (node, addr)) in copies.into_iter().enumerate() {
@@ -321,23 +338,29 @@ async fn query_one(
             break;
         }
         let limit = attempt_timeout(left, i + 1 < n);
-        match crate::peer::call(ctx, &node, &addr, &request, limit).await {
-            Ok(PeerResponse::QueryRows(Ok(rows))) => return Ok(ShardAnswer { shard, node, rows }),
+        let answer = match crate::peer::call(ctx, &node, &addr, &request, limit).await {
+            Ok(PeerResponse::QueryRowsPerShard(mut results)) if results.len() == 1 => {
+                Ok(results.remove(0).1)
+            }
+            other => Err(other),
+        };
+        match answer {
+            Ok(Ok(rows)) => return Ok(ShardAnswer { shard, node, rows }),
             // The query's own fault: the same on every copy.
-            Ok(PeerResponse::QueryRows(Err(
+            Ok(Err(
                 f @ (QueryFailure::Invalid(_)
                 | QueryFailure::Timeout(_)
                 | QueryFailure::TooLarge(_)),
-            ))) => return Err((Some(node), f)),
-            Ok(PeerResponse::QueryRows(Err(f))) => last = (Some(node), f),
-            Ok(PeerResponse::Failed(e)) => last = (Some(node), QueryFailure::Other(e)),
-            Ok(other) => {
+            )) => return Err((Some(node), f)),
+            Ok(Err(f)) => last = (Some(node), f),
+            Err(Ok(PeerResponse::Failed(e))) => last = (Some(node), QueryFailure::Other(e)),
+            Err(Ok(other)) => {
                 last = (
                     Some(node),
                     QueryFailure::Other(format!("unexpected answer {other:?}")),
                 )
             }
-            Err(e) => {
+            Err(Err(e)) => {
                 suspect(ctx, &node);
                 last = (Some(node), QueryFailure::Other(e));
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::context::NodeContext;
 use crate::graph::partition::shard_of;
 use crate::peer::wire::{PeerRequest, PeerResponse};
-use crate::query::scatter::{attempt_timeout, copies, suspect, ShardsReport};
+use crate::query::scatter::{attempt_timeout, copies, join_in_order, suspect, ShardsReport};
 use crate::shard_map::ShardMap;
 use crate::storage::{Direction, RelationFilter, Step};
 
@@ -242,33 +242,25 @@ pub async fn step_here(
 ) -> Vec<(u32, Result<Step, String>)> {
     let me = ctx.node_id().as_str().to_string();
     let map = ctx.shard_map.get();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (n, (shard, ids)) in parts.into_iter().enumerate() {
+    let out = join_in_order(parts.into_iter().map(|(shard, ids)| {
         let (ctx, filter, map, me) = (ctx.clone(), filter.clone(), map.clone(), me.clone());
-        tasks.spawn(async move {
+        async move {
             if let Err(e) = in_sync_here(map.as_ref(), shard, &me) {
-                return (n, shard, Err(e));
+                return (shard, Err(e));
             }
             let result = match ctx.storage.open(shard).await {
                 Ok(store) => store.traverse_step(ids, direction, filter, relations).await,
                 Err(e) => Err(e),
             };
-            (n, shard, result)
-        });
-    }
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((n, shard, result)) = joined {
-            if let Ok(step) = &result {
-                bytes += step_bytes(step);
-            }
-            out.push((n, shard, result));
+            (shard, result)
         }
-    }
-    // In the order asked (the asker matches answers to parts by position).
-    out.sort_by_key(|(n, _, _)| *n);
-    let out: Vec<(u32, Result<Step, String>)> = out.into_iter().map(|(_, s, r)| (s, r)).collect();
+    }))
+    .await;
+    let bytes: usize = out
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(step_bytes)
+        .sum();
     if bytes > MAX_STEP_BYTES {
         let shards: Vec<u32> = out.iter().map(|(s, _)| *s).collect();
         return shards
