@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as Kv};
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
+use torua_bench::kuzu_values::{string, strings, struct_rows};
 use torua_bench::{ClusterOptions, NodeProc, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -272,29 +273,6 @@ struct Reference {
     _dir: tempfile::TempDir,
 }
 
-fn kv_str(s: &str) -> Kv {
-    Kv::String(s.to_string())
-}
-
-fn kv_strings(xs: &[String]) -> Kv {
-    Kv::List(LogicalType::String, xs.iter().map(|x| kv_str(x)).collect())
-}
-
-fn kv_struct_list(fields: &[(&str, LogicalType)], rows: Vec<Vec<Kv>>) -> Kv {
-    let ty = LogicalType::Struct {
-        fields: fields
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect(),
-    };
-    Kv::List(
-        ty,
-        rows.into_iter()
-            .map(|row| Kv::Struct(fields.iter().map(|(n, _)| n.to_string()).zip(row).collect()))
-            .collect(),
-    )
-}
-
 impl Reference {
     fn new() -> Reference {
         let dir = tempfile::tempdir().unwrap();
@@ -347,11 +325,11 @@ impl Reference {
                 .iter()
                 .map(|e| {
                     vec![
-                        kv_str(&e.id),
-                        kv_str(&e.title),
-                        kv_str(&e.kind),
-                        kv_str(&e.description),
-                        kv_strings(&e.text_unit_ids),
+                        string(&e.id),
+                        string(&e.title),
+                        string(&e.kind),
+                        string(&e.description),
+                        strings(&e.text_unit_ids),
                         Kv::Int64(e.frequency),
                         Kv::Int64(e.degree),
                     ]
@@ -361,7 +339,7 @@ impl Reference {
                 &conn,
                 "UNWIND $rows AS r CREATE (:Entity {id: r.id, title: r.title, type: r.type, \
                  description: r.description, text_unit_ids: r.tu, frequency: r.frequency, degree: r.degree})",
-                vec![("rows", kv_struct_list(&ent_fields, rows))],
+                vec![("rows", struct_rows(&ent_fields, rows))],
             )
             .unwrap();
         }
@@ -378,12 +356,12 @@ impl Reference {
                 .iter()
                 .map(|r| {
                     vec![
-                        kv_str(&r.id),
-                        kv_str(&r.source),
-                        kv_str(&r.target),
-                        kv_str(&r.description),
+                        string(&r.id),
+                        string(&r.source),
+                        string(&r.target),
+                        string(&r.description),
                         Kv::Double(r.weight),
-                        kv_strings(&r.text_unit_ids),
+                        strings(&r.text_unit_ids),
                     ]
                 })
                 .collect();
@@ -392,7 +370,7 @@ impl Reference {
                 "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
                  CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, \
                  text_unit_ids: r.tu}]->(b)",
-                vec![("rows", kv_struct_list(&rel_fields, rows))],
+                vec![("rows", struct_rows(&rel_fields, rows))],
             )
             .unwrap();
         }
@@ -441,7 +419,7 @@ fn json_kv(v: &Value) -> Kv {
         Value::Bool(b) => Kv::Bool(*b),
         Value::Number(n) if n.is_i64() || n.is_u64() => Kv::Int64(n.as_i64().unwrap()),
         Value::Number(n) => Kv::Double(n.as_f64().unwrap()),
-        Value::String(s) => kv_str(s),
+        Value::String(s) => string(s),
         Value::Array(xs) => Kv::List(LogicalType::String, xs.iter().map(json_kv).collect()),
         Value::Object(_) => panic!("object params are not used here"),
     }
@@ -679,7 +657,7 @@ fn ref_neighborhood(reference: &Reference, c: &NbCase) -> NbExpect {
     let found: BTreeSet<String> = run(
         &conn,
         "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id",
-        vec![("ids", kv_strings(&asked_v))],
+        vec![("ids", strings(&asked_v))],
     )
     .unwrap()
     .iter()
@@ -718,9 +696,9 @@ fn ref_neighborhood(reference: &Reference, c: &NbCase) -> NbExpect {
                 &conn,
                 q,
                 vec![
-                    ("f", kv_strings(&frontier)),
+                    ("f", strings(&frontier)),
                     ("w", Kv::Double(c.min_weight.unwrap_or(-1.0))),
-                    ("c", kv_str(c.contains.as_deref().unwrap_or(""))),
+                    ("c", string(c.contains.as_deref().unwrap_or(""))),
                 ],
             )
             .unwrap();

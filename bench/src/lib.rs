@@ -5,6 +5,8 @@
 //! no races with other processes picking free ports, and a restarted node comes back on the same address.
 //! Processes are killed when the harness value is dropped, so a failing test leaves nothing running.
 
+pub mod kuzu_values;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::Ipv4Addr;

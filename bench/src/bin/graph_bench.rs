@@ -66,6 +66,7 @@ use anyhow::{bail, Context, Result};
 use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
+use torua_bench::kuzu_values::{string, strings, struct_rows};
 use torua_bench::{ClusterOptions, TestCluster};
 
 // ------------------------------------------------------------------------------------------------
@@ -751,38 +752,6 @@ fn ingest_copy(dir: &Path, g: &Graph, memory_mb: u64) -> Result<(Database, Inges
     ))
 }
 
-fn s(v: &str) -> KValue {
-    KValue::String(v.to_string())
-}
-
-fn strings(v: &[String]) -> KValue {
-    KValue::List(LogicalType::String, v.iter().map(|x| s(x)).collect())
-}
-
-fn struct_rows(fields: &[(&str, LogicalType)], values: Vec<Vec<KValue>>) -> KValue {
-    let ty = LogicalType::Struct {
-        fields: fields
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect(),
-    };
-    KValue::List(
-        ty,
-        values
-            .into_iter()
-            .map(|vals| {
-                KValue::Struct(
-                    fields
-                        .iter()
-                        .map(|(n, _)| n.to_string())
-                        .zip(vals)
-                        .collect(),
-                )
-            })
-            .collect(),
-    )
-}
-
 fn string_list() -> LogicalType {
     LogicalType::List {
         child_type: Box::new(LogicalType::String),
@@ -835,10 +804,10 @@ fn ingest_unwind(
             .iter()
             .map(|e| {
                 vec![
-                    s(&e.id),
-                    s(&e.title),
-                    s(&e.kind),
-                    s(&e.description),
+                    string(&e.id),
+                    string(&e.title),
+                    string(&e.kind),
+                    string(&e.description),
                     strings(&e.text_unit_ids),
                     KValue::Int64(e.frequency),
                     KValue::Int64(e.degree),
@@ -863,10 +832,10 @@ fn ingest_unwind(
             .iter()
             .map(|r| {
                 vec![
-                    s(&r.id),
-                    s(&r.source),
-                    s(&r.target),
-                    s(&r.description),
+                    string(&r.id),
+                    string(&r.source),
+                    string(&r.target),
+                    string(&r.description),
                     KValue::Double(r.weight),
                     strings(&r.text_unit_ids),
                 ]
@@ -1230,18 +1199,18 @@ impl<'c, 'db> Lookup<'c, 'db> {
     fn get(&mut self, id: &str) -> Result<Option<usize>> {
         let rows: Vec<Vec<KValue>> = self
             .conn
-            .execute(&mut self.entity, vec![("id", s(id))])?
+            .execute(&mut self.entity, vec![("id", string(id))])?
             .collect();
         if rows.is_empty() {
             return Ok(None);
         }
         let out: Vec<Vec<KValue>> = self
             .conn
-            .execute(&mut self.out, vec![("id", s(id))])?
+            .execute(&mut self.out, vec![("id", string(id))])?
             .collect();
         let inc: Vec<Vec<KValue>> = self
             .conn
-            .execute(&mut self.inc, vec![("id", s(id))])?
+            .execute(&mut self.inc, vec![("id", string(id))])?
             .collect();
         Ok(Some(out.len() + inc.len()))
     }
@@ -1253,7 +1222,7 @@ fn lookup_per_call(db: &Database, id: &str) -> Result<Option<usize>> {
     let conn = Connection::new(db)?;
     let run = |q: &str| -> Result<Vec<Vec<KValue>>> {
         let mut stmt = conn.prepare(q)?;
-        Ok(conn.execute(&mut stmt, vec![("id", s(id))])?.collect())
+        Ok(conn.execute(&mut stmt, vec![("id", string(id))])?.collect())
     };
     if run("MATCH (e:Entity {id: $id}) WHERE e.stub = false RETURN e.id, e.title, e.type, e.description, e.text_unit_ids, e.frequency, e.degree")?
         .is_empty()
@@ -1588,7 +1557,7 @@ impl<'c, 'db> Bfs<'c, 'db> {
                 for id in sample {
                     let _: Vec<Vec<KValue>> = self
                         .conn
-                        .execute(&mut self.one[step], vec![("id", s(id))])?
+                        .execute(&mut self.one[step], vec![("id", string(id))])?
                         .collect();
                 }
                 let per_id = us(t.elapsed()) / sample.len() as f64;
@@ -1635,7 +1604,7 @@ impl<'c, 'db> Bfs<'c, 'db> {
             for id in ids {
                 rows.extend(
                     self.conn
-                        .execute(&mut self.one[step], vec![("id", s(id))])?,
+                        .execute(&mut self.one[step], vec![("id", string(id))])?,
                 );
             }
             Ok(rows)
@@ -1732,7 +1701,7 @@ impl<'c, 'db> Bfs<'c, 'db> {
 }
 
 fn str_list(v: &[String]) -> KValue {
-    KValue::List(LogicalType::String, v.iter().map(|x| s(x)).collect())
+    KValue::List(LogicalType::String, v.iter().map(|x| string(x)).collect())
 }
 
 /// Torua's answer reduced to a [`Hood`] (sorted here), and whether it came in the contract's order.
@@ -2604,10 +2573,10 @@ fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
             let a = &g.entities[rng.below(n)].id;
             let b = &g.entities[rng.below(n)].id;
             vec![
-                s(&format!("new-{j}")),
-                s(a),
-                s(b),
-                s("a new relation"),
+                string(&format!("new-{j}")),
+                string(a),
+                string(b),
+                string("a new relation"),
                 KValue::Double(1.0),
                 strings(&["tu-1".to_string()]),
             ]
@@ -2617,10 +2586,10 @@ fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         .iter()
         .map(|r| {
             vec![
-                s(&r.id),
-                s(&r.source),
-                s(&r.target),
-                s(&r.description),
+                string(&r.id),
+                string(&r.source),
+                string(&r.target),
+                string(&r.description),
                 KValue::Double(r.weight),
                 strings(&r.text_unit_ids),
             ]
@@ -2632,9 +2601,9 @@ fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         .collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let sources: Vec<KValue> = distinct.iter().map(|x| s(x)).collect();
+    let sources: Vec<KValue> = distinct.iter().map(|x| string(x)).collect();
     let ids: Vec<KValue> = (0..args.batch)
-        .map(|_| s(&g.entities[rng.below(n)].id))
+        .map(|_| string(&g.entities[rng.below(n)].id))
         .collect();
     let rows = |v: &Vec<Vec<KValue>>| struct_rows(&rfields, v.clone());
     let create_rel = "CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)";
@@ -2753,7 +2722,7 @@ fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
     let mut sums = [0.0f64; 3];
     let reads = 200;
     for _ in 0..reads {
-        let id = s(&g.entities[rng.below(n)].id);
+        let id = string(&g.entities[rng.below(n)].id);
         for (k, stmt) in [&mut lookup.entity, &mut lookup.out, &mut lookup.inc]
             .into_iter()
             .enumerate()
