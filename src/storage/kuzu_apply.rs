@@ -158,7 +158,12 @@ fn content_hash<T: serde::Serialize>(item: &T) -> u64 {
 }
 
 fn rel_key(r: &Relation) -> String {
-    format!("{}\u{1f}{}\u{1f}{}", r.id, r.source, r.target)
+    key_of(&r.id, &r.source, &r.target)
+}
+
+/// A relation's `RelKey` key: `id \x1f source \x1f target`.
+fn key_of(id: &str, source: &str, target: &str) -> String {
+    format!("{id}\u{1f}{source}\u{1f}{target}")
 }
 
 /// Consecutive upserts folded together; the last write of an id wins.
@@ -628,19 +633,14 @@ fn upsert_simple(
 /// their keys.
 fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), String> {
     let cond = if only_stub { "WHERE e.stub = true" } else { "" };
-    let mut keys: Vec<String> = Vec::new();
-    for q in [format!(
+    let q = format!(
         "MATCH (e:Entity {{id: $id}})-[x:RELATED]-() {cond} RETURN x.id, x.source, x.target"
-    )] {
-        for r in run(conn, &q, vec![("id", s(id))])? {
-            keys.push(format!(
-                "{}\u{1f}{}\u{1f}{}",
-                as_string(&r[0]),
-                as_string(&r[1]),
-                as_string(&r[2])
-            ));
-        }
-    }
+    );
+    // A self-loop is found from both of its ends: deduplicated below.
+    let mut keys: Vec<String> = run(conn, &q, vec![("id", s(id))])?
+        .iter()
+        .map(|r| key_of(&as_string(&r[0]), &as_string(&r[1]), &as_string(&r[2])))
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     if !keys.is_empty() {

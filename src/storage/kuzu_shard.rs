@@ -621,10 +621,9 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
     let mut relations = rel(
         "MATCH (a:Entity {id: $id})-[x:RELATED]-() RETURN x.id, x.source, x.target, x.description, x.weight, x.text_unit_ids",
     )?;
-    // A self-loop is found from both of its ends.
+    // Sorted by (id, source, target); a self-loop is found from both of its ends.
     relations.sort_by(|a, b| (&a.id, &a.source, &a.target).cmp(&(&b.id, &b.source, &b.target)));
     relations.dedup_by(|a, b| (&a.id, &a.source, &a.target) == (&b.id, &b.source, &b.target));
-    relations.sort_by(|a, b| a.id.cmp(&b.id).then(a.source.cmp(&b.source)));
     Ok(Some(EntityRecord { entity, relations }))
 }
 
