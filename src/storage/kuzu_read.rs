@@ -10,6 +10,7 @@ use serde_json::{json, Map, Number, Value as Json};
 
 use super::kuzu_readers::Session;
 use super::kuzu_values::*;
+use crate::query::cypher::{tokenize, Tok};
 
 /// A checked read-only query for one shard copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,28 +111,29 @@ fn transaction(session: &mut Session<'_>, statement: &str) -> Result<(), QueryFa
         .map_err(|e| QueryFailure::Other(e.to_string()))
 }
 
-/// The parameters `cypher` uses (Kuzu refuses unused ones), as Kuzu values.
+/// The parameters `cypher` uses (Kuzu refuses unused ones), as Kuzu values. Uses are found by
+/// the query tokenizer, so a `$name` inside a string literal does not count.
 fn params_for(
     cypher: &str,
     params: &Map<String, Json>,
 ) -> Result<Vec<(String, Value)>, QueryFailure> {
-    let mut out = Vec::new();
-    for (name, v) in params {
-        let marker = format!("${name}");
-        let used = cypher.match_indices(&marker).any(|(i, _)| {
-            !cypher[i + marker.len()..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_')
-        });
-        if used {
-            out.push((
-                name.clone(),
-                param_value(name, v).map_err(QueryFailure::Invalid)?,
-            ));
-        }
-    }
-    Ok(out)
+    let used: HashSet<String> = tokenize(cypher)
+        .map_err(QueryFailure::Invalid)?
+        .into_iter()
+        .filter_map(|t| match t.tok {
+            Tok::Param(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    params
+        .iter()
+        .filter(|(name, _)| used.contains(*name))
+        .map(|(name, v)| {
+            param_value(name, v)
+                .map(|v| (name.clone(), v))
+                .map_err(QueryFailure::Invalid)
+        })
+        .collect()
 }
 
 fn classify(e: kuzu::Error) -> QueryFailure {
@@ -337,37 +339,41 @@ pub fn expand(
     direction: Direction,
     filter: &RelationFilter,
 ) -> Result<Vec<Edge>, String> {
+    // One primary-key lookup per id (~0.35 ms with its relations), or — when the copy is small
+    // for the number of ids — one statement filtering `f.id IN $ids`, a scan of every entity
+    // row (stubs included). `UNWIND $ids .. {id: i}` is never used here: Kuzu joins it over
+    // every relation (over 100 ms at 1M). `source`/`target` are read from the relation:
+    // fetching the far node's id costs a join over the node table. Costs: `step_costs`.
+    let k = ids.len() as u64;
+    let scan = rows * (SCAN_ROW_NS + k * IN_ITEM_NS) < k * EXPAND_LOOKUP_NS;
     let mut conditions = Vec::new();
+    if scan {
+        conditions.push("f.id IN $ids");
+    }
     if filter.min_weight.is_some() {
         conditions.push("r.weight >= $w");
     }
     if filter.description_contains.is_some() {
         conditions.push("contains(lower(r.description), $d)");
     }
-    let filter_clause = if conditions.is_empty() {
-        String::new()
+    let node = if scan {
+        "(f:Entity)"
     } else {
-        format!(" WHERE {}", conditions.join(" AND "))
+        "(f:Entity {id: $id})"
     };
-    // One primary-key lookup per id (~0.35 ms with its relations), or — when the copy is small
-    // for the number of ids — one statement filtering `f.id IN $ids`, a scan of every entity
-    // row (stubs included). `UNWIND $ids .. {id: i}` is never used here: Kuzu joins it over
-    // every relation (over 100 ms at 1M). `source`/`target` are read from the relation:
-    // fetching the far node's id costs a join over the node table. Costs: `step_costs`.
     let arrow = match direction {
         Direction::Out => "-[r:RELATED]->()",
         Direction::In => "<-[r:RELATED]-()",
         Direction::Both => "-[r:RELATED]-()",
     };
-    let ret = "RETURN r.id, r.source, r.target, r.description, r.weight";
-    let k = ids.len() as u64;
-    let scan = rows * (SCAN_ROW_NS + k * IN_ITEM_NS) < k * EXPAND_LOOKUP_NS;
-    let q = if scan {
-        let and = filter_clause.replacen(" WHERE ", " AND ", 1);
-        format!("MATCH (f:Entity){arrow} WHERE f.id IN $ids{and} {ret}")
+    let filter_clause = if conditions.is_empty() {
+        String::new()
     } else {
-        format!("MATCH (f:Entity {{id: $id}}){arrow}{filter_clause} {ret}")
+        format!(" WHERE {}", conditions.join(" AND "))
     };
+    let q = format!(
+        "MATCH {node}{arrow}{filter_clause} RETURN r.id, r.source, r.target, r.description, r.weight"
+    );
     let filter_params = || {
         let mut params = Vec::new();
         if let Some(w) = filter.min_weight {
