@@ -137,17 +137,17 @@ fn absorb(
     for e in step.entities {
         info.insert(e.id.clone(), e);
     }
-    let in_frontier: HashSet<&String> = frontier.iter().collect();
+    let in_frontier: HashSet<&str> = frontier.iter().map(String::as_str).collect();
     let mut next = BTreeSet::new();
     for edge in step.edges {
         let mut followed = false;
         for start in [&edge.source, &edge.target] {
-            if !in_frontier.contains(start) {
+            if !in_frontier.contains(start.as_str()) {
                 continue;
             }
             if let Some(other) = other_end(&edge, start, direction) {
                 followed = true;
-                if !dist.contains_key(other) && !in_frontier.contains(&other.to_string()) {
+                if !dist.contains_key(other) && !in_frontier.contains(other) {
                     next.insert(other.to_string());
                 }
             }

@@ -37,14 +37,14 @@ impl Side {
         }
     }
 
-    /// Adds one layer from a step's relations; returns the new frontier.
-    fn grow(&mut self, mut edges: Vec<Edge>) {
+    /// Adds one layer from a step's relations: the next depth and its frontier.
+    fn grow(&mut self, edges: Vec<Edge>) {
         // Deterministic parents: the smallest (start, relation) reaches a node first.
-        let in_frontier: HashSet<String> = self.frontier.iter().cloned().collect();
+        let in_frontier: HashSet<&str> = self.frontier.iter().map(String::as_str).collect();
         let mut moves: Vec<(String, String, Edge)> = Vec::new();
-        for e in edges.drain(..) {
+        for e in edges {
             for start in [&e.source, &e.target] {
-                if in_frontier.contains(start) {
+                if in_frontier.contains(start.as_str()) {
                     if let Some(other) = other_end(&e, start, self.direction) {
                         moves.push((start.clone(), other.to_string(), e.clone()));
                     }
