@@ -18,6 +18,7 @@ use std::path::Path;
 
 use kuzu::{Connection, LogicalType, Value};
 
+use super::kuzu_index::{self, Indexed};
 use super::kuzu_values::*;
 use super::{Counts, WriteOp};
 use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
@@ -30,7 +31,7 @@ pub fn schema(dim: usize) -> Vec<String> {
     } else {
         String::new()
     };
-    vec![
+    let mut statements = vec![
         // Column order matters: COPY FROM a subquery fills columns by position.
         format!(
             "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
@@ -53,7 +54,9 @@ pub fn schema(dim: usize) -> Vec<String> {
          PRIMARY KEY(id))"
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))".to_string(),
-    ]
+    ];
+    statements.extend(kuzu_index::vector_tables(dim));
+    statements
 }
 
 /// Adds the `source`/`target` columns to a RELATED table created before they existed.
@@ -124,6 +127,9 @@ pub fn apply_round(
                 }
                 WriteOp::DeleteEntity(id) => {
                     delete_entity(conn, id, false)?;
+                    if dim > 0 {
+                        kuzu_index::delete_vectors(conn, Indexed::Entity, &[id])?;
+                    }
                     i += 1;
                 }
                 WriteOp::DeleteRelationsOf(id) => {
@@ -151,6 +157,10 @@ pub fn apply_round(
             Err(e)
         }
     }
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn content_hash<T: serde::Serialize>(item: &T) -> u64 {
@@ -207,13 +217,17 @@ impl<'a> Merged<'a> {
             relations_ms = (t.elapsed() - t_entities).as_millis() as u64,
             "upserted"
         );
-        upsert_simple(
+        let (new_chunks, old_chunks) = upsert_simple(
             conn,
             "Chunk",
             &chunk_fields(dim),
             self.chunks.values().map(|c| chunk_row(c, dim)).collect(),
             dim,
         )?;
+        if dim > 0 {
+            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&new_chunks), false)?;
+            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&old_chunks), true)?;
+        }
         upsert_simple(
             conn,
             "Community",
@@ -260,12 +274,17 @@ impl<'a> Merged<'a> {
         let fields = entity_fields(dim);
         let mut new_rows = Vec::new();
         let mut changed = Vec::new();
+        let (mut new_ids, mut changed_ids) = (Vec::new(), Vec::new());
         for id in &ids {
             match (self.entities.get(id), found.get(*id)) {
-                (Some(e), None) => new_rows.push(entity_row(e, dim)),
+                (Some(e), None) => {
+                    new_rows.push(entity_row(e, dim));
+                    new_ids.push(*id);
+                }
                 (Some(e), Some((stub, hash))) => {
                     if *stub || *hash != content_hash(e) as i64 {
                         changed.push(entity_row(e, dim));
+                        changed_ids.push(*id);
                     }
                 }
                 (None, None) => new_rows.push(stub_row(id, dim)),
@@ -274,6 +293,10 @@ impl<'a> Merged<'a> {
         }
         copy_rows(conn, "Entity", &fields, new_rows, dim)?;
         set_rows(conn, "Entity", &fields, changed)?;
+        if dim > 0 {
+            kuzu_index::sync_vectors(conn, Indexed::Entity, &new_ids, false)?;
+            kuzu_index::sync_vectors(conn, Indexed::Entity, &changed_ids, true)?;
+        }
         Ok(())
     }
 
@@ -593,16 +616,17 @@ fn set_rows(
     run(conn, &q, vec![("rows", rows(fields, changed))]).map(|_| ())
 }
 
-/// Chunks, communities, documents: COPY the new ids, SET the others.
+/// Chunks, communities, documents: COPY the new ids, SET the others. Returns the ids inserted
+/// and the ids overwritten.
 fn upsert_simple(
     conn: &Connection,
     table: &str,
     fields: &[(&str, LogicalType)],
     items: Vec<(String, Vec<Value>)>,
     dim: usize,
-) -> Result<(), String> {
+) -> Result<(Vec<String>, Vec<String>), String> {
     if items.is_empty() {
-        return Ok(());
+        return Ok(Default::default());
     }
     let ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
     let found: HashSet<String> = run(
@@ -614,19 +638,11 @@ fn upsert_simple(
     .map(|r| as_string(&r[0]))
     .collect();
     let (old, new): (Vec<_>, Vec<_>) = items.into_iter().partition(|(id, _)| found.contains(id));
-    copy_rows(
-        conn,
-        table,
-        fields,
-        new.into_iter().map(|(_, v)| v).collect(),
-        dim,
-    )?;
-    set_rows(
-        conn,
-        table,
-        fields,
-        old.into_iter().map(|(_, v)| v).collect(),
-    )
+    let (new_ids, new_rows): (Vec<String>, Vec<Vec<Value>>) = new.into_iter().unzip();
+    let (old_ids, old_rows): (Vec<String>, Vec<Vec<Value>>) = old.into_iter().unzip();
+    copy_rows(conn, table, fields, new_rows, dim)?;
+    set_rows(conn, table, fields, old_rows)?;
+    Ok((new_ids, old_ids))
 }
 
 /// Deletes an entity (or, with `only_stub`, only if it is a stub here) with its relations and

@@ -9,6 +9,7 @@
 //! and every core per database).
 
 mod kuzu_apply;
+mod kuzu_index;
 pub mod kuzu_read;
 mod kuzu_readers;
 pub mod kuzu_shard;
