@@ -1,4 +1,5 @@
-//! The `torua` command line: `serve` runs a node, `dev` runs a local cluster of them.
+//! The `torua` command line: `serve` runs a node, `dev` runs a local cluster of them, `import`
+//! loads data, `retrieve` asks for a question's context.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
@@ -7,6 +8,7 @@ use crate::cert_cmd::CertArgs;
 use crate::config::ServeArgs;
 use crate::dev::DevArgs;
 use crate::import_graphrag::ImportArgs;
+use crate::retrieve_cmd::RetrieveArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "torua", version, about = "A distributed GraphRAG store")]
@@ -25,6 +27,8 @@ pub enum Command {
     Cert(CertArgs),
     /// Load data into a running cluster (e.g. `torua import graphrag <DIR> --url http://node:7101`).
     Import(ImportArgs),
+    /// Ask a running cluster for the GraphRAG context of a question (`POST /retrieve`).
+    Retrieve(RetrieveArgs),
 }
 
 /// Parses the command line; on a bad value, exits with a message that names the environment

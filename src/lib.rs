@@ -25,6 +25,8 @@
 //! - [`replication`]: the write path (primary, in-sync replicas, acknowledgement) and routed reads.
 //! - [`logging`]: tracing output with the node id on every line.
 //! - [`dev`]: `torua dev`, a local multi-process cluster.
+//! - [`retrieve_cmd`]: `torua retrieve`, the command-line client of `/retrieve`.
+//! - [`retrieve`]: GraphRAG retrieval (`POST /retrieve`): seeds, expansion, context in a token budget.
 
 pub mod api;
 pub mod broadcast;
@@ -46,6 +48,8 @@ pub mod query;
 pub mod registry;
 pub mod replication;
 pub mod reporter;
+pub mod retrieve;
+pub mod retrieve_cmd;
 pub mod security;
 pub mod shard_coordinator;
 pub mod shard_map;

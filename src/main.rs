@@ -14,6 +14,7 @@ fn main() {
         Command::Dev(args) => torua::dev::run(args),
         Command::Cert(args) => torua::cert_cmd::run(args),
         Command::Import(args) => torua::import_graphrag::run(args),
+        Command::Retrieve(args) => torua::retrieve_cmd::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

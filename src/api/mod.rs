@@ -6,6 +6,7 @@ mod cluster;
 mod graph;
 mod health;
 mod query;
+mod retrieve;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/query", post(query::query))
         .route("/graph/neighborhood", post(query::neighborhood))
         .route("/graph/path", post(query::path))
+        .route("/retrieve", post(retrieve::retrieve))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -52,7 +52,7 @@ fn unavailable(reason: impl Into<String>) -> Response {
 }
 
 /// Waits for a slot among the node's concurrent distributed queries, at most `wait`.
-async fn permit(
+pub(super) async fn permit(
     state: &AppState,
     wait: Duration,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {

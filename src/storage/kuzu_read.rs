@@ -215,6 +215,20 @@ fn param_value(name: &str, v: &Json) -> Result<Value, String> {
                     ))
                 }
             };
+            // Numbers written without a fraction ([1, 0.5]) make a list of doubles.
+            let numbers = values
+                .iter()
+                .all(|v| matches!(v, Value::Int64(_) | Value::Double(_)));
+            if numbers && values.iter().any(|v| matches!(v, Value::Double(_))) {
+                let doubles = values
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::Int64(i) => Value::Double(i as f64),
+                        v => v,
+                    })
+                    .collect();
+                return Ok(Value::List(LogicalType::Double, doubles));
+            }
             if values.iter().any(|v| LogicalType::from(v) != ty) {
                 return Err(format!(
                     "parameter {name}: a list's items must have one type"

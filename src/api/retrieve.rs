@@ -1,0 +1,52 @@
+//! `POST /retrieve`: GraphRAG retrieval on any node (see `crate::retrieve`).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::query::permit;
+use super::{shard_map_or_503, ApiError, AppState};
+use crate::retrieve::{retrieve as run_retrieve, RetrieveError, RetrieveRequest};
+
+pub async fn retrieve(State(state): State<AppState>, body: Bytes) -> Response {
+    let dim = state.storage.embedding_dim();
+    let req = match RetrieveRequest::parse(&body, dim) {
+        Ok(r) => r,
+        Err(reason) => return ApiError::bad_request(reason).into_response(),
+    };
+    let map = match shard_map_or_503(&state) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let _permit = match permit(&state, Duration::from_millis(req.timeout_ms)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
+    match run_retrieve(&state, map, &req, allow_partial).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(RetrieveError::Unavailable(r)) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, r).retry_later()
+        }
+        Err(RetrieveError::Timeout(r)) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{r}; raise timeout_ms or lower top_k / hops"),
+        )
+        .into_response(),
+        Err(RetrieveError::TooLarge(r)) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r).into_response()
+        }
+        Err(RetrieveError::Internal(r)) => {
+            tracing::error!(reason = %r, "a retrieval statement was refused");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("retrieval failed inside torua (a bug; please report it): {r}"),
+            )
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Gathering what the seeds point to: text units by id (from the shards that own them) and
+//! community reports (from every shard, since a community lives in its own id's shard).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::stage::{number, text, StageError, Stages};
+use crate::graph::partition::shard_of;
+
+/// Reports each shard returns at most: far more than any budget holds.
+const REPORTS_PER_SHARD: usize = 200;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TextUnit {
+    pub id: String,
+    pub text: String,
+    pub n_tokens: i64,
+    pub document_id: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub id: String,
+    pub title: String,
+    pub level: i64,
+    pub rank: f64,
+    pub content: String,
+    /// Selected entities the community contains (local search); absent for global search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matches: Option<i64>,
+}
+
+/// The chunks with these ids, in the order of `ranked` (id, score); ids not found are skipped.
+pub async fn text_units(
+    stages: &mut Stages<'_>,
+    ranked: &[(String, f64)],
+) -> Result<Vec<TextUnit>, StageError> {
+    if ranked.is_empty() {
+        return Ok(vec![]);
+    }
+    let shards_n = stages.map.shards;
+    let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for (id, _) in ranked {
+        by_shard.entry(shard_of(id, shards_n)).or_default().push(id);
+    }
+    let shards: Vec<u32> = by_shard.keys().copied().collect();
+    let ids: Vec<&str> = ranked.iter().map(|(id, _)| id.as_str()).collect();
+    let mut params = Map::new();
+    params.insert("ids".into(), json!(ids));
+    let rows = stages
+        .run(
+            &shards,
+            "UNWIND $ids AS i MATCH (c:Chunk {id: i}) RETURN c.id, c.text, c.n_tokens, c.document_id"
+                .into(),
+            params,
+        )
+        .await?;
+    let mut found: HashMap<String, Vec<Value>> =
+        rows.into_iter().map(|r| (text(&r[0]), r)).collect();
+    Ok(ranked
+        .iter()
+        .filter_map(|(id, score)| {
+            let r = found.remove(id)?;
+            Some(TextUnit {
+                id: id.clone(),
+                text: text(&r[1]),
+                n_tokens: r[2].as_i64().unwrap_or(0),
+                document_id: text(&r[3]),
+                score: *score,
+            })
+        })
+        .collect())
+}
+
+/// Reports of the communities holding any of `entity_ids`, by how many they hold (desc), rank
+/// (desc), id.
+pub async fn reports_of(
+    stages: &mut Stages<'_>,
+    entity_ids: &[&str],
+    level: Option<i64>,
+) -> Result<Vec<Report>, StageError> {
+    if entity_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let level_filter = if level.is_some() {
+        " AND c.level = $level"
+    } else {
+        ""
+    };
+    // (A parameter inside a list lambda trips an assertion in Kuzu 0.11; UNWIND does not.)
+    let cypher = format!(
+        "UNWIND $ids AS i MATCH (c:Community) WHERE list_contains(c.entity_ids, i){level_filter} \
+         WITH c, count(*) AS m \
+         RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary, m \
+         ORDER BY m DESC, c.rank DESC, c.id LIMIT {REPORTS_PER_SHARD}"
+    );
+    let mut params = Map::new();
+    params.insert("ids".into(), json!(entity_ids));
+    if let Some(l) = level {
+        params.insert("level".into(), json!(l));
+    }
+    let shards = stages.all_shards();
+    let rows = stages.run(&shards, cypher, params).await?;
+    let mut reports: Vec<Report> = rows
+        .iter()
+        .map(|r| {
+            let mut report = report(r);
+            report.matches = r[6].as_i64();
+            report
+        })
+        .collect();
+    reports.sort_by(|a, b| {
+        b.matches
+            .cmp(&a.matches)
+            .then(b.rank.total_cmp(&a.rank))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(reports)
+}
+
+/// Every report (of `level`, if given) by rank (desc), id: global search's input.
+pub async fn all_reports(
+    stages: &mut Stages<'_>,
+    level: Option<i64>,
+) -> Result<Vec<Report>, StageError> {
+    let level_filter = if level.is_some() {
+        "WHERE c.level = $level "
+    } else {
+        ""
+    };
+    let cypher = format!(
+        "MATCH (c:Community) {level_filter}\
+         RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary \
+         ORDER BY c.rank DESC, c.id LIMIT {REPORTS_PER_SHARD}"
+    );
+    let mut params = Map::new();
+    if let Some(l) = level {
+        params.insert("level".into(), json!(l));
+    }
+    let shards = stages.all_shards();
+    let rows = stages.run(&shards, cypher, params).await?;
+    let mut reports: Vec<Report> = rows.iter().map(|r| report(r)).collect();
+    reports.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| a.id.cmp(&b.id)));
+    Ok(reports)
+}
+
+fn report(r: &[Value]) -> Report {
+    let full = text(&r[4]);
+    Report {
+        id: text(&r[0]),
+        title: text(&r[1]),
+        level: r[2].as_i64().unwrap_or(0),
+        rank: number(&r[3]),
+        content: if full.trim().is_empty() {
+            text(&r[5])
+        } else {
+            full
+        },
+        matches: None,
+    }
+}

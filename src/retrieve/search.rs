@@ -1,0 +1,317 @@
+//! Seed search: every shard's top k by vector distance (HNSW) and by BM25, merged into one
+//! global top k per list, then fused by reciprocal rank fusion.
+//!
+//! Each shard scores BM25 with its own statistics (document counts and term frequencies of the
+//! shard), as Elasticsearch's default query-then-fetch does; with items spread evenly the scores
+//! are comparable, with very uneven shards they are not exactly the single-database scores.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::stage::{number, text, StageError, Stages};
+
+/// Reciprocal rank fusion's constant (Cormack et al.; also Elasticsearch's and LightRAG's).
+pub const RRF_K: f64 = 60.0;
+
+/// What is searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Entities,
+    Chunks,
+}
+
+impl Target {
+    fn vector_call(self, k: usize) -> String {
+        let (table, index) = match self {
+            Target::Entities => ("EntityVec", "entity_vec"),
+            Target::Chunks => ("ChunkVec", "chunk_vec"),
+        };
+        // The HNSW search list is at least 64 long: small k would otherwise lose recall.
+        let efs = k.max(64);
+        format!("CALL QUERY_VECTOR_INDEX('{table}', '{index}', $embedding, {k}, efs := {efs}) WITH node AS v, distance")
+    }
+
+    /// Kuzu 0.11 cannot bind a parameter as the full-text query (its planner asserts), so the
+    /// text goes in as a literal, reduced to the words BM25 uses anyway: letters and digits.
+    fn text_call(self, k: usize, text: &str) -> String {
+        let (table, index) = match self {
+            Target::Entities => ("Entity", "entity_text"),
+            Target::Chunks => ("Chunk", "chunk_text"),
+        };
+        let words = search_words(text);
+        format!("CALL QUERY_FTS_INDEX('{table}', '{index}', '{words}', top := {k}) WITH node AS n, score")
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Target::Entities => "Entity",
+            Target::Chunks => "Chunk",
+        }
+    }
+
+    /// The properties a hit carries (its first column is the id).
+    fn returns(self, var: &str) -> String {
+        match self {
+            Target::Entities => format!(
+                "{var}.id, {var}.title, {var}.type, {var}.description, {var}.degree, {var}.text_unit_ids"
+            ),
+            Target::Chunks => format!("{var}.id, {var}.text, {var}.n_tokens, {var}.document_id"),
+        }
+    }
+
+    fn item_from(self, row: &[Value]) -> Item {
+        match self {
+            Target::Entities => Item::Entity {
+                title: text(&row[1]),
+                kind: text(&row[2]),
+                description: text(&row[3]),
+                degree: row[4].as_i64().unwrap_or(0),
+                text_unit_ids: super::stage::strings(&row[5]),
+            },
+            Target::Chunks => Item::Chunk {
+                text: text(&row[1]),
+                n_tokens: row[2].as_i64().unwrap_or(0),
+                document_id: text(&row[3]),
+            },
+        }
+    }
+
+    fn columns(self) -> usize {
+        match self {
+            Target::Entities => 6,
+            Target::Chunks => 4,
+        }
+    }
+}
+
+/// The properties of a hit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Entity {
+        title: String,
+        kind: String,
+        description: String,
+        degree: i64,
+        text_unit_ids: Vec<String>,
+    },
+    Chunk {
+        text: String,
+        n_tokens: i64,
+        document_id: String,
+    },
+}
+
+/// A fused hit: its place and raw score in each list it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seed {
+    pub id: String,
+    pub score: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bm25_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bm25_score: Option<f64>,
+    #[serde(skip)]
+    pub item: Item,
+}
+
+/// The global top `k` by vector distance and by BM25 (whichever inputs are given), fused.
+pub async fn seeds(
+    stages: &mut Stages<'_>,
+    target: Target,
+    text_query: Option<&str>,
+    embedding: Option<&[f32]>,
+    k: usize,
+) -> Result<Vec<Seed>, StageError> {
+    let shards = stages.all_shards();
+    let mut by_vector = Vec::new();
+    if let Some(e) = embedding {
+        // The vector table holds only id and embedding: the item's row is looked up by id.
+        let cypher = format!(
+            "{} MATCH (i:{} {{id: v.id}}) RETURN {}, distance",
+            target.vector_call(k),
+            target.table(),
+            target.returns("i")
+        );
+        let mut params = Map::new();
+        params.insert("embedding".into(), json!(e));
+        let rows = stages.run(&shards, cypher, params).await?;
+        by_vector = top(rows, target, k, false);
+    }
+    let mut by_text = Vec::new();
+    if let Some(t) = text_query.filter(|t| !search_words(t).is_empty()) {
+        let cypher = format!(
+            "{} RETURN {}, score",
+            target.text_call(k, t),
+            target.returns("n")
+        );
+        let rows = stages.run(&shards, cypher, Map::new()).await?;
+        by_text = top(rows, target, k, true);
+    }
+    Ok(fuse(by_vector, by_text, k))
+}
+
+/// The words of a question (letters and digits; everything else separates words): safe inside a
+/// quoted Cypher literal.
+pub fn search_words(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A shard's hit: id, item, raw score.
+type Hit = (String, Item, f64);
+
+/// The best `k` of all shards' hits: by distance ascending or score descending, ties by id. An
+/// item found on two shards (never, as items live in one shard) would count once.
+fn top(rows: Vec<Vec<Value>>, target: Target, k: usize, higher_is_better: bool) -> Vec<Hit> {
+    let width = target.columns();
+    let mut hits: Vec<Hit> = rows
+        .into_iter()
+        .filter(|r| r.len() > width)
+        .map(|r| (text(&r[0]), target.item_from(&r), number(&r[width])))
+        .collect();
+    hits.sort_by(|a, b| {
+        let order = if higher_is_better {
+            b.2.total_cmp(&a.2)
+        } else {
+            a.2.total_cmp(&b.2)
+        };
+        order.then_with(|| a.0.cmp(&b.0))
+    });
+    hits.dedup_by(|a, b| a.0 == b.0);
+    hits.truncate(k);
+    hits
+}
+
+/// Reciprocal rank fusion of the two lists; the best `k`, ties by id.
+pub fn fuse(by_vector: Vec<Hit>, by_text: Vec<Hit>, k: usize) -> Vec<Seed> {
+    let mut seeds: HashMap<String, Seed> = HashMap::new();
+    for (rank, (id, item, distance)) in by_vector.into_iter().enumerate() {
+        let s = seeds
+            .entry(id.clone())
+            .or_insert_with(|| empty_seed(id, item));
+        s.vector_rank = Some(rank + 1);
+        s.distance = Some(distance);
+        s.score += 1.0 / (RRF_K + (rank + 1) as f64);
+    }
+    for (rank, (id, item, score)) in by_text.into_iter().enumerate() {
+        let s = seeds
+            .entry(id.clone())
+            .or_insert_with(|| empty_seed(id, item));
+        s.bm25_rank = Some(rank + 1);
+        s.bm25_score = Some(score);
+        s.score += 1.0 / (RRF_K + (rank + 1) as f64);
+    }
+    let mut out: Vec<Seed> = seeds.into_values().collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    out.truncate(k);
+    out
+}
+
+fn empty_seed(id: String, item: Item) -> Seed {
+    Seed {
+        id,
+        score: 0.0,
+        vector_rank: None,
+        distance: None,
+        bm25_rank: None,
+        bm25_score: None,
+        item,
+    }
+}
+
+/// Reciprocal rank fusion of ranked id lists (for hybrid text units): ids by fused score, ties
+/// by id, each with its score.
+pub fn fuse_ids(lists: &[Vec<String>]) -> Vec<(String, f64)> {
+    let mut score: HashMap<&str, f64> = HashMap::new();
+    for list in lists {
+        for (rank, id) in list.iter().enumerate() {
+            *score.entry(id).or_default() += 1.0 / (RRF_K + (rank + 1) as f64);
+        }
+    }
+    let mut out: Vec<(String, f64)> = score
+        .into_iter()
+        .map(|(id, s)| (id.to_string(), s))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: &str, score: f64) -> Hit {
+        (
+            id.to_string(),
+            Item::Chunk {
+                text: String::new(),
+                n_tokens: 0,
+                document_id: String::new(),
+            },
+            score,
+        )
+    }
+
+    #[test]
+    fn search_words_keep_letters_and_digits_only() {
+        assert_eq!(
+            search_words("Who's 'Alex' \\ Mercer?\n(2024)"),
+            "Who s Alex Mercer 2024"
+        );
+        assert_eq!(search_words("Émile Zoë"), "Émile Zoë");
+        assert_eq!(search_words("?!"), "");
+    }
+
+    #[test]
+    fn fusion_rewards_items_in_both_lists_and_breaks_ties_by_id() {
+        let fused = fuse(
+            vec![hit("a", 0.1), hit("b", 0.2), hit("c", 0.3)],
+            vec![hit("c", 9.0), hit("d", 5.0)],
+            3,
+        );
+        let ids: Vec<&str> = fused.iter().map(|s| s.id.as_str()).collect();
+        // c: 1/63 + 1/61; a: 1/61; b and d: 1/62 each (tie: by id).
+        assert_eq!(ids, vec!["c", "a", "b"]);
+        assert_eq!(fused[0].vector_rank, Some(3));
+        assert_eq!(fused[0].bm25_rank, Some(1));
+        assert!((fused[0].score - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_global_top_k_orders_distances_up_and_scores_down() {
+        let rows = |scores: &[(&str, f64)]| -> Vec<Vec<Value>> {
+            scores
+                .iter()
+                .map(|(id, s)| vec![json!(id), json!(""), json!(0), json!(""), json!(s)])
+                .collect()
+        };
+        let near = top(
+            rows(&[("x", 0.5), ("y", 0.1), ("z", 0.1)]),
+            Target::Chunks,
+            2,
+            false,
+        );
+        assert_eq!(
+            near.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+            ["y", "z"]
+        );
+        let best = top(
+            rows(&[("x", 0.5), ("y", 0.1), ("z", 2.0)]),
+            Target::Chunks,
+            2,
+            true,
+        );
+        assert_eq!(
+            best.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+            ["z", "x"]
+        );
+    }
+}
