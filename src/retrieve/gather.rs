@@ -35,7 +35,7 @@ pub struct Report {
 
 /// The chunks with these ids, in the order of `ranked` (id, score); ids not found are skipped.
 pub async fn text_units(
-    stages: &mut Stages<'_>,
+    stages: &Stages<'_>,
     ranked: &[(String, f64)],
 ) -> Result<Vec<TextUnit>, StageError> {
     if ranked.is_empty() {
@@ -78,7 +78,7 @@ pub async fn text_units(
 /// Reports of the communities holding any of `entity_ids`, by how many they hold (desc), rank
 /// (desc), id.
 pub async fn reports_of(
-    stages: &mut Stages<'_>,
+    stages: &Stages<'_>,
     entity_ids: &[&str],
     level: Option<i64>,
 ) -> Result<Vec<Report>, StageError> {
@@ -123,7 +123,7 @@ pub async fn reports_of(
 
 /// Every report (of `level`, if given) by rank (desc), id: global search's input.
 pub async fn all_reports(
-    stages: &mut Stages<'_>,
+    stages: &Stages<'_>,
     level: Option<i64>,
 ) -> Result<Vec<Report>, StageError> {
     let level_filter = if level.is_some() {

@@ -93,45 +93,39 @@ pub async fn retrieve(
 ) -> Result<Value, RetrieveError> {
     let started = Instant::now();
     let deadline = started + std::time::Duration::from_millis(req.timeout_ms);
-    let mut stages = Stages::new(ctx, map.clone(), deadline);
+    let stages = Stages::new(ctx, map.clone(), deadline);
     let mut timings = Timings::default();
     let mut t = Instant::now();
-    let tok = req.tokenizer;
-    let budget = req.max_tokens;
     let text_query = req.query.as_deref();
     let embedding = req.embedding.as_deref();
-
     let local = matches!(req.mode, Mode::Local | Mode::Hybrid);
     let naive = matches!(req.mode, Mode::Naive | Mode::Hybrid);
 
-    let mut seeds: Vec<Seed> = Vec::new();
-    let mut chunk_seeds: Vec<Seed> = Vec::new();
-    if local {
-        seeds = search::seeds(
-            &mut stages,
-            Target::Entities,
-            text_query,
-            embedding,
-            req.top_k,
-        )
-        .await?;
-    }
-    if naive {
-        chunk_seeds = search::seeds(
-            &mut stages,
-            Target::Chunks,
-            text_query,
-            embedding,
-            req.top_k,
-        )
-        .await?;
-    }
+    // Stage 1: seeds (entities and/or chunks), every search at once.
+    let entity_seeds = async {
+        if !local {
+            return Ok(vec![]);
+        }
+        search::seeds(&stages, Target::Entities, text_query, embedding, req.top_k).await
+    };
+    let chunk_seeds = async {
+        if !naive {
+            return Ok(vec![]);
+        }
+        search::seeds(&stages, Target::Chunks, text_query, embedding, req.top_k).await
+    };
+    let (seeds, chunk_seeds) = tokio::join!(entity_seeds, chunk_seeds);
+    let (seeds, chunk_seeds): (Vec<Seed>, Vec<Seed>) = (seeds?, chunk_seeds?);
     timings.since("seeds", &mut t);
 
-    // Entities and relations: the seeds and their neighbourhood.
-    let mut selected: Vec<Selected> = seeds.iter().map(selected_seed).collect();
-    let mut relations: Vec<Edge> = Vec::new();
-    if local && req.hops > 0 && !seeds.is_empty() {
+    // Stage 2, all at once: the neighbourhood, the text units and the community reports of the
+    // seeds.
+    let seed_ids: Vec<String> = seeds.iter().map(|s| s.id.clone()).collect();
+    let expansion = async {
+        if !local || req.hops == 0 || seeds.is_empty() {
+            return Ok((vec![], vec![], 0.0));
+        }
+        let started = Instant::now();
         let mut traversal = Traversal::new(
             ctx,
             map.clone(),
@@ -140,10 +134,9 @@ pub async fn retrieve(
             Direction::Both,
             RelationFilter::default(),
         );
-        let ids: Vec<String> = seeds.iter().map(|s| s.id.clone()).collect();
         let n = neighborhood(
             &mut traversal,
-            &ids,
+            &seed_ids,
             req.hops,
             EXPAND_MAX_NODES,
             EXPAND_MAX_RELATIONS,
@@ -155,105 +148,68 @@ pub async fn retrieve(
             TraverseError::Timeout(r) => RetrieveError::Timeout(r),
         })?;
         stages.absorb(traversal.report());
-        let seed_ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let mut expanded: Vec<(EntitySummary, u32)> = n
-            .entities
-            .into_iter()
-            .filter(|(e, _)| !seed_ids.contains(e.id.as_str()))
-            .collect();
-        expanded.sort_by(|(a, ha), (b, hb)| {
-            ha.cmp(hb)
-                .then(b.degree.cmp(&a.degree))
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        selected.extend(expanded.into_iter().map(|(e, hop)| Selected {
-            id: e.id,
-            title: e.title,
-            kind: e.kind,
-            description: e.description,
-            degree: e.degree,
-            hop,
-            score: None,
-        }));
-        relations = n.relations;
-        rank_relations(&mut relations, &seed_ids, &selected);
-    }
-    timings.since("expand", &mut t);
+        Ok::<_, RetrieveError>((n.entities, n.relations, ms_since(started)))
+    };
+    let units = async {
+        let started = Instant::now();
+        let units = if req.includes("text_units") {
+            text_units(&stages, req.mode, &seeds, &chunk_seeds).await?
+        } else {
+            vec![]
+        };
+        Ok::<_, RetrieveError>((units, ms_since(started)))
+    };
+    let reports = async {
+        let started = Instant::now();
+        let reports = if !req.includes("community_reports") {
+            vec![]
+        } else if req.mode == Mode::Global {
+            gather::all_reports(&stages, req.community_level).await?
+        } else if local {
+            let ids: Vec<&str> = seed_ids.iter().map(String::as_str).collect();
+            gather::reports_of(&stages, &ids, req.community_level).await?
+        } else {
+            vec![]
+        };
+        Ok::<_, RetrieveError>((reports, ms_since(started)))
+    };
+    let (expansion, units, reports) = tokio::join!(expansion, units, reports);
+    let ((reached, mut relations, expand_ms), (units, units_ms), (reports, reports_ms)) =
+        (expansion?, units?, reports?);
+    timings.0.push(("expand", expand_ms));
+    timings.0.push(("text_units", units_ms));
+    timings.0.push(("community_reports", reports_ms));
+    t = Instant::now();
 
-    // Text units: those the seeds name, by the summed score of the seeds naming them; in hybrid
-    // mode fused with the chunks found directly.
-    let mut ranked_units: Vec<(String, f64)> = Vec::new();
-    if local {
-        let mut score: HashMap<&str, f64> = HashMap::new();
-        for s in &seeds {
-            if let Item::Entity { text_unit_ids, .. } = &s.item {
-                for id in text_unit_ids {
-                    *score.entry(id).or_default() += s.score;
-                }
-            }
-        }
-        ranked_units = score.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        ranked_units.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    }
-    let units: Vec<TextUnit> = match req.mode {
-        Mode::Naive => chunk_seeds.iter().map(unit_of_seed).collect(),
-        Mode::Hybrid => {
-            let local_ids: Vec<String> = ranked_units.iter().map(|(id, _)| id.clone()).collect();
-            let naive_ids: Vec<String> = chunk_seeds.iter().map(|s| s.id.clone()).collect();
-            let fused = search::fuse_ids(&[local_ids, naive_ids]);
-            let direct: HashMap<&str, &Seed> =
-                chunk_seeds.iter().map(|s| (s.id.as_str(), s)).collect();
-            let to_fetch: Vec<(String, f64)> = fused
-                .iter()
-                .filter(|(id, _)| !direct.contains_key(id.as_str()))
-                .cloned()
-                .collect();
-            let mut fetched: HashMap<String, TextUnit> = gather::text_units(&mut stages, &to_fetch)
-                .await?
-                .into_iter()
-                .map(|u| (u.id.clone(), u))
-                .collect();
-            fused
-                .iter()
-                .filter_map(|(id, score)| {
-                    let mut u = match direct.get(id.as_str()) {
-                        Some(s) => unit_of_seed(s),
-                        None => fetched.remove(id)?,
-                    };
-                    u.score = *score;
-                    Some(u)
-                })
-                .collect()
-        }
-        Mode::Local => gather::text_units(&mut stages, &ranked_units).await?,
-        Mode::Global => vec![],
-    };
-    let units: Vec<TextUnit> = if req.includes("text_units") {
-        units
-    } else {
-        vec![]
-    };
-    timings.since("text_units", &mut t);
-
-    // Community reports.
-    let reports: Vec<Report> = if !req.includes("community_reports") {
-        vec![]
-    } else if req.mode == Mode::Global {
-        gather::all_reports(&mut stages, req.community_level).await?
-    } else if local {
-        let ids: Vec<&str> = selected.iter().map(|e| e.id.as_str()).collect();
-        gather::reports_of(&mut stages, &ids, req.community_level).await?
-    } else {
-        vec![]
-    };
-    timings.since("community_reports", &mut t);
+    // Entities: the seeds by score, then the entities reached by hop, degree (desc), id.
+    let mut selected: Vec<Selected> = seeds.iter().map(selected_seed).collect();
+    let seed_set: HashSet<&str> = seed_ids.iter().map(String::as_str).collect();
+    let mut expanded: Vec<(EntitySummary, u32)> = reached
+        .into_iter()
+        .filter(|(e, _)| !seed_set.contains(e.id.as_str()))
+        .collect();
+    expanded.sort_by(|(a, ha), (b, hb)| {
+        ha.cmp(hb)
+            .then(b.degree.cmp(&a.degree))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    selected.extend(expanded.into_iter().map(|(e, hop)| Selected {
+        id: e.id,
+        title: e.title,
+        kind: e.kind,
+        description: e.description,
+        degree: e.degree,
+        hop,
+        score: None,
+    }));
+    rank_relations(&mut relations, &seed_set, &selected);
 
     let report = stages.report();
     if report.failed > 0 && (!allow_partial || report.successful == 0) {
         return Err(RetrieveError::Unavailable(report.summary()));
     }
 
-    let answer = assemble_answer(req, budget, tok, selected, relations, units, reports);
+    let answer = assemble_answer(req, selected, relations, units, reports);
     timings.since("assemble", &mut t);
     Ok(finish(
         answer,
@@ -264,6 +220,64 @@ pub async fn retrieve(
         timings,
         started,
     ))
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Text units: those the seed entities name, by the summed score of the seeds naming them;
+/// naive mode's chunks as found; in hybrid mode both lists fused by rank.
+async fn text_units(
+    stages: &Stages<'_>,
+    mode: Mode,
+    seeds: &[Seed],
+    chunk_seeds: &[Seed],
+) -> Result<Vec<TextUnit>, StageError> {
+    let mut score: HashMap<&str, f64> = HashMap::new();
+    for s in seeds {
+        if let Item::Entity { text_unit_ids, .. } = &s.item {
+            for id in text_unit_ids {
+                *score.entry(id).or_default() += s.score;
+            }
+        }
+    }
+    let mut named: Vec<(String, f64)> =
+        score.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    named.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    match mode {
+        Mode::Global => Ok(vec![]),
+        Mode::Local => gather::text_units(stages, &named).await,
+        Mode::Naive => Ok(chunk_seeds.iter().map(unit_of_seed).collect()),
+        Mode::Hybrid => {
+            let named_ids: Vec<String> = named.iter().map(|(id, _)| id.clone()).collect();
+            let found_ids: Vec<String> = chunk_seeds.iter().map(|s| s.id.clone()).collect();
+            let fused = search::fuse_ids(&[named_ids, found_ids]);
+            let found: HashMap<&str, &Seed> =
+                chunk_seeds.iter().map(|s| (s.id.as_str(), s)).collect();
+            let to_fetch: Vec<(String, f64)> = fused
+                .iter()
+                .filter(|(id, _)| !found.contains_key(id.as_str()))
+                .cloned()
+                .collect();
+            let mut fetched: HashMap<String, TextUnit> = gather::text_units(stages, &to_fetch)
+                .await?
+                .into_iter()
+                .map(|u| (u.id.clone(), u))
+                .collect();
+            Ok(fused
+                .iter()
+                .filter_map(|(id, score)| {
+                    let mut u = match found.get(id.as_str()) {
+                        Some(s) => unit_of_seed(s),
+                        None => fetched.remove(id)?,
+                    };
+                    u.score = *score;
+                    Some(u)
+                })
+                .collect())
+        }
+    }
 }
 
 fn selected_seed(s: &Seed) -> Selected {
@@ -334,13 +348,12 @@ struct Answer {
 
 fn assemble_answer(
     req: &RetrieveRequest,
-    budget: usize,
-    tok: tokens::Tokenizer,
     mut entities: Vec<Selected>,
     mut relations: Vec<Edge>,
     mut units: Vec<TextUnit>,
     mut reports: Vec<Report>,
 ) -> Answer {
+    let (budget, tok) = (req.max_tokens, req.tokenizer);
     if !req.includes("entities") {
         entities.clear();
     }

@@ -122,15 +122,18 @@ pub struct Seed {
 
 /// The global top `k` by vector distance and by BM25 (whichever inputs are given), fused.
 pub async fn seeds(
-    stages: &mut Stages<'_>,
+    stages: &Stages<'_>,
     target: Target,
     text_query: Option<&str>,
     embedding: Option<&[f32]>,
     k: usize,
 ) -> Result<Vec<Seed>, StageError> {
     let shards = stages.all_shards();
-    let mut by_vector = Vec::new();
-    if let Some(e) = embedding {
+    // Both searches at once.
+    let by_vector = async {
+        let Some(e) = embedding else {
+            return Ok(vec![]);
+        };
         // The vector table holds only id and embedding: the item's row is looked up by id.
         let cypher = format!(
             "{} MATCH (i:{} {{id: v.id}}) RETURN {}, distance",
@@ -141,18 +144,22 @@ pub async fn seeds(
         let mut params = Map::new();
         params.insert("embedding".into(), json!(e));
         let rows = stages.run(&shards, cypher, params).await?;
-        by_vector = top(rows, target, k, false);
-    }
-    let mut by_text = Vec::new();
-    if let Some(t) = text_query.filter(|t| !search_words(t).is_empty()) {
+        Ok::<_, StageError>(top(rows, target, k, false))
+    };
+    let by_text = async {
+        let Some(t) = text_query.filter(|t| !search_words(t).is_empty()) else {
+            return Ok(vec![]);
+        };
         let cypher = format!(
             "{} RETURN {}, score",
             target.text_call(k, t),
             target.returns("n")
         );
         let rows = stages.run(&shards, cypher, Map::new()).await?;
-        by_text = top(rows, target, k, true);
-    }
+        Ok::<_, StageError>(top(rows, target, k, true))
+    };
+    let (by_vector, by_text) = tokio::join!(by_vector, by_text);
+    let (by_vector, by_text) = (by_vector?, by_text?);
     Ok(fuse(by_vector, by_text, k))
 }
 

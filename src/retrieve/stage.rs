@@ -3,7 +3,7 @@
 //! next), its rows parsed, and the shards that did not answer remembered for `_shards`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -19,7 +19,7 @@ pub struct Stages<'a> {
     pub map: ShardMap,
     pub deadline: Instant,
     /// Shards that failed in any stage, with the copy and reason of their last failure.
-    failed: BTreeMap<u32, (Option<String>, String)>,
+    failed: Mutex<BTreeMap<u32, (Option<String>, String)>>,
 }
 
 /// Why a stage produced nothing usable.
@@ -37,7 +37,7 @@ impl<'a> Stages<'a> {
             ctx,
             map,
             deadline,
-            failed: BTreeMap::new(),
+            failed: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -46,9 +46,9 @@ impl<'a> Stages<'a> {
     }
 
     /// Runs `cypher` with `params` on `shards`; returns every answering shard's rows (each row a
-    /// list of values in the statement's column order).
+    /// list of values in the statement's column order). Stages may run concurrently.
     pub async fn run(
-        &mut self,
+        &self,
         shards: &[u32],
         cypher: String,
         params: Map<String, Value>,
@@ -71,16 +71,16 @@ impl<'a> Stages<'a> {
         if let Some(reason) = invalid {
             return Err(StageError::Internal(reason));
         }
+        let mut failed = self.failed.lock().expect("failed lock");
         for f in report.failures {
-            self.failed.insert(f.shard, (f.node, f.reason));
+            failed.insert(f.shard, (f.node, f.reason));
         }
         let mut rows = Vec::new();
         for a in answers {
             match serde_json::from_str::<Vec<Vec<Value>>>(&a.rows.rows_json) {
                 Ok(r) => rows.extend(r),
                 Err(e) => {
-                    self.failed
-                        .insert(a.shard, (Some(a.node), format!("unreadable answer: {e}")));
+                    failed.insert(a.shard, (Some(a.node), format!("unreadable answer: {e}")));
                 }
             }
         }
@@ -88,16 +88,17 @@ impl<'a> Stages<'a> {
     }
 
     /// Records shards a traversal could not reach.
-    pub fn absorb(&mut self, report: ShardsReport) {
+    pub fn absorb(&self, report: ShardsReport) {
+        let mut failed = self.failed.lock().expect("failed lock");
         for f in report.failures {
-            self.failed.entry(f.shard).or_insert((f.node, f.reason));
+            failed.entry(f.shard).or_insert((f.node, f.reason));
         }
     }
 
     /// The `_shards` report of the whole retrieval: every shard of the graph counts once.
     pub fn report(&self) -> ShardsReport {
         let mut r = ShardsReport::new(self.map.shards as usize);
-        for (shard, (node, reason)) in &self.failed {
+        for (shard, (node, reason)) in self.failed.lock().expect("failed lock").iter() {
             r.fail(*shard, node.clone(), reason.clone());
         }
         r.successful = r.total - r.failed;

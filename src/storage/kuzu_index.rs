@@ -8,20 +8,13 @@
 //! the write's transaction) whenever their item is upserted, and deleted with it. The full-text
 //! indexes follow `SET`, inserts and deletes by themselves.
 //!
-//! Kuzu builds an index over existing rows about 4x faster than it inserts rows one by one into
-//! an index (384 dimensions, 6k rows: 1.9 s vs 9 s). A round that brings at least
-//! [`BULK_MIN_ROWS`] new rows and at least as many as the table holds (a bulk load) therefore drops
-//! the table's indexes before its transaction and builds them again after it — index DDL only
-//! runs outside transactions. Until they are back, searches of that copy fail with a reason that
-//! sends the asker to another copy; a crash in between is repaired by [`ensure`] at open.
+//! Indexes grow row by row with every write. (Kuzu builds an HNSW index over existing rows ~4x
+//! faster than it inserts into one, but in 0.11 a vector index dropped and created again crashes
+//! the process, so bulk loads cannot rebuild them.)
 
 use kuzu::Connection;
 
 use super::kuzu_values::*;
-
-/// A bulk load, in new rows of one table, that rebuilds the table's indexes instead of
-/// inserting into them.
-pub const BULK_MIN_ROWS: usize = 2000;
 
 /// HNSW parameters (Kuzu's defaults are mu 30, ml 60, efc 200: ~2x slower to build, and not
 /// needed for the recall a per-shard top-k merge reaches; see bench/RESULTS.md).
@@ -86,11 +79,6 @@ impl IndexDef {
             ),
         }
     }
-
-    fn drop(&self) -> String {
-        let kind = if self.vector { "VECTOR" } else { "FTS" };
-        format!("CALL DROP_{kind}_INDEX('{}', '{}')", self.table, self.name)
-    }
 }
 
 fn defs(dim: usize) -> impl Iterator<Item = &'static IndexDef> {
@@ -120,8 +108,8 @@ fn ddl(conn: &Connection, statement: &str) -> Result<(), String> {
     conn.query(statement).map(drop).map_err(|e| e.to_string())
 }
 
-/// Creates every missing index (and fills the derived vector tables of a database written before
-/// they existed). Returns how many indexes it built.
+/// Creates every missing index (at open: with a new shard, or for a database written before
+/// them, after filling its derived vector tables). Returns how many indexes it built.
 pub fn ensure(conn: &Connection, dim: usize) -> Result<usize, String> {
     if dim > 0 {
         backfill_vectors(conn)?;
@@ -141,17 +129,6 @@ pub fn ensure(conn: &Connection, dim: usize) -> Result<usize, String> {
         }
     }
     Ok(built)
-}
-
-/// Drops the indexes of `of`'s tables (before a bulk load); [`ensure`] builds them again.
-pub fn drop_for(conn: &Connection, of: Indexed, dim: usize) -> Result<(), String> {
-    let have = existing(conn)?;
-    for def in defs(dim).filter(|d| d.of == of) {
-        if have.iter().any(|n| n == def.name) {
-            ddl(conn, &def.drop()).map_err(|e| format!("dropping index {}: {e}", def.name))?;
-        }
-    }
-    Ok(())
 }
 
 /// Fills the derived vector tables from their items when they are empty but the items have

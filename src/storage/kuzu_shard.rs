@@ -20,7 +20,7 @@ use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
 use super::kuzu_apply::{apply_round, counts, migrate, read_applied, schema};
-use super::kuzu_index::{self, Indexed};
+use super::kuzu_index;
 use super::kuzu_read::{
     entity_summaries, expand, run_user_query, Direction, QueryFailure, RelationFilter, Rows,
     ShardQuery,
@@ -72,8 +72,6 @@ struct Shared {
     /// (a catch-up may hold it while reading segments).
     log_bytes: AtomicU64,
     last_logged: Mutex<Option<(u64, u32)>>,
-    /// False while a bulk load has the search indexes dropped (see `kuzu_index`).
-    search_ready: std::sync::atomic::AtomicBool,
 }
 
 pub struct KuzuShard {
@@ -162,7 +160,6 @@ impl KuzuShard {
             counts: Mutex::new(initial_counts),
             log_bytes: AtomicU64::new(log.bytes()),
             last_logged: Mutex::new(log.last()),
-            search_ready: std::sync::atomic::AtomicBool::new(true),
         });
         let log = Arc::new(Mutex::new(log));
         // Before the applier gets going: if this fails, the applier sees the start channel close
@@ -301,15 +298,6 @@ impl KuzuShard {
         self.wait_visible(READ_WAIT)
             .await
             .map_err(QueryFailure::Other)?;
-        if !self.shared.search_ready.load(Ordering::SeqCst)
-            && (query.cypher.contains("QUERY_VECTOR_INDEX")
-                || query.cypher.contains("QUERY_FTS_INDEX"))
-        {
-            return Err(QueryFailure::Other(
-                "this copy is rebuilding its search indexes after a bulk load; another copy answers"
-                    .into(),
-            ));
-        }
         self.read_on(&self.query_readers, move |session| {
             Ok(run_user_query(session, &query, max_bytes))
         })
@@ -475,27 +463,6 @@ fn op_items(op: &WriteOp) -> usize {
     }
 }
 
-/// The tables a round loads in bulk: at least `BULK_MIN_ROWS` new items and as many as the copy
-/// holds (their indexes are cheaper to rebuild than to grow row by row).
-fn bulk_loads(ops: &[&WriteOp], have: &Counts) -> Vec<Indexed> {
-    let (mut entities, mut chunks) = (0u64, 0u64);
-    for op in ops {
-        if let WriteOp::Upsert(b) = op {
-            entities += b.entities.len() as u64;
-            chunks += b.chunks.len() as u64;
-        }
-    }
-    let min = kuzu_index::BULK_MIN_ROWS as u64;
-    let mut out = Vec::new();
-    if entities >= min && entities >= have.entities {
-        out.push(Indexed::Entity);
-    }
-    if chunks >= min && chunks >= have.chunks {
-        out.push(Indexed::Chunk);
-    }
-    out
-}
-
 /// Refuses a database created with another TORUA_EMBEDDING_DIM (its vectors would not fit).
 fn check_embedding_column(conn: &Connection, dim: usize) -> Result<(), String> {
     let rows = run(conn, "CALL TABLE_INFO('Entity') RETURN name, type", vec![])?;
@@ -567,15 +534,6 @@ fn applier_loop(
         let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
         let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
         let started = std::time::Instant::now();
-        let bulk = bulk_loads(&ops, &shared.counts.lock().expect("counts lock"));
-        if !bulk.is_empty() {
-            shared.search_ready.store(false, Ordering::SeqCst);
-            for of in &bulk {
-                if let Err(e) = kuzu_index::drop_for(&conn, *of, dim) {
-                    tracing::warn!(shard, error = %e, "cannot drop search indexes before a bulk load");
-                }
-            }
-        }
         if let Err(e) = apply_round(&conn, &ops, max_seq, dim, &stage, &shared.commit_gate) {
             tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
             for (seq, op, _) in &round {
@@ -599,14 +557,6 @@ fn applier_loop(
             ms = started.elapsed().as_millis() as u64,
             "applied a round"
         );
-        if !bulk.is_empty() {
-            match kuzu_index::ensure(&conn, dim) {
-                Ok(_) => shared.search_ready.store(true, Ordering::SeqCst),
-                Err(e) => {
-                    tracing::error!(shard, error = %e, "cannot rebuild the search indexes; searches go to other copies until a restart")
-                }
-            }
-        }
         match counts(&conn) {
             Ok(c) => *shared.counts.lock().expect("counts lock") = c,
             Err(e) => tracing::warn!(shard, error = %e, "cannot count the copy's contents"),
@@ -695,5 +645,7 @@ fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, S
         }))
 }
 
+#[cfg(test)]
+mod search_tests;
 #[cfg(test)]
 mod tests;
