@@ -187,6 +187,13 @@ pub fn check_read_only(tokens: &[Token]) -> Result<(), String> {
         if prev_is(".") || prev_is(":") || next_is(":") {
             continue;
         }
+        // `x -> ...` inside a call is a list lambda (in a pattern, `->` follows `]`, `-` or `)`).
+        if next_is("->") {
+            return Err(format!(
+                "list lambdas ({word} -> ...) are refused: Kuzu 0.11 can crash on them; \
+                 use UNWIND and a WHERE instead"
+            ));
+        }
         if let Some(w) = WRITE_WORDS.iter().find(|w| word.eq_ignore_ascii_case(w)) {
             return Err(format!(
                 "/query is read-only: {w} is refused (write with POST /graph/ingest)"

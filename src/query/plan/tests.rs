@@ -24,6 +24,7 @@ fn writes_are_refused_but_look_alikes_are_not() {
         "LOAD FROM 'x.csv' RETURN *",
         "CALL create_fts_index('Entity', 'i', ['title'])",
         "MATCH (e:Entity) RETURN e /* comment */ ; CREATE (x:Entity {id: 'y'})",
+        "MATCH (c:Community) RETURN list_filter(c.entity_ids, x -> x IN $ids)",
     ] {
         assert!(read_only(q).is_err(), "{q}");
     }
@@ -32,6 +33,8 @@ fn writes_are_refused_but_look_alikes_are_not() {
         "MATCH (e:Entity) RETURN e.id AS `delete`",
         "MATCH (e:Entity {set: 1}) RETURN count(*) // DROP",
         "CALL table_info('Entity') RETURN *",
+        "MATCH (a:Entity)-[r:RELATED]->(b:Entity)-->(c) RETURN count(*)",
+        "MATCH (a:Entity)<-[r]-(b)-[]->(c) RETURN a.id",
     ] {
         assert!(read_only(q).is_ok(), "{q}");
     }
