@@ -35,10 +35,12 @@
 //!    as the spec says;
 //! 3. text_units: the chunks named by the seeds (per id or `UNWIND`, by calibration), ranked by
 //!    the summed seed scores;
-//! 4. community_reports: the statement torua's shards run (communities whose `entity_ids`
-//!    contain a seed or neighbour, by matches, rank, id).
+//! 4. community_reports: communities whose `entity_ids` contain a seed (as torua and GraphRAG),
+//!    by matches, rank, id.
 //!
-//! The baseline does not count tokens nor build `context_text` (torua's `assemble` stage).
+//! The baseline runs its steps one after the other on one connection (torua runs expansion, text
+//! units and reports at once after the seeds), and does not count tokens nor build
+//! `context_text` (torua's `assemble` stage).
 //!
 //! Recall (the first `--recall-queries` queries, not timed): torua's vector seeds (a request
 //! with the embedding only, hops 0) and the baseline's HNSW top k against the exact top k by
@@ -979,10 +981,9 @@ const Q_CHUNK_ONE: &str =
     "MATCH (c:Chunk {id: $id}) RETURN c.id, c.text, c.n_tokens, c.document_id";
 const Q_CHUNK_SET: &str = "UNWIND $ids AS i MATCH (c:Chunk {id: i}) \
                            RETURN c.id, c.text, c.n_tokens, c.document_id";
-/// Local search's reports: communities holding any of `$ids`, by matches, rank, id. torua's
-/// shards state it as `size(list_filter(c.entity_ids, x -> list_contains($ids, x)))`, which Kuzu
-/// 0.11.3 cannot execute (a parameter inside a lambda: KU_UNREACHABLE); these two forms work, and
-/// the calibration picks the cheaper one.
+/// Local search's reports: communities holding any of `$ids`, by matches, rank, id. (A parameter
+/// inside a list lambda, `list_filter(c.entity_ids, x -> list_contains($ids, x))`, trips an
+/// assertion in Kuzu 0.11.3.) The second form is torua's; the calibration picks the cheaper.
 const Q_COMMUNITIES: [&str; 2] = [
     "MATCH (c:Community) UNWIND c.entity_ids AS e WITH c, e WHERE list_contains($ids, e) \
      WITH c, count(*) AS m \
@@ -1063,7 +1064,12 @@ impl<'c, 'db> Embedded<'c, 'db> {
     }
 
     /// Measures both forms of the property and chunk lookups (medians of three rounds).
-    fn calibrate(&mut self, entity_ids: &[String], chunk_ids: &[String]) -> Result<Value> {
+    fn calibrate(
+        &mut self,
+        entity_ids: &[String],
+        chunk_ids: &[String],
+        seed_ids: &[String],
+    ) -> Result<Value> {
         let conn = self.conn;
         let mut out = json!({});
         for (name, lookup, ids) in [
@@ -1099,7 +1105,7 @@ impl<'c, 'db> Embedded<'c, 'db> {
             for _ in 0..3 {
                 let t = Instant::now();
                 let _: Vec<Vec<KValue>> = conn
-                    .execute(stmt, vec![("ids", str_list(entity_ids))])?
+                    .execute(stmt, vec![("ids", str_list(seed_ids))])?
                     .collect();
                 t_us.push(us(t.elapsed()));
             }
@@ -1272,11 +1278,12 @@ impl<'c, 'db> Embedded<'c, 'db> {
         // 4. Community reports.
         if self.reports {
             let t = Instant::now();
+            let seed_ids: Vec<String> = seeds.iter().map(|s| s.0.clone()).collect();
             let rows: Vec<Vec<KValue>> = self
                 .conn
                 .execute(
                     &mut self.communities[self.community_form],
-                    vec![("ids", str_list(&all))],
+                    vec![("ids", str_list(&seed_ids))],
                 )?
                 .collect();
             self.executed.1 += 1;
@@ -1752,7 +1759,7 @@ fn measure(
     let sample_c: Vec<String> = (0..25)
         .map(|_| g.chunks[rng.below(g.chunks.len())].id.clone())
         .collect();
-    let calibration = emb.calibrate(&sample_e, &sample_c)?;
+    let calibration = emb.calibrate(&sample_e, &sample_c, &sample_e[..a.top_k.min(200)])?;
     let load_at_start = load_1m();
     log(format!("  embedded lookup costs: {calibration}"));
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url("/retrieve")).collect();
