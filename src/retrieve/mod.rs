@@ -202,7 +202,7 @@ pub async fn retrieve(
         hop,
         score: None,
     }));
-    rank_relations(&mut relations, &seed_set, &selected);
+    rank_relations(&mut relations, &seed_ids, &selected);
 
     let report = stages.report();
     if report.failed > 0 && (!allow_partial || report.successful == 0) {
@@ -320,16 +320,24 @@ fn unit_of_seed(s: &Seed) -> TextUnit {
     }
 }
 
-/// Relations between two seeds first, then by weight (desc), the endpoints' summed degree
-/// (desc), id, source, target.
-fn rank_relations(relations: &mut [Edge], seeds: &HashSet<&str>, selected: &[Selected]) {
+/// The relations of the best-ranked seed first (a relation counts for its better-ranked seed
+/// endpoint), then relations between two seeds, then by weight (desc), the endpoints' summed
+/// degree (desc), id, source, target.
+fn rank_relations(relations: &mut [Edge], seeds: &[String], selected: &[Selected]) {
+    let position: HashMap<&str, usize> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let pos = |id: &str| position.get(id).copied().unwrap_or(usize::MAX);
     let degree: HashMap<&str, i64> = selected.iter().map(|e| (e.id.as_str(), e.degree)).collect();
     let d = |id: &str| degree.get(id).copied().unwrap_or(0);
     relations.sort_by(|a, b| {
-        let inner =
-            |e: &Edge| seeds.contains(e.source.as_str()) && seeds.contains(e.target.as_str());
-        inner(b)
-            .cmp(&inner(a))
+        let best = |e: &Edge| pos(&e.source).min(pos(&e.target));
+        let inner = |e: &Edge| pos(&e.source) != usize::MAX && pos(&e.target) != usize::MAX;
+        best(a)
+            .cmp(&best(b))
+            .then(inner(b).cmp(&inner(a)))
             .then(b.weight.total_cmp(&a.weight))
             .then((d(&b.source) + d(&b.target)).cmp(&(d(&a.source) + d(&a.target))))
             .then_with(|| (&a.id, &a.source, &a.target).cmp(&(&b.id, &b.source, &b.target)))

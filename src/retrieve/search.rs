@@ -33,13 +33,19 @@ impl Target {
         format!("CALL QUERY_VECTOR_INDEX('{table}', '{index}', $embedding, {k}, efs := {efs}) WITH node AS v, distance")
     }
 
+    /// The full-text indexes searched: entities by title alone and by title + description (a
+    /// question that names an entity finds it first by its title), chunks by text.
+    fn text_indexes(self) -> &'static [&'static str] {
+        match self {
+            Target::Entities => &["entity_title", "entity_text"],
+            Target::Chunks => &["chunk_text"],
+        }
+    }
+
     /// Kuzu 0.11 cannot bind a parameter as the full-text query (its planner asserts), so the
     /// text goes in as a literal, reduced to the words BM25 uses anyway: letters and digits.
-    fn text_call(self, k: usize, text: &str) -> String {
-        let (table, index) = match self {
-            Target::Entities => ("Entity", "entity_text"),
-            Target::Chunks => ("Chunk", "chunk_text"),
-        };
+    fn text_call(self, index: &str, k: usize, text: &str) -> String {
+        let table = self.table();
         let words = search_words(text);
         format!("CALL QUERY_FTS_INDEX('{table}', '{index}', '{words}', top := {k}) WITH node AS n, score")
     }
@@ -112,6 +118,12 @@ pub struct Seed {
     pub vector_rank: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distance: Option<f64>,
+    /// Rank and BM25 score among titles (entities only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title_score: Option<f64>,
+    /// Rank and BM25 score over the whole text (entities: title + description; chunks: text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bm25_rank: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +133,7 @@ pub struct Seed {
 }
 
 /// The global top `k` by vector distance and by BM25 (whichever inputs are given), fused.
+/// Every search runs at once.
 pub async fn seeds(
     stages: &Stages<'_>,
     target: Target,
@@ -129,7 +142,6 @@ pub async fn seeds(
     k: usize,
 ) -> Result<Vec<Seed>, StageError> {
     let shards = stages.all_shards();
-    // Both searches at once.
     let by_vector = async {
         let Some(e) = embedding else {
             return Ok(vec![]);
@@ -146,21 +158,31 @@ pub async fn seeds(
         let rows = stages.run(&shards, cypher, params).await?;
         Ok::<_, StageError>(top(rows, target, k, false))
     };
-    let by_text = async {
-        let Some(t) = text_query.filter(|t| !search_words(t).is_empty()) else {
-            return Ok(vec![]);
-        };
-        let cypher = format!(
-            "{} RETURN {}, score",
-            target.text_call(k, t),
-            target.returns("n")
-        );
-        let rows = stages.run(&shards, cypher, Map::new()).await?;
-        Ok::<_, StageError>(top(rows, target, k, true))
+    let by_text = |index: &'static str| {
+        let shards = &shards;
+        async move {
+            let Some(t) = text_query.filter(|t| !search_words(t).is_empty()) else {
+                return Ok(vec![]);
+            };
+            let cypher = format!(
+                "{} RETURN {}, score",
+                target.text_call(index, k, t),
+                target.returns("n")
+            );
+            let rows = stages.run(shards, cypher, Map::new()).await?;
+            Ok::<_, StageError>(top(rows, target, k, true))
+        }
     };
-    let (by_vector, by_text) = tokio::join!(by_vector, by_text);
-    let (by_vector, by_text) = (by_vector?, by_text?);
-    Ok(fuse(by_vector, by_text, k))
+    let indexes = target.text_indexes();
+    let by_title = async {
+        match indexes {
+            [title, _] => by_text(title).await,
+            _ => Ok(vec![]),
+        }
+    };
+    let by_words = by_text(indexes[indexes.len() - 1]);
+    let (by_vector, by_title, by_words) = tokio::join!(by_vector, by_title, by_words);
+    Ok(fuse(by_vector?, by_title?, by_words?, k))
 }
 
 /// The words of a question (letters and digits; everything else separates words): safe inside a
@@ -197,8 +219,8 @@ fn top(rows: Vec<Vec<Value>>, target: Target, k: usize, higher_is_better: bool) 
     hits
 }
 
-/// Reciprocal rank fusion of the two lists; the best `k`, ties by id.
-pub fn fuse(by_vector: Vec<Hit>, by_text: Vec<Hit>, k: usize) -> Vec<Seed> {
+/// Reciprocal rank fusion of the lists; the best `k`, ties by id.
+pub fn fuse(by_vector: Vec<Hit>, by_title: Vec<Hit>, by_text: Vec<Hit>, k: usize) -> Vec<Seed> {
     let mut seeds: HashMap<String, Seed> = HashMap::new();
     for (rank, (id, item, distance)) in by_vector.into_iter().enumerate() {
         let s = seeds
@@ -206,6 +228,14 @@ pub fn fuse(by_vector: Vec<Hit>, by_text: Vec<Hit>, k: usize) -> Vec<Seed> {
             .or_insert_with(|| empty_seed(id, item));
         s.vector_rank = Some(rank + 1);
         s.distance = Some(distance);
+        s.score += 1.0 / (RRF_K + (rank + 1) as f64);
+    }
+    for (rank, (id, item, score)) in by_title.into_iter().enumerate() {
+        let s = seeds
+            .entry(id.clone())
+            .or_insert_with(|| empty_seed(id, item));
+        s.title_rank = Some(rank + 1);
+        s.title_score = Some(score);
         s.score += 1.0 / (RRF_K + (rank + 1) as f64);
     }
     for (rank, (id, item, score)) in by_text.into_iter().enumerate() {
@@ -228,6 +258,8 @@ fn empty_seed(id: String, item: Item) -> Seed {
         score: 0.0,
         vector_rank: None,
         distance: None,
+        title_rank: None,
+        title_score: None,
         bm25_rank: None,
         bm25_score: None,
         item,
@@ -281,6 +313,7 @@ mod tests {
     fn fusion_rewards_items_in_both_lists_and_breaks_ties_by_id() {
         let fused = fuse(
             vec![hit("a", 0.1), hit("b", 0.2), hit("c", 0.3)],
+            vec![],
             vec![hit("c", 9.0), hit("d", 5.0)],
             3,
         );

@@ -1,5 +1,5 @@
 //! The search indexes of a shard copy: HNSW vector indexes over entity and chunk embeddings and
-//! full-text (BM25) indexes over entity title/description and chunk text.
+//! full-text (BM25) indexes over entity titles, entity title + description, and chunk text.
 //!
 //! Kuzu refuses `SET` on a column a vector index covers, and an entity cannot be deleted and
 //! re-inserted without losing its relations. So each embedding lives twice: in its row (what
@@ -35,12 +35,18 @@ struct IndexDef {
     vector: bool,
 }
 
-const INDEXES: [IndexDef; 4] = [
+const INDEXES: [IndexDef; 5] = [
     IndexDef {
         table: "EntityVec",
         name: "entity_vec",
         of: Indexed::Entity,
         vector: true,
+    },
+    IndexDef {
+        table: "Entity",
+        name: "entity_title",
+        of: Indexed::Entity,
+        vector: false,
     },
     IndexDef {
         table: "Entity",
@@ -69,10 +75,17 @@ impl IndexDef {
                 "CALL CREATE_VECTOR_INDEX('{}', '{}', 'embedding', {HNSW_OPTIONS})",
                 self.table, self.name
             ),
-            (false, Indexed::Entity) => format!(
-                "CALL CREATE_FTS_INDEX('{}', '{}', ['title', 'description'])",
-                self.table, self.name
-            ),
+            (false, Indexed::Entity) => {
+                let columns = if self.name == "entity_title" {
+                    "['title']"
+                } else {
+                    "['title', 'description']"
+                };
+                format!(
+                    "CALL CREATE_FTS_INDEX('{}', '{}', {columns})",
+                    self.table, self.name
+                )
+            }
             (false, Indexed::Chunk) => format!(
                 "CALL CREATE_FTS_INDEX('{}', '{}', ['text'])",
                 self.table, self.name
