@@ -209,7 +209,13 @@ pub async fn retrieve(
         return Err(RetrieveError::Unavailable(report.summary()));
     }
 
-    let answer = assemble_answer(req, selected, relations, units, reports);
+    // Counting tokens is CPU work of several milliseconds: off the async workers.
+    let owned = req.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        assemble_answer(&owned, selected, relations, units, reports)
+    })
+    .await
+    .map_err(|e| RetrieveError::Internal(format!("assembling the context failed: {e}")))?;
     timings.since("assemble", &mut t);
     Ok(finish(
         answer,
