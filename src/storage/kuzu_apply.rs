@@ -292,7 +292,7 @@ impl<'a> Merged<'a> {
             }
         }
         copy_rows(conn, "Entity", &fields, new_rows, dim)?;
-        set_rows(conn, "Entity", &fields, changed)?;
+        set_rows(conn, "Entity", &fields, changed, dim)?;
         if dim > 0 {
             kuzu_index::sync_vectors(conn, Indexed::Entity, &new_ids, false)?;
             kuzu_index::sync_vectors(conn, Indexed::Entity, &changed_ids, true)?;
@@ -449,7 +449,7 @@ fn entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
         ("hash", LogicalType::Int64),
     ];
     if dim > 0 {
-        f.push(("embedding", float_list()));
+        f.push(("embedding", LogicalType::String));
     }
     f
 }
@@ -499,7 +499,7 @@ fn chunk_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
         ("entity_ids", string_list()),
     ];
     if dim > 0 {
-        f.push(("embedding", float_list()));
+        f.push(("embedding", LogicalType::String));
     }
     f
 }
@@ -602,6 +602,7 @@ fn set_rows(
     table: &str,
     fields: &[(&str, LogicalType)],
     changed: Vec<Vec<Value>>,
+    dim: usize,
 ) -> Result<(), String> {
     if changed.is_empty() {
         return Ok(());
@@ -609,7 +610,13 @@ fn set_rows(
     let sets = fields
         .iter()
         .filter(|(n, _)| *n != "id")
-        .map(|(n, _)| format!("n.{n} = r.{n}"))
+        .map(|(n, _)| {
+            if *n == "embedding" {
+                format!("n.embedding = CAST(r.embedding AS FLOAT[{dim}])")
+            } else {
+                format!("n.{n} = r.{n}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let q = format!("UNWIND $rows AS r MATCH (n:{table} {{id: r.id}}) SET {sets}");
@@ -641,7 +648,7 @@ fn upsert_simple(
     let (new_ids, new_rows): (Vec<String>, Vec<Vec<Value>>) = new.into_iter().unzip();
     let (old_ids, old_rows): (Vec<String>, Vec<Vec<Value>>) = old.into_iter().unzip();
     copy_rows(conn, table, fields, new_rows, dim)?;
-    set_rows(conn, table, fields, old_rows)?;
+    set_rows(conn, table, fields, old_rows, dim)?;
     Ok((new_ids, old_ids))
 }
 

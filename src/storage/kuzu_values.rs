@@ -121,18 +121,24 @@ pub fn string_list() -> LogicalType {
     }
 }
 
-pub fn float_list() -> LogicalType {
-    LogicalType::List {
-        child_type: Box::new(LogicalType::Float),
-    }
-}
-
+/// An embedding as Kuzu's list text (`[0.1,-2.5,...]`), cast to `FLOAT[n]` by the statement.
+/// One string per row instead of one Kuzu value per number: a list parameter of 384 floats costs
+/// Kuzu ~100 bytes per number, which at 100k rows is gigabytes the allocator keeps.
 pub fn embedding_value(e: &Option<Vec<f32>>) -> Value {
     match e {
-        Some(v) => Value::List(
-            LogicalType::Float,
-            v.iter().map(|x| Value::Float(*x)).collect(),
-        ),
-        None => Value::Null(float_list()),
+        Some(v) => {
+            let mut text = String::with_capacity(v.len() * 12 + 2);
+            text.push('[');
+            for (i, x) in v.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                // `{}` prints the shortest text that reads back as the same f32.
+                text.push_str(&format!("{x:?}"));
+            }
+            text.push(']');
+            Value::String(text)
+        }
+        None => Value::Null(LogicalType::String),
     }
 }

@@ -154,6 +154,22 @@ async fn indexes_follow_inserts_updates_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_read_back_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = KuzuShard::open(&dir.path().join("shard-0.kz"), 0, &config(4), gate()).unwrap();
+    let odd = vec![1e-8_f32, -3.4e38, 0.1, 1.0 / 3.0];
+    shard
+        .write(
+            1,
+            upsert_entities(vec![entity("a", "x", Some(odd.clone()))]),
+        )
+        .await
+        .unwrap();
+    let got = shard.get_entity("a".into()).await.unwrap().unwrap();
+    assert_eq!(got.entity.embedding, Some(odd));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_load_is_searchable_and_later_writes_grow_the_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard-0.kz");
