@@ -27,8 +27,9 @@
 //! (mode local, `--top-k`, `--hops`, the server's default budget) timed until the last byte of
 //! the answer, interleaved query by query with the embedded baseline doing the same steps:
 //!
-//! 1. seeds: `QUERY_VECTOR_INDEX` top k (efs `--embedded-efs`, torua's per-shard value) and
-//!    `QUERY_FTS_INDEX` top k over title+description, fused by RRF (k 60, ties by id);
+//! 1. seeds: `QUERY_VECTOR_INDEX` top k (efs `--embedded-efs`, torua's per-shard value), and
+//!    `QUERY_FTS_INDEX` top k over the title alone and over title+description (as torua), fused
+//!    by RRF (k 60, ties by id);
 //! 2. expand: each seed's relations out and in (one primary-key statement per seed), then the
 //!    properties of seeds and neighbours (one `UNWIND` statement or one per id, whichever the
 //!    calibration at the start found cheaper for that many ids); relations and entities ranked
@@ -58,7 +59,7 @@ use hdrhistogram::Histogram;
 use kuzu::{Connection, Database, LogicalType, PreparedStatement, SystemConfig, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
-use torua_bench::kuzu_values::string;
+use torua_bench::kuzu_values::{string, struct_rows};
 use torua_bench::{ClusterOptions, TestCluster};
 
 // ------------------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ use torua_bench::{ClusterOptions, TestCluster};
 const USAGE: &str = "usage: retrieve_bench [--small] [flags]
   data     --entities 100000 --relations 1000000 --chunks 50000 --dim 384 --seed 42 --skew 0.6
            (--small: 5000 entities, 50000 relations, 2500 chunks, 100 queries; later flags override)
-  cluster  --nodes 1,3 --replicas 2 (R for more than one node; one node: R=1) --shards 16
+  cluster  --nodes 1,3 (0: embedded baseline only) --replicas 2 (R for more than one node; one node: R=1) --shards 16
            --memory-mb 2048 --max-shard-gb 16 --env KEY=VALUE (repeatable) --log warn
   load     --batch 1000 (entities/chunks per body) --relation-batch 5000 --clients 4 --max-minutes 60
   queries  --queries 200 --warmup 10 --top-k 10 --hops 1 --max-tokens N (default: the server's)
@@ -225,9 +226,11 @@ fn parse_args() -> Result<Args> {
     if !(1..=100).contains(&a.top_k) || a.hops > 3 || !(0.0..1.0).contains(&a.skew) {
         bail!("--top-k in 1..=100, --hops in 0..=3, --skew in [0, 1)");
     }
-    if a.nodes.contains(&0) || a.batch == 0 || a.relation_batch == 0 || a.clients == 0 {
-        bail!("--nodes, --batch, --relation-batch and --clients at least 1");
+    if a.batch == 0 || a.relation_batch == 0 || a.clients == 0 {
+        bail!("--batch, --relation-batch and --clients at least 1");
     }
+    // `--nodes 0`: the embedded baseline's load and checks only.
+    a.nodes.retain(|&n| n > 0);
     a.recall_queries = a.recall_queries.min(a.queries);
     Ok(a)
 }
@@ -694,7 +697,7 @@ fn schema(dim: usize) -> Vec<String> {
     ]
 }
 
-const INDEX_DDL: [(&str, &str); 3] = [
+const INDEX_DDL: [(&str, &str); 4] = [
     (
         "entity_vec (HNSW)",
         "CALL CREATE_VECTOR_INDEX('EntityVec', 'entity_vec', 'embedding', metric := 'cosine', mu := 16, ml := 32, efc := 100)",
@@ -702,6 +705,10 @@ const INDEX_DDL: [(&str, &str); 3] = [
     (
         "entity_text (FTS)",
         "CALL CREATE_FTS_INDEX('Entity', 'entity_text', ['title', 'description'])",
+    ),
+    (
+        "entity_title (FTS)",
+        "CALL CREATE_FTS_INDEX('Entity', 'entity_title', ['title'])",
     ),
     (
         "chunk_text (FTS)",
@@ -768,17 +775,6 @@ fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf, Value)> {
                         e.degree
                     )
                 }),
-            )?,
-        ),
-        (
-            "EntityVec",
-            csv_file(
-                dir,
-                "entity_vec.csv",
-                "id,embedding",
-                g.entities
-                    .iter()
-                    .map(|e| format!("{},{}", e.id, csv_list(&e.embedding))),
             )?,
         ),
         (
@@ -863,6 +859,36 @@ fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf, Value)> {
         steps.insert(format!("copy {table} s"), json!(s));
         let _ = std::fs::remove_file(file);
     }
+    // Vectors are not COPYed from CSV: Kuzu 0.11 parses FLOAT[384] from CSV very slowly (5k rows in
+    // 0.3 s, 100k rows not done after 7 minutes). Batches of parameter rows instead, the way
+    // torua's shards insert them.
+    let t = Instant::now();
+    let mut stmt = conn.prepare(&format!(
+        "COPY EntityVec FROM (UNWIND $rows AS r RETURN r.id, CAST(r.embedding AS FLOAT[{}]))",
+        a.dim
+    ))?;
+    let fields = [
+        ("id", LogicalType::String),
+        (
+            "embedding",
+            LogicalType::List {
+                child_type: Box::new(LogicalType::Float),
+            },
+        ),
+    ];
+    for batch in g.entities.chunks(5000) {
+        let rows = batch
+            .iter()
+            .map(|e| vec![string(&e.id), float_list(&e.embedding)])
+            .collect();
+        conn.execute(&mut stmt, vec![("rows", struct_rows(&fields, rows))])
+            .context("COPY EntityVec")?;
+    }
+    let s = t.elapsed().as_secs_f64();
+    log(format!(
+        "  embedded: COPY EntityVec (parameter batches) {s:.1} s"
+    ));
+    steps.insert("copy EntityVec s".into(), json!(s));
     for (name, ddl) in INDEX_DDL {
         let t = Instant::now();
         // Index DDL expands to several statements, which Kuzu cannot prepare.
@@ -1002,6 +1028,7 @@ struct Embedded<'c, 'db> {
     conn: &'c Connection<'db>,
     vector: PreparedStatement,
     text: PreparedStatement,
+    title: PreparedStatement,
     out: PreparedStatement,
     inc: PreparedStatement,
     props: Lookup,
@@ -1043,6 +1070,9 @@ impl<'c, 'db> Embedded<'c, 'db> {
             ))?,
             text: prep(&format!(
                 "CALL QUERY_FTS_INDEX('Entity', 'entity_text', $text, top := {k}) RETURN node.id, score"
+            ))?,
+            title: prep(&format!(
+                "CALL QUERY_FTS_INDEX('Entity', 'entity_title', $text, top := {k}) RETURN node.id, score"
             ))?,
             out: prep(Q_OUT)?,
             inc: prep(Q_IN)?,
@@ -1155,10 +1185,16 @@ impl<'c, 'db> Embedded<'c, 'db> {
         Ok(hits.into_iter().map(|h| h.1).collect())
     }
 
-    fn text_top(&mut self, text: &str) -> Result<Vec<String>> {
+    /// BM25 top k over title+description (or the title alone).
+    fn text_top(&mut self, text: &str, title_only: bool) -> Result<Vec<String>> {
+        let stmt = if title_only {
+            &mut self.title
+        } else {
+            &mut self.text
+        };
         let rows: Vec<Vec<KValue>> = self
             .conn
-            .execute(&mut self.text, vec![("text", string(text))])?
+            .execute(stmt, vec![("text", string(text))])?
             .collect();
         let mut hits: Vec<(f64, String)> =
             rows.iter().map(|r| (kf64(&r[1]), kstring(&r[0]))).collect();
@@ -1173,9 +1209,10 @@ impl<'c, 'db> Embedded<'c, 'db> {
         // 1. Seeds.
         let t = Instant::now();
         ans.vector_ids = self.vector_top(&q.embedding)?;
-        ans.text_ids = self.text_top(&q.text)?;
+        let title_ids = self.text_top(&q.text, true)?;
+        ans.text_ids = self.text_top(&q.text, false)?;
         let mut fused: HashMap<&str, f64> = HashMap::new();
-        for list in [&ans.vector_ids, &ans.text_ids] {
+        for list in [&ans.vector_ids, &title_ids, &ans.text_ids] {
             for (rank, id) in list.iter().enumerate() {
                 *fused.entry(id).or_default() += 1.0 / (RRF_K + (rank + 1) as f64);
             }
@@ -1901,7 +1938,7 @@ fn measure(
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status == 200 {
             let ids = ids_of(&v["seeds"], |s| s["bm25_rank"].is_u64());
-            bm25_agree.push(overlap(&ids, &emb.text_top(&q.text)?));
+            bm25_agree.push(overlap(&ids, &emb.text_top(&q.text, false)?));
         }
     }
 
@@ -1941,6 +1978,68 @@ fn measure(
         "wall_s": started.elapsed().as_secs_f64(),
         "load_1m_at_start": load_at_start, "load_1m_at_end": load_1m(),
     }))
+}
+
+/// The baseline holds the vectors it was given (a few read back); its HNSW index's recall of the
+/// recall queries against the exact top k, and the search's latency (the first queries warm up).
+fn check_embedded(
+    a: &Args,
+    db_path: &Path,
+    g: &Graph,
+    queries: &[Query],
+    exact: &[Vec<String>],
+) -> Result<Value> {
+    let db = open_embedded(db_path, a.embedded_memory_mb)?;
+    let conn = Connection::new(&db)?;
+    let mut read = conn.prepare("MATCH (v:EntityVec {id: $id}) RETURN v.embedding")?;
+    for i in [0, g.entities.len() / 2, g.entities.len() - 1] {
+        let e = &g.entities[i];
+        let rows: Vec<Vec<KValue>> = conn
+            .execute(&mut read, vec![("id", string(&e.id))])?
+            .collect();
+        let stored: Vec<f32> = match rows.first().and_then(|r| r.first()) {
+            Some(KValue::Array(_, v)) | Some(KValue::List(_, v)) => v
+                .iter()
+                .map(|x| match x {
+                    KValue::Float(f) => *f,
+                    _ => f32::NAN,
+                })
+                .collect(),
+            other => bail!("embedded: no vector for {}: {other:?}", e.id),
+        };
+        if stored != e.embedding {
+            bail!(
+                "embedded: the stored vector of {} differs from the generated one (first values {:?} vs {:?})",
+                e.id,
+                &stored[..4.min(stored.len())],
+                &e.embedding[..4]
+            );
+        }
+    }
+    // The baseline's HNSW recall and latency at its efs and at Kuzu's default (200).
+    let mut by_efs = serde_json::Map::new();
+    for efs in [a.embedded_efs, 200] {
+        let mut emb = Embedded::new(&conn, a.top_k, efs)?;
+        let (mut recall, mut ms) = (vec![], vec![]);
+        for (q, x) in queries[a.warmup..].iter().zip(exact) {
+            let t = Instant::now();
+            let found = emb.vector_top(&q.embedding)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            recall.push(overlap(&found, x));
+        }
+        log(format!(
+            "embedded: HNSW efs {efs}: recall@{} {:.3}, median {:.2} ms over {} queries",
+            a.top_k,
+            mean(&recall),
+            median(&ms),
+            recall.len()
+        ));
+        by_efs.insert(
+            format!("efs {efs}"),
+            json!({"recall": mean(&recall), "median_ms": median(&ms), "queries": recall.len()}),
+        );
+    }
+    Ok(json!({"vectors_match": true, "hnsw": by_efs}))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2027,6 +2126,7 @@ fn run(
     let (db_path, emb_load) = load_embedded(a, g, dir)?;
     log(format!("embedded load: {emb_load}"));
     doc["embedded_load"] = emb_load;
+    doc["embedded_check"] = check_embedded(a, &db_path, g, queries, exact)?;
     write_json(a, &doc)?;
     let mut failures = Vec::new();
     for &nodes in &a.nodes {
