@@ -1301,6 +1301,46 @@ fn dulce_local_global_naive_answers_match_the_data_on_every_node() {
             });
         }
     }
+    // The command line: the same context as the API, JSON with --json, a reason on a bad request.
+    f.cases += 1;
+    let cli = |args: &[&str]| {
+        Command::new(torua_bin())
+            .arg("retrieve")
+            .args(args)
+            .args(["--url", &three.node(2).url("")])
+            .output()
+            .unwrap()
+    };
+    let question = "Who is Taylor Cruz?";
+    let (_, api) = retrieve(three.node(0), &json!({"query": question}));
+    let out = cli(&[question]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    f.check(
+        out.status.success()
+            && printed.trim_end() == api["context_text"].as_str().unwrap_or("?").trim_end(),
+        || {
+            format!(
+                "torua retrieve {question:?} printed something else than context_text: {:?} / {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        },
+    );
+    let out = cli(&[question, "--json", "--mode", "global"]);
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    f.check(out.status.success() && parsed["mode"] == "global", || {
+        format!(
+            "torua retrieve --json --mode global: {:?} {}",
+            out.status,
+            short(&parsed)
+        )
+    });
+    let out = cli(&[question, "--mode", "deep"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    f.check(
+        out.status.code() == Some(1) && err.contains("400") && err.contains("unknown mode"),
+        || format!("torua retrieve --mode deep: {:?} {err}", out.status),
+    );
     f.finish("dulce retrieve", started);
 }
 
