@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::request::Mode;
+use super::search::{self, Item, Seed};
 use super::stage::{number, text, StageError, Stages};
 use crate::graph::partition::shard_of;
 
@@ -160,5 +162,77 @@ fn report(r: &[Value]) -> Report {
             full
         },
         matches: None,
+    }
+}
+
+/// Text units: those the seed entities name, by the summed score of the seeds naming them;
+/// naive mode's chunks as found; in hybrid mode both lists fused by rank.
+pub async fn ranked_text_units(
+    stages: &Stages<'_>,
+    mode: Mode,
+    seeds: &[Seed],
+    chunk_seeds: &[Seed],
+) -> Result<Vec<TextUnit>, StageError> {
+    let mut score: HashMap<&str, f64> = HashMap::new();
+    for s in seeds {
+        if let Item::Entity { text_unit_ids, .. } = &s.item {
+            for id in text_unit_ids {
+                *score.entry(id).or_default() += s.score;
+            }
+        }
+    }
+    let mut named: Vec<(String, f64)> =
+        score.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    named.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    match mode {
+        Mode::Global => Ok(vec![]),
+        Mode::Local => text_units(stages, &named).await,
+        Mode::Naive => Ok(chunk_seeds.iter().map(unit_of_seed).collect()),
+        Mode::Hybrid => {
+            let named_ids: Vec<String> = named.iter().map(|(id, _)| id.clone()).collect();
+            let found_ids: Vec<String> = chunk_seeds.iter().map(|s| s.id.clone()).collect();
+            let fused = search::fuse_ids(&[named_ids, found_ids]);
+            let found: HashMap<&str, &Seed> =
+                chunk_seeds.iter().map(|s| (s.id.as_str(), s)).collect();
+            let to_fetch: Vec<(String, f64)> = fused
+                .iter()
+                .filter(|(id, _)| !found.contains_key(id.as_str()))
+                .cloned()
+                .collect();
+            let mut fetched: HashMap<String, TextUnit> = text_units(stages, &to_fetch)
+                .await?
+                .into_iter()
+                .map(|u| (u.id.clone(), u))
+                .collect();
+            Ok(fused
+                .iter()
+                .filter_map(|(id, score)| {
+                    let mut u = match found.get(id.as_str()) {
+                        Some(s) => unit_of_seed(s),
+                        None => fetched.remove(id)?,
+                    };
+                    u.score = *score;
+                    Some(u)
+                })
+                .collect())
+        }
+    }
+}
+
+fn unit_of_seed(s: &Seed) -> TextUnit {
+    let (text, n_tokens, document_id) = match &s.item {
+        Item::Chunk {
+            text,
+            n_tokens,
+            document_id,
+        } => (text.clone(), *n_tokens, document_id.clone()),
+        Item::Entity { .. } => Default::default(),
+    };
+    TextUnit {
+        id: s.id.clone(),
+        text,
+        n_tokens,
+        document_id,
+        score: s.score,
     }
 }

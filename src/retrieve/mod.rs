@@ -2,10 +2,12 @@
 //! relations, text units and community reports an LLM needs, fitted to a token budget, from a
 //! graph spread over the cluster. [`request`] reads and checks the question; [`search`] finds
 //! seeds on every shard and fuses them; the neighbourhood comes from the traversal of
-//! `query::traverse`; [`gather`] fetches text units and reports; [`context`] fits everything into
-//! GraphRAG's context tables, counted with [`tokens`]. Each stage goes through [`stage`], which
+//! `query::traverse`; [`gather`] fetches and ranks text units and reports; [`answer`] ranks entities
+//! and relations and fits everything into GraphRAG's context tables ([`context`]), counted with
+//! [`tokens`]. Each stage goes through [`stage`], which
 //! keeps the `_shards` account.
 
+pub mod answer;
 pub mod context;
 pub mod gather;
 pub mod request;
@@ -13,27 +15,21 @@ pub mod search;
 pub mod stage;
 pub mod tokens;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::context::NodeContext;
-use crate::query::scatter::ShardsReport;
 use crate::query::traverse::{neighborhood, Traversal, TraverseError};
 use crate::shard_map::ShardMap;
-use crate::storage::{Direction, Edge, EntitySummary, RelationFilter};
-use context::{assemble, row, Table};
-use gather::{Report, TextUnit};
+use crate::storage::{Direction, EntitySummary, RelationFilter};
+use answer::{rank_relations, selected_seed, Selected};
 pub use request::{Mode, RetrieveRequest};
-use search::{Item, Seed, Target};
+use search::{Seed, Target};
 use stage::{StageError, Stages};
 
-/// Share of the budget for community reports and for text units (Microsoft GraphRAG's local
-/// search: `community_prop` 0.25, `text_unit_prop` 0.5; entities and relations get the rest).
-const COMMUNITY_PROP: f64 = 0.25;
-const TEXT_UNIT_PROP: f64 = 0.5;
 /// Caps of the expansion (the budget keeps far fewer rows).
 const EXPAND_MAX_NODES: usize = 2000;
 const EXPAND_MAX_RELATIONS: usize = 10_000;
@@ -72,17 +68,6 @@ impl Timings {
         self.0.push((stage, (now - *t).as_secs_f64() * 1000.0));
         *t = now;
     }
-}
-
-/// An entity of the answer: a seed (with its fused score) or reached by the expansion.
-struct Selected {
-    id: String,
-    title: String,
-    kind: String,
-    description: String,
-    degree: i64,
-    hop: u32,
-    score: Option<f64>,
 }
 
 pub async fn retrieve(
@@ -153,7 +138,7 @@ pub async fn retrieve(
     let units = async {
         let started = Instant::now();
         let units = if req.includes("text_units") {
-            text_units(&stages, req.mode, &seeds, &chunk_seeds).await?
+            gather::ranked_text_units(&stages, req.mode, &seeds, &chunk_seeds).await?
         } else {
             vec![]
         };
@@ -212,323 +197,22 @@ pub async fn retrieve(
     // Counting tokens is CPU work of several milliseconds: off the async workers.
     let owned = req.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        assemble_answer(&owned, selected, relations, units, reports)
+        answer::assemble(&owned, selected, relations, units, reports)
     })
     .await
     .map_err(|e| RetrieveError::Internal(format!("assembling the context failed: {e}")))?;
     timings.since("assemble", &mut t);
-    Ok(finish(
+    timings.0.push(("total", ms_since(started)));
+    Ok(answer::to_json(
         answer,
         req,
         &seeds,
         &chunk_seeds,
         report,
-        timings,
-        started,
+        timings.0,
     ))
 }
 
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
-}
-
-/// Text units: those the seed entities name, by the summed score of the seeds naming them;
-/// naive mode's chunks as found; in hybrid mode both lists fused by rank.
-async fn text_units(
-    stages: &Stages<'_>,
-    mode: Mode,
-    seeds: &[Seed],
-    chunk_seeds: &[Seed],
-) -> Result<Vec<TextUnit>, StageError> {
-    let mut score: HashMap<&str, f64> = HashMap::new();
-    for s in seeds {
-        if let Item::Entity { text_unit_ids, .. } = &s.item {
-            for id in text_unit_ids {
-                *score.entry(id).or_default() += s.score;
-            }
-        }
-    }
-    let mut named: Vec<(String, f64)> =
-        score.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    named.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    match mode {
-        Mode::Global => Ok(vec![]),
-        Mode::Local => gather::text_units(stages, &named).await,
-        Mode::Naive => Ok(chunk_seeds.iter().map(unit_of_seed).collect()),
-        Mode::Hybrid => {
-            let named_ids: Vec<String> = named.iter().map(|(id, _)| id.clone()).collect();
-            let found_ids: Vec<String> = chunk_seeds.iter().map(|s| s.id.clone()).collect();
-            let fused = search::fuse_ids(&[named_ids, found_ids]);
-            let found: HashMap<&str, &Seed> =
-                chunk_seeds.iter().map(|s| (s.id.as_str(), s)).collect();
-            let to_fetch: Vec<(String, f64)> = fused
-                .iter()
-                .filter(|(id, _)| !found.contains_key(id.as_str()))
-                .cloned()
-                .collect();
-            let mut fetched: HashMap<String, TextUnit> = gather::text_units(stages, &to_fetch)
-                .await?
-                .into_iter()
-                .map(|u| (u.id.clone(), u))
-                .collect();
-            Ok(fused
-                .iter()
-                .filter_map(|(id, score)| {
-                    let mut u = match found.get(id.as_str()) {
-                        Some(s) => unit_of_seed(s),
-                        None => fetched.remove(id)?,
-                    };
-                    u.score = *score;
-                    Some(u)
-                })
-                .collect())
-        }
-    }
-}
-
-fn selected_seed(s: &Seed) -> Selected {
-    let (title, kind, description, degree) = match &s.item {
-        Item::Entity {
-            title,
-            kind,
-            description,
-            degree,
-            ..
-        } => (title.clone(), kind.clone(), description.clone(), *degree),
-        Item::Chunk { .. } => Default::default(),
-    };
-    Selected {
-        id: s.id.clone(),
-        title,
-        kind,
-        description,
-        degree,
-        hop: 0,
-        score: Some(s.score),
-    }
-}
-
-fn unit_of_seed(s: &Seed) -> TextUnit {
-    let (text, n_tokens, document_id) = match &s.item {
-        Item::Chunk {
-            text,
-            n_tokens,
-            document_id,
-        } => (text.clone(), *n_tokens, document_id.clone()),
-        Item::Entity { .. } => Default::default(),
-    };
-    TextUnit {
-        id: s.id.clone(),
-        text,
-        n_tokens,
-        document_id,
-        score: s.score,
-    }
-}
-
-/// The relations of the best-ranked seed first (a relation counts for its better-ranked seed
-/// endpoint), then relations between two seeds, then by weight (desc), the endpoints' summed
-/// degree (desc), id, source, target.
-fn rank_relations(relations: &mut [Edge], seeds: &[String], selected: &[Selected]) {
-    let position: HashMap<&str, usize> = seeds
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    let pos = |id: &str| position.get(id).copied().unwrap_or(usize::MAX);
-    let degree: HashMap<&str, i64> = selected.iter().map(|e| (e.id.as_str(), e.degree)).collect();
-    let d = |id: &str| degree.get(id).copied().unwrap_or(0);
-    relations.sort_by(|a, b| {
-        let best = |e: &Edge| pos(&e.source).min(pos(&e.target));
-        let inner = |e: &Edge| pos(&e.source) != usize::MAX && pos(&e.target) != usize::MAX;
-        best(a)
-            .cmp(&best(b))
-            .then(inner(b).cmp(&inner(a)))
-            .then(b.weight.total_cmp(&a.weight))
-            .then((d(&b.source) + d(&b.target)).cmp(&(d(&a.source) + d(&a.target))))
-            .then_with(|| (&a.id, &a.source, &a.target).cmp(&(&b.id, &b.source, &b.target)))
-    });
-}
-
-/// The fitted rows and the context text.
-struct Answer {
-    entities: Vec<Selected>,
-    relations: Vec<Edge>,
-    units: Vec<TextUnit>,
-    reports: Vec<Report>,
-    context_text: String,
-    tokens: Value,
-}
-
-fn assemble_answer(
-    req: &RetrieveRequest,
-    mut entities: Vec<Selected>,
-    mut relations: Vec<Edge>,
-    mut units: Vec<TextUnit>,
-    mut reports: Vec<Report>,
-) -> Answer {
-    let (budget, tok) = (req.max_tokens, req.tokenizer);
-    if !req.includes("entities") {
-        entities.clear();
-    }
-    if !req.includes("relations") {
-        relations.clear();
-    }
-    let (report_budget, local_budget) = match req.mode {
-        Mode::Global => (budget, 0),
-        Mode::Naive => (0, 0),
-        Mode::Local | Mode::Hybrid => (
-            (budget as f64 * COMMUNITY_PROP) as usize,
-            (budget as f64 * (1.0 - COMMUNITY_PROP - TEXT_UNIT_PROP)) as usize,
-        ),
-    };
-    let mut t_reports = Table::reports();
-    t_reports.fill(
-        reports.iter().map(|r| row(&[&r.id, &r.title, &r.content])),
-        report_budget,
-        tok,
-    );
-    let local_budget = local_budget + report_budget.saturating_sub(t_reports.tokens);
-    let title: HashMap<&str, &str> = entities
-        .iter()
-        .map(|e| (e.id.as_str(), e.title.as_str()))
-        .collect();
-    let links: HashMap<&str, usize> = relations.iter().fold(HashMap::new(), |mut m, r| {
-        *m.entry(r.source.as_str()).or_default() += 1;
-        if r.target != r.source {
-            *m.entry(r.target.as_str()).or_default() += 1;
-        }
-        m
-    });
-    let mut t_entities = Table::entities();
-    t_entities.fill(
-        entities.iter().map(|e| {
-            let count = links
-                .get(e.id.as_str())
-                .copied()
-                .unwrap_or(0)
-                .max(e.degree as usize);
-            row(&[&e.id, &e.title, &e.description, &count.to_string()])
-        }),
-        if relations.is_empty() {
-            local_budget
-        } else {
-            local_budget / 2
-        },
-        tok,
-    );
-    let mut t_relations = Table::relations();
-    let name = |id: &str| -> String {
-        title
-            .get(id)
-            .filter(|t| !t.is_empty())
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| id.to_string())
-    };
-    t_relations.fill(
-        relations.iter().map(|r| {
-            row(&[
-                &r.id,
-                &name(&r.source),
-                &name(&r.target),
-                &r.description,
-                &r.weight.to_string(),
-            ])
-        }),
-        local_budget.saturating_sub(t_entities.tokens),
-        tok,
-    );
-    let used = t_reports.tokens + t_entities.tokens + t_relations.tokens;
-    let mut t_sources = Table::sources();
-    t_sources.fill(
-        units.iter().map(|u| row(&[&u.id, &u.text])),
-        budget.saturating_sub(used),
-        tok,
-    );
-    let (context_text, total) = assemble(
-        &mut [
-            &mut t_reports,
-            &mut t_entities,
-            &mut t_relations,
-            &mut t_sources,
-        ],
-        budget,
-        tok,
-    );
-    reports.truncate(t_reports.rows.len());
-    entities.truncate(t_entities.rows.len());
-    relations.truncate(t_relations.rows.len());
-    units.truncate(t_sources.rows.len());
-    let tokens = json!({
-        "tokenizer": tok.name(),
-        "budget": budget,
-        "total": total,
-        "community_reports": t_reports.tokens,
-        "entities": t_entities.tokens,
-        "relations": t_relations.tokens,
-        "text_units": t_sources.tokens,
-    });
-    Answer {
-        entities,
-        relations,
-        units,
-        reports,
-        context_text,
-        tokens,
-    }
-}
-
-fn finish(
-    a: Answer,
-    req: &RetrieveRequest,
-    seeds: &[Seed],
-    chunk_seeds: &[Seed],
-    report: ShardsReport,
-    mut timings: Timings,
-    started: Instant,
-) -> Value {
-    timings
-        .0
-        .push(("total", started.elapsed().as_secs_f64() * 1000.0));
-    let timings: serde_json::Map<String, Value> = timings
-        .0
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), json!((v * 100.0).round() / 100.0)))
-        .collect();
-    let entities: Vec<Value> = a
-        .entities
-        .iter()
-        .map(|e| {
-            json!({
-                "id": e.id, "title": e.title, "type": e.kind, "description": e.description,
-                "degree": e.degree, "hop": e.hop, "score": e.score,
-            })
-        })
-        .collect();
-    let relations: Vec<Value> = a
-        .relations
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id, "source": r.source, "target": r.target,
-                "description": r.description, "weight": r.weight,
-            })
-        })
-        .collect();
-    let mut out = json!({
-        "mode": req.mode.name(),
-        "seeds": seeds,
-        "entities": entities,
-        "relations": relations,
-        "text_units": a.units,
-        "community_reports": a.reports,
-        "context_text": a.context_text,
-        "tokens": a.tokens,
-        "_shards": report,
-        "timings_ms": timings,
-    });
-    if matches!(req.mode, Mode::Naive | Mode::Hybrid) {
-        out["chunk_seeds"] = json!(chunk_seeds);
-    }
-    out
 }
