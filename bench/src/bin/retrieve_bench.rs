@@ -1616,6 +1616,9 @@ fn load_torua(a: &Args, cluster: &TestCluster, g: &Graph, probe: &Query) -> Resu
         phases.insert(format!("{kind}_acknowledged_s"), json!(s));
     }
     let acknowledged = t0.elapsed().as_secs_f64();
+    // The request bodies are gone: give their memory back (the machine is tight during the load).
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
     wait_applied(a, cluster, deadline)?;
     let applied = t0.elapsed().as_secs_f64();
     log(format!(
@@ -1912,7 +1915,8 @@ fn measure(
             hops: 0,
             max_tokens: Some(100),
             include: Some(&include),
-            allow_partial: None,
+            // A shard missing from a recall probe is an error, not a lower recall.
+            allow_partial: Some(false),
         })
     };
     for (j, q) in queries[a.warmup..]
@@ -1939,6 +1943,11 @@ fn measure(
         if status == 200 {
             let ids = ids_of(&v["seeds"], |s| s["bm25_rank"].is_u64());
             bm25_agree.push(overlap(&ids, &emb.text_top(&q.text, false)?));
+        } else {
+            errors.push(format!(
+                "recall request: {status} {}",
+                short(&v.to_string(), 300)
+            ));
         }
     }
 
@@ -2136,29 +2145,45 @@ fn run(
             if nodes == 1 { "" } else { "s" }
         );
         log(format!("{target}: start and load"));
-        let cluster = start_cluster(a, nodes, replicas)?;
-        let load = load_torua(a, &cluster, g, &queries[0])?;
-        if load["verify"]["ok"] != true {
-            failures.push(format!("{target}: /cluster/shards does not add up"));
-        }
-        log(format!(
-            "{target}: {} queries (+{} warm-up)",
-            a.queries, a.warmup
-        ));
-        let q = measure(a, &cluster, &db_path, g, queries, exact)?;
-        let rss = cluster_rss(&cluster);
-        if q["errors"] != 0 {
-            failures.push(format!(
-                "{target}: {} retrieve requests failed",
-                q["errors"]
+        let outcome = (|| -> Result<Value> {
+            let cluster = start_cluster(a, nodes, replicas)?;
+            let load = load_torua(a, &cluster, g, &queries[0])?;
+            if load["verify"]["ok"] != true {
+                failures.push(format!("{target}: /cluster/shards does not add up"));
+            }
+            log(format!(
+                "{target}: {} queries (+{} warm-up)",
+                a.queries, a.warmup
             ));
+            let q = measure(a, &cluster, &db_path, g, queries, exact)?;
+            if q["errors"] != 0 {
+                failures.push(format!(
+                    "{target}: {} retrieve requests failed",
+                    q["errors"]
+                ));
+            }
+            Ok(json!({"load": load, "queries": q, "rss_mb_after_queries": cluster_rss(&cluster)}))
+        })();
+        let mut record =
+            json!({"target": target, "nodes": nodes, "replicas": replicas, "load_1m": load_1m()});
+        let failed = outcome.is_err();
+        match outcome {
+            Ok(v) => {
+                if let (Some(r), Value::Object(v)) = (record.as_object_mut(), v) {
+                    r.extend(v);
+                }
+            }
+            Err(e) => {
+                log(format!("{target}: FAILED: {e:#}"));
+                failures.push(format!("{target}: {e:#}"));
+                record["error"] = json!(format!("{e:#}"));
+            }
         }
-        doc["targets"].as_array_mut().expect("targets").push(json!({
-            "target": target, "nodes": nodes, "replicas": replicas, "load": load, "queries": q,
-            "rss_mb_after_queries": rss, "load_1m": load_1m(),
-        }));
+        doc["targets"].as_array_mut().expect("targets").push(record);
         write_json(a, &doc)?;
-        drop(cluster);
+        if failed {
+            break;
+        }
     }
     print_tables(a, &doc);
     write_json(a, &doc)?;
@@ -2259,6 +2284,10 @@ fn print_tables(a: &Args, doc: &Value) {
         );
     }
     for t in &targets {
+        if let Some(e) = t["error"].as_str() {
+            println!("{:<22} FAILED: {e}", t["target"].as_str().unwrap_or("?"));
+            continue;
+        }
         let l = &t["load"];
         println!(
             "{:<22} acknowledged {:.1} s, applied {:.1} s, searchable {:.1} s ({:.0} items/s); phases {}; RSS MB {}; counts {}",
