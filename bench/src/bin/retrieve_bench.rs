@@ -1903,19 +1903,24 @@ fn measure(
         }
     }
 
-    // Recall (not timed): vector-only and text-only requests.
+    // Recall and isolated stages (not timed by the client): for each of the first
+    // `--recall-queries` queries, a vector-only and a text-only request (hops 0: the seeds stage is
+    // one kind of search), and requests that run one later stage alone (hops 0 with text units
+    // only, hops 0 with reports only, hops 1 with entities and relations only), whose server
+    // timings show each stage without the others running at the same time.
     let (mut r_torua, mut r_emb, mut bm25_agree) = (vec![], vec![], vec![]);
-    let include = ["entities".to_string()];
-    let probe = |query: Option<&str>, embedding: Option<&[f32]>| {
+    let mut alone: BTreeMap<&str, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    let probe = |query: Option<&str>, embedding: Option<&[f32]>, hops: u32, include: &[&str]| {
+        let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
         serde_json::to_vec(&Request {
             query,
             embedding,
             mode: "local",
             top_k: a.top_k,
-            hops: 0,
-            max_tokens: Some(100),
+            hops,
+            max_tokens: a.max_tokens,
             include: Some(&include),
-            // A shard missing from a recall probe is an error, not a lower recall.
+            // A shard missing from a probe is an error, not a lower recall.
             allow_partial: Some(false),
         })
     };
@@ -1925,30 +1930,55 @@ fn measure(
         .enumerate()
     {
         let url = &urls[j % urls.len()];
-        let exact = &exact[j];
-        let (_, status, body) = post_timed(&agent, url, &probe(None, Some(&q.embedding))?)?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status == 200 {
-            let ids = ids_of(&v["seeds"], |s| s["vector_rank"].is_u64());
-            r_torua.push(overlap(&ids, exact));
-        } else {
-            errors.push(format!(
-                "recall request: {status} {}",
-                short(&v.to_string(), 300)
-            ));
+        let (text, emb_q) = (Some(q.text.as_str()), Some(q.embedding.as_slice()));
+        let probes = [
+            ("vector seeds only", probe(None, emb_q, 0, &["entities"])?),
+            ("text seeds only", probe(text, None, 0, &["entities"])?),
+            ("text_units only", probe(text, emb_q, 0, &["text_units"])?),
+            (
+                "community_reports only",
+                probe(text, emb_q, 0, &["community_reports"])?,
+            ),
+            (
+                "expand only",
+                probe(text, emb_q, a.hops, &["entities", "relations"])?,
+            ),
+        ];
+        for (name, body) in probes {
+            let (_, status, body) = post_timed(&agent, url, &body)?;
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if status != 200 {
+                errors.push(format!(
+                    "{name} probe: {status} {}",
+                    short(&v.to_string(), 300)
+                ));
+                continue;
+            }
+            if let Some(t) = v["timings_ms"].as_object() {
+                for (k, x) in t {
+                    if let Some(x) = x.as_f64() {
+                        alone
+                            .entry(name)
+                            .or_default()
+                            .entry(k.clone())
+                            .or_default()
+                            .push(x);
+                    }
+                }
+            }
+            match name {
+                "vector seeds only" => {
+                    let ids = ids_of(&v["seeds"], |s| s["vector_rank"].is_u64());
+                    r_torua.push(overlap(&ids, &exact[j]));
+                }
+                "text seeds only" => {
+                    let ids = ids_of(&v["seeds"], |s| s["bm25_rank"].is_u64());
+                    bm25_agree.push(overlap(&ids, &emb.text_top(&q.text, false)?));
+                }
+                _ => {}
+            }
         }
-        r_emb.push(overlap(&emb.vector_top(&q.embedding)?, exact));
-        let (_, status, body) = post_timed(&agent, url, &probe(Some(&q.text), None)?)?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status == 200 {
-            let ids = ids_of(&v["seeds"], |s| s["bm25_rank"].is_u64());
-            bm25_agree.push(overlap(&ids, &emb.text_top(&q.text, false)?));
-        } else {
-            errors.push(format!(
-                "recall request: {status} {}",
-                short(&v.to_string(), 300)
-            ));
-        }
+        r_emb.push(overlap(&emb.vector_top(&q.embedding)?, &exact[j]));
     }
 
     let ratio =
@@ -1982,6 +2012,10 @@ fn measure(
         "recall_at_k_vs_exact": {"queries": r_emb.len(), "torua_vector_seeds": r2(mean(&r_torua)),
             "embedded_hnsw": r2(mean(&r_emb)), "embedded_efs": a.embedded_efs},
         "bm25_top_k_overlap_torua_vs_embedded": r2(mean(&bm25_agree)),
+        "server_timings_median_ms_one_stage_alone": alone
+            .iter()
+            .map(|(k, m)| (k.to_string(), medians(m)))
+            .collect::<serde_json::Map<_, _>>(),
         "embedded_calibration": calibration,
         "embedded_statements": {"per_id": emb.executed.0, "set": emb.executed.1},
         "wall_s": started.elapsed().as_secs_f64(),
@@ -2265,6 +2299,11 @@ fn print_tables(a: &Args, doc: &Value) {
             "",
             show(&q["embedded_stages_median_ms"])
         );
+        if let Some(alone) = q["server_timings_median_ms_one_stage_alone"].as_object() {
+            for (name, m) in alone {
+                println!("{:<22} torua, {name}: {}", "", show(m));
+            }
+        }
         println!(
             "{:<22} answer: {} | embedded found: {} | client - server total: {} ms",
             "",
