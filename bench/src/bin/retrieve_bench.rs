@@ -27,7 +27,8 @@
 //! (mode local, `--top-k`, `--hops`, the server's default budget) timed until the last byte of
 //! the answer, interleaved query by query with the embedded baseline doing the same steps:
 //!
-//! 1. seeds: `QUERY_VECTOR_INDEX` top k (efs `--embedded-efs`, torua's per-shard value), and
+//! 1. seeds: `QUERY_VECTOR_INDEX` top k (efs `--embedded-efs`, torua's per-shard value: 200
+//!    since 243d303, 64 before), and
 //!    `QUERY_FTS_INDEX` top k over the title alone and over title+description (as torua), fused
 //!    by RRF (k 60, ties by id);
 //! 2. expand: each seed's relations out and in (one primary-key statement per seed), then the
@@ -74,7 +75,7 @@ const USAGE: &str = "usage: retrieve_bench [--small] [flags]
   queries  --queries 200 --warmup 10 --top-k 10 --hops 1 --max-tokens N (default: the server's)
            --include entities,relations,text_units,community_reports (default: not sent, all)
            --query-noise 0.35 --recall-queries 50
-  baseline --embedded-efs 64 --embedded-memory-mb 2048
+  baseline --embedded-efs 200 (torua's search list since 243d303; 64 before) --embedded-memory-mb 2048
   safety   --min-available-mb 1200 (stop, killing the cluster, when the machine has less free)
   output   --label TEXT --json FILE (one JSON document, rewritten after each target)
 The torua binary is $TORUA_BIN, else the one next to this executable.";
@@ -140,7 +141,7 @@ fn parse_args() -> Result<Args> {
         include: None,
         query_noise: 0.35,
         recall_queries: 50,
-        embedded_efs: 64,
+        embedded_efs: 200,
         embedded_memory_mb: 2048,
         min_available_mb: 1200.0,
         label: None,
@@ -2059,9 +2060,12 @@ fn check_embedded(
             );
         }
     }
-    // The baseline's HNSW recall and latency at its efs and at Kuzu's default (200).
+    // The baseline's HNSW recall and latency at its efs, 64 and Kuzu's default (200).
     let mut by_efs = serde_json::Map::new();
-    for efs in [a.embedded_efs, 200] {
+    let mut list = vec![a.embedded_efs, 64, 200];
+    list.sort_unstable();
+    list.dedup();
+    for efs in list {
         let mut emb = Embedded::new(&conn, a.top_k, efs)?;
         let (mut recall, mut ms) = (vec![], vec![]);
         for (q, x) in queries[a.warmup..].iter().zip(exact) {
@@ -2082,7 +2086,31 @@ fn check_embedded(
             json!({"recall": mean(&recall), "median_ms": median(&ms), "queries": recall.len()}),
         );
     }
-    Ok(json!({"vectors_match": true, "hnsw": by_efs}))
+    // torua's shard statement reads the hits' properties in the same statement (a join of the
+    // index's answer with Entity by id); its cost on this database, against the bare search.
+    let forms = [
+        ("bare search", format!("CALL QUERY_VECTOR_INDEX('EntityVec', 'entity_vec', $q, {k}, efs := {efs}) RETURN node.id, distance", k = a.top_k, efs = a.embedded_efs)),
+        ("search + MATCH Entity by id", format!("CALL QUERY_VECTOR_INDEX('EntityVec', 'entity_vec', $q, {k}, efs := {efs}) WITH node AS v, distance \
+             MATCH (i:Entity {{id: v.id}}) RETURN i.id, i.title, i.type, i.description, i.degree, i.text_unit_ids, distance", k = a.top_k, efs = a.embedded_efs)),
+    ];
+    let mut join = serde_json::Map::new();
+    for (name, q) in forms {
+        let mut stmt = conn.prepare(&q)?;
+        let mut ms = vec![];
+        for q in queries[a.warmup..].iter().take(exact.len()) {
+            let t = Instant::now();
+            let _: Vec<Vec<KValue>> = conn
+                .execute(&mut stmt, vec![("q", float_list(&q.embedding))])?
+                .collect();
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        log(format!(
+            "embedded: vector statement, {name}: median {:.2} ms",
+            median(&ms)
+        ));
+        join.insert(name.into(), json!(median(&ms)));
+    }
+    Ok(json!({"vectors_match": true, "hnsw": by_efs, "vector_statement_median_ms": join}))
 }
 
 // ------------------------------------------------------------------------------------------------
