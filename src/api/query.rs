@@ -17,7 +17,7 @@ use crate::graph::model::MAX_ID_BYTES;
 use crate::query::cypher::{check_read_only, tokenize, MAX_CYPHER_BYTES};
 use crate::query::merge::merge;
 use crate::query::plan::analyze;
-use crate::query::scatter::query_shards;
+use crate::query::scatter::{query_shards, Prefer};
 use crate::query::traverse::{
     neighborhood as run_neighborhood, shortest_path, PathAnswer, Traversal, TraverseError,
 };
@@ -146,7 +146,7 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
                     names_cypher: None,
                     prepare_only: true,
                 };
-                let (_, _, invalid) = query_shards(state, &map, &[0], check).await;
+                let (_, _, invalid) = query_shards(state, &map, &[0], check, Prefer::Turns).await;
                 let reason = match invalid {
                     Some(kuzu) => format!("invalid query: {kuzu}"),
                     None => unmergeable.to_string(),
@@ -189,7 +189,7 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
             .map(|p| p.names_cypher.clone()),
         prepare_only: false,
     };
-    let (answers, report, invalid) = query_shards(state, &map, &shards, query).await;
+    let (answers, report, invalid) = query_shards(state, &map, &shards, query, Prefer::Turns).await;
     if let Some(reason) = invalid {
         return Err(bad(ApiError::bad_request(format!(
             "invalid query: {reason}"

@@ -70,13 +70,25 @@ impl ShardsReport {
     }
 }
 
-/// The live in-sync copies of `shard` as (node, peer address), in the order to try them:
-/// this node first when `prefer_local`, otherwise starting at a rotating position.
+/// Which copy of a shard answers first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefer {
+    /// Copies take turns (spreads the load).
+    Turns,
+    /// This node's own copy (no network hop).
+    Local,
+    /// The primary: every node asks the same copy, so approximate answers (HNSW searches, whose
+    /// graphs differ between copies built by separate inserts) are the same from every node.
+    Primary,
+}
+
+/// The live in-sync copies of `shard` as (node, peer address), in the order to try them (see
+/// [`Prefer`]); copies on nodes that failed a read recently come last.
 pub fn copies(
     ctx: &Arc<NodeContext>,
     map: &ShardMap,
     shard: u32,
-    prefer_local: bool,
+    prefer: Prefer,
 ) -> Result<Vec<(String, String)>, String> {
     let a = map
         .assignment(shard)
@@ -107,12 +119,14 @@ pub fn copies(
         ));
     }
     let me = ctx.node_id().as_str();
-    if prefer_local {
-        live.sort_by_key(|(n, _)| n != me);
-    } else {
-        let turn = ctx.read_turn.fetch_add(1, Ordering::Relaxed) + shard as usize;
-        let n = live.len();
-        live.rotate_left(turn % n);
+    match prefer {
+        Prefer::Local => live.sort_by_key(|(n, _)| n != me),
+        Prefer::Primary => live.sort_by_key(|(n, _)| *n != a.primary),
+        Prefer::Turns => {
+            let turn = ctx.read_turn.fetch_add(1, Ordering::Relaxed) + shard as usize;
+            let n = live.len();
+            live.rotate_left(turn % n);
+        }
     }
     // Suspects last (stable: the order above holds among the rest).
     let suspects = ctx.read_suspects.lock().expect("suspects lock");
@@ -234,12 +248,13 @@ pub async fn query_shards(
     map: &ShardMap,
     shards: &[u32],
     query: ShardQuery,
+    prefer: Prefer,
 ) -> (Vec<ShardAnswer>, ShardsReport, Option<String>) {
     let deadline = Instant::now() + Duration::from_millis(query.timeout_ms) + NETWORK_MARGIN;
     let mut report = ShardsReport::new(shards.len());
     let mut per_node: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
     for &shard in shards {
-        match copies(ctx, map, shard, false) {
+        match copies(ctx, map, shard, prefer) {
             Ok(c) => per_node.entry(c[0].clone()).or_default().push(shard),
             Err(e) => report.fail(shard, None, e),
         }
@@ -293,7 +308,12 @@ pub async fn query_shards(
         let (ctx, map) = (ctx.clone(), map.clone());
         let mut query = query.clone();
         query.names_cypher = None;
-        tasks.spawn(async move { (shard, query_one(&ctx, &map, shard, query, deadline).await) });
+        tasks.spawn(async move {
+            (
+                shard,
+                query_one(&ctx, &map, shard, query, deadline, prefer).await,
+            )
+        });
     }
     while let Some(joined) = tasks.join_next().await {
         let Ok((shard, result)) = joined else {
@@ -324,8 +344,9 @@ async fn query_one(
     shard: u32,
     query: ShardQuery,
     deadline: Instant,
+    prefer: Prefer,
 ) -> Result<ShardAnswer, (Option<String>, QueryFailure)> {
-    let copies = copies(ctx, map, shard, false).map_err(|e| (None, QueryFailure::Other(e)))?;
+    let copies = copies(ctx, map, shard, prefer).map_err(|e| (None, QueryFailure::Other(e)))?;
     let request = PeerRequest::QueryShards {
         shards: vec![shard],
         query,

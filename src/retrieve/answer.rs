@@ -32,14 +32,14 @@ pub struct Selected {
 
 pub fn selected_seed(s: &Seed) -> Selected {
     let (title, kind, description, degree) = match &s.item {
-        Item::Entity {
+        Some(Item::Entity {
             title,
             kind,
             description,
             degree,
             ..
-        } => (title.clone(), kind.clone(), description.clone(), *degree),
-        Item::Chunk { .. } => Default::default(),
+        }) => (title.clone(), kind.clone(), description.clone(), *degree),
+        _ => Default::default(),
     };
     Selected {
         id: s.id.clone(),

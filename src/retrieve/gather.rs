@@ -1,15 +1,14 @@
 //! Gathering what the seeds point to: text units by id (from the shards that own them) and
 //! community reports (from every shard, since a community lives in its own id's shard).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::request::Mode;
-use super::search::{self, Item, Seed};
+use super::search::{self, Item, Seed, Target};
 use super::stage::{number, text, StageError, Stages};
-use crate::graph::partition::shard_of;
 
 /// Reports each shard returns at most: far more than any budget holds.
 const REPORTS_PER_SHARD: usize = 200;
@@ -40,39 +39,25 @@ pub async fn text_units(
     stages: &Stages<'_>,
     ranked: &[(String, f64)],
 ) -> Result<Vec<TextUnit>, StageError> {
-    if ranked.is_empty() {
-        return Ok(vec![]);
-    }
-    let shards_n = stages.map.shards;
-    let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for (id, _) in ranked {
-        by_shard.entry(shard_of(id, shards_n)).or_default().push(id);
-    }
-    let shards: Vec<u32> = by_shard.keys().copied().collect();
-    let ids: Vec<&str> = ranked.iter().map(|(id, _)| id.as_str()).collect();
-    let mut params = Map::new();
-    params.insert("ids".into(), json!(ids));
-    let rows = stages
-        .run(
-            &shards,
-            "UNWIND $ids AS i MATCH (c:Chunk {id: i}) RETURN c.id, c.text, c.n_tokens, c.document_id"
-                .into(),
-            params,
-        )
-        .await?;
-    let mut found: HashMap<String, Vec<Value>> =
-        rows.into_iter().map(|r| (text(&r[0]), r)).collect();
+    // One primary-key lookup per id (an `UNWIND $ids ... MATCH` is a hash join over the whole
+    // chunk table: 12-16 ms at 100k chunks against ~84 µs per lookup).
+    let ids: Vec<String> = ranked.iter().map(|(id, _)| id.clone()).collect();
+    let mut found = search::lookup(stages, Target::Chunks, &ids).await?;
     Ok(ranked
         .iter()
-        .filter_map(|(id, score)| {
-            let r = found.remove(id)?;
-            Some(TextUnit {
+        .filter_map(|(id, score)| match found.remove(id)? {
+            Item::Chunk {
+                text,
+                n_tokens,
+                document_id,
+            } => Some(TextUnit {
                 id: id.clone(),
-                text: text(&r[1]),
-                n_tokens: r[2].as_i64().unwrap_or(0),
-                document_id: text(&r[3]),
+                text,
+                n_tokens,
+                document_id,
                 score: *score,
-            })
+            }),
+            Item::Entity { .. } => None,
         })
         .collect())
 }
@@ -175,7 +160,7 @@ pub async fn ranked_text_units(
 ) -> Result<Vec<TextUnit>, StageError> {
     let mut score: HashMap<&str, f64> = HashMap::new();
     for s in seeds {
-        if let Item::Entity { text_unit_ids, .. } = &s.item {
+        if let Some(Item::Entity { text_unit_ids, .. }) = &s.item {
             for id in text_unit_ids {
                 *score.entry(id).or_default() += s.score;
             }
@@ -221,12 +206,12 @@ pub async fn ranked_text_units(
 
 fn unit_of_seed(s: &Seed) -> TextUnit {
     let (text, n_tokens, document_id) = match &s.item {
-        Item::Chunk {
+        Some(Item::Chunk {
             text,
             n_tokens,
             document_id,
-        } => (text.clone(), *n_tokens, document_id.clone()),
-        Item::Entity { .. } => Default::default(),
+        }) => (text.clone(), *n_tokens, document_id.clone()),
+        _ => Default::default(),
     };
     TextUnit {
         id: s.id.clone(),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::stage::{number, text, StageError, Stages};
+use crate::graph::partition::shard_of;
 
 /// Reciprocal rank fusion's constant (Cormack et al.; also Elasticsearch's and LightRAG's).
 pub const RRF_K: f64 = 60.0;
@@ -130,7 +131,7 @@ pub struct Seed {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bm25_score: Option<f64>,
     #[serde(skip)]
-    pub item: Item,
+    pub item: Option<Item>,
 }
 
 /// The global top `k` by vector distance and by BM25 (whichever inputs are given), fused.
@@ -147,17 +148,14 @@ pub async fn seeds(
         let Some(e) = embedding else {
             return Ok(vec![]);
         };
-        // The vector table holds only id and embedding: the item's row is looked up by id.
-        let cypher = format!(
-            "{} MATCH (i:{} {{id: v.id}}) RETURN {}, distance",
-            target.vector_call(k),
-            target.table(),
-            target.returns("i")
-        );
+        // Ids and distances only: joining the vector table's hits to their rows made Kuzu scan
+        // the whole item table of every shard (stubs included; 34 ms vs 2 ms on 100k rows). The
+        // rows of the global top k are read afterwards by primary key.
+        let cypher = format!("{} RETURN v.id, distance", target.vector_call(k));
         let mut params = Map::new();
         params.insert("embedding".into(), json!(e));
         let rows = stages.run(&shards, cypher, params).await?;
-        Ok::<_, StageError>(top(rows, target, k, false))
+        Ok::<_, StageError>(top(rows, None, k, false))
     };
     let by_text = |index: &'static str| {
         let shards = &shards;
@@ -173,7 +171,7 @@ pub async fn seeds(
             let mut params = Map::new();
             params.insert("text".into(), json!(search_words(t)));
             let rows = stages.run(shards, cypher, params).await?;
-            Ok::<_, StageError>(top(rows, target, k, true))
+            Ok::<_, StageError>(top(rows, Some(target), k, true))
         }
     };
     let indexes = target.text_indexes();
@@ -185,7 +183,52 @@ pub async fn seeds(
     };
     let by_words = by_text(indexes[indexes.len() - 1]);
     let (by_vector, by_title, by_words) = tokio::join!(by_vector, by_title, by_words);
-    Ok(fuse(by_vector?, by_title?, by_words?, k))
+    let mut seeds = fuse(by_vector?, by_title?, by_words?, k);
+    // Seeds found by vector only: their rows, one primary-key lookup each, all at once.
+    let missing: Vec<String> = seeds
+        .iter()
+        .filter(|s| s.item.is_none())
+        .map(|s| s.id.clone())
+        .collect();
+    let mut found = lookup(stages, target, &missing).await?;
+    for s in &mut seeds {
+        if s.item.is_none() {
+            s.item = found.remove(&s.id);
+        }
+    }
+    // An item deleted between the search and the lookup is left out.
+    seeds.retain(|s| s.item.is_some());
+    Ok(seeds)
+}
+
+/// The rows of `ids` (items of `target`), each read by primary key in its own shard.
+pub async fn lookup(
+    stages: &Stages<'_>,
+    target: Target,
+    ids: &[String],
+) -> Result<HashMap<String, Item>, StageError> {
+    let cypher = format!(
+        "MATCH (n:{} {{id: $id}}) RETURN {}",
+        target.table(),
+        target.returns("n")
+    );
+    let shards_n = stages.map.shards;
+    let answers = futures_util::future::join_all(ids.iter().map(|id| {
+        let mut params = Map::new();
+        params.insert("id".into(), json!(id));
+        let (cypher, shard) = (cypher.clone(), shard_of(id, shards_n));
+        async move { stages.run(&[shard], cypher, params).await }
+    }))
+    .await;
+    let mut out = HashMap::new();
+    for rows in answers {
+        for r in rows? {
+            if r.len() >= target.columns() {
+                out.insert(text(&r[0]), target.item_from(&r));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The words of a question (letters and digits; everything else separates words), as the
@@ -197,17 +240,28 @@ pub fn search_words(text: &str) -> String {
         .join(" ")
 }
 
-/// A shard's hit: id, item, raw score.
-type Hit = (String, Item, f64);
+/// A shard's hit: id, item (unless only the id was asked for), raw score.
+type Hit = (String, Option<Item>, f64);
 
 /// The best `k` of all shards' hits: by distance ascending or score descending, ties by id. An
 /// item found on two shards (never, as items live in one shard) would count once.
-fn top(rows: Vec<Vec<Value>>, target: Target, k: usize, higher_is_better: bool) -> Vec<Hit> {
-    let width = target.columns();
+fn top(
+    rows: Vec<Vec<Value>>,
+    target: Option<Target>,
+    k: usize,
+    higher_is_better: bool,
+) -> Vec<Hit> {
+    let width = target.map_or(1, Target::columns);
     let mut hits: Vec<Hit> = rows
         .into_iter()
         .filter(|r| r.len() > width)
-        .map(|r| (text(&r[0]), target.item_from(&r), number(&r[width])))
+        .map(|r| {
+            (
+                text(&r[0]),
+                target.map(|t| t.item_from(&r)),
+                number(&r[width]),
+            )
+        })
         .collect();
     hits.sort_by(|a, b| {
         let order = if higher_is_better {
@@ -228,7 +282,10 @@ pub fn fuse(by_vector: Vec<Hit>, by_title: Vec<Hit>, by_text: Vec<Hit>, k: usize
     for (rank, (id, item, distance)) in by_vector.into_iter().enumerate() {
         let s = seeds
             .entry(id.clone())
-            .or_insert_with(|| empty_seed(id, item));
+            .or_insert_with(|| empty_seed(id, None));
+        if s.item.is_none() {
+            s.item = item;
+        }
         s.vector_rank = Some(rank + 1);
         s.distance = Some(distance);
         s.score += 1.0 / (RRF_K + (rank + 1) as f64);
@@ -236,7 +293,10 @@ pub fn fuse(by_vector: Vec<Hit>, by_title: Vec<Hit>, by_text: Vec<Hit>, k: usize
     for (rank, (id, item, score)) in by_title.into_iter().enumerate() {
         let s = seeds
             .entry(id.clone())
-            .or_insert_with(|| empty_seed(id, item));
+            .or_insert_with(|| empty_seed(id, None));
+        if s.item.is_none() {
+            s.item = item;
+        }
         s.title_rank = Some(rank + 1);
         s.title_score = Some(score);
         s.score += 1.0 / (RRF_K + (rank + 1) as f64);
@@ -244,7 +304,10 @@ pub fn fuse(by_vector: Vec<Hit>, by_title: Vec<Hit>, by_text: Vec<Hit>, k: usize
     for (rank, (id, item, score)) in by_text.into_iter().enumerate() {
         let s = seeds
             .entry(id.clone())
-            .or_insert_with(|| empty_seed(id, item));
+            .or_insert_with(|| empty_seed(id, None));
+        if s.item.is_none() {
+            s.item = item;
+        }
         s.bm25_rank = Some(rank + 1);
         s.bm25_score = Some(score);
         s.score += 1.0 / (RRF_K + (rank + 1) as f64);
@@ -255,7 +318,7 @@ pub fn fuse(by_vector: Vec<Hit>, by_title: Vec<Hit>, by_text: Vec<Hit>, k: usize
     out
 }
 
-fn empty_seed(id: String, item: Item) -> Seed {
+fn empty_seed(id: String, item: Option<Item>) -> Seed {
     Seed {
         id,
         score: 0.0,
@@ -293,11 +356,11 @@ mod tests {
     fn hit(id: &str, score: f64) -> Hit {
         (
             id.to_string(),
-            Item::Chunk {
+            Some(Item::Chunk {
                 text: String::new(),
                 n_tokens: 0,
                 document_id: String::new(),
-            },
+            }),
             score,
         )
     }
@@ -338,7 +401,7 @@ mod tests {
         };
         let near = top(
             rows(&[("x", 0.5), ("y", 0.1), ("z", 0.1)]),
-            Target::Chunks,
+            Some(Target::Chunks),
             2,
             false,
         );
@@ -348,7 +411,7 @@ mod tests {
         );
         let best = top(
             rows(&[("x", 0.5), ("y", 0.1), ("z", 2.0)]),
-            Target::Chunks,
+            Some(Target::Chunks),
             2,
             true,
         );

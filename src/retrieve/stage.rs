@@ -1,6 +1,7 @@
 //! One retrieval stage: a fixed read-only statement sent to one copy of each chosen shard
-//! (through the same fan-out as `/query`: copies take turns, a failed copy is retried on the
-//! next), its rows parsed, and the shards that did not answer remembered for `_shards`.
+//! (through the same fan-out as `/query`, a failed copy retried on the next), its rows parsed,
+//! and the shards that did not answer remembered for `_shards`. Retrieval asks each shard's
+//! primary first: the copies' HNSW graphs differ, and every node must give the same answer.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 
 use crate::context::NodeContext;
-use crate::query::scatter::{query_shards, ShardsReport};
+use crate::query::scatter::{query_shards, Prefer, ShardsReport};
 use crate::shard_map::ShardMap;
 use crate::storage::ShardQuery;
 
@@ -67,7 +68,8 @@ impl<'a> Stages<'a> {
             names_cypher: None,
             prepare_only: false,
         };
-        let (answers, report, invalid) = query_shards(self.ctx, &self.map, shards, query).await;
+        let (answers, report, invalid) =
+            query_shards(self.ctx, &self.map, shards, query, Prefer::Primary).await;
         if let Some(reason) = invalid {
             return Err(StageError::Internal(reason));
         }

@@ -9,7 +9,9 @@ use std::time::Instant;
 use crate::context::NodeContext;
 use crate::graph::partition::shard_of;
 use crate::peer::wire::{PeerRequest, PeerResponse};
-use crate::query::scatter::{attempt_timeout, copies, join_in_order, suspect, ShardsReport};
+use crate::query::scatter::{
+    attempt_timeout, copies, join_in_order, suspect, Prefer, ShardsReport,
+};
 use crate::shard_map::ShardMap;
 use crate::storage::{Direction, RelationFilter, Step};
 
@@ -107,7 +109,7 @@ impl<'a> Traversal<'a> {
             if self.failed.contains_key(&shard) {
                 continue;
             }
-            match copies(self.ctx, &self.map, shard, true) {
+            match copies(self.ctx, &self.map, shard, Prefer::Local) {
                 Ok(c) => {
                     for chunk in ids.chunks(STEP_IDS) {
                         open.push(Unit {
