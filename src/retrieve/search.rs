@@ -279,43 +279,41 @@ fn top(
 /// Reciprocal rank fusion of the lists; the best `k`, ties by id.
 pub fn fuse(by_vector: Vec<Hit>, by_title: Vec<Hit>, by_text: Vec<Hit>, k: usize) -> Vec<Seed> {
     let mut seeds: HashMap<String, Seed> = HashMap::new();
-    for (rank, (id, item, distance)) in by_vector.into_iter().enumerate() {
-        let s = seeds
-            .entry(id.clone())
-            .or_insert_with(|| empty_seed(id, None));
-        if s.item.is_none() {
-            s.item = item;
-        }
-        s.vector_rank = Some(rank + 1);
+    add_list(&mut seeds, by_vector, |s, rank, distance| {
+        s.vector_rank = Some(rank);
         s.distance = Some(distance);
-        s.score += 1.0 / (RRF_K + (rank + 1) as f64);
-    }
-    for (rank, (id, item, score)) in by_title.into_iter().enumerate() {
-        let s = seeds
-            .entry(id.clone())
-            .or_insert_with(|| empty_seed(id, None));
-        if s.item.is_none() {
-            s.item = item;
-        }
-        s.title_rank = Some(rank + 1);
+    });
+    add_list(&mut seeds, by_title, |s, rank, score| {
+        s.title_rank = Some(rank);
         s.title_score = Some(score);
-        s.score += 1.0 / (RRF_K + (rank + 1) as f64);
-    }
-    for (rank, (id, item, score)) in by_text.into_iter().enumerate() {
-        let s = seeds
-            .entry(id.clone())
-            .or_insert_with(|| empty_seed(id, None));
-        if s.item.is_none() {
-            s.item = item;
-        }
-        s.bm25_rank = Some(rank + 1);
+    });
+    add_list(&mut seeds, by_text, |s, rank, score| {
+        s.bm25_rank = Some(rank);
         s.bm25_score = Some(score);
-        s.score += 1.0 / (RRF_K + (rank + 1) as f64);
-    }
+    });
     let mut out: Vec<Seed> = seeds.into_values().collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
     out.truncate(k);
     out
+}
+
+/// Adds one ranked list to the fusion: each hit's `1 / (RRF_K + rank)` (rank from 1), its item
+/// if still unknown, and its rank and raw score through `mark`.
+fn add_list(
+    seeds: &mut HashMap<String, Seed>,
+    hits: Vec<Hit>,
+    mark: impl Fn(&mut Seed, usize, f64),
+) {
+    for (i, (id, item, raw)) in hits.into_iter().enumerate() {
+        let s = seeds
+            .entry(id.clone())
+            .or_insert_with(|| empty_seed(id, None));
+        if s.item.is_none() {
+            s.item = item;
+        }
+        mark(s, i + 1, raw);
+        s.score += 1.0 / (RRF_K + (i + 1) as f64);
+    }
 }
 
 fn empty_seed(id: String, item: Option<Item>) -> Seed {

@@ -27,75 +27,58 @@ pub enum Indexed {
     Chunk,
 }
 
-/// One search index: its table, its name and how to build it.
+/// One search index: its table, its name and what it covers.
 struct IndexDef {
     table: &'static str,
     name: &'static str,
-    of: Indexed,
-    vector: bool,
+    /// `None`: an HNSW index over `embedding`; else a full-text index over these columns.
+    text_columns: Option<&'static str>,
 }
 
 const INDEXES: [IndexDef; 5] = [
     IndexDef {
         table: "EntityVec",
         name: "entity_vec",
-        of: Indexed::Entity,
-        vector: true,
+        text_columns: None,
     },
     IndexDef {
         table: "Entity",
         name: "entity_title",
-        of: Indexed::Entity,
-        vector: false,
+        text_columns: Some("['title']"),
     },
     IndexDef {
         table: "Entity",
         name: "entity_text",
-        of: Indexed::Entity,
-        vector: false,
+        text_columns: Some("['title', 'description']"),
     },
     IndexDef {
         table: "ChunkVec",
         name: "chunk_vec",
-        of: Indexed::Chunk,
-        vector: true,
+        text_columns: None,
     },
     IndexDef {
         table: "Chunk",
         name: "chunk_text",
-        of: Indexed::Chunk,
-        vector: false,
+        text_columns: Some("['text']"),
     },
 ];
 
 impl IndexDef {
     fn create(&self) -> String {
-        match (self.vector, self.of) {
-            (true, _) => format!(
-                "CALL CREATE_VECTOR_INDEX('{}', '{}', 'embedding', {HNSW_OPTIONS})",
-                self.table, self.name
+        let (table, name) = (self.table, self.name);
+        match self.text_columns {
+            None => format!(
+                "CALL CREATE_VECTOR_INDEX('{table}', '{name}', 'embedding', {HNSW_OPTIONS})"
             ),
-            (false, Indexed::Entity) => {
-                let columns = if self.name == "entity_title" {
-                    "['title']"
-                } else {
-                    "['title', 'description']"
-                };
-                format!(
-                    "CALL CREATE_FTS_INDEX('{}', '{}', {columns})",
-                    self.table, self.name
-                )
-            }
-            (false, Indexed::Chunk) => format!(
-                "CALL CREATE_FTS_INDEX('{}', '{}', ['text'])",
-                self.table, self.name
-            ),
+            Some(columns) => format!("CALL CREATE_FTS_INDEX('{table}', '{name}', {columns})"),
         }
     }
 }
 
 fn defs(dim: usize) -> impl Iterator<Item = &'static IndexDef> {
-    INDEXES.iter().filter(move |d| dim > 0 || !d.vector)
+    INDEXES
+        .iter()
+        .filter(move |d| dim > 0 || d.text_columns.is_some())
 }
 
 /// The derived vector tables (none without embeddings).
