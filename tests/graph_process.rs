@@ -4,13 +4,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_bench::{torua_bin, ClusterOptions, TestCluster};
+use torua_bench::{import_graphrag, ClusterOptions, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(10);
@@ -95,18 +94,7 @@ fn check_dulce_everywhere(cluster: &mut TestCluster, expected: &torua::graph::mo
 }
 
 fn import(url: &str) {
-    let out = Command::new(torua_bin())
-        .args(["import", "graphrag"])
-        .arg(dulce())
-        .args(["--url", url, "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = import_graphrag(&dulce(), url);
     assert!(
         stdout.contains("39 entities") && stdout.contains("107 relations"),
         "{stdout}"

@@ -13,7 +13,7 @@ use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as Kv};
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
 use torua_bench::kuzu_values::{string, strings, struct_rows};
-use torua_bench::{ClusterOptions, NodeProc, TestCluster};
+use torua_bench::{ClusterOptions, Failures, NodeProc, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Client-side timeout of one request (the server's own default is 10 s).
@@ -523,48 +523,6 @@ fn short(v: &Value) -> String {
         )
     } else {
         s
-    }
-}
-
-#[derive(Default)]
-struct Failures {
-    list: Vec<String>,
-    cases: usize,
-}
-
-impl Failures {
-    fn fail(&mut self, msg: String) {
-        eprintln!("FAIL #{}: {msg}\n", self.list.len() + 1);
-        self.list.push(msg);
-    }
-    fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) -> bool {
-        if !ok {
-            self.fail(msg());
-        }
-        ok
-    }
-    fn finish(self, what: &str, started: Instant) {
-        eprintln!(
-            "{what}: {} cases, {} failures, {:.1} s",
-            self.cases,
-            self.list.len(),
-            started.elapsed().as_secs_f64()
-        );
-        if !self.list.is_empty() {
-            let shown: Vec<String> = self
-                .list
-                .iter()
-                .take(30)
-                .enumerate()
-                .map(|(i, m)| format!("#{}: {m}", i + 1))
-                .collect();
-            panic!(
-                "{what}: {} failures in {} cases:\n{}",
-                self.list.len(),
-                self.cases,
-                shown.join("\n\n")
-            );
-        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use torua::graph::model::Batch;
 use torua::graph::partition::shard_of;
-use torua_bench::{torua_bin, ClusterOptions, NodeProc, TestCluster};
+use torua_bench::{import_graphrag, torua_bin, ClusterOptions, Failures, NodeProc, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Client-side timeout of one request (the server's own default is 10 s).
@@ -48,17 +48,7 @@ fn dulce() -> PathBuf {
 }
 
 fn import(url: &str) {
-    let out = Command::new(torua_bin())
-        .args(["import", "graphrag"])
-        .arg(dulce())
-        .args(["--url", url, "--quiet"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_graphrag(&dulce(), url);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -88,48 +78,6 @@ impl Rng {
 
 // ---------------------------------------------------------------------------------------------
 // Failure collection and HTTP helpers.
-
-#[derive(Default)]
-struct Failures {
-    list: Vec<String>,
-    cases: usize,
-}
-
-impl Failures {
-    fn fail(&mut self, msg: String) {
-        eprintln!("FAIL #{}: {msg}\n", self.list.len() + 1);
-        self.list.push(msg);
-    }
-    fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) -> bool {
-        if !ok {
-            self.fail(msg());
-        }
-        ok
-    }
-    fn finish(self, what: &str, started: Instant) {
-        eprintln!(
-            "{what}: {} cases, {} failures, {:.1} s",
-            self.cases,
-            self.list.len(),
-            started.elapsed().as_secs_f64()
-        );
-        if !self.list.is_empty() {
-            let shown: Vec<String> = self
-                .list
-                .iter()
-                .take(40)
-                .enumerate()
-                .map(|(i, m)| format!("#{}: {m}", i + 1))
-                .collect();
-            panic!(
-                "{what}: {} failures in {} cases:\n{}",
-                self.list.len(),
-                self.cases,
-                shown.join("\n\n")
-            );
-        }
-    }
-}
 
 /// An answer shortened for messages.
 fn short(v: &Value) -> String {
