@@ -67,6 +67,10 @@ pub struct ShardCounts {
     pub unavailable_shards: u32,
     /// Copies the replica count asks for that have no node.
     pub unassigned_shards: u32,
+    /// Live copies being filled (new copies, rebuilt or catching-up copies, move targets).
+    pub initializing_shards: u32,
+    /// Copies being moved to another node (drains, rebalancing).
+    pub relocating_shards: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,6 +293,9 @@ pub fn with_shards(
                 any = true;
             } else {
                 c.unavailable_shards += 1;
+                if live(copy) {
+                    c.initializing_shards += 1;
+                }
             }
         }
         let want = map.replicas as usize;
@@ -297,6 +304,7 @@ pub fn with_shards(
             red.push(a.shard.to_string());
         }
     }
+    c.relocating_shards = map.moves.len() as u32;
     if !red.is_empty() {
         h.status = Status::Red;
         h.reasons.push(format!(
@@ -312,6 +320,12 @@ pub fn with_shards(
             "{} shard copies unavailable or not in sync, {} unassigned",
             c.unavailable_shards, c.unassigned_shards
         ));
+    } else if c.relocating_shards > 0 {
+        if h.status == Status::Green {
+            h.status = Status::Yellow;
+        }
+        h.reasons
+            .push(format!("{} shard copies being moved", c.relocating_shards));
     }
     h.shards = Some(c);
     h

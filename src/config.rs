@@ -121,6 +121,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_ALLOW_PARTIAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_partial: bool,
 
+    /// How long a node may stay dead before its shard copies are re-created on other nodes.
+    #[arg(long, env = "TORUA_REPLACE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub replace_after: Duration,
+
+    /// Shard copies being filled at the same time, cluster-wide (re-replication, rebalancing and
+    /// drains share it; 1..=64).
+    #[arg(long, env = "TORUA_MAX_CONCURRENT_MOVES", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_concurrent_moves: u64,
+
+    /// On SIGTERM, how long the node may spend moving its copies to other nodes before it leaves
+    /// (`0s`: leave at once).
+    #[arg(long, env = "TORUA_DRAIN_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,membership=debug`.
     #[arg(long, env = "TORUA_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,

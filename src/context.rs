@@ -45,6 +45,10 @@ pub struct NodeContext {
     /// Nodes that recently failed to answer a read, and when: tried last for a while, so that
     /// a node that died is not waited for again before gossip declares it dead.
     pub read_suspects: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Snapshots this node serves to nodes rebuilding a copy.
+    pub snapshots: crate::snapshot::Snapshots,
+    /// Set once the node is shutting down (its shutdown drain must not be lifted).
+    pub leaving: std::sync::atomic::AtomicBool,
 }
 
 pub struct Settings {
@@ -60,6 +64,10 @@ pub struct Settings {
     pub bootstrap_expect: usize,
     /// Default of queries' `allow_partial`.
     pub allow_partial: bool,
+    /// A copy whose node is dead this long is re-created elsewhere.
+    pub replace_after: Duration,
+    /// Copies being filled at the same time, cluster-wide.
+    pub max_concurrent_moves: usize,
 }
 
 impl NodeContext {
@@ -87,19 +95,51 @@ impl NodeContext {
         }
     }
 
-    /// Whether the shard map assigns a copy of the request's shard to this node (reads must not
-    /// create empty databases on nodes that hold nothing).
-    pub fn holds_copy(&self, request: &crate::peer::wire::PeerRequest) -> bool {
+    /// `Err` unless this node may answer the request from its copy: the shard map lists the copy
+    /// in sync, under this process's generation (reads must not create empty databases on nodes
+    /// that hold nothing, nor answer from a copy that is still catching up).
+    pub fn holds_copy(&self, request: &crate::peer::wire::PeerRequest) -> Result<(), String> {
         use crate::peer::wire::PeerRequest;
         let shard = match request {
             PeerRequest::GetEntity { shard, .. } | PeerRequest::GetChunk { shard, .. } => *shard,
-            _ => return true,
+            _ => return Ok(()),
         };
+        crate::query::traverse::in_sync_here(
+            self.shard_map.get().as_ref(),
+            shard,
+            self.node_id().as_str(),
+            self.cluster.generation(),
+        )
+    }
+
+    /// `Err` unless `map` trusts this process's copies: it records this node's current
+    /// generation. After a restart (maybe with a wiped disk) the node neither acts as primary nor
+    /// answers for its copies until the coordinator has taken note and the copies have rejoined.
+    pub fn trusted(&self, map: &crate::shard_map::ShardMap) -> Result<(), String> {
         let me = self.node_id().as_str();
-        self.shard_map
-            .get()
-            .and_then(|m| m.assignment(shard).map(|a| a.copies().any(|c| c == me)))
-            .unwrap_or(false)
+        match map.generations.get(me) {
+            Some(g) if *g == self.cluster.generation() => Ok(()),
+            _ => Err(format!(
+                "{me} restarted and the coordinator has not confirmed its copies yet (map version {}); retry",
+                map.version
+            )),
+        }
+    }
+
+    /// `Err("no quorum ...")` unless this node sees a majority of the voting membership (the
+    /// nodes holding copies in its shard map) alive: on the minority side of a partition writes
+    /// are refused.
+    pub fn quorum(&self) -> Result<(), String> {
+        let Some(map) = self.shard_map.get() else {
+            return Ok(());
+        };
+        let view = self.cluster.view();
+        map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
+            .map_err(|b| format!("{b}; this node may be on the minority side of a partition, retry later or on another node"))
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Reports older than this count as missing in the aggregated health.

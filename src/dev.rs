@@ -28,7 +28,7 @@ impl Drop for Nodes {
     fn drop(&mut self) {
         for child in &mut self.0 {
             // SAFETY: sending a signal to a child we spawned.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         }
         for child in &mut self.0 {
             let _ = child.wait();

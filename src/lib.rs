@@ -20,10 +20,13 @@
 //! - [`broadcast`]: fan-out of control messages and their handlers.
 //! - [`graph`]: the GraphRAG data model, placement of items on shards, the ingest API's parsing.
 //! - [`storage`]: this node's shard copies (embedded Kuzu databases).
-//! - [`shard_map`]: who holds which shard copy; [`shard_coordinator`]: the coordinator's map duties.
+//! - [`shard_map`]: who holds which shard copy; [`shard_plan`]: how the coordinator changes it
+//!   (failures, restarts, replacement, moves, drains, quorum); [`shard_coordinator`]: the map duties
+//!   of the coordinator and of every node; [`snapshot`]: copying a whole shard copy to a new node.
 //! - [`import_graphrag`]: `torua import graphrag`, loading a GraphRAG output folder.
 //! - [`replication`]: the write path (primary, in-sync replicas, acknowledgement) and routed reads.
 //! - [`logging`]: tracing output with the node id on every line.
+//! - [`drain`]: moving every copy off a node before it leaves (API and SIGTERM).
 //! - [`dev`]: `torua dev`, a local multi-process cluster.
 //! - [`retrieve_cmd`]: `torua retrieve`, the command-line client of `/retrieve`.
 //! - [`retrieve`]: GraphRAG retrieval (`POST /retrieve`): seeds, expansion, context in a token budget.
@@ -37,6 +40,7 @@ pub mod config;
 pub mod context;
 pub mod data_dir;
 pub mod dev;
+pub mod drain;
 pub mod graph;
 pub mod import_graphrag;
 pub mod logging;
@@ -53,4 +57,6 @@ pub mod retrieve_cmd;
 pub mod security;
 pub mod shard_coordinator;
 pub mod shard_map;
+pub mod shard_plan;
+pub mod snapshot;
 pub mod storage;

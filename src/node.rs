@@ -17,6 +17,7 @@ use crate::broadcast::Handlers;
 use crate::config::ServeArgs;
 use crate::context::{NodeContext, Settings};
 use crate::data_dir::DataDir;
+use crate::drain;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::peer::PeerService;
@@ -25,6 +26,7 @@ use crate::reporter;
 use crate::security::Security;
 use crate::shard_coordinator;
 use crate::shard_map::MapHolder;
+use crate::snapshot;
 use crate::storage::Storage;
 
 /// Gossip rounds a leaving node waits at each step so every peer hears of it.
@@ -114,6 +116,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             replicas: args.replicas,
             bootstrap_expect: args.bootstrap_expect as usize,
             allow_partial: args.allow_partial,
+            replace_after: args.replace_after,
+            max_concurrent_moves: args.max_concurrent_moves as usize,
         },
         storage,
         shard_map,
@@ -125,7 +129,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         query_permits: Arc::new(tokio::sync::Semaphore::new(QUERY_CONCURRENCY)),
         read_turn: Default::default(),
         read_suspects: Default::default(),
+        snapshots: Default::default(),
+        leaving: Default::default(),
     });
+    snapshot::clean_leftovers(&ctx);
     endpoint.serve(PeerService {
         ctx: Arc::downgrade(&ctx),
     });
@@ -156,7 +163,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     tokio::select! {
-        _ = sigterm.recv() => info!("SIGTERM received, leaving the cluster"),
+        _ = sigterm.recv() => {
+            info!("SIGTERM received: moving this node's shard copies away, then leaving");
+            let outcome = drain::drain_self(&ctx, args.drain_timeout).await;
+            info!(outcome = %outcome, "leaving the cluster");
+        }
         _ = tokio::signal::ctrl_c() => info!("SIGINT received, leaving the cluster"),
     }
     let shutdown = async {

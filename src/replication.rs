@@ -59,12 +59,25 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
             map_version: map.version,
         };
     }
+    if let Err(e) = ctx.trusted(&map).and_then(|_| ctx.quorum()) {
+        return PeerResponse::Failed(e);
+    }
     let store = match ctx.storage.open(shard).await {
         Ok(s) => s,
         Err(e) => return PeerResponse::Failed(e),
     };
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;
+    // The map may have changed while we waited (the primary role handed over, a restart noted).
+    match ctx.shard_map.get() {
+        Some(m) if m.assignment(shard).is_some_and(|a| a.primary == me) => {}
+        Some(m) => {
+            return PeerResponse::NotPrimary {
+                map_version: m.version,
+            }
+        }
+        None => return PeerResponse::Failed("no shard map".into()),
+    }
     let seq = store.seq() + 1;
     if let Err(e) = store.write(seq, op.clone()).await {
         return PeerResponse::Failed(format!("shard {shard} on {me}: {e}"));
@@ -151,9 +164,13 @@ pub async fn replica_write(
     seq: u64,
     op: WriteOp,
 ) -> PeerResponse {
-    // Fencing: only the primary in this copy's map gets an acknowledgement from us.
+    // Fencing: only the primary in this copy's map gets an acknowledgement from us, and only
+    // while this process's copies are trusted (not right after a restart).
     if let Some(map) = ctx.shard_map.get() {
-        if let Err(e) = map.require_primary(shard, from) {
+        if let Err(e) = map
+            .require_primary(shard, from)
+            .and_then(|_| ctx.trusted(&map))
+        {
             return PeerResponse::Failed(format!("this copy refuses the write: {e}"));
         }
     }
@@ -165,7 +182,18 @@ pub async fn replica_write(
     let _ordered = lock.lock().await;
     let applied = store.seq();
     if seq <= applied {
-        return PeerResponse::Replicated; // a retry of something we have
+        // A retry of something we have — unless what we have under that number is another write
+        // (a primary that lost its role sent it, and the new primary reused the number): then
+        // this copy has diverged and must leave the in-sync set.
+        let theirs = crate::storage::shard_log::encode(seq, &op)
+            .ok()
+            .map(|r| u32::from_le_bytes([r[4], r[5], r[6], r[7]]));
+        return match (store.crc_at(seq).await, theirs) {
+            (Ok(Some(ours)), Some(theirs)) if ours != theirs => PeerResponse::Failed(format!(
+                "shard {shard}: this copy holds another write under number {seq}; it diverged and must be rebuilt"
+            )),
+            _ => PeerResponse::Replicated,
+        };
     }
     if seq != applied + 1 {
         return PeerResponse::Failed(format!(
@@ -185,6 +213,8 @@ pub async fn route_write(
     op: &WriteOp,
     deadline: Instant,
 ) -> Result<u64, String> {
+    // On the minority side of a partition no write can be acknowledged: say so at once.
+    ctx.quorum()?;
     let mut last_error = String::from("no attempt");
     let mut delay = Duration::from_millis(50);
     while Instant::now() < deadline {
@@ -337,14 +367,14 @@ pub async fn rejoin_in_sync(
     };
     let mine = store.seq();
     if their_seq > mine {
-        return PeerResponse::Failed(format!(
+        return PeerResponse::NeedsRebuild(format!(
             "shard {shard}: {node} has writes up to {their_seq}, beyond the primary's {mine}: it diverged \
              and needs a rebuild"
         ));
     }
     if let (Some(theirs), Ok(Some(ours))) = (their_crc, store.crc_at(their_seq).await) {
         if theirs != ours {
-            return PeerResponse::Failed(format!(
+            return PeerResponse::NeedsRebuild(format!(
                 "shard {shard}: {node}'s write {their_seq} differs from the primary's: it diverged and needs a rebuild"
             ));
         }
@@ -356,13 +386,13 @@ pub async fn rejoin_in_sync(
     let mut sent = their_seq;
     for _ in 0..CATCH_UP_ROUNDS {
         if let Err(e) = send_missing(ctx, &store, shard, node, &addr, &mut sent).await {
-            return PeerResponse::Failed(e);
+            return e.into();
         }
     }
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;
     if let Err(e) = send_missing(ctx, &store, shard, node, &addr, &mut sent).await {
-        return PeerResponse::Failed(e);
+        return e.into();
     }
     if sent > their_seq {
         tracing::info!(
@@ -415,6 +445,21 @@ pub async fn rejoin_in_sync(
     }
 }
 
+/// Why a catch-up stopped.
+enum CatchUp {
+    Failed(String),
+    NeedsRebuild(String),
+}
+
+impl From<CatchUp> for PeerResponse {
+    fn from(c: CatchUp) -> PeerResponse {
+        match c {
+            CatchUp::Failed(e) => PeerResponse::Failed(e),
+            CatchUp::NeedsRebuild(e) => PeerResponse::NeedsRebuild(e),
+        }
+    }
+}
+
 /// Sends `node` the logged writes after `*sent` up to the primary's current sequence number.
 async fn send_missing(
     ctx: &Arc<NodeContext>,
@@ -423,23 +468,35 @@ async fn send_missing(
     node: &str,
     addr: &str,
     sent: &mut u64,
-) -> Result<(), String> {
+) -> Result<(), CatchUp> {
     while *sent < store.seq() {
-        let records = store.records_after(*sent, CATCH_UP_CHUNK).await?;
-        if records.is_empty() {
-            return Err(format!(
-                "shard {shard}: the primary's log does not hold the writes after {sent}; {node} needs a rebuild"
-            ));
+        let records = store
+            .records_after(*sent, CATCH_UP_CHUNK)
+            .await
+            .map_err(|e| {
+                if e.contains("rebuild") {
+                    CatchUp::NeedsRebuild(format!("shard {shard}: {e}"))
+                } else {
+                    CatchUp::Failed(e)
+                }
+            })?;
+        // The log must continue right after what the copy has; a gap means trimmed records.
+        if records.first().is_none_or(|(seq, _)| *seq != *sent + 1) {
+            return Err(CatchUp::NeedsRebuild(format!(
+                "shard {shard}: the primary's log no longer holds the writes after {sent}; {node} needs a copy"
+            )));
         }
         for (seq, op) in records {
             let req = PeerRequest::Replicate { shard, seq, op };
+            let failed = |e: String| Err(CatchUp::Failed(format!("catching up {node}: {e}")));
             match crate::peer::call(ctx, node, addr, &req, ATTEMPT_TIMEOUT).await {
                 Ok(PeerResponse::Replicated) => *sent = seq,
-                Ok(PeerResponse::Failed(e)) => return Err(format!("catching up {node}: {e}")),
-                Ok(other) => {
-                    return Err(format!("catching up {node}: unexpected answer {other:?}"))
+                Ok(PeerResponse::Failed(e)) if e.contains("diverged") => {
+                    return Err(CatchUp::NeedsRebuild(e))
                 }
-                Err(e) => return Err(format!("catching up {node}: {e}")),
+                Ok(PeerResponse::Failed(e)) => return failed(e),
+                Ok(other) => return failed(format!("unexpected answer {other:?}")),
+                Err(e) => return failed(e),
             }
         }
     }

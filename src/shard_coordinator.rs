@@ -1,41 +1,55 @@
-//! The coordinator's shard-map duties: create the map once `TORUA_BOOTSTRAP_EXPECT` nodes are
-//! ready, re-stamp it with the coordinator's term when coordination changes hands, promote replicas
-//! of dead primaries, drop dead copies from in-sync sets, and push the map to every member (on each
-//! change and every second, so a node that missed a push catches up).
+//! The shard map's duties. On the coordinator: create the map once `TORUA_BOOTSTRAP_EXPECT`
+//! nodes are ready, re-stamp it with the coordinator's term when coordination changes hands, run
+//! the planner ([`crate::shard_plan`]: failures, restarts, replacement, moves, drains — only with
+//! a quorum) and push the map to every member (on each change and every second, so a node that
+//! missed a push catches up). On every node: bring copies that are not in sync back (from the
+//! primary's log, or by a snapshot copy when the log cannot), drop copies the map no longer
+//! assigns here, and lift its own shutdown drain once restarted.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use membership::ClusterView;
 
 use crate::context::NodeContext;
 use crate::peer::wire::{PeerRequest, PeerResponse};
-use crate::shard_map::ShardMap;
+use crate::shard_map::{Drain, ShardMap};
+use crate::shard_plan::{plan, Members};
 
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A copy asking to rejoin may first be sent the writes it missed.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// A request to the coordinator about drains.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut views = ctx.cluster.view_watcher();
     // The term in which this node (as coordinator) last collected the members' maps.
     let mut synced_term = None;
-    let rejoining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Since when each node holding copies has been dead (as this coordinator saw it).
+    let mut dead_since: HashMap<String, Instant> = HashMap::new();
+    let busy = Arc::new(AtomicBool::new(false));
     loop {
         let view = ctx.cluster.view();
         if view.is_coordinator() && view.term.is_some() && synced_term != view.term {
             adopt_newest_map(&ctx).await;
             synced_term = view.term;
         }
-        if let Some(map) = step(&ctx) {
+        if let Some(map) = step(&ctx, &mut dead_since) {
             push(&ctx, map).await;
         }
-        // Catching up can take a while: never in the way of the coordinator's duties above.
-        if !rejoining.load(std::sync::atomic::Ordering::SeqCst) {
-            rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
-            let (ctx, rejoining) = (ctx.clone(), rejoining.clone());
+        crate::snapshot::expire_idle(&ctx);
+        // Catching up and copying can take a while: never in the way of the duties above.
+        if !busy.swap(true, Ordering::SeqCst) {
+            let (ctx, busy) = (ctx.clone(), busy.clone());
             tokio::spawn(async move {
+                lift_own_drain(&ctx).await;
+                drop_unassigned(&ctx).await;
                 rejoin_where_behind(&ctx).await;
-                rejoining.store(false, std::sync::atomic::Ordering::SeqCst);
+                busy.store(false, Ordering::SeqCst);
             });
         }
         tokio::select! {
@@ -46,8 +60,37 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
     }
 }
 
+/// What the planner needs to know of the view; keeps `dead_since` up to date.
+fn members(
+    ctx: &NodeContext,
+    view: &ClusterView,
+    map: &ShardMap,
+    dead_since: &mut HashMap<String, Instant>,
+) -> Members {
+    let live: BTreeMap<String, u64> = view
+        .live_members()
+        .map(|m| (m.node_id.as_str().to_string(), m.generation))
+        .collect();
+    let ready: BTreeSet<String> = view
+        .ready_members()
+        .map(|m| m.node_id.as_str().to_string())
+        .collect();
+    let holders: BTreeSet<String> = map.voting().into_iter().map(str::to_string).collect();
+    dead_since.retain(|n, _| holders.contains(n) && !live.contains_key(n));
+    let now = Instant::now();
+    for n in holders.iter().filter(|n| !live.contains_key(*n)) {
+        dead_since.entry(n.clone()).or_insert(now);
+    }
+    let gone = dead_since
+        .iter()
+        .filter(|(_, since)| since.elapsed() >= ctx.settings.replace_after)
+        .map(|(n, _)| n.clone())
+        .collect();
+    Members { live, ready, gone }
+}
+
 /// One pass; returns the map to push if this node coordinates and has one.
-fn step(ctx: &NodeContext) -> Option<ShardMap> {
+fn step(ctx: &NodeContext, dead_since: &mut HashMap<String, Instant>) -> Option<ShardMap> {
     let _guard = ctx.map_changes.lock().expect("map change lock");
     let view = ctx.cluster.view();
     if !view.is_coordinator() {
@@ -67,7 +110,17 @@ fn step(ctx: &NodeContext) -> Option<ShardMap> {
                 );
                 return None;
             }
-            let map = ShardMap::create(&ready, settings.shards, settings.replicas, term);
+            let generations = view
+                .ready_members()
+                .map(|m| (m.node_id.as_str().to_string(), m.generation))
+                .collect();
+            let map = ShardMap::create(
+                &ready,
+                generations,
+                settings.shards,
+                settings.replicas,
+                term,
+            );
             tracing::info!(
                 nodes = ready.len(),
                 shards = map.shards,
@@ -78,17 +131,19 @@ fn step(ctx: &NodeContext) -> Option<ShardMap> {
             return Some(map);
         }
     };
-    let mut changed = false;
-    if map.term < term {
-        map.term = term;
-        changed = true;
-    }
-    if map.handle_failures(&view) {
-        changed = true;
-    }
+    let members = members(ctx, &view, &map, dead_since);
+    // Without a quorum nothing changes, not even the term stamp: a coordinator elected on the
+    // minority side of a partition must not produce a map that outranks the majority's.
+    let changed = match plan(&mut map, &members, settings.max_concurrent_moves) {
+        Ok(changed) => changed || map.term < term,
+        Err(blocked) => {
+            tracing::debug!(reason = %blocked, "the shard map stays as it is");
+            return Some(map);
+        }
+    };
     if changed {
         map.version += 1;
-        map.term = term;
+        map.term = term.max(map.term);
         ctx.shard_map.offer(map.clone());
     }
     Some(map)
@@ -119,49 +174,196 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) {
 }
 
 /// On every node: ask the primary to put back the copies this node holds that are not in sync
-/// (after a restart or a network blip); the primary first sends what they miss from its log.
+/// (after a restart, a network blip, or as a new copy); the primary first sends what they miss
+/// from its log, or, when the log cannot bring them level, this node rebuilds the copy from a
+/// snapshot first. Copies are handled concurrently.
 async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
     let Some(map) = ctx.shard_map.get() else {
         return;
     };
+    if ctx.trusted(&map).is_err() {
+        return; // the coordinator has not noted this restart yet
+    }
     let me = ctx.node_id().as_str().to_string();
+    let behind = map
+        .assignments
+        .iter()
+        .filter(|a| a.primary != me && !a.is_in_sync(&me) && a.copies().any(|c| *c == me))
+        .map(|a| (a.shard, a.primary.clone()));
+    futures_util::future::join_all(behind.map(|(shard, primary)| rejoin(ctx, shard, primary)))
+        .await;
+}
+
+async fn rejoin(ctx: &Arc<NodeContext>, shard: u32, primary: String) {
     let view = ctx.cluster.view();
-    for a in &map.assignments {
-        if a.primary == me || a.is_in_sync(&me) || !a.copies().any(|c| *c == me) {
-            continue;
-        }
-        let Some(addr) = view
-            .member_by_str(&a.primary)
-            .filter(|m| m.is_live())
-            .and_then(|m| m.peer_addr.clone())
-        else {
-            continue;
+    let Some(addr) = view
+        .member_by_str(&primary)
+        .filter(|m| m.is_live())
+        .and_then(|m| m.peer_addr.clone())
+    else {
+        return;
+    };
+    let (seq, last_crc) = {
+        let Ok(store) = ctx.storage.open(shard).await else {
+            return;
         };
-        let Ok(store) = ctx.storage.open(a.shard).await else {
-            continue;
-        };
-        let (seq, last_crc) = match store.last_logged() {
+        match store.last_logged() {
             Some((s, crc)) if s == store.seq() => (s, Some(crc)),
             _ => (store.seq(), None),
-        };
-        let req = PeerRequest::RequestInSync {
-            shard: a.shard,
-            applied_seq: seq,
-            last_crc,
-        };
-        match crate::peer::call(ctx, &a.primary, &addr, &req, CATCH_UP_TIMEOUT).await {
-            Ok(PeerResponse::Map(Some(map))) => {
-                ctx.shard_map.offer(map);
-                tracing::info!(shard = a.shard, "copy is back in sync")
-            }
-            Ok(PeerResponse::Failed(e)) => {
-                tracing::debug!(shard = a.shard, error = %e, "copy stays out of sync")
-            }
-            other => {
-                tracing::debug!(shard = a.shard, answer = ?other, "in-sync request not answered")
+        }
+    };
+    match ask_in_sync(ctx, shard, &primary, &addr, seq, last_crc).await {
+        Some(PeerResponse::NeedsRebuild(why)) => {
+            tracing::info!(shard, reason = %why, "rebuilding this copy from a snapshot of the primary");
+            match crate::snapshot::rebuild(ctx, shard, &primary, &addr).await {
+                Ok(lease) => {
+                    ask_in_sync(ctx, shard, &primary, &addr, lease.seq, None).await;
+                    lease.release(ctx, &primary, &addr).await;
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "rebuilding a copy failed; retrying later")
+                }
             }
         }
+        _ => {}
     }
+}
+
+/// Sends `RequestInSync` and installs the map it brings back; returns the answer.
+async fn ask_in_sync(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    primary: &str,
+    addr: &str,
+    applied_seq: u64,
+    last_crc: Option<u32>,
+) -> Option<PeerResponse> {
+    let req = PeerRequest::RequestInSync {
+        shard,
+        applied_seq,
+        last_crc,
+    };
+    match crate::peer::call(ctx, primary, addr, &req, CATCH_UP_TIMEOUT).await {
+        Ok(PeerResponse::Map(Some(map))) => {
+            ctx.shard_map.offer(map.clone());
+            tracing::info!(shard, "copy is back in sync");
+            Some(PeerResponse::Map(Some(map)))
+        }
+        Ok(PeerResponse::Failed(e)) => {
+            tracing::debug!(shard, error = %e, "copy stays out of sync");
+            Some(PeerResponse::Failed(e))
+        }
+        Ok(other) => Some(other),
+        Err(e) => {
+            tracing::debug!(shard, error = %e, "in-sync request not answered");
+            None
+        }
+    }
+}
+
+/// On every node: deletes the copies on disk that the map does not assign here (replaced while
+/// this node was away, or moved elsewhere).
+async fn drop_unassigned(ctx: &Arc<NodeContext>) {
+    let Some(map) = ctx.shard_map.get() else {
+        return;
+    };
+    let mine = map.held_by(ctx.node_id().as_str());
+    for shard in ctx.storage.on_disk() {
+        if mine.contains(&shard) {
+            continue;
+        }
+        match ctx.storage.remove(shard).await {
+            Ok(()) => tracing::info!(
+                shard,
+                version = map.version,
+                "dropped a copy the shard map no longer assigns here"
+            ),
+            Err(e) => tracing::debug!(shard, error = %e, "cannot drop an unassigned copy yet"),
+        }
+    }
+}
+
+/// On every node: a drain this node asked for before shutting down ends when it runs again.
+async fn lift_own_drain(ctx: &Arc<NodeContext>) {
+    let me = ctx.node_id().as_str().to_string();
+    let Some(map) = ctx.shard_map.get() else {
+        return;
+    };
+    if ctx.is_leaving() || !map.draining.iter().any(|d| d.node == me && d.until_restart) {
+        return;
+    }
+    if let Err(e) = ask_set_draining(ctx, &me, false, true).await {
+        tracing::debug!(error = %e, "cannot lift this node's shutdown drain yet");
+    }
+}
+
+/// Asks the coordinator to start or stop draining `node`; installs the map it answers with.
+pub async fn ask_set_draining(
+    ctx: &Arc<NodeContext>,
+    node: &str,
+    draining: bool,
+    until_restart: bool,
+) -> Result<ShardMap, String> {
+    let view = ctx.cluster.view();
+    let coordinator = view
+        .coordinator
+        .clone()
+        .ok_or("no coordinator in this node's view")?;
+    let addr = view
+        .member(&coordinator)
+        .and_then(|m| m.peer_addr.clone())
+        .ok_or("the coordinator publishes no peer address")?;
+    let req = PeerRequest::SetDraining {
+        node: node.to_string(),
+        draining,
+        until_restart,
+    };
+    match crate::peer::call(ctx, coordinator.as_str(), &addr, &req, DRAIN_TIMEOUT).await? {
+        PeerResponse::Map(Some(map)) => {
+            ctx.shard_map.offer(map.clone());
+            Ok(map)
+        }
+        PeerResponse::Failed(e) => Err(e),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Coordinator side of `SetDraining`.
+pub fn set_draining(
+    ctx: &NodeContext,
+    node: &str,
+    draining: bool,
+    until_restart: bool,
+) -> Result<ShardMap, String> {
+    let _guard = ctx.map_changes.lock().expect("map change lock");
+    let view = ctx.cluster.view();
+    if !view.is_coordinator() {
+        return Err("not the coordinator".into());
+    }
+    let term = view
+        .term
+        .ok_or("the coordinator's term is not confirmed yet")?;
+    let mut map = ctx.shard_map.get().ok_or("no shard map")?;
+    map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
+        .map_err(|b| b.to_string())?;
+    let before = map.draining.clone();
+    map.draining.retain(|d| d.node != node);
+    if draining {
+        if view.member_by_str(node).is_none() && !map.voting().contains(node) {
+            return Err(format!("no node {node:?} in the cluster"));
+        }
+        map.draining.push(Drain {
+            node: node.to_string(),
+            until_restart,
+        });
+    }
+    if map.draining != before {
+        map.version += 1;
+        map.term = term.max(map.term);
+        ctx.shard_map.offer(map.clone());
+        tracing::info!(node, draining, "drain changed");
+    }
+    Ok(map)
 }
 
 /// Coordinator side of `AddInSync`.
@@ -180,6 +382,8 @@ pub fn add_in_sync(
         .term
         .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
+    map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
+        .map_err(|b| b.to_string())?;
     map.require_primary(shard, requester)?;
     if map.add_in_sync(shard, node)? {
         map.version += 1;
@@ -211,6 +415,8 @@ pub fn mark_stale(
         .term
         .ok_or("the coordinator's term is not confirmed yet")?;
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
+    map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
+        .map_err(|b| b.to_string())?;
     map.require_primary(shard, requester)?;
     if map.mark_stale(shard, node)? {
         map.version += 1;

@@ -5,11 +5,17 @@
 //! `term`. Nodes accept a map only if it is newer (higher term, or same term and higher version),
 //! so a stale coordinator cannot overwrite a newer map. Every node keeps the current map on disk
 //! (`shard_map.json`), which is how the map survives a whole-cluster restart.
+//!
+//! Besides who holds what, the map records the moves in progress (a copy being filled on a new
+//! node before the old one is dropped), the nodes being drained, and the generation (process
+//! start) under which each node's copies were last trusted: a node that restarted is not in sync
+//! until it has proven so again. How the coordinator changes it is in [`crate::shard_plan`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use membership::{ClusterView, NodeId};
+use membership::NodeId;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +26,32 @@ pub struct ShardMap {
     pub replicas: u32,
     /// Indexed by shard number.
     pub assignments: Vec<Assignment>,
+    /// Generation of each node when the coordinator last saw it; a copy whose node runs another
+    /// generation is not trusted as in sync (the process restarted, maybe with a wiped disk).
+    #[serde(default)]
+    pub generations: BTreeMap<String, u64>,
+    /// Nodes whose copies are being moved away.
+    #[serde(default)]
+    pub draining: Vec<Drain>,
+    /// Copies being moved: `to` is filled (a replica outside the in-sync set) before `from` is
+    /// dropped, so a move never lowers the number of copies.
+    #[serde(default)]
+    pub moves: Vec<Move>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub node: String,
+    /// Set by a node draining itself for a shutdown: the node clears it when it starts again.
+    /// An operator's drain (`POST /nodes/{id}/drain`) lasts until `DELETE`.
+    pub until_restart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub shard: u32,
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +77,13 @@ impl ShardMap {
     /// A balanced map: copies are dealt round-robin over the nodes in id order, so copies (and
     /// primaries) per node differ by at most one and a shard's copies are on distinct nodes. With
     /// fewer nodes than `replicas`, each shard gets one copy per node.
-    pub fn create(nodes: &[NodeId], shards: u32, replicas: u32, term: u64) -> ShardMap {
+    pub fn create(
+        nodes: &[NodeId],
+        generations: BTreeMap<String, u64>,
+        shards: u32,
+        replicas: u32,
+        term: u64,
+    ) -> ShardMap {
         let mut nodes: Vec<&NodeId> = nodes.iter().collect();
         nodes.sort();
         let n = nodes.len().max(1);
@@ -69,6 +107,9 @@ impl ShardMap {
             shards,
             replicas,
             assignments,
+            generations,
+            draining: Vec::new(),
+            moves: Vec::new(),
         }
     }
 
@@ -104,36 +145,6 @@ impl ShardMap {
             .filter(|a| a.copies().any(|c| c == node))
             .map(|a| a.shard)
             .collect()
-    }
-
-    /// Coordinator duty after a membership change: a shard whose primary is dead gets an in-sync
-    /// live replica as primary, and dead copies leave the in-sync set (the write path would
-    /// otherwise wait for them). Returns whether anything changed.
-    pub fn handle_failures(&mut self, view: &ClusterView) -> bool {
-        let live = |id: &str| {
-            view.members
-                .iter()
-                .any(|m| m.node_id.as_str() == id && m.is_live())
-        };
-        let mut changed = false;
-        for a in &mut self.assignments {
-            let before = a.clone();
-            // A dead copy can no longer take writes: drop it from in-sync, but keep at least one
-            // entry so the data's last known home is not forgotten (red until it returns).
-            let live_in_sync: Vec<String> = a.in_sync.iter().filter(|n| live(n)).cloned().collect();
-            if !live_in_sync.is_empty() {
-                a.in_sync = live_in_sync;
-            }
-            if !live(&a.primary) {
-                if let Some(next) = a.in_sync.iter().find(|n| live(n)).cloned() {
-                    let old = std::mem::replace(&mut a.primary, next.clone());
-                    a.replicas.retain(|r| r != &next);
-                    a.replicas.push(old);
-                }
-            }
-            changed |= *a != before;
-        }
-        changed
     }
 
     /// Removes `node` from the in-sync set of `shard` (the primary could not replicate to it).
@@ -234,7 +245,7 @@ mod tests {
     fn maps_are_balanced_with_distinct_copies() {
         for (nodes, shards, replicas) in [(3, 16, 2), (5, 16, 2), (2, 7, 3), (10, 16, 3), (1, 4, 2)]
         {
-            let map = ShardMap::create(&ids(nodes), shards, replicas, 1);
+            let map = ShardMap::create(&ids(nodes), BTreeMap::new(), shards, replicas, 1);
             let mut per_node = std::collections::BTreeMap::new();
             let mut primaries = std::collections::BTreeMap::new();
             for a in &map.assignments {
@@ -263,7 +274,7 @@ mod tests {
 
     #[test]
     fn last_in_sync_copy_is_never_marked_stale() {
-        let mut map = ShardMap::create(&ids(2), 1, 2, 1);
+        let mut map = ShardMap::create(&ids(2), BTreeMap::new(), 1, 2, 1);
         assert_eq!(map.mark_stale(0, "node-2"), Ok(true));
         assert!(map.mark_stale(0, "node-1").is_err());
     }

@@ -228,3 +228,41 @@ pub async fn nodes(State(state): State<AppState>) -> Json<Value> {
         .collect();
     Json(json!({ "nodes": nodes }))
 }
+
+/// `POST /nodes/{id}/drain`: move every shard copy and primary role off the node (progress in
+/// `GET /cluster/shards`); lasts until `DELETE /nodes/{id}/drain`.
+pub async fn drain(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_drain(&state, &id, true).await
+}
+
+/// `DELETE /nodes/{id}/drain`: stop draining the node (copies may move back by rebalancing).
+pub async fn undrain(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_drain(&state, &id, false).await
+}
+
+async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Value>, ApiError> {
+    if membership::NodeId::new(id).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "{id:?} is not a node id (letters, digits, '.', '_', '-')"
+        )));
+    }
+    match crate::shard_coordinator::ask_set_draining(state, id, draining, false).await {
+        Ok(map) => Ok(Json(json!({
+            "node": id,
+            "draining": draining,
+            "copies_left": map.held_by(id).len(),
+            "map_version": map.version,
+        }))),
+        Err(e) if e.starts_with("no node") => Err(ApiError::new(StatusCode::NOT_FOUND, e)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the coordinator did not accept the drain: {e}; retry"),
+        )),
+    }
+}

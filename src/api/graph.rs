@@ -98,6 +98,9 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(map) => map,
         Err(r) => return r,
     };
+    if let Err(reason) = state.quorum() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_later();
+    }
     let counts = json!({
         "entities": batch.entities.len(), "relations": batch.relations.len(), "chunks": batch.chunks.len(),
         "communities": batch.communities.len(), "documents": batch.documents.len(),
@@ -219,6 +222,9 @@ pub async fn delete_entity(
         .shard_map
         .get()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
+    state
+        .quorum()
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     let shard = shard_of(&id, map.shards);
     let record = route_get_entity(&state, shard, &id)
         .await
@@ -257,7 +263,17 @@ pub async fn delete_entity(
 }
 
 /// Every shard copy: node, primary or replica, in sync or not, counts and size.
-pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Debug, serde::Deserialize)]
+pub struct ShardsQuery {
+    /// `true`: each copy's checksum too (reads every copy whole).
+    #[serde(default)]
+    checksum: bool,
+}
+
+pub async fn shards(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ShardsQuery>,
+) -> Result<Json<Value>, ApiError> {
     let map = state.shard_map.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -290,17 +306,41 @@ pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             stats.insert(id, list.into_iter().collect());
         }
     }
+    let sums = if q.checksum {
+        checksums(&state, &view).await
+    } else {
+        BTreeMap::new()
+    };
     let mut copies = Vec::new();
     let mut pending: Option<u64> = Some(0);
     for a in &map.assignments {
         for node in a.copies() {
             let live = view.member_by_str(node).is_some_and(|m| m.is_live());
             let s = stats.get(node).and_then(|m| m.get(&a.shard));
+            let moving_from = map
+                .moves
+                .iter()
+                .any(|m| m.shard == a.shard && m.from == *node);
+            let state_name = if !live {
+                "unavailable"
+            } else if !a.is_in_sync(node) || s.is_none() {
+                "initializing"
+            } else if moving_from || map.is_draining(node) {
+                "relocating"
+            } else {
+                "started"
+            };
+            let sum = sums.get(node).and_then(|m| m.get(&a.shard));
             copies.push(json!({
                 "shard": a.shard,
                 "node": node,
                 "primary": *node == a.primary,
-                "state": if !live { "unavailable" } else if s.is_some() { "started" } else { "initializing" },
+                "state": state_name,
+                "checksum": sum.map(|r| match r {
+                    Ok((_, c)) => json!(c),
+                    Err(e) => json!({"error": e}),
+                }),
+                "checksum_seq": sum.and_then(|r| r.as_ref().ok().map(|(seq, _)| *seq)),
                 "in_sync": a.is_in_sync(node),
                 "entities": s.map(|s| s.counts.entities),
                 "relations": s.map(|s| s.counts.relations),
@@ -324,6 +364,40 @@ pub async fn shards(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     }
     Ok(Json(
         json!({"version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas,
-               "pending_writes": pending, "copies": copies}),
+               "pending_writes": pending, "moves": map.moves, "draining": map.draining,
+               "copies": copies}),
     ))
+}
+
+/// Every live node's copy checksums, by node and shard.
+async fn checksums(
+    state: &AppState,
+    view: &membership::ClusterView,
+) -> BTreeMap<String, BTreeMap<u32, Result<(u64, String), String>>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in view.live_members() {
+        let Some(addr) = m.peer_addr.clone() else {
+            continue;
+        };
+        let id = m.node_id.as_str().to_string();
+        let state = state.clone();
+        tasks.spawn(async move {
+            let r = crate::peer::call(
+                &state,
+                &id,
+                &addr,
+                &PeerRequest::ShardChecksums,
+                std::time::Duration::from_secs(30),
+            )
+            .await;
+            (id, r)
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(Ok((id, r))) = tasks.join_next().await {
+        if let Ok(PeerResponse::Checksums(list)) = r {
+            out.insert(id, list.into_iter().collect());
+        }
+    }
+    out
 }

@@ -36,6 +36,10 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster/health", get(cluster::cluster_health))
         .route("/cluster/nodes", get(cluster::registry))
         .route("/nodes", get(cluster::nodes))
+        .route(
+            "/nodes/{id}/drain",
+            post(cluster::drain).delete(cluster::undrain),
+        )
         .route("/broadcast", post(broadcast::broadcast))
         .route("/cluster/shards", get(graph::shards))
         .route(

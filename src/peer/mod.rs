@@ -104,9 +104,9 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
             crate::replication::replica_write(ctx, shard, from, seq, op).await
         }
         PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. }
-            if !ctx.holds_copy(&request) =>
+            if ctx.holds_copy(&request).is_err() =>
         {
-            PeerResponse::Failed("this node holds no copy of that shard in its shard map".into())
+            PeerResponse::Failed(ctx.holds_copy(&request).unwrap_err())
         }
         PeerRequest::GetEntity { shard, id } => match ctx.storage.open(shard).await {
             Ok(store) => match store.get_entity(id).await {
@@ -148,6 +148,36 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
                 Err(e) => PeerResponse::Failed(e),
             }
         }
+        PeerRequest::PrepareSnapshot { shard } => crate::snapshot::prepare(ctx, shard, from).await,
+        PeerRequest::SnapshotChunk { id, offset, len } => {
+            crate::snapshot::piece(ctx, id, offset, len).await
+        }
+        PeerRequest::ReleaseSnapshot { id } => {
+            crate::snapshot::release(ctx, id);
+            PeerResponse::Delivered
+        }
+        PeerRequest::SetDraining {
+            node,
+            draining,
+            until_restart,
+        } => match crate::shard_coordinator::set_draining(ctx, &node, draining, until_restart) {
+            Ok(map) => {
+                crate::shard_coordinator::push(ctx, map.clone()).await;
+                PeerResponse::Map(Some(map))
+            }
+            Err(e) => PeerResponse::Failed(e),
+        },
+        PeerRequest::ShardChecksums => {
+            let mut out = Vec::new();
+            for shard in ctx.storage.on_disk() {
+                let sum = match ctx.storage.open(shard).await {
+                    Ok(store) => store.checksum().await,
+                    Err(e) => Err(e),
+                };
+                out.push((shard, sum));
+            }
+            PeerResponse::Checksums(out)
+        }
         PeerRequest::ShardStats => {
             let mut out = Vec::new();
             for shard in ctx.storage.on_disk() {
@@ -157,6 +187,8 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
                 };
                 match stats {
                     Ok(s) => out.push((shard, s)),
+                    // Being removed or rebuilt right now: reported by the next call.
+                    Err(e) if e.contains("being removed or rebuilt") => {}
                     Err(e) => return PeerResponse::Failed(format!("shard {shard}: {e}")),
                 }
             }

@@ -65,6 +65,21 @@ pub enum PeerRequest {
     /// Run a read-only Cypher query (already checked) on this node's copies of `shards`
     /// (`names_cypher` on the first only).
     QueryShards { shards: Vec<u32>, query: ShardQuery },
+    /// To a shard's primary, from a node whose copy must be rebuilt: copy the database file (at a
+    /// round boundary) for transfer, and keep the log from there on.
+    PrepareSnapshot { shard: u32 },
+    /// A piece of a prepared snapshot.
+    SnapshotChunk { id: u64, offset: u64, len: u32 },
+    /// The snapshot was received (or abandoned): delete it, release the log.
+    ReleaseSnapshot { id: u64 },
+    /// To the coordinator: start (or stop) moving every copy off `node`.
+    SetDraining {
+        node: String,
+        draining: bool,
+        until_restart: bool,
+    },
+    /// The checksum of every shard copy this node holds (after applying what it logged).
+    ShardChecksums,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +120,18 @@ pub enum PeerResponse {
     Traversed(Vec<(u32, Result<Step, String>)>),
     /// Per shard of a `QueryShards`, in the order asked.
     QueryRowsPerShard(Vec<(u32, Result<Rows, QueryFailure>)>),
+    /// A snapshot ready for transfer: the database file holds writes up to `seq`.
+    Snapshot {
+        id: u64,
+        seq: u64,
+        bytes: u64,
+    },
+    SnapshotBytes(Vec<u8>),
+    /// The copy cannot be brought level from the log (diverged, or too far behind): it must be
+    /// rebuilt from a snapshot.
+    NeedsRebuild(String),
+    /// Per shard copy: (shard, sequence number, checksum), or why not.
+    Checksums(Vec<(u32, Result<(u64, String), String>)>),
 }
 
 /// What a node tells the coordinator about itself.

@@ -161,8 +161,13 @@ pub async fn run_on_shard(
     query: ShardQuery,
 ) -> Result<Rows, QueryFailure> {
     let map = ctx.shard_map.get();
-    super::traverse::in_sync_here(map.as_ref(), shard, ctx.node_id().as_str())
-        .map_err(QueryFailure::Other)?;
+    super::traverse::in_sync_here(
+        map.as_ref(),
+        shard,
+        ctx.node_id().as_str(),
+        ctx.cluster.generation(),
+    )
+    .map_err(QueryFailure::Other)?;
     let store = ctx.storage.open(shard).await.map_err(QueryFailure::Other)?;
     store.user_query(query, MAX_SHARD_ANSWER_BYTES).await
 }

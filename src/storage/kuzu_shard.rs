@@ -52,7 +52,17 @@ struct Pending {
     bytes: usize,
     /// Writes in the round being applied.
     in_flight: usize,
+    /// Snapshots asked for, taken between rounds.
+    snapshots: Vec<SnapshotJob>,
     stop: bool,
+}
+
+/// A request to copy the database file (at a round boundary) to `to`, keeping the log from the
+/// snapshot's sequence number on (pinned under `pin`) until [`KuzuShard::unpin`].
+struct SnapshotJob {
+    to: PathBuf,
+    pin: u64,
+    done: tokio::sync::oneshot::Sender<Result<u64, String>>,
 }
 
 struct Shared {
@@ -72,6 +82,9 @@ struct Shared {
     /// (a catch-up may hold it while reading segments).
     log_bytes: AtomicU64,
     last_logged: Mutex<Option<(u64, u32)>>,
+    /// Snapshots being sent to other nodes: id -> sequence number. The log keeps every record
+    /// after the lowest, for the catch-up that follows the copy.
+    pins: Mutex<std::collections::BTreeMap<u64, u64>>,
 }
 
 pub struct KuzuShard {
@@ -129,7 +142,16 @@ impl KuzuShard {
                 let Ok((shared, log)) = start_rx.recv() else {
                     return; // opening failed after the database (the log)
                 };
-                applier_loop(shard, db, shared, log, dim, gate, stage, wal_path)
+                applier_loop(
+                    shard,
+                    db,
+                    shared,
+                    log,
+                    dim,
+                    gate,
+                    stage,
+                    (thread_path, wal_path),
+                )
             })
             .map_err(|e| format!("cannot start the applier thread: {e}"))?;
         let (db, applied, initial_counts) = opened_rx
@@ -160,6 +182,7 @@ impl KuzuShard {
             counts: Mutex::new(initial_counts),
             log_bytes: AtomicU64::new(log.bytes()),
             last_logged: Mutex::new(log.last()),
+            pins: Mutex::new(Default::default()),
         });
         let log = Arc::new(Mutex::new(log));
         // Before the applier gets going: if this fails, the applier sees the start channel close
@@ -186,6 +209,29 @@ impl KuzuShard {
     /// Highest sequence number durable in this copy (logged; maybe not yet visible).
     pub fn seq(&self) -> u64 {
         self.shared.logged.load(Ordering::SeqCst)
+    }
+
+    /// Copies the database, as of a round boundary, to `to` (the applier pauses meanwhile, reads
+    /// wait) and returns the sequence number it holds. The log keeps the records after it until
+    /// `unpin(pin)`, so the copy can be brought level by sequence number afterwards.
+    pub async fn snapshot(&self, to: PathBuf, pin: u64) -> Result<u64, String> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = self.shared.pending.lock().expect("pending lock");
+            if pending.stop {
+                return Err("the copy is closing".into());
+            }
+            pending.snapshots.push(SnapshotJob { to, pin, done });
+        }
+        self.shared.ready.notify_all();
+        result
+            .await
+            .map_err(|_| "the applier stopped before taking the snapshot".to_string())?
+    }
+
+    /// Ends what `snapshot(.., pin)` kept of the log.
+    pub fn unpin(&self, pin: u64) {
+        self.shared.pins.lock().expect("pins lock").remove(&pin);
     }
 
     /// Highest sequence number visible to reads.
@@ -330,6 +376,37 @@ impl KuzuShard {
             })
         })
         .await
+    }
+
+    /// A checksum of what the copy holds (entities with their descriptions, relations, chunks,
+    /// communities, in id order) after every logged write is applied, with the sequence number it
+    /// is taken at: copies holding the same writes have the same checksum. Reads everything:
+    /// for checks and tests, not for hot paths.
+    pub async fn checksum(&self) -> Result<(u64, String), String> {
+        self.wait_visible(READ_WAIT).await?;
+        let seq = self.visible_seq();
+        let sum = self
+            .read(|conn| {
+                let mut h = crc32fast::Hasher::new();
+                for q in [
+                    "MATCH (e:Entity) WHERE e.stub = false RETURN e.id, e.title, e.description ORDER BY e.id",
+                    "MATCH (a:Entity)-[x:RELATED]->(b:Entity) RETURN x.id, a.id, b.id, x.description ORDER BY x.id, a.id, b.id",
+                    "MATCH (c:Chunk) RETURN c.id, c.text ORDER BY c.id",
+                    "MATCH (c:Community) RETURN c.id, c.title ORDER BY c.id",
+                ] {
+                    for row in run(conn, q, vec![])? {
+                        for v in &row {
+                            h.update(as_string(v).as_bytes());
+                            h.update(&[0]);
+                        }
+                        h.update(&[1]);
+                    }
+                    h.update(&[2]);
+                }
+                Ok(format!("{:08x}", h.finalize()))
+            })
+            .await?;
+        Ok((seq, sum))
     }
 
     /// Counts of what is visible (as of the last applied round), with the log's position; does
@@ -492,7 +569,7 @@ fn applier_loop(
     dim: usize,
     gate: Arc<ApplyGate>,
     stage: PathBuf,
-    wal_path: PathBuf,
+    files: (PathBuf, PathBuf),
 ) {
     let conn = match Connection::new(&db) {
         Ok(c) => c,
@@ -501,22 +578,37 @@ fn applier_loop(
             return;
         }
     };
+    let (db_path, wal_path) = files;
     loop {
         // Wait for work, then for a slot; take the round only once running (it grew meanwhile).
-        {
+        let jobs = {
             let mut pending = shared.pending.lock().expect("pending lock");
-            while pending.ops.is_empty() && !pending.stop {
+            while pending.ops.is_empty() && pending.snapshots.is_empty() && !pending.stop {
                 pending = shared.ready.wait(pending).expect("pending lock");
+            }
+            std::mem::take(&mut pending.snapshots)
+        };
+        for job in jobs {
+            let taken = take_snapshot(&conn, &shared, &db_path, &job.to, job.pin);
+            if let Err(e) = &taken {
+                tracing::warn!(shard, error = %e, "cannot take a snapshot");
+            }
+            let _ = job.done.send(taken);
+        }
+        {
+            let pending = shared.pending.lock().expect("pending lock");
+            if pending.ops.is_empty() {
+                if pending.stop {
+                    return; // stopped and drained
+                }
+                continue;
             }
         }
         let _slot = gate.enter();
         let round: Vec<(u64, Arc<WriteOp>, usize)> = {
             let mut pending = shared.pending.lock().expect("pending lock");
-            while pending.ops.is_empty() && !pending.stop {
-                pending = shared.ready.wait(pending).expect("pending lock");
-            }
             if pending.ops.is_empty() {
-                return; // stopped and drained
+                continue;
             }
             let mut round = Vec::new();
             let mut items = 0;
@@ -569,8 +661,15 @@ fn applier_loop(
         }
         shared.visible.send_replace(max_seq);
         if shared.failed.load(Ordering::SeqCst) == 0 {
+            let pinned = shared
+                .pins
+                .lock()
+                .expect("pins lock")
+                .values()
+                .min()
+                .copied();
             let mut log = log.lock().expect("log lock");
-            log.trim(max_seq);
+            log.trim(pinned.map_or(max_seq, |p| p.min(max_seq)));
             shared.log_bytes.store(log.bytes(), Ordering::SeqCst);
         }
         let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
@@ -583,6 +682,48 @@ fn applier_loop(
             }
         }
     }
+}
+
+/// Checkpoints (so the database file alone holds everything applied), copies the file to `to`,
+/// and pins the log after the copy's sequence number. Reads wait meanwhile (a checkpoint needs
+/// no open transaction).
+fn take_snapshot(
+    conn: &Connection,
+    shared: &Shared,
+    db_path: &Path,
+    to: &Path,
+    pin: u64,
+) -> Result<u64, String> {
+    let _no_reads = shared.commit_gate.write().expect("commit gate");
+    let mut failure = None;
+    for _ in 0..10 {
+        match conn.query("CHECKPOINT") {
+            Ok(_) => {
+                failure = None;
+                break;
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(format!(
+            "cannot checkpoint the database before copying it: {e}"
+        ));
+    }
+    let seq = *shared.visible.borrow();
+    shared.pins.lock().expect("pins lock").insert(pin, seq);
+    if let Err(e) = std::fs::copy(db_path, to) {
+        shared.pins.lock().expect("pins lock").remove(&pin);
+        return Err(format!(
+            "cannot copy {} to {}: {e}",
+            db_path.display(),
+            to.display()
+        ));
+    }
+    Ok(seq)
 }
 
 /// `dim`: the embedding dimension the database was opened with (checked at open, so no per-read

@@ -177,6 +177,8 @@ pub struct Storage {
     /// cell: opening takes a while (and async callers of `get` must never wait for it).
     open: Mutex<BTreeMap<u32, Arc<tokio::sync::OnceCell<Arc<KuzuShard>>>>>,
     gate: Arc<ApplyGate>,
+    /// Shards whose copy is being removed or replaced: not opened meanwhile.
+    busy: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 impl Storage {
@@ -199,6 +201,7 @@ impl Storage {
             gate: Arc::new(ApplyGate::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
+            busy: Mutex::new(Default::default()),
         })
     }
 
@@ -273,6 +276,11 @@ impl Storage {
 
     /// Opens `shard` off the async runtime (once; concurrent callers wait for the same open).
     pub async fn open(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
+        if self.busy.lock().expect("storage lock").contains(&shard) {
+            return Err(format!(
+                "this node's copy of shard {shard} is being removed or rebuilt; retry"
+            ));
+        }
         let cell = self.cell(shard);
         let me = self.clone();
         cell.get_or_try_init(|| async move {
@@ -283,4 +291,101 @@ impl Storage {
         .await
         .cloned()
     }
+}
+
+/// Longest wait for the users of a copy to let go of it before it is closed.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Storage {
+    /// Where snapshots for other nodes and incoming copies are written (same file system as the
+    /// shards, so an incoming copy is renamed into place).
+    pub fn transfer_dir(&self) -> PathBuf {
+        self.dir.join("transfer")
+    }
+
+    /// Closes this node's copy of `shard` (waiting for its users, up to `CLOSE_WAIT`) and deletes
+    /// its files: the map no longer assigns it here, or it is about to be replaced.
+    pub async fn remove(self: &Arc<Self>, shard: u32) -> Result<(), String> {
+        if !self.busy.lock().expect("storage lock").insert(shard) {
+            return Err(format!("shard {shard} is already being removed or rebuilt"));
+        }
+        let result = self.close_and_delete(shard).await;
+        self.busy.lock().expect("storage lock").remove(&shard);
+        result
+    }
+
+    async fn close_and_delete(self: &Arc<Self>, shard: u32) -> Result<(), String> {
+        let cell = self.open.lock().expect("storage lock").remove(&shard);
+        if let Some(store) = cell.and_then(|c| c.get().cloned()) {
+            let deadline = std::time::Instant::now() + CLOSE_WAIT;
+            while Arc::strong_count(&store) > 1 {
+                if std::time::Instant::now() > deadline {
+                    // Put it back: it is still in use.
+                    let cell = self.cell(shard);
+                    let _ = cell.set(store);
+                    return Err(format!(
+                        "shard {shard}'s copy is still in use after {CLOSE_WAIT:?}"
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            // Joins the applier thread: off the runtime.
+            tokio::task::spawn_blocking(move || drop(store))
+                .await
+                .map_err(|e| format!("closing shard {shard} failed: {e}"))?;
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || delete_files(&dir, shard))
+            .await
+            .map_err(|e| format!("deleting shard {shard} failed: {e}"))?
+    }
+
+    /// Replaces this node's copy of `shard` by the database file `file` (a snapshot received from
+    /// the primary) and opens it.
+    pub async fn install(
+        self: &Arc<Self>,
+        shard: u32,
+        file: &Path,
+    ) -> Result<Arc<KuzuShard>, String> {
+        if !self.busy.lock().expect("storage lock").insert(shard) {
+            return Err(format!("shard {shard} is already being removed or rebuilt"));
+        }
+        let mut result = self.close_and_delete(shard).await;
+        if result.is_ok() {
+            result = std::fs::rename(file, self.path(shard))
+                .map_err(|e| format!("cannot move {} into place: {e}", file.display()));
+        }
+        self.busy.lock().expect("storage lock").remove(&shard);
+        result?;
+        self.open(shard).await
+    }
+}
+
+/// Deletes a copy's database, Kuzu's side files, its log segments and its staging folder.
+fn delete_files(dir: &Path, shard: u32) -> Result<(), String> {
+    let db = format!("shard-{shard}.kz");
+    let log = format!("shard-{shard}.log.");
+    let stage = format!("stage-{shard}");
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let ours = name == db
+            || name
+                .strip_prefix(&db)
+                .is_some_and(|rest| rest.starts_with('.'))
+            || name.starts_with(&log)
+            || name == stage;
+        if !ours {
+            continue;
+        }
+        let path = e.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|err| format!("cannot delete {}: {err}", path.display()))?;
+    }
+    Ok(())
 }

@@ -247,7 +247,7 @@ pub async fn step_here(
     let out = join_in_order(parts.into_iter().map(|(shard, ids)| {
         let (ctx, filter, map, me) = (ctx.clone(), filter.clone(), map.clone(), me.clone());
         async move {
-            if let Err(e) = in_sync_here(map.as_ref(), shard, &me) {
+            if let Err(e) = in_sync_here(map.as_ref(), shard, &me, ctx.cluster.generation()) {
                 return (shard, Err(e));
             }
             let result = match ctx.storage.open(shard).await {
@@ -280,7 +280,21 @@ pub async fn step_here(
 
 /// Reads are answered only by a copy its own map calls in sync (a copy that just fell out may
 /// miss acknowledged writes); the asker then tries another copy.
-pub fn in_sync_here(map: Option<&ShardMap>, shard: u32, me: &str) -> Result<(), String> {
+/// `Err` unless `map` lists this node's copy of `shard` in sync, under this process's generation
+/// (a restarted node answers for its copies only once they have rejoined).
+pub fn in_sync_here(
+    map: Option<&ShardMap>,
+    shard: u32,
+    me: &str,
+    generation: u64,
+) -> Result<(), String> {
+    if let Some(m) = map {
+        if m.generations.get(me) != Some(&generation) {
+            return Err(format!(
+                "{me} restarted; its copy of shard {shard} has not rejoined yet"
+            ));
+        }
+    }
     match map.and_then(|m| m.assignment(shard)) {
         Some(a) if a.is_in_sync(me) => Ok(()),
         Some(_) => Err(format!("this node's copy of shard {shard} is not in sync")),

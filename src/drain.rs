@@ -1,0 +1,80 @@
+//! Draining: moving every shard copy and primary role off a node before it leaves, so that
+//! stopping it loses no availability. Asked for by an operator (`POST /nodes/{id}/drain`, undone by
+//! `DELETE`) or by the node itself on SIGTERM ([`drain_self`], bounded by `TORUA_DRAIN_TIMEOUT`).
+//! The coordinator does the moving (see `shard_plan`); this module asks and watches.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::context::NodeContext;
+use crate::shard_coordinator::ask_set_draining;
+
+/// How often progress is checked.
+const POLL: Duration = Duration::from_millis(250);
+/// A drain that moves nothing for this long (no node can take the copies) gives up.
+const STUCK_AFTER: Duration = Duration::from_secs(3);
+
+/// On SIGTERM: asks the coordinator to move this node's copies away and waits until the map
+/// assigns it none (or nothing can move, or `timeout`). Returns a line for the log.
+pub async fn drain_self(ctx: &Arc<NodeContext>, timeout: Duration) -> String {
+    ctx.leaving.store(true, Ordering::SeqCst);
+    if timeout.is_zero() {
+        return "TORUA_DRAIN_TIMEOUT is 0: leaving without moving copies".into();
+    }
+    let me = ctx.node_id().as_str().to_string();
+    let holds = |ctx: &NodeContext| {
+        ctx.shard_map
+            .get()
+            .map(|m| m.held_by(&me).len())
+            .unwrap_or(0)
+    };
+    if holds(ctx) == 0 {
+        return "this node holds no shard copies".into();
+    }
+    let started = Instant::now();
+    let deadline = started + timeout;
+    // Ask until the coordinator has it (it may be changing hands).
+    loop {
+        match ask_set_draining(ctx, &me, true, true).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "drain request not accepted yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return format!("the coordinator did not accept the drain: {e}"),
+        }
+    }
+    let initial = holds(ctx);
+    tracing::info!(
+        copies = initial,
+        "draining: moving this node's copies to other nodes"
+    );
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let Some(map) = ctx.shard_map.get() else {
+            return "no shard map".into();
+        };
+        let left = map.held_by(&me).len();
+        if left == 0 {
+            return format!(
+                "drained {initial} copies in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if Instant::now() >= deadline {
+            return format!("TORUA_DRAIN_TIMEOUT passed with {left} copies still here");
+        }
+        if map.moves.is_empty() {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STUCK_AFTER {
+                return format!(
+                    "{left} copies cannot move (no other node can take them); leaving anyway"
+                );
+            }
+        } else {
+            idle_since = None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
