@@ -277,6 +277,20 @@ pub fn with_shards(
             .iter()
             .any(|m| m.node_id.as_str() == id && m.is_live())
     };
+    // A dead node whose copies were all re-created elsewhere no longer matters to the data: it
+    // stays listed in `nodes` (as dead) but does not keep the cluster yellow.
+    let voting = map.voting();
+    let dead_prefix = format!("{}: ", MemberState::Dead.as_str());
+    let before = h.reasons.len();
+    h.reasons.retain(|r| match r.split_once(' ') {
+        Some((_, rest)) if rest.starts_with(&dead_prefix) => rest[dead_prefix.len()..]
+            .split(", ")
+            .any(|id| voting.contains(id)),
+        _ => true,
+    });
+    if h.reasons.len() < before && h.reasons.is_empty() && h.status == Status::Yellow {
+        h.status = Status::Green;
+    }
     let mut c = ShardCounts {
         total_shards: map.shards,
         ..ShardCounts::default()

@@ -372,6 +372,13 @@ pub async fn rejoin_in_sync(
              and needs a rebuild"
         ));
     }
+    if their_seq == 0 && mine > 0 {
+        // A new (or emptied) copy: copying the database file is faster than replaying every
+        // write, and the log may not reach back that far anyway.
+        return PeerResponse::NeedsRebuild(format!(
+            "shard {shard}: {node}'s copy is empty; it is filled from a snapshot"
+        ));
+    }
     if let (Some(theirs), Ok(Some(ours))) = (their_crc, store.crc_at(their_seq).await) {
         if theirs != ours {
             return PeerResponse::NeedsRebuild(format!(

@@ -268,7 +268,7 @@ async fn drop_unassigned(ctx: &Arc<NodeContext>) {
         return;
     };
     let mine = map.held_by(ctx.node_id().as_str());
-    for shard in ctx.storage.on_disk() {
+    for shard in ctx.storage.with_files() {
         if mine.contains(&shard) {
             continue;
         }

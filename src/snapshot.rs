@@ -220,6 +220,7 @@ pub async fn rebuild(
             other => return Err(format!("unexpected answer {other:?}")),
         };
     let lease = Lease { id, seq };
+    tracing::info!(shard, from = primary, seq, mb = bytes >> 20, "receiving a snapshot");
     match fetch_and_install(ctx, shard, primary, addr, id, bytes).await {
         Ok(installed_seq) => {
             let secs = started.elapsed().as_secs_f64();
@@ -298,6 +299,7 @@ async fn fetch_and_install(
         .await
         .map_err(|e| format!("syncing {}: {e}", incoming.display()))?;
     drop(file);
+    tracing::debug!(shard, "snapshot received; replacing the local copy");
     let store = ctx.storage.install(shard, &incoming).await?;
     Ok(store.seq())
 }

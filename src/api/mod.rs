@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            mark_possibly_stale,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             track_http,
         ))
@@ -69,6 +73,23 @@ pub fn router(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .with_state(state)
+}
+
+/// On a node without a quorum (minority side of a partition) every answer carries
+/// `x-torua-stale: <reason>`: reads still answer, from copies that may miss the majority's
+/// latest writes.
+async fn mark_possibly_stale(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if let Err(reason) = state.quorum() {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&reason) {
+            response.headers_mut().insert("x-torua-stale", value);
+        }
+    }
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -231,6 +231,23 @@ impl Storage {
         shards
     }
 
+    /// Shards with any file here (a database, or log segments left by an interrupted open).
+    pub fn with_files(&self) -> Vec<u32> {
+        let mut shards: Vec<u32> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let rest = name.strip_prefix("shard-")?;
+                rest[..rest.find('.')?].parse().ok()
+            })
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+    }
+
     pub fn set_expected_copies(&self, copies: usize) {
         *self.expected_copies.lock().expect("storage lock") = copies.max(1);
     }
@@ -318,7 +335,16 @@ impl Storage {
         let cell = self.open.lock().expect("storage lock").remove(&shard);
         if let Some(store) = cell.and_then(|c| c.get().cloned()) {
             let deadline = std::time::Instant::now() + CLOSE_WAIT;
+            let mut warned = false;
             while Arc::strong_count(&store) > 1 {
+                if !warned && deadline - std::time::Instant::now() < CLOSE_WAIT / 2 {
+                    warned = true;
+                    tracing::info!(
+                        shard,
+                        users = Arc::strong_count(&store) - 1,
+                        "waiting for the users of a copy before closing it"
+                    );
+                }
                 if std::time::Instant::now() > deadline {
                     // Put it back: it is still in use.
                     let cell = self.cell(shard);
