@@ -28,6 +28,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
 const READ_TIMEOUT: Duration = Duration::from_secs(12);
 
+/// How a replica's fencing refusal starts (the primary fails the write instead of dropping the
+/// replica from the in-sync set).
+const REFUSED: &str = "this copy refuses the write";
+
 /// One lock per shard this node is primary of: orders its writes.
 #[derive(Default)]
 pub struct ShardLocks {
@@ -115,11 +119,25 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
         });
     }
     let mut failed = Vec::new();
+    let mut fenced = None;
     while let Some(Ok((node, result))) = tasks.join_next().await {
+        if let Err(e) = result.as_ref() {
+            if e.contains(REFUSED) {
+                // The replica knows a newer map in which this node is not the primary: this
+                // write must fail, and the replica must not be dropped from the in-sync set.
+                fenced = Some(format!("{node}: {e}"));
+                continue;
+            }
+        }
         if let Err(e) = result {
             tracing::warn!(shard, seq, replica = %node, error = %e, "replication failed; removing the copy from the in-sync set");
             failed.push(node);
         }
+    }
+    if let Some(e) = fenced {
+        return PeerResponse::Failed(format!(
+            "shard {shard}: write {seq} refused by a replica with a newer shard map ({e}); not acknowledged, retry"
+        ));
     }
     for node in failed {
         if let Err(e) = mark_stale(ctx, shard, &node).await {
@@ -167,11 +185,11 @@ pub async fn replica_write(
     // Fencing: only the primary in this copy's map gets an acknowledgement from us, and only
     // while this process's copies are trusted (not right after a restart).
     if let Some(map) = ctx.shard_map.get() {
-        if let Err(e) = map
-            .require_primary(shard, from)
-            .and_then(|_| ctx.trusted(&map))
-        {
-            return PeerResponse::Failed(format!("this copy refuses the write: {e}"));
+        if let Err(e) = map.require_primary(shard, from) {
+            return PeerResponse::Failed(format!("{REFUSED}: {e}"));
+        }
+        if let Err(e) = ctx.trusted(&map) {
+            return PeerResponse::Failed(format!("this copy cannot take writes yet: {e}"));
         }
     }
     let store = match ctx.storage.open(shard).await {
