@@ -47,6 +47,8 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
             let (ctx, busy) = (ctx.clone(), busy.clone());
             tokio::spawn(async move {
                 lift_own_drain(&ctx).await;
+                // The coordinator's own map changes reach it without a push.
+                open_assigned(&ctx).await;
                 drop_unassigned(&ctx).await;
                 rejoin_where_behind(&ctx).await;
                 busy.store(false, Ordering::SeqCst);
