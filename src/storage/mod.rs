@@ -179,6 +179,8 @@ pub struct Storage {
     gate: Arc<ApplyGate>,
     /// Shards whose copy is being removed or replaced: not opened meanwhile.
     busy: Mutex<std::collections::BTreeSet<u32>>,
+    /// Per shard: held while its copy is opened, removed or replaced.
+    life: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Storage {
@@ -202,6 +204,7 @@ impl Storage {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             busy: Mutex::new(Default::default()),
+            life: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -293,6 +296,13 @@ impl Storage {
 
     /// Opens `shard` off the async runtime (once; concurrent callers wait for the same open).
     pub async fn open(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
+        if let Some(store) = self.cell(shard).get() {
+            return Ok(store.clone());
+        }
+        // Opening, removing and replacing a copy exclude each other: a removal must not delete
+        // files under an open in progress (two databases on one file, or a log left behind).
+        let life = self.life_lock(shard);
+        let _life = life.lock().await;
         if self.busy.lock().expect("storage lock").contains(&shard) {
             return Err(format!(
                 "this node's copy of shard {shard} is being removed or rebuilt; retry"
@@ -307,6 +317,15 @@ impl Storage {
         })
         .await
         .cloned()
+    }
+
+    fn life_lock(&self, shard: u32) -> Arc<tokio::sync::Mutex<()>> {
+        self.life
+            .lock()
+            .expect("storage lock")
+            .entry(shard)
+            .or_default()
+            .clone()
     }
 }
 
@@ -326,7 +345,11 @@ impl Storage {
         if !self.busy.lock().expect("storage lock").insert(shard) {
             return Err(format!("shard {shard} is already being removed or rebuilt"));
         }
-        let result = self.close_and_delete(shard).await;
+        let life = self.life_lock(shard);
+        let result = {
+            let _life = life.lock().await;
+            self.close_and_delete(shard).await
+        };
         self.busy.lock().expect("storage lock").remove(&shard);
         result
     }
@@ -376,11 +399,16 @@ impl Storage {
         if !self.busy.lock().expect("storage lock").insert(shard) {
             return Err(format!("shard {shard} is already being removed or rebuilt"));
         }
-        let mut result = self.close_and_delete(shard).await;
-        if result.is_ok() {
-            result = std::fs::rename(file, self.path(shard))
-                .map_err(|e| format!("cannot move {} into place: {e}", file.display()));
-        }
+        let life = self.life_lock(shard);
+        let result = {
+            let _life = life.lock().await;
+            let mut result = self.close_and_delete(shard).await;
+            if result.is_ok() {
+                result = std::fs::rename(file, self.path(shard))
+                    .map_err(|e| format!("cannot move {} into place: {e}", file.display()));
+            }
+            result
+        };
         self.busy.lock().expect("storage lock").remove(&shard);
         result?;
         self.open(shard).await
