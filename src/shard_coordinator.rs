@@ -35,11 +35,16 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
     loop {
         let view = ctx.cluster.view();
         if view.is_coordinator() && view.term.is_some() && synced_term != view.term {
-            adopt_newest_map(&ctx).await;
-            synced_term = view.term;
+            // Until it has heard the maps of a majority, a new coordinator changes nothing: its
+            // own map may be older than the one the other side of a healed partition made.
+            if adopt_newest_map(&ctx).await {
+                synced_term = view.term;
+            }
         }
-        if let Some(map) = step(&ctx, &mut dead_since) {
-            push(&ctx, map).await;
+        if !view.is_coordinator() || synced_term == view.term {
+            if let Some(map) = step(&ctx, &mut dead_since) {
+                push(&ctx, map).await;
+            }
         }
         crate::snapshot::expire_idle(&ctx);
         // Catching up and copying can take a while: never in the way of the duties above.
@@ -153,7 +158,11 @@ fn step(ctx: &NodeContext, dead_since: &mut HashMap<String, Instant>) -> Option<
 
 /// A new coordinator first adopts the newest map any member holds (by term, then version): its
 /// own copy may be older than what the previous coordinator published.
-async fn adopt_newest_map(ctx: &Arc<NodeContext>) {
+///
+/// Returns whether maps were heard from a majority of the voting membership of the newest map
+/// (itself included): any change the cluster made was made with such a majority, so one of them
+/// holds it.
+async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
     let view = ctx.cluster.view();
     let mut tasks = tokio::task::JoinSet::new();
     for m in view.live_members() {
@@ -165,13 +174,40 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) {
         };
         let (ctx, id) = (ctx.clone(), m.node_id.as_str().to_string());
         tasks.spawn(async move {
-            crate::peer::call(&ctx, &id, &addr, &PeerRequest::GetMap, PUSH_TIMEOUT).await
+            let answer =
+                crate::peer::call(&ctx, &id, &addr, &PeerRequest::GetMap, PUSH_TIMEOUT).await;
+            (id, answer)
         });
     }
+    let mut heard: BTreeSet<String> = BTreeSet::from([ctx.node_id().as_str().to_string()]);
     while let Some(done) = tasks.join_next().await {
-        if let Ok(Ok(PeerResponse::Map(Some(map)))) = done {
-            ctx.shard_map.offer(map);
+        match done {
+            Ok((id, Ok(PeerResponse::Map(map)))) => {
+                heard.insert(id);
+                if let Some(map) = map {
+                    ctx.shard_map.offer(map);
+                }
+            }
+            Ok((id, other)) => {
+                tracing::debug!(node = %id, answer = ?other, "no shard map from a member")
+            }
+            Err(_) => {}
         }
+    }
+    let Some(map) = ctx.shard_map.get() else {
+        return true; // no map anywhere: the cluster is forming
+    };
+    let voting = map.voting();
+    let answered = voting.iter().filter(|n| heard.contains(**n)).count();
+    if answered * 2 > voting.len() {
+        true
+    } else {
+        tracing::info!(
+            answered,
+            voting = voting.len(),
+            "waiting to hear the shard maps of a majority before coordinating"
+        );
+        false
     }
 }
 

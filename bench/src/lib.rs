@@ -645,3 +645,13 @@ pub fn import_graphrag(dir: &Path, url: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+impl NodeProc {
+    /// How the process ended (e.g. "signal: 11 (SIGSEGV)"), if it exited on its own; `None` while it
+    /// runs or after the harness stopped it (kill9/terminate).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
