@@ -184,6 +184,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(e) => warn!(error = %e, "HTTP server task failed"),
         }
         endpoint.shutdown().await;
+        ctx.storage.close_all().await;
     };
     if tokio::time::timeout(args.shutdown_timeout, shutdown)
         .await

@@ -245,9 +245,14 @@ async fn rejoin(ctx: &Arc<NodeContext>, shard: u32, primary: String) {
         let Ok(store) = ctx.storage.open(shard).await else {
             return;
         };
-        match store.last_logged() {
-            Some((s, crc)) if s == store.seq() => (s, Some(crc)),
-            _ => (store.seq(), None),
+        if store.recovered_from_crash() {
+            // Its database may be damaged: ask for a whole copy (an empty copy gets one).
+            (0, None)
+        } else {
+            match store.last_logged() {
+                Some((s, crc)) if s == store.seq() => (s, Some(crc)),
+                _ => (store.seq(), None),
+            }
         }
     };
     match ask_in_sync(ctx, shard, &primary, &addr, seq, last_crc).await {

@@ -319,6 +319,25 @@ impl Storage {
         .cloned()
     }
 
+    /// Closes every open copy (at shutdown): each applies what it logged and marks its database
+    /// closed cleanly, so the next start trusts it. Copies still in use are left to the exit.
+    pub async fn close_all(self: &Arc<Self>) {
+        let cells: Vec<_> = std::mem::take(&mut *self.open.lock().expect("storage lock"))
+            .into_values()
+            .collect();
+        let stores: Vec<Arc<KuzuShard>> =
+            cells.into_iter().filter_map(|c| c.get().cloned()).collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for store in stores {
+                match Arc::try_unwrap(store) {
+                    Ok(store) => drop(store),
+                    Err(_) => tracing::debug!("a shard copy is still in use at shutdown"),
+                }
+            }
+        })
+        .await;
+    }
+
     fn life_lock(&self, shard: u32) -> Arc<tokio::sync::Mutex<()>> {
         self.life
             .lock()
@@ -406,6 +425,12 @@ impl Storage {
             if result.is_ok() {
                 result = std::fs::rename(file, self.path(shard))
                     .map_err(|e| format!("cannot move {} into place: {e}", file.display()));
+            }
+            if result.is_ok() {
+                // A snapshot is a checkpointed, closed database file.
+                let marker = self.path(shard).with_extension("kz.clean");
+                result = std::fs::write(&marker, b"")
+                    .map_err(|e| format!("cannot write {}: {e}", marker.display()));
             }
             result
         };
