@@ -139,7 +139,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reporter = tokio::spawn(reporter::run(ctx.clone(), stop_rx.clone()));
     let map_duties = tokio::spawn(shard_coordinator::run(ctx.clone(), stop_rx));
-    shard_coordinator::open_assigned(&ctx).await;
     let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -149,6 +148,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })
             .await
     });
+    // After the HTTP server is up (a node with many copies answers /health meanwhile), before the
+    // node calls itself ready.
+    shard_coordinator::open_assigned(&ctx).await;
     cluster.mark_ready();
     info!(
         node = %node_id,

@@ -107,11 +107,18 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
             let result = match peer {
                 None => Err(format!("{node} is not in the membership view")),
                 Some(addr) => {
-                    match crate::peer::call(&ctx, &node, &addr, &req, ATTEMPT_TIMEOUT).await {
-                        Ok(PeerResponse::Replicated) => Ok(()),
-                        Ok(PeerResponse::Failed(e)) => Err(e),
-                        Ok(other) => Err(format!("unexpected answer {other:?}")),
-                        Err(e) => Err(e),
+                    let call = crate::peer::call(&ctx, &node, &addr, &req, ATTEMPT_TIMEOUT);
+                    tokio::select! {
+                        answer = call => match answer {
+                            Ok(PeerResponse::Replicated) => Ok(()),
+                            Ok(PeerResponse::Failed(e)) => Err(e),
+                            Ok(other) => Err(format!("unexpected answer {other:?}")),
+                            Err(e) => Err(e),
+                        },
+                        // A replica that dies mid-call is given up as soon as gossip says so
+                        // (about a second), not after the whole attempt timeout: writes stall
+                        // for that long.
+                        _ = declared_dead(&ctx, &node) => Err(format!("{node} died during the write")),
                     }
                 }
             };
@@ -148,6 +155,24 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> P
         }
     }
     PeerResponse::Written { seq }
+}
+
+/// Completes once the membership view no longer lists `node` as live.
+async fn declared_dead(ctx: &NodeContext, node: &str) {
+    let mut views = ctx.cluster.view_watcher();
+    loop {
+        let live = ctx
+            .cluster
+            .view()
+            .member_by_str(node)
+            .is_some_and(|m| m.is_live());
+        if !live {
+            return;
+        }
+        if views.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Asks the coordinator to drop `node` from `shard`'s in-sync set, and waits for the new map.

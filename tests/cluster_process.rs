@@ -10,8 +10,13 @@ use torua_bench::{member_ids, torua_bin, ClusterOptions, TestCluster};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
+/// Membership tests: few shards (each copy is a database to open), and a SIGTERM leaves at once
+/// instead of first moving copies away (drains are tested in heal_process.rs).
 fn options() -> ClusterOptions {
-    ClusterOptions::default()
+    let mut o = ClusterOptions::default();
+    o.env.insert("TORUA_SHARDS".into(), "4".into());
+    o.env.insert("TORUA_DRAIN_TIMEOUT".into(), "0s".into());
+    o
 }
 
 #[test]

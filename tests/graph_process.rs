@@ -18,8 +18,12 @@ fn dulce() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce")
 }
 
+/// Storage tests: a SIGTERM stops the node at once (drains before leaving are tested in
+/// heal_process.rs; here restarts must find the data where it was).
 fn graph_options(nodes: usize) -> ClusterOptions {
-    ClusterOptions::graph(nodes)
+    let mut o = ClusterOptions::graph(nodes);
+    o.env.insert("TORUA_DRAIN_TIMEOUT".into(), "0s".into());
+    o
 }
 
 fn wait_green(cluster: &mut TestCluster) {

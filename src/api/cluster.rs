@@ -252,7 +252,18 @@ async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Va
             "{id:?} is not a node id (letters, digits, '.', '_', '-')"
         )));
     }
-    match crate::shard_coordinator::ask_set_draining(state, id, draining, false).await {
+    // The coordinator may be changing hands or busy: retry for a few seconds before answering 503.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let result = loop {
+        match crate::shard_coordinator::ask_set_draining(state, id, draining, false).await {
+            Err(e) if !e.starts_with("no node") && std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "drain request not accepted yet; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => break other,
+        }
+    };
+    match result {
         Ok(map) => Ok(Json(json!({
             "node": id,
             "draining": draining,
