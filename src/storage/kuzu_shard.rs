@@ -37,6 +37,8 @@ use crate::graph::model::{Chunk, Entity};
 /// grows with the size of the relation table more than with the rows it adds (100k entities / 1M
 /// relations on one node: rounds of 50k items took 150 s in all).
 const ROUND_ITEMS: usize = 200_000;
+/// The applier checkpoints (folds Kuzu's WAL into the database file) past this WAL size.
+const CHECKPOINT_WAL_BYTES: u64 = 64 << 20;
 /// How long a read waits for the writes logged before it to be applied.
 pub const READ_WAIT: Duration = Duration::from_secs(8);
 /// Reader threads per copy for traversal steps (a node holds many copies; these idle cheaply).
@@ -698,12 +700,8 @@ fn applier_loop(
             log.trim(pinned.map_or(max_seq, |p| p.min(max_seq)));
             shared.log_bytes.store(log.bytes(), Ordering::SeqCst);
         }
-        // Checkpoint after every round: the chaos suite found copies whose database, recovered
-        // from a long write-ahead log after kill -9, returned other rows for a primary key and
-        // lacked applied writes (Kuzu 0.11); with the log folded in after each round a crash
-        // leaves at most one round to recover.
         let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
-        if wal > 0 {
+        if wal > CHECKPOINT_WAL_BYTES {
             let _no_reads = shared.commit_gate.write().expect("commit gate");
             match conn.query("CHECKPOINT") {
                 Ok(_) => tracing::debug!(shard, wal_mb = wal >> 20, "checkpointed"),
