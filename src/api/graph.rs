@@ -281,6 +281,13 @@ pub async fn shards(
         )
     })?;
     let view = state.cluster.view();
+    // Checksums first: they wait until each copy applied what it logged, so the counts gathered
+    // next describe the same content.
+    let sums = if q.checksum {
+        checksums(&state, &view).await
+    } else {
+        BTreeMap::new()
+    };
     let mut stats: BTreeMap<String, BTreeMap<u32, crate::storage::ShardStats>> = BTreeMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for m in view.live_members() {
@@ -306,11 +313,6 @@ pub async fn shards(
             stats.insert(id, list.into_iter().collect());
         }
     }
-    let sums = if q.checksum {
-        checksums(&state, &view).await
-    } else {
-        BTreeMap::new()
-    };
     let mut copies = Vec::new();
     let mut pending: Option<u64> = Some(0);
     for a in &map.assignments {
