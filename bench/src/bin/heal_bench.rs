@@ -809,6 +809,8 @@ struct CopyInfo {
     size: Option<u64>,
     counts: [Option<u64>; 5],
     checksum: Option<String>,
+    /// Logged and applied sequence numbers.
+    seq: (Option<u64>, Option<u64>),
 }
 
 const COUNT_KEYS: [&str; 5] = [
@@ -847,6 +849,7 @@ fn parse_copies(v: &Value) -> Option<Vec<CopyInfo>> {
                 size: c["size_bytes"].as_u64(),
                 counts: COUNT_KEYS.map(|k| c[k].as_u64()),
                 checksum: c["checksum"].as_str().map(String::from),
+                seq: (c["seq"].as_u64(), c["applied_seq"].as_u64()),
             })
             .collect(),
     )
@@ -862,6 +865,8 @@ struct View {
     statuses: Vec<(String, String)>,
     all_green: bool,
     health: Value,
+    /// `reasons` of the first node that did not answer green.
+    not_green_reasons: Value,
     copies: Option<Vec<CopyInfo>>,
     moves: usize,
     draining: usize,
@@ -934,11 +939,15 @@ fn probe(agent: &ureq::Agent, p: &Probe, shards: u32, replicas: usize, t: f64) -
     let ids = p.ids.clone();
     let mut statuses = Vec::new();
     let mut health = Value::Null;
+    let mut not_green_reasons = Value::Null;
     let mut all_green = !ids.is_empty();
     for (id, url) in ids.iter().zip(&p.health_urls) {
         let status = match get_full(agent, url) {
             Ok((200, v, _)) => {
                 let s = v["status"].as_str().unwrap_or("?").to_string();
+                if s != "green" && not_green_reasons.is_null() {
+                    not_green_reasons = json!({"node": id, "reasons": v["reasons"]});
+                }
                 if health.is_null() && Some(id) != p.avoid_id.as_ref() {
                     health = v;
                 }
@@ -994,6 +1003,7 @@ fn probe(agent: &ureq::Agent, p: &Probe, shards: u32, replicas: usize, t: f64) -
         statuses,
         all_green,
         health,
+        not_green_reasons,
         copies,
         moves,
         draining,
@@ -1053,6 +1063,17 @@ impl Watch {
             hs["unassigned_shards"],
             hs["unavailable_shards"]
         );
+        // Why it is not green, as the first non-green node says.
+        let reasons = if v.all_green {
+            Value::Null
+        } else {
+            v.not_green_reasons.clone()
+        };
+        let health = if reasons.is_null() {
+            health
+        } else {
+            format!("{health}: {}", short(&reasons.to_string(), 400))
+        };
         if !v.all_green && self.first_not_green.is_none() {
             self.first_not_green = Some(v.t);
         }
@@ -1343,7 +1364,23 @@ fn verify(
     uncertain: &Totals,
 ) -> Result<Value> {
     let t = Instant::now();
-    let (answer, copies) = shards_now(cluster, true)?;
+    // A copy without stats (its node did not answer in time) is asked again, a few times.
+    let mut attempts = 0;
+    let (answer, copies) = loop {
+        attempts += 1;
+        let (answer, copies) = shards_now(cluster, true)?;
+        let missing = copies
+            .iter()
+            .filter(|c| c.counts[0].is_none() || c.checksum.is_none())
+            .count();
+        if missing == 0 || attempts >= 5 {
+            break (answer, copies);
+        }
+        log(format!(
+            "  verify: {missing} copies without stats or checksum; asking again"
+        ));
+        std::thread::sleep(Duration::from_secs(10));
+    };
     let checksum_s = t.elapsed().as_secs_f64();
     let running: Vec<String> = cluster
         .running()
@@ -1379,8 +1416,15 @@ fn verify(
             for c in &good[1..] {
                 if c.counts != first.counts {
                     problems.push(format!(
-                        "shard {s}: counts differ: {} {:?} vs {} {:?}",
-                        first.node, first.counts, c.node, c.counts
+                        "shard {s}: counts (entities, relations, chunks, documents, communities) differ: {}{} {:?} (seq, applied {:?}) vs {}{} {:?} (seq, applied {:?})",
+                        first.node,
+                        if first.primary { " (primary)" } else { "" },
+                        first.counts,
+                        first.seq,
+                        c.node,
+                        if c.primary { " (primary)" } else { "" },
+                        c.counts,
+                        c.seq
                     ));
                 }
                 if c.checksum != first.checksum {
@@ -1399,10 +1443,21 @@ fn verify(
         ));
     }
     let mut sums = [0u64; 5];
+    let mut no_counts = Vec::new();
     for c in copies.iter().filter(|c| c.primary) {
-        for (s, x) in sums.iter_mut().zip(&c.counts) {
-            *s = s.saturating_add(x.unwrap_or(u64::MAX / 8));
+        if c.counts.iter().any(Option::is_none) {
+            no_counts.push(format!("shard {} @ {}", c.shard, c.node));
         }
+        for (s, x) in sums.iter_mut().zip(&c.counts) {
+            *s += x.unwrap_or(0);
+        }
+    }
+    if !no_counts.is_empty() {
+        problems.push(format!(
+            "{} primaries reported no counts: {}",
+            no_counts.len(),
+            no_counts.join(", ")
+        ));
     }
     let want = [
         expected.entities,
@@ -1419,7 +1474,7 @@ fn verify(
         uncertain.communities,
     ];
     for k in 0..5 {
-        if sums[k] < want[k] || sums[k] > want[k] + slack[k] {
+        if no_counts.is_empty() && (sums[k] < want[k] || sums[k] > want[k] + slack[k]) {
             problems.push(format!(
                 "primaries hold {} {} (acknowledged: {}{})",
                 sums[k],
@@ -1443,7 +1498,7 @@ fn verify(
         ));
     }
     Ok(json!({
-        "ok": ok, "problems": problems, "checksum_s": r2(checksum_s),
+        "ok": ok, "problems": problems, "checksum_s": r2(checksum_s), "attempts": attempts,
         "primaries": {"entities": sums[0], "relations": sums[1], "chunks": sums[2], "documents": sums[3], "communities": sums[4]},
         "expected": expected, "uncertain": uncertain, "copies": copies.len(),
         "size_bytes_primaries": size_of(&copies, |c| c.primary),
@@ -2401,7 +2456,7 @@ fn client(
             agents[node] = (generation, new_agent());
         }
         let agent = &agents[node].1;
-        let write = n % 2 == 0;
+        let write = n.is_multiple_of(2);
         n += 1;
         let started = Instant::now();
         let outcome: std::result::Result<(), String> = if write {
