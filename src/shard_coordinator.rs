@@ -255,20 +255,17 @@ async fn rejoin(ctx: &Arc<NodeContext>, shard: u32, primary: String) {
             }
         }
     };
-    match ask_in_sync(ctx, shard, &primary, &addr, seq, last_crc).await {
-        Some(PeerResponse::NeedsRebuild(why)) => {
-            tracing::info!(shard, reason = %why, "rebuilding this copy from a snapshot of the primary");
-            match crate::snapshot::rebuild(ctx, shard, &primary, &addr).await {
-                Ok(lease) => {
-                    ask_in_sync(ctx, shard, &primary, &addr, lease.seq, None).await;
-                    lease.release(ctx, &primary, &addr).await;
-                }
-                Err(e) => {
-                    tracing::warn!(shard, error = %e, "rebuilding a copy failed; retrying later")
-                }
+    if let Some(PeerResponse::NeedsRebuild(why)) =
+        ask_in_sync(ctx, shard, &primary, &addr, seq, last_crc).await
+    {
+        tracing::info!(shard, reason = %why, "rebuilding this copy from a snapshot of the primary");
+        match crate::snapshot::rebuild(ctx, shard, &primary, &addr).await {
+            Ok(lease) => {
+                ask_in_sync(ctx, shard, &primary, &addr, lease.seq, None).await;
+                lease.release(ctx, &primary, &addr).await;
             }
+            Err(e) => tracing::warn!(shard, error = %e, "rebuilding a copy failed; retrying later"),
         }
-        _ => {}
     }
 }
 
@@ -371,12 +368,12 @@ pub async fn ask_set_draining(
     }
 }
 
-/// Coordinator side of `SetDraining`.
-pub fn set_draining(
+/// A map change asked of the coordinator (drain, in-sync changes): refused unless this node
+/// coordinates under a confirmed term and sees a quorum; `change` edits the map and says whether it
+/// changed anything, in which case the new version is stamped and installed here.
+fn change_map(
     ctx: &NodeContext,
-    node: &str,
-    draining: bool,
-    until_restart: bool,
+    change: impl FnOnce(&mut ShardMap, &ClusterView) -> Result<bool, String>,
 ) -> Result<ShardMap, String> {
     let _guard = ctx.map_changes.lock().expect("map change lock");
     let view = ctx.cluster.view();
@@ -389,24 +386,39 @@ pub fn set_draining(
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
     map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
         .map_err(|b| b.to_string())?;
-    let before = map.draining.clone();
-    map.draining.retain(|d| d.node != node);
-    if draining {
-        if view.member_by_str(node).is_none() && !map.voting().contains(node) {
-            return Err(format!("no node {node:?} in the cluster"));
-        }
-        map.draining.push(Drain {
-            node: node.to_string(),
-            until_restart,
-        });
-    }
-    if map.draining != before {
+    if change(&mut map, &view)? {
         map.version += 1;
         map.term = term.max(map.term);
         ctx.shard_map.offer(map.clone());
-        tracing::info!(node, draining, "drain changed");
     }
     Ok(map)
+}
+
+/// Coordinator side of `SetDraining`.
+pub fn set_draining(
+    ctx: &NodeContext,
+    node: &str,
+    draining: bool,
+    until_restart: bool,
+) -> Result<ShardMap, String> {
+    change_map(ctx, |map, view| {
+        let before = map.draining.clone();
+        map.draining.retain(|d| d.node != node);
+        if draining {
+            if view.member_by_str(node).is_none() && !map.voting().contains(node) {
+                return Err(format!("no node {node:?} in the cluster"));
+            }
+            map.draining.push(Drain {
+                node: node.to_string(),
+                until_restart,
+            });
+        }
+        let changed = map.draining != before;
+        if changed {
+            tracing::info!(node, draining, "drain changed");
+        }
+        Ok(changed)
+    })
 }
 
 /// Coordinator side of `AddInSync`.
@@ -416,30 +428,19 @@ pub fn add_in_sync(
     node: &str,
     requester: &str,
 ) -> Result<ShardMap, String> {
-    let _guard = ctx.map_changes.lock().expect("map change lock");
-    let view = ctx.cluster.view();
-    if !view.is_coordinator() {
-        return Err("not the coordinator".into());
-    }
-    let term = view
-        .term
-        .ok_or("the coordinator's term is not confirmed yet")?;
-    let mut map = ctx.shard_map.get().ok_or("no shard map")?;
-    map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
-        .map_err(|b| b.to_string())?;
-    map.require_primary(shard, requester)?;
-    if map.add_in_sync(shard, node)? {
-        map.version += 1;
-        map.term = term.max(map.term);
-        ctx.shard_map.offer(map.clone());
-        tracing::info!(
-            shard,
-            node,
-            version = map.version,
-            "copy added back to the in-sync set"
-        );
-    }
-    Ok(map)
+    change_map(ctx, |map, _| {
+        map.require_primary(shard, requester)?;
+        let changed = map.add_in_sync(shard, node)?;
+        if changed {
+            tracing::info!(
+                shard,
+                node,
+                version = map.version + 1,
+                "copy added back to the in-sync set"
+            );
+        }
+        Ok(changed)
+    })
 }
 
 /// Coordinator side of `MarkStale`.
@@ -449,30 +450,19 @@ pub fn mark_stale(
     node: &str,
     requester: &str,
 ) -> Result<ShardMap, String> {
-    let _guard = ctx.map_changes.lock().expect("map change lock");
-    let view = ctx.cluster.view();
-    if !view.is_coordinator() {
-        return Err("not the coordinator".into());
-    }
-    let term = view
-        .term
-        .ok_or("the coordinator's term is not confirmed yet")?;
-    let mut map = ctx.shard_map.get().ok_or("no shard map")?;
-    map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
-        .map_err(|b| b.to_string())?;
-    map.require_primary(shard, requester)?;
-    if map.mark_stale(shard, node)? {
-        map.version += 1;
-        map.term = term.max(map.term);
-        ctx.shard_map.offer(map.clone());
-        tracing::warn!(
-            shard,
-            node,
-            version = map.version,
-            "copy removed from the in-sync set"
-        );
-    }
-    Ok(map)
+    change_map(ctx, |map, _| {
+        map.require_primary(shard, requester)?;
+        let changed = map.mark_stale(shard, node)?;
+        if changed {
+            tracing::warn!(
+                shard,
+                node,
+                version = map.version + 1,
+                "copy removed from the in-sync set"
+            );
+        }
+        Ok(changed)
+    })
 }
 
 /// Sends the map to every live member in parallel.

@@ -220,7 +220,13 @@ pub async fn rebuild(
             other => return Err(format!("unexpected answer {other:?}")),
         };
     let lease = Lease { id, seq };
-    tracing::info!(shard, from = primary, seq, mb = bytes >> 20, "receiving a snapshot");
+    tracing::info!(
+        shard,
+        from = primary,
+        seq,
+        mb = bytes >> 20,
+        "receiving a snapshot"
+    );
     match fetch_and_install(ctx, shard, primary, addr, id, bytes).await {
         Ok(installed_seq) => {
             let secs = started.elapsed().as_secs_f64();

@@ -13,6 +13,12 @@ fn main() {
     let conn = kuzu::Connection::new(&db).expect("conn");
     let result = conn.query(&args[2]).expect("query");
     for row in result {
-        println!("{}", row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" | "));
+        println!(
+            "{}",
+            row.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
     }
 }

@@ -289,27 +289,8 @@ pub async fn shards(
         BTreeMap::new()
     };
     let mut stats: BTreeMap<String, BTreeMap<u32, crate::storage::ShardStats>> = BTreeMap::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for m in view.live_members() {
-        let Some(addr) = m.peer_addr.clone() else {
-            continue;
-        };
-        let id = m.node_id.as_str().to_string();
-        let state = state.clone();
-        tasks.spawn(async move {
-            let r = crate::peer::call(
-                &state,
-                &id,
-                &addr,
-                &PeerRequest::ShardStats,
-                std::time::Duration::from_secs(10),
-            )
-            .await;
-            (id, r)
-        });
-    }
-    while let Some(Ok((id, r))) = tasks.join_next().await {
-        if let Ok(PeerResponse::Stats(list)) = r {
+    for (id, answer) in ask_live_nodes(&state, &view, PeerRequest::ShardStats, 10).await {
+        if let PeerResponse::Stats(list) = answer {
             stats.insert(id, list.into_iter().collect());
         }
     }
@@ -376,29 +357,43 @@ async fn checksums(
     state: &AppState,
     view: &membership::ClusterView,
 ) -> BTreeMap<String, BTreeMap<u32, Result<(u64, String), String>>> {
+    let mut out = BTreeMap::new();
+    for (id, answer) in ask_live_nodes(state, view, PeerRequest::ShardChecksums, 30).await {
+        if let PeerResponse::Checksums(list) = answer {
+            out.insert(id, list.into_iter().collect());
+        }
+    }
+    out
+}
+
+/// Sends `request` to every live member in parallel (each within `timeout_s`); the answers of
+/// those that answered, by node id.
+async fn ask_live_nodes(
+    state: &AppState,
+    view: &membership::ClusterView,
+    request: PeerRequest,
+    timeout_s: u64,
+) -> Vec<(String, PeerResponse)> {
     let mut tasks = tokio::task::JoinSet::new();
     for m in view.live_members() {
         let Some(addr) = m.peer_addr.clone() else {
             continue;
         };
-        let id = m.node_id.as_str().to_string();
-        let state = state.clone();
+        let (id, state, request) = (
+            m.node_id.as_str().to_string(),
+            state.clone(),
+            request.clone(),
+        );
         tasks.spawn(async move {
-            let r = crate::peer::call(
-                &state,
-                &id,
-                &addr,
-                &PeerRequest::ShardChecksums,
-                std::time::Duration::from_secs(30),
-            )
-            .await;
+            let timeout = std::time::Duration::from_secs(timeout_s);
+            let r = crate::peer::call(&state, &id, &addr, &request, timeout).await;
             (id, r)
         });
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     while let Some(Ok((id, r))) = tasks.join_next().await {
-        if let Ok(PeerResponse::Checksums(list)) = r {
-            out.insert(id, list.into_iter().collect());
+        if let Ok(answer) = r {
+            out.push((id, answer));
         }
     }
     out

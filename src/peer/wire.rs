@@ -15,6 +15,9 @@ use crate::storage::{
     WriteOp,
 };
 
+/// A copy's checksum with the sequence number it was taken at, or why it could not be taken.
+pub type CopyChecksum = Result<(u64, String), String>;
+
 /// Every request a node answers on its peer address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -131,7 +134,7 @@ pub enum PeerResponse {
     /// rebuilt from a snapshot.
     NeedsRebuild(String),
     /// Per shard copy: (shard, sequence number, checksum), or why not.
-    Checksums(Vec<(u32, Result<(u64, String), String>)>),
+    Checksums(Vec<(u32, CopyChecksum)>),
 }
 
 /// What a node tells the coordinator about itself.
