@@ -294,7 +294,13 @@ fn without_a_secret_a_node_refuses_to_listen_beyond_loopback() {
 
 #[test]
 fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
+    // A slow failure detector (phi 50 ≈ 5 s of silence) keeps the paused coordinator a live
+    // member while the test asks: the fallback under test is for a coordinator that gossip still
+    // believes in, not the failover (tested above). On a loaded machine the default (≈ 0.6 s)
+    // could declare it dead before the question is asked.
+    let mut options = ClusterOptions::default();
+    options.env.insert("TORUA_PHI_THRESHOLD".into(), "50".into());
+    let mut cluster = TestCluster::start(3, options).unwrap();
     cluster
         .wait_health_agree(SETTLE, |v| {
             v["source"] == "coordinator" && v["status"] == "green"
