@@ -103,16 +103,7 @@ pub fn read_applied(conn: &Connection) -> Result<u64, String> {
     Ok(rows.first().and_then(|r| as_i64(&r[0])).unwrap_or(0) as u64)
 }
 
-/// Applies `ops` (in order) in one transaction, then records `max_seq` in a second one.
-///
-/// Why two: Kuzu 0.11 does not log bulk-loaded (COPY) rows in its WAL; they become durable
-/// through the checkpoint that a COPY forces inside COMMIT (`WALReplayer::replayCopyTableRecord`
-/// does nothing). Killed during that checkpoint, the database comes back having replayed the
-/// transaction's other statements but not its COPY rows. Were `applied_seq` set in the same
-/// transaction, it would claim writes whose rows are gone, and the log (which still holds them:
-/// it is trimmed only after this returns) would not redo them. Set afterwards, it never runs
-/// ahead of the rows; a crash in between redoes the round, which is harmless (upserts and
-/// deletes are idempotent).
+/// Applies `ops` (in order) and records `max_seq`, all in one transaction.
 pub fn apply_round(
     conn: &Connection,
     ops: &[&WriteOp],
@@ -147,6 +138,11 @@ pub fn apply_round(
                 }
             }
         }
+        run(
+            conn,
+            "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v",
+            vec![("v", Value::Int64(max_seq as i64))],
+        )?;
         Ok(())
     })();
     match result {
@@ -154,20 +150,13 @@ pub fn apply_round(
             // A commit that bulk-loaded checkpoints, and a checkpoint waits for every open read:
             // hold new reads back meanwhile so a steady stream of them cannot starve it.
             let _no_reads = commit_gate.write().expect("commit gate");
-            run(conn, "COMMIT", vec![])?;
+            run(conn, "COMMIT", vec![]).map(|_| ())
         }
         Err(e) => {
             let _ = conn.query("ROLLBACK");
-            return Err(e);
+            Err(e)
         }
     }
-    run(
-        conn,
-        "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v",
-        vec![("v", Value::Int64(max_seq as i64))],
-    )
-    .map(|_| ())
-    .map_err(|e| format!("cannot record applied write {max_seq}: {e}"))
 }
 
 fn as_strs(v: &[String]) -> Vec<&str> {
