@@ -488,6 +488,27 @@ pub async fn push(ctx: &Arc<NodeContext>, map: ShardMap) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// Like [`push`], and also to `node` when gossip calls it dead. A copy dropped from an in-sync
+/// set because its node looked dead may belong to a live node (a failure detector flapping under
+/// load): that node must learn that its copy is no longer trusted before the write that dropped
+/// it is acknowledged, or it would answer reads from its own, older copy under the old map.
+pub async fn push_also_to(ctx: &Arc<NodeContext>, map: ShardMap, node: &str) {
+    let view = ctx.cluster.view();
+    let looks_dead = view
+        .member_by_str(node)
+        .filter(|m| !m.is_live() && !m.is_self)
+        .and_then(|m| m.peer_addr.clone());
+    let extra = async {
+        if let Some(addr) = looks_dead {
+            let req = PeerRequest::InstallMap(map.clone());
+            if let Err(e) = crate::peer::call(ctx, node, &addr, &req, PUSH_TIMEOUT).await {
+                tracing::debug!(node, error = %e, "shard map push to a node gossip calls dead failed");
+            }
+        }
+    };
+    tokio::join!(push(ctx, map.clone()), extra);
+}
+
 /// On every node: after installing a map, open the copies it assigns here.
 pub async fn open_assigned(ctx: &Arc<NodeContext>) {
     let Some(map) = ctx.shard_map.get() else {

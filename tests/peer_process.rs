@@ -299,7 +299,9 @@ fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
     // believes in, not the failover (tested above). On a loaded machine the default (≈ 0.6 s)
     // could declare it dead before the question is asked.
     let mut options = ClusterOptions::default();
-    options.env.insert("TORUA_PHI_THRESHOLD".into(), "50".into());
+    options
+        .env
+        .insert("TORUA_PHI_THRESHOLD".into(), "50".into());
     let mut cluster = TestCluster::start(3, options).unwrap();
     cluster
         .wait_health_agree(SETTLE, |v| {

@@ -91,7 +91,7 @@ pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) ->
                 Ok(map) => {
                     // The new map goes back to the asker too, which installs it before going on:
                     // a push that timed out must not leave it writing with the old in-sync set.
-                    crate::shard_coordinator::push(ctx, map.clone()).await;
+                    crate::shard_coordinator::push_also_to(ctx, map.clone(), &node).await;
                     PeerResponse::Map(Some(map))
                 }
                 Err(e) => PeerResponse::Failed(e),
