@@ -34,11 +34,16 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
     let busy = Arc::new(AtomicBool::new(false));
     loop {
         let view = ctx.cluster.view();
-        if view.is_coordinator() && view.term.is_some() && synced_term != view.term {
+        // Without a map of its own (a first start, or a restart with a wiped disk) the
+        // coordinator asks again on every pass until it may create one.
+        let no_map = ctx.shard_map.get().is_none();
+        if view.is_coordinator() && view.term.is_some() && (synced_term != view.term || no_map) {
             // Until it has heard the maps of a majority, a new coordinator changes nothing: its
             // own map may be older than the one the other side of a healed partition made.
             if adopt_newest_map(&ctx).await {
                 synced_term = view.term;
+            } else if no_map {
+                synced_term = None;
             }
         }
         if !view.is_coordinator() || synced_term == view.term {
@@ -195,7 +200,12 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
         }
     }
     let Some(map) = ctx.shard_map.get() else {
-        return true; // no map anywhere: the cluster is forming
+        // No member that answered has a map. Creating the first one is safe only if every live
+        // member answered: one that did not may hold the cluster's map (node-1 restarted with a
+        // wiped disk became coordinator and created a new, empty map over the cluster's data —
+        // found by the chaos suite).
+        let live = view.live_members().count();
+        return heard.len() >= live;
     };
     let voting = map.voting();
     let answered = voting.iter().filter(|n| heard.contains(**n)).count();

@@ -254,6 +254,12 @@ impl KuzuShard {
         self.shared.pins.lock().expect("pins lock").remove(&pin);
     }
 
+    /// The database, without keeping it open: `Storage` waits for it to be gone before it
+    /// deletes or replaces the copy's files.
+    pub fn database_weak(&self) -> std::sync::Weak<Database> {
+        Arc::downgrade(&self.db)
+    }
+
     /// Whether the database was not closed cleanly before this open: its content may be
     /// damaged (see `open`).
     pub fn recovered_from_crash(&self) -> bool {

@@ -397,10 +397,23 @@ impl Storage {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+            let database = store.database_weak();
             // Joins the applier thread: off the runtime.
             tokio::task::spawn_blocking(move || drop(store))
                 .await
                 .map_err(|e| format!("closing shard {shard} failed: {e}"))?;
+            // A read running on the blocking pool holds the database until it ends, even when
+            // its caller gave up (a timed-out request). Deleting or replacing the files under a
+            // database still open here would leave two databases on one file when the copy is
+            // opened again (and the old one checkpoints into the new one's WAL when it closes).
+            while database.strong_count() > 0 {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "shard {shard}'s database is still used by a read after {CLOSE_WAIT:?}; retry"
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || delete_files(&dir, shard))
