@@ -487,15 +487,19 @@ pub async fn push(ctx: &Arc<NodeContext>, map: ShardMap) {
             continue;
         };
         let id = m.node_id.as_str().to_string();
-        let ctx = ctx.clone();
-        let req = PeerRequest::InstallMap(map.clone());
-        tasks.spawn(async move {
-            if let Err(e) = crate::peer::call(&ctx, &id, &addr, &req, PUSH_TIMEOUT).await {
-                tracing::debug!(node = %id, error = %e, "shard map push failed");
-            }
-        });
+        let (ctx, map) = (ctx.clone(), map.clone());
+        tasks.spawn(async move { send_map(&ctx, &id, &addr, map).await });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// One `InstallMap` call, bounded by `PUSH_TIMEOUT`; a failure is only logged (the next push or
+/// the node's own asking brings the map later).
+async fn send_map(ctx: &Arc<NodeContext>, node: &str, addr: &str, map: ShardMap) {
+    let req = PeerRequest::InstallMap(map);
+    if let Err(e) = crate::peer::call(ctx, node, addr, &req, PUSH_TIMEOUT).await {
+        tracing::debug!(node, error = %e, "shard map push failed");
+    }
 }
 
 /// Like [`push`], and also to `node` when gossip calls it dead. A copy dropped from an in-sync
@@ -510,10 +514,7 @@ pub async fn push_also_to(ctx: &Arc<NodeContext>, map: ShardMap, node: &str) {
         .and_then(|m| m.peer_addr.clone());
     let extra = async {
         if let Some(addr) = looks_dead {
-            let req = PeerRequest::InstallMap(map.clone());
-            if let Err(e) = crate::peer::call(ctx, node, &addr, &req, PUSH_TIMEOUT).await {
-                tracing::debug!(node, error = %e, "shard map push to a node gossip calls dead failed");
-            }
+            send_map(ctx, node, &addr, map.clone()).await;
         }
     };
     tokio::join!(push(ctx, map.clone()), extra);
