@@ -20,6 +20,11 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardMap {
+    /// Fixed when the first map is made; a node holding a map never installs one with another
+    /// id, whatever its term: a node that lost its disk and re-created a map as coordinator (or
+    /// a node started with the wrong seeds) cannot overwrite a cluster's data with an empty map.
+    #[serde(default)]
+    pub cluster_id: String,
     pub version: u64,
     pub term: u64,
     pub shards: u32,
@@ -102,6 +107,7 @@ impl ShardMap {
             })
             .collect();
         ShardMap {
+            cluster_id: format!("{:032x}", rand::random::<u128>()),
             version: 1,
             term,
             shards,
@@ -187,6 +193,8 @@ impl ShardMap {
 pub struct MapHolder {
     path: PathBuf,
     current: RwLock<Option<ShardMap>>,
+    /// The last foreign cluster id refused, so the refusal is logged once, not every push.
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 impl MapHolder {
@@ -198,6 +206,7 @@ impl MapHolder {
         MapHolder {
             path,
             current: RwLock::new(current),
+            refused: std::sync::Mutex::new(None),
         }
     }
 
@@ -209,11 +218,18 @@ impl MapHolder {
         self.get().map(|m| (m.term, m.version)).unwrap_or((0, 0))
     }
 
-    /// Installs `map` if it is newer than the current one; persists it. Returns whether it did.
+    /// Installs `map` if it is newer than the current one and of the same cluster; persists it.
+    /// Returns whether it did.
     pub fn offer(&self, map: ShardMap) -> bool {
         let mut current = self.current.write().expect("map lock");
-        if current.as_ref().is_some_and(|c| !map.is_newer_than(c)) {
-            return false;
+        if let Some(c) = current.as_ref() {
+            if !c.cluster_id.is_empty() && c.cluster_id != map.cluster_id {
+                self.log_refusal(c, &map);
+                return false;
+            }
+            if !map.is_newer_than(c) {
+                return false;
+            }
         }
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&map).expect("map serializes");
@@ -228,6 +244,24 @@ impl MapHolder {
         );
         *current = Some(map);
         true
+    }
+}
+
+impl MapHolder {
+    fn log_refusal(&self, current: &ShardMap, offered: &ShardMap) {
+        let mut refused = self.refused.lock().expect("refusal lock");
+        if refused.as_deref() == Some(offered.cluster_id.as_str()) {
+            return;
+        }
+        *refused = Some(offered.cluster_id.clone());
+        tracing::error!(
+            ours = %current.cluster_id,
+            theirs = %offered.cluster_id,
+            their_term = offered.term,
+            "refused a shard map of another cluster: two clusters were formed from these nodes \
+             (e.g. a node that lost its disk created a new map). Keep the cluster holding the data: \
+             stop the nodes of the other one, empty their data directories and restart them"
+        );
     }
 }
 
@@ -270,6 +304,30 @@ mod tests {
             assert!(spread(&per_node) <= 1, "{nodes} nodes: {per_node:?}");
             assert!(spread(&primaries) <= 1, "{nodes} nodes: {primaries:?}");
         }
+    }
+
+    #[test]
+    fn a_map_of_another_cluster_is_refused_whatever_its_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = MapHolder::load(dir.path());
+        let ours = ShardMap::create(&ids(3), BTreeMap::new(), 4, 2, 3);
+        assert!(holder.offer(ours.clone()));
+        let mut newer = ours.clone();
+        newer.version += 1;
+        assert!(
+            holder.offer(newer.clone()),
+            "same cluster, newer: installed"
+        );
+        let theirs = ShardMap::create(&ids(1), BTreeMap::new(), 4, 2, 9);
+        assert_ne!(theirs.cluster_id, ours.cluster_id);
+        assert!(
+            !holder.offer(theirs),
+            "another cluster's map must be refused"
+        );
+        assert_eq!(holder.get(), Some(newer));
+        // The refusal survives a restart: the id is persisted with the map.
+        let reloaded = MapHolder::load(dir.path());
+        assert_eq!(reloaded.get().unwrap().cluster_id, ours.cluster_id);
     }
 
     #[test]

@@ -1228,6 +1228,38 @@ fn check_readable_by_id(ctx: &Ctx, f: &mut Failures) -> usize {
     reads
 }
 
+/// `GET /cluster/shards?checksum=true`, asked again (3 tries, 3 s apart) while some copy's
+/// checksum is an error: a node that was restarted last may not answer a peer's first call
+/// (its dial backoff). The last answer is returned, errors and all, for the caller to judge.
+fn shards_with_checksums(url: &str) -> Result<Reply, String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let r = http(
+            "GET",
+            &format!("{url}/cluster/shards?checksum=true"),
+            None,
+            Duration::from_secs(90),
+        )?;
+        let missing: Vec<String> = r.body["copies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| !c["checksum"].is_string())
+            .map(|c| format!("{} shard {}: {}", c["node"], c["shard"], c["checksum"]))
+            .collect();
+        if r.status != 200 || missing.is_empty() || tries == 3 {
+            return Ok(r);
+        }
+        eprintln!(
+            "chaos: {url}: no checksum for {} copies ({}), asking again",
+            missing.len(),
+            missing.first().cloned().unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
 /// `GET /cluster/shards?checksum=true` on every node: each shard's copies agree (counts and
 /// checksum), and every node sees the same placement and checksums.
 fn check_copies_agree(ctx: &Ctx, f: &mut Failures) -> String {
@@ -1237,12 +1269,7 @@ fn check_copies_agree(ctx: &Ctx, f: &mut Failures) -> String {
     for (i, url) in ctx.urls.iter().enumerate() {
         let node = &ctx.ids[i];
         f.cases += 1;
-        let r = match http(
-            "GET",
-            &format!("{url}/cluster/shards?checksum=true"),
-            None,
-            Duration::from_secs(90),
-        ) {
+        let r = match shards_with_checksums(url) {
             Ok(r) if r.status == 200 => r,
             Ok(r) => {
                 f.fail(format!(

@@ -290,7 +290,7 @@ pub async fn shards(
     };
     let mut stats: BTreeMap<String, BTreeMap<u32, crate::storage::ShardStats>> = BTreeMap::new();
     for (id, answer) in ask_live_nodes(&state, &view, PeerRequest::ShardStats, 10).await {
-        if let PeerResponse::Stats(list) = answer {
+        if let Ok(PeerResponse::Stats(list)) = answer {
             stats.insert(id, list.into_iter().collect());
         }
     }
@@ -313,7 +313,12 @@ pub async fn shards(
             } else {
                 "started"
             };
-            let sum = sums.get(node).and_then(|m| m.get(&a.shard));
+            // A node that did not answer: its error stands for each of its copies' checksums.
+            let sum = sums.get(node).and_then(|m| match m {
+                Ok(m) => m.get(&a.shard).cloned(),
+                Err(e) => Some(Err(e.clone())),
+            });
+            let sum = sum.as_ref();
             copies.push(json!({
                 "shard": a.shard,
                 "node": node,
@@ -346,34 +351,41 @@ pub async fn shards(
         }
     }
     Ok(Json(
-        json!({"version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas,
+        json!({"cluster_id": map.cluster_id, "version": map.version, "term": map.term, "shards": map.shards, "replicas": map.replicas,
                "pending_writes": pending, "moves": map.moves, "draining": map.draining,
                "copies": copies}),
     ))
 }
 
-/// Every live node's copy checksums, by node and shard.
+/// Every live node's copy checksums by shard, or why the node did not give them.
 async fn checksums(
     state: &AppState,
     view: &membership::ClusterView,
-) -> BTreeMap<String, BTreeMap<u32, Result<(u64, String), String>>> {
+) -> BTreeMap<String, Result<BTreeMap<u32, ChecksumAnswer>, String>> {
     let mut out = BTreeMap::new();
     for (id, answer) in ask_live_nodes(state, view, PeerRequest::ShardChecksums, 30).await {
-        if let PeerResponse::Checksums(list) = answer {
-            out.insert(id, list.into_iter().collect());
-        }
+        let sums = match answer {
+            Ok(PeerResponse::Checksums(list)) => Ok(list.into_iter().collect()),
+            Ok(PeerResponse::Failed(e)) => Err(e),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("{e}; ask again")),
+        };
+        out.insert(id, sums);
     }
     out
 }
 
-/// Sends `request` to every live member in parallel (each within `timeout_s`); the answers of
-/// those that answered, by node id.
+/// One copy's checksum with the sequence number it was taken at, or why not.
+type ChecksumAnswer = Result<(u64, String), String>;
+
+/// Sends `request` to every live member in parallel (each within `timeout_s`); each one's answer
+/// or error, by node id.
 async fn ask_live_nodes(
     state: &AppState,
     view: &membership::ClusterView,
     request: PeerRequest,
     timeout_s: u64,
-) -> Vec<(String, PeerResponse)> {
+) -> Vec<(String, Result<PeerResponse, String>)> {
     let mut tasks = tokio::task::JoinSet::new();
     for m in view.live_members() {
         let Some(addr) = m.peer_addr.clone() else {
@@ -392,9 +404,7 @@ async fn ask_live_nodes(
     }
     let mut out = Vec::new();
     while let Some(Ok((id, r))) = tasks.join_next().await {
-        if let Ok(answer) = r {
-            out.push((id, answer));
-        }
+        out.push((id, r));
     }
     out
 }
