@@ -1467,7 +1467,6 @@ fn check_logs_for_panics(cluster: &TestCluster, f: &mut Failures) {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "issue 7 open: finds lost acknowledged writes under kill -9 / moves (see README known limits); run with --ignored"]
 fn chaos_kill_9_restarts_and_wipes_under_load_lose_nothing() {
     let started = Instant::now();
     let chaos = Duration::from_secs(env_u64("TORUA_CHAOS_SECS").unwrap_or(60));
