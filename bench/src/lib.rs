@@ -10,6 +10,7 @@ pub mod kuzu_values;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,7 +27,9 @@ pub const PEER_PORT: u16 = 17300;
 /// executable — where cargo puts it for both `target/release/deps/<test>` and `target/release/<bench>`.
 pub fn torua_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("TORUA_BIN") {
-        return PathBuf::from(path);
+        // Absolute: nodes start in their test directory.
+        let path = PathBuf::from(path);
+        return std::fs::canonicalize(&path).unwrap_or(path);
     }
     let exe = std::env::current_exe().expect("current exe");
     for dir in exe.ancestors().skip(1).take(3) {
@@ -156,6 +159,25 @@ impl NodeProc {
         // An empty id lets the node generate (and keep) its own.
         if !self.id.is_empty() {
             cmd.env("TORUA_NODE_ID", &self.id);
+        }
+        // A node that crashes leaves its core next to its log (the kernel's default pattern
+        // `core` is relative to the working directory), kept with the logs of a failed test.
+        if let Some(dir) = self.log_path.parent() {
+            cmd.current_dir(dir);
+        }
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_CORE, &mut lim) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_CORE, &lim);
+                }
+                Ok(())
+            });
         }
         let child = cmd.spawn().context("cannot start torua serve")?;
         self.child = Some(child);
