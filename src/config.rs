@@ -115,6 +115,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_EMBEDDING_DIM", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8192))]
     pub embedding_dim: u32,
 
+    /// How new rows reach Kuzu: `create` (logged in Kuzu's WAL: nothing applied is lost to
+    /// kill -9, even with one copy) or `copy` (bulk COPY, ~2.5x faster ingest; a copy killed
+    /// mid-commit is rebuilt from another copy, so use it only with TORUA_REPLICAS >= 2).
+    #[arg(long, env = "TORUA_INSERT_MODE", value_enum, default_value_t = crate::storage::InsertMode::Create)]
+    pub insert_mode: crate::storage::InsertMode,
+
     /// Whether queries answer with what they have when a shard has no answering copy (the answer
     /// says so in `_shards`); `false` makes such queries fail with 503. A request's
     /// `allow_partial` overrides it.

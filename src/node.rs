@@ -86,6 +86,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.memory_mb,
         args.max_shard_gb,
         args.embedding_dim as usize,
+        args.insert_mode,
     )?);
     let shard_map = MapHolder::load(data_dir.path());
     if let Some(map) = shard_map.get() {

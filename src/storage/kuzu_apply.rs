@@ -20,7 +20,7 @@ use kuzu::{Connection, LogicalType, Value};
 
 use super::kuzu_index::{self, Indexed};
 use super::kuzu_values::*;
-use super::{Counts, WriteOp};
+use super::{Counts, InsertMode, WriteOp};
 use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
 use crate::graph::partition::fnv1a64;
 
@@ -109,7 +109,7 @@ pub fn apply_round(
     ops: &[&WriteOp],
     max_seq: u64,
     dim: usize,
-    stage: &Path,
+    (stage, mode): (&Path, InsertMode),
     commit_gate: &std::sync::RwLock<()>,
 ) -> Result<(), String> {
     run(conn, "BEGIN TRANSACTION", vec![])?;
@@ -123,7 +123,7 @@ pub fn apply_round(
                         merged.add(b);
                         i += 1;
                     }
-                    merged.apply(conn, dim, stage)?;
+                    merged.apply(conn, dim, stage, mode)?;
                 }
                 WriteOp::DeleteEntity(id) => {
                     delete_entity(conn, id, false)?;
@@ -205,11 +205,17 @@ impl<'a> Merged<'a> {
         }
     }
 
-    fn apply(&self, conn: &Connection, dim: usize, stage: &Path) -> Result<(), String> {
+    fn apply(
+        &self,
+        conn: &Connection,
+        dim: usize,
+        stage: &Path,
+        mode: InsertMode,
+    ) -> Result<(), String> {
         let t = std::time::Instant::now();
-        self.entities_and_stubs(conn, dim)?;
+        self.entities_and_stubs(conn, dim, mode)?;
         let t_entities = t.elapsed();
-        self.relations(conn, stage)?;
+        self.relations(conn, stage, mode)?;
         tracing::trace!(
             entities = self.entities.len(),
             relations = self.relations.len(),
@@ -223,10 +229,11 @@ impl<'a> Merged<'a> {
             &chunk_fields(dim),
             self.chunks.values().map(|c| chunk_row(c, dim)).collect(),
             dim,
+            mode,
         )?;
         if dim > 0 {
-            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&new_chunks), false)?;
-            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&old_chunks), true)?;
+            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&new_chunks), false, mode)?;
+            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&old_chunks), true, mode)?;
         }
         upsert_simple(
             conn,
@@ -237,6 +244,7 @@ impl<'a> Merged<'a> {
                 .map(|c| community_row(c))
                 .collect(),
             0,
+            mode,
         )?;
         upsert_simple(
             conn,
@@ -244,13 +252,19 @@ impl<'a> Merged<'a> {
             &document_fields(),
             self.documents.values().map(|d| document_row(d)).collect(),
             0,
+            mode,
         )?;
         Ok(())
     }
 
     /// Inserts new entities and the stubs that relation endpoints need, in one COPY; overwrites
     /// entities whose content changed (or that were stubs).
-    fn entities_and_stubs(&self, conn: &Connection, dim: usize) -> Result<(), String> {
+    fn entities_and_stubs(
+        &self,
+        conn: &Connection,
+        dim: usize,
+        mode: InsertMode,
+    ) -> Result<(), String> {
         let mut ids: Vec<&str> = self.entities.keys().copied().collect();
         ids.extend(self.relations.keys().flat_map(|(_, s, t)| [*s, *t]));
         ids.sort_unstable();
@@ -272,7 +286,7 @@ impl<'a> Merged<'a> {
         })
         .collect();
         let fields = entity_fields(dim);
-        let mut new_rows = Vec::new();
+        let (mut new_rows, mut stub_rows) = (Vec::new(), Vec::new());
         let mut changed = Vec::new();
         let (mut new_ids, mut changed_ids) = (Vec::new(), Vec::new());
         for id in &ids {
@@ -287,20 +301,23 @@ impl<'a> Merged<'a> {
                         changed_ids.push(*id);
                     }
                 }
-                (None, None) => new_rows.push(stub_row(id, dim)),
+                (None, None) => stub_rows.push(stub_row(id, dim)),
                 (None, Some(_)) => {} // an endpoint that is already here
             }
         }
-        copy_rows(conn, "Entity", &fields, new_rows, dim)?;
+        // Stubs have no text, so the full-text indexes' batch insert problem (`insert_rows`)
+        // cannot touch them: one statement for all.
+        insert_rows(conn, "Entity", &fields, new_rows, dim, mode)?;
+        insert_text_free_rows(conn, "Entity", &fields, stub_rows, dim, mode)?;
         set_rows(conn, "Entity", &fields, changed, dim)?;
         if dim > 0 {
-            kuzu_index::sync_vectors(conn, Indexed::Entity, &new_ids, false)?;
-            kuzu_index::sync_vectors(conn, Indexed::Entity, &changed_ids, true)?;
+            kuzu_index::sync_vectors(conn, Indexed::Entity, &new_ids, false, mode)?;
+            kuzu_index::sync_vectors(conn, Indexed::Entity, &changed_ids, true, mode)?;
         }
         Ok(())
     }
 
-    fn relations(&self, conn: &Connection, stage: &Path) -> Result<(), String> {
+    fn relations(&self, conn: &Connection, stage: &Path, mode: InsertMode) -> Result<(), String> {
         if self.relations.is_empty() {
             return Ok(());
         }
@@ -350,7 +367,15 @@ impl<'a> Merged<'a> {
         let t_lookup = t.elapsed();
         let t_copy = std::time::Instant::now();
         if !new.is_empty() {
-            copy_relations(conn, stage, &new, &rel_fields, &rel_values, &key_fields)?;
+            insert_relations(
+                conn,
+                stage,
+                mode,
+                &new,
+                &rel_fields,
+                &rel_values,
+                &key_fields,
+            )?;
         }
         tracing::trace!(
             lookup_ms = t_lookup.as_millis() as u64,
@@ -395,11 +420,14 @@ impl<'a> Merged<'a> {
     }
 }
 
-/// New relations and their keys: through staged parquet files when the staging path can be
-/// quoted, else through parameter lists (same result, slower).
-fn copy_relations(
+/// New relations and their keys. `Create`: one `UNWIND … CREATE` (each endpoint found by its
+/// primary key; the second through its own `UNWIND`, else Kuzu joins it by scanning the node
+/// table). `Copy`: through staged parquet files when the staging path can be quoted, else through
+/// parameter lists (same result, slower).
+fn insert_relations(
     conn: &Connection,
     stage: &Path,
+    mode: InsertMode,
     new: &[(&String, i64, &Relation)],
     rel_fields: &[(&str, LogicalType)],
     rel_values: &dyn Fn(&Relation) -> Vec<Value>,
@@ -407,6 +435,23 @@ fn copy_relations(
 ) -> Result<(), String> {
     let rels: Vec<&Relation> = new.iter().map(|(_, _, r)| *r).collect();
     let keys: Vec<(&str, i64)> = new.iter().map(|(k, h, _)| (k.as_str(), *h)).collect();
+    if mode == InsertMode::Create {
+        run(
+            conn,
+            "UNWIND $rows AS r MATCH (a:Entity {id: r.source}) WITH a, r UNWIND [r.target] AS t \
+             MATCH (b:Entity {id: t}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, \
+             text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+            vec![(
+                "rows",
+                rows(rel_fields, rels.iter().map(|r| rel_values(r)).collect()),
+            )],
+        )?;
+        let key_rows = keys
+            .iter()
+            .map(|(k, h)| vec![s(k), hash_value(*h as u64)])
+            .collect();
+        return insert_rows(conn, "RelKey", key_fields, key_rows, 0, mode);
+    }
     let staged = super::kuzu_stage::relations(stage, &rels)?;
     if let Some(file) = staged.literal() {
         run(conn, &format!("COPY RELATED FROM {file}"), vec![])?;
@@ -417,7 +462,7 @@ fn copy_relations(
     }
     run(
         conn,
-        "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source, r.target)",
+        "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source AS source2, r.target AS target2)",
         vec![("rows", rows(rel_fields, rels.iter().map(|r| rel_values(r)).collect()))],
     )?;
     run(
@@ -578,16 +623,88 @@ fn return_list(fields: &[(&str, LogicalType)], dim: usize) -> String {
         .join(", ")
 }
 
-/// Inserts rows whose ids are new, in one bulk COPY.
-fn copy_rows(
+/// Inserts rows whose ids are new: `UNWIND … CREATE`, or one bulk COPY.
+fn insert_rows(
     conn: &Connection,
     table: &str,
     fields: &[(&str, LogicalType)],
     new_rows: Vec<Vec<Value>>,
     dim: usize,
+    mode: InsertMode,
 ) -> Result<(), String> {
     if new_rows.is_empty() {
         return Ok(());
+    }
+    if mode == InsertMode::Create && kuzu_index::has_text_index(table) {
+        // Kuzu 0.11 indexes every row of an `UNWIND … CREATE` under the first row's text in a
+        // full-text index (`fts_probe` in the storage tests): one statement per row here.
+        let props = fields
+            .iter()
+            .map(|(n, _)| format!("{n}: ${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn
+            .prepare(&format!("CREATE (n:{table} {{{props}}})"))
+            .map_err(err)?;
+        for row in new_rows {
+            let params = fields
+                .iter()
+                .map(|(n, _)| *n)
+                .zip(row)
+                .map(|(n, v)| match (n, v) {
+                    // The batch path casts the embedding's text in Cypher; a parameter must
+                    // arrive as the column's array type.
+                    ("embedding", v) => (n, embedding_array(v, dim)),
+                    (n, v) => (n, v),
+                })
+                .collect();
+            conn.execute(&mut stmt, params).map_err(err)?;
+        }
+        return Ok(());
+    }
+    insert_text_free_rows(conn, table, fields, new_rows, dim, mode)
+}
+
+/// An embedding as `embedding_value` writes it (text, or null) as a `FLOAT[dim]` value.
+fn embedding_array(v: Value, dim: usize) -> Value {
+    let ty = LogicalType::Array {
+        child_type: Box::new(LogicalType::Float),
+        num_elements: dim as u64,
+    };
+    match v {
+        Value::String(text) => Value::Array(
+            LogicalType::Float,
+            text.trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter_map(|x| x.trim().parse::<f32>().ok())
+                .map(Value::Float)
+                .collect(),
+        ),
+        _ => Value::Null(ty),
+    }
+}
+
+/// `insert_rows` for rows whose table has no full-text index, or whose text is empty.
+fn insert_text_free_rows(
+    conn: &Connection,
+    table: &str,
+    fields: &[(&str, LogicalType)],
+    new_rows: Vec<Vec<Value>>,
+    dim: usize,
+    mode: InsertMode,
+) -> Result<(), String> {
+    if new_rows.is_empty() {
+        return Ok(());
+    }
+    if mode == InsertMode::Create {
+        let props = fields
+            .iter()
+            .zip(return_list(fields, dim).split(", "))
+            .map(|((n, _), v)| format!("{n}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let q = format!("UNWIND $rows AS r CREATE (n:{table} {{{props}}})");
+        return run(conn, &q, vec![("rows", rows(fields, new_rows))]).map(|_| ());
     }
     let q = format!(
         "COPY {table} FROM (UNWIND $rows AS r RETURN {})",
@@ -631,6 +748,7 @@ fn upsert_simple(
     fields: &[(&str, LogicalType)],
     items: Vec<(String, Vec<Value>)>,
     dim: usize,
+    mode: InsertMode,
 ) -> Result<(Vec<String>, Vec<String>), String> {
     if items.is_empty() {
         return Ok(Default::default());
@@ -647,7 +765,7 @@ fn upsert_simple(
     let (old, new): (Vec<_>, Vec<_>) = items.into_iter().partition(|(id, _)| found.contains(id));
     let (new_ids, new_rows): (Vec<String>, Vec<Vec<Value>>) = new.into_iter().unzip();
     let (old_ids, old_rows): (Vec<String>, Vec<Vec<Value>>) = old.into_iter().unzip();
-    copy_rows(conn, table, fields, new_rows, dim)?;
+    insert_rows(conn, table, fields, new_rows, dim, mode)?;
     set_rows(conn, table, fields, old_rows, dim)?;
     Ok((new_ids, old_ids))
 }

@@ -15,10 +15,18 @@
 use kuzu::Connection;
 
 use super::kuzu_values::*;
+use super::InsertMode;
 
 /// HNSW parameters (Kuzu's defaults are mu 30, ml 60, efc 200: ~2x slower to build, and not
 /// needed for the recall a per-shard top-k merge reaches; see bench/RESULTS.md).
 const HNSW_OPTIONS: &str = "metric := 'cosine', mu := 16, ml := 32, efc := 100";
+
+/// Whether `table` carries a full-text index.
+pub fn has_text_index(table: &str) -> bool {
+    INDEXES
+        .iter()
+        .any(|d| d.table == table && d.text_columns.is_some())
+}
 
 /// Which table's indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +175,7 @@ pub fn sync_vectors(
     of: Indexed,
     ids: &[&str],
     replaced: bool,
+    mode: InsertMode,
 ) -> Result<(), String> {
     if ids.is_empty() {
         return Ok(());
@@ -177,6 +186,17 @@ pub fn sync_vectors(
     };
     if replaced {
         delete_vectors(conn, of, ids)?;
+    }
+    if mode == InsertMode::Create {
+        run(
+            conn,
+            &format!(
+                "UNWIND $ids AS i MATCH (n:{items} {{id: i}}) WHERE n.embedding IS NOT NULL \
+                 CREATE (v:{vecs} {{id: n.id, embedding: n.embedding}})"
+            ),
+            vec![("ids", string_list_of(ids))],
+        )?;
+        return Ok(());
     }
     run(
         conn,

@@ -29,7 +29,8 @@ use super::kuzu_readers::{Readers, Session};
 use super::kuzu_values::*;
 use super::shard_log::{self, ShardLog};
 use super::{
-    ApplyGate, Counts, EntityRecord, RelationRecord, ShardStats, Step, StoreConfig, WriteOp,
+    ApplyGate, Counts, EntityRecord, InsertMode, RelationRecord, ShardStats, Step, StoreConfig,
+    WriteOp,
 };
 use crate::graph::model::{Chunk, Entity};
 
@@ -141,7 +142,7 @@ impl KuzuShard {
         let (thread_path, thread_config) = (path.to_path_buf(), config.clone());
         let dim = config.embedding_dim;
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let stage = dir.join(format!("stage-{shard}"));
+        let stage = (dir.join(format!("stage-{shard}")), config.insert_mode);
         let wal_path = path.with_extension("kz.wal");
         let applier = std::thread::Builder::new()
             .name(format!("kuzu-apply-{shard}"))
@@ -602,7 +603,7 @@ fn applier_loop(
     log: Arc<Mutex<ShardLog>>,
     dim: usize,
     gate: Arc<ApplyGate>,
-    stage: PathBuf,
+    (stage, mode): (PathBuf, InsertMode),
     files: (PathBuf, PathBuf),
 ) {
     let conn = match Connection::new(&db) {
@@ -660,7 +661,14 @@ fn applier_loop(
         let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
         let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
         let started = std::time::Instant::now();
-        if let Err(e) = apply_round(&conn, &ops, max_seq, dim, &stage, &shared.commit_gate) {
+        if let Err(e) = apply_round(
+            &conn,
+            &ops,
+            max_seq,
+            dim,
+            (&stage, mode),
+            &shared.commit_gate,
+        ) {
             tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
             for (seq, op, _) in &round {
                 if let Err(e) = apply_round(
@@ -668,7 +676,7 @@ fn applier_loop(
                     &[op.as_ref()],
                     *seq,
                     dim,
-                    &stage,
+                    (&stage, mode),
                     &shared.commit_gate,
                 ) {
                     shared.failed.fetch_add(1, Ordering::SeqCst);

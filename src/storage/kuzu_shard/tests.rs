@@ -12,6 +12,13 @@ fn config(dim: usize) -> StoreConfig {
     StoreConfig::for_budget(256, 1, 1, dim)
 }
 
+fn config_in(dim: usize, insert_mode: InsertMode) -> StoreConfig {
+    StoreConfig {
+        insert_mode,
+        ..config(dim)
+    }
+}
+
 fn entity(id: &str, title: &str, dim: usize) -> Entity {
     Entity {
         id: id.into(),
@@ -46,9 +53,18 @@ fn upsert(entities: Vec<Entity>, relations: Vec<Relation>) -> WriteOp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upserts_are_idempotent_and_updates_win() {
+    upserts_are_idempotent_and_updates_win_in(InsertMode::Create).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_are_idempotent_and_updates_win_with_copy() {
+    upserts_are_idempotent_and_updates_win_in(InsertMode::Copy).await
+}
+
+async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard-0.kz");
-    let shard = KuzuShard::open(&path, 0, &config(4), gate()).unwrap();
+    let shard = KuzuShard::open(&path, 0, &config_in(4, mode), gate()).unwrap();
     let first = upsert(
         vec![entity("a", "A", 4), entity("b", "B", 4)],
         vec![
@@ -161,9 +177,18 @@ async fn a_different_embedding_dimension_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_relations_in_many_writes_are_all_stored() {
+    many_relations_in_many_writes_are_all_stored_in(InsertMode::Create).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_relations_in_many_writes_are_all_stored_with_copy() {
+    many_relations_in_many_writes_are_all_stored_in(InsertMode::Copy).await
+}
+
+async fn many_relations_in_many_writes_are_all_stored_in(mode: InsertMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shard-2.kz");
-    let shard = KuzuShard::open(&path, 2, &config(0), gate()).unwrap();
+    let shard = KuzuShard::open(&path, 2, &config_in(0, mode), gate()).unwrap();
     let n = 2000u64;
     let entities: Vec<Entity> = (0..n).map(|i| entity(&format!("e{i}"), "E", 0)).collect();
     shard.write(1, upsert(entities, vec![])).await.unwrap();
@@ -515,4 +540,221 @@ async fn snapshot_copies_the_database_at_a_round_boundary() {
         copy.checksum().await.unwrap().1,
         shard.checksum().await.unwrap().1
     );
+}
+
+/// Not a test: what inserting relations costs by COPY and by WAL-logged `UNWIND … CREATE` (Kuzu
+/// does not log COPY in its WAL; README, known limits), in rounds into a growing table.
+/// `cargo test --release --lib insert_paths -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn insert_paths() {
+    use kuzu::{LogicalType, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let modes = std::env::var("INSERT_PATHS_MODES").unwrap_or("copy,create".into());
+    for mode in modes.split(',') {
+        let db = Database::new(
+            dir.path().join(format!("{mode}.kz")),
+            SystemConfig::default()
+                .buffer_pool_size(1 << 30)
+                .max_num_threads(2)
+                .max_db_size(1 << 34),
+        )
+        .unwrap();
+        let conn = Connection::new(&db).unwrap();
+        for ddl in super::schema(0) {
+            conn.query(&ddl).unwrap();
+        }
+        let n = 20000usize;
+        let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+        run(&conn, "COPY Entity FROM (UNWIND $ids AS i RETURN i, '' AS a, '' AS b, '' AS c, [] AS d, 0 AS e, 0 AS f, true AS g, 0 AS h)", vec![("ids", Value::List(LogicalType::String, ids.iter().map(|x| s(x)).collect()))]).unwrap();
+        let fields = [
+            ("source", LogicalType::String),
+            ("target", LogicalType::String),
+            ("id", LogicalType::String),
+            ("description", LogicalType::String),
+            ("weight", LogicalType::Double),
+            ("text_unit_ids", string_list()),
+        ];
+        let total = std::time::Instant::now();
+        for round in 0..10 {
+            let m = 2500usize;
+            let vals: Vec<Vec<Value>> = (0..m)
+                .map(|j| {
+                    vec![
+                        s(&format!("e{}", (j * 7919 + round) % n)),
+                        s(&format!("e{}", (j * 104729 + 13 + round) % n)),
+                        s(&format!("r{round}-{j}")),
+                        s("some description of it"),
+                        Value::Double(1.0),
+                        strings(&["t1".to_string()]),
+                    ]
+                })
+                .collect();
+            let t = std::time::Instant::now();
+            run(&conn, "BEGIN TRANSACTION", vec![]).unwrap();
+            if mode == "create_node_each" {
+                let mut stmt = conn
+                    .prepare("CREATE (n:Entity {id: $id, title: $t, type: '', description: $d, text_unit_ids: [], frequency: 0, degree: 0, stub: false, hash: 0})")
+                    .unwrap();
+                for v in &vals {
+                    conn.execute(
+                        &mut stmt,
+                        vec![
+                            ("id", v[2].clone()),
+                            ("t", v[0].clone()),
+                            ("d", v[3].clone()),
+                        ],
+                    )
+                    .unwrap();
+                }
+                run(&conn, "COMMIT", vec![]).unwrap();
+                eprintln!("{mode} round {round}: total {:?}", t.elapsed());
+                continue;
+            }
+            if mode.starts_with("ids_") {
+                // Internal ids of both endpoints by one primary-key probe, then CREATE by id.
+                let mut ends: Vec<&str> = vals
+                    .iter()
+                    .flat_map(|v| [&v[0], &v[1]])
+                    .map(|v| match v {
+                        Value::String(s) => s.as_str(),
+                        _ => unreachable!(),
+                    })
+                    .collect();
+                ends.sort_unstable();
+                ends.dedup();
+                let found: std::collections::HashMap<String, Value> = run(
+                    &conn,
+                    "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN i, id(e)",
+                    vec![("ids", string_list_of(&ends))],
+                )
+                .unwrap()
+                .into_iter()
+                .map(|r| (as_string(&r[0]), r[1].clone()))
+                .collect();
+                let id_fields = [
+                    ("a", LogicalType::InternalID),
+                    ("b", LogicalType::InternalID),
+                    ("source", LogicalType::String),
+                    ("target", LogicalType::String),
+                    ("id", LogicalType::String),
+                    ("description", LogicalType::String),
+                    ("weight", LogicalType::Double),
+                    ("text_unit_ids", string_list()),
+                ];
+                let id_vals = vals
+                    .iter()
+                    .map(|v| {
+                        let key = |x: &Value| match x {
+                            Value::String(s) => found[s].clone(),
+                            _ => unreachable!(),
+                        };
+                        let mut row = vec![key(&v[0]), key(&v[1])];
+                        row.extend(v.iter().cloned());
+                        row
+                    })
+                    .collect();
+                let q = match mode {
+                    "ids_both" => "UNWIND $rows AS r MATCH (a:Entity), (b:Entity) WHERE id(a) = r.a AND id(b) = r.b CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+                    "ids_with" => "UNWIND $rows AS r MATCH (a:Entity) WHERE id(a) = r.a WITH a, r MATCH (b:Entity) WHERE id(b) = r.b CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+                    other => panic!("unknown mode {other}"),
+                };
+                run(&conn, q, vec![("rows", rows(&id_fields, id_vals))]).unwrap();
+                run(&conn, "COMMIT", vec![]).unwrap();
+                eprintln!("{mode} round {round}: total {:?}", t.elapsed());
+                continue;
+            }
+            let q = match mode {
+                "copy" => "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source AS source2, r.target AS target2)",
+                "create" => "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+                "create_where" => "UNWIND $rows AS r MATCH (a:Entity) WHERE a.id = r.source MATCH (b:Entity) WHERE b.id = r.target CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+                "merge_both" => "UNWIND $rows AS r MERGE (a:Entity {id: r.source}) MERGE (b:Entity {id: r.target}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+                "match_unwind" => "UNWIND $rows AS r MATCH (a:Entity {id: r.source}) WITH a, r UNWIND [r.target] AS t MATCH (b:Entity {id: t}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+                "match_only" => "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) RETURN count(*)",
+                "create_with" => "UNWIND $rows AS r MATCH (a:Entity {id: r.source}) WITH a, r MATCH (b:Entity {id: r.target}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+                "create_one" => "UNWIND $rows AS r MATCH (a:Entity {id: r.source}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(a)",
+                "create_node" => "UNWIND $rows AS r CREATE (n:RelKey {key: r.id, hash: 1})",
+                other => panic!("unknown mode {other}"),
+            };
+            run(&conn, q, vec![("rows", rows(&fields, vals))]).unwrap();
+            let t_insert = t.elapsed();
+            run(&conn, "COMMIT", vec![]).unwrap();
+            eprintln!(
+                "{mode} round {round}: insert {:?} total {:?}",
+                t_insert,
+                t.elapsed()
+            );
+        }
+        eprintln!("{mode}: 10 rounds of 2500 in {:?}", total.elapsed());
+    }
+}
+
+/// Not a test: whether Kuzu's full-text index sees rows inserted by `UNWIND … CREATE`.
+/// `cargo test --release --lib fts_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn fts_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in ["single", "copy"] {
+        let db = Database::new(
+            dir.path().join(format!("{mode}.kz")),
+            SystemConfig::default(),
+        )
+        .unwrap();
+        let conn = Connection::new(&db).unwrap();
+        conn.query(
+            "CREATE NODE TABLE E(id STRING, title STRING, description STRING, PRIMARY KEY(id))",
+        )
+        .unwrap();
+        conn.query("CALL CREATE_FTS_INDEX('E', 'e_text', ['title', 'description'])")
+            .unwrap();
+        let rows = "[{id: 'a', t: 'a', d: 'a lighthouse keeper'}, {id: 'b', t: 'b', d: 'a baker of bread'}, {id: 'c', t: 'c', d: 'no vector here'}]";
+        match mode {
+            "unwind" => {
+                conn.query(&format!(
+                    "UNWIND {rows} AS r CREATE (n:E {{id: r.id, title: r.t, description: r.d}})"
+                ))
+                .unwrap();
+            }
+            "unwind_tx" => {
+                conn.query("BEGIN TRANSACTION").unwrap();
+                conn.query(&format!(
+                    "UNWIND {rows} AS r CREATE (n:E {{id: r.id, title: r.t, description: r.d}})"
+                ))
+                .unwrap();
+                conn.query("COMMIT").unwrap();
+            }
+            "single" => {
+                for (i, d) in [
+                    ("a", "a lighthouse keeper"),
+                    ("b", "a baker of bread"),
+                    ("c", "no vector here"),
+                ] {
+                    conn.query(&format!(
+                        "CREATE (n:E {{id: '{i}', title: '{i}', description: '{d}'}})"
+                    ))
+                    .unwrap();
+                }
+            }
+            _ => {
+                conn.query(&format!(
+                    "COPY E FROM (UNWIND {rows} AS r RETURN r.id, r.t, r.d)"
+                ))
+                .unwrap();
+            }
+        }
+        if std::env::var("FTS_PROBE_SET").is_ok() {
+            conn.query("UNWIND [{id: 'a', d: 'a sailor'}, {id: 'b', d: 'a painter'}] AS r MATCH (n:E {id: r.id}) SET n.description = r.d").unwrap();
+        }
+        for q in ["baker", "lighthouse", "vector", "sailor", "painter"] {
+            let got: Vec<String> = conn
+                .query(&format!(
+                    "CALL QUERY_FTS_INDEX('E', 'e_text', '{q}') RETURN node.id"
+                ))
+                .unwrap()
+                .map(|r| r[0].to_string())
+                .collect();
+            eprintln!("{mode}: {q} -> {got:?}");
+        }
+    }
 }
