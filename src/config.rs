@@ -116,9 +116,10 @@ pub struct ServeArgs {
     pub embedding_dim: u32,
 
     /// How new rows reach Kuzu: `create` (logged in Kuzu's WAL: nothing applied is lost to
-    /// kill -9, even with one copy) or `copy` (bulk COPY, ~2.5x faster ingest; a copy killed
-    /// mid-commit is rebuilt from another copy, so use it only with TORUA_REPLICAS >= 2).
-    #[arg(long, env = "TORUA_INSERT_MODE", value_enum, default_value_t = crate::storage::InsertMode::Create)]
+    /// kill -9, even with one copy; ingest 2-15x slower), `copy` (bulk COPY; a copy killed
+    /// mid-commit is rebuilt from another copy, so only with TORUA_REPLICAS >= 2), or `auto`
+    /// (`create` with TORUA_REPLICAS=1, else `copy`).
+    #[arg(long, env = "TORUA_INSERT_MODE", value_enum, default_value_t = crate::storage::InsertMode::Auto)]
     pub insert_mode: crate::storage::InsertMode,
 
     /// Whether queries answer with what they have when a shard has no answering copy (the answer

@@ -81,12 +81,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     metrics.watch_gossip_rejected(gossip_rejected);
+    let insert_mode = args.insert_mode.resolve(args.replicas);
+    tracing::info!(
+        ?insert_mode,
+        replicas = args.replicas,
+        "new rows reach Kuzu by this insert mode (TORUA_INSERT_MODE)"
+    );
     let storage = Arc::new(Storage::new(
         data_dir.path(),
         args.memory_mb,
         args.max_shard_gb,
         args.embedding_dim as usize,
-        args.insert_mode,
+        insert_mode,
     )?);
     let shard_map = MapHolder::load(data_dir.path());
     if let Some(map) = shard_map.get() {

@@ -466,7 +466,7 @@ fn drain_and_rolling_restart_fail_no_request() {
             saw_relocating = true;
         }
         let left = copies_per_node(&s).get("node-2").copied().unwrap_or(0);
-        (left > 0 || s["moves"].as_array()?.len() > 0).then(|| format!("{left} copies left"))
+        (left > 0 || !s["moves"].as_array()?.is_empty()).then(|| format!("{left} copies left"))
     });
     f.check(saw_relocating, || "no copy was reported relocating".into());
     let s = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();

@@ -38,6 +38,11 @@ use crate::graph::model::{Chunk, Entity};
 /// grows with the size of the relation table more than with the rows it adds (100k entities / 1M
 /// relations on one node: rounds of 50k items took 150 s in all).
 const ROUND_ITEMS: usize = 200_000;
+/// The same with `TORUA_INSERT_MODE=create`: Kuzu holds a transaction's created rows in the
+/// buffer pool until COMMIT, and 0.11 crashed in a COMMIT that ran out of it (rounds of up to
+/// 200k items into copies with ~190 MB pools each). Created rows cost no per-commit rewrite, so
+/// small rounds lose little.
+const CREATE_ROUND_ITEMS: usize = 20_000;
 /// The applier checkpoints (folds Kuzu's WAL into the database file) past this WAL size.
 const CHECKPOINT_WAL_BYTES: u64 = 64 << 20;
 /// How long a read waits for the writes logged before it to be applied.
@@ -640,6 +645,10 @@ fn applier_loop(
             }
         }
         let _slot = gate.enter();
+        let round_items = match mode {
+            InsertMode::Create => CREATE_ROUND_ITEMS,
+            InsertMode::Copy | InsertMode::Auto => ROUND_ITEMS,
+        };
         let round: Vec<(u64, Arc<WriteOp>, usize)> = {
             let mut pending = shared.pending.lock().expect("pending lock");
             if pending.ops.is_empty() {
@@ -649,7 +658,7 @@ fn applier_loop(
             let mut items = 0;
             while let Some(front) = pending.ops.front() {
                 let n = op_items(&front.1);
-                if !round.is_empty() && items + n > ROUND_ITEMS {
+                if !round.is_empty() && items + n > round_items {
                     break;
                 }
                 items += n;

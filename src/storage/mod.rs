@@ -91,17 +91,29 @@ pub struct ShardStats {
 
 /// Per-database engine settings.
 /// How the applier inserts new rows (`TORUA_INSERT_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InsertMode {
+    /// `create` when shards have one copy (`TORUA_REPLICAS=1`), else `copy`.
+    Auto,
     /// `UNWIND … CREATE`: in Kuzu's write-ahead log, so a copy killed with kill -9 keeps every
     /// write it applied, even when it is a shard's only copy.
-    #[default]
     Create,
     /// Kuzu's bulk `COPY`: ingest ~2.5x faster, but Kuzu 0.11 does not log COPY in its WAL and a
     /// copy killed during the commit can come back damaged. torua then rebuilds it from another
     /// in-sync copy, so this mode keeps acknowledged writes only with TORUA_REPLICAS >= 2 and
     /// not when every copy of a shard is killed at once.
     Copy,
+}
+
+impl InsertMode {
+    /// `Auto` decided by the number of copies per shard.
+    pub fn resolve(self, replicas: u32) -> InsertMode {
+        match self {
+            InsertMode::Auto if replicas <= 1 => InsertMode::Create,
+            InsertMode::Auto => InsertMode::Copy,
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,7 +144,7 @@ impl StoreConfig {
             .unwrap_or(1)
             .min(2);
         StoreConfig {
-            insert_mode: InsertMode::default(),
+            insert_mode: InsertMode::Create,
             buffer_pool_bytes: per.max(MIN_POOL),
             max_db_size: (max_db_gb.max(1) << 30).next_power_of_two(),
             threads,

@@ -58,7 +58,8 @@ async fn ids(shard: &KuzuShard, cypher: String) -> Vec<String> {
             ShardQuery {
                 cypher,
                 params_json: "{}".into(),
-                timeout_ms: 5000,
+                // Generous: the query first waits for the write (2,500 rows created one by one).
+                timeout_ms: 30_000,
                 names_cypher: None,
                 prepare_only: false,
             },
