@@ -57,7 +57,7 @@ for r in range(ROUNDS):
     bad = []
     for i, d in items.items():
         s, b = req("GET", f"/graph/entities/{i}")
-        if s != 200: bad.append((i, s)); continue
+        if s != 200: bad.append((i, s, b[:160])); continue
         got = json.loads(b)["entity"]["description"] if "entity" in json.loads(b) else json.loads(b).get("description")
         if got != d and got not in tried.get(i, ()): bad.append((i, got, d))
     bad_total += len(bad)
