@@ -253,6 +253,34 @@ impl NodeProc {
     }
 }
 
+impl NodeProc {
+    /// Writes every thread's stack of the running process next to its log (`<id>.stacks`), when
+    /// gdb is installed: a failed test then shows where a stuck node was waiting. Bounded to 30 s.
+    pub fn dump_stacks(&self) {
+        let Some(child) = &self.child else { return };
+        let out = self.log_path.with_extension("stacks");
+        let Ok(file) = File::create(&out) else { return };
+        let pid = child.id().to_string();
+        let spawned = Command::new("timeout")
+            .args([
+                "30",
+                "gdb",
+                "-p",
+                &pid,
+                "-batch",
+                "-ex",
+                "thread apply all bt",
+            ])
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .status();
+        if spawned.is_ok_and(|s| s.success()) {
+            eprintln!("{}: thread stacks in {}", self.id, out.display());
+        }
+    }
+}
+
 impl Drop for NodeProc {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
@@ -597,6 +625,11 @@ pub fn agreed_coordinator(answers: &[(usize, Value)]) -> Option<(String, u64)> {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                node.dump_stacks();
+            }
+        }
         self.nodes.clear();
         if !self.keep_dir && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -328,10 +328,22 @@ impl Storage {
     }
 
     /// Opens `shard` off the async runtime (once; concurrent callers wait for the same open).
+    ///
+    /// The open runs in its own task, so a caller that gives up (a peer request cancelled by its
+    /// sender's timeout) does not abandon it half-way: the blocking open would go on without the
+    /// per-shard lock, and the next caller would open a second database on the same files (seen
+    /// under CPU load: "not closed cleanly" on a healthy copy, then unreadable shadow files).
     pub async fn open(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
         if let Some(store) = self.cell(shard).get() {
             return Ok(store.clone());
         }
+        let me = self.clone();
+        tokio::spawn(async move { me.open_uncancelled(shard).await })
+            .await
+            .map_err(|e| format!("opening shard {shard} failed: {e}"))?
+    }
+
+    async fn open_uncancelled(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
         // Opening, removing and replacing a copy exclude each other: a removal must not delete
         // files under an open in progress (two databases on one file, or a log left behind).
         let life = self.life_lock(shard);
@@ -393,7 +405,15 @@ impl Storage {
 
     /// Closes this node's copy of `shard` (waiting for its users, up to `CLOSE_WAIT`) and deletes
     /// its files: the map no longer assigns it here, or it is about to be replaced.
+    /// Runs in its own task for the reason given at [`Storage::open`].
     pub async fn remove(self: &Arc<Self>, shard: u32) -> Result<(), String> {
+        let me = self.clone();
+        tokio::spawn(async move { me.remove_uncancelled(shard).await })
+            .await
+            .map_err(|e| format!("removing shard {shard} failed: {e}"))?
+    }
+
+    async fn remove_uncancelled(self: &Arc<Self>, shard: u32) -> Result<(), String> {
         if !self.busy.lock().expect("storage lock").insert(shard) {
             return Err(format!("shard {shard} is already being removed or rebuilt"));
         }
@@ -456,7 +476,19 @@ impl Storage {
 
     /// Replaces this node's copy of `shard` by the database file `file` (a snapshot received from
     /// the primary) and opens it.
+    /// Runs in its own task for the reason given at [`Storage::open`].
     pub async fn install(
+        self: &Arc<Self>,
+        shard: u32,
+        file: &Path,
+    ) -> Result<Arc<KuzuShard>, String> {
+        let (me, file) = (self.clone(), file.to_path_buf());
+        tokio::spawn(async move { me.install_uncancelled(shard, &file).await })
+            .await
+            .map_err(|e| format!("installing shard {shard} failed: {e}"))?
+    }
+
+    async fn install_uncancelled(
         self: &Arc<Self>,
         shard: u32,
         file: &Path,
