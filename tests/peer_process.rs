@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use torua_bench::{member_ids, ClusterOptions, TestCluster};
 
-const SETTLE: Duration = Duration::from_secs(20);
+/// Forming a cluster creates every shard copy (each builds its search indexes): seconds on an idle
+/// machine, much longer on a loaded one.
+const SETTLE: Duration = Duration::from_secs(60);
+/// Client timeout of one status request.
+const T: Duration = Duration::from_secs(10);
 
 fn registry_ids(v: &Value) -> Vec<String> {
     v["nodes"]
@@ -33,10 +37,7 @@ fn registration_health_from_any_node_and_coordinator_failover() {
     cluster
         .wait_all("/cluster/nodes", SETTLE, |_, v| registry_ids(v) == all)
         .unwrap();
-    let entry = &cluster
-        .node(2)
-        .get_json("/cluster/nodes", Duration::from_secs(2))
-        .unwrap()["nodes"][2];
+    let entry = &cluster.node(2).get_json("/cluster/nodes", T).unwrap()["nodes"][2];
     assert_eq!(entry["registration"]["node_id"], "node-3");
     assert!(
         entry["registration"]["capacity"]["cpus"].as_u64().unwrap() >= 1,
@@ -110,10 +111,7 @@ fn broadcast_reaches_every_live_node_and_reports_the_dead_one() {
         "broadcast took {took:?} with a 1s per-node timeout"
     );
     for i in 0..4 {
-        let h = cluster
-            .node(i)
-            .get_json("/health", Duration::from_secs(2))
-            .unwrap();
+        let h = cluster.node(i).get_json("/health", T).unwrap();
         assert_eq!(h["log_filter"], "info,torua=debug", "{h}");
     }
 
@@ -184,10 +182,7 @@ fn a_node_with_another_secret_is_never_admitted() {
     let legit = [0usize, 1, 2, 3];
     let check_legit = |cluster: &TestCluster| {
         for &i in &legit {
-            let h = cluster
-                .node(i)
-                .get_json("/cluster/health", Duration::from_secs(2))
-                .unwrap();
+            let h = cluster.node(i).get_json("/cluster/health", T).unwrap();
             assert!(
                 !member_ids(&h).contains(&"a".to_string()),
                 "intruder in {}'s view: {h}",
@@ -202,7 +197,7 @@ fn a_node_with_another_secret_is_never_admitted() {
         let ok = legit.iter().all(|&i| {
             cluster
                 .node(i)
-                .get_json("/cluster/health", Duration::from_secs(2))
+                .get_json("/cluster/health", T)
                 .map(|h| {
                     h["status"] == "green"
                         && h["coordinator"] == "node-1"
@@ -224,17 +219,21 @@ fn a_node_with_another_secret_is_never_admitted() {
         check_legit(&cluster);
         std::thread::sleep(Duration::from_millis(100));
     }
-    let registry = cluster
-        .node(2)
-        .get_json("/cluster/nodes", Duration::from_secs(2))
-        .unwrap();
+    let registry = cluster.node(2).get_json("/cluster/nodes", T).unwrap();
     assert_eq!(registry_ids(&registry), members, "{registry}");
-    let health = cluster
-        .node(3)
-        .get_json("/cluster/health", Duration::from_secs(2))
-        .unwrap();
-    assert_eq!(health["status"], "green", "{health}");
-    assert_eq!(health["number_of_nodes"], 4, "{health}");
+    // Green again if a stall on a loaded machine made a node look dead for a moment.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let health = cluster.node(3).get_json("/cluster/health", T).unwrap();
+        if health["status"] == "green" && health["number_of_nodes"] == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not green with 4 nodes: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A broadcast from the cluster never reaches the intruder; one from the intruder reaches only itself.
     let body = json!({"path": "/control", "payload": {"log_filter": "warn"}});
@@ -248,10 +247,7 @@ fn a_node_with_another_secret_is_never_admitted() {
         .post_json("/broadcast", &body, Duration::from_secs(10))
         .unwrap();
     assert_eq!(answer["sent_to"], 1, "{answer}");
-    let intruder_view = cluster
-        .node(4)
-        .get_json("/cluster/health", Duration::from_secs(2))
-        .unwrap();
+    let intruder_view = cluster.node(4).get_json("/cluster/health", T).unwrap();
     assert_eq!(member_ids(&intruder_view), ["a"], "{intruder_view}");
 
     // node-1 saw and dropped the intruder's gossip.
