@@ -40,7 +40,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let advertised = args.advertised()?;
     let data_dir = DataDir::open(&args.data_dir)?;
     let node_id = data_dir.node_id(args.node_id.as_ref())?;
-    let log_filter = logging::init(node_id.as_str(), &args.log, args.log_format == "json");
+    let (log_filter, _log_flush) =
+        logging::init(node_id.as_str(), &args.log, args.log_format == "json");
     let started = std::time::Instant::now();
     let security = Security::from_args(&args, &node_id)?;
     // Loading the default tokenizer's tables takes ~50 ms: not on the first retrieval's clock.

@@ -167,16 +167,28 @@ impl KuzuShard {
                 let Ok((shared, log)) = start_rx.recv() else {
                     return; // opening failed after the database (the log)
                 };
-                applier_loop(
-                    shard,
-                    db,
-                    shared,
-                    log,
-                    dim,
-                    gate,
-                    stage,
-                    (thread_path, wal_path),
-                )
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    applier_loop(
+                        shard,
+                        db,
+                        shared,
+                        log,
+                        dim,
+                        gate,
+                        stage,
+                        (thread_path, wal_path),
+                    )
+                }));
+                if applied.is_err() {
+                    // Without its applier the copy would take writes into its log and never
+                    // apply them while the node looks healthy. Exiting lets a restart redo the
+                    // log (and the cluster serve from the other copies meanwhile).
+                    // Written directly: the log thread may not get to it before the abort.
+                    eprintln!(
+                        "shard {shard}: the applier thread panicked; the node exits so that a restart redoes the shard's log"
+                    );
+                    std::process::abort();
+                }
             })
             .map_err(|e| format!("cannot start the applier thread: {e}"))?;
         let (db, applied, initial_counts) = opened_rx

@@ -38,7 +38,8 @@ use serde_json::{json, Value};
 use torua_bench::{ready_ids, torua_bin, ClusterOptions, TestCluster};
 
 const DEFAULT_GOSSIP_MS: f64 = 200.0;
-const DEFAULT_PHI: f64 = 6.0;
+/// As `TORUA_PHI_THRESHOLD`'s default (membership::config::DEFAULT_PHI_THRESHOLD).
+const DEFAULT_PHI: f64 = 30.0;
 
 // ------------------------------------------------------------------------------------------------
 // Arguments
