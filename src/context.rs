@@ -70,6 +70,9 @@ pub struct Settings {
     pub max_concurrent_moves: usize,
 }
 
+/// See [`NodeContext::fresh_quorum`].
+pub const FRESH_QUORUM_ROUNDS: u32 = 5;
+
 impl NodeContext {
     pub fn node_id(&self) -> &NodeId {
         self.cluster.self_id()
@@ -136,6 +139,20 @@ impl NodeContext {
         let view = self.cluster.view();
         map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
             .map_err(|b| format!("{b}; this node may be on the minority side of a partition, retry later or on another node"))
+    }
+
+    /// `Err("no quorum ...")` unless a majority of `map`'s voting membership was heard from within
+    /// [`FRESH_QUORUM_ROUNDS`] gossip rounds. Map changes (promotions, in-sync removals, moves)
+    /// need this on top of the failure detector's verdict: after a split the old coordinator keeps
+    /// believing the other side is alive until its detector gives up (~1.3 s), and a change made in
+    /// that window can conflict with the new side's promotions. The other side cannot promote
+    /// before its own detector gives up, which takes longer than this window.
+    pub fn fresh_quorum(&self, map: &crate::shard_map::ShardMap) -> Result<(), String> {
+        let within = self.cluster.config().gossip_interval * FRESH_QUORUM_ROUNDS;
+        let heard = self.cluster.heard_within(within);
+        map.quorum(|n| heard.contains(n)).map_err(|b| {
+            format!("{b} heard from within {within:?}; the map is not changed until a majority is heard again")
+        })
     }
 
     pub fn is_leaving(&self) -> bool {

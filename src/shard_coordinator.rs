@@ -146,6 +146,10 @@ fn step(ctx: &NodeContext, dead_since: &mut HashMap<String, Instant>) -> Option<
     let members = members(ctx, &view, &map, dead_since);
     // Without a quorum nothing changes, not even the term stamp: a coordinator elected on the
     // minority side of a partition must not produce a map that outranks the majority's.
+    if let Err(reason) = ctx.fresh_quorum(&map) {
+        tracing::debug!(%reason, "the shard map stays as it is");
+        return Some(map);
+    }
     let changed = match plan(&mut map, &members, settings.max_concurrent_moves) {
         Ok(changed) => changed || map.term < term,
         Err(blocked) => {
@@ -396,6 +400,7 @@ fn change_map(
     let mut map = ctx.shard_map.get().ok_or("no shard map")?;
     map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
         .map_err(|b| b.to_string())?;
+    ctx.fresh_quorum(&map)?;
     if change(&mut map, &view)? {
         map.version += 1;
         map.term = term.max(map.term);

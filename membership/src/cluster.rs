@@ -388,6 +388,24 @@ impl Cluster {
         }
     }
 
+    /// Node ids whose heartbeat was seen rising within `within` (this node included). Ages count
+    /// from when the view was last rebuilt, so a process that stalled sees everyone as silent for
+    /// the length of its stall: the answer errs towards "not heard".
+    pub fn heard_within(&self, within: Duration) -> std::collections::BTreeSet<String> {
+        let now = Instant::now();
+        let mut heard: std::collections::BTreeSet<String> = self
+            .inner
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, (_, rose))| now.duration_since(*rose) <= within)
+            .map(|(id, _)| id.node_id.to_string())
+            .collect();
+        heard.insert(self.inner.chitchat_id.node_id.to_string());
+        heard
+    }
+
     fn raw_nodes(&self, chitchat: &Chitchat) -> Vec<RawNode> {
         let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
         let dead: std::collections::HashSet<&ChitchatId> = chitchat.dead_nodes().collect();
