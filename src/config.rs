@@ -52,8 +52,8 @@ pub struct ServeArgs {
     pub gossip_interval: Duration,
 
     /// Failure detector threshold (2..=50): a member is dead after ~phi mean heartbeat intervals of
-    /// silence (~1.3 s at 30 with 3 nodes and 100 ms rounds; see membership's DEFAULT_PHI_THRESHOLD).
-    #[arg(long, env = "TORUA_PHI_THRESHOLD", default_value = "30", value_parser = parse_phi)]
+    /// silence (~0.9 s at 20 with 3 nodes and 100 ms rounds; see membership's DEFAULT_PHI_THRESHOLD).
+    #[arg(long, env = "TORUA_PHI_THRESHOLD", default_value = "20", value_parser = parse_phi)]
     pub phi_threshold: f64,
 
     /// How long a dead member stays listed as `dead` before it is forgotten.

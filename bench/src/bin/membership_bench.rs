@@ -39,7 +39,7 @@ use torua_bench::{ready_ids, torua_bin, ClusterOptions, TestCluster};
 
 const DEFAULT_GOSSIP_MS: f64 = 200.0;
 /// As `TORUA_PHI_THRESHOLD`'s default (membership::config::DEFAULT_PHI_THRESHOLD).
-const DEFAULT_PHI: f64 = 30.0;
+const DEFAULT_PHI: f64 = 20.0;
 
 // ------------------------------------------------------------------------------------------------
 // Arguments
