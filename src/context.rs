@@ -144,8 +144,8 @@ impl NodeContext {
     /// `Err("no quorum ...")` unless a majority of `map`'s voting membership was heard from within
     /// [`FRESH_QUORUM_ROUNDS`] gossip rounds. Map changes (promotions, in-sync removals, moves)
     /// need this on top of the failure detector's verdict: after a split the old coordinator keeps
-    /// believing the other side is alive until its detector gives up (~0.9 s with 3 nodes, more with 5), and a change made in
-    /// that window can conflict with the new side's promotions. The other side cannot promote
+    /// believing the other side is alive until its detector gives up (~1-2 s), and a change made
+    /// in that window can conflict with the new side's promotions. The other side cannot promote
     /// before its own detector gives up, which takes longer than this window.
     pub fn fresh_quorum(&self, map: &crate::shard_map::ShardMap) -> Result<(), String> {
         let within = self.cluster.config().gossip_interval * FRESH_QUORUM_ROUNDS;

@@ -12,11 +12,11 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. Returns a handle that changes the filter at run time, and
 /// a guard that flushes what is still queued when dropped (keep it until the node stops).
 ///
-/// Lines are written by a thread of their own: a write to a log file can block for a second or
-/// more while the file system commits other processes' data (measured: three idle nodes with
-/// debug logging and two `dd ... conv=fsync` loops on the same disk saw three false deaths in
-/// 90 s when the async runtime wrote its own lines). The queue holds 128k lines; beyond that a
-/// writer waits rather than drop a line.
+/// Lines are written by a thread of their own: a write to a log file can block while the file
+/// system commits other processes' data (seen under two `dd ... conv=fsync` loops: the log thread
+/// waiting in ext4), and the async runtime's worker threads should not wait with it. This alone
+/// did not remove the false deaths seen under that load (see DEFAULT_PHI_THRESHOLD). The queue
+/// holds 128k lines; beyond that a writer waits rather than drop a line.
 pub fn init(
     node_id: &str,
     filter: &str,

@@ -251,9 +251,7 @@ impl NodeProc {
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
-}
 
-impl NodeProc {
     /// Writes every thread's stack of the running process next to its log (`<id>.stacks`), when
     /// gdb is installed: a failed test then shows where a stuck node was waiting. Bounded to 30 s.
     pub fn dump_stacks(&self) {

@@ -338,9 +338,10 @@ impl Storage {
             return Ok(store.clone());
         }
         let me = self.clone();
-        tokio::spawn(async move { me.open_uncancelled(shard).await })
-            .await
-            .map_err(|e| format!("opening shard {shard} failed: {e}"))?
+        run_to_end(format!("opening shard {shard}"), async move {
+            me.open_uncancelled(shard).await
+        })
+        .await
     }
 
     async fn open_uncancelled(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
@@ -408,9 +409,10 @@ impl Storage {
     /// Runs in its own task for the reason given at [`Storage::open`].
     pub async fn remove(self: &Arc<Self>, shard: u32) -> Result<(), String> {
         let me = self.clone();
-        tokio::spawn(async move { me.remove_uncancelled(shard).await })
-            .await
-            .map_err(|e| format!("removing shard {shard} failed: {e}"))?
+        run_to_end(format!("removing shard {shard}"), async move {
+            me.remove_uncancelled(shard).await
+        })
+        .await
     }
 
     async fn remove_uncancelled(self: &Arc<Self>, shard: u32) -> Result<(), String> {
@@ -483,9 +485,10 @@ impl Storage {
         file: &Path,
     ) -> Result<Arc<KuzuShard>, String> {
         let (me, file) = (self.clone(), file.to_path_buf());
-        tokio::spawn(async move { me.install_uncancelled(shard, &file).await })
-            .await
-            .map_err(|e| format!("installing shard {shard} failed: {e}"))?
+        run_to_end(format!("installing shard {shard}"), async move {
+            me.install_uncancelled(shard, &file).await
+        })
+        .await
     }
 
     async fn install_uncancelled(
@@ -516,6 +519,16 @@ impl Storage {
         result?;
         self.open(shard).await
     }
+}
+
+/// Runs `work` in its own task, so it finishes even if the caller's future is dropped.
+async fn run_to_end<T: Send + 'static>(
+    what: String,
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| format!("{what} failed: {e}"))?
 }
 
 /// Deletes a copy's database, Kuzu's side files, its log segments and its staging folder.
