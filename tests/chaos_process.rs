@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
-use torua_bench::{ready_ids, ClusterOptions, Failures, TestCluster};
+use torua_testkit::{ready_ids, ClusterOptions, Failures, TestCluster};
 
 const NODES: usize = 5;
 const SHARDS: u32 = 8;

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use torua_bench::{member_ids, torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{member_ids, torua_bin, ClusterOptions, TestCluster};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 

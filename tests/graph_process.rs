@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_bench::{import_graphrag, ClusterOptions, TestCluster};
+use torua_testkit::{import_graphrag, ClusterOptions, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(10);
@@ -158,7 +158,7 @@ fn kill_9_during_ingest_loses_no_acknowledged_write() {
                     .map(|id| json!({"id": id, "title": id, "type": "T"}))
                     .collect();
                 let relations: Vec<Value> = ids.windows(2).map(|w| json!({"id": format!("{}>{}", w[0], w[1]), "source": w[0], "target": w[1]})).collect();
-                if let Ok((200, answer)) = torua_bench::post_json(
+                if let Ok((200, answer)) = torua_testkit::post_json(
                     &url,
                     &json!({"entities": entities, "relations": relations}),
                     Duration::from_secs(30),
@@ -340,7 +340,7 @@ fn bad_input_gets_a_4xx_and_changes_nothing() {
         got["relations"][0]["target"], "later",
         "a relation to a missing entity is kept (stub): {got}"
     );
-    let (code, _) = torua_bench::post_json(
+    let (code, _) = torua_testkit::post_json(
         &url,
         &json!({"entities": [{"id": "later", "title": "arrived"}]}),
         T,

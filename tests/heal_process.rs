@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_bench::{ClusterOptions, Failures, TestCluster};
+use torua_testkit::{ClusterOptions, Failures, TestCluster};
 
 const T: Duration = Duration::from_secs(10);
 /// Client timeout of the load's requests and of the cluster-wide status calls: a read waits for
@@ -88,7 +88,7 @@ impl Load {
                     let base = pick(&targets, n);
                     let (ids, body) = batch(&format!("w{n}"), 10);
                     n += 1;
-                    match torua_bench::post_json(
+                    match torua_testkit::post_json(
                         &format!("{base}/graph/ingest"),
                         &body,
                         Duration::from_secs(30),
@@ -133,7 +133,7 @@ impl Load {
                         continue;
                     };
                     let base = pick(&targets, n);
-                    match torua_bench::get_json(&format!("{base}/graph/entities/{id}"), SLOW) {
+                    match torua_testkit::get_json(&format!("{base}/graph/entities/{id}"), SLOW) {
                         Ok(v) if v["entity"]["id"] == id.as_str() => {
                             reads.fetch_add(1, Ordering::SeqCst);
                         }
@@ -474,7 +474,7 @@ fn drain_and_rolling_restart_fail_no_request() {
         format!("the drain is not listed: {}", s["draining"])
     });
     let (status, _) =
-        torua_bench::post_json(&cluster.node(0).url("/nodes/nope/drain"), &json!({}), T).unwrap();
+        torua_testkit::post_json(&cluster.node(0).url("/nodes/nope/drain"), &json!({}), T).unwrap();
     f.check(status == 404, || {
         format!("drain of an unknown node answered {status}")
     });

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
-use torua_bench::{summarize, torua_bin, Failures};
+use torua_testkit::{summarize, torua_bin, Failures};
 
 const NODES: usize = 5;
 const SHARDS: u32 = 8;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_bench::{member_ids, ClusterOptions, TestCluster};
+use torua_testkit::{member_ids, ClusterOptions, TestCluster};
 
 /// Forming a cluster creates every shard copy (each builds its search indexes): seconds on an idle
 /// machine, much longer on a loaded one.
@@ -270,7 +270,7 @@ fn a_node_with_another_secret_is_never_admitted() {
 
 #[test]
 fn without_a_secret_a_node_refuses_to_listen_beyond_loopback() {
-    let out = std::process::Command::new(torua_bench::torua_bin())
+    let out = std::process::Command::new(torua_testkit::torua_bin())
         .arg("serve")
         .env_clear()
         .env("TORUA_GOSSIP_ADDR", "0.0.0.0:0")

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as Kv};
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
-use torua_bench::kuzu_values::{string, strings, struct_rows};
-use torua_bench::{ClusterOptions, Failures, NodeProc, TestCluster};
+use torua_testkit::kuzu_values::{string, strings, struct_rows};
+use torua_testkit::{ClusterOptions, Failures, NodeProc, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Client-side timeout of one request (the server's own default is 10 s).

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use torua::graph::model::Batch;
 use torua::graph::partition::shard_of;
-use torua_bench::{import_graphrag, torua_bin, ClusterOptions, Failures, NodeProc, TestCluster};
+use torua_testkit::{import_graphrag, torua_bin, ClusterOptions, Failures, NodeProc, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Client-side timeout of one request (the server's own default is 10 s).

@@ -66,8 +66,8 @@ use anyhow::{bail, Context, Result};
 use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
-use torua_bench::kuzu_values::{string, strings, struct_rows};
-use torua_bench::{ClusterOptions, TestCluster};
+use torua_testkit::kuzu_values::{string, strings, struct_rows};
+use torua_testkit::{ClusterOptions, TestCluster};
 
 // ------------------------------------------------------------------------------------------------
 // Arguments

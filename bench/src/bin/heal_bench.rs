@@ -58,7 +58,7 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{json, Value};
-use torua_bench::{ClusterOptions, TestCluster};
+use torua_testkit::{ClusterOptions, TestCluster};
 
 // ------------------------------------------------------------------------------------------------
 // Arguments
@@ -2716,7 +2716,7 @@ fn machine() -> Value {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let bin = torua_bench::torua_bin();
+    let bin = torua_testkit::torua_bin();
     let bin_time = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .ok()
@@ -2813,7 +2813,7 @@ fn run(b: &mut Bench) -> Result<()> {
         "starting {} nodes under {} (torua: {})",
         b.a.nodes,
         b.cluster.dir.display(),
-        torua_bench::torua_bin().display()
+        torua_testkit::torua_bin().display()
     ));
     for i in 0..b.a.nodes {
         b.cluster.nodes[i].start()?;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use torua_bench::{ready_ids, torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{ready_ids, torua_bin, ClusterOptions, TestCluster};
 
 const DEFAULT_GOSSIP_MS: f64 = 200.0;
 /// As `TORUA_PHI_THRESHOLD`'s default (membership::config::DEFAULT_PHI_THRESHOLD).

@@ -60,8 +60,8 @@ use hdrhistogram::Histogram;
 use kuzu::{Connection, Database, LogicalType, PreparedStatement, SystemConfig, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
-use torua_bench::kuzu_values::{string, struct_rows};
-use torua_bench::{ClusterOptions, TestCluster};
+use torua_testkit::kuzu_values::{string, struct_rows};
+use torua_testkit::{ClusterOptions, TestCluster};
 
 // ------------------------------------------------------------------------------------------------
 // Arguments

@@ -44,7 +44,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use torua_bench::{torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{torua_bin, ClusterOptions, TestCluster};
 use transport::{ClusterCa, Endpoint, PeerInfo, Service, TransportConfig, DEV_CLUSTER_SECRET};
 
 // ------------------------------------------------------------------------------------------------

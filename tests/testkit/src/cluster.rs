@@ -1,11 +1,10 @@
-//! Process harness shared by `tests/` and the benchmarks: real `torua serve` processes on loopback.
+//! Real `torua serve` processes on loopback: starting, stopping, signalling and reading the logs of
+//! the nodes of one [`TestCluster`], and running the `torua` binary's other commands.
 //!
 //! Every cluster gets its own loopback network `127.A.B.0/24` (any 127/8 address is loopback on Linux),
 //! and node `i` listens on `127.A.B.i` with fixed ports. Distinct addresses instead of allocated ports mean
 //! no races with other processes picking free ports, and a restarted node comes back on the same address.
 //! Processes are killed when the harness value is dropped, so a failing test leaves nothing running.
-
-pub mod kuzu_values;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
+
+use crate::http::{get_json, post_json};
 
 pub const HTTP_PORT: u16 = 17100;
 pub const GOSSIP_PORT: u16 = 17200;
@@ -245,6 +246,14 @@ impl NodeProc {
             .with_context(|| format!("{}: POST {path}", self.id))
     }
 
+    /// How the process ended (e.g. "signal: 11 (SIGSEGV)"), if it exited on its own; `None` while it
+    /// runs or after the harness stopped it (kill9/terminate).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Last lines of the node's log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -287,30 +296,6 @@ impl Drop for NodeProc {
         }
     }
 }
-
-/// GET a URL and parse JSON, whatever the status code.
-pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let resp = match ureq::get(url).timeout(timeout).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.into()),
-    };
-    Ok(resp.into_json()?)
-}
-
-/// POST JSON and return status + parsed body, whatever the status code.
-pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
-    let resp = match ureq::post(url).timeout(timeout).send_json(body.clone()) {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.into()),
-    };
-    let status = resp.status();
-    let text = resp.into_string()?;
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok((status, value))
-}
-
 /// A set of `torua serve` processes seeded from the first node.
 pub struct TestCluster {
     pub dir: PathBuf,
@@ -392,26 +377,10 @@ impl TestCluster {
         &self.nodes[i]
     }
 
-    /// Waits until node `i`'s `/cluster/shards` reports no logged write waiting to be applied
-    /// (acknowledged writes are durable at once, visible once applied).
-    pub fn wait_applied(&self, i: usize, timeout: Duration) -> anyhow::Result<Value> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let answer = self.nodes[i].get_json("/cluster/shards", Duration::from_secs(30));
-            if let Ok(a) = &answer {
-                if a["pending_writes"] == 0 {
-                    return Ok(a.clone());
-                }
-            }
-            if std::time::Instant::now() > deadline {
-                anyhow::bail!("writes still pending after {timeout:?}: {answer:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
     pub fn node_mut(&mut self, i: usize) -> &mut NodeProc {
         &mut self.nodes[i]
     }
+
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
     }
@@ -423,202 +392,9 @@ impl TestCluster {
             .collect()
     }
 
-    /// Waits until node `i` answers `GET /health`; fails early if its process exits.
-    pub fn wait_node_up(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let node = &mut self.nodes[i];
-            if !node.is_running() {
-                bail!(
-                    "{} exited during start; log:\n{}",
-                    node.id,
-                    node.log_tail(30)
-                );
-            }
-            if node.get_json("/health", Duration::from_millis(500)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not answer /health within {timeout:?}; log:\n{}",
-                    node.id,
-                    node.log_tail(30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Polls `GET path` on every running node until `check` accepts every answer.
-    /// Returns the answers (by node index) on success, the last answers in the error otherwise.
-    pub fn wait_all<F>(
-        &mut self,
-        path: &str,
-        timeout: Duration,
-        mut check: F,
-    ) -> anyhow::Result<Vec<(usize, Value)>>
-    where
-        F: FnMut(usize, &Value) -> bool,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let running = self.running();
-            let mut answers = Vec::new();
-            let mut all_ok = !running.is_empty();
-            for &i in &running {
-                match self.nodes[i].get_json(path, Duration::from_secs(2)) {
-                    Ok(v) => {
-                        if !check(i, &v) {
-                            all_ok = false;
-                        }
-                        answers.push((i, v));
-                    }
-                    Err(e) => {
-                        all_ok = false;
-                        answers.push((i, Value::String(format!("{e:#}"))));
-                    }
-                }
-            }
-            if all_ok {
-                return Ok(answers);
-            }
-            if Instant::now() > deadline {
-                let shown: Vec<String> = answers
-                    .iter()
-                    .map(|(i, v)| format!("{}: {}", self.nodes[*i].id, summarize(v)))
-                    .collect();
-                bail!(
-                    "GET {path}: condition not met on every node within {timeout:?}:\n{}",
-                    shown.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Like [`wait_all`](Self::wait_all) on `/cluster/health`, and also every answer names the same
-    /// coordinator and term. Returns (coordinator, term).
-    /// Waits until every running node reports green health with active shards.
-    pub fn wait_green(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        self.wait_health_agree(timeout, |v| {
-            v["status"] == "green" && v["shards"]["active_shards"].as_u64() > Some(0)
-        })
-        .map(|_| ())
-    }
-
-    pub fn wait_health_agree<F>(
-        &mut self,
-        timeout: Duration,
-        mut check: F,
-    ) -> anyhow::Result<(String, u64)>
-    where
-        F: FnMut(&Value) -> bool,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let answers = self.wait_all("/cluster/health", left, |_, v| check(v))?;
-            if let Some(agreed) = agreed_coordinator(&answers) {
-                return Ok(agreed);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "nodes never agreed on one coordinator and term: {:?}",
-                    answers
-                        .iter()
-                        .map(|(_, v)| summarize(v))
-                        .collect::<Vec<_>>()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until every running node's `/cluster/health` lists exactly the running nodes as ready and
-    /// names the same coordinator; returns (coordinator, term).
-    pub fn wait_converged(&mut self, timeout: Duration) -> anyhow::Result<(String, u64)> {
-        let running = self.running();
-        let expected: Vec<String> = running.iter().map(|&i| self.nodes[i].id.clone()).collect();
-        self.wait_health_agree(timeout, |v| {
-            let ready = ready_ids(v);
-            ready.len() == expected.len()
-                && expected.iter().all(|id| ready.contains(id))
-                && v["coordinator"].is_string()
-        })
-    }
-
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
-}
-
-/// A `/cluster/health` answer without its long node list (for failure messages).
-pub fn summarize(v: &Value) -> Value {
-    if v.get("status").is_some() && v.get("nodes").is_some() {
-        let states: Vec<String> = v["nodes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|n| {
-                        format!(
-                            "{}={}",
-                            n["id"].as_str().unwrap_or("?"),
-                            n["state"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        serde_json::json!({
-            "status": v["status"], "reasons": v["reasons"], "coordinator": v["coordinator"],
-            "term": v["term"], "source": v["source"], "answered_by": v["answered_by"],
-            "coordinator_error": v["coordinator_error"], "members": states,
-        })
-    } else {
-        v.clone()
-    }
-}
-
-/// Ids of the members a `/cluster/health` answer lists as ready.
-pub fn ready_ids(health: &Value) -> Vec<String> {
-    health["nodes"]
-        .as_array()
-        .map(|nodes| {
-            nodes
-                .iter()
-                .filter(|n| n["state"] == "ready")
-                .filter_map(|n| n["id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Ids of every member listed in a `/cluster/health` answer, whatever their state.
-pub fn member_ids(health: &Value) -> Vec<String> {
-    health["nodes"]
-        .as_array()
-        .map(|nodes| {
-            nodes
-                .iter()
-                .filter_map(|n| n["id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The (coordinator, term) every answer names, if they all name the same one.
-pub fn agreed_coordinator(answers: &[(usize, Value)]) -> Option<(String, u64)> {
-    let mut agreed: Option<(String, u64)> = None;
-    for (_, v) in answers {
-        let coordinator = v["coordinator"].as_str()?.to_string();
-        let term = v["term"].as_u64()?;
-        match &agreed {
-            None => agreed = Some((coordinator, term)),
-            Some(a) if a.0 == coordinator && a.1 == term => {}
-            Some(_) => return None,
-        }
-    }
-    agreed
 }
 
 impl Drop for TestCluster {
@@ -631,53 +407,6 @@ impl Drop for TestCluster {
         self.nodes.clear();
         if !self.keep_dir && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Failures collected over many cases of one process test, reported together at the end (a
-/// cluster is expensive to start: one run should show every wrong answer, not the first).
-#[derive(Default)]
-pub struct Failures {
-    pub list: Vec<String>,
-    pub cases: usize,
-}
-
-impl Failures {
-    pub fn fail(&mut self, msg: String) {
-        eprintln!("FAIL #{}: {msg}\n", self.list.len() + 1);
-        self.list.push(msg);
-    }
-
-    pub fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) -> bool {
-        if !ok {
-            self.fail(msg());
-        }
-        ok
-    }
-
-    /// Prints the tally; panics listing the first 40 failures if there were any.
-    pub fn finish(self, what: &str, started: Instant) {
-        eprintln!(
-            "{what}: {} cases, {} failures, {:.1} s",
-            self.cases,
-            self.list.len(),
-            started.elapsed().as_secs_f64()
-        );
-        if !self.list.is_empty() {
-            let shown: Vec<String> = self
-                .list
-                .iter()
-                .take(40)
-                .enumerate()
-                .map(|(i, m)| format!("#{}: {m}", i + 1))
-                .collect();
-            panic!(
-                "{what}: {} failures in {} cases:\n{}",
-                self.list.len(),
-                self.cases,
-                shown.join("\n\n")
-            );
         }
     }
 }
@@ -697,14 +426,4 @@ pub fn import_graphrag(dir: &Path, url: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl NodeProc {
-    /// How the process ended (e.g. "signal: 11 (SIGSEGV)"), if it exited on its own; `None` while it
-    /// runs or after the harness stopped it (kill9/terminate).
-    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
 }

@@ -1,0 +1,86 @@
+//! JSON over HTTP: GET and POST that return the answer whatever the status code, timed POSTs of
+//! prepared bodies, and answers shortened for messages.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use serde_json::Value;
+
+/// GET a URL and parse JSON, whatever the status code.
+pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let resp = match ureq::get(url).timeout(timeout).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(resp.into_json()?)
+}
+
+/// POST JSON and return status + parsed body, whatever the status code.
+pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+    let resp = match ureq::post(url).timeout(timeout).send_json(body.clone()) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.into()),
+    };
+    let status = resp.status();
+    let text = resp.into_string()?;
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, value))
+}
+
+/// GET with an agent: (status, JSON body or the text as a string, value of `x-torua-stale`),
+/// whatever the status code.
+pub fn get_full(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value, Option<String>)> {
+    let resp = match agent.get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.into()),
+    };
+    let status = resp.status();
+    let stale = resp.header("x-torua-stale").map(String::from);
+    let text = resp.into_string()?;
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, value, stale))
+}
+
+/// POSTs a prepared JSON body: (µs until the whole answer is read, status, body), whatever the
+/// status code; `Err` when there was no HTTP answer.
+pub fn post_timed(
+    agent: &ureq::Agent,
+    url: &str,
+    body: &[u8],
+) -> anyhow::Result<(f64, u16, Vec<u8>)> {
+    let t = Instant::now();
+    let resp = match agent
+        .post(url)
+        .set("content-type", "application/json")
+        .send_bytes(body)
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => anyhow::bail!("POST {url}: {e}"),
+    };
+    let status = resp.status();
+    let mut buf = Vec::with_capacity(1 << 16);
+    resp.into_reader()
+        .read_to_end(&mut buf)
+        .with_context(|| format!("POST {url}: reading the answer"))?;
+    Ok((t.elapsed().as_nanos() as f64 / 1e3, status, buf))
+}
+
+/// At most `n` bytes of `s` (cut at a character boundary), with `...` when cut: answers quoted in
+/// messages.
+pub fn short(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_string()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    }
+}

@@ -1,0 +1,25 @@
+//! The test kit shared by `tests/` and `bench/`: real `torua serve` processes on loopback
+//! ([`cluster`]), JSON over HTTP ([`http`]), health answers and cluster-wide waits ([`health`]),
+//! a seeded generator ([`rng`]), pieces of synthetic GraphRAG
+//! data ([`gen`]), batched ingest ([`ingest`]), progress lines ([`log`]), failure tallies
+//! ([`failures`]) and Kuzu parameter values for embedded baselines ([`kuzu_values`]).
+
+pub mod cluster;
+pub mod failures;
+pub mod gen;
+pub mod health;
+pub mod http;
+pub mod ingest;
+pub mod kuzu_values;
+pub mod log;
+pub mod rng;
+
+pub use cluster::{
+    import_graphrag, torua_bin, ClusterOptions, NodeProc, TestCluster, GOSSIP_PORT, HTTP_PORT,
+    PEER_PORT,
+};
+pub use failures::Failures;
+pub use health::{agreed_coordinator, member_ids, ready_ids, summarize};
+pub use http::{get_json, post_json};
+pub use log::log;
+pub use rng::Rng;
