@@ -1,0 +1,319 @@
+//! Peer transport benchmarks: QUIC round trips in process, broadcast and `/cluster/health`
+//! on real `torua serve` processes (loopback, real gossip, real QUIC, real HTTP).
+//!
+//! ```text
+//! transport_bench rtt          [--count 20000] [--warmup 2000] [--sizes 64,4096] [--rounds 20] [--threads 2]
+//! transport_bench broadcast    [--nodes 10] [--count 500] [--warmup 50] [--node 0]
+//! transport_bench health-load  [--nodes 5] [--concurrency 32] [--seconds 10] [--warmup-secs 2] [--threads 2]
+//! transport_bench all          (the three above with their defaults and the common flags)
+//!
+//! common: --json FILE (JSON lines, appended; default: stdout after the tables)  --label TEXT
+//!         --env KEY=VALUE (repeatable, passed to every node)  --log info
+//! ```
+//!
+//! Every benchmark measures its baseline in the same run (the machine is small, shared and noisy) and
+//! reports the ratio to it:
+//! * rtt: `transport::Endpoint`s on 127.0.0.1 (identities from `ClusterCa::derive(DEV_CLUSTER_SECRET,
+//!   "bench")`), an echo service (`Vec<u8>` in, the same bytes out), sequential request/response round
+//!   trips; also the same echo with the payload as one serde byte string (`quic bytes`), which separates
+//!   postcard's per-element encoding of `Vec<u8>` from the transport itself. Baseline: a plain tokio TCP
+//!   echo on loopback (TCP_NODELAY, 4-byte length prefix + payload). The kinds run in rounds that rotate
+//!   between them, so a burst of noise hits all alike. `--threads 0` runs everything on one thread (no
+//!   cross-thread wake-ups: the steadiest measure of the protocol's own cost).
+//! * broadcast: an N-node cluster, sequential `POST /broadcast` (`/control`, `{"log_filter":"info"}`) to
+//!   one node over a keep-alive connection: client-observed latency, and the node's fan-out time (the
+//!   largest `latency_ms` among the results); every result must be ok. Baseline: `GET /health` on the same
+//!   node and connection, alternating with the broadcasts.
+//! * health-load: an N-node cluster, `--concurrency` keep-alive HTTP/1.1 connections from this process
+//!   (closed loop, one request in flight per connection) against `GET /cluster/health` on the
+//!   coordinator and on a non-coordinator (which asks the coordinator over QUIC), each preceded by its
+//!   baseline `GET /health` on the same node. The load generator shares the machine's cores with the
+//!   nodes; the CPU time each process used is reported.
+//!
+//! Latencies are recorded in nanoseconds in HDR histograms (3 significant digits).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use torua_testkit::{torua_bin, ClusterOptions, TestCluster};
+use transport::{ClusterCa, Endpoint, PeerInfo, Service, TransportConfig, DEV_CLUSTER_SECRET};
+
+mod broadcast;
+mod cpu;
+mod health_load;
+mod http_conn;
+mod rtt;
+
+use broadcast::*;
+use cpu::*;
+use health_load::*;
+use http_conn::*;
+use rtt::*;
+use torua_bench::out::Out;
+use torua_bench::stats::r3;
+
+// ------------------------------------------------------------------------------------------------
+// Arguments
+
+#[derive(Debug, Clone)]
+struct Args {
+    cmd: String,
+    count: Option<usize>,
+    warmup: Option<usize>,
+    sizes: Vec<usize>,
+    rounds: usize,
+    threads: usize,
+    nodes: Option<usize>,
+    node: usize,
+    concurrency: Vec<usize>,
+    seconds: f64,
+    warmup_secs: f64,
+    env: BTreeMap<String, String>,
+    label: Option<String>,
+    json: Option<PathBuf>,
+    log: String,
+}
+
+const USAGE: &str = "usage: transport_bench <rtt|broadcast|health-load|all> [flags]
+  rtt           --count 20000 --warmup 2000 --sizes 64,4096 --rounds 20 --threads 2 (0: current-thread runtime)
+  broadcast     --nodes 10 --count 500 --warmup 50 --node 0 (index of the node that is asked)
+  health-load   --nodes 5 --concurrency 32 (or a list, e.g. 1,32) --seconds 10 --warmup-secs 2 --threads 2
+  common        --env KEY=VALUE (repeatable) --label TEXT --json FILE --log info
+The torua binary (broadcast, health-load) is $TORUA_BIN, else the one next to this executable.";
+
+fn parse_list(value: &str) -> Result<Vec<usize>, std::num::ParseIntError> {
+    value.split(',').map(|s| s.trim().parse()).collect()
+}
+
+fn parse_args() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_default();
+    if cmd.is_empty() || cmd == "-h" || cmd == "--help" {
+        println!("{USAGE}");
+        std::process::exit(if cmd.is_empty() { 2 } else { 0 });
+    }
+    let mut a = Args {
+        cmd,
+        count: None,
+        warmup: None,
+        sizes: vec![64, 4096],
+        rounds: 20,
+        threads: 2,
+        nodes: None,
+        node: 0,
+        concurrency: vec![32],
+        seconds: 10.0,
+        warmup_secs: 2.0,
+        env: BTreeMap::new(),
+        label: None,
+        json: None,
+        log: "info".into(),
+    };
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
+        match flag.as_str() {
+            "--count" => a.count = Some(value.parse().with_context(|| bad("a count"))?),
+            "--warmup" => a.warmup = Some(value.parse().with_context(|| bad("a count"))?),
+            "--sizes" => {
+                a.sizes = parse_list(&value).with_context(|| bad("a list like 64,4096"))?
+            }
+            "--rounds" => a.rounds = value.parse().with_context(|| bad("a count"))?,
+            "--threads" => a.threads = value.parse().with_context(|| bad("a count"))?,
+            "--nodes" => a.nodes = Some(value.parse().with_context(|| bad("a count"))?),
+            "--node" => a.node = value.parse().with_context(|| bad("a node index"))?,
+            "--concurrency" => {
+                a.concurrency = parse_list(&value).with_context(|| bad("a list like 1,32"))?
+            }
+            "--seconds" => a.seconds = value.parse().with_context(|| bad("seconds"))?,
+            "--warmup-secs" => a.warmup_secs = value.parse().with_context(|| bad("seconds"))?,
+            "--env" => {
+                let (k, v) = value.split_once('=').with_context(|| bad("KEY=VALUE"))?;
+                a.env.insert(k.to_string(), v.to_string());
+            }
+            "--label" => a.label = Some(value),
+            "--json" => a.json = Some(PathBuf::from(value)),
+            "--log" => a.log = value,
+            _ => bail!("unknown flag {flag}\n{USAGE}"),
+        }
+    }
+    ensure!(a.rounds > 0, "--rounds must be at least 1");
+    ensure!(!a.sizes.is_empty(), "--sizes must name a size");
+    ensure!(
+        a.concurrency.iter().all(|&c| c > 0),
+        "--concurrency must be positive"
+    );
+    ensure!(a.seconds > 0.0, "--seconds must be positive");
+    Ok(a)
+}
+
+impl Args {
+    fn options(&self) -> ClusterOptions {
+        ClusterOptions {
+            env: self.env.clone(),
+            log: self.log.clone(),
+            ..ClusterOptions::default()
+        }
+    }
+    fn label(&self) -> String {
+        self.label.clone().unwrap_or_else(|| {
+            if self.env.is_empty() {
+                "defaults".into()
+            } else {
+                self.env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        })
+    }
+    fn runtime(&self) -> Result<tokio::runtime::Runtime> {
+        let rt = if self.threads == 0 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(self.threads)
+                .enable_all()
+                .build()?
+        };
+        Ok(rt)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output
+
+// ------------------------------------------------------------------------------------------------
+// Histograms (nanoseconds)
+
+fn histogram() -> Histogram<u64> {
+    // 1 ns .. 100 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("histogram bounds")
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record((d.as_nanos() as u64).max(1));
+}
+
+fn ms_of(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn us_of(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+fn hist_json_ms(h: &Histogram<u64>) -> Value {
+    json!({
+        "n": h.len(),
+        "min_ms": r3(ms_of(h.min())),
+        "p50_ms": r3(ms_of(h.value_at_quantile(0.5))),
+        "p90_ms": r3(ms_of(h.value_at_quantile(0.9))),
+        "p99_ms": r3(ms_of(h.value_at_quantile(0.99))),
+        "p999_ms": r3(ms_of(h.value_at_quantile(0.999))),
+        "max_ms": r3(ms_of(h.max())),
+        "mean_ms": r3(h.mean() / 1e6),
+    })
+}
+
+fn hist_json_us(h: &Histogram<u64>) -> Value {
+    json!({
+        "n": h.len(),
+        "min_us": r3(us_of(h.min())),
+        "p50_us": r3(us_of(h.value_at_quantile(0.5))),
+        "p90_us": r3(us_of(h.value_at_quantile(0.9))),
+        "p99_us": r3(us_of(h.value_at_quantile(0.99))),
+        "p999_us": r3(us_of(h.value_at_quantile(0.999))),
+        "max_us": r3(us_of(h.max())),
+        "mean_us": r3(h.mean() / 1e3),
+    })
+}
+
+fn p50(h: &Histogram<u64>) -> u64 {
+    h.value_at_quantile(0.5)
+}
+
+fn p99(h: &Histogram<u64>) -> u64 {
+    h.value_at_quantile(0.99)
+}
+
+// ------------------------------------------------------------------------------------------------
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let mut out = Out::new(
+        args.json.as_deref(),
+        json!({"label": args.label(), "env": args.env}),
+        false,
+    )?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let needs_torua = args.cmd != "rtt";
+    let bin = if needs_torua {
+        let bin = torua_bin();
+        if !bin.is_file() {
+            bail!("torua binary {} does not exist", bin.display());
+        }
+        Some(bin.display().to_string())
+    } else {
+        None
+    };
+    println!(
+        "# transport benchmarks: {} ({}), torua {}, {cores} cores",
+        args.cmd,
+        args.label(),
+        bin.as_deref().unwrap_or("-")
+    );
+    out.emit(
+        json!({"bench": "meta", "kind": "start", "command": args.cmd, "torua_bin": bin,
+        "cores": cores, "argv": std::env::args().collect::<Vec<_>>()}),
+    )?;
+    match args.cmd.as_str() {
+        "rtt" => {
+            rtt(&args, &mut out)?;
+        }
+        "broadcast" => {
+            broadcast(&args, &mut out)?;
+        }
+        "health-load" => {
+            health_load(&args, &mut out)?;
+        }
+        "all" => {
+            // Counts are per benchmark; only the common flags carry over.
+            let common = Args {
+                count: None,
+                warmup: None,
+                nodes: None,
+                ..args.clone()
+            };
+            rtt(&common, &mut out)?;
+            broadcast(&common, &mut out)?;
+            health_load(&common, &mut out)?;
+        }
+        other => bail!("unknown benchmark {other:?}\n{USAGE}"),
+    }
+    out.finish();
+    Ok(())
+}
