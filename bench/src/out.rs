@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::sys::load_1m;
@@ -64,6 +64,28 @@ impl Out {
         Ok(())
     }
 
+    /// Prints the run's header line and writes its start record (command, torua binary, cores,
+    /// command line).
+    pub fn start(
+        &mut self,
+        what: &str,
+        command: &str,
+        label: &str,
+        torua_bin: Option<String>,
+    ) -> Result<()> {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        println!(
+            "# {what} benchmarks: {command} ({label}), torua {}, {cores} cores",
+            torua_bin.as_deref().unwrap_or("-")
+        );
+        self.emit(json!({
+            "bench": "meta", "kind": "start", "command": command, "torua_bin": torua_bin,
+            "cores": cores, "argv": std::env::args().collect::<Vec<_>>(),
+        }))
+    }
+
     /// Prints the JSON lines that had no file.
     pub fn finish(self) {
         if !self.pending.is_empty() {
@@ -72,5 +94,32 @@ impl Out {
                 println!("{line}");
             }
         }
+    }
+}
+
+/// One benchmark of a program with subcommands: it measures with the arguments and writes its
+/// records to the output.
+pub type Bench<A> = fn(&A, &mut Out) -> Result<Vec<Value>>;
+
+/// Runs the benchmark `command` names, or every one of `benches` for `all` (with the arguments
+/// `common` makes: only the flags every benchmark shares carry over).
+pub fn dispatch<A>(
+    command: &str,
+    args: &A,
+    common: impl FnOnce() -> A,
+    benches: &[(&str, Bench<A>)],
+    out: &mut Out,
+    usage: &str,
+) -> Result<()> {
+    if command == "all" {
+        let common = common();
+        for (_, bench) in benches {
+            bench(&common, out)?;
+        }
+        return Ok(());
+    }
+    match benches.iter().find(|(name, _)| *name == command) {
+        Some((_, bench)) => bench(args, out).map(|_| ()),
+        None => bail!("unknown benchmark {command:?}\n{usage}"),
     }
 }

@@ -81,6 +81,15 @@ impl Default for ClusterOptions {
 }
 
 impl ClusterOptions {
+    /// The defaults with extra environment `env` for every node and their `TORUA_LOG`.
+    pub fn with_env(env: &BTreeMap<String, String>, log: &str) -> Self {
+        ClusterOptions {
+            env: env.clone(),
+            log: log.to_string(),
+            ..ClusterOptions::default()
+        }
+    }
+
     /// A small graph cluster of `nodes` for process tests: 8 shards, 2 copies each, a 512 MiB
     /// budget per node, and the map created once all `nodes` are ready.
     pub fn graph(nodes: usize) -> Self {

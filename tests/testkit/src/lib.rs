@@ -1,12 +1,14 @@
 //! The test kit shared by `tests/` and `bench/`: real `torua serve` processes on loopback
 //! ([`cluster`]), JSON over HTTP ([`http`]), health answers and cluster-wide waits ([`health`]),
-//! a seeded generator ([`rng`]), pieces of synthetic GraphRAG
-//! data ([`gen`]), batched ingest ([`ingest`]), progress lines ([`log`]), failure tallies
-//! ([`failures`]) and Kuzu parameter values for embedded baselines ([`kuzu_values`]).
+//! a seeded generator ([`rng`]), GraphRAG items
+//! ([`graphrag`]) and pieces of synthetic data ([`gen`]), batched ingest ([`ingest`]), progress
+//! lines ([`log`]), failure tallies ([`failures`]) and Kuzu parameter values for embedded
+//! baselines ([`kuzu_values`]).
 
 pub mod cluster;
 pub mod failures;
 pub mod gen;
+pub mod graphrag;
 pub mod health;
 pub mod http;
 pub mod ingest;

@@ -73,9 +73,9 @@ pub(crate) struct View {
     pub(crate) not_green_reasons: Value,
     pub(crate) copies: Option<Vec<CopyInfo>>,
     pub(crate) moves: usize,
-    pub(crate) draining: usize,
+    draining: usize,
     pub(crate) per_node: BTreeMap<String, usize>,
-    pub(crate) balanced: bool,
+    balanced: bool,
     /// Every shard has R in-sync copies on running nodes, and nothing else.
     pub(crate) full: bool,
 }
@@ -109,10 +109,10 @@ impl View {
 /// answers `/cluster/shards`.
 #[derive(Clone)]
 pub(crate) struct Probe {
-    pub(crate) ids: Vec<String>,
-    pub(crate) health_urls: Vec<String>,
-    pub(crate) shards_url: Option<String>,
-    pub(crate) avoid_id: Option<String>,
+    ids: Vec<String>,
+    health_urls: Vec<String>,
+    shards_url: Option<String>,
+    avoid_id: Option<String>,
 }
 
 impl Probe {

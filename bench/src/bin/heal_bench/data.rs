@@ -3,61 +3,6 @@
 
 use super::*;
 
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Entity {
-    pub(crate) id: String,
-    pub(crate) title: String,
-    #[serde(rename = "type")]
-    pub(crate) kind: String,
-    pub(crate) description: String,
-    pub(crate) text_unit_ids: Vec<String>,
-    pub(crate) frequency: i64,
-    pub(crate) degree: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) embedding: Option<Vec<f32>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Relation {
-    pub(crate) id: String,
-    pub(crate) source: String,
-    pub(crate) target: String,
-    pub(crate) description: String,
-    pub(crate) weight: f64,
-    pub(crate) text_unit_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Chunk {
-    pub(crate) id: String,
-    pub(crate) text: String,
-    pub(crate) n_tokens: i64,
-    pub(crate) document_id: String,
-    pub(crate) entity_ids: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) embedding: Option<Vec<f32>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Document {
-    pub(crate) id: String,
-    pub(crate) title: String,
-    pub(crate) text: String,
-    pub(crate) text_unit_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Community {
-    pub(crate) id: String,
-    pub(crate) level: i64,
-    pub(crate) parent: String,
-    pub(crate) title: String,
-    pub(crate) entity_ids: Vec<String>,
-    pub(crate) summary: String,
-    pub(crate) full_content: String,
-    pub(crate) rank: f64,
-}
-
 #[derive(Default)]
 pub(crate) struct Round {
     pub(crate) entities: Vec<Entity>,
@@ -112,13 +57,13 @@ pub(crate) const ENTITIES_PER_DOC: usize = 10;
 pub(crate) const RELATIONS_PER_DOC: usize = 12;
 
 pub(crate) struct Gen {
-    pub(crate) rng: Rng,
+    rng: Rng,
     pub(crate) vocab: Vec<String>,
-    pub(crate) names: Vec<String>,
-    pub(crate) dim: usize,
-    pub(crate) docs: usize,
+    names: Vec<String>,
+    dim: usize,
+    docs: usize,
     pub(crate) entities: usize,
-    pub(crate) relations: usize,
+    relations: usize,
 }
 
 impl Gen {

@@ -7,19 +7,19 @@ use super::*;
 #[derive(Default)]
 pub(crate) struct Watch {
     /// Copies present when the period began.
-    pub(crate) initial: BTreeSet<Pair>,
-    pub(crate) last_label: BTreeMap<Pair, String>,
-    pub(crate) first_seen: BTreeMap<Pair, f64>,
-    pub(crate) in_sync_at: BTreeMap<Pair, f64>,
-    pub(crate) gone_at: BTreeMap<Pair, f64>,
-    pub(crate) size: BTreeMap<Pair, u64>,
-    pub(crate) events: Vec<Value>,
-    pub(crate) health_events: Vec<Value>,
-    pub(crate) last_health: String,
+    initial: BTreeSet<Pair>,
+    last_label: BTreeMap<Pair, String>,
+    first_seen: BTreeMap<Pair, f64>,
+    in_sync_at: BTreeMap<Pair, f64>,
+    gone_at: BTreeMap<Pair, f64>,
+    size: BTreeMap<Pair, u64>,
+    events: Vec<Value>,
+    health_events: Vec<Value>,
+    last_health: String,
     pub(crate) first_not_green: Option<f64>,
-    pub(crate) samples: usize,
-    pub(crate) stale_samples: usize,
-    pub(crate) sample_ms: Vec<f64>,
+    samples: usize,
+    stale_samples: usize,
+    sample_ms: Vec<f64>,
 }
 
 impl Watch {

@@ -4,9 +4,9 @@
 use super::*;
 
 pub(crate) struct ConvergenceTrial {
-    pub(crate) all_up_ms: Option<f64>,
-    pub(crate) converged_ms: f64,
-    pub(crate) coordinator: String,
+    all_up_ms: Option<f64>,
+    converged_ms: f64,
+    coordinator: String,
 }
 
 pub(crate) fn convergence_trial(args: &Args, n: usize) -> Result<ConvergenceTrial> {

@@ -20,13 +20,13 @@ impl Stop {
 
 pub(crate) struct FailoverTrial {
     /// Signal to every survivor naming the same new coordinator and term.
-    pub(crate) failover_ms: f64,
+    failover_ms: f64,
     /// Signal to every survivor listing the stopped node as not ready (dead, or gone after a leave).
-    pub(crate) detected_ms: Option<f64>,
+    detected_ms: Option<f64>,
     /// Restart of the stopped node to a converged cluster again.
-    pub(crate) rejoin_ms: f64,
-    pub(crate) old: (String, u64),
-    pub(crate) new: (String, u64),
+    rejoin_ms: f64,
+    old: (String, u64),
+    new: (String, u64),
 }
 
 pub(crate) fn failover_trial(
@@ -83,10 +83,10 @@ pub(crate) fn failover_trial(
 /// Per stop kind: failover, detection and rejoin times (ms) and the number of failed trials.
 #[derive(Default)]
 pub(crate) struct KindResults {
-    pub(crate) times: Vec<f64>,
-    pub(crate) detected: Vec<f64>,
-    pub(crate) rejoin: Vec<f64>,
-    pub(crate) failures: usize,
+    times: Vec<f64>,
+    detected: Vec<f64>,
+    rejoin: Vec<f64>,
+    failures: usize,
 }
 
 pub(crate) fn failover(args: &Args, out: &mut Out) -> Result<Vec<Value>> {

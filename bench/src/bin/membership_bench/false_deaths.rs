@@ -68,17 +68,17 @@ pub(crate) fn machine_busy_seconds() -> Option<(f64, f64)> {
 }
 
 pub(crate) struct Phase {
-    pub(crate) name: String,
-    pub(crate) samples: usize,
-    pub(crate) unanswered: usize,
-    pub(crate) bad_pairs: BTreeMap<(String, String), (String, f64)>,
-    pub(crate) dead_pairs: BTreeSet<(String, String)>,
-    pub(crate) bad_samples: usize,
-    pub(crate) coordinator_changes: usize,
-    pub(crate) coordinators: BTreeSet<(String, u64)>,
-    pub(crate) heartbeat_ages: Vec<f64>,
-    pub(crate) exited: Vec<String>,
-    pub(crate) cpu_busy: Option<f64>,
+    name: String,
+    samples: usize,
+    unanswered: usize,
+    bad_pairs: BTreeMap<(String, String), (String, f64)>,
+    dead_pairs: BTreeSet<(String, String)>,
+    bad_samples: usize,
+    coordinator_changes: usize,
+    coordinators: BTreeSet<(String, u64)>,
+    heartbeat_ages: Vec<f64>,
+    exited: Vec<String>,
+    cpu_busy: Option<f64>,
 }
 
 pub(crate) fn false_deaths_phase(

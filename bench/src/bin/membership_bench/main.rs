@@ -45,7 +45,7 @@ use convergence::*;
 use failover::*;
 use false_deaths::*;
 use poller::*;
-use torua_bench::out::Out;
+use torua_bench::out::{dispatch, Bench, Out};
 use torua_bench::stats::{ms, pct, r1, Pct};
 
 const DEFAULT_GOSSIP_MS: f64 = 200.0;
@@ -152,11 +152,7 @@ fn parse_args() -> Result<Args> {
 
 impl Args {
     fn options(&self) -> ClusterOptions {
-        ClusterOptions {
-            env: self.env.clone(),
-            log: self.log.clone(),
-            ..ClusterOptions::default()
-        }
+        ClusterOptions::with_env(&self.env, &self.log)
     }
     fn gossip_ms(&self) -> f64 {
         self.env
@@ -232,42 +228,24 @@ fn main() -> Result<()> {
         }),
         false,
     )?;
-    let cores = thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    println!(
-        "# membership benchmarks: {} ({}), torua {}, {cores} cores",
-        args.cmd,
-        args.label(),
-        bin.display()
-    );
-    out.emit(
-        json!({"bench": "meta", "kind": "start", "command": args.cmd, "torua_bin": bin.display().to_string(),
-        "cores": cores, "argv": std::env::args().collect::<Vec<_>>()}),
+    out.start(
+        "membership",
+        &args.cmd,
+        &args.label(),
+        Some(bin.display().to_string()),
     )?;
-    match args.cmd.as_str() {
-        "convergence" => {
-            convergence(&args, &mut out)?;
-        }
-        "failover" => {
-            failover(&args, &mut out)?;
-        }
-        "false-deaths" => {
-            false_deaths(&args, &mut out)?;
-        }
-        "all" => {
-            // Sizes and trial counts are per benchmark; only the common flags carry over.
-            let common = Args {
-                sizes: None,
-                trials: None,
-                ..args.clone()
-            };
-            convergence(&common, &mut out)?;
-            failover(&common, &mut out)?;
-            false_deaths(&common, &mut out)?;
-        }
-        other => bail!("unknown benchmark {other:?}\n{USAGE}"),
-    }
+    let benches: [(&str, Bench<Args>); 3] = [
+        ("convergence", convergence),
+        ("failover", failover),
+        ("false-deaths", false_deaths),
+    ];
+    // Sizes and trial counts are per benchmark; only the common flags carry over to `all`.
+    let common = || Args {
+        sizes: None,
+        trials: None,
+        ..args.clone()
+    };
+    dispatch(&args.cmd, &args, common, &benches, &mut out, USAGE)?;
     out.finish();
     Ok(())
 }

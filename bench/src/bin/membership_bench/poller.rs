@@ -6,15 +6,15 @@ use super::*;
 pub(crate) struct Sample {
     pub(crate) node: usize,
     /// When the request was sent and when the answer arrived.
-    pub(crate) sent: Instant,
+    sent: Instant,
     pub(crate) at: Instant,
     pub(crate) body: Option<Value>,
 }
 
 pub(crate) struct Poller {
-    pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) rx: Option<mpsc::Receiver<Sample>>,
-    pub(crate) threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    rx: Option<mpsc::Receiver<Sample>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Poller {

@@ -41,10 +41,10 @@ pub(crate) fn machine_jiffies() -> Option<(f64, f64)> {
 
 /// CPU use of named processes between `start` and `stop`, in cores (1.0 = one core busy).
 pub(crate) struct CpuMeter {
-    pub(crate) pids: Vec<(String, String)>,
-    pub(crate) before: Vec<Option<f64>>,
-    pub(crate) machine: Option<(f64, f64)>,
-    pub(crate) at: Instant,
+    pids: Vec<(String, String)>,
+    before: Vec<Option<f64>>,
+    machine: Option<(f64, f64)>,
+    at: Instant,
 }
 
 impl CpuMeter {

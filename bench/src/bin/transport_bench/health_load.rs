@@ -4,12 +4,12 @@
 use super::*;
 
 pub(crate) struct LoadResult {
-    pub(crate) hist: Histogram<u64>,
-    pub(crate) requests: u64,
-    pub(crate) errors: u64,
-    pub(crate) non_200: u64,
-    pub(crate) local_answers: u64,
-    pub(crate) seconds: f64,
+    hist: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+    non_200: u64,
+    local_answers: u64,
+    seconds: f64,
 }
 
 /// `concurrency` closed-loop connections GETting `path` on `host`: `warmup` unmeasured, then

@@ -4,8 +4,8 @@
 use super::*;
 
 pub(crate) struct HttpConn {
-    pub(crate) stream: TcpStream,
-    pub(crate) buf: Vec<u8>,
+    stream: TcpStream,
+    buf: Vec<u8>,
 }
 
 impl HttpConn {

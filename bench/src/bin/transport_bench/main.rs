@@ -57,7 +57,7 @@ use cpu::*;
 use health_load::*;
 use http_conn::*;
 use rtt::*;
-use torua_bench::out::Out;
+use torua_bench::out::{dispatch, Bench, Out};
 use torua_bench::stats::r3;
 
 // ------------------------------------------------------------------------------------------------
@@ -159,11 +159,7 @@ fn parse_args() -> Result<Args> {
 
 impl Args {
     fn options(&self) -> ClusterOptions {
-        ClusterOptions {
-            env: self.env.clone(),
-            log: self.log.clone(),
-            ..ClusterOptions::default()
-        }
+        ClusterOptions::with_env(&self.env, &self.log)
     }
     fn label(&self) -> String {
         self.label.clone().unwrap_or_else(|| {
@@ -224,30 +220,30 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// Count, percentiles and mean of a nanosecond histogram in `unit` (`ms` or `us`, `ns_per_unit`
+/// nanoseconds each), as `{"n", "min_<unit>", "p50_<unit>", ..., "mean_<unit>"}`.
+fn hist_json(h: &Histogram<u64>, unit: &str, ns_per_unit: f64) -> Value {
+    let mut v = json!({"n": h.len()});
+    for (name, ns) in [
+        ("min", h.min()),
+        ("p50", h.value_at_quantile(0.5)),
+        ("p90", h.value_at_quantile(0.9)),
+        ("p99", h.value_at_quantile(0.99)),
+        ("p999", h.value_at_quantile(0.999)),
+        ("max", h.max()),
+    ] {
+        v[format!("{name}_{unit}")] = json!(r3(ns as f64 / ns_per_unit));
+    }
+    v[format!("mean_{unit}")] = json!(r3(h.mean() / ns_per_unit));
+    v
+}
+
 fn hist_json_ms(h: &Histogram<u64>) -> Value {
-    json!({
-        "n": h.len(),
-        "min_ms": r3(ms_of(h.min())),
-        "p50_ms": r3(ms_of(h.value_at_quantile(0.5))),
-        "p90_ms": r3(ms_of(h.value_at_quantile(0.9))),
-        "p99_ms": r3(ms_of(h.value_at_quantile(0.99))),
-        "p999_ms": r3(ms_of(h.value_at_quantile(0.999))),
-        "max_ms": r3(ms_of(h.max())),
-        "mean_ms": r3(h.mean() / 1e6),
-    })
+    hist_json(h, "ms", 1e6)
 }
 
 fn hist_json_us(h: &Histogram<u64>) -> Value {
-    json!({
-        "n": h.len(),
-        "min_us": r3(us_of(h.min())),
-        "p50_us": r3(us_of(h.value_at_quantile(0.5))),
-        "p90_us": r3(us_of(h.value_at_quantile(0.9))),
-        "p99_us": r3(us_of(h.value_at_quantile(0.99))),
-        "p999_us": r3(us_of(h.value_at_quantile(0.999))),
-        "max_us": r3(us_of(h.max())),
-        "mean_us": r3(h.mean() / 1e3),
-    })
+    hist_json(h, "us", 1e3)
 }
 
 fn p50(h: &Histogram<u64>) -> u64 {
@@ -267,9 +263,6 @@ fn main() -> Result<()> {
         json!({"label": args.label(), "env": args.env}),
         false,
     )?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
     let needs_torua = args.cmd != "rtt";
     let bin = if needs_torua {
         let bin = torua_bin();
@@ -280,40 +273,20 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    println!(
-        "# transport benchmarks: {} ({}), torua {}, {cores} cores",
-        args.cmd,
-        args.label(),
-        bin.as_deref().unwrap_or("-")
-    );
-    out.emit(
-        json!({"bench": "meta", "kind": "start", "command": args.cmd, "torua_bin": bin,
-        "cores": cores, "argv": std::env::args().collect::<Vec<_>>()}),
-    )?;
-    match args.cmd.as_str() {
-        "rtt" => {
-            rtt(&args, &mut out)?;
-        }
-        "broadcast" => {
-            broadcast(&args, &mut out)?;
-        }
-        "health-load" => {
-            health_load(&args, &mut out)?;
-        }
-        "all" => {
-            // Counts are per benchmark; only the common flags carry over.
-            let common = Args {
-                count: None,
-                warmup: None,
-                nodes: None,
-                ..args.clone()
-            };
-            rtt(&common, &mut out)?;
-            broadcast(&common, &mut out)?;
-            health_load(&common, &mut out)?;
-        }
-        other => bail!("unknown benchmark {other:?}\n{USAGE}"),
-    }
+    out.start("transport", &args.cmd, &args.label(), bin)?;
+    let benches: [(&str, Bench<Args>); 3] = [
+        ("rtt", rtt),
+        ("broadcast", broadcast),
+        ("health-load", health_load),
+    ];
+    // Counts are per benchmark; only the common flags carry over to `all`.
+    let common = || Args {
+        count: None,
+        warmup: None,
+        nodes: None,
+        ..args.clone()
+    };
+    dispatch(&args.cmd, &args, common, &benches, &mut out, USAGE)?;
     out.finish();
     Ok(())
 }

@@ -44,9 +44,9 @@ pub(crate) async fn tcp_echo_server(listener: TcpListener) {
 }
 
 pub(crate) struct TcpEchoClient {
-    pub(crate) stream: TcpStream,
-    pub(crate) frame: Vec<u8>,
-    pub(crate) answer: Vec<u8>,
+    stream: TcpStream,
+    frame: Vec<u8>,
+    answer: Vec<u8>,
 }
 
 impl TcpEchoClient {
