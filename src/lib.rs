@@ -1,62 +1,40 @@
 //! # torua — what a node does
 //!
-//! The root package wires the layers into a node. `membership` knows who is alive and who
-//! coordinates; `transport` knows how peers talk; this crate is the node itself.
+//! Every node runs this same code. `membership` (a workspace crate) knows who is alive and who
+//! coordinates; `transport` knows how peers talk; this crate is the node. Its folders, from the
+//! bottom up:
 //!
-//! - [`config`]: `TORUA_*` settings / `torua serve` flags, strictly validated.
-//! - [`cli`]: the command line (`serve`, `dev`).
-//! - [`node`]: a node's life: data dir, ports, join, serve, graceful leave.
-//! - [`data_dir`]: the data directory lock and the persisted node id.
-//! - [`api`]: the HTTP API (axum).
-//! - [`cluster_health`]: green / yellow / red and why.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`security`]: TLS identity and gossip key from the cluster secret or operator files.
-//! - [`cert_cmd`]: `torua cert`, operator certificates.
-//! - [`context`]: what a running node's parts share.
-//! - [`peer`]: node-to-node requests over QUIC (wire messages, service, client).
-//! - [`registry`]: the coordinator's registry of nodes and their health reports.
-//! - [`reporter`]: push registration and periodic health reports to the coordinator.
-//! - [`node_stats`]: uptime, load, memory, disk of this node.
-//! - [`broadcast`]: fan-out of control messages and their handlers.
-//! - [`graph`]: the GraphRAG data model, placement of items on shards, the ingest API's parsing.
-//! - [`storage`]: this node's shard copies (embedded Kuzu databases).
-//! - [`shard_map`]: who holds which shard copy; [`shard_plan`]: how the coordinator changes it
-//!   (failures, restarts, replacement, moves, drains, quorum); [`shard_coordinator`]: the map duties
-//!   of the coordinator and of every node; [`snapshot`]: copying a whole shard copy to a new node.
-//! - [`import_graphrag`]: `torua import graphrag`, loading a GraphRAG output folder.
-//! - [`replication`]: the write path (primary, in-sync replicas, acknowledgement) and routed reads.
-//! - [`logging`]: tracing output with the node id on every line.
-//! - [`drain`]: moving every copy off a node before it leaves (API and SIGTERM).
-//! - [`dev`]: `torua dev`, a local multi-process cluster.
-//! - [`retrieve_cmd`]: `torua retrieve`, the command-line client of `/retrieve`.
-//! - [`retrieve`]: GraphRAG retrieval (`POST /retrieve`): seeds, expansion, context in a token budget.
+//! - [`graph`]: the GraphRAG data model (entities, relations, text units, communities, documents)
+//!   and placement of items on shards.
+//! - [`storage`]: this node's shard copies: one embedded Kuzu database each, the write log that
+//!   makes an acknowledged write durable, the applier, and typed reads.
+//! - [`cluster`]: the shard map and how the coordinator changes it (failures, moves, drains), the
+//!   registry of nodes, health, broadcast.
+//! - [`peer`]: the envelope of node-to-node messages over QUIC, the service that hands each to
+//!   its subsystem's handler, and the one client path (node id → address → call with timeout).
+//! - [`error`]: the typed [`Error`] services answer with, here and across the wire.
+//! - [`replication`]: the write path (a write waits for its in-sync replicas in
+//!   [`replication::primary_write`]), catch-up from the primary's log, snapshots for rebuilds.
+//! - [`query`]: distributed reads: read-only Cypher (plan, scatter to shards, merge of the
+//!   shards' rows in [`query::merge`]), traversals (neighbourhoods, paths), and point reads
+//!   routed to an in-sync copy ([`query::read`]).
+//! - [`retrieve`]: GraphRAG retrieval (`POST /retrieve`): seeds, expansion, context in a token
+//!   budget.
+//! - [`api`]: the HTTP API (axum): parses, validates, calls a service, renders the answer.
+//! - [`node`]: a node's life (`torua serve`), its settings, data directory, shared context,
+//!   logging, metrics and TLS identity.
+//! - [`cmd`]: the command line (`serve`, `dev`, `import`, `retrieve`, `cert`).
 
 pub mod api;
-pub mod broadcast;
-pub mod cert_cmd;
-pub mod cli;
-pub mod cluster_health;
-pub mod config;
-pub mod context;
-pub mod data_dir;
-pub mod dev;
-pub mod drain;
+pub mod cluster;
+pub mod cmd;
+pub mod error;
 pub mod graph;
-pub mod import_graphrag;
-pub mod logging;
-pub mod metrics;
 pub mod node;
-pub mod node_stats;
 pub mod peer;
 pub mod query;
-pub mod registry;
 pub mod replication;
-pub mod reporter;
 pub mod retrieve;
-pub mod retrieve_cmd;
-pub mod security;
-pub mod shard_coordinator;
-pub mod shard_map;
-pub mod shard_plan;
-pub mod snapshot;
 pub mod storage;
+
+pub use error::Error;

@@ -1,6 +1,6 @@
 //! The `torua` binary: every node runs this same program.
 
-use torua::cli::{self, Command};
+use torua::cmd::cli::{self, Command};
 
 fn main() {
     limit_malloc_arenas();
@@ -12,10 +12,10 @@ fn main() {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(torua::node::serve(*args))),
-        Command::Dev(args) => torua::dev::run(args),
-        Command::Cert(args) => torua::cert_cmd::run(args),
-        Command::Import(args) => torua::import_graphrag::run(args),
-        Command::Retrieve(args) => torua::retrieve_cmd::run(args),
+        Command::Dev(args) => torua::cmd::dev::run(args),
+        Command::Cert(args) => torua::cmd::cert::run(args),
+        Command::Import(args) => torua::cmd::import::run(args),
+        Command::Retrieve(args) => torua::cmd::retrieve::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -12,14 +12,11 @@ use crate::NodeId;
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
 /// Default phi threshold. chitchat's phi is `silence / mean interval between heartbeat rises`
 /// (no log term). A member's heartbeat rises each time it gossips *and* each time it answers a
-/// peer, so the mean interval is shorter than a round: ~45 ms with 100 ms rounds and 3 nodes on
-/// loopback (measured from the detector's debug log). At 20, a
-/// member is dead after ~0.9 s of silence with 3 nodes; failover after kill -9 of the coordinator
-/// took 1.5 s (median, 5 and 10 nodes; 1.8 s at 30). The former default (6, ~0.3 s; failover
-/// 0.5 s) declared healthy nodes dead when the whole machine stalled for 0.3-0.7 s (three idle
-/// nodes, two `dd ... conv=fsync` loops on the same disk: all three processes silent at once,
-/// 3-4 false deaths in 90 s), and every false death re-elects a coordinator and can cost a replica
-/// its in-sync place.
+/// peer, so the mean interval is shorter than a round (~45 ms with 100 ms rounds and 3 nodes on
+/// loopback). At 20 a member is dead after ~0.9 s of silence with 3 nodes: long enough to ride
+/// out a whole-machine stall of 0.3-0.7 s under disk load, which lower thresholds turned into
+/// false deaths (each one re-elects a coordinator and can cost a replica its in-sync place).
+/// Failover and false-death figures per threshold: `bench/RESULTS.md` (membership).
 pub const DEFAULT_PHI_THRESHOLD: f64 = 20.0;
 /// How long a dead member stays listed (as `dead`) before it is forgotten.
 pub const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);

@@ -7,8 +7,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, AppState};
-use crate::broadcast::{self, BroadcastAnswer, DEFAULT_TIMEOUT, MAX_PAYLOAD_BYTES, MAX_TIMEOUT};
-use crate::config::parse_duration;
+use crate::cluster::broadcast::{
+    self, BroadcastAnswer, DEFAULT_TIMEOUT, MAX_PAYLOAD_BYTES, MAX_TIMEOUT,
+};
+use crate::node::config::parse_duration;
 
 #[derive(Debug, Deserialize)]
 pub struct BroadcastBody {

@@ -10,9 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::cluster_health::{self, ClusterHealth, Status};
-use crate::config::parse_duration;
-use crate::peer::wire::{PeerRequest, PeerResponse};
+use crate::cluster::health::{self, ClusterHealth, Status};
+use crate::cluster::messages::{HealthRequest, HealthResponse};
+use crate::error::Error;
+use crate::node::config::parse_duration;
 
 /// Longest `timeout` a `wait_for_status` request may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -140,15 +141,15 @@ async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
             );
         }
     }
-    let result = match ask_coordinator(state, &PeerRequest::ClusterHealth).await {
-        Ok(PeerResponse::ClusterHealth(h)) => {
+    let result = match ask_coordinator(state, HealthRequest::ClusterHealth).await {
+        Ok(HealthResponse::ClusterHealth(h)) => {
             if let (Some(term), Some(by)) = (h.term, &h.coordinator) {
                 state.cluster.observe_term(term, by);
             }
             return h;
         }
         Ok(other) => format!("coordinator answered {other:?}"),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     if let Some(who) = coordinator {
         *state.coordinator_failure.lock().expect("failure lock") =
@@ -158,41 +159,24 @@ async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
 }
 
 fn local_with_note(state: &AppState, view: &ClusterView, note: String) -> ClusterHealth {
-    let mut h = cluster_health::with_shards(
-        cluster_health::local(view),
-        view,
-        state.shard_map.get().as_ref(),
-    );
+    let mut h = health::with_shards(health::local(view), view, state.shard_map.get().as_ref());
     h.coordinator_error = Some(note);
     h
 }
 
 /// Sends `request` to the coordinator of this node's view.
-async fn ask_coordinator(state: &AppState, request: &PeerRequest) -> Result<PeerResponse, String> {
-    let view = state.cluster.view();
-    let id = view
-        .coordinator
-        .as_ref()
-        .ok_or("no coordinator in this node's view")?;
-    let peer = view
-        .member(id)
-        .and_then(|m| m.peer_addr.clone())
-        .ok_or_else(|| format!("coordinator {id} publishes no peer address"))?;
-    crate::peer::call(
-        state,
-        id.as_str(),
-        &peer,
-        request,
-        state.settings.coordinator_timeout,
-    )
-    .await
+async fn ask_coordinator(
+    state: &AppState,
+    request: HealthRequest,
+) -> Result<HealthResponse, Error> {
+    crate::peer::call_coordinator(state, request, state.settings.coordinator_timeout).await
 }
 
 /// `GET /cluster/nodes`: the coordinator's registry.
 pub async fn registry(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.cluster.view();
-    match ask_coordinator(&state, &PeerRequest::Registry).await {
-        Ok(PeerResponse::Registry(entries)) => Ok(Json(json!({
+    match ask_coordinator(&state, HealthRequest::Registry).await {
+        Ok(HealthResponse::Registry(entries)) => Ok(Json(json!({
             "coordinator": view.coordinator,
             "term": view.term,
             "nodes": entries,
@@ -255,8 +239,8 @@ async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Va
     // The coordinator may be changing hands or busy: retry for a few seconds before answering 503.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let result = loop {
-        match crate::shard_coordinator::ask_set_draining(state, id, draining, false).await {
-            Err(e) if !e.starts_with("no node") && std::time::Instant::now() < deadline => {
+        match crate::cluster::coordinator::ask_set_draining(state, id, draining, false).await {
+            Err(e) if !matches!(e, Error::NotFound(_)) && std::time::Instant::now() < deadline => {
                 tracing::debug!(error = %e, "drain request not accepted yet; retrying");
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
@@ -270,7 +254,7 @@ async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Va
             "copies_left": map.held_by(id).len(),
             "map_version": map.version,
         }))),
-        Err(e) if e.starts_with("no node") => Err(ApiError::new(StatusCode::NOT_FOUND, e)),
+        Err(e @ Error::NotFound(_)) => Err(ApiError::from(e)),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the coordinator did not accept the drain: {e}; retry"),

@@ -11,10 +11,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{shard_map_or_503, with_retry_after, ApiError, AppState};
+use crate::cluster::messages::{HealthRequest, HealthResponse};
+use crate::error::Error;
 use crate::graph::model::{Batch, ItemError, Kind};
 use crate::graph::partition::{shard_of, split};
-use crate::peer::wire::{PeerRequest, PeerResponse};
-use crate::replication::{route_get_entity, route_write, WRITE_DEADLINE};
+use crate::query::read::{route_get_chunk, route_get_entity};
+use crate::replication::{route_write, WRITE_DEADLINE};
 use crate::storage::WriteOp;
 
 /// Largest ingest body.
@@ -98,8 +100,8 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(map) => map,
         Err(r) => return r,
     };
-    if let Err(reason) = state.quorum() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_later();
+    if let Err(e) = state.quorum() {
+        return ApiError::from(e).into_response();
     }
     let counts = json!({
         "entities": batch.entities.len(), "relations": batch.relations.len(), "chunks": batch.chunks.len(),
@@ -126,7 +128,7 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
             continue;
         };
         if let Err(reason) = result {
-            if reason.contains("busy") {
+            if matches!(reason, Error::Busy(_)) {
                 busy_shards += 1;
             }
             let reason = format!("shard {shard}: {reason}");
@@ -191,7 +193,7 @@ pub async fn get_entity(
             StatusCode::NOT_FOUND,
             format!("no entity with id {id:?}"),
         )),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -204,13 +206,13 @@ pub async fn get_chunk(
         .get()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
     let shard = shard_of(&id, map.shards);
-    match crate::replication::route_get_chunk(&state, shard, &id).await {
+    match route_get_chunk(&state, shard, &id).await {
         Ok(Some(chunk)) => Ok(Json(json!({"chunk": chunk, "shard": shard}))),
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no chunk with id {id:?}"),
         )),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -222,13 +224,10 @@ pub async fn delete_entity(
         .shard_map
         .get()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
-    state
-        .quorum()
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    state.quorum()?;
     let shard = shard_of(&id, map.shards);
     let record = route_get_entity(&state, shard, &id)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?
+        .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no entity with id {id:?}")))?;
     let deadline = Instant::now() + WRITE_DEADLINE;
     // The relation copies held in the neighbours' shards go first, then the entity itself, so a
@@ -245,18 +244,11 @@ pub async fn delete_entity(
     for s in others {
         route_write(&state, s, &WriteOp::DeleteRelationsOf(id.clone()), deadline)
             .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("shard {s}: {e}"))
-            })?;
+            .map_err(|e| e.context(format!("shard {s}")))?;
     }
     route_write(&state, shard, &WriteOp::DeleteEntity(id.clone()), deadline)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("shard {shard}: {e}"),
-            )
-        })?;
+        .map_err(|e| e.context(format!("shard {shard}")))?;
     Ok(Json(
         json!({"deleted": id, "relations": record.relations.len()}),
     ))
@@ -289,8 +281,8 @@ pub async fn shards(
         BTreeMap::new()
     };
     let mut stats: BTreeMap<String, BTreeMap<u32, crate::storage::ShardStats>> = BTreeMap::new();
-    for (id, answer) in ask_live_nodes(&state, &view, PeerRequest::ShardStats, 10).await {
-        if let Ok(PeerResponse::Stats(list)) = answer {
+    for (id, answer) in ask_live_nodes(&state, &view, HealthRequest::ShardStats, 10).await {
+        if let Ok(HealthResponse::Stats(list)) = answer {
             stats.insert(id, list.into_iter().collect());
         }
     }
@@ -326,7 +318,7 @@ pub async fn shards(
                 "state": state_name,
                 "checksum": sum.map(|r| match r {
                     Ok((_, c)) => json!(c),
-                    Err(e) => json!({"error": e}),
+                    Err(e) => json!({"error": e.to_string()}),
                 }),
                 "checksum_seq": sum.and_then(|r| r.as_ref().ok().map(|(seq, _)| *seq)),
                 "in_sync": a.is_in_sync(node),
@@ -361,14 +353,14 @@ pub async fn shards(
 async fn checksums(
     state: &AppState,
     view: &membership::ClusterView,
-) -> BTreeMap<String, Result<BTreeMap<u32, ChecksumAnswer>, String>> {
+) -> BTreeMap<String, Result<BTreeMap<u32, ChecksumAnswer>, Error>> {
     let mut out = BTreeMap::new();
-    for (id, answer) in ask_live_nodes(state, view, PeerRequest::ShardChecksums, 30).await {
+    for (id, answer) in ask_live_nodes(state, view, HealthRequest::ShardChecksums, 30).await {
         let sums = match answer {
-            Ok(PeerResponse::Checksums(list)) => Ok(list.into_iter().collect()),
-            Ok(PeerResponse::Failed(e)) => Err(e),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(format!("{e}; ask again")),
+            Ok(HealthResponse::Checksums(list)) => Ok(list.into_iter().collect()),
+            Ok(other) => Err(Error::Internal(format!("unexpected answer {other:?}"))),
+            Err(e) if e.is_no_answer() => Err(e.context("no answer; ask again")),
+            Err(e) => Err(e),
         };
         out.insert(id, sums);
     }
@@ -376,21 +368,18 @@ async fn checksums(
 }
 
 /// One copy's checksum with the sequence number it was taken at, or why not.
-type ChecksumAnswer = Result<(u64, String), String>;
+type ChecksumAnswer = Result<(u64, String), Error>;
 
 /// Sends `request` to every live member in parallel (each within `timeout_s`); each one's answer
 /// or error, by node id.
 async fn ask_live_nodes(
     state: &AppState,
     view: &membership::ClusterView,
-    request: PeerRequest,
+    request: HealthRequest,
     timeout_s: u64,
-) -> Vec<(String, Result<PeerResponse, String>)> {
+) -> Vec<(String, Result<HealthResponse, Error>)> {
     let mut tasks = tokio::task::JoinSet::new();
-    for m in view.live_members() {
-        let Some(addr) = m.peer_addr.clone() else {
-            continue;
-        };
+    for m in view.live_members().filter(|m| m.peer_addr.is_some()) {
         let (id, state, request) = (
             m.node_id.as_str().to_string(),
             state.clone(),
@@ -398,7 +387,7 @@ async fn ask_live_nodes(
         );
         tasks.spawn(async move {
             let timeout = std::time::Duration::from_secs(timeout_s);
-            let r = crate::peer::call(&state, &id, &addr, &request, timeout).await;
+            let r = crate::peer::call(&state, &id, request, timeout).await;
             (id, r)
         });
     }

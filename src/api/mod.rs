@@ -18,8 +18,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::context::NodeContext;
-use crate::metrics::track_http;
+use crate::error::Error;
+use crate::node::context::NodeContext;
+use crate::node::metrics::track_http;
 
 /// Request bodies are small control messages in this API; refuse anything bigger.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -85,7 +86,7 @@ async fn mark_possibly_stale(
 ) -> Response {
     let mut response = next.run(request).await;
     if let Err(reason) = state.quorum() {
-        if let Ok(value) = axum::http::HeaderValue::from_str(&reason) {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&reason.to_string()) {
             response.headers_mut().insert("x-torua-stale", value);
         }
     }
@@ -99,11 +100,13 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// A JSON error: `{"error": {"status": 400, "reason": "..."}}`.
+/// A JSON error: `{"error": {"status": 400, "reason": "..."}}`, with `Retry-After: 1` when
+/// asking again may succeed.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     reason: String,
+    retry: bool,
 }
 
 impl ApiError {
@@ -111,7 +114,14 @@ impl ApiError {
         ApiError {
             status,
             reason: reason.into(),
+            retry: false,
         }
+    }
+
+    /// The same error with `what` before its reason.
+    pub fn context(mut self, what: impl std::fmt::Display) -> Self {
+        self.reason = format!("{what}: {}", self.reason);
+        self
     }
 
     pub fn bad_request(reason: impl Into<String>) -> Self {
@@ -136,7 +146,7 @@ pub fn with_retry_after(mut r: Response) -> Response {
 /// The node's shard map, or the 503 a request gets before the cluster has formed.
 // The error is a ready response, as axum handlers return it; its size does not matter here.
 #[allow(clippy::result_large_err)]
-pub fn shard_map_or_503(state: &AppState) -> Result<crate::shard_map::ShardMap, Response> {
+pub fn shard_map_or_503(state: &AppState) -> Result<crate::cluster::shard_map::ShardMap, Response> {
     state.shard_map.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -146,9 +156,42 @@ pub fn shard_map_or_503(state: &AppState) -> Result<crate::shard_map::ShardMap, 
     })
 }
 
+/// The one mapping from a service's [`Error`] to an HTTP status: the client's fault is 4xx, a
+/// condition that passes is 503 with `Retry-After`, a time limit 504, anything else 500.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Busy(_)
+            | Error::Unavailable(_)
+            | Error::Unreachable(_)
+            | Error::NoQuorum(_)
+            | Error::NotPrimary { .. }
+            | Error::NotCoordinator { .. }
+            | Error::NotRegistered
+            | Error::Fenced(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Diverged(_) | Error::NeedsRebuild(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError {
+            status,
+            retry: status == StatusCode::SERVICE_UNAVAILABLE,
+            reason: e.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"status": self.status.as_u16(), "reason": self.reason}});
-        (self.status, Json(body)).into_response()
+        let response = (self.status, Json(body)).into_response();
+        if self.retry {
+            with_retry_after(response)
+        } else {
+            response
+        }
     }
 }

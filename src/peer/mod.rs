@@ -1,20 +1,80 @@
-//! Node-to-node calls over the QUIC transport: the wire messages ([`wire`]), the service that
-//! answers them ([`PeerService`]) and the client side ([`call`]) that reaches any member by id,
-//! short-circuiting calls to this node itself.
+//! Node-to-node calls over the QUIC transport.
+//!
+//! Each subsystem owns its messages and its handler: the map and the coordinator's duties
+//! ([`crate::cluster::messages`]), replication ([`crate::replication::messages`]), snapshots
+//! ([`crate::replication::snapshot`]) and reads ([`crate::query::read`]). This module holds the
+//! envelope that carries them ([`wire`]), the service that hands an incoming request to its
+//! subsystem ([`PeerService`]), and the one client path every caller uses ([`call`]): node id →
+//! address in the membership view → call within a timeout → typed reply or typed
+//! [`Error`]. A call to this node itself goes straight to the subsystem's handler.
 
 pub mod wire;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use transport::{PeerInfo, Service};
 
-use crate::cluster_health;
-use crate::context::NodeContext;
-use crate::registry::Refusal;
+use crate::error::Error;
+use crate::node::context::NodeContext;
 use wire::{PeerRequest, PeerResponse};
 
-/// Answers peer requests. Holds a weak reference so the endpoint does not keep the node alive.
+/// A boxed, sendable future. Handlers call other nodes (and so, maybe, this one) through
+/// [`call`]; boxing the local handler's future breaks the recursive future type.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A request of one subsystem: how it travels in the envelope, how its reply is taken out of
+/// the envelope's answer, and which handler answers it on this node.
+pub trait Call: Send + Sync + Sized + 'static {
+    type Reply: Send + 'static;
+    fn into_request(self) -> PeerRequest;
+    /// The subsystem's reply, or the error the peer answered with.
+    fn reply(response: PeerResponse) -> Result<Self::Reply, Error>;
+    /// Handles the request on this node (`from` is the asking node's id).
+    fn serve_here(
+        self,
+        ctx: Arc<NodeContext>,
+        from: String,
+    ) -> BoxFuture<'static, Result<Self::Reply, Error>>;
+}
+
+/// Implements [`Call`] for a subsystem's request type: its envelope variant (the same name in
+/// [`PeerRequest`] and [`PeerResponse`]) and its handler `async fn(&Arc<NodeContext>, &str, Req)
+/// -> Result<Reply, Error>`.
+#[macro_export]
+macro_rules! peer_call {
+    ($request:ty => $reply:ty, $variant:ident, $handler:path) => {
+        impl $crate::peer::Call for $request {
+            type Reply = $reply;
+            fn into_request(self) -> $crate::peer::wire::PeerRequest {
+                $crate::peer::wire::PeerRequest::$variant(self)
+            }
+            fn reply(
+                response: $crate::peer::wire::PeerResponse,
+            ) -> Result<$reply, $crate::error::Error> {
+                match response {
+                    $crate::peer::wire::PeerResponse::$variant(r) => Ok(r),
+                    $crate::peer::wire::PeerResponse::Failed(e) => Err(e),
+                    other => Err($crate::error::Error::Internal(format!(
+                        "unexpected answer {other:?}"
+                    ))),
+                }
+            }
+            fn serve_here(
+                self,
+                ctx: std::sync::Arc<$crate::node::context::NodeContext>,
+                from: String,
+            ) -> $crate::peer::BoxFuture<'static, Result<$reply, $crate::error::Error>> {
+                Box::pin(async move { $handler(&ctx, &from, self).await })
+            }
+        }
+    };
+}
+
+/// Answers peer requests by handing each to its subsystem's handler. Holds a weak reference so
+/// the endpoint does not keep the node alive.
 pub struct PeerService {
     pub ctx: std::sync::Weak<NodeContext>,
 }
@@ -24,225 +84,175 @@ impl Service for PeerService {
     type Response = PeerResponse;
 
     async fn call(&self, peer: PeerInfo, request: PeerRequest) -> PeerResponse {
-        match self.ctx.upgrade() {
-            Some(ctx) => handle(&ctx, &peer.node_id, request).await,
-            None => PeerResponse::Failed("node is shutting down".into()),
+        let Some(ctx) = self.ctx.upgrade() else {
+            return PeerResponse::Failed(Error::Unavailable("node is shutting down".into()));
+        };
+        let from = peer.node_id;
+        match request {
+            PeerRequest::Health(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Health),
+            PeerRequest::Map(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Map),
+            PeerRequest::Broadcast(r) => {
+                answer(r.serve_here(ctx, from).await, PeerResponse::Broadcast)
+            }
+            PeerRequest::Replication(r) => {
+                answer(r.serve_here(ctx, from).await, PeerResponse::Replication)
+            }
+            PeerRequest::Snapshot(r) => {
+                answer(r.serve_here(ctx, from).await, PeerResponse::Snapshot)
+            }
+            PeerRequest::Read(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Read),
         }
     }
 }
 
-/// Handles one request from `from` (the node id proven by its certificate, or this node's own).
-pub async fn handle(ctx: &Arc<NodeContext>, from: &str, request: PeerRequest) -> PeerResponse {
-    let view = ctx.cluster.view();
-    let not_coordinator = || PeerResponse::NotCoordinator {
-        coordinator: view.coordinator.as_ref().map(|c| c.as_str().to_string()),
-    };
-    match request {
-        PeerRequest::Register(reg) => {
-            if reg.node_id != from {
-                return PeerResponse::Failed(format!(
-                    "registration for {:?} sent by {from:?}: a node registers only itself",
-                    reg.node_id
-                ));
-            }
-            let id = reg.node_id.clone();
-            match ctx.registry.register(&view, reg) {
-                Ok(term) => {
-                    tracing::info!(node = %id, term, "registered node");
-                    PeerResponse::Registered {
-                        coordinator: ctx.node_id().as_str().to_string(),
-                        term,
-                    }
-                }
-                Err(_) => not_coordinator(),
-            }
-        }
-        PeerRequest::Report(report) => {
-            if report.node_id != from {
-                return PeerResponse::Failed("a node reports only its own health".into());
-            }
-            match ctx.registry.report(&view, report) {
-                Ok(()) => PeerResponse::ReportAccepted,
-                Err(Refusal::NotRegistered) => PeerResponse::NotRegistered,
-                Err(Refusal::NotCoordinator) => not_coordinator(),
-            }
-        }
-        PeerRequest::ClusterHealth => match ctx.registry.entries(&view) {
-            Ok(entries) => PeerResponse::ClusterHealth(cluster_health::with_shards(
-                cluster_health::aggregated(&view, &entries, ctx.report_stale_after()),
-                &view,
-                ctx.shard_map.get().as_ref(),
-            )),
-            Err(_) => not_coordinator(),
-        },
-        PeerRequest::Registry => match ctx.registry.entries(&view) {
-            Ok(entries) => PeerResponse::Registry(entries),
-            Err(_) => not_coordinator(),
-        },
-        PeerRequest::Broadcast(msg) => {
-            match ctx.handlers.dispatch(ctx, &msg.path, &msg.payload_json) {
-                Ok(()) => PeerResponse::Delivered,
-                Err(e) => PeerResponse::Failed(e),
-            }
-        }
-        PeerRequest::InstallMap(map) => crate::shard_coordinator::install(ctx, map),
-        PeerRequest::MarkStale { shard, node } => {
-            match crate::shard_coordinator::mark_stale(ctx, shard, &node, from) {
-                Ok(map) => {
-                    // The new map goes back to the asker too, which installs it before going on:
-                    // a push that timed out must not leave it writing with the old in-sync set.
-                    crate::shard_coordinator::push_also_to(ctx, map.clone(), &node).await;
-                    PeerResponse::Map(Some(map))
-                }
-                Err(e) => PeerResponse::Failed(e),
-            }
-        }
-        PeerRequest::ShardWrite { shard, op } => {
-            crate::replication::primary_write(ctx, shard, op).await
-        }
-        PeerRequest::Replicate { shard, seq, op } => {
-            crate::replication::replica_write(ctx, shard, from, seq, op).await
-        }
-        PeerRequest::GetEntity { .. } | PeerRequest::GetChunk { .. }
-            if ctx.holds_copy(&request).is_err() =>
-        {
-            PeerResponse::Failed(ctx.holds_copy(&request).unwrap_err())
-        }
-        PeerRequest::GetEntity { shard, id } => match ctx.storage.open(shard).await {
-            Ok(store) => match store.get_entity(id).await {
-                Ok(e) => PeerResponse::Entity(e),
-                Err(e) => PeerResponse::Failed(e),
-            },
-            Err(e) => PeerResponse::Failed(e),
-        },
-        PeerRequest::GetChunk { shard, id } => match ctx.storage.open(shard).await {
-            Ok(store) => match store.get_chunk(id).await {
-                Ok(c) => PeerResponse::Chunk(c),
-                Err(e) => PeerResponse::Failed(e),
-            },
-            Err(e) => PeerResponse::Failed(e),
-        },
-        PeerRequest::QueryShards { shards, query } => PeerResponse::QueryRowsPerShard(
-            crate::query::scatter::run_on_shards(ctx, shards, query).await,
-        ),
-        PeerRequest::Traverse {
-            parts,
-            direction,
-            filter,
-            relations,
-        } => PeerResponse::Traversed(
-            crate::query::traverse::step_here(ctx, parts, direction, filter, relations).await,
-        ),
-        PeerRequest::GetMap => PeerResponse::Map(ctx.shard_map.get()),
-        PeerRequest::RequestInSync {
-            shard,
-            applied_seq,
-            last_crc,
-        } => crate::replication::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc).await,
-        PeerRequest::AddInSync { shard, node } => {
-            match crate::shard_coordinator::add_in_sync(ctx, shard, &node, from) {
-                Ok(map) => {
-                    crate::shard_coordinator::push(ctx, map.clone()).await;
-                    PeerResponse::Map(Some(map))
-                }
-                Err(e) => PeerResponse::Failed(e),
-            }
-        }
-        PeerRequest::PrepareSnapshot { shard } => crate::snapshot::prepare(ctx, shard, from).await,
-        PeerRequest::SnapshotChunk { id, offset, len } => {
-            crate::snapshot::piece(ctx, id, offset, len).await
-        }
-        PeerRequest::ReleaseSnapshot { id } => {
-            crate::snapshot::release(ctx, id);
-            PeerResponse::Delivered
-        }
-        PeerRequest::SetDraining {
-            node,
-            draining,
-            until_restart,
-        } => match crate::shard_coordinator::set_draining(ctx, &node, draining, until_restart) {
-            Ok(map) => {
-                crate::shard_coordinator::push(ctx, map.clone()).await;
-                PeerResponse::Map(Some(map))
-            }
-            Err(e) => PeerResponse::Failed(e),
-        },
-        PeerRequest::ShardChecksums => {
-            let mut out = Vec::new();
-            for shard in ctx.storage.on_disk() {
-                let sum = match ctx.storage.open(shard).await {
-                    Ok(store) => store.checksum().await,
-                    Err(e) => Err(e),
-                };
-                out.push((shard, sum));
-            }
-            PeerResponse::Checksums(out)
-        }
-        PeerRequest::ShardStats => {
-            let mut out = Vec::new();
-            for shard in ctx.storage.on_disk() {
-                let stats = match ctx.storage.open(shard).await {
-                    Ok(store) => store.stats().await,
-                    Err(e) => Err(e),
-                };
-                match stats {
-                    Ok(s) => out.push((shard, s)),
-                    // Being removed or rebuilt right now: reported by the next call.
-                    Err(e) if e.contains("being removed or rebuilt") => {}
-                    Err(e) => return PeerResponse::Failed(format!("shard {shard}: {e}")),
-                }
-            }
-            PeerResponse::Stats(out)
-        }
+fn answer<T>(result: Result<T, Error>, wrap: fn(T) -> PeerResponse) -> PeerResponse {
+    match result {
+        Ok(r) => wrap(r),
+        Err(e) => PeerResponse::Failed(e),
     }
 }
 
-/// Calls `node_id` at `peer_addr` (this node directly, others over QUIC) within `timeout`.
-/// A boxed, sendable future: `call` returns one because handlers call other nodes (and so, maybe,
-/// this one) through it; the indirection breaks the recursive future type.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-pub fn call<'a>(
-    ctx: &'a Arc<NodeContext>,
-    node_id: &'a str,
-    peer_addr: &'a str,
-    request: &'a PeerRequest,
+/// Calls `node` within `timeout`: this node directly, another at the peer address its gossip
+/// publishes. Fails with [`Error::Unavailable`] when the view has no address for it, and
+/// [`Error::Timeout`] when no answer comes in time.
+pub async fn call<C: Call>(
+    ctx: &Arc<NodeContext>,
+    node: &str,
+    request: C,
     timeout: Duration,
-) -> BoxFuture<'a, Result<PeerResponse, String>> {
-    Box::pin(async move {
-        if node_id == ctx.node_id().as_str() {
-            return tokio::time::timeout(timeout, handle(ctx, node_id, request.clone()))
-                .await
-                .map_err(|_| {
-                    format!("no answer from this node within {} ms", timeout.as_millis())
-                });
+) -> Result<C::Reply, Error> {
+    let me = ctx.node_id().as_str();
+    if node == me {
+        return tokio::time::timeout(timeout, request.serve_here(ctx.clone(), me.to_string()))
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "no answer from this node within {} ms",
+                    timeout.as_millis()
+                ))
+            })?;
+    }
+    let addr = peer_addr(ctx, node)?;
+    call_at(ctx, node, &addr, request, timeout).await
+}
+
+/// Like [`call`], to the node only if gossip calls it live ([`Error::Unavailable`] otherwise).
+pub async fn call_live<C: Call>(
+    ctx: &Arc<NodeContext>,
+    node: &str,
+    request: C,
+    timeout: Duration,
+) -> Result<C::Reply, Error> {
+    if !is_live(ctx, node) {
+        return Err(Error::Unreachable(format!("{node} is not live")));
+    }
+    call(ctx, node, request, timeout).await
+}
+
+/// Calls the coordinator of this node's view.
+pub async fn call_coordinator<C: Call>(
+    ctx: &Arc<NodeContext>,
+    request: C,
+    timeout: Duration,
+) -> Result<C::Reply, Error> {
+    let coordinator = ctx
+        .cluster
+        .view()
+        .coordinator
+        .clone()
+        .ok_or_else(|| Error::Unavailable("no coordinator in this node's view".into()))?;
+    call(ctx, coordinator.as_str(), request, timeout).await
+}
+
+/// Asks `nodes` in order, each within `timeout`, skipping those gossip does not call live, until
+/// one answers; an error answer moves on to the next. Returns the first reply with the node that
+/// gave it, or an error that lists why each node failed (of the last node's kind).
+pub async fn call_first<C: Call + Clone>(
+    ctx: &Arc<NodeContext>,
+    nodes: impl IntoIterator<Item = String>,
+    request: &C,
+    timeout: Duration,
+) -> Result<(String, C::Reply), Error> {
+    let mut errors = Vec::new();
+    let mut last = None;
+    for node in nodes {
+        match call_live(ctx, &node, request.clone(), timeout).await {
+            Ok(reply) => return Ok((node, reply)),
+            Err(e) => {
+                errors.push(format!("{node}: {e}"));
+                last = Some(e);
+            }
         }
-        let addr = resolve(peer_addr)?;
-        let started = Instant::now();
-        // The transport bounds connect and request separately; bound the sum too.
-        match tokio::time::timeout(
-            timeout,
-            ctx.endpoint
-                .request::<_, PeerResponse>(addr, request, Some(timeout)),
-        )
-        .await
-        {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(format!("{node_id} at {peer_addr}: {e}")),
-            Err(_) => Err(format!(
-                "{node_id} at {peer_addr}: no answer within {} ms",
-                started.elapsed().as_millis()
-            )),
-        }
+    }
+    let all = errors.join("; ");
+    Err(match last {
+        None => Error::Unavailable("no node to ask".into()),
+        Some(e) => match e {
+            Error::Timeout(_) => Error::Timeout(all),
+            Error::Busy(_) => Error::Busy(all),
+            Error::NotFound(_) => Error::NotFound(all),
+            Error::Invalid(_) => Error::Invalid(all),
+            Error::Internal(_) => Error::Internal(all),
+            _ => Error::Unavailable(all),
+        },
     })
 }
 
+/// Whether gossip calls `node` live.
+pub fn is_live(ctx: &NodeContext, node: &str) -> bool {
+    ctx.cluster
+        .view()
+        .member_by_str(node)
+        .is_some_and(|m| m.is_live())
+}
+
+/// The peer address `node` publishes in gossip.
+fn peer_addr(ctx: &NodeContext, node: &str) -> Result<String, Error> {
+    ctx.cluster
+        .view()
+        .member_by_str(node)
+        .and_then(|m| m.peer_addr.clone())
+        .ok_or_else(|| {
+            Error::Unreachable(format!(
+                "{node} is not in this node's membership view or publishes no peer address"
+            ))
+        })
+}
+
+/// Calls `node` at `addr` over QUIC within `timeout`.
+async fn call_at<C: Call>(
+    ctx: &Arc<NodeContext>,
+    node: &str,
+    addr: &str,
+    request: C,
+    timeout: Duration,
+) -> Result<C::Reply, Error> {
+    let socket = resolve(addr)?;
+    let request = request.into_request();
+    let started = Instant::now();
+    // The transport bounds connect and request separately; bound the sum too.
+    match tokio::time::timeout(
+        timeout,
+        ctx.endpoint
+            .request::<_, PeerResponse>(socket, &request, Some(timeout)),
+    )
+    .await
+    {
+        Ok(Ok(response)) => C::reply(response),
+        Ok(Err(e)) => Err(Error::Unreachable(format!("{node} at {addr}: {e}"))),
+        Err(_) => Err(Error::Timeout(format!(
+            "{node} at {addr}: no answer within {} ms",
+            started.elapsed().as_millis()
+        ))),
+    }
+}
+
 /// A peer address as published in gossip (`host:port`) to a socket address.
-pub fn resolve(peer_addr: &str) -> Result<std::net::SocketAddr, String> {
+pub fn resolve(peer_addr: &str) -> Result<std::net::SocketAddr, Error> {
     use std::net::ToSocketAddrs;
     peer_addr
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("cannot resolve peer address {peer_addr:?}"))
+        .ok_or_else(|| Error::Unreachable(format!("cannot resolve peer address {peer_addr:?}")))
 }

@@ -1,199 +1,49 @@
-//! The messages nodes exchange over the QUIC transport (postcard-encoded).
+//! The envelope of every message between nodes (postcard-encoded over the QUIC transport).
 //!
-//! Versioning: the transport's ALPN (`torua/1`) is the wire version; peers with another version
-//! fail the TLS handshake instead of misreading each other. Within a version, only append new
-//! enum variants at the end (postcard encodes variants by index) and never change a field.
-//! postcard is not self-describing: no `serde(skip_serializing_if)` or `flatten` here, and JSON
-//! payloads travel as strings.
+//! One variant per subsystem, carrying that subsystem's own request or response type; an error
+//! answer is a typed [`Error`]. Versioning: the transport's ALPN
+//! ([`transport::WIRE_VERSION`], `torua/3`) is the wire version; peers with another version fail
+//! the TLS handshake instead of misreading each other. Within a version, only append new enum
+//! variants at the end (postcard encodes variants by index) and never change a field. postcard is
+//! not self-describing: no `serde(skip_serializing_if)` or `flatten` here, and JSON payloads
+//! travel as strings.
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster_health::ClusterHealth;
-use crate::shard_map::ShardMap;
-use crate::storage::{
-    Direction, EntityRecord, QueryFailure, RelationFilter, Rows, ShardQuery, ShardStats, Step,
-    WriteOp,
-};
+use crate::cluster::broadcast::BroadcastMessage;
+use crate::cluster::messages::{HealthRequest, HealthResponse, MapRequest, MapResponse};
+use crate::error::Error;
+use crate::query::read::{ReadRequest, ReadResponse};
+use crate::replication::messages::{ReplicationRequest, ReplicationResponse};
+use crate::replication::snapshot::{SnapshotRequest, SnapshotResponse};
 
-/// A copy's checksum with the sequence number it was taken at, or why it could not be taken.
-pub type CopyChecksum = Result<(u64, String), String>;
-
-/// Every request a node answers on its peer address.
+/// Every request a node answers on its peer address, by subsystem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// A node announces itself to the coordinator.
-    Register(Registration),
-    /// A node's periodic health report to the coordinator.
-    Report(HealthReport),
-    /// The coordinator's aggregated cluster health.
-    ClusterHealth,
-    /// The coordinator's registry.
-    Registry,
-    /// A broadcast payload for this node's handler of `path`.
+    /// Registration, health reports and the coordinator's views of them; copy statistics.
+    Health(HealthRequest),
+    /// The shard map and the coordinator's changes to it.
+    Map(MapRequest),
+    /// A control message for this node's handler of its path.
     Broadcast(BroadcastMessage),
-    /// The coordinator's current shard map (installed if newer).
-    InstallMap(ShardMap),
-    /// To the coordinator, from a primary: `node` failed a write of `shard`; drop it from in-sync.
-    MarkStale { shard: u32, node: String },
-    /// To a shard's primary: sequence, apply, replicate, acknowledge.
-    ShardWrite { shard: u32, op: WriteOp },
-    /// From a primary to an in-sync replica: apply write `seq`.
-    Replicate { shard: u32, seq: u64, op: WriteOp },
-    /// Read an entity and its relations from this node's copy of `shard`.
-    GetEntity { shard: u32, id: String },
-    /// Counts and sizes of this node's shard copies.
-    ShardStats,
-    /// Read a chunk (text unit) from this node's copy of `shard`.
-    GetChunk { shard: u32, id: String },
-    /// This node's shard map (a new coordinator collects them to adopt the newest).
-    GetMap,
-    /// To a primary, from a copy outside the in-sync set: "I have writes up to `applied_seq`, and
-    /// the checksum of that write is `last_crc`" (when its log still has it). The primary sends
-    /// what the copy misses from its log, then puts it back in sync.
-    RequestInSync {
-        shard: u32,
-        applied_seq: u64,
-        last_crc: Option<u32>,
-    },
-    /// To the coordinator, from a primary that verified the copy is level with it.
-    AddInSync { shard: u32, node: String },
-    /// One traversal step on several of this node's shard copies: for each `(shard, ids)`, the
-    /// entities' properties and (when `relations`) their relations.
-    Traverse {
-        parts: Vec<(u32, Vec<String>)>,
-        direction: Direction,
-        filter: RelationFilter,
-        relations: bool,
-    },
-    /// Run a read-only Cypher query (already checked) on this node's copies of `shards`
-    /// (`names_cypher` on the first only).
-    QueryShards { shards: Vec<u32>, query: ShardQuery },
-    /// To a shard's primary, from a node whose copy must be rebuilt: copy the database file (at a
-    /// round boundary) for transfer, and keep the log from there on.
-    PrepareSnapshot { shard: u32 },
-    /// A piece of a prepared snapshot.
-    SnapshotChunk { id: u64, offset: u64, len: u32 },
-    /// The snapshot was received (or abandoned): delete it, release the log.
-    ReleaseSnapshot { id: u64 },
-    /// To the coordinator: start (or stop) moving every copy off `node`.
-    SetDraining {
-        node: String,
-        draining: bool,
-        until_restart: bool,
-    },
-    /// The checksum of every shard copy this node holds (after applying what it logged).
-    ShardChecksums,
+    /// Writes to shard copies and catching copies up.
+    Replication(ReplicationRequest),
+    /// Whole-copy transfers.
+    Snapshot(SnapshotRequest),
+    /// Reads of this node's copies: point reads, traversal steps, Cypher.
+    Read(ReadRequest),
 }
 
+/// The answer to a [`PeerRequest`]: the same subsystem's response, or why it failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerResponse {
-    Registered {
-        coordinator: String,
-        term: u64,
-    },
-    ReportAccepted,
-    /// Sent to a node that reports before registering (e.g. to a coordinator that just took
-    /// over): it registers again.
-    NotRegistered,
-    /// This node is not the coordinator in its own view; `coordinator` is who it thinks is.
-    NotCoordinator {
-        coordinator: Option<String>,
-    },
-    ClusterHealth(ClusterHealth),
-    Registry(Vec<RegistryEntry>),
-    Delivered,
-    /// The request was understood but refused or failed; the text says why.
-    Failed(String),
-    MapInstalled {
-        accepted: bool,
-    },
-    Written {
-        seq: u64,
-    },
-    /// The receiver is not the primary in its map (of this version): refresh and retry.
-    NotPrimary {
-        map_version: u64,
-    },
-    Replicated,
-    Entity(Option<EntityRecord>),
-    Stats(Vec<(u32, ShardStats)>),
-    Chunk(Option<crate::graph::model::Chunk>),
-    Map(Option<ShardMap>),
-    /// Per shard of a `Traverse`, what it found or why it could not.
-    Traversed(Vec<(u32, Result<Step, String>)>),
-    /// Per shard of a `QueryShards`, in the order asked.
-    QueryRowsPerShard(Vec<(u32, Result<Rows, QueryFailure>)>),
-    /// A snapshot ready for transfer: the database file holds writes up to `seq`.
-    Snapshot {
-        id: u64,
-        seq: u64,
-        bytes: u64,
-    },
-    SnapshotBytes(Vec<u8>),
-    /// The copy cannot be brought level from the log (diverged, or too far behind): it must be
-    /// rebuilt from a snapshot.
-    NeedsRebuild(String),
-    /// Per shard copy: (shard, sequence number, checksum), or why not.
-    Checksums(Vec<(u32, CopyChecksum)>),
-}
-
-/// What a node tells the coordinator about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Registration {
-    pub node_id: String,
-    pub generation: u64,
-    pub http_addr: String,
-    pub peer_addr: String,
-    pub gossip_addr: String,
-    pub version: String,
-    pub capacity: Capacity,
-    /// Shard copies this node holds (filled from the storage issue on).
-    pub holds: Vec<String>,
-    /// The coordinator term the node registered under (for logs and fencing).
-    pub term: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Capacity {
-    pub cpus: u32,
-    pub memory_total_mb: u64,
-    pub disk_total_mb: u64,
-}
-
-/// A node's periodic health report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HealthReport {
-    pub node_id: String,
-    pub generation: u64,
-    pub uptime_ms: u64,
-    pub load_1m: f64,
-    pub memory_rss_mb: u64,
-    pub memory_available_mb: u64,
-    pub disk_free_mb: u64,
-    pub disk_total_mb: u64,
-    /// Error-level log events since start.
-    pub errors_total: u64,
-    /// Shard states (filled from the storage issue on).
-    pub shards: Vec<String>,
-}
-
-/// One registry row on the coordinator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegistryEntry {
-    pub registration: Registration,
-    /// Coordinator clock, unix milliseconds.
-    pub registered_at_ms: u64,
-    pub last_report: Option<HealthReport>,
-    /// Milliseconds since the last report reached the coordinator.
-    pub last_report_ms_ago: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BroadcastMessage {
-    pub path: String,
-    /// The payload as JSON text.
-    pub payload_json: String,
-    pub from: String,
+    Health(HealthResponse),
+    Map(MapResponse),
+    Broadcast(()),
+    Replication(ReplicationResponse),
+    Snapshot(SnapshotResponse),
+    Read(ReadResponse),
+    Failed(Error),
 }
 
 #[cfg(test)]
@@ -203,7 +53,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::cluster_health::{NodeHealth, Status};
+    use crate::cluster::health::{ClusterHealth, NodeHealth, Status};
+    use crate::cluster::messages::{Capacity, HealthReport, Registration, RegistryEntry};
     use transport::frame::decode_message;
 
     fn text() -> impl Strategy<Value = String> {
@@ -290,7 +141,7 @@ mod tests {
                     answered_by: cluster_id,
                     source: "coordinator".into(),
                     coordinator_error: coordinator,
-                    shards: term.map(|t| crate::cluster_health::ShardCounts {
+                    shards: term.map(|t| crate::cluster::health::ShardCounts {
                         total_shards: t as u32,
                         ..Default::default()
                     }),
@@ -312,43 +163,84 @@ mod tests {
             })
     }
 
+    fn error() -> impl Strategy<Value = Error> {
+        prop_oneof![
+            text().prop_map(Error::Busy),
+            text().prop_map(Error::Unavailable),
+            text().prop_map(Error::Diverged),
+            text().prop_map(Error::NeedsRebuild),
+            (any::<u32>(), any::<u64>())
+                .prop_map(|(shard, map_version)| Error::NotPrimary { shard, map_version }),
+            proptest::option::of(text())
+                .prop_map(|coordinator| Error::NotCoordinator { coordinator }),
+            Just(Error::NotRegistered),
+        ]
+    }
+
     fn request() -> impl Strategy<Value = PeerRequest> {
         prop_oneof![
-            registration().prop_map(PeerRequest::Register),
-            report().prop_map(PeerRequest::Report),
-            Just(PeerRequest::ClusterHealth),
-            Just(PeerRequest::Registry),
-            (text(), text(), text()).prop_map(|(path, payload_json, from)| PeerRequest::Broadcast(
-                BroadcastMessage {
+            registration().prop_map(|r| PeerRequest::Health(HealthRequest::Register(r))),
+            report().prop_map(|r| PeerRequest::Health(HealthRequest::Report(r))),
+            Just(PeerRequest::Health(HealthRequest::ClusterHealth)),
+            Just(PeerRequest::Health(HealthRequest::Registry)),
+            Just(PeerRequest::Map(MapRequest::Get)),
+            (any::<u32>(), text())
+                .prop_map(|(shard, node)| PeerRequest::Map(MapRequest::MarkStale { shard, node })),
+            (text(), text(), text()).prop_map(|(path, payload_json, from)| {
+                PeerRequest::Broadcast(BroadcastMessage {
                     path,
                     payload_json,
-                    from
-                }
-            )),
+                    from,
+                })
+            }),
+            (
+                any::<u32>(),
+                any::<u64>(),
+                proptest::option::of(any::<u32>())
+            )
+                .prop_map(|(shard, applied_seq, last_crc)| PeerRequest::Replication(
+                    ReplicationRequest::RequestInSync {
+                        shard,
+                        applied_seq,
+                        last_crc
+                    }
+                )),
+            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(id, offset, len)| {
+                PeerRequest::Snapshot(SnapshotRequest::Piece { id, offset, len })
+            }),
+            (any::<u32>(), text())
+                .prop_map(|(shard, id)| PeerRequest::Read(ReadRequest::GetEntity { shard, id })),
         ]
     }
 
     fn response() -> impl Strategy<Value = PeerResponse> {
         prop_oneof![
-            (text(), any::<u64>())
-                .prop_map(|(coordinator, term)| PeerResponse::Registered { coordinator, term }),
-            Just(PeerResponse::ReportAccepted),
-            Just(PeerResponse::NotRegistered),
-            proptest::option::of(text())
-                .prop_map(|coordinator| PeerResponse::NotCoordinator { coordinator }),
-            health().prop_map(PeerResponse::ClusterHealth),
+            (text(), any::<u64>()).prop_map(|(coordinator, term)| PeerResponse::Health(
+                HealthResponse::Registered { coordinator, term }
+            )),
+            Just(PeerResponse::Health(HealthResponse::ReportAccepted)),
+            health().prop_map(|h| PeerResponse::Health(HealthResponse::ClusterHealth(h))),
             (registration(), proptest::option::of(report()), any::<u64>()).prop_map(
                 |(registration, last_report, at)| {
-                    PeerResponse::Registry(vec![RegistryEntry {
+                    PeerResponse::Health(HealthResponse::Registry(vec![RegistryEntry {
                         registration,
                         registered_at_ms: at,
                         last_report,
                         last_report_ms_ago: Some(at % 1000),
-                    }])
+                    }]))
                 }
             ),
-            Just(PeerResponse::Delivered),
-            text().prop_map(PeerResponse::Failed),
+            any::<bool>()
+                .prop_map(|accepted| PeerResponse::Map(MapResponse::Installed { accepted })),
+            Just(PeerResponse::Broadcast(())),
+            any::<u64>()
+                .prop_map(|seq| PeerResponse::Replication(ReplicationResponse::Written { seq })),
+            proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|b| PeerResponse::Snapshot(SnapshotResponse::Bytes(b))),
+            (any::<u32>(), error()).prop_map(|(shard, e)| PeerResponse::Read(
+                ReadResponse::Traversed(vec![(shard, Err(e))])
+            )),
+            error().prop_map(PeerResponse::Failed),
         ]
     }
 

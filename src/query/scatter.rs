@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::context::NodeContext;
-use crate::peer::wire::{PeerRequest, PeerResponse};
-use crate::shard_map::ShardMap;
+use crate::cluster::shard_map::ShardMap;
+use crate::error::Error;
+use crate::node::context::NodeContext;
+use crate::query::read::{ReadRequest, ReadResponse};
 use crate::storage::{QueryFailure, Rows, ShardQuery};
 
 /// Largest answer one shard sends for a query (below the transport's 16 MiB message limit).
@@ -82,27 +83,26 @@ pub enum Prefer {
     Primary,
 }
 
-/// The live in-sync copies of `shard` as (node, peer address), in the order to try them (see
+/// The live in-sync copies of `shard` (their nodes), in the order to try them (see
 /// [`Prefer`]); copies on nodes that failed a read recently come last.
 pub fn copies(
     ctx: &Arc<NodeContext>,
     map: &ShardMap,
     shard: u32,
     prefer: Prefer,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<String>, Error> {
     let a = map
         .assignment(shard)
-        .ok_or_else(|| format!("no shard {shard} in the shard map"))?;
+        .ok_or_else(|| Error::NotFound(format!("no shard {shard} in the shard map")))?;
     let view = ctx.cluster.view();
     let mut live = Vec::new();
     let mut down = Vec::new();
     for node in &a.in_sync {
         match view
             .member_by_str(node)
-            .filter(|m| m.is_live())
-            .and_then(|m| m.peer_addr.clone())
+            .filter(|m| m.is_live() && m.peer_addr.is_some())
         {
-            Some(addr) => live.push((node.clone(), addr)),
+            Some(_) => live.push(node.clone()),
             None => down.push(node.as_str()),
         }
     }
@@ -112,16 +112,16 @@ pub fn copies(
             .filter(|c| !a.in_sync.contains(c))
             .map(String::as_str)
             .collect();
-        return Err(format!(
+        return Err(Error::Unavailable(format!(
             "no live in-sync copy (in-sync copies down: [{}]; out of sync: [{}])",
             down.join(", "),
             out_of_sync.join(", ")
-        ));
+        )));
     }
     let me = ctx.node_id().as_str();
     match prefer {
-        Prefer::Local => live.sort_by_key(|(n, _)| n != me),
-        Prefer::Primary => live.sort_by_key(|(n, _)| *n != a.primary),
+        Prefer::Local => live.sort_by_key(|n| n != me),
+        Prefer::Primary => live.sort_by_key(|n| *n != a.primary),
         Prefer::Turns => {
             let turn = ctx.read_turn.fetch_add(1, Ordering::Relaxed) + shard as usize;
             let n = live.len();
@@ -130,7 +130,7 @@ pub fn copies(
     }
     // Suspects last (stable: the order above holds among the rest).
     let suspects = ctx.read_suspects.lock().expect("suspects lock");
-    live.sort_by_key(|(n, _)| suspects.get(n).is_some_and(|at| at.elapsed() < SUSPECT_FOR));
+    live.sort_by_key(|n| suspects.get(n).is_some_and(|at| at.elapsed() < SUSPECT_FOR));
     Ok(live)
 }
 
@@ -167,8 +167,12 @@ pub async fn run_on_shard(
         ctx.node_id().as_str(),
         ctx.cluster.generation(),
     )
-    .map_err(QueryFailure::Other)?;
-    let store = ctx.storage.open(shard).await.map_err(QueryFailure::Other)?;
+    .map_err(|e| QueryFailure::Other(e.to_string()))?;
+    let store = ctx
+        .storage
+        .open(shard)
+        .await
+        .map_err(|e| QueryFailure::Other(e.to_string()))?;
     store.user_query(query, MAX_SHARD_ANSWER_BYTES).await
 }
 
@@ -257,15 +261,15 @@ pub async fn query_shards(
 ) -> (Vec<ShardAnswer>, ShardsReport, Option<String>) {
     let deadline = Instant::now() + Duration::from_millis(query.timeout_ms) + NETWORK_MARGIN;
     let mut report = ShardsReport::new(shards.len());
-    let mut per_node: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
+    let mut per_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for &shard in shards {
         match copies(ctx, map, shard, prefer) {
             Ok(c) => per_node.entry(c[0].clone()).or_default().push(shard),
-            Err(e) => report.fail(shard, None, e),
+            Err(e) => report.fail(shard, None, e.to_string()),
         }
     }
     let mut calls = tokio::task::JoinSet::new();
-    for (n, ((node, addr), shards)) in per_node.into_iter().enumerate() {
+    for (n, (node, shards)) in per_node.into_iter().enumerate() {
         let ctx = ctx.clone();
         let mut query = query.clone();
         if n > 0 {
@@ -273,13 +277,12 @@ pub async fn query_shards(
         }
         calls.spawn(async move {
             let left = deadline.saturating_duration_since(Instant::now());
-            let request = PeerRequest::QueryShards {
+            let request = ReadRequest::QueryShards {
                 shards: shards.clone(),
                 query,
             };
-            let answer =
-                crate::peer::call(&ctx, &node, &addr, &request, attempt_timeout(left, true)).await;
-            if answer.is_err() {
+            let answer = crate::peer::call(&ctx, &node, request, attempt_timeout(left, true)).await;
+            if answer.as_ref().is_err_and(Error::is_no_answer) {
                 suspect(&ctx, &node);
             }
             (node, shards, answer)
@@ -296,7 +299,7 @@ pub async fn query_shards(
             continue;
         };
         match answer {
-            Ok(PeerResponse::QueryRowsPerShard(results)) if results.len() == shards.len() => {
+            Ok(ReadResponse::QueryRows(results)) if results.len() == shards.len() => {
                 for (shard, result) in results {
                     match result {
                         Err(QueryFailure::Other(_)) => retry.push(shard),
@@ -351,21 +354,22 @@ async fn query_one(
     deadline: Instant,
     prefer: Prefer,
 ) -> Result<ShardAnswer, (Option<String>, QueryFailure)> {
-    let copies = copies(ctx, map, shard, prefer).map_err(|e| (None, QueryFailure::Other(e)))?;
-    let request = PeerRequest::QueryShards {
+    let copies =
+        copies(ctx, map, shard, prefer).map_err(|e| (None, QueryFailure::Other(e.to_string())))?;
+    let request = ReadRequest::QueryShards {
         shards: vec![shard],
         query,
     };
     let mut last = (None, QueryFailure::Other("no copy was tried".into()));
     let n = copies.len();
-    for (i, (node, addr)) in copies.into_iter().enumerate() {
+    for (i, node) in copies.into_iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
         let limit = attempt_timeout(left, i + 1 < n);
-        let answer = match crate::peer::call(ctx, &node, &addr, &request, limit).await {
-            Ok(PeerResponse::QueryRowsPerShard(mut results)) if results.len() == 1 => {
+        let answer = match crate::peer::call(ctx, &node, request.clone(), limit).await {
+            Ok(ReadResponse::QueryRows(mut results)) if results.len() == 1 => {
                 Ok(results.remove(0).1)
             }
             other => Err(other),
@@ -379,7 +383,6 @@ async fn query_one(
                 | QueryFailure::TooLarge(_)),
             )) => return Err((Some(node), f)),
             Ok(Err(f)) => last = (Some(node), f),
-            Err(Ok(PeerResponse::Failed(e))) => last = (Some(node), QueryFailure::Other(e)),
             Err(Ok(other)) => {
                 last = (
                     Some(node),
@@ -387,8 +390,11 @@ async fn query_one(
                 )
             }
             Err(Err(e)) => {
-                suspect(ctx, &node);
-                last = (Some(node), QueryFailure::Other(e));
+                // An error answer is the copy's (it may be catching up); no answer is the node's.
+                if e.is_no_answer() {
+                    suspect(ctx, &node);
+                }
+                last = (Some(node), QueryFailure::Other(e.to_string()));
             }
         }
     }

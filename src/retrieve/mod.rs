@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::context::NodeContext;
+use crate::cluster::shard_map::ShardMap;
+use crate::node::context::NodeContext;
 use crate::query::traverse::{neighborhood, Traversal, TraverseError};
-use crate::shard_map::ShardMap;
 use crate::storage::{Direction, EntitySummary, RelationFilter};
 use answer::{rank_relations, selected_seed, Selected};
 pub use request::{Mode, RetrieveRequest};

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use crate::context::NodeContext;
+use crate::cluster::shard_map::ShardMap;
+use crate::node::context::NodeContext;
 use crate::query::scatter::{query_shards, Prefer, ShardsReport};
-use crate::shard_map::ShardMap;
 use crate::storage::ShardQuery;
 
 /// What the stages of one retrieval share: where to ask, until when, and what failed.

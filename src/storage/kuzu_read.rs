@@ -8,9 +8,9 @@ use kuzu::{LogicalType, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value as Json};
 
+use super::cypher::{tokenize, Tok};
 use super::kuzu_readers::Session;
 use super::kuzu_values::*;
-use crate::query::cypher::{tokenize, Tok};
 
 /// A checked read-only query for one shard copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,8 +29,8 @@ use super::kuzu_readers::{Readers, Session};
 use super::kuzu_values::*;
 use super::shard_log::{self, ShardLog};
 use super::{
-    ApplyGate, Counts, EntityRecord, InsertMode, RelationRecord, ShardStats, Step, StoreConfig,
-    WriteOp,
+    ApplyGate, Counts, EntityRecord, Error, InsertMode, RelationRecord, ShardStats, Step,
+    StoreConfig, WriteOp,
 };
 use crate::graph::model::{Chunk, Entity};
 
@@ -132,7 +132,7 @@ impl KuzuShard {
         // Kuzu 0.11 can come back from kill -9 during a bulk-load commit with rows missing while
         // its primary-key index still lists them (the chaos suite and a one-node kill -9 loop
         // reproduce it). Such a copy is rebuilt from another copy when one exists (see
-        // `shard_coordinator::rejoin`).
+        // `cluster::coordinator::rejoin`).
         let crashed = path.exists() && !clean_marker(path).exists();
         let _ = std::fs::remove_file(clean_marker(path));
         if crashed {
@@ -194,7 +194,7 @@ impl KuzuShard {
         let (db, applied, initial_counts) = opened_rx
             .recv()
             .map_err(|_| "the applier thread died while opening the database".to_string())??;
-        let (log, redo) = ShardLog::open(&dir, shard, applied)?;
+        let (log, redo) = ShardLog::open(&dir, shard, applied).map_err(|e| e.to_string())?;
         if !redo.is_empty() {
             tracing::info!(
                 shard,
@@ -252,19 +252,20 @@ impl KuzuShard {
     /// Copies the database, as of a round boundary, to `to` (the applier pauses meanwhile, reads
     /// wait) and returns the sequence number it holds. The log keeps the records after it until
     /// `unpin(pin)`, so the copy can be brought level by sequence number afterwards.
-    pub async fn snapshot(&self, to: PathBuf, pin: u64) -> Result<u64, String> {
+    pub async fn snapshot(&self, to: PathBuf, pin: u64) -> Result<u64, Error> {
         let (done, result) = tokio::sync::oneshot::channel();
         {
             let mut pending = self.shared.pending.lock().expect("pending lock");
             if pending.stop {
-                return Err("the copy is closing".into());
+                return Err(Error::Closing("the copy is closing".into()));
             }
             pending.snapshots.push(SnapshotJob { to, pin, done });
         }
         self.shared.ready.notify_all();
         result
             .await
-            .map_err(|_| "the applier stopped before taking the snapshot".to_string())?
+            .map_err(|_| Error::Closing("the applier stopped before taking the snapshot".into()))?
+            .map_err(Error::Engine)
     }
 
     /// Ends what `snapshot(.., pin)` kept of the log.
@@ -290,18 +291,18 @@ impl KuzuShard {
     }
 
     /// Makes write `seq` durable in this copy's log; it is applied to the database soon after.
-    /// `Err("busy...")` when too much is waiting to be applied (backpressure).
-    pub async fn write(&self, seq: u64, op: WriteOp) -> Result<(), String> {
+    /// [`Error::Busy`] when too much is waiting to be applied (backpressure).
+    pub async fn write(&self, seq: u64, op: WriteOp) -> Result<(), Error> {
         let record = shard_log::encode(seq, &op)?;
         let size = record.len();
         {
             let pending = self.shared.pending.lock().expect("pending lock");
             if pending.bytes > 0 && pending.bytes + size > self.pending_limit {
-                return Err(format!(
-                    "busy: shard {} has {} MiB of writes waiting to be applied; retry later",
+                return Err(Error::Busy(format!(
+                    "shard {} has {} MiB of writes waiting to be applied; retry later",
                     self.shard,
                     pending.bytes >> 20
-                ));
+                )));
             }
         }
         let (log, shared) = (self.log.clone(), self.shared.clone());
@@ -319,7 +320,7 @@ impl KuzuShard {
             Ok(())
         })
         .await
-        .map_err(|e| format!("log task failed: {e}"))?
+        .map_err(|e| Error::Io(format!("log task failed: {e}")))?
     }
 
     /// Sequence number and checksum of the newest logged write (to detect a diverged copy).
@@ -328,14 +329,14 @@ impl KuzuShard {
     }
 
     /// Checksum of logged write `seq`, if the log still holds it.
-    pub async fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
+    pub async fn crc_at(&self, seq: u64) -> Result<Option<u32>, Error> {
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || {
             let view = log.lock().expect("log lock").segments_after(seq);
             view.crc_at(seq)
         })
         .await
-        .map_err(|e| format!("log task failed: {e}"))?
+        .map_err(|e| Error::Io(format!("log task failed: {e}")))?
     }
 
     /// Logged writes after `seq` (about `max_bytes` at most), to catch up another copy.
@@ -343,18 +344,18 @@ impl KuzuShard {
         &self,
         seq: u64,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, WriteOp)>, String> {
+    ) -> Result<Vec<(u64, WriteOp)>, Error> {
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || {
             let view = log.lock().expect("log lock").segments_after(seq);
             view.records_after(seq, max_bytes)
         })
         .await
-        .map_err(|e| format!("log task failed: {e}"))?
+        .map_err(|e| Error::Io(format!("log task failed: {e}")))?
     }
 
     /// Waits until every write logged so far is visible, at most `timeout`.
-    pub async fn wait_visible(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn wait_visible(&self, timeout: Duration) -> Result<(), Error> {
         let target = self.seq();
         let mut rx = self.shared.visible.subscribe();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|v| *v >= target))
@@ -362,23 +363,26 @@ impl KuzuShard {
             .map(|r| r.map(|_| ()));
         match waited {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(format!("shard {}: the applier has stopped", self.shard)),
-            Err(_) => Err(format!(
+            Ok(Err(_)) => Err(Error::Closing(format!(
+                "shard {}: the applier has stopped",
+                self.shard
+            ))),
+            Err(_) => Err(Error::Busy(format!(
                 "shard {}: writes up to {target} are acknowledged but not applied after {} s                  (applied up to {}); the copy is overloaded, retry",
                 self.shard,
                 timeout.as_secs(),
                 self.visible_seq()
-            )),
+            ))),
         }
     }
 
-    pub async fn get_entity(&self, id: String) -> Result<Option<EntityRecord>, String> {
+    pub async fn get_entity(&self, id: String) -> Result<Option<EntityRecord>, Error> {
         self.wait_visible(READ_WAIT).await?;
         let dim = self.dim;
         self.read(move |conn| get_entity(conn, &id, dim)).await
     }
 
-    pub async fn get_chunk(&self, id: String) -> Result<Option<Chunk>, String> {
+    pub async fn get_chunk(&self, id: String) -> Result<Option<Chunk>, Error> {
         self.wait_visible(READ_WAIT).await?;
         let dim = self.dim;
         self.read(move |conn| get_chunk(conn, &id, dim)).await
@@ -393,12 +397,12 @@ impl KuzuShard {
     ) -> Result<Rows, QueryFailure> {
         self.wait_visible(READ_WAIT)
             .await
-            .map_err(QueryFailure::Other)?;
+            .map_err(|e| QueryFailure::Other(e.to_string()))?;
         self.read_on(&self.query_readers, move |session| {
             Ok(run_user_query(session, &query, max_bytes))
         })
         .await
-        .map_err(QueryFailure::Other)?
+        .map_err(|e| QueryFailure::Other(e.to_string()))?
     }
 
     /// One traversal step: the properties of `ids` held here and, when `relations`, their
@@ -409,7 +413,7 @@ impl KuzuShard {
         direction: Direction,
         filter: RelationFilter,
         relations: bool,
-    ) -> Result<Step, String> {
+    ) -> Result<Step, Error> {
         self.wait_visible(READ_WAIT).await?;
         let rows = {
             let c = self.shared.counts.lock().expect("counts lock");
@@ -432,7 +436,7 @@ impl KuzuShard {
     /// communities, in id order) after every logged write is applied, with the sequence number it
     /// is taken at: copies holding the same writes have the same checksum. Reads everything:
     /// for checks and tests, not for hot paths.
-    pub async fn checksum(&self) -> Result<(u64, String), String> {
+    pub async fn checksum(&self) -> Result<(u64, String), Error> {
         self.wait_visible(READ_WAIT).await?;
         let seq = self.visible_seq();
         let sum = self
@@ -461,7 +465,7 @@ impl KuzuShard {
 
     /// Counts of what is visible (as of the last applied round), with the log's position; does
     /// not wait for pending writes.
-    pub async fn stats(&self) -> Result<ShardStats, String> {
+    pub async fn stats(&self) -> Result<ShardStats, Error> {
         let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
             + std::fs::metadata(self.path.with_extension("kz.wal"))
                 .map(|m| m.len())
@@ -484,7 +488,7 @@ impl KuzuShard {
     }
 
     /// Runs a read on one of the copy's traversal reader threads (cached statements).
-    async fn read_cached<T, F>(&self, f: F) -> Result<T, String>
+    async fn read_cached<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
@@ -493,23 +497,24 @@ impl KuzuShard {
     }
 
     /// Runs a read on a thread of `pool`, holding the commit gate shared.
-    async fn read_on<T, F>(&self, pool: &Option<Readers>, f: F) -> Result<T, String>
+    async fn read_on<T, F>(&self, pool: &Option<Readers>, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
     {
         let shared = self.shared.clone();
         pool.as_ref()
-            .ok_or("the copy is closing")?
+            .ok_or_else(|| Error::Closing("the copy is closing".into()))?
             .read(move |session| {
                 let _reading = shared.commit_gate.read().expect("commit gate");
                 f(session)
             })
             .await
+            .map_err(Error::Engine)
     }
 
     /// Runs a read on the blocking pool with its own connection.
-    async fn read<T, F>(&self, f: F) -> Result<T, String>
+    async fn read<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, String> + Send + 'static,
@@ -517,11 +522,11 @@ impl KuzuShard {
         let (db, shared) = (self.db.clone(), self.shared.clone());
         tokio::task::spawn_blocking(move || {
             let _reading = shared.commit_gate.read().expect("commit gate");
-            let conn = Connection::new(&db).map_err(err)?;
-            f(&conn)
+            let conn = Connection::new(&db).map_err(err).map_err(Error::Engine)?;
+            f(&conn).map_err(Error::Engine)
         })
         .await
-        .map_err(|e| format!("read task failed: {e}"))?
+        .map_err(|e| Error::Engine(format!("read task failed: {e}")))?
     }
 }
 

@@ -8,6 +8,8 @@
 //! (`TORUA_MEMORY_MB`) is split between the copies it holds, never Kuzu's defaults (80 % of RAM
 //! and every core per database).
 
+pub mod cypher;
+mod error;
 mod kuzu_apply;
 mod kuzu_index;
 pub mod kuzu_read;
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::model::{Batch, Entity};
+pub use error::Error;
 pub use kuzu_read::{
     Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows, ShardQuery,
 };
@@ -89,9 +92,8 @@ pub struct ShardStats {
     pub failed_writes: u64,
 }
 
-/// Per-database engine settings.
-/// How the applier inserts new rows (`TORUA_INSERT_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How the applier inserts new rows (`TORUA_INSERT_MODE`: `auto`, `create` or `copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertMode {
     /// `create` when shards have one copy (`TORUA_REPLICAS=1`), else `copy`.
     Auto,
@@ -103,6 +105,30 @@ pub enum InsertMode {
     /// in-sync copy, so this mode keeps acknowledged writes only with TORUA_REPLICAS >= 2 and
     /// not when every copy of a shard is killed at once.
     Copy,
+}
+
+impl std::str::FromStr for InsertMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<InsertMode, Error> {
+        match s {
+            "auto" => Ok(InsertMode::Auto),
+            "create" => Ok(InsertMode::Create),
+            "copy" => Ok(InsertMode::Copy),
+            other => Err(Error::Invalid(format!(
+                "unknown insert mode {other:?}: use auto, create or copy"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for InsertMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InsertMode::Auto => "auto",
+            InsertMode::Create => "create",
+            InsertMode::Copy => "copy",
+        })
+    }
 }
 
 impl InsertMode {
@@ -333,7 +359,7 @@ impl Storage {
     /// sender's timeout) does not abandon it half-way: the blocking open would go on without the
     /// per-shard lock, and the next caller would open a second database on the same files (seen
     /// under CPU load: "not closed cleanly" on a healthy copy, then unreadable shadow files).
-    pub async fn open(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
+    pub async fn open(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, Error> {
         if let Some(store) = self.cell(shard).get() {
             return Ok(store.clone());
         }
@@ -344,22 +370,22 @@ impl Storage {
         .await
     }
 
-    async fn open_uncancelled(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, String> {
+    async fn open_uncancelled(self: &Arc<Self>, shard: u32) -> Result<Arc<KuzuShard>, Error> {
         // Opening, removing and replacing a copy exclude each other: a removal must not delete
         // files under an open in progress (two databases on one file, or a log left behind).
         let life = self.life_lock(shard);
         let _life = life.lock().await;
         if self.busy.lock().expect("storage lock").contains(&shard) {
-            return Err(format!(
+            return Err(Error::Closing(format!(
                 "this node's copy of shard {shard} is being removed or rebuilt; retry"
-            ));
+            )));
         }
         let cell = self.cell(shard);
         let me = self.clone();
         cell.get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || me.open_now(shard))
+            tokio::task::spawn_blocking(move || me.open_now(shard).map_err(Error::Engine))
                 .await
-                .map_err(|e| format!("open task failed: {e}"))?
+                .map_err(|e| Error::Engine(format!("open task failed: {e}")))?
         })
         .await
         .cloned()
@@ -407,7 +433,7 @@ impl Storage {
     /// Closes this node's copy of `shard` (waiting for its users, up to `CLOSE_WAIT`) and deletes
     /// its files: the map no longer assigns it here, or it is about to be replaced.
     /// Runs in its own task for the reason given at [`Storage::open`].
-    pub async fn remove(self: &Arc<Self>, shard: u32) -> Result<(), String> {
+    pub async fn remove(self: &Arc<Self>, shard: u32) -> Result<(), Error> {
         let me = self.clone();
         run_to_end(format!("removing shard {shard}"), async move {
             me.remove_uncancelled(shard).await
@@ -415,20 +441,33 @@ impl Storage {
         .await
     }
 
-    async fn remove_uncancelled(self: &Arc<Self>, shard: u32) -> Result<(), String> {
+    async fn remove_uncancelled(self: &Arc<Self>, shard: u32) -> Result<(), Error> {
+        self.with_copy_held(shard, self.close_and_delete(shard))
+            .await
+    }
+
+    /// Runs `work` (closing, deleting or replacing the copy's files) with the copy marked busy
+    /// and its life lock held: opens wait for it, and a second removal or install is refused.
+    async fn with_copy_held<T>(
+        self: &Arc<Self>,
+        shard: u32,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         if !self.busy.lock().expect("storage lock").insert(shard) {
-            return Err(format!("shard {shard} is already being removed or rebuilt"));
+            return Err(Error::Closing(format!(
+                "shard {shard} is already being removed or rebuilt"
+            )));
         }
         let life = self.life_lock(shard);
         let result = {
             let _life = life.lock().await;
-            self.close_and_delete(shard).await
+            work.await
         };
         self.busy.lock().expect("storage lock").remove(&shard);
         result
     }
 
-    async fn close_and_delete(self: &Arc<Self>, shard: u32) -> Result<(), String> {
+    async fn close_and_delete(self: &Arc<Self>, shard: u32) -> Result<(), Error> {
         let cell = self.open.lock().expect("storage lock").remove(&shard);
         if let Some(store) = cell.and_then(|c| c.get().cloned()) {
             let deadline = std::time::Instant::now() + CLOSE_WAIT;
@@ -446,9 +485,9 @@ impl Storage {
                     // Put it back: it is still in use.
                     let cell = self.cell(shard);
                     let _ = cell.set(store);
-                    return Err(format!(
-                        "shard {shard}'s copy is still in use after {CLOSE_WAIT:?}"
-                    ));
+                    return Err(Error::Closing(format!(
+                        "shard {shard}'s copy is still in use after {CLOSE_WAIT:?}; retry"
+                    )));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
@@ -456,16 +495,16 @@ impl Storage {
             // Joins the applier thread: off the runtime.
             tokio::task::spawn_blocking(move || drop(store))
                 .await
-                .map_err(|e| format!("closing shard {shard} failed: {e}"))?;
+                .map_err(|e| Error::Engine(format!("closing shard {shard} failed: {e}")))?;
             // A read running on the blocking pool holds the database until it ends, even when
             // its caller gave up (a timed-out request). Deleting or replacing the files under a
             // database still open here would leave two databases on one file when the copy is
             // opened again (and the old one checkpoints into the new one's WAL when it closes).
             while database.strong_count() > 0 {
                 if std::time::Instant::now() > deadline {
-                    return Err(format!(
+                    return Err(Error::Closing(format!(
                         "shard {shard}'s database is still used by a read after {CLOSE_WAIT:?}; retry"
-                    ));
+                    )));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
@@ -473,7 +512,7 @@ impl Storage {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || delete_files(&dir, shard))
             .await
-            .map_err(|e| format!("deleting shard {shard} failed: {e}"))?
+            .map_err(|e| Error::Io(format!("deleting shard {shard} failed: {e}")))?
     }
 
     /// Replaces this node's copy of `shard` by the database file `file` (a snapshot received from
@@ -483,7 +522,7 @@ impl Storage {
         self: &Arc<Self>,
         shard: u32,
         file: &Path,
-    ) -> Result<Arc<KuzuShard>, String> {
+    ) -> Result<Arc<KuzuShard>, Error> {
         let (me, file) = (self.clone(), file.to_path_buf());
         run_to_end(format!("installing shard {shard}"), async move {
             me.install_uncancelled(shard, &file).await
@@ -495,28 +534,18 @@ impl Storage {
         self: &Arc<Self>,
         shard: u32,
         file: &Path,
-    ) -> Result<Arc<KuzuShard>, String> {
-        if !self.busy.lock().expect("storage lock").insert(shard) {
-            return Err(format!("shard {shard} is already being removed or rebuilt"));
-        }
-        let life = self.life_lock(shard);
-        let result = {
-            let _life = life.lock().await;
-            let mut result = self.close_and_delete(shard).await;
-            if result.is_ok() {
-                result = std::fs::rename(file, self.path(shard))
-                    .map_err(|e| format!("cannot move {} into place: {e}", file.display()));
-            }
-            if result.is_ok() {
-                // A snapshot is a checkpointed, closed database file.
-                let marker = self.path(shard).with_extension("kz.clean");
-                result = std::fs::write(&marker, b"")
-                    .map_err(|e| format!("cannot write {}: {e}", marker.display()));
-            }
-            result
-        };
-        self.busy.lock().expect("storage lock").remove(&shard);
-        result?;
+    ) -> Result<Arc<KuzuShard>, Error> {
+        self.with_copy_held(shard, async {
+            self.close_and_delete(shard).await?;
+            std::fs::rename(file, self.path(shard)).map_err(|e| {
+                Error::Io(format!("cannot move {} into place: {e}", file.display()))
+            })?;
+            // A snapshot is a checkpointed, closed database file.
+            let marker = self.path(shard).with_extension("kz.clean");
+            std::fs::write(&marker, b"")
+                .map_err(|e| Error::Io(format!("cannot write {}: {e}", marker.display())))
+        })
+        .await?;
         self.open(shard).await
     }
 }
@@ -524,20 +553,20 @@ impl Storage {
 /// Runs `work` in its own task, so it finishes even if the caller's future is dropped.
 async fn run_to_end<T: Send + 'static>(
     what: String,
-    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
-) -> Result<T, String> {
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
     tokio::spawn(work)
         .await
-        .map_err(|e| format!("{what} failed: {e}"))?
+        .map_err(|e| Error::Engine(format!("{what} failed: {e}")))?
 }
 
 /// Deletes a copy's database, Kuzu's side files, its log segments and its staging folder.
-fn delete_files(dir: &Path, shard: u32) -> Result<(), String> {
+fn delete_files(dir: &Path, shard: u32) -> Result<(), Error> {
     let db = format!("shard-{shard}.kz");
     let log = format!("shard-{shard}.log.");
     let stage = format!("stage-{shard}");
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::Io(format!("cannot list {}: {e}", dir.display())))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         let ours = name == db
@@ -555,7 +584,7 @@ fn delete_files(dir: &Path, shard: u32) -> Result<(), String> {
         } else {
             std::fs::remove_file(&path)
         };
-        removed.map_err(|err| format!("cannot delete {}: {err}", path.display()))?;
+        removed.map_err(|err| Error::Io(format!("cannot delete {}: {err}", path.display())))?;
     }
     Ok(())
 }

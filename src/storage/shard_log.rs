@@ -20,7 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::WriteOp;
+use super::{Error, WriteOp};
 
 /// A segment is closed and a new one started past this size.
 const SEGMENT_BYTES: u64 = 16 << 20;
@@ -48,9 +48,9 @@ pub struct ShardLog {
 }
 
 /// Encodes one record (done by the caller, off the log's lock).
-pub fn encode(seq: u64, op: &WriteOp) -> Result<Vec<u8>, String> {
-    let payload =
-        postcard::to_stdvec(&(seq, op)).map_err(|e| format!("cannot encode write {seq}: {e}"))?;
+pub fn encode(seq: u64, op: &WriteOp) -> Result<Vec<u8>, Error> {
+    let payload = postcard::to_stdvec(&(seq, op))
+        .map_err(|e| Error::Invalid(format!("cannot encode write {seq}: {e}")))?;
     let mut out = Vec::with_capacity(payload.len() + 8);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -65,10 +65,10 @@ impl ShardLog {
         dir: &Path,
         shard: u32,
         applied: u64,
-    ) -> Result<(ShardLog, Vec<(u64, WriteOp)>), String> {
+    ) -> Result<(ShardLog, Vec<(u64, WriteOp)>), Error> {
         let prefix = format!("shard-{shard}.log.");
         let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .map_err(|e| Error::Io(format!("cannot list {}: {e}", dir.display())))?
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
@@ -103,9 +103,9 @@ impl ShardLog {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                    .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
                 f.set_len(good_bytes)
-                    .map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
+                    .map_err(|e| Error::Io(format!("cannot truncate {}: {e}", path.display())))?;
             }
             segments.push(Segment {
                 path,
@@ -141,7 +141,7 @@ impl ShardLog {
     }
 
     /// Appends one encoded record and waits until it is on disk.
-    pub fn append(&mut self, seq: u64, record: &[u8]) -> Result<(), String> {
+    pub fn append(&mut self, seq: u64, record: &[u8]) -> Result<(), Error> {
         if self.segments.last().expect("a segment").bytes >= SEGMENT_BYTES {
             self.roll(seq)?;
         }
@@ -153,10 +153,10 @@ impl ShardLog {
         if let Err(e) = written {
             // A partial record may be on disk; cut it off so the next append starts clean.
             let _ = self.file.set_len(seg.bytes);
-            return Err(format!(
+            return Err(Error::Io(format!(
                 "cannot write the shard log {}: {e} (is the disk full?)",
                 seg.path.display()
-            ));
+            )));
         }
         seg.bytes += record.len() as u64;
         seg.last_seq = seq;
@@ -182,7 +182,7 @@ impl ShardLog {
         )
     }
 
-    fn roll(&mut self, next_seq: u64) -> Result<(), String> {
+    fn roll(&mut self, next_seq: u64) -> Result<(), Error> {
         let path = self
             .dir
             .join(format!("shard-{}.log.{next_seq}", self.shard));
@@ -224,7 +224,7 @@ pub struct SegmentsView(Vec<(PathBuf, u64, u64)>);
 
 impl SegmentsView {
     /// Checksum of the record `seq`, if the log still holds it.
-    pub fn crc_at(&self, seq: u64) -> Result<Option<u32>, String> {
+    pub fn crc_at(&self, seq: u64) -> Result<Option<u32>, Error> {
         for (path, _, _) in self.0.iter().filter(|(_, f, l)| *f <= seq && seq <= *l) {
             let (records, _, _) = read_segment(path)?;
             if let Some(rec) = records.iter().find(|r| r.seq == seq) {
@@ -236,7 +236,7 @@ impl SegmentsView {
 
     /// The records after `seq`, in order, at most about `max_bytes` of them; an error when the log
     /// no longer holds record `seq + 1` (the copy asking is too far behind to catch up from it).
-    pub fn records_after(&self, seq: u64, max_bytes: usize) -> Result<Vec<(u64, WriteOp)>, String> {
+    pub fn records_after(&self, seq: u64, max_bytes: usize) -> Result<Vec<(u64, WriteOp)>, Error> {
         let mut out = Vec::new();
         let mut bytes = 0;
         for (path, _, _) in self.0.iter().filter(|(_, _, l)| *l > seq) {
@@ -250,9 +250,9 @@ impl SegmentsView {
                 }
                 let expected = out.last().map_or(seq + 1, |(p, _): &(u64, WriteOp)| p + 1);
                 if s != expected {
-                    return Err(format!(
+                    return Err(Error::LogTrimmed(format!(
                         "the log no longer holds write {expected} (it starts at {s}); the copy needs a full rebuild"
-                    ));
+                    )));
                 }
                 bytes += len as usize;
                 out.push((s, op));
@@ -265,12 +265,12 @@ impl SegmentsView {
     }
 }
 
-fn open_append(path: &Path) -> Result<File, String> {
+fn open_append(path: &Path) -> Result<File, Error> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| format!("cannot open the shard log {}: {e}", path.display()))
+        .map_err(|e| Error::Io(format!("cannot open the shard log {}: {e}", path.display())))
 }
 
 /// One record read back from a segment.
@@ -284,8 +284,9 @@ struct Record {
 
 /// Reads a segment: its good records, the length of the good prefix, and whether the whole file
 /// was good.
-fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, bool), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, bool), Error> {
+    let file =
+        File::open(path).map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut r = BufReader::new(file);
     let mut records = Vec::new();

@@ -6,13 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::context::NodeContext;
+use crate::cluster::shard_map::ShardMap;
+use crate::error::Error;
 use crate::graph::partition::shard_of;
-use crate::peer::wire::{PeerRequest, PeerResponse};
+use crate::node::context::NodeContext;
+use crate::query::read::{ReadRequest, ReadResponse};
 use crate::query::scatter::{
     attempt_timeout, copies, join_in_order, suspect, Prefer, ShardsReport,
 };
-use crate::shard_map::ShardMap;
 use crate::storage::{Direction, RelationFilter, Step};
 
 /// Relations one traversal may collect before it is refused as too large.
@@ -27,7 +28,7 @@ const STEP_IDS: usize = 1000;
 struct Unit {
     shard: u32,
     ids: Vec<String>,
-    copies: Vec<(String, String)>,
+    copies: Vec<String>,
     last_error: Option<(String, String)>,
 }
 
@@ -121,7 +122,7 @@ impl<'a> Traversal<'a> {
                     }
                 }
                 Err(e) => {
-                    self.failed.insert(shard, (None, e));
+                    self.failed.insert(shard, (None, e.to_string()));
                 }
             }
         }
@@ -135,7 +136,7 @@ impl<'a> Traversal<'a> {
                 ));
             }
             // Requests: per node, units packed up to STEP_IDS ids each.
-            let mut per_node: BTreeMap<(String, String), Vec<Vec<usize>>> = BTreeMap::new();
+            let mut per_node: BTreeMap<String, Vec<Vec<usize>>> = BTreeMap::new();
             for (u, unit) in open.iter().enumerate() {
                 let target = unit.copies[attempt.min(unit.copies.len() - 1)].clone();
                 let batches = per_node.entry(target).or_default();
@@ -149,11 +150,11 @@ impl<'a> Traversal<'a> {
                 }
             }
             let mut calls = tokio::task::JoinSet::new();
-            for ((node, addr), batches) in per_node {
+            for (node, batches) in per_node {
                 for batch in batches {
                     let more = batch.iter().any(|&u| attempt + 1 < open[u].copies.len());
                     let limit = attempt_timeout(left, more);
-                    let req = PeerRequest::Traverse {
+                    let req = ReadRequest::Traverse {
                         parts: batch
                             .iter()
                             .map(|&u| (open[u].shard, open[u].ids.clone()))
@@ -162,10 +163,10 @@ impl<'a> Traversal<'a> {
                         filter: self.filter.clone(),
                         relations,
                     };
-                    let (ctx, node, addr) = (self.ctx.clone(), node.clone(), addr.clone());
+                    let (ctx, node) = (self.ctx.clone(), node.clone());
                     calls.spawn(async move {
-                        let answer = crate::peer::call(&ctx, &node, &addr, &req, limit).await;
-                        if answer.is_err() {
+                        let answer = crate::peer::call(&ctx, &node, req, limit).await;
+                        if answer.as_ref().is_err_and(Error::is_no_answer) {
                             suspect(&ctx, &node);
                         }
                         (node, batch, answer)
@@ -183,7 +184,7 @@ impl<'a> Traversal<'a> {
                     }
                 };
                 match answer {
-                    Ok(PeerResponse::Traversed(results)) => {
+                    Ok(ReadResponse::Traversed(results)) => {
                         // Answers come per part, in the order sent.
                         if results.len() != batch.len() {
                             fail_all(&mut open, "answered a different number of parts".into());
@@ -196,16 +197,13 @@ impl<'a> Traversal<'a> {
                                     out.entities.extend(step.entities);
                                     out.edges.extend(step.edges);
                                 }
-                                Err(e) if e.starts_with("too large:") => {
-                                    return Err(TraverseError::TooLarge(e))
-                                }
-                                Err(e) => open[u].last_error = Some((node.clone(), e)),
+                                Err(Error::Invalid(e)) => return Err(TraverseError::TooLarge(e)),
+                                Err(e) => open[u].last_error = Some((node.clone(), e.to_string())),
                             }
                         }
                     }
-                    Ok(PeerResponse::Failed(e)) => fail_all(&mut open, e),
                     Ok(other) => fail_all(&mut open, format!("unexpected answer {other:?}")),
-                    Err(e) => fail_all(&mut open, e),
+                    Err(e) => fail_all(&mut open, e.to_string()),
                 }
             }
             attempt += 1;
@@ -241,7 +239,7 @@ pub async fn step_here(
     direction: Direction,
     filter: RelationFilter,
     relations: bool,
-) -> Vec<(u32, Result<Step, String>)> {
+) -> Vec<(u32, Result<Step, Error>)> {
     let me = ctx.node_id().as_str().to_string();
     let map = ctx.shard_map.get();
     let out = join_in_order(parts.into_iter().map(|(shard, ids)| {
@@ -254,7 +252,7 @@ pub async fn step_here(
                 Ok(store) => store.traverse_step(ids, direction, filter, relations).await,
                 Err(e) => Err(e),
             };
-            (shard, result)
+            (shard, result.map_err(Error::from))
         }
     }))
     .await;
@@ -268,10 +266,10 @@ pub async fn step_here(
         return shards
             .into_iter()
             .map(|s| {
-                (s, Err(format!(
+                (s, Err(Error::Invalid(format!(
                     "too large: one step of this traversal passed {} MiB on one node; lower hops or max_nodes, or add a relation_filter",
                     MAX_STEP_BYTES >> 20
-                )))
+                ))))
             })
             .collect();
     }
@@ -287,18 +285,22 @@ pub fn in_sync_here(
     shard: u32,
     me: &str,
     generation: u64,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if let Some(m) = map {
         if m.generations.get(me) != Some(&generation) {
-            return Err(format!(
+            return Err(Error::Unavailable(format!(
                 "{me} restarted; its copy of shard {shard} has not rejoined yet"
-            ));
+            )));
         }
     }
     match map.and_then(|m| m.assignment(shard)) {
         Some(a) if a.is_in_sync(me) => Ok(()),
-        Some(_) => Err(format!("this node's copy of shard {shard} is not in sync")),
-        None => Err(format!("this node has no shard map with shard {shard}")),
+        Some(_) => Err(Error::Unavailable(format!(
+            "this node's copy of shard {shard} is not in sync"
+        ))),
+        None => Err(Error::Unavailable(format!(
+            "this node has no shard map with shard {shard}"
+        ))),
     }
 }
 

@@ -332,7 +332,7 @@ fn copy_paths() {
 
 /// Where a traversal step's time goes (run by hand: `STEP_COSTS_ENTITIES=100000 cargo test
 /// --release --lib step_costs -- --ignored --nocapture`). At 100k entities / 1M relations in one
-/// copy, 10 frontier ids (session 4, loaded machine): `UNWIND $ids .. {id: i}` with relations
+/// copy, 10 frontier ids (on a loaded machine): `UNWIND $ids .. {id: i}` with relations
 /// 128-209 ms (a join over every relation), `f.id IN $ids` 6-10 ms (a scan of every entity),
 /// one cached primary-key lookup per id 4.0 ms with relations and 0.66 ms for properties only;
 /// a whole `traverse_step` went from 15.8 ms (IN) to 4.6 ms (per id). Reading the far end's id

@@ -4,11 +4,11 @@
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
 
-use crate::cert_cmd::CertArgs;
-use crate::config::ServeArgs;
-use crate::dev::DevArgs;
-use crate::import_graphrag::ImportArgs;
-use crate::retrieve_cmd::RetrieveArgs;
+use crate::cmd::cert::CertArgs;
+use crate::cmd::dev::DevArgs;
+use crate::cmd::import::ImportArgs;
+use crate::cmd::retrieve::RetrieveArgs;
+use crate::node::config::ServeArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "torua", version, about = "A distributed GraphRAG store")]

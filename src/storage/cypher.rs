@@ -1,5 +1,6 @@
-//! Reading a user's Cypher before it reaches any shard: a tokenizer (strings, comments and
-//! quoted names are never mistaken for keywords) and the read-only check. Deliberately not a
+//! Reading a user's Cypher, the one query text that crosses into storage: a tokenizer (strings,
+//! comments and quoted names are never mistaken for keywords) and the read-only check. It lives
+//! with the engine whose language it reads; the query planner uses it too. Deliberately not a
 //! Cypher parser: Kuzu parses; this only has to be right about keywords and brackets.
 
 /// Longest accepted query text.

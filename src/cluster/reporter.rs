@@ -9,8 +9,9 @@ use std::time::Duration;
 use rand::Rng;
 use tracing::{debug, info, warn};
 
-use crate::context::NodeContext;
-use crate::peer::wire::{PeerRequest, PeerResponse};
+use crate::cluster::messages::{HealthRequest, HealthResponse};
+use crate::error::Error;
+use crate::node::context::NodeContext;
 
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -104,42 +105,32 @@ fn current_target(ctx: &NodeContext) -> Option<Target> {
     })
 }
 
-async fn register(ctx: &Arc<NodeContext>, target: &Target) -> Result<u64, String> {
+async fn register(ctx: &Arc<NodeContext>, target: &Target) -> Result<u64, Error> {
     let term = ctx.cluster.view().term.unwrap_or(0);
-    let request = PeerRequest::Register(ctx.registration(term));
+    let request = HealthRequest::Register(ctx.registration(term));
     let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
-    match crate::peer::call(ctx, &target.coordinator, &target.peer_addr, &request, timeout).await? {
-        PeerResponse::Registered { term, coordinator } => {
+    // A node that is not the coordinator in its own view answers `NotCoordinator`: this node
+    // waits for gossip to agree and registers again.
+    match crate::peer::call(ctx, &target.coordinator, request, timeout).await? {
+        HealthResponse::Registered { term, coordinator } => {
             ctx.cluster.observe_term(term, &coordinator);
             Ok(term)
         }
-        PeerResponse::NotCoordinator { coordinator } => Err(format!(
-            "{} is not the coordinator in its own view (it names {coordinator:?}); waiting for gossip to agree",
-            target.coordinator
-        )),
-        PeerResponse::Failed(e) => Err(e),
-        other => Err(format!("unexpected answer {other:?}")),
+        other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
     }
 }
 
-async fn report(ctx: &Arc<NodeContext>, target: &Target) -> Result<(), String> {
-    let report = crate::node_stats::report(
+async fn report(ctx: &Arc<NodeContext>, target: &Target) -> Result<(), Error> {
+    let report = crate::node::stats::report(
         ctx.node_id().as_str(),
         ctx.cluster.generation(),
         ctx.settings.started,
         &ctx.settings.data_dir,
     );
     let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
-    match crate::peer::call(
-        ctx,
-        &target.coordinator,
-        &target.peer_addr,
-        &PeerRequest::Report(report),
-        timeout,
-    )
-    .await?
-    {
-        PeerResponse::ReportAccepted => Ok(()),
-        other => Err(format!("{other:?}")),
+    let request = HealthRequest::Report(report);
+    match crate::peer::call(ctx, &target.coordinator, request, timeout).await? {
+        HealthResponse::ReportAccepted => Ok(()),
+        other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
     }
 }

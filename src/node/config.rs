@@ -120,7 +120,10 @@ pub struct ServeArgs {
     /// kill -9, even with one copy; ingest 2-15x slower), `copy` (bulk COPY; a copy killed
     /// mid-commit is rebuilt from another copy, so only with TORUA_REPLICAS >= 2), or `auto`
     /// (`create` with TORUA_REPLICAS=1, else `copy`).
-    #[arg(long, env = "TORUA_INSERT_MODE", value_enum, default_value_t = crate::storage::InsertMode::Auto)]
+    #[arg(long, env = "TORUA_INSERT_MODE", default_value_t = crate::storage::InsertMode::Auto,
+          value_parser = clap::builder::TypedValueParser::map(
+              clap::builder::PossibleValuesParser::new(["auto", "create", "copy"]),
+              |s: String| s.parse::<crate::storage::InsertMode>().expect("a listed value")))]
     pub insert_mode: crate::storage::InsertMode,
 
     /// Whether queries answer with what they have when a shard has no answering copy (the answer

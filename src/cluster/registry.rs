@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use membership::ClusterView;
 
-use crate::cluster_health::now_ms;
-use crate::peer::wire::{HealthReport, Registration, RegistryEntry};
+use crate::cluster::health::now_ms;
+use crate::cluster::messages::{HealthReport, Registration, RegistryEntry};
 
 #[derive(Default)]
 pub struct Registry {

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::shard_map::{Assignment, Move, ShardMap};
+use crate::cluster::shard_map::{Assignment, Move, ShardMap};
 
 /// What the coordinator sees of the cluster.
 #[derive(Debug, Clone, Default)]
@@ -351,7 +351,7 @@ fn add_move(map: &mut ShardMap, shard: u32, from: String, to: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard_map::Drain;
+    use crate::cluster::shard_map::Drain;
     use membership::NodeId;
 
     fn ids(n: usize) -> Vec<NodeId> {

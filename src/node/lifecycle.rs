@@ -13,20 +13,20 @@ use tracing::{error, info, warn};
 use transport::{Endpoint, TransportConfig};
 
 use crate::api;
-use crate::broadcast::Handlers;
-use crate::config::ServeArgs;
-use crate::context::{NodeContext, Settings};
-use crate::data_dir::DataDir;
-use crate::drain;
-use crate::logging;
-use crate::metrics::Metrics;
+use crate::cluster::broadcast::Handlers;
+use crate::cluster::coordinator;
+use crate::cluster::drain;
+use crate::cluster::registry::Registry;
+use crate::cluster::reporter;
+use crate::cluster::shard_map::MapHolder;
+use crate::node::config::ServeArgs;
+use crate::node::context::{NodeContext, Settings};
+use crate::node::data_dir::DataDir;
+use crate::node::logging;
+use crate::node::metrics::Metrics;
+use crate::node::security::Security;
 use crate::peer::PeerService;
-use crate::registry::Registry;
-use crate::reporter;
-use crate::security::Security;
-use crate::shard_coordinator;
-use crate::shard_map::MapHolder;
-use crate::snapshot;
+use crate::replication::snapshot;
 use crate::storage::Storage;
 
 /// Gossip rounds a leaving node waits at each step so every peer hears of it.
@@ -146,7 +146,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reporter = tokio::spawn(reporter::run(ctx.clone(), stop_rx.clone()));
-    let map_duties = tokio::spawn(shard_coordinator::run(ctx.clone(), stop_rx));
+    let map_duties = tokio::spawn(coordinator::run(ctx.clone(), stop_rx));
     let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -158,7 +158,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     // After the HTTP server is up (a node with many copies answers /health meanwhile), before the
     // node calls itself ready.
-    shard_coordinator::open_assigned(&ctx).await;
+    coordinator::open_assigned(&ctx).await;
     cluster.mark_ready();
     info!(
         node = %node_id,

@@ -9,8 +9,9 @@
 //! Besides who holds what, the map records the moves in progress (a copy being filled on a new
 //! node before the old one is dropped), the nodes being drained, and the generation (process
 //! start) under which each node's copies were last trusted: a node that restarted is not in sync
-//! until it has proven so again. How the coordinator changes it is in [`crate::shard_plan`].
+//! until it has proven so again. How the coordinator changes it is in [`crate::cluster::plan`].
 
+use crate::error::Error;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -130,16 +131,16 @@ impl ShardMap {
     /// Fencing: `Err` unless `node` is `shard`'s primary in this map. A primary that was replaced
     /// while it could not hear the coordinator must not get its writes acknowledged, by replicas
     /// or by the coordinator (in-sync changes).
-    pub fn require_primary(&self, shard: u32, node: &str) -> Result<(), String> {
+    pub fn require_primary(&self, shard: u32, node: &str) -> Result<(), Error> {
         let primary = self
             .assignment(shard)
             .map(|a| a.primary.as_str())
-            .ok_or_else(|| format!("no shard {shard}"))?;
+            .ok_or_else(|| Error::NotFound(format!("no shard {shard}")))?;
         if primary != node {
-            return Err(format!(
+            return Err(Error::Fenced(format!(
                 "{node} is not the primary of shard {shard} in map version {} ({primary} is); retry",
                 self.version
-            ));
+            )));
         }
         Ok(())
     }
@@ -155,16 +156,18 @@ impl ShardMap {
 
     /// Removes `node` from the in-sync set of `shard` (the primary could not replicate to it).
     /// Refused if it would leave the shard with no in-sync copy.
-    pub fn mark_stale(&mut self, shard: u32, node: &str) -> Result<bool, String> {
+    pub fn mark_stale(&mut self, shard: u32, node: &str) -> Result<bool, Error> {
         let a = self
             .assignments
             .get_mut(shard as usize)
-            .ok_or_else(|| format!("no shard {shard}"))?;
+            .ok_or_else(|| Error::NotFound(format!("no shard {shard}")))?;
         if !a.is_in_sync(node) {
             return Ok(false);
         }
         if a.in_sync.len() == 1 {
-            return Err(format!("{node} is the last in-sync copy of shard {shard}"));
+            return Err(Error::Invalid(format!(
+                "{node} is the last in-sync copy of shard {shard}"
+            )));
         }
         a.in_sync.retain(|n| n != node);
         Ok(true)
@@ -173,13 +176,15 @@ impl ShardMap {
 
 impl ShardMap {
     /// Puts `node` back into `shard`'s in-sync set (its primary checked it is level).
-    pub fn add_in_sync(&mut self, shard: u32, node: &str) -> Result<bool, String> {
+    pub fn add_in_sync(&mut self, shard: u32, node: &str) -> Result<bool, Error> {
         let a = self
             .assignments
             .get_mut(shard as usize)
-            .ok_or_else(|| format!("no shard {shard}"))?;
+            .ok_or_else(|| Error::NotFound(format!("no shard {shard}")))?;
         if !a.copies().any(|c| c == node) {
-            return Err(format!("{node} holds no copy of shard {shard}"));
+            return Err(Error::Invalid(format!(
+                "{node} holds no copy of shard {shard}"
+            )));
         }
         if a.is_in_sync(node) {
             return Ok(false);

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use membership::{Cluster, NodeId};
 use transport::Endpoint;
 
-use crate::broadcast::Handlers;
-use crate::logging::FilterHandle;
-use crate::metrics::Metrics;
-use crate::peer::wire::Registration;
-use crate::registry::Registry;
+use crate::cluster::broadcast::Handlers;
+use crate::cluster::messages::Registration;
+use crate::cluster::registry::Registry;
+use crate::cluster::shard_map::MapHolder;
+use crate::error::Error;
+use crate::node::logging::FilterHandle;
+use crate::node::metrics::Metrics;
 use crate::replication::ShardLocks;
-use crate::shard_map::MapHolder;
 use crate::storage::Storage;
 
 pub struct NodeContext {
@@ -32,7 +33,7 @@ pub struct NodeContext {
     pub map_changes: std::sync::Mutex<()>,
     pub shard_locks: ShardLocks,
     /// The coordinator's last `/cluster/health` answer, shared by concurrent requests.
-    pub health_cache: tokio::sync::Mutex<Option<(Instant, crate::cluster_health::ClusterHealth)>>,
+    pub health_cache: tokio::sync::Mutex<Option<(Instant, crate::cluster::health::ClusterHealth)>>,
     /// The last time asking the coordinator (id, generation) failed, and why.
     #[allow(clippy::type_complexity)]
     pub coordinator_failure: std::sync::Mutex<Option<(Instant, (String, Option<u64>), String)>>,
@@ -46,7 +47,7 @@ pub struct NodeContext {
     /// a node that died is not waited for again before gossip declares it dead.
     pub read_suspects: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Snapshots this node serves to nodes rebuilding a copy.
-    pub snapshots: crate::snapshot::Snapshots,
+    pub snapshots: crate::replication::snapshot::Snapshots,
     /// Set once the node is shutting down (its shutdown drain must not be lifted).
     pub leaving: std::sync::atomic::AtomicBool,
 }
@@ -87,7 +88,7 @@ impl NodeContext {
             peer_addr: self.settings.peer_addr.clone(),
             gossip_addr: self.settings.gossip_addr.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            capacity: crate::node_stats::capacity(&self.settings.data_dir),
+            capacity: crate::node::stats::capacity(&self.settings.data_dir),
             holds: self
                 .storage
                 .on_disk()
@@ -101,12 +102,7 @@ impl NodeContext {
     /// `Err` unless this node may answer the request from its copy: the shard map lists the copy
     /// in sync, under this process's generation (reads must not create empty databases on nodes
     /// that hold nothing, nor answer from a copy that is still catching up).
-    pub fn holds_copy(&self, request: &crate::peer::wire::PeerRequest) -> Result<(), String> {
-        use crate::peer::wire::PeerRequest;
-        let shard = match request {
-            PeerRequest::GetEntity { shard, .. } | PeerRequest::GetChunk { shard, .. } => *shard,
-            _ => return Ok(()),
-        };
+    pub fn holds_copy(&self, shard: u32) -> Result<(), Error> {
         crate::query::traverse::in_sync_here(
             self.shard_map.get().as_ref(),
             shard,
@@ -118,40 +114,40 @@ impl NodeContext {
     /// `Err` unless `map` trusts this process's copies: it records this node's current
     /// generation. After a restart (maybe with a wiped disk) the node neither acts as primary nor
     /// answers for its copies until the coordinator has taken note and the copies have rejoined.
-    pub fn trusted(&self, map: &crate::shard_map::ShardMap) -> Result<(), String> {
+    pub fn trusted(&self, map: &crate::cluster::shard_map::ShardMap) -> Result<(), Error> {
         let me = self.node_id().as_str();
         match map.generations.get(me) {
             Some(g) if *g == self.cluster.generation() => Ok(()),
-            _ => Err(format!(
+            _ => Err(Error::Unavailable(format!(
                 "{me} restarted and the coordinator has not confirmed its copies yet (map version {}); retry",
                 map.version
-            )),
+            ))),
         }
     }
 
-    /// `Err("no quorum ...")` unless this node sees a majority of the voting membership (the
+    /// [`Error::NoQuorum`] unless this node sees a majority of the voting membership (the
     /// nodes holding copies in its shard map) alive: on the minority side of a partition writes
     /// are refused.
-    pub fn quorum(&self) -> Result<(), String> {
+    pub fn quorum(&self) -> Result<(), Error> {
         let Some(map) = self.shard_map.get() else {
             return Ok(());
         };
         let view = self.cluster.view();
         map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
-            .map_err(|b| format!("{b}; this node may be on the minority side of a partition, retry later or on another node"))
+            .map_err(|b| Error::NoQuorum(format!("{b}; this node may be on the minority side of a partition, retry later or on another node")))
     }
 
-    /// `Err("no quorum ...")` unless a majority of `map`'s voting membership was heard from within
+    /// [`Error::NoQuorum`] unless a majority of `map`'s voting membership was heard from within
     /// [`FRESH_QUORUM_ROUNDS`] gossip rounds. Map changes (promotions, in-sync removals, moves)
     /// need this on top of the failure detector's verdict: after a split the old coordinator keeps
     /// believing the other side is alive until its detector gives up (~1-2 s), and a change made
     /// in that window can conflict with the new side's promotions. The other side cannot promote
     /// before its own detector gives up, which takes longer than this window.
-    pub fn fresh_quorum(&self, map: &crate::shard_map::ShardMap) -> Result<(), String> {
+    pub fn fresh_quorum(&self, map: &crate::cluster::shard_map::ShardMap) -> Result<(), Error> {
         let within = self.cluster.config().gossip_interval * FRESH_QUORUM_ROUNDS;
         let heard = self.cluster.heard_within(within);
         map.quorum(|n| heard.contains(n)).map_err(|b| {
-            format!("{b} heard from within {within:?}; the map is not changed until a majority is heard again")
+            Error::NoQuorum(format!("{b} heard from within {within:?}; the map is not changed until a majority is heard again"))
         })
     }
 

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::context::NodeContext;
-use crate::peer::wire::{PeerRequest, PeerResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::node::context::NodeContext;
 use crate::storage::KuzuShard;
 
 /// Bytes per piece (below the transport's 16 MiB message limit).
@@ -32,6 +34,47 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A snapshot not read for this long is deleted (its receiver died or gave up).
 const IDLE_EXPIRY: Duration = Duration::from_secs(120);
+
+/// Whole-copy transfers, asked of a shard's primary by the node rebuilding a copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SnapshotRequest {
+    /// Copy the database file (at a round boundary) for transfer, and keep the log from there on.
+    Prepare { shard: u32 },
+    /// A piece of a prepared snapshot.
+    Piece { id: u64, offset: u64, len: u32 },
+    /// The snapshot was received (or abandoned): delete it, release the log.
+    Release { id: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SnapshotResponse {
+    /// A snapshot ready for transfer: the database file holds writes up to `seq`.
+    Ready {
+        id: u64,
+        seq: u64,
+        bytes: u64,
+    },
+    Bytes(Vec<u8>),
+    Released,
+}
+
+crate::peer_call!(SnapshotRequest => SnapshotResponse, Snapshot, serve);
+
+/// Answers a [`SnapshotRequest`] from `from`.
+pub async fn serve(
+    ctx: &Arc<NodeContext>,
+    from: &str,
+    request: SnapshotRequest,
+) -> Result<SnapshotResponse, Error> {
+    match request {
+        SnapshotRequest::Prepare { shard } => prepare(ctx, shard, from).await,
+        SnapshotRequest::Piece { id, offset, len } => piece(ctx, id, offset, len).await,
+        SnapshotRequest::Release { id } => {
+            release(ctx, id);
+            Ok(SnapshotResponse::Released)
+        }
+    }
+}
 
 /// The snapshots this node is serving.
 #[derive(Default)]
@@ -48,27 +91,19 @@ struct Active {
     last_used: Instant,
 }
 
-/// On the primary: answer to `PrepareSnapshot`.
-pub async fn prepare(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> PeerResponse {
-    let Some(map) = ctx.shard_map.get() else {
-        return PeerResponse::Failed("no shard map".into());
-    };
-    if map.assignment(shard).map(|a| a.primary.as_str()) != Some(ctx.node_id().as_str()) {
-        return PeerResponse::NotPrimary {
-            map_version: map.version,
-        };
-    }
-    if let Err(e) = ctx.trusted(&map) {
-        return PeerResponse::Failed(e);
-    }
-    let store = match ctx.storage.open(shard).await {
-        Ok(s) => s,
-        Err(e) => return PeerResponse::Failed(e),
-    };
+/// On the primary: answer to [`SnapshotRequest::Prepare`].
+async fn prepare(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    from: &str,
+) -> Result<SnapshotResponse, Error> {
+    let map = super::map_if_primary(ctx, shard)?;
+    ctx.trusted(&map)?;
+    let store = ctx.storage.open(shard).await?;
     let dir = ctx.storage.transfer_dir();
-    if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-        return PeerResponse::Failed(format!("cannot create {}: {e}", dir.display()));
-    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
     // Ids are unique per process; the file name also carries the process start, so a restarted
     // node never serves a leftover file under a reused id.
     let id = ctx.snapshots.next.fetch_add(1, Ordering::SeqCst) + 1;
@@ -77,15 +112,15 @@ pub async fn prepare(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> PeerResp
         ctx.cluster.generation()
     ));
     let started = Instant::now();
-    let seq = match store.snapshot(path.clone(), id).await {
-        Ok(seq) => seq,
-        Err(e) => return PeerResponse::Failed(format!("shard {shard}: {e}")),
-    };
+    let seq = store
+        .snapshot(path.clone(), id)
+        .await
+        .map_err(|e| Error::from(e).context(format!("shard {shard}")))?;
     let bytes = match tokio::fs::metadata(&path).await {
         Ok(m) => m.len(),
         Err(e) => {
             store.unpin(id);
-            return PeerResponse::Failed(format!("snapshot file: {e}"));
+            return Err(Error::Internal(format!("snapshot file: {e}")));
         }
     };
     tracing::info!(
@@ -106,11 +141,16 @@ pub async fn prepare(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> PeerResp
             last_used: Instant::now(),
         },
     );
-    PeerResponse::Snapshot { id, seq, bytes }
+    Ok(SnapshotResponse::Ready { id, seq, bytes })
 }
 
-/// On the primary: answer to `SnapshotChunk`.
-pub async fn piece(ctx: &Arc<NodeContext>, id: u64, offset: u64, len: u32) -> PeerResponse {
+/// On the primary: answer to [`SnapshotRequest::Piece`].
+async fn piece(
+    ctx: &Arc<NodeContext>,
+    id: u64,
+    offset: u64,
+    len: u32,
+) -> Result<SnapshotResponse, Error> {
     let found = {
         let mut active = ctx.snapshots.active.lock().expect("snapshots lock");
         active.get_mut(&id).map(|a| {
@@ -119,14 +159,14 @@ pub async fn piece(ctx: &Arc<NodeContext>, id: u64, offset: u64, len: u32) -> Pe
         })
     };
     let Some((path, bytes)) = found else {
-        return PeerResponse::Failed(format!(
+        return Err(Error::NotFound(format!(
             "no snapshot {id} here: it was released or expired; start the copy again"
-        ));
+        )));
     };
     if offset > bytes {
-        return PeerResponse::Failed(format!(
+        return Err(Error::Invalid(format!(
             "offset {offset} is past the snapshot's {bytes} bytes"
-        ));
+        )));
     }
     let len = (len.min(PIECE) as u64).min(bytes - offset) as usize;
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
@@ -138,13 +178,13 @@ pub async fn piece(ctx: &Arc<NodeContext>, id: u64, offset: u64, len: u32) -> Pe
     })
     .await;
     match read {
-        Ok(Ok(buf)) => PeerResponse::SnapshotBytes(buf),
-        Ok(Err(e)) => PeerResponse::Failed(format!("reading snapshot {id}: {e}")),
-        Err(e) => PeerResponse::Failed(format!("reading snapshot {id}: {e}")),
+        Ok(Ok(buf)) => Ok(SnapshotResponse::Bytes(buf)),
+        Ok(Err(e)) => Err(Error::Internal(format!("reading snapshot {id}: {e}"))),
+        Err(e) => Err(Error::Internal(format!("reading snapshot {id}: {e}"))),
     }
 }
 
-/// On the primary: answer to `ReleaseSnapshot` (and expiry).
+/// On the primary: answer to [`SnapshotRequest::Release`] (and expiry).
 pub fn release(ctx: &NodeContext, id: u64) {
     let found = ctx
         .snapshots
@@ -194,9 +234,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub async fn release(self, ctx: &Arc<NodeContext>, primary: &str, addr: &str) {
-        let req = PeerRequest::ReleaseSnapshot { id: self.id };
-        if let Err(e) = crate::peer::call(ctx, primary, addr, &req, RELEASE_TIMEOUT).await {
+    pub async fn release(self, ctx: &Arc<NodeContext>, primary: &str) {
+        let req = SnapshotRequest::Release { id: self.id };
+        if let Err(e) = crate::peer::call(ctx, primary, req, RELEASE_TIMEOUT).await {
             tracing::debug!(error = %e, "snapshot release not delivered (it expires)");
         }
     }
@@ -205,20 +245,13 @@ impl Lease {
 /// On the node whose copy must be rebuilt: pulls a snapshot of `shard` from its primary and
 /// installs it in place of this node's copy. The caller then asks to be put in sync and releases
 /// the lease.
-pub async fn rebuild(
-    ctx: &Arc<NodeContext>,
-    shard: u32,
-    primary: &str,
-    addr: &str,
-) -> Result<Lease, String> {
+pub async fn rebuild(ctx: &Arc<NodeContext>, shard: u32, primary: &str) -> Result<Lease, Error> {
     let started = Instant::now();
-    let req = PeerRequest::PrepareSnapshot { shard };
-    let (id, seq, bytes) =
-        match crate::peer::call(ctx, primary, addr, &req, PREPARE_TIMEOUT).await? {
-            PeerResponse::Snapshot { id, seq, bytes } => (id, seq, bytes),
-            PeerResponse::Failed(e) => return Err(e),
-            other => return Err(format!("unexpected answer {other:?}")),
-        };
+    let req = SnapshotRequest::Prepare { shard };
+    let (id, seq, bytes) = match crate::peer::call(ctx, primary, req, PREPARE_TIMEOUT).await? {
+        SnapshotResponse::Ready { id, seq, bytes } => (id, seq, bytes),
+        other => return Err(Error::Internal(format!("unexpected answer {other:?}"))),
+    };
     let lease = Lease { id, seq };
     tracing::info!(
         shard,
@@ -227,7 +260,7 @@ pub async fn rebuild(
         mb = bytes >> 20,
         "receiving a snapshot"
     );
-    match fetch_and_install(ctx, shard, primary, addr, id, bytes).await {
+    match fetch_and_install(ctx, shard, primary, id, bytes).await {
         Ok(installed_seq) => {
             let secs = started.elapsed().as_secs_f64();
             tracing::info!(
@@ -250,7 +283,7 @@ pub async fn rebuild(
             Ok(lease)
         }
         Err(e) => {
-            lease.release(ctx, primary, addr).await;
+            lease.release(ctx, primary).await;
             Err(e)
         }
     }
@@ -260,50 +293,51 @@ async fn fetch_and_install(
     ctx: &Arc<NodeContext>,
     shard: u32,
     primary: &str,
-    addr: &str,
     id: u64,
     bytes: u64,
-) -> Result<u64, String> {
+) -> Result<u64, Error> {
+    let io = |what: &str, path: &std::path::Path, e: std::io::Error| {
+        Error::Internal(format!("{what} {}: {e}", path.display()))
+    };
     let dir = ctx.storage.transfer_dir();
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        .map_err(|e| io("cannot create", &dir, e))?;
     let incoming = dir.join(format!("incoming-{shard}.kz"));
     let mut file = tokio::fs::File::create(&incoming)
         .await
-        .map_err(|e| format!("cannot create {}: {e}", incoming.display()))?;
+        .map_err(|e| io("cannot create", &incoming, e))?;
     let offsets: Vec<u64> = (0..bytes).step_by(PIECE as usize).collect();
     let mut pieces = futures_util::stream::iter(offsets)
         .map(|offset| async move {
-            let req = PeerRequest::SnapshotChunk {
+            let req = SnapshotRequest::Piece {
                 id,
                 offset,
                 len: PIECE,
             };
-            let answer = crate::peer::call(ctx, primary, addr, &req, PIECE_TIMEOUT).await;
+            let answer = crate::peer::call(ctx, primary, req, PIECE_TIMEOUT).await;
             (offset, answer)
         })
         .buffered(IN_FLIGHT);
     while let Some((offset, answer)) = pieces.next().await {
         let buf = match answer? {
-            PeerResponse::SnapshotBytes(b) => b,
-            PeerResponse::Failed(e) => return Err(e),
-            other => return Err(format!("unexpected answer {other:?}")),
+            SnapshotResponse::Bytes(b) => b,
+            other => return Err(Error::Internal(format!("unexpected answer {other:?}"))),
         };
         let expected = (PIECE as u64).min(bytes - offset) as usize;
         if buf.len() != expected {
-            return Err(format!(
+            return Err(Error::Internal(format!(
                 "snapshot piece at {offset}: {} bytes instead of {expected}",
                 buf.len()
-            ));
+            )));
         }
         file.write_all(&buf)
             .await
-            .map_err(|e| format!("writing {}: {e}", incoming.display()))?;
+            .map_err(|e| io("writing", &incoming, e))?;
     }
     file.sync_all()
         .await
-        .map_err(|e| format!("syncing {}: {e}", incoming.display()))?;
+        .map_err(|e| io("syncing", &incoming, e))?;
     drop(file);
     tracing::debug!(shard, "snapshot received; replacing the local copy");
     let store = ctx.storage.install(shard, &incoming).await?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::peer::wire::{Capacity, HealthReport};
+use crate::cluster::messages::{Capacity, HealthReport};
 
 pub fn capacity(data_dir: &Path) -> Capacity {
     let (_, disk_total_mb) = disk_mb(data_dir);
@@ -28,7 +28,7 @@ pub fn report(node_id: &str, generation: u64, started: Instant, data_dir: &Path)
         memory_available_mb: meminfo_mb("MemAvailable:"),
         disk_free_mb,
         disk_total_mb,
-        errors_total: crate::logging::errors_total(),
+        errors_total: crate::node::logging::errors_total(),
         shards: Vec::new(),
     }
 }

@@ -13,10 +13,9 @@ use tracing_subscriber::EnvFilter;
 /// a guard that flushes what is still queued when dropped (keep it until the node stops).
 ///
 /// Lines are written by a thread of their own: a write to a log file can block while the file
-/// system commits other processes' data (seen under two `dd ... conv=fsync` loops: the log thread
-/// waiting in ext4), and the async runtime's worker threads should not wait with it. This alone
-/// did not remove the false deaths seen under that load (see DEFAULT_PHI_THRESHOLD). The queue
-/// holds 128k lines; beyond that a writer waits rather than drop a line.
+/// system commits other processes' data (the log thread waiting in ext4 under heavy fsync load),
+/// and the async runtime's worker threads should not wait with it. The queue holds 128k lines;
+/// beyond that a writer waits rather than drop a line.
 pub fn init(
     node_id: &str,
     filter: &str,

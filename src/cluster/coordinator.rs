@@ -1,6 +1,6 @@
 //! The shard map's duties. On the coordinator: create the map once `TORUA_BOOTSTRAP_EXPECT`
 //! nodes are ready, re-stamp it with the coordinator's term when coordination changes hands, run
-//! the planner ([`crate::shard_plan`]: failures, restarts, replacement, moves, drains — only with
+//! the planner ([`crate::cluster::plan`]: failures, restarts, replacement, moves, drains — only with
 //! a quorum) and push the map to every member (on each change and every second, so a node that
 //! missed a push catches up). On every node: bring copies that are not in sync back (from the
 //! primary's log, or by a snapshot copy when the log cannot), drop copies the map no longer
@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use membership::ClusterView;
 
-use crate::context::NodeContext;
-use crate::peer::wire::{PeerRequest, PeerResponse};
-use crate::shard_map::{Drain, ShardMap};
-use crate::shard_plan::{plan, Members};
+use crate::cluster::messages::{MapRequest, MapResponse};
+use crate::cluster::plan::{plan, Members};
+use crate::cluster::shard_map::{Drain, ShardMap};
+use crate::error::Error;
+use crate::node::context::NodeContext;
+use crate::replication::messages::{ReplicationRequest, ReplicationResponse};
 
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,7 +53,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
                 push(&ctx, map).await;
             }
         }
-        crate::snapshot::expire_idle(&ctx);
+        crate::replication::snapshot::expire_idle(&ctx);
         // Catching up and copying can take a while: never in the way of the duties above.
         if !busy.swap(true, Ordering::SeqCst) {
             let (ctx, busy) = (ctx.clone(), busy.clone());
@@ -178,20 +180,16 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
         if m.is_self {
             continue;
         }
-        let Some(addr) = m.peer_addr.clone() else {
-            continue;
-        };
         let (ctx, id) = (ctx.clone(), m.node_id.as_str().to_string());
         tasks.spawn(async move {
-            let answer =
-                crate::peer::call(&ctx, &id, &addr, &PeerRequest::GetMap, PUSH_TIMEOUT).await;
+            let answer = crate::peer::call(&ctx, &id, MapRequest::Get, PUSH_TIMEOUT).await;
             (id, answer)
         });
     }
     let mut heard: BTreeSet<String> = BTreeSet::from([ctx.node_id().as_str().to_string()]);
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((id, Ok(PeerResponse::Map(map)))) => {
+            Ok((id, Ok(MapResponse::Map(map)))) => {
                 heard.insert(id);
                 if let Some(map) = map {
                     ctx.shard_map.offer(map);
@@ -205,9 +203,9 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
     }
     let Some(map) = ctx.shard_map.get() else {
         // No member that answered has a map. Creating the first one is safe only if every live
-        // member answered: one that did not may hold the cluster's map (node-1 restarted with a
-        // wiped disk became coordinator and created a new, empty map over the cluster's data —
-        // found by the chaos suite).
+        // member answered: one that did not may hold the cluster's map (a node restarted with a
+        // wiped disk would otherwise coordinate and create a new, empty map over the cluster's
+        // data).
         let live = view.live_members().count();
         return heard.len() >= live;
     };
@@ -247,14 +245,9 @@ async fn rejoin_where_behind(ctx: &Arc<NodeContext>) {
 }
 
 async fn rejoin(ctx: &Arc<NodeContext>, shard: u32, primary: String) {
-    let view = ctx.cluster.view();
-    let Some(addr) = view
-        .member_by_str(&primary)
-        .filter(|m| m.is_live())
-        .and_then(|m| m.peer_addr.clone())
-    else {
+    if !crate::peer::is_live(ctx, &primary) {
         return;
-    };
+    }
     let (seq, last_crc) = {
         let Ok(store) = ctx.storage.open(shard).await else {
             return;
@@ -269,48 +262,43 @@ async fn rejoin(ctx: &Arc<NodeContext>, shard: u32, primary: String) {
             }
         }
     };
-    if let Some(PeerResponse::NeedsRebuild(why)) =
-        ask_in_sync(ctx, shard, &primary, &addr, seq, last_crc).await
+    if let Err(Error::NeedsRebuild(why) | Error::Diverged(why)) =
+        ask_in_sync(ctx, shard, &primary, seq, last_crc).await
     {
         tracing::info!(shard, reason = %why, "rebuilding this copy from a snapshot of the primary");
-        match crate::snapshot::rebuild(ctx, shard, &primary, &addr).await {
+        match crate::replication::snapshot::rebuild(ctx, shard, &primary).await {
             Ok(lease) => {
-                ask_in_sync(ctx, shard, &primary, &addr, lease.seq, None).await;
-                lease.release(ctx, &primary, &addr).await;
+                let _ = ask_in_sync(ctx, shard, &primary, lease.seq, None).await;
+                lease.release(ctx, &primary).await;
             }
             Err(e) => tracing::warn!(shard, error = %e, "rebuilding a copy failed; retrying later"),
         }
     }
 }
 
-/// Sends `RequestInSync` and installs the map it brings back; returns the answer.
+/// Sends `RequestInSync` to the primary and installs the map it brings back.
 async fn ask_in_sync(
     ctx: &Arc<NodeContext>,
     shard: u32,
     primary: &str,
-    addr: &str,
     applied_seq: u64,
     last_crc: Option<u32>,
-) -> Option<PeerResponse> {
-    let req = PeerRequest::RequestInSync {
+) -> Result<(), Error> {
+    let req = ReplicationRequest::RequestInSync {
         shard,
         applied_seq,
         last_crc,
     };
-    match crate::peer::call(ctx, primary, addr, &req, CATCH_UP_TIMEOUT).await {
-        Ok(PeerResponse::Map(Some(map))) => {
-            ctx.shard_map.offer(map.clone());
+    match crate::peer::call(ctx, primary, req, CATCH_UP_TIMEOUT).await {
+        Ok(ReplicationResponse::InSync(map)) => {
+            ctx.shard_map.offer(map);
             tracing::info!(shard, "copy is back in sync");
-            Some(PeerResponse::Map(Some(map)))
+            Ok(())
         }
-        Ok(PeerResponse::Failed(e)) => {
-            tracing::debug!(shard, error = %e, "copy stays out of sync");
-            Some(PeerResponse::Failed(e))
-        }
-        Ok(other) => Some(other),
+        Ok(other) => Err(Error::Internal(format!("unexpected answer {other:?}"))),
         Err(e) => {
-            tracing::debug!(shard, error = %e, "in-sync request not answered");
-            None
+            tracing::debug!(shard, error = %e, "copy stays out of sync");
+            Err(e)
         }
     }
 }
@@ -357,28 +345,18 @@ pub async fn ask_set_draining(
     node: &str,
     draining: bool,
     until_restart: bool,
-) -> Result<ShardMap, String> {
-    let view = ctx.cluster.view();
-    let coordinator = view
-        .coordinator
-        .clone()
-        .ok_or("no coordinator in this node's view")?;
-    let addr = view
-        .member(&coordinator)
-        .and_then(|m| m.peer_addr.clone())
-        .ok_or("the coordinator publishes no peer address")?;
-    let req = PeerRequest::SetDraining {
+) -> Result<ShardMap, Error> {
+    let req = MapRequest::SetDraining {
         node: node.to_string(),
         draining,
         until_restart,
     };
-    match crate::peer::call(ctx, coordinator.as_str(), &addr, &req, DRAIN_TIMEOUT).await? {
-        PeerResponse::Map(Some(map)) => {
+    match crate::peer::call_coordinator(ctx, req, DRAIN_TIMEOUT).await? {
+        MapResponse::Map(Some(map)) => {
             ctx.shard_map.offer(map.clone());
             Ok(map)
         }
-        PeerResponse::Failed(e) => Err(e),
-        other => Err(format!("unexpected answer {other:?}")),
+        other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
     }
 }
 
@@ -387,19 +365,24 @@ pub async fn ask_set_draining(
 /// changed anything, in which case the new version is stamped and installed here.
 fn change_map(
     ctx: &NodeContext,
-    change: impl FnOnce(&mut ShardMap, &ClusterView) -> Result<bool, String>,
-) -> Result<ShardMap, String> {
+    change: impl FnOnce(&mut ShardMap, &ClusterView) -> Result<bool, Error>,
+) -> Result<ShardMap, Error> {
     let _guard = ctx.map_changes.lock().expect("map change lock");
     let view = ctx.cluster.view();
     if !view.is_coordinator() {
-        return Err("not the coordinator".into());
+        return Err(Error::NotCoordinator {
+            coordinator: view.coordinator.as_ref().map(|c| c.as_str().to_string()),
+        });
     }
-    let term = view
-        .term
-        .ok_or("the coordinator's term is not confirmed yet")?;
-    let mut map = ctx.shard_map.get().ok_or("no shard map")?;
+    let term = view.term.ok_or_else(|| {
+        Error::Unavailable("the coordinator's term is not confirmed yet; retry".into())
+    })?;
+    let mut map = ctx
+        .shard_map
+        .get()
+        .ok_or_else(|| Error::Unavailable("no shard map yet; retry".into()))?;
     map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
-        .map_err(|b| b.to_string())?;
+        .map_err(|b| Error::NoQuorum(b.to_string()))?;
     ctx.fresh_quorum(&map)?;
     if change(&mut map, &view)? {
         map.version += 1;
@@ -415,13 +398,13 @@ pub fn set_draining(
     node: &str,
     draining: bool,
     until_restart: bool,
-) -> Result<ShardMap, String> {
+) -> Result<ShardMap, Error> {
     change_map(ctx, |map, view| {
         let before = map.draining.clone();
         map.draining.retain(|d| d.node != node);
         if draining {
             if view.member_by_str(node).is_none() && !map.voting().contains(node) {
-                return Err(format!("no node {node:?} in the cluster"));
+                return Err(Error::NotFound(format!("no node {node:?} in the cluster")));
             }
             map.draining.push(Drain {
                 node: node.to_string(),
@@ -436,45 +419,29 @@ pub fn set_draining(
     })
 }
 
-/// Coordinator side of `AddInSync`.
-pub fn add_in_sync(
+/// Coordinator side of `AddInSync` (`add`) and `MarkStale` (not `add`): puts `node` back into
+/// `shard`'s in-sync set or removes it, asked by the shard's primary `requester`.
+pub fn change_in_sync(
     ctx: &NodeContext,
     shard: u32,
     node: &str,
     requester: &str,
-) -> Result<ShardMap, String> {
+    add: bool,
+) -> Result<ShardMap, Error> {
     change_map(ctx, |map, _| {
         map.require_primary(shard, requester)?;
-        let changed = map.add_in_sync(shard, node)?;
+        let changed = if add {
+            map.add_in_sync(shard, node)?
+        } else {
+            map.mark_stale(shard, node)?
+        };
         if changed {
-            tracing::info!(
-                shard,
-                node,
-                version = map.version + 1,
-                "copy added back to the in-sync set"
-            );
-        }
-        Ok(changed)
-    })
-}
-
-/// Coordinator side of `MarkStale`.
-pub fn mark_stale(
-    ctx: &NodeContext,
-    shard: u32,
-    node: &str,
-    requester: &str,
-) -> Result<ShardMap, String> {
-    change_map(ctx, |map, _| {
-        map.require_primary(shard, requester)?;
-        let changed = map.mark_stale(shard, node)?;
-        if changed {
-            tracing::warn!(
-                shard,
-                node,
-                version = map.version + 1,
-                "copy removed from the in-sync set"
-            );
+            let version = map.version + 1;
+            if add {
+                tracing::info!(shard, node, version, "copy added back to the in-sync set");
+            } else {
+                tracing::warn!(shard, node, version, "copy removed from the in-sync set");
+            }
         }
         Ok(changed)
     })
@@ -488,21 +455,17 @@ pub async fn push(ctx: &Arc<NodeContext>, map: ShardMap) {
         if m.is_self {
             continue;
         }
-        let Some(addr) = m.peer_addr.clone() else {
-            continue;
-        };
         let id = m.node_id.as_str().to_string();
         let (ctx, map) = (ctx.clone(), map.clone());
-        tasks.spawn(async move { send_map(&ctx, &id, &addr, map).await });
+        tasks.spawn(async move { send_map(&ctx, &id, map).await });
     }
     while tasks.join_next().await.is_some() {}
 }
 
 /// One `InstallMap` call, bounded by `PUSH_TIMEOUT`; a failure is only logged (the next push or
 /// the node's own asking brings the map later).
-async fn send_map(ctx: &Arc<NodeContext>, node: &str, addr: &str, map: ShardMap) {
-    let req = PeerRequest::InstallMap(map);
-    if let Err(e) = crate::peer::call(ctx, node, addr, &req, PUSH_TIMEOUT).await {
+async fn send_map(ctx: &Arc<NodeContext>, node: &str, map: ShardMap) {
+    if let Err(e) = crate::peer::call(ctx, node, MapRequest::Install(map), PUSH_TIMEOUT).await {
         tracing::debug!(node, error = %e, "shard map push failed");
     }
 }
@@ -515,11 +478,10 @@ pub async fn push_also_to(ctx: &Arc<NodeContext>, map: ShardMap, node: &str) {
     let view = ctx.cluster.view();
     let looks_dead = view
         .member_by_str(node)
-        .filter(|m| !m.is_live() && !m.is_self)
-        .and_then(|m| m.peer_addr.clone());
+        .is_some_and(|m| !m.is_live() && !m.is_self);
     let extra = async {
-        if let Some(addr) = looks_dead {
-            send_map(ctx, node, &addr, map.clone()).await;
+        if looks_dead {
+            send_map(ctx, node, map.clone()).await;
         }
     };
     tokio::join!(push(ctx, map.clone()), extra);
@@ -539,12 +501,12 @@ pub async fn open_assigned(ctx: &Arc<NodeContext>) {
     }
 }
 
-/// Answer to `InstallMap`.
-pub fn install(ctx: &Arc<NodeContext>, map: ShardMap) -> PeerResponse {
+/// Installs a map pushed by the coordinator if it is newer; returns whether it was.
+pub fn install(ctx: &Arc<NodeContext>, map: ShardMap) -> bool {
     let accepted = ctx.shard_map.offer(map);
     if accepted {
         let ctx = ctx.clone();
         tokio::spawn(async move { open_assigned(&ctx).await });
     }
-    PeerResponse::MapInstalled { accepted }
+    accepted
 }

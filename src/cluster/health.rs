@@ -10,8 +10,8 @@ use std::time::Duration;
 use membership::{ClusterView, Member, MemberState};
 use serde::{Deserialize, Serialize};
 
-use crate::peer::wire::{HealthReport, RegistryEntry};
-use crate::shard_map::ShardMap;
+use crate::cluster::messages::{HealthReport, RegistryEntry};
+use crate::cluster::shard_map::ShardMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,11 +8,33 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::context::NodeContext;
-use crate::peer::wire::{BroadcastMessage, PeerRequest, PeerResponse};
+use crate::error::Error;
+use crate::node::context::NodeContext;
+
+/// A control message for every node's handler of `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BroadcastMessage {
+    pub path: String,
+    /// The payload as JSON text.
+    pub payload_json: String,
+    pub from: String,
+}
+
+crate::peer_call!(BroadcastMessage => (), Broadcast, serve);
+
+/// Answers a broadcast on this node.
+pub async fn serve(
+    ctx: &Arc<NodeContext>,
+    _from: &str,
+    message: BroadcastMessage,
+) -> Result<(), Error> {
+    ctx.handlers
+        .dispatch(ctx, &message.path, &message.payload_json)
+        .map_err(Error::Invalid)
+}
 
 /// Largest broadcast payload (JSON text).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -106,26 +128,18 @@ pub async fn send_to_all(
         payload_json: payload.to_string(),
         from: ctx.node_id().as_str().to_string(),
     };
-    let request = Arc::new(PeerRequest::Broadcast(message));
     let view = ctx.cluster.view();
     let mut tasks = tokio::task::JoinSet::new();
     for m in &view.members {
         let ctx = ctx.clone();
-        let request = request.clone();
+        let message = message.clone();
         let id = m.node_id.as_str().to_string();
-        let peer = m.peer_addr.clone();
         tasks.spawn(async move {
             let started = Instant::now();
-            let result = match peer {
-                None => Err("the member publishes no peer address".to_string()),
-                Some(addr) => crate::peer::call(&ctx, &id, &addr, &request, timeout).await,
-            };
-            let err = match result {
-                Ok(PeerResponse::Delivered) => None,
-                Ok(PeerResponse::Failed(e)) => Some(e),
-                Ok(other) => Some(format!("unexpected answer {other:?}")),
-                Err(e) => Some(e),
-            };
+            let err = crate::peer::call(&ctx, &id, message, timeout)
+                .await
+                .err()
+                .map(|e| e.to_string());
             Outcome {
                 node_id: id,
                 ok: err.is_none(),

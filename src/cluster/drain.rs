@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::context::NodeContext;
-use crate::shard_coordinator::ask_set_draining;
+use crate::cluster::coordinator::ask_set_draining;
+use crate::node::context::NodeContext;
 
 /// How often progress is checked.
 const POLL: Duration = Duration::from_millis(250);

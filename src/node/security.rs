@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use membership::{DatagramSealer, NodeId};
 use transport::{ClusterCa, GossipKey, NodeIdentity, DEV_CLUSTER_SECRET};
 
-use crate::config::ServeArgs;
+use crate::node::config::ServeArgs;
 
 /// Gossip datagrams older (or newer) than this are dropped as replays or from a skewed clock.
 const GOSSIP_MAX_SKEW: std::time::Duration = std::time::Duration::from_secs(300);

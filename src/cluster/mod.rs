@@ -1,0 +1,22 @@
+//! The cluster's shared state beyond membership: the shard map (who holds which copy), how the
+//! coordinator changes it (failures, replacements, moves, drains) and the coordinator's other
+//! duties (registry of nodes, aggregated health, broadcast of control messages).
+//!
+//! - [`shard_map`]: the versioned, term-fenced map of shard copies and the node-side holder.
+//! - [`plan`]: pure functions computing the next map from the current one and the live members.
+//! - [`coordinator`]: the coordinator's map loop and every node's map installation.
+//! - [`registry`], [`reporter`]: push registration and periodic health reports.
+//! - [`health`]: green / yellow / red and the reasons.
+//! - [`drain`]: moving every copy off a node before it leaves.
+//! - [`broadcast`]: fan-out of control messages and their handlers.
+//! - [`messages`]: this subsystem's peer messages (health, map) and their handlers.
+
+pub mod broadcast;
+pub mod coordinator;
+pub mod drain;
+pub mod health;
+pub mod messages;
+pub mod plan;
+pub mod registry;
+pub mod reporter;
+pub mod shard_map;

@@ -1,0 +1,136 @@
+//! Reads of one node's shard copies asked by other nodes ([`ReadRequest`]: point reads of an
+//! entity or a chunk, one traversal step, Cypher on some shards), their handler, and point reads
+//! routed from any node to an in-sync copy ([`route_get_entity`], [`route_get_chunk`]).
+//!
+//! Only a copy that its own map calls in sync answers (a copy that just fell out may miss
+//! acknowledged writes); the asker then tries another copy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::graph::model::Chunk;
+use crate::node::context::NodeContext;
+use crate::storage::{
+    Direction, EntityRecord, QueryFailure, RelationFilter, Rows, ShardQuery, Step,
+};
+
+/// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
+const READ_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// A read of this node's copies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReadRequest {
+    /// An entity and its relations from this node's copy of `shard`.
+    GetEntity { shard: u32, id: String },
+    /// A chunk (text unit) from this node's copy of `shard`.
+    GetChunk { shard: u32, id: String },
+    /// One traversal step on several of this node's shard copies: for each `(shard, ids)`, the
+    /// entities' properties and (when `relations`) their relations.
+    Traverse {
+        parts: Vec<(u32, Vec<String>)>,
+        direction: Direction,
+        filter: RelationFilter,
+        relations: bool,
+    },
+    /// A read-only Cypher query (already checked) on this node's copies of `shards`
+    /// (`names_cypher` on the first only).
+    QueryShards { shards: Vec<u32>, query: ShardQuery },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReadResponse {
+    Entity(Option<EntityRecord>),
+    Chunk(Option<Chunk>),
+    /// Per part of a `Traverse`, in the order asked: what it found or why it could not.
+    Traversed(Vec<(u32, Result<Step, Error>)>),
+    /// Per shard of a `QueryShards`, in the order asked.
+    QueryRows(Vec<(u32, Result<Rows, QueryFailure>)>),
+}
+
+crate::peer_call!(ReadRequest => ReadResponse, Read, serve);
+
+/// Answers a [`ReadRequest`] on this node.
+pub async fn serve(
+    ctx: &Arc<NodeContext>,
+    _from: &str,
+    request: ReadRequest,
+) -> Result<ReadResponse, Error> {
+    match request {
+        ReadRequest::GetEntity { shard, id } => {
+            ctx.holds_copy(shard)?;
+            let store = ctx.storage.open(shard).await?;
+            Ok(ReadResponse::Entity(store.get_entity(id).await?))
+        }
+        ReadRequest::GetChunk { shard, id } => {
+            ctx.holds_copy(shard)?;
+            let store = ctx.storage.open(shard).await?;
+            Ok(ReadResponse::Chunk(store.get_chunk(id).await?))
+        }
+        ReadRequest::Traverse {
+            parts,
+            direction,
+            filter,
+            relations,
+        } => Ok(ReadResponse::Traversed(
+            super::traverse::step_here(ctx, parts, direction, filter, relations).await,
+        )),
+        ReadRequest::QueryShards { shards, query } => Ok(ReadResponse::QueryRows(
+            super::scatter::run_on_shards(ctx, shards, query).await,
+        )),
+    }
+}
+
+/// From any node: reads an entity from an in-sync copy of its shard (this node's first), failing
+/// over to the next copy.
+pub async fn route_get_entity(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    id: &str,
+) -> Result<Option<EntityRecord>, Error> {
+    let id = id.to_string();
+    match route_read(ctx, shard, ReadRequest::GetEntity { shard, id }).await? {
+        ReadResponse::Entity(e) => Ok(e),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Like [`route_get_entity`] for a chunk.
+pub async fn route_get_chunk(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    id: &str,
+) -> Result<Option<Chunk>, Error> {
+    let id = id.to_string();
+    match route_read(ctx, shard, ReadRequest::GetChunk { shard, id }).await? {
+        ReadResponse::Chunk(c) => Ok(c),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(answer: ReadResponse) -> Error {
+    Error::Internal(format!("unexpected answer {answer:?}"))
+}
+
+/// Sends a read to an in-sync copy of `shard`: this node's first, then the primary, then others.
+async fn route_read(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    req: ReadRequest,
+) -> Result<ReadResponse, Error> {
+    let map = ctx.shard_map.get().ok_or_else(|| {
+        Error::Unavailable("no shard map yet; the cluster is still forming".into())
+    })?;
+    let a = map
+        .assignment(shard)
+        .ok_or_else(|| Error::NotFound(format!("no shard {shard}")))?;
+    let me = ctx.node_id().as_str();
+    let mut copies: Vec<String> = a.in_sync.clone();
+    copies.sort_by_key(|n| (n.as_str() != me, *n != a.primary));
+    crate::peer::call_first(ctx, copies, &req, READ_TIMEOUT)
+        .await
+        .map(|(_, answer)| answer)
+        .map_err(|e| e.context(format!("no copy of shard {shard} answered")))
+}

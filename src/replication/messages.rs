@@ -1,0 +1,65 @@
+//! The replication subsystem's peer messages and their handler.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::shard_map::ShardMap;
+use crate::error::Error;
+use crate::node::context::NodeContext;
+use crate::storage::WriteOp;
+
+/// Writes to shard copies and catching copies up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReplicationRequest {
+    /// To a shard's primary: sequence, apply, replicate, acknowledge.
+    Write { shard: u32, op: WriteOp },
+    /// From a primary to an in-sync replica: apply write `seq`.
+    Replicate { shard: u32, seq: u64, op: WriteOp },
+    /// To a primary, from a copy outside the in-sync set: "I have writes up to `applied_seq`,
+    /// and the checksum of that write is `last_crc`" (when its log still has it). The primary
+    /// sends what the copy misses from its log, then puts it back in sync.
+    RequestInSync {
+        shard: u32,
+        applied_seq: u64,
+        last_crc: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReplicationResponse {
+    /// The write is acknowledged under this sequence number.
+    Written {
+        seq: u64,
+    },
+    Replicated,
+    /// The copy is back in the in-sync set of this map.
+    InSync(ShardMap),
+}
+
+crate::peer_call!(ReplicationRequest => ReplicationResponse, Replication, serve);
+
+/// Answers a [`ReplicationRequest`] from `from`.
+pub async fn serve(
+    ctx: &Arc<NodeContext>,
+    from: &str,
+    request: ReplicationRequest,
+) -> Result<ReplicationResponse, Error> {
+    match request {
+        ReplicationRequest::Write { shard, op } => super::write::primary_write(ctx, shard, op)
+            .await
+            .map(|seq| ReplicationResponse::Written { seq }),
+        ReplicationRequest::Replicate { shard, seq, op } => {
+            super::write::replica_write(ctx, shard, from, seq, op)
+                .await
+                .map(|()| ReplicationResponse::Replicated)
+        }
+        ReplicationRequest::RequestInSync {
+            shard,
+            applied_seq,
+            last_crc,
+        } => super::catch_up::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc)
+            .await
+            .map(ReplicationResponse::InSync),
+    }
+}

@@ -1,0 +1,45 @@
+//! What can go wrong in a node's shard copies, by kind: callers branch on the variant (a busy
+//! copy is retried, a closing one is asked again later, a trimmed log means a rebuild).
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The copy has more writes waiting to be applied than its budget: retry later.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The copy is being removed or rebuilt on this node right now.
+    #[error("{0}")]
+    Closing(String),
+    /// The log no longer holds the writes asked for: the reader needs a whole copy.
+    #[error("{0}")]
+    LogTrimmed(String),
+    /// The operation's input is not acceptable (a bad parameter, an embedding of the wrong size).
+    #[error("{0}")]
+    Invalid(String),
+    /// The embedded database failed (its message is in the text).
+    #[error("{0}")]
+    Engine(String),
+    /// A file could not be read, written or synced.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Error {
+    /// The same error with `what` before its message.
+    pub fn context(self, what: impl std::fmt::Display) -> Error {
+        match self {
+            Error::Busy(m) => Error::Busy(format!("{what}: {m}")),
+            Error::Closing(m) => Error::Closing(format!("{what}: {m}")),
+            Error::LogTrimmed(m) => Error::LogTrimmed(format!("{what}: {m}")),
+            Error::Invalid(m) => Error::Invalid(format!("{what}: {m}")),
+            Error::Engine(m) => Error::Engine(format!("{what}: {m}")),
+            Error::Io(m) => Error::Io(format!("{what}: {m}")),
+        }
+    }
+}
+
+impl From<kuzu::Error> for Error {
+    fn from(e: kuzu::Error) -> Error {
+        Error::Engine(e.to_string())
+    }
+}
