@@ -1,0 +1,133 @@
+//! The generated graph: GraphRAG-shaped entities and relations with a power-law degree
+//! distribution, the same for every target of one seed.
+
+use super::*;
+
+pub(crate) struct Graph {
+    pub(crate) entities: Vec<Entity>,
+    pub(crate) relations: Vec<Relation>,
+}
+
+pub(crate) const WORDS: [&str; 48] = [
+    "agent",
+    "alliance",
+    "archive",
+    "signal",
+    "operation",
+    "protocol",
+    "research",
+    "facility",
+    "contact",
+    "mission",
+    "network",
+    "council",
+    "treaty",
+    "harbor",
+    "river",
+    "engine",
+    "theory",
+    "message",
+    "control",
+    "region",
+    "market",
+    "capital",
+    "project",
+    "system",
+    "memory",
+    "battle",
+    "journey",
+    "record",
+    "station",
+    "frontier",
+    "command",
+    "expedition",
+    "colony",
+    "alien",
+    "team",
+    "leader",
+    "report",
+    "decision",
+    "crisis",
+    "partner",
+    "source",
+    "vessel",
+    "device",
+    "language",
+    "pattern",
+    "archive",
+    "venture",
+    "summit",
+];
+pub(crate) const SYLLABLES: [&str; 16] = [
+    "KA", "RO", "MI", "DEL", "TAN", "VER", "LO", "SA", "NIX", "OR", "BEL", "QUA", "ZE", "HA",
+    "TOR", "UA",
+];
+pub(crate) fn words(rng: &mut Rng, lo: usize, hi: usize) -> String {
+    let n = rng.range(lo, hi);
+    let mut s = String::with_capacity(n * 8);
+    for i in 0..n {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(WORDS[rng.below(WORDS.len())]);
+    }
+    s
+}
+
+pub(crate) fn text_units(rng: &mut Rng, lo: usize, hi: usize, pool: usize) -> Vec<String> {
+    (0..rng.range(lo, hi))
+        .map(|_| format!("tu-{}", rng.below(pool)))
+        .collect()
+}
+
+pub(crate) fn generate(n_entities: usize, n_relations: usize, seed: u64, skew: f64) -> Graph {
+    let mut rng = Rng(seed);
+    let pool = (n_entities / 2).max(1);
+    let mut entities: Vec<Entity> = (0..n_entities)
+        .map(|i| {
+            let name: String = (0..rng.range(2, 3))
+                .map(|_| SYLLABLES[rng.below(SYLLABLES.len())])
+                .collect();
+            let text_unit_ids = text_units(&mut rng, 1, 4, pool);
+            Entity {
+                id: format!("ent-{i}"),
+                title: format!("{name} {}", rng.below(1000)),
+                kind: TYPES[rng.below(TYPES.len())].to_string(),
+                description: words(&mut rng, 8, 20),
+                frequency: text_unit_ids.len() as i64,
+                text_unit_ids,
+                degree: 0,
+                embedding: None,
+            }
+        })
+        .collect();
+    let sources = permutation(&mut rng, n_entities);
+    let targets = permutation(&mut rng, n_entities);
+    let mut degree = vec![0i64; n_entities];
+    let relations: Vec<Relation> = (0..n_relations)
+        .map(|j| {
+            let s = sources[power_law(&mut rng, n_entities, skew)];
+            let mut t = targets[power_law(&mut rng, n_entities, skew)];
+            while t == s {
+                t = rng.below(n_entities);
+            }
+            degree[s] += 1;
+            degree[t] += 1;
+            Relation {
+                id: format!("rel-{j}"),
+                source: entities[s].id.clone(),
+                target: entities[t].id.clone(),
+                description: words(&mut rng, 5, 12),
+                weight: (1 + rng.below(10)) as f64,
+                text_unit_ids: text_units(&mut rng, 1, 2, pool),
+            }
+        })
+        .collect();
+    for (e, d) in entities.iter_mut().zip(degree) {
+        e.degree = d;
+    }
+    Graph {
+        entities,
+        relations,
+    }
+}

@@ -1,0 +1,290 @@
+//! The embedded-Kuzu baseline: the schema, `COPY FROM` CSV and `UNWIND` batch ingest into a
+//! Kuzu database opened in this process.
+
+use super::*;
+
+/// torua's schema, as in src/storage/kuzu_shard.rs (no embeddings).
+pub(crate) const SCHEMA: [&str; 6] = [
+    "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
+     text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN, PRIMARY KEY(id))",
+    "CREATE REL TABLE IF NOT EXISTS RELATED(FROM Entity TO Entity, id STRING, description STRING, \
+     weight DOUBLE, text_unit_ids STRING[], source STRING, target STRING)",
+    "CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING, text STRING, n_tokens INT64, document_id STRING, \
+     entity_ids STRING[], PRIMARY KEY(id))",
+    "CREATE NODE TABLE IF NOT EXISTS Community(id STRING, level INT64, parent STRING, title STRING, \
+     entity_ids STRING[], summary STRING, full_content STRING, rank DOUBLE, PRIMARY KEY(id))",
+    "CREATE NODE TABLE IF NOT EXISTS Document(id STRING, title STRING, text STRING, text_unit_ids STRING[], \
+     PRIMARY KEY(id))",
+    "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))",
+];
+
+pub(crate) fn open_graph_db(path: &Path, memory_mb: u64) -> Result<Database> {
+    let db = open_embedded(path, memory_mb, 1 << 36)?;
+    {
+        let conn = Connection::new(&db)?;
+        for ddl in SCHEMA {
+            conn.query(ddl).with_context(|| format!("schema: {ddl}"))?;
+        }
+    }
+    Ok(db)
+}
+
+/// An entity as the parameter row of `UNWIND $rows AS r CREATE (:Entity ...)`.
+pub(crate) fn entity_row(e: &Entity) -> Vec<KValue> {
+    vec![
+        string(&e.id),
+        string(&e.title),
+        string(&e.kind),
+        string(&e.description),
+        strings(&e.text_unit_ids),
+        KValue::Int64(e.frequency),
+        KValue::Int64(e.degree),
+    ]
+}
+
+/// A relation as the parameter row of `UNWIND $rows AS r ... CREATE (a)-[:RELATED ...]->(b)`.
+pub(crate) fn relation_row(r: &Relation) -> Vec<KValue> {
+    vec![
+        string(&r.id),
+        string(&r.source),
+        string(&r.target),
+        string(&r.description),
+        KValue::Double(r.weight),
+        strings(&r.text_unit_ids),
+    ]
+}
+
+pub(crate) fn csv_list(items: &[String]) -> String {
+    format!("\"[{}]\"", items.join(","))
+}
+
+/// Writes entities.csv and relations.csv in the column order of the schema. The generated text has no
+/// commas or quotes; list columns are quoted.
+pub(crate) fn write_csv(dir: &Path, g: &Graph) -> Result<(PathBuf, PathBuf)> {
+    let ep = dir.join("entities.csv");
+    let rp = dir.join("relations.csv");
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&ep)?);
+    writeln!(
+        w,
+        "id,title,type,description,text_unit_ids,frequency,degree,stub"
+    )?;
+    for e in &g.entities {
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},false",
+            e.id,
+            e.title,
+            e.kind,
+            e.description,
+            csv_list(&e.text_unit_ids),
+            e.frequency,
+            e.degree
+        )?;
+    }
+    w.flush()?;
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&rp)?);
+    writeln!(
+        w,
+        "from,to,id,description,weight,text_unit_ids,source,target"
+    )?;
+    for r in &g.relations {
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{}",
+            r.source,
+            r.target,
+            r.id,
+            r.description,
+            r.weight,
+            csv_list(&r.text_unit_ids),
+            r.source,
+            r.target
+        )?;
+    }
+    w.flush()?;
+    Ok((ep, rp))
+}
+
+pub(crate) fn count(conn: &Connection, q: &str) -> Result<u64> {
+    let mut r = conn.query(q)?;
+    Ok(match r.next().as_ref().and_then(|row| row.first()) {
+        Some(KValue::Int64(n)) => *n as u64,
+        Some(KValue::UInt64(n)) => *n,
+        _ => 0,
+    })
+}
+
+pub(crate) fn check_counts(db: &Database, g: &Graph) -> Result<()> {
+    let conn = Connection::new(db)?;
+    let e = count(&conn, "MATCH (e:Entity) RETURN count(*)")?;
+    let r = count(&conn, "MATCH ()-[r:RELATED]->() RETURN count(*)")?;
+    if e as usize != g.entities.len() || r as usize != g.relations.len() {
+        bail!(
+            "embedded database holds {e} entities and {r} relations; expected {} and {}",
+            g.entities.len(),
+            g.relations.len()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) struct IngestResult {
+    pub(crate) target: String,
+    pub(crate) wall: Duration,
+    pub(crate) entities_s: f64,
+    pub(crate) relations_s: f64,
+    /// Items acknowledged (all of them unless the run hit --max-minutes).
+    pub(crate) entities_done: usize,
+    pub(crate) relations_done: usize,
+    pub(crate) complete: bool,
+    pub(crate) retries: usize,
+    pub(crate) extra: Value,
+}
+
+impl IngestResult {
+    pub(crate) fn rate(&self) -> f64 {
+        (self.entities_done + self.relations_done) as f64 / self.wall.as_secs_f64()
+    }
+    pub(crate) fn entity_rate(&self) -> f64 {
+        self.entities_done as f64 / self.entities_s.max(1e-9)
+    }
+    pub(crate) fn relation_rate(&self) -> f64 {
+        self.relations_done as f64 / self.relations_s.max(1e-9)
+    }
+}
+
+pub(crate) fn ingest_copy(
+    dir: &Path,
+    g: &Graph,
+    memory_mb: u64,
+) -> Result<(Database, IngestResult)> {
+    let started = Instant::now();
+    let (ep, rp) = write_csv(dir, g)?;
+    let csv_s = started.elapsed().as_secs_f64();
+    let db = open_graph_db(&dir.join("copy.kz"), memory_mb)?;
+    let conn = Connection::new(&db)?;
+    let t0 = Instant::now();
+    conn.query(&format!(
+        "COPY Entity FROM '{}' (HEADER=true)",
+        ep.display()
+    ))
+    .context("COPY Entity")?;
+    let entities_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    conn.query(&format!(
+        "COPY RELATED FROM '{}' (HEADER=true)",
+        rp.display()
+    ))
+    .context("COPY RELATED")?;
+    let relations_s = t1.elapsed().as_secs_f64();
+    let wall = t0.elapsed();
+    drop(conn);
+    check_counts(&db, g)?;
+    let csv_bytes = std::fs::metadata(&ep)?.len() + std::fs::metadata(&rp)?.len();
+    Ok((
+        db,
+        IngestResult {
+            target: "embedded Kuzu, COPY from CSV".into(),
+            wall,
+            entities_s,
+            relations_s,
+            entities_done: g.entities.len(),
+            relations_done: g.relations.len(),
+            complete: true,
+            retries: 0,
+            extra: json!({"csv_write_s": csv_s, "csv_bytes": csv_bytes,
+                          "rate_with_csv_write": (g.entities.len() + g.relations.len()) as f64 / (wall.as_secs_f64() + csv_s)}),
+        },
+    ))
+}
+
+pub(crate) fn string_list() -> LogicalType {
+    LogicalType::List {
+        child_type: Box::new(LogicalType::String),
+    }
+}
+
+pub(crate) fn exec(conn: &Connection, q: &str, params: Vec<(&str, KValue)>) -> Result<()> {
+    let mut stmt = conn.prepare(q).with_context(|| format!("prepare {q}"))?;
+    conn.execute(&mut stmt, params)
+        .with_context(|| format!("execute {q}"))?;
+    Ok(())
+}
+
+/// torua's statement-based path without distribution: the set-wise `UNWIND ... CREATE` statements of
+/// src/storage/kuzu_shard.rs (without its existence checks), one transaction per batch.
+pub(crate) fn ingest_unwind(
+    dir: &Path,
+    g: &Graph,
+    memory_mb: u64,
+    batch: usize,
+    deadline: Instant,
+) -> Result<IngestResult> {
+    let db = open_graph_db(&dir.join("unwind.kz"), memory_mb)?;
+    let conn = Connection::new(&db)?;
+    let efields = [
+        ("id", LogicalType::String),
+        ("title", LogicalType::String),
+        ("type", LogicalType::String),
+        ("description", LogicalType::String),
+        ("text_unit_ids", string_list()),
+        ("frequency", LogicalType::Int64),
+        ("degree", LogicalType::Int64),
+    ];
+    let rfields = [
+        ("id", LogicalType::String),
+        ("source", LogicalType::String),
+        ("target", LogicalType::String),
+        ("description", LogicalType::String),
+        ("weight", LogicalType::Double),
+        ("text_unit_ids", string_list()),
+    ];
+    let t0 = Instant::now();
+    let (mut entities_done, mut relations_done) = (0, 0);
+    for chunk in g.entities.chunks(batch) {
+        if Instant::now() > deadline {
+            break;
+        }
+        entities_done += chunk.len();
+        let rows = chunk.iter().map(entity_row).collect();
+        exec(
+            &conn,
+            "UNWIND $rows AS r CREATE (:Entity {id: r.id, title: r.title, type: r.type, description: r.description, \
+             text_unit_ids: r.text_unit_ids, frequency: r.frequency, degree: r.degree, stub: false})",
+            vec![("rows", struct_rows(&efields, rows))],
+        )?;
+    }
+    let entities_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for chunk in g.relations.chunks(batch) {
+        if Instant::now() > deadline {
+            break;
+        }
+        relations_done += chunk.len();
+        let rows = chunk.iter().map(relation_row).collect();
+        exec(
+            &conn,
+            "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
+             CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+            vec![("rows", struct_rows(&rfields, rows))],
+        )?;
+    }
+    let relations_s = t1.elapsed().as_secs_f64();
+    let wall = t0.elapsed();
+    drop(conn);
+    let complete = entities_done == g.entities.len() && relations_done == g.relations.len();
+    if complete {
+        check_counts(&db, g)?;
+    }
+    Ok(IngestResult {
+        target: "embedded Kuzu, torua's UNWIND CREATE".into(),
+        wall,
+        entities_s,
+        relations_s,
+        entities_done,
+        relations_done,
+        complete,
+        retries: 0,
+        extra: json!({}),
+    })
+}

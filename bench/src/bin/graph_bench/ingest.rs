@@ -1,0 +1,192 @@
+//! Ingest into torua: a cluster started for the run, the graph POSTed in batches by parallel
+//! clients, and the placement `/cluster/shards` reports checked against the data.
+
+use super::*;
+
+pub(crate) fn start_cluster(args: &Args, nodes: usize, replicas: usize) -> Result<TestCluster> {
+    let sizing = Sizing {
+        shards: args.shards,
+        replicas,
+        memory_mb: args.memory_mb,
+        max_shard_gb: args.max_shard_gb,
+    };
+    start_green(nodes, sizing, &args.env, &[], &args.log)
+}
+
+/// What /cluster/shards says after the ingest, checked against the data.
+pub(crate) fn verify_shards(cluster: &TestCluster, g: &Graph, shards: u32) -> Result<Value> {
+    let expected_relations: u64 = g
+        .relations
+        .iter()
+        .map(|r| {
+            if shard_of(&r.source, shards) == shard_of(&r.target, shards) {
+                1
+            } else {
+                2
+            }
+        })
+        .sum();
+    let answer = cluster
+        .node(0)
+        .get_json("/cluster/shards", Duration::from_secs(120))?;
+    let copies = answer["copies"]
+        .as_array()
+        .context("no copies in /cluster/shards")?;
+    let (mut entities, mut relations) = (0u64, 0u64);
+    let in_sync = copies.iter().filter(|c| c["in_sync"] == true).count();
+    let mut per_shard: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for c in copies {
+        let e = c["entities"]
+            .as_u64()
+            .context("a copy without an entity count")?;
+        let r = c["relations"]
+            .as_u64()
+            .context("a copy without a relation count")?;
+        if c["primary"] == true {
+            entities += e;
+            relations += r;
+        }
+        if c["in_sync"] == true {
+            per_shard
+                .entry(c["shard"].as_u64().unwrap_or(0))
+                .or_default()
+                .push((e, r));
+        }
+    }
+    let disagreeing: Vec<u64> = per_shard
+        .iter()
+        .filter(|(_, v)| v.iter().any(|x| *x != v[0]))
+        .map(|(s, _)| *s)
+        .collect();
+    let ok = entities == g.entities.len() as u64
+        && relations == expected_relations
+        && disagreeing.is_empty();
+    let size: u64 = copies.iter().filter_map(|c| c["size_bytes"].as_u64()).sum();
+    let health = cluster
+        .node(0)
+        .get_json("/cluster/health", Duration::from_secs(10))?;
+    let result = json!({
+        "health": health["status"], "health_reasons": health["reasons"], "in_sync_copies": in_sync,
+        "ok": ok, "primary_entities": entities, "expected_entities": g.entities.len(),
+        "primary_relation_copies": relations, "expected_relation_copies": expected_relations,
+        "in_sync_copies_disagree_on_shards": disagreeing, "copies": copies.len(), "size_bytes_all_copies": size,
+    });
+    if !ok {
+        log(format!("VERIFICATION FAILED: {result}"));
+    }
+    Ok(result)
+}
+
+/// Timeout of one ingest request.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// (retries, items acknowledged, the failure if any): the deadline passing stops the load
+/// without failing it (the rate is then of what was acknowledged).
+fn loaded(l: Loaded) -> (usize, usize, Option<String>) {
+    (
+        l.retries,
+        l.acknowledged,
+        l.failure.map(|e| format!("{e:#}")),
+    )
+}
+
+pub(crate) fn ingest_torua(
+    args: &Args,
+    cluster: &TestCluster,
+    g: &Graph,
+    nodes: usize,
+    replicas: usize,
+) -> Result<(IngestResult, Value)> {
+    let ebodies = bodies(&g.entities, "entities", args.batch)?;
+    let rbodies = bodies(&g.relations, "relations", args.batch)?;
+    let body_bytes: usize = ebodies.iter().chain(&rbodies).map(|b| b.1.len()).sum();
+    let urls: Vec<String> = (0..nodes)
+        .map(|i| cluster.node(i).url("/graph/ingest"))
+        .collect();
+    log(format!(
+        "torua {nodes} node(s): POST {} + {} batches ({:.0} MB of JSON)",
+        ebodies.len(),
+        rbodies.len(),
+        body_bytes as f64 / 1e6
+    ));
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(args.max_minutes * 60.0);
+    let (mut retries, entities_done, mut failure) = loaded(post_all(
+        "entities",
+        &urls,
+        &ebodies,
+        args.clients,
+        deadline,
+        CLIENT_TIMEOUT,
+    ));
+    let entities_s = t0.elapsed().as_secs_f64();
+    log(format!("  entities done in {entities_s:.1} s"));
+    let t1 = Instant::now();
+    let mut relations_done = 0;
+    if failure.is_none() {
+        let (r, done, f) = loaded(post_all(
+            "relations",
+            &urls,
+            &rbodies,
+            args.clients,
+            deadline,
+            CLIENT_TIMEOUT,
+        ));
+        (retries, relations_done, failure) = (retries + r, done, f);
+    }
+    let relations_s = t1.elapsed().as_secs_f64();
+    let acked = t0.elapsed();
+    // Acknowledged = durable in every in-sync copy's log; the rate counts until it is all
+    // applied (visible to reads), so the comparison with embedded Kuzu is like for like.
+    if failure.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
+        if let Err(e) = cluster.wait_applied(0, left) {
+            failure = Some(format!("{e:#}"));
+        }
+    }
+    let wall = t0.elapsed();
+    log(format!(
+        "  acknowledged after {:.1} s, applied after {:.1} s",
+        acked.as_secs_f64(),
+        wall.as_secs_f64()
+    ));
+    log(format!("  relations done in {relations_s:.1} s"));
+    let complete = entities_done == g.entities.len() && relations_done == g.relations.len();
+    let verify = if complete {
+        verify_shards(cluster, g, args.shards)?
+    } else {
+        let why = match &failure {
+            Some(e) => format!(
+                "a batch failed for good: {}",
+                e.chars().take(400).collect::<String>()
+            ),
+            None => format!("stopped at --max-minutes {}", args.max_minutes),
+        };
+        log(format!("  INCOMPLETE ({why}): {entities_done} entities, {relations_done} relations acknowledged"));
+        let health = cluster
+            .node(0)
+            .get_json("/cluster/health", Duration::from_secs(30))
+            .ok();
+        json!({"ok": null, "incomplete": why,
+               "health": health.as_ref().map(|h| h["status"].clone()),
+               "health_reasons": health.as_ref().map(|h| h["reasons"].clone())})
+    };
+    Ok((
+        IngestResult {
+            target: format!(
+                "torua {nodes} node{} R={replicas}",
+                if nodes == 1 { "" } else { "s" }
+            ),
+            wall,
+            entities_s,
+            relations_s,
+            entities_done,
+            relations_done,
+            complete,
+            retries,
+            extra: json!({"nodes": nodes, "replicas": replicas, "json_bytes": body_bytes,
+                          "acknowledged_s": acked.as_secs_f64(), "verify": verify.clone()}),
+        },
+        verify,
+    ))
+}

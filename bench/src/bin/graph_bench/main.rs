@@ -1,0 +1,517 @@
+//! Graph store benchmarks: bulk ingest and point reads of a GraphRAG-shaped graph, torua vs
+//! one embedded Kuzu database, measured in the same run.
+//!
+//! ```text
+//! graph_bench ingest      [flags]   ingest only (targets copy,single,cluster; no reads)
+//! graph_bench point-read  [flags]   load copy + cluster, then point reads (--reads 2000)
+//! graph_bench all         [flags]   ingest, then point reads on the torua targets
+//! graph_bench statements  [flags]   diagnostics: torua's write/read statements timed on the embedded database
+//! graph_bench queries     [flags]   load copy + single + cluster, then graph queries (see below)
+//!
+//! data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
+//! ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
+//! cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16 --env KEY=VALUE --log warn
+//! reads    --reads 2000 --read-warmup 200
+//! queries  --query-reps 50 --query-warmup 3 --query-case-s 60 --query-seeds 1,10,100 --query-hops 1,2
+//!          --query-max-nodes 100000 --query-max-relations 1000000 --query-embedded auto
+//! output   --label TEXT --json FILE (JSON lines, appended; default: stdout after the tables)
+//! ```
+//!
+//! The graph is generated from a seeded RNG: entities `ent-<i>` with a title, a type, a short
+//! description and 1-4 text unit ids; relations `rel-<j>` whose source and target are drawn from a
+//! bounded power law (density ∝ rank^-skew over two independent random permutations of the entities),
+//! so a few hubs have thousands of relations and most entities a handful, like GraphRAG's output.
+//!
+//! Targets:
+//! * `copy`: the baseline. One embedded Kuzu database with torua's schema (`src/storage/kuzu_shard.rs`),
+//!   loaded the fastest way Kuzu can: the data written as CSV (not timed), then `COPY Entity FROM` and
+//!   `COPY RELATED FROM` (timed).
+//! * `unwind`: the same database loaded with set-wise `UNWIND $rows AS r CREATE ...` statements, one
+//!   transaction per batch of `--batch` items, no existence checks: the fastest statement-based path, to
+//!   tell the cost of the engine path from the cost of distribution.
+//! * `single`: one `torua serve` process, R=1. `cluster`: `--nodes` processes, R=`--replicas`. Both get
+//!   the same data through `POST /graph/ingest` (JSON bodies serialised before the clock starts),
+//!   `--clients` threads round-robin over the nodes, entities first, then (after every entity batch is
+//!   acknowledged) relations. The clock stops when every item is acknowledged *and* applied (visible:
+//!   `/cluster/shards` reports no pending write), so the rate is like for like with the embedded
+//!   load; the acknowledgement time alone is recorded as `acknowledged_s`.
+//!   Rate = (entities + relations) / wall time. Afterwards `/cluster/shards`
+//!   must show every entity once among the primaries, and each relation once per endpoint shard.
+//!
+//! Point reads: `--reads` random entity ids (uniform, seeded), sequential, one keep-alive HTTP agent,
+//! `GET /graph/entities/{id}` through the first node; interleaved id by id with the embedded lookup of
+//! the same id in the `copy` database (prepared once: `MATCH (e:Entity {id: $id}) RETURN e.*` plus its
+//! outgoing and incoming relations, the same content the API returns). Torua's number includes HTTP,
+//! JSON, and for shards the node holds no copy of, a QUIC hop to a node that does. Also measured: the
+//! embedded lookup done the way torua's `get_entity` does it (a new connection and three statements
+//! prepared per read). Relation counts of both answers are compared for every id.
+//!
+//! Graph queries (`queries`, after the ingest of each torua target): `POST /graph/neighborhood`
+//! (direction both, hops `--query-hops` from `--query-seeds` random seeds, a new seed set per sample,
+//! the same sets for every target) and `POST /query` (`MATCH (e:Entity) RETURN count(*)` and the
+//! relation count), requests round-robin over the nodes, each sample interleaved with the same work
+//! on the `copy` database (see the section "Graph queries" below); `--query-reps` samples per case
+//! (a fifth, at least 10, for 100 seeds / 2 hops) after `--query-warmup`, a case stops after
+//! `--query-case-s` once it has 10 samples. Every answer is compared with the embedded one; any
+//! difference or failed request fails the run. `--targets copy` alone times the embedded side only.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kuzu::{Connection, Database, LogicalType, Value as KValue};
+use serde_json::{json, Value};
+use torua_testkit::kuzu_values::{string, strings, struct_rows};
+use torua_testkit::TestCluster;
+
+mod data;
+mod embedded;
+mod hood;
+mod ingest;
+mod point_read;
+mod query_phase;
+mod statements;
+
+use data::*;
+use embedded::*;
+use hood::*;
+use ingest::*;
+use point_read::*;
+use query_phase::*;
+use statements::*;
+use torua_bench::cluster::{start_green, Sizing};
+use torua_bench::kuzu::open_embedded;
+use torua_bench::out::Out;
+use torua_bench::stats::{pct, r1, us, Pct};
+use torua_testkit::gen::{bodies, shard_of, TYPES};
+use torua_testkit::graphrag::{Entity, Relation};
+use torua_testkit::http::{post_timed, short};
+use torua_testkit::ingest::{post_all, Loaded};
+use torua_testkit::log;
+use torua_testkit::rng::{permutation, power_law, Rng};
+
+// ------------------------------------------------------------------------------------------------
+// Arguments
+
+const USAGE: &str = "usage: graph_bench <ingest|point-read|all|statements|queries> [flags]
+  data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
+  ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
+  cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16
+           --env KEY=VALUE (repeatable, every node) --log warn
+  reads    --reads 2000 --read-warmup 200 (0: no reads)
+  queries  --query-reps 50 (0: none; default 50 for `queries`, else 0) --query-warmup 3
+           --query-case-s 60 (time cap per case) --query-seeds 1,10,100 --query-hops 1,2
+           --query-max-nodes 100000 --query-max-relations 1000000
+           --query-embedded auto|unwind|per-id (how the embedded baseline runs its statements)
+  output   --label TEXT --json FILE
+The torua binary is $TORUA_BIN, else the one next to this executable.";
+
+#[derive(Debug, Clone)]
+struct Args {
+    cmd: String,
+    entities: usize,
+    relations: usize,
+    seed: u64,
+    skew: f64,
+    batch: usize,
+    clients: usize,
+    targets: Vec<String>,
+    nodes: usize,
+    replicas: usize,
+    shards: u32,
+    memory_mb: u64,
+    max_shard_gb: u64,
+    max_minutes: f64,
+    env: BTreeMap<String, String>,
+    log: String,
+    reads: usize,
+    read_warmup: usize,
+    query_reps: usize,
+    query_warmup: usize,
+    query_case_s: f64,
+    query_seeds: Vec<usize>,
+    query_hops: Vec<u32>,
+    query_max_nodes: usize,
+    query_max_relations: usize,
+    query_embedded: EmbeddedMode,
+    label: Option<String>,
+    json: Option<PathBuf>,
+}
+
+const TARGETS: [&str; 4] = ["copy", "unwind", "single", "cluster"];
+
+fn parse_args() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_default();
+    if cmd.is_empty() || cmd == "-h" || cmd == "--help" {
+        println!("{USAGE}");
+        std::process::exit(if cmd.is_empty() { 2 } else { 0 });
+    }
+    let (targets, reads, query_reps): (&[&str], usize, usize) = match cmd.as_str() {
+        "ingest" => (&["copy", "single", "cluster"], 0, 0),
+        "point-read" => (&["copy", "cluster"], 2000, 0),
+        "all" => (&["copy", "single", "cluster"], 2000, 0),
+        "statements" => (&["copy"], 0, 0),
+        "queries" => (&["copy", "single", "cluster"], 0, 50),
+        _ => bail!("unknown subcommand {cmd:?}\n{USAGE}"),
+    };
+    let mut a = Args {
+        cmd,
+        entities: 100_000,
+        relations: 1_000_000,
+        seed: 42,
+        skew: 0.6,
+        batch: 5000,
+        clients: 4,
+        targets: targets.iter().map(|s| s.to_string()).collect(),
+        nodes: 3,
+        replicas: 2,
+        shards: 16,
+        memory_mb: 2048,
+        max_shard_gb: 16,
+        max_minutes: 15.0,
+        env: BTreeMap::new(),
+        log: "warn".into(),
+        reads,
+        read_warmup: 200,
+        query_reps,
+        query_warmup: 3,
+        query_case_s: 60.0,
+        query_seeds: vec![1, 10, 100],
+        query_hops: vec![1, 2],
+        query_max_nodes: 100_000,
+        query_max_relations: 1_000_000,
+        query_embedded: EmbeddedMode::Auto,
+        label: None,
+        json: None,
+    };
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
+        match flag.as_str() {
+            "--entities" => a.entities = value.parse().with_context(|| bad("a count"))?,
+            "--relations" => a.relations = value.parse().with_context(|| bad("a count"))?,
+            "--seed" => a.seed = value.parse().with_context(|| bad("an integer"))?,
+            "--skew" => {
+                a.skew = value
+                    .parse()
+                    .with_context(|| bad("an exponent in [0, 1)"))?
+            }
+            "--batch" => a.batch = value.parse().with_context(|| bad("a count"))?,
+            "--clients" => a.clients = value.parse().with_context(|| bad("a count"))?,
+            "--targets" => {
+                a.targets = value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }
+            "--nodes" => a.nodes = value.parse().with_context(|| bad("a count"))?,
+            "--replicas" => a.replicas = value.parse().with_context(|| bad("a count"))?,
+            "--shards" => a.shards = value.parse().with_context(|| bad("a count"))?,
+            "--memory-mb" => a.memory_mb = value.parse().with_context(|| bad("megabytes"))?,
+            "--max-shard-gb" => a.max_shard_gb = value.parse().with_context(|| bad("gigabytes"))?,
+            "--max-minutes" => a.max_minutes = value.parse().with_context(|| bad("minutes"))?,
+            "--env" => {
+                let (k, v) = value.split_once('=').with_context(|| bad("KEY=VALUE"))?;
+                a.env.insert(k.to_string(), v.to_string());
+            }
+            "--log" => a.log = value,
+            "--reads" => a.reads = value.parse().with_context(|| bad("a count"))?,
+            "--read-warmup" => a.read_warmup = value.parse().with_context(|| bad("a count"))?,
+            "--query-reps" => a.query_reps = value.parse().with_context(|| bad("a count"))?,
+            "--query-warmup" => a.query_warmup = value.parse().with_context(|| bad("a count"))?,
+            "--query-case-s" => a.query_case_s = value.parse().with_context(|| bad("seconds"))?,
+            "--query-seeds" => {
+                a.query_seeds = value
+                    .split(',')
+                    .map(|x| x.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| bad("seed counts like 1,10,100"))?
+            }
+            "--query-hops" => {
+                a.query_hops = value
+                    .split(',')
+                    .map(|x| x.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| bad("hop counts like 1,2"))?
+            }
+            "--query-max-nodes" => {
+                a.query_max_nodes = value.parse().with_context(|| bad("a count"))?
+            }
+            "--query-embedded" => {
+                a.query_embedded = match value.as_str() {
+                    "auto" => EmbeddedMode::Auto,
+                    "unwind" => EmbeddedMode::Unwind,
+                    "per-id" => EmbeddedMode::PerId,
+                    _ => bail!("{}", bad("auto, unwind or per-id")),
+                }
+            }
+            "--query-max-relations" => {
+                a.query_max_relations = value.parse().with_context(|| bad("a count"))?
+            }
+            "--label" => a.label = Some(value),
+            "--json" => a.json = Some(PathBuf::from(value)),
+            _ => bail!("unknown flag {flag}\n{USAGE}"),
+        }
+    }
+    for t in &a.targets {
+        if !TARGETS.contains(&t.as_str()) {
+            bail!(
+                "--targets: unknown target {t:?} (known: {})",
+                TARGETS.join(",")
+            );
+        }
+    }
+    if a.reads > 0 && !a.targets.iter().any(|t| t == "copy") {
+        bail!(
+            "point reads compare against the `copy` database: add copy to --targets (or --reads 0)"
+        );
+    }
+    if a.query_reps > 0 && !a.targets.iter().any(|t| t == "copy") {
+        bail!("queries compare against the `copy` database: add copy to --targets (or --query-reps 0)");
+    }
+    if a.query_seeds
+        .iter()
+        .any(|&n| n == 0 || n > 1000 || n > a.entities)
+        || a.query_hops.iter().any(|&h| !(1..=3).contains(&h))
+        || !(1..=100_000).contains(&a.query_max_nodes)
+        || !(1..=1_000_000).contains(&a.query_max_relations)
+    {
+        bail!("--query-seeds in 1..=1000 (and at most --entities), --query-hops in 1..=3, --query-max-nodes in 1..=100000, --query-max-relations in 1..=1000000");
+    }
+    if a.entities < 2 || a.batch == 0 || a.clients == 0 || a.nodes == 0 || a.shards == 0 {
+        bail!("--entities must be at least 2, --batch, --clients, --nodes and --shards at least 1");
+    }
+    if !(0.0..1.0).contains(&a.skew) {
+        bail!("--skew must be in [0, 1)");
+    }
+    Ok(a)
+}
+
+impl Args {
+    fn has(&self, target: &str) -> bool {
+        self.targets.iter().any(|t| t == target)
+    }
+    fn label(&self) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| format!("{} entities, {} relations", self.entities, self.relations))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output (same shape as membership_bench: human tables on stdout, JSON lines to --json or stdout)
+
+// ------------------------------------------------------------------------------------------------
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let mut out = Out::new(
+        args.json.as_deref(),
+        json!({
+            "bench": "graph", "cmd": args.cmd, "label": args.label(),
+            "entities": args.entities, "relations": args.relations, "seed": args.seed, "skew": args.skew,
+            "batch": args.batch, "clients": args.clients, "shards": args.shards,
+            "memory_mb": args.memory_mb, "env": args.env,
+        }),
+        true,
+    )?;
+    let t = Instant::now();
+    let g = generate(args.entities, args.relations, args.seed, args.skew);
+    let mut degrees: Vec<i64> = g.entities.iter().map(|e| e.degree).collect();
+    degrees.sort_unstable();
+    let n = degrees.len();
+    log(format!(
+        "generated {} entities, {} relations in {:.1} s; degree p50 {} p99 {} max {}",
+        n,
+        g.relations.len(),
+        t.elapsed().as_secs_f64(),
+        degrees[n / 2],
+        degrees[(n * 99 / 100).min(n - 1)],
+        degrees[n - 1]
+    ));
+    let dir = std::env::temp_dir().join(format!("torua-graph-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let result = run(&args, &g, &dir, &mut out);
+    let _ = std::fs::remove_dir_all(&dir);
+    out.finish();
+    result
+}
+
+fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
+    if args.cmd == "statements" {
+        return statements(args, g, dir, out);
+    }
+    let mut results: Vec<IngestResult> = Vec::new();
+    let mut copy_db = None;
+    let mut failures = Vec::new();
+    let cap = Duration::from_secs_f64(args.max_minutes * 60.0);
+    if args.has("copy") {
+        log("embedded: CSV + COPY");
+        let (db, r) = ingest_copy(dir, g, args.memory_mb)?;
+        copy_db = Some(db);
+        results.push(r);
+    }
+    if args.has("unwind") {
+        log("embedded: torua's UNWIND CREATE statements, one transaction per batch");
+        results.push(ingest_unwind(
+            dir,
+            g,
+            args.memory_mb,
+            args.batch,
+            Instant::now() + cap,
+        )?);
+        let _ = std::fs::remove_file(dir.join("unwind.kz"));
+    }
+    let mut reads: Vec<(String, ReadResult)> = Vec::new();
+    let mut torua_targets = Vec::new();
+    if args.has("single") {
+        torua_targets.push((1, 1));
+    }
+    if args.has("cluster") {
+        torua_targets.push((args.nodes, args.replicas.min(args.nodes)));
+    }
+    for (nodes, replicas) in torua_targets {
+        let cluster = start_cluster(args, nodes, replicas)?;
+        let (r, verify) = ingest_torua(args, &cluster, g, nodes, replicas)?;
+        if r.complete && verify["ok"] != true {
+            failures.push(format!("{}: /cluster/shards does not add up", r.target));
+        }
+        if args.reads > 0 && r.complete {
+            let db = copy_db.as_ref().context("reads need the copy database")?;
+            log(format!(
+                "{}: {} point reads (+{} warm-up)",
+                r.target, args.reads, args.read_warmup
+            ));
+            let rr = point_reads(args, db, &cluster, g)?;
+            if rr.mismatches > 0 {
+                failures.push(format!(
+                    "{}: {} point reads disagree with the embedded database",
+                    r.target, rr.mismatches
+                ));
+            }
+            reads.push((r.target.clone(), rr));
+        }
+        if args.query_reps > 0 && r.complete {
+            let db = copy_db.as_ref().context("queries need the copy database")?;
+            log(format!("{}: graph queries", r.target));
+            let phase = query_phase(args, db, Some(&cluster), g)?;
+            // Reported at once (not with the tables at the end): a long run that dies later keeps it.
+            let unverified = (verify["ok"] != true).then(|| verify.to_string());
+            failures.extend(report_queries(
+                out, args, &r.target, nodes, &phase, unverified,
+            )?);
+        }
+        results.push(r);
+        drop(cluster);
+    }
+
+    // Ingest table.
+    let baseline = results
+        .iter()
+        .find(|r| r.target.contains("COPY"))
+        .map(IngestResult::rate);
+    println!(
+        "\ngraph ingest: {} entities + {} relations (seed {}, skew {}), batches of {}, {} client threads, {} shards, {} MB per node",
+        g.entities.len(),
+        g.relations.len(),
+        args.seed,
+        args.skew,
+        args.batch,
+        args.clients,
+        args.shards,
+        args.memory_mb
+    );
+    println!(
+        "{:<40} {:>10} {:>12} {:>12} {:>9} {:>8} {:>9}  complete",
+        "", "items/s", "entities/s", "relations/s", "wall s", "retries", "vs COPY"
+    );
+    let is_cluster =
+        |r: &IngestResult| r.target.starts_with("torua") && !r.target.contains("1 node ");
+    for r in &results {
+        let rate = r.rate();
+        let ratio = baseline.map(|b| rate / b);
+        println!(
+            "{:<40} {:>10.0} {:>12.0} {:>12.0} {:>9.2} {:>8} {:>8.1}%  {}",
+            r.target,
+            rate,
+            r.entity_rate(),
+            r.relation_rate(),
+            r.wall.as_secs_f64(),
+            r.retries,
+            ratio.map_or(f64::NAN, |x| x * 100.0),
+            if r.complete {
+                "yes".to_string()
+            } else {
+                format!(
+                    "NO ({}): {} entities, {} relations acknowledged",
+                    if r.extra["verify"]["incomplete"]
+                        .as_str()
+                        .is_some_and(|w| w.starts_with("a batch failed"))
+                    {
+                        "a batch failed for 5 minutes".to_string()
+                    } else {
+                        format!("stopped at {} min", args.max_minutes)
+                    },
+                    r.entities_done,
+                    r.relations_done
+                )
+            }
+        );
+        if let Some(v) = r.extra.get("verify").filter(|v| v.get("health").is_some()) {
+            println!(
+                "{:<40} after the ingest: health {}, {} of {} copies in sync {}, counts {}",
+                "",
+                v["health"],
+                v["in_sync_copies"],
+                v["copies"],
+                v["health_reasons"],
+                match v["ok"].as_bool() {
+                    Some(true) => "add up",
+                    Some(false) => "DO NOT add up",
+                    None => "not checked",
+                }
+            );
+        }
+        let met = is_cluster(r).then(|| ratio.is_some_and(|x| x >= 0.25));
+        out.emit(json!({
+            "kind": "ingest", "target": r.target, "complete": r.complete, "items_per_s": r1(rate),
+            "wall_s": r.wall.as_secs_f64(), "entities_s": r.entities_s, "relations_s": r.relations_s,
+            "entities_done": r.entities_done, "relations_done": r.relations_done,
+            "entities_per_s": r1(r.entity_rate()), "relations_per_s": r1(r.relation_rate()),
+            "retries": r.retries, "ratio_vs_copy": ratio, "target_ratio_min": is_cluster(r).then_some(0.25),
+            "target_met": met, "extra": r.extra,
+        }))?;
+    }
+    if let Some(b) = baseline {
+        for r in results.iter().filter(|r| is_cluster(r)) {
+            let ratio = r.rate() / b;
+            println!(
+                "target {} >= 25% of embedded COPY: {} ({:.1}%)",
+                r.target,
+                if ratio >= 0.25 { "met" } else { "NOT met" },
+                ratio * 100.0
+            );
+        }
+    }
+    for (target, rr) in &reads {
+        report_reads(out, target, rr)?;
+    }
+    if args.query_reps > 0 && !args.has("single") && !args.has("cluster") {
+        // No torua target: the embedded side alone (to look at the baseline).
+        let db = copy_db.as_ref().context("queries need the copy database")?;
+        log("embedded only: graph queries");
+        let phase = query_phase(args, db, None, g)?;
+        report_queries(out, args, "embedded only", 0, &phase, None)?;
+    }
+    if !failures.is_empty() {
+        bail!("verification failed: {}", failures.join("; "));
+    }
+    Ok(())
+}
