@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use torua_testkit::{member_ids, torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{member_ids, torua_bin, wait, ClusterOptions, TestCluster};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -161,17 +161,13 @@ fn serve_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("torua serve with {env:?} did not stop on bad configuration");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait::poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        child.try_wait().unwrap().ok_or(())
+    })
+    .unwrap_or_else(|()| {
+        let _ = child.kill();
+        panic!("torua serve with {env:?} did not stop on bad configuration");
+    });
     let mut stderr = String::new();
     use std::io::Read;
     child

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use torua_testkit::{import_graphrag, ClusterOptions, TestCluster};
+use torua_testkit::{import_graphrag, wait, ClusterOptions, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(10);
@@ -41,16 +41,16 @@ fn check_dulce_everywhere(cluster: &mut TestCluster, expected: &torua::graph::mo
     }
     for i in cluster.running() {
         let node = cluster.node(i);
+        let get = |path: String| node.get_json(&path, T).unwrap();
+        let same = |got: &Value, want: &str, what: String| {
+            assert_eq!(got, want, "{what} on {}", node.id);
+        };
         for e in &expected.entities {
-            let got = node
-                .get_json(&format!("/graph/entities/{}", e.id), T)
-                .unwrap();
-            assert_eq!(
-                got["entity"]["title"],
-                e.title.as_str(),
-                "{} on {}: {got}",
-                e.id,
-                node.id
+            let got = get(format!("/graph/entities/{}", e.id));
+            same(
+                &got["entity"]["title"],
+                &e.title,
+                format!("{}: {got}", e.id),
             );
             let rels = got["relations"].as_array().map(Vec::len).unwrap_or(0);
             assert_eq!(
@@ -62,16 +62,8 @@ fn check_dulce_everywhere(cluster: &mut TestCluster, expected: &torua::graph::mo
             );
         }
         for c in &expected.chunks {
-            let got = node
-                .get_json(&format!("/graph/chunks/{}", c.id), T)
-                .unwrap();
-            assert_eq!(
-                got["chunk"]["text"],
-                c.text.as_str(),
-                "chunk {} on {}",
-                c.id,
-                node.id
-            );
+            let got = get(format!("/graph/chunks/{}", c.id));
+            same(&got["chunk"]["text"], &c.text, format!("chunk {}", c.id));
         }
     }
     // Per-shard entity counts add up, and every copy of a shard agrees.
@@ -97,6 +89,14 @@ fn check_dulce_everywhere(cluster: &mut TestCluster, expected: &torua::graph::mo
     assert_eq!(total as usize, expected.entities.len(), "{shards}");
 }
 
+/// SIGTERM to node `i`, which stops at once (no drain with these options).
+fn stop(cluster: &mut TestCluster, i: usize) {
+    cluster
+        .node_mut(i)
+        .terminate(Duration::from_secs(20))
+        .unwrap();
+}
+
 fn import(url: &str) {
     let stdout = import_graphrag(&dulce(), url);
     assert!(
@@ -109,7 +109,7 @@ fn import(url: &str) {
 fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
     let mut cluster = TestCluster::start(3, graph_options(3)).unwrap();
     wait_green(&mut cluster);
-    let expected = torua::import_graphrag::read_folder(&dulce()).unwrap();
+    let expected = torua::cmd::import::read_folder(&dulce()).unwrap();
     import(&cluster.node(1).url(""));
     // Importing again is harmless.
     import(&cluster.node(2).url(""));
@@ -117,10 +117,7 @@ fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
 
     // Rolling restart, one node at a time.
     for i in 0..3 {
-        cluster
-            .node_mut(i)
-            .terminate(Duration::from_secs(20))
-            .unwrap();
+        stop(&mut cluster, i);
         cluster.node_mut(i).start().unwrap();
         cluster.wait_node_up(i, SETTLE).unwrap();
         wait_green(&mut cluster);
@@ -129,10 +126,7 @@ fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
 
     // Whole-cluster restart.
     for i in 0..3 {
-        cluster
-            .node_mut(i)
-            .terminate(Duration::from_secs(20))
-            .unwrap();
+        stop(&mut cluster, i);
     }
     cluster.start_all().unwrap();
     wait_green(&mut cluster);
@@ -170,37 +164,33 @@ fn kill_9_during_ingest_loses_no_acknowledged_write() {
             }
         })
     };
-    let started = Instant::now();
-    while acked.lock().unwrap().len() < 200 && started.elapsed() < SETTLE {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Ok once at least `n` writes are acknowledged.
+    let acked_at_least = |n: usize| {
+        let got = acked.lock().unwrap().len();
+        if got >= n {
+            Ok(())
+        } else {
+            Err(format!("{got} acked"))
+        }
+    };
+    wait::until("200 writes acknowledged", SETTLE, || acked_at_least(200));
     // Kill only once every copy is in sync (a copy that left the in-sync set during start-up
     // catches up from its primary's log within a few seconds), as the chaos suite does: killing the
     // last in-sync copy of a shard would rightly stop its writes.
-    let deadline = Instant::now() + SETTLE;
-    loop {
+    wait::until("green under ingest", SETTLE, || {
         let health = cluster.node(0).get_json("/cluster/health", T).unwrap();
         if health["status"] == "green" {
-            break;
+            Ok(())
+        } else {
+            Err(health)
         }
-        assert!(
-            Instant::now() < deadline,
-            "not green under ingest: {health}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let before_kill = acked.lock().unwrap().len();
     cluster.node_mut(1).kill9();
     // Ingest continues once the dead node's copies leave the in-sync sets.
-    let deadline = Instant::now() + SETTLE;
-    while acked.lock().unwrap().len() < before_kill + 200 {
-        assert!(
-            Instant::now() < deadline,
-            "ingest did not continue after kill -9 ({} acked)",
-            acked.lock().unwrap().len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::until("ingest continuing after kill -9", SETTLE, || {
+        acked_at_least(before_kill + 200)
+    });
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     let acked = acked.lock().unwrap().clone();

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_testkit::{member_ids, ClusterOptions, TestCluster};
+use torua_testkit::{member_ids, summarize, wait, ClusterOptions, TestCluster};
 
 /// Forming a cluster creates every shard copy (each builds its search indexes): seconds on an idle
 /// machine, much longer on a loaded one.
@@ -180,60 +180,50 @@ fn a_node_with_another_secret_is_never_admitted() {
 
     let members = ids(&["node-1", "node-2", "node-3", "node-4"]);
     let legit = [0usize, 1, 2, 3];
-    let check_legit = |cluster: &TestCluster| {
+    // Err names a legitimate node that lists the intruder as a member.
+    let intruder_seen = |cluster: &TestCluster| -> Result<(), String> {
         for &i in &legit {
             let h = cluster.node(i).get_json("/cluster/health", T).unwrap();
-            assert!(
-                !member_ids(&h).contains(&"a".to_string()),
-                "intruder in {}'s view: {h}",
-                cluster.node(i).id
-            );
+            if member_ids(&h).contains(&"a".to_string()) {
+                return Err(format!("intruder in {}'s view: {h}", cluster.node(i).id));
+            }
         }
+        Ok(())
     };
     // Wait for the legitimate cluster while checking the intruder never shows up.
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        check_legit(&cluster);
-        let ok = legit.iter().all(|&i| {
-            cluster
-                .node(i)
-                .get_json("/cluster/health", T)
-                .map(|h| {
-                    h["status"] == "green"
-                        && h["coordinator"] == "node-1"
-                        && h["source"] == "coordinator"
-                })
-                .unwrap_or(false)
-        });
-        if ok {
-            break;
+    wait::until("the legitimate cluster green", SETTLE, || {
+        if let Err(e) = intruder_seen(&cluster) {
+            panic!("{e}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "legitimate cluster did not become green"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Keep watching for a while: many gossip rounds of the intruder trying.
-    for _ in 0..20 {
-        check_legit(&cluster);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        for &i in &legit {
+            let h = cluster.node(i).get_json("/cluster/health", T)?;
+            anyhow::ensure!(
+                h["status"] == "green"
+                    && h["coordinator"] == "node-1"
+                    && h["source"] == "coordinator",
+                "{}: {}",
+                cluster.node(i).id,
+                summarize(&h)
+            );
+        }
+        Ok(())
+    });
+    // Keep watching for 2 s: many gossip rounds of the intruder trying to join.
+    wait::throughout(Duration::from_secs(2), Duration::from_millis(100), || {
+        intruder_seen(&cluster)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let registry = cluster.node(2).get_json("/cluster/nodes", T).unwrap();
     assert_eq!(registry_ids(&registry), members, "{registry}");
     // Green again if a stall on a loaded machine made a node look dead for a moment.
-    let deadline = Instant::now() + SETTLE;
-    loop {
+    wait::until("green with 4 nodes", SETTLE, || {
         let health = cluster.node(3).get_json("/cluster/health", T).unwrap();
         if health["status"] == "green" && health["number_of_nodes"] == 4 {
-            break;
+            Ok(())
+        } else {
+            Err(health)
         }
-        assert!(
-            Instant::now() < deadline,
-            "not green with 4 nodes: {health}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
 
     // A broadcast from the cluster never reaches the intruder; one from the intruder reaches only itself.
     let body = json!({"path": "/control", "payload": {"log_filter": "warn"}});
@@ -307,13 +297,15 @@ fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
     // SIGSTOP: the coordinator's sockets stay open but nothing answers (a hung process).
     cluster.node_mut(0).pause();
     // Make sure it has stopped: its own /health no longer answers.
-    while cluster
-        .node(0)
-        .get_json("/health", Duration::from_millis(300))
-        .is_ok()
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::until("node-1 silent after SIGSTOP", SETTLE, || {
+        match cluster
+            .node(0)
+            .get_json("/health", Duration::from_millis(300))
+        {
+            Ok(h) => Err(h),
+            Err(_) => Ok(()),
+        }
+    });
     let started = Instant::now();
     let h = cluster
         .node(2)

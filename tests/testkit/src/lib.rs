@@ -1,10 +1,11 @@
 //! The test kit shared by `tests/` and `bench/`: real `torua serve` processes on loopback
-//! ([`cluster`]), JSON over HTTP ([`http`]), health answers and cluster-wide waits ([`health`]),
-//! a seeded generator ([`rng`]), GraphRAG items
-//! ([`graphrag`]) and pieces of synthetic data ([`gen`]), batched ingest ([`ingest`]), progress
-//! lines ([`log`]), failure tallies ([`failures`]) and Kuzu parameter values for embedded
-//! baselines ([`kuzu_values`]).
+//! ([`cluster`]), JSON over HTTP ([`http`]) and raw bodies ([`raw`]), health answers and
+//! cluster-wide waits ([`health`]), polling with a deadline ([`wait`]), shards as answers report
+//! them ([`answers`]), a seeded generator ([`rng`]), GraphRAG items ([`graphrag`]) and pieces of
+//! synthetic data ([`gen`]), batched ingest ([`ingest`]), progress lines ([`log`]), failure
+//! tallies ([`failures`]) and Kuzu parameter values for embedded baselines ([`kuzu_values`]).
 
+pub mod answers;
 pub mod cluster;
 pub mod failures;
 pub mod gen;
@@ -14,7 +15,9 @@ pub mod http;
 pub mod ingest;
 pub mod kuzu_values;
 pub mod log;
+pub mod raw;
 pub mod rng;
+pub mod wait;
 
 pub use cluster::{
     import_graphrag, torua_bin, ClusterOptions, NodeProc, TestCluster, GOSSIP_PORT, HTTP_PORT,
