@@ -18,6 +18,20 @@ pub fn load_1m() -> Option<f64> {
         .ok()
 }
 
+/// Busy and total jiffies of the whole machine.
+pub fn machine_jiffies() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0.0);
+    Some((total - idle, total))
+}
+
 /// A `/proc/meminfo` value (e.g. `MemAvailable:`) in MB.
 pub fn meminfo_mb(key: &str) -> Option<f64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;

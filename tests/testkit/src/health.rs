@@ -9,6 +9,15 @@ use serde_json::Value;
 use crate::cluster::TestCluster;
 
 impl TestCluster {
+    /// The shard copies node `i`'s `/cluster/shards` lists.
+    pub fn shard_copies(&self, i: usize, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+        let mut answer = self.nodes[i].get_json("/cluster/shards", timeout)?;
+        match answer["copies"].take() {
+            Value::Array(copies) => Ok(copies),
+            _ => bail!("no copies in /cluster/shards: {}", summarize(&answer)),
+        }
+    }
+
     /// Waits until node `i`'s `/cluster/shards` reports no logged write waiting to be applied
     /// (acknowledged writes are durable at once, visible once applied).
     pub fn wait_applied(&self, i: usize, timeout: Duration) -> anyhow::Result<Value> {

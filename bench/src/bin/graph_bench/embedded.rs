@@ -29,6 +29,31 @@ pub(crate) fn open_graph_db(path: &Path, memory_mb: u64) -> Result<Database> {
     Ok(db)
 }
 
+/// The fields of [`entity_row`]'s rows.
+pub(crate) fn entity_fields() -> [(&'static str, LogicalType); 7] {
+    [
+        ("id", LogicalType::String),
+        ("title", LogicalType::String),
+        ("type", LogicalType::String),
+        ("description", LogicalType::String),
+        ("text_unit_ids", string_list()),
+        ("frequency", LogicalType::Int64),
+        ("degree", LogicalType::Int64),
+    ]
+}
+
+/// The fields of [`relation_row`]'s rows.
+pub(crate) fn relation_fields() -> [(&'static str, LogicalType); 6] {
+    [
+        ("id", LogicalType::String),
+        ("source", LogicalType::String),
+        ("target", LogicalType::String),
+        ("description", LogicalType::String),
+        ("weight", LogicalType::Double),
+        ("text_unit_ids", string_list()),
+    ]
+}
+
 /// An entity as the parameter row of `UNWIND $rows AS r CREATE (:Entity ...)`.
 pub(crate) fn entity_row(e: &Entity) -> Vec<KValue> {
     vec![
@@ -222,23 +247,8 @@ pub(crate) fn ingest_unwind(
 ) -> Result<IngestResult> {
     let db = open_graph_db(&dir.join("unwind.kz"), memory_mb)?;
     let conn = Connection::new(&db)?;
-    let efields = [
-        ("id", LogicalType::String),
-        ("title", LogicalType::String),
-        ("type", LogicalType::String),
-        ("description", LogicalType::String),
-        ("text_unit_ids", string_list()),
-        ("frequency", LogicalType::Int64),
-        ("degree", LogicalType::Int64),
-    ];
-    let rfields = [
-        ("id", LogicalType::String),
-        ("source", LogicalType::String),
-        ("target", LogicalType::String),
-        ("description", LogicalType::String),
-        ("weight", LogicalType::Double),
-        ("text_unit_ids", string_list()),
-    ];
+    let efields = entity_fields();
+    let rfields = relation_fields();
     let t0 = Instant::now();
     let (mut entities_done, mut relations_done) = (0, 0);
     for chunk in g.entities.chunks(batch) {

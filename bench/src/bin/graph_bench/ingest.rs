@@ -26,16 +26,11 @@ pub(crate) fn verify_shards(cluster: &TestCluster, g: &Graph, shards: u32) -> Re
             }
         })
         .sum();
-    let answer = cluster
-        .node(0)
-        .get_json("/cluster/shards", Duration::from_secs(120))?;
-    let copies = answer["copies"]
-        .as_array()
-        .context("no copies in /cluster/shards")?;
+    let copies = cluster.shard_copies(0, Duration::from_secs(120))?;
     let (mut entities, mut relations) = (0u64, 0u64);
     let in_sync = copies.iter().filter(|c| c["in_sync"] == true).count();
     let mut per_shard: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
-    for c in copies {
+    for c in &copies {
         let e = c["entities"]
             .as_u64()
             .context("a copy without an entity count")?;

@@ -13,14 +13,7 @@ pub(crate) fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> R
     let (db, _) = ingest_copy(dir, g, args.memory_mb)?;
     let conn = Connection::new(&db)?;
     let mut rng = Rng(args.seed ^ 0xD1A6);
-    let rfields = [
-        ("id", LogicalType::String),
-        ("source", LogicalType::String),
-        ("target", LogicalType::String),
-        ("description", LogicalType::String),
-        ("weight", LogicalType::Double),
-        ("text_unit_ids", string_list()),
-    ];
+    let rfields = relation_fields();
     let n = g.entities.len();
     let new: Vec<Vec<KValue>> = (0..args.batch)
         .map(|j| {

@@ -50,21 +50,10 @@ pub(crate) fn spin() -> ! {
     }
 }
 
-/// CPU time (user + system, seconds) the machine spent so far, from /proc/stat, to report load.
+/// CPU time (busy, total; seconds at 100 jiffies a second) the machine spent so far, to report
+/// load.
 pub(crate) fn machine_busy_seconds() -> Option<(f64, f64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = text.lines().next()?;
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    if v.len() < 5 {
-        return None;
-    }
-    let idle = v[3] + v[4];
-    let total: f64 = v.iter().take(8).sum();
-    Some(((total - idle) / 100.0, total / 100.0))
+    machine_jiffies().map(|(busy, total)| (busy / 100.0, total / 100.0))
 }
 
 pub(crate) struct Phase {

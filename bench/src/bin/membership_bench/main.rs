@@ -47,6 +47,7 @@ use false_deaths::*;
 use poller::*;
 use torua_bench::out::{dispatch, Bench, Out};
 use torua_bench::stats::{ms, pct, r1, Pct};
+use torua_bench::sys::machine_jiffies;
 
 const DEFAULT_GOSSIP_MS: f64 = 200.0;
 /// As `TORUA_PHI_THRESHOLD`'s default (membership::config::DEFAULT_PHI_THRESHOLD).

@@ -171,16 +171,11 @@ pub(crate) fn verify_shards(cluster: &TestCluster, g: &Graph, shards: u32) -> Re
         .iter()
         .map(|r| 1 + u64::from(shard_of(&r.source, shards) != shard_of(&r.target, shards)))
         .sum();
-    let answer = cluster
-        .node(0)
-        .get_json("/cluster/shards", Duration::from_secs(120))?;
-    let copies = answer["copies"]
-        .as_array()
-        .context("no copies in /cluster/shards")?;
+    let copies = cluster.shard_copies(0, Duration::from_secs(120))?;
     let keys = ["entities", "relations", "chunks", "communities"];
     let mut sums = [0u64; 4];
     let mut per_shard: BTreeMap<u64, Vec<Vec<u64>>> = BTreeMap::new();
-    for c in copies {
+    for c in &copies {
         let v: Vec<u64> = keys
             .iter()
             .map(|k| c[k].as_u64().unwrap_or(u64::MAX))

@@ -25,20 +25,6 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-/// Busy and total jiffies of the whole machine.
-pub(crate) fn machine_jiffies() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?;
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let total: f64 = v.iter().take(8).sum();
-    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0.0);
-    Some((total - idle, total))
-}
-
 /// CPU use of named processes between `start` and `stop`, in cores (1.0 = one core busy).
 pub(crate) struct CpuMeter {
     pids: Vec<(String, String)>,

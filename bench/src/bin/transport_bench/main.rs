@@ -59,6 +59,7 @@ use http_conn::*;
 use rtt::*;
 use torua_bench::out::{dispatch, Bench, Out};
 use torua_bench::stats::r3;
+use torua_bench::sys::machine_jiffies;
 
 // ------------------------------------------------------------------------------------------------
 // Arguments
