@@ -1,4 +1,4 @@
-//! The chaos suite (issue 7): five real `torua` processes (8 shards, 2 copies each) under continuous
+//! The chaos suite: five real `torua` processes (8 shards, 2 copies each) under continuous
 //! writes and reads, while about every 10 s a random node is killed with kill -9 — never before the
 //! cluster is green again — and restarted after a random delay, one round in three with its data
 //! directory wiped. Copies of a dead node are re-created elsewhere after `TORUA_REPLACE_AFTER` (5 s
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
-use torua_testkit::{ready_ids, ClusterOptions, Failures, TestCluster};
+use torua_testkit::{ready_ids, wait, ClusterOptions, Failures, Rng, TestCluster};
 
 const NODES: usize = 5;
 const SHARDS: u32 = 8;
@@ -38,48 +38,24 @@ const BATCH_ENTITIES: usize = 20;
 const EXTRA_RELATIONS: usize = 5;
 /// The writer deletes one acknowledged entity after every this many batches.
 const DELETE_EVERY: u64 = 6;
+/// Pause of the writer between two batches (and while no node is live): a steady load that the
+/// cluster absorbs while it heals, not a saturation test.
 const WRITE_PAUSE: Duration = Duration::from_millis(80);
+/// Pause of the reader between two reads (and while there is nothing to read or no live node).
 const READ_PAUSE: Duration = Duration::from_millis(25);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(25);
 /// Time between two kills (the next kill also waits for green).
-const KILL_EVERY_MS: (u64, u64) = (8_000, 12_000);
-const MAX_RESTART_DELAY_MS: u64 = 8_000;
+const KILL_EVERY_MS: (usize, usize) = (8_000, 12_000);
+const MAX_RESTART_DELAY_MS: usize = 8_000;
 /// Longest wait for green after one kill before the chaos phase is abandoned.
 const ROUND_HEAL_TIMEOUT: Duration = Duration::from_secs(90);
 /// Once green, how long to wait for copies per node to even out before going on anyway.
 const ROUND_BALANCE_GRACE: Duration = Duration::from_secs(30);
 const FINAL_HEAL_TIMEOUT: Duration = Duration::from_secs(180);
 const FINAL_BALANCE_GRACE: Duration = Duration::from_secs(60);
+/// How often the cluster's state is asked while waiting for it to settle.
 const POLL: Duration = Duration::from_millis(300);
 const T: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------------
-// A small seeded generator (splitmix64): no crate for this.
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-}
 
 /// The wall clock (UTC, like the nodes' logs) as `HH:MM:SS.mmm`.
 fn clock() -> String {
@@ -200,8 +176,8 @@ impl BatchRec {
             });
         }
         for j in 0..EXTRA_RELATIONS {
-            let a = rng.below(BATCH_ENTITIES as u64) as usize;
-            let b = (a + 1 + rng.below(BATCH_ENTITIES as u64 - 1) as usize) % BATCH_ENTITIES;
+            let a = rng.below(BATCH_ENTITIES);
+            let b = (a + 1 + rng.below(BATCH_ENTITIES - 1)) % BATCH_ENTITIES;
             relations.push(Rel {
                 id: format!("c{n}-x{j}"),
                 source: entities[a].clone(),
@@ -331,6 +307,19 @@ fn rel_triples(v: &Value) -> Vec<(String, String, String)> {
         .unwrap_or_default()
 }
 
+/// The reply to judge, or the verdict without judging: skipped when `x` is being deleted, refused
+/// when there was no answer.
+fn reply_to_judge<'r>(
+    m: &Model,
+    x: &str,
+    reply: &'r Result<Reply, String>,
+) -> Result<&'r Reply, Verdict> {
+    if m.deleting.contains(x) {
+        return Err(Verdict::Skipped);
+    }
+    reply.as_ref().map_err(|e| Verdict::Refused(e.clone()))
+}
+
 /// `GET /graph/entities/{x}`.
 fn judge_entity(
     m: &Model,
@@ -340,12 +329,9 @@ fn judge_entity(
     reply: &Result<Reply, String>,
 ) -> Verdict {
     let x = batch.entities[k].as_str();
-    if m.deleting.contains(x) {
-        return Verdict::Skipped;
-    }
-    let r = match reply {
-        Err(e) => return Verdict::Refused(e.clone()),
+    let r = match reply_to_judge(m, x, reply) {
         Ok(r) => r,
+        Err(verdict) => return verdict,
     };
     if r.stale.is_some() {
         return Verdict::Stale;
@@ -390,12 +376,9 @@ fn judge_neighborhood(
     reply: &Result<Reply, String>,
 ) -> Verdict {
     let x = batch.entities[k].as_str();
-    if m.deleting.contains(x) {
-        return Verdict::Skipped;
-    }
-    let r = match reply {
-        Err(e) => return Verdict::Refused(e.clone()),
+    let r = match reply_to_judge(m, x, reply) {
         Ok(r) => r,
+        Err(verdict) => return verdict,
     };
     if r.status != 200 {
         return Verdict::Refused(format!("{}", r.status));
@@ -557,7 +540,7 @@ impl Ctx {
         if live.is_empty() {
             return None;
         }
-        Some(live[rng.below(live.len() as u64) as usize])
+        Some(live[rng.below(live.len())])
     }
 }
 
@@ -638,7 +621,7 @@ fn delete_one(ctx: &Ctx, rng: &mut Rng) {
         }
         let mut chosen = None;
         for _ in 0..10 {
-            let (b, k) = m.acked[rng.below(m.acked.len() as u64) as usize];
+            let (b, k) = m.acked[rng.below(m.acked.len())];
             let id = m.batches[b].entities[k].clone();
             if !m.deleting.contains(&id) {
                 chosen = Some(id);
@@ -691,7 +674,7 @@ fn reader(ctx: Arc<Ctx>, seed: u64) {
             if m.acked.is_empty() {
                 None
             } else {
-                let (b, k) = m.acked[rng.below(m.acked.len() as u64) as usize];
+                let (b, k) = m.acked[rng.below(m.acked.len())];
                 let batch = m.batches[b].clone();
                 if m.deleting.contains(&batch.entities[k]) {
                     None
@@ -706,7 +689,7 @@ fn reader(ctx: Arc<Ctx>, seed: u64) {
             continue;
         };
         let x = batch.entities[k].clone();
-        let neighborhood = rng.one_in(2);
+        let neighborhood = rng.chance(0.5);
         let sent_at = clock();
         let started = Instant::now();
         let reply = if neighborhood {
@@ -896,11 +879,9 @@ fn wait_settled(
     timeout: Duration,
     balance_grace: Duration,
 ) -> Result<Settled, String> {
-    let deadline = Instant::now() + timeout;
     let mut green_since: Option<Instant> = None;
     let mut greens = 0;
-    let mut last;
-    loop {
+    wait::poll(timeout, POLL, || {
         let now = Instant::now();
         let o = observe(cluster);
         match o.green {
@@ -913,22 +894,18 @@ fn wait_settled(
                         balanced: o.balanced,
                     });
                 }
-                last = format!(
+                Err(format!(
                     "green, not balanced: {}",
                     o.balanced.err().unwrap_or_default()
-                );
+                ))
             }
             Err(e) => {
                 green_since = None;
                 greens = 0;
-                last = e;
+                Err(e)
             }
         }
-        if Instant::now() > deadline {
-            return Err(last);
-        }
-        std::thread::sleep(POLL);
-    }
+    })
 }
 
 /// Nodes that exited although the test did not kill them: a failure each, and restarted.
@@ -1055,6 +1032,17 @@ fn first<'a>(m: &Model, it: impl Iterator<Item = &'a String>, n: usize) -> Vec<S
         .collect()
 }
 
+/// A failure when `ids` (found wrong on `node`: `what`) is not empty, with up to 10 of them.
+fn check_none(f: &mut Failures, m: &Model, node: &str, ids: &[&String], what: &str) {
+    f.check(ids.is_empty(), || {
+        format!(
+            "{node}: {} {what}, e.g. {:?}",
+            ids.len(),
+            first(m, ids.iter().copied(), 10)
+        )
+    });
+}
+
 /// Every acknowledged entity and relation listed by a full query on every node; no deleted one.
 fn check_listed_everywhere(ctx: &Ctx, f: &mut Failures) -> usize {
     let m = ctx.model.lock().unwrap();
@@ -1090,20 +1078,20 @@ fn check_listed_everywhere(ctx: &Ctx, f: &mut Failures) -> usize {
                     resurrected.len(),
                     m.deleted.len()
                 );
-                f.check(missing.is_empty(), || {
-                    format!(
-                        "{node}: {} acknowledged entities missing from MATCH (e:Entity) RETURN e.id, e.g. {:?}",
-                        missing.len(),
-                        first(&m, missing.iter().copied(), 10)
-                    )
-                });
-                f.check(resurrected.is_empty(), || {
-                    format!(
-                        "{node}: {} entities whose delete was acknowledged are listed again, e.g. {:?}",
-                        resurrected.len(),
-                        first(&m, resurrected.iter().copied(), 10)
-                    )
-                });
+                check_none(
+                    f,
+                    &m,
+                    node,
+                    &missing,
+                    "acknowledged entities missing from MATCH (e:Entity) RETURN e.id",
+                );
+                check_none(
+                    f,
+                    &m,
+                    node,
+                    &resurrected,
+                    "entities whose delete was acknowledged are listed again",
+                );
             }
         }
         f.cases += 1;
@@ -1120,20 +1108,20 @@ fn check_listed_everywhere(ctx: &Ctx, f: &mut Failures) -> usize {
                     .copied()
                     .filter(|id| got.contains(*id))
                     .collect();
-                f.check(missing.is_empty(), || {
-                    format!(
-                        "{node}: {} acknowledged relations missing from the relation listing, e.g. {:?}",
-                        missing.len(),
-                        first(&m, missing.iter().copied(), 10)
-                    )
-                });
-                f.check(resurrected.is_empty(), || {
-                    format!(
-                        "{node}: {} relations of deleted entities are listed, e.g. {:?}",
-                        resurrected.len(),
-                        first(&m, resurrected.iter().copied(), 10)
-                    )
-                });
+                check_none(
+                    f,
+                    &m,
+                    node,
+                    &missing,
+                    "acknowledged relations missing from the relation listing",
+                );
+                check_none(
+                    f,
+                    &m,
+                    node,
+                    &resurrected,
+                    "relations of deleted entities are listed",
+                );
             }
         }
     }
@@ -1518,11 +1506,11 @@ fn chaos_kill_9_restarts_and_wipes_under_load_lose_nothing() {
         stats: Mutex::default(),
     });
     let writer_thread = {
-        let (ctx, seed) = (ctx.clone(), rng.next());
+        let (ctx, seed) = (ctx.clone(), rng.next_u64());
         std::thread::spawn(move || writer(ctx, seed))
     };
     let reader_thread = {
-        let (ctx, seed) = (ctx.clone(), rng.next());
+        let (ctx, seed) = (ctx.clone(), rng.next_u64());
         std::thread::spawn(move || reader(ctx, seed))
     };
 
@@ -1535,6 +1523,8 @@ fn chaos_kill_9_restarts_and_wipes_under_load_lose_nothing() {
     while chaos_start.elapsed() < chaos {
         let now = Instant::now();
         if now < next_kill {
+            // The kill schedule is the point: until the next kill is due, only look (every second)
+            // for nodes that died on their own.
             let left = chaos.saturating_sub(chaos_start.elapsed());
             std::thread::sleep((next_kill - now).min(left).min(Duration::from_secs(1)));
             restart_crashed(&mut cluster, &ctx, &mut f);
@@ -1550,9 +1540,9 @@ fn chaos_kill_9_restarts_and_wipes_under_load_lose_nothing() {
             abandoned = true;
             break;
         }
-        let victim = rng.below(NODES as u64) as usize;
-        let wipe = rng.one_in(3) || (rounds.len() == 1 && wipes == 0);
-        let delay = Duration::from_millis(rng.below(MAX_RESTART_DELAY_MS + 1));
+        let victim = rng.below(NODES);
+        let wipe = rng.below(3) == 0 || (rounds.len() == 1 && wipes == 0);
+        let delay = Duration::from_millis(rng.range(0, MAX_RESTART_DELAY_MS) as u64);
         let acked_before = ctx.stats.lock().unwrap().batches_acked;
         let node_id = cluster.nodes[victim].id.clone();
         eprintln!(
@@ -1566,6 +1556,7 @@ fn chaos_kill_9_restarts_and_wipes_under_load_lose_nothing() {
         cluster.node_mut(victim).kill9();
         let killed_at = Instant::now();
         let killed_clock = clock();
+        // The node stays dead for the drawn delay: the cluster must cope meanwhile.
         std::thread::sleep(delay);
         if wipe {
             wipes += 1;
@@ -1628,7 +1619,7 @@ fn chaos_kill_9_restarts_and_wipes_under_load_lose_nothing() {
             break;
         }
         next_kill =
-            killed_at + Duration::from_millis(rng.between(KILL_EVERY_MS.0, KILL_EVERY_MS.1));
+            killed_at + Duration::from_millis(rng.range(KILL_EVERY_MS.0, KILL_EVERY_MS.1) as u64);
     }
     let chaos_took = chaos_start.elapsed();
 

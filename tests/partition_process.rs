@@ -1,4 +1,4 @@
-//! Split-brain safety with real packets cut between real processes (issue 7, partition scenario).
+//! Split-brain safety with real packets cut between real processes.
 //!
 //! Five `torua serve` processes, each in its own network namespace, split 3/2 for 20 s under writes
 //! and then healed. The minority holds the coordinator, so the majority must elect a new one and
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
-use torua_testkit::{summarize, torua_bin, Failures};
+use torua_testkit::{summarize, torua_bin, wait, Failures};
 
 const NODES: usize = 5;
 const SHARDS: u32 = 8;
@@ -97,6 +97,11 @@ fn ip(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `ip` with the whitespace-separated words of `line` (names and addresses here have no spaces).
+fn ip_words(line: &str) -> Result<String, String> {
+    ip(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 /// The namespaces and links of one run; removed on drop (after the nodes, which are declared
 /// later and so dropped first).
 struct Net {
@@ -141,71 +146,20 @@ impl Net {
             ip(&["link", "set", &bridge(side), "up"])?;
         }
         for i in 0..NODES {
-            let ns = ns_name(i);
-            ip(&["netns", "add", &ns])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            let (ns, c, m) = (ns_name(i), cluster_veth(i), mgmt_veth(i));
+            ip_words(&format!("netns add {ns}"))?;
+            ip_words(&format!("-n {ns} link set lo up"))?;
             // Cluster link: the namespace end is c0, the root end is enslaved to bridge a.
-            ip(&[
-                "link",
-                "add",
-                &cluster_veth(i),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "c0",
-                "netns",
-                &ns,
-            ])?;
-            ip(&[
-                "link",
-                "set",
-                &cluster_veth(i),
-                "master",
-                &bridge('a'),
-                "up",
-            ])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", cluster_ip(i)),
-                "dev",
-                "c0",
-            ])?;
-            ip(&["-n", &ns, "link", "set", "c0", "up"])?;
+            ip_words(&format!("link add {c} type veth peer name c0 netns {ns}"))?;
+            ip_words(&format!("link set {c} master {} up", bridge('a')))?;
+            ip_words(&format!("-n {ns} addr add {}/24 dev c0", cluster_ip(i)))?;
+            ip_words(&format!("-n {ns} link set c0 up"))?;
             // Management link: a /30 between the namespace and the root namespace.
-            ip(&[
-                "link",
-                "add",
-                &mgmt_veth(i),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "m0",
-                "netns",
-                &ns,
-            ])?;
-            ip(&[
-                "addr",
-                "add",
-                &format!("10.78.{}.2/30", i + 1),
-                "dev",
-                &mgmt_veth(i),
-            ])?;
-            ip(&["link", "set", &mgmt_veth(i), "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/30", mgmt_ip(i)),
-                "dev",
-                "m0",
-            ])?;
-            ip(&["-n", &ns, "link", "set", "m0", "up"])?;
+            ip_words(&format!("link add {m} type veth peer name m0 netns {ns}"))?;
+            ip_words(&format!("addr add 10.78.{}.2/30 dev {m}", i + 1))?;
+            ip_words(&format!("link set {m} up"))?;
+            ip_words(&format!("-n {ns} addr add {}/30 dev m0", mgmt_ip(i)))?;
+            ip_words(&format!("-n {ns} link set m0 up"))?;
         }
         Ok(())
     }
@@ -602,21 +556,21 @@ fn all_green(nodes: &[Node]) -> Result<(String, u64), String> {
 }
 
 fn wait_green(nodes: &mut [Node], timeout: Duration) -> Result<(String, u64), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let mut exited = None;
+    let green = wait::poll(timeout, Duration::from_millis(200), || {
         for n in nodes.iter_mut() {
             if let Some(status) = n.exited() {
-                return Err(format!("{} exited ({status}):\n{}", n.id, n.log_tail(30)));
+                // Stops the wait: a node that exited does not come back.
+                exited = Some(format!("{} exited ({status}):\n{}", n.id, n.log_tail(30)));
+                return Ok(None);
             }
         }
-        let last = match all_green(nodes) {
-            Ok(c) => return Ok(c),
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            return Err(format!("not green within {timeout:?}: {last}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        all_green(nodes).map(Some)
+    });
+    match green {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(exited.unwrap_or_default()),
+        Err(last) => Err(format!("not green within {timeout:?}: {last}")),
     }
 }
 
@@ -726,6 +680,7 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
             })
         })
         .collect();
+    // Writes flow for 4 s before the split, so that the split cuts through a running load.
     std::thread::sleep(Duration::from_secs(4));
 
     // 3. Split.
@@ -913,6 +868,7 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
                     .collect::<Vec<_>>(),
             );
         }
+        // The split lasts SPLIT_FOR whatever happens: until then, look again every 0.5 s.
         let left = t_heal_planned.saturating_duration_since(Instant::now());
         std::thread::sleep(left.min(Duration::from_millis(500)));
     }
@@ -1058,6 +1014,7 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
     } else {
         eprintln!("green {heal_to_green:.1} s after the heal: {green:?}");
     }
+    // Writes flow across the heal for WRITE_AFTER_HEAL.
     if let Some(left) = WRITE_AFTER_HEAL.checked_sub(t_heal.elapsed()) {
         std::thread::sleep(left);
     }
@@ -1071,34 +1028,34 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
         failures.fail(format!("after the writers stopped: {e}"));
     }
     // Every node installs the same shard map (version and term).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let maps: Vec<(String, Value, Value)> = nodes
-            .iter()
-            .map(
-                |n| match get(n, "/cluster/shards", Duration::from_secs(3)) {
-                    Ok(r) => (
-                        n.id.clone(),
-                        r.body["version"].clone(),
-                        r.body["term"].clone(),
-                    ),
-                    Err(e) => (n.id.clone(), Value::String(e), Value::Null),
-                },
-            )
-            .collect();
-        let distinct: BTreeSet<String> = maps.iter().map(|(_, v, t)| format!("{v}/{t}")).collect();
-        if distinct.len() == 1 || Instant::now() > deadline {
-            failures.cases += 1;
-            failures.check(distinct.len() == 1, || {
-                format!(
-                    "after the heal the nodes hold different shard maps (version, term): {maps:?}"
+    let (maps, distinct) = wait::answer(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let maps: Vec<(String, Value, Value)> = nodes
+                .iter()
+                .map(
+                    |n| match get(n, "/cluster/shards", Duration::from_secs(3)) {
+                        Ok(r) => (
+                            n.id.clone(),
+                            r.body["version"].clone(),
+                            r.body["term"].clone(),
+                        ),
+                        Err(e) => (n.id.clone(), Value::String(e), Value::Null),
+                    },
                 )
-            });
-            eprintln!("shard map after the heal (version/term): {distinct:?}");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+                .collect();
+            let distinct: BTreeSet<String> =
+                maps.iter().map(|(_, v, t)| format!("{v}/{t}")).collect();
+            (maps, distinct)
+        },
+        |(_, distinct)| distinct.len() == 1,
+    );
+    failures.cases += 1;
+    failures.check(distinct.len() == 1, || {
+        format!("after the heal the nodes hold different shard maps (version, term): {maps:?}")
+    });
+    eprintln!("shard map after the heal (version/term): {distinct:?}");
     for n in &nodes {
         if let Ok(r) = get(n, "/cluster/shards", Duration::from_secs(3)) {
             let _ = std::fs::write(
@@ -1113,6 +1070,19 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
     let split_s = secs(t_split);
     let heal_s = secs(t_heal);
     let settle_s = split_s + SETTLE.as_secs_f64();
+    // A write for a failure message, its times counted from the split.
+    let show = |r: &WriteRec| {
+        format!(
+            "{} shard {} sent +{:.1}s done +{:.1}s {:?} acked={} {}",
+            ids[r.node],
+            r.pair.shard,
+            r.sent - split_s,
+            r.done - split_s,
+            r.status,
+            r.acked,
+            r.reason
+        )
+    };
     let mut first_no_quorum: BTreeMap<usize, f64> = BTreeMap::new();
     for r in &records {
         if r.no_quorum && minority.contains(&r.node) && r.done < heal_s {
@@ -1182,17 +1152,7 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
                         && r.done >= split_s
                         && r.sent < heal_s
                 })
-                .map(|r| {
-                    format!(
-                        "{} sent +{:.1}s done +{:.1}s {:?} acked={} {}",
-                        ids[r.node],
-                        r.sent - split_s,
-                        r.done - split_s,
-                        r.status,
-                        r.acked,
-                        r.reason
-                    )
-                })
+                .map(show)
                 .collect();
             format!(
                 "shard {s} (copies {:?}) took no write on the majority after settling ({SETTLE:?}; \
@@ -1210,18 +1170,7 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
         let seen: Vec<String> = records
             .iter()
             .filter(|r| majority.contains(&r.node) && r.done >= split_s && r.sent < heal_s)
-            .map(|r| {
-                format!(
-                    "{} shard {} sent +{:.1}s done +{:.1}s {:?} acked={} {}",
-                    ids[r.node],
-                    r.pair.shard,
-                    r.sent - split_s,
-                    r.done - split_s,
-                    r.status,
-                    r.acked,
-                    r.reason
-                )
-            })
+            .map(show)
             .collect();
         format!(
             "no write to the majority sent after settling ({SETTLE:?}) was acknowledged before \

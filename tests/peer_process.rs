@@ -280,10 +280,11 @@ fn without_a_secret_a_node_refuses_to_listen_beyond_loopback() {
 
 #[test]
 fn health_falls_back_to_the_local_view_when_the_coordinator_is_silent() {
-    // A slow failure detector (phi 50 ≈ 5 s of silence) keeps the paused coordinator a live
-    // member while the test asks: the fallback under test is for a coordinator that gossip still
-    // believes in, not the failover (tested above). On a loaded machine the default (≈ 0.6 s)
-    // could declare it dead before the question is asked.
+    // A slow failure detector (phi 50: a member is dead after ≈ 50 mean heartbeat intervals of
+    // silence, ≈ 2 s with 3 nodes) keeps the paused coordinator a live member while the test asks:
+    // the fallback under test is for a coordinator that gossip still believes in, not the failover
+    // (tested above). On a loaded machine the default (20, ≈ 0.9 s) could declare it dead before
+    // the question is asked.
     let mut options = ClusterOptions::default();
     options
         .env

@@ -1,4 +1,4 @@
-//! Process-level correctness of the read endpoints (issue 5): `POST /query`, `POST /graph/neighborhood`
+//! Process-level correctness of the read endpoints: `POST /query`, `POST /graph/neighborhood`
 //! and `POST /graph/path` on real 3-node clusters (8 shards, R=2), checked against ONE embedded Kuzu
 //! database holding the same graph (the reference), on randomly generated graphs (seeded, so a failure
 //! replays); then kill -9 of one and two nodes; then bad input.
@@ -13,13 +13,16 @@ use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as Kv};
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
 use torua_testkit::kuzu_values::{string, strings, struct_rows};
-use torua_testkit::{ClusterOptions, Failures, NodeProc, TestCluster};
+use torua_testkit::raw::post_raw;
+use torua_testkit::{answers, wait, ClusterOptions, Failures, NodeProc, Rng, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Client-side timeout of one request (the server's own default is 10 s).
 const T: Duration = Duration::from_secs(70);
 /// As in `ClusterOptions::graph`.
 const SHARDS: u32 = 8;
+/// Pause between two tries of a request whose answer is expected to change (after a kill).
+const RETRY: Duration = Duration::from_millis(250);
 
 fn graph_options(nodes: usize) -> ClusterOptions {
     ClusterOptions::graph(nodes)
@@ -27,40 +30,6 @@ fn graph_options(nodes: usize) -> ClusterOptions {
 
 fn wait_green(cluster: &mut TestCluster) {
     cluster.wait_green(SETTLE).unwrap();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Randomness: splitmix64, no dependency.
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    /// Inclusive range.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,29 +289,24 @@ impl Reference {
             ("frequency", LogicalType::Int64),
             ("degree", LogicalType::Int64),
         ];
-        for chunk in ents.chunks(1000) {
-            let rows = chunk
-                .iter()
-                .map(|e| {
-                    vec![
-                        string(&e.id),
-                        string(&e.title),
-                        string(&e.kind),
-                        string(&e.description),
-                        strings(&e.text_unit_ids),
-                        Kv::Int64(e.frequency),
-                        Kv::Int64(e.degree),
-                    ]
-                })
-                .collect();
-            run(
-                &conn,
-                "UNWIND $rows AS r CREATE (:Entity {id: r.id, title: r.title, type: r.type, \
-                 description: r.description, text_unit_ids: r.tu, frequency: r.frequency, degree: r.degree})",
-                vec![("rows", struct_rows(&ent_fields, rows))],
-            )
-            .unwrap();
-        }
+        unwind(
+            &conn,
+            "UNWIND $rows AS r CREATE (:Entity {id: r.id, title: r.title, type: r.type, \
+             description: r.description, text_unit_ids: r.tu, frequency: r.frequency, degree: r.degree})",
+            &ent_fields,
+            ents,
+            |e| {
+                vec![
+                    string(&e.id),
+                    string(&e.title),
+                    string(&e.kind),
+                    string(&e.description),
+                    strings(&e.text_unit_ids),
+                    Kv::Int64(e.frequency),
+                    Kv::Int64(e.degree),
+                ]
+            },
+        );
         let rel_fields = [
             ("id", LogicalType::String),
             ("source", LogicalType::String),
@@ -351,29 +315,24 @@ impl Reference {
             ("weight", LogicalType::Double),
             ("tu", list),
         ];
-        for chunk in rels.chunks(1000) {
-            let rows = chunk
-                .iter()
-                .map(|r| {
-                    vec![
-                        string(&r.id),
-                        string(&r.source),
-                        string(&r.target),
-                        string(&r.description),
-                        Kv::Double(r.weight),
-                        strings(&r.text_unit_ids),
-                    ]
-                })
-                .collect();
-            run(
-                &conn,
-                "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
-                 CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, \
-                 text_unit_ids: r.tu}]->(b)",
-                vec![("rows", struct_rows(&rel_fields, rows))],
-            )
-            .unwrap();
-        }
+        unwind(
+            &conn,
+            "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
+             CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, \
+             text_unit_ids: r.tu}]->(b)",
+            &rel_fields,
+            rels,
+            |r| {
+                vec![
+                    string(&r.id),
+                    string(&r.source),
+                    string(&r.target),
+                    string(&r.description),
+                    Kv::Double(r.weight),
+                    strings(&r.text_unit_ids),
+                ]
+            },
+        );
     }
 
     /// Runs `cypher` with JSON params; returns (columns, rows as JSON).
@@ -402,6 +361,20 @@ impl Reference {
             .map(|row| row.iter().map(kv_json).collect())
             .collect();
         Ok((columns, rows))
+    }
+}
+
+/// Runs `cypher` (which reads `$rows`) over `items` in chunks of 1000 rows of `fields`.
+fn unwind<T>(
+    conn: &Connection,
+    cypher: &str,
+    fields: &[(&str, LogicalType)],
+    items: &[T],
+    row: impl Fn(&T) -> Vec<Kv>,
+) {
+    for chunk in items.chunks(1000) {
+        let rows = chunk.iter().map(&row).collect();
+        run(conn, cypher, vec![("rows", struct_rows(fields, rows))]).unwrap();
     }
 }
 
@@ -767,10 +740,7 @@ fn check_neighborhood(
         })
         .unwrap_or_default();
     if got_ents != ents {
-        let exp_set: BTreeSet<_> = ents.iter().cloned().collect();
-        let got_set: BTreeSet<_> = got_ents.iter().cloned().collect();
-        let missing: Vec<_> = exp_set.difference(&got_set).take(8).collect();
-        let extra: Vec<_> = got_set.difference(&exp_set).take(8).collect();
+        let (missing, extra, _) = list_diff(&ents, &got_ents);
         f.fail(format!(
             "{}: entities (hop, id) differ: expected {} got {}; missing {:?}; unexpected {:?}; {}",
             ctx(),
@@ -785,79 +755,55 @@ fn check_neighborhood(
             }
         ));
     }
-    for e in ans["entities"].as_array().into_iter().flatten() {
-        let Some(want) = e["id"].as_str().and_then(|id| idx.ents.get(id)) else {
-            continue;
-        };
+    check_fields(f, &ans["entities"], |e| {
+        let want = e["id"].as_str().and_then(|id| idx.ents.get(id))?;
         let ok = e["title"] == want.title.as_str()
             && e["type"] == want.kind.as_str()
             && e["description"] == want.description.as_str()
             && e["degree"] == want.degree
             && e["frequency"] == want.frequency;
-        if !f.check(ok, || {
+        (!ok).then(|| {
             format!(
                 "{}: entity fields differ: got {} expected {}",
                 ctx(),
                 short(e),
                 ent_json(want)
             )
-        }) {
-            break;
-        }
-    }
+        })
+    });
     let got_rels: Vec<RelKey> = ans["relations"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    (
-                        r["id"].as_str().unwrap_or("<no id>").to_string(),
-                        r["source"].as_str().unwrap_or("").to_string(),
-                        r["target"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .map(rel_key)
+        .collect();
     let want_rels: Vec<RelKey> = rels.iter().map(|k| (*k).clone()).collect();
     if got_rels != want_rels {
-        let exp_set: BTreeSet<_> = want_rels.iter().cloned().collect();
-        let got_set: BTreeSet<_> = got_rels.iter().cloned().collect();
-        let missing: Vec<_> = exp_set.difference(&got_set).take(8).collect();
-        let extra: Vec<_> = got_set.difference(&exp_set).take(8).collect();
+        let (missing, extra, distinct) = list_diff(&want_rels, &got_rels);
         f.fail(format!(
             "{}: relations (id, source, target) differ: expected {} got {} (duplicates in answer: {}); \
              missing {:?}; unexpected {:?}",
             ctx(),
             want_rels.len(),
             got_rels.len(),
-            got_rels.len() - got_set.len(),
+            got_rels.len() - distinct,
             missing,
             extra
         ));
     }
-    for r in ans["relations"].as_array().into_iter().flatten() {
-        let key = (
-            r["id"].as_str().unwrap_or("").to_string(),
-            r["source"].as_str().unwrap_or("").to_string(),
-            r["target"].as_str().unwrap_or("").to_string(),
-        );
-        let Some(want) = idx.rels.get(&key) else {
-            continue;
-        };
+    check_fields(f, &ans["relations"], |r| {
+        let want = idx.rels.get(&rel_key(r))?;
         let ok = r["description"] == want.description.as_str()
             && r["weight"].as_f64() == Some(want.weight);
-        if !f.check(ok, || {
+        (!ok).then(|| {
             format!(
                 "{}: relation fields differ: got {} expected {}",
                 ctx(),
                 short(r),
                 rel_json(want)
             )
-        }) {
-            break;
-        }
-    }
+        })
+    });
     let got_missing: BTreeSet<String> = ans["missing_seeds"]
         .as_array()
         .map(|a| {
@@ -893,6 +839,40 @@ fn check_neighborhood(
             ans["_shards"]
         )
     });
+}
+
+/// (id, source, target) of a relation in an answer.
+fn rel_key(r: &Value) -> RelKey {
+    let field = |k: &str, none: &str| r[k].as_str().unwrap_or(none).to_string();
+    (
+        field("id", "<no id>"),
+        field("source", ""),
+        field("target", ""),
+    )
+}
+
+/// Checks the fields of the answered `items` (an array) with `differ`, which says how an item
+/// differs from what was written (None when it is right or unknown); fails at the first one.
+fn check_fields(f: &mut Failures, items: &Value, mut differ: impl FnMut(&Value) -> Option<String>) {
+    if let Some(msg) = items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|item| differ(item))
+    {
+        f.fail(msg);
+    }
+}
+
+/// For messages about two lists that should be equal: up to 8 items `want` has and `got` lacks,
+/// up to 8 the other way round, and how many distinct items `got` holds.
+fn list_diff<T: Ord + Clone>(want: &[T], got: &[T]) -> (Vec<T>, Vec<T>, usize) {
+    let want: BTreeSet<&T> = want.iter().collect();
+    let got: BTreeSet<&T> = got.iter().collect();
+    let only = |a: &BTreeSet<&T>, b: &BTreeSet<&T>| -> Vec<T> {
+        a.difference(b).take(8).map(|t| (*t).clone()).collect()
+    };
+    (only(&want, &got), only(&got, &want), got.len())
 }
 
 fn random_nb_case(rng: &mut Rng, own: &[String], all: &[String]) -> NbCase {
@@ -1813,15 +1793,10 @@ fn kill_9_keeps_answers_whole_then_partial_or_refused() {
     idx.add(&ents, &rels);
     let ids: Vec<String> = ents.iter().map(|e| e.id.clone()).collect();
 
-    // Which nodes hold which shard (the map never moves copies: no re-replication yet).
+    // Which nodes hold which shard (a dead node's copies stay in the map for TORUA_REPLACE_AFTER,
+    // 30 s by default, before they are re-created elsewhere).
     let shards = cluster.wait_applied(0, SETTLE).unwrap();
-    let mut holders: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
-    for c in shards["copies"].as_array().unwrap() {
-        holders
-            .entry(c["shard"].as_u64().unwrap() as u32)
-            .or_default()
-            .insert(c["node"].as_str().unwrap().to_string());
-    }
+    let holders = answers::holders(&shards);
     assert_eq!(holders.len(), SHARDS as usize, "{shards}");
 
     // The cases, with their expectations, checked on the whole cluster first.
@@ -1857,31 +1832,34 @@ fn kill_9_keeps_answers_whole_then_partial_or_refused() {
         let retry =
             |node: &NodeProc, path: &str, body: &Value, waited: &mut Duration| -> (u16, Value) {
                 let t = Instant::now();
-                let deadline = t + Duration::from_secs(20);
-                loop {
-                    let sent = Instant::now();
-                    let (status, ans) = post(node, path, body);
-                    let whole = status == 200 && shards_clean(&ans);
+                let answer = wait::answer(
+                    Duration::from_secs(20),
+                    RETRY,
+                    || {
+                        let sent = Instant::now();
+                        let (status, ans) = post(node, path, body);
+                        let whole = status == 200 && shards_clean(&ans);
+                        if !whole || sent.elapsed() > Duration::from_secs(1) {
+                            eprintln!(
+                                "  {} {path} answered {status} after {:.1} s: {}",
+                                node.id,
+                                sent.elapsed().as_secs_f64(),
+                                if status == 200 {
+                                    ans["_shards"].to_string()
+                                } else {
+                                    short(&ans)
+                                }
+                            );
+                        }
+                        (status, ans)
+                    },
                     // Only what the death can explain is retried: no answer, a 5xx, or a partial 200.
-                    let retriable = status == 0 || status >= 500 || (status == 200 && !whole);
-                    if !whole || sent.elapsed() > Duration::from_secs(1) {
-                        eprintln!(
-                            "  {} {path} answered {status} after {:.1} s: {}",
-                            node.id,
-                            sent.elapsed().as_secs_f64(),
-                            if status == 200 {
-                                ans["_shards"].to_string()
-                            } else {
-                                short(&ans)
-                            }
-                        );
-                    }
-                    if !retriable || Instant::now() > deadline {
-                        *waited = (*waited).max(t.elapsed());
-                        return (status, ans);
-                    }
-                    std::thread::sleep(Duration::from_millis(250));
-                }
+                    |(status, ans)| {
+                        !(*status == 0 || *status >= 500 || (*status == 200 && !shards_clean(ans)))
+                    },
+                );
+                *waited = (*waited).max(t.elapsed());
+                answer
             };
         for c in &nb_cases {
             f.cases += 1;
@@ -1954,16 +1932,7 @@ fn kill_9_keeps_answers_whole_then_partial_or_refused() {
     // kill -9 node-1 too: the shards held only by node-1 and node-2 have no live copy.
     cluster.node_mut(0).kill9();
     let survivor = cluster.node(2);
-    let dead: BTreeSet<u32> = holders
-        .iter()
-        .filter(|(_, nodes)| !nodes.contains(&survivor.id))
-        .map(|(s, _)| *s)
-        .collect();
-    assert!(
-        !dead.is_empty(),
-        "every shard has a copy on {}: {holders:?}",
-        survivor.id
-    );
+    let dead = answers::shards_not_on(&holders, &survivor.id);
     let live_ids: BTreeSet<&String> = ids
         .iter()
         .filter(|id| !dead.contains(&shard_of(id, SHARDS)))
@@ -1973,27 +1942,14 @@ fn kill_9_keeps_answers_whole_then_partial_or_refused() {
     // Global query: 200 with the live shards' rows and the dead shards listed ...
     f.cases += 1;
     let body = json!({"cypher": "MATCH (e:Entity) RETURN e.id ORDER BY e.id", "allow_partial": true, "timeout_ms": 5000});
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (status, ans) = loop {
-        let (status, ans) = post(survivor, "/query", &body);
-        let failed = ans["_shards"]["failed"].as_u64().unwrap_or(0) as usize;
-        if (status == 200 && failed == dead.len()) || Instant::now() > deadline {
-            break (status, ans);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let failed_shards: BTreeSet<u32> = ans["_shards"]["failures"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["shard"].as_u64().map(|s| s as u32))
-                .collect()
-        })
-        .unwrap_or_default();
-    let reasons_ok = ans["_shards"]["failures"].as_array().is_some_and(|a| {
-        a.iter()
-            .all(|x| x["reason"].as_str().is_some_and(|r| !r.is_empty()))
-    });
+    let (status, ans) = wait::answer(
+        Duration::from_secs(20),
+        RETRY,
+        || post(survivor, "/query", &body),
+        |(status, ans)| *status == 200 && ans["_shards"]["failed"] == dead.len(),
+    );
+    let failed_shards = answers::failed_shards(&ans);
+    let reasons_ok = answers::failures_have_reasons(&ans);
     let got_ids: BTreeSet<&str> = ans["rows"]
         .as_array()
         .map(|a| a.iter().filter_map(|r| r[0].as_str()).collect())
@@ -2054,14 +2010,7 @@ fn kill_9_keeps_answers_whole_then_partial_or_refused() {
     body["timeout_ms"] = json!(5000);
     f.cases += 1;
     let (status, ans) = post(survivor, "/graph/neighborhood", &body);
-    let failed_shards: BTreeSet<u32> = ans["_shards"]["failures"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["shard"].as_u64().map(|s| s as u32))
-                .collect()
-        })
-        .unwrap_or_default();
+    let failed_shards = answers::failed_shards(&ans);
     let bad_entities: Vec<String> = ans["entities"]
         .as_array()
         .into_iter()
@@ -2131,21 +2080,8 @@ fn kill_9_keeps_answers_whole_then_partial_or_refused() {
 // 3. Bad input.
 
 fn raw_post(node: &NodeProc, path: &str, body: &str) -> (u16, Value) {
-    let resp = ureq::post(&node.url(path))
-        .set("content-type", "application/json")
-        .timeout(T)
-        .send_string(body);
-    let resp = match resp {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return (0, json!(format!("{e}"))),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let (status, answer, _) = post_raw(&node.url(path), body, T);
+    (status, answer)
 }
 
 #[test]
@@ -2233,147 +2169,80 @@ fn bad_input_gets_a_4xx_with_a_reason() {
         ("/query", Raw("{\"cypher\": \"MATCH (e:Entity) RETURN count(*)\""), 400, ""),
         ("/query", Raw("not json at all"), 400, ""),
     ]);
+    // Bad bodies of the graph endpoints: (body, the reason must mention).
+    let nb = |body: Value, why: &'static str| ("/graph/neighborhood", Json(body), 400, why);
+    // (body, status, the reason must mention)
+    let gp = |body: Value, status: u16, why: &'static str| ("/graph/path", Json(body), status, why);
     let seeds = |n: usize| -> Vec<String> { (0..n).map(|i| format!("b-e{}", i % 60)).collect() };
     cases.extend([
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "hops": 0})),
-            400,
-            "hops",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "hops": 4})),
-            400,
-            "hops",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [], "hops": 1})),
-            400,
-            "seeds",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": seeds(10_000), "hops": 1})),
-            400,
-            "seeds",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": seeds(1001), "hops": 1})),
-            400,
-            "seeds",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "max_nodes": 1_000_000_000u64})),
-            400,
+        nb(json!({"seeds": [e1], "hops": 0}), "hops"),
+        nb(json!({"seeds": [e1], "hops": 4}), "hops"),
+        nb(json!({"seeds": [], "hops": 1}), "seeds"),
+        nb(json!({"seeds": seeds(10_000), "hops": 1}), "seeds"),
+        nb(json!({"seeds": seeds(1001), "hops": 1}), "seeds"),
+        nb(
+            json!({"seeds": [e1], "max_nodes": 1_000_000_000u64}),
             "max_nodes",
         ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "max_nodes": 0})),
-            400,
-            "max_nodes",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "max_relations": 0})),
-            400,
+        nb(json!({"seeds": [e1], "max_nodes": 0}), "max_nodes"),
+        nb(json!({"seeds": [e1], "max_relations": 0}), "max_relations"),
+        nb(
+            json!({"seeds": [e1], "max_relations": 10_000_000u64}),
             "max_relations",
         ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "max_relations": 10_000_000u64})),
-            400,
-            "max_relations",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "direction": "sideways"})),
-            400,
-            "sideways",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"hops": 1})),
-            400,
-            "seeds",
-        ),
-        ("/graph/neighborhood", Json(json!({"seeds": e1})), 400, ""),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "relation_filter": {"min_weight": "high"}})),
-            400,
+        nb(json!({"seeds": [e1], "direction": "sideways"}), "sideways"),
+        nb(json!({"hops": 1}), "seeds"),
+        nb(json!({"seeds": e1}), ""),
+        nb(
+            json!({"seeds": [e1], "relation_filter": {"min_weight": "high"}}),
             "",
         ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "timeout_ms": 0})),
-            400,
+        nb(json!({"seeds": [e1], "timeout_ms": 0}), "timeout_ms"),
+        nb(
+            json!({"seeds": [e1], "timeout_ms": 1_000_000_000u64}),
             "timeout_ms",
         ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "timeout_ms": 1_000_000_000u64})),
-            400,
-            "timeout_ms",
-        ),
-        (
-            "/graph/neighborhood",
-            Json(json!({"seeds": [e1], "timeout_ms": 60_001})),
-            400,
-            "timeout_ms",
-        ),
+        nb(json!({"seeds": [e1], "timeout_ms": 60_001}), "timeout_ms"),
         ("/graph/neighborhood", Raw("{\"seeds\": [\"b-e1\""), 400, ""),
-        (
-            "/graph/path",
-            Json(json!({"from": e1, "to": "b-e2", "max_hops": 99})),
+        gp(
+            json!({"from": e1, "to": "b-e2", "max_hops": 99}),
             400,
             "max_hops",
         ),
-        (
-            "/graph/path",
-            Json(json!({"from": e1, "to": "b-e2", "max_hops": 9})),
+        gp(
+            json!({"from": e1, "to": "b-e2", "max_hops": 9}),
             400,
             "max_hops",
         ),
-        (
-            "/graph/path",
-            Json(json!({"from": e1, "to": "b-e2", "max_hops": 0})),
+        gp(
+            json!({"from": e1, "to": "b-e2", "max_hops": 0}),
             400,
             "max_hops",
         ),
-        (
-            "/graph/path",
-            Json(json!({"from": e1, "to": "b-e2", "direction": "sideways"})),
+        gp(
+            json!({"from": e1, "to": "b-e2", "direction": "sideways"}),
             400,
             "sideways",
         ),
-        ("/graph/path", Json(json!({"to": "b-e2"})), 400, "from"),
-        ("/graph/path", Json(json!({"from": e1})), 400, "to"),
-        (
-            "/graph/path",
-            Json(json!({"from": e1, "to": "b-e2", "timeout_ms": 0})),
+        gp(json!({"to": "b-e2"}), 400, "from"),
+        gp(json!({"from": e1}), 400, "to"),
+        gp(
+            json!({"from": e1, "to": "b-e2", "timeout_ms": 0}),
             400,
             "timeout_ms",
         ),
-        (
-            "/graph/path",
-            Json(json!({"from": e1, "to": "b-e2", "timeout_ms": 1_000_000_000u64})),
+        gp(
+            json!({"from": e1, "to": "b-e2", "timeout_ms": 1_000_000_000u64}),
             400,
             "timeout_ms",
         ),
-        (
-            "/graph/path",
-            Json(json!({"from": "no-such-entity", "to": "b-e2"})),
+        gp(
+            json!({"from": "no-such-entity", "to": "b-e2"}),
             404,
             "no-such-entity",
         ),
-        (
-            "/graph/path",
-            Json(json!({"from": e1, "to": "no-such-entity"})),
+        gp(
+            json!({"from": e1, "to": "no-such-entity"}),
             404,
             "no-such-entity",
         ),

@@ -20,9 +20,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua::graph::model::Batch;
+use torua::graph::model::{Batch, Community};
 use torua::graph::partition::shard_of;
-use torua_testkit::{import_graphrag, torua_bin, ClusterOptions, Failures, NodeProc, TestCluster};
+use torua_testkit::raw::post_raw;
+use torua_testkit::{
+    answers, import_graphrag, summarize, torua_bin, wait, ClusterOptions, Failures, NodeProc, Rng,
+    TestCluster,
+};
 
 const SETTLE: Duration = Duration::from_secs(60);
 /// Client-side timeout of one request (the server's own default is 10 s).
@@ -33,6 +37,8 @@ const SHARDS: u32 = 8;
 const ALL: u64 = 200_000;
 /// Reciprocal rank fusion constant of the spec.
 const RRF_K: f64 = 60.0;
+/// Pause between two tries of a request whose answer is expected to change (after a kill).
+const RETRY: Duration = Duration::from_millis(250);
 
 fn options(nodes: usize, dim: usize) -> ClusterOptions {
     let mut o = ClusterOptions::graph(nodes);
@@ -51,29 +57,9 @@ fn import(url: &str) {
     import_graphrag(&dulce(), url);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Randomness: splitmix64, no dependency.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// A vector with coordinates uniform in [-1, 1].
-    fn vector(&mut self, dim: usize) -> Vec<f32> {
-        (0..dim).map(|_| (self.unit() * 2.0 - 1.0) as f32).collect()
-    }
+/// A vector with coordinates uniform in [-1, 1].
+fn vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
+    (0..dim).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -103,23 +89,7 @@ fn retrieve(node: &NodeProc, body: &Value) -> (u16, Value) {
 
 /// POST a raw body; returns status, JSON (or text) and the Retry-After header.
 fn raw_post(node: &NodeProc, path: &str, body: &str) -> (u16, Value, Option<String>) {
-    let resp = ureq::post(&node.url(path))
-        .set("content-type", "application/json")
-        .timeout(T)
-        .send_string(body);
-    let resp = match resp {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return (0, json!(format!("{e}")), None),
-    };
-    let status = resp.status();
-    let retry_after = resp.header("retry-after").map(String::from);
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        retry_after,
-    )
+    post_raw(&node.url(path), body, T)
 }
 
 fn error_reason(answer: &Value) -> Option<&str> {
@@ -404,6 +374,11 @@ fn check_common(f: &mut Failures, label: &str, body: &Value, status: u16, ans: &
 // ---------------------------------------------------------------------------------------------
 // Dulce: what a local answer must hold, computed from the parquet files.
 
+/// Tokens of `text` as a row of the context (its text and about 20 tokens of row layout).
+fn row_tokens(text: &str) -> u64 {
+    count_tokens("cl100k_base", text) as u64 + 20
+}
+
 struct Dulce {
     batch: Batch,
     ent: HashMap<String, usize>,
@@ -415,7 +390,7 @@ struct Dulce {
 
 impl Dulce {
     fn load() -> Dulce {
-        let batch = torua::import_graphrag::read_folder(&dulce()).unwrap();
+        let batch = torua::cmd::import::read_folder(&dulce()).unwrap();
         let ent = batch
             .entities
             .iter()
@@ -447,6 +422,12 @@ impl Dulce {
             adj,
             docs,
         }
+    }
+
+    /// The community report `id`, and its tokens as a context row.
+    fn report(&self, id: &str) -> (&Community, u64) {
+        let c = self.batch.communities.iter().find(|c| c.id == id).unwrap();
+        (c, row_tokens(&c.full_content))
     }
 
     fn degree(&self, id: &str) -> i64 {
@@ -860,20 +841,14 @@ fn check_local(
             let tu_full = ids(full, "text_units");
             if include.contains(&"text_units") && tu_ids.len() < tu_full.len() {
                 let next = &d.batch.chunks[d.chunk[&tu_full[tu_ids.len()]]];
-                let need = count_tokens("cl100k_base", &next.text) as u64 + 20;
+                let need = row_tokens(&next.text);
                 f.check(need > left, || {
                     format!("{ctx}: text unit {} ({need} tokens with its row) was left out with {left} tokens of the budget unused", next.id)
                 });
             }
             let cr_full = ids(full, "community_reports");
             if include.contains(&"community_reports") && cr_ids.len() < cr_full.len() {
-                let c = d
-                    .batch
-                    .communities
-                    .iter()
-                    .find(|c| c.id == cr_full[cr_ids.len()])
-                    .unwrap();
-                let need = count_tokens("cl100k_base", &c.full_content) as u64 + 20;
+                let (c, need) = d.report(&cr_full[cr_ids.len()]);
                 let share_left = (budget / 4).saturating_sub(reports_tokens);
                 f.check(need > share_left, || {
                     format!("{ctx}: report {} ({need} tokens with its row) was left out with {share_left} tokens of the reports' 25 % unused", c.id)
@@ -1070,8 +1045,7 @@ fn dulce_local_global_naive_answers_match_the_data_on_every_node() {
     }
 
     // Global: the reports by rank desc, then id, of one level if asked, fitted to the whole budget.
-    let mut all_reports: Vec<&torua::graph::model::Community> =
-        d.batch.communities.iter().collect();
+    let mut all_reports: Vec<&Community> = d.batch.communities.iter().collect();
     all_reports.sort_by(|a, b| b.rank.total_cmp(&a.rank).then(a.id.cmp(&b.id)));
     for (label, body, level) in [
         (
@@ -1125,13 +1099,7 @@ fn dulce_local_global_naive_answers_match_the_data_on_every_node() {
             },
         );
         if !complete && got.len() < want.len() {
-            let c = d
-                .batch
-                .communities
-                .iter()
-                .find(|c| c.id == want[got.len()])
-                .unwrap();
-            let need = count_tokens("cl100k_base", &c.full_content) as u64 + 20;
+            let (c, need) = d.report(&want[got.len()]);
             let left = budget - ans["tokens"]["total"].as_u64().unwrap_or(0);
             f.check(need > left, || {
                 format!(
@@ -1333,7 +1301,7 @@ fn vector_seeds_match_brute_force_cosine_and_follow_updates_and_deletes() {
     for start in (0..n).step_by(500) {
         let mut ents = Vec::new();
         for i in start..start + 500 {
-            let v = rng.vector(DIM);
+            let v = vector(&mut rng, DIM);
             ents.push(entity(i, &v));
             live.insert(format!("v{i:04}"), v);
         }
@@ -1353,7 +1321,7 @@ fn vector_seeds_match_brute_force_cosine_and_follow_updates_and_deletes() {
                     .map(|x| x + (rng.unit() as f32 - 0.5) * 0.02)
                     .collect()
             } else {
-                rng.vector(DIM)
+                vector(&mut rng, DIM)
             }
         })
         .collect();
@@ -1495,7 +1463,7 @@ fn vector_seeds_match_brute_force_cosine_and_follow_updates_and_deletes() {
     let mut ents = Vec::new();
     for k in 0..20 {
         let i = (k * 97 + 13) % n;
-        let v = rng.vector(DIM);
+        let v = vector(&mut rng, DIM);
         ents.push(entity(i, &v));
         updated.push((format!("v{i:04}"), v.clone()));
     }
@@ -1561,22 +1529,19 @@ fn vector_seeds_match_brute_force_cosine_and_follow_updates_and_deletes() {
 /// Waits until `observer` reports `dead_id` as dead in /cluster/health.
 fn wait_dead(observer: &NodeProc, dead_id: &str, timeout: Duration) -> Duration {
     let t = Instant::now();
-    loop {
-        if let Ok(h) = observer.get_json("/cluster/health", Duration::from_secs(5)) {
+    wait::until(
+        &format!("{} reporting {dead_id} dead", observer.id),
+        timeout,
+        || {
+            let h = observer.get_json("/cluster/health", Duration::from_secs(5))?;
             let dead = h["nodes"]
                 .as_array()
                 .is_some_and(|a| a.iter().any(|n| n["id"] == dead_id && n["state"] == "dead"));
-            if dead {
-                return t.elapsed();
-            }
-        }
-        assert!(
-            t.elapsed() < timeout,
-            "{} never reported {dead_id} dead",
-            observer.id
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            anyhow::ensure!(dead, "{}", summarize(&h));
+            Ok(())
+        },
+    );
+    t.elapsed()
 }
 
 #[test]
@@ -1586,13 +1551,7 @@ fn kill_9_keeps_retrieve_whole_then_partial_or_refused() {
     cluster.wait_green(SETTLE).unwrap();
     import(&cluster.node(0).url(""));
     let shards = cluster.wait_applied(0, SETTLE).unwrap();
-    let mut holders: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
-    for c in shards["copies"].as_array().unwrap() {
-        holders
-            .entry(c["shard"].as_u64().unwrap() as u32)
-            .or_default()
-            .insert(c["node"].as_str().unwrap().to_string());
-    }
+    let holders = answers::holders(&shards);
     assert_eq!(holders.len(), SHARDS as usize, "{shards}");
     let mut f = Failures::default();
     let bodies = [
@@ -1620,23 +1579,26 @@ fn kill_9_keeps_retrieve_whole_then_partial_or_refused() {
     for i in [0usize, 2] {
         for (body, want) in bodies.iter().zip(&before) {
             f.cases += 1;
-            let t = Instant::now();
-            let (status, ans) = loop {
-                let (status, ans) = retrieve(cluster.node(i), body);
-                if (status == 200 && shards_clean(&ans)) || t.elapsed() > Duration::from_secs(20) {
-                    break (status, ans);
-                }
-                eprintln!(
-                    "  one dead: {} answered {status} {}; retrying",
-                    cluster.node(i).id,
-                    if status == 200 {
-                        ans["_shards"].to_string()
-                    } else {
-                        short(&ans)
+            let (status, ans) = wait::answer(
+                Duration::from_secs(20),
+                RETRY,
+                || retrieve(cluster.node(i), body),
+                |(status, ans)| {
+                    let whole = *status == 200 && shards_clean(ans);
+                    if !whole {
+                        eprintln!(
+                            "  one dead: {} answered {status} {}",
+                            cluster.node(i).id,
+                            if *status == 200 {
+                                ans["_shards"].to_string()
+                            } else {
+                                short(ans)
+                            }
+                        );
                     }
-                );
-                std::thread::sleep(Duration::from_millis(250));
-            };
+                    whole
+                },
+            );
             f.check(status == 200 && shards_clean(&ans) && projection(&ans) == *want, || {
                 format!("node-2 dead: {body} via {}: expected the same whole answer as before within 20 s, got {status} _shards {} {}", cluster.node(i).id, ans["_shards"], short(&projection(&ans)))
             });
@@ -1646,40 +1608,18 @@ fn kill_9_keeps_retrieve_whole_then_partial_or_refused() {
     // kill -9 node-1 too: the shards held by node-1 and node-2 only have no live copy.
     cluster.node_mut(0).kill9();
     let survivor = cluster.node(2);
-    let dead: BTreeSet<u32> = holders
-        .iter()
-        .filter(|(_, nodes)| !nodes.contains(&survivor.id))
-        .map(|(s, _)| *s)
-        .collect();
-    assert!(
-        !dead.is_empty(),
-        "every shard has a copy on {}: {holders:?}",
-        survivor.id
-    );
+    let dead = answers::shards_not_on(&holders, &survivor.id);
     eprintln!("shards without a live copy: {dead:?}");
     for body in &bodies {
         f.cases += 1;
-        let t = Instant::now();
-        let (status, ans) = loop {
-            let (status, ans) = retrieve(survivor, body);
-            let failed = ans["_shards"]["failed"].as_u64().unwrap_or(0) as usize;
-            if (status == 200 && failed == dead.len()) || t.elapsed() > Duration::from_secs(20) {
-                break (status, ans);
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        };
-        let failed_shards: BTreeSet<u32> = ans["_shards"]["failures"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x["shard"].as_u64().map(|s| s as u32))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let reasons = ans["_shards"]["failures"].as_array().is_some_and(|a| {
-            a.iter()
-                .all(|x| x["reason"].as_str().is_some_and(|r| !r.is_empty()))
-        });
+        let (status, ans) = wait::answer(
+            Duration::from_secs(20),
+            RETRY,
+            || retrieve(survivor, body),
+            |(status, ans)| *status == 200 && ans["_shards"]["failed"] == dead.len(),
+        );
+        let failed_shards = answers::failed_shards(&ans);
+        let reasons = answers::failures_have_reasons(&ans);
         let seeds_live = ids(&ans, "seeds")
             .iter()
             .all(|id| !dead.contains(&shard_of(id, SHARDS)));
@@ -1755,11 +1695,17 @@ fn bad_input_gets_a_400_with_a_reason_never_a_5xx() {
     }
 
     let long = "x".repeat(4097);
+    // A body that differs from the good `{"query": "probe"}` in `field`.
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"query": "probe"});
+        body[field] = value;
+        body.to_string()
+    };
     // (cluster: true = the dim-8 one, body, the reason must mention one of)
     let cases: Vec<(bool, String, &[&str])> = vec![
         (
             true,
-            json!({"query": "probe", "embedding": [0.1, 0.2, 0.3]}).to_string(),
+            with("embedding", json!([0.1, 0.2, 0.3])),
             &["8", "dim", "embedding"],
         ),
         (true, json!({"embedding": []}).to_string(), &["embedding"]),
@@ -1772,101 +1718,45 @@ fn bad_input_gets_a_400_with_a_reason_never_a_5xx() {
         (true, json!({"query": ""}).to_string(), &["query"]),
         (true, json!({"query": "   \n\t "}).to_string(), &["query"]),
         (true, json!({"query": null}).to_string(), &["query"]),
+        (true, with("mode", json!("semantic")), &["mode", "semantic"]),
+        (true, with("mode", json!("LOCAL")), &["mode", "LOCAL"]),
         (
             true,
-            json!({"query": "probe", "mode": "semantic"}).to_string(),
-            &["mode", "semantic"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "mode": "LOCAL"}).to_string(),
-            &["mode", "LOCAL"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "include": ["entities", "claims"]}).to_string(),
+            with("include", json!(["entities", "claims"])),
             &["include", "claims"],
         ),
+        (true, with("include", json!("entities")), &[""]),
+        (true, with("topk", json!(5)), &["topk"]),
+        (true, with("top_k", json!(0)), &["top_k"]),
+        (true, with("top_k", json!(1000)), &["top_k"]),
+        (true, with("top_k", json!(-1)), &["top_k"]),
+        (true, with("top_k", json!("ten")), &[""]),
+        (true, with("hops", json!(4)), &["hops"]),
+        (true, with("max_tokens", json!(0)), &["max_tokens"]),
+        (true, with("max_tokens", json!(99)), &["max_tokens"]),
         (
             true,
-            json!({"query": "probe", "include": "entities"}).to_string(),
-            &[""],
-        ),
-        (
-            true,
-            json!({"query": "probe", "topk": 5}).to_string(),
-            &["topk"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "top_k": 0}).to_string(),
-            &["top_k"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "top_k": 1000}).to_string(),
-            &["top_k"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "top_k": -1}).to_string(),
-            &["top_k"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "top_k": "ten"}).to_string(),
-            &[""],
-        ),
-        (
-            true,
-            json!({"query": "probe", "hops": 4}).to_string(),
-            &["hops"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "max_tokens": 0}).to_string(),
+            with("max_tokens", json!(1_000_000_000u64)),
             &["max_tokens"],
         ),
+        (true, with("timeout_ms", json!(0)), &["timeout_ms"]),
+        (true, with("timeout_ms", json!(60_001)), &["timeout_ms"]),
         (
             true,
-            json!({"query": "probe", "max_tokens": 99}).to_string(),
-            &["max_tokens"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "max_tokens": 1_000_000_000u64}).to_string(),
-            &["max_tokens"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "timeout_ms": 0}).to_string(),
-            &["timeout_ms"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "timeout_ms": 60_001}).to_string(),
-            &["timeout_ms"],
-        ),
-        (
-            true,
-            json!({"query": "probe", "tokenizer": "gpt2"}).to_string(),
+            with("tokenizer", json!("gpt2")),
             &["tokenizer", "gpt2"],
         ),
         (
             true,
-            json!({"query": "probe", "community_level": 101}).to_string(),
+            with("community_level", json!(101)),
             &["community_level"],
         ),
         (
             true,
-            json!({"query": "probe", "community_level": -1}).to_string(),
+            with("community_level", json!(-1)),
             &["community_level"],
         ),
-        (
-            true,
-            json!({"query": "probe", "allow_partial": "yes"}).to_string(),
-            &[""],
-        ),
+        (true, with("allow_partial", json!("yes")), &[""]),
         (true, json!({"query": long}).to_string(), &["query", "4096"]),
         (
             true,
