@@ -10,13 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_testkit::{ClusterOptions, Failures, TestCluster};
+use torua_testkit::{wait, ClusterOptions, Failures, TestCluster};
 
 const T: Duration = Duration::from_secs(10);
 /// Client timeout of the load's requests and of the cluster-wide status calls: a read waits for
 /// the writes acknowledged before it (up to 8 s per copy) while the writer keeps the appliers busy.
 const SLOW: Duration = Duration::from_secs(30);
 const HEAL: Duration = Duration::from_secs(120);
+/// Pause of the load's writer between two batches, and of its reader while there is nothing to
+/// read: a steady load, below what the appliers of a 2-core machine running two clusters absorb
+/// (saturation is the benchmark's business).
+const LOAD_PAUSE: Duration = Duration::from_millis(200);
+/// Pause of the load's reader between two reads.
+const READ_PAUSE: Duration = Duration::from_millis(10);
 
 /// The tests below each run a cluster under a writer and time healing against deadlines: one at a
 /// time, so that on a 2-core machine they do not starve each other's failure detectors.
@@ -58,6 +64,11 @@ struct Load {
     reads: Arc<AtomicUsize>,
     /// Base URLs requests may go to (the test removes a node before stopping it).
     targets: Arc<Mutex<Vec<String>>>,
+    /// Bumped by every change of `targets`.
+    generation: Arc<AtomicUsize>,
+    /// Per thread (writer, reader): the `generation` at the start of its latest round, so a thread
+    /// that has seen a change has no request in flight to the targets before it.
+    seen: Arc<[AtomicUsize; 2]>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -69,6 +80,8 @@ impl Load {
             errors: Arc::default(),
             reads: Arc::default(),
             targets: Arc::new(Mutex::new(targets)),
+            generation: Arc::default(),
+            seen: Arc::default(),
             threads: Vec::new(),
         };
         let pick = |targets: &Mutex<Vec<String>>, n: usize| {
@@ -76,15 +89,18 @@ impl Load {
             t[n % t.len()].clone()
         };
         {
-            let (stop, acked, errors, targets) = (
+            let (stop, acked, errors, targets, generation, seen) = (
                 load.stop.clone(),
                 load.acked.clone(),
                 load.errors.clone(),
                 load.targets.clone(),
+                load.generation.clone(),
+                load.seen.clone(),
             );
             load.threads.push(std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) {
+                    seen[0].store(generation.load(Ordering::SeqCst), Ordering::SeqCst);
                     let base = pick(&targets, n);
                     let (ids, body) = batch(&format!("w{n}"), 10);
                     n += 1;
@@ -100,23 +116,24 @@ impl Load {
                             .push(format!("write to {base}: {other:?}")),
                         _ => {}
                     }
-                    // A steady load, below what the appliers of a 2-core machine running two
-                    // clusters absorb (saturation is the benchmark's business).
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(LOAD_PAUSE);
                 }
             }));
         }
         {
-            let (stop, acked, errors, reads, targets) = (
+            let (stop, acked, errors, reads, targets, generation, seen) = (
                 load.stop.clone(),
                 load.acked.clone(),
                 load.errors.clone(),
                 load.reads.clone(),
                 load.targets.clone(),
+                load.generation.clone(),
+                load.seen.clone(),
             );
             load.threads.push(std::thread::spawn(move || {
                 let mut n = 0usize;
                 while !stop.load(Ordering::SeqCst) {
+                    seen[1].store(generation.load(Ordering::SeqCst), Ordering::SeqCst);
                     let id = {
                         let a = acked.lock().unwrap();
                         if a.is_empty() {
@@ -127,9 +144,7 @@ impl Load {
                     };
                     n += 1;
                     let Some(id) = id else {
-                        // A steady load, below what the appliers of a 2-core machine running two
-                        // clusters absorb (saturation is the benchmark's business).
-                        std::thread::sleep(Duration::from_millis(200));
+                        std::thread::sleep(LOAD_PAUSE);
                         continue;
                     };
                     let base = pick(&targets, n);
@@ -148,19 +163,42 @@ impl Load {
                             }
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(READ_PAUSE);
                 }
             }));
         }
         load
     }
 
+    /// Sends the load's requests to `targets` from now on; returns once no request to the targets
+    /// before is in flight any more.
     fn set_targets(&self, targets: Vec<String>) {
         *self.targets.lock().unwrap() = targets;
+        let now = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        wait::until(
+            "every load thread sending to the new targets",
+            SLOW + T,
+            || {
+                let seen: Vec<usize> = self.seen.iter().map(|s| s.load(Ordering::SeqCst)).collect();
+                if seen.iter().all(|&g| g >= now) {
+                    Ok(())
+                } else {
+                    Err(format!("generation {now}, threads at {seen:?}"))
+                }
+            },
+        );
     }
 
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
+    /// Waits until at least `n` writes are acknowledged.
+    fn wait_acked(&self, n: usize) {
+        wait::until(&format!("{n} writes acknowledged"), HEAL, || {
+            let acked = self.acked.lock().unwrap().len();
+            if acked >= n {
+                Ok(())
+            } else {
+                Err(format!("{acked} acked"))
+            }
+        });
     }
 
     fn finish(mut self) -> (Vec<String>, Vec<String>, usize) {
@@ -181,17 +219,40 @@ fn bases(cluster: &TestCluster, except: Option<usize>, n: usize) -> Vec<String> 
         .collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<String>) {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match f() {
-            None => return,
-            Some(why) => last = why,
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{what} within {timeout:?}: {last}");
+/// Ok (copies per node) once node `i` reports green health and copies on `nodes` nodes.
+fn green_with_copies_on(
+    cluster: &TestCluster,
+    i: usize,
+    nodes: usize,
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    let h = cluster.node(i).get_json("/cluster/health", T)?;
+    let per = copies_per_node(&cluster.node(i).get_json("/cluster/shards", SLOW)?);
+    anyhow::ensure!(
+        h["status"] == "green" && per.len() == nodes,
+        "{} {per:?}",
+        h["status"]
+    );
+    Ok(per)
+}
+
+/// `/cluster/shards?checksum=true` from node `i`, asked again for up to 60 s while a copy busy
+/// applying a backlog gives no checksum; the last answer if one never does.
+fn shards_with_checksums(cluster: &TestCluster, i: usize) -> Value {
+    wait::answer(
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || {
+            cluster
+                .node(i)
+                .get_json("/cluster/shards?checksum=true", Duration::from_secs(60))
+                .unwrap()
+        },
+        |shards| {
+            shards["copies"]
+                .as_array()
+                .is_some_and(|c| c.iter().all(|c| c["checksum"].is_string()))
+        },
+    )
 }
 
 /// Copies per node from `/cluster/shards`.
@@ -207,21 +268,7 @@ fn copies_per_node(shards: &Value) -> BTreeMap<String, usize> {
 /// Every shard's copies hold the same content (counts and checksum), and each shard has
 /// `replicas` copies.
 fn check_copies_agree(f: &mut Failures, cluster: &TestCluster, i: usize, replicas: usize) {
-    // A copy busy applying a backlog answers its checksum later: ask again for a while.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let shards = loop {
-        let shards = cluster
-            .node(i)
-            .get_json("/cluster/shards?checksum=true", Duration::from_secs(60))
-            .unwrap();
-        let all = shards["copies"]
-            .as_array()
-            .is_some_and(|c| c.iter().all(|c| c["checksum"].is_string()));
-        if all || Instant::now() > deadline {
-            break shards;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    };
+    let shards = shards_with_checksums(cluster, i);
     let mut by_shard: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
     for c in shards["copies"].as_array().unwrap() {
         by_shard
@@ -260,20 +307,7 @@ fn check_copies_agree(f: &mut Failures, cluster: &TestCluster, i: usize, replica
 /// Once writes have stopped, every copy of a shard is at the same sequence number (so the
 /// checksums above were all compared).
 fn check_same_seq(f: &mut Failures, cluster: &TestCluster) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let shards = loop {
-        let shards = cluster
-            .node(0)
-            .get_json("/cluster/shards?checksum=true", Duration::from_secs(60))
-            .unwrap();
-        let all = shards["copies"]
-            .as_array()
-            .is_some_and(|c| c.iter().all(|c| c["checksum"].is_string()));
-        if all || Instant::now() > deadline {
-            break shards;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    };
+    let shards = shards_with_checksums(cluster, 0);
     let mut seqs: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     for c in shards["copies"].as_array().unwrap() {
         seqs.entry(c["shard"].as_u64().unwrap())
@@ -298,24 +332,23 @@ fn check_readable(f: &mut Failures, cluster: &mut TestCluster, acked: &[String])
                       "timeout_ms": 60000, "allow_partial": false});
     for i in cluster.running() {
         let node = cluster.node(i);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let listed: std::collections::HashSet<String> = loop {
-            match node.post_json("/query", &body, Duration::from_secs(90)) {
-                Ok((200, v)) if v["_shards"]["failed"] == 0 => {
-                    break v["rows"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|r| r[0].as_str().map(String::from))
-                        .collect();
-                }
-                other if Instant::now() > deadline => {
-                    f.fail(format!("{}: cannot list entities: {other:?}", node.id));
-                    break Default::default();
-                }
-                _ => std::thread::sleep(Duration::from_millis(500)),
-            }
-        };
+        let listing = wait::poll(
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || match node.post_json("/query", &body, Duration::from_secs(90)) {
+                Ok((200, v)) if v["_shards"]["failed"] == 0 => Ok(v["rows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r[0].as_str().map(String::from))
+                    .collect()),
+                other => Err(other),
+            },
+        );
+        let listed: std::collections::HashSet<String> = listing.unwrap_or_else(|other| {
+            f.fail(format!("{}: cannot list entities: {other:?}", node.id));
+            Default::default()
+        });
         let missing: Vec<&String> = acked.iter().filter(|id| !listed.contains(*id)).collect();
         f.check(missing.is_empty(), || {
             format!(
@@ -327,20 +360,18 @@ fn check_readable(f: &mut Failures, cluster: &mut TestCluster, acked: &[String])
         });
         let mut wrong = Vec::new();
         for id in acked.iter().step_by((acked.len() / 200).max(1)) {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match node.get_json(&format!("/graph/entities/{id}"), T) {
-                    Ok(v) if v["entity"]["id"] == id.as_str() => break,
-                    Ok(v) if v["error"]["status"] == 404 => {
-                        wrong.push(format!("{id}: {v}"));
-                        break;
-                    }
-                    other if Instant::now() > deadline => {
-                        wrong.push(format!("{id}: {other:?}"));
-                        break;
-                    }
-                    _ => std::thread::sleep(Duration::from_millis(200)),
-                }
+            // Ok(None) when right, Ok(Some(why)) for a wrong answer (at once), Err while refused.
+            let read = wait::poll(
+                Duration::from_secs(30),
+                Duration::from_millis(200),
+                || match node.get_json(&format!("/graph/entities/{id}"), T) {
+                    Ok(v) if v["entity"]["id"] == id.as_str() => Ok(None),
+                    Ok(v) if v["error"]["status"] == 404 => Ok(Some(format!("{id}: {v}"))),
+                    other => Err(format!("{id}: {other:?}")),
+                },
+            );
+            if let Some(why) = read.unwrap_or_else(Some) {
+                wrong.push(why);
             }
         }
         f.check(wrong.is_empty(), || {
@@ -361,9 +392,7 @@ fn dead_node_is_replaced_then_rejoins_by_rebalancing() {
     let mut cluster = TestCluster::start(4, options(4)).unwrap();
     cluster.wait_green(HEAL).unwrap();
     let load = Load::start(bases(&cluster, Some(3), 4), false);
-    wait_until("first writes", HEAL, || {
-        (load.acked() < 500).then(|| format!("{} acked", load.acked()))
-    });
+    load.wait_acked(500);
     let held = copies_per_node(&cluster.node(0).get_json("/cluster/shards", SLOW).unwrap());
     eprintln!("copies per node before the kill: {held:?}");
     cluster.node_mut(3).kill9();
@@ -371,8 +400,8 @@ fn dead_node_is_replaced_then_rejoins_by_rebalancing() {
     // Replacement after TORUA_REPLACE_AFTER (5 s), filled by snapshot + catch-up while the
     // writer goes on; green on its own.
     let mut saw_initializing = false;
-    wait_until("green again after the kill", HEAL, || {
-        let h = cluster.node(0).get_json("/cluster/health", T).ok()?;
+    wait::until("green again after the kill", HEAL, || {
+        let h = cluster.node(0).get_json("/cluster/health", T)?;
         if h["shards"]["initializing_shards"].as_u64() > Some(0) {
             saw_initializing = true;
         }
@@ -380,7 +409,8 @@ fn dead_node_is_replaced_then_rejoins_by_rebalancing() {
             n.iter()
                 .any(|m| m["id"] == "node-4" && m["state"] == "dead")
         });
-        (!(h["status"] == "green" && gone)).then(|| h.to_string())
+        anyhow::ensure!(h["status"] == "green" && gone, "{h}");
+        Ok(())
     });
     eprintln!(
         "green {:.1} s after kill -9 (replace after 5 s)",
@@ -405,13 +435,11 @@ fn dead_node_is_replaced_then_rejoins_by_rebalancing() {
     // copies again (copies per node differ by at most one).
     cluster.node_mut(3).start().unwrap();
     load.set_targets(bases(&cluster, None, 4));
-    wait_until("balanced and green with node-4 back", HEAL, || {
-        let h = cluster.node(0).get_json("/cluster/health", T).ok()?;
-        let s = cluster.node(0).get_json("/cluster/shards", SLOW).ok()?;
-        let per = copies_per_node(&s);
-        let spread = per.values().max()? - per.values().min()?;
-        (!(h["status"] == "green" && per.len() == 4 && spread <= 1))
-            .then(|| format!("{} {per:?}", h["status"]))
+    wait::until("balanced and green with node-4 back", HEAL, || {
+        let per = green_with_copies_on(&cluster, 0, 4)?;
+        let (most, least) = (per.values().max(), per.values().min());
+        anyhow::ensure!(most.zip(least).is_some_and(|(m, l)| m - l <= 1), "{per:?}");
+        Ok(())
     });
     let (acked, errors, reads) = load.finish();
     eprintln!(
@@ -443,9 +471,7 @@ fn drain_and_rolling_restart_fail_no_request() {
     let mut cluster = TestCluster::start(3, o).unwrap();
     cluster.wait_green(HEAL).unwrap();
     let load = Load::start(bases(&cluster, None, 3), true);
-    wait_until("first writes", HEAL, || {
-        (load.acked() < 300).then(|| format!("{} acked", load.acked()))
-    });
+    load.wait_acked(300);
 
     // Operator drain: node-2 ends with no copies and no primary role; undrain brings copies back.
     let (status, answer) = cluster
@@ -456,17 +482,20 @@ fn drain_and_rolling_restart_fail_no_request() {
         format!("drain answered {status} {answer}")
     });
     let mut saw_relocating = false;
-    wait_until("node-2 drained", HEAL, || {
-        let s = cluster.node(2).get_json("/cluster/shards", SLOW).ok()?;
-        if s["copies"]
-            .as_array()?
-            .iter()
-            .any(|c| c["state"] == "relocating")
-        {
+    wait::until("node-2 drained", HEAL, || {
+        let s = cluster.node(2).get_json("/cluster/shards", SLOW)?;
+        let copies = s["copies"].as_array().into_iter().flatten();
+        if copies.clone().any(|c| c["state"] == "relocating") {
             saw_relocating = true;
         }
-        let left = copies_per_node(&s).get("node-2").copied().unwrap_or(0);
-        (left > 0 || !s["moves"].as_array()?.is_empty()).then(|| format!("{left} copies left"))
+        let left = copies.filter(|c| c["node"] == "node-2").count();
+        let moving = s["moves"].as_array().map_or(true, |m| !m.is_empty());
+        anyhow::ensure!(
+            left == 0 && !moving,
+            "{left} copies left, moves {}",
+            s["moves"]
+        );
+        Ok(())
     });
     f.check(saw_relocating, || "no copy was reported relocating".into());
     let s = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
@@ -482,17 +511,14 @@ fn drain_and_rolling_restart_fail_no_request() {
         .timeout(T)
         .call();
     f.check(undrain.is_ok(), || format!("undrain: {undrain:?}"));
-    wait_until("balanced after the undrain", HEAL, || {
-        let h = cluster.node(0).get_json("/cluster/health", T).ok()?;
-        let per = copies_per_node(&cluster.node(0).get_json("/cluster/shards", SLOW).ok()?);
-        (!(h["status"] == "green" && per.len() == 3)).then(|| format!("{} {per:?}", h["status"]))
+    wait::until("balanced after the undrain", HEAL, || {
+        green_with_copies_on(&cluster, 0, 3)
     });
 
     // Rolling restart: each node in turn drains (SIGTERM), stops, starts again; the client sends
     // to the other nodes meanwhile and must see no failure.
     for i in 0..3 {
         load.set_targets(bases(&cluster, Some(i), 3));
-        std::thread::sleep(Duration::from_millis(300));
         let t = Instant::now();
         cluster
             .node_mut(i)
@@ -509,11 +535,8 @@ fn drain_and_rolling_restart_fail_no_request() {
         });
         cluster.node_mut(i).start().unwrap();
         cluster.wait_node_up(i, HEAL).unwrap();
-        wait_until("green after the restart", HEAL, || {
-            let h = cluster.node(i).get_json("/cluster/health", T).ok()?;
-            let per = copies_per_node(&cluster.node(i).get_json("/cluster/shards", SLOW).ok()?);
-            (!(h["status"] == "green" && per.len() == 3))
-                .then(|| format!("{} {per:?}", h["status"]))
+        wait::until("green after the restart", HEAL, || {
+            green_with_copies_on(&cluster, i, 3)
         });
         load.set_targets(bases(&cluster, None, 3));
     }
@@ -552,19 +575,20 @@ fn without_quorum_writes_are_refused_and_reads_marked_stale() {
     cluster.node_mut(1).kill9();
     cluster.node_mut(2).kill9();
     // Once node-1 sees both dead: 1 of 3 voting nodes is not a majority.
-    wait_until(
+    wait::until(
         "writes refused for lack of quorum",
         Duration::from_secs(30),
         || {
-            let (status, answer) = cluster
-                .node(0)
-                .post_json("/graph/ingest", &batch("late", 2).1, T)
-                .ok()?;
-            let reason = answer["error"]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            (!(status == 503 && reason.contains("no quorum"))).then(|| format!("{status} {answer}"))
+            let (status, answer) =
+                cluster
+                    .node(0)
+                    .post_json("/graph/ingest", &batch("late", 2).1, T)?;
+            let reason = answer["error"]["reason"].as_str().unwrap_or_default();
+            anyhow::ensure!(
+                status == 503 && reason.contains("no quorum"),
+                "{status} {answer}"
+            );
+            Ok(())
         },
     );
     let resp = ureq::get(&cluster.node(0).url(&format!("/graph/entities/{}", ids[0])))
@@ -582,20 +606,31 @@ fn without_quorum_writes_are_refused_and_reads_marked_stale() {
     }
     let shards = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
     let version = shards["version"].clone();
-    std::thread::sleep(Duration::from_secs(3));
-    let again = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
-    f.check(again["version"] == version, || {
-        "the shard map changed without a quorum".into()
+    // Watching is the point: for 3 s (many gossip rounds) the map must stay as it is.
+    let unchanged = wait::throughout(Duration::from_secs(3), Duration::from_millis(500), || {
+        let again = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
+        if again["version"] == version {
+            Ok(())
+        } else {
+            Err(again["version"].clone())
+        }
+    });
+    f.check(unchanged.is_ok(), || {
+        format!("the shard map changed without a quorum: version {version}, then {unchanged:?}")
     });
     // Quorum back: writes succeed again.
     cluster.node_mut(1).start().unwrap();
     cluster.node_mut(2).start().unwrap();
-    wait_until("writes accepted again", HEAL, || {
-        let (status, answer) = cluster
-            .node(0)
-            .post_json("/graph/ingest", &batch("back", 2).1, T)
-            .ok()?;
-        (!(status == 200 && answer["errors"] == false)).then(|| format!("{status} {answer}"))
+    wait::until("writes accepted again", HEAL, || {
+        let (status, answer) =
+            cluster
+                .node(0)
+                .post_json("/graph/ingest", &batch("back", 2).1, T)?;
+        anyhow::ensure!(
+            status == 200 && answer["errors"] == false,
+            "{status} {answer}"
+        );
+        Ok(())
     });
     f.finish("no quorum", started);
 }
