@@ -1,4 +1,5 @@
 //! The graph API: `POST /graph/ingest`, `GET|DELETE /graph/entities/{id}`, `GET /cluster/shards`.
+//! Parsing, validation and rendering; the writes are [`crate::replication::ingest`]'s.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,11 +14,9 @@ use serde_json::{json, Value};
 use super::{shard_map_or_503, with_retry_after, ApiError, AppState};
 use crate::cluster::messages::{HealthRequest, HealthResponse};
 use crate::error::Error;
-use crate::graph::model::{Batch, ItemError, Kind};
-use crate::graph::partition::{shard_of, split};
+use crate::graph::model::Batch;
+use crate::graph::partition::shard_of;
 use crate::query::read::{route_get_chunk, route_get_entity};
-use crate::replication::{route_write, WRITE_DEADLINE};
-use crate::storage::WriteOp;
 
 /// Largest ingest body.
 pub const MAX_INGEST_BYTES: usize = 64 << 20;
@@ -107,57 +106,11 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         "entities": batch.entities.len(), "relations": batch.relations.len(), "chunks": batch.chunks.len(),
         "communities": batch.communities.len(), "documents": batch.documents.len(),
     });
-    let parts = split(batch, map.shards);
-    let deadline = Instant::now() + WRITE_DEADLINE;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (shard, part) in parts {
-        let state = state.clone();
-        tasks.spawn(async move {
-            let op = WriteOp::Upsert(part);
-            let result = route_write(&state, shard, &op, deadline).await;
-            let WriteOp::Upsert(part) = op else {
-                unreachable!()
-            };
-            (shard, part, result)
-        });
-    }
-    let mut failed: Vec<ItemError> = Vec::new();
-    let mut busy_shards = 0;
-    while let Some(done) = tasks.join_next().await {
-        let Ok((shard, part, result)) = done else {
-            continue;
-        };
-        if let Err(reason) = result {
-            if matches!(reason, Error::Busy(_)) {
-                busy_shards += 1;
-            }
-            let reason = format!("shard {shard}: {reason}");
-            let mut add = |kind: Kind, id: &str| {
-                failed.push(ItemError {
-                    kind,
-                    index: 0,
-                    id: id.to_string(),
-                    reason: reason.clone(),
-                })
-            };
-            part.entities.iter().for_each(|e| add(Kind::Entity, &e.id));
-            part.relations
-                .iter()
-                .for_each(|r| add(Kind::Relation, &r.id));
-            part.chunks.iter().for_each(|c| add(Kind::Chunk, &c.id));
-            part.communities
-                .iter()
-                .for_each(|c| add(Kind::Community, &c.id));
-            part.documents
-                .iter()
-                .for_each(|d| add(Kind::Document, &d.id));
-        }
-    }
-    failed.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
-    failed.dedup_by(|a, b| a.kind == b.kind && a.id == b.id);
+    let outcome = crate::replication::ingest::ingest(&state, batch, map.shards).await;
+    let failed = outcome.failed;
     let status = if failed.is_empty() {
         StatusCode::OK
-    } else if busy_shards > 0 {
+    } else if outcome.busy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -225,33 +178,8 @@ pub async fn delete_entity(
         .get()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no shard map yet"))?;
     state.quorum()?;
-    let shard = shard_of(&id, map.shards);
-    let record = route_get_entity(&state, shard, &id)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no entity with id {id:?}")))?;
-    let deadline = Instant::now() + WRITE_DEADLINE;
-    // The relation copies held in the neighbours' shards go first, then the entity itself, so a
-    // failure half-way leaves the entity readable and the delete can be retried.
-    let mut others: Vec<u32> = record
-        .relations
-        .iter()
-        .flat_map(|r| [&r.source, &r.target])
-        .map(|n| shard_of(n, map.shards))
-        .filter(|s| *s != shard)
-        .collect();
-    others.sort_unstable();
-    others.dedup();
-    for s in others {
-        route_write(&state, s, &WriteOp::DeleteRelationsOf(id.clone()), deadline)
-            .await
-            .map_err(|e| e.context(format!("shard {s}")))?;
-    }
-    route_write(&state, shard, &WriteOp::DeleteEntity(id.clone()), deadline)
-        .await
-        .map_err(|e| e.context(format!("shard {shard}")))?;
-    Ok(Json(
-        json!({"deleted": id, "relations": record.relations.len()}),
-    ))
+    let relations = crate::replication::ingest::delete_entity(&state, &id, map.shards).await?;
+    Ok(Json(json!({"deleted": id, "relations": relations})))
 }
 
 /// Every shard copy: node, primary or replica, in sync or not, counts and size.
