@@ -16,7 +16,7 @@ pub(crate) fn print_summary(doc: &Value, problems: &[String]) {
         )
     };
     println!(
-        "\n== Self-healing benchmark (issue 7): {}",
+        "\n== Self-healing benchmark: {}",
         doc["label"].as_str().unwrap_or("")
     );
     let l = &doc["load"];
