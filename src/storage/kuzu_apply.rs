@@ -13,6 +13,7 @@
 //! target`, carrying its content hash: the existence check is a primary-key probe. Only a relation
 //! whose content really changed is updated by pattern, one prepared statement per row.
 
+use super::Error;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -60,7 +61,7 @@ pub fn schema(dim: usize) -> Vec<String> {
 }
 
 /// Adds the `source`/`target` columns to a RELATED table created before they existed.
-pub fn migrate(conn: &Connection) -> Result<(), String> {
+pub fn migrate(conn: &Connection) -> Result<(), Error> {
     let rows = run(conn, "CALL TABLE_INFO('RELATED') RETURN name", vec![])?;
     if rows.iter().any(|r| as_string(&r[0]) == "source") {
         return Ok(());
@@ -76,8 +77,8 @@ pub fn migrate(conn: &Connection) -> Result<(), String> {
     Ok(())
 }
 
-pub fn counts(conn: &Connection) -> Result<Counts, String> {
-    let count = |q: &str| -> Result<u64, String> {
+pub fn counts(conn: &Connection) -> Result<Counts, Error> {
+    let count = |q: &str| -> Result<u64, Error> {
         Ok(run(conn, q, vec![])?
             .first()
             .and_then(|row| as_i64(&row[0]))
@@ -94,7 +95,7 @@ pub fn counts(conn: &Connection) -> Result<Counts, String> {
 }
 
 /// Reads the highest applied sequence number.
-pub fn read_applied(conn: &Connection) -> Result<u64, String> {
+pub fn read_applied(conn: &Connection) -> Result<u64, Error> {
     let rows = run(
         conn,
         "MATCH (m:Meta) WHERE m.key = 'applied_seq' RETURN m.value",
@@ -111,7 +112,7 @@ pub fn apply_round(
     dim: usize,
     (stage, mode): (&Path, InsertMode),
     commit_gate: &std::sync::RwLock<()>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     run(conn, "BEGIN TRANSACTION", vec![])?;
     let result = (|| {
         let mut i = 0;
@@ -211,7 +212,7 @@ impl<'a> Merged<'a> {
         dim: usize,
         stage: &Path,
         mode: InsertMode,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let t = std::time::Instant::now();
         self.entities_and_stubs(conn, dim, mode)?;
         let t_entities = t.elapsed();
@@ -264,7 +265,7 @@ impl<'a> Merged<'a> {
         conn: &Connection,
         dim: usize,
         mode: InsertMode,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let mut ids: Vec<&str> = self.entities.keys().copied().collect();
         ids.extend(self.relations.keys().flat_map(|(_, s, t)| [*s, *t]));
         ids.sort_unstable();
@@ -317,7 +318,7 @@ impl<'a> Merged<'a> {
         Ok(())
     }
 
-    fn relations(&self, conn: &Connection, stage: &Path, mode: InsertMode) -> Result<(), String> {
+    fn relations(&self, conn: &Connection, stage: &Path, mode: InsertMode) -> Result<(), Error> {
         if self.relations.is_empty() {
             return Ok(());
         }
@@ -432,7 +433,7 @@ fn insert_relations(
     rel_fields: &[(&str, LogicalType)],
     rel_values: &dyn Fn(&Relation) -> Vec<Value>,
     key_fields: &[(&str, LogicalType)],
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let rels: Vec<&Relation> = new.iter().map(|(_, _, r)| *r).collect();
     let keys: Vec<(&str, i64)> = new.iter().map(|(k, h, _)| (k.as_str(), *h)).collect();
     if mode == InsertMode::Create {
@@ -631,7 +632,7 @@ fn insert_rows(
     new_rows: Vec<Vec<Value>>,
     dim: usize,
     mode: InsertMode,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if new_rows.is_empty() {
         return Ok(());
     }
@@ -692,7 +693,7 @@ fn insert_text_free_rows(
     new_rows: Vec<Vec<Value>>,
     dim: usize,
     mode: InsertMode,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if new_rows.is_empty() {
         return Ok(());
     }
@@ -720,7 +721,7 @@ fn set_rows(
     fields: &[(&str, LogicalType)],
     changed: Vec<Vec<Value>>,
     dim: usize,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if changed.is_empty() {
         return Ok(());
     }
@@ -749,7 +750,7 @@ fn upsert_simple(
     items: Vec<(String, Vec<Value>)>,
     dim: usize,
     mode: InsertMode,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), Error> {
     if items.is_empty() {
         return Ok(Default::default());
     }
@@ -772,7 +773,7 @@ fn upsert_simple(
 
 /// Deletes an entity (or, with `only_stub`, only if it is a stub here) with its relations and
 /// their keys.
-fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), String> {
+fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), Error> {
     let cond = if only_stub { "WHERE e.stub = true" } else { "" };
     let q = format!(
         "MATCH (e:Entity {{id: $id}})-[x:RELATED]-() {cond} RETURN x.id, x.source, x.target"

@@ -12,6 +12,7 @@
 //! faster than it inserts into one, but in 0.11 a vector index dropped and created again crashes
 //! the process, so bulk loads cannot rebuild them.)
 
+use super::Error;
 use kuzu::Connection;
 
 use super::kuzu_values::*;
@@ -100,7 +101,7 @@ pub fn vector_tables(dim: usize) -> Vec<String> {
         .collect()
 }
 
-fn existing(conn: &Connection) -> Result<Vec<String>, String> {
+fn existing(conn: &Connection) -> Result<Vec<String>, Error> {
     Ok(run(conn, "CALL SHOW_INDEXES() RETURN index_name", vec![])?
         .iter()
         .map(|r| as_string(&r[0]))
@@ -108,13 +109,13 @@ fn existing(conn: &Connection) -> Result<Vec<String>, String> {
 }
 
 /// Index DDL expands to several statements, which Kuzu cannot prepare: it runs unprepared.
-fn ddl(conn: &Connection, statement: &str) -> Result<(), String> {
-    conn.query(statement).map(drop).map_err(|e| e.to_string())
+fn ddl(conn: &Connection, statement: &str) -> Result<(), Error> {
+    conn.query(statement).map(drop).map_err(err)
 }
 
 /// Creates every missing index (at open: with a new shard, or for a database written before
 /// them, after filling its derived vector tables). Returns how many indexes it built.
-pub fn ensure(conn: &Connection, dim: usize) -> Result<usize, String> {
+pub fn ensure(conn: &Connection, dim: usize) -> Result<usize, Error> {
     if dim > 0 {
         backfill_vectors(conn)?;
     }
@@ -123,7 +124,8 @@ pub fn ensure(conn: &Connection, dim: usize) -> Result<usize, String> {
     for def in defs(dim) {
         if !have.iter().any(|n| n == def.name) {
             let t = std::time::Instant::now();
-            ddl(conn, &def.create()).map_err(|e| format!("building index {}: {e}", def.name))?;
+            ddl(conn, &def.create())
+                .map_err(|e| Error::Engine(format!("building index {}: {e}", def.name)))?;
             tracing::info!(
                 index = def.name,
                 ms = t.elapsed().as_millis() as u64,
@@ -137,9 +139,9 @@ pub fn ensure(conn: &Connection, dim: usize) -> Result<usize, String> {
 
 /// Fills the derived vector tables from their items when they are empty but the items have
 /// embeddings (a database from before the derived tables).
-fn backfill_vectors(conn: &Connection) -> Result<(), String> {
+fn backfill_vectors(conn: &Connection) -> Result<(), Error> {
     for (items, vecs) in [("Entity", "EntityVec"), ("Chunk", "ChunkVec")] {
-        let count = |q: &str| -> Result<i64, String> {
+        let count = |q: &str| -> Result<i64, Error> {
             Ok(run(conn, q, vec![])?
                 .first()
                 .and_then(|r| as_i64(&r[0]))
@@ -176,7 +178,7 @@ pub fn sync_vectors(
     ids: &[&str],
     replaced: bool,
     mode: InsertMode,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -209,7 +211,7 @@ pub fn sync_vectors(
 }
 
 /// Inside a write's transaction: deletes the derived vector rows of `ids`.
-pub fn delete_vectors(conn: &Connection, of: Indexed, ids: &[&str]) -> Result<(), String> {
+pub fn delete_vectors(conn: &Connection, of: Indexed, ids: &[&str]) -> Result<(), Error> {
     let vecs = match of {
         Indexed::Entity => "EntityVec",
         Indexed::Chunk => "ChunkVec",

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Number, Value as Json};
 use super::cypher::{tokenize, Tok};
 use super::kuzu_readers::Session;
 use super::kuzu_values::*;
+use super::Error;
 
 /// A checked read-only query for one shard copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,7 +353,7 @@ pub fn expand(
     ids: &[String],
     direction: Direction,
     filter: &RelationFilter,
-) -> Result<Vec<Edge>, String> {
+) -> Result<Vec<Edge>, Error> {
     // One primary-key lookup per id (~0.35 ms with its relations), or — when the copy is small
     // for the number of ids — one statement filtering `f.id IN $ids`, a scan of every entity
     // row (stubs included). `UNWIND $ids .. {id: i}` is never used here: Kuzu joins it over
@@ -437,7 +438,7 @@ pub fn entity_summaries(
     session: &mut Session<'_>,
     rows: u64,
     ids: &[String],
-) -> Result<Vec<EntitySummary>, String> {
+) -> Result<Vec<EntitySummary>, Error> {
     let ret = "RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
     // Many ids: one hash join of the list with the entity table (`UNWIND`; an `IN` filter
     // would search the list once per row).

@@ -5,6 +5,7 @@
 //! A copy has two pools: one for traversal steps, one for user queries (whose time limits run
 //! to a minute), so a slow query never holds up traversals.
 
+use super::Error;
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -47,13 +48,13 @@ impl<'db> Session<'db> {
         &mut self,
         query: &str,
         params: Vec<(&str, Value)>,
-    ) -> Result<Vec<Vec<Value>>, String> {
+    ) -> Result<Vec<Vec<Value>>, Error> {
         let (conn, stmt) = self
             .prepared(query)
-            .map_err(|e| format!("{e} (in {query})"))?;
+            .map_err(|e| Error::Engine(format!("{e} (in {query})")))?;
         let result = conn
             .execute(stmt, params)
-            .map_err(|e| format!("{e} (in {query})"))?;
+            .map_err(|e| Error::Engine(format!("{e} (in {query})")))?;
         Ok(result.collect())
     }
 }
@@ -67,7 +68,7 @@ pub struct Readers {
 
 impl Readers {
     /// Starts `n` reader threads on `db`.
-    pub fn start(shard: u32, kind: &str, db: Arc<Database>, n: usize) -> Result<Readers, String> {
+    pub fn start(shard: u32, kind: &str, db: Arc<Database>, n: usize) -> Result<Readers, Error> {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::new();
@@ -76,7 +77,7 @@ impl Readers {
             let t = std::thread::Builder::new()
                 .name(format!("kuzu-{kind}-{shard}-{i}"))
                 .spawn(move || reader_loop(shard, &db, &rx))
-                .map_err(|e| format!("cannot start a reader thread: {e}"))?;
+                .map_err(|e| Error::Engine(format!("cannot start a reader thread: {e}")))?;
             threads.push(t);
         }
         Ok(Readers {
@@ -86,10 +87,10 @@ impl Readers {
     }
 
     /// Runs `f` on a reader thread and waits for its answer without blocking the runtime.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, String>
+    pub async fn read<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
+        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, Error> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |session| {
@@ -97,11 +98,11 @@ impl Readers {
         });
         self.jobs
             .as_ref()
-            .ok_or("the copy is closing")?
+            .ok_or_else(|| Error::Engine("the copy is closing".into()))?
             .send(job)
-            .map_err(|_| "the copy's readers have stopped".to_string())?;
+            .map_err(|_| Error::Engine("the copy's readers have stopped".into()))?;
         rx.await
-            .map_err(|_| "a reader thread failed during the read".to_string())?
+            .map_err(|_| Error::Engine("a reader thread failed during the read".into()))?
     }
 }
 

@@ -68,7 +68,7 @@ struct Pending {
 struct SnapshotJob {
     to: PathBuf,
     pin: u64,
-    done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    done: tokio::sync::oneshot::Sender<Result<u64, Error>>,
 }
 
 struct Shared {
@@ -124,7 +124,7 @@ impl KuzuShard {
         shard: u32,
         config: &StoreConfig,
         gate: Arc<ApplyGate>,
-    ) -> Result<KuzuShard, String> {
+    ) -> Result<KuzuShard, Error> {
         // The database is opened on the applier's own thread, at a lower CPU priority: Kuzu's
         // worker threads are created with the database and inherit it. Under a heavy ingest the
         // node's gossip, QUIC and HTTP then still get the CPU (without this, three loaded nodes on
@@ -190,11 +190,11 @@ impl KuzuShard {
                     std::process::abort();
                 }
             })
-            .map_err(|e| format!("cannot start the applier thread: {e}"))?;
-        let (db, applied, initial_counts) = opened_rx
-            .recv()
-            .map_err(|_| "the applier thread died while opening the database".to_string())??;
-        let (log, redo) = ShardLog::open(&dir, shard, applied).map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Engine(format!("cannot start the applier thread: {e}")))?;
+        let (db, applied, initial_counts) = opened_rx.recv().map_err(|_| {
+            Error::Engine("the applier thread died while opening the database".into())
+        })??;
+        let (log, redo) = ShardLog::open(&dir, shard, applied)?;
         if !redo.is_empty() {
             tracing::info!(
                 shard,
@@ -228,7 +228,7 @@ impl KuzuShard {
         let query_readers = Readers::start(shard, "query", db.clone(), READER_THREADS)?;
         start_tx
             .send((shared.clone(), log.clone()))
-            .map_err(|_| "the applier thread stopped".to_string())?;
+            .map_err(|_| Error::Engine("the applier thread stopped".into()))?;
         Ok(KuzuShard {
             shard,
             path: path.to_path_buf(),
@@ -265,7 +265,6 @@ impl KuzuShard {
         result
             .await
             .map_err(|_| Error::Closing("the applier stopped before taking the snapshot".into()))?
-            .map_err(Error::Engine)
     }
 
     /// Ends what `snapshot(.., pin)` kept of the log.
@@ -491,7 +490,7 @@ impl KuzuShard {
     async fn read_cached<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
+        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, Error> + Send + 'static,
     {
         self.read_on(&self.readers, f).await
     }
@@ -500,7 +499,7 @@ impl KuzuShard {
     async fn read_on<T, F>(&self, pool: &Option<Readers>, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, String> + Send + 'static,
+        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, Error> + Send + 'static,
     {
         let shared = self.shared.clone();
         pool.as_ref()
@@ -510,20 +509,19 @@ impl KuzuShard {
                 f(session)
             })
             .await
-            .map_err(Error::Engine)
     }
 
     /// Runs a read on the blocking pool with its own connection.
     async fn read<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, String> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
         let (db, shared) = (self.db.clone(), self.shared.clone());
         tokio::task::spawn_blocking(move || {
             let _reading = shared.commit_gate.read().expect("commit gate");
-            let conn = Connection::new(&db).map_err(err).map_err(Error::Engine)?;
-            f(&conn).map_err(Error::Engine)
+            let conn = Connection::new(&db).map_err(err)?;
+            f(&conn)
         })
         .await
         .map_err(|e| Error::Engine(format!("read task failed: {e}")))?
@@ -546,10 +544,7 @@ impl Drop for KuzuShard {
 }
 
 /// Opens the database with the schema; returns it with its applied sequence number and counts.
-fn open_database(
-    path: &Path,
-    config: &StoreConfig,
-) -> Result<(Arc<Database>, u64, Counts), String> {
+fn open_database(path: &Path, config: &StoreConfig) -> Result<(Arc<Database>, u64, Counts), Error> {
     let system = SystemConfig::default()
         .buffer_pool_size(config.buffer_pool_bytes)
         .max_num_threads(config.threads)
@@ -559,12 +554,17 @@ fn open_database(
         // open read; when reads keep it waiting the COMMIT reports an error. The applier
         // checkpoints itself between rounds instead (see `CHECKPOINT_WAL_BYTES`).
         .auto_checkpoint(false);
-    let db = Database::new(path, system)
-        .map_err(|e| format!("cannot open the Kuzu database {}: {e}", path.display()))?;
+    let db = Database::new(path, system).map_err(|e| {
+        Error::Engine(format!(
+            "cannot open the Kuzu database {}: {e}",
+            path.display()
+        ))
+    })?;
     let db = Arc::new(db);
     let conn = Connection::new(&db).map_err(err)?;
     for ddl in schema(config.embedding_dim) {
-        conn.query(&ddl).map_err(|e| format!("schema: {e}"))?;
+        conn.query(&ddl)
+            .map_err(|e| Error::Engine(format!("schema: {e}")))?;
     }
     check_embedding_column(&conn, config.embedding_dim)?;
     migrate(&conn)?;
@@ -598,7 +598,7 @@ fn op_items(op: &WriteOp) -> usize {
 }
 
 /// Refuses a database created with another TORUA_EMBEDDING_DIM (its vectors would not fit).
-fn check_embedding_column(conn: &Connection, dim: usize) -> Result<(), String> {
+fn check_embedding_column(conn: &Connection, dim: usize) -> Result<(), Error> {
     let rows = run(conn, "CALL TABLE_INFO('Entity') RETURN name, type", vec![])?;
     let found = rows
         .iter()
@@ -606,11 +606,11 @@ fn check_embedding_column(conn: &Connection, dim: usize) -> Result<(), String> {
         .map(|r| as_string(&r[1]));
     let expected = (dim > 0).then(|| format!("FLOAT[{dim}]"));
     if found != expected {
-        return Err(format!(
+        return Err(Error::Invalid(format!(
             "this shard's database has embedding column {} but TORUA_EMBEDDING_DIM={dim} asks for {};              start with the dimension the data was created with, or use a new TORUA_DATA_DIR",
             found.as_deref().unwrap_or("none"),
             expected.as_deref().unwrap_or("none")
-        ));
+        )));
     }
     Ok(())
 }
@@ -761,7 +761,7 @@ fn take_snapshot(
     db_path: &Path,
     to: &Path,
     pin: u64,
-) -> Result<u64, String> {
+) -> Result<u64, Error> {
     let _no_reads = shared.commit_gate.write().expect("commit gate");
     let mut failure = None;
     for _ in 0..10 {
@@ -777,26 +777,26 @@ fn take_snapshot(
         }
     }
     if let Some(e) = failure {
-        return Err(format!(
+        return Err(Error::Engine(format!(
             "cannot checkpoint the database before copying it: {e}"
-        ));
+        )));
     }
     let seq = *shared.visible.borrow();
     shared.pins.lock().expect("pins lock").insert(pin, seq);
     if let Err(e) = std::fs::copy(db_path, to) {
         shared.pins.lock().expect("pins lock").remove(&pin);
-        return Err(format!(
+        return Err(Error::Engine(format!(
             "cannot copy {} to {}: {e}",
             db_path.display(),
             to.display()
-        ));
+        )));
     }
     Ok(seq)
 }
 
 /// `dim`: the embedding dimension the database was opened with (checked at open, so no per-read
 /// schema lookup).
-fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRecord>, String> {
+fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRecord>, Error> {
     let has_embedding = dim > 0;
     let emb = if has_embedding { ", e.embedding" } else { "" };
     let q = format!(
@@ -816,7 +816,7 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
         degree: as_i64(&row[6]).unwrap_or(0),
         embedding: row.get(7).and_then(as_floats),
     };
-    let rel = |q: &str| -> Result<Vec<RelationRecord>, String> {
+    let rel = |q: &str| -> Result<Vec<RelationRecord>, Error> {
         Ok(run(conn, q, vec![("id", s(id))])?
             .iter()
             .map(|r| RelationRecord {
@@ -838,7 +838,7 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
     Ok(Some(EntityRecord { entity, relations }))
 }
 
-fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, String> {
+fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, Error> {
     let emb = if dim > 0 { ", c.embedding" } else { "" };
     let q = format!("MATCH (c:Chunk {{id: $id}}) RETURN c.id, c.text, c.n_tokens, c.document_id, c.entity_ids{emb}");
     Ok(run(conn, &q, vec![("id", s(id))])?

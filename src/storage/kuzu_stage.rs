@@ -3,6 +3,7 @@
 //! relations: 80 ms against 550-780 ms, `copy_paths` in the storage tests). Used for the bulk of a
 //! round: new relations and their keys.
 
+use super::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,23 +32,25 @@ impl Drop for Staged {
     }
 }
 
-fn write(dir: &Path, name: &str, batch: RecordBatch) -> Result<Staged, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+fn write(dir: &Path, name: &str, batch: RecordBatch) -> Result<Staged, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Engine(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join(name);
     let staged = Staged { path };
     let file = std::fs::File::create(&staged.path)
-        .map_err(|e| format!("cannot create {}: {e}", staged.path.display()))?;
+        .map_err(|e| Error::Engine(format!("cannot create {}: {e}", staged.path.display())))?;
     let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
-        .map_err(|e| format!("staging {name}: {e}"))?;
+        .map_err(|e| Error::Engine(format!("staging {name}: {e}")))?;
     w.write(&batch)
-        .map_err(|e| format!("staging {name}: {e}"))?;
-    w.close().map_err(|e| format!("staging {name}: {e}"))?;
+        .map_err(|e| Error::Engine(format!("staging {name}: {e}")))?;
+    w.close()
+        .map_err(|e| Error::Engine(format!("staging {name}: {e}")))?;
     Ok(staged)
 }
 
 /// Relations in RELATED's column order: from, to, id, description, weight, text_unit_ids, source,
 /// target.
-pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, String> {
+pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, Error> {
     let mut units = ListBuilder::new(StringBuilder::new());
     for r in rels {
         for u in &r.text_unit_ids {
@@ -73,12 +76,12 @@ pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, String> {
         ("source", col(|r| &r.source)),
         ("target", col(|r| &r.target)),
     ])
-    .map_err(|e| format!("staging relations: {e}"))?;
+    .map_err(|e| Error::Engine(format!("staging relations: {e}")))?;
     write(dir, "relations.parquet", batch)
 }
 
 /// Relation keys in RelKey's column order: key, hash.
-pub fn keys(dir: &Path, keys: &[(&str, i64)]) -> Result<Staged, String> {
+pub fn keys(dir: &Path, keys: &[(&str, i64)]) -> Result<Staged, Error> {
     let batch = RecordBatch::try_from_iter(vec![
         (
             "key",
@@ -89,6 +92,6 @@ pub fn keys(dir: &Path, keys: &[(&str, i64)]) -> Result<Staged, String> {
             Arc::new(Int64Array::from_iter_values(keys.iter().map(|(_, h)| *h))) as ArrayRef,
         ),
     ])
-    .map_err(|e| format!("staging keys: {e}"))?;
+    .map_err(|e| Error::Engine(format!("staging keys: {e}")))?;
     write(dir, "keys.parquet", batch)
 }

@@ -1,10 +1,11 @@
 //! Converting between Rust values and Kuzu's `Value` (there is no serde for it), and running a
 //! prepared statement with parameters.
 
+use super::Error;
 use kuzu::{Connection, LogicalType, Value};
 
-pub fn err(e: kuzu::Error) -> String {
-    e.to_string()
+pub fn err(e: kuzu::Error) -> Error {
+    Error::Engine(e.to_string())
 }
 
 /// Prepares and runs `query` with `params`, collecting the rows.
@@ -12,13 +13,13 @@ pub fn run(
     conn: &Connection,
     query: &str,
     params: Vec<(&str, Value)>,
-) -> Result<Vec<Vec<Value>>, String> {
+) -> Result<Vec<Vec<Value>>, Error> {
     let mut stmt = conn
         .prepare(query)
-        .map_err(|e| format!("{e} (in {query})"))?;
+        .map_err(|e| Error::Engine(format!("{e} (in {query})")))?;
     let result = conn
         .execute(&mut stmt, params)
-        .map_err(|e| format!("{e} (in {query})"))?;
+        .map_err(|e| Error::Engine(format!("{e} (in {query})")))?;
     Ok(result.collect())
 }
 

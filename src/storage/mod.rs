@@ -333,7 +333,7 @@ impl Storage {
     }
 
     /// Opens (creating if needed) the copy of `shard`. Blocking: call from a blocking context.
-    fn open_now(&self, shard: u32) -> Result<Arc<KuzuShard>, String> {
+    fn open_now(&self, shard: u32) -> Result<Arc<KuzuShard>, Error> {
         let copies = *self.expected_copies.lock().expect("storage lock");
         let config = StoreConfig {
             insert_mode: self.insert_mode,
@@ -383,7 +383,7 @@ impl Storage {
         let cell = self.cell(shard);
         let me = self.clone();
         cell.get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || me.open_now(shard).map_err(Error::Engine))
+            tokio::task::spawn_blocking(move || me.open_now(shard))
                 .await
                 .map_err(|e| Error::Engine(format!("open task failed: {e}")))?
         })

@@ -53,6 +53,12 @@ fn upsert_entities(entities: Vec<Entity>) -> WriteOp {
 }
 
 async fn ids(shard: &KuzuShard, cypher: String) -> Vec<String> {
+    // The query waits for pending writes only up to the copy's read wait; a large write applied
+    // row by row on a loaded machine can take longer, so wait for it here (with a deadline).
+    shard
+        .wait_visible(std::time::Duration::from_secs(180))
+        .await
+        .unwrap();
     let rows = shard
         .user_query(
             ShardQuery {

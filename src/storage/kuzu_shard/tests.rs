@@ -172,7 +172,8 @@ async fn a_different_embedding_dimension_is_refused() {
     let path = dir.path().join("shard-1.kz");
     drop(KuzuShard::open(&path, 1, &config(4), gate()).unwrap());
     let err = KuzuShard::open(&path, 1, &config(8), gate()).err().unwrap();
-    assert!(err.contains("TORUA_EMBEDDING_DIM=8"), "{err}");
+    assert!(matches!(err, crate::storage::Error::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("TORUA_EMBEDDING_DIM=8"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
