@@ -85,21 +85,6 @@ impl Error {
     pub fn is_no_answer(&self) -> bool {
         matches!(self, Error::Timeout(_) | Error::Unreachable(_))
     }
-
-    /// Whether asking again later (or another copy) may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Busy(_)
-                | Error::Unavailable(_)
-                | Error::NoQuorum(_)
-                | Error::Timeout(_)
-                | Error::Unreachable(_)
-                | Error::NotPrimary { .. }
-                | Error::NotCoordinator { .. }
-                | Error::Fenced(_)
-        )
-    }
 }
 
 impl From<crate::storage::Error> for Error {

@@ -602,6 +602,7 @@ fn writer(ctx: Arc<Ctx>, seed: u64) {
                 ),
             );
         }
+        #[allow(clippy::manual_is_multiple_of)] // the crate supports Rust 1.86
         if n % DELETE_EVERY == 0 {
             delete_one(&ctx, &mut rng);
         }

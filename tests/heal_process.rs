@@ -489,7 +489,7 @@ fn drain_and_rolling_restart_fail_no_request() {
             saw_relocating = true;
         }
         let left = copies.filter(|c| c["node"] == "node-2").count();
-        let moving = s["moves"].as_array().map_or(true, |m| !m.is_empty());
+        let moving = s["moves"].as_array().is_none_or(|m| !m.is_empty());
         anyhow::ensure!(
             left == 0 && !moving,
             "{left} copies left, moves {}",

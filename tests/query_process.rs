@@ -696,6 +696,7 @@ fn mem_neighborhood(idx: &Index, c: &NbCase) -> NbExpect {
 }
 
 /// Compares one neighborhood answer with the expectation (after the caps).
+#[allow(clippy::too_many_arguments)]
 fn check_neighborhood(
     f: &mut Failures,
     idx: &Index,
@@ -853,13 +854,8 @@ fn rel_key(r: &Value) -> RelKey {
 
 /// Checks the fields of the answered `items` (an array) with `differ`, which says how an item
 /// differs from what was written (None when it is right or unknown); fails at the first one.
-fn check_fields(f: &mut Failures, items: &Value, mut differ: impl FnMut(&Value) -> Option<String>) {
-    if let Some(msg) = items
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|item| differ(item))
-    {
+fn check_fields(f: &mut Failures, items: &Value, differ: impl Fn(&Value) -> Option<String>) {
+    if let Some(msg) = items.as_array().into_iter().flatten().find_map(differ) {
         f.fail(msg);
     }
 }
@@ -1172,6 +1168,7 @@ fn check_path(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn path_case(
     f: &mut Failures,
     cluster: &TestCluster,
@@ -2291,8 +2288,7 @@ fn bad_input_gets_a_4xx_with_a_reason() {
         f.cases += 1;
         let kuzu_error = reference
             .query(cypher, &json!({}))
-            .err()
-            .expect("the reference must refuse it");
+            .expect_err("the reference must refuse it");
         let kuzu_error = kuzu_error
             .trim_start_matches("Query execution failed: ")
             .to_string();

@@ -146,7 +146,7 @@ async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
             if let (Some(term), Some(by)) = (h.term, &h.coordinator) {
                 state.cluster.observe_term(term, by);
             }
-            return h;
+            return *h;
         }
         Ok(other) => format!("coordinator answered {other:?}"),
         Err(e) => e.to_string(),

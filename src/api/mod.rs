@@ -118,12 +118,6 @@ impl ApiError {
         }
     }
 
-    /// The same error with `what` before its reason.
-    pub fn context(mut self, what: impl std::fmt::Display) -> Self {
-        self.reason = format!("{what}: {}", self.reason);
-        self
-    }
-
     pub fn bad_request(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
     }

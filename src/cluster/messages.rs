@@ -38,12 +38,15 @@ pub enum HealthResponse {
         term: u64,
     },
     ReportAccepted,
-    ClusterHealth(health::ClusterHealth),
+    ClusterHealth(Box<health::ClusterHealth>),
     Registry(Vec<RegistryEntry>),
     Stats(Vec<(u32, ShardStats)>),
     /// Per shard copy: the sequence number and checksum, or why not.
-    Checksums(Vec<(u32, Result<(u64, String), Error>)>),
+    Checksums(Vec<(u32, CopyChecksum)>),
 }
+
+/// A copy's checksum with the sequence number it was taken at, or why it could not be taken.
+pub type CopyChecksum = Result<(u64, String), Error>;
 
 /// Requests about the shard map.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,10 +169,12 @@ pub async fn serve_health(
         }
         HealthRequest::ClusterHealth => {
             let entries = ctx.registry.entries(&view).map_err(not_coordinator)?;
-            Ok(HealthResponse::ClusterHealth(health::with_shards(
-                health::aggregated(&view, &entries, ctx.report_stale_after()),
-                &view,
-                ctx.shard_map.get().as_ref(),
+            Ok(HealthResponse::ClusterHealth(Box::new(
+                health::with_shards(
+                    health::aggregated(&view, &entries, ctx.report_stale_after()),
+                    &view,
+                    ctx.shard_map.get().as_ref(),
+                ),
             )))
         }
         HealthRequest::Registry => Ok(HealthResponse::Registry(

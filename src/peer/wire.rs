@@ -219,7 +219,7 @@ mod tests {
                 HealthResponse::Registered { coordinator, term }
             )),
             Just(PeerResponse::Health(HealthResponse::ReportAccepted)),
-            health().prop_map(|h| PeerResponse::Health(HealthResponse::ClusterHealth(h))),
+            health().prop_map(|h| PeerResponse::Health(HealthResponse::ClusterHealth(Box::new(h)))),
             (registration(), proptest::option::of(report()), any::<u64>()).prop_map(
                 |(registration, last_report, at)| {
                     PeerResponse::Health(HealthResponse::Registry(vec![RegistryEntry {

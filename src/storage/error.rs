@@ -23,23 +23,3 @@ pub enum Error {
     #[error("{0}")]
     Io(String),
 }
-
-impl Error {
-    /// The same error with `what` before its message.
-    pub fn context(self, what: impl std::fmt::Display) -> Error {
-        match self {
-            Error::Busy(m) => Error::Busy(format!("{what}: {m}")),
-            Error::Closing(m) => Error::Closing(format!("{what}: {m}")),
-            Error::LogTrimmed(m) => Error::LogTrimmed(format!("{what}: {m}")),
-            Error::Invalid(m) => Error::Invalid(format!("{what}: {m}")),
-            Error::Engine(m) => Error::Engine(format!("{what}: {m}")),
-            Error::Io(m) => Error::Io(format!("{what}: {m}")),
-        }
-    }
-}
-
-impl From<kuzu::Error> for Error {
-    fn from(e: kuzu::Error) -> Error {
-        Error::Engine(e.to_string())
-    }
-}

@@ -21,19 +21,13 @@ impl TestCluster {
     /// Waits until node `i`'s `/cluster/shards` reports no logged write waiting to be applied
     /// (acknowledged writes are durable at once, visible once applied).
     pub fn wait_applied(&self, i: usize, timeout: Duration) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let answer = self.nodes[i].get_json("/cluster/shards", Duration::from_secs(30));
-            if let Ok(a) = &answer {
-                if a["pending_writes"] == 0 {
-                    return Ok(a.clone());
-                }
+        crate::wait::poll(timeout, Duration::from_millis(100), || {
+            match self.nodes[i].get_json("/cluster/shards", Duration::from_secs(30)) {
+                Ok(a) if a["pending_writes"] == 0 => Ok(a),
+                answer => Err(answer),
             }
-            if Instant::now() > deadline {
-                bail!("writes still pending after {timeout:?}: {answer:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
+        .or_else(|answer| bail!("writes still pending after {timeout:?}: {answer:?}"))
     }
 
     /// Waits until node `i` answers `GET /health`; fails early if its process exits.
@@ -73,17 +67,14 @@ impl TestCluster {
     where
         F: FnMut(usize, &Value) -> bool,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let answers = crate::wait::poll(timeout, Duration::from_millis(20), || {
             let running = self.running();
             let mut answers = Vec::new();
             let mut all_ok = !running.is_empty();
             for &i in &running {
                 match self.nodes[i].get_json(path, Duration::from_secs(2)) {
                     Ok(v) => {
-                        if !check(i, &v) {
-                            all_ok = false;
-                        }
+                        all_ok &= check(i, &v);
                         answers.push((i, v));
                     }
                     Err(e) => {
@@ -93,20 +84,21 @@ impl TestCluster {
                 }
             }
             if all_ok {
-                return Ok(answers);
+                Ok(answers)
+            } else {
+                Err(answers)
             }
-            if Instant::now() > deadline {
-                let shown: Vec<String> = answers
-                    .iter()
-                    .map(|(i, v)| format!("{}: {}", self.nodes[*i].id, summarize(v)))
-                    .collect();
-                bail!(
-                    "GET {path}: condition not met on every node within {timeout:?}:\n{}",
-                    shown.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        });
+        answers.or_else(|answers| {
+            let shown: Vec<String> = answers
+                .iter()
+                .map(|(i, v)| format!("{}: {}", self.nodes[*i].id, summarize(v)))
+                .collect();
+            bail!(
+                "GET {path}: condition not met on every node within {timeout:?}:\n{}",
+                shown.join("\n")
+            )
+        })
     }
 
     /// Waits until every running node reports green health with active shards.
