@@ -5,12 +5,11 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use membership::ClusterView;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::cluster::health::{self, ClusterHealth, Status};
+use crate::cluster::health::{ClusterHealth, Status};
 use crate::cluster::messages::{HealthRequest, HealthResponse};
 use crate::error::Error;
 use crate::node::config::parse_duration;
@@ -53,24 +52,14 @@ pub async fn cluster_health(
             d
         }
     };
-    let started = tokio::time::Instant::now();
-    loop {
-        let health = best_health(&state).await;
-        let done = match wanted {
-            None => true,
-            Some(w) => health.status <= w,
-        };
-        let timed_out = !done && started.elapsed() >= timeout;
-        if done || timed_out {
-            return Ok(Json(HealthAnswer {
-                health,
-                timed_out: wanted.map(|_| timed_out),
-            }));
+    let (health, timed_out) = match wanted {
+        None => (state.health.best(&state).await, None),
+        Some(w) => {
+            let (health, timed_out) = state.health.wait_for(&state, w, timeout).await;
+            (health, Some(timed_out))
         }
-        // Wake on a membership change or poll (reports change the coordinator's verdict too).
-        let mut views = state.cluster.view_watcher();
-        let _ = tokio::time::timeout(POLL, views.changed()).await;
-    }
+    };
+    Ok(Json(HealthAnswer { health, timed_out }))
 }
 
 /// The answer: the health itself plus `timed_out` when the request waited. Serialised straight
@@ -81,87 +70,6 @@ pub struct HealthAnswer {
     health: ClusterHealth,
     #[serde(skip_serializing_if = "Option::is_none")]
     timed_out: Option<bool>,
-}
-
-/// How long a non-coordinator reuses the coordinator's answer. Concurrent requests share one peer
-/// request instead of each asking the coordinator.
-const COORDINATOR_ANSWER_TTL: Duration = Duration::from_millis(50);
-
-/// Poll interval of `wait_for_status`.
-const POLL: Duration = Duration::from_millis(100);
-
-/// The coordinator's aggregated health (`source: "coordinator"`), or this node's own view
-/// (`source: "local"`) when the coordinator does not answer within `TORUA_COORDINATOR_TIMEOUT`.
-pub async fn best_health(state: &AppState) -> ClusterHealth {
-    let view = state.cluster.view();
-    if !view.is_coordinator() {
-        // One request in flight at a time; the others wait for it and reuse its answer.
-        let mut cached = state.health_cache.lock().await;
-        if let Some((at, h)) = cached.as_ref() {
-            if at.elapsed() < COORDINATOR_ANSWER_TTL
-                && h.coordinator.as_deref() == view.coordinator.as_ref().map(|c| c.as_str())
-            {
-                return h.clone();
-            }
-        }
-        let h = fetch_health(state, &view).await;
-        if h.source == "coordinator" {
-            *cached = Some((std::time::Instant::now(), h.clone()));
-        }
-        return h;
-    }
-    fetch_health(state, &view).await
-}
-
-/// After the coordinator failed to answer, answer locally at once for this long instead of
-/// waiting `TORUA_COORDINATOR_TIMEOUT` on every request (a dead coordinator stays in the view until
-/// failure detection, ~1 s).
-const COORDINATOR_RETRY_AFTER: Duration = Duration::from_millis(500);
-
-async fn fetch_health(state: &AppState, view: &ClusterView) -> ClusterHealth {
-    let view = view.clone();
-    let coordinator = view
-        .coordinator
-        .as_ref()
-        .map(|c| (c.as_str().to_string(), view.member(c).map(|m| m.generation)));
-    if let Some((at, who, error)) = state
-        .coordinator_failure
-        .lock()
-        .expect("failure lock")
-        .clone()
-    {
-        if at.elapsed() < COORDINATOR_RETRY_AFTER && Some(&who) == coordinator.as_ref() {
-            return local_with_note(
-                state,
-                &view,
-                format!(
-                    "{error} (less than {} ms ago; not asked again yet)",
-                    COORDINATOR_RETRY_AFTER.as_millis()
-                ),
-            );
-        }
-    }
-    let result = match ask_coordinator(state, HealthRequest::ClusterHealth).await {
-        Ok(HealthResponse::ClusterHealth(h)) => {
-            if let (Some(term), Some(by)) = (h.term, &h.coordinator) {
-                state.cluster.observe_term(term, by);
-            }
-            return *h;
-        }
-        Ok(other) => format!("coordinator answered {other:?}"),
-        Err(e) => e.to_string(),
-    };
-    if let Some(who) = coordinator {
-        *state.coordinator_failure.lock().expect("failure lock") =
-            Some((std::time::Instant::now(), who, result.clone()));
-    }
-    local_with_note(state, &view, result)
-}
-
-fn local_with_note(state: &AppState, view: &ClusterView, note: String) -> ClusterHealth {
-    let mut h = health::with_shards(health::local(view), view, state.shard_map.get().as_ref());
-    h.coordinator_error = Some(note);
-    h
 }
 
 /// Sends `request` to the coordinator of this node's view.
@@ -231,33 +139,11 @@ pub async fn undrain(
 }
 
 async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Value>, ApiError> {
-    if membership::NodeId::new(id).is_err() {
-        return Err(ApiError::bad_request(format!(
-            "{id:?} is not a node id (letters, digits, '.', '_', '-')"
-        )));
-    }
-    // The coordinator may be changing hands or busy: retry for a few seconds before answering 503.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let result = loop {
-        match crate::cluster::coordinator::ask_set_draining(state, id, draining, false).await {
-            Err(e) if !matches!(e, Error::NotFound(_)) && std::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "drain request not accepted yet; retrying");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            other => break other,
-        }
-    };
-    match result {
-        Ok(map) => Ok(Json(json!({
-            "node": id,
-            "draining": draining,
-            "copies_left": map.held_by(id).len(),
-            "map_version": map.version,
-        }))),
-        Err(e @ Error::NotFound(_)) => Err(ApiError::from(e)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the coordinator did not accept the drain: {e}; retry"),
-        )),
-    }
+    let map = crate::cluster::drain::set_draining(state, id, draining).await?;
+    Ok(Json(json!({
+        "node": id,
+        "draining": draining,
+        "copies_left": map.held_by(id).len(),
+        "map_version": map.version,
+    })))
 }

@@ -26,14 +26,14 @@ fn busy(reason: String) -> Response {
 }
 
 /// Parses a JSON batch, or NDJSON (one `{"entity": {...}}` / `{"relation": ...}` ... per line).
-fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, String> {
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, ApiError> {
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("ndjson"));
     if !ndjson {
         return serde_json::from_slice::<Batch>(body)
-            .map_err(|e| format!("malformed JSON batch: {e}"));
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON batch: {e}")));
     }
     let mut batch = Batch::default();
     for (n, line) in body.split(|b| *b == b'\n').enumerate() {
@@ -41,15 +41,16 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, String> {
             continue;
         }
         let value: serde_json::Map<String, Value> = serde_json::from_slice(line)
-            .map_err(|e| format!("line {}: malformed JSON: {e}", n + 1))?;
+            .map_err(|e| ApiError::bad_request(format!("line {}: malformed JSON: {e}", n + 1)))?;
         if value.len() != 1 {
-            return Err(format!(
+            return Err(ApiError::bad_request(format!(
                 "line {}: expected one key (entity, relation, chunk, community or document)",
                 n + 1
-            ));
+            )));
         }
         let (kind, item) = value.into_iter().next().expect("one entry");
-        let bad = |e: serde_json::Error| format!("line {}: {kind}: {e}", n + 1);
+        let bad =
+            |e: serde_json::Error| ApiError::bad_request(format!("line {}: {kind}: {e}", n + 1));
         match kind.as_str() {
             "entity" => batch
                 .entities
@@ -66,7 +67,12 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, String> {
             "document" => batch
                 .documents
                 .push(serde_json::from_value(item).map_err(bad)?),
-            other => return Err(format!("line {}: unknown kind {other:?}", n + 1)),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "line {}: unknown kind {other:?}",
+                    n + 1
+                )))
+            }
         }
     }
     Ok(batch)
@@ -81,7 +87,7 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     let batch = match parse(&headers, &body) {
         Ok(b) => b,
-        Err(e) => return ApiError::bad_request(e).into_response(),
+        Err(e) => return e.into_response(),
     };
     if batch.is_empty() {
         return ApiError::bad_request(

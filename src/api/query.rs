@@ -1,7 +1,6 @@
 //! The distributed read API: `POST /query` (read-only Cypher over every shard, merged),
 //! `POST /graph/neighborhood` and `POST /graph/path` (traversals across shards).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -13,15 +12,13 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{shard_map_or_503, ApiError, AppState};
+use crate::error::Error;
 use crate::graph::model::MAX_ID_BYTES;
-use crate::query::cypher::{check_read_only, tokenize, MAX_CYPHER_BYTES};
-use crate::query::merge::merge;
-use crate::query::plan::analyze;
-use crate::query::scatter::{query_shards, Prefer};
+use crate::query::run::{self, CypherAnswer, CypherRequest};
 use crate::query::traverse::{
     neighborhood as run_neighborhood, shortest_path, PathAnswer, Traversal, TraverseError,
 };
-use crate::storage::{Direction, Edge, EntitySummary, RelationFilter, ShardQuery};
+use crate::storage::{Direction, Edge, EntitySummary, RelationFilter};
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Below the HTTP layer's request timeout.
@@ -66,26 +63,6 @@ pub(super) async fn permit(
     }
 }
 
-/// Kuzu's column names by query text (asking a shard for them costs a statement).
-static COLUMN_NAMES: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<String>>>> =
-    std::sync::OnceLock::new();
-const MAX_CACHED_NAMES: usize = 1024;
-
-fn cached_names(names_cypher: &str) -> Option<Vec<String>> {
-    let cache = COLUMN_NAMES.get_or_init(Default::default);
-    cache.lock().ok()?.get(names_cypher).cloned()
-}
-
-fn remember_names(names_cypher: &str, names: Vec<String>) {
-    let cache = COLUMN_NAMES.get_or_init(Default::default);
-    if let Ok(mut c) = cache.lock() {
-        if c.len() >= MAX_CACHED_NAMES {
-            c.clear();
-        }
-        c.insert(names_cypher.to_string(), names);
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryBody {
@@ -109,7 +86,6 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     let bad = |e: ApiError| e.into_response();
     let req: QueryBody = parse(body).map_err(bad)?;
     let timeout = timeout_ms(req.timeout_ms).map_err(bad)?;
-    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let per_shard = match req.merge.as_deref() {
         None | Some("global") => false,
         Some("per_shard") => true,
@@ -119,128 +95,39 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
             ))))
         }
     };
-    if req.cypher.trim().is_empty() {
-        return Err(bad(ApiError::bad_request("cypher is empty")));
-    }
-    if req.cypher.len() > MAX_CYPHER_BYTES {
-        return Err(bad(ApiError::bad_request(format!(
-            "cypher is longer than {MAX_CYPHER_BYTES} bytes"
-        ))));
-    }
-    let tokens = tokenize(&req.cypher)
-        .map_err(|e| bad(ApiError::bad_request(format!("cannot read the query: {e}"))))?;
-    check_read_only(&tokens).map_err(|e| bad(ApiError::bad_request(e)))?;
-    let map = shard_map_or_503(state)?;
-    let plan = if per_shard {
-        None
-    } else {
-        match analyze(&req.cypher, &tokens, &req.params) {
-            Ok(plan) => Some(plan),
-            Err(unmergeable) => {
-                // A malformed query deserves Kuzu's own message rather than a shape complaint:
-                // have one shard's Kuzu parse and bind it (nothing runs).
-                let check = ShardQuery {
-                    cypher: req.cypher.clone(),
-                    params_json: Value::Object(req.params.clone()).to_string(),
-                    timeout_ms: 2_000,
-                    names_cypher: None,
-                    prepare_only: true,
-                };
-                let (_, _, invalid) = query_shards(state, &map, &[0], check, Prefer::Turns).await;
-                let reason = match invalid {
-                    Some(kuzu) => format!("invalid query: {kuzu}"),
-                    None => unmergeable.to_string(),
-                };
-                return Err(bad(ApiError::bad_request(reason)));
-            }
-        }
-    };
-    let shards: Vec<u32> = match &req.shards {
-        None => (0..map.shards).collect(),
-        Some(list) => {
-            if list.is_empty() {
-                return Err(bad(ApiError::bad_request(
-                    "shards is empty; leave it out to query every shard",
-                )));
-            }
-            if let Some(s) = list.iter().find(|s| **s >= map.shards) {
-                return Err(bad(ApiError::bad_request(format!(
-                    "unknown shard {s}: this cluster has shards 0..{}",
-                    map.shards - 1
-                ))));
-            }
-            let mut l = list.clone();
-            l.sort_unstable();
-            l.dedup();
-            l
-        }
-    };
-    let _permit = permit(state, Duration::from_millis(timeout)).await?;
-    let known_names = plan.as_ref().and_then(|p| cached_names(&p.names_cypher));
-    let query = ShardQuery {
-        cypher: plan
-            .as_ref()
-            .map_or(req.cypher.clone(), |p| p.shard_cypher.clone()),
-        params_json: Value::Object(req.params.clone()).to_string(),
+    let request = CypherRequest {
+        cypher: req.cypher,
+        params: req.params,
+        shards: req.shards,
         timeout_ms: timeout,
-        names_cypher: plan
-            .as_ref()
-            .filter(|_| known_names.is_none())
-            .map(|p| p.names_cypher.clone()),
-        prepare_only: false,
+        allow_partial: req.allow_partial.unwrap_or(state.settings.allow_partial),
+        per_shard,
     };
-    let (answers, report, invalid) = query_shards(state, &map, &shards, query, Prefer::Turns).await;
-    if let Some(reason) = invalid {
-        return Err(bad(ApiError::bad_request(format!(
-            "invalid query: {reason}"
-        ))));
-    }
-    if report.failed > 0 && (!allow_partial || report.successful == 0) {
-        return Err(unavailable(report.summary()));
-    }
-    let mut parsed = Vec::with_capacity(answers.len());
-    for a in &answers {
-        let rows: Vec<Vec<Value>> = serde_json::from_str(&a.rows.rows_json).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("shard {} sent rows that are not JSON: {e}", a.shard),
-            )
-            .into_response()
-        })?;
-        parsed.push(rows);
-    }
+    let failed = |e: Error| ApiError::from(e).into_response();
+    let prepared = run::prepare(state, request).await.map_err(failed)?;
+    let _permit = permit(state, Duration::from_millis(prepared.timeout_ms())).await?;
+    let answer = run::execute(state, prepared).await.map_err(failed)?;
     let took_ms = started.elapsed().as_millis() as u64;
-    let Some(plan) = plan else {
-        let shards: Vec<Value> = answers
-            .iter()
-            .zip(parsed)
-            .map(|(a, rows)| json!({"shard": a.shard, "node": a.node, "columns": a.rows.columns, "rows": rows}))
-            .collect();
-        return Ok(Json(
-            json!({"merge": "per_shard", "shards": shards, "_shards": report, "took_ms": took_ms}),
-        )
-        .into_response());
-    };
-    let rows = merge(&plan, parsed)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response())?;
-    // Kuzu's names for the user's columns, when the shard that was asked for them answered.
-    let asked = answers
-        .iter()
-        .find_map(|a| a.rows.user_columns.clone())
-        .filter(|c| c.len() == plan.columns.len());
-    if let Some(names) = &asked {
-        remember_names(&plan.names_cypher, names.clone());
-    }
-    let columns = known_names
-        .or(asked)
-        .unwrap_or_else(|| plan.columns.clone());
-    Ok(Json(json!({
-        "columns": columns,
-        "rows": rows,
-        "merge": "global",
-        "_shards": report,
-        "took_ms": started.elapsed().as_millis() as u64,
-    }))
+    Ok(Json(match answer {
+        CypherAnswer::PerShard { shards, report } => {
+            let shards: Vec<Value> = shards
+                .into_iter()
+                .map(|s| json!({"shard": s.shard, "node": s.node, "columns": s.columns, "rows": s.rows}))
+                .collect();
+            json!({"merge": "per_shard", "shards": shards, "_shards": report, "took_ms": took_ms})
+        }
+        CypherAnswer::Global {
+            columns,
+            rows,
+            report,
+        } => json!({
+            "columns": columns,
+            "rows": rows,
+            "merge": "global",
+            "_shards": report,
+            "took_ms": took_ms,
+        }),
+    })
     .into_response())
 }
 

@@ -16,7 +16,7 @@ pub async fn retrieve(State(state): State<AppState>, body: Bytes) -> Response {
     let dim = state.storage.embedding_dim();
     let req = match RetrieveRequest::parse(&body, dim) {
         Ok(r) => r,
-        Err(reason) => return ApiError::bad_request(reason).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let map = match shard_map_or_503(&state) {
         Ok(m) => m,

@@ -33,7 +33,6 @@ pub async fn serve(
 ) -> Result<(), Error> {
     ctx.handlers
         .dispatch(ctx, &message.path, &message.payload_json)
-        .map_err(Error::Invalid)
 }
 
 /// Largest broadcast payload (JSON text).
@@ -52,45 +51,46 @@ impl Handlers {
     }
 
     /// Runs the handler of `path` on this node.
-    pub fn dispatch(
-        &self,
-        ctx: &NodeContext,
-        path: &str,
-        payload_json: &str,
-    ) -> Result<(), String> {
-        let payload: Value =
-            serde_json::from_str(payload_json).map_err(|e| format!("payload is not JSON: {e}"))?;
+    pub fn dispatch(&self, ctx: &NodeContext, path: &str, payload_json: &str) -> Result<(), Error> {
+        let payload: Value = serde_json::from_str(payload_json)
+            .map_err(|e| Error::Invalid(format!("payload is not JSON: {e}")))?;
         match path {
             "/control" => control(ctx, &payload),
-            other => Err(format!(
+            other => Err(Error::Invalid(format!(
                 "no handler for path {other:?}; known paths: {}",
                 PATHS.join(", ")
-            )),
+            ))),
         }
     }
 }
 
 /// `/control`: cluster-wide runtime settings. Every key is validated before any is applied.
-fn control(ctx: &NodeContext, payload: &Value) -> Result<(), String> {
-    let obj = payload
-        .as_object()
-        .ok_or("the /control payload must be an object such as {\"log_filter\": \"debug\"}")?;
+fn control(ctx: &NodeContext, payload: &Value) -> Result<(), Error> {
+    let invalid = |m: &str| Error::Invalid(m.to_string());
+    let obj = payload.as_object().ok_or_else(|| {
+        invalid("the /control payload must be an object such as {\"log_filter\": \"debug\"}")
+    })?;
     if obj.is_empty() {
-        return Err("the /control payload is empty; accepted keys: log_filter".into());
+        return Err(invalid(
+            "the /control payload is empty; accepted keys: log_filter",
+        ));
     }
     let mut log_filter = None;
     for (key, value) in obj {
         match key.as_str() {
             "log_filter" => {
-                let f = value.as_str().ok_or("log_filter must be a string")?;
-                tracing_subscriber::EnvFilter::try_new(f)
-                    .map_err(|e| format!("log_filter {f:?} is not a tracing filter: {e}"))?;
+                let f = value
+                    .as_str()
+                    .ok_or_else(|| invalid("log_filter must be a string"))?;
+                tracing_subscriber::EnvFilter::try_new(f).map_err(|e| {
+                    Error::Invalid(format!("log_filter {f:?} is not a tracing filter: {e}"))
+                })?;
                 log_filter = Some(f.to_string());
             }
             other => {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "unknown /control key {other:?}; accepted keys: log_filter"
-                ))
+                )))
             }
         }
     }

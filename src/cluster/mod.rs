@@ -6,7 +6,7 @@
 //! - [`plan`]: pure functions computing the next map from the current one and the live members.
 //! - [`coordinator`]: the coordinator's map loop and every node's map installation.
 //! - [`registry`], [`reporter`]: push registration and periodic health reports.
-//! - [`health`]: green / yellow / red and the reasons.
+//! - [`health`]: green / yellow / red and the reasons; [`health_cache`]: the answer a node gives.
 //! - [`drain`]: moving every copy off a node before it leaves.
 //! - [`broadcast`]: fan-out of control messages and their handlers.
 //! - [`messages`]: this subsystem's peer messages (health, map) and their handlers.
@@ -15,6 +15,7 @@ pub mod broadcast;
 pub mod coordinator;
 pub mod drain;
 pub mod health;
+pub mod health_cache;
 pub mod messages;
 pub mod plan;
 pub mod registry;

@@ -32,11 +32,8 @@ pub struct NodeContext {
     /// Serialises the coordinator's map changes.
     pub map_changes: std::sync::Mutex<()>,
     pub shard_locks: ShardLocks,
-    /// The coordinator's last `/cluster/health` answer, shared by concurrent requests.
-    pub health_cache: tokio::sync::Mutex<Option<(Instant, crate::cluster::health::ClusterHealth)>>,
-    /// The last time asking the coordinator (id, generation) failed, and why.
-    #[allow(clippy::type_complexity)]
-    pub coordinator_failure: std::sync::Mutex<Option<(Instant, (String, Option<u64>), String)>>,
+    /// The cluster health this node answers with.
+    pub health: crate::cluster::health_cache::HealthCache,
     /// Bounds concurrent ingest requests on this node (backpressure).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
     /// Bounds concurrent distributed queries this node coordinates.

@@ -75,10 +75,13 @@ pub struct FilterHandle {
 }
 
 impl FilterHandle {
-    pub fn set(&self, filter: &str) -> Result<(), String> {
-        let f =
-            EnvFilter::try_new(filter).map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
-        self.handle.reload(f).map_err(|e| e.to_string())?;
+    pub fn set(&self, filter: &str) -> Result<(), crate::error::Error> {
+        use crate::error::Error;
+        let f = EnvFilter::try_new(filter)
+            .map_err(|e| Error::Invalid(format!("bad log filter {filter:?}: {e}")))?;
+        self.handle
+            .reload(f)
+            .map_err(|e| Error::Internal(format!("the log filter could not be changed: {e}")))?;
         *self.current.lock().expect("filter lock") = filter.to_string();
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::plan::{Agg, Item, Plan};
+use crate::error::Error;
 
 /// Kuzu's ordering: null sorts after every value (last ascending, first descending).
 pub fn compare(a: &Value, b: &Value) -> Ordering {
@@ -46,7 +47,7 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
 }
 
 /// Merges shard rows (each in the plan's shard-query column layout) into the user's rows.
-pub fn merge(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Value>>, String> {
+pub fn merge(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Value>>, Error> {
     let mut rows = if plan.has_aggregates() {
         aggregate(plan, shard_rows)?
     } else {
@@ -105,7 +106,7 @@ fn add_numbers(a: &Value, b: &Value) -> Value {
     }
 }
 
-fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Value>>, String> {
+fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Value>>, Error> {
     let mut order: Vec<(Vec<Value>, Vec<Acc>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let fresh = || -> Vec<Acc> {
@@ -179,7 +180,11 @@ fn aggregate(plan: &Plan, shard_rows: Vec<Vec<Vec<Value>>>) -> Result<Vec<Vec<Va
                     let list = match v {
                         Value::Array(list) => list,
                         Value::Null => Vec::new(),
-                        _ => return Err("a shard answered count(DISTINCT) without a list".into()),
+                        _ => {
+                            return Err(Error::Internal(
+                                "a shard answered count(DISTINCT) without a list".into(),
+                            ))
+                        }
                     };
                     for x in list.into_iter().filter(|x| !x.is_null()) {
                         if seen.insert(x.to_string()) {

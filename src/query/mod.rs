@@ -2,12 +2,14 @@
 //! database. [`cypher`] reads a user's query and refuses writes, [`plan`] decides whether and
 //! how its per-shard answers merge, [`scatter`] sends it to one copy of every shard and accounts
 //! for what answered, [`merge`] combines the answers, and [`traverse`] runs neighborhoods and
-//! shortest paths step by step across shards. [`read`] answers other nodes' reads of this
-//! node's copies and routes point reads to an in-sync copy.
+//! shortest paths step by step across shards. [`run`] drives a `/query` through these steps.
+//! [`read`] answers other nodes' reads of this node's copies and routes point reads to an
+//! in-sync copy.
 
 pub use crate::storage::cypher;
 pub mod merge;
 pub mod plan;
 pub mod read;
+pub mod run;
 pub mod scatter;
 pub mod traverse;

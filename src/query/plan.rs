@@ -232,7 +232,7 @@ impl<'q> Query<'q> {
         };
         let far = &vars[target];
         if let Some((a, b)) = elements[target].0.props {
-            let map = tokenize(&q[a..b]).map_err(Unmergeable)?;
+            let map = tokenize(&q[a..b]).map_err(|e| Unmergeable(e.0))?;
             let keys_ok = map
                 .iter()
                 .enumerate()

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::tokens::Tokenizer;
+use crate::error::Error;
 
 pub const MAX_QUERY_BYTES: usize = 4096;
 pub const DEFAULT_TOP_K: usize = 10;
@@ -75,43 +76,49 @@ impl RetrieveRequest {
     }
 
     /// Reads and checks a body for a cluster whose embeddings have `dim` dimensions (0 = none).
-    pub fn parse(body: &[u8], dim: usize) -> Result<RetrieveRequest, String> {
-        let b: Body =
-            serde_json::from_slice(body).map_err(|e| format!("malformed request: {e}"))?;
+    pub fn parse(body: &[u8], dim: usize) -> Result<RetrieveRequest, Error> {
+        let b: Body = serde_json::from_slice(body)
+            .map_err(|e| Error::Invalid(format!("malformed request: {e}")))?;
         let query = b.query.filter(|q| !q.trim().is_empty());
         if let Some(q) = &query {
             if q.len() > MAX_QUERY_BYTES {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "query is {} bytes; at most {MAX_QUERY_BYTES}",
                     q.len()
-                ));
+                )));
             }
         }
         let embedding = match b.embedding {
             None => None,
-            Some(_) if dim == 0 => return Err(
+            Some(_) if dim == 0 => return Err(Error::Invalid(
                 "this cluster stores no embeddings (TORUA_EMBEDDING_DIM=0): send query text only"
                     .into(),
-            ),
+            )),
             Some(v) if v.len() != dim => {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "embedding has {} dimensions; this cluster uses TORUA_EMBEDDING_DIM={dim}",
                     v.len()
-                ))
+                )))
             }
             Some(v) => {
                 let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
                 if v.iter().any(|x| !x.is_finite()) {
-                    return Err("embedding contains a number out of 32-bit float range".into());
+                    return Err(Error::Invalid(
+                        "embedding contains a number out of 32-bit float range".into(),
+                    ));
                 }
                 if v.iter().all(|x| *x == 0.0) {
-                    return Err("embedding is all zeros: it has no direction to compare".into());
+                    return Err(Error::Invalid(
+                        "embedding is all zeros: it has no direction to compare".into(),
+                    ));
                 }
                 Some(v)
             }
         };
         if query.is_none() && embedding.is_none() {
-            return Err("give the question as \"query\" text, an \"embedding\", or both".into());
+            return Err(Error::Invalid(
+                "give the question as \"query\" text, an \"embedding\", or both".into(),
+            ));
         }
         let mode = match b.mode.as_deref().unwrap_or("local") {
             "local" => Mode::Local,
@@ -119,9 +126,9 @@ impl RetrieveRequest {
             "naive" => Mode::Naive,
             "hybrid" => Mode::Hybrid,
             other => {
-                return Err(format!(
+                return Err(Error::Invalid(format!(
                     "unknown mode {other:?}; use local, global, naive or hybrid"
-                ))
+                )))
             }
         };
         let top_k = in_range("top_k", b.top_k, DEFAULT_TOP_K as i64, 1, MAX_TOP_K as i64)? as usize;
@@ -144,27 +151,29 @@ impl RetrieveRequest {
             None => SECTIONS.iter().map(|s| s.to_string()).collect(),
             Some(list) => {
                 if let Some(bad) = list.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-                    return Err(format!(
+                    return Err(Error::Invalid(format!(
                         "unknown include item {bad:?}; use any of {}",
                         SECTIONS.join(", ")
-                    ));
+                    )));
                 }
                 list
             }
         };
         let community_level = match b.community_level {
             Some(l) if !(0..=100).contains(&l) => {
-                return Err("community_level must be between 0 and 100".into())
+                return Err(Error::Invalid(
+                    "community_level must be between 0 and 100".into(),
+                ))
             }
             l => l,
         };
         let tokenizer = match b.tokenizer.as_deref() {
             None => Tokenizer::Cl100k,
             Some(name) => Tokenizer::parse(name).ok_or_else(|| {
-                format!(
+                Error::Invalid(format!(
                     "unknown tokenizer {name:?}; use {}",
                     Tokenizer::NAMES.join(" or ")
-                )
+                ))
             })?,
         };
         Ok(RetrieveRequest {
@@ -183,10 +192,12 @@ impl RetrieveRequest {
     }
 }
 
-fn in_range(name: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, String> {
+fn in_range(name: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, Error> {
     let v = v.unwrap_or(default);
     if !(min..=max).contains(&v) {
-        return Err(format!("{name} must be between {min} and {max} (got {v})"));
+        return Err(Error::Invalid(format!(
+            "{name} must be between {min} and {max} (got {v})"
+        )));
     }
     Ok(v)
 }
@@ -196,7 +207,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str, dim: usize) -> Result<RetrieveRequest, String> {
-        RetrieveRequest::parse(body.as_bytes(), dim)
+        RetrieveRequest::parse(body.as_bytes(), dim).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! with the engine whose language it reads; the query planner uses it too. Deliberately not a
 //! Cypher parser: Kuzu parses; this only has to be right about keywords and brackets.
 
+/// Why a query text is refused before it reaches the engine; the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// Longest accepted query text.
 pub const MAX_CYPHER_BYTES: usize = 64 * 1024;
 
@@ -44,7 +49,7 @@ impl Token {
 const PUNCT2: [&str; 9] = ["->", "<-", "<>", "<=", ">=", "=~", "..", "::", "!="];
 const PUNCT1: &str = "()[]{},.:;=<>+-*/%^|!?&";
 
-pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
+pub fn tokenize(q: &str) -> Result<Vec<Token>, Refused> {
     let b = q.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -58,13 +63,17 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
             i = q[i + 2..]
                 .find("*/")
                 .map(|n| i + 2 + n + 2)
-                .ok_or_else(|| format!("unterminated comment at byte {i}"))?;
+                .ok_or_else(|| Refused(format!("unterminated comment at byte {i}")))?;
         } else if c == b'\'' || c == b'"' {
             let start = i;
             i += 1;
             loop {
                 match b.get(i) {
-                    None => return Err(format!("unterminated string literal at byte {start}")),
+                    None => {
+                        return Err(Refused(format!(
+                            "unterminated string literal at byte {start}"
+                        )))
+                    }
                     Some(b'\\') => i += 2,
                     Some(x) if *x == c => {
                         i += 1;
@@ -82,7 +91,7 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
             let start = i;
             let close = q[i + 1..]
                 .find('`')
-                .ok_or_else(|| format!("unterminated `quoted name` at byte {start}"))?;
+                .ok_or_else(|| Refused(format!("unterminated `quoted name` at byte {start}")))?;
             i = i + 1 + close + 1;
             out.push(Token {
                 tok: Tok::Quoted(q[start + 1..i - 1].to_string()),
@@ -114,7 +123,7 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
             }
             let text = &q[start..i];
             let tok = match text.strip_prefix('$') {
-                Some("") => return Err(format!("a lone `$` at byte {start}")),
+                Some("") => return Err(Refused(format!("a lone `$` at byte {start}"))),
                 Some(name) => Tok::Param(name.to_string()),
                 None => Tok::Ident(text.to_string()),
             };
@@ -134,7 +143,10 @@ pub fn tokenize(q: &str) -> Result<Vec<Token>, String> {
             });
             i += 1;
         } else {
-            return Err(format!("unexpected character {:?} at byte {i}", c as char));
+            return Err(Refused(format!(
+                "unexpected character {:?} at byte {i}",
+                c as char
+            )));
         }
     }
     Ok(out)
@@ -180,7 +192,7 @@ const READ_PROCEDURES: [&str; 7] = [
 
 /// Refuses anything that could write. Keywords count only as keywords: not inside strings,
 /// not as property names (`e.set`), labels or map keys.
-pub fn check_read_only(tokens: &[Token]) -> Result<(), String> {
+pub fn check_read_only(tokens: &[Token]) -> Result<(), Refused> {
     for (i, t) in tokens.iter().enumerate() {
         let Tok::Ident(word) = &t.tok else { continue };
         let prev_is = |p: &str| i > 0 && tokens[i - 1].is(p);
@@ -190,23 +202,23 @@ pub fn check_read_only(tokens: &[Token]) -> Result<(), String> {
         }
         // `x -> ...` inside a call is a list lambda (in a pattern, `->` follows `]`, `-` or `)`).
         if next_is("->") {
-            return Err(format!(
+            return Err(Refused(format!(
                 "list lambdas ({word} -> ...) are refused: Kuzu 0.11 can crash on them; \
                  use UNWIND and a WHERE instead"
-            ));
+            )));
         }
         if let Some(w) = WRITE_WORDS.iter().find(|w| word.eq_ignore_ascii_case(w)) {
-            return Err(format!(
+            return Err(Refused(format!(
                 "/query is read-only: {w} is refused (write with POST /graph/ingest)"
-            ));
+            )));
         }
         if word.eq_ignore_ascii_case("CALL") {
             let proc = tokens.get(i + 1).and_then(Token::ident).unwrap_or("");
             if !READ_PROCEDURES.iter().any(|p| proc.eq_ignore_ascii_case(p)) {
-                return Err(format!(
+                return Err(Refused(format!(
                     "/query is read-only: CALL {proc} is refused (allowed: {})",
                     READ_PROCEDURES.join(", ")
-                ));
+                )));
             }
         }
     }

@@ -119,7 +119,7 @@ fn params_for(
     params: &Map<String, Json>,
 ) -> Result<Vec<(String, Value)>, QueryFailure> {
     let used: HashSet<String> = tokenize(cypher)
-        .map_err(QueryFailure::Invalid)?
+        .map_err(|e| QueryFailure::Invalid(e.0))?
         .into_iter()
         .filter_map(|t| match t.tok {
             Tok::Param(name) => Some(name),
@@ -129,11 +129,7 @@ fn params_for(
     params
         .iter()
         .filter(|(name, _)| used.contains(*name))
-        .map(|(name, v)| {
-            param_value(name, v)
-                .map(|v| (name.clone(), v))
-                .map_err(QueryFailure::Invalid)
-        })
+        .map(|(name, v)| param_value(name, v).map(|v| (name.clone(), v)))
         .collect()
 }
 
@@ -192,7 +188,7 @@ fn execute(
 
 /// A JSON parameter as a Kuzu value: strings, integers, floats, booleans, and lists of one of
 /// these.
-fn param_value(name: &str, v: &Json) -> Result<Value, String> {
+fn param_value(name: &str, v: &Json) -> Result<Value, QueryFailure> {
     Ok(match v {
         Json::String(s) => Value::String(s.clone()),
         Json::Bool(b) => Value::Bool(*b),
@@ -211,9 +207,9 @@ fn param_value(name: &str, v: &Json) -> Result<Value, String> {
                 Some(Value::Int64(_)) => LogicalType::Int64,
                 Some(Value::Double(_)) => LogicalType::Double,
                 _ => {
-                    return Err(format!(
+                    return Err(QueryFailure::Invalid(format!(
                         "parameter {name}: lists of lists are not supported"
-                    ))
+                    )))
                 }
             };
             // Numbers written without a fraction ([1, 0.5]) make a list of doubles.
@@ -231,14 +227,22 @@ fn param_value(name: &str, v: &Json) -> Result<Value, String> {
                 return Ok(Value::List(LogicalType::Double, doubles));
             }
             if values.iter().any(|v| LogicalType::from(v) != ty) {
-                return Err(format!(
+                return Err(QueryFailure::Invalid(format!(
                     "parameter {name}: a list's items must have one type"
-                ));
+                )));
             }
             Value::List(ty, values)
         }
-        Json::Null => return Err(format!("parameter {name}: null is not supported")),
-        Json::Object(_) => return Err(format!("parameter {name}: objects are not supported")),
+        Json::Null => {
+            return Err(QueryFailure::Invalid(format!(
+                "parameter {name}: null is not supported"
+            )))
+        }
+        Json::Object(_) => {
+            return Err(QueryFailure::Invalid(format!(
+                "parameter {name}: objects are not supported"
+            )))
+        }
     })
 }
 

@@ -8,9 +8,11 @@
 //! design: durability from the log, visibility after the apply.
 //!
 //! Format: segment files `shard-<n>.log.<first seq>`; each record is
-//! `[payload length u32 LE][crc32 of payload u32 LE][postcard (seq, WriteOp)]`. A torn or corrupt
-//! record ends the log (only the newest segment's tail can be torn: records are written in
-//! order).
+//! `[format << 28 | payload length, u32 LE][crc32 of payload u32 LE][postcard (seq, WriteOp)]`.
+//! The format number ([`FORMAT`]) names the payload's encoding; records without one (format 0)
+//! are read as format 1, whose encoding they share. A torn or corrupt record ends the log (only
+//! the newest segment's tail can be torn: records are written in order); a sound record of a
+//! newer format stops the node instead, so that a downgrade never cuts writes it cannot read.
 //!
 //! Retention: applied records are kept (up to `RETAIN_BYTES` of closed segments) so that a copy
 //! that fell out of the in-sync set can catch up from the primary's log by sequence number
@@ -26,8 +28,13 @@ use super::{Error, WriteOp};
 const SEGMENT_BYTES: u64 = 16 << 20;
 /// Applied records kept for catching up copies (closed segments; the open one is always kept).
 const RETAIN_BYTES: u64 = 64 << 20;
-/// Largest record accepted when reading back (a write is at most the 64 MiB ingest limit).
-const MAX_RECORD: u32 = 256 << 20;
+/// The encoding of the records this binary writes: `postcard (seq, WriteOp)`. A change to
+/// [`WriteOp`]'s serialized form takes the next number, and the reader learns the old one.
+pub const FORMAT: u32 = 1;
+/// The length word's top bits hold the format; the rest the payload length.
+const FORMAT_SHIFT: u32 = 28;
+/// Largest record payload (a write is at most the 64 MiB ingest limit).
+const MAX_RECORD: u32 = (1 << FORMAT_SHIFT) - 1;
 
 struct Segment {
     path: PathBuf,
@@ -51,8 +58,17 @@ pub struct ShardLog {
 pub fn encode(seq: u64, op: &WriteOp) -> Result<Vec<u8>, Error> {
     let payload = postcard::to_stdvec(&(seq, op))
         .map_err(|e| Error::Invalid(format!("cannot encode write {seq}: {e}")))?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|l| *l <= MAX_RECORD)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "write {seq} encodes to {} bytes; a log record holds at most {MAX_RECORD}",
+                payload.len()
+            ))
+        })?;
     let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(FORMAT << FORMAT_SHIFT | len).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     Ok(out)
@@ -297,14 +313,22 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, bool), Error> {
             Ok(()) => {}
             Err(_) => return Ok((records, good, good == total)),
         }
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let word = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let (format, len) = (word >> FORMAT_SHIFT, word & MAX_RECORD);
         let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || good + 8 + u64::from(len) > total {
+        if good + 8 + u64::from(len) > total {
             return Ok((records, good, false));
         }
         let mut payload = vec![0u8; len as usize];
         if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
             return Ok((records, good, false));
+        }
+        if format > FORMAT {
+            return Err(Error::Invalid(format!(
+                "{} holds a write in log format {format} at byte {good}; this torua reads \
+                 formats up to {FORMAT}: run the torua version that wrote it",
+                path.display()
+            )));
         }
         match postcard::from_bytes::<(u64, WriteOp)>(&payload) {
             Ok((seq, op)) => records.push(Record { seq, crc, len, op }),
@@ -388,6 +412,38 @@ mod tests {
         assert!(redo.is_empty());
         assert_eq!(log.last_seq(), 5);
         assert_eq!(log.last().map(|(s, _)| s), Some(5));
+    }
+
+    #[test]
+    fn records_without_a_format_are_read_and_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard-2.log.1");
+        let record = |format: u32, seq: u64, id: &str| {
+            let payload = postcard::to_stdvec(&(seq, op(id))).unwrap();
+            let mut out = (format << FORMAT_SHIFT | payload.len() as u32)
+                .to_le_bytes()
+                .to_vec();
+            out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            out.extend_from_slice(&payload);
+            out
+        };
+        let mut bytes = record(0, 1, "old");
+        bytes.extend(encode(2, &op("new")).unwrap());
+        assert_eq!(
+            bytes[bytes.len() - record(1, 2, "new").len()..],
+            record(1, 2, "new")
+        );
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, redo) = ShardLog::open(dir.path(), 2, 0).unwrap();
+        assert_eq!(redo, vec![(1, op("old")), (2, op("new"))]);
+
+        bytes.extend(record(FORMAT + 1, 3, "future"));
+        std::fs::write(&path, &bytes).unwrap();
+        let Err(Error::Invalid(why)) = ShardLog::open(dir.path(), 2, 0) else {
+            panic!("a record of a newer format must stop the open");
+        };
+        assert!(why.contains("log format 2"), "{why}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
     }
 
     #[test]

@@ -9,7 +9,7 @@ fn plan(q: &str) -> Result<Plan, Unmergeable> {
 }
 
 fn read_only(q: &str) -> Result<(), String> {
-    check_read_only(&tokenize(q).unwrap())
+    check_read_only(&tokenize(q).unwrap()).map_err(|e| e.0)
 }
 
 #[test]
