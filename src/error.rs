@@ -2,7 +2,7 @@
 //!
 //! Callers decide what to do by the variant (retry elsewhere, rebuild a copy, refresh the map),
 //! never by the message; the message says what happened and what the user can do. The peer
-//! protocol carries the variant ([`crate::peer::wire::PeerResponse::Failed`]), and
+//! protocol carries the variant ([`crate::node::wire::PeerResponse::Failed`]), and
 //! [`crate::api::ApiError`] is the one place that maps variants to HTTP statuses.
 
 use serde::{Deserialize, Serialize};

@@ -48,7 +48,7 @@ pub async fn broadcast(
             d
         }
     };
-    if !state.handlers.knows(&body.path) {
+    if !crate::cluster::broadcast::knows(&body.path) {
         return Err(ApiError::bad_request(format!(
             "no broadcast handler for path {:?}; known paths: {}",
             body.path,

@@ -23,16 +23,13 @@ pub struct BroadcastMessage {
     pub from: String,
 }
 
-crate::peer_call!(BroadcastMessage => (), Broadcast, serve);
-
 /// Answers a broadcast on this node.
 pub async fn serve(
     ctx: &Arc<NodeContext>,
     _from: &str,
     message: BroadcastMessage,
 ) -> Result<(), Error> {
-    ctx.handlers
-        .dispatch(ctx, &message.path, &message.payload_json)
+    dispatch(ctx, &message.path, &message.payload_json)
 }
 
 /// Largest broadcast payload (JSON text).
@@ -42,25 +39,21 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const PATHS: &[&str] = &["/control"];
 
-#[derive(Default)]
-pub struct Handlers;
+/// Whether this binary has a handler for `path`.
+pub fn knows(path: &str) -> bool {
+    PATHS.contains(&path)
+}
 
-impl Handlers {
-    pub fn knows(&self, path: &str) -> bool {
-        PATHS.contains(&path)
-    }
-
-    /// Runs the handler of `path` on this node.
-    pub fn dispatch(&self, ctx: &NodeContext, path: &str, payload_json: &str) -> Result<(), Error> {
-        let payload: Value = serde_json::from_str(payload_json)
-            .map_err(|e| Error::Invalid(format!("payload is not JSON: {e}")))?;
-        match path {
-            "/control" => control(ctx, &payload),
-            other => Err(Error::Invalid(format!(
-                "no handler for path {other:?}; known paths: {}",
-                PATHS.join(", ")
-            ))),
-        }
+/// Runs the handler of `path` on this node.
+fn dispatch(ctx: &NodeContext, path: &str, payload_json: &str) -> Result<(), Error> {
+    let payload: Value = serde_json::from_str(payload_json)
+        .map_err(|e| Error::Invalid(format!("payload is not JSON: {e}")))?;
+    match path {
+        "/control" => control(ctx, &payload),
+        other => Err(Error::Invalid(format!(
+            "no handler for path {other:?}; known paths: {}",
+            PATHS.join(", ")
+        ))),
     }
 }
 

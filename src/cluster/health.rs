@@ -351,3 +351,18 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// A coordinator that did not answer: who (id, generation), when, and why.
+pub(super) struct CoordinatorFailure {
+    pub(super) at: std::time::Instant,
+    pub(super) who: (String, Option<u64>),
+    pub(super) error: String,
+}
+
+/// The health answer a node shares between requests (see `health_cache`).
+#[derive(Default)]
+pub struct HealthCache {
+    /// The coordinator's last answer and when it came; one request in flight at a time.
+    pub(super) answer: tokio::sync::Mutex<Option<(std::time::Instant, ClusterHealth)>>,
+    pub(super) failure: std::sync::Mutex<Option<CoordinatorFailure>>,
+}

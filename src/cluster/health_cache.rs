@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use membership::ClusterView;
 
-use super::health::{self, ClusterHealth, Status};
+use super::health::{self, ClusterHealth, CoordinatorFailure, HealthCache, Status};
 use super::messages::{HealthRequest, HealthResponse};
 use crate::node::context::NodeContext;
 
@@ -22,20 +22,6 @@ const COORDINATOR_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Poll interval of [`HealthCache::wait_for`].
 const POLL: Duration = Duration::from_millis(100);
-
-/// A coordinator that did not answer: who (id, generation), when, and why.
-struct CoordinatorFailure {
-    at: Instant,
-    who: (String, Option<u64>),
-    error: String,
-}
-
-#[derive(Default)]
-pub struct HealthCache {
-    /// The coordinator's last answer and when it came; one request in flight at a time.
-    answer: tokio::sync::Mutex<Option<(Instant, ClusterHealth)>>,
-    failure: std::sync::Mutex<Option<CoordinatorFailure>>,
-}
 
 impl HealthCache {
     /// The coordinator's aggregated health (`source: "coordinator"`), or this node's own view

@@ -1,17 +1,13 @@
-//! The cluster subsystem's peer messages and their handlers: registration and health reports
-//! to the coordinator, its aggregated views, statistics of a node's copies ([`HealthRequest`]),
-//! and the shard map: installing it, asking for it, and the coordinator's changes to it
-//! ([`MapRequest`]).
-
-use std::sync::Arc;
+//! The cluster subsystem's peer messages: registration and health reports to the coordinator,
+//! its aggregated views, statistics of a node's copies ([`HealthRequest`]), and the shard map:
+//! installing it, asking for it, and the coordinator's changes to it ([`MapRequest`]). Their
+//! handlers are in [`super::handlers`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::registry::Refusal;
+use crate::cluster::health;
 use crate::cluster::shard_map::ShardMap;
-use crate::cluster::{coordinator, health};
 use crate::error::Error;
-use crate::node::context::NodeContext;
 use crate::storage::ShardStats;
 
 /// Requests about nodes and their health.
@@ -125,122 +121,4 @@ pub struct RegistryEntry {
     pub last_report: Option<HealthReport>,
     /// Milliseconds since the last report reached the coordinator.
     pub last_report_ms_ago: Option<u64>,
-}
-
-crate::peer_call!(HealthRequest => HealthResponse, Health, serve_health);
-crate::peer_call!(MapRequest => MapResponse, Map, serve_map);
-
-/// Answers a [`HealthRequest`] from `from` (the node id proven by its certificate, or this
-/// node's own).
-pub async fn serve_health(
-    ctx: &Arc<NodeContext>,
-    from: &str,
-    request: HealthRequest,
-) -> Result<HealthResponse, Error> {
-    let view = ctx.cluster.view();
-    let not_coordinator = |_| Error::NotCoordinator {
-        coordinator: view.coordinator.as_ref().map(|c| c.as_str().to_string()),
-    };
-    match request {
-        HealthRequest::Register(reg) => {
-            if reg.node_id != from {
-                return Err(Error::Invalid(format!(
-                    "registration for {:?} sent by {from:?}: a node registers only itself",
-                    reg.node_id
-                )));
-            }
-            let id = reg.node_id.clone();
-            let term = ctx.registry.register(&view, reg).map_err(not_coordinator)?;
-            tracing::info!(node = %id, term, "registered node");
-            Ok(HealthResponse::Registered {
-                coordinator: ctx.node_id().as_str().to_string(),
-                term,
-            })
-        }
-        HealthRequest::Report(report) => {
-            if report.node_id != from {
-                return Err(Error::Invalid("a node reports only its own health".into()));
-            }
-            match ctx.registry.report(&view, report) {
-                Ok(()) => Ok(HealthResponse::ReportAccepted),
-                Err(Refusal::NotRegistered) => Err(Error::NotRegistered),
-                Err(r @ Refusal::NotCoordinator) => Err(not_coordinator(r)),
-            }
-        }
-        HealthRequest::ClusterHealth => {
-            let entries = ctx.registry.entries(&view).map_err(not_coordinator)?;
-            Ok(HealthResponse::ClusterHealth(Box::new(
-                health::with_shards(
-                    health::aggregated(&view, &entries, ctx.report_stale_after()),
-                    &view,
-                    ctx.shard_map.get().as_ref(),
-                ),
-            )))
-        }
-        HealthRequest::Registry => Ok(HealthResponse::Registry(
-            ctx.registry.entries(&view).map_err(not_coordinator)?,
-        )),
-        HealthRequest::ShardStats => {
-            let mut out = Vec::new();
-            for shard in ctx.storage.on_disk() {
-                let stats = match ctx.storage.open(shard).await {
-                    Ok(store) => store.stats().await,
-                    Err(e) => Err(e),
-                };
-                match stats {
-                    Ok(s) => out.push((shard, s)),
-                    // Being removed or rebuilt right now: reported by the next call.
-                    Err(crate::storage::Error::Closing(_)) => {}
-                    Err(e) => return Err(Error::from(e).context(format!("shard {shard}"))),
-                }
-            }
-            Ok(HealthResponse::Stats(out))
-        }
-        HealthRequest::ShardChecksums => {
-            let mut out = Vec::new();
-            for shard in ctx.storage.on_disk() {
-                let sum = match ctx.storage.open(shard).await {
-                    Ok(store) => store.checksum().await,
-                    Err(e) => Err(e),
-                };
-                out.push((shard, sum.map_err(Error::from)));
-            }
-            Ok(HealthResponse::Checksums(out))
-        }
-    }
-}
-
-/// Answers a [`MapRequest`] from `from`.
-pub async fn serve_map(
-    ctx: &Arc<NodeContext>,
-    from: &str,
-    request: MapRequest,
-) -> Result<MapResponse, Error> {
-    match request {
-        MapRequest::Install(map) => Ok(MapResponse::Installed {
-            accepted: coordinator::install(ctx, map),
-        }),
-        MapRequest::Get => Ok(MapResponse::Map(ctx.shard_map.get())),
-        MapRequest::MarkStale { shard, node } => {
-            let map = coordinator::change_in_sync(ctx, shard, &node, from, false)?;
-            // The new map goes back to the asker too, which installs it before going on: a push
-            // that timed out must not leave it writing with the old in-sync set.
-            coordinator::push_also_to(ctx, map.clone(), &node).await;
-            Ok(MapResponse::Map(Some(map)))
-        }
-        MapRequest::AddInSync { shard, node } => {
-            let map = coordinator::change_in_sync(ctx, shard, &node, from, true)?;
-            coordinator::push(ctx, map.clone()).await;
-            Ok(MapResponse::Map(Some(map)))
-        }
-        MapRequest::SetDraining {
-            node,
-            draining,
-            until_restart,
-        } => {
-            let map = coordinator::set_draining(ctx, &node, draining, until_restart)?;
-            coordinator::push(ctx, map.clone()).await;
-            Ok(MapResponse::Map(Some(map)))
-        }
-    }
 }

@@ -9,11 +9,12 @@
 //! - [`health`]: green / yellow / red and the reasons; [`health_cache`]: the answer a node gives.
 //! - [`drain`]: moving every copy off a node before it leaves.
 //! - [`broadcast`]: fan-out of control messages and their handlers.
-//! - [`messages`]: this subsystem's peer messages (health, map) and their handlers.
+//! - [`messages`]: this subsystem's peer messages (health, map); [`handlers`]: their answers.
 
 pub mod broadcast;
 pub mod coordinator;
 pub mod drain;
+pub mod handlers;
 pub mod health;
 pub mod health_cache;
 pub mod messages;

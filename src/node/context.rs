@@ -1,5 +1,5 @@
 //! What the parts of a running node share: membership, the peer endpoint, the coordinator's
-//! registry, broadcast handlers, metrics and a few settings. HTTP handlers and the peer service
+//! registry, metrics and a few settings. HTTP handlers and the peer service
 //! both get an `Arc<NodeContext>`.
 
 use std::path::PathBuf;
@@ -9,21 +9,19 @@ use std::time::{Duration, Instant};
 use membership::{Cluster, NodeId};
 use transport::Endpoint;
 
-use crate::cluster::broadcast::Handlers;
 use crate::cluster::messages::Registration;
 use crate::cluster::registry::Registry;
 use crate::cluster::shard_map::MapHolder;
 use crate::error::Error;
 use crate::node::logging::FilterHandle;
 use crate::node::metrics::Metrics;
-use crate::replication::ShardLocks;
+use crate::replication::state::{ShardLocks, Snapshots};
 use crate::storage::Storage;
 
 pub struct NodeContext {
     pub cluster: Cluster,
     pub endpoint: Endpoint,
     pub registry: Registry,
-    pub handlers: Handlers,
     pub metrics: Arc<Metrics>,
     pub log_filter: FilterHandle,
     pub settings: Settings,
@@ -33,7 +31,7 @@ pub struct NodeContext {
     pub map_changes: std::sync::Mutex<()>,
     pub shard_locks: ShardLocks,
     /// The cluster health this node answers with.
-    pub health: crate::cluster::health_cache::HealthCache,
+    pub health: crate::cluster::health::HealthCache,
     /// Bounds concurrent ingest requests on this node (backpressure).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
     /// Bounds concurrent distributed queries this node coordinates.
@@ -44,7 +42,7 @@ pub struct NodeContext {
     /// a node that died is not waited for again before gossip declares it dead.
     pub read_suspects: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Snapshots this node serves to nodes rebuilding a copy.
-    pub snapshots: crate::replication::snapshot::Snapshots,
+    pub snapshots: Snapshots,
     /// Set once the node is shutting down (its shutdown drain must not be lifted).
     pub leaving: std::sync::atomic::AtomicBool,
 }
@@ -70,6 +68,15 @@ pub struct Settings {
 
 /// See [`NodeContext::fresh_quorum`].
 pub const FRESH_QUORUM_ROUNDS: u32 = 5;
+
+impl crate::peer::Host for NodeContext {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+}
 
 impl NodeContext {
     pub fn node_id(&self) -> &NodeId {
@@ -100,7 +107,7 @@ impl NodeContext {
     /// in sync, under this process's generation (reads must not create empty databases on nodes
     /// that hold nothing, nor answer from a copy that is still catching up).
     pub fn holds_copy(&self, shard: u32) -> Result<(), Error> {
-        crate::query::traverse::in_sync_here(
+        crate::cluster::shard_map::in_sync_here(
             self.shard_map.get().as_ref(),
             shard,
             self.node_id().as_str(),

@@ -13,7 +13,6 @@ use tracing::{error, info, warn};
 use transport::{Endpoint, TransportConfig};
 
 use crate::api;
-use crate::cluster::broadcast::Handlers;
 use crate::cluster::coordinator;
 use crate::cluster::drain;
 use crate::cluster::registry::Registry;
@@ -25,7 +24,7 @@ use crate::node::data_dir::DataDir;
 use crate::node::logging;
 use crate::node::metrics::Metrics;
 use crate::node::security::Security;
-use crate::peer::PeerService;
+use crate::node::wire::PeerService;
 use crate::replication::snapshot;
 use crate::storage::Storage;
 
@@ -109,7 +108,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         endpoint: endpoint.clone(),
         registry: Registry::default(),
-        handlers: Handlers,
         metrics,
         log_filter,
         settings: Settings {

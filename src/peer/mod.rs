@@ -1,127 +1,72 @@
-//! Node-to-node calls over the QUIC transport.
+//! Node-to-node calls over the QUIC transport: the one client path every caller uses
+//! ([`call`]): node id → address in the membership view → call within a timeout → typed reply
+//! or typed [`Error`]. A call to this node itself goes straight to the local handler.
 //!
-//! Each subsystem owns its messages and its handler: the map and the coordinator's duties
-//! ([`crate::cluster::messages`]), replication ([`crate::replication::messages`]), snapshots
-//! ([`crate::replication::snapshot`]) and reads ([`crate::query::read`]). This module holds the
-//! envelope that carries them ([`wire`]), the service that hands an incoming request to its
-//! subsystem ([`PeerService`]), and the one client path every caller uses ([`call`]): node id →
-//! address in the membership view → call within a timeout → typed reply or typed
-//! [`Error`]. A call to this node itself goes straight to the subsystem's handler.
-
-pub mod wire;
+//! This module knows neither the subsystems nor the node: a request type says how it travels
+//! and who answers it by implementing [`Call`] (the node's envelope, `crate::node::wire`, does
+//! that for every subsystem), and the node gives its endpoint and membership through [`Host`].
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport::{PeerInfo, Service};
+use membership::Cluster;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use transport::Endpoint;
 
 use crate::error::Error;
-use crate::node::context::NodeContext;
-use wire::{PeerRequest, PeerResponse};
 
 /// A boxed, sendable future. Handlers call other nodes (and so, maybe, this one) through
 /// [`call`]; boxing the local handler's future breaks the recursive future type.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a node lends its calls: its QUIC endpoint and its membership view.
+pub trait Host: Send + Sync + 'static {
+    fn endpoint(&self) -> &Endpoint;
+    fn cluster(&self) -> &Cluster;
+}
+
+impl<H: Host> Host for Arc<H> {
+    fn endpoint(&self) -> &Endpoint {
+        (**self).endpoint()
+    }
+    fn cluster(&self) -> &Cluster {
+        (**self).cluster()
+    }
+}
+
 /// A request of one subsystem: how it travels in the envelope, how its reply is taken out of
 /// the envelope's answer, and which handler answers it on this node.
 pub trait Call: Send + Sync + Sized + 'static {
     type Reply: Send + 'static;
-    fn into_request(self) -> PeerRequest;
+    /// The node state the handler is given.
+    type Host: Host;
+    /// The envelope the request travels in, and the envelope of the answer.
+    type Request: Serialize + Send + Sync;
+    type Response: DeserializeOwned + Send + 'static;
+    fn into_request(self) -> Self::Request;
     /// The subsystem's reply, or the error the peer answered with.
-    fn reply(response: PeerResponse) -> Result<Self::Reply, Error>;
+    fn reply(response: Self::Response) -> Result<Self::Reply, Error>;
     /// Handles the request on this node (`from` is the asking node's id).
     fn serve_here(
         self,
-        ctx: Arc<NodeContext>,
+        host: Arc<Self::Host>,
         from: String,
     ) -> BoxFuture<'static, Result<Self::Reply, Error>>;
-}
-
-/// Implements [`Call`] for a subsystem's request type: its envelope variant (the same name in
-/// [`PeerRequest`] and [`PeerResponse`]) and its handler `async fn(&Arc<NodeContext>, &str, Req)
-/// -> Result<Reply, Error>`.
-#[macro_export]
-macro_rules! peer_call {
-    ($request:ty => $reply:ty, $variant:ident, $handler:path) => {
-        impl $crate::peer::Call for $request {
-            type Reply = $reply;
-            fn into_request(self) -> $crate::peer::wire::PeerRequest {
-                $crate::peer::wire::PeerRequest::$variant(self)
-            }
-            fn reply(
-                response: $crate::peer::wire::PeerResponse,
-            ) -> Result<$reply, $crate::error::Error> {
-                match response {
-                    $crate::peer::wire::PeerResponse::$variant(r) => Ok(r),
-                    $crate::peer::wire::PeerResponse::Failed(e) => Err(e),
-                    other => Err($crate::error::Error::Internal(format!(
-                        "unexpected answer {other:?}"
-                    ))),
-                }
-            }
-            fn serve_here(
-                self,
-                ctx: std::sync::Arc<$crate::node::context::NodeContext>,
-                from: String,
-            ) -> $crate::peer::BoxFuture<'static, Result<$reply, $crate::error::Error>> {
-                Box::pin(async move { $handler(&ctx, &from, self).await })
-            }
-        }
-    };
-}
-
-/// Answers peer requests by handing each to its subsystem's handler. Holds a weak reference so
-/// the endpoint does not keep the node alive.
-pub struct PeerService {
-    pub ctx: std::sync::Weak<NodeContext>,
-}
-
-impl Service for PeerService {
-    type Request = PeerRequest;
-    type Response = PeerResponse;
-
-    async fn call(&self, peer: PeerInfo, request: PeerRequest) -> PeerResponse {
-        let Some(ctx) = self.ctx.upgrade() else {
-            return PeerResponse::Failed(Error::Unavailable("node is shutting down".into()));
-        };
-        let from = peer.node_id;
-        match request {
-            PeerRequest::Health(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Health),
-            PeerRequest::Map(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Map),
-            PeerRequest::Broadcast(r) => {
-                answer(r.serve_here(ctx, from).await, PeerResponse::Broadcast)
-            }
-            PeerRequest::Replication(r) => {
-                answer(r.serve_here(ctx, from).await, PeerResponse::Replication)
-            }
-            PeerRequest::Snapshot(r) => {
-                answer(r.serve_here(ctx, from).await, PeerResponse::Snapshot)
-            }
-            PeerRequest::Read(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Read),
-        }
-    }
-}
-
-fn answer<T>(result: Result<T, Error>, wrap: fn(T) -> PeerResponse) -> PeerResponse {
-    match result {
-        Ok(r) => wrap(r),
-        Err(e) => PeerResponse::Failed(e),
-    }
 }
 
 /// Calls `node` within `timeout`: this node directly, another at the peer address its gossip
 /// publishes. Fails with [`Error::Unavailable`] when the view has no address for it, and
 /// [`Error::Timeout`] when no answer comes in time.
 pub async fn call<C: Call>(
-    ctx: &Arc<NodeContext>,
+    ctx: &Arc<C::Host>,
     node: &str,
     request: C,
     timeout: Duration,
 ) -> Result<C::Reply, Error> {
-    let me = ctx.node_id().as_str();
+    let me = ctx.cluster().self_id().as_str();
     if node == me {
         return tokio::time::timeout(timeout, request.serve_here(ctx.clone(), me.to_string()))
             .await
@@ -138,7 +83,7 @@ pub async fn call<C: Call>(
 
 /// Like [`call`], to the node only if gossip calls it live ([`Error::Unavailable`] otherwise).
 pub async fn call_live<C: Call>(
-    ctx: &Arc<NodeContext>,
+    ctx: &Arc<C::Host>,
     node: &str,
     request: C,
     timeout: Duration,
@@ -151,12 +96,12 @@ pub async fn call_live<C: Call>(
 
 /// Calls the coordinator of this node's view.
 pub async fn call_coordinator<C: Call>(
-    ctx: &Arc<NodeContext>,
+    ctx: &Arc<C::Host>,
     request: C,
     timeout: Duration,
 ) -> Result<C::Reply, Error> {
     let coordinator = ctx
-        .cluster
+        .cluster()
         .view()
         .coordinator
         .clone()
@@ -168,7 +113,7 @@ pub async fn call_coordinator<C: Call>(
 /// one answers; an error answer moves on to the next. Returns the first reply with the node that
 /// gave it, or an error that lists why each node failed (of the last node's kind).
 pub async fn call_first<C: Call + Clone>(
-    ctx: &Arc<NodeContext>,
+    ctx: &Arc<C::Host>,
     nodes: impl IntoIterator<Item = String>,
     request: &C,
     timeout: Duration,
@@ -199,16 +144,16 @@ pub async fn call_first<C: Call + Clone>(
 }
 
 /// Whether gossip calls `node` live.
-pub fn is_live(ctx: &NodeContext, node: &str) -> bool {
-    ctx.cluster
+pub fn is_live(ctx: &impl Host, node: &str) -> bool {
+    ctx.cluster()
         .view()
         .member_by_str(node)
         .is_some_and(|m| m.is_live())
 }
 
 /// The peer address `node` publishes in gossip.
-fn peer_addr(ctx: &NodeContext, node: &str) -> Result<String, Error> {
-    ctx.cluster
+fn peer_addr(ctx: &impl Host, node: &str) -> Result<String, Error> {
+    ctx.cluster()
         .view()
         .member_by_str(node)
         .and_then(|m| m.peer_addr.clone())
@@ -221,7 +166,7 @@ fn peer_addr(ctx: &NodeContext, node: &str) -> Result<String, Error> {
 
 /// Calls `node` at `addr` over QUIC within `timeout`.
 async fn call_at<C: Call>(
-    ctx: &Arc<NodeContext>,
+    ctx: &Arc<C::Host>,
     node: &str,
     addr: &str,
     request: C,
@@ -233,8 +178,8 @@ async fn call_at<C: Call>(
     // The transport bounds connect and request separately; bound the sum too.
     match tokio::time::timeout(
         timeout,
-        ctx.endpoint
-            .request::<_, PeerResponse>(socket, &request, Some(timeout)),
+        ctx.endpoint()
+            .request::<_, C::Response>(socket, &request, Some(timeout)),
     )
     .await
     {

@@ -50,8 +50,6 @@ pub enum ReadResponse {
     QueryRows(Vec<(u32, Result<Rows, QueryFailure>)>),
 }
 
-crate::peer_call!(ReadRequest => ReadResponse, Read, serve);
-
 /// Answers a [`ReadRequest`] on this node.
 pub async fn serve(
     ctx: &Arc<NodeContext>,

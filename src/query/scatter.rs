@@ -161,7 +161,7 @@ pub async fn run_on_shard(
     query: ShardQuery,
 ) -> Result<Rows, QueryFailure> {
     let map = ctx.shard_map.get();
-    super::traverse::in_sync_here(
+    crate::cluster::shard_map::in_sync_here(
         map.as_ref(),
         shard,
         ctx.node_id().as_str(),

@@ -37,8 +37,6 @@ pub enum ReplicationResponse {
     InSync(ShardMap),
 }
 
-crate::peer_call!(ReplicationRequest => ReplicationResponse, Replication, serve);
-
 /// Answers a [`ReplicationRequest`] from `from`.
 pub async fn serve(
     ctx: &Arc<NodeContext>,

@@ -23,35 +23,15 @@ pub mod catch_up;
 pub mod ingest;
 pub mod messages;
 pub mod snapshot;
+pub mod state;
 pub mod write;
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use tokio::sync::Mutex;
 
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
 
+pub use state::{ShardLocks, Snapshots};
 pub use write::{primary_write, route_write, WRITE_DEADLINE};
-
-/// One lock per shard this node is primary of: orders its writes.
-#[derive(Default)]
-pub struct ShardLocks {
-    locks: std::sync::Mutex<BTreeMap<u32, Arc<Mutex<()>>>>,
-}
-
-impl ShardLocks {
-    fn get(&self, shard: u32) -> Arc<Mutex<()>> {
-        self.locks
-            .lock()
-            .expect("locks")
-            .entry(shard)
-            .or_default()
-            .clone()
-    }
-}
 
 /// This node's map, if it names this node the primary of `shard`; [`Error::NotPrimary`]
 /// otherwise (the asker refreshes its map and asks the right node).

@@ -9,10 +9,8 @@
 //! (`replication::rejoin_in_sync`). Writes go on throughout. A snapshot is deleted when the
 //! receiver releases it, or when nobody has read it for `IDLE_EXPIRY`.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -20,9 +18,9 @@ use tokio::io::AsyncWriteExt;
 
 use serde::{Deserialize, Serialize};
 
+use super::state::Active;
 use crate::error::Error;
 use crate::node::context::NodeContext;
-use crate::storage::KuzuShard;
 
 /// Bytes per piece (below the transport's 16 MiB message limit).
 const PIECE: u32 = 8 << 20;
@@ -58,8 +56,6 @@ pub enum SnapshotResponse {
     Released,
 }
 
-crate::peer_call!(SnapshotRequest => SnapshotResponse, Snapshot, serve);
-
 /// Answers a [`SnapshotRequest`] from `from`.
 pub async fn serve(
     ctx: &Arc<NodeContext>,
@@ -74,21 +70,6 @@ pub async fn serve(
             Ok(SnapshotResponse::Released)
         }
     }
-}
-
-/// The snapshots this node is serving.
-#[derive(Default)]
-pub struct Snapshots {
-    next: AtomicU64,
-    active: Mutex<HashMap<u64, Active>>,
-}
-
-struct Active {
-    shard: u32,
-    path: PathBuf,
-    bytes: u64,
-    store: Arc<KuzuShard>,
-    last_used: Instant,
 }
 
 /// On the primary: answer to [`SnapshotRequest::Prepare`].

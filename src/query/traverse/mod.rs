@@ -14,7 +14,7 @@ use crate::storage::{Direction, Edge, EntitySummary};
 
 pub use neighborhood::{neighborhood, Neighborhood};
 pub use path::{shortest_path, PathAnswer};
-pub use step::{in_sync_here, step_here, Traversal, TraverseError, MAX_TRAVERSED_RELATIONS};
+pub use step::{step_here, Traversal, TraverseError, MAX_TRAVERSED_RELATIONS};
 
 /// The other end of `edge` from `start`, when `direction` lets the search go from `start`
 /// along it.

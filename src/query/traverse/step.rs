@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cluster::shard_map::ShardMap;
+use crate::cluster::shard_map::{in_sync_here, ShardMap};
 use crate::error::Error;
 use crate::graph::partition::shard_of;
 use crate::node::context::NodeContext;
@@ -274,34 +274,6 @@ pub async fn step_here(
             .collect();
     }
     out
-}
-
-/// Reads are answered only by a copy its own map calls in sync (a copy that just fell out may
-/// miss acknowledged writes); the asker then tries another copy.
-/// `Err` unless `map` lists this node's copy of `shard` in sync, under this process's generation
-/// (a restarted node answers for its copies only once they have rejoined).
-pub fn in_sync_here(
-    map: Option<&ShardMap>,
-    shard: u32,
-    me: &str,
-    generation: u64,
-) -> Result<(), Error> {
-    if let Some(m) = map {
-        if m.generations.get(me) != Some(&generation) {
-            return Err(Error::Unavailable(format!(
-                "{me} restarted; its copy of shard {shard} has not rejoined yet"
-            )));
-        }
-    }
-    match map.and_then(|m| m.assignment(shard)) {
-        Some(a) if a.is_in_sync(me) => Ok(()),
-        Some(_) => Err(Error::Unavailable(format!(
-            "this node's copy of shard {shard} is not in sync"
-        ))),
-        None => Err(Error::Unavailable(format!(
-            "this node has no shard map with shard {shard}"
-        ))),
-    }
 }
 
 fn step_bytes(step: &Step) -> usize {

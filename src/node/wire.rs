@@ -1,4 +1,6 @@
-//! The envelope of every message between nodes (postcard-encoded over the QUIC transport).
+//! The envelope of every message between nodes (postcard-encoded over the QUIC transport), which
+//! of the node's services answers each, and the transport service that hands an incoming request
+//! to it ([`PeerService`]).
 //!
 //! One variant per subsystem, carrying that subsystem's own request or response type; an error
 //! answer is a typed [`Error`]. Versioning: the transport's ALPN
@@ -8,14 +10,20 @@
 //! not self-describing: no `serde(skip_serializing_if)` or `flatten` here, and JSON payloads
 //! travel as strings.
 
-use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Weak};
 
-use crate::cluster::broadcast::BroadcastMessage;
+use serde::{Deserialize, Serialize};
+use transport::{PeerInfo, Service};
+
+use crate::cluster::broadcast::{self, BroadcastMessage};
+use crate::cluster::handlers;
 use crate::cluster::messages::{HealthRequest, HealthResponse, MapRequest, MapResponse};
 use crate::error::Error;
-use crate::query::read::{ReadRequest, ReadResponse};
-use crate::replication::messages::{ReplicationRequest, ReplicationResponse};
-use crate::replication::snapshot::{SnapshotRequest, SnapshotResponse};
+use crate::node::context::NodeContext;
+use crate::peer::{BoxFuture, Call};
+use crate::query::read::{self, ReadRequest, ReadResponse};
+use crate::replication::messages::{self as replication, ReplicationRequest, ReplicationResponse};
+use crate::replication::snapshot::{self, SnapshotRequest, SnapshotResponse};
 
 /// Every request a node answers on its peer address, by subsystem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +52,83 @@ pub enum PeerResponse {
     Snapshot(SnapshotResponse),
     Read(ReadResponse),
     Failed(Error),
+}
+
+/// Makes a subsystem's request a [`Call`]: its envelope variant (the same name in
+/// [`PeerRequest`] and [`PeerResponse`]) and its handler `async fn(&Arc<NodeContext>, &str, Req)
+/// -> Result<Reply, Error>`.
+macro_rules! peer_call {
+    ($request:ty => $reply:ty, $variant:ident, $handler:path) => {
+        impl Call for $request {
+            type Reply = $reply;
+            type Host = NodeContext;
+            type Request = PeerRequest;
+            type Response = PeerResponse;
+            fn into_request(self) -> PeerRequest {
+                PeerRequest::$variant(self)
+            }
+            fn reply(response: PeerResponse) -> Result<$reply, Error> {
+                match response {
+                    PeerResponse::$variant(r) => Ok(r),
+                    PeerResponse::Failed(e) => Err(e),
+                    other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
+                }
+            }
+            fn serve_here(
+                self,
+                ctx: Arc<NodeContext>,
+                from: String,
+            ) -> BoxFuture<'static, Result<$reply, Error>> {
+                Box::pin(async move { $handler(&ctx, &from, self).await })
+            }
+        }
+    };
+}
+
+peer_call!(HealthRequest => HealthResponse, Health, handlers::serve_health);
+peer_call!(MapRequest => MapResponse, Map, handlers::serve_map);
+peer_call!(BroadcastMessage => (), Broadcast, broadcast::serve);
+peer_call!(ReplicationRequest => ReplicationResponse, Replication, replication::serve);
+peer_call!(SnapshotRequest => SnapshotResponse, Snapshot, snapshot::serve);
+peer_call!(ReadRequest => ReadResponse, Read, read::serve);
+
+/// Answers peer requests by handing each to its subsystem's handler. Holds a weak reference so
+/// the endpoint does not keep the node alive.
+pub struct PeerService {
+    pub ctx: Weak<NodeContext>,
+}
+
+impl Service for PeerService {
+    type Request = PeerRequest;
+    type Response = PeerResponse;
+
+    async fn call(&self, peer: PeerInfo, request: PeerRequest) -> PeerResponse {
+        let Some(ctx) = self.ctx.upgrade() else {
+            return PeerResponse::Failed(Error::Unavailable("node is shutting down".into()));
+        };
+        let from = peer.node_id;
+        match request {
+            PeerRequest::Health(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Health),
+            PeerRequest::Map(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Map),
+            PeerRequest::Broadcast(r) => {
+                answer(r.serve_here(ctx, from).await, PeerResponse::Broadcast)
+            }
+            PeerRequest::Replication(r) => {
+                answer(r.serve_here(ctx, from).await, PeerResponse::Replication)
+            }
+            PeerRequest::Snapshot(r) => {
+                answer(r.serve_here(ctx, from).await, PeerResponse::Snapshot)
+            }
+            PeerRequest::Read(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Read),
+        }
+    }
+}
+
+fn answer<T>(result: Result<T, Error>, wrap: fn(T) -> PeerResponse) -> PeerResponse {
+    match result {
+        Ok(r) => wrap(r),
+        Err(e) => PeerResponse::Failed(e),
+    }
 }
 
 #[cfg(test)]
