@@ -1,6 +1,7 @@
 //! Reads of one node's shard copies asked by other nodes ([`ReadRequest`]: point reads of an
-//! entity or a chunk, one traversal step, Cypher on some shards), their handler, and point reads
-//! routed from any node to an in-sync copy ([`route_get_entity`], [`route_get_chunk`]).
+//! entity or a chunk, one traversal step, a user's Cypher on some shards, retrieval's typed reads
+//! on some shards), their handler, and point reads routed from any node to an in-sync copy
+//! ([`route_get_entity`], [`route_get_chunk`]).
 //!
 //! Only a copy that its own map calls in sync answers (a copy that just fell out may miss
 //! acknowledged writes); the asker then tries another copy.
@@ -14,7 +15,8 @@ use crate::error::Error;
 use crate::graph::model::Chunk;
 use crate::node::context::NodeContext;
 use crate::storage::{
-    Direction, EntityRecord, QueryFailure, RelationFilter, Rows, ShardQuery, Step,
+    Direction, EntityRecord, QueryFailure, RelationFilter, RetrievalRead, RetrievalRows, Rows,
+    ShardQuery, Step,
 };
 
 /// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
@@ -38,6 +40,12 @@ pub enum ReadRequest {
     /// A read-only Cypher query (already checked) on this node's copies of `shards`
     /// (`names_cypher` on the first only).
     QueryShards { shards: Vec<u32>, query: ShardQuery },
+    /// A retrieval read on this node's copies of `shards`, each cut off after `timeout_ms`.
+    Retrieval {
+        shards: Vec<u32>,
+        read: RetrievalRead,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +56,8 @@ pub enum ReadResponse {
     Traversed(Vec<(u32, Result<Step, Error>)>),
     /// Per shard of a `QueryShards`, in the order asked.
     QueryRows(Vec<(u32, Result<Rows, QueryFailure>)>),
+    /// Per shard of a `Retrieval`, in the order asked.
+    Retrieved(Vec<(u32, Result<RetrievalRows, QueryFailure>)>),
 }
 
 /// Answers a [`ReadRequest`] on this node.
@@ -77,6 +87,13 @@ pub async fn serve(
         )),
         ReadRequest::QueryShards { shards, query } => Ok(ReadResponse::QueryRows(
             super::scatter::run_on_shards(ctx, shards, query).await,
+        )),
+        ReadRequest::Retrieval {
+            shards,
+            read,
+            timeout_ms,
+        } => Ok(ReadResponse::Retrieved(
+            super::scatter::retrieve_on_shards(ctx, shards, read, timeout_ms).await,
         )),
     }
 }

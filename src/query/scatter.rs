@@ -1,6 +1,7 @@
 //! Fan-out to shards: which copy of a shard answers (live, in sync, taking turns), retrying a
 //! failed copy on the next one, and the Elasticsearch-style `_shards` report of what a
-//! distributed answer covers.
+//! distributed answer covers. The fan-out serves any per-shard read ([`ShardRead`]): a user's
+//! Cypher ([`ShardQuery`]) and retrieval's typed reads ([`Retrieval`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -13,7 +14,7 @@ use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
 use crate::query::read::{ReadRequest, ReadResponse};
-use crate::storage::{QueryFailure, Rows, ShardQuery};
+use crate::storage::{KuzuShard, QueryFailure, RetrievalRead, RetrievalRows, Rows, ShardQuery};
 
 /// Largest answer one shard sends for a query (below the transport's 16 MiB message limit).
 pub const MAX_SHARD_ANSWER_BYTES: usize = 12 << 20;
@@ -154,12 +155,83 @@ pub fn attempt_timeout(left: Duration, more: bool) -> Duration {
     }
 }
 
-/// On the node holding the copy: runs a checked query on it.
-pub async fn run_on_shard(
-    ctx: &Arc<NodeContext>,
-    shard: u32,
-    query: ShardQuery,
-) -> Result<Rows, QueryFailure> {
+/// A read the fan-out sends to shards: the request asking one node for some of its copies, and
+/// the per-shard results in that node's response.
+pub trait ShardRead: Clone + Send + Sync + 'static {
+    /// What one shard answers.
+    type Answer: Send + std::fmt::Debug + 'static;
+    /// The read's time limit on a shard.
+    fn timeout_ms(&self) -> u64;
+    /// The request for `shards` (copies on one node); `first` for the first node asked.
+    fn request(&self, shards: Vec<u32>, first: bool) -> ReadRequest;
+    /// The per-shard results a response to [`ShardRead::request`] carries (the response back
+    /// when it is not one).
+    #[allow(clippy::type_complexity)]
+    fn results(
+        response: ReadResponse,
+    ) -> Result<Vec<(u32, Result<Self::Answer, QueryFailure>)>, Box<ReadResponse>>;
+}
+
+impl ShardRead for ShardQuery {
+    type Answer = Rows;
+
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    /// `names_cypher` goes with the first request only.
+    fn request(&self, shards: Vec<u32>, first: bool) -> ReadRequest {
+        let mut query = self.clone();
+        if !first {
+            query.names_cypher = None;
+        }
+        ReadRequest::QueryShards { shards, query }
+    }
+
+    fn results(
+        response: ReadResponse,
+    ) -> Result<Vec<(u32, Result<Rows, QueryFailure>)>, Box<ReadResponse>> {
+        match response {
+            ReadResponse::QueryRows(results) => Ok(results),
+            other => Err(Box::new(other)),
+        }
+    }
+}
+
+/// A retrieval read with its time limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retrieval {
+    pub read: RetrievalRead,
+    pub timeout_ms: u64,
+}
+
+impl ShardRead for Retrieval {
+    type Answer = RetrievalRows;
+
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
+        ReadRequest::Retrieval {
+            shards,
+            read: self.read.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
+    fn results(
+        response: ReadResponse,
+    ) -> Result<Vec<(u32, Result<RetrievalRows, QueryFailure>)>, Box<ReadResponse>> {
+        match response {
+            ReadResponse::Retrieved(results) => Ok(results),
+            other => Err(Box::new(other)),
+        }
+    }
+}
+
+/// On the node holding the copy: the copy of `shard`, if this node holds it in sync.
+async fn copy_here(ctx: &Arc<NodeContext>, shard: u32) -> Result<Arc<KuzuShard>, QueryFailure> {
     let map = ctx.shard_map.get();
     crate::cluster::shard_map::in_sync_here(
         map.as_ref(),
@@ -168,23 +240,31 @@ pub async fn run_on_shard(
         ctx.cluster.generation(),
     )
     .map_err(|e| QueryFailure::Other(e.to_string()))?;
-    let store = ctx
-        .storage
+    ctx.storage
         .open(shard)
         .await
-        .map_err(|e| QueryFailure::Other(e.to_string()))?;
+        .map_err(|e| QueryFailure::Other(e.to_string()))
+}
+
+/// On the node holding the copy: runs a checked query on it.
+pub async fn run_on_shard(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    query: ShardQuery,
+) -> Result<Rows, QueryFailure> {
+    let store = copy_here(ctx, shard).await?;
     store.user_query(query, MAX_SHARD_ANSWER_BYTES).await
 }
 
 /// Answers and failures as they come in.
-struct Gathered {
-    answers: Vec<ShardAnswer>,
+struct Gathered<T> {
+    answers: Vec<ShardAnswer<T>>,
     report: ShardsReport,
     invalid: Option<String>,
 }
 
-impl Gathered {
-    fn settle(&mut self, shard: u32, node: Option<String>, result: Result<Rows, QueryFailure>) {
+impl<T> Gathered<T> {
+    fn settle(&mut self, shard: u32, node: Option<String>, result: Result<T, QueryFailure>) {
         match result {
             Ok(rows) => {
                 self.report.successful += 1;
@@ -200,11 +280,11 @@ impl Gathered {
     }
 }
 
-/// What one shard answered to a query.
-pub struct ShardAnswer {
+/// What one shard answered to a read (a query's [`Rows`] unless said otherwise).
+pub struct ShardAnswer<T = Rows> {
     pub shard: u32,
     pub node: String,
-    pub rows: Rows,
+    pub rows: T,
 }
 
 /// On the node holding the copies: [`run_on_shard`] for each of `shards` at once, answers in
@@ -221,6 +301,31 @@ pub async fn run_on_shards(
             query.names_cypher = None;
         }
         async move { (shard, run_on_shard(&ctx, shard, query).await) }
+    }))
+    .await
+}
+
+/// On the node holding the copies: a retrieval read on each of `shards` at once, answers in the
+/// order asked.
+pub async fn retrieve_on_shards(
+    ctx: &Arc<NodeContext>,
+    shards: Vec<u32>,
+    read: RetrievalRead,
+    timeout_ms: u64,
+) -> Vec<(u32, Result<RetrievalRows, QueryFailure>)> {
+    join_in_order(shards.into_iter().map(|shard| {
+        let (ctx, read) = (ctx.clone(), read.clone());
+        async move {
+            let answer = match copy_here(&ctx, shard).await {
+                Ok(store) => {
+                    store
+                        .retrieve(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
+                        .await
+                }
+                Err(f) => Err(f),
+            };
+            (shard, answer)
+        }
     }))
     .await
 }
@@ -247,11 +352,8 @@ where
     out.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Sends `query` to one copy of each of `shards` (copies take turns), one request per node
-/// holding a chosen copy (`names_cypher` goes with the first only). A shard whose copy cannot be
-/// reached or fails for a reason of its own (not when the query itself is wrong or too slow) is
-/// retried on its other copies, one request each. Returns the answers, the report, and the
-/// first "invalid query" failure if any.
+/// Sends `query` to one copy of each of `shards` (see [`scatter`]; `names_cypher` goes with
+/// the first request only).
 pub async fn query_shards(
     ctx: &Arc<NodeContext>,
     map: &ShardMap,
@@ -259,7 +361,22 @@ pub async fn query_shards(
     query: ShardQuery,
     prefer: Prefer,
 ) -> (Vec<ShardAnswer>, ShardsReport, Option<String>) {
-    let deadline = Instant::now() + Duration::from_millis(query.timeout_ms) + NETWORK_MARGIN;
+    scatter(ctx, map, shards, query, prefer).await
+}
+
+/// Sends `read` to one copy of each of `shards` (which copy: `prefer`), one request per node
+/// holding a chosen copy. A shard whose copy cannot be reached or fails for a reason of its own
+/// (not when the read itself is wrong or too slow) is retried on its other copies, one request
+/// each. Returns the answers (by shard), the report, and the first "invalid" failure if any.
+#[allow(clippy::type_complexity)]
+pub async fn scatter<R: ShardRead>(
+    ctx: &Arc<NodeContext>,
+    map: &ShardMap,
+    shards: &[u32],
+    read: R,
+    prefer: Prefer,
+) -> (Vec<ShardAnswer<R::Answer>>, ShardsReport, Option<String>) {
+    let deadline = Instant::now() + Duration::from_millis(read.timeout_ms()) + NETWORK_MARGIN;
     let mut report = ShardsReport::new(shards.len());
     let mut per_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for &shard in shards {
@@ -271,16 +388,9 @@ pub async fn query_shards(
     let mut calls = tokio::task::JoinSet::new();
     for (n, (node, shards)) in per_node.into_iter().enumerate() {
         let ctx = ctx.clone();
-        let mut query = query.clone();
-        if n > 0 {
-            query.names_cypher = None;
-        }
+        let request = read.request(shards.clone(), n == 0);
         calls.spawn(async move {
             let left = deadline.saturating_duration_since(Instant::now());
-            let request = ReadRequest::QueryShards {
-                shards: shards.clone(),
-                query,
-            };
             let answer = crate::peer::call(&ctx, &node, request, attempt_timeout(left, true)).await;
             if answer.as_ref().is_err_and(Error::is_no_answer) {
                 suspect(&ctx, &node);
@@ -298,8 +408,8 @@ pub async fn query_shards(
         let Ok((node, shards, answer)) = joined else {
             continue;
         };
-        match answer {
-            Ok(ReadResponse::QueryRows(results)) if results.len() == shards.len() => {
+        match answer.ok().and_then(|a| R::results(a).ok()) {
+            Some(results) if results.len() == shards.len() => {
                 for (shard, result) in results {
                     match result {
                         Err(QueryFailure::Other(_)) => retry.push(shard),
@@ -313,13 +423,11 @@ pub async fn query_shards(
     // The shards left: one request each, through their copies in turn (failed nodes last).
     let mut tasks = tokio::task::JoinSet::new();
     for shard in retry {
-        let (ctx, map) = (ctx.clone(), map.clone());
-        let mut query = query.clone();
-        query.names_cypher = None;
+        let (ctx, map, read) = (ctx.clone(), map.clone(), read.clone());
         tasks.spawn(async move {
             (
                 shard,
-                query_one(&ctx, &map, shard, query, deadline, prefer).await,
+                read_one(&ctx, &map, shard, read, deadline, prefer).await,
             )
         });
     }
@@ -346,20 +454,17 @@ pub async fn query_shards(
     (answers, report, invalid)
 }
 
-async fn query_one(
+async fn read_one<R: ShardRead>(
     ctx: &Arc<NodeContext>,
     map: &ShardMap,
     shard: u32,
-    query: ShardQuery,
+    read: R,
     deadline: Instant,
     prefer: Prefer,
-) -> Result<ShardAnswer, (Option<String>, QueryFailure)> {
+) -> Result<ShardAnswer<R::Answer>, (Option<String>, QueryFailure)> {
     let copies =
         copies(ctx, map, shard, prefer).map_err(|e| (None, QueryFailure::Other(e.to_string())))?;
-    let request = ReadRequest::QueryShards {
-        shards: vec![shard],
-        query,
-    };
+    let request = read.request(vec![shard], false);
     let mut last = (None, QueryFailure::Other("no copy was tried".into()));
     let n = copies.len();
     for (i, node) in copies.into_iter().enumerate() {
@@ -368,15 +473,17 @@ async fn query_one(
             break;
         }
         let limit = attempt_timeout(left, i + 1 < n);
-        let answer = match crate::peer::call(ctx, &node, request.clone(), limit).await {
-            Ok(ReadResponse::QueryRows(mut results)) if results.len() == 1 => {
-                Ok(results.remove(0).1)
-            }
-            other => Err(other),
+        let answer = match crate::peer::call(ctx, &node, request.clone(), limit)
+            .await
+            .map(R::results)
+        {
+            Ok(Ok(mut results)) if results.len() == 1 => Ok(results.remove(0).1),
+            Ok(other) => Err(Ok(other)),
+            Err(e) => Err(Err(e)),
         };
         match answer {
             Ok(Ok(rows)) => return Ok(ShardAnswer { shard, node, rows }),
-            // The query's own fault: the same on every copy.
+            // The read's own fault: the same on every copy.
             Ok(Err(
                 f @ (QueryFailure::Invalid(_)
                 | QueryFailure::Timeout(_)

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
 
 use super::request::Mode;
 use super::search::{self, Item, Seed, Target};
-use super::stage::{number, text, StageError, Stages};
+use super::stage::{StageError, Stages};
+use crate::storage::{CommunityReport, RetrievalRead, RetrievalRows};
 
 /// Reports each shard returns at most: far more than any budget holds.
 const REPORTS_PER_SHARD: usize = 200;
@@ -39,8 +39,6 @@ pub async fn text_units(
     stages: &Stages<'_>,
     ranked: &[(String, f64)],
 ) -> Result<Vec<TextUnit>, StageError> {
-    // One primary-key lookup per id (an `UNWIND $ids ... MATCH` is a hash join over the whole
-    // chunk table: 12-16 ms at 100k chunks against ~84 µs per lookup).
     let ids: Vec<String> = ranked.iter().map(|(id, _)| id.clone()).collect();
     let mut found = search::lookup(stages, Target::Chunks, &ids).await?;
     Ok(ranked
@@ -72,33 +70,16 @@ pub async fn reports_of(
     if entity_ids.is_empty() {
         return Ok(vec![]);
     }
-    let level_filter = if level.is_some() {
-        " AND c.level = $level"
-    } else {
-        ""
+    let read = RetrievalRead::ReportsOf {
+        entity_ids: entity_ids.iter().map(|id| id.to_string()).collect(),
+        level,
+        limit: REPORTS_PER_SHARD,
     };
-    // (A parameter inside a list lambda trips an assertion in Kuzu 0.11; UNWIND does not.)
-    let cypher = format!(
-        "UNWIND $ids AS i MATCH (c:Community) WHERE list_contains(c.entity_ids, i){level_filter} \
-         WITH c, count(*) AS m \
-         RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary, m \
-         ORDER BY m DESC, c.rank DESC, c.id LIMIT {REPORTS_PER_SHARD}"
-    );
-    let mut params = Map::new();
-    params.insert("ids".into(), json!(entity_ids));
-    if let Some(l) = level {
-        params.insert("level".into(), json!(l));
-    }
     let shards = stages.all_shards();
-    let rows = stages.run(&shards, cypher, params).await?;
-    let mut reports: Vec<Report> = rows
-        .iter()
-        .map(|r| {
-            let mut report = report(r);
-            report.matches = r[6].as_i64();
-            report
-        })
-        .collect();
+    let found = stages
+        .run(&shards, read, RetrievalRows::into_reports)
+        .await?;
+    let mut reports: Vec<Report> = found.into_iter().map(report).collect();
     reports.sort_by(|a, b| {
         b.matches
             .cmp(&a.matches)
@@ -113,40 +94,32 @@ pub async fn all_reports(
     stages: &Stages<'_>,
     level: Option<i64>,
 ) -> Result<Vec<Report>, StageError> {
-    let level_filter = if level.is_some() {
-        "WHERE c.level = $level "
-    } else {
-        ""
+    let read = RetrievalRead::AllReports {
+        level,
+        limit: REPORTS_PER_SHARD,
     };
-    let cypher = format!(
-        "MATCH (c:Community) {level_filter}\
-         RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary \
-         ORDER BY c.rank DESC, c.id LIMIT {REPORTS_PER_SHARD}"
-    );
-    let mut params = Map::new();
-    if let Some(l) = level {
-        params.insert("level".into(), json!(l));
-    }
     let shards = stages.all_shards();
-    let rows = stages.run(&shards, cypher, params).await?;
-    let mut reports: Vec<Report> = rows.iter().map(|r| report(r)).collect();
+    let found = stages
+        .run(&shards, read, RetrievalRows::into_reports)
+        .await?;
+    let mut reports: Vec<Report> = found.into_iter().map(report).collect();
     reports.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| a.id.cmp(&b.id)));
     Ok(reports)
 }
 
-fn report(r: &[Value]) -> Report {
-    let full = text(&r[4]);
+/// A stored report as retrieval shows it: its full content, or its summary when it has none.
+fn report(r: CommunityReport) -> Report {
     Report {
-        id: text(&r[0]),
-        title: text(&r[1]),
-        level: r[2].as_i64().unwrap_or(0),
-        rank: number(&r[3]),
-        content: if full.trim().is_empty() {
-            text(&r[5])
+        id: r.id,
+        title: r.title,
+        level: r.level,
+        rank: r.rank,
+        content: if r.full_content.trim().is_empty() {
+            r.summary
         } else {
-            full
+            r.full_content
         },
-        matches: None,
+        matches: r.matches,
     }
 }
 

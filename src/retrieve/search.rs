@@ -5,13 +5,13 @@
 //! shard), as Elasticsearch's default query-then-fetch does; with items spread evenly the scores
 //! are comparable, with very uneven shards they are not exactly the single-database scores.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
 
-use super::stage::{number, text, StageError, Stages};
+use super::stage::{StageError, Stages};
 use crate::graph::partition::shard_of;
+use crate::storage::{ItemKind, RetrievalRead, RetrievalRows, RetrievedItem, TextIndex};
 
 /// Reciprocal rank fusion's constant (Cormack et al.; also Elasticsearch's and LightRAG's).
 pub const RRF_K: f64 = 60.0;
@@ -24,73 +24,44 @@ pub enum Target {
 }
 
 impl Target {
-    fn vector_call(self, k: usize) -> String {
-        let (table, index) = match self {
-            Target::Entities => ("EntityVec", "entity_vec"),
-            Target::Chunks => ("ChunkVec", "chunk_vec"),
-        };
-        // Kuzu's default search list (200): at 64 one 100k-vector index found 0.73 of the true
-        // top 10, at 200 0.93 (bench/RESULTS.md).
-        let efs = k.max(200);
-        format!("CALL QUERY_VECTOR_INDEX('{table}', '{index}', $embedding, {k}, efs := {efs}) WITH node AS v, distance")
+    fn items(self) -> ItemKind {
+        match self {
+            Target::Entities => ItemKind::Entities,
+            Target::Chunks => ItemKind::Chunks,
+        }
     }
 
     /// The full-text indexes searched: entities by title alone and by title + description (a
     /// question that names an entity finds it first by its title), chunks by text.
-    fn text_indexes(self) -> &'static [&'static str] {
+    fn text_indexes(self) -> &'static [TextIndex] {
         match self {
-            Target::Entities => &["entity_title", "entity_text"],
-            Target::Chunks => &["chunk_text"],
+            Target::Entities => &[TextIndex::EntityTitle, TextIndex::EntityText],
+            Target::Chunks => &[TextIndex::ChunkText],
         }
     }
+}
 
-    /// The query text is a parameter (`$text`): one prepared statement per index and k.
-    fn text_call(self, index: &str, k: usize) -> String {
-        let table = self.table();
-        format!(
-            "CALL QUERY_FTS_INDEX('{table}', '{index}', $text, top := {k}) WITH node AS n, score"
-        )
-    }
-
-    fn table(self) -> &'static str {
-        match self {
-            Target::Entities => "Entity",
-            Target::Chunks => "Chunk",
-        }
-    }
-
-    /// The properties a hit carries (its first column is the id).
-    fn returns(self, var: &str) -> String {
-        match self {
-            Target::Entities => format!(
-                "{var}.id, {var}.title, {var}.type, {var}.description, {var}.degree, {var}.text_unit_ids"
-            ),
-            Target::Chunks => format!("{var}.id, {var}.text, {var}.n_tokens, {var}.document_id"),
-        }
-    }
-
-    fn item_from(self, row: &[Value]) -> Item {
-        match self {
-            Target::Entities => Item::Entity {
-                title: text(&row[1]),
-                kind: text(&row[2]),
-                description: text(&row[3]),
-                degree: row[4].as_i64().unwrap_or(0),
-                text_unit_ids: super::stage::strings(&row[5]),
+/// An item's id and properties, as retrieval keeps them.
+fn item_of(found: RetrievedItem) -> (String, Item) {
+    match found {
+        RetrievedItem::Entity(e) => (
+            e.id,
+            Item::Entity {
+                title: e.title,
+                kind: e.kind,
+                description: e.description,
+                degree: e.degree,
+                text_unit_ids: e.text_unit_ids,
             },
-            Target::Chunks => Item::Chunk {
-                text: text(&row[1]),
-                n_tokens: row[2].as_i64().unwrap_or(0),
-                document_id: text(&row[3]),
+        ),
+        RetrievedItem::Chunk(c) => (
+            c.id,
+            Item::Chunk {
+                text: c.text,
+                n_tokens: c.n_tokens,
+                document_id: c.document_id,
             },
-        }
-    }
-
-    fn columns(self) -> usize {
-        match self {
-            Target::Entities => 6,
-            Target::Chunks => 4,
-        }
+        ),
     }
 }
 
@@ -148,43 +119,52 @@ pub async fn seeds(
         let Some(e) = embedding else {
             return Ok(vec![]);
         };
-        // Ids and distances only: joining the vector table's hits to their rows made Kuzu scan
-        // the whole item table of every shard (stubs included; 34 ms vs 2 ms on 100k rows). The
-        // rows of the global top k are read afterwards by primary key.
-        let cypher = format!("{} RETURN v.id, distance", target.vector_call(k));
-        let mut params = Map::new();
-        params.insert("embedding".into(), json!(e));
-        let rows = stages.run(&shards, cypher, params).await?;
-        Ok::<_, StageError>(top(rows, None, k, false))
+        // Ids and distances only; the rows of the global top k are read afterwards by primary
+        // key.
+        let read = RetrievalRead::Nearest {
+            items: target.items(),
+            embedding: e.to_vec(),
+            k,
+        };
+        let hits = stages
+            .run(&shards, read, RetrievalRows::into_nearest)
+            .await?;
+        let hits = hits.into_iter().map(|h| (h.id, None, h.distance)).collect();
+        Ok::<_, StageError>(top(hits, k, false))
     };
-    let by_text = |index: &'static str| {
+    let by_text = |index: TextIndex| {
         let shards = &shards;
         async move {
             let Some(t) = text_query.filter(|t| !search_words(t).is_empty()) else {
                 return Ok(vec![]);
             };
-            let cypher = format!(
-                "{} RETURN {}, score",
-                target.text_call(index, k),
-                target.returns("n")
-            );
-            let mut params = Map::new();
-            params.insert("text".into(), json!(search_words(t)));
-            let rows = stages.run(shards, cypher, params).await?;
-            Ok::<_, StageError>(top(rows, Some(target), k, true))
+            let read = RetrievalRead::TextSearch {
+                index,
+                words: search_words(t),
+                k,
+            };
+            let hits = stages.run(shards, read, RetrievalRows::into_scored).await?;
+            let hits = hits
+                .into_iter()
+                .map(|h| {
+                    let (id, item) = item_of(h.item);
+                    (id, Some(item), h.score)
+                })
+                .collect();
+            Ok::<_, StageError>(top(hits, k, true))
         }
     };
     let indexes = target.text_indexes();
     let by_title = async {
         match indexes {
-            [title, _] => by_text(title).await,
+            [title, _] => by_text(*title).await,
             _ => Ok(vec![]),
         }
     };
     let by_words = by_text(indexes[indexes.len() - 1]);
     let (by_vector, by_title, by_words) = tokio::join!(by_vector, by_title, by_words);
     let mut seeds = fuse(by_vector?, by_title?, by_words?, k);
-    // Seeds found by vector only: their rows, one primary-key lookup each, all at once.
+    // Seeds found by vector only: their rows, by primary key in their shards, all at once.
     let missing: Vec<String> = seeds
         .iter()
         .filter(|s| s.item.is_none())
@@ -201,32 +181,31 @@ pub async fn seeds(
     Ok(seeds)
 }
 
-/// The rows of `ids` (items of `target`), each read by primary key in its own shard.
+/// The rows of `ids` (items of `target`), each read by primary key in its own shard (one read
+/// per shard, all shards at once).
 pub async fn lookup(
     stages: &Stages<'_>,
     target: Target,
     ids: &[String],
 ) -> Result<HashMap<String, Item>, StageError> {
-    let cypher = format!(
-        "MATCH (n:{} {{id: $id}}) RETURN {}",
-        target.table(),
-        target.returns("n")
-    );
-    let shards_n = stages.map.shards;
-    let answers = futures_util::future::join_all(ids.iter().map(|id| {
-        let mut params = Map::new();
-        params.insert("id".into(), json!(id));
-        let (cypher, shard) = (cypher.clone(), shard_of(id, shards_n));
-        async move { stages.run(&[shard], cypher, params).await }
+    let mut per_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        per_shard
+            .entry(shard_of(id, stages.map.shards))
+            .or_default()
+            .push(id.clone());
+    }
+    let answers = futures_util::future::join_all(per_shard.into_iter().map(|(shard, ids)| {
+        let read = RetrievalRead::Lookup {
+            items: target.items(),
+            ids,
+        };
+        async move { stages.run(&[shard], read, RetrievalRows::into_items).await }
     }))
     .await;
     let mut out = HashMap::new();
-    for rows in answers {
-        for r in rows? {
-            if r.len() >= target.columns() {
-                out.insert(text(&r[0]), target.item_from(&r));
-            }
-        }
+    for found in answers {
+        out.extend(found?.into_iter().map(item_of));
     }
     Ok(out)
 }
@@ -245,24 +224,7 @@ type Hit = (String, Option<Item>, f64);
 
 /// The best `k` of all shards' hits: by distance ascending or score descending, ties by id. An
 /// item found on two shards (never, as items live in one shard) would count once.
-fn top(
-    rows: Vec<Vec<Value>>,
-    target: Option<Target>,
-    k: usize,
-    higher_is_better: bool,
-) -> Vec<Hit> {
-    let width = target.map_or(1, Target::columns);
-    let mut hits: Vec<Hit> = rows
-        .into_iter()
-        .filter(|r| r.len() > width)
-        .map(|r| {
-            (
-                text(&r[0]),
-                target.map(|t| t.item_from(&r)),
-                number(&r[width]),
-            )
-        })
-        .collect();
+fn top(mut hits: Vec<Hit>, k: usize, higher_is_better: bool) -> Vec<Hit> {
     hits.sort_by(|a, b| {
         let order = if higher_is_better {
             b.2.total_cmp(&a.2)
@@ -391,28 +353,15 @@ mod tests {
 
     #[test]
     fn the_global_top_k_orders_distances_up_and_scores_down() {
-        let rows = |scores: &[(&str, f64)]| -> Vec<Vec<Value>> {
-            scores
-                .iter()
-                .map(|(id, s)| vec![json!(id), json!(""), json!(0), json!(""), json!(s)])
-                .collect()
+        let hits = |scores: &[(&str, f64)]| -> Vec<Hit> {
+            scores.iter().map(|(id, s)| hit(id, *s)).collect()
         };
-        let near = top(
-            rows(&[("x", 0.5), ("y", 0.1), ("z", 0.1)]),
-            Some(Target::Chunks),
-            2,
-            false,
-        );
+        let near = top(hits(&[("x", 0.5), ("y", 0.1), ("z", 0.1)]), 2, false);
         assert_eq!(
             near.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
             ["y", "z"]
         );
-        let best = top(
-            rows(&[("x", 0.5), ("y", 0.1), ("z", 2.0)]),
-            Some(Target::Chunks),
-            2,
-            true,
-        );
+        let best = top(hits(&[("x", 0.5), ("y", 0.1), ("z", 2.0)]), 2, true);
         assert_eq!(
             best.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
             ["z", "x"]

@@ -1,18 +1,17 @@
-//! One retrieval stage: a fixed read-only statement sent to one copy of each chosen shard
-//! (through the same fan-out as `/query`, a failed copy retried on the next), its rows parsed,
-//! and the shards that did not answer remembered for `_shards`. Retrieval asks each shard's
-//! primary first: the copies' HNSW graphs differ, and every node must give the same answer.
+//! One retrieval stage: a typed storage read ([`RetrievalRead`]) sent to one copy of each chosen
+//! shard (through the shared fan-out, a failed copy retried on the next), its typed rows
+//! collected, and the shards that did not answer remembered for `_shards`. Retrieval asks each
+//! shard's primary first: the copies' HNSW graphs differ, and every node must give the same
+//! answer.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::{Map, Value};
-
 use crate::cluster::shard_map::ShardMap;
 use crate::node::context::NodeContext;
-use crate::query::scatter::{query_shards, Prefer, ShardsReport};
-use crate::storage::ShardQuery;
+use crate::query::scatter::{scatter, Prefer, Retrieval, ShardsReport};
+use crate::storage::{RetrievalRead, RetrievalRows};
 
 /// What the stages of one retrieval share: where to ask, until when, and what failed.
 pub struct Stages<'a> {
@@ -28,7 +27,7 @@ pub struct Stages<'a> {
 pub enum StageError {
     /// Past the request's time limit.
     Timeout,
-    /// A statement torua wrote was refused by Kuzu: a bug, reported as such.
+    /// Storage refused one of retrieval's reads as invalid: a bug, reported as such.
     Internal(String),
 }
 
@@ -46,14 +45,15 @@ impl<'a> Stages<'a> {
         (0..self.map.shards).collect()
     }
 
-    /// Runs `cypher` with `params` on `shards`; returns every answering shard's rows (each row a
-    /// list of values in the statement's column order). Stages may run concurrently.
-    pub async fn run(
+    /// Runs `read` on `shards`; returns every answering shard's rows, taken out of its answer
+    /// by `pick` (an answer of another kind counts as the shard's failure). Stages may run
+    /// concurrently.
+    pub async fn run<T>(
         &self,
         shards: &[u32],
-        cypher: String,
-        params: Map<String, Value>,
-    ) -> Result<Vec<Vec<Value>>, StageError> {
+        read: RetrievalRead,
+        pick: fn(RetrievalRows) -> Option<Vec<T>>,
+    ) -> Result<Vec<T>, StageError> {
         if shards.is_empty() {
             return Ok(vec![]);
         }
@@ -61,15 +61,12 @@ impl<'a> Stages<'a> {
         if left.is_zero() {
             return Err(StageError::Timeout);
         }
-        let query = ShardQuery {
-            cypher,
-            params_json: Value::Object(params).to_string(),
+        let read = Retrieval {
+            read,
             timeout_ms: (left.as_millis() as u64).max(1),
-            names_cypher: None,
-            prepare_only: false,
         };
         let (answers, report, invalid) =
-            query_shards(self.ctx, &self.map, shards, query, Prefer::Primary).await;
+            scatter(self.ctx, &self.map, shards, read, Prefer::Primary).await;
         if let Some(reason) = invalid {
             return Err(StageError::Internal(reason));
         }
@@ -79,10 +76,16 @@ impl<'a> Stages<'a> {
         }
         let mut rows = Vec::new();
         for a in answers {
-            match serde_json::from_str::<Vec<Vec<Value>>>(&a.rows.rows_json) {
-                Ok(r) => rows.extend(r),
-                Err(e) => {
-                    failed.insert(a.shard, (Some(a.node), format!("unreadable answer: {e}")));
+            match pick(a.rows) {
+                Some(r) => rows.extend(r),
+                None => {
+                    failed.insert(
+                        a.shard,
+                        (
+                            Some(a.node),
+                            "unexpected answer: rows of another read".into(),
+                        ),
+                    );
                 }
             }
         }
@@ -106,22 +109,4 @@ impl<'a> Stages<'a> {
         r.successful = r.total - r.failed;
         r
     }
-}
-
-pub fn text(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
-}
-
-pub fn number(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-pub fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }

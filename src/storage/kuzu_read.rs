@@ -1,6 +1,7 @@
 //! Reads that distributed queries send to one shard copy: a user's Cypher (bounded in time and
 //! size, answered as JSON rows), and one breadth-first step of a traversal (the relations of a
-//! frontier, the properties of entities).
+//! frontier, the properties of entities). Also the read-only, time-limited transaction that user
+//! queries and retrieval reads (`kuzu_retrieval`) run in.
 
 use std::collections::HashSet;
 
@@ -80,11 +81,7 @@ pub fn run_user_query(
             user_columns: None,
         });
     }
-    session
-        .connection()
-        .set_query_timeout(query.timeout_ms.max(1));
-    transaction(session, "BEGIN TRANSACTION READ ONLY")?;
-    let result = (|| {
+    read_only(session, query.timeout_ms, |session| {
         let user_columns = match &query.names_cypher {
             Some(q) => Some(execute(session, q, params_for(q, &params)?, max_bytes)?.columns),
             None => None,
@@ -97,9 +94,32 @@ pub fn run_user_query(
         )?;
         rows.user_columns = user_columns;
         Ok(rows)
-    })();
+    })
+}
+
+/// Runs `work` inside a read-only transaction (nothing it runs can write), with Kuzu's time
+/// limit set to `timeout_ms` for each of its statements.
+pub fn read_only<T>(
+    session: &mut Session<'_>,
+    timeout_ms: u64,
+    work: impl FnOnce(&mut Session<'_>) -> Result<T, QueryFailure>,
+) -> Result<T, QueryFailure> {
+    session.connection().set_query_timeout(timeout_ms.max(1));
+    transaction(session, "BEGIN TRANSACTION READ ONLY")?;
+    let result = work(session);
     let _ = transaction(session, "ROLLBACK");
     result
+}
+
+/// Runs `cypher` (prepared once per reader thread) with `params`, collecting the rows; a failure
+/// is classified as [`run_user_query`]'s are.
+pub fn execute_values(
+    session: &mut Session<'_>,
+    cypher: &str,
+    params: Vec<(&str, Value)>,
+) -> Result<Vec<Vec<Value>>, QueryFailure> {
+    let (conn, stmt) = session.prepared(cypher).map_err(classify)?;
+    Ok(conn.execute(stmt, params).map_err(classify)?.collect())
 }
 
 /// Runs a transaction statement, prepared once per reader thread.

@@ -1,5 +1,5 @@
-//! One shard copy: its write log and its embedded Kuzu database file. With `kuzu_apply`, the only
-//! code that speaks Kuzu.
+//! One shard copy: its write log and its embedded Kuzu database file. With the other `kuzu_*`
+//! modules, the only code that speaks Kuzu.
 //!
 //! A write is acknowledged once it is in the copy's log (`shard_log`); an applier thread moves
 //! logged writes into Kuzu, everything that queued up in one transaction (`kuzu_apply`). Reads
@@ -26,7 +26,9 @@ use super::kuzu_read::{
     ShardQuery,
 };
 use super::kuzu_readers::{Readers, Session};
+use super::kuzu_retrieval::run_retrieval;
 use super::kuzu_values::*;
+use super::retrieval::{RetrievalRead, RetrievalRows};
 use super::shard_log::{self, ShardLog};
 use super::{
     ApplyGate, Counts, EntityRecord, Error, InsertMode, RelationRecord, ShardStats, Step,
@@ -399,6 +401,25 @@ impl KuzuShard {
             .map_err(|e| QueryFailure::Other(e.to_string()))?;
         self.read_on(&self.query_readers, move |session| {
             Ok(run_user_query(session, &query, max_bytes))
+        })
+        .await
+        .map_err(|e| QueryFailure::Other(e.to_string()))?
+    }
+
+    /// Answers a retrieval read on this copy (after the writes logged before it), on the user
+    /// queries' readers and like a user query: cut off by Kuzu after `timeout_ms`, refused past
+    /// `max_bytes`.
+    pub async fn retrieve(
+        &self,
+        read: RetrievalRead,
+        timeout_ms: u64,
+        max_bytes: usize,
+    ) -> Result<RetrievalRows, QueryFailure> {
+        self.wait_visible(READ_WAIT)
+            .await
+            .map_err(|e| QueryFailure::Other(e.to_string()))?;
+        self.read_on(&self.query_readers, move |session| {
+            Ok(run_retrieval(session, &read, timeout_ms, max_bytes))
         })
         .await
         .map_err(|e| QueryFailure::Other(e.to_string()))?
@@ -854,6 +875,8 @@ fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, E
         }))
 }
 
+#[cfg(test)]
+mod retrieval_tests;
 #[cfg(test)]
 mod search_tests;
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Storage: the shard copies this node holds, one embedded graph database file each, behind a
-//! small interface (open, write with a sequence number, read an entity, stats) so the engine can
-//! change (e.g. to LadybugDB) without touching the rest. The Kuzu implementation is in
-//! [`kuzu_shard`].
+//! small interface (open, write with a sequence number, read an entity, typed retrieval reads
+//! ([`retrieval`]), stats) so the engine can change (e.g. to LadybugDB) without touching the
+//! rest. The engine's query language and table names stay here: the only Cypher that comes in
+//! from outside is a user's own query. The Kuzu implementation is in [`kuzu_shard`].
 //!
 //! Files: `<TORUA_DATA_DIR>/shards/shard-<n>.kz` (+ Kuzu's `.wal`) and the copy's write log
 //! `shard-<n>.log.<first seq>` ([`shard_log`]). Memory: the node's budget
@@ -14,9 +15,11 @@ mod kuzu_apply;
 mod kuzu_index;
 pub mod kuzu_read;
 mod kuzu_readers;
+mod kuzu_retrieval;
 pub mod kuzu_shard;
 mod kuzu_stage;
 mod kuzu_values;
+pub mod retrieval;
 pub mod shard_log;
 
 use std::collections::BTreeMap;
@@ -31,6 +34,10 @@ pub use kuzu_read::{
     Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows, ShardQuery,
 };
 pub use kuzu_shard::KuzuShard;
+pub use retrieval::{
+    ChunkItem, CommunityReport, EntityItem, ItemKind, RetrievalRead, RetrievalRows, RetrievedItem,
+    ScoredItem, TextIndex, VectorHit,
+};
 
 /// What one traversal step found in one shard copy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
