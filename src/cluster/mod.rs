@@ -6,6 +6,7 @@
 //! - [`plan`]: pure functions computing the next map from the current one and the live members.
 //! - [`coordinator`]: the coordinator's map loop and every node's map installation.
 //! - [`registry`], [`reporter`]: push registration and periodic health reports.
+//! - [`copies`]: every shard copy's state, counts and checksum, gathered from the nodes.
 //! - [`health`]: green / yellow / red and the reasons; [`health_cache`]: the answer a node gives.
 //! - [`drain`]: moving every copy off a node before it leaves.
 //! - [`broadcast`]: fan-out of control messages and their handlers.
@@ -13,6 +14,7 @@
 
 pub mod broadcast;
 pub mod coordinator;
+pub mod copies;
 pub mod drain;
 pub mod handlers;
 pub mod health;

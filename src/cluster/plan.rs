@@ -351,14 +351,8 @@ fn add_move(map: &mut ShardMap, shard: u32, from: String, to: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::shard_map::tests::ids;
     use crate::cluster::shard_map::Drain;
-    use membership::NodeId;
-
-    fn ids(n: usize) -> Vec<NodeId> {
-        (1..=n)
-            .map(|i| NodeId::new(&format!("node-{i}")).unwrap())
-            .collect()
-    }
 
     fn members(live: &[usize], gone: &[usize]) -> Members {
         let name = |i: &usize| format!("node-{i}");

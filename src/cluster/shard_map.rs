@@ -299,10 +299,11 @@ pub fn in_sync_here(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn ids(n: usize) -> Vec<NodeId> {
+    /// `node-1` .. `node-n`.
+    pub(in crate::cluster) fn ids(n: usize) -> Vec<NodeId> {
         (1..=n)
             .map(|i| NodeId::new(&format!("node-{i}")).unwrap())
             .collect()

@@ -75,11 +75,7 @@ pub async fn reports_of(
         level,
         limit: REPORTS_PER_SHARD,
     };
-    let shards = stages.all_shards();
-    let found = stages
-        .run(&shards, read, RetrievalRows::into_reports)
-        .await?;
-    let mut reports: Vec<Report> = found.into_iter().map(report).collect();
+    let mut reports = every_shards_reports(stages, read).await?;
     reports.sort_by(|a, b| {
         b.matches
             .cmp(&a.matches)
@@ -87,6 +83,18 @@ pub async fn reports_of(
             .then_with(|| a.id.cmp(&b.id))
     });
     Ok(reports)
+}
+
+/// The reports every shard answers `read` with, in no order.
+async fn every_shards_reports(
+    stages: &Stages<'_>,
+    read: RetrievalRead,
+) -> Result<Vec<Report>, StageError> {
+    let shards = stages.all_shards();
+    let found = stages
+        .run(&shards, read, RetrievalRows::into_reports)
+        .await?;
+    Ok(found.into_iter().map(report).collect())
 }
 
 /// Every report (of `level`, if given) by rank (desc), id: global search's input.
@@ -98,11 +106,7 @@ pub async fn all_reports(
         level,
         limit: REPORTS_PER_SHARD,
     };
-    let shards = stages.all_shards();
-    let found = stages
-        .run(&shards, read, RetrievalRows::into_reports)
-        .await?;
-    let mut reports: Vec<Report> = found.into_iter().map(report).collect();
+    let mut reports = every_shards_reports(stages, read).await?;
     reports.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| a.id.cmp(&b.id)));
     Ok(reports)
 }

@@ -282,33 +282,29 @@ impl Storage {
 
     /// Shards with a database file on disk (what this node holds, across restarts).
     pub fn on_disk(&self) -> Vec<u32> {
-        let mut shards: Vec<u32> = std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                name.strip_prefix("shard-")?
-                    .strip_suffix(".kz")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        shards.sort_unstable();
-        shards
+        self.shards_named(|name| {
+            name.strip_prefix("shard-")?
+                .strip_suffix(".kz")?
+                .parse()
+                .ok()
+        })
     }
 
     /// Shards with any file here (a database, or log segments left by an interrupted open).
     pub fn with_files(&self) -> Vec<u32> {
+        self.shards_named(|name| {
+            let rest = name.strip_prefix("shard-")?;
+            rest[..rest.find('.')?].parse().ok()
+        })
+    }
+
+    /// The shards of the files in this directory whose names `shard` reads, sorted, once each.
+    fn shards_named(&self, shard: impl Fn(&str) -> Option<u32>) -> Vec<u32> {
         let mut shards: Vec<u32> = std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                let rest = name.strip_prefix("shard-")?;
-                rest[..rest.find('.')?].parse().ok()
-            })
+            .filter_map(|e| shard(&e.file_name().to_string_lossy()))
             .collect();
         shards.sort_unstable();
         shards.dedup();
