@@ -63,7 +63,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use kuzu::{Connection, Database, LogicalType, Value as KValue};
 use serde_json::{json, Value};
-use torua_testkit::kuzu_values::{string, strings, struct_rows};
+use torua_testkit::kuzu_values::{
+    entity_fields, entity_row, relation_fields, relation_row, string, strings, struct_rows,
+};
 use torua_testkit::TestCluster;
 
 mod data;
@@ -83,7 +85,9 @@ use query_phase::*;
 use statements::*;
 use torua_bench::cluster::{start_green, Sizing};
 use torua_bench::flags::Flags;
-use torua_bench::kuzu::open_embedded;
+use torua_bench::kuzu::{
+    open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATION_CSV_HEADER,
+};
 use torua_bench::out::Out;
 use torua_bench::stats::{pct, r1, us, Pct};
 use torua_testkit::gen::{bodies, shard_of, TYPES};

@@ -57,7 +57,7 @@ use anyhow::{bail, Context, Result};
 use kuzu::{Connection, LogicalType, PreparedStatement, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
-use torua_testkit::kuzu_values::{string, struct_rows};
+use torua_testkit::kuzu_values::{string, strings, struct_rows};
 use torua_testkit::TestCluster;
 
 mod data;
@@ -73,7 +73,10 @@ use measure::*;
 use queries::*;
 use torua_bench::cluster::{start_green, Sizing};
 use torua_bench::flags::Flags;
-use torua_bench::kuzu::open_embedded;
+use torua_bench::kuzu::{
+    csv_list, open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER,
+    RELATION_CSV_HEADER,
+};
 use torua_bench::stats::{histogram, mean, median, summary, us};
 use torua_bench::sys::{load_1m, mem_available_mb, memory_guard, rss_mb};
 use torua_testkit::gen::{bodies, normalize, quantize, shard_of, vocabulary, TYPES};
