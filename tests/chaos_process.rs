@@ -307,59 +307,45 @@ fn rel_triples(v: &Value) -> Vec<(String, String, String)> {
         .unwrap_or_default()
 }
 
-/// The reply to judge, or the verdict without judging: skipped when `x` is being deleted, refused
-/// when there was no answer.
-fn reply_to_judge<'r>(
-    m: &Model,
-    x: &str,
-    reply: &'r Result<Reply, String>,
-) -> Result<&'r Reply, Verdict> {
-    if m.deleting.contains(x) {
-        return Err(Verdict::Skipped);
-    }
-    reply.as_ref().map_err(|e| Verdict::Refused(e.clone()))
-}
-
-/// `GET /graph/entities/{x}`.
-fn judge_entity(
+/// The verdict on a read of the `k`-th entity `x` of `batch`: `GET /graph/entities/{x}`, or with
+/// `neighborhood` `POST /graph/neighborhood` one hop around `x`, both directions. Skipped when
+/// `x` is being deleted, refused when there was no answer.
+fn judge(
     m: &Model,
     batch: &BatchRec,
     k: usize,
     deleted_before: u64,
     reply: &Result<Reply, String>,
+    neighborhood: bool,
 ) -> Verdict {
     let x = batch.entities[k].as_str();
-    let r = match reply_to_judge(m, x, reply) {
+    if m.deleting.contains(x) {
+        return Verdict::Skipped;
+    }
+    let r = match reply {
         Ok(r) => r,
+        Err(e) => return Verdict::Refused(e.clone()),
+    };
+    let (what, problems) = if neighborhood {
+        ("neighborhood of", neighborhood_problems(m, batch, x, r))
+    } else {
+        ("entity", entity_problems(x, r))
+    };
+    let mut problems = match problems {
+        Ok(problems) => problems,
         Err(verdict) => return verdict,
     };
-    if r.stale.is_some() {
-        return Verdict::Stale;
-    }
-    match r.status {
-        200 => {}
-        404 => {
-            return Verdict::Wrong(format!(
-                "acknowledged entity {x} (shard {}) answered 404: {}",
-                shard_of(x, SHARDS),
-                short(&r.body)
-            ))
-        }
-        s => return Verdict::Refused(format!("{s}")),
-    }
-    if r.body["entity"]["id"] != x || r.body["entity"]["title"] != x {
-        return Verdict::Wrong(format!(
-            "entity {x}: wrong entity in the answer: {}",
-            short(&r.body)
-        ));
-    }
-    let problems =
-        m.relation_problems(batch, x, deleted_before, &rel_triples(&r.body["relations"]));
+    problems.extend(m.relation_problems(
+        batch,
+        x,
+        deleted_before,
+        &rel_triples(&r.body["relations"]),
+    ));
     if problems.is_empty() {
         Verdict::Right
     } else {
         Verdict::Wrong(format!(
-            "entity {x} (shard {}): {}; answer {}",
+            "{what} {x} (shard {}): {}; answer {}",
             shard_of(x, SHARDS),
             problems.join("; "),
             short(&r.body)
@@ -367,30 +353,51 @@ fn judge_entity(
     }
 }
 
-/// `POST /graph/neighborhood` one hop around `x`, both directions.
-fn judge_neighborhood(
+/// What is wrong with the answer to `GET /graph/entities/{x}` besides its relations, or the
+/// verdict without looking further.
+fn entity_problems(x: &str, r: &Reply) -> Result<Vec<String>, Verdict> {
+    if r.stale.is_some() {
+        return Err(Verdict::Stale);
+    }
+    match r.status {
+        200 => {}
+        404 => {
+            return Err(Verdict::Wrong(format!(
+                "acknowledged entity {x} (shard {}) answered 404: {}",
+                shard_of(x, SHARDS),
+                short(&r.body)
+            )))
+        }
+        s => return Err(Verdict::Refused(format!("{s}"))),
+    }
+    if r.body["entity"]["id"] != x || r.body["entity"]["title"] != x {
+        return Err(Verdict::Wrong(format!(
+            "entity {x}: wrong entity in the answer: {}",
+            short(&r.body)
+        )));
+    }
+    Ok(Vec::new())
+}
+
+/// What is wrong with the answer to `POST /graph/neighborhood` around `x` besides its relations,
+/// or the verdict without looking further.
+fn neighborhood_problems(
     m: &Model,
     batch: &BatchRec,
-    k: usize,
-    deleted_before: u64,
-    reply: &Result<Reply, String>,
-) -> Verdict {
-    let x = batch.entities[k].as_str();
-    let r = match reply_to_judge(m, x, reply) {
-        Ok(r) => r,
-        Err(verdict) => return verdict,
-    };
+    x: &str,
+    r: &Reply,
+) -> Result<Vec<String>, Verdict> {
     if r.status != 200 {
-        return Verdict::Refused(format!("{}", r.status));
+        return Err(Verdict::Refused(format!("{}", r.status)));
     }
     let shards = &r.body["_shards"];
     if shards["failed"].as_u64() != Some(0)
         || shards["failures"].as_array().is_some_and(|f| !f.is_empty())
     {
-        return Verdict::Partial;
+        return Err(Verdict::Partial);
     }
     if r.stale.is_some() {
-        return Verdict::Stale;
+        return Err(Verdict::Stale);
     }
     let mut problems = Vec::new();
     if r.body["missing_seeds"]
@@ -438,22 +445,7 @@ fn judge_neighborhood(
             ));
         }
     }
-    problems.extend(m.relation_problems(
-        batch,
-        x,
-        deleted_before,
-        &rel_triples(&r.body["relations"]),
-    ));
-    if problems.is_empty() {
-        Verdict::Right
-    } else {
-        Verdict::Wrong(format!(
-            "neighborhood of {x} (shard {}): {}; answer {}",
-            shard_of(x, SHARDS),
-            problems.join("; "),
-            short(&r.body)
-        ))
-    }
+    Ok(problems)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,11 +703,7 @@ fn reader(ctx: Arc<Ctx>, seed: u64) {
         let took = started.elapsed();
         let verdict = {
             let m = ctx.model.lock().unwrap();
-            if neighborhood {
-                judge_neighborhood(&m, &batch, k, deleted_before, &reply)
-            } else {
-                judge_entity(&m, &batch, k, deleted_before, &reply)
-            }
+            judge(&m, &batch, k, deleted_before, &reply, neighborhood)
         };
         let kind = if neighborhood { "neighborhood" } else { "get" };
         let mut s = ctx.stats.lock().unwrap();
@@ -1156,7 +1144,7 @@ fn check_readable_by_id(ctx: &Ctx, f: &mut Failures) -> usize {
                         None,
                         T,
                     );
-                    let problem = match judge_entity(m, batch, k, u64::MAX, &reply) {
+                    let problem = match judge(m, batch, k, u64::MAX, &reply, false) {
                         Verdict::Right => None,
                         Verdict::Wrong(msg) => Some(msg),
                         Verdict::Partial | Verdict::Skipped => None,

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as Kv};
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
-use torua_testkit::kuzu_values::{string, strings, struct_rows};
+use torua_testkit::graphrag::{Entity as Ent, Relation as Rel};
+use torua_testkit::kuzu_values::{
+    entity_fields, entity_row, relation_fields, relation_row, string, strings, struct_rows,
+};
 use torua_testkit::raw::post_raw;
 use torua_testkit::{answers, wait, ClusterOptions, Failures, NodeProc, Rng, TestCluster};
 
@@ -35,33 +38,10 @@ fn wait_green(cluster: &mut TestCluster) {
 // ---------------------------------------------------------------------------------------------
 // Generated graphs.
 
-#[derive(Clone, Debug)]
-struct Ent {
-    id: String,
-    title: String,
-    kind: String,
-    description: String,
-    text_unit_ids: Vec<String>,
-    frequency: i64,
-    degree: i64,
-}
-
-#[derive(Clone, Debug)]
-struct Rel {
-    id: String,
-    source: String,
-    target: String,
-    description: String,
-    weight: f64,
-    text_unit_ids: Vec<String>,
-}
-
 type RelKey = (String, String, String);
 
-impl Rel {
-    fn key(&self) -> RelKey {
-        (self.id.clone(), self.source.clone(), self.target.clone())
-    }
+fn key_of(r: &Rel) -> RelKey {
+    (r.id.clone(), r.source.clone(), r.target.clone())
 }
 
 const TYPES: &[&str] = &["PERSON", "ORGANIZATION", "GEO", "EVENT", "CONCEPT", ""];
@@ -111,6 +91,7 @@ fn gen_graph(rng: &mut Rng, prefix: &str, n: usize, avg_degree: f64) -> (Vec<Ent
             text_unit_ids: text_units(rng),
             frequency: rng.below(50) as i64,
             degree: ((1.0 / (rng.unit() + 0.002)).powf(0.8) as i64).min(10_000),
+            embedding: None,
         });
     }
     let mut perm: Vec<usize> = (0..n).collect();
@@ -220,7 +201,7 @@ impl Index {
             self.ents.insert(e.id.clone(), e.clone());
         }
         for r in rels {
-            let key = r.key();
+            let key = key_of(r);
             assert!(
                 self.rels.insert(key.clone(), r.clone()).is_none(),
                 "generator made a duplicate relation {key:?}"
@@ -277,61 +258,23 @@ impl Reference {
 
     fn load(&self, ents: &[Ent], rels: &[Rel]) {
         let conn = self.conn();
-        let list = LogicalType::List {
-            child_type: Box::new(LogicalType::String),
-        };
-        let ent_fields = [
-            ("id", LogicalType::String),
-            ("title", LogicalType::String),
-            ("type", LogicalType::String),
-            ("description", LogicalType::String),
-            ("tu", list.clone()),
-            ("frequency", LogicalType::Int64),
-            ("degree", LogicalType::Int64),
-        ];
         unwind(
             &conn,
             "UNWIND $rows AS r CREATE (:Entity {id: r.id, title: r.title, type: r.type, \
-             description: r.description, text_unit_ids: r.tu, frequency: r.frequency, degree: r.degree})",
-            &ent_fields,
+             description: r.description, text_unit_ids: r.text_unit_ids, frequency: r.frequency, \
+             degree: r.degree})",
+            &entity_fields(),
             ents,
-            |e| {
-                vec![
-                    string(&e.id),
-                    string(&e.title),
-                    string(&e.kind),
-                    string(&e.description),
-                    strings(&e.text_unit_ids),
-                    Kv::Int64(e.frequency),
-                    Kv::Int64(e.degree),
-                ]
-            },
+            entity_row,
         );
-        let rel_fields = [
-            ("id", LogicalType::String),
-            ("source", LogicalType::String),
-            ("target", LogicalType::String),
-            ("description", LogicalType::String),
-            ("weight", LogicalType::Double),
-            ("tu", list),
-        ];
         unwind(
             &conn,
             "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
              CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, \
-             text_unit_ids: r.tu}]->(b)",
-            &rel_fields,
+             text_unit_ids: r.text_unit_ids}]->(b)",
+            &relation_fields(),
             rels,
-            |r| {
-                vec![
-                    string(&r.id),
-                    string(&r.source),
-                    string(&r.target),
-                    string(&r.description),
-                    Kv::Double(r.weight),
-                    strings(&r.text_unit_ids),
-                ]
-            },
+            relation_row,
         );
     }
 

@@ -1,10 +1,14 @@
 //! The embedded-Kuzu baselines' database: opened in this process with the threads torua gives
-//! each database, so that both sides get the same CPU.
+//! each database, so that both sides get the same CPU; the CSV lines its `COPY FROM` reads; the
+//! rows of a lookup by ids, by one statement over the set or one per id.
 
+use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use kuzu::{Database, SystemConfig};
+use kuzu::{Connection, Database, PreparedStatement, SystemConfig, Value};
+use torua_testkit::graphrag::{Entity, Relation};
+use torua_testkit::kuzu_values::{string, strings};
 
 /// Kuzu's threads per database in torua (`src/storage`): the cores, at most 2.
 pub fn kuzu_threads() -> u64 {
@@ -23,4 +27,81 @@ pub fn open_embedded(path: &Path, memory_mb: u64, max_db_size: u64) -> Result<Da
         .max_db_size(max_db_size)
         .enable_compression(true);
     Database::new(path, config).with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// The columns of [`EntityCsv`]'s lines.
+pub const ENTITY_CSV_HEADER: &str = "id,title,type,description,text_unit_ids,frequency,degree";
+
+/// The columns of [`RelationCsv`]'s lines: the `RELATED` table's from and to, then its
+/// properties.
+pub const RELATION_CSV_HEADER: &str = "from,to,id,description,weight,text_unit_ids,source,target";
+
+/// A list column: `"[a,b]"`.
+pub fn csv_list(items: &[String]) -> String {
+    format!("\"[{}]\"", items.join(","))
+}
+
+/// An entity as a CSV line (no newline). The generated text has no commas or quotes.
+pub struct EntityCsv<'a>(pub &'a Entity);
+
+impl fmt::Display for EntityCsv<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        write!(
+            f,
+            "{},{},{},{},{},{},{}",
+            e.id,
+            e.title,
+            e.kind,
+            e.description,
+            csv_list(&e.text_unit_ids),
+            e.frequency,
+            e.degree
+        )
+    }
+}
+
+/// A relation as a CSV line (no newline). The generated text has no commas or quotes.
+pub struct RelationCsv<'a>(pub &'a Relation);
+
+impl fmt::Display for RelationCsv<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        write!(
+            f,
+            "{},{},{},{},{},{},{},{}",
+            r.source,
+            r.target,
+            r.id,
+            r.description,
+            r.weight,
+            csv_list(&r.text_unit_ids),
+            r.source,
+            r.target
+        )
+    }
+}
+
+/// The rows for `ids`: one statement over the whole set (`set`, parameter `$ids`) when
+/// `whole_set`, else one statement per id (`one`, parameter `$id`). `executed` counts the ids
+/// looked up one by one and the set statements.
+pub fn rows_for_ids(
+    conn: &Connection,
+    set: &mut PreparedStatement,
+    one: &mut PreparedStatement,
+    ids: &[String],
+    whole_set: bool,
+    executed: &mut (usize, usize),
+) -> Result<Vec<Vec<Value>>> {
+    if whole_set {
+        executed.1 += 1;
+        Ok(conn.execute(set, vec![("ids", strings(ids))])?.collect())
+    } else {
+        executed.0 += ids.len();
+        let mut rows = Vec::new();
+        for id in ids {
+            rows.extend(conn.execute(one, vec![("id", string(id))])?);
+        }
+        Ok(rows)
+    }
 }

@@ -277,23 +277,10 @@ impl Cluster {
         let inner = &self.inner;
         let (view, claimed) = {
             let mut chitchat = inner.chitchat.lock().await;
-            let known = inner.known_term.load(Ordering::SeqCst);
-            let view = build_view(
-                &inner.config.cluster_id,
-                &inner.config.node_id,
-                self.raw_nodes(&chitchat),
-                known,
-            );
+            let view = self.current_view(&chitchat);
             let claimed = self.act(&mut chitchat, &view);
             if claimed.is_some() || self.promote_if_reached(&mut chitchat, &view) {
-                let known = inner.known_term.load(Ordering::SeqCst);
-                let view = build_view(
-                    &inner.config.cluster_id,
-                    &inner.config.node_id,
-                    self.raw_nodes(&chitchat),
-                    known,
-                );
-                (view, claimed)
+                (self.current_view(&chitchat), claimed)
             } else {
                 (view, claimed)
             }
@@ -404,6 +391,17 @@ impl Cluster {
             .collect();
         heard.insert(self.inner.chitchat_id.node_id.to_string());
         heard
+    }
+
+    /// The view of what chitchat knows now, with the highest term this node knows of.
+    fn current_view(&self, chitchat: &Chitchat) -> ClusterView {
+        let inner = &self.inner;
+        build_view(
+            &inner.config.cluster_id,
+            &inner.config.node_id,
+            self.raw_nodes(chitchat),
+            inner.known_term.load(Ordering::SeqCst),
+        )
     }
 
     fn raw_nodes(&self, chitchat: &Chitchat) -> Vec<RawNode> {

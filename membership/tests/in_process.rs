@@ -25,6 +25,16 @@ async fn start(transport: &ChannelTransport, id: &str, port: u16, seed: Option<u
     cluster
 }
 
+/// Nodes n1, n2 and n3 on ports `base + 1`, `base + 2` and `base + 3`, n2 and n3 seeded with
+/// n1, once all three agree that n1 coordinates; with the agreed term.
+async fn three(t: &ChannelTransport, base: u16) -> ([Cluster; 3], u64) {
+    let n1 = start(t, "n1", base + 1, None).await;
+    let n2 = start(t, "n2", base + 2, Some(base + 1)).await;
+    let n3 = start(t, "n3", base + 3, Some(base + 1)).await;
+    let term = agree(&[&n1, &n2, &n3], "n1", 3).await;
+    ([n1, n2, n3], term)
+}
+
 /// Waits until every node's view names `coordinator` with the same confirmed term and lists
 /// `ready` ready members; returns that term. (Terms may still rise while views settle: two nodes
 /// that claimed the same number before hearing of each other claim again.)
@@ -75,10 +85,7 @@ async fn lowest_node_id_in_natural_order_is_elected() {
 #[tokio::test]
 async fn coordinator_failure_elects_the_next_lowest_with_a_higher_term() {
     let t = ChannelTransport::default();
-    let n1 = start(&t, "n1", 2001, None).await;
-    let n2 = start(&t, "n2", 2002, Some(2001)).await;
-    let n3 = start(&t, "n3", 2003, Some(2001)).await;
-    let first = agree(&[&n1, &n2, &n3], "n1", 3).await;
+    let ([n1, n2, n3], first) = three(&t, 2000).await;
     // Silent death: gossip stops, nobody is told.
     n1.shutdown().await;
     let second = agree(&[&n2, &n3], "n2", 2).await;
@@ -121,10 +128,7 @@ async fn restarted_node_gets_a_new_generation_and_takes_over_again() {
 #[tokio::test]
 async fn graceful_leave_hands_over_without_failure_detection() {
     let t = ChannelTransport::default();
-    let n1 = start(&t, "n1", 4001, None).await;
-    let n2 = start(&t, "n2", 4002, Some(4001)).await;
-    let n3 = start(&t, "n3", 4003, Some(4001)).await;
-    agree(&[&n1, &n2, &n3], "n1", 3).await;
+    let ([n1, n2, n3], _) = three(&t, 4000).await;
     let mut changes = n3.subscribe();
     let leaving = tokio::spawn({
         let n1 = n1.clone();
@@ -164,10 +168,7 @@ async fn graceful_leave_hands_over_without_failure_detection() {
 #[tokio::test]
 async fn one_cut_link_kills_nobody_but_isolation_does() {
     let t = ChannelTransport::default();
-    let n1 = start(&t, "n1", 5001, None).await;
-    let n2 = start(&t, "n2", 5002, Some(5001)).await;
-    let n3 = start(&t, "n3", 5003, Some(5001)).await;
-    agree(&[&n1, &n2, &n3], "n1", 3).await;
+    let ([n1, n2, n3], _) = three(&t, 5000).await;
     // n1 <-/-> n2: heartbeats still travel through n3, so nobody may be declared dead.
     t.remove_link(addr(5001), addr(5002)).await;
     let mut watch = n2.view_watcher();

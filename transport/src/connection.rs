@@ -147,36 +147,37 @@ pub(crate) async fn write_failed(
             match read_reply_bytes(peer, recv, deadline, after, limit).await {
                 Ok(bytes) => match parse_reply(&bytes) {
                     Ok(Reply::Err(message)) => TransportError::Remote { peer, message },
-                    _ => TransportError::StreamAborted {
-                        peer,
-                        code: code.into_inner(),
-                    },
+                    _ => aborted(peer, code),
                 },
-                Err(_) => TransportError::StreamAborted {
-                    peer,
-                    code: code.into_inner(),
-                },
+                Err(_) => aborted(peer, code),
             }
         }
         quinn::WriteError::ConnectionLost(e) => lost(peer, &e),
-        other => TransportError::ConnectionLost {
-            peer,
-            reason: other.to_string(),
-        },
+        other => lost_for(peer, other),
     }
 }
 
 pub(crate) fn read_failed(peer: SocketAddr, e: quinn::ReadError) -> TransportError {
     match e {
-        quinn::ReadError::Reset(code) => TransportError::StreamAborted {
-            peer,
-            code: code.into_inner(),
-        },
+        quinn::ReadError::Reset(code) => aborted(peer, code),
         quinn::ReadError::ConnectionLost(e) => lost(peer, &e),
-        other => TransportError::ConnectionLost {
-            peer,
-            reason: other.to_string(),
-        },
+        other => lost_for(peer, other),
+    }
+}
+
+/// The peer reset or stopped the stream with `code`.
+fn aborted(peer: SocketAddr, code: quinn::VarInt) -> TransportError {
+    TransportError::StreamAborted {
+        peer,
+        code: code.into_inner(),
+    }
+}
+
+/// The stream broke for a reason other than the peer's reset or the connection's loss.
+fn lost_for(peer: SocketAddr, e: impl std::fmt::Display) -> TransportError {
+    TransportError::ConnectionLost {
+        peer,
+        reason: e.to_string(),
     }
 }
 

@@ -134,13 +134,10 @@ impl Endpoint {
 
     /// Like [`serve`](Self::serve) for a service the caller also keeps a handle to.
     pub fn serve_arc<S: Service>(&self, service: Arc<S>) {
-        let mut slot = self
-            .inner
-            .handlers
-            .service
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *slot = Some(Arc::new(TypedService(service)));
+        install(
+            &self.inner.handlers.service,
+            Arc::new(TypedService(service)),
+        );
     }
 
     /// Installs (or replaces) the batch stream service.
@@ -150,13 +147,10 @@ impl Endpoint {
 
     /// Like [`serve_streams`](Self::serve_streams) with a shared handle.
     pub fn serve_streams_arc<S: StreamService>(&self, service: Arc<S>) {
-        let mut slot = self
-            .inner
-            .handlers
-            .streams
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *slot = Some(Arc::new(TypedStreamService(service)));
+        install(
+            &self.inner.handlers.streams,
+            Arc::new(TypedStreamService(service)),
+        );
     }
 
     /// A verified connection to `peer`, from the cache or freshly dialled (bounded by the
@@ -246,4 +240,10 @@ impl Endpoint {
             tracing::debug!("shutdown: peers did not acknowledge the close in time");
         }
     }
+}
+
+/// Puts `handler` in `slot`, replacing what was there (a poisoned lock is taken over: the slot
+/// holds a complete value either way).
+fn install<T>(slot: &RwLock<Option<T>>, handler: T) {
+    *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
 }

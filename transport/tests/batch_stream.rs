@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use transport::{
-    BatchReceiver, ClusterCa, Endpoint, PeerInfo, StreamService, TransportConfig, TransportError,
+    BatchReceiver, BatchSender, ClusterCa, Endpoint, PeerInfo, StreamService, TransportConfig,
+    TransportError,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,21 +71,31 @@ impl StreamService for Sink {
     }
 }
 
-fn pair(receiver_config: TransportConfig) -> (Endpoint, Endpoint, Arc<Progress>) {
+/// Opens a stream from `from` to `to` whose header is named `name`; the receiver pauses
+/// `delay_us` after each batch.
+async fn open(
+    from: &Endpoint,
+    to: &Endpoint,
+    name: &str,
+    delay_us: u64,
+) -> Result<BatchSender<Vec<u64>, Ack>, TransportError> {
+    let header = Header {
+        name: name.into(),
+        delay_us,
+    };
+    from.open_batch_stream(to.local_addr(), &header).await
+}
+
+/// An endpoint on a free port of 127.0.0.1 with a certificate for `name` from the test's CA.
+fn endpoint(name: &str, config: TransportConfig) -> Endpoint {
     let ca = ClusterCa::derive("s3cret", "streams").unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let a = Endpoint::bind(
-        any,
-        ca.issue_node_identity("sender").unwrap(),
-        TransportConfig::default(),
-    )
-    .unwrap();
-    let b = Endpoint::bind(
-        any,
-        ca.issue_node_identity("receiver").unwrap(),
-        receiver_config,
-    )
-    .unwrap();
+    Endpoint::bind(any, ca.issue_node_identity(name).unwrap(), config).unwrap()
+}
+
+fn pair(receiver_config: TransportConfig) -> (Endpoint, Endpoint, Arc<Progress>) {
+    let a = endpoint("sender", TransportConfig::default());
+    let b = endpoint("receiver", receiver_config);
     let progress = Arc::new(Progress::default());
     b.serve_streams(Sink(progress.clone()));
     (a, b, progress)
@@ -93,14 +104,7 @@ fn pair(receiver_config: TransportConfig) -> (Endpoint, Endpoint, Arc<Progress>)
 #[tokio::test]
 async fn ten_thousand_batches_arrive_in_order_and_are_acked() {
     let (a, b, progress) = pair(TransportConfig::default());
-    let header = Header {
-        name: "load-10k".into(),
-        delay_us: 0,
-    };
-    let mut tx = a
-        .open_batch_stream::<Header, Vec<u64>, Ack>(b.local_addr(), &header)
-        .await
-        .unwrap();
+    let mut tx = open(&a, &b, "load-10k", 0).await.unwrap();
     let mut expected = 0u64;
     for i in 0..10_000u64 {
         let batch: Vec<u64> = (i..i + 16).collect();
@@ -129,14 +133,7 @@ async fn slow_receiver_applies_backpressure() {
         ..TransportConfig::default()
     };
     let (a, b, progress) = pair(config);
-    let header = Header {
-        name: "load-slow".into(),
-        delay_us: 2_000,
-    };
-    let mut tx = a
-        .open_batch_stream::<Header, Vec<u64>, Ack>(b.local_addr(), &header)
-        .await
-        .unwrap();
+    let mut tx = open(&a, &b, "load-slow", 2_000).await.unwrap();
     let batch: Vec<u64> = vec![u64::MAX; 1024]; // 1024 * 10 bytes of varints ≈ 10 KiB
     let max_lag = AtomicI64::new(0);
     for _ in 0..200 {
@@ -161,14 +158,7 @@ async fn slow_receiver_applies_backpressure() {
 #[tokio::test]
 async fn dropped_sender_is_an_error_not_a_clean_end() {
     let (a, b, progress) = pair(TransportConfig::default());
-    let header = Header {
-        name: "load-drop".into(),
-        delay_us: 0,
-    };
-    let mut tx = a
-        .open_batch_stream::<Header, Vec<u64>, Ack>(b.local_addr(), &header)
-        .await
-        .unwrap();
+    let mut tx = open(&a, &b, "load-drop", 0).await.unwrap();
     tx.send(&vec![1, 2, 3]).await.unwrap();
     // Wait until the handler is running (a reset before that never reaches a handler).
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -187,10 +177,7 @@ async fn dropped_sender_is_an_error_not_a_clean_end() {
         "a reset must not look like a finish"
     );
     // The receiver still takes new streams.
-    let mut tx = a
-        .open_batch_stream::<Header, Vec<u64>, Ack>(b.local_addr(), &header)
-        .await
-        .unwrap();
+    let mut tx = open(&a, &b, "load-drop", 0).await.unwrap();
     tx.send(&vec![5]).await.unwrap();
     assert_eq!(tx.finish().await.unwrap().sum, 5);
 }
@@ -202,14 +189,7 @@ async fn oversize_frames_are_refused_on_both_sides() {
         ..TransportConfig::default()
     };
     let (a, b, _) = pair(small);
-    let header = Header {
-        name: "load-big".into(),
-        delay_us: 0,
-    };
-    let mut tx = a
-        .open_batch_stream::<Header, Vec<u64>, Ack>(b.local_addr(), &header)
-        .await
-        .unwrap();
+    let mut tx = open(&a, &b, "load-big", 0).await.unwrap();
     tx.send(&vec![1; 10]).await.unwrap();
     // Over the receiver's limit: the receiver refuses and the sender learns why.
     let big = vec![u64::MAX; 4096];
@@ -223,50 +203,24 @@ async fn oversize_frames_are_refused_on_both_sides() {
     assert!(e.to_string().contains("limit"), "{e}");
 
     // Over the sender's own limit: refused locally.
-    let sender_small = {
-        let ca = ClusterCa::derive("s3cret", "streams").unwrap();
-        Endpoint::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            ca.issue_node_identity("s").unwrap(),
-            TransportConfig {
-                max_message_size: 1024,
-                ..TransportConfig::default()
-            },
-        )
-        .unwrap()
-    };
-    let mut tx = sender_small
-        .open_batch_stream::<Header, Vec<u64>, Ack>(b.local_addr(), &header)
-        .await
-        .unwrap();
+    let sender_small = endpoint(
+        "s",
+        TransportConfig {
+            max_message_size: 1024,
+            ..TransportConfig::default()
+        },
+    );
+    let mut tx = open(&sender_small, &b, "load-big", 0).await.unwrap();
     let e = tx.send(&big).await.unwrap_err();
     assert!(matches!(e, TransportError::MessageTooLarge { .. }), "{e}");
 }
 
 #[tokio::test]
 async fn no_stream_service_is_a_remote_error() {
-    let ca = ClusterCa::derive("s3cret", "streams").unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let a = Endpoint::bind(
-        any,
-        ca.issue_node_identity("a").unwrap(),
-        TransportConfig::default(),
-    )
-    .unwrap();
-    let b = Endpoint::bind(
-        any,
-        ca.issue_node_identity("b").unwrap(),
-        TransportConfig::default(),
-    )
-    .unwrap();
-    let header = Header {
-        name: "load".into(),
-        delay_us: 0,
-    };
+    let a = endpoint("a", TransportConfig::default());
+    let b = endpoint("b", TransportConfig::default());
     let result = async {
-        let mut tx = a
-            .open_batch_stream::<Header, Vec<u64>, Ack>(b.local_addr(), &header)
-            .await?;
+        let mut tx = open(&a, &b, "load", 0).await?;
         tx.send(&vec![1]).await?;
         tx.finish().await
     }

@@ -1,7 +1,10 @@
 //! Building Kuzu parameter values (there is no serde for them), for the benchmarks' embedded
-//! baseline and the tests' reference database — both use Kuzu directly, not torua's code.
+//! baseline and the tests' reference database — both use Kuzu directly, not torua's code: strings,
+//! `UNWIND` rows, and GraphRAG entities and relations as such rows.
 
 use kuzu::{LogicalType, Value};
+
+use crate::graphrag::{Entity, Relation};
 
 pub fn string(v: &str) -> Value {
     Value::String(v.to_string())
@@ -34,4 +37,61 @@ pub fn struct_rows(fields: &[(&str, LogicalType)], values: Vec<Vec<Value>>) -> V
             })
             .collect(),
     )
+}
+
+/// The type of a list of strings.
+pub fn string_list() -> LogicalType {
+    LogicalType::List {
+        child_type: Box::new(LogicalType::String),
+    }
+}
+
+/// The fields of [`entity_row`]'s rows.
+pub fn entity_fields() -> [(&'static str, LogicalType); 7] {
+    [
+        ("id", LogicalType::String),
+        ("title", LogicalType::String),
+        ("type", LogicalType::String),
+        ("description", LogicalType::String),
+        ("text_unit_ids", string_list()),
+        ("frequency", LogicalType::Int64),
+        ("degree", LogicalType::Int64),
+    ]
+}
+
+/// The fields of [`relation_row`]'s rows.
+pub fn relation_fields() -> [(&'static str, LogicalType); 6] {
+    [
+        ("id", LogicalType::String),
+        ("source", LogicalType::String),
+        ("target", LogicalType::String),
+        ("description", LogicalType::String),
+        ("weight", LogicalType::Double),
+        ("text_unit_ids", string_list()),
+    ]
+}
+
+/// An entity as the parameter row of `UNWIND $rows AS r CREATE (:Entity ...)`.
+pub fn entity_row(e: &Entity) -> Vec<Value> {
+    vec![
+        string(&e.id),
+        string(&e.title),
+        string(&e.kind),
+        string(&e.description),
+        strings(&e.text_unit_ids),
+        Value::Int64(e.frequency),
+        Value::Int64(e.degree),
+    ]
+}
+
+/// A relation as the parameter row of `UNWIND $rows AS r ... CREATE (a)-[:RELATED ...]->(b)`.
+pub fn relation_row(r: &Relation) -> Vec<Value> {
+    vec![
+        string(&r.id),
+        string(&r.source),
+        string(&r.target),
+        string(&r.description),
+        Value::Double(r.weight),
+        strings(&r.text_unit_ids),
+    ]
 }

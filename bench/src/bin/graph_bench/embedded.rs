@@ -29,102 +29,20 @@ pub(crate) fn open_graph_db(path: &Path, memory_mb: u64) -> Result<Database> {
     Ok(db)
 }
 
-/// The fields of [`entity_row`]'s rows.
-pub(crate) fn entity_fields() -> [(&'static str, LogicalType); 7] {
-    [
-        ("id", LogicalType::String),
-        ("title", LogicalType::String),
-        ("type", LogicalType::String),
-        ("description", LogicalType::String),
-        ("text_unit_ids", string_list()),
-        ("frequency", LogicalType::Int64),
-        ("degree", LogicalType::Int64),
-    ]
-}
-
-/// The fields of [`relation_row`]'s rows.
-pub(crate) fn relation_fields() -> [(&'static str, LogicalType); 6] {
-    [
-        ("id", LogicalType::String),
-        ("source", LogicalType::String),
-        ("target", LogicalType::String),
-        ("description", LogicalType::String),
-        ("weight", LogicalType::Double),
-        ("text_unit_ids", string_list()),
-    ]
-}
-
-/// An entity as the parameter row of `UNWIND $rows AS r CREATE (:Entity ...)`.
-pub(crate) fn entity_row(e: &Entity) -> Vec<KValue> {
-    vec![
-        string(&e.id),
-        string(&e.title),
-        string(&e.kind),
-        string(&e.description),
-        strings(&e.text_unit_ids),
-        KValue::Int64(e.frequency),
-        KValue::Int64(e.degree),
-    ]
-}
-
-/// A relation as the parameter row of `UNWIND $rows AS r ... CREATE (a)-[:RELATED ...]->(b)`.
-pub(crate) fn relation_row(r: &Relation) -> Vec<KValue> {
-    vec![
-        string(&r.id),
-        string(&r.source),
-        string(&r.target),
-        string(&r.description),
-        KValue::Double(r.weight),
-        strings(&r.text_unit_ids),
-    ]
-}
-
-pub(crate) fn csv_list(items: &[String]) -> String {
-    format!("\"[{}]\"", items.join(","))
-}
-
-/// Writes entities.csv and relations.csv in the column order of the schema. The generated text has no
-/// commas or quotes; list columns are quoted.
+/// Writes entities.csv and relations.csv in the column order of the schema.
 pub(crate) fn write_csv(dir: &Path, g: &Graph) -> Result<(PathBuf, PathBuf)> {
     let ep = dir.join("entities.csv");
     let rp = dir.join("relations.csv");
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&ep)?);
-    writeln!(
-        w,
-        "id,title,type,description,text_unit_ids,frequency,degree,stub"
-    )?;
+    writeln!(w, "{ENTITY_CSV_HEADER},stub")?;
     for e in &g.entities {
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{},false",
-            e.id,
-            e.title,
-            e.kind,
-            e.description,
-            csv_list(&e.text_unit_ids),
-            e.frequency,
-            e.degree
-        )?;
+        writeln!(w, "{},false", EntityCsv(e))?;
     }
     w.flush()?;
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&rp)?);
-    writeln!(
-        w,
-        "from,to,id,description,weight,text_unit_ids,source,target"
-    )?;
+    writeln!(w, "{RELATION_CSV_HEADER}")?;
     for r in &g.relations {
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{},{}",
-            r.source,
-            r.target,
-            r.id,
-            r.description,
-            r.weight,
-            csv_list(&r.text_unit_ids),
-            r.source,
-            r.target
-        )?;
+        writeln!(w, "{}", RelationCsv(r))?;
     }
     w.flush()?;
     Ok((ep, rp))
@@ -221,12 +139,6 @@ pub(crate) fn ingest_copy(
                           "rate_with_csv_write": (g.entities.len() + g.relations.len()) as f64 / (wall.as_secs_f64() + csv_s)}),
         },
     ))
-}
-
-pub(crate) fn string_list() -> LogicalType {
-    LogicalType::List {
-        child_type: Box::new(LogicalType::String),
-    }
 }
 
 pub(crate) fn exec(conn: &Connection, q: &str, params: Vec<(&str, KValue)>) -> Result<()> {

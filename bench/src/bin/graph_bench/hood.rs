@@ -135,7 +135,7 @@ impl<'c, 'db> Bfs<'c, 'db> {
                 let t = Instant::now();
                 let _: Vec<Vec<KValue>> = self
                     .conn
-                    .execute(&mut self.set[step], vec![("ids", str_list(sample))])?
+                    .execute(&mut self.set[step], vec![("ids", strings(sample))])?
                     .collect();
                 let set = us(t.elapsed());
                 if round > 0 {
@@ -163,23 +163,15 @@ impl<'c, 'db> Bfs<'c, 'db> {
 
     /// Rows of `step` for the ids, by the form chosen for their number.
     pub(crate) fn rows(&mut self, step: usize, ids: &[String]) -> Result<Vec<Vec<KValue>>> {
-        if self.use_set(step, ids.len()) {
-            self.executed.1 += 1;
-            Ok(self
-                .conn
-                .execute(&mut self.set[step], vec![("ids", str_list(ids))])?
-                .collect())
-        } else {
-            self.executed.0 += ids.len();
-            let mut rows = Vec::new();
-            for id in ids {
-                rows.extend(
-                    self.conn
-                        .execute(&mut self.one[step], vec![("id", string(id))])?,
-                );
-            }
-            Ok(rows)
-        }
+        let whole_set = self.use_set(step, ids.len());
+        rows_for_ids(
+            self.conn,
+            &mut self.set[step],
+            &mut self.one[step],
+            ids,
+            whole_set,
+            &mut self.executed,
+        )
     }
 
     pub(crate) fn run(
@@ -269,10 +261,6 @@ impl<'c, 'db> Bfs<'c, 'db> {
             truncated,
         })
     }
-}
-
-pub(crate) fn str_list(v: &[String]) -> KValue {
-    KValue::List(LogicalType::String, v.iter().map(|x| string(x)).collect())
 }
 
 /// Torua's answer reduced to a [`Hood`] (sorted here), and whether it came in the contract's order.

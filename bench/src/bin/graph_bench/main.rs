@@ -63,7 +63,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use kuzu::{Connection, Database, LogicalType, Value as KValue};
 use serde_json::{json, Value};
-use torua_testkit::kuzu_values::{string, strings, struct_rows};
+use torua_testkit::kuzu_values::{
+    entity_fields, entity_row, relation_fields, relation_row, string, strings, struct_rows,
+};
 use torua_testkit::TestCluster;
 
 mod data;
@@ -82,7 +84,10 @@ use point_read::*;
 use query_phase::*;
 use statements::*;
 use torua_bench::cluster::{start_green, Sizing};
-use torua_bench::kuzu::open_embedded;
+use torua_bench::flags::Flags;
+use torua_bench::kuzu::{
+    open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATION_CSV_HEADER,
+};
 use torua_bench::out::Out;
 use torua_bench::stats::{pct, r1, us, Pct};
 use torua_testkit::gen::{bodies, shard_of, TYPES};
@@ -143,12 +148,8 @@ struct Args {
 const TARGETS: [&str; 4] = ["copy", "unwind", "single", "cluster"];
 
 fn parse_args() -> Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let cmd = it.next().unwrap_or_default();
-    if cmd.is_empty() || cmd == "-h" || cmd == "--help" {
-        println!("{USAGE}");
-        std::process::exit(if cmd.is_empty() { 2 } else { 0 });
-    }
+    let mut f = Flags::from_env(USAGE);
+    let cmd = f.command();
     let (targets, reads, query_reps): (&[&str], usize, usize) = match cmd.as_str() {
         "ingest" => (&["copy", "single", "cluster"], 0, 0),
         "point-read" => (&["copy", "cluster"], 2000, 0),
@@ -187,76 +188,44 @@ fn parse_args() -> Result<Args> {
         label: None,
         json: None,
     };
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
+    while let Some(flag) = f.next_flag() {
+        let v = f.value(&flag)?;
         match flag.as_str() {
-            "--entities" => a.entities = value.parse().with_context(|| bad("a count"))?,
-            "--relations" => a.relations = value.parse().with_context(|| bad("a count"))?,
-            "--seed" => a.seed = value.parse().with_context(|| bad("an integer"))?,
-            "--skew" => {
-                a.skew = value
-                    .parse()
-                    .with_context(|| bad("an exponent in [0, 1)"))?
-            }
-            "--batch" => a.batch = value.parse().with_context(|| bad("a count"))?,
-            "--clients" => a.clients = value.parse().with_context(|| bad("a count"))?,
-            "--targets" => {
-                a.targets = value
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            }
-            "--nodes" => a.nodes = value.parse().with_context(|| bad("a count"))?,
-            "--replicas" => a.replicas = value.parse().with_context(|| bad("a count"))?,
-            "--shards" => a.shards = value.parse().with_context(|| bad("a count"))?,
-            "--memory-mb" => a.memory_mb = value.parse().with_context(|| bad("megabytes"))?,
-            "--max-shard-gb" => a.max_shard_gb = value.parse().with_context(|| bad("gigabytes"))?,
-            "--max-minutes" => a.max_minutes = value.parse().with_context(|| bad("minutes"))?,
-            "--env" => {
-                let (k, v) = value.split_once('=').with_context(|| bad("KEY=VALUE"))?;
-                a.env.insert(k.to_string(), v.to_string());
-            }
-            "--log" => a.log = value,
-            "--reads" => a.reads = value.parse().with_context(|| bad("a count"))?,
-            "--read-warmup" => a.read_warmup = value.parse().with_context(|| bad("a count"))?,
-            "--query-reps" => a.query_reps = value.parse().with_context(|| bad("a count"))?,
-            "--query-warmup" => a.query_warmup = value.parse().with_context(|| bad("a count"))?,
-            "--query-case-s" => a.query_case_s = value.parse().with_context(|| bad("seconds"))?,
-            "--query-seeds" => {
-                a.query_seeds = value
-                    .split(',')
-                    .map(|x| x.trim().parse())
-                    .collect::<Result<_, _>>()
-                    .with_context(|| bad("seed counts like 1,10,100"))?
-            }
-            "--query-hops" => {
-                a.query_hops = value
-                    .split(',')
-                    .map(|x| x.trim().parse())
-                    .collect::<Result<_, _>>()
-                    .with_context(|| bad("hop counts like 1,2"))?
-            }
-            "--query-max-nodes" => {
-                a.query_max_nodes = value.parse().with_context(|| bad("a count"))?
-            }
+            "--entities" => a.entities = v.parse("a count")?,
+            "--relations" => a.relations = v.parse("a count")?,
+            "--seed" => a.seed = v.parse("an integer")?,
+            "--skew" => a.skew = v.parse("an exponent in [0, 1)")?,
+            "--batch" => a.batch = v.parse("a count")?,
+            "--clients" => a.clients = v.parse("a count")?,
+            "--targets" => a.targets = v.names(),
+            "--nodes" => a.nodes = v.parse("a count")?,
+            "--replicas" => a.replicas = v.parse("a count")?,
+            "--shards" => a.shards = v.parse("a count")?,
+            "--memory-mb" => a.memory_mb = v.parse("megabytes")?,
+            "--max-shard-gb" => a.max_shard_gb = v.parse("gigabytes")?,
+            "--max-minutes" => a.max_minutes = v.parse("minutes")?,
+            "--env" => v.set_env(&mut a.env)?,
+            "--log" => a.log = v.text,
+            "--reads" => a.reads = v.parse("a count")?,
+            "--read-warmup" => a.read_warmup = v.parse("a count")?,
+            "--query-reps" => a.query_reps = v.parse("a count")?,
+            "--query-warmup" => a.query_warmup = v.parse("a count")?,
+            "--query-case-s" => a.query_case_s = v.parse("seconds")?,
+            "--query-seeds" => a.query_seeds = v.list("seed counts like 1,10,100")?,
+            "--query-hops" => a.query_hops = v.list("hop counts like 1,2")?,
+            "--query-max-nodes" => a.query_max_nodes = v.parse("a count")?,
             "--query-embedded" => {
-                a.query_embedded = match value.as_str() {
+                a.query_embedded = match v.text.as_str() {
                     "auto" => EmbeddedMode::Auto,
                     "unwind" => EmbeddedMode::Unwind,
                     "per-id" => EmbeddedMode::PerId,
-                    _ => bail!("{}", bad("auto, unwind or per-id")),
+                    _ => bail!("{}", v.bad("auto, unwind or per-id")),
                 }
             }
-            "--query-max-relations" => {
-                a.query_max_relations = value.parse().with_context(|| bad("a count"))?
-            }
-            "--label" => a.label = Some(value),
-            "--json" => a.json = Some(PathBuf::from(value)),
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
+            "--query-max-relations" => a.query_max_relations = v.parse("a count")?,
+            "--label" => a.label = Some(v.text),
+            "--json" => a.json = Some(PathBuf::from(v.text)),
+            _ => return Err(f.unknown(&flag)),
         }
     }
     for t in &a.targets {

@@ -107,15 +107,7 @@ pub(crate) fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> R
         let plan: Vec<String> = match conn.prepare(&format!("EXPLAIN {q}")) {
             Ok(mut stmt) => conn
                 .execute(&mut stmt, vec![("rows", param.clone())])
-                .map(|r| {
-                    r.map(|row| {
-                        row.iter()
-                            .map(|v| v.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .collect()
-                })
+                .map(row_texts)
                 .unwrap_or_else(|e| vec![format!("EXPLAIN failed: {e}")]),
             Err(e) => vec![format!("EXPLAIN failed: {e}")],
         };
@@ -175,15 +167,7 @@ pub(crate) fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> R
         println!("{mean:>10.0} µs mean  {q}");
         let plan: Vec<String> = conn
             .query(&format!("EXPLAIN {}", q.replace("$id", "'ent-1'")))
-            .map(|r| {
-                r.map(|row| {
-                    row.iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .collect()
-            })
+            .map(row_texts)
             .unwrap_or_default();
         if let Some(text) = plan.first() {
             println!("      plan: {}", operators(text));
@@ -212,4 +196,15 @@ pub(crate) fn operators(plan: &str) -> String {
         }
     }
     ops.join(" <- ")
+}
+
+/// Each row as its values' text, separated by spaces (an `EXPLAIN`'s plan).
+fn row_texts(rows: impl Iterator<Item = Vec<KValue>>) -> Vec<String> {
+    rows.map(|row| {
+        row.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+    .collect()
 }

@@ -74,6 +74,7 @@ use data::*;
 use evidence::*;
 use phases::*;
 use summary::*;
+use torua_bench::flags::Flags;
 use torua_bench::stats::{histogram, r2, summary};
 use torua_bench::sys::{cluster_rss, load_1m, machine, memory_guard};
 use torua_testkit::gen::{embedding, pack, shard_of, text_of_bytes as text, vocabulary, TYPES};
@@ -169,70 +170,45 @@ fn parse_args() -> Result<Args> {
         json: None,
         logs_dir: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--small" => {
-                a.gib = 50.0 / 1024.0;
-                a.baseline_s = 20.0;
-                continue;
-            }
-            _ => {}
+    let mut f = Flags::from_env(USAGE);
+    while let Some(flag) = f.next_flag() {
+        if flag == "--small" {
+            a.gib = 50.0 / 1024.0;
+            a.baseline_s = 20.0;
+            continue;
         }
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
+        let v = f.value(&flag)?;
         match flag.as_str() {
-            "--gib" => a.gib = value.parse().with_context(|| bad("GiB"))?,
-            "--dim" => a.dim = value.parse().with_context(|| bad("a dimension"))?,
-            "--seed" => a.seed = value.parse().with_context(|| bad("an integer"))?,
-            "--nodes" => a.nodes = value.parse().with_context(|| bad("a count"))?,
-            "--replicas" => a.replicas = value.parse().with_context(|| bad("a count"))?,
-            "--shards" => a.shards = value.parse().with_context(|| bad("a count"))?,
-            "--memory-mb" => a.memory_mb = value.parse().with_context(|| bad("megabytes"))?,
-            "--replace-after" => a.replace_after = value,
-            "--max-moves" => a.max_moves = Some(value.parse().with_context(|| bad("a count"))?),
-            "--drain-timeout" => a.drain_timeout = Some(value),
-            "--env" => {
-                let (k, v) = value.split_once('=').with_context(|| bad("KEY=VALUE"))?;
-                a.env.insert(k.to_string(), v.to_string());
-            }
-            "--log" => a.log = value,
-            "--clients" => a.clients = value.parse().with_context(|| bad("a count"))?,
-            "--body-mb" => a.body_mb = value.parse().with_context(|| bad("megabytes"))?,
-            "--max-minutes" => a.max_minutes = value.parse().with_context(|| bad("minutes"))?,
-            "--phases" => {
-                a.phases = value
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            }
-            "--victim" => a.victim = Some(value),
-            "--poll-ms" => a.poll_ms = value.parse().with_context(|| bad("milliseconds"))?,
-            "--settle-s" => a.settle_s = value.parse().with_context(|| bad("seconds"))?,
-            "--phase-timeout-s" => {
-                a.phase_timeout_s = value.parse().with_context(|| bad("seconds"))?
-            }
-            "--baseline-s" => a.baseline_s = value.parse().with_context(|| bad("seconds"))?,
-            "--client-threads" => {
-                a.client_threads = value.parse().with_context(|| bad("a count"))?
-            }
-            "--client-rate" => a.client_rate = value.parse().with_context(|| bad("requests/s"))?,
-            "--write-batch" => a.write_batch = value.parse().with_context(|| bad("a count"))?,
-            "--verify" => a.verify = value.parse().with_context(|| bad("true or false"))?,
-            "--min-available-mb" => {
-                a.min_available_mb = value.parse().with_context(|| bad("megabytes"))?
-            }
-            "--label" => a.label = Some(value),
-            "--json" => a.json = Some(PathBuf::from(value)),
-            "--logs-dir" => a.logs_dir = Some(PathBuf::from(value)),
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
+            "--gib" => a.gib = v.parse("GiB")?,
+            "--dim" => a.dim = v.parse("a dimension")?,
+            "--seed" => a.seed = v.parse("an integer")?,
+            "--nodes" => a.nodes = v.parse("a count")?,
+            "--replicas" => a.replicas = v.parse("a count")?,
+            "--shards" => a.shards = v.parse("a count")?,
+            "--memory-mb" => a.memory_mb = v.parse("megabytes")?,
+            "--replace-after" => a.replace_after = v.text,
+            "--max-moves" => a.max_moves = Some(v.parse("a count")?),
+            "--drain-timeout" => a.drain_timeout = Some(v.text),
+            "--env" => v.set_env(&mut a.env)?,
+            "--log" => a.log = v.text,
+            "--clients" => a.clients = v.parse("a count")?,
+            "--body-mb" => a.body_mb = v.parse("megabytes")?,
+            "--max-minutes" => a.max_minutes = v.parse("minutes")?,
+            "--phases" => a.phases = v.names(),
+            "--victim" => a.victim = Some(v.text),
+            "--poll-ms" => a.poll_ms = v.parse("milliseconds")?,
+            "--settle-s" => a.settle_s = v.parse("seconds")?,
+            "--phase-timeout-s" => a.phase_timeout_s = v.parse("seconds")?,
+            "--baseline-s" => a.baseline_s = v.parse("seconds")?,
+            "--client-threads" => a.client_threads = v.parse("a count")?,
+            "--client-rate" => a.client_rate = v.parse("requests/s")?,
+            "--write-batch" => a.write_batch = v.parse("a count")?,
+            "--verify" => a.verify = v.parse("true or false")?,
+            "--min-available-mb" => a.min_available_mb = v.parse("megabytes")?,
+            "--label" => a.label = Some(v.text),
+            "--json" => a.json = Some(PathBuf::from(v.text)),
+            "--logs-dir" => a.logs_dir = Some(PathBuf::from(v.text)),
+            _ => return Err(f.unknown(&flag)),
         }
     }
     for p in &a.phases {

@@ -45,6 +45,7 @@ use convergence::*;
 use failover::*;
 use false_deaths::*;
 use poller::*;
+use torua_bench::flags::Flags;
 use torua_bench::out::{dispatch, Bench, Out};
 use torua_bench::stats::{ms, pct, r1, Pct};
 use torua_bench::sys::machine_jiffies;
@@ -83,12 +84,8 @@ const USAGE: &str = "usage: membership_bench <convergence|failover|false-deaths|
 The torua binary is $TORUA_BIN, else the one next to this executable.";
 
 fn parse_args() -> Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let cmd = it.next().unwrap_or_default();
-    if cmd.is_empty() || cmd == "-h" || cmd == "--help" {
-        println!("{USAGE}");
-        std::process::exit(if cmd.is_empty() { 2 } else { 0 });
-    }
+    let mut f = Flags::from_env(USAGE);
+    let cmd = f.command();
     let mut a = Args {
         cmd,
         sizes: None,
@@ -106,41 +103,27 @@ fn parse_args() -> Result<Args> {
         json: None,
         log: "info".into(),
     };
-    while let Some(flag) = it.next() {
+    while let Some(flag) = f.next_flag() {
         if flag == "--no-graceful" {
             a.graceful = false;
             continue;
         }
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
+        let v = f.value(&flag)?;
         match flag.as_str() {
-            "--sizes" => {
-                let sizes: Result<Vec<usize>, _> =
-                    value.split(',').map(|s| s.trim().parse()).collect();
-                a.sizes = Some(sizes.with_context(|| bad("a list like 3,10,32"))?);
-            }
-            "--trials" => a.trials = Some(value.parse().with_context(|| bad("a count"))?),
-            "--minutes" => {
-                a.minutes = value
-                    .parse()
-                    .with_context(|| bad("minutes, e.g. 5 or 0.2"))?
-            }
-            "--nodes" => a.nodes = value.parse().with_context(|| bad("a count"))?,
-            "--phases" => a.phases = value.split(',').map(|s| s.trim().to_string()).collect(),
-            "--busy-threads" => a.busy_threads = value.parse().with_context(|| bad("a count"))?,
-            "--sample-ms" => a.sample_ms = value.parse().with_context(|| bad("milliseconds"))?,
-            "--poll-ms" => a.poll_ms = value.parse().with_context(|| bad("milliseconds"))?,
-            "--settle-ms" => a.settle_ms = value.parse().with_context(|| bad("milliseconds"))?,
-            "--env" => {
-                let (k, v) = value.split_once('=').with_context(|| bad("KEY=VALUE"))?;
-                a.env.insert(k.to_string(), v.to_string());
-            }
-            "--label" => a.label = Some(value),
-            "--json" => a.json = Some(PathBuf::from(value)),
-            "--log" => a.log = value,
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
+            "--sizes" => a.sizes = Some(v.list("a list like 3,10,32")?),
+            "--trials" => a.trials = Some(v.parse("a count")?),
+            "--minutes" => a.minutes = v.parse("minutes, e.g. 5 or 0.2")?,
+            "--nodes" => a.nodes = v.parse("a count")?,
+            "--phases" => a.phases = v.text.split(',').map(|s| s.trim().to_string()).collect(),
+            "--busy-threads" => a.busy_threads = v.parse("a count")?,
+            "--sample-ms" => a.sample_ms = v.parse("milliseconds")?,
+            "--poll-ms" => a.poll_ms = v.parse("milliseconds")?,
+            "--settle-ms" => a.settle_ms = v.parse("milliseconds")?,
+            "--env" => v.set_env(&mut a.env)?,
+            "--label" => a.label = Some(v.text),
+            "--json" => a.json = Some(PathBuf::from(v.text)),
+            "--log" => a.log = v.text,
+            _ => return Err(f.unknown(&flag)),
         }
     }
     for p in &a.phases {

@@ -131,20 +131,13 @@ pub(crate) fn agreed(
     answers: &BTreeMap<usize, Value>,
     expected: &BTreeSet<String>,
 ) -> Option<(String, u64)> {
-    let mut agreed: Option<(String, u64)> = None;
-    for v in answers.values() {
-        let ready: BTreeSet<String> = ready_ids(v).into_iter().collect();
-        if &ready != expected {
-            return None;
-        }
-        let pair = (v["coordinator"].as_str()?.to_string(), v["term"].as_u64()?);
-        match &agreed {
-            None => agreed = Some(pair),
-            Some(a) if *a == pair => {}
-            Some(_) => return None,
-        }
+    let all_ready = answers
+        .values()
+        .all(|v| ready_ids(v).into_iter().collect::<BTreeSet<String>>() == *expected);
+    if !all_ready {
+        return None;
     }
-    agreed
+    same_coordinator(answers)
 }
 
 /// (coordinator, term) if every answer names the same pair, whatever the member states.

@@ -43,11 +43,6 @@ pub(crate) const INDEX_DDL: [(&str, &str); 4] = [
     ),
 ];
 
-pub(crate) fn csv_list<T: std::fmt::Display>(items: &[T]) -> String {
-    let parts: Vec<String> = items.iter().map(|x| x.to_string()).collect();
-    format!("\"[{}]\"", parts.join(","))
-}
-
 pub(crate) fn csv_file(
     dir: &Path,
     name: &str,
@@ -73,19 +68,8 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
             csv_file(
                 dir,
                 "entities.csv",
-                "id,title,type,description,text_unit_ids,frequency,degree",
-                g.entities.iter().map(|e| {
-                    format!(
-                        "{},{},{},{},{},{},{}",
-                        e.id,
-                        e.title,
-                        e.kind,
-                        e.description,
-                        csv_list(&e.text_unit_ids),
-                        e.frequency,
-                        e.degree
-                    )
-                }),
+                ENTITY_CSV_HEADER,
+                g.entities.iter().map(|e| EntityCsv(e).to_string()),
             )?,
         ),
         (
@@ -93,20 +77,8 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
             csv_file(
                 dir,
                 "relations.csv",
-                "from,to,id,description,weight,text_unit_ids,source,target",
-                g.relations.iter().map(|r| {
-                    format!(
-                        "{},{},{},{},{},{},{},{}",
-                        r.source,
-                        r.target,
-                        r.id,
-                        r.description,
-                        r.weight,
-                        csv_list(&r.text_unit_ids),
-                        r.source,
-                        r.target
-                    )
-                }),
+                RELATION_CSV_HEADER,
+                g.relations.iter().map(|r| RelationCsv(r).to_string()),
             )?,
         ),
         (
@@ -284,10 +256,6 @@ pub(crate) fn kstrings(v: &KValue) -> Vec<String> {
     }
 }
 
-pub(crate) fn str_list(v: &[String]) -> KValue {
-    KValue::List(LogicalType::String, v.iter().map(|x| string(x)).collect())
-}
-
 pub(crate) fn float_list(v: &[f32]) -> KValue {
     KValue::List(
         LogicalType::Float,
@@ -424,7 +392,7 @@ impl<'c, 'db> Embedded<'c, 'db> {
                 let per_id = us(t.elapsed()) / ids.len() as f64;
                 let t = Instant::now();
                 let _: Vec<Vec<KValue>> = conn
-                    .execute(&mut lookup.set, vec![("ids", str_list(ids))])?
+                    .execute(&mut lookup.set, vec![("ids", strings(ids))])?
                     .collect();
                 if round > 0 {
                     one.push(per_id);
@@ -442,7 +410,7 @@ impl<'c, 'db> Embedded<'c, 'db> {
             for _ in 0..3 {
                 let t = Instant::now();
                 let _: Vec<Vec<KValue>> = conn
-                    .execute(stmt, vec![("ids", str_list(seed_ids))])?
+                    .execute(stmt, vec![("ids", strings(seed_ids))])?
                     .collect();
                 t_us.push(us(t.elapsed()));
             }
@@ -462,23 +430,14 @@ impl<'c, 'db> Embedded<'c, 'db> {
         } else {
             &mut self.chunks
         };
-        if ids.len() as f64 * lookup.cost.0 > lookup.cost.1 {
-            self.executed.1 += 1;
-            Ok(self
-                .conn
-                .execute(&mut lookup.set, vec![("ids", str_list(ids))])?
-                .collect())
-        } else {
-            self.executed.0 += ids.len();
-            let mut rows = Vec::new();
-            for id in ids {
-                rows.extend(
-                    self.conn
-                        .execute(&mut lookup.one, vec![("id", string(id))])?,
-                );
-            }
-            Ok(rows)
-        }
+        rows_for_ids(
+            self.conn,
+            &mut lookup.set,
+            &mut lookup.one,
+            ids,
+            ids.len() as f64 * lookup.cost.0 > lookup.cost.1,
+            &mut self.executed,
+        )
     }
 
     pub(crate) fn vector_top(&mut self, q: &[f32]) -> Result<Vec<String>> {
@@ -627,7 +586,7 @@ impl<'c, 'db> Embedded<'c, 'db> {
                 .conn
                 .execute(
                     &mut self.communities[self.community_form],
-                    vec![("ids", str_list(&seed_ids))],
+                    vec![("ids", strings(&seed_ids))],
                 )?
                 .collect();
             self.executed.1 += 1;

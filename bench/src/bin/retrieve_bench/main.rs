@@ -57,7 +57,7 @@ use anyhow::{bail, Context, Result};
 use kuzu::{Connection, LogicalType, PreparedStatement, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
-use torua_testkit::kuzu_values::{string, struct_rows};
+use torua_testkit::kuzu_values::{string, strings, struct_rows};
 use torua_testkit::TestCluster;
 
 mod data;
@@ -72,7 +72,11 @@ use load::*;
 use measure::*;
 use queries::*;
 use torua_bench::cluster::{start_green, Sizing};
-use torua_bench::kuzu::open_embedded;
+use torua_bench::flags::Flags;
+use torua_bench::kuzu::{
+    csv_list, open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER,
+    RELATION_CSV_HEADER,
+};
 use torua_bench::stats::{histogram, mean, median, summary, us};
 use torua_bench::sys::{load_1m, mem_available_mb, memory_guard, rss_mb};
 use torua_testkit::gen::{bodies, normalize, quantize, shard_of, vocabulary, TYPES};
@@ -166,78 +170,51 @@ fn parse_args() -> Result<Args> {
         label: None,
         json: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--small" => {
-                a.entities = 5000;
-                a.relations = 50_000;
-                a.chunks = 2500;
-                a.queries = 100;
-                a.recall_queries = 30;
-                continue;
-            }
-            _ => {}
+    let mut f = Flags::from_env(USAGE);
+    while let Some(flag) = f.next_flag() {
+        if flag == "--small" {
+            a.entities = 5000;
+            a.relations = 50_000;
+            a.chunks = 2500;
+            a.queries = 100;
+            a.recall_queries = 30;
+            continue;
         }
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
+        let v = f.value(&flag)?;
         match flag.as_str() {
-            "--entities" => a.entities = value.parse().with_context(|| bad("a count"))?,
-            "--relations" => a.relations = value.parse().with_context(|| bad("a count"))?,
-            "--chunks" => a.chunks = value.parse().with_context(|| bad("a count"))?,
-            "--dim" => a.dim = value.parse().with_context(|| bad("a dimension"))?,
-            "--seed" => a.seed = value.parse().with_context(|| bad("an integer"))?,
-            "--skew" => a.skew = value.parse().with_context(|| bad("an exponent"))?,
-            "--nodes" => {
-                a.nodes = value
-                    .split(',')
-                    .map(|x| x.trim().parse())
-                    .collect::<Result<_, _>>()
-                    .with_context(|| bad("node counts like 1,3"))?
-            }
-            "--replicas" => a.replicas = value.parse().with_context(|| bad("a count"))?,
-            "--shards" => a.shards = value.parse().with_context(|| bad("a count"))?,
-            "--memory-mb" => a.memory_mb = value.parse().with_context(|| bad("megabytes"))?,
-            "--max-shard-gb" => a.max_shard_gb = value.parse().with_context(|| bad("gigabytes"))?,
-            "--env" => {
-                let (k, v) = value.split_once('=').with_context(|| bad("KEY=VALUE"))?;
-                a.env.insert(k.to_string(), v.to_string());
-            }
-            "--log" => a.log = value,
-            "--batch" => a.batch = value.parse().with_context(|| bad("a count"))?,
-            "--relation-batch" => {
-                a.relation_batch = value.parse().with_context(|| bad("a count"))?
-            }
-            "--clients" => a.clients = value.parse().with_context(|| bad("a count"))?,
-            "--max-minutes" => a.max_minutes = value.parse().with_context(|| bad("minutes"))?,
-            "--queries" => a.queries = value.parse().with_context(|| bad("a count"))?,
-            "--warmup" => a.warmup = value.parse().with_context(|| bad("a count"))?,
-            "--top-k" => a.top_k = value.parse().with_context(|| bad("1..=100"))?,
-            "--hops" => a.hops = value.parse().with_context(|| bad("0..=3"))?,
-            "--max-tokens" => a.max_tokens = Some(value.parse().with_context(|| bad("tokens"))?),
+            "--entities" => a.entities = v.parse("a count")?,
+            "--relations" => a.relations = v.parse("a count")?,
+            "--chunks" => a.chunks = v.parse("a count")?,
+            "--dim" => a.dim = v.parse("a dimension")?,
+            "--seed" => a.seed = v.parse("an integer")?,
+            "--skew" => a.skew = v.parse("an exponent")?,
+            "--nodes" => a.nodes = v.list("node counts like 1,3")?,
+            "--replicas" => a.replicas = v.parse("a count")?,
+            "--shards" => a.shards = v.parse("a count")?,
+            "--memory-mb" => a.memory_mb = v.parse("megabytes")?,
+            "--max-shard-gb" => a.max_shard_gb = v.parse("gigabytes")?,
+            "--env" => v.set_env(&mut a.env)?,
+            "--log" => a.log = v.text,
+            "--batch" => a.batch = v.parse("a count")?,
+            "--relation-batch" => a.relation_batch = v.parse("a count")?,
+            "--clients" => a.clients = v.parse("a count")?,
+            "--max-minutes" => a.max_minutes = v.parse("minutes")?,
+            "--queries" => a.queries = v.parse("a count")?,
+            "--warmup" => a.warmup = v.parse("a count")?,
+            "--top-k" => a.top_k = v.parse("1..=100")?,
+            "--hops" => a.hops = v.parse("0..=3")?,
+            "--max-tokens" => a.max_tokens = Some(v.parse("tokens")?),
             "--include" => {
-                a.include = Some(value.split(',').map(|x| x.trim().to_string()).collect())
+                a.include = Some(v.text.split(',').map(|x| x.trim().to_string()).collect())
             }
-            "--query-noise" => a.query_noise = value.parse().with_context(|| bad("a norm"))?,
-            "--recall-queries" => {
-                a.recall_queries = value.parse().with_context(|| bad("a count"))?
-            }
-            "--embedded-efs" => a.embedded_efs = value.parse().with_context(|| bad("a count"))?,
-            "--embedded-memory-mb" => {
-                a.embedded_memory_mb = value.parse().with_context(|| bad("megabytes"))?
-            }
-            "--min-available-mb" => {
-                a.min_available_mb = value.parse().with_context(|| bad("megabytes"))?
-            }
-            "--label" => a.label = Some(value),
-            "--json" => a.json = Some(PathBuf::from(value)),
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
+            "--query-noise" => a.query_noise = v.parse("a norm")?,
+            "--recall-queries" => a.recall_queries = v.parse("a count")?,
+            "--embedded-efs" => a.embedded_efs = v.parse("a count")?,
+            "--embedded-memory-mb" => a.embedded_memory_mb = v.parse("megabytes")?,
+            "--min-available-mb" => a.min_available_mb = v.parse("megabytes")?,
+            "--label" => a.label = Some(v.text),
+            "--json" => a.json = Some(PathBuf::from(v.text)),
+            _ => return Err(f.unknown(&flag)),
         }
     }
     if a.entities < 100 || a.chunks == 0 || a.dim == 0 || a.queries == 0 {

@@ -57,6 +57,7 @@ use cpu::*;
 use health_load::*;
 use http_conn::*;
 use rtt::*;
+use torua_bench::flags::Flags;
 use torua_bench::out::{dispatch, Bench, Out};
 use torua_bench::stats::r3;
 use torua_bench::sys::machine_jiffies;
@@ -90,17 +91,9 @@ const USAGE: &str = "usage: transport_bench <rtt|broadcast|health-load|all> [fla
   common        --env KEY=VALUE (repeatable) --label TEXT --json FILE --log info
 The torua binary (broadcast, health-load) is $TORUA_BIN, else the one next to this executable.";
 
-fn parse_list(value: &str) -> Result<Vec<usize>, std::num::ParseIntError> {
-    value.split(',').map(|s| s.trim().parse()).collect()
-}
-
 fn parse_args() -> Result<Args> {
-    let mut it = std::env::args().skip(1);
-    let cmd = it.next().unwrap_or_default();
-    if cmd.is_empty() || cmd == "-h" || cmd == "--help" {
-        println!("{USAGE}");
-        std::process::exit(if cmd.is_empty() { 2 } else { 0 });
-    }
+    let mut f = Flags::from_env(USAGE);
+    let cmd = f.command();
     let mut a = Args {
         cmd,
         count: None,
@@ -118,34 +111,24 @@ fn parse_args() -> Result<Args> {
         json: None,
         log: "info".into(),
     };
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
+    while let Some(flag) = f.next_flag() {
+        let v = f.value(&flag)?;
         match flag.as_str() {
-            "--count" => a.count = Some(value.parse().with_context(|| bad("a count"))?),
-            "--warmup" => a.warmup = Some(value.parse().with_context(|| bad("a count"))?),
-            "--sizes" => {
-                a.sizes = parse_list(&value).with_context(|| bad("a list like 64,4096"))?
-            }
-            "--rounds" => a.rounds = value.parse().with_context(|| bad("a count"))?,
-            "--threads" => a.threads = value.parse().with_context(|| bad("a count"))?,
-            "--nodes" => a.nodes = Some(value.parse().with_context(|| bad("a count"))?),
-            "--node" => a.node = value.parse().with_context(|| bad("a node index"))?,
-            "--concurrency" => {
-                a.concurrency = parse_list(&value).with_context(|| bad("a list like 1,32"))?
-            }
-            "--seconds" => a.seconds = value.parse().with_context(|| bad("seconds"))?,
-            "--warmup-secs" => a.warmup_secs = value.parse().with_context(|| bad("seconds"))?,
-            "--env" => {
-                let (k, v) = value.split_once('=').with_context(|| bad("KEY=VALUE"))?;
-                a.env.insert(k.to_string(), v.to_string());
-            }
-            "--label" => a.label = Some(value),
-            "--json" => a.json = Some(PathBuf::from(value)),
-            "--log" => a.log = value,
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
+            "--count" => a.count = Some(v.parse("a count")?),
+            "--warmup" => a.warmup = Some(v.parse("a count")?),
+            "--sizes" => a.sizes = v.list("a list like 64,4096")?,
+            "--rounds" => a.rounds = v.parse("a count")?,
+            "--threads" => a.threads = v.parse("a count")?,
+            "--nodes" => a.nodes = Some(v.parse("a count")?),
+            "--node" => a.node = v.parse("a node index")?,
+            "--concurrency" => a.concurrency = v.list("a list like 1,32")?,
+            "--seconds" => a.seconds = v.parse("seconds")?,
+            "--warmup-secs" => a.warmup_secs = v.parse("seconds")?,
+            "--env" => v.set_env(&mut a.env)?,
+            "--label" => a.label = Some(v.text),
+            "--json" => a.json = Some(PathBuf::from(v.text)),
+            "--log" => a.log = v.text,
+            _ => return Err(f.unknown(&flag)),
         }
     }
     ensure!(a.rounds > 0, "--rounds must be at least 1");
