@@ -53,7 +53,7 @@ pub(super) async fn permit(
     state: &AppState,
     wait: Duration,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
-    match tokio::time::timeout(wait, state.query_permits.clone().acquire_owned()).await {
+    match tokio::time::timeout(wait, state.reads.permits.clone().acquire_owned()).await {
         Ok(Ok(p)) => Ok(p),
         _ => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -34,13 +34,8 @@ pub struct NodeContext {
     pub health: crate::cluster::health::HealthCache,
     /// Bounds concurrent ingest requests on this node (backpressure).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
-    /// Bounds concurrent distributed queries this node coordinates.
-    pub query_permits: Arc<tokio::sync::Semaphore>,
-    /// Rotates which copy of a shard answers a query (load spreading).
-    pub read_turn: std::sync::atomic::AtomicUsize,
-    /// Nodes that recently failed to answer a read, and when: tried last for a while, so that
-    /// a node that died is not waited for again before gossip declares it dead.
-    pub read_suspects: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// The read side's slots, turns and suspects.
+    pub reads: crate::query::state::Reads,
     /// Snapshots this node serves to nodes rebuilding a copy.
     pub snapshots: Snapshots,
     /// Set once the node is shutting down (its shutdown drain must not be lifted).

@@ -32,7 +32,6 @@ use crate::storage::Storage;
 const LEAVE_ROUNDS: u32 = 3;
 /// Ingest requests a node works on at once; more get 429 with Retry-After.
 /// Distributed queries a node coordinates at once; more wait (bounded by their timeout).
-const QUERY_CONCURRENCY: usize = 64;
 const INGEST_CONCURRENCY: usize = 16;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -131,9 +130,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shard_locks: Default::default(),
         health: Default::default(),
         ingest_permits: Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY)),
-        query_permits: Arc::new(tokio::sync::Semaphore::new(QUERY_CONCURRENCY)),
-        read_turn: Default::default(),
-        read_suspects: Default::default(),
+        reads: Default::default(),
         snapshots: Default::default(),
         leaving: Default::default(),
     });

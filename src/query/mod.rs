@@ -4,7 +4,7 @@
 //! for what answered, [`merge`] combines the answers, and [`traverse`] runs neighborhoods and
 //! shortest paths step by step across shards. [`run`] drives a `/query` through these steps.
 //! [`read`] answers other nodes' reads of this node's copies and routes point reads to an
-//! in-sync copy.
+//! in-sync copy; [`state`] is what the read side keeps between requests.
 
 pub use crate::storage::cypher;
 pub mod merge;
@@ -12,4 +12,5 @@ pub mod plan;
 pub mod read;
 pub mod run;
 pub mod scatter;
+pub mod state;
 pub mod traverse;

@@ -124,13 +124,13 @@ pub fn copies(
         Prefer::Local => live.sort_by_key(|n| n != me),
         Prefer::Primary => live.sort_by_key(|n| *n != a.primary),
         Prefer::Turns => {
-            let turn = ctx.read_turn.fetch_add(1, Ordering::Relaxed) + shard as usize;
+            let turn = ctx.reads.turn.fetch_add(1, Ordering::Relaxed) + shard as usize;
             let n = live.len();
             live.rotate_left(turn % n);
         }
     }
     // Suspects last (stable: the order above holds among the rest).
-    let suspects = ctx.read_suspects.lock().expect("suspects lock");
+    let suspects = ctx.reads.suspects.lock().expect("suspects lock");
     live.sort_by_key(|n| suspects.get(n).is_some_and(|at| at.elapsed() < SUSPECT_FOR));
     Ok(live)
 }
@@ -140,7 +140,7 @@ const SUSPECT_FOR: Duration = Duration::from_secs(15);
 
 /// Records that `node` did not answer a read in time (or at all).
 pub fn suspect(ctx: &NodeContext, node: &str) {
-    let mut s = ctx.read_suspects.lock().expect("suspects lock");
+    let mut s = ctx.reads.suspects.lock().expect("suspects lock");
     s.retain(|_, at| at.elapsed() < SUSPECT_FOR);
     s.insert(node.to_string(), Instant::now());
 }
