@@ -367,26 +367,20 @@ fn kv_json(v: &Kv) -> Value {
                 .map(|(k, v)| (k.clone(), kv_json(v)))
                 .collect(),
         ),
-        Kv::Node(n) => {
-            let mut o: serde_json::Map<String, Value> = n
-                .get_properties()
-                .iter()
-                .map(|(k, v)| (k.clone(), kv_json(v)))
-                .collect();
-            o.insert("_label".into(), json!(n.get_label_name()));
-            Value::Object(o)
-        }
-        Kv::Rel(r) => {
-            let mut o: serde_json::Map<String, Value> = r
-                .get_properties()
-                .iter()
-                .map(|(k, v)| (k.clone(), kv_json(v)))
-                .collect();
-            o.insert("_label".into(), json!(r.get_label_name()));
-            Value::Object(o)
-        }
+        Kv::Node(n) => labelled_json(n.get_properties(), n.get_label_name()),
+        Kv::Rel(r) => labelled_json(r.get_properties(), r.get_label_name()),
         other => json!(format!("{other:?}")),
     }
+}
+
+/// A node's or relationship's properties as a JSON object, with its label as `_label`.
+fn labelled_json(properties: &[(String, Kv)], label: &str) -> Value {
+    let mut o: serde_json::Map<String, Value> = properties
+        .iter()
+        .map(|(k, v)| (k.clone(), kv_json(v)))
+        .collect();
+    o.insert("_label".into(), json!(label));
+    Value::Object(o)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ fn options(nodes: usize, dim: usize) -> ClusterOptions {
     o
 }
 
+/// Clusters of (nodes, embedding dimension), all started before each is waited for to turn green.
+fn green_clusters<const N: usize>(specs: [(usize, usize); N]) -> [TestCluster; N] {
+    let mut clusters =
+        specs.map(|(nodes, dim)| TestCluster::start(nodes, options(nodes, dim)).unwrap());
+    for cluster in &mut clusters {
+        cluster.wait_green(SETTLE).unwrap();
+    }
+    clusters
+}
+
 fn dulce() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce")
 }
@@ -865,10 +875,7 @@ fn check_local(
 #[test]
 fn dulce_local_global_naive_answers_match_the_data_on_every_node() {
     let started = Instant::now();
-    let mut three = TestCluster::start(3, options(3, 0)).unwrap();
-    let mut one = TestCluster::start(1, options(1, 0)).unwrap();
-    three.wait_green(SETTLE).unwrap();
-    one.wait_green(SETTLE).unwrap();
+    let [three, one] = green_clusters([(3, 0), (1, 0)]);
     import(&three.node(1).url(""));
     import(&one.node(0).url(""));
     three.wait_applied(0, SETTLE).unwrap();
@@ -1288,8 +1295,7 @@ fn ingest(node: &NodeProc, body: &Value) {
 #[test]
 fn vector_seeds_match_brute_force_cosine_and_follow_updates_and_deletes() {
     let started = Instant::now();
-    let mut cluster = TestCluster::start(3, options(3, DIM)).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let [cluster] = green_clusters([(3, DIM)]);
     let mut rng = Rng(0x5eed_0007);
     let colours = ["red", "green", "blue", "amber", "violet"];
     let mut live: BTreeMap<String, Vec<f32>> = BTreeMap::new();
@@ -1547,8 +1553,7 @@ fn wait_dead(observer: &NodeProc, dead_id: &str, timeout: Duration) -> Duration 
 #[test]
 fn kill_9_keeps_retrieve_whole_then_partial_or_refused() {
     let started = Instant::now();
-    let mut cluster = TestCluster::start(3, options(3, 0)).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let [mut cluster] = green_clusters([(3, 0)]);
     import(&cluster.node(0).url(""));
     let shards = cluster.wait_applied(0, SETTLE).unwrap();
     let holders = answers::holders(&shards);
@@ -1661,10 +1666,7 @@ fn kill_9_keeps_retrieve_whole_then_partial_or_refused() {
 #[test]
 fn bad_input_gets_a_400_with_a_reason_never_a_5xx() {
     let started = Instant::now();
-    let mut vec_cluster = TestCluster::start(1, options(1, 8)).unwrap();
-    let mut plain = TestCluster::start(1, options(1, 0)).unwrap();
-    vec_cluster.wait_green(SETTLE).unwrap();
-    plain.wait_green(SETTLE).unwrap();
+    let [vec_cluster, plain] = green_clusters([(1, 8), (1, 0)]);
     let e = |i: usize| json!({"id": format!("b{i}"), "title": format!("B{i}"), "description": "a bad input probe", "embedding": [i as f32, 1, 0, 0, 0, 0, 0, 1]});
     ingest(
         vec_cluster.node(0),

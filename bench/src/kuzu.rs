@@ -29,6 +29,16 @@ pub fn open_embedded(path: &Path, memory_mb: u64, max_db_size: u64) -> Result<Da
     Database::new(path, config).with_context(|| format!("cannot open {}", path.display()))
 }
 
+/// The relations out of entity `$id`. Like torua's shards, the baseline reads the endpoints' ids
+/// stored on the relation (reading them through the far node costs Kuzu a join over the node
+/// table: ~1.4 ms instead of ~0.35 ms per id).
+pub const RELATIONS_OUT: &str = "MATCH (a:Entity {id: $id})-[r:RELATED]->() \
+                                 RETURN r.source, r.target, r.id, r.description, r.weight";
+
+/// The relations into entity `$id`, read as [`RELATIONS_OUT`] reads them.
+pub const RELATIONS_IN: &str = "MATCH (b:Entity {id: $id})<-[r:RELATED]-() \
+                                RETURN r.source, r.target, r.id, r.description, r.weight";
+
 /// The columns of [`EntityCsv`]'s lines.
 pub const ENTITY_CSV_HEADER: &str = "id,title,type,description,text_unit_ids,frequency,degree";
 

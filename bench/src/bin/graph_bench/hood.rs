@@ -51,13 +51,8 @@ pub(crate) fn kcount(v: Option<&KValue>) -> Option<u64> {
     }
 }
 
-/// Per-id forms of the three statements (prepared once, executed once per frontier id).
-/// Like torua's shards, the baseline reads the endpoints' ids stored on the relation (reading them
-/// through the far node costs Kuzu a join over the node table: ~1.4 ms instead of ~0.35 ms per id).
-pub(crate) const Q_HOOD_OUT_ONE: &str = "MATCH (a:Entity {id: $id})-[r:RELATED]->() \
-                              RETURN r.source, r.target, r.id, r.description, r.weight";
-pub(crate) const Q_HOOD_IN_ONE: &str = "MATCH (b:Entity {id: $id})<-[r:RELATED]-() \
-                             RETURN r.source, r.target, r.id, r.description, r.weight";
+/// The per-id form of the properties step; the relation steps' per-id forms are
+/// [`RELATIONS_OUT`] and [`RELATIONS_IN`] (each prepared once, executed once per frontier id).
 pub(crate) const Q_HOOD_PROPS_ONE: &str = "MATCH (e:Entity {id: $id}) \
                                 RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
 
@@ -110,8 +105,8 @@ impl<'c, 'db> Bfs<'c, 'db> {
                 conn.prepare(Q_HOOD_PROPS)?,
             ],
             one: [
-                conn.prepare(Q_HOOD_OUT_ONE)?,
-                conn.prepare(Q_HOOD_IN_ONE)?,
+                conn.prepare(RELATIONS_OUT)?,
+                conn.prepare(RELATIONS_IN)?,
                 conn.prepare(Q_HOOD_PROPS_ONE)?,
             ],
             costs: [(1.0, f64::INFINITY); 3],

@@ -86,7 +86,8 @@ use statements::*;
 use torua_bench::cluster::{start_green, Sizing};
 use torua_bench::flags::Flags;
 use torua_bench::kuzu::{
-    open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATION_CSV_HEADER,
+    open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATIONS_IN,
+    RELATIONS_OUT, RELATION_CSV_HEADER,
 };
 use torua_bench::out::Out;
 use torua_bench::stats::{pct, r1, us, Pct};

@@ -274,10 +274,6 @@ pub(crate) struct Lookup {
     cost: (f64, f64),
 }
 
-pub(crate) const Q_OUT: &str = "MATCH (a:Entity {id: $id})-[r:RELATED]->() \
-                     RETURN r.source, r.target, r.id, r.description, r.weight";
-pub(crate) const Q_IN: &str = "MATCH (b:Entity {id: $id})<-[r:RELATED]-() \
-                    RETURN r.source, r.target, r.id, r.description, r.weight";
 pub(crate) const Q_PROPS_ONE: &str = "MATCH (e:Entity {id: $id}) \
                            RETURN e.id, e.title, e.type, e.description, e.degree, e.text_unit_ids";
 pub(crate) const Q_PROPS_SET: &str = "UNWIND $ids AS i MATCH (e:Entity {id: i}) \
@@ -349,8 +345,8 @@ impl<'c, 'db> Embedded<'c, 'db> {
             title: prep(&format!(
                 "CALL QUERY_FTS_INDEX('Entity', 'entity_title', $text, top := {k}) RETURN node.id, score"
             ))?,
-            out: prep(Q_OUT)?,
-            inc: prep(Q_IN)?,
+            out: prep(RELATIONS_OUT)?,
+            inc: prep(RELATIONS_IN)?,
             props: Lookup {
                 one: prep(Q_PROPS_ONE)?,
                 set: prep(Q_PROPS_SET)?,

@@ -74,8 +74,8 @@ use queries::*;
 use torua_bench::cluster::{start_green, Sizing};
 use torua_bench::flags::Flags;
 use torua_bench::kuzu::{
-    csv_list, open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER,
-    RELATION_CSV_HEADER,
+    csv_list, open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATIONS_IN,
+    RELATIONS_OUT, RELATION_CSV_HEADER,
 };
 use torua_bench::stats::{histogram, mean, median, summary, us};
 use torua_bench::sys::{load_1m, mem_available_mb, memory_guard, rss_mb};
