@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::cypher::{check_read_only, tokenize, MAX_CYPHER_BYTES};
 use super::merge::merge;
 use super::plan::{analyze, Plan};
-use super::scatter::{query_shards, Prefer, ShardsReport};
+use super::scatter::{scatter, Prefer, ShardsReport};
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
@@ -101,7 +101,7 @@ pub async fn prepare(ctx: &Arc<NodeContext>, request: CypherRequest) -> Result<P
                     names_cypher: None,
                     prepare_only: true,
                 };
-                let (_, _, invalid) = query_shards(ctx, &map, &[0], check, Prefer::Turns).await;
+                let (_, _, invalid) = scatter(ctx, &map, &[0], check, Prefer::Turns).await;
                 return Err(Error::Invalid(match invalid {
                     Some(kuzu) => format!("invalid query: {kuzu}"),
                     None => unmergeable.to_string(),
@@ -159,7 +159,7 @@ pub async fn execute(ctx: &Arc<NodeContext>, prepared: Prepared) -> Result<Cyphe
             .map(|p| p.names_cypher.clone()),
         prepare_only: false,
     };
-    let (answers, report, invalid) = query_shards(ctx, &map, &shards, query, Prefer::Turns).await;
+    let (answers, report, invalid) = scatter(ctx, &map, &shards, query, Prefer::Turns).await;
     if let Some(reason) = invalid {
         return Err(Error::Invalid(format!("invalid query: {reason}")));
     }

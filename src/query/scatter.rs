@@ -352,18 +352,6 @@ where
     out.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Sends `query` to one copy of each of `shards` (see [`scatter`]; `names_cypher` goes with
-/// the first request only).
-pub async fn query_shards(
-    ctx: &Arc<NodeContext>,
-    map: &ShardMap,
-    shards: &[u32],
-    query: ShardQuery,
-    prefer: Prefer,
-) -> (Vec<ShardAnswer>, ShardsReport, Option<String>) {
-    scatter(ctx, map, shards, query, prefer).await
-}
-
 /// Sends `read` to one copy of each of `shards` (which copy: `prefer`), one request per node
 /// holding a chosen copy. A shard whose copy cannot be reached or fails for a reason of its own
 /// (not when the read itself is wrong or too slow) is retried on its other copies, one request

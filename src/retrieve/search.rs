@@ -135,14 +135,10 @@ pub async fn seeds(
     let by_text = |index: TextIndex| {
         let shards = &shards;
         async move {
-            let Some(t) = text_query.filter(|t| !search_words(t).is_empty()) else {
+            let Some(words) = text_query.map(search_words).filter(|w| !w.is_empty()) else {
                 return Ok(vec![]);
             };
-            let read = RetrievalRead::TextSearch {
-                index,
-                words: search_words(t),
-                k,
-            };
+            let read = RetrievalRead::TextSearch { index, words, k };
             let hits = stages.run(shards, read, RetrievalRows::into_scored).await?;
             let hits = hits
                 .into_iter()

@@ -11,7 +11,7 @@ use kuzu::{LogicalType, Value};
 
 use super::kuzu_read::{execute_values, read_only, QueryFailure};
 use super::kuzu_readers::Session;
-use super::kuzu_values::{as_string, s, strings};
+use super::kuzu_values::{as_f64, as_i64, as_string, s, strings};
 use super::retrieval::{
     ChunkItem, CommunityReport, EntityItem, ItemKind, RetrievalRead, RetrievalRows, RetrievedItem,
     ScoredItem, TextIndex, VectorHit,
@@ -147,7 +147,7 @@ fn answer(session: &mut Session<'_>, read: &RetrievalRead) -> Result<RetrievalRo
                 rows.iter()
                     .filter(|r| r.len() >= 7)
                     .map(|r| CommunityReport {
-                        matches: integer(&r[6]),
+                        matches: as_i64(&r[6]),
                         ..report(r)
                     })
                     .collect(),
@@ -210,13 +210,13 @@ fn item(items: ItemKind, r: &[Value]) -> RetrievedItem {
             title: as_string(&r[1]),
             kind: as_string(&r[2]),
             description: as_string(&r[3]),
-            degree: integer(&r[4]).unwrap_or(0),
+            degree: as_i64(&r[4]).unwrap_or(0),
             text_unit_ids: string_items(&r[5]),
         }),
         ItemKind::Chunks => RetrievedItem::Chunk(ChunkItem {
             id: as_string(&r[0]),
             text: as_string(&r[1]),
-            n_tokens: integer(&r[2]).unwrap_or(0),
+            n_tokens: as_i64(&r[2]).unwrap_or(0),
             document_id: as_string(&r[3]),
         }),
     }
@@ -227,7 +227,7 @@ fn report(r: &[Value]) -> CommunityReport {
     CommunityReport {
         id: as_string(&r[0]),
         title: as_string(&r[1]),
-        level: integer(&r[2]).unwrap_or(0),
+        level: as_i64(&r[2]).unwrap_or(0),
         rank: number(&r[3]),
         full_content: as_string(&r[4]),
         summary: as_string(&r[5]),
@@ -246,41 +246,9 @@ fn vector(embedding: &[f32]) -> Value {
     )
 }
 
-/// A number column: integers as they are, a float that is not finite as 0.
+/// A float column; one that is not finite reads as 0.
 fn number(v: &Value) -> f64 {
-    let f = match v {
-        Value::Double(d) => *d,
-        Value::Float(f) => f64::from(*f),
-        Value::Int64(i) => *i as f64,
-        Value::Int32(i) => f64::from(*i),
-        Value::Int16(i) => f64::from(*i),
-        Value::Int8(i) => f64::from(*i),
-        Value::UInt64(i) => *i as f64,
-        Value::UInt32(i) => f64::from(*i),
-        Value::UInt16(i) => f64::from(*i),
-        Value::UInt8(i) => f64::from(*i),
-        _ => 0.0,
-    };
-    if f.is_finite() {
-        f
-    } else {
-        0.0
-    }
-}
-
-/// An integer column (`None` when null or not an integer that fits).
-fn integer(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int64(i) => Some(*i),
-        Value::Int32(i) => Some(i64::from(*i)),
-        Value::Int16(i) => Some(i64::from(*i)),
-        Value::Int8(i) => Some(i64::from(*i)),
-        Value::UInt64(i) => i64::try_from(*i).ok(),
-        Value::UInt32(i) => Some(i64::from(*i)),
-        Value::UInt16(i) => Some(i64::from(*i)),
-        Value::UInt8(i) => Some(i64::from(*i)),
-        _ => None,
-    }
+    Some(as_f64(v)).filter(|f| f.is_finite()).unwrap_or(0.0)
 }
 
 /// The strings of a list column (null items left out).
