@@ -492,9 +492,20 @@ pub async fn open_assigned(ctx: &Arc<NodeContext>) {
     let Some(map) = ctx.shard_map.get() else {
         return;
     };
-    let mine = map.held_by(ctx.node_id().as_str());
+    let me = ctx.node_id();
+    let mine = map.held_by(me.as_str());
     ctx.storage.set_expected_copies(mine.len());
     for shard in mine {
+        // A newer map may have moved the copy away while earlier copies were opening (each open
+        // builds the search indexes, a second or more under load): opening it again would only
+        // build a database that the next reconcile deletes.
+        let still_here = ctx
+            .shard_map
+            .get()
+            .is_some_and(|m| m.held_by(me.as_str()).contains(&shard));
+        if !still_here {
+            continue;
+        }
         if let Err(e) = ctx.storage.open(shard).await {
             tracing::error!(shard, error = %e, "cannot open an assigned shard copy");
         }
