@@ -16,6 +16,7 @@ fn main() {
         Command::Cert(args) => torua::cmd::cert::run(args),
         Command::Import(args) => torua::cmd::import::run(args),
         Command::Retrieve(args) => torua::cmd::retrieve::run(args),
+        Command::Key(args) => torua::cmd::key::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,10 +1,13 @@
 //! The HTTP API every node answers (axum). Routes live in one file per area; this module builds
-//! the router, its limits, and the JSON error shape.
+//! the router, its limits, and the JSON error shape. Every route but `/health` needs an API key
+//! with the role it names (see [`auth`]) unless the node runs without keys.
 
+mod auth;
 mod broadcast;
 mod cluster;
 mod graph;
 mod health;
+mod keys;
 mod query;
 mod retrieve;
 
@@ -59,7 +62,13 @@ pub fn router(state: AppState) -> Router {
         .route("/graph/path", post(query::path))
         .route("/retrieve", post(retrieve::retrieve))
         .route("/metrics", get(health::metrics))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{id}", axum::routing::delete(keys::revoke))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             mark_possibly_stale,

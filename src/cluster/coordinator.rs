@@ -392,6 +392,43 @@ fn change_map(
     Ok(map)
 }
 
+/// Coordinator side of `PutKey`.
+pub fn put_key(
+    ctx: &NodeContext,
+    record: crate::node::access::KeyRecord,
+) -> Result<ShardMap, Error> {
+    change_map(ctx, |map, _| {
+        if map.api_keys.iter().any(|k| k.id == record.id) {
+            return Err(Error::Invalid(format!(
+                "a key with id {} exists; create another",
+                record.id
+            )));
+        }
+        if map.api_keys.len() >= crate::node::access::MAX_KEYS {
+            return Err(Error::Invalid(format!(
+                "the cluster has {} keys, the most it keeps; revoke unused ones first",
+                map.api_keys.len()
+            )));
+        }
+        tracing::info!(id = %record.id, name = %record.name, role = record.role.as_str(), "API key created");
+        map.api_keys.push(record);
+        Ok(true)
+    })
+}
+
+/// Coordinator side of `RevokeKey`.
+pub fn revoke_key(ctx: &NodeContext, id: &str) -> Result<ShardMap, Error> {
+    change_map(ctx, |map, _| {
+        let before = map.api_keys.len();
+        map.api_keys.retain(|k| k.id != id);
+        if map.api_keys.len() == before {
+            return Err(Error::NotFound(format!("no API key with id {id:?}")));
+        }
+        tracing::info!(id, "API key revoked");
+        Ok(true)
+    })
+}
+
 /// Coordinator side of `SetDraining`.
 pub fn set_draining(
     ctx: &NodeContext,

@@ -121,5 +121,15 @@ pub async fn serve_map(
             coordinator::push(ctx, map.clone()).await;
             Ok(MapResponse::Map(Some(map)))
         }
+        MapRequest::PutKey(record) => {
+            let map = coordinator::put_key(ctx, record)?;
+            coordinator::push(ctx, map.clone()).await;
+            Ok(MapResponse::Map(Some(map)))
+        }
+        MapRequest::RevokeKey { id } => {
+            let map = coordinator::revoke_key(ctx, &id)?;
+            coordinator::push(ctx, map.clone()).await;
+            Ok(MapResponse::Map(Some(map)))
+        }
     }
 }

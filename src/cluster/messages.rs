@@ -61,6 +61,11 @@ pub enum MapRequest {
         draining: bool,
         until_restart: bool,
     },
+    /// To the coordinator: add an API key (its record; the key itself never leaves the node that
+    /// made it).
+    PutKey(crate::node::access::KeyRecord),
+    /// To the coordinator: revoke the API key `id`.
+    RevokeKey { id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

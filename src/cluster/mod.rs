@@ -9,6 +9,7 @@
 //! - [`copies`]: every shard copy's state, counts and checksum, gathered from the nodes.
 //! - [`health`]: green / yellow / red and the reasons; [`health_cache`]: the answer a node gives.
 //! - [`drain`]: moving every copy off a node before it leaves.
+//! - [`keys`]: API keys, kept in the map.
 //! - [`broadcast`]: fan-out of control messages and their handlers.
 //! - [`messages`]: this subsystem's peer messages (health, map); [`handlers`]: their answers.
 
@@ -19,6 +20,7 @@ pub mod drain;
 pub mod handlers;
 pub mod health;
 pub mod health_cache;
+pub mod keys;
 pub mod messages;
 pub mod plan;
 pub mod registry;

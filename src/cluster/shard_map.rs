@@ -43,6 +43,10 @@ pub struct ShardMap {
     /// dropped, so a move never lowers the number of copies.
     #[serde(default)]
     pub moves: Vec<Move>,
+    /// The cluster's API keys (salted hashes, never the keys): kept here so that they are changed
+    /// under a quorum and reach every node like any other map change.
+    #[serde(default)]
+    pub api_keys: Vec<crate::node::access::KeyRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +121,7 @@ impl ShardMap {
             generations,
             draining: Vec::new(),
             moves: Vec::new(),
+            api_keys: Vec::new(),
         }
     }
 
@@ -217,6 +222,11 @@ impl MapHolder {
 
     pub fn get(&self) -> Option<ShardMap> {
         self.current.read().expect("map lock").clone()
+    }
+
+    /// Runs `f` on the current map without copying it (keep `f` short: installs wait for it).
+    pub fn read<T>(&self, f: impl FnOnce(Option<&ShardMap>) -> T) -> T {
+        f(self.current.read().expect("map lock").as_ref())
     }
 
     pub fn version(&self) -> (u64, u64) {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::cmd::cert::CertArgs;
 use crate::cmd::dev::DevArgs;
 use crate::cmd::import::ImportArgs;
+use crate::cmd::key::KeyArgs;
 use crate::cmd::retrieve::RetrieveArgs;
 use crate::node::config::ServeArgs;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Ask a running cluster for the GraphRAG context of a question (`POST /retrieve`).
     Retrieve(RetrieveArgs),
+    /// Create, list and revoke API keys (`torua key create --role read`).
+    Key(KeyArgs),
 }
 
 /// Parses the command line; on a bad value, exits with a message that names the environment

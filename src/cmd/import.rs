@@ -22,6 +22,7 @@ use arrow_schema::DataType;
 use clap::{Args, Subcommand};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::cmd::client::Connect;
 use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
 
 #[derive(Debug, Clone, Args)]
@@ -40,9 +41,8 @@ pub enum ImportFormat {
 pub struct GraphragArgs {
     /// The folder holding the parquet files.
     pub dir: PathBuf,
-    /// Any node's HTTP address, e.g. http://127.0.0.1:7101.
-    #[arg(long, env = "TORUA_URL", default_value = "http://127.0.0.1:7101")]
-    pub url: String,
+    #[command(flatten)]
+    pub connect: Connect,
     /// Items per ingest request.
     #[arg(long, default_value_t = 2000)]
     pub batch: usize,
@@ -74,7 +74,6 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let url = format!("{}/graph/ingest", args.url.trim_end_matches('/'));
     let counts = [
         ("entities", all.entities.len()),
         ("relations", all.relations.len()),
@@ -84,28 +83,27 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
     ];
     for batch in chunks(all, args.batch.max(1)) {
         let n = batch.len();
-        post(&url, &batch)?;
+        post(&args.connect, &batch)?;
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    wait_applied(&args.url, args.quiet)?;
+    wait_applied(&args.connect, args.quiet)?;
     let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    println!("loaded {} into {}", summary.join(", "), args.url);
+    println!("loaded {} into {}", summary.join(", "), args.connect.url);
     Ok(())
 }
 
 /// Acknowledged writes are durable at once and visible once applied; waits (at most 10 min) until
 /// `/cluster/shards` reports none pending, so that what the import prints is also readable.
-fn wait_applied(url: &str, quiet: bool) -> anyhow::Result<()> {
-    let shards = format!("{}/cluster/shards", url.trim_end_matches('/'));
+fn wait_applied(c: &Connect, quiet: bool) -> anyhow::Result<()> {
+    let shards = c.url("/cluster/shards");
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let mut said = false;
     loop {
-        let pending = ureq::get(&shards)
-            .timeout(Duration::from_secs(30))
-            .call()
+        let pending = c
+            .call("GET", "/cluster/shards", None, Duration::from_secs(30))?
+            .ok(&format!("GET {shards}"))
             .ok()
-            .and_then(|r| r.into_json::<serde_json::Value>().ok())
             .and_then(|v| v["pending_writes"].as_u64());
         match pending {
             Some(0) => return Ok(()),
@@ -123,32 +121,25 @@ fn wait_applied(url: &str, quiet: bool) -> anyhow::Result<()> {
 }
 
 /// Sends one batch, retrying while the cluster says it is busy or forming.
-fn post(url: &str, batch: &Batch) -> anyhow::Result<()> {
+fn post(c: &Connect, batch: &Batch) -> anyhow::Result<()> {
     let body = serde_json::to_value(batch)?;
+    let url = c.url("/graph/ingest");
     for attempt in 1..=30 {
-        let result = ureq::post(url)
-            .timeout(Duration::from_secs(60))
-            .send_json(body.clone());
-        let (status, text, retry_after) = match result {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default(), None),
-            Err(ureq::Error::Status(code, r)) => {
-                let retry = r.header("retry-after").and_then(|v| v.parse::<u64>().ok());
-                (code, r.into_string().unwrap_or_default(), retry)
-            }
-            Err(e) => bail!("POST {url}: {e}; is a torua node listening there?"),
-        };
-        if status == 200 {
-            let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if answer["errors"] == true {
-                bail!("the cluster refused some items: {}", answer["items"]);
-            }
-            return Ok(());
-        }
-        if (status == 429 || status == 503) && attempt < 30 {
-            std::thread::sleep(Duration::from_secs(retry_after.unwrap_or(1).min(10)));
+        let answer = c.call(
+            "POST",
+            "/graph/ingest",
+            Some(&body),
+            Duration::from_secs(60),
+        )?;
+        if (answer.status == 429 || answer.status == 503) && attempt < 30 {
+            std::thread::sleep(Duration::from_secs(answer.retry_after.unwrap_or(1).min(10)));
             continue;
         }
-        bail!("POST {url}: HTTP {status}: {text}");
+        let answer = answer.ok(&format!("POST {url}"))?;
+        if answer["errors"] == true {
+            bail!("the cluster refused some items: {}", answer["items"]);
+        }
+        return Ok(());
     }
     bail!("POST {url}: the cluster stayed busy; try again later")
 }

@@ -3,6 +3,8 @@
 
 pub mod cert;
 pub mod cli;
+pub mod client;
 pub mod dev;
 pub mod import;
+pub mod key;
 pub mod retrieve;

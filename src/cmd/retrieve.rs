@@ -3,17 +3,17 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::json;
+
+use crate::cmd::client::Connect;
 
 #[derive(Debug, Clone, Args)]
 pub struct RetrieveArgs {
     /// The question.
     pub query: String,
-    /// Any node's HTTP address.
-    #[arg(long, env = "TORUA_URL", default_value = "http://127.0.0.1:7101")]
-    pub url: String,
+    #[command(flatten)]
+    pub connect: Connect,
     /// local, global, naive or hybrid.
     #[arg(long, default_value = "local")]
     pub mode: String,
@@ -32,7 +32,6 @@ pub struct RetrieveArgs {
 }
 
 pub fn run(args: RetrieveArgs) -> anyhow::Result<()> {
-    let url = format!("{}/retrieve", args.url.trim_end_matches('/'));
     let body = json!({
         "query": args.query,
         "mode": args.mode,
@@ -40,19 +39,10 @@ pub fn run(args: RetrieveArgs) -> anyhow::Result<()> {
         "hops": args.hops,
         "max_tokens": args.max_tokens,
     });
-    let (status, text) = match ureq::post(&url)
-        .timeout(Duration::from_secs(70))
-        .send_json(body)
-    {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => bail!("POST {url}: {e}; is a torua node listening there?"),
-    };
-    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-    if status != 200 {
-        let reason = answer["error"]["reason"].as_str().unwrap_or(&text);
-        bail!("POST {url}: HTTP {status}: {reason}");
-    }
+    let answer = args
+        .connect
+        .call("POST", "/retrieve", Some(&body), Duration::from_secs(70))?
+        .ok(&format!("POST {}", args.connect.url("/retrieve")))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());

@@ -70,6 +70,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_CLUSTER_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub cluster_secret: Option<String>,
 
+    /// Whether the HTTP API asks for API keys. `auto`: yes, unless the node runs in the loopback
+    /// development mode (no cluster secret, no operator certificates).
+    #[arg(long, env = "TORUA_AUTH", value_enum, default_value_t = AuthMode::Auto)]
+    pub auth: AuthMode,
+
+    /// An admin API key chosen by the operator, accepted by every node given it (not stored:
+    /// rotate it by changing it and restarting). Create the cluster's other keys with it.
+    #[arg(long, env = "TORUA_BOOTSTRAP_API_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub bootstrap_api_key: Option<String>,
+
     /// Operator CA certificate (PEM). With TORUA_TLS_CERT and TORUA_TLS_KEY, peers use these
     /// instead of certificates derived from the secret (see `torua cert`).
     #[arg(long, env = "TORUA_TLS_CA")]
@@ -205,12 +215,31 @@ impl ServeArgs {
         })
     }
 
+    /// Whether the HTTP API asks for keys (see [`AuthMode`]).
+    pub fn auth_enabled(&self) -> bool {
+        match self.auth {
+            AuthMode::On => true,
+            AuthMode::Off => false,
+            AuthMode::Auto => self.cluster_secret.is_some() || self.tls_ca.is_some(),
+        }
+    }
+
     /// Whether every listen address is loopback (the development secret is allowed then).
     pub fn is_loopback_only(&self) -> bool {
         [self.gossip_addr, self.peer_addr, self.http_addr]
             .iter()
             .all(|a| a.ip().is_loopback())
     }
+}
+
+/// `TORUA_AUTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Keys are needed unless the node runs in the loopback development mode.
+    Auto,
+    On,
+    /// No keys: anyone who reaches the HTTP port may do anything.
+    Off,
 }
 
 fn parse_node_id(s: &str) -> Result<NodeId, String> {

@@ -40,6 +40,8 @@ pub struct NodeContext {
     pub snapshots: Snapshots,
     /// Set once the node is shutting down (its shutdown drain must not be lifted).
     pub leaving: std::sync::atomic::AtomicBool,
+    /// API key checking for the HTTP API.
+    pub access: crate::node::access::Access,
 }
 
 pub struct Settings {

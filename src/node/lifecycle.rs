@@ -18,6 +18,7 @@ use crate::cluster::drain;
 use crate::cluster::registry::Registry;
 use crate::cluster::reporter;
 use crate::cluster::shard_map::MapHolder;
+use crate::node::access::Access;
 use crate::node::config::ServeArgs;
 use crate::node::context::{NodeContext, Settings};
 use crate::node::data_dir::DataDir;
@@ -133,7 +134,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reads: Default::default(),
         snapshots: Default::default(),
         leaving: Default::default(),
+        access: Access::new(args.auth_enabled(), args.bootstrap_api_key.as_deref()),
     });
+    if ctx.access.enabled {
+        info!(
+            bootstrap_key = args.bootstrap_api_key.is_some(),
+            "the HTTP API asks for API keys (Authorization: Bearer <key>)"
+        );
+    } else {
+        warn!(
+            "the HTTP API asks for no API key: anyone who reaches {} may read, write, run Cypher \
+             and drain nodes (TORUA_AUTH=off, or the loopback development mode)",
+            advertised.http
+        );
+    }
     snapshot::clean_leftovers(&ctx);
     endpoint.serve(PeerService {
         ctx: Arc::downgrade(&ctx),
@@ -144,11 +158,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_http_rx.await;
-            })
-            .await
+        axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stop_http_rx.await;
+        })
+        .await
     });
     // After the HTTP server is up (a node with many copies answers /health meanwhile), before the
     // node calls itself ready.

@@ -25,6 +25,7 @@ pub struct Metrics {
     is_coordinator: IntGauge,
     term: IntGauge,
     gossip_rejected: IntCounter,
+    auth_failures: IntCounterVec,
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
 }
 
@@ -70,6 +71,14 @@ impl Metrics {
                 "Gossip datagrams dropped: bad MAC (another cluster secret), stale, or not gossip",
             ),
             gossip_rejected_source: std::sync::Mutex::new(None),
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "http_auth_failures_total",
+                    "HTTP requests refused for their API key: missing, invalid (401) or forbidden (403)",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
             is_coordinator: IntGauge::new("is_coordinator", "1 if this node is the coordinator")
                 .expect("valid metric"),
             term: IntGauge::new(
@@ -93,6 +102,7 @@ impl Metrics {
             Box::new(m.is_coordinator.clone()),
             Box::new(m.term.clone()),
             Box::new(m.gossip_rejected.clone()),
+            Box::new(m.auth_failures.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
@@ -137,6 +147,11 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Counts a request refused for its API key (`reason`: missing, invalid, forbidden).
+    pub fn auth_failed(&self, reason: &str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
     /// Reports the gossip transport's rejected-datagram counter at scrape time.
     pub fn watch_gossip_rejected(&self, counter: Arc<std::sync::atomic::AtomicU64>) {
         *self.gossip_rejected_source.lock().expect("metrics lock") = Some(counter);

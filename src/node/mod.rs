@@ -3,6 +3,7 @@
 //! and the envelope of the peer messages each part answers ([`wire`]). Nothing here knows how
 //! shards or queries work; it only starts the parts that do.
 
+pub mod access;
 pub mod config;
 pub mod context;
 pub mod data_dir;

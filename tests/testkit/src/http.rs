@@ -1,5 +1,6 @@
 //! JSON over HTTP: GET and POST that return the answer whatever the status code, timed POSTs of
-//! prepared bodies, and answers shortened for messages.
+//! prepared bodies, and answers shortened for messages. A test of a cluster that asks for API
+//! keys names its key once ([`use_api_key`]); every helper here sends it.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -8,9 +9,24 @@ use anyhow::Context;
 
 use serde_json::Value;
 
+static API_KEY: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// The API key every helper sends from now on (`None`: none).
+pub fn use_api_key(key: Option<&str>) {
+    *API_KEY.write().expect("key lock") = key.map(str::to_string);
+}
+
+/// `request` with the key named by [`use_api_key`], if any.
+pub fn with_key(request: ureq::Request) -> ureq::Request {
+    match API_KEY.read().expect("key lock").as_deref() {
+        Some(key) => request.set("Authorization", &format!("Bearer {key}")),
+        None => request,
+    }
+}
+
 /// GET a URL and parse JSON, whatever the status code.
 pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let resp = match ureq::get(url).timeout(timeout).call() {
+    let resp = match with_key(ureq::get(url)).timeout(timeout).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => return Err(e.into()),
@@ -20,7 +36,10 @@ pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
 
 /// POST JSON and return status + parsed body, whatever the status code.
 pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
-    let resp = match ureq::post(url).timeout(timeout).send_json(body.clone()) {
+    let resp = match with_key(ureq::post(url))
+        .timeout(timeout)
+        .send_json(body.clone())
+    {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => return Err(e.into()),
@@ -34,7 +53,7 @@ pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(
 /// GET with an agent: (status, JSON body or the text as a string, value of `x-torua-stale`),
 /// whatever the status code.
 pub fn get_full(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value, Option<String>)> {
-    let resp = match agent.get(url).call() {
+    let resp = match with_key(agent.get(url)).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => return Err(e.into()),
@@ -54,8 +73,7 @@ pub fn post_timed(
     body: &[u8],
 ) -> anyhow::Result<(f64, u16, Vec<u8>)> {
     let t = Instant::now();
-    let resp = match agent
-        .post(url)
+    let resp = match with_key(agent.post(url))
         .set("content-type", "application/json")
         .send_bytes(body)
     {

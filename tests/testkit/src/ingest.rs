@@ -20,8 +20,7 @@ pub fn post_batch(agent: &ureq::Agent, url: &str, body: &[u8]) -> anyhow::Result
     let mut retries = 0;
     let deadline = Instant::now() + GIVE_UP;
     loop {
-        let (status, text) = match agent
-            .post(url)
+        let (status, text) = match crate::http::with_key(agent.post(url))
             .set("content-type", "application/json")
             .send_bytes(body)
         {

@@ -1,0 +1,387 @@
+//! The HTTP API of a cluster with a secret asks for API keys: a 3-node cluster started with a
+//! cluster secret and a bootstrap admin key; keys with each role are created through the API and
+//! the CLI, used, and revoked; the plaintext keys never reach a data directory or a log.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use torua_testkit::{torua_bin, wait, ClusterOptions, Failures, TestCluster};
+
+const T: Duration = Duration::from_secs(10);
+const SETTLE: Duration = Duration::from_secs(120);
+const BOOTSTRAP: &str = "bootstrap-admin-key-of-the-security-test";
+
+/// (status, JSON body, `WWW-Authenticate`) of `method url` sent with `key`.
+fn call(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value, Option<String>) {
+    let mut request = ureq::request(method, url).timeout(T);
+    if let Some(key) = key {
+        request = request.set("Authorization", &format!("Bearer {key}"));
+    }
+    let result = match body {
+        Some(b) => request.send_json(b.clone()),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = response.status();
+    let challenge = response.header("www-authenticate").map(str::to_string);
+    let text = response.into_string().unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value, challenge)
+}
+
+fn create_key(url: &str, key: &str, role: &str) -> (String, String) {
+    let (status, answer, _) = call(
+        "POST",
+        &format!("{url}/keys"),
+        Some(key),
+        Some(&json!({"role": role, "name": format!("{role} key")})),
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["role"], role, "{answer}");
+    (
+        answer["id"].as_str().unwrap().to_string(),
+        answer["key"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Every file below `dir` (data directories, logs) that contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+fn metric(url: &str, key: &str, line_start: &str) -> f64 {
+    let text = ureq::get(&format!("{url}/metrics"))
+        .set("Authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(line_start))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn api_keys_with_roles_guard_every_route_but_health() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let mut o = ClusterOptions::graph(3);
+    o.env.insert(
+        "TORUA_CLUSTER_SECRET".into(),
+        "security-test-cluster-secret-0123456789".into(),
+    );
+    o.env
+        .insert("TORUA_BOOTSTRAP_API_KEY".into(), BOOTSTRAP.into());
+    let mut cluster = TestCluster::start(3, o).unwrap();
+    torua_testkit::http::use_api_key(Some(BOOTSTRAP));
+    cluster.wait_green(SETTLE).unwrap();
+    let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
+    let u0 = &urls[0];
+
+    // Open: /health. Everything else needs a key: 401 with a reason and a challenge.
+    let (status, _, _) = call("GET", &format!("{u0}/health"), None, None);
+    f.check(status == 200, || format!("/health without a key: {status}"));
+    let (status, answer, challenge) = call("GET", &format!("{u0}/cluster/health"), None, None);
+    f.check(
+        status == 401
+            && answer["error"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("Authorization"))
+            && challenge.is_some_and(|c| c.starts_with("Bearer")),
+        || format!("no key: {status} {answer}"),
+    );
+    let (status, answer, _) = call(
+        "GET",
+        &format!("{u0}/cluster/health"),
+        Some("torua_0000_not-a-key"),
+        None,
+    );
+    f.check(status == 401, || format!("a wrong key: {status} {answer}"));
+
+    // Keys of each role, made through the API of different nodes.
+    let (read_id, read_key) = create_key(&urls[0], BOOTSTRAP, "read");
+    let (_, write_key) = create_key(&urls[1], BOOTSTRAP, "write");
+    let (_, admin_key) = create_key(&urls[2], BOOTSTRAP, "admin");
+    let batch = json!({"entities": [{"id": "sec-1", "title": "Secured", "type": "TEST"}]});
+    let retrieve = json!({"query": "Secured", "mode": "local"});
+    let query = json!({"cypher": "MATCH (e:Entity) RETURN count(e) AS n"});
+    // Every node knows every key (the map carries them).
+    for url in &urls {
+        let key_known = || -> Result<(), String> {
+            let (status, answer, _) = call(
+                "POST",
+                &format!("{url}/graph/ingest"),
+                Some(&write_key),
+                Some(&batch),
+            );
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{status} {answer}"))
+            }
+        };
+        wait::until(&format!("{url} takes the write key"), T, key_known);
+    }
+    let expect = |f: &mut Failures, what: &str, got: (u16, Value, Option<String>), want: u16| {
+        let (status, answer, _) = got;
+        f.check(status == want, || {
+            format!("{what}: expected {want}, got {status} {answer}")
+        });
+    };
+    let u1 = &urls[1];
+    expect(
+        &mut f,
+        "read key, ingest",
+        call(
+            "POST",
+            &format!("{u1}/graph/ingest"),
+            Some(&read_key),
+            Some(&batch),
+        ),
+        403,
+    );
+    expect(
+        &mut f,
+        "read key, retrieve",
+        call(
+            "POST",
+            &format!("{u1}/retrieve"),
+            Some(&read_key),
+            Some(&retrieve),
+        ),
+        200,
+    );
+    expect(
+        &mut f,
+        "read key, entity",
+        call(
+            "GET",
+            &format!("{u1}/graph/entities/sec-1"),
+            Some(&read_key),
+            None,
+        ),
+        200,
+    );
+    expect(
+        &mut f,
+        "read key, delete",
+        call(
+            "DELETE",
+            &format!("{u1}/graph/entities/sec-1"),
+            Some(&read_key),
+            None,
+        ),
+        403,
+    );
+    expect(
+        &mut f,
+        "read key, keys",
+        call("GET", &format!("{u1}/keys"), Some(&read_key), None),
+        403,
+    );
+    expect(
+        &mut f,
+        "write key, ingest",
+        call(
+            "POST",
+            &format!("{u1}/graph/ingest"),
+            Some(&write_key),
+            Some(&batch),
+        ),
+        200,
+    );
+    expect(
+        &mut f,
+        "write key, query",
+        call(
+            "POST",
+            &format!("{u1}/query"),
+            Some(&write_key),
+            Some(&query),
+        ),
+        403,
+    );
+    expect(
+        &mut f,
+        "write key, drain",
+        call(
+            "POST",
+            &format!("{u1}/nodes/node-3/drain"),
+            Some(&write_key),
+            Some(&json!({})),
+        ),
+        403,
+    );
+    expect(
+        &mut f,
+        "admin key, query",
+        call(
+            "POST",
+            &format!("{u1}/query"),
+            Some(&admin_key),
+            Some(&query),
+        ),
+        200,
+    );
+    // ApiKey, as Elasticsearch spells it.
+    let response = ureq::get(&format!("{u1}/cluster/shards"))
+        .set("Authorization", &format!("ApiKey {read_key}"))
+        .call();
+    f.check(response.is_ok(), || format!("ApiKey scheme: {response:?}"));
+
+    // The listing has no secrets; the CLI lists and creates keys too.
+    let (status, listed, _) = call("GET", &format!("{u0}/keys"), Some(&admin_key), None);
+    let text = listed.to_string();
+    f.check(
+        status == 200 && listed["keys"].as_array().is_some_and(|k| k.len() == 3),
+        || format!("GET /keys: {status} {listed}"),
+    );
+    for key in [&read_key, &write_key, &admin_key] {
+        let secret = key.rsplit('_').next().unwrap();
+        f.check(!text.contains(secret), || "GET /keys shows a secret".into());
+    }
+    let cli = |args: &[&str]| {
+        std::process::Command::new(torua_bin())
+            .arg("key")
+            .args(args)
+            .env("TORUA_URL", u0)
+            .env("TORUA_API_KEY", &admin_key)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["create", "--role", "read", "--name", "from the cli"]);
+    let cli_key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    f.check(
+        out.status.success() && cli_key.starts_with("torua_"),
+        || format!("torua key create: {out:?}"),
+    );
+    expect(
+        &mut f,
+        "CLI-made read key, entity",
+        call(
+            "GET",
+            &format!("{u0}/graph/entities/sec-1"),
+            Some(&cli_key),
+            None,
+        ),
+        200,
+    );
+    let out = cli(&["list"]);
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    f.check(
+        out.status.success() && listing.contains("from the cli") && listing.contains(&read_id),
+        || format!("torua key list: {out:?}"),
+    );
+    let out = std::process::Command::new(torua_bin())
+        .args(["key", "list", "--url", u0])
+        .env_remove("TORUA_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    f.check(
+        !out.status.success() && stderr.contains("401") && stderr.contains("TORUA_API_KEY"),
+        || format!("torua key list without a key: {out:?}"),
+    );
+
+    // Revoked on one node: refused by every node within 5 s.
+    let (status, answer, _) = call(
+        "DELETE",
+        &format!("{}/keys/{read_id}", urls[2]),
+        Some(&admin_key),
+        None,
+    );
+    f.check(status == 200, || format!("revoke: {status} {answer}"));
+    let revoked_at = Instant::now();
+    for url in &urls {
+        wait::until(
+            &format!("{url} refuses the revoked key"),
+            Duration::from_secs(5),
+            || {
+                let (status, answer, _) = call(
+                    "GET",
+                    &format!("{url}/cluster/health"),
+                    Some(&read_key),
+                    None,
+                );
+                if status == 401 {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {answer}"))
+                }
+            },
+        );
+    }
+    eprintln!(
+        "revoked key refused by every node {} ms after the revocation answered",
+        revoked_at.elapsed().as_millis()
+    );
+    let (status, _, _) = call(
+        "DELETE",
+        &format!("{u0}/keys/{read_id}"),
+        Some(&admin_key),
+        None,
+    );
+    f.check(status == 404, || format!("second revocation: {status}"));
+    let (status, _, _) = call(
+        "POST",
+        &format!("{u0}/keys"),
+        Some(&admin_key),
+        Some(&json!({"role": "root"})),
+    );
+    f.check(status == 400, || format!("unknown role: {status}"));
+
+    // Guessing is counted and slowed down: after a few wrong keys from one address, answers wait.
+    let mut slowest = Duration::ZERO;
+    for n in 0..8 {
+        let t = Instant::now();
+        let (status, _, _) = call(
+            "GET",
+            &format!("{u0}/cluster/health"),
+            Some(&format!("torua_{n:04}_guess")),
+            None,
+        );
+        f.check(status == 401, || format!("guess {n}: {status}"));
+        slowest = slowest.max(t.elapsed());
+    }
+    f.check(slowest >= Duration::from_millis(100), || {
+        format!("repeated wrong keys were not slowed down (slowest answer {slowest:?})")
+    });
+    let failures = metric(u0, &admin_key, "torua_http_auth_failures_total");
+    f.check(failures >= 8.0, || {
+        format!("torua_http_auth_failures_total is {failures}")
+    });
+
+    // No plaintext key in any data directory or log (the map holds salted hashes only).
+    for key in [BOOTSTRAP, &read_key, &write_key, &admin_key, &cli_key] {
+        let found = files_containing(cluster.data_dir(), key);
+        f.check(found.is_empty(), || {
+            format!("a plaintext key is in {found:?}")
+        });
+    }
+    f.finish("API keys", started);
+}
