@@ -287,6 +287,7 @@ impl Node {
             .env("TORUA_CLUSTER_SECRET", "partition-test-secret-0123456789")
             // Partitions are this test's subject; API keys are security_process's.
             .env("TORUA_AUTH", "off")
+            .env("TORUA_HTTP_TLS", "off")
             .env("TORUA_SEEDS", seeds.join(","))
             .env("TORUA_SHARDS", SHARDS.to_string())
             .env("TORUA_REPLICAS", REPLICAS.to_string())

@@ -170,6 +170,7 @@ fn a_node_with_another_secret_is_never_admitted() {
     );
     // This test is about the peers' secret; API keys are security_process's.
     opts.env.insert("TORUA_AUTH".into(), "off".into());
+    opts.env.insert("TORUA_HTTP_TLS".into(), "off".into());
     // The intruder never joins: the shard map forms over the four legitimate nodes.
     opts.env.insert("TORUA_BOOTSTRAP_EXPECT".into(), "4".into());
     let mut cluster = TestCluster::new(5, opts).unwrap();

@@ -1,6 +1,7 @@
-//! The HTTP API of a cluster with a secret asks for API keys: a 3-node cluster started with a
-//! cluster secret and a bootstrap admin key; keys with each role are created through the API and
-//! the CLI, used, and revoked; the plaintext keys never reach a data directory or a log.
+//! The HTTP API of a cluster with a secret is HTTPS only and asks for API keys: a 3-node cluster
+//! started with a cluster secret and a bootstrap admin key; plain HTTP and clients without the
+//! cluster's CA are refused; keys with each role are created through the API and the CLI, used,
+//! and revoked; the plaintext keys never reach a data directory or a log.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use torua_testkit::{torua_bin, wait, ClusterOptions, Failures, TestCluster};
 const T: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(120);
 const BOOTSTRAP: &str = "bootstrap-admin-key-of-the-security-test";
+const SECRET: &str = "security-test-cluster-secret-0123456789";
 
 /// (status, JSON body, `WWW-Authenticate`) of `method url` sent with `key`.
 fn call(
@@ -19,7 +21,7 @@ fn call(
     key: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value, Option<String>) {
-    let mut request = ureq::request(method, url).timeout(T);
+    let mut request = torua_testkit::http::agent().request(method, url).timeout(T);
     if let Some(key) = key {
         request = request.set("Authorization", &format!("Bearer {key}"));
     }
@@ -74,7 +76,8 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
 }
 
 fn metric(url: &str, key: &str, line_start: &str) -> f64 {
-    let text = ureq::get(&format!("{url}/metrics"))
+    let text = torua_testkit::http::agent()
+        .get(&format!("{url}/metrics"))
         .set("Authorization", &format!("Bearer {key}"))
         .call()
         .unwrap()
@@ -91,17 +94,33 @@ fn api_keys_with_roles_guard_every_route_but_health() {
     let started = Instant::now();
     let mut f = Failures::default();
     let mut o = ClusterOptions::graph(3);
-    o.env.insert(
-        "TORUA_CLUSTER_SECRET".into(),
-        "security-test-cluster-secret-0123456789".into(),
-    );
+    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
     o.env
         .insert("TORUA_BOOTSTRAP_API_KEY".into(), BOOTSTRAP.into());
+    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
     let mut cluster = TestCluster::start(3, o).unwrap();
     torua_testkit::http::use_api_key(Some(BOOTSTRAP));
     cluster.wait_green(SETTLE).unwrap();
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
     let u0 = &urls[0];
+    f.check(u0.starts_with("https://"), || format!("{u0} is not https"));
+
+    // HTTPS only: plain HTTP gets a 400 that says so; a client without the cluster's CA cannot
+    // verify the node.
+    let plain = format!("http://{}/health", cluster.node(0).http_addr());
+    let (status, answer) = match ureq::get(&plain).timeout(T).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    };
+    f.check(status == 400 && answer.contains("https://"), || {
+        format!("plain HTTP: {status} {answer}")
+    });
+    let unverified = ureq::get(&format!("{u0}/health")).timeout(T).call();
+    f.check(
+        matches!(&unverified, Err(ureq::Error::Transport(_))),
+        || format!("a client without the CA: {unverified:?}"),
+    );
 
     // Open: /health. Everything else needs a key: 401 with a reason and a challenge.
     let (status, _, _) = call("GET", &format!("{u0}/health"), None, None);
@@ -249,7 +268,8 @@ fn api_keys_with_roles_guard_every_route_but_health() {
         200,
     );
     // ApiKey, as Elasticsearch spells it.
-    let response = ureq::get(&format!("{u1}/cluster/shards"))
+    let response = torua_testkit::http::agent()
+        .get(&format!("{u1}/cluster/shards"))
         .set("Authorization", &format!("ApiKey {read_key}"))
         .call();
     f.check(response.is_ok(), || format!("ApiKey scheme: {response:?}"));
@@ -271,6 +291,7 @@ fn api_keys_with_roles_guard_every_route_but_health() {
             .args(args)
             .env("TORUA_URL", u0)
             .env("TORUA_API_KEY", &admin_key)
+            .env("TORUA_CLUSTER_SECRET", SECRET)
             .output()
             .unwrap()
     };
@@ -297,9 +318,20 @@ fn api_keys_with_roles_guard_every_route_but_health() {
         out.status.success() && listing.contains("from the cli") && listing.contains(&read_id),
         || format!("torua key list: {out:?}"),
     );
+    // The CA as a PEM file instead of the secret; no key: 401 and a hint.
+    let ca_file = cluster.data_dir().join("ca.pem");
+    std::fs::write(
+        &ca_file,
+        transport::ClusterCa::derive(SECRET, "torua")
+            .unwrap()
+            .cert_pem(),
+    )
+    .unwrap();
     let out = std::process::Command::new(torua_bin())
-        .args(["key", "list", "--url", u0])
+        .args(["key", "list", "--url", u0, "--ca"])
+        .arg(&ca_file)
         .env_remove("TORUA_API_KEY")
+        .env_remove("TORUA_CLUSTER_SECRET")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,10 +1,12 @@
-//! How the `torua` commands reach a node's HTTP API: the address, the API key, and one call that
-//! answers with the status and the JSON body (or says why no answer came).
+//! How the `torua` commands reach a node's HTTP API: the address, the API key, the CA that
+//! vouches for the nodes' HTTPS certificates, and one call that answers with the status and the
+//! JSON body (or says why no answer came).
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
 /// Where the commands send their requests.
@@ -22,6 +24,21 @@ pub struct Connect {
     /// development mode.
     #[arg(long, global = true, env = "TORUA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The CA certificate (PEM) to trust for https:// URLs. Without it, a CA derived from
+    /// TORUA_CLUSTER_SECRET, else the public web roots.
+    #[arg(long, global = true, env = "TORUA_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// The cluster secret: the commands derive the cluster's CA from it (as the nodes do).
+    #[arg(
+        long,
+        global = true,
+        env = "TORUA_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+    /// The cluster id the CA is derived for (as the nodes' TORUA_CLUSTER_ID).
+    #[arg(long, global = true, env = "TORUA_CLUSTER_ID", default_value = "torua")]
+    pub cluster_id: String,
 }
 
 /// An answer: status, JSON body (a JSON string holding the text if it was not JSON), and the
@@ -52,6 +69,33 @@ impl Answer {
 }
 
 impl Connect {
+    /// The HTTP agent: trusting only the cluster's CA when one is known.
+    fn agent(&self) -> anyhow::Result<ureq::Agent> {
+        let ca = match (&self.ca, &self.cluster_secret) {
+            (Some(path), _) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("TORUA_CA: cannot read {}", path.display()))?;
+                Some(
+                    rustls::pki_types::CertificateDer::from_pem_slice(&pem).map_err(|_| {
+                        anyhow::anyhow!("TORUA_CA: {} holds no PEM certificate", path.display())
+                    })?,
+                )
+            }
+            (None, Some(secret)) => Some(
+                transport::ClusterCa::derive(secret, &self.cluster_id)
+                    .context("TORUA_CLUSTER_SECRET: cannot derive the cluster CA")?
+                    .cert_der()
+                    .clone(),
+            ),
+            (None, None) => None,
+        };
+        let mut agent = ureq::AgentBuilder::new();
+        if let Some(ca) = ca {
+            agent = agent.tls_config(client_tls(ca)?);
+        }
+        Ok(agent.build())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
@@ -65,7 +109,7 @@ impl Connect {
         timeout: Duration,
     ) -> anyhow::Result<Answer> {
         let url = self.url(path);
-        let mut request = ureq::request(method, &url).timeout(timeout);
+        let mut request = self.agent()?.request(method, &url).timeout(timeout);
         if let Some(key) = &self.api_key {
             request = request.set("Authorization", &format!("Bearer {key}"));
         }
@@ -76,7 +120,10 @@ impl Connect {
         let response = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => bail!("{method} {url}: {e}; is a torua node listening there?"),
+            Err(e) => bail!(
+                "{method} {url}: {e}; is a torua node listening there? (nodes with a cluster \
+                 secret serve https://, verified with TORUA_CA or TORUA_CLUSTER_SECRET)"
+            ),
         };
         let status = response.status();
         let retry_after = response
@@ -90,4 +137,21 @@ impl Connect {
             retry_after,
         })
     }
+}
+
+/// A TLS client configuration that trusts `ca` only.
+pub fn client_tls(
+    ca: rustls::pki_types::CertificateDer<'static>,
+) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca)
+        .context("the CA certificate is not usable as a trust anchor")?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }

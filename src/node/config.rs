@@ -72,13 +72,28 @@ pub struct ServeArgs {
 
     /// Whether the HTTP API asks for API keys. `auto`: yes, unless the node runs in the loopback
     /// development mode (no cluster secret, no operator certificates).
-    #[arg(long, env = "TORUA_AUTH", value_enum, default_value_t = AuthMode::Auto)]
-    pub auth: AuthMode,
+    #[arg(long, env = "TORUA_AUTH", value_enum, default_value_t = Toggle::Auto)]
+    pub auth: Toggle,
 
     /// An admin API key chosen by the operator, accepted by every node given it (not stored:
     /// rotate it by changing it and restarting). Create the cluster's other keys with it.
     #[arg(long, env = "TORUA_BOOTSTRAP_API_KEY", hide_env_values = true, value_parser = parse_secret)]
     pub bootstrap_api_key: Option<String>,
+
+    /// Whether the HTTP API is served over TLS. `auto`: yes, unless the node runs in the loopback
+    /// development mode. The certificate is TORUA_HTTP_TLS_CERT's, or one issued from the CA
+    /// derived from the cluster secret.
+    #[arg(long, env = "TORUA_HTTP_TLS", value_enum, default_value_t = Toggle::Auto)]
+    pub http_tls: Toggle,
+
+    /// The HTTP API's certificate chain (PEM), instead of one issued from the cluster secret's CA
+    /// (needed with operator certificates).
+    #[arg(long, env = "TORUA_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of TORUA_HTTP_TLS_CERT.
+    #[arg(long, env = "TORUA_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
 
     /// Operator CA certificate (PEM). With TORUA_TLS_CERT and TORUA_TLS_KEY, peers use these
     /// instead of certificates derived from the secret (see `torua cert`).
@@ -215,13 +230,19 @@ impl ServeArgs {
         })
     }
 
-    /// Whether the HTTP API asks for keys (see [`AuthMode`]).
+    /// Whether the HTTP API asks for keys (see [`Toggle`]).
     pub fn auth_enabled(&self) -> bool {
-        match self.auth {
-            AuthMode::On => true,
-            AuthMode::Off => false,
-            AuthMode::Auto => self.cluster_secret.is_some() || self.tls_ca.is_some(),
-        }
+        self.auth.resolve(self.is_dev_mode())
+    }
+
+    /// Whether the HTTP API is served over TLS (see [`Toggle`]).
+    pub fn http_tls_enabled(&self) -> bool {
+        self.http_tls.resolve(self.is_dev_mode())
+    }
+
+    /// No cluster secret and no operator certificates: the loopback development mode.
+    pub fn is_dev_mode(&self) -> bool {
+        self.cluster_secret.is_none() && self.tls_ca.is_none()
     }
 
     /// Whether every listen address is loopback (the development secret is allowed then).
@@ -232,14 +253,23 @@ impl ServeArgs {
     }
 }
 
-/// `TORUA_AUTH`.
+/// `TORUA_AUTH`, `TORUA_HTTP_TLS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AuthMode {
-    /// Keys are needed unless the node runs in the loopback development mode.
+pub enum Toggle {
+    /// On, unless the node runs in the loopback development mode.
     Auto,
     On,
-    /// No keys: anyone who reaches the HTTP port may do anything.
     Off,
+}
+
+impl Toggle {
+    fn resolve(self, dev_mode: bool) -> bool {
+        match self {
+            Toggle::On => true,
+            Toggle::Off => false,
+            Toggle::Auto => !dev_mode,
+        }
+    }
 }
 
 fn parse_node_id(s: &str) -> Result<NodeId, String> {

@@ -35,6 +35,24 @@ const LEAVE_ROUNDS: u32 = 3;
 /// Distributed queries a node coordinates at once; more wait (bounded by their timeout).
 const INGEST_CONCURRENCY: usize = 16;
 
+/// The names a client may reach the HTTP API by, for its certificate: the advertised host, the
+/// listen address when it is a specific one, and loopback.
+fn http_names(args: &ServeArgs, advertised: &str) -> Vec<String> {
+    let host = advertised
+        .rsplit_once(':')
+        .map_or(advertised, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let mut names = vec![host.to_string()];
+    if !args.http_addr.ip().is_unspecified() {
+        names.push(args.http_addr.ip().to_string());
+    }
+    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+    names.sort();
+    names.dedup();
+    names
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let advertised = args.advertised()?;
     let data_dir = DataDir::open(&args.data_dir)?;
@@ -42,7 +60,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (log_filter, _log_flush) =
         logging::init(node_id.as_str(), &args.log, args.log_format == "json");
     let started = std::time::Instant::now();
-    let security = Security::from_args(&args, &node_id)?;
+    let security = Security::from_args(&args, &node_id, &http_names(&args, &advertised.http))?;
     // Loading the default tokenizer's tables takes ~50 ms: not on the first retrieval's clock.
     std::thread::spawn(|| crate::retrieve::tokens::Tokenizer::Cl100k.count("warm up"));
 
@@ -157,15 +175,36 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let map_duties = tokio::spawn(coordinator::run(ctx.clone(), stop_rx));
     let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let scheme = if security.http_tls.is_some() {
+        "https"
+    } else {
+        if !args.is_dev_mode() {
+            warn!(
+                "TORUA_HTTP_TLS=off: the HTTP API is plain HTTP on {}; API keys and data travel \
+                 in the clear",
+                advertised.http
+            );
+        }
+        "http"
+    };
+    let tls = security.http_tls.clone();
     let server = tokio::spawn(async move {
-        axum::serve(
-            http,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = stop_http_rx.await;
-        })
-        .await
+        match tls {
+            Some(tls) => {
+                crate::node::https::serve(http, tls, app, stop_http_rx).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(
+                    http,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async {
+                    let _ = stop_http_rx.await;
+                })
+                .await
+            }
+        }
     });
     // After the HTTP server is up (a node with many copies answers /health meanwhile), before the
     // node calls itself ready.
@@ -174,7 +213,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(
         node = %node_id,
         cluster = %args.cluster_id,
-        http = %advertised.http,
+        http = %format!("{scheme}://{}", advertised.http),
         gossip = %advertised.gossip,
         peer = %advertised.peer,
         security = security.mode,

@@ -1,4 +1,5 @@
-//! Who this node is to its peers: the TLS identity for QUIC and the key that authenticates gossip.
+//! Who this node is to its peers and clients: the TLS identity for QUIC, the key that
+//! authenticates gossip, and the HTTP API's TLS certificate.
 //!
 //! Two modes. **Secret** (default): every node derives the same cluster CA from
 //! `TORUA_CLUSTER_SECRET` and issues itself a leaf for its node id, so identical binaries with the
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use membership::{DatagramSealer, NodeId};
-use transport::{ClusterCa, GossipKey, NodeIdentity, DEV_CLUSTER_SECRET};
+use transport::{ClusterCa, GossipKey, NodeIdentity, ServerCert, DEV_CLUSTER_SECRET};
 
 use crate::node::config::ServeArgs;
 
@@ -23,10 +24,17 @@ pub struct Security {
     pub gossip_key: GossipKey,
     /// How the identity was obtained, for the start-up log line.
     pub mode: &'static str,
+    /// The HTTP API's TLS configuration; `None`: plain HTTP.
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Security {
-    pub fn from_args(args: &ServeArgs, node_id: &NodeId) -> anyhow::Result<Security> {
+    /// `http_names`: the names and addresses clients reach the HTTP API by (the certificate's).
+    pub fn from_args(
+        args: &ServeArgs,
+        node_id: &NodeId,
+        http_names: &[String],
+    ) -> anyhow::Result<Security> {
         let secret = match (&args.cluster_secret, args.is_loopback_only()) {
             (Some(s), _) => s.clone(),
             (None, true) => {
@@ -84,10 +92,26 @@ impl Security {
                  them, to derive certificates from TORUA_CLUSTER_SECRET)"
             ),
         };
+        let http_tls = if !args.http_tls_enabled() {
+            None
+        } else {
+            let cert = match (&args.http_tls_cert, &args.http_tls_key, given) {
+                (Some(cert), Some(key), _) => ServerCert::from_pem_files(cert, key)
+                    .context("TORUA_HTTP_TLS_CERT / TORUA_HTTP_TLS_KEY")?,
+                (_, _, 0) => ClusterCa::derive(&secret, &args.cluster_id)
+                    .and_then(|ca| ca.issue_server_cert(http_names))
+                    .context("cannot issue the HTTP API's certificate")?,
+                _ => bail!(
+                    "with operator certificates (TORUA_TLS_CA ...), the HTTP API needs its own: set                      TORUA_HTTP_TLS_CERT and TORUA_HTTP_TLS_KEY (or TORUA_HTTP_TLS=off to serve                      plain HTTP)"
+                ),
+            };
+            Some(crate::node::https::server_config(cert)?)
+        };
         Ok(Security {
             identity,
             gossip_key,
             mode,
+            http_tls,
         })
     }
 

@@ -166,6 +166,84 @@ impl ClusterCa {
     }
 }
 
+impl ClusterCa {
+    /// Issues a TLS server certificate for the HTTP API, valid for `names` (IP addresses or DNS
+    /// names; clients check the one they dialled), with a fresh ECDSA P-256 key. A client that
+    /// knows the cluster secret derives the same CA and so trusts it.
+    pub fn issue_server_cert(&self, names: &[String]) -> Result<ServerCert, IdentityError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "torua");
+        dn.push(
+            DnType::CommonName,
+            names.first().map_or("torua", String::as_str),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(3650);
+        let serial: [u8; 16] = rand::random();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        let key_der = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        Ok(ServerCert {
+            chain: vec![cert.der().clone()],
+            key_der,
+        })
+    }
+}
+
+/// A TLS server certificate chain and its key (the HTTP API's).
+pub struct ServerCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key_der: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ServerCert {
+    // Never print the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCert")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCert {
+    /// Loads an operator's certificate chain and key (PEM).
+    pub fn from_pem_files(
+        cert_path: impl AsRef<Path>,
+        key_path: impl AsRef<Path>,
+    ) -> Result<ServerCert, IdentityError> {
+        let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
+        let bytes = read_file(cert_path)?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|_| IdentityError::NotPem {
+                path: cert_path.to_path_buf(),
+                expected: "certificate",
+            })?;
+        if chain.is_empty() {
+            return Err(IdentityError::NotPem {
+                path: cert_path.to_path_buf(),
+                expected: "certificate",
+            });
+        }
+        let key_der = PrivateKeyDer::from_pem_slice(&read_file(key_path)?).map_err(|_| {
+            IdentityError::NotPem {
+                path: key_path.to_path_buf(),
+                expected: "private key",
+            }
+        })?;
+        Ok(ServerCert { chain, key_der })
+    }
+}
+
 /// The credentials of one node: its certificate and key, and the CA it trusts. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeIdentity {

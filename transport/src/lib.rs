@@ -40,8 +40,8 @@ pub use error::{IdentityError, TransportError};
 pub use gossip_key::{GossipKey, SEAL_OVERHEAD};
 pub use guard::{CODE_CANCELLED, CODE_PROTOCOL, CODE_TOO_LARGE};
 pub use identity::{
-    generate_operator_pki, node_id_from_cert, ClusterCa, NodeIdentity, DEV_CLUSTER_SECRET,
-    PEER_SERVER_NAME,
+    generate_operator_pki, node_id_from_cert, ClusterCa, NodeIdentity, ServerCert,
+    DEV_CLUSTER_SECRET, PEER_SERVER_NAME,
 };
 pub use service::{PeerInfo, Service, StreamService};
 pub use stream::{BatchReceiver, BatchSender};

@@ -129,8 +129,16 @@ impl NodeProc {
     pub fn peer_addr(&self) -> String {
         format!("{}:{PEER_PORT}", self.ip)
     }
+    /// `https://` when the node serves TLS: it has a cluster secret (and TLS is not turned off)
+    /// or TLS turned on.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http_addr())
+        let tls = match self.env.get("TORUA_HTTP_TLS").map(String::as_str) {
+            Some("on") => true,
+            Some("off") => false,
+            _ => self.env.contains_key("TORUA_CLUSTER_SECRET"),
+        };
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.http_addr())
     }
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

@@ -10,6 +10,37 @@ use anyhow::Context;
 use serde_json::Value;
 
 static API_KEY: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+static AGENT: std::sync::RwLock<Option<ureq::Agent>> = std::sync::RwLock::new(None);
+
+/// From now on, every helper speaks HTTPS trusting only the CA that `secret` derives for
+/// cluster `cluster_id` (as nodes started with that secret serve).
+pub fn trust_cluster_ca(secret: &str, cluster_id: &str) {
+    let ca = transport::ClusterCa::derive(secret, cluster_id)
+        .expect("a CA derives from any secret")
+        .cert_der()
+        .clone();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("the derived CA is a trust anchor");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let agent = ureq::AgentBuilder::new()
+        .tls_config(std::sync::Arc::new(config))
+        .build();
+    *AGENT.write().expect("agent lock") = Some(agent);
+}
+
+/// The agent the helpers use (the one [`trust_cluster_ca`] made, else a default one).
+pub fn agent() -> ureq::Agent {
+    AGENT
+        .read()
+        .expect("agent lock")
+        .clone()
+        .unwrap_or_else(ureq::Agent::new)
+}
 
 /// The API key every helper sends from now on (`None`: none).
 pub fn use_api_key(key: Option<&str>) {
@@ -26,7 +57,7 @@ pub fn with_key(request: ureq::Request) -> ureq::Request {
 
 /// GET a URL and parse JSON, whatever the status code.
 pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let resp = match with_key(ureq::get(url)).timeout(timeout).call() {
+    let resp = match with_key(agent().get(url)).timeout(timeout).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => return Err(e.into()),
@@ -36,7 +67,7 @@ pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
 
 /// POST JSON and return status + parsed body, whatever the status code.
 pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
-    let resp = match with_key(ureq::post(url))
+    let resp = match with_key(agent().post(url))
         .timeout(timeout)
         .send_json(body.clone())
     {

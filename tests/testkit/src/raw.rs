@@ -9,7 +9,7 @@ use serde_json::Value;
 /// `Retry-After`), whatever the status code; status 0 and the error as the body when there was no
 /// HTTP answer.
 pub fn post_raw(url: &str, body: &str, timeout: Duration) -> (u16, Value, Option<String>) {
-    let resp = crate::http::with_key(ureq::post(url))
+    let resp = crate::http::with_key(crate::http::agent().post(url))
         .set("content-type", "application/json")
         .timeout(timeout)
         .send_string(body);
