@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR
 # Process tests start many nodes each; running test functions two at a time keeps a 2-core machine honest.
 TEST_THREADS ?= 2
 
-.PHONY: run test build setup bench fmt clippy clean-dev
+.PHONY: run test build setup bench fuzz fmt clippy clean-dev
 
 setup:
 	@scripts/setup.sh >/dev/null
@@ -26,7 +26,16 @@ run:
 
 test:
 	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \
+	  scripts/check_openapi.sh && \
 	  cargo test --release --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
+
+# The fuzzers of make test, run longer: generated Cypher against a real shard, arbitrary log and
+# peer-message bytes, and schemathesis against a 3-node cluster. FUZZ_SEED varies the run.
+FUZZ_SEED ?= 1
+fuzz:
+	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \
+	  TORUA_FUZZ_CASES=20000 TORUA_FUZZ_SEED=$(FUZZ_SEED) cargo test --release -p torua --lib fuzz && \
+	  TORUA_FUZZ_EXAMPLES=300 TORUA_FUZZ_SEED=$(FUZZ_SEED) cargo test --release -p torua --test fuzz_process -- --nocapture
 
 bench:
 	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \

@@ -318,15 +318,25 @@ fn api_keys_with_roles_guard_every_route_but_health() {
         out.status.success() && listing.contains("from the cli") && listing.contains(&read_id),
         || format!("torua key list: {out:?}"),
     );
-    // The CA as a PEM file instead of the secret; no key: 401 and a hint.
+    // The CA as a PEM file (printed by `torua cert --secret-ca`) instead of the secret; no key:
+    // 401 and a hint.
+    let out = std::process::Command::new(torua_bin())
+        .args(["cert", "--secret-ca"])
+        .env("TORUA_CLUSTER_SECRET", SECRET)
+        .env_remove("TORUA_CLUSTER_ID")
+        .output()
+        .unwrap();
+    let pem = String::from_utf8_lossy(&out.stdout).to_string();
+    f.check(
+        out.status.success()
+            && pem
+                == transport::ClusterCa::derive(SECRET, "torua")
+                    .unwrap()
+                    .cert_pem(),
+        || format!("torua cert --secret-ca: {out:?}"),
+    );
     let ca_file = cluster.data_dir().join("ca.pem");
-    std::fs::write(
-        &ca_file,
-        transport::ClusterCa::derive(SECRET, "torua")
-            .unwrap()
-            .cert_pem(),
-    )
-    .unwrap();
+    std::fs::write(&ca_file, pem).unwrap();
     let out = std::process::Command::new(torua_bin())
         .args(["key", "list", "--url", u0, "--ca"])
         .arg(&ca_file)
@@ -416,4 +426,141 @@ fn api_keys_with_roles_guard_every_route_but_health() {
         });
     }
     f.finish("API keys", started);
+}
+
+/// Slow and oversized clients are bounded: 500 connections that never finish a request (half
+/// silent before TLS, half sending their headers a line at a time over TLS) while `/health`
+/// still answers within 100 ms (median); a 100 KiB header is refused; the node cuts the slow
+/// connections off after its header timeout (10 s) and answers normally afterwards.
+#[test]
+fn slow_clients_do_not_hold_up_the_node() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+
+    let mut f = Failures::default();
+    let mut o = ClusterOptions::graph(1);
+    o.env.insert("TORUA_REPLICAS".into(), "1".into());
+    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
+    // The test kit's key is process-wide: the same bootstrap key as the other test's cluster.
+    o.env
+        .insert("TORUA_BOOTSTRAP_API_KEY".into(), BOOTSTRAP.into());
+    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
+    torua_testkit::http::use_api_key(Some(BOOTSTRAP));
+    let mut cluster = TestCluster::start(1, o).unwrap();
+    cluster.wait_green(SETTLE).unwrap();
+    let addr = cluster.node(0).http_addr();
+    let host = addr.rsplit_once(':').unwrap().0.to_string();
+    let health = cluster.node(0).url("/health");
+    let tls = torua_testkit::http::cluster_tls_config(SECRET, "torua");
+
+    let opened = Instant::now();
+    let silent: Vec<TcpStream> = (0..250)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut dripping: Vec<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> = (0..250)
+        .map(|_| {
+            let tcp = TcpStream::connect(&addr).unwrap();
+            tcp.set_write_timeout(Some(T)).unwrap();
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
+            let conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+            let mut stream = rustls::StreamOwned::new(conn, tcp);
+            // The handshake happens on this first write.
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: torua\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    println!(
+        "500 slow connections open in {:.1} s",
+        opened.elapsed().as_secs_f64()
+    );
+
+    // While they dribble: /health on fresh connections.
+    let mut latencies = Vec::new();
+    let mut round = 0;
+    let _ = wait::throughout(Duration::from_secs(4), Duration::from_millis(200), || {
+        round += 1;
+        for s in dripping.iter_mut() {
+            let _ = s.write_all(format!("X-Slow-{round}: 1\r\n").as_bytes());
+        }
+        let asked = Instant::now();
+        let status = ureq::AgentBuilder::new()
+            .tls_config(tls.clone())
+            .build()
+            .get(&health)
+            .timeout(T)
+            .call()
+            .map(|r| r.status())
+            .unwrap_or_else(|e| {
+                println!("/health: {e}");
+                0
+            });
+        latencies.push(asked.elapsed().as_secs_f64() * 1000.0);
+        f.check(status == 200, || format!("/health answered {status}"));
+        Ok::<(), ()>(())
+    });
+    latencies.sort_by(f64::total_cmp);
+    let median = latencies[latencies.len() / 2];
+    println!(
+        "/health with 500 slow connections held: median {median:.1} ms, max {:.1} ms",
+        latencies[latencies.len() - 1]
+    );
+    f.check(median < 100.0, || {
+        format!("/health median {median:.1} ms with slow clients (all: {latencies:?})")
+    });
+
+    // An oversized request head is refused (431, or the connection closed), not buffered.
+    let big = "x".repeat(100 << 10);
+    let answer = torua_testkit::http::agent()
+        .get(&health)
+        .set("X-Big", &big)
+        .timeout(T)
+        .call();
+    f.check(
+        matches!(
+            &answer,
+            Err(ureq::Error::Status(431, _)) | Err(ureq::Error::Transport(_))
+        ),
+        || format!("a 100 KiB header: {answer:?}"),
+    );
+
+    // The node ends every slow connection after its timeouts (10 s for headers or a handshake).
+    let closed = |tcp: &TcpStream| -> bool {
+        let mut buf = [0u8; 1024];
+        tcp.set_nonblocking(true).unwrap();
+        let mut probe = tcp;
+        let gone = loop {
+            match probe.read(&mut buf) {
+                Ok(0) => break true,
+                // An answer (400 for a silent one, 408 for a slow head) ends the exchange too.
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        };
+        tcp.set_nonblocking(false).unwrap();
+        gone
+    };
+    let all_closed = wait::poll(Duration::from_secs(40), Duration::from_millis(500), || {
+        let done = silent.iter().all(closed) && dripping.iter().all(|s| closed(s.get_ref()));
+        if done {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .is_ok();
+    println!(
+        "slow connections closed by the node {:.1} s after they opened",
+        opened.elapsed().as_secs_f64()
+    );
+    f.check(all_closed, || {
+        let open_silent = silent.iter().filter(|t| !closed(t)).count();
+        let open_dripping = dripping.iter().filter(|s| !closed(s.get_ref())).count();
+        format!("still open after 40 s: {open_silent} silent, {open_dripping} slow-header")
+    });
+    let (status, _, _) = call("GET", &health, None, None);
+    f.check(status == 200, || format!("/health afterwards: {status}"));
+    f.finish("slow clients", opened);
 }

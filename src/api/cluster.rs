@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::schema::{DrainAnswer, ErrorBody, NodesAnswer, RegistryAnswer};
 use super::{ApiError, AppState};
 use crate::cluster::health::{ClusterHealth, Status};
 use crate::cluster::messages::{HealthRequest, HealthResponse};
@@ -15,17 +16,33 @@ use crate::error::Error;
 use crate::node::config::parse_duration;
 
 /// Longest `timeout` a `wait_for_status` request may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HealthQuery {
+    /// Wait until the status is at least this good: `green`, `yellow` or `red`.
+    #[param(pattern = "^(green|yellow|red)$")]
     wait_for_status: Option<String>,
+    /// How long to wait for `wait_for_status`, e.g. `30s` (default 30s, at most 60s).
     timeout: Option<String>,
 }
 
 /// Like Elasticsearch's: `?wait_for_status=green&timeout=30s` waits until the status is at least
 /// as good as asked (or the timeout passes, answered with `"timed_out": true`).
+#[utoipa::path(
+    get,
+    path = "/cluster/health",
+    tag = "cluster",
+    summary = "The cluster's health",
+    description = "Role: `read`. The coordinator's aggregated verdict, or this node's local one when the coordinator does not answer (`source`). With `wait_for_status`, waits until the status is at least that good or `timeout` passes (`timed_out`).",
+    params(HealthQuery),
+    responses(
+        (status = 200, description = "The health", body = HealthAnswer),
+        (status = 400, description = "A bad `wait_for_status` or `timeout` (a query string that does not parse gets a plain-text 400)", body = ErrorBody),
+    )
+)]
 pub async fn cluster_health(
     State(state): State<AppState>,
     Query(q): Query<HealthQuery>,
@@ -64,10 +81,12 @@ pub async fn cluster_health(
 
 /// The answer: the health itself plus `timed_out` when the request waited. Serialised straight
 /// from the struct (no intermediate JSON tree: this endpoint is polled hard).
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(description = "The cluster's health; `timed_out` is present when the request waited.")]
 pub struct HealthAnswer {
     #[serde(flatten)]
     health: ClusterHealth,
+    /// Present when the request waited: whether the wait ended by the timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     timed_out: Option<bool>,
 }
@@ -81,6 +100,17 @@ async fn ask_coordinator(
 }
 
 /// `GET /cluster/nodes`: the coordinator's registry.
+#[utoipa::path(
+    get,
+    path = "/cluster/nodes",
+    tag = "cluster",
+    summary = "The coordinator's registry",
+    description = "Role: `read`. Every registered node with its registration and last health report, as the coordinator has them.",
+    responses(
+        (status = 200, description = "The registry", body = RegistryAnswer),
+        (status = 503, description = "The coordinator did not answer or could not list its registry (no `Retry-After`; `GET /nodes` gives this node's gossip view)", body = ErrorBody),
+    )
+)]
 pub async fn registry(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.cluster.view();
     match ask_coordinator(&state, HealthRequest::Registry).await {
@@ -102,6 +132,14 @@ pub async fn registry(State(state): State<AppState>) -> Result<Json<Value>, ApiE
 
 /// The member list in the seed system's shape: `{"nodes":[{"id":..,"addr":..,...}]}` where
 /// `addr` is the node's HTTP address.
+#[utoipa::path(
+    get,
+    path = "/nodes",
+    tag = "cluster",
+    summary = "The members in this node's gossip view",
+    description = "Role: `read`. `addr` is each node's HTTP address.",
+    responses((status = 200, description = "The members", body = NodesAnswer))
+)]
 pub async fn nodes(State(state): State<AppState>) -> Json<Value> {
     let view = state.cluster.view();
     let nodes: Vec<Value> = view
@@ -123,6 +161,22 @@ pub async fn nodes(State(state): State<AppState>) -> Json<Value> {
 
 /// `POST /nodes/{id}/drain`: move every shard copy and primary role off the node (progress in
 /// `GET /cluster/shards`); lasts until `DELETE /nodes/{id}/drain`.
+#[utoipa::path(
+    post,
+    path = "/nodes/{id}/drain",
+    tag = "cluster",
+    summary = "Drain a node",
+    description = "Role: `admin`. Moves every shard copy and primary role off the node (progress in `GET /cluster/shards`); lasts until `DELETE /nodes/{id}/drain`.",
+    params(("id" = String, Path, description = "The node's id")),
+    responses(
+        (status = 200, description = "The shard map records the change", body = DrainAnswer),
+        (status = 400, description = "The request is invalid for this cluster", body = ErrorBody),
+        (status = 404, description = "No node with this id", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "The coordinator is not reachable or the cluster is forming", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn drain(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -131,6 +185,22 @@ pub async fn drain(
 }
 
 /// `DELETE /nodes/{id}/drain`: stop draining the node (copies may move back by rebalancing).
+#[utoipa::path(
+    delete,
+    path = "/nodes/{id}/drain",
+    tag = "cluster",
+    summary = "Stop draining a node",
+    description = "Role: `admin`. Copies may move back by rebalancing.",
+    params(("id" = String, Path, description = "The node's id")),
+    responses(
+        (status = 200, description = "The shard map records the change", body = DrainAnswer),
+        (status = 400, description = "The request is invalid for this cluster", body = ErrorBody),
+        (status = 404, description = "No node with this id", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "The coordinator is not reachable or the cluster is forming", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn undrain(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,

@@ -11,6 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::schema::{
+    ChunkAnswer, DeleteAnswer, EntityAnswer, ErrorBody, IngestAnswer, IngestRefused,
+    IngestUnavailable,
+};
 use super::{shard_map_or_503, with_retry_after, ApiError, AppState};
 use crate::graph::model::Batch;
 use crate::graph::partition::shard_of;
@@ -76,6 +80,24 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, ApiError> {
     Ok(batch)
 }
 
+#[utoipa::path(
+    post,
+    path = "/graph/ingest",
+    tag = "graph",
+    summary = "Write a batch of entities, relations, chunks, communities and documents",
+    description = "Role: `write`. A JSON batch, or NDJSON (`Content-Type` containing `ndjson`): one `{\"entity\": {...}}`, `{\"relation\": ...}`, `{\"chunk\": ...}`, `{\"community\": ...}` or `{\"document\": ...}` per line. The body is at most 64 MiB. Every item is checked first (ids and titles at most 512 bytes, texts at most 1 MiB, id lists at most 100000 entries, embeddings of `TORUA_EMBEDDING_DIM` numbers): one invalid item refuses the whole batch. A 200 may still list items not written (`errors`, `items`).",
+    request_body(content(
+        (Batch = "application/json"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 200, description = "Written; `items` lists what was not (a shard's write not acknowledged)", body = IngestAnswer),
+        (status = 400, description = "Malformed JSON or NDJSON, an empty batch, or invalid items (`items`; nothing was written)", body = IngestRefused),
+        (status = 413, description = "The body is larger than 64 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many ingest requests in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 503, description = "No shard map yet or no quorum (nothing written), or a shard had no room to apply (the answer lists the items not written)", body = IngestUnavailable, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+    )
+)]
 pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let Ok(_permit) = state.ingest_permits.clone().try_acquire_owned() else {
@@ -133,6 +155,21 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/graph/entities/{id}",
+    tag = "graph",
+    summary = "An entity and its relations",
+    description = "Role: `read`. Read from an in-sync copy of the entity's shard.",
+    params(("id" = String, Path, description = "The entity's id")),
+    responses(
+        (status = 200, description = "The entity", body = EntityAnswer),
+        (status = 404, description = "No entity with this id", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1), when a copy could not answer"))),
+        (status = 504, description = "No copy answered in time", body = ErrorBody),
+    )
+)]
 pub async fn get_entity(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -144,6 +181,21 @@ pub async fn get_entity(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/graph/chunks/{id}",
+    tag = "graph",
+    summary = "A chunk (text unit)",
+    description = "Role: `read`. Read from an in-sync copy of the chunk's shard.",
+    params(("id" = String, Path, description = "The chunk's id")),
+    responses(
+        (status = 200, description = "The chunk", body = ChunkAnswer),
+        (status = 404, description = "No chunk with this id", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1), when a copy could not answer"))),
+        (status = 504, description = "No copy answered in time", body = ErrorBody),
+    )
+)]
 pub async fn get_chunk(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -170,6 +222,22 @@ fn found<T>(
     read?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {what} with id {id:?}")))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/graph/entities/{id}",
+    tag = "graph",
+    summary = "Delete an entity and its relations",
+    description = "Role: `write`.",
+    params(("id" = String, Path, description = "The entity's id")),
+    responses(
+        (status = 200, description = "Deleted", body = DeleteAnswer),
+        (status = 400, description = "The request is invalid", body = ErrorBody),
+        (status = 404, description = "No entity with this id", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "No shard map yet (the cluster is forming), or no quorum or no primary could take the write (with `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1), when the condition passes"))),
+        (status = 504, description = "The write was not acknowledged in time", body = ErrorBody),
+    )
+)]
 pub async fn delete_entity(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -181,13 +249,27 @@ pub async fn delete_entity(
 }
 
 /// Every shard copy: node, primary or replica, in sync or not, counts and size.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ShardsQuery {
     /// `true`: each copy's checksum too (reads every copy whole).
     #[serde(default)]
     checksum: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/cluster/shards",
+    tag = "cluster",
+    summary = "Every shard copy",
+    description = "Role: `read`. Each copy's node, role, state, counts and size, with moves and drains in progress.",
+    params(ShardsQuery),
+    responses(
+        (status = 200, description = "The copies", body = crate::cluster::copies::Copies),
+        (status = 400, description = "A query string that does not parse (plain-text answer)", content_type = "text/plain", body = String),
+        (status = 503, description = "No shard map yet: the cluster is forming (no `Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn shards(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<ShardsQuery>,

@@ -6,31 +6,57 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::schema::ErrorBody;
 use super::{ApiError, AppState};
 use crate::cluster::keys;
 use crate::node::access::{KeyInfo, Role};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub role: Role,
+    /// 1 to 100 characters, no control characters; default: the role's name.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
 }
 
 /// The answer to `POST /keys`: the only time the key itself is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub info: KeyInfo,
+    /// The key: `torua_<id>_<secret>`. Send it as `Authorization: Bearer <key>`.
     pub key: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyList {
     pub keys: Vec<KeyInfo>,
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// The revoked key's id.
+    pub revoked: String,
+}
+
+/// `POST /keys`: a new API key.
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    summary = "Create an API key",
+    description = "Role: `admin`. The answer holds the key itself; it is shown only this once (the cluster keeps a salted hash). Every node accepts it once the coordinator's map push reaches it (within a second or two).",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "The key, shown only now", body = CreatedKey),
+        (status = 400, description = "An unknown role, a bad name, or the cluster's 1000 keys are used up", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "No coordinator with a quorum accepted the change", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateKey>, axum::extract::rejection::JsonRejection>,
@@ -46,16 +72,41 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedKey { info, key })).into_response())
 }
 
+/// `GET /keys`: the cluster's keys, without secrets.
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    summary = "List the API keys",
+    description = "Role: `admin`. Ids, names, roles and creation times; never the keys.",
+    responses((status = 200, description = "The keys", body = KeyList))
+)]
 pub async fn list(State(state): State<AppState>) -> Json<KeyList> {
     Json(KeyList {
         keys: keys::list(&state),
     })
 }
 
+/// `DELETE /keys/{id}`: revokes a key on every node.
+#[utoipa::path(
+    delete,
+    path = "/keys/{id}",
+    tag = "keys",
+    summary = "Revoke an API key",
+    description = "Role: `admin`. Every node refuses the key once the coordinator's map push reaches it (within a second or two). The bootstrap key (`TORUA_BOOTSTRAP_API_KEY`) is not in the cluster's list: change it on the nodes and restart them.",
+    params(("id" = String, Path, description = "The key's id (from `GET /keys`)")),
+    responses(
+        (status = 200, description = "Revoked", body = Revoked),
+        (status = 404, description = "No key with this id", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "No coordinator with a quorum accepted the change", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     keys::revoke(&state, &id).await?;
-    Ok(Json(serde_json::json!({ "revoked": id })))
+    Ok(Json(Revoked { revoked: id }))
 }

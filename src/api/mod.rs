@@ -8,8 +8,10 @@ mod cluster;
 mod graph;
 mod health;
 mod keys;
+mod openapi;
 mod query;
 mod retrieve;
+mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

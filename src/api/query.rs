@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::schema::{ErrorBody, NeighborhoodAnswer};
 use super::{shard_map_or_503, ApiError, AppState};
 use crate::error::Error;
 use crate::graph::model::MAX_ID_BYTES;
@@ -22,12 +23,12 @@ use crate::storage::{Direction, Edge, EntitySummary, RelationFilter};
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Below the HTTP layer's request timeout.
-const MAX_TIMEOUT_MS: u64 = 60_000;
-const MAX_SEEDS: usize = 1000;
-const MAX_HOPS: u32 = 3;
-const MAX_PATH_HOPS: u32 = 8;
-const MAX_NODES: u64 = 100_000;
-const MAX_RELATIONS: u64 = 1_000_000;
+pub(super) const MAX_TIMEOUT_MS: u64 = 60_000;
+pub(super) const MAX_SEEDS: usize = 1000;
+pub(super) const MAX_HOPS: u32 = 3;
+pub(super) const MAX_PATH_HOPS: u32 = 8;
+pub(super) const MAX_NODES: u64 = 100_000;
+pub(super) const MAX_RELATIONS: u64 = 1_000_000;
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -63,18 +64,67 @@ pub(super) async fn permit(
     }
 }
 
-#[derive(Deserialize)]
+/// Waits for a slot among the node's concurrent user Cypher statements, at most a second (or
+/// the query's time limit if shorter).
+async fn user_query_permit(
+    state: &AppState,
+    timeout: Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    let wait = timeout.min(Duration::from_secs(1));
+    match tokio::time::timeout(wait, state.reads.user_queries.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this node already runs {} Cypher statements (TORUA_MAX_USER_QUERIES); retry \
+                 after a second or send the query to another node",
+                state.reads.max_user_queries
+            ),
+        )
+        .retry_later()),
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QueryBody {
+pub(super) struct QueryBody {
+    /// A read-only Cypher statement, run on every shard (or those in `shards`) and merged.
     cypher: String,
+    /// Parameters of the statement (`$name`), any JSON values.
     #[serde(default)]
+    #[schema(value_type = Object)]
     params: Map<String, Value>,
+    /// Only these shards (default: all).
     shards: Option<Vec<u32>>,
+    /// Time limit in milliseconds: 1 to 60000 (default 10000).
+    #[schema(minimum = 1, maximum = 60000)]
     timeout_ms: Option<u64>,
+    /// Answer from the shards that answered when some did not (default: the node's
+    /// `TORUA_ALLOW_PARTIAL`).
     allow_partial: Option<bool>,
+    /// `global` (default: rows merged as one database would return them) or `per_shard`.
+    #[schema(pattern = "^(global|per_shard)$")]
     merge: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/query",
+    tag = "query",
+    summary = "Read-only Cypher over every shard, merged",
+    description = "Role: `admin`. The body is at most 1 MiB. Each shard's answer is at most 12 MiB. A node runs at most `TORUA_MAX_USER_QUERIES` statements at once (default 4). Refused before reaching a shard: writes, procedures that are not lookups, list lambdas and parameters used without a value in `params`.",
+    request_body(content = QueryBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The rows (`merge: global`) or each shard's rows (`merge: per_shard`)", body = super::schema::CypherAnswer),
+        (status = 400, description = "A malformed request, a bad field, or a statement that is not read-only or cannot be merged", body = ErrorBody),
+        (status = 404, description = "A shard listed in `shards` is not in the shard map", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many requests, or more than `TORUA_MAX_USER_QUERIES` Cypher statements, in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+    )
+)]
 pub async fn query(State(state): State<AppState>, body: Bytes) -> Response {
     match run_query(&state, &body).await {
         Ok(r) | Err(r) => r,
@@ -104,6 +154,7 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
         per_shard,
     };
     let failed = |e: Error| ApiError::from(e).into_response();
+    let _user_permit = user_query_permit(state, Duration::from_millis(timeout)).await?;
     let prepared = run::prepare(state, request).await.map_err(failed)?;
     let _permit = permit(state, Duration::from_millis(prepared.timeout_ms())).await?;
     let answer = run::execute(state, prepared).await.map_err(failed)?;
@@ -131,10 +182,13 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FilterBody {
+pub(super) struct FilterBody {
+    /// Only relations of at least this weight (a finite number).
     min_weight: Option<f64>,
+    /// Only relations whose description contains this text (at most 512 bytes).
+    #[schema(max_length = 512)]
     description_contains: Option<String>,
 }
 
@@ -208,16 +262,30 @@ fn traverse_error(e: TraverseError) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NeighborhoodBody {
+pub(super) struct NeighborhoodBody {
+    /// Entity ids to start from: 1 to 1000 ids of 1 to 512 bytes.
+    #[schema(min_items = 1, max_items = 1000)]
     seeds: Vec<String>,
+    /// Hops from the seeds: 1 to 3 (default 1).
+    #[schema(minimum = 1, maximum = 3)]
     hops: Option<u64>,
+    /// `out`, `in` or `both` (default).
+    #[schema(pattern = "^(out|in|both)$")]
     direction: Option<String>,
     relation_filter: Option<FilterBody>,
+    /// Most entities in the answer: 1 to 100000 (default 1000); more sets `truncated`.
+    #[schema(minimum = 1, maximum = 100000)]
     max_nodes: Option<u64>,
+    /// Most relations in the answer: 1 to 1000000 (default 5000); more sets `truncated`.
+    #[schema(minimum = 1, maximum = 1000000)]
     max_relations: Option<u64>,
+    /// Time limit in milliseconds: 1 to 60000 (default 10000).
+    #[schema(minimum = 1, maximum = 60000)]
     timeout_ms: Option<u64>,
+    /// Answer from the shards that answered when some did not (default: the node's
+    /// `TORUA_ALLOW_PARTIAL`).
     allow_partial: Option<bool>,
 }
 
@@ -260,6 +328,23 @@ fn neighborhood_request(body: &[u8]) -> Result<NeighborhoodRequest, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/graph/neighborhood",
+    tag = "query",
+    summary = "The entities and relations within `hops` of the seeds",
+    description = "Role: `read`. The body is at most 1 MiB.",
+    request_body(content = NeighborhoodBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The neighborhood", body = NeighborhoodAnswer),
+        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
+        (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many requests in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
+    )
+)]
 pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> Response {
     match run_neighborhood_request(&state, &body).await {
         Ok(r) | Err(r) => r,
@@ -311,17 +396,47 @@ async fn run_neighborhood_request(state: &AppState, body: &[u8]) -> Result<Respo
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PathBody {
+pub(super) struct PathBody {
+    /// Entity id the path starts at (1 to 512 bytes).
+    #[schema(min_length = 1, max_length = 512)]
     from: String,
+    /// Entity id the path ends at (1 to 512 bytes).
+    #[schema(min_length = 1, max_length = 512)]
     to: String,
+    /// Longest path searched: 1 to 8 hops (default 4).
+    #[schema(minimum = 1, maximum = 8)]
     max_hops: Option<u64>,
+    /// `out`, `in` or `both` (default).
+    #[schema(pattern = "^(out|in|both)$")]
     direction: Option<String>,
+    /// Time limit in milliseconds: 1 to 60000 (default 10000).
+    #[schema(minimum = 1, maximum = 60000)]
     timeout_ms: Option<u64>,
+    /// Answer from the shards that answered when some did not (default: the node's
+    /// `TORUA_ALLOW_PARTIAL`).
     allow_partial: Option<bool>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/graph/path",
+    tag = "query",
+    summary = "A shortest path between two entities",
+    description = "Role: `read`. The body is at most 1 MiB. No path within `max_hops` is a 200 with `found: false`.",
+    request_body(content = PathBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The path, or why none was found", body = super::schema::PathAnswer),
+        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
+        (status = 404, description = "`from` or `to` does not exist", body = ErrorBody),
+        (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many requests in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
+    )
+)]
 pub async fn path(State(state): State<AppState>, body: Bytes) -> Response {
     match run_path_request(&state, &body).await {
         Ok(r) | Err(r) => r,

@@ -9,9 +9,28 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::query::permit;
+use super::schema::{ErrorBody, RetrieveAnswer};
 use super::{shard_map_or_503, ApiError, AppState};
 use crate::retrieve::{retrieve as run_retrieve, RetrieveError, RetrieveRequest};
 
+#[utoipa::path(
+    post,
+    path = "/retrieve",
+    tag = "retrieve",
+    summary = "GraphRAG retrieval: the context of a question",
+    description = "Role: `read`. From a question (text and/or embedding) to the entities, relations, text units and community reports that answer it, fitted into `max_tokens` in GraphRAG's proportions. The body is at most 1 MiB.",
+    request_body(content = crate::retrieve::request::RetrieveBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The context", body = RetrieveAnswer),
+        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
+        (status = 422, description = "The context grew too large to gather", body = ErrorBody),
+        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many requests in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
+        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
+        (status = 500, description = "An internal error (a bug)", body = ErrorBody),
+    )
+)]
 pub async fn retrieve(State(state): State<AppState>, body: Bytes) -> Response {
     let dim = state.storage.embedding_dim();
     let req = match RetrieveRequest::parse(&body, dim) {

@@ -94,15 +94,16 @@ fn control(ctx: &NodeContext, payload: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub node_id: String,
     pub ok: bool,
+    #[schema(required = true)]
     pub err: Option<String>,
     pub latency_ms: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BroadcastAnswer {
     pub sent_to: usize,
     pub results: Vec<Outcome>,

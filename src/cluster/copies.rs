@@ -20,7 +20,7 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(10);
 const CHECKSUM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The cluster's copies under one shard map.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Copies {
     pub cluster_id: String,
     pub version: u64,
@@ -28,6 +28,7 @@ pub struct Copies {
     pub shards: u32,
     pub replicas: u32,
     /// Writes logged but not yet applied, over every copy; `None` when a live copy did not say.
+    #[schema(required = true)]
     pub pending_writes: Option<u64>,
     pub moves: Vec<Move>,
     pub draining: Vec<Drain>,
@@ -35,30 +36,43 @@ pub struct Copies {
 }
 
 /// One copy of one shard on one node.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Copy {
     pub shard: u32,
     pub node: String,
     pub primary: bool,
     /// `started`, `initializing`, `relocating` or `unavailable`.
+    #[schema(pattern = "^(started|initializing|relocating|unavailable)$")]
     pub state: &'static str,
+    #[schema(required = true)]
     pub checksum: Option<Checksum>,
+    #[schema(required = true)]
     pub checksum_seq: Option<u64>,
     pub in_sync: bool,
+    #[schema(required = true)]
     pub entities: Option<u64>,
+    #[schema(required = true)]
     pub relations: Option<u64>,
+    #[schema(required = true)]
     pub chunks: Option<u64>,
+    #[schema(required = true)]
     pub communities: Option<u64>,
+    #[schema(required = true)]
     pub documents: Option<u64>,
+    #[schema(required = true)]
     pub size_bytes: Option<u64>,
+    #[schema(required = true)]
     pub seq: Option<u64>,
+    #[schema(required = true)]
     pub applied_seq: Option<u64>,
+    #[schema(required = true)]
     pub pending_writes: Option<u64>,
+    #[schema(required = true)]
     pub failed_writes: Option<u64>,
 }
 
 /// A copy's checksum, or why its node did not give it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Checksum {
     Sum(String),

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::messages::{HealthReport, RegistryEntry};
 use crate::cluster::shard_map::ShardMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Green,
@@ -33,30 +35,36 @@ impl Status {
 }
 
 /// The `/cluster/health` answer (also sent over the peer transport, hence no skipped fields).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "The cluster's health, like Elasticsearch's: a status, why, and each node.")]
 pub struct ClusterHealth {
     pub cluster_id: String,
     pub status: Status,
     pub reasons: Vec<String>,
+    #[schema(required = true)]
     pub coordinator: Option<String>,
+    #[schema(required = true)]
     pub term: Option<u64>,
     /// Live members (not dead) in the answering node's view.
     pub number_of_nodes: usize,
     pub number_of_ready_nodes: usize,
     /// Members registered with the coordinator (`None` in a local answer).
+    #[schema(required = true)]
     pub number_of_registered_nodes: Option<usize>,
     /// The node whose view this is.
     pub answered_by: String,
     /// `coordinator` (aggregated by the coordinator) or `local` (this node's gossip view only).
     pub source: String,
     /// Shard copies (like Elasticsearch's counts); `None` before the shard map exists.
+    #[schema(required = true)]
     pub shards: Option<ShardCounts>,
     /// Why a `local` answer was given: what went wrong asking the coordinator.
+    #[schema(required = true)]
     pub coordinator_error: Option<String>,
     pub nodes: Vec<NodeHealth>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardCounts {
     pub total_shards: u32,
     /// Shards whose primary is on a live node.
@@ -73,21 +81,27 @@ pub struct ShardCounts {
     pub relocating_shards: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeHealth {
     pub id: String,
     pub state: String,
     pub is_coordinator: bool,
     pub generation: u64,
     pub gossip_addr: String,
+    #[schema(required = true)]
     pub http_addr: Option<String>,
+    #[schema(required = true)]
     pub peer_addr: Option<String>,
+    #[schema(required = true)]
     pub version: Option<String>,
+    #[schema(required = true)]
     pub started_at_ms: Option<u64>,
     pub last_heartbeat_ms_ago: u64,
     /// Whether the coordinator has this node in its registry (`None` in a local answer).
+    #[schema(required = true)]
     pub registered: Option<bool>,
     /// The node's last health report (coordinator answers only).
+    #[schema(required = true)]
     pub report: Option<HealthReport>,
 }
 

@@ -78,7 +78,7 @@ pub enum MapResponse {
 }
 
 /// What a node tells the coordinator about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     pub node_id: String,
     pub generation: u64,
@@ -93,7 +93,7 @@ pub struct Registration {
     pub term: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capacity {
     pub cpus: u32,
     pub memory_total_mb: u64,
@@ -101,7 +101,7 @@ pub struct Capacity {
 }
 
 /// A node's periodic health report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub node_id: String,
     pub generation: u64,
@@ -118,12 +118,14 @@ pub struct HealthReport {
 }
 
 /// One registry row on the coordinator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistryEntry {
     pub registration: Registration,
     /// Coordinator clock, unix milliseconds.
     pub registered_at_ms: u64,
+    #[schema(required = true)]
     pub last_report: Option<HealthReport>,
     /// Milliseconds since the last report reached the coordinator.
+    #[schema(required = true)]
     pub last_report_ms_ago: Option<u64>,
 }

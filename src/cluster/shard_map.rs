@@ -49,7 +49,7 @@ pub struct ShardMap {
     pub api_keys: Vec<crate::node::access::KeyRecord>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drain {
     pub node: String,
     /// Set by a node draining itself for a shutdown: the node clears it when it starts again.
@@ -57,7 +57,7 @@ pub struct Drain {
     pub until_restart: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Move {
     pub shard: u32,
     pub from: String,

@@ -12,11 +12,31 @@ pub struct CertArgs {
     #[arg(long, default_value = "certs")]
     pub out: PathBuf,
     /// Comma-separated node ids to issue certificates for.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "secret_ca")]
     pub nodes: Vec<String>,
+    /// Print (to stdout, PEM) the CA certificate every node derives from TORUA_CLUSTER_SECRET
+    /// and TORUA_CLUSTER_ID instead: what `curl --cacert` or `--ca` needs to trust the nodes'
+    /// HTTPS. Writes nothing.
+    #[arg(long, conflicts_with = "nodes")]
+    pub secret_ca: bool,
+    /// The cluster secret (for --secret-ca).
+    #[arg(long, env = "TORUA_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// The cluster id (for --secret-ca): it salts the derived CA.
+    #[arg(long, env = "TORUA_CLUSTER_ID", default_value = "torua")]
+    pub cluster_id: String,
 }
 
 pub fn run(args: CertArgs) -> anyhow::Result<()> {
+    if args.secret_ca {
+        let secret = args.cluster_secret.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--secret-ca: set TORUA_CLUSTER_SECRET (or --cluster-secret)")
+        })?;
+        let ca = transport::ClusterCa::derive(secret, &args.cluster_id)
+            .context("cannot derive the cluster CA from the secret")?;
+        print!("{}", ca.cert_pem());
+        return Ok(());
+    }
     let ids: Vec<String> = args
         .nodes
         .iter()

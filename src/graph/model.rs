@@ -14,8 +14,9 @@ pub const MAX_TEXT_BYTES: usize = 1 << 20;
 /// Longest id list (text_unit_ids, entity_ids).
 pub const MAX_LIST: usize = 100_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entity {
+    #[schema(min_length = 1, max_length = 512)]
     pub id: String,
     #[serde(default)]
     pub title: String,
@@ -29,12 +30,14 @@ pub struct Entity {
     pub frequency: i64,
     #[serde(default)]
     pub degree: i64,
+    /// Exactly `TORUA_EMBEDDING_DIM` numbers; refused when the cluster stores no embeddings.
     #[serde(default)]
     pub embedding: Option<Vec<f32>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Relation {
+    #[schema(min_length = 1, max_length = 512)]
     pub id: String,
     /// Entity id of the source. It need not exist yet: a stub stands in until it arrives.
     pub source: String,
@@ -51,8 +54,9 @@ fn one() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Chunk {
+    #[schema(min_length = 1, max_length = 512)]
     pub id: String,
     #[serde(default)]
     pub text: String,
@@ -62,12 +66,14 @@ pub struct Chunk {
     pub document_id: String,
     #[serde(default)]
     pub entity_ids: Vec<String>,
+    /// Exactly `TORUA_EMBEDDING_DIM` numbers; refused when the cluster stores no embeddings.
     #[serde(default)]
     pub embedding: Option<Vec<f32>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Community {
+    #[schema(min_length = 1, max_length = 512)]
     pub id: String,
     #[serde(default)]
     pub level: i64,
@@ -87,8 +93,9 @@ pub struct Community {
     pub rank: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Document {
+    #[schema(min_length = 1, max_length = 512)]
     pub id: String,
     #[serde(default)]
     pub title: String,
@@ -99,7 +106,7 @@ pub struct Document {
 }
 
 /// One ingest request: any mix of the five kinds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     #[serde(default)]
@@ -115,7 +122,19 @@ pub struct Batch {
 }
 
 /// Which kind of item, for counts and errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Entity,
@@ -126,7 +145,7 @@ pub enum Kind {
 }
 
 /// An item the batch refused, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemError {
     pub kind: Kind,
     /// Position in its list in the request.

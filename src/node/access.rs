@@ -16,7 +16,19 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 /// What a key allows; each role includes the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Health, cluster views, entity and chunk reads, traversals, `/retrieve`.
@@ -69,11 +81,13 @@ pub struct KeyRecord {
 }
 
 /// A key as `GET /keys` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
+    /// Names the key in `DELETE /keys/{id}`; also the middle part of the key itself.
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// When it was created, unix milliseconds.
     pub created_ms: u64,
 }
 

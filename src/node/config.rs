@@ -157,6 +157,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_ALLOW_PARTIAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_partial: bool,
 
+    /// User Cypher statements (`POST /query`) this node runs at once; more wait up to a second,
+    /// then get 429. Bounds what admin keys can make one node do (each statement also holds a
+    /// reader of every shard copy it reaches, and Kuzu's memory comes from the copy's buffer pool).
+    #[arg(long, env = "TORUA_MAX_USER_QUERIES", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_user_queries: u32,
+
     /// How long a node may stay dead before its shard copies are re-created on other nodes.
     #[arg(long, env = "TORUA_REPLACE_AFTER", default_value = "30s", value_parser = parse_duration)]
     pub replace_after: Duration,

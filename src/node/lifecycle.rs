@@ -149,7 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shard_locks: Default::default(),
         health: Default::default(),
         ingest_permits: Arc::new(tokio::sync::Semaphore::new(INGEST_CONCURRENCY)),
-        reads: Default::default(),
+        reads: crate::query::state::Reads::new(args.max_user_queries as usize),
         snapshots: Default::default(),
         leaving: Default::default(),
         access: Access::new(args.auth_enabled(), args.bootstrap_api_key.as_deref()),
@@ -159,6 +159,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bootstrap_key = args.bootstrap_api_key.is_some(),
             "the HTTP API asks for API keys (Authorization: Bearer <key>)"
         );
+        if args.bootstrap_api_key.is_none() {
+            warn!(
+                "no TORUA_BOOTSTRAP_API_KEY: this node accepts only the keys in the cluster's list; \
+                 to create the first key, start a node with TORUA_BOOTSTRAP_API_KEY set (an admin \
+                 key of 16+ characters) and run `torua key create`"
+            );
+        }
     } else {
         warn!(
             "the HTTP API asks for no API key: anyone who reaches {} may read, write, run Cypher \
@@ -178,7 +185,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let scheme = if security.http_tls.is_some() {
         "https"
     } else {
-        if !args.is_dev_mode() {
+        if args.is_dev_mode() {
+            warn!(
+                "loopback development mode (no TORUA_CLUSTER_SECRET): the HTTP API is plain HTTP \
+                 on {}; set a cluster secret for HTTPS, API keys and non-loopback addresses",
+                advertised.http
+            );
+        } else {
             warn!(
                 "TORUA_HTTP_TLS=off: the HTTP API is plain HTTP on {}; API keys and data travel \
                  in the clear",
@@ -188,24 +201,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "http"
     };
     let tls = security.http_tls.clone();
-    let server = tokio::spawn(async move {
-        match tls {
-            Some(tls) => {
-                crate::node::https::serve(http, tls, app, stop_http_rx).await;
-                Ok(())
-            }
-            None => {
-                axum::serve(
-                    http,
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(async {
-                    let _ = stop_http_rx.await;
-                })
-                .await
-            }
-        }
-    });
+    let server = tokio::spawn(crate::node::http_server::serve(
+        http,
+        tls,
+        app,
+        stop_http_rx,
+    ));
     // After the HTTP server is up (a node with many copies answers /health meanwhile), before the
     // node calls itself ready.
     coordinator::open_assigned(&ctx).await;
@@ -238,10 +239,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         map_duties.abort();
         cluster.leave(LEAVE_ROUNDS).await;
         let _ = stop_http_tx.send(());
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
-            Err(e) => warn!(error = %e, "HTTP server task failed"),
+        if let Err(e) = server.await {
+            warn!(error = %e, "HTTP server task failed");
         }
         endpoint.shutdown().await;
         ctx.storage.close_all().await;

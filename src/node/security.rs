@@ -105,7 +105,7 @@ impl Security {
                     "with operator certificates (TORUA_TLS_CA ...), the HTTP API needs its own: set                      TORUA_HTTP_TLS_CERT and TORUA_HTTP_TLS_KEY (or TORUA_HTTP_TLS=off to serve                      plain HTTP)"
                 ),
             };
-            Some(crate::node::https::server_config(cert)?)
+            Some(crate::node::http_server::server_config(cert)?)
         };
         Ok(Security {
             identity,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 
-use super::cypher::{check_read_only, tokenize, MAX_CYPHER_BYTES};
+use super::cypher::{check_params_given, check_read_only, tokenize, MAX_CYPHER_BYTES};
 use super::merge::merge;
 use super::plan::{analyze, Plan};
 use super::scatter::{scatter, Prefer, ShardsReport};
@@ -83,6 +83,8 @@ pub async fn prepare(ctx: &Arc<NodeContext>, request: CypherRequest) -> Result<P
     let tokens = tokenize(&request.cypher)
         .map_err(|e| Error::Invalid(format!("cannot read the query: {e}")))?;
     check_read_only(&tokens).map_err(|e| Error::Invalid(e.0))?;
+    check_params_given(&tokens, |name| request.params.contains_key(name))
+        .map_err(|e| Error::Invalid(e.0))?;
     let map = ctx.shard_map.get().ok_or_else(|| {
         Error::Unavailable(
             "no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)".into(),

@@ -21,7 +21,7 @@ pub const MAX_SHARD_ANSWER_BYTES: usize = 12 << 20;
 /// Added to a query's own time limit for the network and the wait for applied writes.
 pub const NETWORK_MARGIN: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ShardsReport {
     pub total: usize,
     pub successful: usize,
@@ -29,10 +29,11 @@ pub struct ShardsReport {
     pub failures: Vec<Failure>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Failure {
     pub shard: u32,
     /// The copy that failed last, if any was tried.
+    #[schema(required = true)]
     pub node: Option<String>,
     pub reason: String,
 }

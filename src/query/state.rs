@@ -15,6 +15,10 @@ const QUERY_CONCURRENCY: usize = 64;
 pub struct Reads {
     /// Bounds concurrent distributed queries this node coordinates.
     pub permits: Arc<Semaphore>,
+    /// Bounds concurrent user Cypher statements (`/query`) among them.
+    pub user_queries: Arc<Semaphore>,
+    /// Their limit, for messages.
+    pub max_user_queries: usize,
     /// Rotates which copy of a shard answers a query (load spreading).
     pub(super) turn: AtomicUsize,
     /// Nodes that recently failed to answer a read, and when: tried last for a while, so that
@@ -22,10 +26,12 @@ pub struct Reads {
     pub(super) suspects: Mutex<HashMap<String, Instant>>,
 }
 
-impl Default for Reads {
-    fn default() -> Self {
+impl Reads {
+    pub fn new(max_user_queries: usize) -> Self {
         Reads {
             permits: Arc::new(Semaphore::new(QUERY_CONCURRENCY)),
+            user_queries: Arc::new(Semaphore::new(max_user_queries)),
+            max_user_queries,
             turn: AtomicUsize::new(0),
             suspects: Mutex::new(HashMap::new()),
         }

@@ -13,7 +13,7 @@ use crate::storage::{CommunityReport, RetrievalRead, RetrievalRows};
 /// Reports each shard returns at most: far more than any budget holds.
 const REPORTS_PER_SHARD: usize = 200;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TextUnit {
     pub id: String,
     pub text: String,
@@ -22,7 +22,7 @@ pub struct TextUnit {
     pub score: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub id: String,
     pub title: String,

@@ -38,19 +38,44 @@ impl Mode {
     }
 }
 
-#[derive(Deserialize)]
+/// The body as sent. The schema attributes state the limits [`RetrieveRequest::parse`] checks
+/// (the OpenAPI document's test holds them equal to the constants above).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(description = "A question: text, an embedding, or both, with the retrieval's settings.")]
 #[serde(deny_unknown_fields)]
-struct Body {
+pub(crate) struct RetrieveBody {
+    /// The question as text (at most 4096 bytes). Give `query`, `embedding`, or both.
+    #[schema(max_length = 4096)]
     query: Option<String>,
+    /// The question's embedding: exactly `TORUA_EMBEDDING_DIM` finite numbers, not all zero;
+    /// refused when the cluster stores no embeddings.
     embedding: Option<Vec<f64>>,
+    /// `local` (default), `global`, `naive` or `hybrid`.
+    #[schema(pattern = "^(local|global|naive|hybrid)$")]
     mode: Option<String>,
+    /// Seeds to search for: 1 to 100 (default 10).
+    #[schema(minimum = 1, maximum = 100)]
     top_k: Option<i64>,
+    /// Hops of expansion from the seeds: 0 to 3 (default 1).
+    #[schema(minimum = 0, maximum = 3)]
     hops: Option<i64>,
+    /// Token budget of the context: 100 to 200000 (default 12000).
+    #[schema(minimum = 100, maximum = 200000)]
     max_tokens: Option<i64>,
+    /// Sections of the answer (default all): `entities`, `relations`, `text_units`,
+    /// `community_reports`.
     include: Option<Vec<String>>,
+    /// Community level of the reports: 0 to 100 (default: every level).
+    #[schema(minimum = 0, maximum = 100)]
     community_level: Option<i64>,
+    /// `cl100k_base` (default) or `o200k_base`.
+    #[schema(pattern = "^(cl100k_base|o200k_base)$")]
     tokenizer: Option<String>,
+    /// Time limit in milliseconds: 1 to 60000 (default 10000).
+    #[schema(minimum = 1, maximum = 60000)]
     timeout_ms: Option<i64>,
+    /// Answer from the shards that answered when some did not (default: the node's
+    /// `TORUA_ALLOW_PARTIAL`).
     allow_partial: Option<bool>,
 }
 
@@ -77,7 +102,7 @@ impl RetrieveRequest {
 
     /// Reads and checks a body for a cluster whose embeddings have `dim` dimensions (0 = none).
     pub fn parse(body: &[u8], dim: usize) -> Result<RetrieveRequest, Error> {
-        let b: Body = serde_json::from_slice(body)
+        let b: RetrieveBody = serde_json::from_slice(body)
             .map_err(|e| Error::Invalid(format!("malformed request: {e}")))?;
         let query = b.query.filter(|q| !q.trim().is_empty());
         if let Some(q) = &query {

@@ -83,7 +83,7 @@ pub enum Item {
 }
 
 /// A fused hit: its place and raw score in each list it came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Seed {
     pub id: String,
     pub score: f64,

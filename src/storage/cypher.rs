@@ -194,18 +194,19 @@ const READ_PROCEDURES: [&str; 7] = [
 /// not as property names (`e.set`), labels or map keys.
 pub fn check_read_only(tokens: &[Token]) -> Result<(), Refused> {
     for (i, t) in tokens.iter().enumerate() {
+        // `x -> ...` and `(a, b) -> ...` are list lambdas; in a pattern `->` follows `]` or `-`.
+        if t.is("->") && i > 0 && (tokens[i - 1].ident().is_some() || tokens[i - 1].is(")")) {
+            return Err(Refused(format!(
+                "list lambdas (... -> ...) are refused: Kuzu 0.11 can crash on them; \
+                 use UNWIND and a WHERE instead (the `->` at byte {})",
+                t.start
+            )));
+        }
         let Tok::Ident(word) = &t.tok else { continue };
         let prev_is = |p: &str| i > 0 && tokens[i - 1].is(p);
         let next_is = |p: &str| tokens.get(i + 1).is_some_and(|n| n.is(p));
         if prev_is(".") || prev_is(":") || next_is(":") {
             continue;
-        }
-        // `x -> ...` inside a call is a list lambda (in a pattern, `->` follows `]`, `-` or `)`).
-        if next_is("->") {
-            return Err(Refused(format!(
-                "list lambdas ({word} -> ...) are refused: Kuzu 0.11 can crash on them; \
-                 use UNWIND and a WHERE instead"
-            )));
         }
         if let Some(w) = WRITE_WORDS.iter().find(|w| word.eq_ignore_ascii_case(w)) {
             return Err(Refused(format!(
@@ -223,4 +224,25 @@ pub fn check_read_only(tokens: &[Token]) -> Result<(), Refused> {
         }
     }
     Ok(())
+}
+
+/// Refuses a statement that uses a parameter (`$name`) that `given` has no value for: Kuzu 0.11
+/// has been seen to crash running such a statement.
+pub fn check_params_given(tokens: &[Token], given: impl Fn(&str) -> bool) -> Result<(), Refused> {
+    let mut missing: Vec<String> = tokens
+        .iter()
+        .filter_map(|t| match &t.tok {
+            Tok::Param(name) if !given(name) => Some(format!("${name}")),
+            _ => None,
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    missing.dedup();
+    Err(Refused(format!(
+        "the statement uses {} but params gives no value for it: add it to params",
+        missing.join(", ")
+    )))
 }

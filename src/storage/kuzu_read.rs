@@ -9,7 +9,7 @@ use kuzu::{LogicalType, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value as Json};
 
-use super::cypher::{tokenize, Tok};
+use super::cypher::{check_params_given, tokenize, Tok};
 use super::kuzu_readers::Session;
 use super::kuzu_values::*;
 use super::Error;
@@ -138,8 +138,10 @@ fn params_for(
     cypher: &str,
     params: &Map<String, Json>,
 ) -> Result<Vec<(String, Value)>, QueryFailure> {
-    let used: HashSet<String> = tokenize(cypher)
-        .map_err(|e| QueryFailure::Invalid(e.0))?
+    let tokens = tokenize(cypher).map_err(|e| QueryFailure::Invalid(e.0))?;
+    check_params_given(&tokens, |name| params.contains_key(name))
+        .map_err(|e| QueryFailure::Invalid(e.0))?;
+    let used: HashSet<String> = tokens
         .into_iter()
         .filter_map(|t| match t.tok {
             Tok::Param(name) => Some(name),

@@ -876,6 +876,8 @@ fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, E
 }
 
 #[cfg(test)]
+mod cypher_fuzz_tests;
+#[cfg(test)]
 mod retrieval_tests;
 #[cfg(test)]
 mod search_tests;

@@ -56,7 +56,7 @@ pub enum WriteOp {
     DeleteRelationsOf(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RelationRecord {
     pub id: String,
     pub source: String,

@@ -12,9 +12,9 @@ use serde_json::Value;
 static API_KEY: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
 static AGENT: std::sync::RwLock<Option<ureq::Agent>> = std::sync::RwLock::new(None);
 
-/// From now on, every helper speaks HTTPS trusting only the CA that `secret` derives for
-/// cluster `cluster_id` (as nodes started with that secret serve).
-pub fn trust_cluster_ca(secret: &str, cluster_id: &str) {
+/// A TLS client configuration trusting only the CA that `secret` derives for cluster
+/// `cluster_id` (as nodes started with that secret serve).
+pub fn cluster_tls_config(secret: &str, cluster_id: &str) -> std::sync::Arc<rustls::ClientConfig> {
     let ca = transport::ClusterCa::derive(secret, cluster_id)
         .expect("a CA derives from any secret")
         .cert_der()
@@ -27,8 +27,14 @@ pub fn trust_cluster_ca(secret: &str, cluster_id: &str) {
         .expect("TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// From now on, every helper speaks HTTPS trusting only the CA that `secret` derives for
+/// cluster `cluster_id` (as nodes started with that secret serve).
+pub fn trust_cluster_ca(secret: &str, cluster_id: &str) {
     let agent = ureq::AgentBuilder::new()
-        .tls_config(std::sync::Arc::new(config))
+        .tls_config(cluster_tls_config(secret, cluster_id))
         .build();
     *AGENT.write().expect("agent lock") = Some(agent);
 }

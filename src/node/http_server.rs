@@ -1,8 +1,10 @@
-//! Serving the HTTP API over TLS. The certificate is the operator's (`TORUA_HTTP_TLS_CERT/KEY`)
-//! or issued at start from the cluster CA that every node derives from the cluster secret, so a
-//! client that knows the secret (or holds the CA's PEM) verifies any node. Each connection gets
-//! a bounded handshake and a bounded wait for its request headers, so slow clients cannot hold
-//! the node's connections open for free.
+//! Serving the HTTP API, over TLS unless the node runs in the loopback development mode. The
+//! certificate is the operator's (`TORUA_HTTP_TLS_CERT/KEY`) or issued at start from the cluster
+//! CA that every node derives from the cluster secret, so a client that knows the secret (or
+//! holds the CA's PEM) verifies any node. Each connection gets a bounded handshake, a bounded
+//! wait for its request headers and a bounded header size, and the node serves a bounded number
+//! of connections, so slow or oversized clients cannot hold it up (`tests/security_process.rs`
+//! holds hundreds of slow connections open while `/health` answers).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 4096;
+/// Largest request head (request line and headers); a larger one gets 431.
+const MAX_HEAD_BYTES: usize = 64 << 10;
 
 /// Whether the client's first byte opens a TLS handshake (record type 22); false for plain HTTP,
 /// or a client silent for `HANDSHAKE_TIMEOUT`.
@@ -72,15 +76,15 @@ pub fn server_config(cert: ServerCert) -> anyhow::Result<Arc<rustls::ServerConfi
     Ok(Arc::new(config))
 }
 
-/// Serves `app` over TLS on `listener` until `stop` fires; then stops accepting and waits for
-/// the requests in flight.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` fires; then stops
+/// accepting and waits for the requests in flight.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(stop);
@@ -94,7 +98,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "cannot accept an HTTPS connection");
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -103,36 +107,45 @@ pub async fn serve(
         let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
+            let Some(acceptor) = acceptor else {
+                serve_connection(TokioIo::new(tcp), from, app, watcher).await;
+                return;
+            };
             if !starts_with_tls(&tcp).await {
                 refuse_plain_http(tcp).await;
                 return;
             }
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%from, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%from, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |mut request| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(from));
-                app.clone().call(request)
-            });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let connection = http.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%from, error = %e, "HTTPS connection ended with an error");
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), from, app, watcher).await,
+                Ok(Err(e)) => tracing::debug!(%from, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%from, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// HTTP/1.1 on one connection, with the header limits.
+async fn serve_connection<IO>(
+    io: TokioIo<IO>,
+    from: SocketAddr,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request| {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(from));
+        app.clone().call(request)
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES);
+    if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
+        tracing::debug!(%from, error = %e, "HTTP connection ended with an error");
+    }
 }
