@@ -1,7 +1,7 @@
 //! `POST /broadcast`: `{"path": "/control", "payload": <any JSON>}` delivered to every member.
 //! `?timeout=2s` bounds each node's answer (default 2 s, at most 30 s).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,7 +45,7 @@ pub struct BroadcastQuery {
 )]
 pub async fn broadcast(
     State(state): State<AppState>,
-    Query(q): Query<BroadcastQuery>,
+    super::Params(q): super::Params<BroadcastQuery>,
     body: Result<Json<BroadcastBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<BroadcastAnswer>, ApiError> {
     let Json(body) = body.map_err(|e| {

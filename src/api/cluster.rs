@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -40,12 +40,12 @@ pub struct HealthQuery {
     params(HealthQuery),
     responses(
         (status = 200, description = "The health", body = HealthAnswer),
-        (status = 400, description = "A bad `wait_for_status` or `timeout` (a query string that does not parse gets a plain-text 400)", body = ErrorBody),
+        (status = 400, description = "A bad `wait_for_status` or `timeout`, or a query string that does not parse", body = ErrorBody),
     )
 )]
 pub async fn cluster_health(
     State(state): State<AppState>,
-    Query(q): Query<HealthQuery>,
+    super::Params(q): super::Params<HealthQuery>,
 ) -> Result<Json<HealthAnswer>, ApiError> {
     let wanted = match q.wait_for_status.as_deref() {
         None => None,

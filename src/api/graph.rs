@@ -266,13 +266,13 @@ pub struct ShardsQuery {
     params(ShardsQuery),
     responses(
         (status = 200, description = "The copies", body = crate::cluster::copies::Copies),
-        (status = 400, description = "A query string that does not parse (plain-text answer)", content_type = "text/plain", body = String),
+        (status = 400, description = "A query string that does not parse", body = ErrorBody),
         (status = 503, description = "No shard map yet: the cluster is forming (no `Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn shards(
     State(state): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<ShardsQuery>,
+    super::Params(q): super::Params<ShardsQuery>,
 ) -> Result<Json<crate::cluster::copies::Copies>, ApiError> {
     let map = current_map(&state)?;
     Ok(Json(

@@ -201,3 +201,25 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+/// `axum::extract::Query` whose refusal (a malformed or repeated parameter) is the API's JSON
+/// 400 instead of axum's plain text.
+pub struct Params<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))
+    }
+}
