@@ -2252,33 +2252,21 @@ fn bad_input_gets_a_4xx_with_a_reason() {
         });
     }
 
-    // A parameter without a value: whatever Kuzu does on one database (an error -> 400, else the same rows).
+    // A parameter without a value is refused before it reaches a shard (Kuzu 0.11 is reported to
+    // crash on it; one database answers as if it were null).
     {
         f.cases += 1;
         let cypher = "MATCH (e:Entity) WHERE e.id = $missing RETURN e.id";
         let (status, ans) = post(cluster.node(0), "/query", &json!({"cypher": cypher}));
-        match reference.query(cypher, &json!({})) {
-            Err(e) => {
-                f.check(status == 400 && error_reason(&ans).is_some(), || {
-                    format!(
-                        "unbound $missing: Kuzu refuses it ({e}); expected 400, got {status} {}",
-                        short(&ans)
-                    )
-                });
-            }
-            Ok((columns, rows)) => {
-                compare_query(
-                    &mut f,
-                    "unbound $missing",
-                    &json!({"cypher": cypher}),
-                    false,
-                    &columns,
-                    &rows,
-                    status,
-                    &ans,
-                );
-            }
-        }
+        f.check(
+            status == 400 && error_reason(&ans).is_some_and(|r| r.contains("$missing")),
+            || {
+                format!(
+                    "unbound $missing: expected 400 naming it, got {status} {}",
+                    short(&ans)
+                )
+            },
+        );
     }
 
     // Valid boundaries are accepted.
