@@ -564,3 +564,94 @@ fn slow_clients_do_not_hold_up_the_node() {
     f.check(status == 200, || format!("/health afterwards: {status}"));
     f.finish("slow clients", opened);
 }
+
+/// A cluster that forms with keys required and no bootstrap key anywhere: the node that creates
+/// the shard map prints an initial admin key once on its standard error; that key works on every
+/// node, can create other keys and be revoked, and no node prints a second one.
+#[test]
+fn a_cluster_formed_without_a_bootstrap_key_prints_one_initial_admin_key() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let mut o = ClusterOptions::graph(3);
+    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
+    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
+    let cluster = TestCluster::start(3, o).unwrap();
+    let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
+
+    // The key is the line after the announcement, on exactly one node.
+    let printed = |i: usize| -> Vec<String> {
+        let log = cluster.node(i).log_tail(5000);
+        let lines: Vec<&str> = log.lines().collect();
+        lines
+            .windows(3)
+            .filter(|w| w[0].contains("shown only this once"))
+            .map(|w| w[2].trim().to_string())
+            .collect()
+    };
+    let (holder, key) = wait::until("an initial admin key printed", SETTLE, || {
+        (0..3)
+            .find_map(|i| printed(i).first().map(|k| (i, k.clone())))
+            .ok_or("not yet")
+    });
+    println!(
+        "node {holder} printed an initial key after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    f.check(key.starts_with("torua_"), || format!("printed {key:?}"));
+    for (i, url) in urls.iter().enumerate() {
+        let (status, answer) = wait::until("the initial key on every node", SETTLE, || {
+            let (status, answer, _) = call("GET", &format!("{url}/keys"), Some(&key), None);
+            if status == 200 {
+                Ok((status, answer))
+            } else {
+                Err(format!("node {i}: {status} {answer}"))
+            }
+        });
+        f.check(
+            status == 200 && answer.to_string().contains("initial admin"),
+            || format!("GET /keys on node {i} with the initial key: {status} {answer}"),
+        );
+        let (status, _, _) = call("GET", &format!("{url}/keys"), None, None);
+        f.check(status == 401, || format!("no key on node {i}: {status}"));
+    }
+    let initial_id = key
+        .strip_prefix("torua_")
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id.to_string())
+        .unwrap_or_default();
+
+    // Rotation: a new admin key made with it, then the initial key revoked everywhere.
+    let (_, admin) = create_key(&urls[1], &key, "admin");
+    let (status, answer, _) = call(
+        "DELETE",
+        &format!("{}/keys/{initial_id}", urls[2]),
+        Some(&admin),
+        None,
+    );
+    f.check(status == 200 || status == 204, || {
+        format!("revoking the initial key: {status} {answer}")
+    });
+    for (i, url) in urls.iter().enumerate() {
+        let refused = wait::poll(Duration::from_secs(5), Duration::from_millis(100), || {
+            let (status, _, _) = call("GET", &format!("{url}/keys"), Some(&key), None);
+            if status == 401 {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        });
+        f.check(refused.is_ok(), || {
+            format!("the revoked initial key on node {i}: {refused:?}")
+        });
+        let (status, _, _) = call("GET", &format!("{url}/keys"), Some(&admin), None);
+        f.check(status == 200, || {
+            format!("the new admin key on node {i}: {status}")
+        });
+    }
+    let prints: Vec<usize> = (0..3).map(|i| printed(i).len()).collect();
+    f.check(
+        prints.iter().sum::<usize>() == 1 && prints[holder] == 1,
+        || format!("initial keys printed per node: {prints:?}"),
+    );
+    f.finish("the initial admin key", started);
+}

@@ -17,6 +17,7 @@ use crate::cluster::messages::{MapRequest, MapResponse};
 use crate::cluster::plan::{plan, Members};
 use crate::cluster::shard_map::{Drain, ShardMap};
 use crate::error::Error;
+use crate::node::access::Role;
 use crate::node::context::NodeContext;
 use crate::replication::messages::{ReplicationRequest, ReplicationResponse};
 
@@ -128,13 +129,18 @@ fn step(ctx: &NodeContext, dead_since: &mut HashMap<String, Instant>) -> Option<
                 .ready_members()
                 .map(|m| (m.node_id.as_str().to_string(), m.generation))
                 .collect();
-            let map = ShardMap::create(
+            let mut map = ShardMap::create(
                 &ready,
                 generations,
                 settings.shards,
                 settings.replicas,
                 term,
             );
+            if ctx.access.enabled && !ctx.access.has_bootstrap() {
+                let (record, key) = crate::node::access::new_key("initial admin", Role::Admin);
+                print_initial_key(&record.id, &key);
+                map.api_keys.push(record);
+            }
             tracing::info!(
                 nodes = ready.len(),
                 shards = map.shards,
@@ -165,6 +171,26 @@ fn step(ctx: &NodeContext, dead_since: &mut HashMap<String, Instant>) -> Option<
         ctx.shard_map.offer(map.clone());
     }
     Some(map)
+}
+
+/// Shows the initial admin key of a cluster formed without a bootstrap key: once, on standard
+/// error and not through the logger, so that it reaches the operator's terminal and no log
+/// pipeline.
+fn print_initial_key(id: &str, key: &str) {
+    eprintln!(
+        "\n\
+         ================================================================================\n\
+         torua: the cluster formed with API keys required and no TORUA_BOOTSTRAP_API_KEY.\n\
+         An admin key was created; it is shown only this once:\n\
+         \n    {key}\n\n\
+         Use it to create your own keys (TORUA_API_KEY=<it> torua key create --role admin),\n\
+         then revoke it (torua key revoke {id}).\n\
+         ================================================================================\n"
+    );
+    tracing::warn!(
+        key_id = id,
+        "created the initial admin key and printed it to standard error (only there, only now)"
+    );
 }
 
 /// A new coordinator first adopts the newest map any member holds (by term, then version): its

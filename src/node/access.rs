@@ -4,7 +4,8 @@
 //! a salted SHA-256 of the secret — in the shard map, which the coordinator changes under a quorum
 //! and pushes to every node: any node checks any key, and a revocation reaches every node with
 //! that push. The bootstrap key (`TORUA_BOOTSTRAP_API_KEY`) is held, hashed, only by the nodes it
-//! is given to. Secrets are compared in constant time and never logged. A client address that
+//! is given to. A cluster that forms with keys required on a coordinator without a bootstrap key
+//! gets an initial admin key instead, printed once to that node's standard error. Secrets are compared in constant time and never logged. A client address that
 //! keeps failing is answered more and more slowly.
 
 use std::collections::HashMap;
@@ -202,6 +203,11 @@ impl Access {
             bootstrap,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether this node was given a bootstrap key.
+    pub fn has_bootstrap(&self) -> bool {
+        self.bootstrap.is_some()
     }
 
     /// Checks an `Authorization` header value against the bootstrap key and `keys`.

@@ -162,8 +162,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.bootstrap_api_key.is_none() {
             warn!(
                 "no TORUA_BOOTSTRAP_API_KEY: this node accepts only the keys in the cluster's list; \
-                 to create the first key, start a node with TORUA_BOOTSTRAP_API_KEY set (an admin \
-                 key of 16+ characters) and run `torua key create`"
+                 if this node forms the cluster it prints an initial admin key to standard error \
+                 once; otherwise start a node with TORUA_BOOTSTRAP_API_KEY set (an admin key of 20+ \
+                 characters) to create keys with `torua key create`"
             );
         }
     } else {
