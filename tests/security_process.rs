@@ -184,6 +184,28 @@ fn api_keys_with_roles_guard_every_route_but_health() {
         ),
         403,
     );
+    // A refused body the client is still sending gets the answer, not a connection closed under
+    // it (the node reads and drops it).
+    let big = json!({"entities": (0..8).map(|i| json!({
+        "id": format!("big-{i}"), "title": "BIG", "description": "x".repeat(1 << 20),
+    })).collect::<Vec<_>>()});
+    expect(
+        &mut f,
+        "read key, 8 MiB ingest",
+        call(
+            "POST",
+            &format!("{u1}/graph/ingest"),
+            Some(&read_key),
+            Some(&big),
+        ),
+        403,
+    );
+    expect(
+        &mut f,
+        "no key, 8 MiB ingest",
+        call("POST", &format!("{u1}/graph/ingest"), None, Some(&big)),
+        401,
+    );
     expect(
         &mut f,
         "read key, retrieve",

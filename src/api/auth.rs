@@ -1,16 +1,21 @@
 //! The gate in front of every route: which role a request needs, and whether its API key has
 //! it. `/health` and `/openapi.json` stay open (load balancers, client generators). A missing or
 //! unknown key is 401, a key with too small a role 403, each with the JSON error body; repeated
-//! failures from one address are answered more slowly, and all are counted in `/metrics`.
+//! failures from one address are answered more slowly, and all are counted in `/metrics`. A
+//! refused request's body is read and dropped (within the route's size limit and a few seconds)
+//! before the answer, so that a client still sending it gets the 401/403 rather than a connection
+//! closed under it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, MAX_BODY_BYTES};
+use crate::api::graph::MAX_INGEST_BYTES;
 use crate::node::access::{Denied, Role};
 
 /// The role a request needs; `None` for the open routes.
@@ -80,6 +85,12 @@ pub async fn authorize(
             }
         }
     }
+    let limit = if request.uri().path().trim_end_matches('/') == "/graph/ingest" {
+        MAX_INGEST_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    drain(request.into_body(), limit).await;
     let mut response = ApiError::new(status, denied.reason()).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
@@ -88,6 +99,26 @@ pub async fn authorize(
         );
     }
     response
+}
+
+/// How long a refused request's body is read for at most.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and drops up to `limit` bytes of `body` within [`DRAIN_TIME`]. A body that is larger or
+/// slower is left unread: hyper then closes the connection after the answer, as it would anyway.
+async fn drain(body: axum::body::Body, limit: usize) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > limit {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::node::context::NodeContext;
 use crate::node::metrics::track_http;
 
 /// Request bodies are small control messages in this API; refuse anything bigger.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// No request may hold a connection longer than this (waits such as `wait_for_status` are
 /// capped below it).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(65);
