@@ -179,6 +179,7 @@ impl KuzuShard {
                         gate,
                         stage,
                         (thread_path, wal_path),
+                        crashed,
                     )
                 }));
                 if applied.is_err() {
@@ -648,6 +649,7 @@ fn applier_loop(
     gate: Arc<ApplyGate>,
     (stage, mode): (PathBuf, InsertMode),
     files: (PathBuf, PathBuf),
+    crashed: bool,
 ) {
     let conn = match Connection::new(&db) {
         Ok(c) => c,
@@ -657,6 +659,7 @@ fn applier_loop(
         }
     };
     let (db_path, wal_path) = files;
+    let mut damaged = false;
     loop {
         // Wait for work, then for a slot; take the round only once running (it grew meanwhile).
         let jobs = {
@@ -708,26 +711,46 @@ fn applier_loop(
         let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
         let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
         let started = std::time::Instant::now();
-        if let Err(e) = apply_round(
-            &conn,
-            &ops,
-            max_seq,
-            dim,
-            (&stage, mode),
-            &shared.commit_gate,
-        ) {
-            tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
-            for (seq, op, _) in &round {
-                if let Err(e) = apply_round(
-                    &conn,
-                    &[op.as_ref()],
-                    *seq,
-                    dim,
-                    (&stage, mode),
-                    &shared.commit_gate,
-                ) {
-                    shared.failed.fetch_add(1, Ordering::SeqCst);
-                    tracing::error!(shard, seq, error = %e, "an acknowledged write cannot be applied to the database; it stays in the log");
+        let applied = if damaged {
+            Err(Error::Engine("the database is damaged".into()))
+        } else {
+            apply_round(
+                &conn,
+                &ops,
+                max_seq,
+                dim,
+                (&stage, mode),
+                &shared.commit_gate,
+            )
+        };
+        if let Err(e) = applied {
+            if damaged || (crashed && mode == InsertMode::Copy) {
+                // After kill -9 during a bulk-load commit, Kuzu 0.11 can reopen a table in a
+                // state where a failed commit is followed by a crash of the whole process on the
+                // next update (SIGSEGV in `UpdateInfo`). Such a copy applies nothing more: its
+                // writes stay in its log and the copy is rebuilt from another copy (`rejoin`
+                // asks for a whole copy after a crash).
+                if !damaged {
+                    tracing::error!(shard, error = %e, "this copy's database came back damaged from a crash; it applies no more writes until it is rebuilt from another copy");
+                    damaged = true;
+                }
+                shared
+                    .failed
+                    .fetch_add(round.len() as u64, Ordering::SeqCst);
+            } else {
+                tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
+                for (seq, op, _) in &round {
+                    if let Err(e) = apply_round(
+                        &conn,
+                        &[op.as_ref()],
+                        *seq,
+                        dim,
+                        (&stage, mode),
+                        &shared.commit_gate,
+                    ) {
+                        shared.failed.fetch_add(1, Ordering::SeqCst);
+                        tracing::error!(shard, seq, error = %e, "an acknowledged write cannot be applied to the database; it stays in the log");
+                    }
                 }
             }
         }
