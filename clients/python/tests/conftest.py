@@ -27,13 +27,13 @@ T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
 DULCE = Path(
-    os.environ.get("TORUA_DULCE")
-    or HERE.parents[2] / "tests" / "data" / "graphrag-operation-dulce"
+    os.environ.get("TORUA_DULCE") or HERE.parents[2] / "tests" / "data" / "graphrag-operation-dulce"
 )
 
 
-def wait_for(probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0,
-             what: str = "condition") -> T:
+def wait_for(
+    probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0, what: str = "condition"
+) -> T:
     """Polls `probe` until `ok` holds for its value; fails after `timeout` seconds with the
     last value (or exception)."""
     deadline = time.monotonic() + timeout
@@ -101,9 +101,7 @@ def parquet(name: str) -> List[Dict[str, Any]]:
 def count_ids(client: torua.Client, label: str, ids: List[str]) -> int:
     """How many of `ids` the cluster holds as `label` (entities: not stubs)."""
     if label == "RELATED":
-        cypher = (
-            "MATCH (a:Entity)-[r:RELATED]->(b:Entity) WHERE r.id IN $ids RETURN count(*) AS n"
-        )
+        cypher = "MATCH (a:Entity)-[r:RELATED]->(b:Entity) WHERE r.id IN $ids RETURN count(*) AS n"
     else:
         cypher = f"MATCH (x:{label}) WHERE x.id IN $ids RETURN count(*) AS n"
     return int(client.query(cypher, {"ids": ids}).rows[0][0])

@@ -31,15 +31,19 @@ def test_async_endpoints(urls: List[str], connect: Dict, dulce) -> None:
             assert "paths" in await c.openapi()
 
             e, f = f"ae-{uuid.uuid4().hex[:8]}", f"af-{uuid.uuid4().hex[:8]}"
-            result = await c.ingest({
-                "entities": [{"id": e, "title": "ASYNC E"}, {"id": f, "title": "ASYNC F"}],
-                "relations": [{"id": f"ar-{e}", "source": e, "target": f, "description": "ef"}],
-                "chunks": [{"id": f"at-{e}", "text": "async chunk"}],
-            })
+            result = await c.ingest(
+                {
+                    "entities": [{"id": e, "title": "ASYNC E"}, {"id": f, "title": "ASYNC F"}],
+                    "relations": [{"id": f"ar-{e}", "source": e, "target": f, "description": "ef"}],
+                    "chunks": [{"id": f"at-{e}", "text": "async chunk"}],
+                }
+            )
             assert not result.errors and result.counts["entities"] == 2
             assert (await c.get_entity(e)).relations[0].target == f
             assert (await c.get_chunk(f"at-{e}")).chunk.text == "async chunk"
-            q = await c.query("MATCH (x:Entity) WHERE x.id IN $ids RETURN count(*)", {"ids": [e, f]})
+            q = await c.query(
+                "MATCH (x:Entity) WHERE x.id IN $ids RETURN count(*)", {"ids": [e, f]}
+            )
             assert q.rows == [[2]]
             assert {x.id for x in (await c.neighborhood([e])).entities} == {e, f}
             assert (await c.path(e, f)).length == 1

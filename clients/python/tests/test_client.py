@@ -56,8 +56,12 @@ def test_drain_and_undrain(client: torua.Client) -> None:
     back = client.undrain(node)
     assert back.node == node and back.draining is False
     # Copies a drain started moving settle before the other tests read checksums.
-    wait_for(lambda: client.shards(), lambda s: not s.draining and not s.moves, 90,
-             "no drain and no moves")
+    wait_for(
+        lambda: client.shards(),
+        lambda s: not s.draining and not s.moves,
+        90,
+        "no drain and no moves",
+    )
     wait_for(lambda: client.cluster_health(), lambda h: h.status == "green", 90, "green")
     with pytest.raises(torua.NotFound):
         client.drain("no-such-node")
@@ -79,8 +83,11 @@ def test_ingest_read_back_and_delete(client: torua.Client) -> None:
             Relation(id=uid("r"), source=a, target=b, description="alpha knows beta", weight=2.0),
             Relation(id=uid("r"), source=b, target=c, description="beta knows gamma"),
         ],
-        chunks=[Chunk(id=t, text="alpha and beta are things", n_tokens=6, document_id=d,
-                      entity_ids=[a, b])],
+        chunks=[
+            Chunk(
+                id=t, text="alpha and beta are things", n_tokens=6, document_id=d, entity_ids=[a, b]
+            )
+        ],
         documents=[Document(id=d, title="py doc", text="alpha and beta", text_unit_ids=[t])],
     )
     result = client.ingest(batch, batch_size=2)
@@ -105,11 +112,15 @@ def test_ingest_read_back_and_delete(client: torua.Client) -> None:
 def test_delete_document(client: torua.Client) -> None:
     d, t = uid("doc"), uid("t")
     e = uid("e")
-    client.ingest({
-        "entities": [{"id": e, "title": "ONLY IN DOC PY", "text_unit_ids": [t]}],
-        "chunks": [{"id": t, "text": "only here", "document_id": d, "entity_ids": [e]}],
-        "documents": [{"id": d, "title": "to delete", "text": "only here", "text_unit_ids": [t]}],
-    })
+    client.ingest(
+        {
+            "entities": [{"id": e, "title": "ONLY IN DOC PY", "text_unit_ids": [t]}],
+            "chunks": [{"id": t, "text": "only here", "document_id": d, "entity_ids": [e]}],
+            "documents": [
+                {"id": d, "title": "to delete", "text": "only here", "text_unit_ids": [t]}
+            ],
+        }
+    )
     try:
         answer = client.delete_document(d)
     except torua.NotFound as err:
@@ -126,13 +137,15 @@ def test_delete_document(client: torua.Client) -> None:
 
 def test_query_neighborhood_and_path(client: torua.Client) -> None:
     a, b, c = uid("q"), uid("q"), uid("q")
-    client.ingest({
-        "entities": [{"id": x, "title": f"Q {x}", "type": "QTEST"} for x in (a, b, c)],
-        "relations": [
-            {"id": uid("r"), "source": a, "target": b, "description": "ab", "weight": 1.0},
-            {"id": uid("r"), "source": b, "target": c, "description": "bc", "weight": 3.0},
-        ],
-    })
+    client.ingest(
+        {
+            "entities": [{"id": x, "title": f"Q {x}", "type": "QTEST"} for x in (a, b, c)],
+            "relations": [
+                {"id": uid("r"), "source": a, "target": b, "description": "ab", "weight": 1.0},
+                {"id": uid("r"), "source": b, "target": c, "description": "bc", "weight": 3.0},
+            ],
+        }
+    )
     q = client.query(
         "MATCH (e:Entity) WHERE e.type = $t RETURN e.id AS id ORDER BY id", {"t": "QTEST"}
     )
@@ -181,7 +194,7 @@ def test_errors_carry_status_and_reason(client: torua.Client) -> None:
         client.query("MATCH (e:Entity) DELETE e")
     assert e.value.reason
     with pytest.raises(torua.BadRequest) as e:
-        client.ingest({"entities": [{"id": "ok"}, {"title": "no id"}]})
+        client.ingest({"entities": [{"id": "ok"}, {"id": "", "title": "no id"}]})
     assert e.value.items and e.value.items[0]["index"] == 1
     with pytest.raises(torua.NotFound) as e:
         client.get_chunk("no-such-chunk")

@@ -42,14 +42,20 @@ def test_cli_import_changes_nothing_after_the_python_import(client: torua.Client
         shards = client.shards(checksum=True)
         return {(c.shard, c.node): c.raw.get("checksum") for c in shards.copies}
 
-    before = wait_for(lambda: (client.wait_applied(), checksums())[1],
-                      lambda sums: all(isinstance(v, str) for v in sums.values()), 60,
-                      "every copy's checksum")
+    before = wait_for(
+        lambda: (client.wait_applied(), checksums())[1],
+        lambda sums: all(isinstance(v, str) for v in sums.values()),
+        60,
+        "every copy's checksum",
+    )
     items_before = snapshot(client, dulce["ids"])
     env = dict(os.environ)
     out = subprocess.run(
         [binary, "import", "graphrag", str(DULCE), "--url", client.urls[0], "--quiet"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert "39 entities, 107 relations, 5 chunks, 10 communities, 1 documents" in out.stdout
@@ -73,5 +79,7 @@ def snapshot(client: torua.Client, ids: dict) -> dict:
         "x.text_unit_ids ORDER BY x.id",
     }
     out = {label: client.query(q, {"ids": ids[label]}).rows for label, q in queries.items()}
-    assert [len(out[k]) for k in queries] == [39, 107, 5, 10, 1], {k: len(v) for k, v in out.items()}
+    assert [len(out[k]) for k in queries] == [39, 107, 5, 10, 1], {
+        k: len(v) for k, v in out.items()
+    }
     return out

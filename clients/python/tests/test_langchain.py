@@ -44,7 +44,9 @@ def test_documents_of_every_kind(client: torua.Client, dulce) -> None:
     assert all(isinstance(d, Document) and d.page_content for d in docs)
 
 
-def test_async_and_context_only(urls: List[str], connect: Dict, client: torua.Client, dulce) -> None:
+def test_async_and_context_only(
+    urls: List[str], connect: Dict, client: torua.Client, dulce
+) -> None:
     q = question(dulce)
 
     async def main() -> List[Document]:
@@ -59,7 +61,9 @@ def test_async_and_context_only(urls: List[str], connect: Dict, client: torua.Cl
     docs = asyncio.run(ToruaRetriever(client=client, top_k=5).ainvoke(q["question"]))
     assert q["entity"]["title"] in [d.metadata.get("title") for d in docs]
 
-    context = ToruaRetriever(client=client, context_only=True, max_tokens=3000).invoke(q["question"])
+    context = ToruaRetriever(client=client, context_only=True, max_tokens=3000).invoke(
+        q["question"]
+    )
     assert len(context) == 1 and "-----Entities-----" in context[0].page_content
     assert q["entity"]["title"] in context[0].page_content
     assert context[0].metadata["tokens"] <= 3000
@@ -116,8 +120,9 @@ def test_client_side_embedding(client: torua.Client, embedding_dim: int) -> None
         asked.append(text)
         return vectors[text]
 
-    retriever = ToruaRetriever(client=client, embed=embed, send_text=False, top_k=2, hops=0,
-                               include=["entities"])
+    retriever = ToruaRetriever(
+        client=client, embed=embed, send_text=False, top_k=2, hops=0, include=["entities"]
+    )
     docs = retriever.invoke("topic 2")
     assert asked == ["topic 2"]
     assert docs[0].id == f"vec-{tag}-2", [d.id for d in docs]

@@ -23,7 +23,9 @@ def top_entity(dulce) -> Dict:
 
 def test_nodes_with_scores(client: torua.Client, dulce) -> None:
     top = top_entity(dulce)
-    nodes = ToruaRetriever(client, top_k=5, max_tokens=8000).retrieve(f"Who is {top['title'].title()}?")
+    nodes = ToruaRetriever(client, top_k=5, max_tokens=8000).retrieve(
+        f"Who is {top['title'].title()}?"
+    )
     assert all(isinstance(n, NodeWithScore) for n in nodes)
     kinds = [n.node.metadata["kind"] for n in nodes]
     assert {"entity", "relation", "text_unit", "community_report"} <= set(kinds), kinds
@@ -33,7 +35,9 @@ def test_nodes_with_scores(client: torua.Client, dulce) -> None:
     assert top["title"] in first.node.get_content()
 
 
-def test_async_and_context_only(urls: List[str], connect: Dict, client: torua.Client, dulce) -> None:
+def test_async_and_context_only(
+    urls: List[str], connect: Dict, client: torua.Client, dulce
+) -> None:
     top = top_entity(dulce)
     question = f"What does {top['title'].title()} do?"
 

@@ -17,20 +17,31 @@ from torua.types import Batch
 from conftest import DULCE
 
 
-def mock_client(handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw) -> torua.Client:
+def mock_client(
+    handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw
+) -> torua.Client:
     c = torua.Client(urls, backoff=0.001, **kw)
     c._http = httpx.Client(transport=httpx.MockTransport(handler), headers=c._http.headers)
     return c
 
 
-def mock_async(handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw) -> torua.AsyncClient:
+def mock_async(
+    handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw
+) -> torua.AsyncClient:
     c = torua.AsyncClient(urls, backoff=0.001, **kw)
     c._http = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=c._http.headers)
     return c
 
 
-HEALTH = {"status": "ok", "node_id": "node-2", "state": "ready", "generation": 1, "version": "0.1.0",
-          "uptime_ms": 5, "log_filter": "info"}
+HEALTH = {
+    "status": "ok",
+    "node_id": "node-2",
+    "state": "ready",
+    "generation": 1,
+    "version": "0.1.0",
+    "uptime_ms": 5,
+    "log_filter": "info",
+}
 
 
 def test_connection_refused_and_503_fail_over_to_the_next_node() -> None:
@@ -56,8 +67,10 @@ def test_read_timeouts_fail_over_only_when_the_call_is_safe_to_repeat() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.host == "a":
             raise httpx.ReadTimeout("slow", request=request)
-        return httpx.Response(201, json={"id": "k1", "name": "n", "role": "read", "created_ms": 1,
-                                         "key": "torua_k1_x"})
+        return httpx.Response(
+            201,
+            json={"id": "k1", "name": "n", "role": "read", "created_ms": 1, "key": "torua_k1_x"},
+        )
 
     c = mock_client(handler, ["http://a", "http://b"])
     assert c.list_keys.__doc__
@@ -68,9 +81,19 @@ def test_read_timeouts_fail_over_only_when_the_call_is_safe_to_repeat() -> None:
 
 def test_429_is_retried_after_retry_after() -> None:
     answers = [
-        httpx.Response(429, headers={"retry-after": "0"}, json={"error": {"status": 429, "reason": "busy"}}),
-        httpx.Response(200, json={"took_ms": 3, "errors": False, "counts": {"entities": 1}, "failed": 0,
-                                  "items": []}),
+        httpx.Response(
+            429, headers={"retry-after": "0"}, json={"error": {"status": 429, "reason": "busy"}}
+        ),
+        httpx.Response(
+            200,
+            json={
+                "took_ms": 3,
+                "errors": False,
+                "counts": {"entities": 1},
+                "failed": 0,
+                "items": [],
+            },
+        ),
     ]
     bodies: List[Dict] = []
 
@@ -86,8 +109,11 @@ def test_429_is_retried_after_retry_after() -> None:
 
 def test_overloaded_after_the_last_retry_carries_the_reason() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, headers={"retry-after": "0"},
-                              json={"error": {"status": 429, "reason": "too many queries"}})
+        return httpx.Response(
+            429,
+            headers={"retry-after": "0"},
+            json={"error": {"status": 429, "reason": "too many queries"}},
+        )
 
     c = mock_client(handler, ["http://a"], retries=2)
     with pytest.raises(torua.Overloaded) as e:
@@ -98,12 +124,16 @@ def test_overloaded_after_the_last_retry_carries_the_reason() -> None:
 def test_errors_map_statuses_and_keep_the_reason_and_items() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/graph/ingest":
-            return httpx.Response(400, json={"error": {"status": 400, "reason": "1 invalid item"},
-                                             "items": [{"kind": "entity", "index": 0, "id": "",
-                                                        "reason": "empty id"}]})
+            return httpx.Response(
+                400,
+                json={
+                    "error": {"status": 400, "reason": "1 invalid item"},
+                    "items": [{"kind": "entity", "index": 0, "id": "", "reason": "empty id"}],
+                },
+            )
         if request.url.path == "/keys":
             return httpx.Response(401, json={"error": {"status": 401, "reason": "no API key"}})
-        return httpx.Response(404, json={"error": {"status": 404, "reason": "no entity \"x\""}})
+        return httpx.Response(404, json={"error": {"status": 404, "reason": 'no entity "x"'}})
 
     c = mock_client(handler, ["http://a"])
     with pytest.raises(torua.BadRequest) as bad:
@@ -122,14 +152,23 @@ def test_ingest_batches_kinds_in_order() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         sizes.append({k: len(v) for k, v in body.items()})
-        return httpx.Response(200, json={"took_ms": 1, "errors": False,
-                                         "counts": {k: len(v) for k, v in body.items()},
-                                         "failed": 0, "items": []})
+        return httpx.Response(
+            200,
+            json={
+                "took_ms": 1,
+                "errors": False,
+                "counts": {k: len(v) for k, v in body.items()},
+                "failed": 0,
+                "items": [],
+            },
+        )
 
     c = mock_client(handler, ["http://a"], batch_size=3)
-    batch = Batch(entities=[torua.Entity(id=f"e{i}") for i in range(4)],
-                  relations=[torua.Relation(id="r", source="e0", target="e1")],
-                  documents=[{"id": "d"}])
+    batch = Batch(
+        entities=[torua.Entity(id=f"e{i}") for i in range(4)],
+        relations=[torua.Relation(id="r", source="e0", target="e1")],
+        documents=[{"id": "d"}],
+    )
     result = c.ingest(batch)
     assert sizes == [{"entities": 3}, {"entities": 1, "relations": 1, "documents": 1}]
     assert result.batches == 2 and result.counts == {"entities": 4, "relations": 1, "documents": 1}
@@ -145,8 +184,11 @@ def test_async_client_fails_over_and_retries() -> None:
         if request.url.host == "a":
             raise httpx.ConnectError("refused", request=request)
         if len(calls) == 2:
-            return httpx.Response(503, headers={"retry-after": "0"},
-                                  json={"error": {"status": 503, "reason": "forming"}})
+            return httpx.Response(
+                503,
+                headers={"retry-after": "0"},
+                json={"error": {"status": 503, "reason": "forming"}},
+            )
         return httpx.Response(200, json=HEALTH)
 
     async def main() -> None:
@@ -173,8 +215,13 @@ def test_api_key_header_and_urls() -> None:
 
 def test_graphrag_folder_maps_as_torua_import_does() -> None:
     b = read_folder(DULCE)
-    assert b.counts() == {"entities": 39, "relations": 107, "chunks": 5, "communities": 10,
-                          "documents": 1}
+    assert b.counts() == {
+        "entities": 39,
+        "relations": 107,
+        "chunks": 5,
+        "communities": 10,
+        "documents": 1,
+    }
     ids = {e.id for e in b.entities}
     # Two relationships of this index name a title that is no entity: they point at stubs.
     assert sum(1 for r in b.relations if r.source in ids and r.target in ids) == 105

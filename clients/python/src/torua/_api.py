@@ -60,10 +60,11 @@ class Api:
 
     def __init__(self, settings: Settings, nodes: Nodes) -> None:
         self.settings = settings
-        self.nodes = nodes
+        # Which node to ask first; shared by every call of the client.
+        self.targets = nodes
 
     def call(self, call: Call) -> Op[Any]:
-        return exchange(self.settings, self.nodes, call)
+        return exchange(self.settings, self.targets, call)
 
     def _slow(self, timeout_ms: Optional[int]) -> Optional[float]:
         """The HTTP timeout for a request the server may work on for `timeout_ms`."""
@@ -109,7 +110,11 @@ class Api:
     def shards(self, checksum: bool = False) -> Op[Shards]:
         """`GET /cluster/shards`: every shard copy; `checksum=True` adds each copy's checksum."""
         params = {"checksum": "true"} if checksum else None
-        return (yield from self.call(Call("GET", "/cluster/shards", params=params, parse=Shards.from_json)))
+        return (
+            yield from self.call(
+                Call("GET", "/cluster/shards", params=params, parse=Shards.from_json)
+            )
+        )
 
     def drain(self, node_id: str) -> Op[DrainStatus]:
         """`POST /nodes/{id}/drain`: move every copy and primary role off the node (admin)."""
@@ -246,7 +251,9 @@ class Api:
             timeout_ms=timeout_ms,
             allow_partial=allow_partial,
         )
-        call = Call("POST", "/query", json=body, parse=QueryResult.from_json, timeout=self._slow(timeout_ms))
+        call = Call(
+            "POST", "/query", json=body, parse=QueryResult.from_json, timeout=self._slow(timeout_ms)
+        )
         return (yield from self.call(call))
 
     def neighborhood(
@@ -303,7 +310,9 @@ class Api:
             timeout_ms=timeout_ms,
             allow_partial=allow_partial,
         )
-        call = Call("POST", "/graph/path", json=body, parse=Path.from_json, timeout=self._slow(timeout_ms))
+        call = Call(
+            "POST", "/graph/path", json=body, parse=Path.from_json, timeout=self._slow(timeout_ms)
+        )
         return (yield from self.call(call))
 
     def retrieve(
@@ -339,7 +348,13 @@ class Api:
             timeout_ms=timeout_ms,
             allow_partial=allow_partial,
         )
-        call = Call("POST", "/retrieve", json=body, parse=Retrieval.from_json, timeout=self._slow(timeout_ms))
+        call = Call(
+            "POST",
+            "/retrieve",
+            json=body,
+            parse=Retrieval.from_json,
+            timeout=self._slow(timeout_ms),
+        )
         return (yield from self.call(call))
 
     # -- API keys -------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ def headers(api_key: Optional[str], extra: Optional[Dict[str, str]] = None) -> D
     return out
 
 
-def verify(ca: Optional[str], verify: Union[None, bool, ssl.SSLContext]) -> Union[bool, ssl.SSLContext]:
+def verify(
+    ca: Optional[str], verify: Union[None, bool, ssl.SSLContext]
+) -> Union[bool, ssl.SSLContext]:
     """The TLS trust: an explicit `verify` wins; else the CA file `ca` (PEM, e.g. from
     `torua cert --secret-ca`); else the system's roots."""
     if verify is not None:

@@ -1,8 +1,9 @@
 """The exceptions a torua call raises.
 
-Every answer the server refuses becomes a `ToruaError` subclass chosen by HTTP status, carrying the
-status, the server's `reason` (from its `{"error": {"status", "reason"}}` body) and the whole body, so
-callers branch on the type and show the reason. `ConnectionFailed` means no node answered at all.
+Every answer the server refuses becomes a `ToruaError` subclass chosen by HTTP status, carrying
+the status, the server's `reason` (from its `{"error": {"status", "reason"}}` body) and the whole
+body, so callers branch on the type and show the reason. `ConnectionFailed` means no node
+answered at all.
 """
 
 from __future__ import annotations

@@ -11,7 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import (
+    Any,
+    ClassVar,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Type,
+    TypeVar,
+    Union,
+)
 
 T = TypeVar("T", bound="Model")
 
@@ -45,7 +57,7 @@ class Model:
                     value = nested.from_json(value)
             values[f.name] = value
         obj = cls(**values)
-        obj.raw = data
+        obj.raw = data  # type: ignore[attr-defined]
         return obj
 
 
@@ -187,7 +199,9 @@ class Batch:
             return value
         unknown = set(value) - set(KINDS)
         if unknown:
-            raise ValueError(f"unknown item kinds {sorted(unknown)}; expected some of {list(KINDS)}")
+            raise ValueError(
+                f"unknown item kinds {sorted(unknown)}; expected some of {list(KINDS)}"
+            )
         return cls(**{k: list(value.get(k) or []) for k in KINDS})
 
     def split(self, size: int) -> Iterator["Batch"]:
