@@ -124,7 +124,7 @@ def test_delete_document(client: torua.Client) -> None:
     try:
         answer = client.delete_document(d)
     except torua.NotFound as err:
-        if err.status in (404, 405) and "document" not in err.reason.lower():
+        if err.status == 405 or err.reason.startswith("no route"):
             pytest.skip(f"the server has no DELETE /graph/documents/{{id}} yet: {err}")
         raise
     assert isinstance(answer.raw, dict) and answer.raw
