@@ -114,7 +114,7 @@ fn venv_python() -> PathBuf {
     let (ok, output) = run_logged(pip, &venv.join("pip-install.log"), INSTALL_LIMIT);
     assert!(ok, "pip install of the Python client failed:\n{output}");
     std::fs::write(&stamp, wanted).expect("write stamp");
-    log(&format!(
+    log(format!(
         "python client installed in {} ({:.0?})",
         venv.display(),
         started.elapsed()
@@ -137,7 +137,7 @@ fn python_client_suite_passes_against_a_live_cluster() {
     torua_testkit::http::use_api_key(Some(BOOTSTRAP));
     let mut cluster = TestCluster::start(3, o).unwrap();
     cluster.wait_green(SETTLE).unwrap();
-    log(&format!("cluster green after {:.0?}", started.elapsed()));
+    log(format!("cluster green after {:.0?}", started.elapsed()));
 
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
     assert!(urls[0].starts_with("https://"), "{urls:?}");
@@ -170,7 +170,7 @@ fn python_client_suite_passes_against_a_live_cluster() {
     let run_started = Instant::now();
     let (ok, output) = run_logged(pytest, &cluster.data_dir().join("pytest.log"), PYTEST_LIMIT);
     println!("{output}");
-    log(&format!(
+    log(format!(
         "pytest {} in {:.0?} (whole test {:.0?})",
         if ok { "passed" } else { "failed" },
         run_started.elapsed(),
