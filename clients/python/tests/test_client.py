@@ -128,8 +128,11 @@ def test_delete_document(client: torua.Client) -> None:
             pytest.skip(f"the server has no DELETE /graph/documents/{{id}} yet: {err}")
         raise
     assert isinstance(answer.raw, dict) and answer.raw
+    # The text unit went with its document, and so did the entity only it supported.
     with pytest.raises(torua.NotFound):
         client.get_chunk(t)
+    with pytest.raises(torua.NotFound):
+        client.get_entity(e)
 
 
 # -- Queries and traversals --------------------------------------------------------------------

@@ -94,7 +94,5 @@ def snapshot(client: torua.Client, dulce) -> dict:
     }
     out = {label: client.query(q, {"ids": ids[label]}).rows for label, q in queries.items()}
     expected = [39, counted_relations(dulce), 5, 10, 1]
-    assert [len(out[k]) for k in queries] == expected, {
-        k: len(v) for k, v in out.items()
-    }
+    assert [len(out[k]) for k in queries] == expected, {k: len(v) for k, v in out.items()}
     return out

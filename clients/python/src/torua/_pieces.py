@@ -102,7 +102,7 @@ def pieces(answer: Retrieval, context_only: bool = False) -> List[Piece]:
                     "rank": rank,
                     "community_rank": c.rank,
                     "matches": c.matches,
-                    "stale": bool(c.raw.get("stale", False)),
+                    "stale": bool(c.stale),
                 },
                 score=c.rank,
             )

@@ -25,6 +25,10 @@ def _sync(op: Callable[..., Op[T]]) -> Callable[..., T]:
     def method(self: "Client", *args: Any, **kwargs: Any) -> T:
         return self._drive(op(self._api, *args, **kwargs))
 
+    # The endpoint's answer type, not the generator's (`Op[Retrieval]` -> `Retrieval`).
+    answer = str(op.__annotations__.get("return", "Any"))
+    if answer.startswith("Op[") and answer.endswith("]"):
+        method.__annotations__ = {**op.__annotations__, "return": answer[3:-1]}
     return method
 
 

@@ -564,6 +564,8 @@ class CommunityReport(Model):
     rank: float = 0.0
     content: str = ""
     matches: Optional[int] = None
+    # Whether a document deleted since the report was written removed some of its entities.
+    stale: Optional[bool] = None
     raw: Dict[str, Any] = _raw()
 
 
