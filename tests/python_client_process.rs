@@ -135,9 +135,13 @@ fn python_client_suite_passes_against_a_live_cluster() {
         .insert("TORUA_EMBEDDING_DIM".into(), EMBEDDING_DIM.to_string());
     torua_testkit::http::trust_cluster_ca(SECRET, "torua");
     torua_testkit::http::use_api_key(Some(BOOTSTRAP));
+    let cluster_started = Instant::now();
     let mut cluster = TestCluster::start(3, o).unwrap();
     cluster.wait_green(SETTLE).unwrap();
-    log(format!("cluster green after {:.0?}", started.elapsed()));
+    log(format!(
+        "cluster green after {:.0?}",
+        cluster_started.elapsed()
+    ));
 
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
     assert!(urls[0].starts_with("https://"), "{urls:?}");

@@ -291,3 +291,9 @@ def test_failover_past_a_node_that_never_answers(urls: List[str], black_hole: st
         started = time.monotonic()
         c.health()
         assert time.monotonic() - started < 0.9
+    # Alone, it makes the call fail once the timeout has passed on every try.
+    with torua.Client([f"{scheme}://{black_hole}"], timeout=0.5, retries=1, backoff=0.01) as c:
+        started = time.monotonic()
+        with pytest.raises(torua.ConnectionFailed):
+            c.health()
+        assert 0.9 < time.monotonic() - started < 5

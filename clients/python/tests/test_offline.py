@@ -229,3 +229,33 @@ def test_graphrag_folder_maps_as_torua_import_does() -> None:
     assert {c.parent for c in b.communities} == {"", "0"}
     assert all(c.id.isdigit() for c in b.communities)
     assert all(ch.document_id == b.documents[0].id for ch in b.chunks)
+
+
+def test_a_partly_written_batch_is_sent_again_then_reported() -> None:
+    partial = {
+        "took_ms": 1,
+        "errors": True,
+        "counts": {"entities": 0},
+        "failed": 1,
+        "items": [{"kind": "entity", "index": 0, "id": "e1", "reason": "shard 3 busy"}],
+    }
+    written = {"took_ms": 1, "errors": False, "counts": {"entities": 1}, "failed": 0, "items": []}
+    answers = [partial, written]
+
+    c = mock_client(lambda r: httpx.Response(200, json=answers.pop(0)), ["http://a"])
+    assert c.ingest({"entities": [{"id": "e1"}]}).counts == {"entities": 1}
+
+    c = mock_client(lambda r: httpx.Response(200, json=partial), ["http://a"], retries=2)
+    with pytest.raises(torua.IngestFailed) as e:
+        c.ingest({"entities": [{"id": "e1"}]})
+    assert e.value.items[0]["reason"] == "shard 3 busy"
+
+
+def test_a_node_that_never_answers_times_out() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    c = mock_client(handler, ["http://a"], retries=1)
+    with pytest.raises(torua.ConnectionFailed) as e:
+        c.health()
+    assert "ReadTimeout" in str(e.value)
