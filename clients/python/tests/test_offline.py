@@ -259,3 +259,42 @@ def test_a_node_that_never_answers_times_out() -> None:
     with pytest.raises(torua.ConnectionFailed) as e:
         c.health()
     assert "ReadTimeout" in str(e.value)
+
+
+# Every route of the API contract and the client method that calls it.
+COVERED = {
+    ("POST", "/broadcast"): "broadcast",
+    ("GET", "/cluster/health"): "cluster_health",
+    ("GET", "/cluster/nodes"): "cluster_nodes",
+    ("GET", "/cluster/shards"): "shards",
+    ("GET", "/graph/chunks/{id}"): "get_chunk",
+    ("GET", "/graph/entities/{id}"): "get_entity",
+    ("DELETE", "/graph/entities/{id}"): "delete_entity",
+    ("DELETE", "/graph/documents/{id}"): "delete_document",
+    ("POST", "/graph/ingest"): "ingest",
+    ("POST", "/graph/neighborhood"): "neighborhood",
+    ("POST", "/graph/path"): "path",
+    ("GET", "/health"): "health",
+    ("GET", "/keys"): "list_keys",
+    ("POST", "/keys"): "create_key",
+    ("DELETE", "/keys/{id}"): "revoke_key",
+    ("GET", "/metrics"): "metrics",
+    ("GET", "/nodes"): "nodes",
+    ("POST", "/nodes/{id}/drain"): "drain",
+    ("DELETE", "/nodes/{id}/drain"): "undrain",
+    ("GET", "/openapi.json"): "openapi",
+    ("POST", "/query"): "query",
+    ("POST", "/retrieve"): "retrieve",
+}
+
+
+def test_every_route_of_the_contract_has_a_method() -> None:
+    contract = DULCE.parents[2] / "openapi.json"
+    if not contract.exists():
+        pytest.skip(f"no {contract}")
+    spec = json.loads(contract.read_text())
+    routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    missing = sorted(routes - set(COVERED))
+    assert not missing, f"routes without a client method: {missing}"
+    for name in COVERED.values():
+        assert callable(getattr(torua.Client, name)) and callable(getattr(torua.AsyncClient, name))
