@@ -1,0 +1,412 @@
+"""Every endpoint of the torua HTTP API, once, as a generator driven by `Client` or `AsyncClient`.
+
+Each method builds its request (path, query parameters, JSON body without unset fields), runs it
+through `_exchange.exchange` and returns the typed answer. Methods made of several requests —
+batched ingest, waiting for writes to be applied — are generators of generators (`yield from`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from urllib.parse import quote
+
+from ._exchange import Call, Nodes, Op, Settings, Sleep, backoff, exchange
+from .errors import IngestFailed, ToruaError
+from .types import (
+    Batch,
+    BroadcastResult,
+    ChunkRecord,
+    ClusterHealth,
+    CreatedKey,
+    DocumentDeleted,
+    DrainStatus,
+    EntityDeleted,
+    EntityRecord,
+    IngestResult,
+    Item,
+    KeyInfo,
+    Member,
+    Neighborhood,
+    NodeHealth,
+    Path,
+    QueryResult,
+    Registry,
+    Retrieval,
+    Shards,
+)
+
+
+def _id(value: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"an id must be a non-empty string, not {value!r}")
+    return quote(value, safe="")
+
+
+def _body(**fields: Any) -> Dict[str, Any]:
+    """A JSON body without the fields left as None (the server applies its defaults)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _duration(value: Union[None, float, int, str]) -> Optional[str]:
+    """A server duration (`500ms`, `30s`) from seconds or a string given as is."""
+    if value is None or isinstance(value, str):
+        return value
+    return f"{int(round(float(value) * 1000))}ms"
+
+
+class Api:
+    """The endpoints. Every method returns an `Op`: a generator the clients drive."""
+
+    def __init__(self, settings: Settings, nodes: Nodes) -> None:
+        self.settings = settings
+        # Which node to ask first; shared by every call of the client.
+        self.targets = nodes
+
+    def call(self, call: Call) -> Op[Any]:
+        return exchange(self.settings, self.targets, call)
+
+    def _slow(self, timeout_ms: Optional[int]) -> Optional[float]:
+        """The HTTP timeout for a request the server may work on for `timeout_ms`."""
+        if timeout_ms is None:
+            return None
+        return max(self.settings.timeout, timeout_ms / 1000 + 5)
+
+    # -- Nodes and cluster ----------------------------------------------------------------------
+
+    def health(self) -> Op[NodeHealth]:
+        """`GET /health`: whether the node that answers is up (no key needed)."""
+        return (yield from self.call(Call("GET", "/health", parse=NodeHealth.from_json)))
+
+    def cluster_health(
+        self,
+        wait_for_status: Optional[str] = None,
+        timeout: Union[None, float, str] = None,
+    ) -> Op[ClusterHealth]:
+        """`GET /cluster/health`; with `wait_for_status` (`green`, `yellow`, `red`) the server waits
+        up to `timeout` (seconds, or `"30s"`) for that status and sets `timed_out`."""
+        params = _body(wait_for_status=wait_for_status, timeout=_duration(timeout))
+        wait = 60.0 if wait_for_status else None
+        if isinstance(timeout, (int, float)):
+            wait = float(timeout)
+        call = Call(
+            "GET",
+            "/cluster/health",
+            params=params or None,
+            parse=ClusterHealth.from_json,
+            timeout=None if wait is None else max(self.settings.timeout, wait + 5),
+        )
+        return (yield from self.call(call))
+
+    def cluster_nodes(self) -> Op[Registry]:
+        """`GET /cluster/nodes`: the coordinator's registry of nodes and their last reports."""
+        return (yield from self.call(Call("GET", "/cluster/nodes", parse=Registry.from_json)))
+
+    def nodes(self) -> Op[List[Member]]:
+        """`GET /nodes`: the members in the answering node's gossip view."""
+        parse = lambda body: [Member.from_json(n) for n in body.get("nodes", [])]  # noqa: E731
+        return (yield from self.call(Call("GET", "/nodes", parse=parse)))
+
+    def shards(self, checksum: bool = False) -> Op[Shards]:
+        """`GET /cluster/shards`: every shard copy; `checksum=True` adds each copy's checksum."""
+        params = {"checksum": "true"} if checksum else None
+        return (
+            yield from self.call(
+                Call("GET", "/cluster/shards", params=params, parse=Shards.from_json)
+            )
+        )
+
+    def drain(self, node_id: str) -> Op[DrainStatus]:
+        """`POST /nodes/{id}/drain`: move every copy and primary role off the node (admin)."""
+        call = Call("POST", f"/nodes/{_id(node_id)}/drain", parse=DrainStatus.from_json)
+        return (yield from self.call(call))
+
+    def undrain(self, node_id: str) -> Op[DrainStatus]:
+        """`DELETE /nodes/{id}/drain`: end an operator's drain (admin)."""
+        call = Call("DELETE", f"/nodes/{_id(node_id)}/drain", parse=DrainStatus.from_json)
+        return (yield from self.call(call))
+
+    def metrics(self) -> Op[str]:
+        """`GET /metrics`: Prometheus text."""
+        return (yield from self.call(Call("GET", "/metrics", text=True)))
+
+    def openapi(self) -> Op[Dict[str, Any]]:
+        """`GET /openapi.json`: the API's OpenAPI 3.1 contract."""
+        return (yield from self.call(Call("GET", "/openapi.json")))
+
+    def broadcast(
+        self, path: str, payload: Any, timeout: Union[None, float, str] = None
+    ) -> Op[BroadcastResult]:
+        """`POST /broadcast`: send `payload` to the handler `path` of every node (admin)."""
+        params = _body(timeout=_duration(timeout))
+        call = Call(
+            "POST",
+            "/broadcast",
+            params=params or None,
+            json={"path": path, "payload": payload},
+            parse=BroadcastResult.from_json,
+            idempotent=False,
+        )
+        return (yield from self.call(call))
+
+    def wait_applied(self, timeout: float = 600.0, poll: float = 0.2) -> Op[None]:
+        """Wait until every acknowledged write is applied (visible): `pending_writes` of
+        `/cluster/shards` is 0. Raises `TimeoutError` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            shards = yield from self.shards()
+            if shards.pending_writes == 0:
+                return None
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{shards.pending_writes} writes still being applied after {timeout:.0f} s"
+                )
+            yield Sleep(poll)
+
+    # -- Graph writes and point reads -----------------------------------------------------------
+
+    def ingest(
+        self,
+        items: Union[Batch, Mapping[str, Sequence[Item]]],
+        batch_size: Optional[int] = None,
+        wait: bool = False,
+    ) -> Op[IngestResult]:
+        """`POST /graph/ingest`: upsert entities, relations, chunks, communities and documents
+        (dataclasses or dicts), `batch_size` items per request (default the client's), entities
+        first. 429/503 are retried with backoff; a batch the cluster wrote only in part is sent
+        again, and raises `IngestFailed` listing the items if it still fails. `wait=True` returns
+        once the writes are visible to reads."""
+        batch = Batch.of(items)
+        total = IngestResult(batches=0)
+        retries = self.settings.retries
+        for part in batch.split(batch_size or self.settings.batch_size):
+            body = part.to_json()
+            call = Call(
+                "POST",
+                "/graph/ingest",
+                json=body,
+                parse=IngestResult.from_json,
+                timeout=max(self.settings.timeout, 70.0),
+            )
+            for attempt in range(retries + 1):
+                answer = yield from self.call(call)
+                if not answer.errors:
+                    break
+                if attempt == retries:
+                    raise IngestFailed(
+                        f"{answer.failed} items were not written",
+                        status=200,
+                        body=answer.raw,
+                        method="POST",
+                        url="/graph/ingest",
+                    )
+                yield Sleep(backoff(self.settings, attempt, None))
+            total.add(answer)
+        if wait:
+            yield from self.wait_applied()
+        return total
+
+    def get_entity(self, entity_id: str) -> Op[EntityRecord]:
+        """`GET /graph/entities/{id}`: the entity and its relations; `NotFound` if absent."""
+        call = Call("GET", f"/graph/entities/{_id(entity_id)}", parse=EntityRecord.from_json)
+        return (yield from self.call(call))
+
+    def get_chunk(self, chunk_id: str) -> Op[ChunkRecord]:
+        """`GET /graph/chunks/{id}`: a text unit; `NotFound` if absent."""
+        call = Call("GET", f"/graph/chunks/{_id(chunk_id)}", parse=ChunkRecord.from_json)
+        return (yield from self.call(call))
+
+    def delete_entity(self, entity_id: str) -> Op[EntityDeleted]:
+        """`DELETE /graph/entities/{id}`: the entity and its relations, in every shard."""
+        call = Call("DELETE", f"/graph/entities/{_id(entity_id)}", parse=EntityDeleted.from_json)
+        return (yield from self.call(call))
+
+    def delete_document(self, document_id: str) -> Op[DocumentDeleted]:
+        """`DELETE /graph/documents/{id}`: the document, its text units, and what only they
+        supported; the answer says what was removed and what updated, by kind."""
+        call = Call(
+            "DELETE", f"/graph/documents/{_id(document_id)}", parse=DocumentDeleted.from_json
+        )
+        return (yield from self.call(call))
+
+    # -- Queries, traversals, retrieval ---------------------------------------------------------
+
+    def query(
+        self,
+        cypher: str,
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        shards: Optional[Sequence[int]] = None,
+        merge: Optional[str] = None,
+        timeout_ms: Optional[int] = None,
+        allow_partial: Optional[bool] = None,
+    ) -> Op[QueryResult]:
+        """`POST /query`: read-only Cypher over every shard (admin), merged as one database would
+        answer (`merge="global"`) or shard by shard (`merge="per_shard"`)."""
+        body = _body(
+            cypher=cypher,
+            params=dict(params) if params is not None else None,
+            shards=list(shards) if shards is not None else None,
+            merge=merge,
+            timeout_ms=timeout_ms,
+            allow_partial=allow_partial,
+        )
+        call = Call(
+            "POST", "/query", json=body, parse=QueryResult.from_json, timeout=self._slow(timeout_ms)
+        )
+        return (yield from self.call(call))
+
+    def neighborhood(
+        self,
+        seeds: Union[str, Iterable[str]],
+        hops: Optional[int] = None,
+        *,
+        direction: Optional[str] = None,
+        min_weight: Optional[float] = None,
+        description_contains: Optional[str] = None,
+        max_nodes: Optional[int] = None,
+        max_relations: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+        allow_partial: Optional[bool] = None,
+    ) -> Op[Neighborhood]:
+        """`POST /graph/neighborhood`: entities and relations within `hops` of the seeds."""
+        seeds = [seeds] if isinstance(seeds, str) else list(seeds)
+        rfilter = _body(min_weight=min_weight, description_contains=description_contains)
+        body = _body(
+            seeds=seeds,
+            hops=hops,
+            direction=direction,
+            relation_filter=rfilter or None,
+            max_nodes=max_nodes,
+            max_relations=max_relations,
+            timeout_ms=timeout_ms,
+            allow_partial=allow_partial,
+        )
+        call = Call(
+            "POST",
+            "/graph/neighborhood",
+            json=body,
+            parse=Neighborhood.from_json,
+            timeout=self._slow(timeout_ms),
+        )
+        return (yield from self.call(call))
+
+    def path(
+        self,
+        source: str,
+        target: str,
+        max_hops: Optional[int] = None,
+        *,
+        direction: Optional[str] = None,
+        timeout_ms: Optional[int] = None,
+        allow_partial: Optional[bool] = None,
+    ) -> Op[Path]:
+        """`POST /graph/path`: a shortest path from `source` to `target` (`found=False` with the
+        reason when there is none within `max_hops`; `NotFound` when an end does not exist)."""
+        body = _body(
+            **{"from": source, "to": target},
+            max_hops=max_hops,
+            direction=direction,
+            timeout_ms=timeout_ms,
+            allow_partial=allow_partial,
+        )
+        call = Call(
+            "POST", "/graph/path", json=body, parse=Path.from_json, timeout=self._slow(timeout_ms)
+        )
+        return (yield from self.call(call))
+
+    def retrieve(
+        self,
+        query: Optional[str] = None,
+        *,
+        embedding: Optional[Sequence[float]] = None,
+        mode: Optional[str] = None,
+        top_k: Optional[int] = None,
+        hops: Optional[int] = None,
+        max_tokens: Optional[int] = None,
+        include: Optional[Sequence[str]] = None,
+        community_level: Optional[int] = None,
+        tokenizer: Optional[str] = None,
+        timeout_ms: Optional[int] = None,
+        allow_partial: Optional[bool] = None,
+    ) -> Op[Retrieval]:
+        """`POST /retrieve`: the entities, relations, text units and community reports for a
+        question (text, embedding or both), ranked and fitted to `max_tokens`, with
+        `context_text` in GraphRAG's layout."""
+        if query is None and embedding is None:
+            raise ValueError("retrieve needs a query text, an embedding, or both")
+        body = _body(
+            query=query,
+            embedding=[float(x) for x in embedding] if embedding is not None else None,
+            mode=mode,
+            top_k=top_k,
+            hops=hops,
+            max_tokens=max_tokens,
+            include=list(include) if include is not None else None,
+            community_level=community_level,
+            tokenizer=tokenizer,
+            timeout_ms=timeout_ms,
+            allow_partial=allow_partial,
+        )
+        call = Call(
+            "POST",
+            "/retrieve",
+            json=body,
+            parse=Retrieval.from_json,
+            timeout=self._slow(timeout_ms),
+        )
+        return (yield from self.call(call))
+
+    # -- API keys -------------------------------------------------------------------------------
+
+    def create_key(self, role: str, name: Optional[str] = None) -> Op[CreatedKey]:
+        """`POST /keys`: a new key with `role` (`read`, `write`, `admin`); the answer is the only
+        place the key itself appears (admin)."""
+        call = Call(
+            "POST",
+            "/keys",
+            json=_body(role=role, name=name),
+            parse=CreatedKey.from_json,
+            idempotent=False,
+        )
+        return (yield from self.call(call))
+
+    def list_keys(self) -> Op[List[KeyInfo]]:
+        """`GET /keys`: every key's id, name, role and creation time (admin)."""
+        parse = lambda body: [KeyInfo.from_json(k) for k in body.get("keys", [])]  # noqa: E731
+        return (yield from self.call(Call("GET", "/keys", parse=parse)))
+
+    def revoke_key(self, key_id: str) -> Op[str]:
+        """`DELETE /keys/{id}`: revoke a key; returns its id (admin)."""
+        parse = lambda body: body.get("revoked", key_id)  # noqa: E731
+        return (yield from self.call(Call("DELETE", f"/keys/{_id(key_id)}", parse=parse)))
+
+
+# The endpoint methods the clients expose, in the order of the API reference.
+ENDPOINTS = (
+    "health",
+    "cluster_health",
+    "cluster_nodes",
+    "nodes",
+    "shards",
+    "drain",
+    "undrain",
+    "metrics",
+    "openapi",
+    "broadcast",
+    "wait_applied",
+    "ingest",
+    "get_entity",
+    "get_chunk",
+    "delete_entity",
+    "delete_document",
+    "query",
+    "neighborhood",
+    "path",
+    "retrieve",
+    "create_key",
+    "list_keys",
+    "revoke_key",
+)
+
+__all__ = ["Api", "ENDPOINTS", "ToruaError"]

@@ -1,0 +1,110 @@
+"""A retrieval answer cut into framework-neutral pieces (text, id, metadata, score), which the
+LangChain and LlamaIndex adapters wrap in their own document types.
+
+One piece per entity, relation, text unit and community report, in that order and in the
+server's rank order within each kind; or, with `context_only`, one piece holding `context_text`
+(GraphRAG's prompt tables) with the token counts. `metadata["kind"]` says which kind a piece is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .types import Retrieval
+
+
+@dataclass
+class Piece:
+    id: str
+    text: str
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    score: Optional[float] = None
+
+
+def pieces(answer: Retrieval, context_only: bool = False) -> List[Piece]:
+    """The pieces of `answer` (see the module documentation)."""
+    if context_only:
+        meta: Dict[str, Any] = {
+            "kind": "context",
+            "mode": answer.mode,
+            "tokens": answer.tokens.get("total"),
+            "entity_ids": [e.id for e in answer.entities],
+            "text_unit_ids": [t.id for t in answer.text_units],
+            "community_report_ids": [r.id for r in answer.community_reports],
+        }
+        return [Piece(id=f"context:{answer.mode}", text=answer.context_text, metadata=meta)]
+    titles = answer.titles()
+    out: List[Piece] = []
+    for rank, e in enumerate(answer.entities):
+        out.append(
+            Piece(
+                id=e.id,
+                text=f"{e.title}: {e.description}" if e.description else e.title,
+                metadata={
+                    "kind": "entity",
+                    "id": e.id,
+                    "title": e.title,
+                    "type": e.type,
+                    "degree": e.degree,
+                    "hop": e.hop,
+                    "rank": rank,
+                    "score": e.score,
+                },
+                score=e.score,
+            )
+        )
+    for rank, r in enumerate(answer.relations):
+        source, target = titles.get(r.source, r.source), titles.get(r.target, r.target)
+        out.append(
+            Piece(
+                id=r.id,
+                text=f"{source} -> {target}: {r.description}",
+                metadata={
+                    "kind": "relation",
+                    "id": r.id,
+                    "source": r.source,
+                    "target": r.target,
+                    "source_title": source,
+                    "target_title": target,
+                    "weight": r.weight,
+                    "rank": rank,
+                },
+                score=r.weight,
+            )
+        )
+    for rank, t in enumerate(answer.text_units):
+        out.append(
+            Piece(
+                id=t.id,
+                text=t.text,
+                metadata={
+                    "kind": "text_unit",
+                    "id": t.id,
+                    "document_id": t.document_id,
+                    "n_tokens": t.n_tokens,
+                    "rank": rank,
+                    "score": t.score,
+                },
+                score=t.score,
+            )
+        )
+    for rank, c in enumerate(answer.community_reports):
+        out.append(
+            Piece(
+                id=f"community:{c.id}",
+                text=c.content,
+                metadata={
+                    "kind": "community_report",
+                    "id": c.id,
+                    "title": c.title,
+                    "level": c.level,
+                    "rank": rank,
+                    "community_rank": c.rank,
+                    "matches": c.matches,
+                    "stale": bool(c.stale),
+                },
+                score=c.rank,
+            )
+        )
+    return out
