@@ -35,7 +35,7 @@ FUZZ_SEED ?= 1
 fuzz:
 	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \
 	  TORUA_FUZZ_CASES=20000 TORUA_FUZZ_SEED=$(FUZZ_SEED) cargo test --release -p torua --lib fuzz && \
-	  TORUA_FUZZ_EXAMPLES=300 TORUA_FUZZ_MAX_TIME=900 TORUA_FUZZ_SEED=$(FUZZ_SEED) cargo test --release -p torua --test fuzz_process -- --ignored --nocapture
+	  TORUA_FUZZ_EXAMPLES=300 TORUA_FUZZ_MAX_TIME=900 TORUA_FUZZ_SEED=$(FUZZ_SEED) cargo test --release -p torua --test fuzz_process -- --nocapture
 
 bench:
 	eval "$$(scripts/setup.sh)" && cargo build --release --workspace --bins && \

@@ -5,8 +5,8 @@
 //! exactly what it was (every refused request left it alone); after all passes the cluster is
 //! green and every node still runs.
 //!
-//! `make fuzz` runs it (it is ignored by a plain `cargo test`). Each pass is bounded here (`TORUA_FUZZ_EXAMPLES` requests per operation and mode, default 25;
-//! `TORUA_FUZZ_MAX_TIME` seconds, default 60); `make fuzz` runs more.
+//! `make test` runs it bounded (`TORUA_FUZZ_EXAMPLES` requests per operation and mode, default 10;
+//! `TORUA_FUZZ_MAX_TIME` seconds per pass, default 35); `make fuzz` runs it longer.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -46,7 +46,7 @@ fn fuzz(url: &str, ca: &std::path::Path, key: Option<&str>, extra: &[&str]) -> b
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fuzz_api.sh");
     let mut cmd = Command::new(script);
     cmd.arg(url).env("TORUA_CA", ca);
-    for (name, bounded) in [("TORUA_FUZZ_EXAMPLES", "25"), ("TORUA_FUZZ_MAX_TIME", "60")] {
+    for (name, bounded) in [("TORUA_FUZZ_EXAMPLES", "10"), ("TORUA_FUZZ_MAX_TIME", "35")] {
         if std::env::var_os(name).is_none() {
             cmd.env(name, bounded);
         }
@@ -71,7 +71,6 @@ fn fuzz(url: &str, ca: &std::path::Path, key: Option<&str>, extra: &[&str]) -> b
 }
 
 #[test]
-#[ignore = "make fuzz runs it: one pass once ended in an unexplained network error (see README)"]
 fn generated_requests_get_the_answers_the_contract_states() {
     let started = Instant::now();
     let mut f = Failures::default();
