@@ -741,7 +741,6 @@ function ensureCy() {
   if (typeof cytoscape !== 'function') throw new Error('the graph library (cytoscape.min.js) did not load; reload the page');
   graph.cy = cytoscape({
     container: $('graph'),
-    wheelSensitivity: 0.3,
     minZoom: 0.05,
     maxZoom: 4,
     style: [
