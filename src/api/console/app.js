@@ -43,6 +43,17 @@ function clear(node) {
   return node;
 }
 
+/** Replaces the children of `node` (null and false children are left out). */
+function fill(node, ...children) {
+  clear(node).append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+/** "1 entity", "3 entities". */
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /** A table from column names and rows of cells (strings, numbers or DOM nodes). */
 function table(columns, rows, attrs = {}) {
   return el('table', attrs,
@@ -207,8 +218,8 @@ function setupLogin() {
     updateKeyButtons();
     refreshNow();
   };
-  $('login-btn').addEventListener('click', use);
-  $('api-key').addEventListener('keydown', (e) => { if (e.key === 'Enter') use(); });
+  // A form, so that browsers treat the field as a password; it is never submitted anywhere.
+  $('login').addEventListener('submit', (e) => { e.preventDefault(); use(); });
   $('logout-btn').addEventListener('click', () => {
     sessionStorage.removeItem(KEY_STORAGE);
     updateKeyButtons();
@@ -651,8 +662,8 @@ function renderRetrieve(a) {
   clear($('rq-summary')).append(
     card('Mode', a.mode, null),
     card('Tokens', `${t.total} / ${t.budget}`, `${t.tokenizer}`),
-    card('Chosen', `${a.entities.length} entities · ${a.relations.length} relations`,
-      `${a.text_units.length} text units · ${a.community_reports.length} reports`),
+    card('Chosen', `${plural(a.entities.length, 'entity', 'entities')} · ${plural(a.relations.length, 'relation', 'relations')}`,
+      `${plural(a.text_units.length, 'text unit', 'text units')} · ${plural(a.community_reports.length, 'report', 'reports')}`),
     card('Shards', `${a._shards.successful} / ${a._shards.total}`, a._shards.failed ? shardsLine(a._shards) : 'all answered'),
     card('Time', fmtMs(a.timings_ms.total ?? 0), 'wall time on the node'));
 
@@ -760,7 +771,7 @@ function ensureCy() {
   graph.cy.on('dbltap', 'node', (evt) => expand(evt.target.id()));
   graph.cy.on('tap', 'edge', (evt) => {
     const d = evt.target.data();
-    $('details').replaceChildren(el('h3', {text: 'Relation'}),
+    fill($('details'), el('h3', {text: 'Relation'}),
       el('p', {}, `${graph.cy.getElementById(d.source).data('label')} → ${graph.cy.getElementById(d.target).data('label')}`),
       el('p', {text: `weight ${fmtNum(d.weight)}`}), el('p', {text: d.description}), el('p', {class: 'muted', text: d.rid}));
   });
@@ -869,7 +880,7 @@ async function showDetails(id) {
   const box = $('details');
   const node = graph.cy && graph.cy.getElementById(id);
   if (node && !node.empty()) { graph.cy.nodes().unselect(); node.select(); }
-  box.replaceChildren(el('p', {class: 'muted', text: 'loading…'}));
+  fill(box, el('p', {class: 'muted', text: 'loading…'}));
   try {
     const a = await api('GET', '/graph/entities/' + encodeURIComponent(id));
     const e = a.entity;
@@ -879,7 +890,7 @@ async function showDetails(id) {
     };
     const units = el('ul', {class: 'units'});
     const communities = el('div', {}, el('p', {class: 'muted', text: 'loading communities…'}));
-    box.replaceChildren(
+    fill(box,
       el('h3', {id: 'details-title', text: e.title || e.id}),
       el('p', {}, el('span', {class: 'key', style: `background:${colourOf(e.type)}`}), ` ${e.type || 'no type'} · degree ${e.degree} · shard ${a.shard}`),
       el('p', {class: 'muted small', text: e.id}),
@@ -913,7 +924,7 @@ async function showDetails(id) {
     });
     loadCommunities(e.id, communities);
   } catch (err) {
-    box.replaceChildren(el('p', {class: 'msg error', text: errorText(err)}));
+    fill(box, el('p', {class: 'msg error', text: errorText(err)}));
   }
 }
 
@@ -925,11 +936,11 @@ async function loadCommunities(id, box) {
       params: {id}, merge: 'per_shard',
     });
     const rows = a.shards.flatMap((s) => s.rows).sort((x, y) => (x[2] - y[2]) || (y[3] - x[3]));
-    box.replaceChildren(rows.length
+    fill(box, rows.length
       ? el('ul', {class: 'communities'}, rows.map((r) => el('li', {}, `${r[1]} `, el('span', {class: 'muted', text: `(id ${r[0]}, level ${r[2]}, rank ${fmtNum(r[3], 1)})`}))))
       : el('p', {class: 'muted', text: 'in no community'}));
   } catch (err) {
-    box.replaceChildren(el('p', {class: 'muted', text: err.status === 403
+    fill(box, el('p', {class: 'muted', text: err.status === 403
       ? 'Communities are read with POST /query, which needs an admin key.' : errorText(err)}));
   }
 }
