@@ -945,9 +945,13 @@ async function loadCommunities(id, box) {
   }
 }
 
+/** Set once the operator searched: the starting suggestions must not replace the results. */
+let searched = false;
+
 async function runSearch() {
   const q = $('explore-q').value.trim();
   if (!q) throw new Error('type an entity title (or words from its description)');
+  searched = true;
   const out = clear($('explore-results'));
   const hits = await searchEntities(q, 12);
   if (!hits.length) {
@@ -971,7 +975,7 @@ function explorerShown() {
   explorerStarted = true;
   api('POST', '/query', {cypher: 'MATCH (e:Entity) RETURN e.id AS id, e.title AS title, e.type AS type, e.degree AS degree ORDER BY degree DESC LIMIT 12'})
     .then((a) => {
-      if ($('explore-results').firstChild) return;
+      if (searched) return;
       $('explore-results').append(el('span', {class: 'muted', text: 'Most connected: '}),
         ...a.rows.map(([id, title, type, degree]) => el('button', {type: 'button', class: 'result', 'data-id': id,
           onclick: () => drawNeighbourhood(id, Number($('explore-hops').value))},
