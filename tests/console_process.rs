@@ -6,7 +6,9 @@
 //! nodes and the coordinator, every shard copy, a Cypher count, a retrieval's `context_text`, the
 //! explorer's drawing of a named entity, a drain and undrain through the buttons, and last a node
 //! killed with `kill -9` turning dead on the page without a reload; no browser errors on any page.
-//! It asks this test to do the kill (it prints `KILL <id>`; the test owns the processes).
+//! It asks this test to do the kill (it prints `KILL <id>`; the test owns the processes). Then,
+//! on a separate one-node cluster that asks for API keys, the console shows the 401 with a key
+//! field and works once the key is typed in.
 //!
 //! Screenshots of every page are left in `<target dir>/console-screenshots/`; with
 //! `TORUA_UPDATE_SCREENSHOTS=1` the cluster and explorer pages are also copied to
@@ -27,6 +29,8 @@ const CONSOLE: usize = 0;
 const DRAINED: usize = 1;
 /// Killed last, while the cluster page is open.
 const KILLED: usize = 2;
+/// The admin key of the one-node cluster with keys on.
+const KEY: &str = "console-test-bootstrap-admin-key";
 
 fn dulce() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce")
@@ -60,6 +64,16 @@ fn get_raw(url: &str) -> (u16, String, String) {
 fn the_console_shows_and_drives_a_live_cluster_in_a_browser() {
     let started = Instant::now();
     let mut cluster = TestCluster::start(3, ClusterOptions::graph(3)).unwrap();
+    // Keys on without a secret: plain HTTP on loopback, as a browser test can reach it.
+    let mut keyed = ClusterOptions::graph(1);
+    for (k, v) in [
+        ("TORUA_REPLICAS", "1"),
+        ("TORUA_AUTH", "on"),
+        ("TORUA_BOOTSTRAP_API_KEY", KEY),
+    ] {
+        keyed.env.insert(k.into(), v.into());
+    }
+    let keyed = TestCluster::start(1, keyed).unwrap();
     cluster.wait_green(SETTLE).unwrap();
     let url = cluster.node(CONSOLE).url("");
     log(import_graphrag(&dulce(), &url).trim());
@@ -79,6 +93,14 @@ fn the_console_shows_and_drives_a_live_cluster_in_a_browser() {
             "GET {path}: {status} {got}"
         );
     }
+    // Open without a key where keys are asked for; the API itself is not.
+    let (status, got, _) = get_raw(&keyed.node(0).url("/ui/app.js"));
+    assert!(status == 200, "GET /ui/app.js with keys on: {status} {got}");
+    let (status, _, body) = get_raw(&keyed.node(0).url("/cluster/health"));
+    assert!(
+        status == 401,
+        "GET /cluster/health without a key: {status} {body}"
+    );
     let (status, _, body) = get_raw(&cluster.node(CONSOLE).url("/ui/no-such-file.js"));
     assert!(
         status == 404 && body.contains("\"error\""),
@@ -102,6 +124,7 @@ fn the_console_shows_and_drives_a_live_cluster_in_a_browser() {
     .args(["--drain", &ids[DRAINED], "--kill", &ids[KILLED]])
     .arg("--shots")
     .arg(&shots)
+    .args(["--login-url", &keyed.node(0).url(""), "--key", KEY])
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .spawn()

@@ -63,7 +63,10 @@ fn asset(path: &str, headers: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(path)),
+            )],
             file.data,
         )
             .into_response()
@@ -128,10 +131,7 @@ mod tests {
         let etag = r.headers()[header::ETAG].clone();
         let mut again = HeaderMap::new();
         again.insert(header::IF_NONE_MATCH, etag);
-        assert_eq!(
-            asset("app.js", &again).status(),
-            StatusCode::NOT_MODIFIED
-        );
+        assert_eq!(asset("app.js", &again).status(), StatusCode::NOT_MODIFIED);
         assert_eq!(
             asset("../Cargo.toml", &HeaderMap::new()).status(),
             StatusCode::NOT_FOUND

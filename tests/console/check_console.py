@@ -13,8 +13,10 @@ each page against the API's own answers:
             returns for it (capped at 300)
   drain     the Drain button (confirmed) moves every copy off a node; Undrain lifts it
   kill -9   the cluster page shows the killed node dead within 10 s, without a reload
+  login     on a node that asks for API keys (--login-url): the 401 shown with a key field;
+            with the key typed in, the cluster page fills and the key is in sessionStorage
 
-and that the browser logged no error or warning on any page. To kill a node it prints
+and that the browser logged no error or warning on any page (but the 401s of the login step). To kill a node it prints
 "KILL <node id>" and waits for a line on stdin (the Rust test owns the processes).
 Screenshots of every page go to --shots. Exits 1 listing every failed check.
 """
@@ -107,9 +109,11 @@ def browser():
     return d
 
 
-def console_problems(d, page):
-    """Errors and warnings the browser logged since the last call (each entry is returned once)."""
-    bad = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+def console_problems(d, page, allowed=lambda message: False):
+    """Errors and warnings the browser logged since the last call (each entry is returned once),
+    but those `allowed` accepts."""
+    bad = [e for e in d.get_log("browser")
+           if e["level"] in ("SEVERE", "WARNING") and not allowed(e["message"])]
     for e in bad:
         log(f"browser {e['level']} on the {page} page: {e['message']}")
     check(not bad, f"the browser logged {len(bad)} error(s)/warning(s) on the {page} page: "
@@ -295,6 +299,25 @@ def kill(d, shots, node):
     console_problems(d, "cluster (after kill -9)")
 
 
+def login(d, shots, url, key):
+    d.get(url.rstrip("/") + "/ui")
+    wait_for("the API key field", 10, lambda: d.find_element(By.ID, "login").is_displayed())
+    msg = wait_for("the 401 message", 10, lambda: d.find_element(By.ID, "cluster-msg").is_displayed()
+                   and text_of(d, "cluster-msg"))
+    check("401" in msg, f"the cluster page does not say the API answered 401: {msg!r}")
+    shot(d, shots, "login")
+    d.find_element(By.ID, "api-key").send_keys(key)
+    d.find_element(By.ID, "login-btn").click()
+    wait_for("the node listed once the key is given", 15, lambda: d.execute_script(
+        "return document.querySelectorAll('#nodes-table tbody tr').length") == 1)
+    check(not d.find_element(By.ID, "login").is_displayed(), "the key field is still shown")
+    stored = d.execute_script("return sessionStorage.getItem('torua.apiKey')")
+    check(stored == key, "the key is not in sessionStorage")
+    check(d.find_element(By.ID, "logout-btn").is_displayed(), "no Forget key button")
+    log("login: 401 shown, the key accepted, the cluster page filled")
+    console_problems(d, "cluster (login)", allowed=lambda m: "status of 401" in m)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True, help="the node whose console is opened")
@@ -302,6 +325,8 @@ def main():
     p.add_argument("--drain", required=True, help="the node to drain and undrain")
     p.add_argument("--kill", required=True, help="the node to have killed (last)")
     p.add_argument("--shots", required=True, help="directory for screenshots")
+    p.add_argument("--login-url", help="a node that asks for API keys (checked last)")
+    p.add_argument("--key", help="a key --login-url accepts")
     a = p.parse_args()
     signal.alarm(RUN_LIMIT_S)
     os.makedirs(a.shots, exist_ok=True)
@@ -317,7 +342,8 @@ def main():
                      lambda: retrieve_page(d, api, a.shots),
                      lambda: explorer_page(d, api, a.shots),
                      lambda: drain(d, api, a.shots, a.drain),
-                     lambda: kill(d, a.shots, a.kill)):
+                     lambda: kill(d, a.shots, a.kill),
+                     lambda: a.login_url and login(d, a.shots, a.login_url, a.key)):
             try:
                 step()
             except AssertionError as e:

@@ -324,14 +324,16 @@ function renderCluster() {
   const h = last.health;
   if (!h) return;
   const s = h.shards;
+  const dead = h.nodes.filter((n) => n.state === 'dead').length;
   clear($('cluster-summary')).append(
     card('Health', el('span', {id: 'cluster-status', class: 'pill big ' + h.status, text: h.status}),
       h.reasons.length ? `${h.reasons.length} reason${h.reasons.length > 1 ? 's' : ''} below` : 'no problems'),
     card('Coordinator', el('span', {id: 'coordinator', text: h.coordinator ?? 'none'}),
       h.term !== null && h.term !== undefined ? `term ${h.term}` : 'no term'),
     card('Nodes', `${h.number_of_ready_nodes} / ${h.number_of_nodes} ready`,
-      h.number_of_registered_nodes !== null && h.number_of_registered_nodes !== undefined
-        ? `${h.number_of_registered_nodes} registered` : null),
+      [h.number_of_registered_nodes !== null && h.number_of_registered_nodes !== undefined
+        ? `${h.number_of_registered_nodes} registered` : null,
+      dead ? `${dead} dead` : null].filter(Boolean).join(' · ') || null),
     s ? card('Shard copies', `${s.active_shards} active`,
       `${s.total_shards} shards · ${s.active_primary_shards} primaries live · ${s.initializing_shards} initializing · ` +
       `${s.relocating_shards} relocating · ${s.unavailable_shards} unavailable · ${s.unassigned_shards} unassigned`)
