@@ -189,7 +189,7 @@ async function api(method, path, body, timeoutMs = 70000) {
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
   if (!resp.ok) {
     const reason = data && data.error && data.error.reason ? data.error.reason : (short(text, 300) || resp.statusText);
-    if (resp.status === 401) showLogin(reason);
+    if (resp.status === 401) showLogin();
     throw new ApiError(resp.status, reason, method, path);
   }
   if (data === null) throw new ApiError(resp.status, 'the answer is not JSON: ' + short(text, 200), method, path);
@@ -199,9 +199,9 @@ async function api(method, path, body, timeoutMs = 70000) {
 // ---------------------------------------------------------------------------------------------
 // API key login
 
-function showLogin(reason) {
+/** Shows the key field; the refused request's own message says why, next to what asked. */
+function showLogin() {
   $('login').hidden = false;
-  $('login-reason').textContent = reason ? `(${reason})` : '';
 }
 
 function updateKeyButtons() {
@@ -288,7 +288,7 @@ async function refreshHealth() {
     showMsg('cluster-msg', errorText(e) + age);
     const badge = $('health-badge');
     badge.className = 'pill grey';
-    badge.textContent = 'no answer';
+    badge.textContent = e.status === 401 ? 'API key needed' : 'no answer';
   }
 }
 
@@ -678,7 +678,10 @@ function renderRetrieve(a) {
   }
   legend.append(el('span', {class: 'key unused'}), `unused ${Math.max(0, t.budget - t.total)}`);
 
-  const timings = Object.entries(a.timings_ms);
+  // Stages in the order they run (the answer's map is sorted by name), then any others.
+  const order = ['seeds', 'expand', 'text_units', 'community_reports', 'assemble', 'total'];
+  const rank = (k) => (order.includes(k) ? order.indexOf(k) : order.length - 1.5);
+  const timings = Object.entries(a.timings_ms).sort(([x], [y]) => rank(x) - rank(y));
   const longest = Math.max(1, ...timings.map(([, v]) => v));
   clear($('rq-timings')).append(table(['stage', 'ms', ''], timings.map(([k, v]) =>
     [k, fmtNum(v, 1), el('span', {class: 'progress wide'}, el('span', {style: `width:${(100 * v / longest).toFixed(1)}%`}))])));
