@@ -5,7 +5,8 @@
 #
 # Kuzu (linked by the root package) compiles ~17 minutes of C++ through CMake. We install cmake and ccache
 # when missing and route CMake's compilers through ccache, so that a new target directory (a fresh clone,
-# CI) rebuilds Kuzu from the cache in a few minutes instead of from scratch.
+# CI) rebuilds Kuzu from the cache in a few minutes instead of from scratch. Headless Chromium and its
+# driver run the operator console's browser test (tests/console_process.rs).
 set -euo pipefail
 
 log() { echo "setup: $*" >&2; }
@@ -15,6 +16,8 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v ccache >/dev/null 2>&1 || need+=(ccache)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if ((${#need[@]})); then
   log "installing ${need[*]} (apt-get)"

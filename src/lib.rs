@@ -20,7 +20,8 @@
 //!   routed to an in-sync copy ([`query::read`]).
 //! - [`retrieve`]: GraphRAG retrieval (`POST /retrieve`): seeds, expansion, context in a token
 //!   budget.
-//! - [`api`]: the HTTP API (axum): parses, validates, calls a service, renders the answer.
+//! - [`api`]: the HTTP API (axum): parses, validates, calls a service, renders the answer; and
+//!   the operator console (`/ui`), a web page compiled into the binary that uses that API.
 //! - [`node`]: a node's life (`torua serve`), its settings, data directory, shared context,
 //!   logging, metrics and TLS identity.
 //! - [`cmd`]: the command line (`serve`, `dev`, `import`, `retrieve`, `cert`).

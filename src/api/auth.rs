@@ -1,10 +1,10 @@
 //! The gate in front of every route: which role a request needs, and whether its API key has
-//! it. `/health` and `/openapi.json` stay open (load balancers, client generators). A missing or
-//! unknown key is 401, a key with too small a role 403, each with the JSON error body; repeated
-//! failures from one address are answered more slowly, and all are counted in `/metrics`. A
-//! refused request's body is read and dropped (within the route's size limit and a few seconds)
-//! before the answer, so that a client still sending it gets the 401/403 rather than a connection
-//! closed under it.
+//! it. `/health`, `/openapi.json` and the console's static files under `/ui` stay open (load
+//! balancers, client generators, a browser that has no key yet). A missing or unknown key is
+//! 401, a key with too small a role 403, each with the JSON error body; repeated failures from
+//! one address are answered more slowly, and all are counted in `/metrics`. A refused request's
+//! body is read and dropped (within the route's size limit and a few seconds) before the answer,
+//! so that a client still sending it gets the 401/403 rather than a connection closed under it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,10 +22,13 @@ use crate::node::access::{Denied, Role};
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let path = path.trim_end_matches('/');
     match path {
-        "/health" | "/openapi.json" => return None,
+        "/health" | "/openapi.json" | "/ui" => return None,
         "/query" | "/broadcast" | "/keys" => return Some(Role::Admin),
         "/graph/ingest" => return Some(Role::Write),
         _ => {}
+    }
+    if path.starts_with("/ui/") {
+        return None;
     }
     if path.starts_with("/keys/") || (path.starts_with("/nodes/") && path.ends_with("/drain")) {
         return Some(Role::Admin);
@@ -130,6 +133,10 @@ mod tests {
         let cases = [
             (Method::GET, "/health", None),
             (Method::GET, "/openapi.json", None),
+            (Method::GET, "/ui", None),
+            (Method::GET, "/ui/", None),
+            (Method::GET, "/ui/app.js", None),
+            (Method::GET, "/uix", Some(Role::Read)),
             (Method::GET, "/cluster/health", Some(Role::Read)),
             (Method::GET, "/metrics", Some(Role::Read)),
             (Method::GET, "/graph/entities/x", Some(Role::Read)),

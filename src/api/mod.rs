@@ -1,10 +1,12 @@
 //! The HTTP API every node answers (axum). Routes live in one file per area; this module builds
-//! the router, its limits, and the JSON error shape. Every route but `/health` needs an API key
-//! with the role it names (see [`auth`]) unless the node runs without keys.
+//! the router, its limits, and the JSON error shape. Every route but `/health`, `/openapi.json`
+//! and the operator console (`/ui`, static files: [`console`]) needs an API key with the role it
+//! names (see [`auth`]) unless the node runs without keys.
 
 mod auth;
 mod broadcast;
 mod cluster;
+mod console;
 mod graph;
 mod health;
 mod keys;
@@ -67,6 +69,9 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route(console::PREFIX, get(console::index))
+        .route("/ui/", get(console::index))
+        .route("/ui/{*path}", get(console::file))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,5 +1,6 @@
 //! `torua dev`: a local cluster of real `torua serve` processes on loopback, for trying torua out.
-//! It prints where to look, waits until the cluster is green, and stops every node on Ctrl-C.
+//! It prints where to look (every node's API, the first node's web console), waits until the
+//! cluster is green, and stops every node on Ctrl-C.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -40,6 +41,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot locate the torua binary")?;
     let port = |offset: u16, i: u16| args.base_port + offset + i;
     let seeds = format!("127.0.0.1:{}", port(100, 1));
+    let scheme = if nodes_use_https() { "https" } else { "http" };
     let mut nodes = Nodes(Vec::new());
     println!(
         "starting {} torua nodes (data and logs in {})",
@@ -69,13 +71,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             .spawn()
             .context("cannot start torua serve")?;
         println!(
-            "  node-{i}: http://127.0.0.1:{}  log: {}",
+            "  node-{i}: {scheme}://127.0.0.1:{}  log: {}",
             port(0, i),
             log_path.display()
         );
         nodes.0.push(child);
     }
-    let first = format!("http://127.0.0.1:{}", port(0, 1));
+    let first = format!("{scheme}://127.0.0.1:{}", port(0, 1));
+    println!("console: {first}/ui");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for (i, child) in nodes.0.iter_mut().enumerate() {
@@ -104,7 +107,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!(
-        "\ntry:\n  curl -s {first}/cluster/health\n  curl -s {first}/cluster/shards\n  curl -s {first}/nodes\n  \
+        "\ntry:\n  the web console: {first}/ui\n  curl -s {first}/cluster/health\n  curl -s {first}/cluster/shards\n  curl -s {first}/nodes\n  \
          curl -s {first}/metrics\n  {exe} import graphrag tests/data/graphrag-operation-dulce --url {first}\n\
          Ctrl-C stops every node.",
         exe = exe.display()
@@ -113,6 +116,21 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("stopping...");
     drop(nodes);
     Ok(())
+}
+
+/// Whether the nodes serve HTTPS, as `serve` decides from the environment they inherit from this
+/// process: a cluster secret or operator certificates turn it on unless `TORUA_HTTP_TLS=off`.
+fn nodes_use_https() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    match std::env::var("TORUA_HTTP_TLS")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "on" => true,
+        "off" => false,
+        _ => set("TORUA_CLUSTER_SECRET") || set("TORUA_TLS_CA"),
+    }
 }
 
 fn wait_for_ctrl_c() {
