@@ -12,9 +12,11 @@
 //!    and the relation copies attached to emptied entities; then the communities holding
 //!    emptied entities;
 //! 3. write [`Prune::Relations`] to every shard holding such a relation copy or a stub of an
-//!    emptied entity, then [`Prune::Entities`] to every shard holding such an entity or
-//!    community (an emptied entity is deleted only after every copy of its relations elsewhere
-//!    is gone, so nothing dangles);
+//!    emptied entity, then [`Prune::Communities`] to every shard holding such a community, then
+//!    [`Prune::Entities`] to every shard holding such an entity: an emptied entity is deleted
+//!    only after every copy of its relations elsewhere is gone (so nothing dangles) and every
+//!    community has let go of it (so a retry, which no longer sees the entity, has nothing left
+//!    to do there);
 //! 4. delete the chunks, in their shards;
 //! 5. delete the document, last.
 //!
@@ -129,7 +131,7 @@ pub async fn delete_document(ctx: &Arc<NodeContext>, id: &str) -> Result<Documen
         return Err(too_many(id, listed.len()));
     }
     let read = CascadeRead::ChunksOf {
-        document_id: id.to_string(),
+        document_id: Some(id.to_string()),
         ids: listed.clone(),
     };
     let mut chunks = BTreeSet::new();
@@ -310,34 +312,50 @@ pub async fn replace_text_units(
     (replaced, failed)
 }
 
-/// The stored `text_unit_ids` of the batch's documents (`None`: not stored), read in parallel.
+/// Point reads of the batch's documents in flight at once.
+const READS_AT_ONCE: usize = 32;
+
+/// The stored `text_unit_ids` of the batch's documents (`None`: not stored), read
+/// [`READS_AT_ONCE`] at a time.
 async fn read_documents(
     ctx: &Arc<NodeContext>,
     batch: &Batch,
     shards: u32,
 ) -> Vec<(String, Result<Option<Vec<String>>, Error>)> {
-    use futures_util::stream::{self, StreamExt};
-    let mut ids: Vec<&str> = batch.documents.iter().map(|d| d.id.as_str()).collect();
+    let mut ids: Vec<String> = batch.documents.iter().map(|d| d.id.clone()).collect();
     ids.sort_unstable();
     ids.dedup();
-    stream::iter(ids.into_iter().map(|id| {
-        let (ctx, id) = (ctx.clone(), id.to_string());
-        async move {
-            let found = route_get_document(&ctx, shard_of(&id, shards), &id)
-                .await
-                .map(|d| d.map(|d| d.text_unit_ids));
-            (id, found)
+    let mut out = Vec::with_capacity(ids.len());
+    for group in ids.chunks(READS_AT_ONCE) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in group {
+            let (ctx, id) = (ctx.clone(), id.clone());
+            tasks.spawn(async move {
+                let found = route_get_document(&ctx, shard_of(&id, shards), &id)
+                    .await
+                    .map(|d| d.map(|d| d.text_unit_ids));
+                (id, found)
+            });
         }
-    }))
-    .buffer_unordered(32)
-    .collect()
-    .await
+        let mut answered = HashSet::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(read) = done {
+                answered.insert(read.0.clone());
+                out.push(read);
+            }
+        }
+        for id in group.iter().filter(|id| !answered.contains(*id)) {
+            let e = Error::Internal(format!("reading the stored document {id:?} failed"));
+            out.push((id.clone(), Err(e)));
+        }
+    }
+    out
 }
 
 /// How many of `ids` are stored chunks.
 async fn count_chunks(ctx: &Arc<NodeContext>, map: &ShardMap, ids: &[String]) -> Result<usize, Error> {
     let read = CascadeRead::ChunksOf {
-        document_id: String::new(),
+        document_id: None,
         ids: ids.to_vec(),
     };
     let mut found = BTreeSet::new();
@@ -443,6 +461,7 @@ async fn prune(
         }
     }
     let emptied: Vec<String> = emptied.into_iter().collect();
+    let mut community_shards: BTreeSet<u32> = BTreeSet::new();
     if !emptied.is_empty() {
         let read = CascadeRead::CommunitiesOf {
             entity_ids: emptied.clone(),
@@ -450,50 +469,50 @@ async fn prune(
         for (shard, rows) in read_every_shard(ctx, map, read).await? {
             if let CascadeRows::Communities(ids) = rows {
                 if !ids.is_empty() {
-                    entity_shards.insert(shard);
+                    community_shards.insert(shard);
                 }
                 tally.communities.extend(ids);
             }
         }
     }
     tally.emptied.extend(emptied.iter().cloned());
-    let step = |make: fn(Vec<String>, Vec<String>) -> Prune, shards: &BTreeSet<u32>| {
-        let mut writes = Vec::new();
-        for &shard in shards {
-            let parts: Vec<Vec<String>> = if emptied.is_empty() {
-                vec![vec![]]
-            } else {
-                emptied
-                    .chunks(ENTITIES_PER_WRITE)
-                    .map(<[String]>::to_vec)
-                    .collect()
-            };
-            for part in parts {
-                writes.push((shard, make(units.clone(), part)));
-            }
-        }
-        writes
+    // Each step to its shards, every entity list cut into writes of at most ENTITIES_PER_WRITE
+    // (each write carries all of `units`; applying them twice is harmless).
+    let parts: Vec<Vec<String>> = if emptied.is_empty() {
+        vec![vec![]]
+    } else {
+        emptied
+            .chunks(ENTITIES_PER_WRITE)
+            .map(<[String]>::to_vec)
+            .collect()
+    };
+    let step = |shards: &BTreeSet<u32>, make: &dyn Fn(Vec<String>) -> Prune| -> Vec<(u32, Prune)> {
+        shards
+            .iter()
+            .flat_map(|&shard| parts.iter().map(move |part| (shard, make(part.clone()))))
+            .collect()
     };
     write_each(
         ctx,
-        step(
-            |text_unit_ids, entities| Prune::Relations {
-                text_unit_ids,
-                entities,
-            },
-            &relation_shards,
-        ),
+        step(&relation_shards, &|entities: Vec<String>| Prune::Relations {
+            text_unit_ids: units.clone(),
+            entities,
+        }),
     )
     .await?;
+    if !emptied.is_empty() {
+        write_each(
+            ctx,
+            step(&community_shards, &|entities: Vec<String>| Prune::Communities { entities }),
+        )
+        .await?;
+    }
     write_each(
         ctx,
-        step(
-            |text_unit_ids, entities| Prune::Entities {
-                text_unit_ids,
-                entities,
-            },
-            &entity_shards,
-        ),
+        step(&entity_shards, &|entities: Vec<String>| Prune::Entities {
+            text_unit_ids: units.clone(),
+            entities,
+        }),
     )
     .await
 }

@@ -12,9 +12,12 @@ pub type RelationKey = (String, String, String);
 /// A read of one shard copy for the cascade.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CascadeRead {
-    /// The chunks held here whose `document_id` is `document_id` or whose id is in `ids`.
-    /// Answers [`CascadeRows::Chunks`].
-    ChunksOf { document_id: String, ids: Vec<String> },
+    /// The chunks held here whose `document_id` is `document_id` (if given) or whose id is in
+    /// `ids`. Answers [`CascadeRows::Chunks`].
+    ChunksOf {
+        document_id: Option<String>,
+        ids: Vec<String>,
+    },
     /// What cites any of `text_unit_ids` here. Answers [`CascadeRows::Use`].
     UseOf { text_unit_ids: Vec<String> },
     /// The communities held here whose `entity_ids` hold any of `entity_ids`. Answers
@@ -59,9 +62,11 @@ pub enum Prune {
         text_unit_ids: Vec<String>,
         entities: Vec<String>,
     },
+    /// Then: communities lose `entities` from `entity_ids` and are marked stale (before the
+    /// entities go, so that a retry still knows which entities they must lose).
+    Communities { entities: Vec<String> },
     /// Then: `entities` held here are deleted with their relations (and stubs left with no
-    /// relation); other entities lose `text_unit_ids`; communities lose `entities` from
-    /// `entity_ids` and are marked stale.
+    /// relation); other entities lose `text_unit_ids`.
     Entities {
         text_unit_ids: Vec<String>,
         entities: Vec<String>,

@@ -58,13 +58,15 @@ fn answer<E>(
 ) -> Result<CascadeRows, E> {
     Ok(match read {
         CascadeRead::ChunksOf { document_id, ids } => {
-            let mut found: BTreeSet<String> = q(
-                "MATCH (c:Chunk) WHERE c.document_id = $doc RETURN c.id",
-                vec![("doc", s(document_id))],
-            )?
-            .iter()
-            .map(|r| as_string(&r[0]))
-            .collect();
+            let mut found = BTreeSet::new();
+            if let Some(document_id) = document_id {
+                for r in q(
+                    "MATCH (c:Chunk) WHERE c.document_id = $doc RETURN c.id",
+                    vec![("doc", s(document_id))],
+                )? {
+                    found.insert(as_string(&r[0]));
+                }
+            }
             // One primary-key probe per id (an UNWIND ... MATCH scans the table).
             for id in ids {
                 for r in q("MATCH (c:Chunk {id: $id}) RETURN c.id", vec![("id", s(id))])? {
@@ -270,6 +272,9 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
                     )?;
                 }
             }
+            Ok(())
+        }
+        Prune::Communities { entities } => {
             let gone: HashSet<&str> = entities.iter().map(String::as_str).collect();
             let communities: Vec<Vec<Value>> = communities_of(&mut q, entities)?
                 .into_iter()

@@ -138,6 +138,9 @@ fn steps(text_units: &[&str], entities: &[&str]) -> Vec<WriteOp> {
             text_unit_ids: t.clone(),
             entities: e.clone(),
         }),
+        WriteOp::Prune(Prune::Communities {
+            entities: e.clone(),
+        }),
         WriteOp::Prune(Prune::Entities {
             text_unit_ids: t.clone(),
             entities: e,
@@ -168,7 +171,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
     let chunks = read(
         &shard,
         CascadeRead::ChunksOf {
-            document_id: "doc1".into(),
+            document_id: Some("doc1".into()),
             ids: units(&["t1", "missing"]),
         },
     )
@@ -380,8 +383,7 @@ async fn a_database_from_before_the_stale_flag_gains_it() {
     shard
         .write(
             3,
-            WriteOp::Prune(Prune::Entities {
-                text_unit_ids: vec![],
+            WriteOp::Prune(Prune::Communities {
                 entities: units(&["b"]),
             }),
         )
