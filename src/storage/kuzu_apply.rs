@@ -813,9 +813,19 @@ pub(super) fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Res
             vec![("keys", string_list_of(&refs))],
         )?;
     }
+    // Relations first, one direction at a time, then the entity: once one of a node's relations
+    // has been deleted (by pattern, or with a neighbour), Kuzu 0.11's `DETACH DELETE` of the node
+    // can leave others behind in the far end's list (`delete_leaves_no_relation_behind`).
+    for pattern in ["-[x:RELATED]->()", "<-[x:RELATED]-()"] {
+        run(
+            conn,
+            &format!("MATCH (e:Entity {{id: $id}}){pattern} {cond} DELETE x"),
+            vec![("id", s(id))],
+        )?;
+    }
     run(
         conn,
-        &format!("MATCH (e:Entity {{id: $id}}) {cond} DETACH DELETE e"),
+        &format!("MATCH (e:Entity {{id: $id}}) {cond} DELETE e"),
         vec![("id", s(id))],
     )?;
     Ok(())

