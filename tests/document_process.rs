@@ -98,8 +98,7 @@ fn batch() -> Batch {
         g.entities.push(entity(&format!("ea{i}"), units));
     }
     for i in 0..8 {
-        g.entities
-            .push(entity(&format!("eb{i}"), vec![a(i), b(i)]));
+        g.entities.push(entity(&format!("eb{i}"), vec![a(i), b(i)]));
     }
     for i in 0..6 {
         g.entities.push(entity(&format!("ec{i}"), vec![b(i)]));
@@ -110,31 +109,74 @@ fn batch() -> Batch {
     let r = |id: String, s: String, t: String, u: Vec<String>| relation(id, s, t, u);
     for i in 0..12 {
         // Only docA: removed.
-        g.relations.push(r(format!("ra{i}"), format!("ea{i}"), format!("eb{}", i % 8), vec![a(i)]));
+        g.relations.push(r(
+            format!("ra{i}"),
+            format!("ea{i}"),
+            format!("eb{}", i % 8),
+            vec![a(i)],
+        ));
     }
     for i in 0..8 {
         // Both documents: pruned.
-        g.relations.push(r(format!("rb{i}"), format!("eb{i}"), format!("ec{}", i % 6), vec![a(i), b(i)]));
+        g.relations.push(r(
+            format!("rb{i}"),
+            format!("eb{i}"),
+            format!("ec{}", i % 6),
+            vec![a(i), b(i)],
+        ));
         // Only docB: untouched.
-        g.relations.push(r(format!("rc{i}"), format!("eb{i}"), format!("eb{}", (i + 1) % 8), vec![b(i)]));
+        g.relations.push(r(
+            format!("rc{i}"),
+            format!("eb{i}"),
+            format!("eb{}", (i + 1) % 8),
+            vec![b(i)],
+        ));
         // Only docA between entities that stay: removed, the endpoints stay.
-        g.relations.push(r(format!("rd{i}"), format!("eb{i}"), format!("ec{}", (i + 2) % 6), vec!["a0".into()]));
+        g.relations.push(r(
+            format!("rd{i}"),
+            format!("eb{i}"),
+            format!("ec{}", (i + 2) % 6),
+            vec!["a0".into()],
+        ));
     }
     for i in 0..3 {
         // No text units, to an entity that goes: removed with it.
-        g.relations.push(r(format!("re{i}"), format!("ea{i}"), format!("en{i}"), vec![]));
+        g.relations.push(r(
+            format!("re{i}"),
+            format!("ea{i}"),
+            format!("en{i}"),
+            vec![],
+        ));
         // No text units between entities that stay: untouched.
-        g.relations.push(r(format!("rf{i}"), format!("eb{i}"), format!("en{i}"), vec![]));
+        g.relations.push(r(
+            format!("rf{i}"),
+            format!("eb{i}"),
+            format!("en{i}"),
+            vec![],
+        ));
     }
     for i in 0..4 {
         // Cites docB, but its target goes: removed.
-        g.relations.push(r(format!("rg{i}"), format!("ec{i}"), format!("ea{}", i + 4), vec![b(i)]));
+        g.relations.push(r(
+            format!("rg{i}"),
+            format!("ec{i}"),
+            format!("ea{}", i + 4),
+            vec![b(i)],
+        ));
     }
     for i in 0..3 {
-        g.chunks.push(chunk(&format!("a{i}"), "docA", format!("alpha zanzibar part {i}")));
+        g.chunks.push(chunk(
+            &format!("a{i}"),
+            "docA",
+            format!("alpha zanzibar part {i}"),
+        ));
     }
     for i in 0..2 {
-        g.chunks.push(chunk(&format!("b{i}"), "docB", format!("beta quokka part {i}")));
+        g.chunks.push(chunk(
+            &format!("b{i}"),
+            "docB",
+            format!("beta quokka part {i}"),
+        ));
     }
     g.communities = vec![
         community("c0", &["ea0", "ea1", "eb0", "ec0"]),
@@ -219,7 +261,11 @@ impl Graph {
             .collect();
         let mut c = Counts::default();
         c.removed[2] = emptied.len();
-        c.updated[0] = self.entities.values().filter(|l| cites(l) && !only(l)).count();
+        c.updated[0] = self
+            .entities
+            .values()
+            .filter(|l| cites(l) && !only(l))
+            .count();
         let gone = |k: &(String, String, String), l: &Vec<String>| {
             only(l) || emptied.contains(&k.1) || emptied.contains(&k.2)
         };
@@ -232,12 +278,26 @@ impl Graph {
         self.relations = std::mem::take(&mut self.relations)
             .into_iter()
             .filter(|(k, l)| !gone(k, l))
-            .map(|(k, l)| (k, l.into_iter().filter(|t| !units.contains(t.as_str())).collect()))
+            .map(|(k, l)| {
+                (
+                    k,
+                    l.into_iter()
+                        .filter(|t| !units.contains(t.as_str()))
+                        .collect(),
+                )
+            })
             .collect();
         self.entities = std::mem::take(&mut self.entities)
             .into_iter()
             .filter(|(id, _)| !emptied.contains(id))
-            .map(|(id, l)| (id, l.into_iter().filter(|t| !units.contains(t.as_str())).collect()))
+            .map(|(id, l)| {
+                (
+                    id,
+                    l.into_iter()
+                        .filter(|t| !units.contains(t.as_str()))
+                        .collect(),
+                )
+            })
             .collect();
         for (members, stale) in self.communities.values_mut() {
             if members.iter().any(|m| emptied.contains(m)) {
@@ -280,7 +340,10 @@ fn delete(node: &NodeProc, path: &str) -> anyhow::Result<(u16, Value)> {
     };
     let status = resp.status();
     let text = resp.into_string()?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 fn ingest(node: &NodeProc, batch: &Batch) -> Value {
@@ -314,7 +377,11 @@ fn per_shard(node: &NodeProc, cypher: &str) -> Vec<(u32, Vec<Value>)> {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().map(|s| s.as_str().unwrap_or("?").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or("?").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -362,7 +429,13 @@ fn check_state(node: &NodeProc, want: &Graph) -> Result<(), String> {
     let mut want_stubs = BTreeSet::new();
     for ((id, source, target), units) in &want.relations {
         for shard in [shard_of(source, SHARDS), shard_of(target, SHARDS)] {
-            want_copies.insert((shard, id.clone(), source.clone(), target.clone(), units.clone()));
+            want_copies.insert((
+                shard,
+                id.clone(),
+                source.clone(),
+                target.clone(),
+                units.clone(),
+            ));
             for end in [source, target] {
                 if shard_of(end, SHARDS) != shard {
                     want_stubs.insert((shard, end.clone()));
@@ -463,12 +536,14 @@ fn retrieve(node: &NodeProc, query: &str, mode: &str) -> (Vec<String>, Vec<(Stri
 
 /// Sends the delete until the cluster answers 200 (it answers 503 while a shard heals).
 fn delete_until_done(node: &NodeProc, id: &str) -> Value {
-    wait::until(&format!("DELETE /graph/documents/{id}"), SETTLE, || {
-        match delete(node, &format!("/graph/documents/{id}")) {
+    wait::until(
+        &format!("DELETE /graph/documents/{id}"),
+        SETTLE,
+        || match delete(node, &format!("/graph/documents/{id}")) {
             Ok((200, answer)) => Ok(answer),
             other => Err(format!("{other:?}")),
-        }
-    })
+        },
+    )
 }
 
 #[test]
@@ -506,7 +581,11 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
     reports.sort();
     assert_eq!(
         reports,
-        vec![("c0".into(), true), ("c1".into(), false), ("c2".into(), true)]
+        vec![
+            ("c0".into(), true),
+            ("c1".into(), false),
+            ("c2".into(), true)
+        ]
     );
     // Deleting again is a no-op.
     let (status, again) = delete(cluster.node(0), "/graph/documents/docA").unwrap();
@@ -515,7 +594,10 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
     assert_eq!(counts_of(&again), Counts::default(), "{again}");
     check_state(cluster.node(0), &want).unwrap();
     let clean = want.clone();
-    log(format!("clean delete checked after {:?}", started.elapsed()));
+    log(format!(
+        "clean delete checked after {:?}",
+        started.elapsed()
+    ));
 
     // The same delete, its node killed with kill -9 right after it was sent; retried elsewhere
     // once the node is back, it ends where the clean delete did.
@@ -545,8 +627,14 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
         check_state(cluster.node(1), &clean)
     });
     // Counts of the retry: what was left (all of it when the killed delete did nothing).
-    assert!(answer["removed"]["documents"].as_u64() <= Some(1), "{answer}");
-    log(format!("killed delete converged after {:?}", started.elapsed()));
+    assert!(
+        answer["removed"]["documents"].as_u64() <= Some(1),
+        "{answer}"
+    );
+    log(format!(
+        "killed delete converged after {:?}",
+        started.elapsed()
+    ));
 
     // Re-ingesting docB with other text units (b1 dropped, b2 new) removes b1 the same way.
     let mut want = clean;

@@ -227,7 +227,11 @@ pub async fn get_document(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let shard = shard_of(&id, current_map(&state)?.shards);
-    let document = found("document", &id, route_get_document(&state, shard, &id).await)?;
+    let document = found(
+        "document",
+        &id,
+        route_get_document(&state, shard, &id).await,
+    )?;
     Ok(Json(json!({"document": document, "shard": shard})))
 }
 

@@ -16,8 +16,8 @@ use crate::error::Error;
 use crate::graph::model::{Chunk, Document};
 use crate::node::context::NodeContext;
 use crate::storage::{
-    CascadeRead, CascadeRows, Direction, EntityRecord, QueryFailure, RelationFilter, RetrievalRead, RetrievalRows, Rows,
-    ShardQuery, Step,
+    CascadeRead, CascadeRows, Direction, EntityRecord, QueryFailure, RelationFilter, RetrievalRead,
+    RetrievalRows, Rows, ShardQuery, Step,
 };
 
 /// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).

@@ -353,7 +353,11 @@ async fn read_documents(
 }
 
 /// How many of `ids` are stored chunks.
-async fn count_chunks(ctx: &Arc<NodeContext>, map: &ShardMap, ids: &[String]) -> Result<usize, Error> {
+async fn count_chunks(
+    ctx: &Arc<NodeContext>,
+    map: &ShardMap,
+    ids: &[String],
+) -> Result<usize, Error> {
     let read = CascadeRead::ChunksOf {
         document_id: None,
         ids: ids.to_vec(),
@@ -494,16 +498,20 @@ async fn prune(
     };
     write_each(
         ctx,
-        step(&relation_shards, &|entities: Vec<String>| Prune::Relations {
-            text_unit_ids: units.clone(),
-            entities,
+        step(&relation_shards, &|entities: Vec<String>| {
+            Prune::Relations {
+                text_unit_ids: units.clone(),
+                entities,
+            }
         }),
     )
     .await?;
     if !emptied.is_empty() {
         write_each(
             ctx,
-            step(&community_shards, &|entities: Vec<String>| Prune::Communities { entities }),
+            step(&community_shards, &|entities: Vec<String>| {
+                Prune::Communities { entities }
+            }),
         )
         .await?;
     }
@@ -567,7 +575,8 @@ async fn write_each(ctx: &Arc<NodeContext>, writes: Vec<(u32, Prune)>) -> Result
     }
     let mut first = None;
     while let Some(done) = tasks.join_next().await {
-        let result = done.unwrap_or_else(|e| Err(Error::Internal(format!("a write task failed: {e}"))));
+        let result =
+            done.unwrap_or_else(|e| Err(Error::Internal(format!("a write task failed: {e}"))));
         if let Err(e) = result {
             first.get_or_insert(e);
         }
@@ -586,7 +595,9 @@ fn current_map(ctx: &NodeContext) -> Result<ShardMap, Error> {
 
 fn check_id(id: &str) -> Result<(), Error> {
     if id.is_empty() {
-        return Err(Error::Invalid("give the id of the document to delete".into()));
+        return Err(Error::Invalid(
+            "give the id of the document to delete".into(),
+        ));
     }
     if id.len() > MAX_ID_BYTES {
         return Err(Error::Invalid(format!(

@@ -51,9 +51,7 @@ pub async fn ingest(ctx: &Arc<NodeContext>, mut batch: Batch, shards: u32) -> In
                 });
             }
         }
-        batch
-            .documents
-            .retain(|d| !why.contains_key(d.id.as_str()));
+        batch.documents.retain(|d| !why.contains_key(d.id.as_str()));
     }
     let deadline = Instant::now() + WRITE_DEADLINE;
     let mut tasks = tokio::task::JoinSet::new();

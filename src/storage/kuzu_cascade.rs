@@ -21,11 +21,13 @@ use super::Error;
 
 const ENTITIES_CITING: &str = "MATCH (e:Entity) WHERE e.stub = false UNWIND e.text_unit_ids AS t \
      WITH e, t WHERE list_contains($units, t) RETURN e.id, e.text_unit_ids";
-const RELATIONS_CITING: &str = "MATCH (a:Entity)-[x:RELATED]->(b:Entity) UNWIND x.text_unit_ids AS t \
+const RELATIONS_CITING: &str =
+    "MATCH (a:Entity)-[x:RELATED]->(b:Entity) UNWIND x.text_unit_ids AS t \
      WITH x, t WHERE list_contains($units, t) RETURN x.id, x.source, x.target, x.text_unit_ids";
 const RELATIONS_OF: &str = "UNWIND $ids AS i MATCH (e:Entity {id: i})-[x:RELATED]-() \
      RETURN x.id, x.source, x.target";
-const COMMUNITIES_OF: &str = "UNWIND $ids AS i MATCH (c:Community) WHERE list_contains(c.entity_ids, i) \
+const COMMUNITIES_OF: &str =
+    "UNWIND $ids AS i MATCH (c:Community) WHERE list_contains(c.entity_ids, i) \
      RETURN c.id, c.entity_ids";
 
 /// Answers `read` on this copy inside one read-only transaction limited to `timeout_ms`; an
@@ -37,7 +39,8 @@ pub fn run_cascade_read(
     max_bytes: usize,
 ) -> Result<CascadeRows, QueryFailure> {
     let rows = read_only(session, timeout_ms, |session| {
-        let mut q = |query: &str, params: Vec<(&str, Value)>| execute_values(session, query, params);
+        let mut q =
+            |query: &str, params: Vec<(&str, Value)>| execute_values(session, query, params);
         answer(&mut q, read)
     })?;
     let size = postcard::to_stdvec(&rows)
@@ -76,9 +79,9 @@ fn answer<E>(
             CascadeRows::Chunks(found.into_iter().collect())
         }
         CascadeRead::UseOf { text_unit_ids } => CascadeRows::Use(use_of(q, text_unit_ids)?),
-        CascadeRead::CommunitiesOf { entity_ids } => CascadeRows::Communities(
-            communities_of(q, entity_ids)?.into_keys().collect(),
-        ),
+        CascadeRead::CommunitiesOf { entity_ids } => {
+            CascadeRows::Communities(communities_of(q, entity_ids)?.into_keys().collect())
+        }
     })
 }
 
@@ -180,7 +183,11 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
                     .filter(|t| !units.contains(t.as_str()))
                     .collect();
                 let key = key_of(&id, &source, &target);
-                let endpoints = vec![("source", s(&source)), ("target", s(&target)), ("id", s(&id))];
+                let endpoints = vec![
+                    ("source", s(&source)),
+                    ("target", s(&target)),
+                    ("id", s(&id)),
+                ];
                 if left.is_empty() {
                     run(
                         conn,
@@ -376,6 +383,9 @@ mod tests {
         let bytes = postcard::to_stdvec(&op).unwrap();
         // Appended after the three older variants: existing logs keep their meaning.
         assert_eq!(bytes[0], 3);
-        assert_eq!(postcard::from_bytes::<super::super::WriteOp>(&bytes).unwrap(), op);
+        assert_eq!(
+            postcard::from_bytes::<super::super::WriteOp>(&bytes).unwrap(),
+            op
+        );
     }
 }

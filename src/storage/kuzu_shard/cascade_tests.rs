@@ -251,7 +251,11 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
             "r4 went with a, r7 with the stub y"
         );
         let d = shard.get_entity("d".into()).await.unwrap().unwrap();
-        assert_eq!(d.relations.len(), 1, "an item citing no text unit is untouched");
+        assert_eq!(
+            d.relations.len(),
+            1,
+            "an item citing no text unit is untouched"
+        );
         let stats = shard.stats().await.unwrap();
         let c = stats.counts;
         assert_eq!(
@@ -435,5 +439,9 @@ async fn create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind() 
     shard.write(1, WriteOp::Upsert(graph(4))).await.unwrap();
     shard.wait_visible(Duration::from_secs(30)).await.unwrap();
     let c = shard.stats().await.unwrap().counts;
-    assert_eq!((c.entities, c.stubs, c.relations, c.chunks), (4, 4, 7, 2), "{c:?}");
+    assert_eq!(
+        (c.entities, c.stubs, c.relations, c.chunks),
+        (4, 4, 7, 2),
+        "{c:?}"
+    );
 }

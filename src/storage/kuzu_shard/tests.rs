@@ -716,7 +716,11 @@ async fn delete_leaves_no_relation_behind() {
         let path = dir.path().join("shard-0.kz");
         let shard = KuzuShard::open(&path, 0, &config_in(0, mode), gate()).unwrap();
         let first = upsert(
-            vec![entity("a", "A", 0), entity("b", "B", 0), entity("c", "C", 0)],
+            vec![
+                entity("a", "A", 0),
+                entity("b", "B", 0),
+                entity("c", "C", 0),
+            ],
             vec![
                 relation("r1", "a", "b", 1.0),
                 relation("r4", "a", "c", 1.0),
@@ -724,13 +728,23 @@ async fn delete_leaves_no_relation_behind() {
             ],
         );
         shard.write(1, first).await.unwrap();
-        shard.write(2, WriteOp::DeleteEntity("b".into())).await.unwrap();
-        shard.write(3, WriteOp::DeleteEntity("a".into())).await.unwrap();
+        shard
+            .write(2, WriteOp::DeleteEntity("b".into()))
+            .await
+            .unwrap();
+        shard
+            .write(3, WriteOp::DeleteEntity("a".into()))
+            .await
+            .unwrap();
         let c = shard.get_entity("c".into()).await.unwrap().unwrap();
         assert_eq!(c.relations, vec![], "{mode}");
         let stats = shard.stats().await.unwrap();
         assert_eq!(
-            (stats.counts.entities, stats.counts.relations, stats.failed_writes),
+            (
+                stats.counts.entities,
+                stats.counts.relations,
+                stats.failed_writes
+            ),
             (1, 0, 0),
             "{mode}"
         );
