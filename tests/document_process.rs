@@ -2,8 +2,8 @@
 //! cluster (8 shards, 2 copies) removes the document, its text units and what only they
 //! supported — in every shard, both copies of each relation, no stub left behind — and prunes
 //! the rest; retrieval stops returning the deleted text and marks changed communities' reports
-//! stale; deleting again is a no-op; a delete whose node is killed with kill -9 right after it
-//! was sent, retried once the node is back, ends in the same state as a clean delete; and
+//! stale; deleting again is a no-op; a delete whose node is killed with kill -9 as soon as its
+//! first step shows, retried once the node is back, ends in the same state as a clean delete; and
 //! re-ingesting a document with other text units removes the old ones the same way.
 //!
 //! The expected state is computed by an oracle over the ingested items ([`Graph::cascade`]) and
@@ -22,6 +22,9 @@ use torua_testkit::{log, wait, ClusterOptions, NodeProc, TestCluster};
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(30);
 const SHARDS: u32 = 8;
+/// Entities citing only docA, each with a relation citing only docA: enough that the delete's
+/// steps take a moment on every shard (so the kill below can land between them).
+const ONLY_A: usize = 1500;
 
 fn options() -> ClusterOptions {
     let mut o = ClusterOptions::graph(3);
@@ -89,7 +92,7 @@ fn batch() -> Batch {
     let a = |i: usize| format!("a{}", i % 3);
     let b = |i: usize| format!("b{}", i % 2);
     let mut g = Batch::default();
-    for i in 0..12 {
+    for i in 0..ONLY_A {
         let units = if i % 2 == 0 {
             vec![a(i)]
         } else {
@@ -107,7 +110,7 @@ fn batch() -> Batch {
         g.entities.push(entity(&format!("en{i}"), vec![]));
     }
     let r = |id: String, s: String, t: String, u: Vec<String>| relation(id, s, t, u);
-    for i in 0..12 {
+    for i in 0..ONLY_A {
         // Only docA: removed.
         g.relations.push(r(
             format!("ra{i}"),
@@ -599,8 +602,8 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
         started.elapsed()
     ));
 
-    // The same delete, its node killed with kill -9 right after it was sent; retried elsewhere
-    // once the node is back, it ends where the clean delete did.
+    // The same delete, its node killed with kill -9 as soon as its first step shows; retried
+    // elsewhere once the node is back, it ends where the clean delete did.
     ingest(cluster.node(0), &data);
     cluster.wait_applied(0, T).unwrap();
     check_state(cluster.node(0), &original).unwrap();
@@ -615,12 +618,49 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
             .map_err(|e| e.to_string())
     });
     sent_rx.recv().unwrap();
+    // Kill it as soon as its first step shows: eb0 has lost its docA-only relations (`ra*`).
+    let eb0 = cluster.node(0).url("/graph/entities/eb0");
+    let first_step = wait::poll(Duration::from_secs(20), Duration::from_millis(1), || {
+        let v = torua_testkit::get_json(&eb0, T).map_err(|e| e.to_string())?;
+        let ra = v["relations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["id"].as_str().is_some_and(|id| id.starts_with("ra")))
+            .count();
+        if ra == 0 {
+            Ok(())
+        } else {
+            Err(format!("eb0 still has {ra} docA-only relations"))
+        }
+    });
     cluster.node_mut(2).kill9();
+    log(format!("first step seen before the kill: {first_step:?}"));
     let outcome = request.join().unwrap();
     log(format!("the delete whose node was killed: {outcome:?}"));
     cluster.node_mut(2).start().unwrap();
     cluster.wait_node_up(2, SETTLE).unwrap();
     cluster.wait_green(SETTLE).unwrap();
+    // What the killed delete left (not checked: it depends on when the kill landed).
+    let left = per_shard(
+        cluster.node(0),
+        "MATCH (e:Entity) WHERE e.stub = false AND e.id STARTS WITH 'ea' RETURN count(*)",
+    )
+    .iter()
+    .map(|(_, r)| r[0].as_u64().unwrap_or(0))
+    .sum::<u64>();
+    let document = cluster
+        .node(0)
+        .get_json("/graph/documents/docA", T)
+        .unwrap();
+    log(format!(
+        "after the kill: {left} of {ONLY_A} docA-only entities left, docA {}",
+        if document["document"].is_object() {
+            "still stored"
+        } else {
+            "gone"
+        }
+    ));
     let answer = delete_until_done(cluster.node(0), "docA");
     cluster.wait_applied(0, T).unwrap();
     wait::until("the state of a clean delete", SETTLE, || {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use kuzu::{Connection, LogicalType, Value};
 
 use super::cascade::{CascadeRead, CascadeRows, Prune, RelationKey, TextUnitUse};
-use super::kuzu_apply::{delete_entity, key_of};
+use super::kuzu_apply::key_of;
 use super::kuzu_index::{self, Indexed};
 use super::kuzu_read::{execute_values, read_only, QueryFailure};
 use super::kuzu_readers::Session;
@@ -176,6 +176,7 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
         } => {
             let units: HashSet<&str> = text_unit_ids.iter().map(String::as_str).collect();
             let mut ends = BTreeSet::new();
+            let (mut gone, mut gone_keys) = (Vec::new(), Vec::new());
             let mut set_units = None;
             for ((id, source, target), list) in relations_citing(&mut q, text_unit_ids)? {
                 let left: Vec<String> = list
@@ -189,16 +190,8 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
                     ("id", s(&id)),
                 ];
                 if left.is_empty() {
-                    run(
-                        conn,
-                        "MATCH (a:Entity {id: $source})-[x:RELATED]->(b:Entity {id: $target}) WHERE x.id = $id DELETE x",
-                        endpoints,
-                    )?;
-                    run(
-                        conn,
-                        "MATCH (n:RelKey {key: $key}) DELETE n",
-                        vec![("key", s(&key))],
-                    )?;
+                    gone.push(vec![s(&source), s(&target), s(&id)]);
+                    gone_keys.push(key);
                     ends.insert(source);
                     ends.insert(target);
                 } else {
@@ -223,40 +216,39 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
                     )?;
                 }
             }
-            for id in entities {
-                for (_, source, target) in stub_relations_of(conn, id)? {
-                    ends.insert(source);
-                    ends.insert(target);
-                }
-                delete_entity(conn, id, true)?;
+            if !gone.is_empty() {
+                // From the source only, the target by its stored id: matching both endpoints
+                // in one pattern scans the node table per row.
+                let fields = [
+                    ("source", LogicalType::String),
+                    ("target", LogicalType::String),
+                    ("id", LogicalType::String),
+                ];
+                run(
+                    conn,
+                    "UNWIND $rows AS r MATCH (a:Entity {id: r.source})-[x:RELATED]->() \
+                     WHERE x.id = r.id AND x.target = r.target DELETE x",
+                    vec![("rows", rows(&fields, gone))],
+                )?;
+                run(
+                    conn,
+                    "UNWIND $keys AS k MATCH (n:RelKey {key: k}) DELETE n",
+                    vec![("keys", strings(&gone_keys))],
+                )?;
             }
+            let stubs = held(conn, entities, true)?;
+            ends.extend(delete_entities(conn, &stubs, true)?);
             delete_lone_stubs(conn, ends)
         }
         Prune::Entities {
             text_unit_ids,
             entities,
         } => {
-            let here: Vec<String> = run(
-                conn,
-                "UNWIND $ids AS i MATCH (e:Entity {id: i}) WHERE e.stub = false RETURN e.id",
-                vec![("ids", strings(entities))],
-            )?
-            .iter()
-            .map(|r| as_string(&r[0]))
-            .collect();
-            let mut ends = BTreeSet::new();
-            if !here.is_empty() {
-                for (_, source, target) in relations_of(&mut q, &here)? {
-                    ends.insert(source);
-                    ends.insert(target);
-                }
-                for id in &here {
-                    delete_entity(conn, id, false)?;
-                }
-                if dim > 0 {
-                    let ids: Vec<&str> = here.iter().map(String::as_str).collect();
-                    kuzu_index::delete_vectors(conn, Indexed::Entity, &ids)?;
-                }
+            let here = held(conn, entities, false)?;
+            let ends = delete_entities(conn, &here, false)?;
+            if dim > 0 && !here.is_empty() {
+                let ids: Vec<&str> = here.iter().map(String::as_str).collect();
+                kuzu_index::delete_vectors(conn, Indexed::Entity, &ids)?;
             }
             delete_lone_stubs(conn, ends)?;
             if !text_unit_ids.is_empty() {
@@ -331,16 +323,71 @@ fn id_and_list(list: &str) -> Vec<(&str, LogicalType)> {
     vec![("id", LogicalType::String), (list, string_list())]
 }
 
-/// Relation copies attached to `id` when it is a stub here.
-fn stub_relations_of(conn: &Connection, id: &str) -> Result<Vec<RelationKey>, Error> {
+/// Those of `ids` held here as stubs (`stubs`) or as entities.
+fn held(conn: &Connection, ids: &[String], stubs: bool) -> Result<Vec<String>, Error> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
     Ok(run(
         conn,
-        "MATCH (e:Entity {id: $id})-[x:RELATED]-() WHERE e.stub = true RETURN x.id, x.source, x.target",
-        vec![("id", s(id))],
+        "UNWIND $ids AS i MATCH (e:Entity {id: i}) WHERE e.stub = $stub RETURN e.id",
+        vec![("ids", strings(ids)), ("stub", Value::Bool(stubs))],
     )?
     .iter()
-    .map(|r| (as_string(&r[0]), as_string(&r[1]), as_string(&r[2])))
+    .map(|r| as_string(&r[0]))
     .collect())
+}
+
+/// Deletes the entities `ids` (held here; `stubs` says as what) with their relation copies and
+/// the copies' keys, set-wise; returns the relations' endpoints other than `ids`. Relations go
+/// first, one direction at a time (see `kuzu_apply::delete_entity`).
+fn delete_entities(
+    conn: &Connection,
+    ids: &[String],
+    stubs: bool,
+) -> Result<BTreeSet<String>, Error> {
+    let mut ends = BTreeSet::new();
+    if ids.is_empty() {
+        return Ok(ends);
+    }
+    let params = || vec![("ids", strings(ids))];
+    let mut keys = BTreeSet::new();
+    for pattern in ["-[x:RELATED]->()", "<-[x:RELATED]-()"] {
+        for r in run(
+            conn,
+            &format!("UNWIND $ids AS i MATCH (e:Entity {{id: i}}){pattern} RETURN x.id, x.source, x.target"),
+            params(),
+        )? {
+            let (id, source, target) = (as_string(&r[0]), as_string(&r[1]), as_string(&r[2]));
+            keys.insert(key_of(&id, &source, &target));
+            ends.insert(source);
+            ends.insert(target);
+        }
+    }
+    if !keys.is_empty() {
+        let keys: Vec<String> = keys.into_iter().collect();
+        run(
+            conn,
+            "UNWIND $keys AS k MATCH (n:RelKey {key: k}) DELETE n",
+            vec![("keys", strings(&keys))],
+        )?;
+    }
+    for pattern in ["-[x:RELATED]->()", "<-[x:RELATED]-()"] {
+        run(
+            conn,
+            &format!("UNWIND $ids AS i MATCH (e:Entity {{id: i}}){pattern} DELETE x"),
+            params(),
+        )?;
+    }
+    run(
+        conn,
+        "UNWIND $ids AS i MATCH (e:Entity {id: i}) WHERE e.stub = $stub DELETE e",
+        vec![("ids", strings(ids)), ("stub", Value::Bool(stubs))],
+    )?;
+    for id in ids {
+        ends.remove(id);
+    }
+    Ok(ends)
 }
 
 /// Deletes the stubs among `ids` that no relation copy here is attached to any more (they stood
