@@ -568,4 +568,20 @@ mod tests {
             "reports merged into communities"
         );
     }
+
+    #[test]
+    fn update_sends_the_documents_first_and_in_batches_of_their_own() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce");
+        let all = read_folder(&dir).unwrap();
+        let total = all.len();
+        let plain = chunks(all.clone(), 50, false);
+        assert!(plain.last().unwrap().documents.len() == 1);
+        assert!(plain[0].documents.is_empty());
+        let update = chunks(all, 50, true);
+        assert_eq!(update[0].documents.len(), 1);
+        assert_eq!(update[0].len(), 1, "the documents go alone");
+        assert!(update[1..].iter().all(|b| b.documents.is_empty()));
+        assert_eq!(update.iter().map(Batch::len).sum::<usize>(), total);
+        assert!(update.iter().all(|b| b.len() <= 50));
+    }
 }
