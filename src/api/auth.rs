@@ -33,7 +33,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path.starts_with("/keys/") || (path.starts_with("/nodes/") && path.ends_with("/drain")) {
         return Some(Role::Admin);
     }
-    if path.starts_with("/graph/entities/") && method == Method::DELETE {
+    let deletes = path.starts_with("/graph/entities/") || path.starts_with("/graph/documents/");
+    if deletes && method == Method::DELETE {
         return Some(Role::Write);
     }
     Some(Role::Read)
@@ -145,6 +146,8 @@ mod tests {
             (Method::POST, "/graph/ingest", Some(Role::Write)),
             (Method::POST, "/graph/ingest/", Some(Role::Write)),
             (Method::DELETE, "/graph/entities/x", Some(Role::Write)),
+            (Method::GET, "/graph/documents/x", Some(Role::Read)),
+            (Method::DELETE, "/graph/documents/x", Some(Role::Write)),
             (Method::POST, "/query", Some(Role::Admin)),
             (Method::POST, "/broadcast", Some(Role::Admin)),
             (Method::POST, "/nodes/node-2/drain", Some(Role::Admin)),

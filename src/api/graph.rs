@@ -1,6 +1,7 @@
-//! The graph API: `POST /graph/ingest`, `GET|DELETE /graph/entities/{id}`, `GET /cluster/shards`.
-//! Parsing, validation and rendering; the writes are [`crate::replication::ingest`]'s, the copies'
-//! states [`crate::cluster::copies`]'.
+//! The graph API: `POST /graph/ingest`, `GET|DELETE /graph/entities/{id}`,
+//! `GET /graph/chunks/{id}`, `GET|DELETE /graph/documents/{id}`, `GET /cluster/shards`.
+//! Parsing, validation and rendering; the writes are [`crate::replication::ingest`]'s and
+//! [`crate::replication::document`]'s, the copies' states [`crate::cluster::copies`]'.
 
 use std::time::Instant;
 
@@ -12,13 +13,13 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::schema::{
-    ChunkAnswer, DeleteAnswer, EntityAnswer, ErrorBody, IngestAnswer, IngestRefused,
-    IngestUnavailable,
+    ChunkAnswer, DeleteAnswer, DocumentAnswer, EntityAnswer, ErrorBody, IngestAnswer,
+    IngestRefused, IngestUnavailable,
 };
 use super::{shard_map_or_503, with_retry_after, ApiError, AppState};
 use crate::graph::model::Batch;
 use crate::graph::partition::shard_of;
-use crate::query::read::{route_get_chunk, route_get_entity};
+use crate::query::read::{route_get_chunk, route_get_document, route_get_entity};
 
 /// Largest ingest body.
 pub const MAX_INGEST_BYTES: usize = 64 << 20;
@@ -85,7 +86,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Batch, ApiError> {
     path = "/graph/ingest",
     tag = "graph",
     summary = "Write a batch of entities, relations, chunks, communities and documents",
-    description = "Role: `write`. A JSON batch, or NDJSON (`Content-Type` containing `ndjson`): one `{\"entity\": {...}}`, `{\"relation\": ...}`, `{\"chunk\": ...}`, `{\"community\": ...}` or `{\"document\": ...}` per line. The body is at most 64 MiB. Every item is checked first (ids and titles at most 512 bytes, texts at most 1 MiB, id lists at most 100000 entries, embeddings of `TORUA_EMBEDDING_DIM` numbers): one invalid item refuses the whole batch. A 200 may still list items not written (`errors`, `items`).",
+    description = "Role: `write`. A JSON batch, or NDJSON (`Content-Type` containing `ndjson`): one `{\"entity\": {...}}`, `{\"relation\": ...}`, `{\"chunk\": ...}`, `{\"community\": ...}` or `{\"document\": ...}` per line. The body is at most 64 MiB. Every item is checked first (ids and titles at most 512 bytes, texts at most 1 MiB, id lists at most 100000 entries, embeddings of `TORUA_EMBEDDING_DIM` numbers): one invalid item refuses the whole batch. A document stored before whose `text_unit_ids` listed text units the new version does not list (and the batch does not write) first loses them, with whatever only they supported, as `DELETE /graph/documents/{id}` removes them (`replaced`). A 200 may still list items not written (`errors`, `items`).",
     request_body(content(
         (Batch = "application/json"),
         (String = "application/x-ndjson"),
@@ -147,6 +148,7 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
         "counts": counts,
         "failed": failed.len(),
         "items": failed,
+        "replaced": outcome.replaced,
     });
     let response = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -203,6 +205,66 @@ pub async fn get_chunk(
     let shard = shard_of(&id, current_map(&state)?.shards);
     let chunk = found("chunk", &id, route_get_chunk(&state, shard, &id).await)?;
     Ok(Json(json!({"chunk": chunk, "shard": shard})))
+}
+
+#[utoipa::path(
+    get,
+    path = "/graph/documents/{id}",
+    tag = "graph",
+    summary = "A document",
+    description = "Role: `read`. Read from an in-sync copy of the document's shard.",
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The document", body = DocumentAnswer),
+        (status = 404, description = "No document with this id", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1), when a copy could not answer"))),
+        (status = 504, description = "No copy answered in time", body = ErrorBody),
+    )
+)]
+pub async fn get_document(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let shard = shard_of(&id, current_map(&state)?.shards);
+    let document = found(
+        "document",
+        &id,
+        route_get_document(&state, shard, &id).await,
+    )?;
+    Ok(Json(json!({"document": document, "shard": shard})))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/graph/documents/{id}",
+    tag = "graph",
+    summary = "Delete a document, its text units and what only they support",
+    description = "Role: `write`. Removes the document, its text units (the chunks it lists in `text_unit_ids` and the chunks whose `document_id` it is), the entities and relations whose `text_unit_ids` cite only those text units (in every shard, both copies of each relation, with an entity's remaining relations), and takes the removed text units out of the `text_unit_ids` of the other entities and relations. Communities lose removed entities from `entity_ids` and their reports are marked `stale` in retrieval answers. Entities and relations with no `text_unit_ids` are never touched. Idempotent: after a failure (503, 504, a node down) send it again and it finishes what is left; a document already deleted answers 200 with `found: false` and zero counts. At most 100000 text units per document.",
+    params(("id" = String, Path, description = "The document's id (at most 512 bytes)")),
+    responses(
+        (status = 200, description = "Deleted (or nothing left to delete: `found: false`)", body = crate::replication::document::DocumentDeleted),
+        (status = 400, description = "The id is too long, or the document has too many text units", body = ErrorBody),
+        (status = 500, description = "An internal error", body = ErrorBody),
+        (status = 503, description = "No shard map yet, no quorum, a shard with no live copy to read, or a write not taken (with `Retry-After`); what was done stays done: send the delete again", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1)"))),
+        (status = 504, description = "A write was not acknowledged in time: send the delete again", body = ErrorBody),
+    )
+)]
+pub async fn delete_document(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::replication::document::DocumentDeleted>, ApiError> {
+    current_map(&state)?;
+    state.quorum()?;
+    let answer = crate::replication::document::delete_document(&state, &id)
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "deleting document {:?} stopped part-way (what was removed stays removed; send the delete again to finish)",
+                id.chars().take(80).collect::<String>()
+            ))
+        })?;
+    Ok(Json(answer))
 }
 
 /// This node's shard map, or 503 while the cluster is forming.

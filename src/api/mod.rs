@@ -61,6 +61,10 @@ pub fn router(state: AppState) -> Router {
             get(graph::get_entity).delete(graph::delete_entity),
         )
         .route("/graph/chunks/{id}", get(graph::get_chunk))
+        .route(
+            "/graph/documents/{id}",
+            get(graph::get_document).delete(graph::delete_document),
+        )
         .route("/query", post(query::query))
         .route("/graph/neighborhood", post(query::neighborhood))
         .route("/graph/path", post(query::path))

@@ -40,6 +40,8 @@ const PUBLIC: [&str; 2] = ["/health", "/openapi.json"];
         super::graph::get_entity,
         super::graph::delete_entity,
         super::graph::get_chunk,
+        super::graph::get_document,
+        super::graph::delete_document,
         super::query::query,
         super::query::neighborhood,
         super::query::path,

@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::cluster::messages::RegistryEntry;
-use crate::graph::model::{Chunk, Entity, ItemError};
+use crate::graph::model::{Chunk, Document, Entity, ItemError};
 use crate::query::scatter::ShardsReport;
 use crate::retrieve::gather::{Report, TextUnit};
 use crate::retrieve::search::Seed;
@@ -100,6 +100,8 @@ pub struct IngestAnswer {
     failed: usize,
     /// The items of every shard whose write was not acknowledged, with why.
     items: Vec<ItemError>,
+    /// What re-ingested documents' dropped text units took with them.
+    replaced: crate::replication::document::Replaced,
 }
 
 /// Items in the request, by kind.
@@ -119,6 +121,13 @@ pub struct EntityAnswer {
     /// The relations whose source or target is the entity.
     relations: Vec<RelationRecord>,
     /// The shard that holds the entity.
+    shard: u32,
+}
+
+/// `GET /graph/documents/{id}`.
+#[derive(Serialize, ToSchema)]
+pub struct DocumentAnswer {
+    document: Document,
     shard: u32,
 }
 

@@ -10,6 +10,13 @@
 //!   short id, which its prompts cite), parent the parent's number (empty for a root), the report's
 //!   title, summary, full_content and rank.
 //! - `documents`: id, title, text, text_unit_ids.
+//!
+//! `--update` loads the output of a GraphRAG incremental update (`graphrag update`: the output
+//! folder holding the merged tables) over what an earlier import loaded: the documents are sent
+//! first, so that a document stored before with other text units loses the old ones, and what
+//! only they supported, before the new entities, relations, chunks and community reports arrive
+//! (fresh reports are then not marked stale by that removal). Without `--update` documents are
+//! sent last; a re-ingested document's old text units are removed either way.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -49,6 +56,11 @@ pub struct GraphragArgs {
     /// No progress bar (e.g. in scripts).
     #[arg(long)]
     pub quiet: bool,
+    /// Load a GraphRAG incremental-update output over an earlier import: documents first, so
+    /// that re-ingested documents' old text units (and what only they supported) are removed
+    /// before the new items arrive. Prints what was replaced.
+    #[arg(long)]
+    pub update: bool,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -81,16 +93,51 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
         ("communities", all.communities.len()),
         ("documents", all.documents.len()),
     ];
-    for batch in chunks(all, args.batch.max(1)) {
+    let mut replaced = Replaced::default();
+    for batch in chunks(all, args.batch.max(1), args.update) {
         let n = batch.len();
-        post(&args.connect, &batch)?;
+        let answer = post(&args.connect, &batch)?;
+        replaced.add(&answer["replaced"]);
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
     wait_applied(&args.connect, args.quiet)?;
     let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("loaded {} into {}", summary.join(", "), args.connect.url);
+    if args.update || replaced.documents > 0 {
+        println!("{}", replaced.line());
+    }
     Ok(())
+}
+
+/// What the ingest answers' `replaced` added up to.
+#[derive(Default)]
+struct Replaced {
+    documents: u64,
+    removed: [u64; 3],
+    updated: [u64; 3],
+}
+
+impl Replaced {
+    fn add(&mut self, v: &serde_json::Value) {
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        self.documents += n(&v["documents"]);
+        for (i, k) in ["chunks", "entities", "relations"].iter().enumerate() {
+            self.removed[i] += n(&v["removed"][k]);
+        }
+        for (i, k) in ["entities", "relations", "communities"].iter().enumerate() {
+            self.updated[i] += n(&v["updated"][k]);
+        }
+    }
+
+    fn line(&self) -> String {
+        let [c, e, r] = self.removed;
+        let [ue, ur, uc] = self.updated;
+        format!(
+            "replaced the old text units of {} documents: removed {c} chunks, {e} entities, {r} relations; updated {ue} entities, {ur} relations, {uc} communities (reports marked stale)",
+            self.documents
+        )
+    }
 }
 
 /// Acknowledged writes are durable at once and visible once applied; waits (at most 10 min) until
@@ -120,8 +167,8 @@ fn wait_applied(c: &Connect, quiet: bool) -> anyhow::Result<()> {
     }
 }
 
-/// Sends one batch, retrying while the cluster says it is busy or forming.
-fn post(c: &Connect, batch: &Batch) -> anyhow::Result<()> {
+/// Sends one batch, retrying while the cluster says it is busy or forming; returns the answer.
+fn post(c: &Connect, batch: &Batch) -> anyhow::Result<serde_json::Value> {
     let body = serde_json::to_value(batch)?;
     let url = c.url("/graph/ingest");
     for attempt in 1..=30 {
@@ -139,14 +186,15 @@ fn post(c: &Connect, batch: &Batch) -> anyhow::Result<()> {
         if answer["errors"] == true {
             bail!("the cluster refused some items: {}", answer["items"]);
         }
-        return Ok(());
+        return Ok(answer);
     }
     bail!("POST {url}: the cluster stayed busy; try again later")
 }
 
 /// Splits everything into batches of at most `size` items, entities first so that relations
-/// usually find their endpoints (they need not: stubs stand in).
-fn chunks(all: Batch, size: usize) -> Vec<Batch> {
+/// usually find their endpoints (they need not: stubs stand in); documents last, or first in
+/// their own batches with `documents_first` (see `--update`).
+fn chunks(mut all: Batch, size: usize, documents_first: bool) -> Vec<Batch> {
     let mut out = Vec::new();
     let mut current = Batch::default();
     let push = |current: &mut Batch, out: &mut Vec<Batch>| {
@@ -154,6 +202,15 @@ fn chunks(all: Batch, size: usize) -> Vec<Batch> {
             out.push(std::mem::take(current));
         }
     };
+    if documents_first {
+        for d in std::mem::take(&mut all.documents) {
+            current.documents.push(d);
+            push(&mut current, &mut out);
+        }
+        if !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+    }
     for e in all.entities {
         current.entities.push(e);
         push(&mut current, &mut out);
@@ -510,5 +567,21 @@ mod tests {
             b.communities.iter().any(|c| !c.full_content.is_empty()),
             "reports merged into communities"
         );
+    }
+
+    #[test]
+    fn update_sends_the_documents_first_and_in_batches_of_their_own() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce");
+        let all = read_folder(&dir).unwrap();
+        let total = all.len();
+        let plain = chunks(all.clone(), 50, false);
+        assert!(plain.last().unwrap().documents.len() == 1);
+        assert!(plain[0].documents.is_empty());
+        let update = chunks(all, 50, true);
+        assert_eq!(update[0].documents.len(), 1);
+        assert_eq!(update[0].len(), 1, "the documents go alone");
+        assert!(update[1..].iter().all(|b| b.documents.is_empty()));
+        assert_eq!(update.iter().map(Batch::len).sum::<usize>(), total);
+        assert!(update.iter().all(|b| b.len() <= 50));
     }
 }

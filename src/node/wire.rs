@@ -4,7 +4,7 @@
 //!
 //! One variant per subsystem, carrying that subsystem's own request or response type; an error
 //! answer is a typed [`Error`]. Versioning: the transport's ALPN
-//! ([`transport::WIRE_VERSION`], `torua/5`) is the wire version; peers with another version fail
+//! ([`transport::WIRE_VERSION`], `torua/6`) is the wire version; peers with another version fail
 //! the TLS handshake instead of misreading each other. Within a version, only append new enum
 //! variants at the end (postcard encodes variants by index) and never change a field. postcard is
 //! not self-describing: no `serde(skip_serializing_if)` or `flatten` here, and JSON payloads

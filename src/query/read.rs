@@ -1,7 +1,8 @@
 //! Reads of one node's shard copies asked by other nodes ([`ReadRequest`]: point reads of an
-//! entity or a chunk, one traversal step, a user's Cypher on some shards, retrieval's typed reads
-//! on some shards), their handler, and point reads routed from any node to an in-sync copy
-//! ([`route_get_entity`], [`route_get_chunk`]).
+//! entity, a chunk or a document, one traversal step, a user's Cypher on some shards, retrieval's
+//! and the document cascade's typed reads on some shards), their handler, and point reads routed
+//! from any node to an in-sync copy ([`route_get_entity`], [`route_get_chunk`],
+//! [`route_get_document`]).
 //!
 //! Only a copy that its own map calls in sync answers (a copy that just fell out may miss
 //! acknowledged writes); the asker then tries another copy.
@@ -12,11 +13,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::graph::model::Chunk;
+use crate::graph::model::{Chunk, Document};
 use crate::node::context::NodeContext;
 use crate::storage::{
-    Direction, EntityRecord, QueryFailure, RelationFilter, RetrievalRead, RetrievalRows, Rows,
-    ShardQuery, Step,
+    CascadeRead, CascadeRows, Direction, EntityRecord, QueryFailure, RelationFilter, RetrievalRead,
+    RetrievalRows, Rows, ShardQuery, Step,
 };
 
 /// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
@@ -46,6 +47,15 @@ pub enum ReadRequest {
         read: RetrievalRead,
         timeout_ms: u64,
     },
+    /// A document from this node's copy of `shard`.
+    GetDocument { shard: u32, id: String },
+    /// One of the document cascade's reads on this node's copies of `shards`, each cut off
+    /// after `timeout_ms`.
+    Cascade {
+        shards: Vec<u32>,
+        read: CascadeRead,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +68,9 @@ pub enum ReadResponse {
     QueryRows(Vec<(u32, Result<Rows, QueryFailure>)>),
     /// Per shard of a `Retrieval`, in the order asked.
     Retrieved(Vec<(u32, Result<RetrievalRows, QueryFailure>)>),
+    Document(Option<Document>),
+    /// Per shard of a `Cascade`, in the order asked.
+    Cascaded(Vec<(u32, Result<CascadeRows, QueryFailure>)>),
 }
 
 /// Answers a [`ReadRequest`] on this node.
@@ -95,6 +108,18 @@ pub async fn serve(
         } => Ok(ReadResponse::Retrieved(
             super::scatter::retrieve_on_shards(ctx, shards, read, timeout_ms).await,
         )),
+        ReadRequest::GetDocument { shard, id } => {
+            ctx.holds_copy(shard)?;
+            let store = ctx.storage.open(shard).await?;
+            Ok(ReadResponse::Document(store.get_document(id).await?))
+        }
+        ReadRequest::Cascade {
+            shards,
+            read,
+            timeout_ms,
+        } => Ok(ReadResponse::Cascaded(
+            super::scatter::cascade_on_shards(ctx, shards, read, timeout_ms).await,
+        )),
     }
 }
 
@@ -121,6 +146,19 @@ pub async fn route_get_chunk(
     let id = id.to_string();
     match route_read(ctx, shard, ReadRequest::GetChunk { shard, id }).await? {
         ReadResponse::Chunk(c) => Ok(c),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Like [`route_get_entity`] for a document.
+pub async fn route_get_document(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    id: &str,
+) -> Result<Option<Document>, Error> {
+    let id = id.to_string();
+    match route_read(ctx, shard, ReadRequest::GetDocument { shard, id }).await? {
+        ReadResponse::Document(d) => Ok(d),
         other => Err(unexpected(other)),
     }
 }

@@ -1,7 +1,8 @@
 //! Fan-out to shards: which copy of a shard answers (live, in sync, taking turns), retrying a
 //! failed copy on the next one, and the Elasticsearch-style `_shards` report of what a
 //! distributed answer covers. The fan-out serves any per-shard read ([`ShardRead`]): a user's
-//! Cypher ([`ShardQuery`]) and retrieval's typed reads ([`Retrieval`]).
+//! Cypher ([`ShardQuery`]), retrieval's typed reads ([`Retrieval`]) and the document cascade's
+//! ([`Cascade`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,10 @@ use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
 use crate::query::read::{ReadRequest, ReadResponse};
-use crate::storage::{KuzuShard, QueryFailure, RetrievalRead, RetrievalRows, Rows, ShardQuery};
+use crate::storage::{
+    CascadeRead, CascadeRows, KuzuShard, QueryFailure, RetrievalRead, RetrievalRows, Rows,
+    ShardQuery,
+};
 
 /// Largest answer one shard sends for a query (below the transport's 16 MiB message limit).
 pub const MAX_SHARD_ANSWER_BYTES: usize = 12 << 20;
@@ -231,6 +235,38 @@ impl ShardRead for Retrieval {
     }
 }
 
+/// One of the document cascade's reads with its time limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cascade {
+    pub read: CascadeRead,
+    pub timeout_ms: u64,
+}
+
+impl ShardRead for Cascade {
+    type Answer = CascadeRows;
+
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
+        ReadRequest::Cascade {
+            shards,
+            read: self.read.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
+    fn results(
+        response: ReadResponse,
+    ) -> Result<Vec<(u32, Result<CascadeRows, QueryFailure>)>, Box<ReadResponse>> {
+        match response {
+            ReadResponse::Cascaded(results) => Ok(results),
+            other => Err(Box::new(other)),
+        }
+    }
+}
+
 /// On the node holding the copy: the copy of `shard`, if this node holds it in sync.
 async fn copy_here(ctx: &Arc<NodeContext>, shard: u32) -> Result<Arc<KuzuShard>, QueryFailure> {
     let map = ctx.shard_map.get();
@@ -321,6 +357,31 @@ pub async fn retrieve_on_shards(
                 Ok(store) => {
                     store
                         .retrieve(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
+                        .await
+                }
+                Err(f) => Err(f),
+            };
+            (shard, answer)
+        }
+    }))
+    .await
+}
+
+/// On the node holding the copies: a cascade read on each of `shards` at once, answers in the
+/// order asked.
+pub async fn cascade_on_shards(
+    ctx: &Arc<NodeContext>,
+    shards: Vec<u32>,
+    read: CascadeRead,
+    timeout_ms: u64,
+) -> Vec<(u32, Result<CascadeRows, QueryFailure>)> {
+    join_in_order(shards.into_iter().map(|shard| {
+        let (ctx, read) = (ctx.clone(), read.clone());
+        async move {
+            let answer = match copy_here(&ctx, shard).await {
+                Ok(store) => {
+                    store
+                        .cascade_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
                         .await
                 }
                 Err(f) => Err(f),

@@ -1,10 +1,13 @@
 //! Writes that span shards: a batch split by shard and routed to each shard's primary in
-//! parallel ([`ingest`]), and an entity's delete with the relation copies its neighbours' shards
-//! hold ([`delete_entity`]).
+//! parallel ([`ingest`]; documents stored before with other text units first lose the old ones,
+//! see [`super::document`]), and an entity's delete with the relation copies its neighbours'
+//! shards hold ([`delete_entity`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::document::{replace_text_units, Replaced};
 use super::{route_write, WRITE_DEADLINE};
 use crate::error::Error;
 use crate::graph::model::{Batch, ItemError, Kind};
@@ -18,11 +21,38 @@ pub struct IngestOutcome {
     pub failed: Vec<ItemError>,
     /// Whether a shard refused for lack of room to apply (the client should slow down).
     pub busy: bool,
+    /// What the old text units of re-ingested documents took with them.
+    pub replaced: Replaced,
 }
 
 /// Writes a valid batch: each shard's part goes to its primary in parallel, retried until
 /// [`WRITE_DEADLINE`]. Parts are independent: one shard failing leaves the others written.
-pub async fn ingest(ctx: &Arc<NodeContext>, batch: Batch, shards: u32) -> IngestOutcome {
+///
+/// First, documents stored before lose the text units their new version drops (with what only
+/// those supported). A document whose old text units could not be removed is not written (it is
+/// listed as failed, and a retry of the batch removes them then).
+pub async fn ingest(ctx: &Arc<NodeContext>, mut batch: Batch, shards: u32) -> IngestOutcome {
+    let (replaced, not_replaced) = replace_text_units(ctx, &batch, shards).await;
+    let mut failed: Vec<ItemError> = Vec::new();
+    let mut busy = false;
+    if !not_replaced.is_empty() {
+        let why: HashMap<&str, &Error> = not_replaced
+            .iter()
+            .map(|(id, e)| (id.as_str(), e))
+            .collect();
+        for (index, d) in batch.documents.iter().enumerate() {
+            if let Some(e) = why.get(d.id.as_str()) {
+                busy |= matches!(e, Error::Busy(_));
+                failed.push(ItemError {
+                    kind: Kind::Document,
+                    index,
+                    id: d.id.clone(),
+                    reason: format!("not written: {e}"),
+                });
+            }
+        }
+        batch.documents.retain(|d| !why.contains_key(d.id.as_str()));
+    }
     let deadline = Instant::now() + WRITE_DEADLINE;
     let mut tasks = tokio::task::JoinSet::new();
     for (shard, part) in split(batch, shards) {
@@ -36,8 +66,6 @@ pub async fn ingest(ctx: &Arc<NodeContext>, batch: Batch, shards: u32) -> Ingest
             (shard, part, result)
         });
     }
-    let mut failed: Vec<ItemError> = Vec::new();
-    let mut busy = false;
     while let Some(done) = tasks.join_next().await {
         let Ok((shard, part, Err(reason))) = done else {
             continue;
@@ -60,7 +88,11 @@ pub async fn ingest(ctx: &Arc<NodeContext>, batch: Batch, shards: u32) -> Ingest
     }
     failed.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
     failed.dedup_by(|a, b| a.kind == b.kind && a.id == b.id);
-    IngestOutcome { failed, busy }
+    IngestOutcome {
+        failed,
+        busy,
+        replaced,
+    }
 }
 
 /// Deletes entity `id` with its relations; returns how many relations it had. The relation

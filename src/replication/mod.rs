@@ -15,11 +15,14 @@
 //! - [`write`]: routing a write to the primary ([`route_write`]), the primary's side
 //!   ([`write::primary_write`]: where a write waits for its replicas) and the replica's side.
 //! - [`ingest`]: writes that span shards: a batch fanned out by shard, an entity's delete cascade.
+//! - [`document`]: a document's delete cascade (its text units and what only they support), also
+//!   run when a document is ingested again with other text units.
 //! - [`catch_up`]: bringing a copy outside the in-sync set level from the primary's log.
 //! - [`snapshot`]: copying a whole copy to a node that cannot catch up from the log.
 //! - [`messages`]: this subsystem's peer messages and their handler.
 
 pub mod catch_up;
+pub mod document;
 pub mod ingest;
 pub mod messages;
 pub mod snapshot;

@@ -29,6 +29,9 @@ pub struct Report {
     pub level: i64,
     pub rank: f64,
     pub content: String,
+    /// Whether entities were removed from the community (a document deleted or replaced) after
+    /// its report was written: the report may describe what is no longer there.
+    pub stale: bool,
     /// Selected entities the community contains (local search); absent for global search.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matches: Option<i64>,
@@ -123,6 +126,7 @@ fn report(r: CommunityReport) -> Report {
         } else {
             r.full_content
         },
+        stale: r.stale,
         matches: r.matches,
     }
 }

@@ -49,7 +49,7 @@ pub fn schema(dim: usize) -> Vec<String> {
              entity_ids STRING[]{emb}, PRIMARY KEY(id))"
         ),
         "CREATE NODE TABLE IF NOT EXISTS Community(id STRING, level INT64, parent STRING, title STRING, \
-         entity_ids STRING[], summary STRING, full_content STRING, rank DOUBLE, PRIMARY KEY(id))"
+         entity_ids STRING[], summary STRING, full_content STRING, rank DOUBLE, stale BOOLEAN, PRIMARY KEY(id))"
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS Document(id STRING, title STRING, text STRING, text_unit_ids STRING[], \
          PRIMARY KEY(id))"
@@ -60,8 +60,19 @@ pub fn schema(dim: usize) -> Vec<String> {
     statements
 }
 
-/// Adds the `source`/`target` columns to a RELATED table created before they existed.
+/// Brings a database written by an older version to the current schema: the `source`/`target`
+/// columns of relations, the `stale` flag of communities (a report the document cascade changed
+/// the community of).
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
+    let rows = run(conn, "CALL TABLE_INFO('Community') RETURN name", vec![])?;
+    if !rows.iter().any(|r| as_string(&r[0]) == "stale") {
+        tracing::info!("adding the stale column to the communities of an older database");
+        run(
+            conn,
+            "ALTER TABLE Community ADD stale BOOLEAN DEFAULT false",
+            vec![],
+        )?;
+    }
     let rows = run(conn, "CALL TABLE_INFO('RELATED') RETURN name", vec![])?;
     if rows.iter().any(|r| as_string(&r[0]) == "source") {
         return Ok(());
@@ -137,6 +148,10 @@ pub fn apply_round(
                     delete_entity(conn, id, true)?;
                     i += 1;
                 }
+                WriteOp::Prune(prune) => {
+                    super::kuzu_cascade::apply(conn, prune, dim)?;
+                    i += 1;
+                }
             }
         }
         run(
@@ -173,7 +188,7 @@ fn rel_key(r: &Relation) -> String {
 }
 
 /// A relation's `RelKey` key: `id \x1f source \x1f target`.
-fn key_of(id: &str, source: &str, target: &str) -> String {
+pub(super) fn key_of(id: &str, source: &str, target: &str) -> String {
     format!("{id}\u{1f}{source}\u{1f}{target}")
 }
 
@@ -574,6 +589,9 @@ fn community_fields() -> Vec<(&'static str, LogicalType)> {
         ("summary", LogicalType::String),
         ("full_content", LogicalType::String),
         ("rank", LogicalType::Double),
+        // Last: a column added to an older database comes after the others, and COPY fills
+        // columns by position.
+        ("stale", LogicalType::Bool),
     ]
 }
 
@@ -589,6 +607,8 @@ fn community_row(c: &Community) -> (String, Vec<Value>) {
             s(&c.summary),
             s(&c.full_content),
             Value::Double(c.rank),
+            // A report written by ingest is fresh.
+            Value::Bool(false),
         ],
     )
 }
@@ -773,7 +793,7 @@ fn upsert_simple(
 
 /// Deletes an entity (or, with `only_stub`, only if it is a stub here) with its relations and
 /// their keys.
-fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), Error> {
+pub(super) fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), Error> {
     let cond = if only_stub { "WHERE e.stub = true" } else { "" };
     let q = format!(
         "MATCH (e:Entity {{id: $id}})-[x:RELATED]-() {cond} RETURN x.id, x.source, x.target"
@@ -793,9 +813,19 @@ fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Result<(), Err
             vec![("keys", string_list_of(&refs))],
         )?;
     }
+    // Relations first, one direction at a time, then the entity: once one of a node's relations
+    // has been deleted (by pattern, or with a neighbour), Kuzu 0.11's `DETACH DELETE` of the node
+    // can leave others behind in the far end's list (`delete_leaves_no_relation_behind`).
+    for pattern in ["-[x:RELATED]->()", "<-[x:RELATED]-()"] {
+        run(
+            conn,
+            &format!("MATCH (e:Entity {{id: $id}}){pattern} {cond} DELETE x"),
+            vec![("id", s(id))],
+        )?;
+    }
     run(
         conn,
-        &format!("MATCH (e:Entity {{id: $id}}) {cond} DETACH DELETE e"),
+        &format!("MATCH (e:Entity {{id: $id}}) {cond} DELETE e"),
         vec![("id", s(id))],
     )?;
     Ok(())

@@ -11,7 +11,7 @@ use kuzu::{LogicalType, Value};
 
 use super::kuzu_read::{execute_values, read_only, QueryFailure};
 use super::kuzu_readers::Session;
-use super::kuzu_values::{as_f64, as_i64, as_string, s, strings};
+use super::kuzu_values::{as_bool, as_f64, as_i64, as_string, s, strings};
 use super::retrieval::{
     ChunkItem, CommunityReport, EntityItem, ItemKind, RetrievalRead, RetrievalRows, RetrievedItem,
     ScoredItem, TextIndex, VectorHit,
@@ -135,7 +135,7 @@ fn answer(session: &mut Session<'_>, read: &RetrievalRead) -> Result<RetrievalRo
             let cypher = format!(
                 "UNWIND $ids AS i MATCH (c:Community) WHERE list_contains(c.entity_ids, i){level_filter} \
                  WITH c, count(*) AS m \
-                 RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary, m \
+                 RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary, c.stale, m \
                  ORDER BY m DESC, c.rank DESC, c.id LIMIT {limit}"
             );
             let mut params = vec![("ids", strings(entity_ids))];
@@ -145,9 +145,9 @@ fn answer(session: &mut Session<'_>, read: &RetrievalRead) -> Result<RetrievalRo
             let rows = execute_values(session, &cypher, params)?;
             RetrievalRows::Reports(
                 rows.iter()
-                    .filter(|r| r.len() >= 7)
+                    .filter(|r| r.len() >= 8)
                     .map(|r| CommunityReport {
-                        matches: as_i64(&r[6]),
+                        matches: as_i64(&r[7]),
                         ..report(r)
                     })
                     .collect(),
@@ -161,7 +161,7 @@ fn answer(session: &mut Session<'_>, read: &RetrievalRead) -> Result<RetrievalRo
             };
             let cypher = format!(
                 "MATCH (c:Community) {level_filter}\
-                 RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary \
+                 RETURN c.id, c.title, c.level, c.rank, c.full_content, c.summary, c.stale \
                  ORDER BY c.rank DESC, c.id LIMIT {limit}"
             );
             let params = match level {
@@ -171,7 +171,7 @@ fn answer(session: &mut Session<'_>, read: &RetrievalRead) -> Result<RetrievalRo
             let rows = execute_values(session, &cypher, params)?;
             RetrievalRows::Reports(
                 rows.iter()
-                    .filter(|r| r.len() >= 6)
+                    .filter(|r| r.len() >= 7)
                     .map(|r| report(r))
                     .collect(),
             )
@@ -222,7 +222,7 @@ fn item(items: ItemKind, r: &[Value]) -> RetrievedItem {
     }
 }
 
-/// A report from `c.id, c.title, c.level, c.rank, c.full_content, c.summary`.
+/// A report from `c.id, c.title, c.level, c.rank, c.full_content, c.summary, c.stale`.
 fn report(r: &[Value]) -> CommunityReport {
     CommunityReport {
         id: as_string(&r[0]),
@@ -231,6 +231,7 @@ fn report(r: &[Value]) -> CommunityReport {
         rank: number(&r[3]),
         full_content: as_string(&r[4]),
         summary: as_string(&r[5]),
+        stale: as_bool(&r[6]),
         matches: None,
     }
 }

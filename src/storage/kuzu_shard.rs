@@ -19,7 +19,9 @@ use std::time::Duration;
 use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
+use super::cascade::{CascadeRead, CascadeRows};
 use super::kuzu_apply::{apply_round, counts, migrate, read_applied, schema};
+use super::kuzu_cascade::run_cascade_read;
 use super::kuzu_index;
 use super::kuzu_read::{
     entity_summaries, expand, run_user_query, Direction, QueryFailure, RelationFilter, Rows,
@@ -34,7 +36,7 @@ use super::{
     ApplyGate, Counts, EntityRecord, Error, InsertMode, RelationRecord, ShardStats, Step,
     StoreConfig, WriteOp,
 };
-use crate::graph::model::{Chunk, Entity};
+use crate::graph::model::{Chunk, Document, Entity};
 
 /// Items (entities, relations, ...) applied in one transaction at most. Large: a commit's cost
 /// grows with the size of the relation table more than with the rows it adds (100k entities / 1M
@@ -382,6 +384,29 @@ impl KuzuShard {
         self.wait_visible(READ_WAIT).await?;
         let dim = self.dim;
         self.read(move |conn| get_entity(conn, &id, dim)).await
+    }
+
+    pub async fn get_document(&self, id: String) -> Result<Option<Document>, Error> {
+        self.wait_visible(READ_WAIT).await?;
+        self.read(move |conn| get_document(conn, &id)).await
+    }
+
+    /// Answers one of the document cascade's reads on this copy (after the writes logged before
+    /// it), like a user query: cut off after `timeout_ms`, refused past `max_bytes`.
+    pub async fn cascade_read(
+        &self,
+        read: CascadeRead,
+        timeout_ms: u64,
+        max_bytes: usize,
+    ) -> Result<CascadeRows, QueryFailure> {
+        self.wait_visible(READ_WAIT)
+            .await
+            .map_err(|e| QueryFailure::Other(e.to_string()))?;
+        self.read_on(&self.query_readers, move |session| {
+            Ok(run_cascade_read(session, &read, timeout_ms, max_bytes))
+        })
+        .await
+        .map_err(|e| QueryFailure::Other(e.to_string()))?
     }
 
     pub async fn get_chunk(&self, id: String) -> Result<Option<Chunk>, Error> {
@@ -882,6 +907,19 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
     Ok(Some(EntityRecord { entity, relations }))
 }
 
+fn get_document(conn: &Connection, id: &str) -> Result<Option<Document>, Error> {
+    let q = "MATCH (d:Document {id: $id}) RETURN d.id, d.title, d.text, d.text_unit_ids";
+    Ok(run(conn, q, vec![("id", s(id))])?
+        .into_iter()
+        .next()
+        .map(|row| Document {
+            id: as_string(&row[0]),
+            title: as_string(&row[1]),
+            text: as_string(&row[2]),
+            text_unit_ids: as_strings(&row[3]),
+        }))
+}
+
 fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, Error> {
     let emb = if dim > 0 { ", c.embedding" } else { "" };
     let q = format!("MATCH (c:Chunk {{id: $id}}) RETURN c.id, c.text, c.n_tokens, c.document_id, c.entity_ids{emb}");
@@ -898,6 +936,8 @@ fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, E
         }))
 }
 
+#[cfg(test)]
+mod cascade_tests;
 #[cfg(test)]
 mod cypher_fuzz_tests;
 #[cfg(test)]

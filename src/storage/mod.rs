@@ -1,6 +1,6 @@
 //! Storage: the shard copies this node holds, one embedded graph database file each, behind a
 //! small interface (open, write with a sequence number, read an entity, typed retrieval reads
-//! ([`retrieval`]), stats) so the engine can change (e.g. to LadybugDB) without touching the
+//! ([`retrieval`]), the document cascade's reads and steps ([`cascade`]), stats) so the engine can change (e.g. to LadybugDB) without touching the
 //! rest. The engine's query language and table names stay here: the only Cypher that comes in
 //! from outside is a user's own query. The Kuzu implementation is in [`kuzu_shard`].
 //!
@@ -9,9 +9,11 @@
 //! (`TORUA_MEMORY_MB`) is split between the copies it holds, never Kuzu's defaults (80 % of RAM
 //! and every core per database).
 
+pub mod cascade;
 pub mod cypher;
 mod error;
 mod kuzu_apply;
+mod kuzu_cascade;
 mod kuzu_index;
 pub mod kuzu_read;
 mod kuzu_readers;
@@ -29,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::model::{Batch, Entity};
+pub use cascade::{CascadeRead, CascadeRows, Prune, RelationKey, TextUnitUse};
 pub use error::Error;
 pub use kuzu_read::{
     Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows, ShardQuery,
@@ -54,6 +57,8 @@ pub enum WriteOp {
     DeleteEntity(String),
     /// In another shard: delete the stub of this entity and the relation copies attached to it.
     DeleteRelationsOf(String),
+    /// One step of removing text units (a document's) and what only they support.
+    Prune(Prune),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -125,6 +125,9 @@ pub struct CommunityReport {
     pub rank: f64,
     pub full_content: String,
     pub summary: String,
+    /// Whether the document cascade changed the community (removed entities) since its report
+    /// was written: the report may describe what is no longer there.
+    pub stale: bool,
     /// How many of the entities asked for the community holds ([`RetrievalRead::ReportsOf`]).
     pub matches: Option<i64>,
 }

@@ -121,18 +121,22 @@ def test_delete_document(client: torua.Client) -> None:
             ],
         }
     )
-    try:
-        answer = client.delete_document(d)
-    except torua.NotFound as err:
-        if err.status == 405 or err.reason.startswith("no route"):
-            pytest.skip(f"the server has no DELETE /graph/documents/{{id}} yet: {err}")
-        raise
-    assert isinstance(answer.raw, dict) and answer.raw
+    doc = client.get_document(d)
+    assert doc.document.id == d and doc.document.text_unit_ids == [t]
+    answer = client.delete_document(d)
+    assert answer["found"] is True
+    assert answer.removed["documents"] == 1 and answer.removed["chunks"] == 1
+    assert answer.removed["entities"] == 1
+    with pytest.raises(torua.NotFound):
+        client.get_document(d)
     # The text unit went with its document, and so did the entity only it supported.
     with pytest.raises(torua.NotFound):
         client.get_chunk(t)
     with pytest.raises(torua.NotFound):
         client.get_entity(e)
+    # Deleting again is a no-op.
+    again = client.delete_document(d)
+    assert again["found"] is False and again.removed["entities"] == 0
 
 
 # -- Queries and traversals --------------------------------------------------------------------

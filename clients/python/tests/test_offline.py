@@ -270,6 +270,7 @@ COVERED = {
     ("GET", "/graph/chunks/{id}"): "get_chunk",
     ("GET", "/graph/entities/{id}"): "get_entity",
     ("DELETE", "/graph/entities/{id}"): "delete_entity",
+    ("GET", "/graph/documents/{id}"): "get_document",
     ("DELETE", "/graph/documents/{id}"): "delete_document",
     ("POST", "/graph/ingest"): "ingest",
     ("POST", "/graph/neighborhood"): "neighborhood",

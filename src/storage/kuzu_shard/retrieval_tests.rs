@@ -283,6 +283,7 @@ async fn reports_come_by_matches_then_rank() {
                 rank: 5.0,
                 full_content: "full report one".into(),
                 summary: "summary of c1".into(),
+                stale: false,
                 matches: Some(2),
             },
             CommunityReport {
@@ -292,6 +293,7 @@ async fn reports_come_by_matches_then_rank() {
                 rank: 9.0,
                 full_content: String::new(),
                 summary: "summary of c2".into(),
+                stale: false,
                 matches: Some(1),
             },
         ]

@@ -705,3 +705,48 @@ fn fts_probe() {
         search("after SET");
     }
 }
+
+/// Kuzu 0.11's `DETACH DELETE` of a node one of whose relations was already deleted (here: with
+/// its neighbour) left its other relations in the far ends' lists: `c` kept `a→c` after `b` and
+/// then `a` were deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_leaves_no_relation_behind() {
+    for mode in [InsertMode::Copy, InsertMode::Create] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard-0.kz");
+        let shard = KuzuShard::open(&path, 0, &config_in(0, mode), gate()).unwrap();
+        let first = upsert(
+            vec![
+                entity("a", "A", 0),
+                entity("b", "B", 0),
+                entity("c", "C", 0),
+            ],
+            vec![
+                relation("r1", "a", "b", 1.0),
+                relation("r4", "a", "c", 1.0),
+                relation("r9", "a", "a", 1.0),
+            ],
+        );
+        shard.write(1, first).await.unwrap();
+        shard
+            .write(2, WriteOp::DeleteEntity("b".into()))
+            .await
+            .unwrap();
+        shard
+            .write(3, WriteOp::DeleteEntity("a".into()))
+            .await
+            .unwrap();
+        let c = shard.get_entity("c".into()).await.unwrap().unwrap();
+        assert_eq!(c.relations, vec![], "{mode}");
+        let stats = shard.stats().await.unwrap();
+        assert_eq!(
+            (
+                stats.counts.entities,
+                stats.counts.relations,
+                stats.failed_writes
+            ),
+            (1, 0, 0),
+            "{mode}"
+        );
+    }
+}

@@ -17,6 +17,7 @@ from .types import (
     Batch,
     BroadcastResult,
     ChunkRecord,
+    DocumentRecord,
     ClusterHealth,
     CreatedKey,
     DocumentDeleted,
@@ -216,6 +217,11 @@ class Api:
         call = Call("GET", f"/graph/chunks/{_id(chunk_id)}", parse=ChunkRecord.from_json)
         return (yield from self.call(call))
 
+    def get_document(self, document_id: str) -> Op[DocumentRecord]:
+        """`GET /graph/documents/{id}`: a document; `NotFound` if absent."""
+        call = Call("GET", f"/graph/documents/{_id(document_id)}", parse=DocumentRecord.from_json)
+        return (yield from self.call(call))
+
     def delete_entity(self, entity_id: str) -> Op[EntityDeleted]:
         """`DELETE /graph/entities/{id}`: the entity and its relations, in every shard."""
         call = Call("DELETE", f"/graph/entities/{_id(entity_id)}", parse=EntityDeleted.from_json)
@@ -398,6 +404,7 @@ ENDPOINTS = (
     "ingest",
     "get_entity",
     "get_chunk",
+    "get_document",
     "delete_entity",
     "delete_document",
     "query",

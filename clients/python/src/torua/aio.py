@@ -127,6 +127,7 @@ class AsyncClient:
     ingest = _async(Api.ingest)
     get_entity = _async(Api.get_entity)
     get_chunk = _async(Api.get_chunk)
+    get_document = _async(Api.get_document)
     delete_entity = _async(Api.delete_entity)
     delete_document = _async(Api.delete_document)
     query = _async(Api.query)

@@ -136,6 +136,7 @@ class Client:
     ingest = _sync(Api.ingest)
     get_entity = _sync(Api.get_entity)
     get_chunk = _sync(Api.get_chunk)
+    get_document = _sync(Api.get_document)
     delete_entity = _sync(Api.delete_entity)
     delete_document = _sync(Api.delete_document)
     query = _sync(Api.query)

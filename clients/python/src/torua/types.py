@@ -396,6 +396,17 @@ class ChunkRecord(Model):
 
 
 @dataclass
+class DocumentRecord(Model):
+    """`GET /graph/documents/{id}`."""
+
+    document: Document = field(default_factory=Document)
+    shard: int = 0
+    raw: Dict[str, Any] = _raw()
+
+    _nested: ClassVar[Dict[str, Type[Model]]] = {"document": Document}
+
+
+@dataclass
 class EntityDeleted(Model):
     """`DELETE /graph/entities/{id}`: the id and how many relations went with it."""
 

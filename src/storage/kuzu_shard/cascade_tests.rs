@@ -1,0 +1,447 @@
+//! The document cascade on a real copy: what its reads find, what each step removes and keeps
+//! (relation copies, stubs, entities with their relations, communities marked stale, chunks out
+//! of the full-text index), that steps applied again change nothing, that a pruned item is
+//! rewritten by the next upsert, and that an older database gains the `stale` column.
+
+use super::*;
+use crate::graph::model::{Batch, Community, Document, Relation};
+use crate::storage::{
+    CascadeRead, CascadeRows, Prune, RetrievalRead, RetrievalRows, TextIndex, TextUnitUse,
+};
+
+const BIG: usize = 1 << 20;
+const TIMEOUT_MS: u64 = 30_000;
+
+fn units(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+fn entity(id: &str, text_units: &[&str], dim: usize) -> Entity {
+    Entity {
+        id: id.into(),
+        title: id.to_uppercase(),
+        kind: "PERSON".into(),
+        description: format!("{id} is here"),
+        text_unit_ids: units(text_units),
+        frequency: 1,
+        degree: 1,
+        embedding: (dim > 0).then(|| vec![0.5; dim]),
+    }
+}
+
+fn relation(id: &str, source: &str, target: &str, text_units: &[&str]) -> Relation {
+    Relation {
+        id: id.into(),
+        source: source.into(),
+        target: target.into(),
+        description: format!("{source} knows {target}"),
+        weight: 1.0,
+        text_unit_ids: units(text_units),
+    }
+}
+
+fn chunk(id: &str, document: &str, text: &str, dim: usize) -> Chunk {
+    Chunk {
+        id: id.into(),
+        text: text.into(),
+        n_tokens: 4,
+        document_id: document.into(),
+        entity_ids: vec![],
+        embedding: (dim > 0).then(|| vec![0.25; dim]),
+    }
+}
+
+fn community(id: &str, entity_ids: &[&str]) -> Community {
+    Community {
+        id: id.into(),
+        level: 0,
+        parent: String::new(),
+        title: format!("title of {id}"),
+        entity_ids: units(entity_ids),
+        summary: format!("summary of {id}"),
+        full_content: format!("report of {id}"),
+        rank: 1.0,
+    }
+}
+
+/// One copy standing for a shard of a larger graph: `x` and `y` (and `far`, `far2`) are stubs,
+/// entities of other shards.
+///
+/// - a [t1], b [t1, t2], c [t2], d [] ;
+/// - r1 a→b [t1], r2 b→c [t1, t2], r3 c→far [t2], r4 a→c [], r5 d→far2 [], r6 x→b [t1],
+///   r7 y→c [t2] ;
+/// - chunks t1 (doc1), t2 (doc2); documents doc1 [t1], doc2 [t2]; communities k1 [a, b], k2 [c].
+fn graph(dim: usize) -> Batch {
+    Batch {
+        entities: vec![
+            entity("a", &["t1"], dim),
+            entity("b", &["t1", "t2"], dim),
+            entity("c", &["t2"], dim),
+            entity("d", &[], dim),
+        ],
+        relations: vec![
+            relation("r1", "a", "b", &["t1"]),
+            relation("r2", "b", "c", &["t1", "t2"]),
+            relation("r3", "c", "far", &["t2"]),
+            relation("r4", "a", "c", &[]),
+            relation("r5", "d", "far2", &[]),
+            relation("r6", "x", "b", &["t1"]),
+            relation("r7", "y", "c", &["t2"]),
+        ],
+        chunks: vec![
+            chunk("t1", "doc1", "the lighthouse keeper", dim),
+            chunk("t2", "doc2", "the baker of bread", dim),
+        ],
+        communities: vec![community("k1", &["a", "b"]), community("k2", &["c"])],
+        documents: vec![
+            Document {
+                id: "doc1".into(),
+                title: "one".into(),
+                text: "the lighthouse keeper".into(),
+                text_unit_ids: units(&["t1"]),
+            },
+            Document {
+                id: "doc2".into(),
+                title: "two".into(),
+                text: "the baker of bread".into(),
+                text_unit_ids: units(&["t2"]),
+            },
+        ],
+    }
+}
+
+async fn open(path: &Path, dim: usize, mode: InsertMode) -> KuzuShard {
+    let config = StoreConfig {
+        insert_mode: mode,
+        ..StoreConfig::for_budget(256, 1, 1, dim)
+    };
+    KuzuShard::open(path, 0, &config, Arc::new(ApplyGate::new(2))).unwrap()
+}
+
+async fn read(shard: &KuzuShard, read: CascadeRead) -> CascadeRows {
+    shard.cascade_read(read, TIMEOUT_MS, BIG).await.unwrap()
+}
+
+/// (relation id, text units) of an entity's relations, sorted.
+async fn relations_of(shard: &KuzuShard, id: &str) -> Vec<(String, Vec<String>)> {
+    let rec = shard.get_entity(id.into()).await.unwrap().unwrap();
+    rec.relations
+        .into_iter()
+        .map(|r| (r.id, r.text_unit_ids))
+        .collect()
+}
+
+fn steps(text_units: &[&str], entities: &[&str]) -> Vec<WriteOp> {
+    let (t, e) = (units(text_units), units(entities));
+    vec![
+        WriteOp::Prune(Prune::Relations {
+            text_unit_ids: t.clone(),
+            entities: e.clone(),
+        }),
+        WriteOp::Prune(Prune::Communities {
+            entities: e.clone(),
+        }),
+        WriteOp::Prune(Prune::Entities {
+            text_unit_ids: t.clone(),
+            entities: e,
+        }),
+        WriteOp::Prune(Prune::Remove {
+            chunks: t,
+            documents: units(&["doc1"]),
+        }),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cascade_removes_what_only_the_text_units_support() {
+    the_cascade_in(4, InsertMode::Create).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cascade_removes_what_only_the_text_units_support_with_copy_and_no_vectors() {
+    the_cascade_in(0, InsertMode::Copy).await
+}
+
+async fn the_cascade_in(dim: usize, mode: InsertMode) {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(&dir.path().join("shard-0.kz"), dim, mode).await;
+    // In two rounds (see `create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind`).
+    let g = graph(dim);
+    let (items, rest) = (
+        Batch {
+            entities: g.entities.clone(),
+            relations: g.relations.clone(),
+            ..Batch::default()
+        },
+        Batch {
+            entities: vec![],
+            relations: vec![],
+            ..g
+        },
+    );
+    shard.write(1, WriteOp::Upsert(items)).await.unwrap();
+    shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+    shard.write(2, WriteOp::Upsert(rest)).await.unwrap();
+
+    // The reads.
+    let chunks = read(
+        &shard,
+        CascadeRead::ChunksOf {
+            document_id: Some("doc1".into()),
+            ids: units(&["t1", "missing"]),
+        },
+    )
+    .await;
+    assert_eq!(chunks, CascadeRows::Chunks(units(&["t1"])));
+    let CascadeRows::Use(mut found) = read(
+        &shard,
+        CascadeRead::UseOf {
+            text_unit_ids: units(&["t1"]),
+        },
+    )
+    .await
+    else {
+        panic!("not a use answer")
+    };
+    found.relations.sort();
+    found.relations_of_emptied.sort();
+    let key = |id: &str, s: &str, t: &str| (id.to_string(), s.to_string(), t.to_string());
+    assert_eq!(
+        found,
+        TextUnitUse {
+            emptied_entities: units(&["a"]),
+            pruned_entities: units(&["b"]),
+            relations: vec![
+                (key("r1", "a", "b"), true),
+                (key("r2", "b", "c"), false),
+                (key("r6", "x", "b"), true),
+            ],
+            relations_of_emptied: vec![key("r1", "a", "b"), key("r4", "a", "c")],
+        }
+    );
+    let communities = read(
+        &shard,
+        CascadeRead::CommunitiesOf {
+            entity_ids: units(&["a", "nobody"]),
+        },
+    )
+    .await;
+    assert_eq!(communities, CascadeRows::Communities(units(&["k1"])));
+
+    // The steps; `y` stands for an entity emptied in another shard (a stub here).
+    let mut seq = 2;
+    for op in steps(&["t1"], &["a", "y"]) {
+        seq += 1;
+        shard.write(seq, op).await.unwrap();
+    }
+    let check = || async {
+        assert!(shard.get_entity("a".into()).await.unwrap().is_none());
+        let b = shard.get_entity("b".into()).await.unwrap().unwrap();
+        assert_eq!(b.entity.text_unit_ids, units(&["t2"]));
+        assert_eq!(
+            relations_of(&shard, "b").await,
+            vec![("r2".to_string(), units(&["t2"]))]
+        );
+        assert_eq!(
+            relations_of(&shard, "c").await,
+            vec![
+                ("r2".to_string(), units(&["t2"])),
+                ("r3".to_string(), units(&["t2"]))
+            ],
+            "r4 went with a, r7 with the stub y"
+        );
+        let d = shard.get_entity("d".into()).await.unwrap().unwrap();
+        assert_eq!(
+            d.relations.len(),
+            1,
+            "an item citing no text unit is untouched"
+        );
+        let stats = shard.stats().await.unwrap();
+        let c = stats.counts;
+        assert_eq!(
+            (c.entities, c.stubs, c.relations, c.chunks, c.documents),
+            (3, 2, 3, 1, 1),
+            "stubs x and y are gone, far and far2 stay: {c:?}"
+        );
+        assert_eq!(stats.failed_writes, 0);
+        assert!(shard.get_chunk("t1".into()).await.unwrap().is_none());
+        assert!(shard.get_document("doc1".into()).await.unwrap().is_none());
+        assert!(shard.get_document("doc2".into()).await.unwrap().is_some());
+        let reports = shard
+            .retrieve(
+                RetrievalRead::ReportsOf {
+                    entity_ids: units(&["a", "b", "c"]),
+                    level: None,
+                    limit: 10,
+                },
+                TIMEOUT_MS,
+                BIG,
+            )
+            .await
+            .unwrap()
+            .into_reports()
+            .unwrap();
+        let stale: Vec<(&str, bool, Option<i64>)> = reports
+            .iter()
+            .map(|r| (r.id.as_str(), r.stale, r.matches))
+            .collect();
+        assert_eq!(stale, vec![("k1", true, Some(1)), ("k2", false, Some(1))]);
+        let hits = shard
+            .retrieve(
+                RetrievalRead::TextSearch {
+                    index: TextIndex::ChunkText,
+                    words: "lighthouse keeper".into(),
+                    k: 5,
+                },
+                TIMEOUT_MS,
+                BIG,
+            )
+            .await
+            .unwrap();
+        assert_eq!(hits, RetrievalRows::Scored(vec![]), "t1 left the index");
+    };
+    check().await;
+
+    // Every step again (a retried cascade, a replayed log) changes nothing.
+    for op in steps(&["t1"], &["a", "y"]) {
+        seq += 1;
+        shard.write(seq, op).await.unwrap();
+    }
+    check().await;
+
+    // A pruned entity is rewritten by an upsert identical to what was stored before, and a
+    // community written again has a fresh report.
+    seq += 1;
+    shard
+        .write(
+            seq,
+            WriteOp::Upsert(Batch {
+                entities: vec![entity("b", &["t1", "t2"], dim)],
+                relations: vec![relation("r2", "b", "c", &["t1", "t2"])],
+                communities: vec![community("k1", &["a", "b"])],
+                ..Batch::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let b = shard.get_entity("b".into()).await.unwrap().unwrap();
+    assert_eq!(b.entity.text_unit_ids, units(&["t1", "t2"]));
+    assert_eq!(
+        b.relations
+            .iter()
+            .map(|r| r.text_unit_ids.clone())
+            .collect::<Vec<_>>(),
+        vec![units(&["t1", "t2"])]
+    );
+    let reports = shard
+        .retrieve(
+            RetrievalRead::AllReports {
+                level: None,
+                limit: 10,
+            },
+            TIMEOUT_MS,
+            BIG,
+        )
+        .await
+        .unwrap()
+        .into_reports()
+        .unwrap();
+    assert!(reports.iter().all(|r| !r.stale), "{reports:?}");
+    assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_the_stale_flag_gains_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard-0.kz");
+    {
+        let shard = open(&path, 0, InsertMode::Create).await;
+        shard
+            .write(
+                1,
+                WriteOp::Upsert(Batch {
+                    communities: vec![community("k1", &["a"])],
+                    ..Batch::default()
+                }),
+            )
+            .await
+            .unwrap();
+        shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+    }
+    {
+        let db = Database::new(&path, SystemConfig::default().max_db_size(1 << 30)).unwrap();
+        let conn = Connection::new(&db).unwrap();
+        conn.query("ALTER TABLE Community DROP stale").unwrap();
+    }
+    let shard = open(&path, 0, InsertMode::Create).await;
+    let reports = shard
+        .retrieve(
+            RetrievalRead::AllReports {
+                level: None,
+                limit: 10,
+            },
+            TIMEOUT_MS,
+            BIG,
+        )
+        .await
+        .unwrap()
+        .into_reports()
+        .unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(!reports[0].stale);
+    // And new communities are written with the column in its place.
+    shard
+        .write(
+            2,
+            WriteOp::Upsert(Batch {
+                communities: vec![community("k2", &["b"])],
+                ..Batch::default()
+            }),
+        )
+        .await
+        .unwrap();
+    shard
+        .write(
+            3,
+            WriteOp::Prune(Prune::Communities {
+                entities: units(&["b"]),
+            }),
+        )
+        .await
+        .unwrap();
+    let reports = shard
+        .retrieve(
+            RetrievalRead::AllReports {
+                level: None,
+                limit: 10,
+            },
+            TIMEOUT_MS,
+            BIG,
+        )
+        .await
+        .unwrap()
+        .into_reports()
+        .unwrap();
+    let stale: Vec<(&str, bool)> = reports.iter().map(|r| (r.id.as_str(), r.stale)).collect();
+    assert_eq!(stale, vec![("k1", false), ("k2", true)]);
+    assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
+}
+
+/// Seen while writing these tests, not understood yet: with `TORUA_INSERT_MODE=create` and
+/// embeddings, one round upserting entities, relations, chunks, communities and documents
+/// together applies without an error but leaves no entity, stub or relation (any four of the five
+/// kinds are stored). Ignored until fixed; the cascade tests write such a graph in two rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Kuzu 0.11 create mode with vectors drops the entities of a round holding all five kinds"]
+async fn create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(&dir.path().join("shard-0.kz"), 4, InsertMode::Create).await;
+    shard.write(1, WriteOp::Upsert(graph(4))).await.unwrap();
+    shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+    let c = shard.stats().await.unwrap().counts;
+    assert_eq!(
+        (c.entities, c.stubs, c.relations, c.chunks),
+        (4, 4, 7, 2),
+        "{c:?}"
+    );
+}
