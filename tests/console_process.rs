@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use torua_testkit::{import_graphrag, log, torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{dulce_dir, import_graphrag, log, target_dir, ClusterOptions, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(10);
@@ -31,22 +31,6 @@ const DRAINED: usize = 1;
 const KILLED: usize = 2;
 /// The admin key of the one-node cluster with keys on.
 const KEY: &str = "console-test-bootstrap-admin-key";
-
-fn dulce() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce")
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR`, else the one holding the `torua` binary.
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let bin = torua_bin();
-    bin.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
 
 /// GET returning (status, content type, body).
 fn get_raw(url: &str) -> (u16, String, String) {
@@ -76,7 +60,7 @@ fn the_console_shows_and_drives_a_live_cluster_in_a_browser() {
     let keyed = TestCluster::start(1, keyed).unwrap();
     cluster.wait_green(SETTLE).unwrap();
     let url = cluster.node(CONSOLE).url("");
-    log(import_graphrag(&dulce(), &url).trim());
+    log(import_graphrag(&dulce_dir(), &url).trim());
     cluster.wait_green(SETTLE).unwrap();
 
     // The page and its files are served from the binary, with their content types.

@@ -3,20 +3,15 @@
 //! acknowledged write; bad input changes nothing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use torua_testkit::{import_graphrag, wait, ClusterOptions, TestCluster};
+use torua_testkit::{dulce_dir, import_graphrag, wait, ClusterOptions, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(10);
-
-fn dulce() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce")
-}
 
 /// Storage tests: a SIGTERM stops the node at once (drains before leaving are tested in
 /// heal_process.rs; here restarts must find the data where it was).
@@ -98,7 +93,7 @@ fn stop(cluster: &mut TestCluster, i: usize) {
 }
 
 fn import(url: &str) {
-    let stdout = import_graphrag(&dulce(), url);
+    let stdout = import_graphrag(&dulce_dir(), url);
     assert!(
         stdout.contains("39 entities") && stdout.contains("107 relations"),
         "{stdout}"
@@ -109,7 +104,7 @@ fn import(url: &str) {
 fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
     let mut cluster = TestCluster::start(3, graph_options(3)).unwrap();
     wait_green(&mut cluster);
-    let expected = torua::cmd::import::read_folder(&dulce()).unwrap();
+    let expected = torua::cmd::import::read_folder(&dulce_dir()).unwrap();
     import(&cluster.node(1).url(""));
     // Importing again is harmless.
     import(&cluster.node(2).url(""));

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use torua_testkit::{log, torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{dulce_dir, log, target_dir, torua_bin, wait, ClusterOptions, TestCluster};
 
 const SECRET: &str = "python-client-test-cluster-secret-0123";
 const BOOTSTRAP: &str = "bootstrap-admin-key-of-the-python-client-test";
@@ -29,19 +29,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The target directory: `$CARGO_TARGET_DIR`, else three levels above this test binary
-/// (`<target>/release/deps/<test>`).
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| repo().join("target"))
-}
-
 /// Runs `cmd` with its output in `out_file`, at most `limit`; returns (success, output).
 fn run_logged(mut cmd: Command, out_file: &Path, limit: Duration) -> (bool, String) {
     let file = std::fs::File::create(out_file).expect("create output file");
@@ -51,22 +38,17 @@ fn run_logged(mut cmd: Command, out_file: &Path, limit: Duration) -> (bool, Stri
         .stderr(file)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let exited = wait::poll(limit, wait::POLL, || {
+        child.try_wait().expect("wait for child").ok_or(())
+    });
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let output = std::fs::read_to_string(out_file).unwrap_or_default();
-    match status {
-        Some(s) => (s.success(), output),
-        None => (false, format!("{output}\n<killed after {limit:?}>")),
+    match exited {
+        Ok(s) => (s.success(), output),
+        Err(()) => (false, format!("{output}\n<killed after {limit:?}>")),
     }
 }
 
@@ -165,10 +147,7 @@ fn python_client_suite_passes_against_a_live_cluster() {
         .env("TORUA_DEAD_URL", &dead)
         .env("TORUA_EMBEDDING_DIM", EMBEDDING_DIM.to_string())
         .env("TORUA_BIN", torua_bin())
-        .env(
-            "TORUA_DULCE",
-            repo().join("tests/data/graphrag-operation-dulce"),
-        )
+        .env("TORUA_DULCE", dulce_dir())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("TORUA_CLUSTER_SECRET");
     let run_started = Instant::now();

@@ -14,7 +14,6 @@
 //! all, so one run shows every server-side problem, not just the first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -24,8 +23,8 @@ use torua::graph::model::{Batch, Community};
 use torua::graph::partition::shard_of;
 use torua_testkit::raw::post_raw;
 use torua_testkit::{
-    answers, import_graphrag, summarize, torua_bin, wait, ClusterOptions, Failures, NodeProc, Rng,
-    TestCluster,
+    answers, dulce_dir, import_graphrag, summarize, torua_bin, wait, ClusterOptions, Failures,
+    NodeProc, Rng, TestCluster,
 };
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -59,12 +58,8 @@ fn green_clusters<const N: usize>(specs: [(usize, usize); N]) -> [TestCluster; N
     clusters
 }
 
-fn dulce() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce")
-}
-
 fn import(url: &str) {
-    import_graphrag(&dulce(), url);
+    import_graphrag(&dulce_dir(), url);
 }
 
 /// A vector with coordinates uniform in [-1, 1].
@@ -400,7 +395,7 @@ struct Dulce {
 
 impl Dulce {
     fn load() -> Dulce {
-        let batch = torua::cmd::import::read_folder(&dulce()).unwrap();
+        let batch = torua::cmd::import::read_folder(&dulce_dir()).unwrap();
         let ent = batch
             .entities
             .iter()

@@ -350,20 +350,14 @@ pub async fn retrieve_on_shards(
     read: RetrievalRead,
     timeout_ms: u64,
 ) -> Vec<(u32, Result<RetrievalRows, QueryFailure>)> {
-    join_in_order(shards.into_iter().map(|shard| {
-        let (ctx, read) = (ctx.clone(), read.clone());
+    on_local_copies(ctx, shards, move |store| {
+        let read = read.clone();
         async move {
-            let answer = match copy_here(&ctx, shard).await {
-                Ok(store) => {
-                    store
-                        .retrieve(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
-                        .await
-                }
-                Err(f) => Err(f),
-            };
-            (shard, answer)
+            store
+                .retrieve(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
+                .await
         }
-    }))
+    })
     .await
 }
 
@@ -375,15 +369,34 @@ pub async fn cascade_on_shards(
     read: CascadeRead,
     timeout_ms: u64,
 ) -> Vec<(u32, Result<CascadeRows, QueryFailure>)> {
+    on_local_copies(ctx, shards, move |store| {
+        let read = read.clone();
+        async move {
+            store
+                .cascade_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
+                .await
+        }
+    })
+    .await
+}
+
+/// `read` on this node's in-sync copy of each of `shards`, all at once, answers in the order
+/// asked; a shard without such a copy here answers its [`copy_here`] failure.
+async fn on_local_copies<R, F, Fut>(
+    ctx: &Arc<NodeContext>,
+    shards: Vec<u32>,
+    read: F,
+) -> Vec<(u32, Result<R, QueryFailure>)>
+where
+    R: Send + 'static,
+    F: Fn(Arc<KuzuShard>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<R, QueryFailure>> + Send,
+{
     join_in_order(shards.into_iter().map(|shard| {
         let (ctx, read) = (ctx.clone(), read.clone());
         async move {
             let answer = match copy_here(&ctx, shard).await {
-                Ok(store) => {
-                    store
-                        .cascade_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
-                        .await
-                }
+                Ok(store) => read(store).await,
                 Err(f) => Err(f),
             };
             (shard, answer)

@@ -45,6 +45,24 @@ pub fn torua_bin() -> PathBuf {
     );
 }
 
+/// Cargo's target directory (where tests keep their virtual environments and artifacts):
+/// `$CARGO_TARGET_DIR`, else the directory above the `release/` that holds the `torua` binary.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let bin = torua_bin();
+    bin.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// Microsoft GraphRAG's output for "Operation Dulce", kept in `tests/data`.
+pub fn dulce_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/graphrag-operation-dulce")
+}
+
 /// A fresh `127.A.B` prefix for each cluster of this process.
 fn next_subnet() -> (u8, u8) {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
