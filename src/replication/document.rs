@@ -159,29 +159,7 @@ pub async fn delete_document(ctx: &Arc<NodeContext>, id: &str) -> Result<Documen
     let tally = prune_all(ctx, &map, units.into_iter().collect()).await?;
     (answer.removed, answer.updated) = tally.counts();
     // 4. The chunks, in their shards.
-    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for c in &chunks {
-        by_shard
-            .entry(shard_of(c, map.shards))
-            .or_default()
-            .push(c.clone());
-    }
-    write_each(
-        ctx,
-        by_shard
-            .into_iter()
-            .map(|(shard, chunks)| {
-                (
-                    shard,
-                    Prune::Remove {
-                        chunks,
-                        documents: vec![],
-                    },
-                )
-            })
-            .collect(),
-    )
-    .await?;
+    remove_chunks(ctx, &map, &chunks).await?;
     answer.removed.chunks = chunks.len();
     // 5. The document, last.
     if document.is_some() {
@@ -269,30 +247,8 @@ pub async fn replace_text_units(
     let result = async {
         let (removed, updated) = prune_all(ctx, &map, units.clone()).await?.counts();
         // The old chunks themselves, in their shards (the documents are rewritten by the batch).
-        let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for u in &units {
-            by_shard
-                .entry(shard_of(u, map.shards))
-                .or_default()
-                .push(u.clone());
-        }
         let chunks = count_chunks(ctx, &map, &units).await?;
-        write_each(
-            ctx,
-            by_shard
-                .into_iter()
-                .map(|(shard, chunks)| {
-                    (
-                        shard,
-                        Prune::Remove {
-                            chunks,
-                            documents: vec![],
-                        },
-                    )
-                })
-                .collect(),
-        )
-        .await?;
+        remove_chunks(ctx, &map, &units).await?;
         Ok::<_, Error>((removed, updated, chunks))
     }
     .await;
@@ -562,6 +518,34 @@ async fn read_every_shard(
 
 /// Writes each `(shard, step)` through the shard's primary, in parallel; waits for all of them
 /// and returns the first failure.
+/// Deletes the text units `chunks`, each in its own shard.
+async fn remove_chunks<'a>(
+    ctx: &Arc<NodeContext>,
+    map: &ShardMap,
+    chunks: impl IntoIterator<Item = &'a String>,
+) -> Result<(), Error> {
+    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for c in chunks {
+        by_shard
+            .entry(shard_of(c, map.shards))
+            .or_default()
+            .push(c.clone());
+    }
+    let writes = by_shard
+        .into_iter()
+        .map(|(shard, chunks)| {
+            (
+                shard,
+                Prune::Remove {
+                    chunks,
+                    documents: vec![],
+                },
+            )
+        })
+        .collect();
+    write_each(ctx, writes).await
+}
+
 async fn write_each(ctx: &Arc<NodeContext>, writes: Vec<(u32, Prune)>) -> Result<(), Error> {
     let deadline = Instant::now() + WRITE_DEADLINE;
     let mut tasks = tokio::task::JoinSet::new();

@@ -4,12 +4,13 @@ LangChain and LlamaIndex adapters wrap in their own document types.
 One piece per entity, relation, text unit and community report, in that order and in the
 server's rank order within each kind; or, with `context_only`, one piece holding `context_text`
 (GraphRAG's prompt tables) with the token counts. `metadata["kind"]` says which kind a piece is.
+Also the request body both adapters send.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .types import Retrieval
 
@@ -108,3 +109,23 @@ def pieces(answer: Retrieval, context_only: bool = False) -> List[Piece]:
             )
         )
     return out
+
+
+def request_body(
+    retriever: Any, text: Optional[str], embedding: Optional[Sequence[float]]
+) -> Dict[str, Any]:
+    """The `POST /retrieve` body of both framework retrievers: the question's text (unless an
+    embedding stands in for it and `send_text` is off), the embedding, and the retriever's
+    options (`mode`, `top_k`, `hops`, `max_tokens`, `include`, `community_level`, and
+    `retrieve_options` passed through)."""
+    return dict(
+        query=text if (retriever.send_text or embedding is None) else None,
+        embedding=list(embedding) if embedding is not None else None,
+        mode=retriever.mode,
+        top_k=retriever.top_k,
+        hops=retriever.hops,
+        max_tokens=retriever.max_tokens,
+        include=retriever.include,
+        community_level=retriever.community_level,
+        **retriever.retrieve_options,
+    )

@@ -20,7 +20,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError("torua.langchain needs langchain-core: pip install 'torua[langchain]'") from e
 
-from ._pieces import pieces
+from ._pieces import pieces, request_body
 from .types import Retrieval
 
 
@@ -48,17 +48,7 @@ class ToruaRetriever(BaseRetriever):
     retrieve_options: Dict[str, Any] = {}
 
     def _request(self, query: str, embedding: Optional[Sequence[float]]) -> Dict[str, Any]:
-        return dict(
-            query=query if (self.send_text or embedding is None) else None,
-            embedding=embedding,
-            mode=self.mode,
-            top_k=self.top_k,
-            hops=self.hops,
-            max_tokens=self.max_tokens,
-            include=self.include,
-            community_level=self.community_level,
-            **self.retrieve_options,
-        )
+        return request_body(self, query, embedding)
 
     def _documents(self, answer: Retrieval) -> List[Document]:
         return [

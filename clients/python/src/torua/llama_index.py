@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
         "torua.llama_index needs llama-index-core: pip install 'torua[llama-index]'"
     ) from e
 
-from ._pieces import pieces
+from ._pieces import pieces, request_body
 from .types import Retrieval
 
 
@@ -69,18 +69,7 @@ class ToruaRetriever(BaseRetriever):
     def _request(self, bundle: QueryBundle, embedding: Optional[Sequence[float]]) -> Dict[str, Any]:
         if embedding is None and bundle.embedding is not None:
             embedding = bundle.embedding
-        text = bundle.query_str or None
-        return dict(
-            query=text if (self.send_text or embedding is None) else None,
-            embedding=list(embedding) if embedding is not None else None,
-            mode=self.mode,
-            top_k=self.top_k,
-            hops=self.hops,
-            max_tokens=self.max_tokens,
-            include=self.include,
-            community_level=self.community_level,
-            **self.retrieve_options,
-        )
+        return request_body(self, bundle.query_str or None, embedding)
 
     def _nodes(self, answer: Retrieval) -> List[NodeWithScore]:
         return [
