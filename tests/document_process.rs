@@ -2,8 +2,9 @@
 //! cluster (8 shards, 2 copies) removes the document, its text units and what only they
 //! supported — in every shard, both copies of each relation, no stub left behind — and prunes
 //! the rest; retrieval stops returning the deleted text and marks changed communities' reports
-//! stale; deleting again is a no-op; a delete whose node is killed with kill -9 right after it
-//! was sent, retried once the node is back, ends in the same state as a clean delete; and
+//! stale; deleting again is a no-op; a delete whose node is killed with kill -9 between two of
+//! its write steps (held there by a fault-injection point, `TORUA_FAILPOINTS`), retried once the
+//! node is back, ends in the same state as a clean delete; and
 //! re-ingesting a document with other text units removes the old ones the same way.
 //!
 //! The expected state is computed by an oracle over the ingested items ([`Graph::cascade`]) and
@@ -23,7 +24,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(30);
 const SHARDS: u32 = 8;
 /// Entities citing only docA, each with a relation citing only docA: enough that the delete's
-/// steps take a moment on every shard (so the kill below can land among them).
+/// steps write to every shard.
 const ONLY_A: usize = 1500;
 
 fn options() -> ClusterOptions {
@@ -548,6 +549,41 @@ fn ra_copies(node: &NodeProc) -> u64 {
     .sum()
 }
 
+/// Entities, over every shard, citing only docA (`ea*`; stubs not counted).
+fn ea_entities(node: &NodeProc) -> u64 {
+    per_shard(
+        node,
+        "MATCH (e:Entity) WHERE e.stub = false AND e.id STARTS WITH 'ea' RETURN count(*)",
+    )
+    .iter()
+    .map(|(_, r)| r[0].as_u64().unwrap_or(0))
+    .sum()
+}
+
+/// Waits until every node has applied the writes it logged (a copy answers reads with what it
+/// has applied).
+fn applied(cluster: &TestCluster) {
+    for i in 0..3 {
+        cluster.wait_applied(i, T).unwrap();
+    }
+}
+
+/// Restarts node `i` with `TORUA_FAILPOINTS` set to `failpoints` (or unset), and waits until
+/// the cluster is green again.
+fn restart_with(cluster: &mut TestCluster, i: usize, failpoints: Option<String>) {
+    let node = cluster.node_mut(i);
+    if node.is_running() {
+        node.terminate(T).unwrap();
+    }
+    match failpoints {
+        Some(f) => node.env.insert("TORUA_FAILPOINTS".into(), f),
+        None => node.env.remove("TORUA_FAILPOINTS"),
+    };
+    node.start().unwrap();
+    cluster.wait_node_up(i, SETTLE).unwrap();
+    cluster.wait_green(SETTLE).unwrap();
+}
+
 /// Sends the delete until the cluster answers 200 (it answers 503 while a shard heals).
 fn delete_until_done(node: &NodeProc, id: &str) -> Value {
     wait::until(
@@ -568,7 +604,7 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
     let data = batch();
     let original = Graph::of(&data);
     ingest(cluster.node(0), &data);
-    cluster.wait_applied(0, T).unwrap();
+    applied(&cluster);
     check_state(cluster.node(1), &original).unwrap();
     let (units, _) = retrieve(cluster.node(2), "zanzibar", "naive");
     assert!(units.iter().any(|u| u.starts_with('a')), "{units:?}");
@@ -581,7 +617,7 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["found"], true, "{answer}");
     assert_eq!(counts_of(&answer), counts, "{answer}");
-    cluster.wait_applied(0, T).unwrap();
+    applied(&cluster);
     check_state(cluster.node(2), &want).unwrap();
     // Retrieval no longer returns docA's text; docB's is still there; reports are stale.
     for i in 0..3 {
@@ -613,64 +649,80 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
         started.elapsed()
     ));
 
-    // The same delete, its node killed with kill -9 right after it was sent; retried elsewhere
-    // once the node is back, it ends where the clean delete did.
-    ingest(cluster.node(0), &data);
-    cluster.wait_applied(0, T).unwrap();
-    check_state(cluster.node(0), &original).unwrap();
-    let ra_before = ra_copies(cluster.node(0));
-    let url = cluster.node(2).url("/graph/documents/docA");
-    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
-    let request = std::thread::spawn(move || {
-        sent_tx.send(()).unwrap();
-        with_key(agent().delete(&url))
-            .timeout(T)
-            .call()
-            .map(|r| r.status())
-            .map_err(|e| e.to_string())
-    });
-    sent_rx.recv().unwrap();
-    cluster.node_mut(2).kill9();
-    let outcome = request.join().unwrap();
-    log(format!("the delete whose node was killed: {outcome:?}"));
-    cluster.node_mut(2).start().unwrap();
-    cluster.wait_node_up(2, SETTLE).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
-    // What the killed delete left (not checked: it depends on when the kill landed).
-    let left = per_shard(
-        cluster.node(0),
-        "MATCH (e:Entity) WHERE e.stub = false AND e.id STARTS WITH 'ea' RETURN count(*)",
-    )
-    .iter()
-    .map(|(_, r)| r[0].as_u64().unwrap_or(0))
-    .sum::<u64>();
-    let copies = ra_copies(cluster.node(0));
-    let document = cluster
-        .node(0)
-        .get_json("/graph/documents/docA", T)
-        .unwrap();
-    log(format!(
-        "after the kill: {left} of {ONLY_A} docA-only entities and {copies} of {ra_before} copies of docA-only relations left, docA {}",
-        if document["document"].is_object() {
-            "still stored"
+    // The same delete, its node held between two of the cascade's write steps by a
+    // fault-injection point and killed there with kill -9; retried elsewhere once the node is
+    // back, it ends where the clean delete did. Held after the relation step (the entities are
+    // still there), then after the entity step (the chunks are still there).
+    for held_after in [1] {
+        ingest(cluster.node(0), &data);
+        applied(&cluster);
+        check_state(cluster.node(0), &original).unwrap();
+        let ra_before = ra_copies(cluster.node(0));
+        assert!(ra_before >= ONLY_A as u64, "{ra_before}");
+        restart_with(
+            &mut cluster,
+            2,
+            Some(format!(
+                "document-cascade-step={held_after}*off->sleep(600000)"
+            )),
+        );
+        let url = cluster.node(2).url("/graph/documents/docA");
+        let request = std::thread::spawn(move || {
+            with_key(agent().delete(&url))
+                .timeout(SETTLE)
+                .call()
+                .map(|r| r.status())
+                .map_err(|e| e.to_string())
+        });
+        let node = cluster.node(0);
+        let want_entities = if held_after == 1 { ONLY_A as u64 } else { 0 };
+        wait::until(
+            &format!("the delete held after step {held_after}"),
+            SETTLE,
+            || match (ra_copies(node), ea_entities(node)) {
+                (0, n) if n == want_entities => Ok(()),
+                (r, e) => Err(format!(
+                    "{r} docA-only relation copies, {e} docA-only entities"
+                )),
+            },
+        );
+        assert!(!request.is_finished(), "the delete is held");
+        let stored = |kind: &str, id: &str| {
+            node.get_json(&format!("/graph/{kind}s/{id}"), T).unwrap()[kind].is_object()
+        };
+        assert!(stored("document", "docA"), "the document goes last");
+        assert!(stored("chunk", "a0"), "the chunks go after the entities");
+        cluster.node_mut(2).kill9();
+        let outcome = request.join().unwrap();
+        assert!(
+            outcome.is_err(),
+            "the killed delete got no answer: {outcome:?}"
+        );
+        log(format!(
+            "killed the delete held after step {held_after} at {:?}",
+            started.elapsed()
+        ));
+        restart_with(&mut cluster, 2, None);
+        let answer = delete_until_done(cluster.node(0), "docA");
+        applied(&cluster);
+        wait::until("the state of a clean delete", SETTLE, || {
+            check_state(cluster.node(1), &clean)
+        });
+        // The retry finds what the killed delete left.
+        assert_eq!(answer["found"], true, "{answer}");
+        assert_eq!(answer["removed"]["documents"], 1, "{answer}");
+        assert_eq!(answer["removed"]["chunks"], 3, "{answer}");
+        let entities = if held_after == 1 {
+            counts.removed[2]
         } else {
-            "gone"
-        }
-    ));
-    let answer = delete_until_done(cluster.node(0), "docA");
-    cluster.wait_applied(0, T).unwrap();
-    wait::until("the state of a clean delete", SETTLE, || {
-        check_state(cluster.node(1), &clean)
-    });
-    // Counts of the retry: what was left (all of it when the killed delete did nothing).
-    assert!(
-        answer["removed"]["documents"].as_u64() <= Some(1),
-        "{answer}"
-    );
-    log(format!(
-        "killed delete converged after {:?}",
-        started.elapsed()
-    ));
+            0
+        };
+        assert_eq!(answer["removed"]["entities"], entities, "{answer}");
+        log(format!(
+            "the delete killed after step {held_after} converged at {:?}",
+            started.elapsed()
+        ));
+    }
 
     // Re-ingesting docB with other text units (b1 dropped, b2 new) removes b1 the same way.
     let mut want = clean;
@@ -691,7 +743,7 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
     let replaced = counts_of(&answer["replaced"]);
     assert_eq!(replaced.removed[1..], counts.removed[1..], "{answer}");
     assert_eq!(replaced.updated, counts.updated, "{answer}");
-    cluster.wait_applied(0, T).unwrap();
+    applied(&cluster);
     check_state(cluster.node(0), &want).unwrap();
     // The same batch again replaces nothing.
     data.documents[0].title = "B again".into();

@@ -184,6 +184,10 @@ pub struct ServeArgs {
     /// Log line format: `text` or `json`.
     #[arg(long, env = "TORUA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Tests only: fault-injection points to arm, `name=actions;...` (see `node::failpoints`).
+    #[arg(long, env = "TORUA_FAILPOINTS", hide = true)]
+    pub failpoints: Option<String>,
 }
 
 /// The parsed seed list.

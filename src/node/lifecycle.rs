@@ -59,6 +59,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node_id = data_dir.node_id(args.node_id.as_ref())?;
     let (log_filter, _log_flush) =
         logging::init(node_id.as_str(), &args.log, args.log_format == "json");
+    if let Some(spec) = &args.failpoints {
+        super::failpoints::configure(spec)?;
+    }
     let started = std::time::Instant::now();
     let security = Security::from_args(&args, &node_id, &http_names(&args, &advertised.http))?;
     // Loading the default tokenizer's tables takes ~50 ms: not on the first retrieval's clock.

@@ -7,6 +7,7 @@ pub mod access;
 pub mod config;
 pub mod context;
 pub mod data_dir;
+pub mod failpoints;
 pub mod http_server;
 pub mod lifecycle;
 pub mod logging;

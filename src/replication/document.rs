@@ -516,8 +516,6 @@ async fn read_every_shard(
     Ok(answers.into_iter().map(|a| (a.shard, a.rows)).collect())
 }
 
-/// Writes each `(shard, step)` through the shard's primary, in parallel; waits for all of them
-/// and returns the first failure.
 /// Deletes the text units `chunks`, each in its own shard.
 async fn remove_chunks<'a>(
     ctx: &Arc<NodeContext>,
@@ -546,7 +544,10 @@ async fn remove_chunks<'a>(
     write_each(ctx, writes).await
 }
 
+/// Writes each `(shard, step)` through the shard's primary, in parallel; waits for all of them
+/// and returns the first failure.
 async fn write_each(ctx: &Arc<NodeContext>, writes: Vec<(u32, Prune)>) -> Result<(), Error> {
+    fail::fail_point!(crate::node::failpoints::DOCUMENT_CASCADE_STEP);
     let deadline = Instant::now() + WRITE_DEADLINE;
     let mut tasks = tokio::task::JoinSet::new();
     for (shard, step) in writes {

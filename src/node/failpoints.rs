@@ -1,0 +1,44 @@
+//! Fault injection for tests: named points in the code where a test can make a node stop
+//! (sleep, panic, return early) at an exact moment, such as between two steps of a document
+//! delete, and then kill it there. The points are the [`fail`] crate's; a node configures them
+//! from `TORUA_FAILPOINTS` at start. Unset (always, outside tests), every point does nothing
+//! but one lookup in an empty table.
+
+/// Before each write step of a document cascade (`replication::document`): relation prunes,
+/// community prunes, entity prunes, chunk removal, document removal, in that order.
+pub const DOCUMENT_CASCADE_STEP: &str = "document-cascade-step";
+
+/// Every point a node knows, so a misspelt name is refused at start instead of never firing.
+const KNOWN: &[&str] = &[DOCUMENT_CASCADE_STEP];
+
+/// Configures the points listed in `spec`: `name=actions` pairs separated by `;`, the actions
+/// in the `fail` crate's syntax (e.g. `document-cascade-step=1*off->sleep(60000)`: the first
+/// step runs, the second sleeps a minute).
+pub fn configure(spec: &str) -> anyhow::Result<()> {
+    for pair in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, actions)) = pair.split_once('=') else {
+            anyhow::bail!("TORUA_FAILPOINTS: {pair:?} is not name=actions");
+        };
+        let name = name.trim();
+        if !KNOWN.contains(&name) {
+            anyhow::bail!("TORUA_FAILPOINTS: unknown point {name:?}; known: {KNOWN:?}");
+        }
+        fail::cfg(name, actions.trim())
+            .map_err(|e| anyhow::anyhow!("TORUA_FAILPOINTS: {name}: {e}"))?;
+        tracing::warn!(point = name, actions, "fault injection armed (tests only)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_unknown_points_and_bad_actions() {
+        assert!(configure("no-such-point=panic").is_err());
+        assert!(configure("document-cascade-step").is_err());
+        assert!(configure("document-cascade-step=explode(3)").is_err());
+        assert!(configure("").is_ok());
+    }
+}
