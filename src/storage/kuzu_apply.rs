@@ -1,4 +1,5 @@
-//! Applying logged writes to a Kuzu database: one transaction per round, bulk statements only.
+//! Applying logged writes to a Kuzu database: one transaction per round (create mode with
+//! embeddings commits the round's vector rows after it, see `apply_round`), bulk statements only.
 //!
 //! A round is every write that queued up while the previous round ran. Consecutive upserts are
 //! merged (last write of an id wins, as if applied one by one) and applied set-wise:
@@ -14,7 +15,7 @@
 //! whose content really changed is updated by pattern, one prepared statement per row.
 
 use super::Error;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use kuzu::{Connection, LogicalType, Value};
@@ -115,7 +116,20 @@ pub fn read_applied(conn: &Connection) -> Result<u64, Error> {
     Ok(rows.first().and_then(|r| as_i64(&r[0])).unwrap_or(0) as u64)
 }
 
-/// Applies `ops` (in order) and records `max_seq`, all in one transaction.
+/// Applies `ops` (in order) and records `max_seq`, in one transaction — except for the derived
+/// vector rows of create mode, which follow in transactions of their own.
+///
+/// Kuzu 0.11 adds rows inserted one by one (`CREATE`) into a vector-indexed table to the HNSW
+/// graph only at commit, and that inserts the graph's edges into its internal relation tables.
+/// The commit walks the transaction's changed tables in a hash map while those inserts add entries
+/// to the same map; when an entry makes the map grow (rehash), the walk goes on in the new order
+/// and skips tables it had not reached yet: their rows are dropped without an error
+/// (`vector_commit_probe`). So a transaction that creates vector rows changes no other node
+/// table: the round's items and deletes commit first; then the missing `EntityVec` rows, the
+/// missing `ChunkVec` rows, and `max_seq`, each in its own transaction. The vector rows to write
+/// are found from what is stored (items of the round with an embedding and no vector row), so a
+/// round cut short after its first commit, and applied again from the log, completes them.
+/// `Copy` adds its rows to the HNSW graph while the `COPY` runs, not at commit: one transaction.
 pub fn apply_round(
     conn: &Connection,
     ops: &[&WriteOp],
@@ -124,8 +138,9 @@ pub fn apply_round(
     (stage, mode): (&Path, InsertMode),
     commit_gate: &std::sync::RwLock<()>,
 ) -> Result<(), Error> {
-    run(conn, "BEGIN TRANSACTION", vec![])?;
-    let result = (|| {
+    let late_vectors = mode == InsertMode::Create && dim > 0;
+    let mut late = LateVectors::default();
+    let missing = in_transaction(conn, commit_gate, || {
         let mut i = 0;
         while i < ops.len() {
             match ops[i] {
@@ -135,7 +150,7 @@ pub fn apply_round(
                         merged.add(b);
                         i += 1;
                     }
-                    merged.apply(conn, dim, stage, mode)?;
+                    merged.apply(conn, dim, stage, mode, late_vectors.then_some(&mut late))?;
                 }
                 WriteOp::DeleteEntity(id) => {
                     delete_entity(conn, id, false)?;
@@ -154,24 +169,82 @@ pub fn apply_round(
                 }
             }
         }
-        run(
-            conn,
-            "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v",
-            vec![("v", Value::Int64(max_seq as i64))],
-        )?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {
+        let missing = late.missing(conn)?;
+        if missing.iter().all(|(_, ids)| ids.is_empty()) {
+            record_applied(conn, max_seq)?;
+            return Ok(None);
+        }
+        Ok(Some(missing))
+    })?;
+    let Some(missing) = missing else {
+        return Ok(());
+    };
+    for (of, ids) in &missing {
+        if !ids.is_empty() {
+            in_transaction(conn, commit_gate, || {
+                kuzu_index::sync_vectors(conn, *of, &as_strs(ids), false, InsertMode::Create)
+            })?;
+        }
+    }
+    in_transaction(conn, commit_gate, || record_applied(conn, max_seq))
+}
+
+/// Runs `f` in a transaction: commits if it succeeds, else rolls back and returns its error.
+fn in_transaction<T>(
+    conn: &Connection,
+    commit_gate: &std::sync::RwLock<()>,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    run(conn, "BEGIN TRANSACTION", vec![])?;
+    match f() {
+        Ok(value) => {
             // A commit that bulk-loaded checkpoints, and a checkpoint waits for every open read:
             // hold new reads back meanwhile so a steady stream of them cannot starve it.
             let _no_reads = commit_gate.write().expect("commit gate");
-            run(conn, "COMMIT", vec![]).map(|_| ())
+            run(conn, "COMMIT", vec![])?;
+            Ok(value)
         }
         Err(e) => {
             let _ = conn.query("ROLLBACK");
             Err(e)
         }
+    }
+}
+
+fn record_applied(conn: &Connection, max_seq: u64) -> Result<(), Error> {
+    run(
+        conn,
+        "MERGE (m:Meta {key: 'applied_seq'}) SET m.value = $v",
+        vec![("v", Value::Int64(max_seq as i64))],
+    )
+    .map(|_| ())
+}
+
+/// Entities and chunks a create-mode round upserted, whose derived vector rows `apply_round`
+/// writes after the round's main transaction.
+#[derive(Default)]
+struct LateVectors<'a> {
+    entities: BTreeSet<&'a str>,
+    chunks: BTreeSet<&'a str>,
+}
+
+impl LateVectors<'_> {
+    /// Per table, the ids among these that have an embedding but no vector row.
+    fn missing(&self, conn: &Connection) -> Result<[(Indexed, Vec<String>); 2], Error> {
+        let (entities, chunks): (Vec<&str>, Vec<&str>) = (
+            self.entities.iter().copied().collect(),
+            self.chunks.iter().copied().collect(),
+        );
+        Ok([
+            (
+                Indexed::Entity,
+                kuzu_index::missing_vectors(conn, Indexed::Entity, &entities)?,
+            ),
+            (
+                Indexed::Chunk,
+                kuzu_index::missing_vectors(conn, Indexed::Chunk, &chunks)?,
+            ),
+        ])
     }
 }
 
@@ -221,15 +294,19 @@ impl<'a> Merged<'a> {
         }
     }
 
+    /// Applies the upserts. With `late`, the derived vector rows of the items are not written
+    /// here (see `apply_round`): the rows of overwritten items are deleted, and every item is
+    /// added to `late`.
     fn apply(
         &self,
         conn: &Connection,
         dim: usize,
         stage: &Path,
         mode: InsertMode,
+        mut late: Option<&mut LateVectors<'a>>,
     ) -> Result<(), Error> {
         let t = std::time::Instant::now();
-        self.entities_and_stubs(conn, dim, mode)?;
+        self.entities_and_stubs(conn, dim, mode, late.as_deref_mut())?;
         let t_entities = t.elapsed();
         self.relations(conn, stage, mode)?;
         tracing::trace!(
@@ -248,8 +325,20 @@ impl<'a> Merged<'a> {
             mode,
         )?;
         if dim > 0 {
-            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&new_chunks), false, mode)?;
-            kuzu_index::sync_vectors(conn, Indexed::Chunk, &as_strs(&old_chunks), true, mode)?;
+            match late {
+                Some(late) => {
+                    if !old_chunks.is_empty() {
+                        kuzu_index::delete_vectors(conn, Indexed::Chunk, &as_strs(&old_chunks))?;
+                    }
+                    late.chunks.extend(self.chunks.keys().copied());
+                }
+                None => {
+                    let new = as_strs(&new_chunks);
+                    kuzu_index::sync_vectors(conn, Indexed::Chunk, &new, false, mode)?;
+                    let old = as_strs(&old_chunks);
+                    kuzu_index::sync_vectors(conn, Indexed::Chunk, &old, true, mode)?;
+                }
+            }
         }
         upsert_simple(
             conn,
@@ -274,12 +363,13 @@ impl<'a> Merged<'a> {
     }
 
     /// Inserts new entities and the stubs that relation endpoints need, in one COPY; overwrites
-    /// entities whose content changed (or that were stubs).
+    /// entities whose content changed (or that were stubs). `late`: as in `apply`.
     fn entities_and_stubs(
         &self,
         conn: &Connection,
         dim: usize,
         mode: InsertMode,
+        late: Option<&mut LateVectors<'a>>,
     ) -> Result<(), Error> {
         let mut ids: Vec<&str> = self.entities.keys().copied().collect();
         ids.extend(self.relations.keys().flat_map(|(_, s, t)| [*s, *t]));
@@ -327,8 +417,18 @@ impl<'a> Merged<'a> {
         insert_text_free_rows(conn, "Entity", &fields, stub_rows, dim, mode)?;
         set_rows(conn, "Entity", &fields, changed, dim)?;
         if dim > 0 {
-            kuzu_index::sync_vectors(conn, Indexed::Entity, &new_ids, false, mode)?;
-            kuzu_index::sync_vectors(conn, Indexed::Entity, &changed_ids, true, mode)?;
+            match late {
+                Some(late) => {
+                    if !changed_ids.is_empty() {
+                        kuzu_index::delete_vectors(conn, Indexed::Entity, &changed_ids)?;
+                    }
+                    late.entities.extend(self.entities.keys().copied());
+                }
+                None => {
+                    kuzu_index::sync_vectors(conn, Indexed::Entity, &new_ids, false, mode)?;
+                    kuzu_index::sync_vectors(conn, Indexed::Entity, &changed_ids, true, mode)?;
+                }
+            }
         }
         Ok(())
     }
@@ -829,4 +929,89 @@ pub(super) fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Res
         vec![("id", s(id))],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuzu::{Database, SystemConfig};
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        run(conn, &format!("MATCH (n:{table}) RETURN count(*)"), vec![]).unwrap()[0]
+            .first()
+            .and_then(as_i64)
+            .unwrap()
+    }
+
+    /// A create-mode round commits its items before their vector rows: if it stops in between,
+    /// the same writes applied again from the log add the vector rows that are missing.
+    #[test]
+    fn a_round_applied_again_adds_the_missing_vector_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::new(
+            dir.path().join("apply.kz"),
+            SystemConfig::default()
+                .max_db_size(1 << 30)
+                .buffer_pool_size(1 << 28)
+                .max_num_threads(1),
+        )
+        .unwrap();
+        let conn = Connection::new(&db).unwrap();
+        let dim = 4;
+        for statement in schema(dim) {
+            conn.query(&statement).unwrap();
+        }
+        kuzu_index::ensure(&conn, dim).unwrap();
+        let entity = |id: &str| Entity {
+            id: id.into(),
+            title: id.into(),
+            kind: "PERSON".into(),
+            description: format!("{id} is here"),
+            text_unit_ids: vec![],
+            frequency: 1,
+            degree: 1,
+            embedding: Some(vec![0.5; dim]),
+        };
+        let chunk = |id: &str| Chunk {
+            id: id.into(),
+            text: format!("text of {id}"),
+            n_tokens: 3,
+            document_id: "doc".into(),
+            entity_ids: vec![],
+            embedding: Some(vec![0.25; dim]),
+        };
+        let op = WriteOp::Upsert(Batch {
+            entities: vec![entity("a"), entity("b")],
+            chunks: vec![chunk("t1"), chunk("t2")],
+            ..Batch::default()
+        });
+        let gate = std::sync::RwLock::new(());
+        let apply = |seq| {
+            apply_round(
+                &conn,
+                &[&op],
+                seq,
+                dim,
+                (dir.path(), InsertMode::Create),
+                &gate,
+            )
+            .unwrap()
+        };
+        apply(1);
+        assert_eq!(
+            (count(&conn, "EntityVec"), count(&conn, "ChunkVec")),
+            (2, 2)
+        );
+        // As if the round had stopped after its first commit.
+        conn.query("MATCH (v:EntityVec {id: 'a'}) DELETE v")
+            .unwrap();
+        conn.query("MATCH (v:ChunkVec) DELETE v").unwrap();
+        apply(1);
+        assert_eq!(
+            (count(&conn, "EntityVec"), count(&conn, "ChunkVec")),
+            (2, 2)
+        );
+        assert_eq!((count(&conn, "Entity"), count(&conn, "Chunk")), (2, 2));
+        assert_eq!(read_applied(&conn).unwrap(), 1);
+    }
 }

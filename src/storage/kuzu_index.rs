@@ -4,9 +4,11 @@
 //! Kuzu refuses `SET` on a column a vector index covers, and an entity cannot be deleted and
 //! re-inserted without losing its relations. So each embedding lives twice: in its row (what
 //! point reads return) and in a small derived table (`EntityVec`, `ChunkVec`: id + embedding)
-//! that carries the vector index. The derived rows are rewritten (delete + insert, both inside
-//! the write's transaction) whenever their item is upserted, and deleted with it. The full-text
-//! indexes follow `SET`, inserts and deletes by themselves.
+//! that carries the vector index. The derived rows are rewritten (delete + insert) whenever their
+//! item is upserted, and deleted with it: inside the write's transaction, except for the inserts
+//! of create mode, which commit in transactions of their own right after it (see
+//! `kuzu_apply::apply_round`). The full-text indexes follow `SET`, inserts and deletes by
+//! themselves.
 //!
 //! Indexes grow row by row with every write. (Kuzu builds an HNSW index over existing rows ~4x
 //! faster than it inserts into one, but in 0.11 a vector index dropped and created again crashes
@@ -169,9 +171,10 @@ fn backfill_vectors(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Inside a write's transaction: rewrites the derived vector rows of `ids` (items of `of` just
-/// inserted or overwritten) from their rows; `replaced` says whether any of them may already
-/// have one.
+/// Inside a transaction: rewrites the derived vector rows of `ids` (items of `of` just inserted
+/// or overwritten) from their rows; `replaced` says whether any of them may already have one.
+/// With `InsertMode::Create`, the transaction must change no other node table (see
+/// `kuzu_apply::apply_round`).
 pub fn sync_vectors(
     conn: &Connection,
     of: Indexed,
@@ -208,6 +211,33 @@ pub fn sync_vectors(
         vec![("ids", string_list_of(ids))],
     )?;
     Ok(())
+}
+
+/// Of `ids` (items of `of`), those whose item has an embedding but no derived vector row.
+pub fn missing_vectors(conn: &Connection, of: Indexed, ids: &[&str]) -> Result<Vec<String>, Error> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let (items, vecs) = match of {
+        Indexed::Entity => ("Entity", "EntityVec"),
+        Indexed::Chunk => ("Chunk", "ChunkVec"),
+    };
+    let ids_of = |q: String| -> Result<Vec<String>, Error> {
+        Ok(run(conn, &q, vec![("ids", string_list_of(ids))])?
+            .iter()
+            .map(|r| as_string(&r[0]))
+            .collect())
+    };
+    let have: std::collections::HashSet<String> = ids_of(format!(
+        "UNWIND $ids AS i MATCH (v:{vecs} {{id: i}}) RETURN v.id"
+    ))?
+    .into_iter()
+    .collect();
+    let mut missing = ids_of(format!(
+        "UNWIND $ids AS i MATCH (n:{items} {{id: i}}) WHERE n.embedding IS NOT NULL RETURN n.id"
+    ))?;
+    missing.retain(|id| !have.contains(id));
+    Ok(missing)
 }
 
 /// Inside a write's transaction: deletes the derived vector rows of `ids`.

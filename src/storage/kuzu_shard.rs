@@ -662,7 +662,8 @@ fn check_embedding_column(conn: &Connection, dim: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// The applier: takes everything queued (up to a round's size), applies it in one transaction,
+/// The applier: takes everything queued (up to a round's size), applies it in one transaction
+/// (vector rows of create mode in their own, right after: `apply_round`),
 /// makes it visible, forgets it from the log.
 #[allow(clippy::too_many_arguments)]
 fn applier_loop(
