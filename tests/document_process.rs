@@ -5,7 +5,8 @@
 //! stale; deleting again is a no-op; a delete whose node is killed with kill -9 between two of
 //! its write steps (held there by a fault-injection point, `TORUA_FAILPOINTS`), retried once the
 //! node is back, ends in the same state as a clean delete; and
-//! re-ingesting a document with other text units removes the old ones the same way.
+//! re-ingesting a document with other text units removes the old ones the same way; and
+//! `torua import graphrag --update --delete-missing` deletes the documents its folder lacks.
 //!
 //! The expected state is computed by an oracle over the ingested items ([`Graph::cascade`]) and
 //! compared with what every shard holds (per-shard Cypher), and every shard's copies must hold
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 use torua::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
 use torua::graph::partition::shard_of;
 use torua_testkit::http::{agent, with_key};
-use torua_testkit::{log, wait, ClusterOptions, NodeProc, TestCluster};
+use torua_testkit::{dulce_dir, log, torua_bin, wait, ClusterOptions, NodeProc, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(30);
@@ -750,5 +751,58 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
     let answer = ingest(cluster.node(2), &data);
     assert_eq!(answer["replaced"]["documents"], 0, "{answer}");
     check_state(cluster.node(2), &want).unwrap();
+
+    // `torua import graphrag --update --delete-missing` of a folder without docB loads the
+    // folder and deletes docB with what only it supported.
+    let out = std::process::Command::new(torua_bin())
+        .args(["import", "graphrag"])
+        .arg(dulce_dir())
+        .args([
+            "--url",
+            &cluster.node(0).url(""),
+            "--quiet",
+            "--update",
+            "--delete-missing",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("deleted 1 stored documents not in"),
+        "{stdout}"
+    );
+    let mut docb_only = want.clone();
+    let counts = docb_only.cascade(&["b0", "b2"], Some("docB"));
+    assert!(
+        stdout.contains(&format!("removed 2 chunks, {} entities", counts.removed[2])),
+        "{stdout}"
+    );
+    let node = cluster.node(1);
+    assert_eq!(
+        node.get_json("/graph/documents/docB", T).unwrap()["error"]["status"],
+        404
+    );
+    let dulce = torua::cmd::import::read_folder(&dulce_dir()).unwrap();
+    for d in &dulce.documents {
+        let answer = node
+            .get_json(&format!("/graph/documents/{}", d.id), T)
+            .unwrap();
+        assert_eq!(answer["document"]["id"], d.id.as_str(), "{answer}");
+    }
+    let left = per_shard(
+        node,
+        "MATCH (e:Entity) WHERE e.stub = false AND (e.id STARTS WITH 'eb' OR e.id STARTS WITH 'ec') RETURN count(*)",
+    );
+    assert_eq!(
+        left.iter()
+            .map(|(_, r)| r[0].as_u64().unwrap())
+            .sum::<u64>(),
+        0
+    );
     log(format!("done after {:?}", started.elapsed()));
 }

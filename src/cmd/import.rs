@@ -16,9 +16,11 @@
 //! first, so that a document stored before with other text units loses the old ones, and what
 //! only they supported, before the new entities, relations, chunks and community reports arrive
 //! (fresh reports are then not marked stale by that removal). Without `--update` documents are
-//! sent last; a re-ingested document's old text units are removed either way.
+//! sent last; a re-ingested document's old text units are removed either way. `--delete-missing`
+//! then deletes the stored documents the folder does not hold (GraphRAG's update output keeps
+//! documents removed from its input; this makes the cluster mirror the folder).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +63,12 @@ pub struct GraphragArgs {
     /// before the new items arrive. Prints what was replaced.
     #[arg(long)]
     pub update: bool,
+    /// After loading, delete (as `DELETE /graph/documents/{id}` does) every stored document the
+    /// folder does not hold, with what only it supported: the cluster then holds the folder's
+    /// documents and no others. Lists the stored documents with `POST /query`, so it needs an
+    /// admin key when the cluster asks for keys.
+    #[arg(long)]
+    pub delete_missing: bool,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -86,6 +94,7 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let in_folder: HashSet<String> = all.documents.iter().map(|d| d.id.clone()).collect();
     let counts = [
         ("entities", all.entities.len()),
         ("relations", all.relations.len()),
@@ -107,10 +116,76 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
     if args.update || replaced.documents > 0 {
         println!("{}", replaced.line());
     }
+    if args.delete_missing {
+        let stored = stored_documents(&args.connect)?;
+        let missing: Vec<&String> = stored
+            .iter()
+            .filter(|id| !in_folder.contains(*id))
+            .collect();
+        let mut removed = Replaced::default();
+        for id in &missing {
+            let path = format!("/graph/documents/{}", encode_path_segment(id));
+            removed.add(&send(&args.connect, "DELETE", &path, None)?);
+        }
+        wait_applied(&args.connect, args.quiet)?;
+        println!(
+            "deleted {} stored documents not in {}: {}",
+            missing.len(),
+            args.dir.display(),
+            removed.removed_line()
+        );
+    }
     Ok(())
 }
 
-/// What the ingest answers' `replaced` added up to.
+/// Document ids per page when listing the stored documents.
+const LIST_PAGE: usize = 5000;
+
+/// Every stored document's id, in pages ordered by id.
+fn stored_documents(c: &Connect) -> anyhow::Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    loop {
+        let after = ids.last().cloned().unwrap_or_default();
+        let body = serde_json::json!({
+            "cypher": format!(
+                "MATCH (d:Document) WHERE d.id > $after RETURN d.id ORDER BY d.id LIMIT {LIST_PAGE}"
+            ),
+            "params": {"after": after},
+            "allow_partial": false,
+        });
+        let answer = c
+            .call("POST", "/query", Some(&body), Duration::from_secs(60))?
+            .ok("listing the stored documents (--delete-missing) with POST /query")?;
+        let page: Vec<String> = answer["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r[0].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let full = page.len() == LIST_PAGE;
+        ids.extend(page);
+        if !full {
+            return Ok(ids);
+        }
+    }
+}
+
+/// `id` as one URL path segment (percent-encoding what is not unreserved).
+fn encode_path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What the ingest answers' `replaced` (or the document deletes' answers) added up to.
 #[derive(Default)]
 struct Replaced {
     documents: u64,
@@ -131,11 +206,18 @@ impl Replaced {
     }
 
     fn line(&self) -> String {
+        format!(
+            "replaced the old text units of {} documents: {}",
+            self.documents,
+            self.removed_line()
+        )
+    }
+
+    fn removed_line(&self) -> String {
         let [c, e, r] = self.removed;
         let [ue, ur, uc] = self.updated;
         format!(
-            "replaced the old text units of {} documents: removed {c} chunks, {e} entities, {r} relations; updated {ue} entities, {ur} relations, {uc} communities (reports marked stale)",
-            self.documents
+            "removed {c} chunks, {e} entities, {r} relations; updated {ue} entities, {ur} relations, {uc} communities (reports marked stale)"
         )
     }
 }
@@ -170,25 +252,31 @@ fn wait_applied(c: &Connect, quiet: bool) -> anyhow::Result<()> {
 /// Sends one batch, retrying while the cluster says it is busy or forming; returns the answer.
 fn post(c: &Connect, batch: &Batch) -> anyhow::Result<serde_json::Value> {
     let body = serde_json::to_value(batch)?;
-    let url = c.url("/graph/ingest");
+    let answer = send(c, "POST", "/graph/ingest", Some(&body))?;
+    if answer["errors"] == true {
+        bail!("the cluster refused some items: {}", answer["items"]);
+    }
+    Ok(answer)
+}
+
+/// Sends a request, retrying while the cluster says it is busy, forming or healing (429, 503);
+/// returns the answer's body.
+fn send(
+    c: &Connect,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = c.url(path);
     for attempt in 1..=30 {
-        let answer = c.call(
-            "POST",
-            "/graph/ingest",
-            Some(&body),
-            Duration::from_secs(60),
-        )?;
+        let answer = c.call(method, path, body, Duration::from_secs(60))?;
         if (answer.status == 429 || answer.status == 503) && attempt < 30 {
             std::thread::sleep(Duration::from_secs(answer.retry_after.unwrap_or(1).min(10)));
             continue;
         }
-        let answer = answer.ok(&format!("POST {url}"))?;
-        if answer["errors"] == true {
-            bail!("the cluster refused some items: {}", answer["items"]);
-        }
-        return Ok(answer);
+        return answer.ok(&format!("{method} {url}"));
     }
-    bail!("POST {url}: the cluster stayed busy; try again later")
+    bail!("{method} {url}: the cluster stayed busy; try again later")
 }
 
 /// Splits everything into batches of at most `size` items, entities first so that relations
