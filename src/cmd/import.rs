@@ -94,6 +94,7 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let failed_before = failed_writes(&args.connect)?;
     let in_folder: HashSet<String> = all.documents.iter().map(|d| d.id.clone()).collect();
     let counts = [
         ("entities", all.entities.len()),
@@ -110,7 +111,7 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    wait_applied(&args.connect, args.quiet)?;
+    wait_applied(&args.connect, args.quiet, failed_before)?;
     let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("loaded {} into {}", summary.join(", "), args.connect.url);
     if args.update || replaced.documents > 0 {
@@ -127,7 +128,7 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
             let path = format!("/graph/documents/{}", encode_path_segment(id));
             removed.add(&send(&args.connect, "DELETE", &path, None)?);
         }
-        wait_applied(&args.connect, args.quiet)?;
+        wait_applied(&args.connect, args.quiet, failed_before)?;
         println!(
             "deleted {} stored documents not in {}: {}",
             missing.len(),
@@ -222,9 +223,28 @@ impl Replaced {
     }
 }
 
+/// Writes the copies' databases refused so far, over every copy (`failed_writes` in
+/// `/cluster/shards`; a copy that does not answer counts 0).
+fn failed_writes(c: &Connect) -> anyhow::Result<u64> {
+    let shards = c
+        .call("GET", "/cluster/shards", None, Duration::from_secs(30))?
+        .ok(&format!("GET {}", c.url("/cluster/shards")))?;
+    Ok(shards["copies"]
+        .as_array()
+        .map(|copies| {
+            copies
+                .iter()
+                .filter_map(|copy| copy["failed_writes"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0))
+}
+
 /// Acknowledged writes are durable at once and visible once applied; waits (at most 10 min) until
-/// `/cluster/shards` reports none pending, so that what the import prints is also readable.
-fn wait_applied(c: &Connect, quiet: bool) -> anyhow::Result<()> {
+/// `/cluster/shards` reports none pending, so that what the import prints is also readable. Fails
+/// when the copies refused more writes than `failed_before` (what they had refused before the
+/// import): acknowledged items that no read will see.
+fn wait_applied(c: &Connect, quiet: bool, failed_before: u64) -> anyhow::Result<()> {
     let shards = c.url("/cluster/shards");
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let mut said = false;
@@ -235,7 +255,18 @@ fn wait_applied(c: &Connect, quiet: bool) -> anyhow::Result<()> {
             .ok()
             .and_then(|v| v["pending_writes"].as_u64());
         match pending {
-            Some(0) => return Ok(()),
+            Some(0) => {
+                let failed = failed_writes(c)?.saturating_sub(failed_before);
+                if failed > 0 {
+                    bail!(
+                        "the items are acknowledged, but shard copies could not apply {failed} \
+                         writes to their databases: those items are not readable (see \
+                         failed_writes in {shards}, and \"an acknowledged write cannot be \
+                         applied\" in the nodes' logs)"
+                    );
+                }
+                return Ok(());
+            }
             Some(n) if !quiet && !said => {
                 eprintln!("all items acknowledged; waiting for {n} writes to be applied");
                 said = true;
