@@ -804,5 +804,23 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
             .sum::<u64>(),
         0
     );
+
+    // Every copy applied every write it acknowledged: /metrics shows each node's copies.
+    let mut copies = 0;
+    for i in 0..3 {
+        let metrics = with_key(agent().get(&cluster.node(i).url("/metrics")))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with("torua_shard_copy_failed_writes{"))
+        {
+            copies += 1;
+            assert!(line.ends_with(" 0"), "node {i}: {line}");
+        }
+    }
+    assert_eq!(copies, 2 * SHARDS, "copies listed in /metrics");
     log(format!("done after {:?}", started.elapsed()));
 }

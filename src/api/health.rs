@@ -40,6 +40,15 @@ pub async fn node_health(State(state): State<AppState>) -> Json<Value> {
     responses((status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut copies = Vec::new();
+    for shard in state.storage.on_disk() {
+        if let Some(copy) = state.storage.get(shard) {
+            if let Ok(s) = copy.stats().await {
+                copies.push((shard, s.pending_writes, s.failed_writes));
+            }
+        }
+    }
+    state.metrics.set_copies(&copies);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&state.cluster),

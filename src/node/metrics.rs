@@ -1,5 +1,6 @@
-//! Prometheus metrics: HTTP requests (counted by middleware) and membership figures (read from
-//! the cluster handle at scrape time).
+//! Prometheus metrics: HTTP requests (counted by middleware), membership figures (read from the
+//! cluster handle at scrape time) and this node's shard copies' write backlog (given at scrape
+//! time by the handler, which reads the copies).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +27,8 @@ pub struct Metrics {
     term: IntGauge,
     gossip_rejected: IntCounter,
     auth_failures: IntCounterVec,
+    copy_pending_writes: IntGaugeVec,
+    copy_failed_writes: IntGaugeVec,
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
 }
 
@@ -79,6 +82,23 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            copy_pending_writes: IntGaugeVec::new(
+                Opts::new(
+                    "shard_copy_pending_writes",
+                    "Acknowledged writes this node's copy of a shard has logged but not applied yet",
+                ),
+                &["shard"],
+            )
+            .expect("valid metric"),
+            copy_failed_writes: IntGaugeVec::new(
+                Opts::new(
+                    "shard_copy_failed_writes",
+                    "Acknowledged writes this node's copy of a shard could not apply to its database \
+                     (should stay 0: the items are not readable there; see the node's log)",
+                ),
+                &["shard"],
+            )
+            .expect("valid metric"),
             is_coordinator: IntGauge::new("is_coordinator", "1 if this node is the coordinator")
                 .expect("valid metric"),
             term: IntGauge::new(
@@ -103,6 +123,8 @@ impl Metrics {
             Box::new(m.term.clone()),
             Box::new(m.gossip_rejected.clone()),
             Box::new(m.auth_failures.clone()),
+            Box::new(m.copy_pending_writes.clone()),
+            Box::new(m.copy_failed_writes.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
@@ -147,6 +169,22 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Sets the write backlog of this node's open copies, `(shard, pending, failed)` each; copies
+    /// not listed (closed or moved away) disappear from the exposition.
+    pub fn set_copies(&self, copies: &[(u32, u64, u64)]) {
+        self.copy_pending_writes.reset();
+        self.copy_failed_writes.reset();
+        for &(shard, pending, failed) in copies {
+            let shard = shard.to_string();
+            self.copy_pending_writes
+                .with_label_values(&[&shard])
+                .set(pending as i64);
+            self.copy_failed_writes
+                .with_label_values(&[&shard])
+                .set(failed as i64);
+        }
+    }
+
     /// Counts a request refused for its API key (`reason`: missing, invalid, forbidden).
     pub fn auth_failed(&self, reason: &str) {
         self.auth_failures.with_label_values(&[reason]).inc();
