@@ -82,22 +82,13 @@ struct Reply {
 /// Err is a short class of transport failure ("timeout", "ConnectionFailed", ...).
 fn http(method: &str, url: &str, body: Option<&Value>, timeout: Duration) -> Result<Reply, String> {
     let req = ureq::request(method, url).timeout(timeout);
-    let res = match body {
-        Some(b) => req.send_json(b.clone()),
-        None => req.call(),
-    };
-    let resp = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(ureq::Error::Transport(t)) => {
-            let text = t.to_string();
-            return Err(if text.contains("timed out") {
-                "timeout".into()
-            } else {
-                format!("{:?}", t.kind())
-            });
+    let resp = torua_testkit::http::send(req, body).map_err(|t| {
+        if t.to_string().contains("timed out") {
+            "timeout".to_string()
+        } else {
+            format!("{:?}", t.kind())
         }
-    };
+    })?;
     let status = resp.status();
     let stale = resp.header("x-torua-stale").map(String::from);
     let text = match resp.into_string() {
@@ -105,7 +96,7 @@ fn http(method: &str, url: &str, body: Option<&Value>, timeout: Duration) -> Res
         Err(e) if e.to_string().contains("timed out") => return Err("timeout".into()),
         Err(e) => return Err(format!("body: {:?}", e.kind())),
     };
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let body = torua_testkit::http::json_or_text(text);
     Ok(Reply {
         status,
         stale,

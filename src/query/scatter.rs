@@ -203,69 +203,62 @@ impl ShardRead for ShardQuery {
     }
 }
 
-/// A retrieval read with its time limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Retrieval {
-    pub read: RetrievalRead,
-    pub timeout_ms: u64,
+/// A typed per-shard read with its time limit: the struct and its [`ShardRead`], whose request is
+/// the `ReadRequest` variant `$request` (shards, read, time limit) and whose results come in the
+/// `ReadResponse` variant `$response`.
+macro_rules! timed_read {
+    ($(#[$doc:meta])* $name:ident, $read:ty, $answer:ty, $request:ident, $response:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name {
+            pub read: $read,
+            pub timeout_ms: u64,
+        }
+
+        impl ShardRead for $name {
+            type Answer = $answer;
+
+            fn timeout_ms(&self) -> u64 {
+                self.timeout_ms
+            }
+
+            fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
+                ReadRequest::$request {
+                    shards,
+                    read: self.read.clone(),
+                    timeout_ms: self.timeout_ms,
+                }
+            }
+
+            fn results(
+                response: ReadResponse,
+            ) -> Result<Vec<(u32, Result<$answer, QueryFailure>)>, Box<ReadResponse>> {
+                match response {
+                    ReadResponse::$response(results) => Ok(results),
+                    other => Err(Box::new(other)),
+                }
+            }
+        }
+    };
 }
 
-impl ShardRead for Retrieval {
-    type Answer = RetrievalRows;
+timed_read!(
+    /// A retrieval read with its time limit.
+    Retrieval,
+    RetrievalRead,
+    RetrievalRows,
+    Retrieval,
+    Retrieved
+);
 
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
-    }
-
-    fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
-        ReadRequest::Retrieval {
-            shards,
-            read: self.read.clone(),
-            timeout_ms: self.timeout_ms,
-        }
-    }
-
-    fn results(
-        response: ReadResponse,
-    ) -> Result<Vec<(u32, Result<RetrievalRows, QueryFailure>)>, Box<ReadResponse>> {
-        match response {
-            ReadResponse::Retrieved(results) => Ok(results),
-            other => Err(Box::new(other)),
-        }
-    }
-}
-
-/// One of the document cascade's reads with its time limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cascade {
-    pub read: CascadeRead,
-    pub timeout_ms: u64,
-}
-
-impl ShardRead for Cascade {
-    type Answer = CascadeRows;
-
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
-    }
-
-    fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
-        ReadRequest::Cascade {
-            shards,
-            read: self.read.clone(),
-            timeout_ms: self.timeout_ms,
-        }
-    }
-
-    fn results(
-        response: ReadResponse,
-    ) -> Result<Vec<(u32, Result<CascadeRows, QueryFailure>)>, Box<ReadResponse>> {
-        match response {
-            ReadResponse::Cascaded(results) => Ok(results),
-            other => Err(Box::new(other)),
-        }
-    }
-}
+timed_read!(
+    /// One of the document cascade's reads with its time limit.
+    Cascade,
+    CascadeRead,
+    CascadeRows,
+    Cascade,
+    Cascaded
+);
 
 /// On the node holding the copy: the copy of `shard`, if this node holds it in sync.
 async fn copy_here(ctx: &Arc<NodeContext>, shard: u32) -> Result<Arc<KuzuShard>, QueryFailure> {
