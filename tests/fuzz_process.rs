@@ -75,8 +75,7 @@ fn generated_requests_get_the_answers_the_contract_states() {
     let started = Instant::now();
     let mut f = Failures::default();
     let o = ClusterOptions::graph(3).with_secret(SECRET, Some(BOOTSTRAP));
-    let mut cluster = TestCluster::start(3, o).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let mut cluster = TestCluster::start_green(3, o, SETTLE).unwrap();
     let url = cluster.node(0).url("");
 
     // Some data for the generated reads to find, and a read key.

@@ -113,8 +113,7 @@ fn python_client_suite_passes_against_a_live_cluster() {
     o.env
         .insert("TORUA_EMBEDDING_DIM".into(), EMBEDDING_DIM.to_string());
     let cluster_started = Instant::now();
-    let mut cluster = TestCluster::start(3, o).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let cluster = TestCluster::start_green(3, o, SETTLE).unwrap();
     log(format!(
         "cluster green after {:.0?}",
         cluster_started.elapsed()

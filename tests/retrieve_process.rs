@@ -384,6 +384,15 @@ fn row_tokens(text: &str) -> u64 {
     count_tokens("cl100k_base", text) as u64 + 20
 }
 
+/// Each item's index in `items`, by its id.
+fn index_by_id<T>(items: &[T], id: impl Fn(&T) -> &String) -> HashMap<String, usize> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (id(item).clone(), i))
+        .collect()
+}
+
 struct Dulce {
     batch: Batch,
     ent: HashMap<String, usize>,
@@ -396,18 +405,8 @@ struct Dulce {
 impl Dulce {
     fn load() -> Dulce {
         let batch = torua::cmd::import::read_folder(&dulce_dir()).unwrap();
-        let ent = batch
-            .entities
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.clone(), i))
-            .collect();
-        let chunk = batch
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id.clone(), i))
-            .collect();
+        let ent = index_by_id(&batch.entities, |e| &e.id);
+        let chunk = index_by_id(&batch.chunks, |c| &c.id);
         let mut adj: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in batch.relations.iter().enumerate() {
             adj.entry(r.source.clone()).or_default().push(i);

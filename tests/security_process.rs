@@ -86,8 +86,7 @@ fn api_keys_with_roles_guard_every_route_but_health() {
     let started = Instant::now();
     let mut f = Failures::default();
     let o = ClusterOptions::graph(3).with_secret(SECRET, Some(BOOTSTRAP));
-    let mut cluster = TestCluster::start(3, o).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let cluster = TestCluster::start_green(3, o, SETTLE).unwrap();
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
     let u0 = &urls[0];
     f.check(u0.starts_with("https://"), || format!("{u0} is not https"));
@@ -451,8 +450,7 @@ fn slow_clients_do_not_hold_up_the_node() {
     o.env.insert("TORUA_REPLICAS".into(), "1".into());
     // The test kit's key is process-wide: the same bootstrap key as the other test's cluster.
     let o = o.with_secret(SECRET, Some(BOOTSTRAP));
-    let mut cluster = TestCluster::start(1, o).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let cluster = TestCluster::start_green(1, o, SETTLE).unwrap();
     let addr = cluster.node(0).http_addr();
     let host = addr.rsplit_once(':').unwrap().0.to_string();
     let health = cluster.node(0).url("/health");

@@ -30,12 +30,7 @@ pub fn shard_of(id: &str, shards: u32) -> u32 {
 /// Splits a batch into one batch per shard, following the placement rules above.
 pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
     let mut out: BTreeMap<u32, Batch> = BTreeMap::new();
-    for e in batch.entities {
-        out.entry(shard_of(&e.id, shards))
-            .or_default()
-            .entities
-            .push(e);
-    }
+    place(&mut out, batch.entities, shards, |e| &e.id, |b| &mut b.entities);
     for r in batch.relations {
         let a = shard_of(&r.source, shards);
         let b = shard_of(&r.target, shards);
@@ -44,25 +39,29 @@ pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
         }
         out.entry(a).or_default().relations.push(r);
     }
-    for c in batch.chunks {
-        out.entry(shard_of(&c.id, shards))
-            .or_default()
-            .chunks
-            .push(c);
-    }
-    for c in batch.communities {
-        out.entry(shard_of(&c.id, shards))
-            .or_default()
-            .communities
-            .push(c);
-    }
-    for d in batch.documents {
-        out.entry(shard_of(&d.id, shards))
-            .or_default()
-            .documents
-            .push(d);
-    }
+    place(&mut out, batch.chunks, shards, |c| &c.id, |b| &mut b.chunks);
+    place(
+        &mut out,
+        batch.communities,
+        shards,
+        |c| &c.id,
+        |b| &mut b.communities,
+    );
+    place(&mut out, batch.documents, shards, |d| &d.id, |b| &mut b.documents);
     out
+}
+
+/// Adds each of `items` to the list `list` picks in the batch of `shard_of(id(item))`.
+fn place<T>(
+    out: &mut BTreeMap<u32, Batch>,
+    items: Vec<T>,
+    shards: u32,
+    id: impl Fn(&T) -> &str,
+    list: impl Fn(&mut Batch) -> &mut Vec<T>,
+) {
+    for item in items {
+        list(out.entry(shard_of(id(&item), shards)).or_default()).push(item);
+    }
 }
 
 #[cfg(test)]

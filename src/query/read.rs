@@ -102,7 +102,7 @@ pub async fn serve(
             read,
             timeout_ms,
         } => Ok(ReadResponse::Retrieved(
-            super::scatter::retrieve_on_shards(ctx, shards, read, timeout_ms).await,
+            super::scatter::Retrieval::on_shards(ctx, shards, read, timeout_ms).await,
         )),
         ReadRequest::GetDocument { shard, id } => Ok(ReadResponse::Document(
             held_copy(ctx, shard).await?.get_document(id).await?,
@@ -112,7 +112,7 @@ pub async fn serve(
             read,
             timeout_ms,
         } => Ok(ReadResponse::Cascaded(
-            super::scatter::cascade_on_shards(ctx, shards, read, timeout_ms).await,
+            super::scatter::Cascade::on_shards(ctx, shards, read, timeout_ms).await,
         )),
     }
 }

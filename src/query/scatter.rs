@@ -205,14 +205,35 @@ impl ShardRead for ShardQuery {
 
 /// A typed per-shard read with its time limit: the struct and its [`ShardRead`], whose request is
 /// the `ReadRequest` variant `$request` (shards, read, time limit) and whose results come in the
-/// `ReadResponse` variant `$response`.
+/// `ReadResponse` variant `$response`; on the node holding the copies, [`KuzuShard`]'s `$run`
+/// answers it.
 macro_rules! timed_read {
-    ($(#[$doc:meta])* $name:ident, $read:ty, $answer:ty, $request:ident, $response:ident) => {
+    (
+        $(#[$doc:meta])* $name:ident, $read:ty, $answer:ty, $request:ident, $response:ident,
+        $run:ident
+    ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq)]
         pub struct $name {
             pub read: $read,
             pub timeout_ms: u64,
+        }
+
+        impl $name {
+            /// On the node holding the copies: `read` on each of `shards` at once, answers in
+            /// the order asked.
+            pub async fn on_shards(
+                ctx: &Arc<NodeContext>,
+                shards: Vec<u32>,
+                read: $read,
+                timeout_ms: u64,
+            ) -> Vec<(u32, Result<$answer, QueryFailure>)> {
+                on_local_copies(ctx, shards, move |store| {
+                    let read = read.clone();
+                    async move { store.$run(read, timeout_ms, MAX_SHARD_ANSWER_BYTES).await }
+                })
+                .await
+            }
         }
 
         impl ShardRead for $name {
@@ -248,7 +269,8 @@ timed_read!(
     RetrievalRead,
     RetrievalRows,
     Retrieval,
-    Retrieved
+    Retrieved,
+    retrieve
 );
 
 timed_read!(
@@ -257,7 +279,8 @@ timed_read!(
     CascadeRead,
     CascadeRows,
     Cascade,
-    Cascaded
+    Cascaded,
+    cascade_read
 );
 
 /// On the node holding the copy: the copy of `shard`, if this node holds it in sync.
@@ -332,44 +355,6 @@ pub async fn run_on_shards(
         }
         async move { (shard, run_on_shard(&ctx, shard, query).await) }
     }))
-    .await
-}
-
-/// On the node holding the copies: a retrieval read on each of `shards` at once, answers in the
-/// order asked.
-pub async fn retrieve_on_shards(
-    ctx: &Arc<NodeContext>,
-    shards: Vec<u32>,
-    read: RetrievalRead,
-    timeout_ms: u64,
-) -> Vec<(u32, Result<RetrievalRows, QueryFailure>)> {
-    on_local_copies(ctx, shards, move |store| {
-        let read = read.clone();
-        async move {
-            store
-                .retrieve(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
-                .await
-        }
-    })
-    .await
-}
-
-/// On the node holding the copies: a cascade read on each of `shards` at once, answers in the
-/// order asked.
-pub async fn cascade_on_shards(
-    ctx: &Arc<NodeContext>,
-    shards: Vec<u32>,
-    read: CascadeRead,
-    timeout_ms: u64,
-) -> Vec<(u32, Result<CascadeRows, QueryFailure>)> {
-    on_local_copies(ctx, shards, move |store| {
-        let read = read.clone();
-        async move {
-            store
-                .cascade_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
-                .await
-        }
-    })
     .await
 }
 
