@@ -369,8 +369,7 @@ fn request(
     timeout: Duration,
 ) -> Result<Resp, String> {
     let req = ureq::request(method, url).timeout(timeout);
-    let resp =
-        torua_testkit::http::send(req, body).map_err(|e| format!("{method} {url}: {e}"))?;
+    let resp = torua_testkit::http::send(req, body).map_err(|e| format!("{method} {url}: {e}"))?;
     let status = resp.status();
     let stale = resp.header("x-torua-stale").map(String::from);
     let text = resp

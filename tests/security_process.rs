@@ -25,8 +25,8 @@ fn call(
     if let Some(key) = key {
         request = request.set("Authorization", &format!("Bearer {key}"));
     }
-    let response = torua_testkit::http::send(request, body)
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let response =
+        torua_testkit::http::send(request, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = response.status();
     let challenge = response.header("www-authenticate").map(str::to_string);
     let value = torua_testkit::http::json_or_text(response.into_string().unwrap_or_default());

@@ -27,10 +27,29 @@ pub fn shard_of(id: &str, shards: u32) -> u32 {
     (fnv1a64(id.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
+/// `ids` grouped by their shard, each group in the order given.
+pub fn ids_by_shard(ids: &[String], shards: u32) -> BTreeMap<u32, Vec<String>> {
+    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        out.entry(shard_of(id, shards))
+            .or_default()
+            .push(id.clone());
+    }
+    out
+}
+
 /// Splits a batch into one batch per shard, following the placement rules above.
 pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
     let mut out: BTreeMap<u32, Batch> = BTreeMap::new();
-    place(&mut out, batch.entities, shards, |e| &e.id, |b| &mut b.entities);
+    // The kinds placed by their own id.
+    macro_rules! by_id {
+        ($($kind:ident),*) => {$(
+            for item in batch.$kind {
+                out.entry(shard_of(&item.id, shards)).or_default().$kind.push(item);
+            }
+        )*};
+    }
+    by_id!(entities, chunks, communities, documents);
     for r in batch.relations {
         let a = shard_of(&r.source, shards);
         let b = shard_of(&r.target, shards);
@@ -39,29 +58,7 @@ pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
         }
         out.entry(a).or_default().relations.push(r);
     }
-    place(&mut out, batch.chunks, shards, |c| &c.id, |b| &mut b.chunks);
-    place(
-        &mut out,
-        batch.communities,
-        shards,
-        |c| &c.id,
-        |b| &mut b.communities,
-    );
-    place(&mut out, batch.documents, shards, |d| &d.id, |b| &mut b.documents);
     out
-}
-
-/// Adds each of `items` to the list `list` picks in the batch of `shard_of(id(item))`.
-fn place<T>(
-    out: &mut BTreeMap<u32, Batch>,
-    items: Vec<T>,
-    shards: u32,
-    id: impl Fn(&T) -> &str,
-    list: impl Fn(&mut Batch) -> &mut Vec<T>,
-) {
-    for item in items {
-        list(out.entry(shard_of(id(&item), shards)).or_default()).push(item);
-    }
 }
 
 #[cfg(test)]

@@ -129,7 +129,8 @@ impl ClusterOptions {
     /// given, the bootstrap admin key `bootstrap`. From now on the test kit's HTTP helpers trust
     /// the CA that `secret` derives for cluster `torua`, and send `bootstrap` when given.
     pub fn with_secret(mut self, secret: &str, bootstrap: Option<&str>) -> Self {
-        self.env.insert("TORUA_CLUSTER_SECRET".into(), secret.into());
+        self.env
+            .insert("TORUA_CLUSTER_SECRET".into(), secret.into());
         crate::http::trust_cluster_ca(secret, "torua");
         if let Some(key) = bootstrap {
             self.env
