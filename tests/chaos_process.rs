@@ -1013,6 +1013,19 @@ fn first<'a>(m: &Model, it: impl Iterator<Item = &'a String>, n: usize) -> Vec<S
 }
 
 /// A failure when `ids` (found wrong on `node`: `what`) is not empty, with up to 10 of them.
+/// The ids of `want` that `listed` lacks, and the ids of `unwanted` that it has.
+fn missing_and_listed<'a>(
+    listed: &HashSet<String>,
+    want: &[&'a String],
+    unwanted: impl Iterator<Item = &'a String>,
+) -> (Vec<&'a String>, Vec<&'a String>) {
+    let missing = want.iter().copied().filter(|id| !listed.contains(*id));
+    (
+        missing.collect(),
+        unwanted.filter(|id| listed.contains(*id)).collect(),
+    )
+}
+
 fn check_none(f: &mut Failures, m: &Model, node: &str, ids: &[&String], what: &str) {
     f.check(ids.is_empty(), || {
         format!(
@@ -1043,13 +1056,7 @@ fn check_listed_everywhere(ctx: &Ctx, f: &mut Failures) -> usize {
         match query_ids(url, "MATCH (e:Entity) RETURN e.id") {
             Err(e) => f.fail(format!("listing entities on {node}: {e}")),
             Ok(got) => {
-                let missing: Vec<&String> = alive
-                    .iter()
-                    .copied()
-                    .filter(|id| !got.contains(*id))
-                    .collect();
-                let resurrected: Vec<&String> =
-                    m.deleted.keys().filter(|id| got.contains(*id)).collect();
+                let (missing, resurrected) = missing_and_listed(&got, &alive, m.deleted.keys());
                 eprintln!(
                     "chaos: {node} lists {} entities: {} of {} acknowledged missing, {} of {} deleted present",
                     got.len(),
@@ -1078,16 +1085,8 @@ fn check_listed_everywhere(ctx: &Ctx, f: &mut Failures) -> usize {
         match query_ids(url, "MATCH (a:Entity)-[r:RELATED]->(b:Entity) RETURN r.id") {
             Err(e) => f.fail(format!("listing relations on {node}: {e}")),
             Ok(got) => {
-                let missing: Vec<&String> = want_rels
-                    .iter()
-                    .copied()
-                    .filter(|id| !got.contains(*id))
-                    .collect();
-                let resurrected: Vec<&String> = gone_rels
-                    .iter()
-                    .copied()
-                    .filter(|id| got.contains(*id))
-                    .collect();
+                let (missing, resurrected) =
+                    missing_and_listed(&got, &want_rels, gone_rels.iter().copied());
                 check_none(
                     f,
                     &m,
