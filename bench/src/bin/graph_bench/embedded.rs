@@ -107,19 +107,8 @@ pub(crate) fn ingest_copy(
     let db = open_graph_db(&dir.join("copy.kz"), memory_mb)?;
     let conn = Connection::new(&db)?;
     let t0 = Instant::now();
-    conn.query(&format!(
-        "COPY Entity FROM '{}' (HEADER=true)",
-        ep.display()
-    ))
-    .context("COPY Entity")?;
-    let entities_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    conn.query(&format!(
-        "COPY RELATED FROM '{}' (HEADER=true)",
-        rp.display()
-    ))
-    .context("COPY RELATED")?;
-    let relations_s = t1.elapsed().as_secs_f64();
+    let entities_s = copy_from(&conn, "Entity", &ep)?;
+    let relations_s = copy_from(&conn, "RELATED", &rp)?;
     let wall = t0.elapsed();
     drop(conn);
     check_counts(&db, g)?;
@@ -139,6 +128,17 @@ pub(crate) fn ingest_copy(
                           "rate_with_csv_write": (g.entities.len() + g.relations.len()) as f64 / (wall.as_secs_f64() + csv_s)}),
         },
     ))
+}
+
+/// Loads table `table` from the CSV file `csv` (with a header line); returns the seconds it took.
+fn copy_from(conn: &Connection, table: &str, csv: &Path) -> Result<f64> {
+    let t = Instant::now();
+    conn.query(&format!(
+        "COPY {table} FROM '{}' (HEADER=true)",
+        csv.display()
+    ))
+    .with_context(|| format!("COPY {table}"))?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
 pub(crate) fn exec(conn: &Connection, q: &str, params: Vec<(&str, KValue)>) -> Result<()> {
