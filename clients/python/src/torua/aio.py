@@ -1,7 +1,7 @@
 """`AsyncClient`: the asyncio torua client on `httpx.AsyncClient`.
 
-The same endpoints, failover and retries as `Client` (they live in `_api` and `_exchange`), driven
-with awaited I/O; every endpoint method returns an awaitable.
+The same constructor, endpoints, failover and retries as `Client` (they live in `_client`, `_api`
+and `_exchange`), driven with awaited I/O; every endpoint method returns an awaitable.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`Client`: the synchronous torua client on `httpx.Client`.
 
-It owns the connection pool and drives the endpoint generators of `_api.Api` with blocking I/O;
-the endpoints, failover and retries are defined there and in `_exchange`, shared with `AsyncClient`.
+It owns the connection pool and drives the endpoint generators of `_api.Api` with blocking I/O.
+The constructor and the endpoint methods are `_client.ClientBase`'s, the endpoints, failover and
+retries `_api`'s and `_exchange`'s: all shared with `AsyncClient`.
 """
 
 from __future__ import annotations
