@@ -82,22 +82,13 @@ struct Reply {
 /// Err is a short class of transport failure ("timeout", "ConnectionFailed", ...).
 fn http(method: &str, url: &str, body: Option<&Value>, timeout: Duration) -> Result<Reply, String> {
     let req = ureq::request(method, url).timeout(timeout);
-    let res = match body {
-        Some(b) => req.send_json(b.clone()),
-        None => req.call(),
-    };
-    let resp = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(ureq::Error::Transport(t)) => {
-            let text = t.to_string();
-            return Err(if text.contains("timed out") {
-                "timeout".into()
-            } else {
-                format!("{:?}", t.kind())
-            });
+    let resp = torua_testkit::http::send(req, body).map_err(|t| {
+        if t.to_string().contains("timed out") {
+            "timeout".to_string()
+        } else {
+            format!("{:?}", t.kind())
         }
-    };
+    })?;
     let status = resp.status();
     let stale = resp.header("x-torua-stale").map(String::from);
     let text = match resp.into_string() {
@@ -105,7 +96,7 @@ fn http(method: &str, url: &str, body: Option<&Value>, timeout: Duration) -> Res
         Err(e) if e.to_string().contains("timed out") => return Err("timeout".into()),
         Err(e) => return Err(format!("body: {:?}", e.kind())),
     };
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let body = torua_testkit::http::json_or_text(text);
     Ok(Reply {
         status,
         stale,
@@ -1022,6 +1013,19 @@ fn first<'a>(m: &Model, it: impl Iterator<Item = &'a String>, n: usize) -> Vec<S
 }
 
 /// A failure when `ids` (found wrong on `node`: `what`) is not empty, with up to 10 of them.
+/// The ids of `want` that `listed` lacks, and the ids of `unwanted` that it has.
+fn missing_and_listed<'a>(
+    listed: &HashSet<String>,
+    want: &[&'a String],
+    unwanted: impl Iterator<Item = &'a String>,
+) -> (Vec<&'a String>, Vec<&'a String>) {
+    let missing = want.iter().copied().filter(|id| !listed.contains(*id));
+    (
+        missing.collect(),
+        unwanted.filter(|id| listed.contains(*id)).collect(),
+    )
+}
+
 fn check_none(f: &mut Failures, m: &Model, node: &str, ids: &[&String], what: &str) {
     f.check(ids.is_empty(), || {
         format!(
@@ -1052,13 +1056,7 @@ fn check_listed_everywhere(ctx: &Ctx, f: &mut Failures) -> usize {
         match query_ids(url, "MATCH (e:Entity) RETURN e.id") {
             Err(e) => f.fail(format!("listing entities on {node}: {e}")),
             Ok(got) => {
-                let missing: Vec<&String> = alive
-                    .iter()
-                    .copied()
-                    .filter(|id| !got.contains(*id))
-                    .collect();
-                let resurrected: Vec<&String> =
-                    m.deleted.keys().filter(|id| got.contains(*id)).collect();
+                let (missing, resurrected) = missing_and_listed(&got, &alive, m.deleted.keys());
                 eprintln!(
                     "chaos: {node} lists {} entities: {} of {} acknowledged missing, {} of {} deleted present",
                     got.len(),
@@ -1087,16 +1085,8 @@ fn check_listed_everywhere(ctx: &Ctx, f: &mut Failures) -> usize {
         match query_ids(url, "MATCH (a:Entity)-[r:RELATED]->(b:Entity) RETURN r.id") {
             Err(e) => f.fail(format!("listing relations on {node}: {e}")),
             Ok(got) => {
-                let missing: Vec<&String> = want_rels
-                    .iter()
-                    .copied()
-                    .filter(|id| !got.contains(*id))
-                    .collect();
-                let resurrected: Vec<&String> = gone_rels
-                    .iter()
-                    .copied()
-                    .filter(|id| got.contains(*id))
-                    .collect();
+                let (missing, resurrected) =
+                    missing_and_listed(&got, &want_rels, gone_rels.iter().copied());
                 check_none(
                     f,
                     &m,

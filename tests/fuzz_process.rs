@@ -74,14 +74,8 @@ fn fuzz(url: &str, ca: &std::path::Path, key: Option<&str>, extra: &[&str]) -> b
 fn generated_requests_get_the_answers_the_contract_states() {
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut o = ClusterOptions::graph(3);
-    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
-    o.env
-        .insert("TORUA_BOOTSTRAP_API_KEY".into(), BOOTSTRAP.into());
-    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
-    torua_testkit::http::use_api_key(Some(BOOTSTRAP));
-    let mut cluster = TestCluster::start(3, o).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let o = ClusterOptions::graph(3).with_secret(SECRET, Some(BOOTSTRAP));
+    let mut cluster = TestCluster::start_green(3, o, SETTLE).unwrap();
     let url = cluster.node(0).url("");
 
     // Some data for the generated reads to find, and a read key.

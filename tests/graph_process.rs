@@ -102,8 +102,7 @@ fn import(url: &str) {
 
 #[test]
 fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
-    let mut cluster = TestCluster::start(3, graph_options(3)).unwrap();
-    wait_green(&mut cluster);
+    let mut cluster = TestCluster::start_green(3, graph_options(3), SETTLE).unwrap();
     let expected = torua::cmd::import::read_folder(&dulce_dir()).unwrap();
     import(&cluster.node(1).url(""));
     // Importing again is harmless.
@@ -130,8 +129,7 @@ fn dulce_import_is_readable_from_every_node_and_survives_restarts() {
 
 #[test]
 fn kill_9_during_ingest_loses_no_acknowledged_write() {
-    let mut cluster = TestCluster::start(3, graph_options(3)).unwrap();
-    wait_green(&mut cluster);
+    let mut cluster = TestCluster::start_green(3, graph_options(3), SETTLE).unwrap();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -215,8 +213,7 @@ fn bad_input_gets_a_4xx_and_changes_nothing() {
     let mut opts = graph_options(1);
     opts.env.insert("TORUA_EMBEDDING_DIM".into(), "4".into());
     opts.env.insert("TORUA_REPLICAS".into(), "1".into());
-    let mut cluster = TestCluster::start(1, opts).unwrap();
-    wait_green(&mut cluster);
+    let cluster = TestCluster::start_green(1, opts, SETTLE).unwrap();
     let url = cluster.node(0).url("/graph/ingest");
     let raw = |body: &str, content_type: &str| -> (u16, String) {
         match ureq::post(&url)
@@ -310,12 +307,7 @@ fn bad_input_gets_a_4xx_and_changes_nothing() {
     let got = cluster.node(0).get_json("/graph/entities/ok", T).unwrap();
     assert_eq!(got["error"]["status"], 404, "{got}");
     let shards = cluster.wait_applied(0, T).unwrap();
-    let total: u64 = shards["copies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["entities"].as_u64().unwrap_or(0))
-        .sum();
+    let total = torua_testkit::answers::copies_total(&shards, "entities");
     assert_eq!(total, 0, "{shards}");
     // A good NDJSON body is accepted.
     let (status, text) = raw("{\"entity\": {\"id\": \"ok\", \"embedding\": [1,2,3,4]}}\n{\"relation\": {\"id\": \"r\", \"source\": \"ok\", \"target\": \"later\"}}\n", "application/x-ndjson");

@@ -407,8 +407,7 @@ fn dead_node_is_replaced_then_rejoins_by_rebalancing() {
     let _one = one_cluster_at_a_time();
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut cluster = TestCluster::start(4, options(4)).unwrap();
-    cluster.wait_green(HEAL).unwrap();
+    let mut cluster = TestCluster::start_green(4, options(4), HEAL).unwrap();
     let load = Load::start(bases(&cluster, Some(3), 4), false);
     load.wait_acked(500);
     let held = copies_per_node(&cluster.node(0).get_json("/cluster/shards", SLOW).unwrap());
@@ -486,8 +485,7 @@ fn drain_and_rolling_restart_fail_no_request() {
     let mut f = Failures::default();
     let mut o = options(3);
     o.env.insert("TORUA_DRAIN_TIMEOUT".into(), "60s".into());
-    let mut cluster = TestCluster::start(3, o).unwrap();
-    cluster.wait_green(HEAL).unwrap();
+    let mut cluster = TestCluster::start_green(3, o, HEAL).unwrap();
     let load = Load::start(bases(&cluster, None, 3), true);
     load.wait_acked(300);
 
@@ -582,8 +580,7 @@ fn without_quorum_writes_are_refused_and_reads_marked_stale() {
     let _one = one_cluster_at_a_time();
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut cluster = TestCluster::start(3, options(3)).unwrap();
-    cluster.wait_green(HEAL).unwrap();
+    let mut cluster = TestCluster::start_green(3, options(3), HEAL).unwrap();
     let (ids, body) = batch("q", 20);
     let (status, _) = cluster
         .node(0)

@@ -369,21 +369,13 @@ fn request(
     timeout: Duration,
 ) -> Result<Resp, String> {
     let req = ureq::request(method, url).timeout(timeout);
-    let result = match body {
-        Some(b) => req.send_json(b.clone()),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(format!("{method} {url}: {e}")),
-    };
+    let resp = torua_testkit::http::send(req, body).map_err(|e| format!("{method} {url}: {e}"))?;
     let status = resp.status();
     let stale = resp.header("x-torua-stale").map(String::from);
     let text = resp
         .into_string()
         .map_err(|e| format!("{method} {url}: reading the body: {e}"))?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let body = torua_testkit::http::json_or_text(text);
     Ok(Resp {
         status,
         stale,

@@ -109,17 +109,11 @@ fn python_client_suite_passes_against_a_live_cluster() {
     let started = Instant::now();
     let python = venv_python();
 
-    let mut o = ClusterOptions::graph(3);
-    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
-    o.env
-        .insert("TORUA_BOOTSTRAP_API_KEY".into(), BOOTSTRAP.into());
+    let mut o = ClusterOptions::graph(3).with_secret(SECRET, Some(BOOTSTRAP));
     o.env
         .insert("TORUA_EMBEDDING_DIM".into(), EMBEDDING_DIM.to_string());
-    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
-    torua_testkit::http::use_api_key(Some(BOOTSTRAP));
     let cluster_started = Instant::now();
-    let mut cluster = TestCluster::start(3, o).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let cluster = TestCluster::start_green(3, o, SETTLE).unwrap();
     log(format!(
         "cluster green after {:.0?}",
         cluster_started.elapsed()

@@ -27,12 +27,9 @@ const SHARDS: u32 = 8;
 /// Pause between two tries of a request whose answer is expected to change (after a kill).
 const RETRY: Duration = Duration::from_millis(250);
 
-fn graph_options(nodes: usize) -> ClusterOptions {
-    ClusterOptions::graph(nodes)
-}
-
-fn wait_green(cluster: &mut TestCluster) {
-    cluster.wait_green(SETTLE).unwrap();
+/// A green 3-node graph cluster.
+fn green_cluster() -> TestCluster {
+    TestCluster::start_green(3, ClusterOptions::graph(3), SETTLE).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1456,8 +1453,7 @@ fn compare_query(
 #[test]
 fn random_graphs_answer_like_one_embedded_database() {
     let started = Instant::now();
-    let mut cluster = TestCluster::start(3, graph_options(3)).unwrap();
-    wait_green(&mut cluster);
+    let cluster = green_cluster();
     eprintln!(
         "cluster green after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -1715,8 +1711,7 @@ fn random_graphs_answer_like_one_embedded_database() {
 #[test]
 fn kill_9_keeps_answers_whole_then_partial_or_refused() {
     let started = Instant::now();
-    let mut cluster = TestCluster::start(3, graph_options(3)).unwrap();
-    wait_green(&mut cluster);
+    let mut cluster = green_cluster();
     let reference = Reference::new();
     let mut idx = Index::default();
     let mut f = Failures::default();
@@ -2021,8 +2016,7 @@ fn raw_post(node: &NodeProc, path: &str, body: &str) -> (u16, Value) {
 #[test]
 fn bad_input_gets_a_4xx_with_a_reason() {
     let started = Instant::now();
-    let mut cluster = TestCluster::start(3, graph_options(3)).unwrap();
-    wait_green(&mut cluster);
+    let mut cluster = green_cluster();
     let reference = Reference::new();
     let mut f = Failures::default();
     let mut rng = Rng::new(0xbad_0005);
@@ -2329,12 +2323,7 @@ fn bad_input_gets_a_4xx_with_a_reason() {
         format!("b-e1 changed: {}", short(&got))
     });
     let shards = cluster.wait_applied(0, SETTLE).unwrap();
-    let total: u64 = shards["copies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["relations"].as_u64().unwrap_or(0))
-        .sum();
+    let total = torua_testkit::answers::copies_total(&shards, "relations");
     let (_, ans) = post(
         cluster.node(0),
         "/query",

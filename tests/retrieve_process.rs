@@ -384,6 +384,15 @@ fn row_tokens(text: &str) -> u64 {
     count_tokens("cl100k_base", text) as u64 + 20
 }
 
+/// Each item's index in `items`, by its id.
+fn index_by_id<T>(items: &[T], id: impl Fn(&T) -> &String) -> HashMap<String, usize> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (id(item).clone(), i))
+        .collect()
+}
+
 struct Dulce {
     batch: Batch,
     ent: HashMap<String, usize>,
@@ -394,20 +403,30 @@ struct Dulce {
 }
 
 impl Dulce {
+    /// Each community report of a retrieval answer with the data's community of the same id
+    /// (reports of no such community left out).
+    fn reported_communities<'a>(
+        &'a self,
+        ans: &'a Value,
+    ) -> impl Iterator<Item = (&'a Value, &'a Community)> + 'a {
+        ans["community_reports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let c = self
+                    .batch
+                    .communities
+                    .iter()
+                    .find(|c| r["id"] == c.id.as_str());
+                c.map(|c| (r, c))
+            })
+    }
+
     fn load() -> Dulce {
         let batch = torua::cmd::import::read_folder(&dulce_dir()).unwrap();
-        let ent = batch
-            .entities
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.clone(), i))
-            .collect();
-        let chunk = batch
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id.clone(), i))
-            .collect();
+        let ent = index_by_id(&batch.entities, |e| &e.id);
+        let chunk = index_by_id(&batch.chunks, |c| &c.id);
         let mut adj: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in batch.relations.iter().enumerate() {
             adj.entry(r.source.clone()).or_default().push(i);
@@ -746,34 +765,25 @@ fn check_local(
             format!("{ctx}: reports not included but listed")
         });
     }
-    for r in ans["community_reports"].as_array().into_iter().flatten() {
-        if let Some(c) = d
-            .batch
-            .communities
-            .iter()
-            .find(|c| r["id"] == c.id.as_str())
-        {
-            let content = if c.full_content.is_empty() {
-                &c.summary
-            } else {
-                &c.full_content
-            };
-            f.check(
-                r["content"] == content.as_str()
-                    && r["title"] == c.title.as_str()
-                    && r["level"] == c.level
-                    && r["rank"].as_f64() == Some(c.rank),
-                || {
-                    format!(
-                        "{ctx}: report {}: {} differs from the data",
-                        c.id,
-                        short(
-                            &json!({"title": r["title"], "level": r["level"], "rank": r["rank"]})
-                        )
-                    )
-                },
-            );
-        }
+    for (r, c) in d.reported_communities(ans) {
+        let content = if c.full_content.is_empty() {
+            &c.summary
+        } else {
+            &c.full_content
+        };
+        f.check(
+            r["content"] == content.as_str()
+                && r["title"] == c.title.as_str()
+                && r["level"] == c.level
+                && r["rank"].as_f64() == Some(c.rank),
+            || {
+                format!(
+                    "{ctx}: report {}: {} differs from the data",
+                    c.id,
+                    short(&json!({"title": r["title"], "level": r["level"], "rank": r["rank"]}))
+                )
+            },
+        );
     }
 
     // Budget shares: reports at most 25 %.
@@ -1115,20 +1125,13 @@ fn dulce_local_global_naive_answers_match_the_data_on_every_node() {
                 format!("{label}: global mode lists {key}: {:?}", ids(&ans, key))
             });
         }
-        for r in ans["community_reports"].as_array().into_iter().flatten() {
-            if let Some(c) = d
-                .batch
-                .communities
-                .iter()
-                .find(|c| r["id"] == c.id.as_str())
-            {
-                f.check(
-                    r["content"] == c.full_content.as_str()
-                        && r["rank"].as_f64() == Some(c.rank)
-                        && r["level"] == c.level,
-                    || format!("{label}: report {} differs from the data", c.id),
-                );
-            }
+        for (r, c) in d.reported_communities(&ans) {
+            f.check(
+                r["content"] == c.full_content.as_str()
+                    && r["rank"].as_f64() == Some(c.rank)
+                    && r["level"] == c.level,
+                || format!("{label}: report {} differs from the data", c.id),
+            );
         }
     }
 

@@ -25,19 +25,11 @@ fn call(
     if let Some(key) = key {
         request = request.set("Authorization", &format!("Bearer {key}"));
     }
-    let result = match body {
-        Some(b) => request.send_json(b.clone()),
-        None => request.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
+    let response =
+        torua_testkit::http::send(request, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = response.status();
     let challenge = response.header("www-authenticate").map(str::to_string);
-    let text = response.into_string().unwrap_or_default();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let value = torua_testkit::http::json_or_text(response.into_string().unwrap_or_default());
     (status, value, challenge)
 }
 
@@ -93,14 +85,8 @@ fn metric(url: &str, key: &str, line_start: &str) -> f64 {
 fn api_keys_with_roles_guard_every_route_but_health() {
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut o = ClusterOptions::graph(3);
-    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
-    o.env
-        .insert("TORUA_BOOTSTRAP_API_KEY".into(), BOOTSTRAP.into());
-    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
-    let mut cluster = TestCluster::start(3, o).unwrap();
-    torua_testkit::http::use_api_key(Some(BOOTSTRAP));
-    cluster.wait_green(SETTLE).unwrap();
+    let o = ClusterOptions::graph(3).with_secret(SECRET, Some(BOOTSTRAP));
+    let cluster = TestCluster::start_green(3, o, SETTLE).unwrap();
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
     let u0 = &urls[0];
     f.check(u0.starts_with("https://"), || format!("{u0} is not https"));
@@ -462,14 +448,9 @@ fn slow_clients_do_not_hold_up_the_node() {
     let mut f = Failures::default();
     let mut o = ClusterOptions::graph(1);
     o.env.insert("TORUA_REPLICAS".into(), "1".into());
-    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
     // The test kit's key is process-wide: the same bootstrap key as the other test's cluster.
-    o.env
-        .insert("TORUA_BOOTSTRAP_API_KEY".into(), BOOTSTRAP.into());
-    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
-    torua_testkit::http::use_api_key(Some(BOOTSTRAP));
-    let mut cluster = TestCluster::start(1, o).unwrap();
-    cluster.wait_green(SETTLE).unwrap();
+    let o = o.with_secret(SECRET, Some(BOOTSTRAP));
+    let cluster = TestCluster::start_green(1, o, SETTLE).unwrap();
     let addr = cluster.node(0).http_addr();
     let host = addr.rsplit_once(':').unwrap().0.to_string();
     let health = cluster.node(0).url("/health");
@@ -594,9 +575,7 @@ fn slow_clients_do_not_hold_up_the_node() {
 fn a_cluster_formed_without_a_bootstrap_key_prints_one_initial_admin_key() {
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut o = ClusterOptions::graph(3);
-    o.env.insert("TORUA_CLUSTER_SECRET".into(), SECRET.into());
-    torua_testkit::http::trust_cluster_ca(SECRET, "torua");
+    let o = ClusterOptions::graph(3).with_secret(SECRET, None);
     let cluster = TestCluster::start(3, o).unwrap();
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).url("")).collect();
 

@@ -2,10 +2,13 @@
 //! waited for until it is green.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use torua_testkit::{ClusterOptions, TestCluster};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use torua_testkit::{log, ClusterOptions, TestCluster};
+
+use crate::sys::{cluster_rss, mem_available_mb, memory_guard};
 
 /// How a benchmark's cluster is sized (its `--shards`, `--memory-mb`, `--max-shard-gb` flags).
 #[derive(Debug, Clone, Copy)]
@@ -49,4 +52,40 @@ pub fn start_green(
         .wait_green(Duration::from_secs(120))
         .context("the cluster did not turn green")?;
     Ok(cluster)
+}
+
+/// Waits until node `node`'s `/cluster/shards` (each read waiting at most `read_timeout`) reports
+/// no write pending anywhere, stopping when less than `min_available_mb` is available and logging
+/// progress every 20 s. Past `deadline` it fails, saying the writes are still pending `when`
+/// (e.g. "at --max-minutes").
+pub fn wait_applied(
+    cluster: &TestCluster,
+    node: usize,
+    read_timeout: Duration,
+    min_available_mb: f64,
+    deadline: Instant,
+    when: &str,
+) -> Result<()> {
+    let mut last_log = Instant::now();
+    loop {
+        memory_guard(min_available_mb, cluster)?;
+        let answer = cluster.nodes[node].get_json("/cluster/shards", read_timeout);
+        let pending = answer.as_ref().ok().map(|a| a["pending_writes"].clone());
+        if pending == Some(json!(0)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("writes still pending {when}: {pending:?}");
+        }
+        if last_log.elapsed() > Duration::from_secs(20) {
+            log(format!(
+                "  waiting for writes to be applied: pending {}, node RSS MB {:?}, available MB {:?}",
+                pending.map_or("?".into(), |p| p.to_string()),
+                cluster_rss(cluster),
+                mem_available_mb()
+            ));
+            last_log = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -377,12 +377,54 @@ pub async fn ask_set_draining(
         draining,
         until_restart,
     };
-    match crate::peer::call_coordinator(ctx, req, DRAIN_TIMEOUT).await? {
+    offered_map(
+        ctx,
+        crate::peer::call_coordinator(ctx, req, DRAIN_TIMEOUT).await?,
+    )
+}
+
+/// The map of the coordinator's answer to a map change, installed here.
+pub(crate) fn offered_map(ctx: &NodeContext, answer: MapResponse) -> Result<ShardMap, Error> {
+    match answer {
         MapResponse::Map(Some(map)) => {
             ctx.shard_map.offer(map.clone());
             Ok(map)
         }
         other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// How long an operator's change (a drain, a key) is asked for again while the coordinator
+/// changes hands or is busy, and the pause between two tries.
+const ASK_FOR: Duration = Duration::from_secs(10);
+const ASK_AGAIN_AFTER: Duration = Duration::from_millis(300);
+
+/// Runs `attempt` (asking the coordinator for the change `what`) until it succeeds, again for
+/// [`ASK_FOR`] while it fails; an error `is_final` says retrying cannot change comes back at
+/// once, one still there after [`ASK_FOR`] as `Unavailable`.
+pub(crate) async fn ask_until_accepted<T, Fut>(
+    what: &str,
+    is_final: impl Fn(&Error) -> bool,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, Error>
+where
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + ASK_FOR;
+    loop {
+        match attempt().await {
+            Ok(answer) => return Ok(answer),
+            Err(e) if is_final(&e) => return Err(e),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "{what} not accepted yet; retrying");
+                tokio::time::sleep(ASK_AGAIN_AFTER).await;
+            }
+            Err(e) => {
+                return Err(Error::Unavailable(format!(
+                    "the coordinator did not accept the {what}: {e}; retry"
+                )))
+            }
+        }
     }
 }
 

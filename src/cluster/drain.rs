@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::coordinator::ask_set_draining;
+use crate::cluster::coordinator::{ask_set_draining, ask_until_accepted};
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
@@ -16,10 +16,6 @@ use crate::node::context::NodeContext;
 const POLL: Duration = Duration::from_millis(250);
 /// A drain that moves nothing for this long (no node can take the copies) gives up.
 const STUCK_AFTER: Duration = Duration::from_secs(3);
-
-/// How long an operator's drain request is retried while the coordinator changes hands.
-const ASK_FOR: Duration = Duration::from_secs(10);
-const ASK_AGAIN_AFTER: Duration = Duration::from_millis(300);
 
 /// An operator's drain (`draining`) or undrain of `node`: asks the coordinator, again for a few
 /// seconds while it is changing hands or busy, and answers with the map that records it. An
@@ -34,22 +30,12 @@ pub async fn set_draining(
             "{node:?} is not a node id (letters, digits, '.', '_', '-')"
         )));
     }
-    let deadline = Instant::now() + ASK_FOR;
-    loop {
-        match ask_set_draining(ctx, node, draining, false).await {
-            Err(e @ Error::NotFound(_)) => return Err(e),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "drain request not accepted yet; retrying");
-                tokio::time::sleep(ASK_AGAIN_AFTER).await;
-            }
-            Err(e) => {
-                return Err(Error::Unavailable(format!(
-                    "the coordinator did not accept the drain: {e}; retry"
-                )))
-            }
-            Ok(map) => return Ok(map),
-        }
-    }
+    ask_until_accepted(
+        "drain",
+        |e| matches!(e, Error::NotFound(_)),
+        || ask_set_draining(ctx, node, draining, false),
+    )
+    .await
 }
 
 /// On SIGTERM: asks the coordinator to move this node's copies away and waits until the map

@@ -61,11 +61,9 @@ pub async fn serve_health(
         )),
         HealthRequest::ShardStats => {
             let mut out = Vec::new();
-            for shard in ctx.storage.on_disk() {
-                let stats = match ctx.storage.open(shard).await {
-                    Ok(store) => store.stats().await,
-                    Err(e) => Err(e),
-                };
+            for (shard, stats) in
+                on_every_copy(ctx, |store| async move { store.stats().await }).await
+            {
                 match stats {
                     Ok(s) => out.push((shard, s)),
                     // Being removed or rebuilt right now: reported by the next call.
@@ -76,17 +74,33 @@ pub async fn serve_health(
             Ok(HealthResponse::Stats(out))
         }
         HealthRequest::ShardChecksums => {
-            let mut out = Vec::new();
-            for shard in ctx.storage.on_disk() {
-                let sum = match ctx.storage.open(shard).await {
-                    Ok(store) => store.checksum().await,
-                    Err(e) => Err(e),
-                };
-                out.push((shard, sum.map_err(Error::from)));
-            }
-            Ok(HealthResponse::Checksums(out))
+            let sums = on_every_copy(ctx, |store| async move { store.checksum().await }).await;
+            Ok(HealthResponse::Checksums(
+                sums.into_iter()
+                    .map(|(shard, sum)| (shard, sum.map_err(Error::from)))
+                    .collect(),
+            ))
         }
     }
+}
+
+/// `read` on this node's copy of each shard it has on disk, one after the other, in shard order.
+async fn on_every_copy<T, Fut>(
+    ctx: &NodeContext,
+    read: impl Fn(Arc<crate::storage::KuzuShard>) -> Fut,
+) -> Vec<(u32, Result<T, crate::storage::Error>)>
+where
+    Fut: std::future::Future<Output = Result<T, crate::storage::Error>>,
+{
+    let mut out = Vec::new();
+    for shard in ctx.storage.on_disk() {
+        let result = match ctx.storage.open(shard).await {
+            Ok(store) => read(store).await,
+            Err(e) => Err(e),
+        };
+        out.push((shard, result));
+    }
+    out
 }
 
 /// Answers a [`MapRequest`] from `from`.

@@ -5,17 +5,15 @@
 //! [`crate::node::access`]'s.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cluster::messages::{MapRequest, MapResponse};
+use crate::cluster::coordinator::{ask_until_accepted, offered_map};
+use crate::cluster::messages::MapRequest;
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::access::{self, KeyInfo, Role};
 use crate::node::context::NodeContext;
 
-/// How long a change is retried while the coordinator changes hands.
-const ASK_FOR: Duration = Duration::from_secs(10);
-const ASK_AGAIN_AFTER: Duration = Duration::from_millis(300);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates a key: returns what `GET /keys` will list and the key itself (the only time it is
@@ -60,24 +58,11 @@ pub fn list(ctx: &NodeContext) -> Vec<KeyInfo> {
 /// Asks the coordinator for a key change, again for a while when it is changing hands; installs
 /// the map it answers with.
 async fn ask(ctx: &Arc<NodeContext>, request: MapRequest) -> Result<ShardMap, Error> {
-    let deadline = Instant::now() + ASK_FOR;
-    loop {
-        match crate::peer::call_coordinator(ctx, request.clone(), CALL_TIMEOUT).await {
-            Ok(MapResponse::Map(Some(map))) => {
-                ctx.shard_map.offer(map.clone());
-                return Ok(map);
-            }
-            Ok(other) => return Err(Error::Internal(format!("unexpected answer {other:?}"))),
-            Err(e @ (Error::NotFound(_) | Error::Invalid(_))) => return Err(e),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "key change not accepted yet; retrying");
-                tokio::time::sleep(ASK_AGAIN_AFTER).await;
-            }
-            Err(e) => {
-                return Err(Error::Unavailable(format!(
-                    "the coordinator did not accept the key change: {e}; retry"
-                )))
-            }
-        }
-    }
+    let answer = ask_until_accepted(
+        "key change",
+        |e| matches!(e, Error::NotFound(_) | Error::Invalid(_)),
+        || crate::peer::call_coordinator(ctx, request.clone(), CALL_TIMEOUT),
+    )
+    .await?;
+    offered_map(ctx, answer)
 }

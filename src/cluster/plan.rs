@@ -387,6 +387,16 @@ mod tests {
             .collect()
     }
 
+    /// `nodes` nodes hold copies, and no node holds more than one copy more than another.
+    fn assert_balanced(map: &ShardMap, nodes: usize) {
+        let load = per_node(map);
+        assert_eq!(load.len(), nodes, "{load:?}");
+        assert!(
+            load.values().max().unwrap() - load.values().min().unwrap() <= 1,
+            "{load:?}"
+        );
+    }
+
     fn check_invariants(map: &ShardMap) {
         for a in &map.assignments {
             assert!(
@@ -448,11 +458,7 @@ mod tests {
         assert!(map.assignments.iter().all(|a| a.copies().count() == 2
             && a.in_sync.len() == 2
             && !a.copies().any(|c| c == "node-5")));
-        let load = per_node(&map);
-        assert!(
-            load.values().max().unwrap() - load.values().min().unwrap() <= 1,
-            "{load:?}"
-        );
+        assert_balanced(&map, 4);
     }
 
     #[test]
@@ -512,12 +518,7 @@ mod tests {
             catch_up(&mut map, &m);
         }
         assert!(map.moves.is_empty());
-        let load = per_node(&map);
-        assert_eq!(load.len(), 6);
-        assert!(
-            load.values().max().unwrap() - load.values().min().unwrap() <= 1,
-            "{load:?}"
-        );
+        assert_balanced(&map, 6);
     }
 
     #[test]

@@ -27,15 +27,29 @@ pub fn shard_of(id: &str, shards: u32) -> u32 {
     (fnv1a64(id.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
+/// `ids` grouped by their shard, each group in the order given.
+pub fn ids_by_shard(ids: &[String], shards: u32) -> BTreeMap<u32, Vec<String>> {
+    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        out.entry(shard_of(id, shards))
+            .or_default()
+            .push(id.clone());
+    }
+    out
+}
+
 /// Splits a batch into one batch per shard, following the placement rules above.
 pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
     let mut out: BTreeMap<u32, Batch> = BTreeMap::new();
-    for e in batch.entities {
-        out.entry(shard_of(&e.id, shards))
-            .or_default()
-            .entities
-            .push(e);
+    // The kinds placed by their own id.
+    macro_rules! by_id {
+        ($($kind:ident),*) => {$(
+            for item in batch.$kind {
+                out.entry(shard_of(&item.id, shards)).or_default().$kind.push(item);
+            }
+        )*};
     }
+    by_id!(entities, chunks, communities, documents);
     for r in batch.relations {
         let a = shard_of(&r.source, shards);
         let b = shard_of(&r.target, shards);
@@ -43,24 +57,6 @@ pub fn split(batch: Batch, shards: u32) -> BTreeMap<u32, Batch> {
             out.entry(b).or_default().relations.push(r.clone());
         }
         out.entry(a).or_default().relations.push(r);
-    }
-    for c in batch.chunks {
-        out.entry(shard_of(&c.id, shards))
-            .or_default()
-            .chunks
-            .push(c);
-    }
-    for c in batch.communities {
-        out.entry(shard_of(&c.id, shards))
-            .or_default()
-            .communities
-            .push(c);
-    }
-    for d in batch.documents {
-        out.entry(shard_of(&d.id, shards))
-            .or_default()
-            .documents
-            .push(d);
     }
     out
 }

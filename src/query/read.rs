@@ -80,16 +80,12 @@ pub async fn serve(
     request: ReadRequest,
 ) -> Result<ReadResponse, Error> {
     match request {
-        ReadRequest::GetEntity { shard, id } => {
-            ctx.holds_copy(shard)?;
-            let store = ctx.storage.open(shard).await?;
-            Ok(ReadResponse::Entity(store.get_entity(id).await?))
-        }
-        ReadRequest::GetChunk { shard, id } => {
-            ctx.holds_copy(shard)?;
-            let store = ctx.storage.open(shard).await?;
-            Ok(ReadResponse::Chunk(store.get_chunk(id).await?))
-        }
+        ReadRequest::GetEntity { shard, id } => Ok(ReadResponse::Entity(
+            held_copy(ctx, shard).await?.get_entity(id).await?,
+        )),
+        ReadRequest::GetChunk { shard, id } => Ok(ReadResponse::Chunk(
+            held_copy(ctx, shard).await?.get_chunk(id).await?,
+        )),
         ReadRequest::Traverse {
             parts,
             direction,
@@ -106,61 +102,71 @@ pub async fn serve(
             read,
             timeout_ms,
         } => Ok(ReadResponse::Retrieved(
-            super::scatter::retrieve_on_shards(ctx, shards, read, timeout_ms).await,
+            super::scatter::Retrieval::on_shards(ctx, shards, read, timeout_ms).await,
         )),
-        ReadRequest::GetDocument { shard, id } => {
-            ctx.holds_copy(shard)?;
-            let store = ctx.storage.open(shard).await?;
-            Ok(ReadResponse::Document(store.get_document(id).await?))
-        }
+        ReadRequest::GetDocument { shard, id } => Ok(ReadResponse::Document(
+            held_copy(ctx, shard).await?.get_document(id).await?,
+        )),
         ReadRequest::Cascade {
             shards,
             read,
             timeout_ms,
         } => Ok(ReadResponse::Cascaded(
-            super::scatter::cascade_on_shards(ctx, shards, read, timeout_ms).await,
+            super::scatter::Cascade::on_shards(ctx, shards, read, timeout_ms).await,
         )),
     }
 }
 
-/// From any node: reads an entity from an in-sync copy of its shard (this node's first), failing
-/// over to the next copy.
-pub async fn route_get_entity(
-    ctx: &Arc<NodeContext>,
-    shard: u32,
-    id: &str,
-) -> Result<Option<EntityRecord>, Error> {
-    let id = id.to_string();
-    match route_read(ctx, shard, ReadRequest::GetEntity { shard, id }).await? {
-        ReadResponse::Entity(e) => Ok(e),
-        other => Err(unexpected(other)),
-    }
+/// A point read routed from any node: `$name(ctx, shard, id)` sends `ReadRequest::$request` to an
+/// in-sync copy of `shard` (this node's first), failing over to the next copy, and takes the item
+/// out of `ReadResponse::$response`.
+macro_rules! point_read {
+    ($(#[$doc:meta])* $name:ident, $request:ident, $response:ident, $item:ty) => {
+        $(#[$doc])*
+        pub async fn $name(
+            ctx: &Arc<NodeContext>,
+            shard: u32,
+            id: &str,
+        ) -> Result<Option<$item>, Error> {
+            let id = id.to_string();
+            match route_read(ctx, shard, ReadRequest::$request { shard, id }).await? {
+                ReadResponse::$response(item) => Ok(item),
+                other => Err(unexpected(other)),
+            }
+        }
+    };
 }
 
-/// Like [`route_get_entity`] for a chunk.
-pub async fn route_get_chunk(
-    ctx: &Arc<NodeContext>,
-    shard: u32,
-    id: &str,
-) -> Result<Option<Chunk>, Error> {
-    let id = id.to_string();
-    match route_read(ctx, shard, ReadRequest::GetChunk { shard, id }).await? {
-        ReadResponse::Chunk(c) => Ok(c),
-        other => Err(unexpected(other)),
-    }
-}
+point_read!(
+    /// From any node: reads an entity from an in-sync copy of its shard (this node's first),
+    /// failing over to the next copy.
+    route_get_entity,
+    GetEntity,
+    Entity,
+    EntityRecord
+);
+point_read!(
+    /// Like [`route_get_entity`] for a chunk.
+    route_get_chunk,
+    GetChunk,
+    Chunk,
+    Chunk
+);
+point_read!(
+    /// Like [`route_get_entity`] for a document.
+    route_get_document,
+    GetDocument,
+    Document,
+    Document
+);
 
-/// Like [`route_get_entity`] for a document.
-pub async fn route_get_document(
+/// This node's copy of `shard`, when it holds one in sync.
+async fn held_copy(
     ctx: &Arc<NodeContext>,
     shard: u32,
-    id: &str,
-) -> Result<Option<Document>, Error> {
-    let id = id.to_string();
-    match route_read(ctx, shard, ReadRequest::GetDocument { shard, id }).await? {
-        ReadResponse::Document(d) => Ok(d),
-        other => Err(unexpected(other)),
-    }
+) -> Result<Arc<crate::storage::KuzuShard>, Error> {
+    ctx.holds_copy(shard)?;
+    Ok(ctx.storage.open(shard).await?)
 }
 
 fn unexpected(answer: ReadResponse) -> Error {

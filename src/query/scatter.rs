@@ -203,69 +203,85 @@ impl ShardRead for ShardQuery {
     }
 }
 
-/// A retrieval read with its time limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Retrieval {
-    pub read: RetrievalRead,
-    pub timeout_ms: u64,
+/// A typed per-shard read with its time limit: the struct and its [`ShardRead`], whose request is
+/// the `ReadRequest` variant `$request` (shards, read, time limit) and whose results come in the
+/// `ReadResponse` variant `$response`; on the node holding the copies, [`KuzuShard`]'s `$run`
+/// answers it.
+macro_rules! timed_read {
+    (
+        $(#[$doc:meta])* $name:ident, $read:ty, $answer:ty, $request:ident, $response:ident,
+        $run:ident
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name {
+            pub read: $read,
+            pub timeout_ms: u64,
+        }
+
+        impl $name {
+            /// On the node holding the copies: `read` on each of `shards` at once, answers in
+            /// the order asked.
+            pub async fn on_shards(
+                ctx: &Arc<NodeContext>,
+                shards: Vec<u32>,
+                read: $read,
+                timeout_ms: u64,
+            ) -> Vec<(u32, Result<$answer, QueryFailure>)> {
+                on_local_copies(ctx, shards, move |store| {
+                    let read = read.clone();
+                    async move { store.$run(read, timeout_ms, MAX_SHARD_ANSWER_BYTES).await }
+                })
+                .await
+            }
+        }
+
+        impl ShardRead for $name {
+            type Answer = $answer;
+
+            fn timeout_ms(&self) -> u64 {
+                self.timeout_ms
+            }
+
+            fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
+                ReadRequest::$request {
+                    shards,
+                    read: self.read.clone(),
+                    timeout_ms: self.timeout_ms,
+                }
+            }
+
+            fn results(
+                response: ReadResponse,
+            ) -> Result<Vec<(u32, Result<$answer, QueryFailure>)>, Box<ReadResponse>> {
+                match response {
+                    ReadResponse::$response(results) => Ok(results),
+                    other => Err(Box::new(other)),
+                }
+            }
+        }
+    };
 }
 
-impl ShardRead for Retrieval {
-    type Answer = RetrievalRows;
+timed_read!(
+    /// A retrieval read with its time limit.
+    Retrieval,
+    RetrievalRead,
+    RetrievalRows,
+    Retrieval,
+    Retrieved,
+    retrieve
+);
 
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
-    }
-
-    fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
-        ReadRequest::Retrieval {
-            shards,
-            read: self.read.clone(),
-            timeout_ms: self.timeout_ms,
-        }
-    }
-
-    fn results(
-        response: ReadResponse,
-    ) -> Result<Vec<(u32, Result<RetrievalRows, QueryFailure>)>, Box<ReadResponse>> {
-        match response {
-            ReadResponse::Retrieved(results) => Ok(results),
-            other => Err(Box::new(other)),
-        }
-    }
-}
-
-/// One of the document cascade's reads with its time limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cascade {
-    pub read: CascadeRead,
-    pub timeout_ms: u64,
-}
-
-impl ShardRead for Cascade {
-    type Answer = CascadeRows;
-
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
-    }
-
-    fn request(&self, shards: Vec<u32>, _first: bool) -> ReadRequest {
-        ReadRequest::Cascade {
-            shards,
-            read: self.read.clone(),
-            timeout_ms: self.timeout_ms,
-        }
-    }
-
-    fn results(
-        response: ReadResponse,
-    ) -> Result<Vec<(u32, Result<CascadeRows, QueryFailure>)>, Box<ReadResponse>> {
-        match response {
-            ReadResponse::Cascaded(results) => Ok(results),
-            other => Err(Box::new(other)),
-        }
-    }
-}
+timed_read!(
+    /// One of the document cascade's reads with its time limit.
+    Cascade,
+    CascadeRead,
+    CascadeRows,
+    Cascade,
+    Cascaded,
+    cascade_read
+);
 
 /// On the node holding the copy: the copy of `shard`, if this node holds it in sync.
 async fn copy_here(ctx: &Arc<NodeContext>, shard: u32) -> Result<Arc<KuzuShard>, QueryFailure> {
@@ -339,44 +355,6 @@ pub async fn run_on_shards(
         }
         async move { (shard, run_on_shard(&ctx, shard, query).await) }
     }))
-    .await
-}
-
-/// On the node holding the copies: a retrieval read on each of `shards` at once, answers in the
-/// order asked.
-pub async fn retrieve_on_shards(
-    ctx: &Arc<NodeContext>,
-    shards: Vec<u32>,
-    read: RetrievalRead,
-    timeout_ms: u64,
-) -> Vec<(u32, Result<RetrievalRows, QueryFailure>)> {
-    on_local_copies(ctx, shards, move |store| {
-        let read = read.clone();
-        async move {
-            store
-                .retrieve(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
-                .await
-        }
-    })
-    .await
-}
-
-/// On the node holding the copies: a cascade read on each of `shards` at once, answers in the
-/// order asked.
-pub async fn cascade_on_shards(
-    ctx: &Arc<NodeContext>,
-    shards: Vec<u32>,
-    read: CascadeRead,
-    timeout_ms: u64,
-) -> Vec<(u32, Result<CascadeRows, QueryFailure>)> {
-    on_local_copies(ctx, shards, move |store| {
-        let read = read.clone();
-        async move {
-            store
-                .cascade_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES)
-                .await
-        }
-    })
     .await
 }
 

@@ -5,12 +5,12 @@
 //! shard), as Elasticsearch's default query-then-fetch does; with items spread evenly the scores
 //! are comparable, with very uneven shards they are not exactly the single-database scores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
 use super::stage::{StageError, Stages};
-use crate::graph::partition::shard_of;
+use crate::graph::partition::ids_by_shard;
 use crate::storage::{ItemKind, RetrievalRead, RetrievalRows, RetrievedItem, TextIndex};
 
 /// Reciprocal rank fusion's constant (Cormack et al.; also Elasticsearch's and LightRAG's).
@@ -184,13 +184,7 @@ pub async fn lookup(
     target: Target,
     ids: &[String],
 ) -> Result<HashMap<String, Item>, StageError> {
-    let mut per_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for id in ids {
-        per_shard
-            .entry(shard_of(id, stages.map.shards))
-            .or_default()
-            .push(id.clone());
-    }
+    let per_shard = ids_by_shard(ids, stages.map.shards);
     let answers = futures_util::future::join_all(per_shard.into_iter().map(|(shard, ids)| {
         let read = RetrievalRead::Lookup {
             items: target.items(),

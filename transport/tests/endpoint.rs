@@ -96,6 +96,15 @@ fn serving(
     (ep, counters)
 }
 
+/// Nodes `a` and `b` of a CA derived from `s3cret`, both with the default configuration: the CA,
+/// `a`, `b`, and `b`'s counters.
+fn two_nodes() -> (ClusterCa, Endpoint, Endpoint, Arc<Counters>) {
+    let c = ca("s3cret");
+    let (a, _) = node(&c, "a", TransportConfig::default());
+    let (b, counters) = node(&c, "b", TransportConfig::default());
+    (c, a, b, counters)
+}
+
 fn ca(secret: &str) -> ClusterCa {
     ClusterCa::derive(secret, "test-cluster").unwrap()
 }
@@ -138,9 +147,7 @@ async fn round_trip_carries_certified_node_ids() {
 // Multi-threaded like a real node: exercises the pool's shared dial and handler concurrency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests() {
-    let c = ca("s3cret");
-    let (a, _) = node(&c, "a", TransportConfig::default());
-    let (b, counters) = node(&c, "b", TransportConfig::default());
+    let (_, a, b, counters) = two_nodes();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let a = a.clone();
@@ -248,9 +255,7 @@ async fn dead_address_fails_within_connect_timeout_then_backs_off() {
 
 #[tokio::test]
 async fn slow_handler_times_out_and_server_stays_healthy() {
-    let c = ca("s3cret");
-    let (a, _) = node(&c, "a", TransportConfig::default());
-    let (b, counters) = node(&c, "b", TransportConfig::default());
+    let (_, a, b, counters) = two_nodes();
     let start = Instant::now();
     let e = a
         .request::<Req, Resp>(
@@ -274,9 +279,7 @@ async fn slow_handler_times_out_and_server_stays_healthy() {
 
 #[tokio::test]
 async fn cancelled_request_resets_stream_and_server_stays_healthy() {
-    let c = ca("s3cret");
-    let (a, _) = node(&c, "a", TransportConfig::default());
-    let (b, counters) = node(&c, "b", TransportConfig::default());
+    let (_, a, b, counters) = two_nodes();
     // Warm the connection so the cancellation hits mid-request, not mid-dial.
     echo(&a, b.local_addr(), "warm").await.unwrap();
     for _ in 0..5 {
@@ -363,9 +366,7 @@ use transport::quinn;
 
 #[tokio::test]
 async fn garbage_on_raw_streams_gets_error_replies_not_crashes() {
-    let c = ca("s3cret");
-    let (a, _) = node(&c, "a", TransportConfig::default());
-    let (b, counters) = node(&c, "b", TransportConfig::default());
+    let (_, a, b, counters) = two_nodes();
     let conn = a.connect(b.local_addr()).await.unwrap();
     let raw = conn.quinn_connection();
 
@@ -415,9 +416,7 @@ async fn no_service_installed_is_a_remote_error() {
 
 #[tokio::test]
 async fn restarted_peer_on_same_port_is_reachable_again() {
-    let c = ca("s3cret");
-    let (a, _) = node(&c, "a", TransportConfig::default());
-    let (b, _) = node(&c, "b", TransportConfig::default());
+    let (c, a, b, _) = two_nodes();
     let addr = b.local_addr();
     echo(&a, addr, "before").await.unwrap();
     b.shutdown().await;
@@ -465,9 +464,7 @@ async fn restarted_peer_on_same_port_is_reachable_again() {
 
 #[tokio::test]
 async fn shutdown_is_bounded_and_final() {
-    let c = ca("s3cret");
-    let (a, _) = node(&c, "a", TransportConfig::default());
-    let (b, _) = node(&c, "b", TransportConfig::default());
+    let (_, a, b, _) = two_nodes();
     echo(&a, b.local_addr(), "x").await.unwrap();
     // A request in flight towards b while b shuts down.
     let pending = {

@@ -17,20 +17,34 @@ from torua.types import Batch
 from conftest import DULCE
 
 
+def mock(
+    cls: type, handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw
+):
+    """A `torua.Client` or `torua.AsyncClient` whose answers come from `handler`."""
+    c = cls(urls, backoff=0.001, **kw)
+    c._http = c._http_class(transport=httpx.MockTransport(handler), headers=c._http.headers)
+    return c
+
+
 def mock_client(
     handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw
 ) -> torua.Client:
-    c = torua.Client(urls, backoff=0.001, **kw)
-    c._http = httpx.Client(transport=httpx.MockTransport(handler), headers=c._http.headers)
-    return c
+    return mock(torua.Client, handler, urls, **kw)
 
 
-def mock_async(
-    handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw
-) -> torua.AsyncClient:
-    c = torua.AsyncClient(urls, backoff=0.001, **kw)
-    c._http = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=c._http.headers)
-    return c
+def refusing_a(
+    seen: List[str], answer: Callable[[httpx.Request], httpx.Response]
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A handler that records each request's host, refuses connections to host `a` and answers
+    the others with `answer`."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        if request.url.host == "a":
+            raise httpx.ConnectError("refused", request=request)
+        return answer(request)
+
+    return handler
 
 
 HEALTH = {
@@ -47,15 +61,12 @@ HEALTH = {
 def test_connection_refused_and_503_fail_over_to_the_next_node() -> None:
     seen: List[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.host)
-        if request.url.host == "a":
-            raise httpx.ConnectError("refused", request=request)
+    def answer(request: httpx.Request) -> httpx.Response:
         if request.url.host == "b":
             return httpx.Response(503, json={"error": {"status": 503, "reason": "no quorum"}})
         return httpx.Response(200, json=HEALTH)
 
-    c = mock_client(handler, ["http://a", "http://b", "http://c"])
+    c = mock_client(refusing_a(seen, answer), ["http://a", "http://b", "http://c"])
     assert c.health().node_id == "node-2"
     assert seen == ["a", "b", "c"]
     # The node that answered is asked first next time.
@@ -179,10 +190,7 @@ def test_ingest_batches_kinds_in_order() -> None:
 def test_async_client_fails_over_and_retries() -> None:
     calls: List[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request.url.host)
-        if request.url.host == "a":
-            raise httpx.ConnectError("refused", request=request)
+    def answer(request: httpx.Request) -> httpx.Response:
         if len(calls) == 2:
             return httpx.Response(
                 503,
@@ -192,7 +200,7 @@ def test_async_client_fails_over_and_retries() -> None:
         return httpx.Response(200, json=HEALTH)
 
     async def main() -> None:
-        c = mock_async(handler, ["http://a", "http://b"])
+        c = mock(torua.AsyncClient, refusing_a(calls, answer), ["http://a", "http://b"])
         assert (await c.health()).node_id == "node-2"
         await c.aclose()
 

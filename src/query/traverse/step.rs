@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::cluster::shard_map::{in_sync_here, ShardMap};
 use crate::error::Error;
-use crate::graph::partition::shard_of;
+use crate::graph::partition::{ids_by_shard, shard_of};
 use crate::node::context::NodeContext;
 use crate::query::read::{ReadRequest, ReadResponse};
 use crate::query::scatter::{
@@ -96,13 +96,7 @@ impl<'a> Traversal<'a> {
         direction: Direction,
         relations: bool,
     ) -> Result<Step, TraverseError> {
-        let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for id in ids {
-            by_shard
-                .entry(shard_of(id, self.map.shards))
-                .or_default()
-                .push(id.clone());
-        }
+        let by_shard = ids_by_shard(ids, self.map.shards);
         self.touched.extend(by_shard.keys().copied());
         // Units of work: (shard, ids), with the copies to try; failed shards are not asked again.
         let mut open: Vec<Unit> = Vec::new();

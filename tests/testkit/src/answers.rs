@@ -38,6 +38,17 @@ pub fn holders(shards: &Value) -> BTreeMap<u32, BTreeSet<String>> {
     holders
 }
 
+/// The sum of `field` (`entities`, `relations`, ...) over every copy of a `/cluster/shards`
+/// answer (panics when it lists no copies; a copy without the count adds 0).
+pub fn copies_total(shards: &Value, field: &str) -> u64 {
+    shards["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[field].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// The shards without a copy on `survivor`; panics when every shard has one there (a test of
 /// shards without a live copy would check nothing).
 pub fn shards_not_on(holders: &BTreeMap<u32, BTreeSet<String>>, survivor: &str) -> BTreeSet<u32> {

@@ -124,6 +124,21 @@ impl ClusterOptions {
         o.start_timeout = Duration::from_secs(60);
         o
     }
+
+    /// These options with the cluster secret `secret` (HTTPS only, API keys asked for) and, when
+    /// given, the bootstrap admin key `bootstrap`. From now on the test kit's HTTP helpers trust
+    /// the CA that `secret` derives for cluster `torua`, and send `bootstrap` when given.
+    pub fn with_secret(mut self, secret: &str, bootstrap: Option<&str>) -> Self {
+        self.env
+            .insert("TORUA_CLUSTER_SECRET".into(), secret.into());
+        crate::http::trust_cluster_ca(secret, "torua");
+        if let Some(key) = bootstrap {
+            self.env
+                .insert("TORUA_BOOTSTRAP_API_KEY".into(), key.into());
+            crate::http::use_api_key(Some(key));
+        }
+        self
+    }
 }
 
 /// One `torua serve` process (running or stopped).

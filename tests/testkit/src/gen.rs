@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use crate::graphrag::{Entity, Relation};
 use crate::rng::{power_law, Rng};
 
 /// Syllables of made-up words.
@@ -125,4 +126,41 @@ pub fn pack<T: Serialize>(
         out.push((n, body));
     }
     Ok(out)
+}
+
+/// `n` relations `rel-<j>` between `entities`, each drawn in this order: its source and target
+/// indexes (`endpoints`; a target equal to the source is drawn again, uniformly), its
+/// description (`description`, given the source), a weight of 1 to 10 and its text unit ids
+/// (`text_unit_ids`). Each entity's `degree` becomes the number of relations it is an end of.
+pub fn relations(
+    rng: &mut Rng,
+    entities: &mut [Entity],
+    n: usize,
+    mut endpoints: impl FnMut(&mut Rng) -> (usize, usize),
+    mut description: impl FnMut(&mut Rng, usize) -> String,
+    mut text_unit_ids: impl FnMut(&mut Rng) -> Vec<String>,
+) -> Vec<Relation> {
+    let mut degree = vec![0i64; entities.len()];
+    let relations = (0..n)
+        .map(|j| {
+            let (s, mut t) = endpoints(rng);
+            while t == s {
+                t = rng.below(entities.len());
+            }
+            degree[s] += 1;
+            degree[t] += 1;
+            Relation {
+                id: format!("rel-{j}"),
+                source: entities[s].id.clone(),
+                target: entities[t].id.clone(),
+                description: description(rng, s),
+                weight: (1 + rng.below(10)) as f64,
+                text_unit_ids: text_unit_ids(rng),
+            }
+        })
+        .collect();
+    for (e, d) in entities.iter_mut().zip(degree) {
+        e.degree = d;
+    }
+    relations
 }

@@ -109,6 +109,18 @@ impl TestCluster {
         .map(|_| ())
     }
 
+    /// Starts `nodes` nodes with `options` and waits at most `timeout` until every one reports
+    /// green health.
+    pub fn start_green(
+        nodes: usize,
+        options: crate::ClusterOptions,
+        timeout: Duration,
+    ) -> anyhow::Result<TestCluster> {
+        let mut cluster = TestCluster::start(nodes, options)?;
+        cluster.wait_green(timeout)?;
+        Ok(cluster)
+    }
+
     /// Like [`wait_all`](Self::wait_all) on `/cluster/health`, and also every answer names the same
     /// coordinator and term. Returns (coordinator, term).
     pub fn wait_health_agree<F>(

@@ -61,45 +61,47 @@ pub fn with_key(request: ureq::Request) -> ureq::Request {
     }
 }
 
+/// Sends `request`, with `body` as JSON when given: the response whatever its status code, or
+/// the transport error when there was no HTTP answer.
+pub fn send(
+    request: ureq::Request,
+    body: Option<&Value>,
+) -> Result<ureq::Response, Box<ureq::Transport>> {
+    let result = match body {
+        Some(b) => request.send_json(b.clone()),
+        None => request.call(),
+    };
+    match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(r),
+        Err(ureq::Error::Transport(t)) => Err(Box::new(t)),
+    }
+}
+
+/// An answer's body as JSON, or its text as a JSON string when it is not JSON.
+pub fn json_or_text(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
 /// GET a URL and parse JSON, whatever the status code.
 pub fn get_json(url: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let resp = match with_key(agent().get(url)).timeout(timeout).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.into()),
-    };
+    let resp = send(with_key(agent().get(url)).timeout(timeout), None)?;
     Ok(resp.into_json()?)
 }
 
 /// POST JSON and return status + parsed body, whatever the status code.
 pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
-    let resp = match with_key(agent().post(url))
-        .timeout(timeout)
-        .send_json(body.clone())
-    {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.into()),
-    };
+    let resp = send(with_key(agent().post(url)).timeout(timeout), Some(body))?;
     let status = resp.status();
-    let text = resp.into_string()?;
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok((status, value))
+    Ok((status, json_or_text(resp.into_string()?)))
 }
 
 /// GET with an agent: (status, JSON body or the text as a string, value of `x-torua-stale`),
 /// whatever the status code.
 pub fn get_full(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value, Option<String>)> {
-    let resp = match with_key(agent.get(url)).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.into()),
-    };
+    let resp = send(with_key(agent.get(url)), None)?;
     let status = resp.status();
     let stale = resp.header("x-torua-stale").map(String::from);
-    let text = resp.into_string()?;
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok((status, value, stale))
+    Ok((status, json_or_text(resp.into_string()?), stale))
 }
 
 /// POSTs a prepared JSON body: (µs until the whole answer is read, status, body), whatever the

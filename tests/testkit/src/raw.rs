@@ -20,7 +20,6 @@ pub fn post_raw(url: &str, body: &str, timeout: Duration) -> (u16, Value, Option
     };
     let status = resp.status();
     let retry_after = resp.header("retry-after").map(String::from);
-    let text = resp.into_string().unwrap_or_default();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let value = crate::http::json_or_text(resp.into_string().unwrap_or_default());
     (status, value, retry_after)
 }

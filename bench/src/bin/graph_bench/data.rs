@@ -103,29 +103,17 @@ pub(crate) fn generate(n_entities: usize, n_relations: usize, seed: u64, skew: f
         .collect();
     let sources = permutation(&mut rng, n_entities);
     let targets = permutation(&mut rng, n_entities);
-    let mut degree = vec![0i64; n_entities];
-    let relations: Vec<Relation> = (0..n_relations)
-        .map(|j| {
-            let s = sources[power_law(&mut rng, n_entities, skew)];
-            let mut t = targets[power_law(&mut rng, n_entities, skew)];
-            while t == s {
-                t = rng.below(n_entities);
-            }
-            degree[s] += 1;
-            degree[t] += 1;
-            Relation {
-                id: format!("rel-{j}"),
-                source: entities[s].id.clone(),
-                target: entities[t].id.clone(),
-                description: words(&mut rng, 5, 12),
-                weight: (1 + rng.below(10)) as f64,
-                text_unit_ids: text_units(&mut rng, 1, 2, pool),
-            }
-        })
-        .collect();
-    for (e, d) in entities.iter_mut().zip(degree) {
-        e.degree = d;
-    }
+    let relations = relations(
+        &mut rng,
+        &mut entities,
+        n_relations,
+        |rng| {
+            let s = sources[power_law(rng, n_entities, skew)];
+            (s, targets[power_law(rng, n_entities, skew)])
+        },
+        |rng, _| words(rng, 5, 12),
+        |rng| text_units(rng, 1, 2, pool),
+    );
     Graph {
         entities,
         relations,

@@ -107,19 +107,8 @@ pub(crate) fn ingest_copy(
     let db = open_graph_db(&dir.join("copy.kz"), memory_mb)?;
     let conn = Connection::new(&db)?;
     let t0 = Instant::now();
-    conn.query(&format!(
-        "COPY Entity FROM '{}' (HEADER=true)",
-        ep.display()
-    ))
-    .context("COPY Entity")?;
-    let entities_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    conn.query(&format!(
-        "COPY RELATED FROM '{}' (HEADER=true)",
-        rp.display()
-    ))
-    .context("COPY RELATED")?;
-    let relations_s = t1.elapsed().as_secs_f64();
+    let entities_s = copy_from(&conn, "Entity", &ep)?;
+    let relations_s = copy_from(&conn, "RELATED", &rp)?;
     let wall = t0.elapsed();
     drop(conn);
     check_counts(&db, g)?;
@@ -141,11 +130,45 @@ pub(crate) fn ingest_copy(
     ))
 }
 
+/// Loads table `table` from the CSV file `csv` (with a header line); returns the seconds it took.
+fn copy_from(conn: &Connection, table: &str, csv: &Path) -> Result<f64> {
+    let t = Instant::now();
+    conn.query(&format!(
+        "COPY {table} FROM '{}' (HEADER=true)",
+        csv.display()
+    ))
+    .with_context(|| format!("COPY {table}"))?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 pub(crate) fn exec(conn: &Connection, q: &str, params: Vec<(&str, KValue)>) -> Result<()> {
     let mut stmt = conn.prepare(q).with_context(|| format!("prepare {q}"))?;
     conn.execute(&mut stmt, params)
         .with_context(|| format!("execute {q}"))?;
     Ok(())
+}
+
+/// Runs `cypher` (an `UNWIND $rows ...` over rows of `fields`) on `items` in batches of `batch`,
+/// until `deadline` passes; returns how many items it sent.
+fn unwind_in_batches<T>(
+    conn: &Connection,
+    cypher: &str,
+    fields: &[(&str, LogicalType)],
+    items: &[T],
+    row: fn(&T) -> Vec<KValue>,
+    batch: usize,
+    deadline: Instant,
+) -> Result<usize> {
+    let mut done = 0;
+    for chunk in items.chunks(batch) {
+        if Instant::now() > deadline {
+            break;
+        }
+        done += chunk.len();
+        let rows = chunk.iter().map(row).collect();
+        exec(conn, cypher, vec![("rows", struct_rows(fields, rows))])?;
+    }
+    Ok(done)
 }
 
 /// torua's statement-based path without distribution: the set-wise `UNWIND ... CREATE` statements of
@@ -159,38 +182,29 @@ pub(crate) fn ingest_unwind(
 ) -> Result<IngestResult> {
     let db = open_graph_db(&dir.join("unwind.kz"), memory_mb)?;
     let conn = Connection::new(&db)?;
-    let efields = entity_fields();
-    let rfields = relation_fields();
     let t0 = Instant::now();
-    let (mut entities_done, mut relations_done) = (0, 0);
-    for chunk in g.entities.chunks(batch) {
-        if Instant::now() > deadline {
-            break;
-        }
-        entities_done += chunk.len();
-        let rows = chunk.iter().map(entity_row).collect();
-        exec(
-            &conn,
-            "UNWIND $rows AS r CREATE (:Entity {id: r.id, title: r.title, type: r.type, description: r.description, \
-             text_unit_ids: r.text_unit_ids, frequency: r.frequency, degree: r.degree, stub: false})",
-            vec![("rows", struct_rows(&efields, rows))],
-        )?;
-    }
+    let entities_done = unwind_in_batches(
+        &conn,
+        "UNWIND $rows AS r CREATE (:Entity {id: r.id, title: r.title, type: r.type, description: r.description, \
+         text_unit_ids: r.text_unit_ids, frequency: r.frequency, degree: r.degree, stub: false})",
+        &entity_fields(),
+        &g.entities,
+        entity_row,
+        batch,
+        deadline,
+    )?;
     let entities_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    for chunk in g.relations.chunks(batch) {
-        if Instant::now() > deadline {
-            break;
-        }
-        relations_done += chunk.len();
-        let rows = chunk.iter().map(relation_row).collect();
-        exec(
-            &conn,
-            "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
-             CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
-            vec![("rows", struct_rows(&rfields, rows))],
-        )?;
-    }
+    let relations_done = unwind_in_batches(
+        &conn,
+        "UNWIND $rows AS r MATCH (a:Entity {id: r.source}), (b:Entity {id: r.target}) \
+         CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+        &relation_fields(),
+        &g.relations,
+        relation_row,
+        batch,
+        deadline,
+    )?;
     let relations_s = t1.elapsed().as_secs_f64();
     let wall = t0.elapsed();
     drop(conn);

@@ -91,7 +91,7 @@ use torua_bench::kuzu::{
 };
 use torua_bench::out::Out;
 use torua_bench::stats::{pct, r1, us, Pct};
-use torua_testkit::gen::{bodies, shard_of, TYPES};
+use torua_testkit::gen::{bodies, relations, shard_of, TYPES};
 use torua_testkit::graphrag::{Entity, Relation};
 use torua_testkit::http::{post_timed, short};
 use torua_testkit::ingest::{post_all, Loaded};

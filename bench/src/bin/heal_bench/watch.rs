@@ -323,28 +323,15 @@ pub(crate) fn size_of(copies: &[CopyInfo], pred: impl Fn(&CopyInfo) -> bool) -> 
 
 /// Waits until no logged write is waiting to be applied anywhere.
 pub(crate) fn wait_applied(a: &Args, cluster: &mut TestCluster, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut last_log = Instant::now();
-    loop {
-        memory_guard(a.min_available_mb, cluster)?;
-        let answer = shards_now(cluster, false).map(|x| x.0);
-        let pending = answer.as_ref().ok().map(|a| a["pending_writes"].clone());
-        if pending == Some(json!(0)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("writes still pending after {timeout:?}: {pending:?}");
-        }
-        if last_log.elapsed() > Duration::from_secs(20) {
-            log(format!(
-                "  waiting for writes to be applied: pending {}, node RSS MB {:?}",
-                pending.map_or("?".into(), |p| p.to_string()),
-                cluster_rss(cluster)
-            ));
-            last_log = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let node = *cluster.running().first().context("no node is running")?;
+    torua_bench::cluster::wait_applied(
+        cluster,
+        node,
+        Duration::from_secs(600),
+        a.min_available_mb,
+        Instant::now() + timeout,
+        &format!("after {timeout:?}"),
+    )
 }
 
 /// The checks run after each phase: R in-sync copies per shard on running nodes, in-sync copies

@@ -121,34 +121,23 @@ pub(crate) fn generate(a: &Args) -> Graph {
         .collect();
     let sources = permutation(&mut rng, a.entities);
     let targets = permutation(&mut rng, a.entities);
-    let mut degree = vec![0i64; a.entities];
-    let relations: Vec<Relation> = (0..a.relations)
-        .map(|j| {
-            let s = sources[power_law(&mut rng, a.entities, a.skew)];
-            let mut t = if rng.below(2) == 0 {
+    let relations = relations(
+        &mut rng,
+        &mut entities,
+        a.relations,
+        |rng| {
+            let s = sources[power_law(rng, a.entities, a.skew)];
+            let t = if rng.below(2) == 0 {
                 let m = &members[cluster[s]];
                 m[rng.below(m.len())]
             } else {
-                targets[power_law(&mut rng, a.entities, a.skew)]
+                targets[power_law(rng, a.entities, a.skew)]
             };
-            while t == s {
-                t = rng.below(a.entities);
-            }
-            degree[s] += 1;
-            degree[t] += 1;
-            Relation {
-                id: format!("rel-{j}"),
-                source: entities[s].id.clone(),
-                target: entities[t].id.clone(),
-                description: text(&mut rng, &vocab, &topics[cluster[s]], 5, 12),
-                weight: (1 + rng.below(10)) as f64,
-                text_unit_ids: vec![format!("tu-{}", rng.below(a.chunks))],
-            }
-        })
-        .collect();
-    for (e, d) in entities.iter_mut().zip(degree) {
-        e.degree = d;
-    }
+            (s, t)
+        },
+        |rng, s| text(rng, &vocab, &topics[cluster[s]], 5, 12),
+        |rng| vec![format!("tu-{}", rng.below(a.chunks))],
+    );
     let mut communities = Vec::with_capacity(n0 + n1);
     for c in 0..n0 {
         let topic = &topics[c];

@@ -24,30 +24,14 @@ pub(crate) fn cluster_rss(cluster: &TestCluster) -> Vec<Option<f64>> {
 
 /// Waits until no write is pending anywhere, logging progress.
 pub(crate) fn wait_applied(a: &Args, cluster: &TestCluster, deadline: Instant) -> Result<()> {
-    let mut last_log = Instant::now();
-    loop {
-        memory_guard(a.min_available_mb, cluster)?;
-        let answer = cluster
-            .node(0)
-            .get_json("/cluster/shards", Duration::from_secs(60));
-        let pending = answer.as_ref().ok().map(|a| a["pending_writes"].clone());
-        if pending == Some(json!(0)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("writes still pending at --max-minutes: {pending:?}");
-        }
-        if last_log.elapsed() > Duration::from_secs(20) {
-            log(format!(
-                "  waiting for writes to be applied: pending {}, node RSS MB {:?}, available MB {:?}",
-                pending.map_or("?".into(), |p| p.to_string()),
-                cluster_rss(cluster),
-                mem_available_mb()
-            ));
-            last_log = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    torua_bench::cluster::wait_applied(
+        cluster,
+        0,
+        Duration::from_secs(60),
+        a.min_available_mb,
+        deadline,
+        "at --max-minutes",
+    )
 }
 
 /// Waits until a retrieve that may not be partial succeeds on every node (search indexes that a

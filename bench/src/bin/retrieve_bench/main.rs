@@ -79,7 +79,7 @@ use torua_bench::kuzu::{
 };
 use torua_bench::stats::{histogram, mean, median, summary, us};
 use torua_bench::sys::{load_1m, mem_available_mb, memory_guard, rss_mb};
-use torua_testkit::gen::{bodies, normalize, quantize, shard_of, vocabulary, TYPES};
+use torua_testkit::gen::{bodies, normalize, quantize, relations, shard_of, vocabulary, TYPES};
 use torua_testkit::graphrag::{Chunk, Community, Entity, Relation};
 use torua_testkit::http::{post_timed, short};
 use torua_testkit::ingest::post_all;

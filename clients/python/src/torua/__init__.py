@@ -11,6 +11,7 @@
   `POST /retrieve` (extras `[langchain]`, `[llama-index]`).
 """
 
+from . import errors
 from .aio import AsyncClient
 from .client import Client
 from .errors import (
@@ -41,17 +42,6 @@ __all__ = [
     "Document",
     "Entity",
     "Relation",
-    "ToruaError",
-    "BadRequest",
-    "Unauthorized",
-    "Forbidden",
-    "NotFound",
-    "PayloadTooLarge",
-    "Unprocessable",
-    "Overloaded",
-    "ServerError",
-    "Unavailable",
-    "RequestTimeout",
-    "ConnectionFailed",
-    "IngestFailed",
 ]
+# The exception classes (everything `errors` exports but its `error_for` helper).
+__all__ += [name for name in errors.__all__ if name != "error_for"]

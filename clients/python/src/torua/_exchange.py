@@ -60,7 +60,8 @@ class Call:
 
 @dataclass
 class Send:
-    """Step: send this request and send back the response (or the transport exception)."""
+    """Step: send this request and send back the response (or the transport exception). The
+    fields are `httpx`'s request arguments of the same names."""
 
     method: str
     url: str
