@@ -893,3 +893,40 @@ fn fts_copy_after_set_probe() {
         copied.map_or_else(|e| e.to_string(), |_| "ok".into())
     );
 }
+
+/// Not a test: Kuzu 0.11's full-text search after deletes. 3,000 rows share a word; 300 of them
+/// are deleted; a search for the word then misses some of the 2,700 that stay (without an
+/// error), while a relation table with the same shape loses nothing. Not worked around (see the
+/// known limits).
+/// `cargo test --release --lib fts_delete_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn fts_delete_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::new(
+        dir.path().join("probe.kz"),
+        SystemConfig::default()
+            .max_db_size(1 << 30)
+            .buffer_pool_size(1 << 28)
+            .max_num_threads(1),
+    )
+    .unwrap();
+    let conn = Connection::new(&db).unwrap();
+    conn.query("CREATE NODE TABLE E(id INT64, text STRING, PRIMARY KEY(id))")
+        .unwrap();
+    conn.query("CALL CREATE_FTS_INDEX('E', 'e_text', ['text'])")
+        .unwrap();
+    conn.query(
+        "COPY E FROM (UNWIND range(0, 2999) AS i RETURN i, 'lighthouse keeper ' + CAST(i AS STRING))",
+    )
+    .unwrap();
+    conn.query("MATCH (n:E) WHERE n.id < 300 DELETE n").unwrap();
+    let found: Vec<Vec<kuzu::Value>> = conn
+        .query("CALL QUERY_FTS_INDEX('E', 'e_text', 'lighthouse', top := 10000) RETURN count(*)")
+        .unwrap()
+        .collect();
+    eprintln!(
+        "the search finds {} of the 2700 rows that stay",
+        found[0][0]
+    );
+}
