@@ -654,7 +654,7 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
     // fault-injection point and killed there with kill -9; retried elsewhere once the node is
     // back, it ends where the clean delete did. Held after the relation step (the entities are
     // still there), then after the entity step (the chunks are still there).
-    for held_after in [1] {
+    for held_after in [1, 3] {
         ingest(cluster.node(0), &data);
         applied(&cluster);
         check_state(cluster.node(0), &original).unwrap();

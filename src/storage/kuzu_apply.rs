@@ -23,7 +23,7 @@ use kuzu::{Connection, LogicalType, Value};
 use super::kuzu_index::{self, Indexed};
 use super::kuzu_values::*;
 use super::{Counts, InsertMode, WriteOp};
-use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
+use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation, MAX_ID_BYTES};
 use crate::graph::partition::fnv1a64;
 
 /// Schema statements for a database whose embeddings have `dim` dimensions (0 = none).
@@ -116,8 +116,34 @@ pub fn read_applied(conn: &Connection) -> Result<u64, Error> {
     Ok(rows.first().and_then(|r| as_i64(&r[0])).unwrap_or(0) as u64)
 }
 
+/// What the applier carries from round to round to keep clear of two Kuzu 0.11 faults (see
+/// `apply_round`). A new state (at open) assumes the worst of both.
+pub struct ApplyState {
+    /// Relation rows may have been inserted since the last checkpoint.
+    inserted_since_checkpoint: bool,
+    /// The full-text indexes' "indexed up to" marks may be off (see `anchor_text_indexes`).
+    text_marks_unsure: bool,
+}
+
+impl Default for ApplyState {
+    fn default() -> Self {
+        ApplyState {
+            inserted_since_checkpoint: true,
+            text_marks_unsure: true,
+        }
+    }
+}
+
+impl ApplyState {
+    /// The database was just checkpointed (a snapshot, the WAL's size).
+    pub fn checkpointed(&mut self) {
+        self.inserted_since_checkpoint = false;
+    }
+}
+
 /// Applies `ops` (in order) and records `max_seq`, in one transaction — except for the derived
-/// vector rows of create mode, which follow in transactions of their own.
+/// vector rows of create mode, which follow in transactions of their own. In `ops`, no delete
+/// comes after an upsert (the applier ends a round before a delete that follows an upsert).
 ///
 /// Kuzu 0.11 adds rows inserted one by one (`CREATE`) into a vector-indexed table to the HNSW
 /// graph only at commit, and that inserts the graph's edges into its internal relation tables.
@@ -130,6 +156,22 @@ pub fn read_applied(conn: &Connection) -> Result<u64, Error> {
 /// are found from what is stored (items of the round with an embedding and no vector row), so a
 /// round cut short after its first commit, and applied again from the log, completes them.
 /// `Copy` adds its rows to the HNSW graph while the `COPY` runs, not at commit: one transaction.
+///
+/// Two more Kuzu 0.11 faults shape a round:
+/// - When every relation row inserted into a relation node group since the last checkpoint has
+///   been deleted again (and nothing else in the group changed), the next checkpoint leaves the
+///   group's in-memory rows behind, marked invalid, and the checkpoint after it crashes the
+///   process (`csr_checkpoint_probe`). Relations, and the postings of the full-text indexes
+///   (entities, chunks), are such rows. So a round that deletes starts with a checkpoint when
+///   rows were inserted since the last one, and holds no upsert before its deletes: a round
+///   never deletes a relation row that is not on disk yet.
+/// - A `SET` of a full-text indexed column (an entity's title or description, a chunk's text)
+///   moves the index's "indexed up to" mark back to that row, and the next `COPY` into the table
+///   indexes the rows after it again: it fails with a duplicated primary key in the index's
+///   document table (`fts_copy_after_set_probe`). A rolled-back round can leave the mark off as
+///   well. So before a copy-mode round that upserts, the marks are reset
+///   (`anchor_text_indexes`) when a round since the last reset set indexed text or failed, and
+///   when the database was just opened.
 pub fn apply_round(
     conn: &Connection,
     ops: &[&WriteOp],
@@ -137,6 +179,56 @@ pub fn apply_round(
     dim: usize,
     (stage, mode): (&Path, InsertMode),
     commit_gate: &std::sync::RwLock<()>,
+    state: &mut ApplyState,
+) -> Result<(), Error> {
+    let is_upsert = |op: &&WriteOp| matches!(op, WriteOp::Upsert(_));
+    let first_upsert = ops.iter().position(is_upsert);
+    if let Some(first) = first_upsert {
+        if !ops[first..].iter().all(is_upsert) {
+            return Err(Error::Invalid(
+                "a round must not delete after it upserts (the applier ends rounds there)".into(),
+            ));
+        }
+    }
+    if first_upsert != Some(0) && !ops.is_empty() && state.inserted_since_checkpoint {
+        // The round deletes.
+        let _no_reads = commit_gate.write().expect("commit gate");
+        checkpoint(conn)?;
+        state.inserted_since_checkpoint = false;
+    }
+    if first_upsert.is_some() {
+        // Set before applying: a round that fails may have committed some of its rows.
+        state.inserted_since_checkpoint = true;
+        if mode != InsertMode::Create && state.text_marks_unsure {
+            anchor_text_indexes(conn, commit_gate)?;
+            state.text_marks_unsure = false;
+        }
+    }
+    let mut text_set = false;
+    let applied = apply_ops(
+        conn,
+        ops,
+        max_seq,
+        dim,
+        (stage, mode),
+        commit_gate,
+        &mut text_set,
+    );
+    if text_set || applied.is_err() {
+        state.text_marks_unsure = true;
+    }
+    applied
+}
+
+/// `apply_round` without its checks; sets `text_set` when it `SET` a full-text indexed column.
+fn apply_ops(
+    conn: &Connection,
+    ops: &[&WriteOp],
+    max_seq: u64,
+    dim: usize,
+    (stage, mode): (&Path, InsertMode),
+    commit_gate: &std::sync::RwLock<()>,
+    text_set: &mut bool,
 ) -> Result<(), Error> {
     let late_vectors = mode == InsertMode::Create && dim > 0;
     let mut late = LateVectors::default();
@@ -150,7 +242,8 @@ pub fn apply_round(
                         merged.add(b);
                         i += 1;
                     }
-                    merged.apply(conn, dim, stage, mode, late_vectors.then_some(&mut late))?;
+                    *text_set |=
+                        merged.apply(conn, dim, stage, mode, late_vectors.then_some(&mut late))?;
                 }
                 WriteOp::DeleteEntity(id) => {
                     delete_entity(conn, id, false)?;
@@ -187,6 +280,61 @@ pub fn apply_round(
         }
     }
     in_transaction(conn, commit_gate, || record_applied(conn, max_seq))
+}
+
+/// Runs `CHECKPOINT`, trying again for about a second while Kuzu refuses it (it waits for open
+/// read transactions, and gives up after a while).
+pub fn checkpoint(conn: &Connection) -> Result<(), Error> {
+    let mut failure = String::new();
+    for _ in 0..10 {
+        match conn.query("CHECKPOINT") {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                failure = e.to_string();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    Err(Error::Engine(format!(
+        "cannot checkpoint the database: {failure}"
+    )))
+}
+
+/// An id no item can have: longer than any id ingest accepts.
+fn anchor_id() -> String {
+    format!("{}text-index-anchor", "\u{1f}".repeat(MAX_ID_BYTES))
+}
+
+/// Resets the "indexed up to" mark of the full-text indexes to the end of their tables.
+///
+/// Kuzu 0.11's full-text index records, on each insert into it, the inserted row's offset + 1 as
+/// the rows it has indexed; a `COPY` then indexes the rows from that mark to the end of the
+/// table. An update (`SET` of an indexed column) re-inserts its row, and so moves the mark back
+/// to that row, and the next `COPY` fails on the rows after it, which are indexed already. A row
+/// inserted (`CREATE`, always the table's last) and deleted again sets the mark to the end of the
+/// table and leaves nothing behind but a deleted row. It has no text, so the index holds no
+/// posting for it. In a transaction of its own: a `COPY` into a table in the same transaction
+/// as a `CREATE` into it crashes Kuzu 0.11.
+fn anchor_text_indexes(
+    conn: &Connection,
+    commit_gate: &std::sync::RwLock<()>,
+) -> Result<(), Error> {
+    let id = anchor_id();
+    in_transaction(conn, commit_gate, || {
+        for table in kuzu_index::text_indexed_tables() {
+            run(
+                conn,
+                &format!("CREATE (n:{table} {{id: $id}})"),
+                vec![("id", s(&id))],
+            )?;
+            run(
+                conn,
+                &format!("MATCH (n:{table} {{id: $id}}) DELETE n"),
+                vec![("id", s(&id))],
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs `f` in a transaction: commits if it succeeds, else rolls back and returns its error.
@@ -294,7 +442,8 @@ impl<'a> Merged<'a> {
         }
     }
 
-    /// Applies the upserts. With `late`, the derived vector rows of the items are not written
+    /// Applies the upserts; returns whether it overwrote (`SET`) full-text indexed columns (of
+    /// entities or chunks). With `late`, the derived vector rows of the items are not written
     /// here (see `apply_round`): the rows of overwritten items are deleted, and every item is
     /// added to `late`.
     fn apply(
@@ -304,9 +453,9 @@ impl<'a> Merged<'a> {
         stage: &Path,
         mode: InsertMode,
         mut late: Option<&mut LateVectors<'a>>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let t = std::time::Instant::now();
-        self.entities_and_stubs(conn, dim, mode, late.as_deref_mut())?;
+        let entities_set = self.entities_and_stubs(conn, dim, mode, late.as_deref_mut())?;
         let t_entities = t.elapsed();
         self.relations(conn, stage, mode)?;
         tracing::trace!(
@@ -359,24 +508,25 @@ impl<'a> Merged<'a> {
             0,
             mode,
         )?;
-        Ok(())
+        Ok(entities_set || !old_chunks.is_empty())
     }
 
     /// Inserts new entities and the stubs that relation endpoints need, in one COPY; overwrites
-    /// entities whose content changed (or that were stubs). `late`: as in `apply`.
+    /// entities whose content changed (or that were stubs), and returns whether there were any.
+    /// `late`: as in `apply`.
     fn entities_and_stubs(
         &self,
         conn: &Connection,
         dim: usize,
         mode: InsertMode,
         late: Option<&mut LateVectors<'a>>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let mut ids: Vec<&str> = self.entities.keys().copied().collect();
         ids.extend(self.relations.keys().flat_map(|(_, s, t)| [*s, *t]));
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let found: HashMap<String, (bool, i64)> = run(
             conn,
@@ -415,6 +565,7 @@ impl<'a> Merged<'a> {
         // cannot touch them: one statement for all.
         insert_rows(conn, "Entity", &fields, new_rows, dim, mode)?;
         insert_text_free_rows(conn, "Entity", &fields, stub_rows, dim, mode)?;
+        let overwritten = !changed.is_empty();
         set_rows(conn, "Entity", &fields, changed, dim)?;
         if dim > 0 {
             match late {
@@ -430,7 +581,7 @@ impl<'a> Merged<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(overwritten)
     }
 
     fn relations(&self, conn: &Connection, stage: &Path, mode: InsertMode) -> Result<(), Error> {
@@ -994,6 +1145,7 @@ mod tests {
                 dim,
                 (dir.path(), InsertMode::Create),
                 &gate,
+                &mut ApplyState::default(),
             )
             .unwrap()
         };

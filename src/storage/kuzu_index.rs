@@ -31,6 +31,17 @@ pub fn has_text_index(table: &str) -> bool {
         .any(|d| d.table == table && d.text_columns.is_some())
 }
 
+/// The tables carrying a full-text index.
+pub fn text_indexed_tables() -> Vec<&'static str> {
+    let mut tables: Vec<&str> = INDEXES
+        .iter()
+        .filter(|d| d.text_columns.is_some())
+        .map(|d| d.table)
+        .collect();
+    tables.dedup();
+    tables
+}
+
 /// Which table's indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Indexed {

@@ -20,7 +20,9 @@ use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
 use super::cascade::{CascadeRead, CascadeRows};
-use super::kuzu_apply::{apply_round, counts, migrate, read_applied, schema};
+use super::kuzu_apply::{
+    apply_round, checkpoint, counts, migrate, read_applied, schema, ApplyState,
+};
 use super::kuzu_cascade::run_cascade_read;
 use super::kuzu_index;
 use super::kuzu_read::{
@@ -686,6 +688,7 @@ fn applier_loop(
     };
     let (db_path, wal_path) = files;
     let mut damaged = false;
+    let mut state = ApplyState::default();
     loop {
         // Wait for work, then for a slot; take the round only once running (it grew meanwhile).
         let jobs = {
@@ -697,8 +700,9 @@ fn applier_loop(
         };
         for job in jobs {
             let taken = take_snapshot(&conn, &shared, &db_path, &job.to, job.pin);
-            if let Err(e) = &taken {
-                tracing::warn!(shard, error = %e, "cannot take a snapshot");
+            match &taken {
+                Ok(_) => state.checkpointed(),
+                Err(e) => tracing::warn!(shard, error = %e, "cannot take a snapshot"),
             }
             let _ = job.done.send(taken);
         }
@@ -723,11 +727,18 @@ fn applier_loop(
             }
             let mut round = Vec::new();
             let mut items = 0;
+            let mut upserts = false;
             while let Some(front) = pending.ops.front() {
                 let n = op_items(&front.1);
                 if !round.is_empty() && items + n > round_items {
                     break;
                 }
+                // A delete after an upsert starts the next round (see `apply_round`).
+                let upsert = matches!(front.1.as_ref(), WriteOp::Upsert(_));
+                if upserts && !upsert {
+                    break;
+                }
+                upserts |= upsert;
                 items += n;
                 round.push(pending.ops.pop_front().expect("front"));
             }
@@ -747,6 +758,7 @@ fn applier_loop(
                 dim,
                 (&stage, mode),
                 &shared.commit_gate,
+                &mut state,
             )
         };
         if let Err(e) = applied {
@@ -773,6 +785,7 @@ fn applier_loop(
                         dim,
                         (&stage, mode),
                         &shared.commit_gate,
+                        &mut state,
                     ) {
                         shared.failed.fetch_add(1, Ordering::SeqCst);
                         tracing::error!(shard, seq, error = %e, "an acknowledged write cannot be applied to the database; it stays in the log");
@@ -814,7 +827,10 @@ fn applier_loop(
         if wal > CHECKPOINT_WAL_BYTES {
             let _no_reads = shared.commit_gate.write().expect("commit gate");
             match conn.query("CHECKPOINT") {
-                Ok(_) => tracing::debug!(shard, wal_mb = wal >> 20, "checkpointed"),
+                Ok(_) => {
+                    state.checkpointed();
+                    tracing::debug!(shard, wal_mb = wal >> 20, "checkpointed");
+                }
                 // Reads kept it waiting; the next round tries again.
                 Err(e) => tracing::debug!(shard, error = %e, "checkpoint postponed"),
             }
@@ -833,24 +849,7 @@ fn take_snapshot(
     pin: u64,
 ) -> Result<u64, Error> {
     let _no_reads = shared.commit_gate.write().expect("commit gate");
-    let mut failure = None;
-    for _ in 0..10 {
-        match conn.query("CHECKPOINT") {
-            Ok(_) => {
-                failure = None;
-                break;
-            }
-            Err(e) => {
-                failure = Some(e.to_string());
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-    if let Some(e) = failure {
-        return Err(Error::Engine(format!(
-            "cannot checkpoint the database before copying it: {e}"
-        )));
-    }
+    checkpoint(conn).map_err(|e| Error::Engine(format!("before copying the database: {e}")))?;
     let seq = *shared.visible.borrow();
     shared.pins.lock().expect("pins lock").insert(pin, seq);
     if let Err(e) = std::fs::copy(db_path, to) {

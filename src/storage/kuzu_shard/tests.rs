@@ -810,3 +810,123 @@ async fn delete_leaves_no_relation_behind() {
         );
     }
 }
+
+/// Not a test (it crashes the process): Kuzu 0.11 on its own, a relation inserted and deleted
+/// again between two checkpoints, twice, then one more inserted: the next checkpoint dies with
+/// SIGSEGV (in `CSRNodeGroup::collectInMemRegionChangesAndUpdateHeaderLength`). When a checkpoint
+/// finds that a relation node group with data on disk gained nothing and lost nothing on disk
+/// (every row inserted since the last checkpoint was deleted again), it returns early
+/// (`CSRNodeGroup::checkpointInMemAndOnDisk`) without clearing the group's in-memory rows, whose
+/// index it has just marked invalid; the next checkpoint of the group reads those invalid row
+/// numbers. Full-text indexes keep their postings in such relation tables, so entities written
+/// and deleted again between checkpoints hit it too. `apply_round` never deletes rows inserted
+/// since the last checkpoint (the applier checkpoints before a round that deletes).
+/// `cargo test --release --lib csr_checkpoint_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn csr_checkpoint_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::new(
+        dir.path().join("probe.kz"),
+        SystemConfig::default()
+            .max_db_size(1 << 30)
+            .buffer_pool_size(1 << 28)
+            .max_num_threads(1),
+    )
+    .unwrap();
+    let conn = Connection::new(&db).unwrap();
+    conn.query("CREATE NODE TABLE N(id STRING, PRIMARY KEY(id))")
+        .unwrap();
+    conn.query("CREATE REL TABLE R(FROM N TO N)").unwrap();
+    conn.query("CREATE (:N {id: 'a'}), (:N {id: 'b'})").unwrap();
+    for step in [
+        "insert",
+        "delete",
+        "checkpoint",
+        "insert",
+        "delete",
+        "checkpoint",
+        "insert",
+        "checkpoint",
+    ] {
+        eprintln!("{step}");
+        let q = match step {
+            "insert" => "MATCH (a:N {id: 'a'}), (b:N {id: 'b'}) CREATE (a)-[:R]->(b)",
+            "delete" => "MATCH (:N {id: 'a'})-[r:R]->() DELETE r",
+            _ => "CHECKPOINT",
+        };
+        conn.query(q).unwrap();
+    }
+    eprintln!("survived");
+}
+
+/// Not a test: Kuzu 0.11's full-text index after a `SET` of an indexed column. The update
+/// re-indexes the row and records "rows indexed up to here" as that row's offset + 1; the next
+/// `COPY` into the table indexes every row from there on again, and fails on the first that is
+/// already indexed ("Found duplicated primary key value 1" in the index's document table).
+/// `kuzu_apply::anchor_text_indexes` resets the mark after such a `SET`.
+/// `cargo test --release --lib fts_copy_after_set_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn fts_copy_after_set_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::new(
+        dir.path().join("probe.kz"),
+        SystemConfig::default()
+            .max_db_size(1 << 30)
+            .buffer_pool_size(1 << 28)
+            .max_num_threads(1),
+    )
+    .unwrap();
+    let conn = Connection::new(&db).unwrap();
+    conn.query("CREATE NODE TABLE E(id STRING, title STRING, PRIMARY KEY(id))")
+        .unwrap();
+    conn.query("CALL CREATE_FTS_INDEX('E', 'e_title', ['title'])")
+        .unwrap();
+    conn.query("COPY E FROM (UNWIND ['a', 'b', 'c'] AS i RETURN i, 'word ' + i)")
+        .unwrap();
+    conn.query("MATCH (n:E {id: 'a'}) SET n.title = 'word changed'")
+        .unwrap();
+    let copied = conn.query("COPY E FROM (UNWIND ['d'] AS i RETURN i, 'word ' + i)");
+    eprintln!(
+        "COPY after SET: {}",
+        copied.map_or_else(|e| e.to_string(), |_| "ok".into())
+    );
+}
+
+/// Not a test: Kuzu 0.11's full-text search after deletes. 3,000 rows share a word; 300 of them
+/// are deleted; a search for the word then misses some of the 2,700 that stay (without an
+/// error), while a relation table with the same shape loses nothing. Not worked around (see the
+/// known limits).
+/// `cargo test --release --lib fts_delete_probe -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn fts_delete_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::new(
+        dir.path().join("probe.kz"),
+        SystemConfig::default()
+            .max_db_size(1 << 30)
+            .buffer_pool_size(1 << 28)
+            .max_num_threads(1),
+    )
+    .unwrap();
+    let conn = Connection::new(&db).unwrap();
+    conn.query("CREATE NODE TABLE E(id INT64, text STRING, PRIMARY KEY(id))")
+        .unwrap();
+    conn.query("CALL CREATE_FTS_INDEX('E', 'e_text', ['text'])")
+        .unwrap();
+    conn.query(
+        "COPY E FROM (UNWIND range(0, 2999) AS i RETURN i, 'lighthouse keeper ' + CAST(i AS STRING))",
+    )
+    .unwrap();
+    conn.query("MATCH (n:E) WHERE n.id < 300 DELETE n").unwrap();
+    let found: Vec<Vec<kuzu::Value>> = conn
+        .query("CALL QUERY_FTS_INDEX('E', 'e_text', 'lighthouse', top := 10000) RETURN count(*)")
+        .unwrap()
+        .collect();
+    eprintln!(
+        "the search finds {} of the 2700 rows that stay",
+        found[0][0]
+    );
+}
