@@ -123,6 +123,12 @@ pub struct ApplyState {
     inserted_since_checkpoint: bool,
     /// The full-text indexes' "indexed up to" marks may be off (see `anchor_text_indexes`).
     text_marks_unsure: bool,
+    /// Rows were deleted, or indexed text set, since the full-text indexes were last built: their
+    /// searches may miss rows (see `kuzu_index::rebuild_text_indexes`).
+    text_indexes_stale: bool,
+    /// When the full-text indexes may be rebuilt again: a rebuild holds reads back, so a copy
+    /// spends at most a tenth of its time on them (at least a second apart).
+    text_rebuild_not_before: Option<std::time::Instant>,
 }
 
 impl Default for ApplyState {
@@ -130,14 +136,51 @@ impl Default for ApplyState {
         ApplyState {
             inserted_since_checkpoint: true,
             text_marks_unsure: true,
+            text_indexes_stale: false,
+            text_rebuild_not_before: None,
         }
     }
 }
+
+/// Least time between two rebuilds of a copy's full-text indexes.
+const TEXT_REBUILD_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ApplyState {
     /// The database was just checkpointed (a snapshot, the WAL's size).
     pub fn checkpointed(&mut self) {
         self.inserted_since_checkpoint = false;
+    }
+
+    /// How long until the full-text indexes should be rebuilt (`None`: they need not be).
+    pub fn text_rebuild_due_in(&self) -> Option<std::time::Duration> {
+        if !self.text_indexes_stale {
+            return None;
+        }
+        Some(
+            self.text_rebuild_not_before
+                .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Rebuilds the full-text indexes (reads wait meanwhile: a search between the drop and the
+    /// create would fail).
+    pub fn rebuild_text_indexes(
+        &mut self,
+        conn: &Connection,
+        commit_gate: &std::sync::RwLock<()>,
+    ) -> Result<(), Error> {
+        let _no_reads = commit_gate.write().expect("commit gate");
+        let started = std::time::Instant::now();
+        let rebuilt = kuzu_index::rebuild_text_indexes(conn);
+        self.text_rebuild_not_before = Some(
+            std::time::Instant::now() + (started.elapsed() * 10).max(TEXT_REBUILD_MIN_INTERVAL),
+        );
+        rebuilt?;
+        self.text_indexes_stale = false;
+        self.inserted_since_checkpoint = true;
+        self.text_marks_unsure = true;
+        Ok(())
     }
 }
 
@@ -216,6 +259,9 @@ pub fn apply_round(
     );
     if text_set || applied.is_err() {
         state.text_marks_unsure = true;
+    }
+    if text_set || first_upsert != Some(0) {
+        state.text_indexes_stale = true;
     }
     applied
 }

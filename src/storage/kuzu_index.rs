@@ -42,6 +42,23 @@ pub fn text_indexed_tables() -> Vec<&'static str> {
     tables
 }
 
+/// Drops and creates again every full-text index. Kuzu 0.11's full-text search stops finding
+/// some rows that stay once other rows of the table are deleted or their indexed text is updated
+/// (`fts_delete_probe`: 300 of 3,000 rows deleted, the search misses about 200 of the others);
+/// an index built again over the table finds every row. Prepared searches of other connections
+/// keep working across the rebuild. If creating fails, the index is missing until the next
+/// rebuild or open (searches of it fail meanwhile; they never return wrong rows).
+pub fn rebuild_text_indexes(conn: &Connection) -> Result<(), Error> {
+    for d in INDEXES.iter().filter(|d| d.text_columns.is_some()) {
+        ddl(
+            conn,
+            &format!("CALL DROP_FTS_INDEX('{}', '{}')", d.table, d.name),
+        )?;
+        ddl(conn, &d.create())?;
+    }
+    Ok(())
+}
+
 /// Which table's indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Indexed {

@@ -51,6 +51,8 @@ const ROUND_ITEMS: usize = 200_000;
 const CREATE_ROUND_ITEMS: usize = 20_000;
 /// The applier checkpoints (folds Kuzu's WAL into the database file) past this WAL size.
 const CHECKPOINT_WAL_BYTES: u64 = 64 << 20;
+/// Time without writes after which a copy whose full-text indexes are due rebuilds them.
+const TEXT_REBUILD_IDLE: Duration = Duration::from_secs(2);
 /// How long a read waits for the writes logged before it to be applied.
 pub const READ_WAIT: Duration = Duration::from_secs(8);
 /// Reader threads per copy for traversal steps (a node holds many copies; these idle cheaply).
@@ -691,13 +693,47 @@ fn applier_loop(
     let mut state = ApplyState::default();
     loop {
         // Wait for work, then for a slot; take the round only once running (it grew meanwhile).
-        let jobs = {
+        // While idle, the full-text indexes are rebuilt once they are due (see
+        // `ApplyState::rebuild_text_indexes`): after TEXT_REBUILD_IDLE without writes.
+        let (jobs, idle) = {
             let mut pending = shared.pending.lock().expect("pending lock");
+            let mut idle = false;
             while pending.ops.is_empty() && pending.snapshots.is_empty() && !pending.stop {
-                pending = shared.ready.wait(pending).expect("pending lock");
+                match state.text_rebuild_due_in() {
+                    None => pending = shared.ready.wait(pending).expect("pending lock"),
+                    Some(due) => {
+                        let wait = due.max(TEXT_REBUILD_IDLE);
+                        let (p, timeout) = shared
+                            .ready
+                            .wait_timeout(pending, wait)
+                            .expect("pending lock");
+                        pending = p;
+                        if timeout.timed_out() && pending.ops.is_empty() {
+                            idle = state.text_rebuild_due_in() == Some(Duration::ZERO);
+                            if idle {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
-            std::mem::take(&mut pending.snapshots)
+            (std::mem::take(&mut pending.snapshots), idle)
         };
+        if idle {
+            let _slot = gate.enter();
+            let started = std::time::Instant::now();
+            match state.rebuild_text_indexes(&conn, &shared.commit_gate) {
+                Ok(()) => tracing::debug!(
+                    shard,
+                    ms = started.elapsed().as_millis() as u64,
+                    "rebuilt the full-text indexes"
+                ),
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "cannot rebuild the full-text indexes; trying again later")
+                }
+            }
+            continue;
+        }
         for job in jobs {
             let taken = take_snapshot(&conn, &shared, &db_path, &job.to, job.pin);
             match &taken {
