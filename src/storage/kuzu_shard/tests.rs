@@ -727,14 +727,7 @@ fn vector_commit_probe() {
     };
     for others in 0..30 {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::new(
-            dir.path().join("probe.kz"),
-            SystemConfig::default()
-                .max_db_size(1 << 30)
-                .buffer_pool_size(1 << 28)
-                .max_num_threads(1),
-        )
-        .unwrap();
+        let db = probe_db(dir.path());
         let conn = Connection::new(&db).unwrap();
         conn.query("CREATE NODE TABLE V(id STRING, embedding FLOAT[4], PRIMARY KEY(id))")
             .unwrap();
@@ -811,6 +804,19 @@ async fn delete_leaves_no_relation_behind() {
     }
 }
 
+/// A small database for the probes of Kuzu's own behaviour below: one thread, 256 MiB of
+/// buffer pool, 1 GiB at most.
+fn probe_db(dir: &Path) -> Database {
+    Database::new(
+        dir.join("probe.kz"),
+        SystemConfig::default()
+            .max_db_size(1 << 30)
+            .buffer_pool_size(1 << 28)
+            .max_num_threads(1),
+    )
+    .unwrap()
+}
+
 /// Not a test (it crashes the process): Kuzu 0.11 on its own, a relation inserted and deleted
 /// again between two checkpoints, twice, then one more inserted: the next checkpoint dies with
 /// SIGSEGV (in `CSRNodeGroup::collectInMemRegionChangesAndUpdateHeaderLength`). When a checkpoint
@@ -826,14 +832,7 @@ async fn delete_leaves_no_relation_behind() {
 #[ignore]
 fn csr_checkpoint_probe() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::new(
-        dir.path().join("probe.kz"),
-        SystemConfig::default()
-            .max_db_size(1 << 30)
-            .buffer_pool_size(1 << 28)
-            .max_num_threads(1),
-    )
-    .unwrap();
+    let db = probe_db(dir.path());
     let conn = Connection::new(&db).unwrap();
     conn.query("CREATE NODE TABLE N(id STRING, PRIMARY KEY(id))")
         .unwrap();
@@ -870,14 +869,7 @@ fn csr_checkpoint_probe() {
 #[ignore]
 fn fts_copy_after_set_probe() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::new(
-        dir.path().join("probe.kz"),
-        SystemConfig::default()
-            .max_db_size(1 << 30)
-            .buffer_pool_size(1 << 28)
-            .max_num_threads(1),
-    )
-    .unwrap();
+    let db = probe_db(dir.path());
     let conn = Connection::new(&db).unwrap();
     conn.query("CREATE NODE TABLE E(id STRING, title STRING, PRIMARY KEY(id))")
         .unwrap();
@@ -903,14 +895,7 @@ fn fts_copy_after_set_probe() {
 #[ignore]
 fn fts_delete_probe() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::new(
-        dir.path().join("probe.kz"),
-        SystemConfig::default()
-            .max_db_size(1 << 30)
-            .buffer_pool_size(1 << 28)
-            .max_num_threads(1),
-    )
-    .unwrap();
+    let db = probe_db(dir.path());
     let conn = Connection::new(&db).unwrap();
     conn.query("CREATE NODE TABLE E(id INT64, text STRING, PRIMARY KEY(id))")
         .unwrap();
