@@ -699,7 +699,7 @@ fn applier_loop(
             let mut pending = shared.pending.lock().expect("pending lock");
             let mut idle = false;
             while pending.ops.is_empty() && pending.snapshots.is_empty() && !pending.stop {
-                match state.text_rebuild_due_in() {
+                match state.text_rebuild_due_in().filter(|_| !damaged) {
                     None => pending = shared.ready.wait(pending).expect("pending lock"),
                     Some(due) => {
                         let wait = due.max(TEXT_REBUILD_IDLE);
@@ -709,7 +709,7 @@ fn applier_loop(
                             .expect("pending lock");
                         pending = p;
                         if timeout.timed_out() && pending.ops.is_empty() {
-                            idle = state.text_rebuild_due_in() == Some(Duration::ZERO);
+                            idle = !damaged && state.text_rebuild_due_in() == Some(Duration::ZERO);
                             if idle {
                                 break;
                             }
@@ -807,6 +807,13 @@ fn applier_loop(
                 if !damaged {
                     tracing::error!(shard, error = %e, "this copy's database came back damaged from a crash; it applies no more writes until it is rebuilt from another copy");
                     damaged = true;
+                    // Nor is it checkpointed again: it is replaced, not kept, and checkpointing
+                    // it (Kuzu does on close) can crash the process (SIGSEGV in
+                    // `NodeGroup::checkpointInMemAndOnDisk`, seen when it was closed for the
+                    // rebuild).
+                    if let Err(e) = conn.query("CALL force_checkpoint_on_close=false") {
+                        tracing::warn!(shard, error = %e, "cannot turn off the checkpoint on close of a damaged copy");
+                    }
                 }
                 shared
                     .failed
@@ -860,7 +867,7 @@ fn applier_loop(
             shared.log_bytes.store(log.bytes(), Ordering::SeqCst);
         }
         let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
-        if wal > CHECKPOINT_WAL_BYTES {
+        if wal > CHECKPOINT_WAL_BYTES && !damaged {
             let _no_reads = shared.commit_gate.write().expect("commit gate");
             match conn.query("CHECKPOINT") {
                 Ok(_) => {
