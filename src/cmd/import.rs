@@ -154,9 +154,8 @@ fn stored_documents(c: &Connect) -> anyhow::Result<Vec<String>> {
             "params": {"after": after},
             "allow_partial": false,
         });
-        let answer = c
-            .call("POST", "/query", Some(&body), Duration::from_secs(60))?
-            .ok("listing the stored documents (--delete-missing) with POST /query")?;
+        let answer = send(c, "POST", "/query", Some(&body))
+            .context("listing the stored documents (--delete-missing)")?;
         let page: Vec<String> = answer["rows"]
             .as_array()
             .map(|rows| {
@@ -229,7 +228,12 @@ fn failed_writes(c: &Connect) -> anyhow::Result<u64> {
     let shards = c
         .call("GET", "/cluster/shards", None, Duration::from_secs(30))?
         .ok(&format!("GET {}", c.url("/cluster/shards")))?;
-    Ok(shards["copies"]
+    Ok(failed_in(&shards))
+}
+
+/// The `failed_writes` of every copy in a `/cluster/shards` answer, added up.
+fn failed_in(shards: &serde_json::Value) -> u64 {
+    shards["copies"]
         .as_array()
         .map(|copies| {
             copies
@@ -237,7 +241,7 @@ fn failed_writes(c: &Connect) -> anyhow::Result<u64> {
                 .filter_map(|copy| copy["failed_writes"].as_u64())
                 .sum()
         })
-        .unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// Acknowledged writes are durable at once and visible once applied; waits (at most 10 min) until
@@ -249,14 +253,16 @@ fn wait_applied(c: &Connect, quiet: bool, failed_before: u64) -> anyhow::Result<
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let mut said = false;
     loop {
-        let pending = c
+        let answer = c
             .call("GET", "/cluster/shards", None, Duration::from_secs(30))?
             .ok(&format!("GET {shards}"))
-            .ok()
-            .and_then(|v| v["pending_writes"].as_u64());
-        match pending {
+            .ok();
+        match answer.as_ref().and_then(|v| v["pending_writes"].as_u64()) {
             Some(0) => {
-                let failed = failed_writes(c)?.saturating_sub(failed_before);
+                let failed = answer
+                    .as_ref()
+                    .map_or(0, failed_in)
+                    .saturating_sub(failed_before);
                 if failed > 0 {
                     bail!(
                         "the items are acknowledged, but shard copies could not apply {failed} \

@@ -164,23 +164,23 @@ impl ApplyState {
     }
 
     /// Rebuilds the full-text indexes (reads wait meanwhile: a search between the drop and the
-    /// create would fail).
+    /// create would fail); returns how long that took.
     pub fn rebuild_text_indexes(
         &mut self,
         conn: &Connection,
         commit_gate: &std::sync::RwLock<()>,
-    ) -> Result<(), Error> {
+    ) -> Result<std::time::Duration, Error> {
         let _no_reads = commit_gate.write().expect("commit gate");
         let started = std::time::Instant::now();
         let rebuilt = kuzu_index::rebuild_text_indexes(conn);
-        self.text_rebuild_not_before = Some(
-            std::time::Instant::now() + (started.elapsed() * 10).max(TEXT_REBUILD_MIN_INTERVAL),
-        );
+        let took = started.elapsed();
+        self.text_rebuild_not_before =
+            Some(std::time::Instant::now() + (took * 10).max(TEXT_REBUILD_MIN_INTERVAL));
         rebuilt?;
         self.text_indexes_stale = false;
         self.inserted_since_checkpoint = true;
         self.text_marks_unsure = true;
-        Ok(())
+        Ok(took)
     }
 }
 
@@ -233,8 +233,8 @@ pub fn apply_round(
             ));
         }
     }
-    if first_upsert != Some(0) && !ops.is_empty() && state.inserted_since_checkpoint {
-        // The round deletes.
+    let deletes = !ops.is_empty() && first_upsert != Some(0);
+    if deletes && state.inserted_since_checkpoint {
         let _no_reads = commit_gate.write().expect("commit gate");
         checkpoint(conn)?;
         state.inserted_since_checkpoint = false;
@@ -260,7 +260,7 @@ pub fn apply_round(
     if text_set || applied.is_err() {
         state.text_marks_unsure = true;
     }
-    if text_set || first_upsert != Some(0) {
+    if text_set || deletes {
         state.text_indexes_stale = true;
     }
     applied

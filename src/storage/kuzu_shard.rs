@@ -709,7 +709,7 @@ fn applier_loop(
                             .expect("pending lock");
                         pending = p;
                         if timeout.timed_out() && pending.ops.is_empty() {
-                            idle = !damaged && state.text_rebuild_due_in() == Some(Duration::ZERO);
+                            idle = state.text_rebuild_due_in() == Some(Duration::ZERO);
                             if idle {
                                 break;
                             }
@@ -721,11 +721,10 @@ fn applier_loop(
         };
         if idle {
             let _slot = gate.enter();
-            let started = std::time::Instant::now();
             match state.rebuild_text_indexes(&conn, &shared.commit_gate) {
-                Ok(()) => tracing::debug!(
+                Ok(took) => tracing::debug!(
                     shard,
-                    ms = started.elapsed().as_millis() as u64,
+                    ms = took.as_millis() as u64,
                     "rebuilt the full-text indexes"
                 ),
                 Err(e) => {

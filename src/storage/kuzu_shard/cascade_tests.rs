@@ -131,8 +131,9 @@ async fn relations_of(shard: &KuzuShard, id: &str) -> Vec<(String, Vec<String>)>
         .collect()
 }
 
-fn steps(text_units: &[&str], entities: &[&str]) -> Vec<WriteOp> {
-    let (t, e) = (units(text_units), units(entities));
+/// The cascade's write steps for `text_units` of `document`, whose `entities` they emptied.
+fn steps(text_units: &[String], entities: &[String], document: &str) -> Vec<WriteOp> {
+    let (t, e) = (text_units.to_vec(), entities.to_vec());
     vec![
         WriteOp::Prune(Prune::Relations {
             text_unit_ids: t.clone(),
@@ -147,7 +148,7 @@ fn steps(text_units: &[&str], entities: &[&str]) -> Vec<WriteOp> {
         }),
         WriteOp::Prune(Prune::Remove {
             chunks: t,
-            documents: units(&["doc1"]),
+            documents: vec![document.to_string()],
         }),
     ]
 }
@@ -216,7 +217,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
 
     // The steps; `y` stands for an entity emptied in another shard (a stub here).
     let mut seq = 1;
-    for op in steps(&["t1"], &["a", "y"]) {
+    for op in steps(&units(&["t1"]), &units(&["a", "y"]), "doc1") {
         seq += 1;
         shard.write(seq, op).await.unwrap();
     }
@@ -289,7 +290,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
     check().await;
 
     // Every step again (a retried cascade, a replayed log) changes nothing.
-    for op in steps(&["t1"], &["a", "y"]) {
+    for op in steps(&units(&["t1"]), &units(&["a", "y"]), "doc1") {
         seq += 1;
         shard.write(seq, op).await.unwrap();
     }
@@ -487,24 +488,7 @@ async fn entities_deleted_and_written_again_many_times_stay_writable() {
             // (Kuzu 0.11's index loses postings of rows that stay when others are updated or
             // deleted; the applier rebuilds it when idle).
             text_finds_all(&shard, n, &format!("{mode} cycle {cycle}")).await;
-            let steps = vec![
-                WriteOp::Prune(Prune::Relations {
-                    text_unit_ids: doc_a.clone(),
-                    entities: emptied.clone(),
-                }),
-                WriteOp::Prune(Prune::Communities {
-                    entities: emptied.clone(),
-                }),
-                WriteOp::Prune(Prune::Entities {
-                    text_unit_ids: doc_a.clone(),
-                    entities: emptied.clone(),
-                }),
-                WriteOp::Prune(Prune::Remove {
-                    chunks: doc_a.clone(),
-                    documents: units(&["docA"]),
-                }),
-            ];
-            for op in steps {
+            for op in steps(&doc_a, &emptied, "docA") {
                 seq += 1;
                 shard.write(seq, op).await.unwrap();
             }
