@@ -101,6 +101,8 @@ fn generated_requests_get_the_answers_the_contract_states() {
         .unwrap();
     assert_eq!(status, 201, "POST /keys: {answer}");
     let read_key = answer["key"].as_str().unwrap().to_string();
+    // Every copy applied the batch before the "before" picture is taken.
+    cluster.wait_applied(0, SETTLE).unwrap();
     let before = wait::poll(Duration::from_secs(60), Duration::from_millis(500), || {
         checksums(&cluster)
     })
@@ -122,8 +124,10 @@ fn generated_requests_get_the_answers_the_contract_states() {
     f.check(fuzz(&url, &ca, Some(&read_key), &[]), || {
         "schemathesis with a read key found problems (above)".into()
     });
-    let after = wait::poll(Duration::from_secs(60), Duration::from_millis(500), || {
-        checksums(&cluster)
+    let after = cluster.wait_applied(0, SETTLE).and_then(|_| {
+        wait::poll(Duration::from_secs(60), Duration::from_millis(500), || {
+            checksums(&cluster)
+        })
     });
     f.check(after.as_ref().is_ok_and(|a| *a == before), || {
         format!("the refused requests changed the data: before {before:?}, after {after:?}")
