@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::openapi::DrainFailures;
 use super::schema::{DrainAnswer, ErrorBody, NodesAnswer, RegistryAnswer};
 use super::{ApiError, AppState};
 use crate::cluster::health::{ClusterHealth, Status};
@@ -170,11 +171,7 @@ pub async fn nodes(State(state): State<AppState>) -> Json<Value> {
     params(("id" = String, Path, description = "The node's id")),
     responses(
         (status = 200, description = "The shard map records the change", body = DrainAnswer),
-        (status = 400, description = "The request is invalid for this cluster", body = ErrorBody),
-        (status = 404, description = "No node with this id", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
-        (status = 503, description = "The coordinator is not reachable or the cluster is forming", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+        DrainFailures,
     )
 )]
 pub async fn drain(
@@ -194,11 +191,7 @@ pub async fn drain(
     params(("id" = String, Path, description = "The node's id")),
     responses(
         (status = 200, description = "The shard map records the change", body = DrainAnswer),
-        (status = 400, description = "The request is invalid for this cluster", body = ErrorBody),
-        (status = 404, description = "No node with this id", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
-        (status = 503, description = "The coordinator is not reachable or the cluster is forming", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+        DrainFailures,
     )
 )]
 pub async fn undrain(

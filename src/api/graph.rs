@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::openapi::PointReadFailures;
 use super::schema::{
     ChunkAnswer, DeleteAnswer, DocumentAnswer, EntityAnswer, ErrorBody, IngestAnswer,
     IngestRefused, IngestUnavailable,
@@ -167,9 +168,7 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Byt
     responses(
         (status = 200, description = "The entity", body = EntityAnswer),
         (status = 404, description = "No entity with this id", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
-        (status = 503, description = "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1), when a copy could not answer"))),
-        (status = 504, description = "No copy answered in time", body = ErrorBody),
+        PointReadFailures,
     )
 )]
 pub async fn get_entity(
@@ -193,9 +192,7 @@ pub async fn get_entity(
     responses(
         (status = 200, description = "The chunk", body = ChunkAnswer),
         (status = 404, description = "No chunk with this id", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
-        (status = 503, description = "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1), when a copy could not answer"))),
-        (status = 504, description = "No copy answered in time", body = ErrorBody),
+        PointReadFailures,
     )
 )]
 pub async fn get_chunk(
@@ -217,9 +214,7 @@ pub async fn get_chunk(
     responses(
         (status = 200, description = "The document", body = DocumentAnswer),
         (status = 404, description = "No document with this id", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
-        (status = 503, description = "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (1), when a copy could not answer"))),
-        (status = 504, description = "No copy answered in time", body = ErrorBody),
+        PointReadFailures,
     )
 )]
 pub async fn get_document(

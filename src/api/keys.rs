@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::CoordinatorFailures;
 use super::schema::ErrorBody;
 use super::{ApiError, AppState};
 use crate::cluster::keys;
@@ -52,9 +53,7 @@ pub struct Revoked {
     responses(
         (status = 201, description = "The key, shown only now", body = CreatedKey),
         (status = 400, description = "An unknown role, a bad name, or the cluster's 1000 keys are used up", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
-        (status = 503, description = "No coordinator with a quorum accepted the change", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+        CoordinatorFailures,
     )
 )]
 pub async fn create(
@@ -98,9 +97,7 @@ pub async fn list(State(state): State<AppState>) -> Json<KeyList> {
     responses(
         (status = 200, description = "Revoked", body = Revoked),
         (status = 404, description = "No key with this id", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
-        (status = 503, description = "No coordinator with a quorum accepted the change", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The coordinator did not answer in time", body = ErrorBody),
+        CoordinatorFailures,
     )
 )]
 pub async fn revoke(

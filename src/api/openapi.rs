@@ -9,8 +9,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema};
 
 use super::schema::ErrorBody;
 
@@ -82,19 +83,7 @@ impl Modify for Access {
                     .build(),
             ),
         );
-        let error = |description: &str| {
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("ErrorBody")))
-                            .build(),
-                    )
-                    .build(),
-            )
-        };
+        let error = |description: &str| failure(&Failure::Error, description);
         let timed_out = RefOr::T(
             ResponseBuilder::new()
                 .description("The request took longer than 65 s (no body)")
@@ -127,6 +116,92 @@ impl Modify for Access {
         }
     }
 }
+
+/// How a failure answers: its body, and whether it says when to ask again.
+enum Failure {
+    /// An [`ErrorBody`].
+    Error,
+    /// An [`ErrorBody`] with `Retry-After: 1`.
+    Retry,
+    /// Plain text from the HTTP layer.
+    Text,
+}
+
+/// The response a failure documents.
+fn failure(kind: &Failure, description: &str) -> RefOr<Response> {
+    let json = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build()
+    };
+    let response = ResponseBuilder::new().description(description);
+    RefOr::T(match kind {
+        Failure::Error => response.content("application/json", json()),
+        Failure::Retry => response.content("application/json", json()).header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(u32::schema())
+                .description(Some("Seconds to wait before asking again (always 1)"))
+                .build(),
+        ),
+        Failure::Text => response.content(
+            "text/plain",
+            ContentBuilder::new().schema(Some(String::schema())).build(),
+        ),
+    }
+    .build())
+}
+
+/// A set of failures several operations share, listed once: `responses(..., ScatterFailures)`.
+macro_rules! failures {
+    ($(#[$doc:meta])* $name:ident: $(($status:literal, $kind:ident, $description:literal)),+ $(,)?) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+                [$(($status.to_string(), failure(&Failure::$kind, $description))),+].into()
+            }
+        }
+    };
+}
+
+failures!(
+    /// What every scatter read (`/query`, `/graph/neighborhood`, `/graph/path`, `/retrieve`) can
+    /// answer besides its own failures.
+    ScatterFailures:
+    (413, Text, "The body is larger than 1 MiB (plain-text answer from the HTTP layer)"),
+    (429, Retry, "Too many requests in flight on this node (for `POST /query`, also more than `TORUA_MAX_USER_QUERIES` Cypher statements)"),
+    (503, Retry, "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)"),
+    (504, Error, "The shards did not answer within `timeout_ms`"),
+    (500, Error, "An internal error (a bug)"),
+);
+
+failures!(
+    /// What a point read of one item by id can answer besides its 404.
+    PointReadFailures:
+    (503, Retry, "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)"),
+    (504, Error, "No copy answered in time"),
+    (500, Error, "An internal error (a bug)"),
+);
+
+failures!(
+    /// What a change the coordinator makes to cluster metadata (API keys) can fail with.
+    CoordinatorFailures:
+    (503, Retry, "The coordinator is not reachable, the cluster is forming, or no coordinator with a quorum accepted the change"),
+    (504, Error, "The coordinator did not answer in time"),
+    (500, Error, "An internal error (a bug)"),
+);
+
+failures!(
+    /// What starting or stopping a drain can fail with.
+    DrainFailures:
+    (400, Error, "The request is invalid for this cluster"),
+    (404, Error, "No node with this id"),
+    (503, Retry, "The coordinator is not reachable, the cluster is forming, or no coordinator with a quorum accepted the change"),
+    (504, Error, "The coordinator did not answer in time"),
+    (500, Error, "An internal error (a bug)"),
+);
 
 /// The document as pretty JSON with a final newline, built once.
 pub fn document() -> &'static str {

@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::openapi::ScatterFailures;
 use super::schema::{ErrorBody, NeighborhoodAnswer};
 use super::{shard_map_or_503, ApiError, AppState};
 use crate::error::Error;
@@ -118,11 +119,7 @@ pub(super) struct QueryBody {
         (status = 200, description = "The rows (`merge: global`) or each shard's rows (`merge: per_shard`)", body = super::schema::CypherAnswer),
         (status = 400, description = "A malformed request, a bad field, or a statement that is not read-only or cannot be merged", body = ErrorBody),
         (status = 404, description = "A shard listed in `shards` is not in the shard map", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
-        (status = 429, description = "Too many requests, or more than `TORUA_MAX_USER_QUERIES` Cypher statements, in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
-        (status = 500, description = "An internal error", body = ErrorBody),
+        ScatterFailures,
     )
 )]
 pub async fn query(State(state): State<AppState>, body: Bytes) -> Response {
@@ -339,10 +336,7 @@ fn neighborhood_request(body: &[u8]) -> Result<NeighborhoodRequest, ApiError> {
         (status = 200, description = "The neighborhood", body = NeighborhoodAnswer),
         (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
         (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
-        (status = 429, description = "Too many requests in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
+        ScatterFailures,
     )
 )]
 pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> Response {
@@ -431,10 +425,7 @@ pub(super) struct PathBody {
         (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
         (status = 404, description = "`from` or `to` does not exist", body = ErrorBody),
         (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
-        (status = 429, description = "Too many requests in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
+        ScatterFailures,
     )
 )]
 pub async fn path(State(state): State<AppState>, body: Bytes) -> Response {

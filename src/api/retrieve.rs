@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::query::permit;
+use super::openapi::ScatterFailures;
 use super::schema::{ErrorBody, RetrieveAnswer};
 use super::{shard_map_or_503, ApiError, AppState};
 use crate::retrieve::{retrieve as run_retrieve, RetrieveError, RetrieveRequest};
@@ -24,11 +25,7 @@ use crate::retrieve::{retrieve as run_retrieve, RetrieveError, RetrieveRequest};
         (status = 200, description = "The context", body = RetrieveAnswer),
         (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
         (status = 422, description = "The context grew too large to gather", body = ErrorBody),
-        (status = 413, description = "The body is larger than 1 MiB (plain-text answer from the HTTP layer)", content_type = "text/plain", body = String),
-        (status = 429, description = "Too many requests in flight on this node", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 503, description = "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before asking again (always 1)"))),
-        (status = 504, description = "The shards did not answer within `timeout_ms`", body = ErrorBody),
-        (status = 500, description = "An internal error (a bug)", body = ErrorBody),
+        ScatterFailures,
     )
 )]
 pub async fn retrieve(State(state): State<AppState>, body: Bytes) -> Response {

@@ -204,13 +204,8 @@ pub struct EntityRow {
 /// An entity of a neighborhood, with the hop it was reached at (0 for a seed).
 #[derive(Serialize, ToSchema)]
 pub struct NeighborEntity {
-    id: String,
-    title: String,
-    #[serde(rename = "type")]
-    kind: String,
-    description: String,
-    degree: i64,
-    frequency: i64,
+    #[serde(flatten)]
+    entity: EntityRow,
     hop: u32,
 }
 
