@@ -63,6 +63,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
                 // The coordinator's own map changes reach it without a push.
                 open_assigned(&ctx).await;
                 drop_unassigned(&ctx).await;
+                leave_where_refused(&ctx).await;
                 rejoin_where_behind(&ctx).await;
                 busy.store(false, Ordering::SeqCst);
             });
@@ -249,6 +250,38 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
     }
 }
 
+/// On every node: a copy whose database refused writes it acknowledged misses them, so it must
+/// not answer reads or stay primary. It asks the coordinator to take it out of the in-sync set
+/// (another in-sync copy becomes primary); [`rejoin_where_behind`] then rebuilds it from a
+/// snapshot of the primary. A shard's last in-sync copy stays (it is all there is); health
+/// reports it.
+async fn leave_where_refused(ctx: &Arc<NodeContext>) {
+    let Some(map) = ctx.shard_map.get() else {
+        return;
+    };
+    let me = ctx.node_id().as_str();
+    for a in &map.assignments {
+        if !a.is_in_sync(me) || a.in_sync.len() < 2 {
+            continue;
+        }
+        let Some(store) = ctx.storage.get(a.shard) else {
+            continue;
+        };
+        let refused = store.refused_writes();
+        if refused == 0 {
+            continue;
+        }
+        tracing::warn!(
+            shard = a.shard,
+            refused,
+            "this copy's database refused acknowledged writes; leaving the in-sync set to be rebuilt from another copy"
+        );
+        if let Err(e) = crate::replication::write::mark_stale(ctx, a.shard, me).await {
+            tracing::warn!(shard = a.shard, error = %e, "cannot leave the in-sync set; retrying");
+        }
+    }
+}
+
 /// On every node: ask the primary to put back the copies this node holds that are not in sync
 /// (after a restart, a network blip, or as a new copy); the primary first sends what they miss
 /// from its log, or, when the log cannot bring them level, this node rebuilds the copy from a
@@ -278,8 +311,9 @@ async fn rejoin(ctx: &Arc<NodeContext>, shard: u32, primary: String) {
         let Ok(store) = ctx.storage.open(shard).await else {
             return;
         };
-        if store.recovered_from_crash() {
-            // Its database may be damaged: ask for a whole copy (an empty copy gets one).
+        if store.recovered_from_crash() || store.refused_writes() > 0 {
+            // Its database may be damaged, or misses writes it refused: ask for a whole copy
+            // (an empty copy gets one).
             (0, None)
         } else {
             match store.last_logged() {
@@ -525,7 +559,8 @@ pub fn set_draining(
 }
 
 /// Coordinator side of `AddInSync` (`add`) and `MarkStale` (not `add`): puts `node` back into
-/// `shard`'s in-sync set or removes it, asked by the shard's primary `requester`.
+/// `shard`'s in-sync set or removes it, asked by the shard's primary `requester` — or removes it
+/// asked by `node` itself, whose database refused writes it acknowledged.
 pub fn change_in_sync(
     ctx: &NodeContext,
     shard: u32,
@@ -534,7 +569,9 @@ pub fn change_in_sync(
     add: bool,
 ) -> Result<ShardMap, Error> {
     change_map(ctx, |map, _| {
-        map.require_primary(shard, requester)?;
+        if add || requester != node {
+            map.require_primary(shard, requester)?;
+        }
         let changed = if add {
             map.add_in_sync(shard, node)?
         } else {

@@ -138,9 +138,7 @@ pub fn aggregated(
             match entry {
                 Some(e) => {
                     registered += 1;
-                    if let Some(reason) = report_problem(m, e, stale_after) {
-                        reasons.push(reason);
-                    }
+                    reasons.extend(report_problems(m, e, stale_after));
                 }
                 None if m.state == MemberState::Ready => {
                     reasons.push(format!(
@@ -166,28 +164,34 @@ pub fn aggregated(
     )
 }
 
-fn report_problem(m: &Member, e: &RegistryEntry, stale_after: Duration) -> Option<String> {
+/// What a node's registration and last report say is wrong: a missing or stale report, a disk
+/// nearly full, shard copies in trouble.
+fn report_problems(m: &Member, e: &RegistryEntry, stale_after: Duration) -> Vec<String> {
     let age = e.last_report_ms_ago.map(Duration::from_millis);
     match (&e.last_report, age) {
         (Some(r), Some(age)) if age <= stale_after => {
             let low = r.disk_total_mb > 0
                 && (r.disk_free_mb as f64) < DISK_LOW_FRACTION * r.disk_total_mb as f64;
-            low.then(|| {
+            let disk = low.then(|| {
                 format!(
                     "{}: disk nearly full ({} MB free of {} MB)",
                     m.node_id, r.disk_free_mb, r.disk_total_mb
                 )
-            })
+            });
+            let copies = r.shards.iter().map(|p| format!("{}: {p}", m.node_id));
+            disk.into_iter().chain(copies).collect()
         }
-        (_, Some(age)) => Some(format!(
+        (_, Some(age)) => vec![format!(
             "{}: no health report for {} ms",
             m.node_id,
             age.as_millis()
-        )),
+        )],
         _ => {
             let since = now_ms().saturating_sub(e.registered_at_ms);
             (since > stale_after.as_millis() as u64)
                 .then(|| format!("{}: registered but no health report yet", m.node_id))
+                .into_iter()
+                .collect()
         }
     }
 }

@@ -113,7 +113,7 @@ pub struct HealthReport {
     pub disk_total_mb: u64,
     /// Error-level log events since start.
     pub errors_total: u64,
-    /// Shard states (filled from the storage issue on).
+    /// What is wrong with the node's shard copies, a sentence each (empty when nothing is).
     pub shards: Vec<String>,
 }
 

@@ -133,7 +133,7 @@ fn handle_restarts(map: &mut ShardMap, m: &Members) {
                     if a.primary == *node {
                         let next = a.in_sync.iter().find(|n| m.is_live(n)).cloned();
                         if let Some(next) = next {
-                            promote(a, &next);
+                            a.promote(&next);
                         }
                     }
                 }
@@ -155,20 +155,10 @@ fn handle_failures(map: &mut ShardMap, m: &Members) {
         }
         if !m.is_live(&a.primary) {
             if let Some(next) = a.in_sync.iter().find(|n| m.is_live(n)).cloned() {
-                promote(a, &next);
+                a.promote(&next);
             }
         }
     }
-}
-
-/// Makes `next` (a replica) the primary; the old primary becomes a replica.
-fn promote(a: &mut Assignment, next: &str) {
-    if a.primary == next {
-        return;
-    }
-    let old = std::mem::replace(&mut a.primary, next.to_string());
-    a.replicas.retain(|r| r != next);
-    a.replicas.push(old);
 }
 
 /// Copies on nodes gone for good (dead past the replace delay) that are not the shard's last
@@ -208,7 +198,7 @@ fn finish_moves(map: &mut ShardMap, m: &Members) {
             }
         } else if a.is_in_sync(&mv.to) {
             if a.primary == mv.from {
-                promote(a, &mv.to);
+                a.promote(&mv.to);
             }
             if a.primary != mv.from {
                 a.replicas.retain(|r| *r != mv.from);
@@ -235,7 +225,7 @@ fn hand_over_primaries(map: &mut ShardMap, m: &Members) {
             .find(|n| **n != a.primary && m.is_live(n) && !draining.contains(*n))
             .cloned();
         if let Some(next) = next {
-            promote(a, &next);
+            a.promote(&next);
         }
     }
 }

@@ -16,6 +16,34 @@ use crate::node::context::NodeContext;
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// What is wrong with this node's shard copies, a sentence each (the health report's `shards`):
+/// copies whose database refused acknowledged writes, which miss them until rebuilt.
+fn copy_problems(ctx: &NodeContext) -> Vec<String> {
+    let Some(map) = ctx.shard_map.get() else {
+        return Vec::new();
+    };
+    let me = ctx.node_id().as_str();
+    map.assignments
+        .iter()
+        .filter(|a| a.copies().any(|c| c == me))
+        .filter_map(|a| {
+            let refused = ctx.storage.get(a.shard)?.refused_writes();
+            (refused > 0).then(|| {
+                let fate = if a.is_in_sync(me) && a.in_sync.len() == 1 {
+                    "it is the shard's only in-sync copy, so it stays until another copy is in sync; \
+                     the writes stay in its log (see the node's log)"
+                } else {
+                    "it is out of the in-sync set and is rebuilt from another copy"
+                };
+                format!(
+                    "shard {}: this copy's database refused {refused} acknowledged writes; {fate}",
+                    a.shard
+                )
+            })
+        })
+        .collect()
+}
+
 /// Where this node is registered: coordinator id and generation of our view of it.
 #[derive(Debug, Clone, PartialEq)]
 struct Target {
@@ -121,12 +149,13 @@ async fn register(ctx: &Arc<NodeContext>, target: &Target) -> Result<u64, Error>
 }
 
 async fn report(ctx: &Arc<NodeContext>, target: &Target) -> Result<(), Error> {
-    let report = crate::node::stats::report(
+    let mut report = crate::node::stats::report(
         ctx.node_id().as_str(),
         ctx.cluster.generation(),
         ctx.settings.started,
         &ctx.settings.data_dir,
     );
+    report.shards = copy_problems(ctx);
     let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
     let request = HealthRequest::Report(report);
     match crate::peer::call(ctx, &target.coordinator, request, timeout).await? {

@@ -81,6 +81,16 @@ impl Assignment {
     pub fn is_in_sync(&self, node: &str) -> bool {
         self.in_sync.iter().any(|n| n == node)
     }
+
+    /// Makes `next` (a replica) the primary; the old primary becomes a replica.
+    pub fn promote(&mut self, next: &str) {
+        if self.primary == next {
+            return;
+        }
+        let old = std::mem::replace(&mut self.primary, next.to_string());
+        self.replicas.retain(|r| r != next);
+        self.replicas.push(old);
+    }
 }
 
 impl ShardMap {
@@ -159,7 +169,8 @@ impl ShardMap {
             .collect()
     }
 
-    /// Removes `node` from the in-sync set of `shard` (the primary could not replicate to it).
+    /// Removes `node` from the in-sync set of `shard` (the primary could not replicate to it, or
+    /// the copy's database refused writes); a primary hands its role to another in-sync copy.
     /// Refused if it would leave the shard with no in-sync copy.
     pub fn mark_stale(&mut self, shard: u32, node: &str) -> Result<bool, Error> {
         let a = self
@@ -175,6 +186,10 @@ impl ShardMap {
             )));
         }
         a.in_sync.retain(|n| n != node);
+        if a.primary == node {
+            let next = a.in_sync[0].clone();
+            a.promote(&next);
+        }
         Ok(true)
     }
 }
@@ -317,6 +332,24 @@ pub(super) mod tests {
         (1..=n)
             .map(|i| NodeId::new(&format!("node-{i}")).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_primary_marked_stale_hands_its_role_to_an_in_sync_copy() {
+        let mut map = ShardMap::create(&ids(3), BTreeMap::new(), 4, 3, 1);
+        let a = map.assignment(0).unwrap().clone();
+        let primary = a.primary.clone();
+        assert!(map.mark_stale(0, &primary).unwrap());
+        let b = map.assignment(0).unwrap();
+        assert_ne!(b.primary, primary);
+        assert!(b.is_in_sync(&b.primary) && !b.is_in_sync(&primary));
+        assert!(b.replicas.contains(&primary) && !b.replicas.contains(&b.primary));
+        // Down to one in-sync copy: that one stays, whatever asks.
+        let next = b.primary.clone();
+        let other = b.in_sync.iter().find(|n| **n != next).unwrap().clone();
+        assert!(map.mark_stale(0, &other).unwrap());
+        assert!(map.mark_stale(0, &next).is_err());
+        assert_eq!(map.assignment(0).unwrap().primary, next);
     }
 
     #[test]

@@ -8,8 +8,12 @@
 /// community prunes, entity prunes, chunk removal, document removal, in that order.
 pub const DOCUMENT_CASCADE_STEP: &str = "document-cascade-step";
 
+/// Where a shard copy applies a round of logged writes, and again where it applies one write of
+/// a failed round: returning makes the database refuse it (as Kuzu can, see `storage`).
+pub const APPLY_REFUSED: &str = "apply-refused";
+
 /// Every point a node knows, so a misspelt name is refused at start instead of never firing.
-const KNOWN: &[&str] = &[DOCUMENT_CASCADE_STEP];
+const KNOWN: &[&str] = &[DOCUMENT_CASCADE_STEP, APPLY_REFUSED];
 
 /// Configures the points listed in `spec`: `name=actions` pairs separated by `;`, the actions
 /// in the `fail` crate's syntax (e.g. `document-cascade-step=1*off->sleep(60000)`: the first

@@ -293,6 +293,12 @@ impl KuzuShard {
         self.crashed
     }
 
+    /// Acknowledged writes this copy's database refused since it was opened: the copy misses
+    /// them, and is rebuilt from another copy (see `cluster::coordinator`).
+    pub fn refused_writes(&self) -> u64 {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
     /// Highest sequence number visible to reads.
     pub fn visible_seq(&self) -> u64 {
         *self.shared.visible.borrow()
@@ -785,6 +791,8 @@ fn applier_loop(
         let started = std::time::Instant::now();
         let applied = if damaged {
             Err(Error::Engine("the database is damaged".into()))
+        } else if let Some(e) = injected_refusal() {
+            Err(e)
         } else {
             apply_round(
                 &conn,
@@ -820,15 +828,19 @@ fn applier_loop(
             } else {
                 tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
                 for (seq, op, _) in &round {
-                    if let Err(e) = apply_round(
-                        &conn,
-                        &[op.as_ref()],
-                        *seq,
-                        dim,
-                        (&stage, mode),
-                        &shared.commit_gate,
-                        &mut state,
-                    ) {
+                    let one = match injected_refusal() {
+                        Some(e) => Err(e),
+                        None => apply_round(
+                            &conn,
+                            &[op.as_ref()],
+                            *seq,
+                            dim,
+                            (&stage, mode),
+                            &shared.commit_gate,
+                            &mut state,
+                        ),
+                    };
+                    if let Err(e) = one {
                         shared.failed.fetch_add(1, Ordering::SeqCst);
                         tracing::error!(shard, seq, error = %e, "an acknowledged write cannot be applied to the database; it stays in the log");
                     }
@@ -988,3 +1000,12 @@ mod retrieval_tests;
 mod search_tests;
 #[cfg(test)]
 mod tests;
+
+/// A refusal injected by a test (`TORUA_FAILPOINTS`, point `apply-refused`) where the database
+/// would refuse a round or one write.
+fn injected_refusal() -> Option<Error> {
+    fail::fail_point!(crate::node::failpoints::APPLY_REFUSED, |_| Some(
+        Error::Engine("refused by the fault-injection point apply-refused".into())
+    ));
+    None
+}

@@ -1,0 +1,150 @@
+//! A shard copy whose database refuses writes it acknowledged (as Kuzu 0.11 can, see `storage`)
+//! misses them. Injected with the fault point `apply-refused` (`TORUA_FAILPOINTS`) on one node:
+//! - with a second copy, the broken copy leaves the in-sync set (handing over the primary role)
+//!   and is rebuilt from a snapshot; afterwards every copy of every shard is the same, every
+//!   entity reads back, no copy counts refused writes and the cluster is green;
+//! - as a shard's only copy, it stays (it is all there is) and the cluster turns yellow, naming
+//!   the node and the shard.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use torua_testkit::{wait, ClusterOptions, Failures, TestCluster};
+
+const T: Duration = Duration::from_secs(10);
+const SETTLE: Duration = Duration::from_secs(120);
+/// The first round a copy applies fails, then the first of its writes applied one by one.
+const REFUSE_ONE_WRITE: &str = "apply-refused=2*return";
+
+/// `n` entities in a chain, enough to put writes on every shard.
+fn batch(n: usize) -> Value {
+    json!({
+        "entities": (0..n).map(|i| json!({
+            "id": format!("rp-{i}"), "title": format!("ENTITY {i}"), "type": "THING",
+            "description": format!("entity {i} of the repair test"),
+        })).collect::<Vec<_>>(),
+        "relations": (1..n).map(|i| json!({
+            "id": format!("rp-r{i}"), "source": format!("rp-{}", i - 1), "target": format!("rp-{i}"),
+            "description": "next", "weight": 1.0,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A cluster of `n` nodes whose node `broken` refuses one write.
+fn start(n: usize, options: ClusterOptions, broken: usize) -> TestCluster {
+    let mut cluster = TestCluster::new(n, options).unwrap();
+    cluster
+        .node_mut(broken)
+        .env
+        .insert("TORUA_FAILPOINTS".into(), REFUSE_ONE_WRITE.into());
+    cluster.start_all().unwrap();
+    cluster.wait_green(SETTLE).unwrap();
+    cluster
+}
+
+/// Why the copies are not yet repaired, or `Ok` once no copy counts refused writes and the
+/// copies of each shard have one checksum.
+fn repaired(cluster: &TestCluster) -> Result<(), String> {
+    let answer = cluster
+        .node(0)
+        .get_json("/cluster/shards?checksum=true", Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let copies = answer["copies"].as_array().ok_or("no copies")?;
+    let mut sums: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for c in copies {
+        if c["failed_writes"].as_u64() != Some(0) {
+            return Err(format!("a copy counts refused writes: {c}"));
+        }
+        let shard = c["shard"].as_u64().ok_or("a copy without a shard")?;
+        sums.entry(shard)
+            .or_default()
+            .insert(c["checksum"].to_string());
+    }
+    match sums.iter().find(|(_, s)| s.len() != 1) {
+        Some((shard, s)) => Err(format!("shard {shard}'s copies differ: {s:?}")),
+        None => Ok(()),
+    }
+}
+
+fn entity_count(cluster: &TestCluster) -> Option<u64> {
+    let (status, answer) = cluster
+        .node(2)
+        .post_json(
+            "/query",
+            &json!({"cypher": "MATCH (e:Entity) WHERE e.id STARTS WITH 'rp-' AND e.title <> '' RETURN count(*) AS n"}),
+            T,
+        )
+        .ok()?;
+    (status == 200).then(|| answer["rows"][0][0].as_u64())?
+}
+
+#[test]
+fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let mut cluster = start(3, ClusterOptions::graph(3), 1);
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch(300), T)
+        .unwrap();
+    assert_eq!(status, 200, "ingest: {answer}");
+
+    let outcome = wait::poll(SETTLE, Duration::from_millis(500), || repaired(&cluster));
+    f.check(outcome.is_ok(), || {
+        format!("the copies were not repaired: {outcome:?}")
+    });
+    let log = std::fs::read_to_string(&cluster.node(1).log_path).unwrap_or_default();
+    f.check(log.contains("leaving the in-sync set"), || {
+        "node 2 never took its broken copy out of the in-sync set (did the fault fire?)".into()
+    });
+    f.check(log.contains("installed a copy from a snapshot"), || {
+        "node 2 did not rebuild its broken copy from a snapshot".into()
+    });
+    let count = wait::poll(T, Duration::from_millis(200), || {
+        entity_count(&cluster).filter(|n| *n == 300).ok_or(())
+    });
+    f.check(count.is_ok(), || {
+        format!(
+            "not every entity reads back: {:?} of 300",
+            entity_count(&cluster)
+        )
+    });
+    let green = cluster.wait_green(SETTLE);
+    f.check(green.is_ok(), || format!("not green after the repair: {green:?}"));
+    f.finish("repair of a copy that refused writes", started);
+}
+
+#[test]
+fn an_only_copy_that_refused_writes_turns_the_cluster_yellow() {
+    let started = Instant::now();
+    let mut o = ClusterOptions::graph(1);
+    o.env.insert("TORUA_REPLICAS".into(), "1".into());
+    let cluster = start(1, o, 0);
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch(50), T)
+        .unwrap();
+    assert_eq!(status, 200, "ingest: {answer}");
+    let health = wait::poll(SETTLE, Duration::from_millis(200), || {
+        let h = cluster.node(0).get_json("/cluster/health", T).map_err(|e| e.to_string())?;
+        let named = h["reasons"].as_array().is_some_and(|r| {
+            r.iter().any(|r| {
+                r.as_str().is_some_and(|r| {
+                    r.starts_with(&format!("{}: shard ", cluster.node(0).id))
+                        && r.contains("refused 1 acknowledged writes")
+                })
+            })
+        });
+        if h["status"] == "yellow" && named {
+            Ok(h)
+        } else {
+            Err(h.to_string())
+        }
+    });
+    assert!(
+        health.is_ok(),
+        "the cluster did not turn yellow naming the copy: {health:?} (after {:?})",
+        started.elapsed()
+    );
+}
