@@ -892,19 +892,19 @@ struct TableWrite<'a, 'db> {
 }
 
 impl TableWrite<'_, '_> {
-    /// `RETURN r.a, r.b, ...` in column order; the embedding is cast to the column's array type.
-    fn return_list(&self) -> String {
-        self.fields
-            .iter()
-            .map(|(n, _)| {
-                if *n == "embedding" {
-                    format!("CAST(r.embedding AS FLOAT[{}])", self.dim)
-                } else {
-                    format!("r.{n}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// Column `n` of row `r`; the embedding is cast to the column's array type.
+    fn value_of(&self, n: &str) -> String {
+        if n == "embedding" {
+            format!("CAST(r.embedding AS FLOAT[{}])", self.dim)
+        } else {
+            format!("r.{n}")
+        }
+    }
+
+    /// `f(column, value)` for each column, joined by commas.
+    fn each_column(&self, f: impl Fn(&str, String) -> String) -> String {
+        let each = self.fields.iter().map(|(n, _)| f(n, self.value_of(n)));
+        each.collect::<Vec<_>>().join(", ")
     }
 
     /// Inserts rows whose ids are new: `UNWIND … CREATE`, or one bulk COPY.
@@ -955,17 +955,12 @@ impl TableWrite<'_, '_> {
         if new_rows.is_empty() {
             return Ok(());
         }
-        let (table, returned) = (self.table, self.return_list());
+        let table = self.table;
         let q = if self.mode == InsertMode::Create {
-            let props = self
-                .fields
-                .iter()
-                .zip(returned.split(", "))
-                .map(|((n, _), v)| format!("{n}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let props = self.each_column(|n, v| format!("{n}: {v}"));
             format!("UNWIND $rows AS r CREATE (n:{table} {{{props}}})")
         } else {
+            let returned = self.each_column(|_, v| v);
             format!("COPY {table} FROM (UNWIND $rows AS r RETURN {returned})")
         };
         self.run_rows(&q, new_rows)
@@ -976,19 +971,12 @@ impl TableWrite<'_, '_> {
         if changed.is_empty() {
             return Ok(());
         }
-        let sets = self
-            .fields
-            .iter()
-            .filter(|(n, _)| *n != "id")
-            .map(|(n, _)| {
-                if *n == "embedding" {
-                    format!("n.embedding = CAST(r.embedding AS FLOAT[{}])", self.dim)
-                } else {
-                    format!("n.{n} = r.{n}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        // Every column but the id, which the row is matched by.
+        let sets = self.fields.iter().filter(|(n, _)| *n != "id");
+        let sets: Vec<String> = sets
+            .map(|(n, _)| format!("n.{n} = {}", self.value_of(n)))
+            .collect();
+        let sets = sets.join(", ");
         let q = format!(
             "UNWIND $rows AS r MATCH (n:{} {{id: r.id}}) SET {sets}",
             self.table
