@@ -511,14 +511,15 @@ impl<'a> Merged<'a> {
             relations_ms = (t.elapsed() - t_entities).as_millis() as u64,
             "upserted"
         );
-        let (new_chunks, old_chunks) = upsert_simple(
+        let write = |table, fields| TableWrite {
             conn,
-            "Chunk",
-            &chunk_fields(dim),
-            self.chunks.values().map(|c| chunk_row(c, dim)).collect(),
+            table,
+            fields,
             dim,
             mode,
-        )?;
+        };
+        let chunks = self.chunks.values().map(|c| chunk_row(c, dim)).collect();
+        let (new_chunks, old_chunks) = write("Chunk", chunk_fields(dim)).upsert(chunks)?;
         if dim > 0 {
             match late {
                 Some(late) => {
@@ -535,25 +536,10 @@ impl<'a> Merged<'a> {
                 }
             }
         }
-        upsert_simple(
-            conn,
-            "Community",
-            &community_fields(),
-            self.communities
-                .values()
-                .map(|c| community_row(c))
-                .collect(),
-            0,
-            mode,
-        )?;
-        upsert_simple(
-            conn,
-            "Document",
-            &document_fields(),
-            self.documents.values().map(|d| document_row(d)).collect(),
-            0,
-            mode,
-        )?;
+        let communities = self.communities.values().map(|c| community_row(c));
+        write("Community", community_fields()).upsert(communities.collect())?;
+        let documents = self.documents.values().map(|d| document_row(d));
+        write("Document", document_fields()).upsert(documents.collect())?;
         Ok(entities_set || !old_chunks.is_empty())
     }
 
@@ -587,7 +573,7 @@ impl<'a> Merged<'a> {
             )
         })
         .collect();
-        let fields = entity_fields(dim);
+        let fields = shard_entity_fields(dim);
         let (mut new_rows, mut stub_rows) = (Vec::new(), Vec::new());
         let mut changed = Vec::new();
         let (mut new_ids, mut changed_ids) = (Vec::new(), Vec::new());
@@ -607,12 +593,19 @@ impl<'a> Merged<'a> {
                 (None, Some(_)) => {} // an endpoint that is already here
             }
         }
-        // Stubs have no text, so the full-text indexes' batch insert problem (`insert_rows`)
+        let write = TableWrite {
+            conn,
+            table: "Entity",
+            fields,
+            dim,
+            mode,
+        };
+        // Stubs have no text, so the full-text indexes' batch insert problem (`TableWrite::insert`)
         // cannot touch them: one statement for all.
-        insert_rows(conn, "Entity", &fields, new_rows, dim, mode)?;
-        insert_text_free_rows(conn, "Entity", &fields, stub_rows, dim, mode)?;
+        write.insert(new_rows)?;
+        write.insert_text_free(stub_rows)?;
         let overwritten = !changed.is_empty();
-        set_rows(conn, "Entity", &fields, changed, dim)?;
+        write.set(changed)?;
         if dim > 0 {
             match late {
                 Some(late) => {
@@ -658,37 +651,10 @@ impl<'a> Merged<'a> {
                 Some(_) => {}
             }
         }
-        let rel_fields = [
-            ("source", LogicalType::String),
-            ("target", LogicalType::String),
-            ("id", LogicalType::String),
-            ("description", LogicalType::String),
-            ("weight", LogicalType::Double),
-            ("text_unit_ids", string_list()),
-        ];
-        let rel_values = |r: &Relation| {
-            vec![
-                s(&r.source),
-                s(&r.target),
-                s(&r.id),
-                s(&r.description),
-                Value::Double(r.weight),
-                strings(&r.text_unit_ids),
-            ]
-        };
-        let key_fields = [("key", LogicalType::String), ("hash", LogicalType::Int64)];
         let t_lookup = t.elapsed();
         let t_copy = std::time::Instant::now();
         if !new.is_empty() {
-            insert_relations(
-                conn,
-                stage,
-                mode,
-                &new,
-                &rel_fields,
-                &rel_values,
-                &key_fields,
-            )?;
+            insert_relations(conn, stage, mode, &new)?;
         }
         tracing::trace!(
             lookup_ms = t_lookup.as_millis() as u64,
@@ -704,15 +670,9 @@ impl<'a> Merged<'a> {
                 )
                 .map_err(err)?;
             for (_, _, r) in &changed {
-                conn.execute(
-                    &mut stmt,
-                    rel_fields
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .zip(rel_values(r))
-                        .collect(),
-                )
-                .map_err(err)?;
+                let params = relation_fields().map(|(n, _)| n).into_iter();
+                conn.execute(&mut stmt, params.zip(relation_row(r)).collect())
+                    .map_err(err)?;
             }
             run(
                 conn,
@@ -720,11 +680,8 @@ impl<'a> Merged<'a> {
                 vec![(
                     "rows",
                     rows(
-                        &key_fields,
-                        changed
-                            .iter()
-                            .map(|(k, h, _)| vec![s(k), hash_value(*h as u64)])
-                            .collect(),
+                        &key_fields(),
+                        changed.iter().map(|(k, h, _)| key_row(k, *h)).collect(),
                     ),
                 )],
             )?;
@@ -742,28 +699,32 @@ fn insert_relations(
     stage: &Path,
     mode: InsertMode,
     new: &[(&String, i64, &Relation)],
-    rel_fields: &[(&str, LogicalType)],
-    rel_values: &dyn Fn(&Relation) -> Vec<Value>,
-    key_fields: &[(&str, LogicalType)],
 ) -> Result<(), Error> {
     let rels: Vec<&Relation> = new.iter().map(|(_, _, r)| *r).collect();
+    let rel_rows = || {
+        rows(
+            &relation_fields(),
+            rels.iter().map(|r| relation_row(r)).collect(),
+        )
+    };
     let keys: Vec<(&str, i64)> = new.iter().map(|(k, h, _)| (k.as_str(), *h)).collect();
+    let key_rows = || keys.iter().map(|(k, h)| key_row(k, *h)).collect();
     if mode == InsertMode::Create {
         run(
             conn,
             "UNWIND $rows AS r MATCH (a:Entity {id: r.source}) WITH a, r UNWIND [r.target] AS t \
              MATCH (b:Entity {id: t}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, \
              text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
-            vec![(
-                "rows",
-                rows(rel_fields, rels.iter().map(|r| rel_values(r)).collect()),
-            )],
+            vec![("rows", rel_rows())],
         )?;
-        let key_rows = keys
-            .iter()
-            .map(|(k, h)| vec![s(k), hash_value(*h as u64)])
-            .collect();
-        return insert_rows(conn, "RelKey", key_fields, key_rows, 0, mode);
+        let write = TableWrite {
+            conn,
+            table: "RelKey",
+            fields: key_fields().to_vec(),
+            dim: 0,
+            mode,
+        };
+        return write.insert(key_rows());
     }
     let staged = super::kuzu_stage::relations(stage, &rels)?;
     if let Some(file) = staged.literal() {
@@ -776,36 +737,30 @@ fn insert_relations(
     run(
         conn,
         "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source AS source2, r.target AS target2)",
-        vec![("rows", rows(rel_fields, rels.iter().map(|r| rel_values(r)).collect()))],
+        vec![("rows", rel_rows())],
     )?;
     run(
         conn,
         "COPY RelKey FROM (UNWIND $rows AS r RETURN r.key, r.hash)",
-        vec![(
-            "rows",
-            rows(
-                key_fields,
-                keys.iter()
-                    .map(|(k, h)| vec![s(k), hash_value(*h as u64)])
-                    .collect(),
-            ),
-        )],
+        vec![("rows", rows(&key_fields(), key_rows()))],
     )?;
     Ok(())
 }
 
-fn entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
-    let mut f = vec![
-        ("id", LogicalType::String),
-        ("title", LogicalType::String),
-        ("type", LogicalType::String),
-        ("description", LogicalType::String),
-        ("text_unit_ids", string_list()),
-        ("frequency", LogicalType::Int64),
-        ("degree", LogicalType::Int64),
-        ("stub", LogicalType::Bool),
-        ("hash", LogicalType::Int64),
-    ];
+/// The columns of a `RelKey` row ([`key_row`]).
+fn key_fields() -> [(&'static str, LogicalType); 2] {
+    [("key", LogicalType::String), ("hash", LogicalType::Int64)]
+}
+
+/// A relation's `RelKey` row: its key and content hash.
+fn key_row(key: &str, hash: i64) -> Vec<Value> {
+    vec![s(key), hash_value(hash as u64)]
+}
+
+/// The columns of an `Entity` row ([`entity_row`]).
+fn shard_entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
+    let mut f = entity_fields().to_vec();
+    f.extend([("stub", LogicalType::Bool), ("hash", LogicalType::Int64)]);
     if dim > 0 {
         f.push(("embedding", LogicalType::String));
     }
@@ -926,61 +881,143 @@ fn document_row(d: &Document) -> (String, Vec<Value>) {
     )
 }
 
-/// `RETURN r.a, r.b, ...` in column order; the embedding is cast to the column's array type.
-fn return_list(fields: &[(&str, LogicalType)], dim: usize) -> String {
-    fields
-        .iter()
-        .map(|(n, _)| {
-            if *n == "embedding" {
-                format!("CAST(r.embedding AS FLOAT[{dim}])")
-            } else {
-                format!("r.{n}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Inserts rows whose ids are new: `UNWIND … CREATE`, or one bulk COPY.
-fn insert_rows(
-    conn: &Connection,
-    table: &str,
-    fields: &[(&str, LogicalType)],
-    new_rows: Vec<Vec<Value>>,
+/// One node table as a round writes it: through `conn`, in `mode`, rows of `fields` (in that
+/// order) whose `embedding` column, if any, is cast to `FLOAT[dim]`.
+struct TableWrite<'a, 'db> {
+    conn: &'a Connection<'db>,
+    table: &'static str,
+    fields: Vec<(&'static str, LogicalType)>,
     dim: usize,
     mode: InsertMode,
-) -> Result<(), Error> {
-    if new_rows.is_empty() {
-        return Ok(());
+}
+
+impl TableWrite<'_, '_> {
+    /// Column `n` of row `r`; the embedding is cast to the column's array type.
+    fn value_of(&self, n: &str) -> String {
+        if n == "embedding" {
+            format!("CAST(r.embedding AS FLOAT[{}])", self.dim)
+        } else {
+            format!("r.{n}")
+        }
     }
-    if mode == InsertMode::Create && kuzu_index::has_text_index(table) {
-        // Kuzu 0.11 indexes every row of an `UNWIND … CREATE` under the first row's text in a
-        // full-text index (`fts_probe` in the storage tests): one statement per row here.
-        let props = fields
+
+    /// `f(column, value)` for each column, joined by commas.
+    fn each_column(&self, f: impl Fn(&str, String) -> String) -> String {
+        let each = self.fields.iter().map(|(n, _)| f(n, self.value_of(n)));
+        each.collect::<Vec<_>>().join(", ")
+    }
+
+    /// Inserts rows whose ids are new: `UNWIND … CREATE`, or one bulk COPY.
+    fn insert(&self, new_rows: Vec<Vec<Value>>) -> Result<(), Error> {
+        if self.mode == InsertMode::Create
+            && kuzu_index::has_text_index(self.table)
+            && !new_rows.is_empty()
+        {
+            // Kuzu 0.11 indexes every row of an `UNWIND … CREATE` under the first row's text in a
+            // full-text index (`fts_probe` in the storage tests): one statement per row here.
+            return self.create_one_by_one(new_rows);
+        }
+        self.insert_text_free(new_rows)
+    }
+
+    /// `insert` of each row by a statement of its own.
+    fn create_one_by_one(&self, new_rows: Vec<Vec<Value>>) -> Result<(), Error> {
+        let props = self
+            .fields
             .iter()
             .map(|(n, _)| format!("{n}: ${n}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut stmt = conn
-            .prepare(&format!("CREATE (n:{table} {{{props}}})"))
+        let mut stmt = self
+            .conn
+            .prepare(&format!("CREATE (n:{} {{{props}}})", self.table))
             .map_err(err)?;
         for row in new_rows {
-            let params = fields
+            let params = self
+                .fields
                 .iter()
                 .map(|(n, _)| *n)
                 .zip(row)
                 .map(|(n, v)| match (n, v) {
                     // The batch path casts the embedding's text in Cypher; a parameter must
                     // arrive as the column's array type.
-                    ("embedding", v) => (n, embedding_array(v, dim)),
+                    ("embedding", v) => (n, embedding_array(v, self.dim)),
                     (n, v) => (n, v),
                 })
                 .collect();
-            conn.execute(&mut stmt, params).map_err(err)?;
+            self.conn.execute(&mut stmt, params).map_err(err)?;
         }
-        return Ok(());
+        Ok(())
     }
-    insert_text_free_rows(conn, table, fields, new_rows, dim, mode)
+
+    /// `insert` for rows whose table has no full-text index, or whose text is empty.
+    fn insert_text_free(&self, new_rows: Vec<Vec<Value>>) -> Result<(), Error> {
+        if new_rows.is_empty() {
+            return Ok(());
+        }
+        let table = self.table;
+        let q = if self.mode == InsertMode::Create {
+            let props = self.each_column(|n, v| format!("{n}: {v}"));
+            format!("UNWIND $rows AS r CREATE (n:{table} {{{props}}})")
+        } else {
+            let returned = self.each_column(|_, v| v);
+            format!("COPY {table} FROM (UNWIND $rows AS r RETURN {returned})")
+        };
+        self.run_rows(&q, new_rows)
+    }
+
+    /// Overwrites every column of rows that exist.
+    fn set(&self, changed: Vec<Vec<Value>>) -> Result<(), Error> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        // Every column but the id, which the row is matched by.
+        let sets = self.fields.iter().filter(|(n, _)| *n != "id");
+        let sets: Vec<String> = sets
+            .map(|(n, _)| format!("n.{n} = {}", self.value_of(n)))
+            .collect();
+        let sets = sets.join(", ");
+        let q = format!(
+            "UNWIND $rows AS r MATCH (n:{} {{id: r.id}}) SET {sets}",
+            self.table
+        );
+        self.run_rows(&q, changed)
+    }
+
+    /// Runs `q` with `values` as its `$rows`.
+    fn run_rows(&self, q: &str, values: Vec<Vec<Value>>) -> Result<(), Error> {
+        run(self.conn, q, vec![("rows", rows(&self.fields, values))]).map(|_| ())
+    }
+
+    /// Chunks, communities, documents: COPY the new ids, SET the others. Returns the ids inserted
+    /// and the ids overwritten.
+    fn upsert(
+        &self,
+        items: Vec<(String, Vec<Value>)>,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        if items.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+        let found: HashSet<String> = run(
+            self.conn,
+            &format!(
+                "UNWIND $ids AS i MATCH (n:{} {{id: i}}) RETURN n.id",
+                self.table
+            ),
+            vec![("ids", string_list_of(&ids))],
+        )?
+        .iter()
+        .map(|r| as_string(&r[0]))
+        .collect();
+        let (old, new): (Vec<_>, Vec<_>) =
+            items.into_iter().partition(|(id, _)| found.contains(id));
+        let (new_ids, new_rows): (Vec<String>, Vec<Vec<Value>>) = new.into_iter().unzip();
+        let (old_ids, old_rows): (Vec<String>, Vec<Vec<Value>>) = old.into_iter().unzip();
+        self.insert(new_rows)?;
+        self.set(old_rows)?;
+        Ok((new_ids, old_ids))
+    }
 }
 
 /// An embedding as `embedding_value` writes it (text, or null) as a `FLOAT[dim]` value.
@@ -1000,92 +1037,6 @@ fn embedding_array(v: Value, dim: usize) -> Value {
         ),
         _ => Value::Null(ty),
     }
-}
-
-/// `insert_rows` for rows whose table has no full-text index, or whose text is empty.
-fn insert_text_free_rows(
-    conn: &Connection,
-    table: &str,
-    fields: &[(&str, LogicalType)],
-    new_rows: Vec<Vec<Value>>,
-    dim: usize,
-    mode: InsertMode,
-) -> Result<(), Error> {
-    if new_rows.is_empty() {
-        return Ok(());
-    }
-    if mode == InsertMode::Create {
-        let props = fields
-            .iter()
-            .zip(return_list(fields, dim).split(", "))
-            .map(|((n, _), v)| format!("{n}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let q = format!("UNWIND $rows AS r CREATE (n:{table} {{{props}}})");
-        return run(conn, &q, vec![("rows", rows(fields, new_rows))]).map(|_| ());
-    }
-    let q = format!(
-        "COPY {table} FROM (UNWIND $rows AS r RETURN {})",
-        return_list(fields, dim)
-    );
-    run(conn, &q, vec![("rows", rows(fields, new_rows))]).map(|_| ())
-}
-
-/// Overwrites every column of rows that exist.
-fn set_rows(
-    conn: &Connection,
-    table: &str,
-    fields: &[(&str, LogicalType)],
-    changed: Vec<Vec<Value>>,
-    dim: usize,
-) -> Result<(), Error> {
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let sets = fields
-        .iter()
-        .filter(|(n, _)| *n != "id")
-        .map(|(n, _)| {
-            if *n == "embedding" {
-                format!("n.embedding = CAST(r.embedding AS FLOAT[{dim}])")
-            } else {
-                format!("n.{n} = r.{n}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let q = format!("UNWIND $rows AS r MATCH (n:{table} {{id: r.id}}) SET {sets}");
-    run(conn, &q, vec![("rows", rows(fields, changed))]).map(|_| ())
-}
-
-/// Chunks, communities, documents: COPY the new ids, SET the others. Returns the ids inserted
-/// and the ids overwritten.
-fn upsert_simple(
-    conn: &Connection,
-    table: &str,
-    fields: &[(&str, LogicalType)],
-    items: Vec<(String, Vec<Value>)>,
-    dim: usize,
-    mode: InsertMode,
-) -> Result<(Vec<String>, Vec<String>), Error> {
-    if items.is_empty() {
-        return Ok(Default::default());
-    }
-    let ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
-    let found: HashSet<String> = run(
-        conn,
-        &format!("UNWIND $ids AS i MATCH (n:{table} {{id: i}}) RETURN n.id"),
-        vec![("ids", string_list_of(&ids))],
-    )?
-    .iter()
-    .map(|r| as_string(&r[0]))
-    .collect();
-    let (old, new): (Vec<_>, Vec<_>) = items.into_iter().partition(|(id, _)| found.contains(id));
-    let (new_ids, new_rows): (Vec<String>, Vec<Vec<Value>>) = new.into_iter().unzip();
-    let (old_ids, old_rows): (Vec<String>, Vec<Vec<Value>>) = old.into_iter().unzip();
-    insert_rows(conn, table, fields, new_rows, dim, mode)?;
-    set_rows(conn, table, fields, old_rows, dim)?;
-    Ok((new_ids, old_ids))
 }
 
 /// Deletes an entity (or, with `only_stub`, only if it is a stub here) with its relations and

@@ -14,7 +14,7 @@ use kuzu::{Connection, LogicalType, Value};
 use super::cascade::{CascadeRead, CascadeRows, Prune, RelationKey, TextUnitUse};
 use super::kuzu_apply::key_of;
 use super::kuzu_index::{self, Indexed};
-use super::kuzu_read::{execute_values, read_only, QueryFailure};
+use super::kuzu_read::{execute_values, read_only, within_bytes, QueryFailure};
 use super::kuzu_readers::Session;
 use super::kuzu_values::*;
 use super::Error;
@@ -43,16 +43,9 @@ pub fn run_cascade_read(
             |query: &str, params: Vec<(&str, Value)>| execute_values(session, query, params);
         answer(&mut q, read)
     })?;
-    let size = postcard::to_stdvec(&rows)
-        .map_err(|e| QueryFailure::Other(format!("cannot encode the answer: {e}")))?
-        .len();
-    if size > max_bytes {
-        return Err(QueryFailure::TooLarge(format!(
-            "a shard's answer about the document passed {} MiB; the document cites too much to remove at once",
-            max_bytes >> 20
-        )));
-    }
-    Ok(rows)
+    within_bytes(rows, max_bytes, |mib| {
+        format!("a shard's answer about the document passed {mib} MiB; the document cites too much to remove at once")
+    })
 }
 
 fn answer<E>(

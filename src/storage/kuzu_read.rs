@@ -111,6 +111,21 @@ pub fn read_only<T>(
     result
 }
 
+/// `rows`, unless their encoding passes `max_bytes`: then `TooLarge` with `too_large(MiB)`.
+pub fn within_bytes<T: Serialize>(
+    rows: T,
+    max_bytes: usize,
+    too_large: impl FnOnce(usize) -> String,
+) -> Result<T, QueryFailure> {
+    let size = postcard::to_stdvec(&rows)
+        .map_err(|e| QueryFailure::Other(format!("cannot encode the answer: {e}")))?
+        .len();
+    if size > max_bytes {
+        return Err(QueryFailure::TooLarge(too_large(max_bytes >> 20)));
+    }
+    Ok(rows)
+}
+
 /// Runs `cypher` (prepared once per reader thread) with `params`, collecting the rows; a failure
 /// is classified as [`run_user_query`]'s are.
 pub fn execute_values(

@@ -9,7 +9,7 @@
 
 use kuzu::{LogicalType, Value};
 
-use super::kuzu_read::{execute_values, read_only, QueryFailure};
+use super::kuzu_read::{execute_values, read_only, within_bytes, QueryFailure};
 use super::kuzu_readers::Session;
 use super::kuzu_values::{as_bool, as_f64, as_i64, as_string, s, strings};
 use super::retrieval::{
@@ -30,16 +30,9 @@ pub fn run_retrieval(
     max_bytes: usize,
 ) -> Result<RetrievalRows, QueryFailure> {
     let rows = read_only(session, timeout_ms, |session| answer(session, read))?;
-    let size = postcard::to_stdvec(&rows)
-        .map_err(|e| QueryFailure::Other(format!("cannot encode the answer: {e}")))?
-        .len();
-    if size > max_bytes {
-        return Err(QueryFailure::TooLarge(format!(
-            "a shard's retrieval answer passed {} MiB",
-            max_bytes >> 20
-        )));
-    }
-    Ok(rows)
+    within_bytes(rows, max_bytes, |mib| {
+        format!("a shard's retrieval answer passed {mib} MiB")
+    })
 }
 
 fn answer(session: &mut Session<'_>, read: &RetrievalRead) -> Result<RetrievalRows, QueryFailure> {

@@ -409,14 +409,8 @@ impl KuzuShard {
         timeout_ms: u64,
         max_bytes: usize,
     ) -> Result<CascadeRows, QueryFailure> {
-        self.wait_visible(READ_WAIT)
+        self.query_read(move |session| run_cascade_read(session, &read, timeout_ms, max_bytes))
             .await
-            .map_err(|e| QueryFailure::Other(e.to_string()))?;
-        self.read_on(&self.query_readers, move |session| {
-            Ok(run_cascade_read(session, &read, timeout_ms, max_bytes))
-        })
-        .await
-        .map_err(|e| QueryFailure::Other(e.to_string()))?
     }
 
     pub async fn get_chunk(&self, id: String) -> Result<Option<Chunk>, Error> {
@@ -432,14 +426,8 @@ impl KuzuShard {
         query: ShardQuery,
         max_bytes: usize,
     ) -> Result<Rows, QueryFailure> {
-        self.wait_visible(READ_WAIT)
+        self.query_read(move |session| run_user_query(session, &query, max_bytes))
             .await
-            .map_err(|e| QueryFailure::Other(e.to_string()))?;
-        self.read_on(&self.query_readers, move |session| {
-            Ok(run_user_query(session, &query, max_bytes))
-        })
-        .await
-        .map_err(|e| QueryFailure::Other(e.to_string()))?
     }
 
     /// Answers a retrieval read on this copy (after the writes logged before it), on the user
@@ -451,14 +439,8 @@ impl KuzuShard {
         timeout_ms: u64,
         max_bytes: usize,
     ) -> Result<RetrievalRows, QueryFailure> {
-        self.wait_visible(READ_WAIT)
+        self.query_read(move |session| run_retrieval(session, &read, timeout_ms, max_bytes))
             .await
-            .map_err(|e| QueryFailure::Other(e.to_string()))?;
-        self.read_on(&self.query_readers, move |session| {
-            Ok(run_retrieval(session, &read, timeout_ms, max_bytes))
-        })
-        .await
-        .map_err(|e| QueryFailure::Other(e.to_string()))?
     }
 
     /// One traversal step: the properties of `ids` held here and, when `relations`, their
@@ -550,6 +532,19 @@ impl KuzuShard {
         F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, Error> + Send + 'static,
     {
         self.read_on(&self.readers, f).await
+    }
+
+    /// Runs a read that answers like a user query on the user queries' readers, after the writes
+    /// logged before it; a failure to read at all is `QueryFailure::Other`.
+    async fn query_read<T, F>(&self, f: F) -> Result<T, QueryFailure>
+    where
+        T: Send + 'static,
+        F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, QueryFailure> + Send + 'static,
+    {
+        let other = |e: Error| QueryFailure::Other(e.to_string());
+        self.wait_visible(READ_WAIT).await.map_err(other)?;
+        let answer = self.read_on(&self.query_readers, move |session| Ok(f(session)));
+        answer.await.map_err(other)?
     }
 
     /// Runs a read on a thread of `pool`, holding the commit gate shared.

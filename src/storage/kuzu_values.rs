@@ -1,7 +1,9 @@
 //! Converting between Rust values and Kuzu's `Value` (there is no serde for it), and running a
-//! prepared statement with parameters.
+//! prepared statement with parameters. Public for the test kit, whose reference databases take
+//! the same parameter rows as the shards.
 
 use super::Error;
+use crate::graph::model::Relation;
 use kuzu::{Connection, LogicalType, Value};
 
 pub fn err(e: kuzu::Error) -> Error {
@@ -120,6 +122,43 @@ pub fn string_list() -> LogicalType {
     LogicalType::List {
         child_type: Box::new(LogicalType::String),
     }
+}
+
+/// The columns of a GraphRAG entity (a shard's `Entity` rows add their own after these).
+pub fn entity_fields() -> [(&'static str, LogicalType); 7] {
+    [
+        ("id", LogicalType::String),
+        ("title", LogicalType::String),
+        ("type", LogicalType::String),
+        ("description", LogicalType::String),
+        ("text_unit_ids", string_list()),
+        ("frequency", LogicalType::Int64),
+        ("degree", LogicalType::Int64),
+    ]
+}
+
+/// The fields of [`relation_row`]'s rows (statements read them by name: `r.source`, ...).
+pub fn relation_fields() -> [(&'static str, LogicalType); 6] {
+    [
+        ("id", LogicalType::String),
+        ("source", LogicalType::String),
+        ("target", LogicalType::String),
+        ("description", LogicalType::String),
+        ("weight", LogicalType::Double),
+        ("text_unit_ids", string_list()),
+    ]
+}
+
+/// A relation as a parameter row (for `UNWIND $rows AS r ... CREATE (a)-[:RELATED ...]->(b)`).
+pub fn relation_row(r: &Relation) -> Vec<Value> {
+    vec![
+        s(&r.id),
+        s(&r.source),
+        s(&r.target),
+        s(&r.description),
+        Value::Double(r.weight),
+        strings(&r.text_unit_ids),
+    ]
 }
 
 /// An embedding as Kuzu's list text (`[0.1,-2.5,...]`), cast to `FLOAT[n]` by the statement.

@@ -20,7 +20,7 @@ mod kuzu_readers;
 mod kuzu_retrieval;
 pub mod kuzu_shard;
 mod kuzu_stage;
-mod kuzu_values;
+pub mod kuzu_values;
 pub mod retrieval;
 pub mod shard_log;
 

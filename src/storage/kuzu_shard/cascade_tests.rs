@@ -6,7 +6,8 @@
 use super::*;
 use crate::graph::model::{Batch, Community, Document, Relation};
 use crate::storage::{
-    CascadeRead, CascadeRows, ItemKind, Prune, RetrievalRead, RetrievalRows, TextIndex, TextUnitUse,
+    CascadeRead, CascadeRows, CommunityReport, ItemKind, Prune, RetrievalRead, RetrievalRows,
+    TextIndex, TextUnitUse,
 };
 
 const BIG: usize = 1 << 20;
@@ -120,6 +121,25 @@ async fn open(path: &Path, dim: usize, mode: InsertMode) -> KuzuShard {
 
 async fn read(shard: &KuzuShard, read: CascadeRead) -> CascadeRows {
     shard.cascade_read(read, TIMEOUT_MS, BIG).await.unwrap()
+}
+
+/// Every community report of the copy (at most 10), with its `stale` flag.
+async fn all_reports(shard: &KuzuShard) -> Vec<CommunityReport> {
+    let read = RetrievalRead::AllReports {
+        level: None,
+        limit: 10,
+    };
+    let rows = shard.retrieve(read, TIMEOUT_MS, BIG).await.unwrap();
+    rows.into_reports().unwrap()
+}
+
+/// Writes `communities` alone as write `seq`.
+async fn write_communities(shard: &KuzuShard, seq: u64, communities: Vec<Community>) {
+    let batch = Batch {
+        communities,
+        ..Batch::default()
+    };
+    shard.write(seq, WriteOp::Upsert(batch)).await.unwrap();
 }
 
 /// (relation id, text units) of an entity's relations, sorted.
@@ -320,19 +340,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
             .collect::<Vec<_>>(),
         vec![units(&["t1", "t2"])]
     );
-    let reports = shard
-        .retrieve(
-            RetrievalRead::AllReports {
-                level: None,
-                limit: 10,
-            },
-            TIMEOUT_MS,
-            BIG,
-        )
-        .await
-        .unwrap()
-        .into_reports()
-        .unwrap();
+    let reports = all_reports(&shard).await;
     assert!(reports.iter().all(|r| !r.stale), "{reports:?}");
     assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
 }
@@ -527,16 +535,7 @@ async fn a_database_from_before_the_stale_flag_gains_it() {
     let path = dir.path().join("shard-0.kz");
     {
         let shard = open(&path, 0, InsertMode::Create).await;
-        shard
-            .write(
-                1,
-                WriteOp::Upsert(Batch {
-                    communities: vec![community("k1", &["a"])],
-                    ..Batch::default()
-                }),
-            )
-            .await
-            .unwrap();
+        write_communities(&shard, 1, vec![community("k1", &["a"])]).await;
         shard.wait_visible(Duration::from_secs(30)).await.unwrap();
     }
     {
@@ -545,32 +544,11 @@ async fn a_database_from_before_the_stale_flag_gains_it() {
         conn.query("ALTER TABLE Community DROP stale").unwrap();
     }
     let shard = open(&path, 0, InsertMode::Create).await;
-    let reports = shard
-        .retrieve(
-            RetrievalRead::AllReports {
-                level: None,
-                limit: 10,
-            },
-            TIMEOUT_MS,
-            BIG,
-        )
-        .await
-        .unwrap()
-        .into_reports()
-        .unwrap();
+    let reports = all_reports(&shard).await;
     assert_eq!(reports.len(), 1);
     assert!(!reports[0].stale);
     // And new communities are written with the column in its place.
-    shard
-        .write(
-            2,
-            WriteOp::Upsert(Batch {
-                communities: vec![community("k2", &["b"])],
-                ..Batch::default()
-            }),
-        )
-        .await
-        .unwrap();
+    write_communities(&shard, 2, vec![community("k2", &["b"])]).await;
     shard
         .write(
             3,
@@ -580,19 +558,7 @@ async fn a_database_from_before_the_stale_flag_gains_it() {
         )
         .await
         .unwrap();
-    let reports = shard
-        .retrieve(
-            RetrievalRead::AllReports {
-                level: None,
-                limit: 10,
-            },
-            TIMEOUT_MS,
-            BIG,
-        )
-        .await
-        .unwrap()
-        .into_reports()
-        .unwrap();
+    let reports = all_reports(&shard).await;
     let stale: Vec<(&str, bool)> = reports.iter().map(|r| (r.id.as_str(), r.stale)).collect();
     assert_eq!(stale, vec![("k1", false), ("k2", true)]);
     assert_eq!(shard.stats().await.unwrap().failed_writes, 0);

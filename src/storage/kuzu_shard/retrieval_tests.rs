@@ -6,7 +6,7 @@ use super::*;
 use crate::graph::model::{Batch, Chunk, Community};
 use crate::storage::{
     ChunkItem, CommunityReport, EntityItem, ItemKind, RetrievalRead, RetrievalRows, RetrievedItem,
-    TextIndex,
+    TextIndex, VectorHit,
 };
 
 const BIG: usize = 1 << 20;
@@ -104,6 +104,23 @@ async fn ask(shard: &KuzuShard, read: RetrievalRead) -> RetrievalRows {
     shard.retrieve(read, TIMEOUT_MS, BIG).await.unwrap()
 }
 
+/// The `k` nearest `items` to `embedding`, nearest first.
+async fn nearest(
+    shard: &KuzuShard,
+    items: ItemKind,
+    embedding: Vec<f32>,
+    k: usize,
+) -> Vec<VectorHit> {
+    let read = RetrievalRead::Nearest {
+        items,
+        embedding,
+        k,
+    };
+    let mut hits = ask(shard, read).await.into_nearest().unwrap();
+    hits.sort_by(|x, y| x.distance.total_cmp(&y.distance));
+    hits
+}
+
 fn ids_of(items: &[RetrievedItem]) -> Vec<&str> {
     items.iter().map(RetrievedItem::id).collect()
 }
@@ -112,18 +129,7 @@ fn ids_of(items: &[RetrievedItem]) -> Vec<&str> {
 async fn nearest_items_come_with_their_distances() {
     let dir = tempfile::tempdir().unwrap();
     let shard = filled(dir.path()).await;
-    let mut hits = ask(
-        &shard,
-        RetrievalRead::Nearest {
-            items: ItemKind::Entities,
-            embedding: vec![1.0, 0.0, 0.0, 0.0],
-            k: 2,
-        },
-    )
-    .await
-    .into_nearest()
-    .unwrap();
-    hits.sort_by(|x, y| x.distance.total_cmp(&y.distance));
+    let hits = nearest(&shard, ItemKind::Entities, vec![1.0, 0.0, 0.0, 0.0], 2).await;
     let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
     assert_eq!(ids, ["a", "bb"]);
     // Cosine distances: 0 for the same direction, 1 - 1/sqrt(2) at 45 degrees.
@@ -133,18 +139,7 @@ async fn nearest_items_come_with_their_distances() {
         "{hits:?}"
     );
     // Chunks have their own index; k larger than what is held returns everything held.
-    let mut chunks = ask(
-        &shard,
-        RetrievalRead::Nearest {
-            items: ItemKind::Chunks,
-            embedding: vec![0.0, 0.0, 1.0, 0.0],
-            k: 10,
-        },
-    )
-    .await
-    .into_nearest()
-    .unwrap();
-    chunks.sort_by(|x, y| x.distance.total_cmp(&y.distance));
+    let chunks = nearest(&shard, ItemKind::Chunks, vec![0.0, 0.0, 1.0, 0.0], 10).await;
     let ids: Vec<&str> = chunks.iter().map(|h| h.id.as_str()).collect();
     assert_eq!(ids, ["t1", "t2", "t3"]);
 }

@@ -43,6 +43,28 @@ fn relation(id: &str, source: &str, target: &str, weight: f64) -> Relation {
     }
 }
 
+/// Two tests of one body taking the insert mode: `$create` runs it in create mode, `$copy` in
+/// copy mode.
+macro_rules! in_both_modes {
+    ($body:ident: $create:ident, $copy:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $create() {
+            $body(InsertMode::Create).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $copy() {
+            $body(InsertMode::Copy).await
+        }
+    };
+}
+
+/// Opens copy `shard` (file `shard-<shard>.kz` in `dir`) with embeddings of `dim` in `mode`.
+fn open_in(dir: &Path, shard: u32, dim: usize, mode: InsertMode) -> KuzuShard {
+    let path = dir.join(format!("shard-{shard}.kz"));
+    KuzuShard::open(&path, shard, &config_in(dim, mode), gate()).unwrap()
+}
+
 fn upsert(entities: Vec<Entity>, relations: Vec<Relation>) -> WriteOp {
     WriteOp::Upsert(Batch {
         entities,
@@ -51,20 +73,11 @@ fn upsert(entities: Vec<Entity>, relations: Vec<Relation>) -> WriteOp {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upserts_are_idempotent_and_updates_win() {
-    upserts_are_idempotent_and_updates_win_in(InsertMode::Create).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upserts_are_idempotent_and_updates_win_with_copy() {
-    upserts_are_idempotent_and_updates_win_in(InsertMode::Copy).await
-}
+in_both_modes!(upserts_are_idempotent_and_updates_win_in: upserts_are_idempotent_and_updates_win, upserts_are_idempotent_and_updates_win_with_copy);
 
 async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shard-0.kz");
-    let shard = KuzuShard::open(&path, 0, &config_in(4, mode), gate()).unwrap();
+    let shard = open_in(dir.path(), 0, 4, mode);
     let first = upsert(
         vec![entity("a", "A", 4), entity("b", "B", 4)],
         vec![
@@ -176,20 +189,11 @@ async fn a_different_embedding_dimension_is_refused() {
     assert!(err.to_string().contains("TORUA_EMBEDDING_DIM=8"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_relations_in_many_writes_are_all_stored() {
-    many_relations_in_many_writes_are_all_stored_in(InsertMode::Create).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_relations_in_many_writes_are_all_stored_with_copy() {
-    many_relations_in_many_writes_are_all_stored_in(InsertMode::Copy).await
-}
+in_both_modes!(many_relations_in_many_writes_are_all_stored_in: many_relations_in_many_writes_are_all_stored, many_relations_in_many_writes_are_all_stored_with_copy);
 
 async fn many_relations_in_many_writes_are_all_stored_in(mode: InsertMode) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shard-2.kz");
-    let shard = KuzuShard::open(&path, 2, &config_in(0, mode), gate()).unwrap();
+    let shard = open_in(dir.path(), 2, 0, mode);
     let n = 2000u64;
     let entities: Vec<Entity> = (0..n).map(|i| entity(&format!("e{i}"), "E", 0)).collect();
     shard.write(1, upsert(entities, vec![])).await.unwrap();
@@ -247,7 +251,6 @@ fn copy_paths() {
         builder::{ListBuilder, StringBuilder},
         Float64Array, RecordBatch, StringArray,
     };
-    use kuzu::{LogicalType, Value};
     use std::sync::Arc as A;
     let dir = tempfile::tempdir().unwrap();
     for mode in ["param", "parquet"] {
@@ -266,27 +269,16 @@ fn copy_paths() {
             let t = std::time::Instant::now();
             run(&conn, "BEGIN TRANSACTION", vec![]).unwrap();
             if mode == "param" {
-                let fields = [
-                    ("source", LogicalType::String),
-                    ("target", LogicalType::String),
-                    ("id", LogicalType::String),
-                    ("description", LogicalType::String),
-                    ("weight", LogicalType::Double),
-                    ("text_unit_ids", string_list()),
-                ];
                 let vals = (0..m)
                     .map(|j| {
-                        vec![
-                            s(&src[j]),
-                            s(&dst[j]),
-                            s(&rid[j]),
-                            s("some description of it"),
-                            Value::Double(1.0),
-                            strings(&["t1".to_string()]),
-                        ]
+                        relation_row(&Relation {
+                            description: "some description of it".into(),
+                            text_unit_ids: vec!["t1".into()],
+                            ..relation(&rid[j], &src[j], &dst[j], 1.0)
+                        })
                     })
                     .collect();
-                run(&conn, "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)", vec![("rows", rows(&fields, vals))]).unwrap();
+                run(&conn, "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids)", vec![("rows", rows(&relation_fields(), vals))]).unwrap();
             } else {
                 let mut tu = ListBuilder::new(StringBuilder::new());
                 for _ in 0..m {
@@ -557,7 +549,7 @@ async fn snapshot_copies_the_database_at_a_round_boundary() {
 #[test]
 #[ignore]
 fn insert_paths() {
-    use kuzu::{LogicalType, Value};
+    use kuzu::Value;
     let dir = tempfile::tempdir().unwrap();
     // copy, create, match_unwind (torua's form), create_node, create_node_each.
     let modes = std::env::var("INSERT_PATHS_MODES").unwrap_or("copy,create,match_unwind".into());
@@ -565,27 +557,19 @@ fn insert_paths() {
         let n = 20000usize;
         let db = probe_database(&dir.path().join(format!("{mode}.kz")), n);
         let conn = Connection::new(&db).unwrap();
-        let fields = [
-            ("source", LogicalType::String),
-            ("target", LogicalType::String),
-            ("id", LogicalType::String),
-            ("description", LogicalType::String),
-            ("weight", LogicalType::Double),
-            ("text_unit_ids", string_list()),
-        ];
         let total = std::time::Instant::now();
         for round in 0..10 {
             let m = 2500usize;
+            // Rows of relation_fields(): id, source, target, description, ...
             let vals: Vec<Vec<Value>> = (0..m)
                 .map(|j| {
-                    vec![
-                        s(&format!("e{}", (j * 7919 + round) % n)),
-                        s(&format!("e{}", (j * 104729 + 13 + round) % n)),
-                        s(&format!("r{round}-{j}")),
-                        s("some description of it"),
-                        Value::Double(1.0),
-                        strings(&["t1".to_string()]),
-                    ]
+                    let source = format!("e{}", (j * 7919 + round) % n);
+                    let target = format!("e{}", (j * 104729 + 13 + round) % n);
+                    relation_row(&Relation {
+                        description: "some description of it".into(),
+                        text_unit_ids: vec!["t1".into()],
+                        ..relation(&format!("r{round}-{j}"), &source, &target, 1.0)
+                    })
                 })
                 .collect();
             let t = std::time::Instant::now();
@@ -598,8 +582,8 @@ fn insert_paths() {
                     conn.execute(
                         &mut stmt,
                         vec![
-                            ("id", v[2].clone()),
-                            ("t", v[0].clone()),
+                            ("id", v[0].clone()),
+                            ("t", v[1].clone()),
                             ("d", v[3].clone()),
                         ],
                     )
@@ -616,7 +600,7 @@ fn insert_paths() {
                 "create_node" => "UNWIND $rows AS r CREATE (n:RelKey {key: r.id, hash: 1})",
                 other => panic!("unknown mode {other}"),
             };
-            run(&conn, q, vec![("rows", rows(&fields, vals))]).unwrap();
+            run(&conn, q, vec![("rows", rows(&relation_fields(), vals))]).unwrap();
             let t_insert = t.elapsed();
             run(&conn, "COMMIT", vec![]).unwrap();
             eprintln!(
@@ -766,8 +750,7 @@ fn vector_commit_probe() {
 async fn delete_leaves_no_relation_behind() {
     for mode in [InsertMode::Copy, InsertMode::Create] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shard-0.kz");
-        let shard = KuzuShard::open(&path, 0, &config_in(0, mode), gate()).unwrap();
+        let shard = open_in(dir.path(), 0, 0, mode);
         let first = upsert(
             vec![
                 entity("a", "A", 0),

@@ -24,15 +24,8 @@ impl Entity {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Relation {
-    pub id: String,
-    pub source: String,
-    pub target: String,
-    pub description: String,
-    pub weight: f64,
-    pub text_unit_ids: Vec<String>,
-}
+/// A relation is torua's own (its JSON has the same fields).
+pub use torua::graph::model::Relation;
 
 /// A text unit.
 #[derive(Debug, Clone, Serialize)]

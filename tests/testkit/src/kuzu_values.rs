@@ -1,75 +1,17 @@
 //! Building Kuzu parameter values (there is no serde for them), for the benchmarks' embedded
-//! baseline and the tests' reference database — both use Kuzu directly, not torua's code: strings,
-//! `UNWIND` rows, and GraphRAG entities and relations as such rows.
+//! baseline and the tests' reference database — both run Kuzu directly, not torua's shards:
+//! strings, `UNWIND` rows and relations as such rows (torua's own builders), and GraphRAG
+//! entities as such rows.
 
-use kuzu::{LogicalType, Value};
+use kuzu::Value;
 
-use crate::graphrag::{Entity, Relation};
+use crate::graphrag::Entity;
 
-pub fn string(v: &str) -> Value {
-    Value::String(v.to_string())
-}
-
-pub fn strings(v: &[String]) -> Value {
-    Value::List(LogicalType::String, v.iter().map(|x| string(x)).collect())
-}
-
-/// A list of structs with `fields` (for `UNWIND $rows AS r ...`).
-pub fn struct_rows(fields: &[(&str, LogicalType)], values: Vec<Vec<Value>>) -> Value {
-    let ty = LogicalType::Struct {
-        fields: fields
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect(),
-    };
-    Value::List(
-        ty,
-        values
-            .into_iter()
-            .map(|vals| {
-                Value::Struct(
-                    fields
-                        .iter()
-                        .map(|(n, _)| n.to_string())
-                        .zip(vals)
-                        .collect(),
-                )
-            })
-            .collect(),
-    )
-}
-
-/// The type of a list of strings.
-pub fn string_list() -> LogicalType {
-    LogicalType::List {
-        child_type: Box::new(LogicalType::String),
-    }
-}
-
-/// The fields of [`entity_row`]'s rows.
-pub fn entity_fields() -> [(&'static str, LogicalType); 7] {
-    [
-        ("id", LogicalType::String),
-        ("title", LogicalType::String),
-        ("type", LogicalType::String),
-        ("description", LogicalType::String),
-        ("text_unit_ids", string_list()),
-        ("frequency", LogicalType::Int64),
-        ("degree", LogicalType::Int64),
-    ]
-}
-
-/// The fields of [`relation_row`]'s rows.
-pub fn relation_fields() -> [(&'static str, LogicalType); 6] {
-    [
-        ("id", LogicalType::String),
-        ("source", LogicalType::String),
-        ("target", LogicalType::String),
-        ("description", LogicalType::String),
-        ("weight", LogicalType::Double),
-        ("text_unit_ids", string_list()),
-    ]
-}
+/// The fields of [`entity_row`]'s rows are torua's [`entity_fields`].
+pub use torua::storage::kuzu_values::{
+    entity_fields, relation_fields, relation_row, rows as struct_rows, s as string, string_list,
+    strings,
+};
 
 /// An entity as the parameter row of `UNWIND $rows AS r CREATE (:Entity ...)`.
 pub fn entity_row(e: &Entity) -> Vec<Value> {
@@ -81,17 +23,5 @@ pub fn entity_row(e: &Entity) -> Vec<Value> {
         strings(&e.text_unit_ids),
         Value::Int64(e.frequency),
         Value::Int64(e.degree),
-    ]
-}
-
-/// A relation as the parameter row of `UNWIND $rows AS r ... CREATE (a)-[:RELATED ...]->(b)`.
-pub fn relation_row(r: &Relation) -> Vec<Value> {
-    vec![
-        string(&r.id),
-        string(&r.source),
-        string(&r.target),
-        string(&r.description),
-        Value::Double(r.weight),
-        strings(&r.text_unit_ids),
     ]
 }
