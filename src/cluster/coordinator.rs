@@ -250,8 +250,8 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
     }
 }
 
-/// On every node: a copy whose database refused writes it acknowledged misses them, so it must
-/// not answer reads or stay primary. It asks the coordinator to take it out of the in-sync set
+/// On every node: a copy whose database refused writes it acknowledged misses them (as does one
+/// anti-entropy found differing), so it must not answer reads or stay primary. It asks the coordinator to take it out of the in-sync set
 /// (another in-sync copy becomes primary); [`rejoin_where_behind`] then rebuilds it from a
 /// snapshot of the primary. A shard's last in-sync copy stays (it is all there is); health
 /// reports it.
@@ -267,14 +267,13 @@ async fn leave_where_refused(ctx: &Arc<NodeContext>) {
         let Some(store) = ctx.storage.get(a.shard) else {
             continue;
         };
-        let refused = store.refused_writes();
-        if refused == 0 {
+        if !store.needs_rebuild() {
             continue;
         }
         tracing::warn!(
             shard = a.shard,
-            refused,
-            "this copy's database refused acknowledged writes; leaving the in-sync set to be rebuilt from another copy"
+            refused = store.refused_writes(),
+            "this copy's database refused acknowledged writes or differs from the other copies; leaving the in-sync set to be rebuilt from another copy"
         );
         if let Err(e) = crate::replication::write::mark_stale(ctx, a.shard, me).await {
             tracing::warn!(shard = a.shard, error = %e, "cannot leave the in-sync set; retrying");
@@ -311,9 +310,9 @@ async fn rejoin(ctx: &Arc<NodeContext>, shard: u32, primary: String) {
         let Ok(store) = ctx.storage.open(shard).await else {
             return;
         };
-        if store.recovered_from_crash() || store.refused_writes() > 0 {
-            // Its database may be damaged, or misses writes it refused: ask for a whole copy
-            // (an empty copy gets one).
+        if store.recovered_from_crash() || store.needs_rebuild() {
+            // Its database may be damaged, misses writes it refused, or differs from the other
+            // copies: ask for a whole copy (an empty copy gets one).
             (0, None)
         } else {
             match store.last_logged() {

@@ -3,8 +3,9 @@
 //! `TORUA_REPORT_INTERVAL`. Failures retry with exponential backoff and full jitter; every attempt
 //! is logged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tracing::{debug, info, warn};
@@ -16,32 +17,70 @@ use crate::node::context::NodeContext;
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// A copy that applies nothing for this long while writes wait is reported.
+const STALLED_AFTER: Duration = Duration::from_secs(60);
+
+/// Per shard copy with writes waiting: the applied sequence number last seen, and since when it
+/// has not moved.
+#[derive(Default)]
+struct Stalls(HashMap<u32, (u64, Instant)>);
+
+impl Stalls {
+    /// How long the copy of `shard` has applied nothing while writes wait.
+    fn observe(&mut self, shard: u32, applied: u64, pending: u64) -> Duration {
+        if pending == 0 {
+            self.0.remove(&shard);
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let (seen, since) = self.0.entry(shard).or_insert((applied, now));
+        if *seen != applied {
+            (*seen, *since) = (applied, now);
+        }
+        now - *since
+    }
+}
+
 /// What is wrong with this node's shard copies, a sentence each (the health report's `shards`):
-/// copies whose database refused acknowledged writes, which miss them until rebuilt.
-fn copy_problems(ctx: &NodeContext) -> Vec<String> {
+/// copies whose database refused acknowledged writes (they miss them until rebuilt), and copies
+/// that applied nothing for [`STALLED_AFTER`] while writes wait.
+async fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
     let Some(map) = ctx.shard_map.get() else {
         return Vec::new();
     };
     let me = ctx.node_id().as_str();
-    map.assignments
-        .iter()
-        .filter(|a| a.copies().any(|c| c == me))
-        .filter_map(|a| {
-            let refused = ctx.storage.get(a.shard)?.refused_writes();
-            (refused > 0).then(|| {
-                let fate = if a.is_in_sync(me) && a.in_sync.len() == 1 {
-                    "it is the shard's only in-sync copy, so it stays until another copy is in sync; \
-                     the writes stay in its log (see the node's log)"
-                } else {
-                    "it is out of the in-sync set and is rebuilt from another copy"
-                };
-                format!(
-                    "shard {}: this copy's database refused {refused} acknowledged writes; {fate}",
-                    a.shard
-                )
-            })
-        })
-        .collect()
+    let mut problems = Vec::new();
+    for a in map.assignments.iter().filter(|a| a.copies().any(|c| c == me)) {
+        let Some(store) = ctx.storage.get(a.shard) else {
+            continue;
+        };
+        let refused = store.refused_writes();
+        if refused > 0 {
+            let fate = if a.is_in_sync(me) && a.in_sync.len() == 1 {
+                "it is the shard's only in-sync copy, so it stays until another copy is in sync; \
+                 the writes stay in its log (see the node's log)"
+            } else {
+                "it is out of the in-sync set and is rebuilt from another copy"
+            };
+            problems.push(format!(
+                "shard {}: this copy's database refused {refused} acknowledged writes; {fate}",
+                a.shard
+            ));
+        }
+        if let Ok(stats) = store.stats().await {
+            let stalled = stalls.observe(a.shard, stats.applied_seq, stats.pending_writes);
+            if stalled >= STALLED_AFTER {
+                problems.push(format!(
+                    "shard {}: this copy applied nothing for {} s while {} writes wait (a very \
+                     slow round, or a stuck applier: see the node's log)",
+                    a.shard,
+                    stalled.as_secs(),
+                    stats.pending_writes
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Where this node is registered: coordinator id and generation of our view of it.
@@ -57,6 +96,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
     let mut views = ctx.cluster.view_watcher();
     let mut registered: Option<Target> = None;
     let mut attempt: u32 = 0;
+    let mut stalls = Stalls::default();
     loop {
         let wait = match current_target(&ctx) {
             None => {
@@ -82,7 +122,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
                 }
             }
             Some(target) => {
-                match report(&ctx, &target).await {
+                match report(&ctx, &target, &mut stalls).await {
                     Ok(()) => {}
                     Err(e) => {
                         // Register again (the coordinator may have restarted or lost its registry).
@@ -148,18 +188,38 @@ async fn register(ctx: &Arc<NodeContext>, target: &Target) -> Result<u64, Error>
     }
 }
 
-async fn report(ctx: &Arc<NodeContext>, target: &Target) -> Result<(), Error> {
+async fn report(ctx: &Arc<NodeContext>, target: &Target, stalls: &mut Stalls) -> Result<(), Error> {
     let mut report = crate::node::stats::report(
         ctx.node_id().as_str(),
         ctx.cluster.generation(),
         ctx.settings.started,
         &ctx.settings.data_dir,
     );
-    report.shards = copy_problems(ctx);
+    report.shards = copy_problems(ctx, stalls).await;
     let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
     let request = HealthRequest::Report(report);
     match crate::peer::call(ctx, &target.coordinator, request, timeout).await? {
         HealthResponse::ReportAccepted => Ok(()),
         other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_stalls_only_while_writes_wait_and_nothing_is_applied() {
+        let mut stalls = Stalls::default();
+        assert_eq!(stalls.observe(1, 10, 0), Duration::ZERO);
+        assert!(stalls.observe(1, 10, 5) < STALLED_AFTER);
+        // Seen long ago at the same position with writes waiting: stalled since then.
+        stalls.0.insert(1, (10, Instant::now() - STALLED_AFTER));
+        assert!(stalls.observe(1, 10, 5) >= STALLED_AFTER);
+        // Progress, or nothing left to apply, clears it.
+        assert!(stalls.observe(1, 11, 5) < STALLED_AFTER);
+        stalls.0.insert(1, (11, Instant::now() - STALLED_AFTER));
+        assert_eq!(stalls.observe(1, 11, 0), Duration::ZERO);
+        assert!(stalls.observe(1, 11, 3) < STALLED_AFTER);
     }
 }

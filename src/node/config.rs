@@ -112,6 +112,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_REPORT_INTERVAL", default_value = "1s", value_parser = parse_report_interval)]
     pub report_interval: Duration,
 
+    /// How often a shard's primary compares its copy with the other in-sync copies (anti-entropy),
+    /// one shard at a time; `0s` turns it off (0s, or 1s..1h).
+    #[arg(long, env = "TORUA_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = parse_anti_entropy_interval)]
+    pub anti_entropy_interval: Duration,
+
     /// How long `/cluster/health` and `/cluster/nodes` wait for the coordinator before answering
     /// from this node's own view (`source: "local"`).
     #[arg(long, env = "TORUA_COORDINATOR_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
@@ -342,6 +347,14 @@ fn parse_report_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
         return Err(format!("{s} is out of range; accepted: 100ms to 60s"));
+    }
+    Ok(d)
+}
+
+fn parse_anti_entropy_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !d.is_zero() && (d < Duration::from_secs(1) || d > Duration::from_secs(3600)) {
+        return Err(format!("{s} is out of range; accepted: 0s (off) or 1s to 1h"));
     }
     Ok(d)
 }

@@ -61,6 +61,8 @@ pub struct Settings {
     pub replace_after: Duration,
     /// Copies being filled at the same time, cluster-wide.
     pub max_concurrent_moves: usize,
+    /// Between two anti-entropy checks (zero: none).
+    pub anti_entropy_interval: Duration,
 }
 
 /// See [`NodeContext::fresh_quorum`].

@@ -12,8 +12,12 @@ pub const DOCUMENT_CASCADE_STEP: &str = "document-cascade-step";
 /// a failed round: returning makes the database refuse it (as Kuzu can, see `storage`).
 pub const APPLY_REFUSED: &str = "apply-refused";
 
+/// Where a shard copy applies a round of logged writes: returning makes the round vanish (counted
+/// as applied, never written), a silent divergence from the other copies.
+pub const APPLY_LOST: &str = "apply-lost";
+
 /// Every point a node knows, so a misspelt name is refused at start instead of never firing.
-const KNOWN: &[&str] = &[DOCUMENT_CASCADE_STEP, APPLY_REFUSED];
+const KNOWN: &[&str] = &[DOCUMENT_CASCADE_STEP, APPLY_REFUSED, APPLY_LOST];
 
 /// Configures the points listed in `spec`: `name=actions` pairs separated by `;`, the actions
 /// in the `fail` crate's syntax (e.g. `document-cascade-step=1*off->sleep(60000)`: the first

@@ -145,6 +145,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             allow_partial: args.allow_partial,
             replace_after: args.replace_after,
             max_concurrent_moves: args.max_concurrent_moves as usize,
+            anti_entropy_interval: args.anti_entropy_interval,
         },
         storage,
         shard_map,
@@ -183,6 +184,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let reporter = tokio::spawn(reporter::run(ctx.clone(), stop_rx.clone()));
+    let anti_entropy = tokio::spawn(crate::replication::anti_entropy::run(
+        ctx.clone(),
+        stop_rx.clone(),
+    ));
     let map_duties = tokio::spawn(coordinator::run(ctx.clone(), stop_rx));
     let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
@@ -240,6 +245,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // their in-flight peer calls (which may be timing out against a dead node).
         let _ = stop_tx.send(true);
         reporter.abort();
+        anti_entropy.abort();
         map_duties.abort();
         cluster.leave(LEAVE_ROUNDS).await;
         let _ = stop_http_tx.send(());

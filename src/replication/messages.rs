@@ -24,6 +24,12 @@ pub enum ReplicationRequest {
         applied_seq: u64,
         last_crc: Option<u32>,
     },
+    /// From a primary to an in-sync replica, while it holds the shard's write lock: the
+    /// checksum of the replica's copy once it applied every write it logged.
+    Checksum { shard: u32 },
+    /// From a primary to a replica whose checksum differs from the majority's at write `seq`:
+    /// rebuild your copy.
+    Diverged { shard: u32, seq: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +41,10 @@ pub enum ReplicationResponse {
     Replicated,
     /// The copy is back in the in-sync set of this map.
     InSync(ShardMap),
+    /// The copy's checksum, taken after applying every write up to `seq`.
+    Checksum { seq: u64, sum: String },
+    /// The copy will be rebuilt.
+    WillRebuild,
 }
 
 /// Answers a [`ReplicationRequest`] from `from`.
@@ -59,5 +69,13 @@ pub async fn serve(
         } => super::catch_up::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc)
             .await
             .map(ReplicationResponse::InSync),
+        ReplicationRequest::Checksum { shard } => super::anti_entropy::checksum(ctx, shard, from)
+            .await
+            .map(|(seq, sum)| ReplicationResponse::Checksum { seq, sum }),
+        ReplicationRequest::Diverged { shard, seq } => {
+            super::anti_entropy::diverged(ctx, shard, from, seq)
+                .await
+                .map(|()| ReplicationResponse::WillRebuild)
+        }
     }
 }

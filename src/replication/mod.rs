@@ -19,8 +19,11 @@
 //!   run when a document is ingested again with other text units.
 //! - [`catch_up`]: bringing a copy outside the in-sync set level from the primary's log.
 //! - [`snapshot`]: copying a whole copy to a node that cannot catch up from the log.
+//! - [`anti_entropy`]: comparing the copies of a shard in the background; a copy that differs
+//!   from the majority is rebuilt.
 //! - [`messages`]: this subsystem's peer messages and their handler.
 
+pub mod anti_entropy;
 pub mod catch_up;
 pub mod document;
 pub mod ingest;

@@ -117,6 +117,9 @@ pub struct KuzuShard {
     query_readers: Option<Readers>,
     /// Whether the database was found not closed cleanly (kill -9, crash, power loss).
     crashed: bool,
+    /// Whether anti-entropy found this copy's content differing from the other copies' at the
+    /// same write (`replication::anti_entropy`): it is rebuilt from another copy.
+    diverged: std::sync::atomic::AtomicBool,
 }
 
 /// The marker of a database closed cleanly, next to it; removed while the database is open.
@@ -250,6 +253,7 @@ impl KuzuShard {
             readers: Some(readers),
             query_readers: Some(query_readers),
             crashed,
+            diverged: Default::default(),
         })
     }
 
@@ -297,6 +301,17 @@ impl KuzuShard {
     /// them, and is rebuilt from another copy (see `cluster::coordinator`).
     pub fn refused_writes(&self) -> u64 {
         self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Records that this copy's content differs from the other copies' at the same write.
+    pub fn mark_diverged(&self) {
+        self.diverged.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this copy misses or garbles writes it holds in its log (refused by the database,
+    /// or found by anti-entropy), so that it must be rebuilt from another copy.
+    pub fn needs_rebuild(&self) -> bool {
+        self.refused_writes() > 0 || self.diverged.load(Ordering::SeqCst)
     }
 
     /// Highest sequence number visible to reads.
@@ -788,6 +803,8 @@ fn applier_loop(
             Err(Error::Engine("the database is damaged".into()))
         } else if let Some(e) = injected_refusal() {
             Err(e)
+        } else if injected_loss() {
+            Ok(())
         } else {
             apply_round(
                 &conn,
@@ -1003,4 +1020,11 @@ fn injected_refusal() -> Option<Error> {
         Error::Engine("refused by the fault-injection point apply-refused".into())
     ));
     None
+}
+
+/// Whether a test (`TORUA_FAILPOINTS`, point `apply-lost`) makes this round vanish: counted as
+/// applied, never written (a silent loss for anti-entropy to find).
+fn injected_loss() -> bool {
+    fail::fail_point!(crate::node::failpoints::APPLY_LOST, |_| true);
+    false
 }
