@@ -4,7 +4,7 @@ LangChain and LlamaIndex adapters wrap in their own document types.
 One piece per entity, relation, text unit and community report, in that order and in the
 server's rank order within each kind; or, with `context_only`, one piece holding `context_text`
 (GraphRAG's prompt tables) with the token counts. `metadata["kind"]` says which kind a piece is.
-Also the request body both adapters send.
+Also the question's embedding and the request body both adapters send.
 """
 
 from __future__ import annotations
@@ -76,6 +76,18 @@ def pieces(answer: Retrieval, context_only: bool = False) -> List[Piece]:
 def _meta(kind: str, item: Any, *copied: str, **more: Any) -> Dict[str, Any]:
     """A piece's metadata: its kind, the item's id and `copied` fields, then `more`."""
     return {"kind": kind, "id": item.id, **{name: getattr(item, name) for name in copied}, **more}
+
+
+def embedding(retriever: Any, text: str) -> Optional[List[float]]:
+    """The question's embedding from the retriever's `embed`; None without it."""
+    return list(retriever.embed(text)) if retriever.embed is not None else None
+
+
+async def aembedding(retriever: Any, text: str) -> Optional[List[float]]:
+    """The question's embedding from the retriever's `aembed`, else from `embed`."""
+    if retriever.aembed is not None:
+        return list(await retriever.aembed(text))
+    return embedding(retriever, text)
 
 
 def request_body(
