@@ -136,6 +136,25 @@ def text_of(d, element_id):
     return d.find_element(By.ID, element_id).get_attribute("textContent")
 
 
+def count(d, selector):
+    return d.execute_script("return document.querySelectorAll(arguments[0]).length", selector)
+
+
+def submit(d, field_id, text, button_id):
+    """Types `text` into the emptied field `field_id` and clicks `button_id`."""
+    field = d.find_element(By.ID, field_id)
+    field.clear()
+    field.send_keys(text)
+    d.find_element(By.ID, button_id).click()
+
+
+def page_checked(d, shots, page, summary):
+    """The end of a page's checks: its summary logged, its screenshot, the browser's complaints."""
+    log(summary)
+    shot(d, shots, page)
+    console_problems(d, page)
+
+
 def cluster_page(d, api, shots, ids):
     health = api.get("/cluster/health")
     coordinator = health["coordinator"]
@@ -152,9 +171,7 @@ def cluster_page(d, api, shots, ids):
     check(star == [coordinator], f"the row marked coordinator is {star}, the API says {coordinator}")
     status = text_of(d, "cluster-status")
     check(status == health["status"], f"the page shows health {status!r}, the API {health['status']!r}")
-    shot(d, shots, "cluster")
-    console_problems(d, "cluster")
-    log(f"cluster page: {len(rows)} nodes, coordinator {shown}")
+    page_checked(d, shots, "cluster", f"cluster page: {len(rows)} nodes, coordinator {shown}")
 
 
 def grid_copies(d):
@@ -176,52 +193,43 @@ def shards_page(d, api, shots):
                  lambda: sorted(grid_copies(d)) == api_copies(api))
     except AssertionError as e:
         check(False, f"{e}; API: {expected}")
-    log(f"shards page: {len(grid_copies(d))} copies in the grid, API {len(expected)}")
-    shot(d, shots, "shards")
-    console_problems(d, "shards")
+    page_checked(d, shots, "shards",
+                 f"shards page: {len(grid_copies(d))} copies in the grid, API {len(expected)}")
 
 
 def query_page(d, api, shots):
     tab(d, "query")
     cypher = "MATCH (e:Entity) RETURN count(*) AS n"
     expected = api.post("/query", {"cypher": cypher})["rows"][0][0]
-    box = d.find_element(By.ID, "cypher")
-    box.clear()
-    box.send_keys(cypher)
-    d.find_element(By.ID, "run-query").click()
+    submit(d, "cypher", cypher, "run-query")
     shown = wait_for("the count in the result table", 20, lambda: d.execute_script(
         "const td = document.querySelector('#query-rows tbody td'); return td && td.textContent"))
     check(shown == str(expected), f"the Query page shows {shown!r} entities, the API {expected}")
     meta = text_of(d, "query-shards")
     check("_shards" in meta and "answered" in meta, f"_shards is not shown: {meta!r}")
-    log(f"query page: count {shown} (API {expected}); {meta}")
-    shot(d, shots, "query")
-    console_problems(d, "query")
+    page_checked(d, shots, "query", f"query page: count {shown} (API {expected}); {meta}")
 
 
 def retrieve_page(d, api, shots):
     tab(d, "retrieve")
     question = "Who is Alex Mercer?"
-    d.find_element(By.ID, "rq-query").send_keys(question)
-    d.find_element(By.ID, "run-retrieve").click()
+    submit(d, "rq-query", question, "run-retrieve")
     context = wait_for("context_text", 30, lambda: text_of(d, "context-text"))
     check("-----Entities-----" in context, f"context_text lacks -----Entities-----: {context[:300]!r}")
     answer = api.post("/retrieve", {"query": question, "mode": "local", "top_k": 10, "hops": 1,
                                     "max_tokens": 12000})
     check(context == answer["context_text"],
           "the playground's context_text differs from the API's for the same request")
-    seeds = d.execute_script("return document.querySelectorAll('#rq-seeds tbody tr').length")
+    seeds = count(d, "#rq-seeds tbody tr")
     check(seeds == len(answer["seeds"]), f"{seeds} seed rows shown, the API has {len(answer['seeds'])}")
-    log(f"retrieve page: {len(context)} characters of context, {seeds} seeds")
-    shot(d, shots, "retrieve")
-    console_problems(d, "retrieve")
+    page_checked(d, shots, "retrieve",
+                 f"retrieve page: {len(context)} characters of context, {seeds} seeds")
 
 
 def explorer_page(d, api, shots):
     tab(d, "explorer")
     title = "ALEX MERCER"
-    d.find_element(By.ID, "explore-q").send_keys(title)
-    d.find_element(By.ID, "explore-search").click()
+    submit(d, "explore-q", title, "explore-search")
     graph = d.find_element(By.ID, "graph")
     wait_for("the neighbourhood drawing", 30, lambda: graph.get_attribute("data-state") == "ready")
     root = graph.get_attribute("data-root")
@@ -235,8 +243,7 @@ def explorer_page(d, api, shots):
     details = wait_for("the details panel", 15, lambda: d.execute_script(
         "const h = document.getElementById('details-title'); return h && h.textContent"))
     check(details == title, f"the details panel shows {details!r}")
-    wait_for("communities in the details", 15, lambda: d.execute_script(
-        "return document.querySelectorAll('#details .communities li').length"))
+    wait_for("communities in the details", 15, lambda: count(d, "#details .communities li"))
     shot(d, shots, "explorer")
     # Double-click the best-connected neighbour: its neighbours join the drawing.
     other = max((e for e in nb["entities"] if e["id"] != root), key=lambda e: e["degree"])
@@ -265,9 +272,8 @@ def drain(d, api, shots, node):
              lambda: any(x["node"] == node for x in api.get("/cluster/shards")["draining"]))
     wait_for(f"every copy off {node} (GET /cluster/shards)", 90,
              lambda: not any(c[1] == node for c in api_copies(api)), every=0.5)
-    wait_for(f"the grid showing no copy on {node}", 10, lambda: not d.execute_script(
-        "return document.querySelectorAll(`#shards-grid td.copy[data-node='${arguments[0]}']`).length",
-        node))
+    wait_for(f"the grid showing no copy on {node}", 10,
+             lambda: not count(d, f"#shards-grid td.copy[data-node='{node}']"))
     log(f"drain: {before} copies moved off {node}")
     shot(d, shots, "shards-drained")
     wait_for(f"the Undrain button of {node}", 10, lambda: d.find_elements(By.ID, f"undrain-{node}"))
@@ -306,10 +312,9 @@ def login(d, shots, url, key):
                    and text_of(d, "cluster-msg"))
     check("401" in msg, f"the cluster page does not say the API answered 401: {msg!r}")
     shot(d, shots, "login")
-    d.find_element(By.ID, "api-key").send_keys(key)
-    d.find_element(By.ID, "login-btn").click()
-    wait_for("the node listed once the key is given", 15, lambda: d.execute_script(
-        "return document.querySelectorAll('#nodes-table tbody tr').length") == 1)
+    submit(d, "api-key", key, "login-btn")
+    wait_for("the node listed once the key is given", 15,
+             lambda: count(d, "#nodes-table tbody tr") == 1)
     check(not d.find_element(By.ID, "login").is_displayed(), "the key field is still shown")
     stored = d.execute_script("return sessionStorage.getItem('torua.apiKey')")
     check(stored == key, "the key is not in sessionStorage")

@@ -8,7 +8,7 @@ batched ingest, waiting for writes to be applied — are generators of generator
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Type, TypeVar, Union
 from urllib.parse import quote
 
 from ._exchange import Call, Nodes, Op, Settings, Sleep, backoff, exchange
@@ -28,6 +28,7 @@ from .types import (
     Item,
     KeyInfo,
     Member,
+    Model,
     Neighborhood,
     NodeHealth,
     Path,
@@ -36,6 +37,8 @@ from .types import (
     Retrieval,
     Shards,
 )
+
+M = TypeVar("M", bound=Model)
 
 
 def _id(value: str) -> str:
@@ -67,11 +70,24 @@ class Api:
     def call(self, call: Call) -> Op[Any]:
         return exchange(self.settings, self.targets, call)
 
-    def _slow(self, timeout_ms: Optional[int]) -> Optional[float]:
-        """The HTTP timeout for a request the server may work on for `timeout_ms`."""
-        if timeout_ms is None:
-            return None
-        return max(self.settings.timeout, timeout_ms / 1000 + 5)
+    def _one(self, method: str, path: str, item_id: str, answer: Type[M]) -> Op[M]:
+        """`method path` with the quoted `item_id` in place of `{}`, answered with an `answer`."""
+        return self.call(Call(method, path.format(_id(item_id)), parse=answer.from_json))
+
+    def _read(
+        self,
+        path: str,
+        answer: Type[M],
+        timeout_ms: Optional[int],
+        allow_partial: Optional[bool],
+        /,
+        **body: Any,
+    ) -> Op[M]:
+        """`POST path` of a read across shards: `body` with the server's `timeout_ms` and
+        `allow_partial` (without the unset fields); the HTTP timeout outlasts `timeout_ms`."""
+        slow = None if timeout_ms is None else max(self.settings.timeout, timeout_ms / 1000 + 5)
+        body = _body(**body, timeout_ms=timeout_ms, allow_partial=allow_partial)
+        return self.call(Call("POST", path, json=body, parse=answer.from_json, timeout=slow))
 
     # -- Nodes and cluster ----------------------------------------------------------------------
 
@@ -119,13 +135,11 @@ class Api:
 
     def drain(self, node_id: str) -> Op[DrainStatus]:
         """`POST /nodes/{id}/drain`: move every copy and primary role off the node (admin)."""
-        call = Call("POST", f"/nodes/{_id(node_id)}/drain", parse=DrainStatus.from_json)
-        return (yield from self.call(call))
+        return (yield from self._one("POST", "/nodes/{}/drain", node_id, DrainStatus))
 
     def undrain(self, node_id: str) -> Op[DrainStatus]:
         """`DELETE /nodes/{id}/drain`: end an operator's drain (admin)."""
-        call = Call("DELETE", f"/nodes/{_id(node_id)}/drain", parse=DrainStatus.from_json)
-        return (yield from self.call(call))
+        return (yield from self._one("DELETE", "/nodes/{}/drain", node_id, DrainStatus))
 
     def metrics(self) -> Op[str]:
         """`GET /metrics`: Prometheus text."""
@@ -209,31 +223,24 @@ class Api:
 
     def get_entity(self, entity_id: str) -> Op[EntityRecord]:
         """`GET /graph/entities/{id}`: the entity and its relations; `NotFound` if absent."""
-        call = Call("GET", f"/graph/entities/{_id(entity_id)}", parse=EntityRecord.from_json)
-        return (yield from self.call(call))
+        return (yield from self._one("GET", "/graph/entities/{}", entity_id, EntityRecord))
 
     def get_chunk(self, chunk_id: str) -> Op[ChunkRecord]:
         """`GET /graph/chunks/{id}`: a text unit; `NotFound` if absent."""
-        call = Call("GET", f"/graph/chunks/{_id(chunk_id)}", parse=ChunkRecord.from_json)
-        return (yield from self.call(call))
+        return (yield from self._one("GET", "/graph/chunks/{}", chunk_id, ChunkRecord))
 
     def get_document(self, document_id: str) -> Op[DocumentRecord]:
         """`GET /graph/documents/{id}`: a document; `NotFound` if absent."""
-        call = Call("GET", f"/graph/documents/{_id(document_id)}", parse=DocumentRecord.from_json)
-        return (yield from self.call(call))
+        return (yield from self._one("GET", "/graph/documents/{}", document_id, DocumentRecord))
 
     def delete_entity(self, entity_id: str) -> Op[EntityDeleted]:
         """`DELETE /graph/entities/{id}`: the entity and its relations, in every shard."""
-        call = Call("DELETE", f"/graph/entities/{_id(entity_id)}", parse=EntityDeleted.from_json)
-        return (yield from self.call(call))
+        return (yield from self._one("DELETE", "/graph/entities/{}", entity_id, EntityDeleted))
 
     def delete_document(self, document_id: str) -> Op[DocumentDeleted]:
         """`DELETE /graph/documents/{id}`: the document, its text units, and what only they
         supported; the answer says what was removed and what updated, by kind."""
-        call = Call(
-            "DELETE", f"/graph/documents/{_id(document_id)}", parse=DocumentDeleted.from_json
-        )
-        return (yield from self.call(call))
+        return (yield from self._one("DELETE", "/graph/documents/{}", document_id, DocumentDeleted))
 
     # -- Queries, traversals, retrieval ---------------------------------------------------------
 
@@ -249,18 +256,17 @@ class Api:
     ) -> Op[QueryResult]:
         """`POST /query`: read-only Cypher over every shard (admin), merged as one database would
         answer (`merge="global"`) or shard by shard (`merge="per_shard"`)."""
-        body = _body(
+        read = self._read(
+            "/query",
+            QueryResult,
+            timeout_ms,
+            allow_partial,
             cypher=cypher,
             params=dict(params) if params is not None else None,
             shards=list(shards) if shards is not None else None,
             merge=merge,
-            timeout_ms=timeout_ms,
-            allow_partial=allow_partial,
         )
-        call = Call(
-            "POST", "/query", json=body, parse=QueryResult.from_json, timeout=self._slow(timeout_ms)
-        )
-        return (yield from self.call(call))
+        return (yield from read)
 
     def neighborhood(
         self,
@@ -278,24 +284,19 @@ class Api:
         """`POST /graph/neighborhood`: entities and relations within `hops` of the seeds."""
         seeds = [seeds] if isinstance(seeds, str) else list(seeds)
         rfilter = _body(min_weight=min_weight, description_contains=description_contains)
-        body = _body(
+        read = self._read(
+            "/graph/neighborhood",
+            Neighborhood,
+            timeout_ms,
+            allow_partial,
             seeds=seeds,
             hops=hops,
             direction=direction,
             relation_filter=rfilter or None,
             max_nodes=max_nodes,
             max_relations=max_relations,
-            timeout_ms=timeout_ms,
-            allow_partial=allow_partial,
         )
-        call = Call(
-            "POST",
-            "/graph/neighborhood",
-            json=body,
-            parse=Neighborhood.from_json,
-            timeout=self._slow(timeout_ms),
-        )
-        return (yield from self.call(call))
+        return (yield from read)
 
     def path(
         self,
@@ -309,17 +310,16 @@ class Api:
     ) -> Op[Path]:
         """`POST /graph/path`: a shortest path from `source` to `target` (`found=False` with the
         reason when there is none within `max_hops`; `NotFound` when an end does not exist)."""
-        body = _body(
+        read = self._read(
+            "/graph/path",
+            Path,
+            timeout_ms,
+            allow_partial,
             **{"from": source, "to": target},
             max_hops=max_hops,
             direction=direction,
-            timeout_ms=timeout_ms,
-            allow_partial=allow_partial,
         )
-        call = Call(
-            "POST", "/graph/path", json=body, parse=Path.from_json, timeout=self._slow(timeout_ms)
-        )
-        return (yield from self.call(call))
+        return (yield from read)
 
     def retrieve(
         self,
@@ -341,7 +341,11 @@ class Api:
         `context_text` in GraphRAG's layout."""
         if query is None and embedding is None:
             raise ValueError("retrieve needs a query text, an embedding, or both")
-        body = _body(
+        read = self._read(
+            "/retrieve",
+            Retrieval,
+            timeout_ms,
+            allow_partial,
             query=query,
             embedding=[float(x) for x in embedding] if embedding is not None else None,
             mode=mode,
@@ -351,17 +355,8 @@ class Api:
             include=list(include) if include is not None else None,
             community_level=community_level,
             tokenizer=tokenizer,
-            timeout_ms=timeout_ms,
-            allow_partial=allow_partial,
         )
-        call = Call(
-            "POST",
-            "/retrieve",
-            json=body,
-            parse=Retrieval.from_json,
-            timeout=self._slow(timeout_ms),
-        )
-        return (yield from self.call(call))
+        return (yield from read)
 
     # -- API keys -------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ LangChain and LlamaIndex adapters wrap in their own document types.
 One piece per entity, relation, text unit and community report, in that order and in the
 server's rank order within each kind; or, with `context_only`, one piece holding `context_text`
 (GraphRAG's prompt tables) with the token counts. `metadata["kind"]` says which kind a piece is.
-Also the request body both adapters send.
+Also the question's embedding and the request body both adapters send.
 """
 
 from __future__ import annotations
@@ -38,77 +38,56 @@ def pieces(answer: Retrieval, context_only: bool = False) -> List[Piece]:
     titles = answer.titles()
     out: List[Piece] = []
     for rank, e in enumerate(answer.entities):
+        meta = _meta("entity", e, "title", "type", "degree", "hop", rank=rank, score=e.score)
         out.append(
-            Piece(
-                id=e.id,
-                text=f"{e.title}: {e.description}" if e.description else e.title,
-                metadata={
-                    "kind": "entity",
-                    "id": e.id,
-                    "title": e.title,
-                    "type": e.type,
-                    "degree": e.degree,
-                    "hop": e.hop,
-                    "rank": rank,
-                    "score": e.score,
-                },
-                score=e.score,
-            )
+            Piece(e.id, f"{e.title}: {e.description}" if e.description else e.title, meta, e.score)
         )
     for rank, r in enumerate(answer.relations):
         source, target = titles.get(r.source, r.source), titles.get(r.target, r.target)
-        out.append(
-            Piece(
-                id=r.id,
-                text=f"{source} -> {target}: {r.description}",
-                metadata={
-                    "kind": "relation",
-                    "id": r.id,
-                    "source": r.source,
-                    "target": r.target,
-                    "source_title": source,
-                    "target_title": target,
-                    "weight": r.weight,
-                    "rank": rank,
-                },
-                score=r.weight,
-            )
+        meta = _meta(
+            "relation",
+            r,
+            "source",
+            "target",
+            source_title=source,
+            target_title=target,
+            weight=r.weight,
+            rank=rank,
         )
+        out.append(Piece(r.id, f"{source} -> {target}: {r.description}", meta, r.weight))
     for rank, t in enumerate(answer.text_units):
-        out.append(
-            Piece(
-                id=t.id,
-                text=t.text,
-                metadata={
-                    "kind": "text_unit",
-                    "id": t.id,
-                    "document_id": t.document_id,
-                    "n_tokens": t.n_tokens,
-                    "rank": rank,
-                    "score": t.score,
-                },
-                score=t.score,
-            )
-        )
+        meta = _meta("text_unit", t, "document_id", "n_tokens", rank=rank, score=t.score)
+        out.append(Piece(t.id, t.text, meta, t.score))
     for rank, c in enumerate(answer.community_reports):
-        out.append(
-            Piece(
-                id=f"community:{c.id}",
-                text=c.content,
-                metadata={
-                    "kind": "community_report",
-                    "id": c.id,
-                    "title": c.title,
-                    "level": c.level,
-                    "rank": rank,
-                    "community_rank": c.rank,
-                    "matches": c.matches,
-                    "stale": bool(c.stale),
-                },
-                score=c.rank,
-            )
+        meta = _meta(
+            "community_report",
+            c,
+            "title",
+            "level",
+            rank=rank,
+            community_rank=c.rank,
+            matches=c.matches,
+            stale=bool(c.stale),
         )
+        out.append(Piece(f"community:{c.id}", c.content, meta, c.rank))
     return out
+
+
+def _meta(kind: str, item: Any, *copied: str, **more: Any) -> Dict[str, Any]:
+    """A piece's metadata: its kind, the item's id and `copied` fields, then `more`."""
+    return {"kind": kind, "id": item.id, **{name: getattr(item, name) for name in copied}, **more}
+
+
+def embedding(retriever: Any, text: str) -> Optional[List[float]]:
+    """The question's embedding from the retriever's `embed`; None without it."""
+    return list(retriever.embed(text)) if retriever.embed is not None else None
+
+
+async def aembedding(retriever: Any, text: str) -> Optional[List[float]]:
+    """The question's embedding from the retriever's `aembed`, else from `embed`."""
+    if retriever.aembed is not None:
+        return list(await retriever.aembed(text))
+    return embedding(retriever, text)
 
 
 def request_body(

@@ -20,7 +20,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError("torua.langchain needs langchain-core: pip install 'torua[langchain]'") from e
 
-from ._pieces import pieces, request_body
+from ._pieces import aembedding, embedding, pieces, request_body
 from .types import Retrieval
 
 
@@ -61,8 +61,7 @@ class ToruaRetriever(BaseRetriever):
     ) -> List[Document]:
         if self.client is None:
             raise ValueError("ToruaRetriever needs client= (a torua.Client) for sync calls")
-        embedding = list(self.embed(query)) if self.embed is not None else None
-        answer = self.client.retrieve(**self._request(query, embedding))
+        answer = self.client.retrieve(**self._request(query, embedding(self, query)))
         return self._documents(answer)
 
     async def _aget_relevant_documents(
@@ -70,11 +69,6 @@ class ToruaRetriever(BaseRetriever):
     ) -> List[Document]:
         if self.async_client is None:
             return await super()._aget_relevant_documents(query, run_manager=run_manager)
-        if self.aembed is not None:
-            embedding: Optional[List[float]] = list(await self.aembed(query))
-        elif self.embed is not None:
-            embedding = list(self.embed(query))
-        else:
-            embedding = None
-        answer = await self.async_client.retrieve(**self._request(query, embedding))
+        request = self._request(query, await aembedding(self, query))
+        answer = await self.async_client.retrieve(**request)
         return self._documents(answer)

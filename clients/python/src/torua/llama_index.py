@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
         "torua.llama_index needs llama-index-core: pip install 'torua[llama-index]'"
     ) from e
 
-from ._pieces import pieces, request_body
+from ._pieces import aembedding, embedding, pieces, request_body
 from .types import Retrieval
 
 
@@ -80,18 +80,13 @@ class ToruaRetriever(BaseRetriever):
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         if self.client is None:
             raise ValueError("ToruaRetriever needs client= (a torua.Client) for sync calls")
-        embedding = list(self.embed(query_bundle.query_str)) if self.embed is not None else None
-        answer = self.client.retrieve(**self._request(query_bundle, embedding))
+        request = self._request(query_bundle, embedding(self, query_bundle.query_str))
+        answer = self.client.retrieve(**request)
         return self._nodes(answer)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
         if self.async_client is None:
             return self._retrieve(query_bundle)
-        if self.aembed is not None:
-            embedding: Optional[List[float]] = list(await self.aembed(query_bundle.query_str))
-        elif self.embed is not None:
-            embedding = list(self.embed(query_bundle.query_str))
-        else:
-            embedding = None
-        answer = await self.async_client.retrieve(**self._request(query_bundle, embedding))
+        request = self._request(query_bundle, await aembedding(self, query_bundle.query_str))
+        answer = await self.async_client.retrieve(**request)
         return self._nodes(answer)

@@ -10,6 +10,7 @@ JSON with `to_json`, leaving out what is unset. The field names are the API's (s
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -20,69 +21,87 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Tuple,
     Type,
     TypeVar,
     Union,
+    get_args,
+    get_type_hints,
 )
 
 T = TypeVar("T", bound="Model")
 
 
-@dataclass
 class Model:
-    """Base of every answer: `from_json` fills the fields and keeps the answer in `raw`."""
+    """Base of every answer: `from_json` fills the fields and keeps the answer in `raw`.
 
-    # Fields holding nested models: name -> class (a list of them when the JSON is a list).
-    _nested: ClassVar[Dict[str, Type["Model"]]] = {}
+    Each subclass is a dataclass; one that declares fields gets `raw` as its last field here
+    (the answer as the server gave it, left out of `repr` and comparisons). A field holding models
+    (alone, in a list, or optional) is read as those models, as its type says."""
+
+    raw: Dict[str, Any]
     # Fields whose JSON key differs from the field name: name -> key.
-    _keys: ClassVar[Dict[str, str]] = {}
+    _keys: ClassVar[Dict[str, str]] = {"shards_report": "_shards"}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__annotations__")
+        if own:
+            own["raw"] = "Dict[str, Any]"
+            cls.raw = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls: Type[T], data: Any) -> T:
         if not isinstance(data, dict):
             data = {}
         values: Dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name == "raw":
-                continue
-            key = cls._keys.get(f.name, f.name)
+        for name, key, nested in _reading(cls):  # type: ignore[arg-type]
             if key not in data:
                 continue
             value = data[key]
-            nested = cls._nested.get(f.name)
             if nested is not None and value is not None:
                 if isinstance(value, list):
                     value = [nested.from_json(v) for v in value]
                 else:
                     value = nested.from_json(value)
-            values[f.name] = value
+            values[name] = value
         obj = cls(**values)
-        obj.raw = data  # type: ignore[attr-defined]
+        obj.raw = data
         return obj
 
 
-def _raw() -> Any:
-    return field(default_factory=dict, repr=False, compare=False)
+@functools.lru_cache(maxsize=None)
+def _reading(cls: Type[Model]) -> Tuple[Tuple[str, str, Optional[Type[Model]]], ...]:
+    """How `cls.from_json` reads each field: its name, its JSON key and the model it holds."""
+    hints = get_type_hints(cls)
+    return tuple(
+        (f.name, cls._keys.get(f.name, f.name), _model_in(hints[f.name]))
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name != "raw"
+    )
+
+
+def _model_in(hint: Any) -> Optional[Type[Model]]:
+    """The model class of a field's type (`X`, `List[X]`, `Optional[...]`), else None."""
+    if isinstance(hint, type) and issubclass(hint, Model):
+        return hint
+    return next(filter(None, map(_model_in, get_args(hint))), None)
 
 
 # ---------------------------------------------------------------------------------------------
 # Items (what ingest takes and point reads return).
 
 
-def _item_json(obj: Any) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        if f.name == "raw":
-            continue
-        value = getattr(obj, f.name)
-        if value is None:
-            continue
-        out[f.name] = value
-    return out
+class _Item(Model):
+    """An item ingest takes: `to_json` leaves out what is unset (None)."""
+
+    def to_json(self) -> Dict[str, Any]:
+        values = ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))  # type: ignore
+        return {k: v for k, v in values if k != "raw" and v is not None}
 
 
 @dataclass
-class Entity(Model):
+class Entity(_Item):
     """An entity: GraphRAG's `entities` row."""
 
     id: str = ""
@@ -93,14 +112,10 @@ class Entity(Model):
     frequency: int = 0
     degree: int = 0
     embedding: Optional[List[float]] = None
-    raw: Dict[str, Any] = _raw()
-
-    def to_json(self) -> Dict[str, Any]:
-        return _item_json(self)
 
 
 @dataclass
-class Relation(Model):
+class Relation(_Item):
     """A relation between two entity ids (a missing endpoint is a stub until it arrives)."""
 
     id: str = ""
@@ -109,14 +124,10 @@ class Relation(Model):
     description: str = ""
     weight: float = 1.0
     text_unit_ids: List[str] = field(default_factory=list)
-    raw: Dict[str, Any] = _raw()
-
-    def to_json(self) -> Dict[str, Any]:
-        return _item_json(self)
 
 
 @dataclass
-class Chunk(Model):
+class Chunk(_Item):
     """A text unit."""
 
     id: str = ""
@@ -125,14 +136,10 @@ class Chunk(Model):
     document_id: str = ""
     entity_ids: List[str] = field(default_factory=list)
     embedding: Optional[List[float]] = None
-    raw: Dict[str, Any] = _raw()
-
-    def to_json(self) -> Dict[str, Any]:
-        return _item_json(self)
 
 
 @dataclass
-class Community(Model):
+class Community(_Item):
     """A community with its report (`summary`, `full_content`, `rank`)."""
 
     id: str = ""
@@ -143,24 +150,16 @@ class Community(Model):
     summary: str = ""
     full_content: str = ""
     rank: float = 0.0
-    raw: Dict[str, Any] = _raw()
-
-    def to_json(self) -> Dict[str, Any]:
-        return _item_json(self)
 
 
 @dataclass
-class Document(Model):
+class Document(_Item):
     """A source document and the text units cut from it."""
 
     id: str = ""
     title: str = ""
     text: str = ""
     text_unit_ids: List[str] = field(default_factory=list)
-    raw: Dict[str, Any] = _raw()
-
-    def to_json(self) -> Dict[str, Any]:
-        return _item_json(self)
 
 
 Item = Union[Entity, Relation, Chunk, Community, Document, Mapping[str, Any]]
@@ -234,7 +233,6 @@ class NodeHealth(Model):
     version: str = ""
     uptime_ms: int = 0
     log_filter: str = ""
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -255,7 +253,6 @@ class ClusterHealth(Model):
     coordinator_error: Optional[str] = None
     nodes: List[Dict[str, Any]] = field(default_factory=list)
     timed_out: Optional[bool] = None
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -268,7 +265,6 @@ class Member(Model):
     gossip_addr: str = ""
     peer_addr: Optional[str] = None
     generation: int = 0
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -278,7 +274,6 @@ class Registry(Model):
     coordinator: str = ""
     term: int = 0
     nodes: List[Dict[str, Any]] = field(default_factory=list)
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -294,7 +289,6 @@ class ShardCopy(Model):
     relations: Optional[int] = None
     chunks: Optional[int] = None
     checksum: Optional[str] = None
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -310,9 +304,6 @@ class Shards(Model):
     moves: List[Dict[str, Any]] = field(default_factory=list)
     draining: List[Dict[str, Any]] = field(default_factory=list)
     copies: List[ShardCopy] = field(default_factory=list)
-    raw: Dict[str, Any] = _raw()
-
-    _nested: ClassVar[Dict[str, Type[Model]]] = {"copies": ShardCopy}
 
 
 @dataclass
@@ -323,7 +314,6 @@ class DrainStatus(Model):
     draining: bool = False
     copies_left: int = 0
     map_version: int = 0
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -332,7 +322,6 @@ class BroadcastResult(Model):
 
     sent_to: int = 0
     results: List[Dict[str, Any]] = field(default_factory=list)
-    raw: Dict[str, Any] = _raw()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +336,6 @@ class ShardsReport(Model):
     successful: int = 0
     failed: int = 0
     failures: List[Dict[str, Any]] = field(default_factory=list)
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -360,7 +348,6 @@ class IngestResult(Model):
     failed: int = 0
     items: List[Dict[str, Any]] = field(default_factory=list)
     batches: int = 1
-    raw: Dict[str, Any] = _raw()
 
     def add(self, other: "IngestResult") -> None:
         self.took_ms += other.took_ms
@@ -379,9 +366,6 @@ class EntityRecord(Model):
     entity: Entity = field(default_factory=Entity)
     relations: List[Relation] = field(default_factory=list)
     shard: int = 0
-    raw: Dict[str, Any] = _raw()
-
-    _nested: ClassVar[Dict[str, Type[Model]]] = {"entity": Entity, "relations": Relation}
 
 
 @dataclass
@@ -390,9 +374,6 @@ class ChunkRecord(Model):
 
     chunk: Chunk = field(default_factory=Chunk)
     shard: int = 0
-    raw: Dict[str, Any] = _raw()
-
-    _nested: ClassVar[Dict[str, Type[Model]]] = {"chunk": Chunk}
 
 
 @dataclass
@@ -401,9 +382,6 @@ class DocumentRecord(Model):
 
     document: Document = field(default_factory=Document)
     shard: int = 0
-    raw: Dict[str, Any] = _raw()
-
-    _nested: ClassVar[Dict[str, Type[Model]]] = {"document": Document}
 
 
 @dataclass
@@ -412,7 +390,6 @@ class EntityDeleted(Model):
 
     deleted: str = ""
     relations: int = 0
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -423,7 +400,6 @@ class DocumentDeleted(Model):
 
     removed: Dict[str, Any] = field(default_factory=dict)
     updated: Dict[str, Any] = field(default_factory=dict)
-    raw: Dict[str, Any] = _raw()
 
     def __getitem__(self, key: str) -> Any:
         return self.raw[key]
@@ -442,9 +418,7 @@ class QueryResult(Model):
     per_shard: List[Dict[str, Any]] = field(default_factory=list)
     shards_report: ShardsReport = field(default_factory=ShardsReport)
     took_ms: int = 0
-    raw: Dict[str, Any] = _raw()
 
-    _nested: ClassVar[Dict[str, Type[Model]]] = {"shards_report": ShardsReport}
     _keys: ClassVar[Dict[str, str]] = {"shards_report": "_shards", "per_shard": "shards"}
 
     def records(self) -> List[Dict[str, Any]]:
@@ -463,7 +437,6 @@ class NeighborEntity(Model):
     degree: int = 0
     frequency: int = 0
     hop: int = 0
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -475,7 +448,6 @@ class Edge(Model):
     target: str = ""
     description: str = ""
     weight: float = 0.0
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -488,14 +460,6 @@ class Neighborhood(Model):
     missing_seeds: List[str] = field(default_factory=list)
     shards_report: ShardsReport = field(default_factory=ShardsReport)
     took_ms: int = 0
-    raw: Dict[str, Any] = _raw()
-
-    _nested: ClassVar[Dict[str, Type[Model]]] = {
-        "entities": NeighborEntity,
-        "relations": Edge,
-        "shards_report": ShardsReport,
-    }
-    _keys: ClassVar[Dict[str, str]] = {"shards_report": "_shards"}
 
 
 @dataclass
@@ -509,14 +473,6 @@ class Path(Model):
     reason: Optional[str] = None
     shards_report: ShardsReport = field(default_factory=ShardsReport)
     took_ms: int = 0
-    raw: Dict[str, Any] = _raw()
-
-    _nested: ClassVar[Dict[str, Type[Model]]] = {
-        "entities": NeighborEntity,
-        "relations": Edge,
-        "shards_report": ShardsReport,
-    }
-    _keys: ClassVar[Dict[str, str]] = {"shards_report": "_shards"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,7 +491,6 @@ class Seed(Model):
     title_score: Optional[float] = None
     bm25_rank: Optional[int] = None
     bm25_score: Optional[float] = None
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -550,7 +505,6 @@ class RetrievedEntity(Model):
     degree: int = 0
     hop: int = 0
     score: Optional[float] = None
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -562,7 +516,6 @@ class TextUnit(Model):
     n_tokens: int = 0
     document_id: str = ""
     score: float = 0.0
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -577,7 +530,6 @@ class CommunityReport(Model):
     matches: Optional[int] = None
     # Whether a document deleted since the report was written removed some of its entities.
     stale: Optional[bool] = None
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
@@ -596,18 +548,6 @@ class Retrieval(Model):
     shards_report: ShardsReport = field(default_factory=ShardsReport)
     timings_ms: Dict[str, float] = field(default_factory=dict)
     chunk_seeds: Optional[List[Seed]] = None
-    raw: Dict[str, Any] = _raw()
-
-    _nested: ClassVar[Dict[str, Type[Model]]] = {
-        "seeds": Seed,
-        "entities": RetrievedEntity,
-        "relations": Edge,
-        "text_units": TextUnit,
-        "community_reports": CommunityReport,
-        "shards_report": ShardsReport,
-        "chunk_seeds": Seed,
-    }
-    _keys: ClassVar[Dict[str, str]] = {"shards_report": "_shards"}
 
     def titles(self) -> Dict[str, str]:
         """Entity id -> title, for the entities of this answer."""
@@ -626,7 +566,6 @@ class KeyInfo(Model):
     name: str = ""
     role: str = ""
     created_ms: int = 0
-    raw: Dict[str, Any] = _raw()
 
 
 @dataclass
