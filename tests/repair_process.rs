@@ -5,6 +5,10 @@
 //!   entity reads back, no copy counts refused writes and the cluster is green;
 //! - as a shard's only copy, it stays (it is all there is) and the cluster turns yellow, naming
 //!   the node and the shard.
+//!
+//! A copy that silently lost a round of writes (fault point `apply-lost`: counted as applied,
+//! never written) is found by anti-entropy when a majority of the shard's copies disagree with
+//! it, and rebuilt the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -16,6 +20,8 @@ const T: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(120);
 /// The first round a copy applies fails, then the first of its writes applied one by one.
 const REFUSE_ONE_WRITE: &str = "apply-refused=2*return";
+/// The first round a copy applies vanishes.
+const LOSE_ONE_ROUND: &str = "apply-lost=1*return";
 
 /// `n` entities in a chain, enough to put writes on every shard.
 fn batch(n: usize) -> Value {
@@ -31,13 +37,13 @@ fn batch(n: usize) -> Value {
     })
 }
 
-/// A cluster of `n` nodes whose node `broken` refuses one write.
-fn start(n: usize, options: ClusterOptions, broken: usize) -> TestCluster {
+/// A cluster of `n` nodes whose node `broken` runs with the fault points `faults`.
+fn start(n: usize, options: ClusterOptions, broken: usize, faults: &str) -> TestCluster {
     let mut cluster = TestCluster::new(n, options).unwrap();
     cluster
         .node_mut(broken)
         .env
-        .insert("TORUA_FAILPOINTS".into(), REFUSE_ONE_WRITE.into());
+        .insert("TORUA_FAILPOINTS".into(), faults.into());
     cluster.start_all().unwrap();
     cluster.wait_green(SETTLE).unwrap();
     cluster
@@ -83,7 +89,7 @@ fn entity_count(cluster: &TestCluster) -> Option<u64> {
 fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut cluster = start(3, ClusterOptions::graph(3), 1);
+    let mut cluster = start(3, ClusterOptions::graph(3), 1, REFUSE_ONE_WRITE);
     let (status, answer) = cluster
         .node(0)
         .post_json("/graph/ingest", &batch(300), T)
@@ -120,7 +126,7 @@ fn an_only_copy_that_refused_writes_turns_the_cluster_yellow() {
     let started = Instant::now();
     let mut o = ClusterOptions::graph(1);
     o.env.insert("TORUA_REPLICAS".into(), "1".into());
-    let cluster = start(1, o, 0);
+    let cluster = start(1, o, 0, REFUSE_ONE_WRITE);
     let (status, answer) = cluster
         .node(0)
         .post_json("/graph/ingest", &batch(50), T)
@@ -147,4 +153,46 @@ fn an_only_copy_that_refused_writes_turns_the_cluster_yellow() {
         "the cluster did not turn yellow naming the copy: {health:?} (after {:?})",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_copy_that_silently_lost_writes_is_found_by_anti_entropy_and_rebuilt() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let mut o = ClusterOptions::graph(3);
+    o.env.insert("TORUA_REPLICAS".into(), "3".into());
+    o.env.insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "1s".into());
+    let mut cluster = start(3, o, 1, LOSE_ONE_ROUND);
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch(300), T)
+        .unwrap();
+    assert_eq!(status, 200, "ingest: {answer}");
+
+    let outcome = wait::poll(SETTLE, Duration::from_millis(500), || repaired(&cluster));
+    f.check(outcome.is_ok(), || {
+        format!("the copies were not repaired: {outcome:?}")
+    });
+    let logs: String = (0..3)
+        .map(|i| std::fs::read_to_string(&cluster.node(i).log_path).unwrap_or_default())
+        .collect();
+    f.check(logs.contains("differs from the majority"), || {
+        "no primary found the copy that lost writes (did the fault fire?)".into()
+    });
+    let log = std::fs::read_to_string(&cluster.node(1).log_path).unwrap_or_default();
+    f.check(log.contains("installed a copy from a snapshot"), || {
+        "node 2 did not rebuild the copy that lost writes from a snapshot".into()
+    });
+    let count = wait::poll(T, Duration::from_millis(200), || {
+        entity_count(&cluster).filter(|n| *n == 300).ok_or(())
+    });
+    f.check(count.is_ok(), || {
+        format!(
+            "not every entity reads back: {:?} of 300",
+            entity_count(&cluster)
+        )
+    });
+    let green = cluster.wait_green(SETTLE);
+    f.check(green.is_ok(), || format!("not green after the repair: {green:?}"));
+    f.finish("anti-entropy repair of a copy that lost writes", started);
 }

@@ -290,6 +290,12 @@ mod tests {
                         last_crc
                     }
                 )),
+            any::<u32>().prop_map(|shard| PeerRequest::Replication(
+                ReplicationRequest::Checksum { shard }
+            )),
+            (any::<u32>(), any::<u64>()).prop_map(|(shard, seq)| PeerRequest::Replication(
+                ReplicationRequest::Diverged { shard, seq }
+            )),
             (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(id, offset, len)| {
                 PeerRequest::Snapshot(SnapshotRequest::Piece { id, offset, len })
             }),
@@ -320,6 +326,10 @@ mod tests {
             Just(PeerResponse::Broadcast(())),
             any::<u64>()
                 .prop_map(|seq| PeerResponse::Replication(ReplicationResponse::Written { seq })),
+            (any::<u64>(), text()).prop_map(|(seq, sum)| PeerResponse::Replication(
+                ReplicationResponse::Checksum { seq, sum }
+            )),
+            Just(PeerResponse::Replication(ReplicationResponse::WillRebuild)),
             proptest::collection::vec(any::<u8>(), 0..64)
                 .prop_map(|b| PeerResponse::Snapshot(SnapshotResponse::Bytes(b))),
             (any::<u32>(), error()).prop_map(|(shard, e)| PeerResponse::Read(
