@@ -8,7 +8,8 @@
 //!
 //! A copy that silently lost a round of writes (fault point `apply-lost`: counted as applied,
 //! never written) is found by anti-entropy when a majority of the shard's copies disagree with
-//! it, and rebuilt the same way.
+//! it, and rebuilt the same way; with two copies, no majority can tell which is right, and the
+//! cluster turns yellow saying so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -195,4 +196,39 @@ fn a_copy_that_silently_lost_writes_is_found_by_anti_entropy_and_rebuilt() {
     let green = cluster.wait_green(SETTLE);
     f.check(green.is_ok(), || format!("not green after the repair: {green:?}"));
     f.finish("anti-entropy repair of a copy that lost writes", started);
+}
+
+#[test]
+fn two_copies_that_differ_turn_the_cluster_yellow() {
+    let started = Instant::now();
+    let mut o = ClusterOptions::graph(3);
+    o.env.insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "1s".into());
+    let cluster = start(3, o, 1, LOSE_ONE_ROUND);
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch(300), T)
+        .unwrap();
+    assert_eq!(status, 200, "ingest: {answer}");
+    let health = wait::poll(SETTLE, Duration::from_millis(500), || {
+        let h = cluster
+            .node(2)
+            .get_json("/cluster/health", T)
+            .map_err(|e| e.to_string())?;
+        let named = h["reasons"].as_array().is_some_and(|r| {
+            r.iter().any(|r| {
+                r.as_str()
+                    .is_some_and(|r| r.contains("no majority tells which is right"))
+            })
+        });
+        if h["status"] == "yellow" && named {
+            Ok(h)
+        } else {
+            Err(h.to_string())
+        }
+    });
+    assert!(
+        health.is_ok(),
+        "the cluster did not turn yellow for two copies that differ: {health:?} (after {:?})",
+        started.elapsed()
+    );
 }

@@ -42,8 +42,9 @@ impl Stalls {
 }
 
 /// What is wrong with this node's shard copies, a sentence each (the health report's `shards`):
-/// copies whose database refused acknowledged writes (they miss them until rebuilt), and copies
-/// that applied nothing for [`STALLED_AFTER`] while writes wait.
+/// copies whose database refused acknowledged writes (they miss them until rebuilt), shards whose
+/// copies differ with no majority (found by anti-entropy on their primary), and copies that
+/// applied nothing for [`STALLED_AFTER`] while writes wait.
 async fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
     let Some(map) = ctx.shard_map.get() else {
         return Vec::new();
@@ -66,6 +67,9 @@ async fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
                 "shard {}: this copy's database refused {refused} acknowledged writes; {fate}",
                 a.shard
             ));
+        }
+        if let Some(dispute) = store.dispute() {
+            problems.push(format!("shard {}: {dispute}", a.shard));
         }
         if let Ok(stats) = store.stats().await {
             let stalled = stalls.observe(a.shard, stats.applied_seq, stats.pending_writes);

@@ -9,7 +9,8 @@
 //! compared: when a strict majority of the shard's in-sync copies agree, every other copy has
 //! diverged. It is told so (or, when it is the primary itself, marks itself), leaves the in-sync
 //! set and is rebuilt from a snapshot (`cluster::coordinator`). With no majority (two copies that
-//! differ) nobody can tell which is right: the check says so in the log and changes nothing.
+//! differ) nobody can tell which is right: the check changes nothing, and says so in the log and
+//! in health (yellow) until a check finds the copies agreeing.
 //!
 //! The check holds writes to one shard for as long as the slowest copy takes to checksum it (a
 //! full read of the copy); writes to other shards go on.
@@ -109,7 +110,16 @@ async fn check(ctx: &Arc<NodeContext>, shard: u32) -> Result<(), Error> {
         }
     }
     let seq = ours.0;
-    match verdict(&sums, copies) {
+    let verdict = verdict(&sums, copies);
+    store.set_dispute(matches!(verdict, Verdict::Undecided).then(|| {
+        let sums: Vec<String> = sums.iter().map(|(n, s)| format!("{n} {s}")).collect();
+        format!(
+            "the copies differ at write {seq} ({}) and no majority tells which is right; nothing \
+             was changed",
+            sums.join(", ")
+        )
+    }));
+    match verdict {
         Verdict::Agree => {
             tracing::debug!(shard, seq, copies = sums.len(), "anti-entropy: the copies agree")
         }

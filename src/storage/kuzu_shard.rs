@@ -120,6 +120,9 @@ pub struct KuzuShard {
     /// Whether anti-entropy found this copy's content differing from the other copies' at the
     /// same write (`replication::anti_entropy`): it is rebuilt from another copy.
     diverged: std::sync::atomic::AtomicBool,
+    /// What the last anti-entropy check of this shard (by this copy, as primary) found when the
+    /// copies differ and no majority tells which is right.
+    dispute: Mutex<Option<String>>,
 }
 
 /// The marker of a database closed cleanly, next to it; removed while the database is open.
@@ -254,6 +257,7 @@ impl KuzuShard {
             query_readers: Some(query_readers),
             crashed,
             diverged: Default::default(),
+            dispute: Default::default(),
         })
     }
 
@@ -301,6 +305,16 @@ impl KuzuShard {
     /// them, and is rebuilt from another copy (see `cluster::coordinator`).
     pub fn refused_writes(&self) -> u64 {
         self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Records what the last anti-entropy check found undecidable (`None`: nothing).
+    pub fn set_dispute(&self, dispute: Option<String>) {
+        *self.dispute.lock().expect("dispute lock") = dispute;
+    }
+
+    /// What the last anti-entropy check found undecidable, if anything.
+    pub fn dispute(&self) -> Option<String> {
+        self.dispute.lock().expect("dispute lock").clone()
     }
 
     /// Records that this copy's content differs from the other copies' at the same write.
