@@ -1,17 +1,7 @@
-//! Ingest into torua: a cluster started for the run, the graph POSTed in batches by parallel
-//! clients, and the placement `/cluster/shards` reports checked against the data.
+//! Ingest into torua: the graph POSTed in batches by parallel clients to the cluster started for
+//! the run, and the placement `/cluster/shards` reports checked against the data.
 
 use super::*;
-
-pub(crate) fn start_cluster(args: &Args, nodes: usize, replicas: usize) -> Result<TestCluster> {
-    let sizing = Sizing {
-        shards: args.shards,
-        replicas,
-        memory_mb: args.memory_mb,
-        max_shard_gb: args.max_shard_gb,
-    };
-    start_green(nodes, sizing, &args.env, &[], &args.log)
-}
 
 /// What /cluster/shards says after the ingest, checked against the data.
 pub(crate) fn verify_shards(cluster: &TestCluster, g: &Graph, shards: u32) -> Result<Value> {
@@ -148,7 +138,7 @@ pub(crate) fn ingest_torua(
     log(format!("  relations done in {relations_s:.1} s"));
     let complete = entities_done == g.entities.len() && relations_done == g.relations.len();
     let verify = if complete {
-        verify_shards(cluster, g, args.shards)?
+        verify_shards(cluster, g, args.sizing.shards)?
     } else {
         let why = match &failure {
             Some(e) => format!(
@@ -168,10 +158,7 @@ pub(crate) fn ingest_torua(
     };
     Ok((
         IngestResult {
-            target: format!(
-                "torua {nodes} node{} R={replicas}",
-                if nodes == 1 { "" } else { "s" }
-            ),
+            target: target_name(nodes, replicas),
             wall,
             entities_s,
             relations_s,
