@@ -136,8 +136,15 @@ pub(crate) fn ingest_torua(
         wall.as_secs_f64()
     ));
     log(format!("  relations done in {relations_s:.1} s"));
-    let complete = entities_done == g.entities.len() && relations_done == g.relations.len();
-    let verify = if complete {
+    let mut r = IngestResult::new(
+        target_name(nodes, replicas),
+        g,
+        wall,
+        (entities_s, relations_s),
+        (entities_done, relations_done),
+    );
+    r.retries = retries;
+    let verify = if r.complete {
         verify_shards(cluster, g, args.sizing.shards)?
     } else {
         let why = match &failure {
@@ -156,19 +163,7 @@ pub(crate) fn ingest_torua(
                "health": health.as_ref().map(|h| h["status"].clone()),
                "health_reasons": health.as_ref().map(|h| h["reasons"].clone())})
     };
-    Ok((
-        IngestResult {
-            target: target_name(nodes, replicas),
-            wall,
-            entities_s,
-            relations_s,
-            entities_done,
-            relations_done,
-            complete,
-            retries,
-            extra: json!({"nodes": nodes, "replicas": replicas, "json_bytes": body_bytes,
-                          "acknowledged_s": acked.as_secs_f64(), "verify": verify.clone()}),
-        },
-        verify,
-    ))
+    r.extra = json!({"nodes": nodes, "replicas": replicas, "json_bytes": body_bytes,
+                     "acknowledged_s": acked.as_secs_f64(), "verify": verify.clone()});
+    Ok((r, verify))
 }
