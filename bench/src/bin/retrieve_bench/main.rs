@@ -54,7 +54,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use kuzu::{Connection, LogicalType, PreparedStatement, Value as KValue};
+use kuzu::{Connection, Database, LogicalType, PreparedStatement, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
 use torua_testkit::kuzu_values::{string, strings, struct_rows};
@@ -240,28 +240,10 @@ fn main() -> Result<()> {
         degrees[n - 1]
     ));
     let queries = make_queries(&a, &g)?;
-    let norms: Vec<f32> = g
-        .entities
-        .iter()
-        .map(|e| e.vector().iter().map(|x| x * x).sum::<f32>().sqrt())
-        .collect();
-    let exact: Vec<Vec<String>> = queries[a.warmup..]
-        .iter()
-        .take(a.recall_queries)
-        .map(|q| exact_top(&g, &norms, &q.embedding, a.top_k))
-        .collect();
     let dir = std::env::temp_dir().join(format!("torua-retrieve-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let result = run(
-        &a,
-        &g,
-        &queries,
-        &exact,
-        &dir,
-        degrees[n / 2],
-        degrees[n - 1],
-    );
+    let result = run(&a, &g, &queries, &dir, degrees[n / 2], degrees[n - 1]);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -269,8 +251,7 @@ fn main() -> Result<()> {
 fn run(
     a: &Args,
     g: &Graph,
-    queries: &[Query],
-    exact: &[Vec<String>],
+    queries: &Queries,
     dir: &Path,
     degree_p50: i64,
     degree_max: i64,
@@ -289,7 +270,7 @@ fn run(
     let (db_path, emb_load) = load_embedded(a, g, dir)?;
     log(format!("embedded load: {emb_load}"));
     doc["embedded_load"] = emb_load;
-    doc["embedded_check"] = check_embedded(a, &db_path, g, queries, exact)?;
+    doc["embedded_check"] = check_embedded(a, &open_baseline(a, &db_path)?, g, queries)?;
     write_doc(a.common.json.as_deref(), &doc)?;
     let mut failures = Vec::new();
     for &nodes in &a.nodes {
@@ -302,7 +283,7 @@ fn run(
         log(format!("{target}: start and load"));
         let outcome = (|| -> Result<Value> {
             let cluster = start_cluster(a, nodes, replicas)?;
-            let load = load_torua(a, &cluster, g, &queries[0])?;
+            let load = load_torua(a, &cluster, g, &queries.all[0])?;
             if load["verify"]["ok"] != true {
                 failures.push(format!("{target}: /cluster/shards does not add up"));
             }
@@ -310,7 +291,7 @@ fn run(
                 "{target}: {} queries (+{} warm-up)",
                 a.queries, a.warmup
             ));
-            let q = measure(a, &cluster, &db_path, g, queries, exact)?;
+            let q = measure(a, &cluster, &open_baseline(a, &db_path)?, g, queries)?;
             if q["errors"] != 0 {
                 failures.push(format!(
                     "{target}: {} retrieve requests failed",
