@@ -1,17 +1,19 @@
-//! The torua cluster a graph benchmark measures: sized by the benchmark's flags, started, and
-//! waited for until it is green.
+//! The torua cluster a graph benchmark measures: sized by the benchmark's flags, started,
+//! waited for until it is green, and named in its reports.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use serde_json::json;
 use torua_testkit::{log, ClusterOptions, TestCluster};
 
+use crate::flags::{Common, Value};
 use crate::sys::{cluster_rss, mem_available_mb, memory_guard};
 
-/// How a benchmark's cluster is sized (its `--shards`, `--memory-mb`, `--max-shard-gb` flags).
-#[derive(Debug, Clone, Copy)]
+/// How a benchmark's cluster is sized (its `--replicas`, `--shards`, `--memory-mb`,
+/// `--max-shard-gb` flags).
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Sizing {
     pub shards: u32,
     pub replicas: usize,
@@ -19,19 +21,52 @@ pub struct Sizing {
     pub max_shard_gb: u64,
 }
 
-/// Starts `nodes` nodes with `sizing` over `env` (and `extra` settings), the map created once
-/// all are ready; waits until every node reports green.
+impl Default for Sizing {
+    /// 16 shards, 2 copies each, 2 GiB per node, shards up to 16 GB.
+    fn default() -> Self {
+        Sizing {
+            shards: 16,
+            replicas: 2,
+            memory_mb: 2048,
+            max_shard_gb: 16,
+        }
+    }
+}
+
+impl Sizing {
+    /// Takes `flag` if it is one of the sizing flags (with its value `v`); false for any other.
+    pub fn take(&mut self, flag: &str, v: &Value) -> Result<bool> {
+        match flag {
+            "--replicas" => self.replicas = v.parse("a count")?,
+            "--shards" => self.shards = v.parse("a count")?,
+            "--memory-mb" => self.memory_mb = v.parse("megabytes")?,
+            "--max-shard-gb" => self.max_shard_gb = v.parse("gigabytes")?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// How a report names a torua cluster: "torua 3 nodes R=2".
+pub fn target_name(nodes: usize, replicas: usize) -> String {
+    let s = if nodes == 1 { "" } else { "s" };
+    format!("torua {nodes} node{s} R={replicas}")
+}
+
+/// Starts `nodes` nodes holding `replicas` copies of each shard, otherwise sized by `sizing`,
+/// with the settings and log level of `common` (and `extra` settings), the map created once all
+/// are ready; waits until every node reports green.
 pub fn start_green(
     nodes: usize,
+    replicas: usize,
     sizing: Sizing,
-    env: &BTreeMap<String, String>,
+    common: &Common,
     extra: &[(&str, String)],
-    log: &str,
 ) -> Result<TestCluster> {
-    let mut env = env.clone();
+    let mut env = common.env.clone();
     for (k, v) in [
         ("TORUA_SHARDS", sizing.shards.to_string()),
-        ("TORUA_REPLICAS", sizing.replicas.to_string()),
+        ("TORUA_REPLICAS", replicas.to_string()),
         ("TORUA_BOOTSTRAP_EXPECT", nodes.to_string()),
         ("TORUA_MEMORY_MB", sizing.memory_mb.to_string()),
         ("TORUA_MAX_SHARD_GB", sizing.max_shard_gb.to_string()),
@@ -43,7 +78,7 @@ pub fn start_green(
     }
     let options = ClusterOptions {
         env,
-        log: log.to_string(),
+        log: common.log.clone(),
         start_timeout: Duration::from_secs(60),
         ..ClusterOptions::default()
     };

@@ -1,10 +1,14 @@
 //! The benchmark programs' command line: an optional subcommand, then `--flag value` pairs, each
-//! value parsed with an error that names the flag and what it expects.
+//! value parsed with an error that names the flag and what it expects; the flags every program
+//! takes ([`Common`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use torua_testkit::ClusterOptions;
 
 /// The program's arguments after its name, read one flag at a time; `-h` or `--help` prints
 /// the usage and exits.
@@ -58,6 +62,47 @@ impl Flags {
     pub fn unknown(&self, flag: &str) -> anyhow::Error {
         anyhow!("unknown flag {flag}\n{}", self.usage)
     }
+
+    /// Takes `flag` and its value `v` into `common`: the last arm of a program's flags, so any
+    /// other flag is [`Flags::unknown`].
+    pub fn common(&self, flag: &str, v: Value, common: &mut Common) -> Result<()> {
+        match flag {
+            "--env" => v.set_env(&mut common.env)?,
+            "--log" => common.log = v.text,
+            "--label" => common.label = Some(v.text),
+            "--json" => common.json = Some(PathBuf::from(v.text)),
+            _ => return Err(self.unknown(flag)),
+        }
+        Ok(())
+    }
+}
+
+/// The flags every benchmark program takes: settings for every node (`--env KEY=VALUE`,
+/// repeatable) and its log level (`--log`), the run's label (`--label`) and its results file
+/// (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Common {
+    pub env: BTreeMap<String, String>,
+    pub log: String,
+    pub label: Option<String>,
+    pub json: Option<PathBuf>,
+}
+
+impl Common {
+    /// No settings, the nodes logging at `log`, no label, no file.
+    pub fn new(log: &str) -> Self {
+        Common {
+            env: BTreeMap::new(),
+            log: log.into(),
+            label: None,
+            json: None,
+        }
+    }
+
+    /// Options for a cluster with these settings and log level.
+    pub fn options(&self) -> ClusterOptions {
+        ClusterOptions::with_env(&self.env, &self.log)
+    }
 }
 
 /// A flag's value.
@@ -99,6 +144,19 @@ impl Value {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect()
+    }
+
+    /// [`Value::names`], each one of `known` (else an error calling it `what`).
+    pub fn known_names(&self, what: &str, known: &[&str]) -> Result<Vec<String>> {
+        let names = self.names();
+        if let Some(n) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            bail!(
+                "{}: unknown {what} {n:?} (known: {})",
+                self.flag,
+                known.join(",")
+            );
+        }
+        Ok(names)
     }
 
     /// A `KEY=VALUE` setting, added to `env`.

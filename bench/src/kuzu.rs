@@ -51,43 +51,49 @@ pub fn csv_list(items: &[String]) -> String {
     format!("\"[{}]\"", items.join(","))
 }
 
+/// Writes `fields` as one CSV line (no newline), as they display.
+fn csv_line(f: &mut fmt::Formatter<'_>, fields: &[&dyn fmt::Display]) -> fmt::Result {
+    for (i, field) in fields.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        write!(f, "{comma}{field}")?;
+    }
+    Ok(())
+}
+
 /// An entity as a CSV line (no newline). The generated text has no commas or quotes.
 pub struct EntityCsv<'a>(pub &'a Entity);
 
 impl fmt::Display for EntityCsv<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = self.0;
-        write!(
+        let units = csv_list(&e.text_unit_ids);
+        csv_line(
             f,
-            "{},{},{},{},{},{},{}",
-            e.id,
-            e.title,
-            e.kind,
-            e.description,
-            csv_list(&e.text_unit_ids),
-            e.frequency,
-            e.degree
+            &[
+                &e.id,
+                &e.title,
+                &e.kind,
+                &e.description,
+                &units,
+                &e.frequency,
+                &e.degree,
+            ],
         )
     }
 }
 
-/// A relation as a CSV line (no newline). The generated text has no commas or quotes.
+/// A relation as a CSV line (no newline): the endpoints first (the `RELATED` table's from and
+/// to), then its properties. The generated text has no commas or quotes.
 pub struct RelationCsv<'a>(pub &'a Relation);
 
 impl fmt::Display for RelationCsv<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.0;
-        write!(
+        let (from, to) = (&r.source, &r.target);
+        let units = csv_list(&r.text_unit_ids);
+        csv_line(
             f,
-            "{},{},{},{},{},{},{},{}",
-            r.source,
-            r.target,
-            r.id,
-            r.description,
-            r.weight,
-            csv_list(&r.text_unit_ids),
-            r.source,
-            r.target
+            &[from, to, &r.id, &r.description, &r.weight, &units, from, to],
         )
     }
 }

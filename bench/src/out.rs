@@ -1,5 +1,6 @@
 //! A benchmark's output: human tables go to stdout as they are printed; JSON lines (common fields
-//! plus one record each) are appended to `--json`, or printed after the tables without it.
+//! plus one record each) are appended to `--json`, or printed after the tables without it. A
+//! program that keeps one JSON document for the run instead rewrites it with [`write_doc`].
 
 use std::io::Write;
 use std::path::Path;
@@ -22,9 +23,7 @@ impl Out {
     pub fn new(json_path: Option<&Path>, base: Value, with_load: bool) -> Result<Self> {
         let file = match json_path {
             Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
+                create_parent(path)?;
                 Some(
                     std::fs::File::options()
                         .create(true)
@@ -97,6 +96,16 @@ impl Out {
     }
 }
 
+/// The torua binary a run starts ([`torua_testkit::torua_bin`]), as [`Out::start`] names it; an
+/// error when it does not exist.
+pub fn existing_torua_bin() -> Result<String> {
+    let bin = torua_testkit::torua_bin();
+    if !bin.is_file() {
+        bail!("torua binary {} does not exist", bin.display());
+    }
+    Ok(bin.display().to_string())
+}
+
 /// One benchmark of a program with subcommands: it measures with the arguments and writes its
 /// records to the output.
 pub type Bench<A> = fn(&A, &mut Out) -> Result<Vec<Value>>;
@@ -122,4 +131,22 @@ pub fn dispatch<A>(
         Some((_, bench)) => bench(args, out).map(|_| ()),
         None => bail!("unknown benchmark {command:?}\n{usage}"),
     }
+}
+
+/// Creates the folder `path` is in (when it names one).
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(())
+}
+
+/// Writes `doc` to `path`, pretty-printed, in place of what the file held; nothing without a path.
+pub fn write_doc(path: Option<&Path>, doc: &Value) -> Result<()> {
+    if let Some(path) = path {
+        create_parent(path)?;
+        std::fs::write(path, serde_json::to_string_pretty(doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }

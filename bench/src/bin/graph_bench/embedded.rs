@@ -85,6 +85,28 @@ pub(crate) struct IngestResult {
 }
 
 impl IngestResult {
+    /// `target`'s load of `done` (entities, relations) of `g`'s items in `wall`, the entities
+    /// taking `secs.0` and the relations `secs.1`; complete when every item is done. No retries,
+    /// no extra fields.
+    pub(crate) fn new(
+        target: impl Into<String>,
+        g: &Graph,
+        wall: Duration,
+        secs: (f64, f64),
+        done: (usize, usize),
+    ) -> Self {
+        IngestResult {
+            target: target.into(),
+            wall,
+            entities_s: secs.0,
+            relations_s: secs.1,
+            entities_done: done.0,
+            relations_done: done.1,
+            complete: done == (g.entities.len(), g.relations.len()),
+            retries: 0,
+            extra: json!({}),
+        }
+    }
     pub(crate) fn rate(&self) -> f64 {
         (self.entities_done + self.relations_done) as f64 / self.wall.as_secs_f64()
     }
@@ -113,21 +135,17 @@ pub(crate) fn ingest_copy(
     drop(conn);
     check_counts(&db, g)?;
     let csv_bytes = std::fs::metadata(&ep)?.len() + std::fs::metadata(&rp)?.len();
-    Ok((
-        db,
-        IngestResult {
-            target: "embedded Kuzu, COPY from CSV".into(),
-            wall,
-            entities_s,
-            relations_s,
-            entities_done: g.entities.len(),
-            relations_done: g.relations.len(),
-            complete: true,
-            retries: 0,
-            extra: json!({"csv_write_s": csv_s, "csv_bytes": csv_bytes,
-                          "rate_with_csv_write": (g.entities.len() + g.relations.len()) as f64 / (wall.as_secs_f64() + csv_s)}),
-        },
-    ))
+    let done = (g.entities.len(), g.relations.len());
+    let mut r = IngestResult::new(
+        "embedded Kuzu, COPY from CSV",
+        g,
+        wall,
+        (entities_s, relations_s),
+        done,
+    );
+    r.extra = json!({"csv_write_s": csv_s, "csv_bytes": csv_bytes,
+                     "rate_with_csv_write": (done.0 + done.1) as f64 / (wall.as_secs_f64() + csv_s)});
+    Ok((db, r))
 }
 
 /// Loads table `table` from the CSV file `csv` (with a header line); returns the seconds it took.
@@ -208,19 +226,15 @@ pub(crate) fn ingest_unwind(
     let relations_s = t1.elapsed().as_secs_f64();
     let wall = t0.elapsed();
     drop(conn);
-    let complete = entities_done == g.entities.len() && relations_done == g.relations.len();
-    if complete {
+    let r = IngestResult::new(
+        "embedded Kuzu, torua's UNWIND CREATE",
+        g,
+        wall,
+        (entities_s, relations_s),
+        (entities_done, relations_done),
+    );
+    if r.complete {
         check_counts(&db, g)?;
     }
-    Ok(IngestResult {
-        target: "embedded Kuzu, torua's UNWIND CREATE".into(),
-        wall,
-        entities_s,
-        relations_s,
-        entities_done,
-        relations_done,
-        complete,
-        retries: 0,
-        extra: json!({}),
-    })
+    Ok(r)
 }

@@ -1,17 +1,7 @@
-//! Ingest into torua: a cluster started for the run, the graph POSTed in batches by parallel
-//! clients, and the placement `/cluster/shards` reports checked against the data.
+//! Ingest into torua: the graph POSTed in batches by parallel clients to the cluster started for
+//! the run, and the placement `/cluster/shards` reports checked against the data.
 
 use super::*;
-
-pub(crate) fn start_cluster(args: &Args, nodes: usize, replicas: usize) -> Result<TestCluster> {
-    let sizing = Sizing {
-        shards: args.shards,
-        replicas,
-        memory_mb: args.memory_mb,
-        max_shard_gb: args.max_shard_gb,
-    };
-    start_green(nodes, sizing, &args.env, &[], &args.log)
-}
 
 /// What /cluster/shards says after the ingest, checked against the data.
 pub(crate) fn verify_shards(cluster: &TestCluster, g: &Graph, shards: u32) -> Result<Value> {
@@ -146,9 +136,16 @@ pub(crate) fn ingest_torua(
         wall.as_secs_f64()
     ));
     log(format!("  relations done in {relations_s:.1} s"));
-    let complete = entities_done == g.entities.len() && relations_done == g.relations.len();
-    let verify = if complete {
-        verify_shards(cluster, g, args.shards)?
+    let mut r = IngestResult::new(
+        target_name(nodes, replicas),
+        g,
+        wall,
+        (entities_s, relations_s),
+        (entities_done, relations_done),
+    );
+    r.retries = retries;
+    let verify = if r.complete {
+        verify_shards(cluster, g, args.sizing.shards)?
     } else {
         let why = match &failure {
             Some(e) => format!(
@@ -166,22 +163,7 @@ pub(crate) fn ingest_torua(
                "health": health.as_ref().map(|h| h["status"].clone()),
                "health_reasons": health.as_ref().map(|h| h["reasons"].clone())})
     };
-    Ok((
-        IngestResult {
-            target: format!(
-                "torua {nodes} node{} R={replicas}",
-                if nodes == 1 { "" } else { "s" }
-            ),
-            wall,
-            entities_s,
-            relations_s,
-            entities_done,
-            relations_done,
-            complete,
-            retries,
-            extra: json!({"nodes": nodes, "replicas": replicas, "json_bytes": body_bytes,
-                          "acknowledged_s": acked.as_secs_f64(), "verify": verify.clone()}),
-        },
-        verify,
-    ))
+    r.extra = json!({"nodes": nodes, "replicas": replicas, "json_bytes": body_bytes,
+                     "acknowledged_s": acked.as_secs_f64(), "verify": verify.clone()});
+    Ok((r, verify))
 }

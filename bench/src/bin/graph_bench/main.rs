@@ -83,8 +83,8 @@ use ingest::*;
 use point_read::*;
 use query_phase::*;
 use statements::*;
-use torua_bench::cluster::{start_green, Sizing};
-use torua_bench::flags::Flags;
+use torua_bench::cluster::{start_green, target_name, Sizing};
+use torua_bench::flags::{Common, Flags};
 use torua_bench::kuzu::{
     open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATIONS_IN,
     RELATIONS_OUT, RELATION_CSV_HEADER,
@@ -125,13 +125,8 @@ struct Args {
     clients: usize,
     targets: Vec<String>,
     nodes: usize,
-    replicas: usize,
-    shards: u32,
-    memory_mb: u64,
-    max_shard_gb: u64,
+    sizing: Sizing,
     max_minutes: f64,
-    env: BTreeMap<String, String>,
-    log: String,
     reads: usize,
     read_warmup: usize,
     query_reps: usize,
@@ -142,8 +137,7 @@ struct Args {
     query_max_nodes: usize,
     query_max_relations: usize,
     query_embedded: EmbeddedMode,
-    label: Option<String>,
-    json: Option<PathBuf>,
+    common: Common,
 }
 
 const TARGETS: [&str; 4] = ["copy", "unwind", "single", "cluster"];
@@ -169,13 +163,8 @@ fn parse_args() -> Result<Args> {
         clients: 4,
         targets: targets.iter().map(|s| s.to_string()).collect(),
         nodes: 3,
-        replicas: 2,
-        shards: 16,
-        memory_mb: 2048,
-        max_shard_gb: 16,
+        sizing: Sizing::default(),
         max_minutes: 15.0,
-        env: BTreeMap::new(),
-        log: "warn".into(),
         reads,
         read_warmup: 200,
         query_reps,
@@ -186,8 +175,7 @@ fn parse_args() -> Result<Args> {
         query_max_nodes: 100_000,
         query_max_relations: 1_000_000,
         query_embedded: EmbeddedMode::Auto,
-        label: None,
-        json: None,
+        common: Common::new("warn"),
     };
     while let Some(flag) = f.next_flag() {
         let v = f.value(&flag)?;
@@ -198,15 +186,9 @@ fn parse_args() -> Result<Args> {
             "--skew" => a.skew = v.parse("an exponent in [0, 1)")?,
             "--batch" => a.batch = v.parse("a count")?,
             "--clients" => a.clients = v.parse("a count")?,
-            "--targets" => a.targets = v.names(),
+            "--targets" => a.targets = v.known_names("target", &TARGETS)?,
             "--nodes" => a.nodes = v.parse("a count")?,
-            "--replicas" => a.replicas = v.parse("a count")?,
-            "--shards" => a.shards = v.parse("a count")?,
-            "--memory-mb" => a.memory_mb = v.parse("megabytes")?,
-            "--max-shard-gb" => a.max_shard_gb = v.parse("gigabytes")?,
             "--max-minutes" => a.max_minutes = v.parse("minutes")?,
-            "--env" => v.set_env(&mut a.env)?,
-            "--log" => a.log = v.text,
             "--reads" => a.reads = v.parse("a count")?,
             "--read-warmup" => a.read_warmup = v.parse("a count")?,
             "--query-reps" => a.query_reps = v.parse("a count")?,
@@ -224,17 +206,8 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--query-max-relations" => a.query_max_relations = v.parse("a count")?,
-            "--label" => a.label = Some(v.text),
-            "--json" => a.json = Some(PathBuf::from(v.text)),
-            _ => return Err(f.unknown(&flag)),
-        }
-    }
-    for t in &a.targets {
-        if !TARGETS.contains(&t.as_str()) {
-            bail!(
-                "--targets: unknown target {t:?} (known: {})",
-                TARGETS.join(",")
-            );
+            _ if a.sizing.take(&flag, &v)? => {}
+            _ => f.common(&flag, v, &mut a.common)?,
         }
     }
     if a.reads > 0 && !a.targets.iter().any(|t| t == "copy") {
@@ -254,7 +227,7 @@ fn parse_args() -> Result<Args> {
     {
         bail!("--query-seeds in 1..=1000 (and at most --entities), --query-hops in 1..=3, --query-max-nodes in 1..=100000, --query-max-relations in 1..=1000000");
     }
-    if a.entities < 2 || a.batch == 0 || a.clients == 0 || a.nodes == 0 || a.shards == 0 {
+    if a.entities < 2 || a.batch == 0 || a.clients == 0 || a.nodes == 0 || a.sizing.shards == 0 {
         bail!("--entities must be at least 2, --batch, --clients, --nodes and --shards at least 1");
     }
     if !(0.0..1.0).contains(&a.skew) {
@@ -268,7 +241,8 @@ impl Args {
         self.targets.iter().any(|t| t == target)
     }
     fn label(&self) -> String {
-        self.label
+        self.common
+            .label
             .clone()
             .unwrap_or_else(|| format!("{} entities, {} relations", self.entities, self.relations))
     }
@@ -282,12 +256,12 @@ impl Args {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let mut out = Out::new(
-        args.json.as_deref(),
+        args.common.json.as_deref(),
         json!({
             "bench": "graph", "cmd": args.cmd, "label": args.label(),
             "entities": args.entities, "relations": args.relations, "seed": args.seed, "skew": args.skew,
-            "batch": args.batch, "clients": args.clients, "shards": args.shards,
-            "memory_mb": args.memory_mb, "env": args.env,
+            "batch": args.batch, "clients": args.clients, "shards": args.sizing.shards,
+            "memory_mb": args.sizing.memory_mb, "env": args.common.env,
         }),
         true,
     )?;
@@ -324,7 +298,7 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
     let cap = Duration::from_secs_f64(args.max_minutes * 60.0);
     if args.has("copy") {
         log("embedded: CSV + COPY");
-        let (db, r) = ingest_copy(dir, g, args.memory_mb)?;
+        let (db, r) = ingest_copy(dir, g, args.sizing.memory_mb)?;
         copy_db = Some(db);
         results.push(r);
     }
@@ -333,7 +307,7 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         results.push(ingest_unwind(
             dir,
             g,
-            args.memory_mb,
+            args.sizing.memory_mb,
             args.batch,
             Instant::now() + cap,
         )?);
@@ -345,10 +319,10 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         torua_targets.push((1, 1));
     }
     if args.has("cluster") {
-        torua_targets.push((args.nodes, args.replicas.min(args.nodes)));
+        torua_targets.push((args.nodes, args.sizing.replicas.min(args.nodes)));
     }
     for (nodes, replicas) in torua_targets {
-        let cluster = start_cluster(args, nodes, replicas)?;
+        let cluster = start_green(nodes, replicas, args.sizing, &args.common, &[])?;
         let (r, verify) = ingest_torua(args, &cluster, g, nodes, replicas)?;
         if r.complete && verify["ok"] != true {
             failures.push(format!("{}: /cluster/shards does not add up", r.target));
@@ -395,8 +369,8 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         args.skew,
         args.batch,
         args.clients,
-        args.shards,
-        args.memory_mb
+        args.sizing.shards,
+        args.sizing.memory_mb
     );
     println!(
         "{:<40} {:>10} {:>12} {:>12} {:>9} {:>8} {:>9}  complete",

@@ -157,7 +157,7 @@ pub(crate) fn point_reads(
         r.embedded.push(embedded);
         r.per_call.push(per_call_us);
         r.torua.push(torua);
-        if local.contains(&u64::from(shard_of(id, args.shards))) {
+        if local.contains(&u64::from(shard_of(id, args.sizing.shards))) {
             r.torua_local.push(torua);
         } else {
             r.torua_remote.push(torua);

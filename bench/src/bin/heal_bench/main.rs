@@ -74,7 +74,8 @@ use data::*;
 use evidence::*;
 use phases::*;
 use summary::*;
-use torua_bench::flags::Flags;
+use torua_bench::flags::{Common, Flags};
+use torua_bench::out::write_doc;
 use torua_bench::stats::{histogram, r2, summary};
 use torua_bench::sys::{cluster_rss, load_1m, machine, memory_guard};
 use torua_testkit::gen::{embedding, pack, shard_of, text_of_bytes as text, vocabulary, TYPES};
@@ -115,8 +116,6 @@ struct Args {
     replace_after: String,
     max_moves: Option<u32>,
     drain_timeout: Option<String>,
-    env: BTreeMap<String, String>,
-    log: String,
     clients: usize,
     body_mb: f64,
     max_minutes: f64,
@@ -131,8 +130,8 @@ struct Args {
     write_batch: usize,
     verify: bool,
     min_available_mb: f64,
-    label: Option<String>,
-    json: Option<PathBuf>,
+    #[serde(flatten)]
+    common: Common,
     logs_dir: Option<PathBuf>,
 }
 
@@ -150,8 +149,6 @@ fn parse_args() -> Result<Args> {
         replace_after: "5s".into(),
         max_moves: None,
         drain_timeout: None,
-        env: BTreeMap::new(),
-        log: "info".into(),
         clients: 4,
         body_mb: 4.0,
         max_minutes: 60.0,
@@ -166,8 +163,7 @@ fn parse_args() -> Result<Args> {
         write_batch: 10,
         verify: true,
         min_available_mb: 1500.0,
-        label: None,
-        json: None,
+        common: Common::new("info"),
         logs_dir: None,
     };
     let mut f = Flags::from_env(USAGE);
@@ -189,12 +185,10 @@ fn parse_args() -> Result<Args> {
             "--replace-after" => a.replace_after = v.text,
             "--max-moves" => a.max_moves = Some(v.parse("a count")?),
             "--drain-timeout" => a.drain_timeout = Some(v.text),
-            "--env" => v.set_env(&mut a.env)?,
-            "--log" => a.log = v.text,
             "--clients" => a.clients = v.parse("a count")?,
             "--body-mb" => a.body_mb = v.parse("megabytes")?,
             "--max-minutes" => a.max_minutes = v.parse("minutes")?,
-            "--phases" => a.phases = v.names(),
+            "--phases" => a.phases = v.known_names("phase", &PHASES)?,
             "--victim" => a.victim = Some(v.text),
             "--poll-ms" => a.poll_ms = v.parse("milliseconds")?,
             "--settle-s" => a.settle_s = v.parse("seconds")?,
@@ -205,18 +199,8 @@ fn parse_args() -> Result<Args> {
             "--write-batch" => a.write_batch = v.parse("a count")?,
             "--verify" => a.verify = v.parse("true or false")?,
             "--min-available-mb" => a.min_available_mb = v.parse("megabytes")?,
-            "--label" => a.label = Some(v.text),
-            "--json" => a.json = Some(PathBuf::from(v.text)),
             "--logs-dir" => a.logs_dir = Some(PathBuf::from(v.text)),
-            _ => return Err(f.unknown(&flag)),
-        }
-    }
-    for p in &a.phases {
-        if !PHASES.contains(&p.as_str()) {
-            bail!(
-                "--phases: unknown phase {p:?} (known: {})",
-                PHASES.join(",")
-            );
+            _ => f.common(&flag, v, &mut a.common)?,
         }
     }
     if a.phases.iter().any(|p| p == "return") && !a.phases.iter().any(|p| p == "kill") {
@@ -233,6 +217,7 @@ fn parse_args() -> Result<Args> {
     }
     if a.logs_dir.is_none() {
         a.logs_dir = a
+            .common
             .json
             .as_ref()
             .and_then(|p| p.parent())
@@ -276,7 +261,7 @@ fn copy_logs(cluster: &TestCluster, dir: &Path) {
 
 fn main() -> Result<()> {
     let a = parse_args()?;
-    let mut env = a.env.clone();
+    let mut env = a.common.env.clone();
     env.insert("TORUA_SHARDS".into(), a.shards.to_string());
     env.insert("TORUA_REPLICAS".into(), a.replicas.to_string());
     env.insert("TORUA_BOOTSTRAP_EXPECT".into(), a.nodes.to_string());
@@ -291,13 +276,13 @@ fn main() -> Result<()> {
     }
     let options = ClusterOptions {
         env,
-        log: a.log.clone(),
+        log: a.common.log.clone(),
         start_timeout: Duration::from_secs(120),
         ..ClusterOptions::default()
     };
     // One node more than started, for the join phase.
     let cluster = TestCluster::new(a.nodes + 1, options)?;
-    let label = a.label.clone().unwrap_or_else(|| {
+    let label = a.common.label.clone().unwrap_or_else(|| {
         format!(
             "{} nodes R={} {} shards, {:.3} GiB, replace after {}",
             a.nodes, a.replicas, a.shards, a.gib, a.replace_after

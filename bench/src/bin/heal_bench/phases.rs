@@ -35,16 +35,9 @@ impl Bench {
     }
 
     pub(crate) fn write_json(&self) -> Result<()> {
-        if let Some(path) = &self.a.json {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut doc = self.doc.clone();
-            doc["problems"] = json!(self.problems);
-            std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        Ok(())
+        let mut doc = self.doc.clone();
+        doc["problems"] = json!(self.problems);
+        write_doc(self.a.common.json.as_deref(), &doc)
     }
 
     pub(crate) fn check(&mut self, phase: &str) -> Result<()> {

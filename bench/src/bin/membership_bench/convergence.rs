@@ -10,7 +10,7 @@ pub(crate) struct ConvergenceTrial {
 }
 
 pub(crate) fn convergence_trial(args: &Args, n: usize) -> Result<ConvergenceTrial> {
-    let mut cluster = TestCluster::new(n, args.options())?;
+    let mut cluster = TestCluster::new(n, args.common.options())?;
     let all: Vec<usize> = (0..n).collect();
     let expected = ids(&cluster, &all);
     let poller = Poller::start(

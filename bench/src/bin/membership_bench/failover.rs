@@ -118,7 +118,7 @@ pub(crate) fn failover(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
     );
     let mut summaries = Vec::new();
     for n in sizes {
-        let mut cluster = TestCluster::start(n, args.options())?;
+        let mut cluster = TestCluster::start(n, args.common.options())?;
         let mut results: BTreeMap<&str, KindResults> = BTreeMap::new();
         'trials: for trial in 0..trials {
             for &kind in &kinds {
@@ -158,7 +158,7 @@ pub(crate) fn failover(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
                         )?;
                         // Start over with a fresh cluster rather than measuring a broken one.
                         cluster.nodes.clear();
-                        cluster = match TestCluster::start(n, args.options()) {
+                        cluster = match TestCluster::start(n, args.common.options()) {
                             Ok(c) => c,
                             Err(e) => {
                                 eprintln!("  cannot restart the {n}-node cluster: {e:#}");

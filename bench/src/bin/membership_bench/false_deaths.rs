@@ -205,7 +205,7 @@ pub(crate) fn false_deaths(args: &Args, out: &mut Out) -> Result<Vec<Value>> {
         args.busy_threads,
         args.sample_ms
     );
-    let mut cluster = TestCluster::start(n, args.options())?;
+    let mut cluster = TestCluster::start(n, args.common.options())?;
     let (c, t, _) = wait_converged(&mut cluster, args.poll_interval(n), Duration::from_secs(60))?;
     eprintln!("  false-deaths: {n} nodes converged, coordinator {c} term {t}");
     thread::sleep(Duration::from_secs(2));

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use torua_testkit::{ready_ids, torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{ready_ids, TestCluster};
 
 mod convergence;
 mod failover;
@@ -45,8 +45,8 @@ use convergence::*;
 use failover::*;
 use false_deaths::*;
 use poller::*;
-use torua_bench::flags::Flags;
-use torua_bench::out::{dispatch, Bench, Out};
+use torua_bench::flags::{Common, Flags};
+use torua_bench::out::{dispatch, existing_torua_bin, Bench, Out};
 use torua_bench::stats::{ms, pct, r1, Pct};
 use torua_bench::sys::machine_jiffies;
 
@@ -70,10 +70,7 @@ struct Args {
     poll_ms: u64,
     settle_ms: u64,
     graceful: bool,
-    env: BTreeMap<String, String>,
-    label: Option<String>,
-    json: Option<PathBuf>,
-    log: String,
+    common: Common,
 }
 
 const USAGE: &str = "usage: membership_bench <convergence|failover|false-deaths|all> [flags]
@@ -98,10 +95,7 @@ fn parse_args() -> Result<Args> {
         poll_ms: 10,
         settle_ms: 2000,
         graceful: true,
-        env: BTreeMap::new(),
-        label: None,
-        json: None,
-        log: "info".into(),
+        common: Common::new("info"),
     };
     while let Some(flag) = f.next_flag() {
         if flag == "--no-graceful" {
@@ -119,11 +113,7 @@ fn parse_args() -> Result<Args> {
             "--sample-ms" => a.sample_ms = v.parse("milliseconds")?,
             "--poll-ms" => a.poll_ms = v.parse("milliseconds")?,
             "--settle-ms" => a.settle_ms = v.parse("milliseconds")?,
-            "--env" => v.set_env(&mut a.env)?,
-            "--label" => a.label = Some(v.text),
-            "--json" => a.json = Some(PathBuf::from(v.text)),
-            "--log" => a.log = v.text,
-            _ => return Err(f.unknown(&flag)),
+            _ => f.common(&flag, v, &mut a.common)?,
         }
     }
     for p in &a.phases {
@@ -135,23 +125,23 @@ fn parse_args() -> Result<Args> {
 }
 
 impl Args {
-    fn options(&self) -> ClusterOptions {
-        ClusterOptions::with_env(&self.env, &self.log)
-    }
     fn gossip_ms(&self) -> f64 {
-        self.env
+        self.common
+            .env
             .get("TORUA_GOSSIP_INTERVAL")
             .and_then(|s| parse_ms(s))
             .unwrap_or(DEFAULT_GOSSIP_MS)
     }
     fn phi(&self) -> f64 {
-        self.env
+        self.common
+            .env
             .get("TORUA_PHI_THRESHOLD")
             .and_then(|s| s.parse().ok())
             .unwrap_or(DEFAULT_PHI)
     }
     fn label(&self) -> String {
-        self.label
+        self.common
+            .label
             .clone()
             .unwrap_or_else(|| format!("gossip {}ms, phi {}", self.gossip_ms(), self.phi()))
     }
@@ -198,26 +188,18 @@ fn main() -> Result<()> {
     if args.cmd == "spin" {
         spin();
     }
-    let bin = torua_bin();
-    if !bin.is_file() {
-        bail!("torua binary {} does not exist", bin.display());
-    }
+    let bin = existing_torua_bin()?;
     let mut out = Out::new(
-        args.json.as_deref(),
+        args.common.json.as_deref(),
         json!({
             "label": args.label(),
-            "env": args.env,
+            "env": args.common.env,
             "gossip_interval_ms": args.gossip_ms(),
             "phi_threshold": args.phi(),
         }),
         false,
     )?;
-    out.start(
-        "membership",
-        &args.cmd,
-        &args.label(),
-        Some(bin.display().to_string()),
-    )?;
+    out.start("membership", &args.cmd, &args.label(), Some(bin))?;
     let benches: [(&str, Bench<Args>); 3] = [
         ("convergence", convergence),
         ("failover", failover),

@@ -4,7 +4,12 @@
 use super::*;
 
 /// Room for the baseline database (vectors and indexes of the full-size corpus).
-pub(crate) const MAX_DB_SIZE: u64 = 1 << 37;
+const MAX_DB_SIZE: u64 = 1 << 37;
+
+/// Opens the baseline's database at `path`, its buffer pool `--embedded-memory-mb`.
+pub(crate) fn open_baseline(a: &Args, path: &Path) -> Result<Database> {
+    open_embedded(path, a.embedded_memory_mb, MAX_DB_SIZE)
+}
 
 pub(crate) fn schema(dim: usize) -> Vec<String> {
     vec![
@@ -123,7 +128,7 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
     ];
     let csv_s = t.elapsed().as_secs_f64();
     let path = dir.join("embedded.kz");
-    let db = open_embedded(&path, a.embedded_memory_mb, MAX_DB_SIZE)?;
+    let db = open_baseline(a, &path)?;
     let conn = Connection::new(&db)?;
     for ddl in schema(a.dim) {
         conn.query(&ddl).with_context(|| format!("schema: {ddl}"))?;

@@ -4,14 +4,8 @@
 use super::*;
 
 pub(crate) fn start_cluster(a: &Args, nodes: usize, replicas: usize) -> Result<TestCluster> {
-    let sizing = Sizing {
-        shards: a.shards,
-        replicas,
-        memory_mb: a.memory_mb,
-        max_shard_gb: a.max_shard_gb,
-    };
     let extra = [("TORUA_EMBEDDING_DIM", a.dim.to_string())];
-    start_green(nodes, sizing, &a.env, &extra, &a.log)
+    start_green(nodes, replicas, a.sizing, &a.common, &extra)
 }
 
 pub(crate) fn cluster_rss(cluster: &TestCluster) -> Vec<Option<f64>> {
@@ -133,7 +127,7 @@ pub(crate) fn load_torua(
     wait_searchable(cluster, probe, deadline)?;
     let searchable = t0.elapsed().as_secs_f64();
     log(format!("  searchable after {searchable:.1} s"));
-    let verify = verify_shards(cluster, g, a.shards)?;
+    let verify = verify_shards(cluster, g, a.sizing.shards)?;
     let rss = cluster_rss(cluster);
     log(format!(
         "  node RSS MB after the load {rss:?}; available MB {:?}",

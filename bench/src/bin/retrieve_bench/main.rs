@@ -54,7 +54,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use kuzu::{Connection, LogicalType, PreparedStatement, Value as KValue};
+use kuzu::{Connection, Database, LogicalType, PreparedStatement, Value as KValue};
 use serde::Serialize;
 use serde_json::{json, Value};
 use torua_testkit::kuzu_values::{string, strings, struct_rows};
@@ -71,12 +71,13 @@ use embedded::*;
 use load::*;
 use measure::*;
 use queries::*;
-use torua_bench::cluster::{start_green, Sizing};
-use torua_bench::flags::Flags;
+use torua_bench::cluster::{start_green, target_name, Sizing};
+use torua_bench::flags::{Common, Flags};
 use torua_bench::kuzu::{
     csv_list, open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATIONS_IN,
     RELATIONS_OUT, RELATION_CSV_HEADER,
 };
+use torua_bench::out::write_doc;
 use torua_bench::stats::{histogram, mean, median, summary, us};
 use torua_bench::sys::{load_1m, mem_available_mb, memory_guard, rss_mb};
 use torua_testkit::gen::{bodies, normalize, quantize, relations, shard_of, vocabulary, TYPES};
@@ -112,12 +113,8 @@ struct Args {
     seed: u64,
     skew: f64,
     nodes: Vec<usize>,
-    replicas: usize,
-    shards: u32,
-    memory_mb: u64,
-    max_shard_gb: u64,
-    env: BTreeMap<String, String>,
-    log: String,
+    #[serde(flatten)]
+    sizing: Sizing,
     batch: usize,
     relation_batch: usize,
     clients: usize,
@@ -133,8 +130,8 @@ struct Args {
     embedded_efs: usize,
     embedded_memory_mb: u64,
     min_available_mb: f64,
-    label: Option<String>,
-    json: Option<PathBuf>,
+    #[serde(flatten)]
+    common: Common,
 }
 
 fn parse_args() -> Result<Args> {
@@ -146,12 +143,7 @@ fn parse_args() -> Result<Args> {
         seed: 42,
         skew: 0.6,
         nodes: vec![1, 3],
-        replicas: 2,
-        shards: 16,
-        memory_mb: 2048,
-        max_shard_gb: 16,
-        env: BTreeMap::new(),
-        log: "warn".into(),
+        sizing: Sizing::default(),
         batch: 1000,
         relation_batch: 5000,
         clients: 4,
@@ -167,8 +159,7 @@ fn parse_args() -> Result<Args> {
         embedded_efs: 200,
         embedded_memory_mb: 2048,
         min_available_mb: 1200.0,
-        label: None,
-        json: None,
+        common: Common::new("warn"),
     };
     let mut f = Flags::from_env(USAGE);
     while let Some(flag) = f.next_flag() {
@@ -189,12 +180,6 @@ fn parse_args() -> Result<Args> {
             "--seed" => a.seed = v.parse("an integer")?,
             "--skew" => a.skew = v.parse("an exponent")?,
             "--nodes" => a.nodes = v.list("node counts like 1,3")?,
-            "--replicas" => a.replicas = v.parse("a count")?,
-            "--shards" => a.shards = v.parse("a count")?,
-            "--memory-mb" => a.memory_mb = v.parse("megabytes")?,
-            "--max-shard-gb" => a.max_shard_gb = v.parse("gigabytes")?,
-            "--env" => v.set_env(&mut a.env)?,
-            "--log" => a.log = v.text,
             "--batch" => a.batch = v.parse("a count")?,
             "--relation-batch" => a.relation_batch = v.parse("a count")?,
             "--clients" => a.clients = v.parse("a count")?,
@@ -212,9 +197,8 @@ fn parse_args() -> Result<Args> {
             "--embedded-efs" => a.embedded_efs = v.parse("a count")?,
             "--embedded-memory-mb" => a.embedded_memory_mb = v.parse("megabytes")?,
             "--min-available-mb" => a.min_available_mb = v.parse("megabytes")?,
-            "--label" => a.label = Some(v.text),
-            "--json" => a.json = Some(PathBuf::from(v.text)),
-            _ => return Err(f.unknown(&flag)),
+            _ if a.sizing.take(&flag, &v)? => {}
+            _ => f.common(&flag, v, &mut a.common)?,
         }
     }
     if a.entities < 100 || a.chunks == 0 || a.dim == 0 || a.queries == 0 {
@@ -234,17 +218,6 @@ fn parse_args() -> Result<Args> {
 
 // ------------------------------------------------------------------------------------------------
 // Main
-
-fn write_json(a: &Args, doc: &Value) -> Result<()> {
-    if let Some(path) = &a.json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(doc)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
-}
 
 fn main() -> Result<()> {
     let a = parse_args()?;
@@ -267,28 +240,10 @@ fn main() -> Result<()> {
         degrees[n - 1]
     ));
     let queries = make_queries(&a, &g)?;
-    let norms: Vec<f32> = g
-        .entities
-        .iter()
-        .map(|e| e.vector().iter().map(|x| x * x).sum::<f32>().sqrt())
-        .collect();
-    let exact: Vec<Vec<String>> = queries[a.warmup..]
-        .iter()
-        .take(a.recall_queries)
-        .map(|q| exact_top(&g, &norms, &q.embedding, a.top_k))
-        .collect();
     let dir = std::env::temp_dir().join(format!("torua-retrieve-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let result = run(
-        &a,
-        &g,
-        &queries,
-        &exact,
-        &dir,
-        degrees[n / 2],
-        degrees[n - 1],
-    );
+    let result = run(&a, &g, &queries, &dir, degrees[n / 2], degrees[n - 1]);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -296,15 +251,14 @@ fn main() -> Result<()> {
 fn run(
     a: &Args,
     g: &Graph,
-    queries: &[Query],
-    exact: &[Vec<String>],
+    queries: &Queries,
     dir: &Path,
     degree_p50: i64,
     degree_max: i64,
 ) -> Result<()> {
     let mut doc = json!({
         "bench": "retrieve",
-        "label": a.label.clone().unwrap_or_else(|| format!("{} entities, {} relations, {} chunks, dim {}", a.entities, a.relations, a.chunks, a.dim)),
+        "label": a.common.label.clone().unwrap_or_else(|| format!("{} entities, {} relations, {} chunks, dim {}", a.entities, a.relations, a.chunks, a.dim)),
         "args": a,
         "data": {"entities": g.entities.len(), "relations": g.relations.len(), "chunks": g.chunks.len(),
                  "communities": g.communities.len(), "dim": a.dim, "degree_p50": degree_p50, "degree_max": degree_max,
@@ -316,19 +270,20 @@ fn run(
     let (db_path, emb_load) = load_embedded(a, g, dir)?;
     log(format!("embedded load: {emb_load}"));
     doc["embedded_load"] = emb_load;
-    doc["embedded_check"] = check_embedded(a, &db_path, g, queries, exact)?;
-    write_json(a, &doc)?;
+    doc["embedded_check"] = check_embedded(a, &open_baseline(a, &db_path)?, g, queries)?;
+    write_doc(a.common.json.as_deref(), &doc)?;
     let mut failures = Vec::new();
     for &nodes in &a.nodes {
-        let replicas = if nodes == 1 { 1 } else { a.replicas.min(nodes) };
-        let target = format!(
-            "torua {nodes} node{} R={replicas}",
-            if nodes == 1 { "" } else { "s" }
-        );
+        let replicas = if nodes == 1 {
+            1
+        } else {
+            a.sizing.replicas.min(nodes)
+        };
+        let target = target_name(nodes, replicas);
         log(format!("{target}: start and load"));
         let outcome = (|| -> Result<Value> {
             let cluster = start_cluster(a, nodes, replicas)?;
-            let load = load_torua(a, &cluster, g, &queries[0])?;
+            let load = load_torua(a, &cluster, g, &queries.all[0])?;
             if load["verify"]["ok"] != true {
                 failures.push(format!("{target}: /cluster/shards does not add up"));
             }
@@ -336,7 +291,7 @@ fn run(
                 "{target}: {} queries (+{} warm-up)",
                 a.queries, a.warmup
             ));
-            let q = measure(a, &cluster, &db_path, g, queries, exact)?;
+            let q = measure(a, &cluster, &open_baseline(a, &db_path)?, g, queries)?;
             if q["errors"] != 0 {
                 failures.push(format!(
                     "{target}: {} retrieve requests failed",
@@ -361,13 +316,13 @@ fn run(
             }
         }
         doc["targets"].as_array_mut().expect("targets").push(record);
-        write_json(a, &doc)?;
+        write_doc(a.common.json.as_deref(), &doc)?;
         if failed {
             break;
         }
     }
     print_tables(a, &doc);
-    write_json(a, &doc)?;
+    write_doc(a.common.json.as_deref(), &doc)?;
     if !failures.is_empty() {
         bail!("{}", failures.join("; "));
     }

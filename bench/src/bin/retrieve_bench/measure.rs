@@ -22,17 +22,15 @@ pub(crate) fn ids_of(v: &Value, pred: impl Fn(&Value) -> bool) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The timed queries on one cluster, interleaved with the embedded baseline.
+/// The timed queries on one cluster, interleaved with the embedded baseline on `db`.
 pub(crate) fn measure(
     a: &Args,
     cluster: &TestCluster,
-    db_path: &Path,
+    db: &Database,
     g: &Graph,
-    queries: &[Query],
-    exact: &[Vec<String>],
+    queries: &Queries,
 ) -> Result<Value> {
-    let db = open_embedded(db_path, a.embedded_memory_mb, MAX_DB_SIZE)?;
-    let conn = Connection::new(&db)?;
+    let conn = Connection::new(db)?;
     let mut emb = Embedded::new(&conn, a.top_k, a.embedded_efs)?;
     emb.reports = a
         .include
@@ -65,7 +63,7 @@ pub(crate) fn measure(
     let mut errors: Vec<String> = Vec::new();
     let mut partial = 0;
     let started = Instant::now();
-    for (i, q) in queries.iter().enumerate() {
+    for (i, q) in queries.all.iter().enumerate() {
         let measured = i >= a.warmup;
         if i % 10 == 0 {
             memory_guard(a.min_available_mb, cluster)?;
@@ -171,11 +169,7 @@ pub(crate) fn measure(
             allow_partial: Some(false),
         })
     };
-    for (j, q) in queries[a.warmup..]
-        .iter()
-        .take(a.recall_queries)
-        .enumerate()
-    {
+    for (j, (q, exact)) in queries.recall().enumerate() {
         let url = &urls[j % urls.len()];
         let (text, emb_q) = (Some(q.text.as_str()), Some(q.embedding.as_slice()));
         let probes = [
@@ -216,7 +210,7 @@ pub(crate) fn measure(
             match name {
                 "vector seeds only" => {
                     let ids = ids_of(&v["seeds"], |s| s["vector_rank"].is_u64());
-                    r_torua.push(overlap(&ids, &exact[j]));
+                    r_torua.push(overlap(&ids, exact));
                 }
                 "text seeds only" => {
                     let ids = ids_of(&v["seeds"], |s| s["bm25_rank"].is_u64());
@@ -225,7 +219,7 @@ pub(crate) fn measure(
                 _ => {}
             }
         }
-        r_emb.push(overlap(&emb.vector_top(&q.embedding)?, &exact[j]));
+        r_emb.push(overlap(&emb.vector_top(&q.embedding)?, exact));
     }
 
     let ratio =
@@ -270,17 +264,16 @@ pub(crate) fn measure(
     }))
 }
 
-/// The baseline holds the vectors it was given (a few read back); its HNSW index's recall of the
-/// recall queries against the exact top k, and the search's latency (the first queries warm up).
+/// The baseline `db` holds the vectors it was given (a few read back); its HNSW index's recall of
+/// the recall queries against the exact top k, and the search's latency (the first queries warm
+/// up).
 pub(crate) fn check_embedded(
     a: &Args,
-    db_path: &Path,
+    db: &Database,
     g: &Graph,
-    queries: &[Query],
-    exact: &[Vec<String>],
+    queries: &Queries,
 ) -> Result<Value> {
-    let db = open_embedded(db_path, a.embedded_memory_mb, MAX_DB_SIZE)?;
-    let conn = Connection::new(&db)?;
+    let conn = Connection::new(db)?;
     let mut read = conn.prepare("MATCH (v:EntityVec {id: $id}) RETURN v.embedding")?;
     for i in [0, g.entities.len() / 2, g.entities.len() - 1] {
         let e = &g.entities[i];
@@ -314,7 +307,7 @@ pub(crate) fn check_embedded(
     for efs in list {
         let mut emb = Embedded::new(&conn, a.top_k, efs)?;
         let (mut recall, mut ms) = (vec![], vec![]);
-        for (q, x) in queries[a.warmup..].iter().zip(exact) {
+        for (q, x) in queries.recall() {
             let t = Instant::now();
             let found = emb.vector_top(&q.embedding)?;
             ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -343,7 +336,7 @@ pub(crate) fn check_embedded(
     for (name, q) in forms {
         let mut stmt = conn.prepare(&q)?;
         let mut ms = vec![];
-        for q in queries[a.warmup..].iter().take(exact.len()) {
+        for (q, _) in queries.recall() {
             let t = Instant::now();
             let _: Vec<Vec<KValue>> = conn
                 .execute(&mut stmt, vec![("q", float_list(&q.embedding))])?

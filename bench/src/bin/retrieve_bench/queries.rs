@@ -30,7 +30,42 @@ pub(crate) struct Query {
     pub(crate) body: Vec<u8>,
 }
 
-pub(crate) fn make_queries(a: &Args, g: &Graph) -> Result<Vec<Query>> {
+/// The run's queries, the warm-up first, and the exact top k of the recall queries (the first
+/// ones after the warm-up).
+pub(crate) struct Queries {
+    pub(crate) all: Vec<Query>,
+    exact: Vec<Vec<String>>,
+    warmup: usize,
+}
+
+impl Queries {
+    /// The recall queries, each with its exact top k.
+    pub(crate) fn recall(&self) -> impl Iterator<Item = (&Query, &[String])> {
+        let exact = self.exact.iter().map(Vec::as_slice);
+        self.all[self.warmup..].iter().zip(exact)
+    }
+}
+
+pub(crate) fn make_queries(a: &Args, g: &Graph) -> Result<Queries> {
+    let all = requests(a, g)?;
+    let norms: Vec<f32> = g
+        .entities
+        .iter()
+        .map(|e| e.vector().iter().map(|x| x * x).sum::<f32>().sqrt())
+        .collect();
+    let exact = all[a.warmup..]
+        .iter()
+        .take(a.recall_queries)
+        .map(|q| exact_top(g, &norms, &q.embedding, a.top_k))
+        .collect();
+    Ok(Queries {
+        all,
+        exact,
+        warmup: a.warmup,
+    })
+}
+
+fn requests(a: &Args, g: &Graph) -> Result<Vec<Query>> {
     let mut rng = Rng(a.seed ^ 0x5eed_9e7e);
     (0..a.warmup + a.queries)
         .map(|_| {
@@ -67,7 +102,7 @@ pub(crate) fn make_queries(a: &Args, g: &Graph) -> Result<Vec<Query>> {
 }
 
 /// Exact top `k` entity ids by cosine similarity (brute force over the stored vectors).
-pub(crate) fn exact_top(g: &Graph, norms: &[f32], q: &[f32], k: usize) -> Vec<String> {
+fn exact_top(g: &Graph, norms: &[f32], q: &[f32], k: usize) -> Vec<String> {
     let qn = q.iter().map(|x| x * x).sum::<f32>().sqrt();
     let mut scored: Vec<(f32, usize)> = g
         .entities

@@ -5,7 +5,7 @@ use super::*;
 
 pub(crate) fn start_cluster(args: &Args, n: usize) -> Result<(TestCluster, String, Duration)> {
     let started = Instant::now();
-    let mut cluster = TestCluster::start(n, args.options())?;
+    let mut cluster = TestCluster::start(n, args.common.options())?;
     let (coordinator, term) = cluster.wait_converged(Duration::from_secs(60))?;
     let took = started.elapsed();
     println!(

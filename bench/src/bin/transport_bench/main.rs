@@ -32,9 +32,7 @@
 //!
 //! Latencies are recorded in nanoseconds in HDR histograms (3 significant digits).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +41,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use torua_testkit::{torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::TestCluster;
 use transport::{ClusterCa, Endpoint, PeerInfo, Service, TransportConfig, DEV_CLUSTER_SECRET};
 
 mod broadcast;
@@ -57,8 +55,8 @@ use cpu::*;
 use health_load::*;
 use http_conn::*;
 use rtt::*;
-use torua_bench::flags::Flags;
-use torua_bench::out::{dispatch, Bench, Out};
+use torua_bench::flags::{Common, Flags};
+use torua_bench::out::{dispatch, existing_torua_bin, Bench, Out};
 use torua_bench::stats::r3;
 use torua_bench::sys::machine_jiffies;
 
@@ -78,10 +76,7 @@ struct Args {
     concurrency: Vec<usize>,
     seconds: f64,
     warmup_secs: f64,
-    env: BTreeMap<String, String>,
-    label: Option<String>,
-    json: Option<PathBuf>,
-    log: String,
+    common: Common,
 }
 
 const USAGE: &str = "usage: transport_bench <rtt|broadcast|health-load|all> [flags]
@@ -106,10 +101,7 @@ fn parse_args() -> Result<Args> {
         concurrency: vec![32],
         seconds: 10.0,
         warmup_secs: 2.0,
-        env: BTreeMap::new(),
-        label: None,
-        json: None,
-        log: "info".into(),
+        common: Common::new("info"),
     };
     while let Some(flag) = f.next_flag() {
         let v = f.value(&flag)?;
@@ -124,11 +116,7 @@ fn parse_args() -> Result<Args> {
             "--concurrency" => a.concurrency = v.list("a list like 1,32")?,
             "--seconds" => a.seconds = v.parse("seconds")?,
             "--warmup-secs" => a.warmup_secs = v.parse("seconds")?,
-            "--env" => v.set_env(&mut a.env)?,
-            "--label" => a.label = Some(v.text),
-            "--json" => a.json = Some(PathBuf::from(v.text)),
-            "--log" => a.log = v.text,
-            _ => return Err(f.unknown(&flag)),
+            _ => f.common(&flag, v, &mut a.common)?,
         }
     }
     ensure!(a.rounds > 0, "--rounds must be at least 1");
@@ -142,15 +130,13 @@ fn parse_args() -> Result<Args> {
 }
 
 impl Args {
-    fn options(&self) -> ClusterOptions {
-        ClusterOptions::with_env(&self.env, &self.log)
-    }
     fn label(&self) -> String {
-        self.label.clone().unwrap_or_else(|| {
-            if self.env.is_empty() {
+        self.common.label.clone().unwrap_or_else(|| {
+            if self.common.env.is_empty() {
                 "defaults".into()
             } else {
-                self.env
+                self.common
+                    .env
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
@@ -243,20 +229,12 @@ fn p99(h: &Histogram<u64>) -> u64 {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let mut out = Out::new(
-        args.json.as_deref(),
-        json!({"label": args.label(), "env": args.env}),
+        args.common.json.as_deref(),
+        json!({"label": args.label(), "env": args.common.env}),
         false,
     )?;
     let needs_torua = args.cmd != "rtt";
-    let bin = if needs_torua {
-        let bin = torua_bin();
-        if !bin.is_file() {
-            bail!("torua binary {} does not exist", bin.display());
-        }
-        Some(bin.display().to_string())
-    } else {
-        None
-    };
+    let bin = needs_torua.then(existing_torua_bin).transpose()?;
     out.start("transport", &args.cmd, &args.label(), bin)?;
     let benches: [(&str, Bench<Args>); 3] = [
         ("rtt", rtt),
