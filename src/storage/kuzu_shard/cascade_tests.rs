@@ -438,9 +438,10 @@ async fn text_hits(shard: &KuzuShard, word: &str) -> (Vec<String>, usize) {
     (ids, hits.len())
 }
 
-/// Waits (at most 60 s) until the entity full-text index finds `n` entities, each once.
+/// Waits (at most 180 s: the rebuild waits for an idle copy and a share of its time) until the
+/// entity full-text index finds `n` entities, each once.
 async fn text_finds_all(shard: &KuzuShard, n: usize, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
         let (ids, hits) = text_hits(shard, "lighthouse").await;
         assert_eq!(hits, ids.len(), "{what}: an entity found twice");
