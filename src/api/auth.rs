@@ -30,7 +30,9 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path.starts_with("/ui/") {
         return None;
     }
-    if path.starts_with("/keys/") || (path.starts_with("/nodes/") && path.ends_with("/drain")) {
+    let node_admin =
+        path.starts_with("/nodes/") && (path.ends_with("/drain") || path.ends_with("/rebuild"));
+    if path.starts_with("/keys/") || node_admin {
         return Some(Role::Admin);
     }
     let deletes = path.starts_with("/graph/entities/") || path.starts_with("/graph/documents/");
@@ -152,6 +154,7 @@ mod tests {
             (Method::POST, "/broadcast", Some(Role::Admin)),
             (Method::POST, "/nodes/node-2/drain", Some(Role::Admin)),
             (Method::DELETE, "/nodes/node-2/drain", Some(Role::Admin)),
+            (Method::POST, "/nodes/node-2/shards/3/rebuild", Some(Role::Admin)),
             (Method::GET, "/keys", Some(Role::Admin)),
             (Method::DELETE, "/keys/abc", Some(Role::Admin)),
             (Method::GET, "/no/such/route", Some(Role::Read)),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::openapi::DrainFailures;
-use super::schema::{DrainAnswer, ErrorBody, NodesAnswer, RegistryAnswer};
+use super::schema::{DrainAnswer, ErrorBody, NodesAnswer, RebuildAnswer, RegistryAnswer};
 use super::{ApiError, AppState};
 use crate::cluster::health::{ClusterHealth, Status};
 use crate::cluster::messages::{HealthRequest, HealthResponse};
@@ -209,4 +209,40 @@ async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Va
         "copies_left": map.held_by(id).len(),
         "map_version": map.version,
     })))
+}
+
+/// `POST /nodes/{id}/shards/{shard}/rebuild`: rebuild a node's copy of a shard from another
+/// in-sync copy.
+#[utoipa::path(
+    post,
+    path = "/nodes/{id}/shards/{shard}/rebuild",
+    tag = "cluster",
+    summary = "Rebuild a shard copy from another copy",
+    description = "Role: `admin`. The copy leaves the in-sync set (a primary hands its role to another in-sync copy first) and is replaced by a snapshot of the primary's, then rejoins; progress in `GET /cluster/shards`. For a copy you distrust, e.g. one of two copies anti-entropy found differing (`GET /cluster/health` names the shard).",
+    params(
+        ("id" = String, Path, description = "The node holding the copy"),
+        ("shard" = u32, Path, description = "The shard"),
+    ),
+    responses(
+        (status = 202, description = "The node marked its copy for a rebuild", body = RebuildAnswer),
+        (status = 400, description = "The copy is the shard's only in-sync copy: there is nothing to rebuild it from", body = ErrorBody),
+        (status = 404, description = "No such shard, or the node holds no copy of it", body = ErrorBody),
+        (status = 503, description = "No shard map yet, or the node could not be reached", body = ErrorBody),
+        (status = 504, description = "The node did not answer in time", body = ErrorBody),
+    )
+)]
+pub async fn rebuild(
+    State(state): State<AppState>,
+    axum::extract::Path((id, shard)): axum::extract::Path<(String, String)>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let shard: u32 = shard.parse().map_err(|_| {
+        ApiError::from(crate::error::Error::Invalid(format!(
+            "{shard:?} is not a shard number"
+        )))
+    })?;
+    crate::replication::anti_entropy::ask_rebuild(&state, &id, shard).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({ "node": id, "shard": shard, "rebuilding": true })),
+    ))
 }

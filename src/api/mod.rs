@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
             "/nodes/{id}/drain",
             post(cluster::drain).delete(cluster::undrain),
         )
+        .route("/nodes/{id}/shards/{shard}/rebuild", post(cluster::rebuild))
         .route("/broadcast", post(broadcast::broadcast))
         .route("/cluster/shards", get(graph::shards))
         .route(

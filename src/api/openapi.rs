@@ -35,6 +35,7 @@ const PUBLIC: [&str; 2] = ["/health", "/openapi.json"];
         super::cluster::nodes,
         super::cluster::drain,
         super::cluster::undrain,
+        super::cluster::rebuild,
         super::broadcast::broadcast,
         super::graph::shards,
         super::graph::ingest,

@@ -89,6 +89,15 @@ pub struct DrainAnswer {
     map_version: u64,
 }
 
+/// `POST /nodes/{id}/shards/{shard}/rebuild`: the copy is being rebuilt.
+#[derive(Serialize, ToSchema)]
+pub struct RebuildAnswer {
+    node: String,
+    shard: u32,
+    /// Always `true`.
+    rebuilding: bool,
+}
+
 /// `POST /graph/ingest`: what was written and what failed.
 #[derive(Serialize, ToSchema)]
 pub struct IngestAnswer {

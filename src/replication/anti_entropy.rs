@@ -12,6 +12,9 @@
 //! differ) nobody can tell which is right: the check changes nothing, and says so in the log and
 //! in health (yellow) until a check finds the copies agreeing.
 //!
+//! An operator can also ask for a copy to be rebuilt ([`ask_rebuild`], `POST
+//! /nodes/{id}/shards/{shard}/rebuild`), for instance the one of two disputed copies they distrust.
+//!
 //! The check holds writes to one shard for as long as the slowest copy takes to checksum it (a
 //! full read of the copy); writes to other shards go on.
 
@@ -115,7 +118,7 @@ async fn check(ctx: &Arc<NodeContext>, shard: u32) -> Result<(), Error> {
         let sums: Vec<String> = sums.iter().map(|(n, s)| format!("{n} {s}")).collect();
         format!(
             "the copies differ at write {seq} ({}) and no majority tells which is right; nothing \
-             was changed",
+             was changed: rebuild the copy you distrust with POST /nodes/{{node}}/shards/{shard}/rebuild",
             sums.join(", ")
         )
     }));
@@ -191,6 +194,61 @@ pub async fn diverged(ctx: &Arc<NodeContext>, shard: u32, from: &str, seq: u64) 
     require_primary(ctx, shard, from)?;
     let store = ctx.storage.open(shard).await?;
     tracing::warn!(shard, seq, primary = from, "anti-entropy: this copy differs from the majority of the shard's copies; it is rebuilt");
+    store.mark_diverged();
+    Ok(())
+}
+
+/// How long asking a node to rebuild its copy may take.
+const REBUILD_ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An operator's `POST /nodes/{node}/shards/{shard}/rebuild`: `node`'s copy of `shard` leaves the
+/// in-sync set and is rebuilt from another in-sync copy (as a copy anti-entropy found diverged).
+/// Refused when that copy is the shard's only in-sync one: there is nothing to rebuild it from.
+pub async fn ask_rebuild(ctx: &Arc<NodeContext>, node: &str, shard: u32) -> Result<(), Error> {
+    let map = ctx
+        .shard_map
+        .get()
+        .ok_or_else(|| Error::Unavailable("no shard map yet: the cluster is forming; retry".into()))?;
+    let a = map.assignment(shard).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no shard {shard}: the map has shards 0 to {}",
+            map.assignments.len().saturating_sub(1)
+        ))
+    })?;
+    if !a.copies().any(|c| c == node) {
+        let copies: Vec<&String> = a.copies().collect();
+        return Err(Error::NotFound(format!(
+            "{node} holds no copy of shard {shard}; its copies are on {copies:?}"
+        )));
+    }
+    if !a.in_sync.iter().any(|n| n != node) {
+        return Err(Error::Invalid(format!(
+            "{node}'s copy is the only in-sync copy of shard {shard}: there is no other copy to \
+             rebuild it from"
+        )));
+    }
+    match crate::peer::call(
+        ctx,
+        node,
+        ReplicationRequest::Rebuild { shard },
+        REBUILD_ASK_TIMEOUT,
+    )
+    .await?
+    {
+        ReplicationResponse::WillRebuild => Ok(()),
+        other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// On the node holding the copy: an operator (through node `from`) asked to rebuild it.
+pub async fn rebuild_here(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> Result<(), Error> {
+    let store = ctx.storage.get(shard).ok_or_else(|| {
+        Error::NotFound(format!(
+            "{} holds no open copy of shard {shard}",
+            ctx.node_id().as_str()
+        ))
+    })?;
+    tracing::warn!(shard, asked_through = from, "an operator asked to rebuild this copy from another copy");
     store.mark_diverged();
     Ok(())
 }

@@ -30,6 +30,9 @@ pub enum ReplicationRequest {
     /// From a primary to a replica whose checksum differs from the majority's at write `seq`:
     /// rebuild your copy.
     Diverged { shard: u32, seq: u64 },
+    /// From the node an operator asked (`POST /nodes/{id}/shards/{shard}/rebuild`): rebuild your
+    /// copy of `shard` from another in-sync copy.
+    Rebuild { shard: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,5 +80,8 @@ pub async fn serve(
                 .await
                 .map(|()| ReplicationResponse::WillRebuild)
         }
+        ReplicationRequest::Rebuild { shard } => super::anti_entropy::rebuild_here(ctx, shard, from)
+            .await
+            .map(|()| ReplicationResponse::WillRebuild),
     }
 }

@@ -67,6 +67,15 @@ def test_drain_and_undrain(client: torua.Client) -> None:
         client.drain("no-such-node")
 
 
+def test_rebuild_copy(client: torua.Client) -> None:
+    copy = next(c for c in client.shards().copies if not c.primary)
+    status = client.rebuild_copy(copy.node, copy.shard)
+    assert (status.node, status.shard, status.rebuilding) == (copy.node, copy.shard, True)
+    wait_for(lambda: client.cluster_health(), lambda h: h.status == "green", 90, "green")
+    with pytest.raises(torua.NotFound):
+        client.rebuild_copy("no-such-node", copy.shard)
+
+
 # -- Ingest, reads, deletes --------------------------------------------------------------------
 
 

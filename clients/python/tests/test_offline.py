@@ -292,6 +292,7 @@ COVERED = {
     ("GET", "/nodes"): "nodes",
     ("POST", "/nodes/{id}/drain"): "drain",
     ("DELETE", "/nodes/{id}/drain"): "undrain",
+    ("POST", "/nodes/{id}/shards/{shard}/rebuild"): "rebuild_copy",
     ("GET", "/openapi.json"): "openapi",
     ("POST", "/query"): "query",
     ("POST", "/retrieve"): "retrieve",

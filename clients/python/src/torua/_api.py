@@ -22,6 +22,7 @@ from .types import (
     CreatedKey,
     DocumentDeleted,
     DrainStatus,
+    RebuildStatus,
     EntityDeleted,
     EntityRecord,
     IngestResult,
@@ -140,6 +141,12 @@ class Api:
     def undrain(self, node_id: str) -> Op[DrainStatus]:
         """`DELETE /nodes/{id}/drain`: end an operator's drain (admin)."""
         return (yield from self._one("DELETE", "/nodes/{}/drain", node_id, DrainStatus))
+
+    def rebuild_copy(self, node_id: str, shard: int) -> Op[RebuildStatus]:
+        """`POST /nodes/{id}/shards/{shard}/rebuild`: rebuild the node's copy of the shard from
+        another in-sync copy (admin)."""
+        path = f"/nodes/{_id(node_id)}/shards/{int(shard)}/rebuild"
+        return (yield from self.call(Call("POST", path, parse=RebuildStatus.from_json)))
 
     def metrics(self) -> Op[str]:
         """`GET /metrics`: Prometheus text."""
@@ -392,6 +399,7 @@ ENDPOINTS = (
     "shards",
     "drain",
     "undrain",
+    "rebuild_copy",
     "metrics",
     "openapi",
     "broadcast",

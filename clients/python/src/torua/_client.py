@@ -89,6 +89,7 @@ class ClientBase:
     shards = _endpoint(Api.shards)
     drain = _endpoint(Api.drain)
     undrain = _endpoint(Api.undrain)
+    rebuild_copy = _endpoint(Api.rebuild_copy)
     metrics = _endpoint(Api.metrics)
     openapi = _endpoint(Api.openapi)
     broadcast = _endpoint(Api.broadcast)

@@ -317,6 +317,15 @@ class DrainStatus(Model):
 
 
 @dataclass
+class RebuildStatus(Model):
+    """`POST /nodes/{id}/shards/{shard}/rebuild`."""
+
+    node: str = ""
+    shard: int = 0
+    rebuilding: bool = False
+
+
+@dataclass
 class BroadcastResult(Model):
     """`POST /broadcast`."""
 
