@@ -68,9 +68,17 @@ def test_drain_and_undrain(client: torua.Client) -> None:
 
 
 def test_rebuild_copy(client: torua.Client) -> None:
-    copy = next(c for c in client.shards().copies if not c.primary)
+    before = client.shards()
+    copy = next(c for c in before.copies if not c.primary)
     status = client.rebuild_copy(copy.node, copy.shard)
     assert (status.node, status.shard, status.rebuilding) == (copy.node, copy.shard, True)
+    # The copy leaves the in-sync set and comes back: two map changes.
+    wait_for(
+        lambda: client.shards(),
+        lambda s: s.version >= before.version + 2,
+        90,
+        "the copy out of the in-sync set and back",
+    )
     wait_for(lambda: client.cluster_health(), lambda h: h.status == "green", 90, "green")
     with pytest.raises(torua.NotFound):
         client.rebuild_copy("no-such-node", copy.shard)
