@@ -87,73 +87,98 @@ fn entity_count(cluster: &TestCluster) -> Option<u64> {
     (status == 200).then(|| answer["rows"][0][0].as_u64())?
 }
 
+/// Ingests the test's `n` entities through node 0.
+fn ingest(cluster: &TestCluster, n: usize) {
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch(n), T)
+        .unwrap();
+    assert_eq!(status, 200, "ingest: {answer}");
+}
+
+/// Checks that the copies converge (see [`repaired`]), that all 300 entities read back and that
+/// the cluster turns green.
+fn converged(cluster: &mut TestCluster, f: &mut Failures) {
+    let outcome = wait::poll(SETTLE, Duration::from_millis(500), || repaired(cluster));
+    f.check(outcome.is_ok(), || {
+        format!("the copies were not repaired: {outcome:?}")
+    });
+    let count = wait::poll(T, Duration::from_millis(200), || {
+        entity_count(cluster).filter(|n| *n == 300).ok_or(())
+    });
+    f.check(count.is_ok(), || {
+        format!(
+            "not every entity reads back: {:?} of 300",
+            entity_count(cluster)
+        )
+    });
+    let green = cluster.wait_green(SETTLE);
+    f.check(green.is_ok(), || {
+        format!("not green after the repair: {green:?}")
+    });
+}
+
+/// Node `i`'s log.
+fn log(cluster: &TestCluster, i: usize) -> String {
+    std::fs::read_to_string(&cluster.node(i).log_path).unwrap_or_default()
+}
+
+/// Waits until node `i`'s `/cluster/health` is yellow with a reason containing `text`; returns
+/// that reason.
+fn yellow_for(cluster: &TestCluster, i: usize, text: &str) -> String {
+    let started = Instant::now();
+    let reason = wait::poll(SETTLE, Duration::from_millis(200), || {
+        let h = cluster
+            .node(i)
+            .get_json("/cluster/health", T)
+            .map_err(|e| e.to_string())?;
+        let reason = h["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|r| r.contains(text));
+        match reason {
+            Some(r) if h["status"] == "yellow" => Ok(r.to_string()),
+            _ => Err(h.to_string()),
+        }
+    });
+    reason.unwrap_or_else(|h| {
+        panic!(
+            "the cluster did not turn yellow for {text:?}: {h} (after {:?})",
+            started.elapsed()
+        )
+    })
+}
+
 #[test]
 fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
     let started = Instant::now();
     let mut f = Failures::default();
     let mut cluster = start(3, ClusterOptions::graph(3), 1, REFUSE_ONE_WRITE);
-    let (status, answer) = cluster
-        .node(0)
-        .post_json("/graph/ingest", &batch(300), T)
-        .unwrap();
-    assert_eq!(status, 200, "ingest: {answer}");
-
-    let outcome = wait::poll(SETTLE, Duration::from_millis(500), || repaired(&cluster));
-    f.check(outcome.is_ok(), || {
-        format!("the copies were not repaired: {outcome:?}")
-    });
-    let log = std::fs::read_to_string(&cluster.node(1).log_path).unwrap_or_default();
+    ingest(&cluster, 300);
+    converged(&mut cluster, &mut f);
+    let log = log(&cluster, 1);
     f.check(log.contains("leaving the in-sync set"), || {
         "node 2 never took its broken copy out of the in-sync set (did the fault fire?)".into()
     });
     f.check(log.contains("installed a copy from a snapshot"), || {
         "node 2 did not rebuild its broken copy from a snapshot".into()
     });
-    let count = wait::poll(T, Duration::from_millis(200), || {
-        entity_count(&cluster).filter(|n| *n == 300).ok_or(())
-    });
-    f.check(count.is_ok(), || {
-        format!(
-            "not every entity reads back: {:?} of 300",
-            entity_count(&cluster)
-        )
-    });
-    let green = cluster.wait_green(SETTLE);
-    f.check(green.is_ok(), || format!("not green after the repair: {green:?}"));
     f.finish("repair of a copy that refused writes", started);
 }
 
 #[test]
 fn an_only_copy_that_refused_writes_turns_the_cluster_yellow() {
-    let started = Instant::now();
     let mut o = ClusterOptions::graph(1);
     o.env.insert("TORUA_REPLICAS".into(), "1".into());
     let cluster = start(1, o, 0, REFUSE_ONE_WRITE);
-    let (status, answer) = cluster
-        .node(0)
-        .post_json("/graph/ingest", &batch(50), T)
-        .unwrap();
-    assert_eq!(status, 200, "ingest: {answer}");
-    let health = wait::poll(SETTLE, Duration::from_millis(200), || {
-        let h = cluster.node(0).get_json("/cluster/health", T).map_err(|e| e.to_string())?;
-        let named = h["reasons"].as_array().is_some_and(|r| {
-            r.iter().any(|r| {
-                r.as_str().is_some_and(|r| {
-                    r.starts_with(&format!("{}: shard ", cluster.node(0).id))
-                        && r.contains("refused 1 acknowledged writes")
-                })
-            })
-        });
-        if h["status"] == "yellow" && named {
-            Ok(h)
-        } else {
-            Err(h.to_string())
-        }
-    });
+    ingest(&cluster, 50);
+    let reason = yellow_for(&cluster, 0, "refused 1 acknowledged writes");
+    let node = &cluster.node(0).id;
     assert!(
-        health.is_ok(),
-        "the cluster did not turn yellow naming the copy: {health:?} (after {:?})",
-        started.elapsed()
+        reason.starts_with(&format!("{node}: shard ")),
+        "the reason names no node and shard: {reason}"
     );
 }
 
@@ -163,85 +188,34 @@ fn a_copy_that_silently_lost_writes_is_found_by_anti_entropy_and_rebuilt() {
     let mut f = Failures::default();
     let mut o = ClusterOptions::graph(3);
     o.env.insert("TORUA_REPLICAS".into(), "3".into());
-    o.env.insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "1s".into());
+    o.env
+        .insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "1s".into());
     let mut cluster = start(3, o, 1, LOSE_ONE_ROUND);
-    let (status, answer) = cluster
-        .node(0)
-        .post_json("/graph/ingest", &batch(300), T)
-        .unwrap();
-    assert_eq!(status, 200, "ingest: {answer}");
-
-    let outcome = wait::poll(SETTLE, Duration::from_millis(500), || repaired(&cluster));
-    f.check(outcome.is_ok(), || {
-        format!("the copies were not repaired: {outcome:?}")
-    });
-    let logs: String = (0..3)
-        .map(|i| std::fs::read_to_string(&cluster.node(i).log_path).unwrap_or_default())
-        .collect();
+    ingest(&cluster, 300);
+    converged(&mut cluster, &mut f);
+    let logs: String = (0..3).map(|i| log(&cluster, i)).collect();
     f.check(logs.contains("differs from the majority"), || {
         "no primary found the copy that lost writes (did the fault fire?)".into()
     });
-    let log = std::fs::read_to_string(&cluster.node(1).log_path).unwrap_or_default();
-    f.check(log.contains("installed a copy from a snapshot"), || {
-        "node 2 did not rebuild the copy that lost writes from a snapshot".into()
-    });
-    let count = wait::poll(T, Duration::from_millis(200), || {
-        entity_count(&cluster).filter(|n| *n == 300).ok_or(())
-    });
-    f.check(count.is_ok(), || {
-        format!(
-            "not every entity reads back: {:?} of 300",
-            entity_count(&cluster)
-        )
-    });
-    let green = cluster.wait_green(SETTLE);
-    f.check(green.is_ok(), || format!("not green after the repair: {green:?}"));
+    f.check(
+        log(&cluster, 1).contains("installed a copy from a snapshot"),
+        || "node 2 did not rebuild the copy that lost writes from a snapshot".into(),
+    );
     f.finish("anti-entropy repair of a copy that lost writes", started);
 }
 
 #[test]
 fn two_copies_that_differ_turn_the_cluster_yellow_until_one_is_rebuilt() {
     let started = Instant::now();
+    let mut f = Failures::default();
     let mut o = ClusterOptions::graph(3);
-    o.env.insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "1s".into());
+    o.env
+        .insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "1s".into());
     let mut cluster = start(3, o, 1, LOSE_ONE_ROUND);
-    let (status, answer) = cluster
-        .node(0)
-        .post_json("/graph/ingest", &batch(300), T)
-        .unwrap();
-    assert_eq!(status, 200, "ingest: {answer}");
-    let health = wait::poll(SETTLE, Duration::from_millis(500), || {
-        let h = cluster
-            .node(2)
-            .get_json("/cluster/health", T)
-            .map_err(|e| e.to_string())?;
-        let named = h["reasons"].as_array().is_some_and(|r| {
-            r.iter().any(|r| {
-                r.as_str()
-                    .is_some_and(|r| r.contains("no majority tells which is right"))
-            })
-        });
-        if h["status"] == "yellow" && named {
-            Ok(h)
-        } else {
-            Err(h.to_string())
-        }
-    });
-    assert!(
-        health.is_ok(),
-        "the cluster did not turn yellow for two copies that differ: {health:?} (after {:?})",
-        started.elapsed()
-    );
+    ingest(&cluster, 300);
+    let reason = yellow_for(&cluster, 2, "no majority tells which is right");
 
     // The operator rebuilds the copy that lost the round (node 2's) of the shard health names.
-    let reason = health.unwrap()["reasons"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find(|r| r.contains("no majority"))
-        .unwrap()
-        .to_string();
     let shard: u32 = reason
         .split("shard ")
         .nth(1)
@@ -256,12 +230,12 @@ fn two_copies_that_differ_turn_the_cluster_yellow_until_one_is_rebuilt() {
         .node(0)
         .post_json("/nodes/no-such-node/shards/0/rebuild", &json!({}), T)
         .unwrap();
-    assert_eq!(status, 404, "a node with no copy: {answer}");
-    let outcome = wait::poll(SETTLE, Duration::from_millis(500), || repaired(&cluster));
-    assert!(outcome.is_ok(), "the copies were not repaired: {outcome:?}");
-    let count = wait::poll(T, Duration::from_millis(200), || {
-        entity_count(&cluster).filter(|n| *n == 300).ok_or(())
+    f.check(status == 404, || {
+        format!("a node with no copy: {status} {answer}")
     });
-    assert!(count.is_ok(), "not every entity reads back after the rebuild");
-    cluster.wait_green(SETTLE).unwrap();
+    converged(&mut cluster, &mut f);
+    f.finish(
+        "an operator's rebuild of one of two differing copies",
+        started,
+    );
 }

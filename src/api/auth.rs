@@ -154,7 +154,11 @@ mod tests {
             (Method::POST, "/broadcast", Some(Role::Admin)),
             (Method::POST, "/nodes/node-2/drain", Some(Role::Admin)),
             (Method::DELETE, "/nodes/node-2/drain", Some(Role::Admin)),
-            (Method::POST, "/nodes/node-2/shards/3/rebuild", Some(Role::Admin)),
+            (
+                Method::POST,
+                "/nodes/node-2/shards/3/rebuild",
+                Some(Role::Admin),
+            ),
             (Method::GET, "/keys", Some(Role::Admin)),
             (Method::DELETE, "/keys/abc", Some(Role::Admin)),
             (Method::GET, "/no/such/route", Some(Role::Read)),

@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema};
 
@@ -136,21 +136,23 @@ fn failure(kind: &Failure, description: &str) -> RefOr<Response> {
             .build()
     };
     let response = ResponseBuilder::new().description(description);
-    RefOr::T(match kind {
-        Failure::Error => response.content("application/json", json()),
-        Failure::Retry => response.content("application/json", json()).header(
-            "Retry-After",
-            HeaderBuilder::new()
-                .schema(u32::schema())
-                .description(Some("Seconds to wait before asking again (always 1)"))
-                .build(),
-        ),
-        Failure::Text => response.content(
-            "text/plain",
-            ContentBuilder::new().schema(Some(String::schema())).build(),
-        ),
-    }
-    .build())
+    RefOr::T(
+        match kind {
+            Failure::Error => response.content("application/json", json()),
+            Failure::Retry => response.content("application/json", json()).header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(u32::schema())
+                    .description(Some("Seconds to wait before asking again (always 1)"))
+                    .build(),
+            ),
+            Failure::Text => response.content(
+                "text/plain",
+                ContentBuilder::new().schema(Some(String::schema())).build(),
+            ),
+        }
+        .build(),
+    )
 }
 
 /// A set of failures several operations share, listed once: `responses(..., ScatterFailures)`.

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::query::permit;
 use super::openapi::ScatterFailures;
+use super::query::permit;
 use super::schema::{ErrorBody, RetrieveAnswer};
 use super::{shard_map_or_503, ApiError, AppState};
 use crate::retrieve::{retrieve as run_retrieve, RetrieveError, RetrieveRequest};

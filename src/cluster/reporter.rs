@@ -51,7 +51,11 @@ async fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
     };
     let me = ctx.node_id().as_str();
     let mut problems = Vec::new();
-    for a in map.assignments.iter().filter(|a| a.copies().any(|c| c == me)) {
+    for a in map
+        .assignments
+        .iter()
+        .filter(|a| a.copies().any(|c| c == me))
+    {
         let Some(store) = ctx.storage.get(a.shard) else {
             continue;
         };

@@ -354,7 +354,9 @@ fn parse_report_interval(s: &str) -> Result<Duration, String> {
 fn parse_anti_entropy_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if !d.is_zero() && (d < Duration::from_secs(1) || d > Duration::from_secs(3600)) {
-        return Err(format!("{s} is out of range; accepted: 0s (off) or 1s to 1h"));
+        return Err(format!(
+            "{s} is out of range; accepted: 0s (off) or 1s to 1h"
+        ));
     }
     Ok(d)
 }

@@ -290,15 +290,13 @@ mod tests {
                         last_crc
                     }
                 )),
-            any::<u32>().prop_map(|shard| PeerRequest::Replication(
-                ReplicationRequest::Checksum { shard }
-            )),
+            any::<u32>()
+                .prop_map(|shard| PeerRequest::Replication(ReplicationRequest::Checksum { shard })),
             (any::<u32>(), any::<u64>()).prop_map(|(shard, seq)| PeerRequest::Replication(
                 ReplicationRequest::Diverged { shard, seq }
             )),
-            any::<u32>().prop_map(|shard| PeerRequest::Replication(
-                ReplicationRequest::Rebuild { shard }
-            )),
+            any::<u32>()
+                .prop_map(|shard| PeerRequest::Replication(ReplicationRequest::Rebuild { shard })),
             (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(id, offset, len)| {
                 PeerRequest::Snapshot(SnapshotRequest::Piece { id, offset, len })
             }),

@@ -106,9 +106,20 @@ async fn check(ctx: &Arc<NodeContext>, shard: u32) -> Result<(), Error> {
                 sums.push((node, sum))
             }
             Ok(ReplicationResponse::Checksum { seq, .. }) => {
-                tracing::debug!(shard, node, seq, ours = ours.0, "a copy answered at another write; not compared");
+                tracing::debug!(
+                    shard,
+                    node,
+                    seq,
+                    ours = ours.0,
+                    "a copy answered at another write; not compared"
+                );
             }
-            Ok(other) => tracing::warn!(shard, node, ?other, "unexpected answer to a checksum request"),
+            Ok(other) => tracing::warn!(
+                shard,
+                node,
+                ?other,
+                "unexpected answer to a checksum request"
+            ),
             Err(e) => tracing::debug!(shard, node, error = %e, "a copy did not give its checksum"),
         }
     }
@@ -124,7 +135,12 @@ async fn check(ctx: &Arc<NodeContext>, shard: u32) -> Result<(), Error> {
     }));
     match verdict {
         Verdict::Agree => {
-            tracing::debug!(shard, seq, copies = sums.len(), "anti-entropy: the copies agree")
+            tracing::debug!(
+                shard,
+                seq,
+                copies = sums.len(),
+                "anti-entropy: the copies agree"
+            )
         }
         Verdict::Undecided => tracing::error!(
             shard,
@@ -182,7 +198,11 @@ fn verdict(sums: &[(String, String)], copies: usize) -> Verdict {
 }
 
 /// On a replica: the checksum of this copy for its primary `from`'s check.
-pub async fn checksum(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> Result<(u64, String), Error> {
+pub async fn checksum(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    from: &str,
+) -> Result<(u64, String), Error> {
     require_primary(ctx, shard, from)?;
     let store = ctx.storage.open(shard).await?;
     Ok(store.checksum().await?)
@@ -190,10 +210,20 @@ pub async fn checksum(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> Result<
 
 /// On a replica: its primary `from` found this copy differing from the majority at write `seq`.
 /// The copy is marked; the node's map duties take it out of the in-sync set and rebuild it.
-pub async fn diverged(ctx: &Arc<NodeContext>, shard: u32, from: &str, seq: u64) -> Result<(), Error> {
+pub async fn diverged(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    from: &str,
+    seq: u64,
+) -> Result<(), Error> {
     require_primary(ctx, shard, from)?;
     let store = ctx.storage.open(shard).await?;
-    tracing::warn!(shard, seq, primary = from, "anti-entropy: this copy differs from the majority of the shard's copies; it is rebuilt");
+    tracing::warn!(
+        shard,
+        seq,
+        primary = from,
+        "anti-entropy: this copy differs from the majority of the shard's copies; it is rebuilt"
+    );
     store.mark_diverged();
     Ok(())
 }
@@ -205,10 +235,9 @@ const REBUILD_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// in-sync set and is rebuilt from another in-sync copy (as a copy anti-entropy found diverged).
 /// Refused when that copy is the shard's only in-sync one: there is nothing to rebuild it from.
 pub async fn ask_rebuild(ctx: &Arc<NodeContext>, node: &str, shard: u32) -> Result<(), Error> {
-    let map = ctx
-        .shard_map
-        .get()
-        .ok_or_else(|| Error::Unavailable("no shard map yet: the cluster is forming; retry".into()))?;
+    let map = ctx.shard_map.get().ok_or_else(|| {
+        Error::Unavailable("no shard map yet: the cluster is forming; retry".into())
+    })?;
     let a = map.assignment(shard).ok_or_else(|| {
         Error::NotFound(format!(
             "no shard {shard}: the map has shards 0 to {}",
@@ -248,7 +277,11 @@ pub async fn rebuild_here(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> Res
             ctx.node_id().as_str()
         ))
     })?;
-    tracing::warn!(shard, asked_through = from, "an operator asked to rebuild this copy from another copy");
+    tracing::warn!(
+        shard,
+        asked_through = from,
+        "an operator asked to rebuild this copy from another copy"
+    );
     store.mark_diverged();
     Ok(())
 }
@@ -287,7 +320,10 @@ mod tests {
             Verdict::Diverged(vec!["a".into()])
         );
         // Two copies that differ: no majority.
-        assert_eq!(verdict(&sums(&[("a", "1"), ("b", "2")]), 2), Verdict::Undecided);
+        assert_eq!(
+            verdict(&sums(&[("a", "1"), ("b", "2")]), 2),
+            Verdict::Undecided
+        );
         // A majority of the answers but not of the in-sync copies (one did not answer).
         assert_eq!(
             verdict(&sums(&[("a", "1"), ("b", "2"), ("c", "1")]), 5),

@@ -45,7 +45,10 @@ pub enum ReplicationResponse {
     /// The copy is back in the in-sync set of this map.
     InSync(ShardMap),
     /// The copy's checksum, taken after applying every write up to `seq`.
-    Checksum { seq: u64, sum: String },
+    Checksum {
+        seq: u64,
+        sum: String,
+    },
     /// The copy will be rebuilt.
     WillRebuild,
 }
@@ -80,8 +83,10 @@ pub async fn serve(
                 .await
                 .map(|()| ReplicationResponse::WillRebuild)
         }
-        ReplicationRequest::Rebuild { shard } => super::anti_entropy::rebuild_here(ctx, shard, from)
-            .await
-            .map(|()| ReplicationResponse::WillRebuild),
+        ReplicationRequest::Rebuild { shard } => {
+            super::anti_entropy::rebuild_here(ctx, shard, from)
+                .await
+                .map(|()| ReplicationResponse::WillRebuild)
+        }
     }
 }

@@ -135,7 +135,11 @@ async fn declared_dead(ctx: &NodeContext, node: &str) {
 }
 
 /// Asks the coordinator to drop `node` from `shard`'s in-sync set, and waits for the new map.
-pub(crate) async fn mark_stale(ctx: &Arc<NodeContext>, shard: u32, node: &str) -> Result<(), Error> {
+pub(crate) async fn mark_stale(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    node: &str,
+) -> Result<(), Error> {
     let req = MapRequest::MarkStale {
         shard,
         node: node.to_string(),
