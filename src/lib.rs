@@ -14,7 +14,8 @@
 //!   its subsystem's handler, and the one client path (node id → address → call with timeout).
 //! - [`error`]: the typed [`Error`] services answer with, here and across the wire.
 //! - [`replication`]: the write path (a write waits for its in-sync replicas in
-//!   [`replication::primary_write`]), catch-up from the primary's log, snapshots for rebuilds.
+//!   [`replication::primary_write`]), catch-up from the primary's log, snapshots for rebuilds,
+//!   anti-entropy (copies compared in the background; a diverged copy is rebuilt).
 //! - [`query`]: distributed reads: read-only Cypher (plan, scatter to shards, merge of the
 //!   shards' rows in [`query::merge`]), traversals (neighbourhoods, paths), and point reads
 //!   routed to an in-sync copy ([`query::read`]).
