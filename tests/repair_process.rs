@@ -53,24 +53,28 @@ fn start(n: usize, options: ClusterOptions, broken: usize, faults: &str) -> Test
 
 /// Why the copies are not yet repaired, or `Ok` once no copy counts refused writes and the
 /// copies of each shard have one checksum.
-fn repaired(cluster: &TestCluster) -> Result<(), String> {
+fn repaired(cluster: &TestCluster) -> anyhow::Result<()> {
     let answer = cluster
         .node(0)
-        .get_json("/cluster/shards?checksum=true", Duration::from_secs(30))
-        .map_err(|e| e.to_string())?;
-    let copies = answer["copies"].as_array().ok_or("no copies")?;
+        .get_json("/cluster/shards?checksum=true", Duration::from_secs(30))?;
+    let copies = answer["copies"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no copies in {answer}"))?;
     let mut sums: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for c in copies {
-        if c["failed_writes"].as_u64() != Some(0) {
-            return Err(format!("a copy counts refused writes: {c}"));
-        }
-        let shard = c["shard"].as_u64().ok_or("a copy without a shard")?;
+        anyhow::ensure!(
+            c["failed_writes"].as_u64() == Some(0),
+            "a copy counts refused writes: {c}"
+        );
+        let shard = c["shard"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("a copy without a shard: {c}"))?;
         sums.entry(shard)
             .or_default()
             .insert(c["checksum"].to_string());
     }
     match sums.iter().find(|(_, s)| s.len() != 1) {
-        Some((shard, s)) => Err(format!("shard {shard}'s copies differ: {s:?}")),
+        Some((shard, s)) => anyhow::bail!("shard {shard}'s copies differ: {s:?}"),
         None => Ok(()),
     }
 }

@@ -229,6 +229,7 @@ async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Va
         (status = 404, description = "No such shard, or the node holds no copy of it", body = ErrorBody),
         (status = 503, description = "No shard map yet, or the node could not be reached", body = ErrorBody),
         (status = 504, description = "The node did not answer in time", body = ErrorBody),
+        (status = 500, description = "An internal error (a bug)", body = ErrorBody),
     )
 )]
 pub async fn rebuild(

@@ -63,7 +63,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
                 // The coordinator's own map changes reach it without a push.
                 open_assigned(&ctx).await;
                 drop_unassigned(&ctx).await;
-                leave_where_refused(&ctx).await;
+                leave_where_rebuild_needed(&ctx).await;
                 rejoin_where_behind(&ctx).await;
                 busy.store(false, Ordering::SeqCst);
             });
@@ -251,11 +251,11 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
 }
 
 /// On every node: a copy whose database refused writes it acknowledged misses them (as does one
-/// anti-entropy found differing), so it must not answer reads or stay primary. It asks the coordinator to take it out of the in-sync set
-/// (another in-sync copy becomes primary); [`rejoin_where_behind`] then rebuilds it from a
-/// snapshot of the primary. A shard's last in-sync copy stays (it is all there is); health
+/// that anti-entropy or an operator marked for a rebuild), so it must not answer reads or stay
+/// primary. It asks the coordinator to take it out of the in-sync set (another in-sync copy
+/// becomes primary); [`rejoin_where_behind`] then rebuilds it from a snapshot of the primary. A shard's last in-sync copy stays (it is all there is); health
 /// reports it.
-async fn leave_where_refused(ctx: &Arc<NodeContext>) {
+async fn leave_where_rebuild_needed(ctx: &Arc<NodeContext>) {
     let Some(map) = ctx.shard_map.get() else {
         return;
     };
@@ -273,7 +273,7 @@ async fn leave_where_refused(ctx: &Arc<NodeContext>) {
         tracing::warn!(
             shard = a.shard,
             refused = store.refused_writes(),
-            "this copy's database refused acknowledged writes or differs from the other copies; leaving the in-sync set to be rebuilt from another copy"
+            "this copy refused acknowledged writes, differs from the other copies or was asked to be rebuilt; leaving the in-sync set to be rebuilt from another copy"
         );
         if let Err(e) = crate::replication::write::mark_stale(ctx, a.shard, me).await {
             tracing::warn!(shard = a.shard, error = %e, "cannot leave the in-sync set; retrying");
@@ -559,7 +559,7 @@ pub fn set_draining(
 
 /// Coordinator side of `AddInSync` (`add`) and `MarkStale` (not `add`): puts `node` back into
 /// `shard`'s in-sync set or removes it, asked by the shard's primary `requester` — or removes it
-/// asked by `node` itself, whose database refused writes it acknowledged.
+/// asked by `node` itself, whose copy must be rebuilt (see [`leave_where_rebuild_needed`]).
 pub fn change_in_sync(
     ctx: &NodeContext,
     shard: u32,

@@ -45,7 +45,7 @@ impl Stalls {
 /// copies whose database refused acknowledged writes (they miss them until rebuilt), shards whose
 /// copies differ with no majority (found by anti-entropy on their primary), and copies that
 /// applied nothing for [`STALLED_AFTER`] while writes wait.
-async fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
+fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
     let Some(map) = ctx.shard_map.get() else {
         return Vec::new();
     };
@@ -75,17 +75,15 @@ async fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
         if let Some(dispute) = store.dispute() {
             problems.push(format!("shard {}: {dispute}", a.shard));
         }
-        if let Ok(stats) = store.stats().await {
-            let stalled = stalls.observe(a.shard, stats.applied_seq, stats.pending_writes);
-            if stalled >= STALLED_AFTER {
-                problems.push(format!(
-                    "shard {}: this copy applied nothing for {} s while {} writes wait (a very \
-                     slow round, or a stuck applier: see the node's log)",
-                    a.shard,
-                    stalled.as_secs(),
-                    stats.pending_writes
-                ));
-            }
+        let pending = store.pending_writes();
+        let stalled = stalls.observe(a.shard, store.visible_seq(), pending);
+        if stalled >= STALLED_AFTER {
+            problems.push(format!(
+                "shard {}: this copy applied nothing for {} s while {pending} writes wait (a very \
+                 slow round, or a stuck applier: see the node's log)",
+                a.shard,
+                stalled.as_secs(),
+            ));
         }
     }
     problems
@@ -203,7 +201,7 @@ async fn report(ctx: &Arc<NodeContext>, target: &Target, stalls: &mut Stalls) ->
         ctx.settings.started,
         &ctx.settings.data_dir,
     );
-    report.shards = copy_problems(ctx, stalls).await;
+    report.shards = copy_problems(ctx, stalls);
     let timeout = ctx.settings.coordinator_timeout.max(Duration::from_secs(1));
     let request = HealthRequest::Report(report);
     match crate::peer::call(ctx, &target.coordinator, request, timeout).await? {

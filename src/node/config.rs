@@ -48,7 +48,7 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
 
     /// Length of a gossip round (10ms..60s). Failure detection takes about phi x this.
-    #[arg(long, env = "TORUA_GOSSIP_INTERVAL", default_value = "100ms", value_parser = parse_gossip_interval)]
+    #[arg(long, env = "TORUA_GOSSIP_INTERVAL", default_value = "100ms", value_parser = |s: &str| interval(s, "10ms", "60s", false))]
     pub gossip_interval: Duration,
 
     /// Failure detector threshold (2..=50): a member is dead after ~phi mean heartbeat intervals of
@@ -109,12 +109,12 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// How often a node pushes its health report to the coordinator (100ms..60s).
-    #[arg(long, env = "TORUA_REPORT_INTERVAL", default_value = "1s", value_parser = parse_report_interval)]
+    #[arg(long, env = "TORUA_REPORT_INTERVAL", default_value = "1s", value_parser = |s: &str| interval(s, "100ms", "60s", false))]
     pub report_interval: Duration,
 
     /// How often a shard's primary compares its copy with the other in-sync copies (anti-entropy),
     /// one shard at a time; `0s` turns it off (0s, or 1s..1h).
-    #[arg(long, env = "TORUA_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = parse_anti_entropy_interval)]
+    #[arg(long, env = "TORUA_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = |s: &str| interval(s, "1s", "1h", true))]
     pub anti_entropy_interval: Duration,
 
     /// How long `/cluster/health` and `/cluster/nodes` wait for the coordinator before answering
@@ -335,30 +335,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{s:?} is not a duration; write it like 500ms, 30s or 5m"))
 }
 
-fn parse_gossip_interval(s: &str) -> Result<Duration, String> {
+/// A duration from `min` to `max` (written as the flags take them), or `0s` when `off` allows
+/// turning the thing off.
+fn interval(s: &str, min: &str, max: &str, off: bool) -> Result<Duration, String> {
     let d = parse_duration(s)?;
-    if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
-        return Err(format!("{s} is out of range; accepted: 10ms to 60s"));
+    if (off && d.is_zero()) || (parse_duration(min)?..=parse_duration(max)?).contains(&d) {
+        return Ok(d);
     }
-    Ok(d)
-}
-
-fn parse_report_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
-        return Err(format!("{s} is out of range; accepted: 100ms to 60s"));
-    }
-    Ok(d)
-}
-
-fn parse_anti_entropy_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if !d.is_zero() && (d < Duration::from_secs(1) || d > Duration::from_secs(3600)) {
-        return Err(format!(
-            "{s} is out of range; accepted: 0s (off) or 1s to 1h"
-        ));
-    }
-    Ok(d)
+    let zero = if off { "0s (off) or " } else { "" };
+    Err(format!(
+        "{s} is out of range; accepted: {zero}{min} to {max}"
+    ))
 }
 
 fn parse_secret(s: &str) -> Result<String, String> {
@@ -393,7 +380,15 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_duration("5 parsecs").unwrap_err().contains("500ms"));
-        assert!(parse_gossip_interval("1ms").is_err());
+        assert!(interval("1ms", "10ms", "60s", false).is_err());
+        assert_eq!(
+            interval("0s", "1s", "1h", false).unwrap_err(),
+            "0s is out of range; accepted: 1s to 1h"
+        );
+        assert_eq!(interval("0s", "1s", "1h", true).unwrap(), Duration::ZERO);
+        assert!(interval("2h", "1s", "1h", true)
+            .unwrap_err()
+            .contains("0s (off) or 1s to 1h"));
     }
 
     #[test]

@@ -204,8 +204,8 @@ pub async fn checksum(
     from: &str,
 ) -> Result<(u64, String), Error> {
     require_primary(ctx, shard, from)?;
-    let store = ctx.storage.open(shard).await?;
-    Ok(store.checksum().await?)
+    ctx.holds_copy(shard)?;
+    Ok(open_copy(ctx, shard)?.checksum().await?)
 }
 
 /// On a replica: its primary `from` found this copy differing from the majority at write `seq`.
@@ -217,7 +217,7 @@ pub async fn diverged(
     seq: u64,
 ) -> Result<(), Error> {
     require_primary(ctx, shard, from)?;
-    let store = ctx.storage.open(shard).await?;
+    let store = open_copy(ctx, shard)?;
     tracing::warn!(
         shard,
         seq,
@@ -271,12 +271,7 @@ pub async fn ask_rebuild(ctx: &Arc<NodeContext>, node: &str, shard: u32) -> Resu
 
 /// On the node holding the copy: an operator (through node `from`) asked to rebuild it.
 pub async fn rebuild_here(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> Result<(), Error> {
-    let store = ctx.storage.get(shard).ok_or_else(|| {
-        Error::NotFound(format!(
-            "{} holds no open copy of shard {shard}",
-            ctx.node_id().as_str()
-        ))
-    })?;
+    let store = open_copy(ctx, shard)?;
     tracing::warn!(
         shard,
         asked_through = from,
@@ -284,6 +279,16 @@ pub async fn rebuild_here(ctx: &Arc<NodeContext>, shard: u32, from: &str) -> Res
     );
     store.mark_diverged();
     Ok(())
+}
+
+/// This node's open copy of `shard`; never creates one (as `Storage::open` would).
+fn open_copy(ctx: &NodeContext, shard: u32) -> Result<Arc<crate::storage::KuzuShard>, Error> {
+    ctx.storage.get(shard).ok_or_else(|| {
+        Error::NotFound(format!(
+            "{} holds no open copy of shard {shard}",
+            ctx.node_id().as_str()
+        ))
+    })
 }
 
 /// `Err` unless this node's map names `from` the primary of `shard` (a stale primary's verdict

@@ -118,7 +118,8 @@ pub struct KuzuShard {
     /// Whether the database was found not closed cleanly (kill -9, crash, power loss).
     crashed: bool,
     /// Whether anti-entropy found this copy's content differing from the other copies' at the
-    /// same write (`replication::anti_entropy`): it is rebuilt from another copy.
+    /// same write, or an operator asked for a rebuild (`replication::anti_entropy`): it is rebuilt
+    /// from another copy.
     diverged: std::sync::atomic::AtomicBool,
     /// What the last anti-entropy check of this shard (by this copy, as primary) found when the
     /// copies differ and no majority tells which is right.
@@ -307,6 +308,12 @@ impl KuzuShard {
         self.shared.failed.load(Ordering::SeqCst)
     }
 
+    /// Logged writes waiting to be applied (the round being applied included).
+    pub fn pending_writes(&self) -> u64 {
+        let p = self.shared.pending.lock().expect("pending lock");
+        (p.ops.len() + p.in_flight) as u64
+    }
+
     /// Records what the last anti-entropy check found undecidable (`None`: nothing).
     pub fn set_dispute(&self, dispute: Option<String>) {
         *self.dispute.lock().expect("dispute lock") = dispute;
@@ -317,13 +324,14 @@ impl KuzuShard {
         self.dispute.lock().expect("dispute lock").clone()
     }
 
-    /// Records that this copy's content differs from the other copies' at the same write.
+    /// Records that this copy must be rebuilt: it differs from the other copies at the same write,
+    /// or an operator asked.
     pub fn mark_diverged(&self) {
         self.diverged.store(true, Ordering::SeqCst);
     }
 
-    /// Whether this copy misses or garbles writes it holds in its log (refused by the database,
-    /// or found by anti-entropy), so that it must be rebuilt from another copy.
+    /// Whether this copy must be rebuilt from another copy: its database refused writes it holds
+    /// in its log, or it was marked ([`Self::mark_diverged`]).
     pub fn needs_rebuild(&self) -> bool {
         self.refused_writes() > 0 || self.diverged.load(Ordering::SeqCst)
     }
@@ -539,11 +547,8 @@ impl KuzuShard {
                 .unwrap_or(0);
         let log_bytes = self.shared.log_bytes.load(Ordering::SeqCst);
         let (logged, visible) = (self.seq(), self.visible_seq());
-        let pending_writes = {
-            let p = self.shared.pending.lock().expect("pending lock");
-            (p.ops.len() + p.in_flight) as u64
-        };
-        let failed = self.shared.failed.load(Ordering::SeqCst);
+        let pending_writes = self.pending_writes();
+        let failed = self.refused_writes();
         Ok(ShardStats {
             counts: *self.shared.counts.lock().expect("counts lock"),
             size_bytes: size + log_bytes,
