@@ -8,13 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::openapi::DrainFailures;
-use super::schema::{DrainAnswer, ErrorBody, NodesAnswer, RebuildAnswer, RegistryAnswer};
 use super::{ApiError, AppState};
 use crate::cluster::health::{ClusterHealth, Status};
 use crate::cluster::messages::{HealthRequest, HealthResponse};
 use crate::error::Error;
-use crate::node::config::parse_duration;
 
 /// Longest `timeout` a `wait_for_status` request may ask for.
 pub(super) const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -32,18 +29,6 @@ pub struct HealthQuery {
 
 /// Like Elasticsearch's: `?wait_for_status=green&timeout=30s` waits until the status is at least
 /// as good as asked (or the timeout passes, answered with `"timed_out": true`).
-#[utoipa::path(
-    get,
-    path = "/cluster/health",
-    tag = "cluster",
-    summary = "The cluster's health",
-    description = "Role: `read`. The coordinator's aggregated verdict, or this node's local one when the coordinator does not answer (`source`). With `wait_for_status`, waits until the status is at least that good or `timeout` passes (`timed_out`).",
-    params(HealthQuery),
-    responses(
-        (status = 200, description = "The health", body = HealthAnswer),
-        (status = 400, description = "A bad `wait_for_status` or `timeout`, or a query string that does not parse", body = ErrorBody),
-    )
-)]
 pub async fn cluster_health(
     State(state): State<AppState>,
     super::Params(q): super::Params<HealthQuery>,
@@ -56,20 +41,12 @@ pub async fn cluster_health(
             ))
         })?),
     };
-    let timeout = match q.timeout.as_deref() {
-        None => DEFAULT_WAIT,
-        Some(t) => {
-            let d =
-                parse_duration(t).map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?;
-            if d > MAX_WAIT {
-                return Err(ApiError::bad_request(format!(
-                    "timeout={t}: at most {}s",
-                    MAX_WAIT.as_secs()
-                )));
-            }
-            d
-        }
-    };
+    let timeout = super::duration_param(
+        "timeout",
+        q.timeout.as_deref(),
+        DEFAULT_WAIT,
+        Duration::ZERO..=MAX_WAIT,
+    )?;
     let (health, timed_out) = match wanted {
         None => (state.health.best(&state).await, None),
         Some(w) => {
@@ -101,17 +78,6 @@ async fn ask_coordinator(
 }
 
 /// `GET /cluster/nodes`: the coordinator's registry.
-#[utoipa::path(
-    get,
-    path = "/cluster/nodes",
-    tag = "cluster",
-    summary = "The coordinator's registry",
-    description = "Role: `read`. Every registered node with its registration and last health report, as the coordinator has them.",
-    responses(
-        (status = 200, description = "The registry", body = RegistryAnswer),
-        (status = 503, description = "The coordinator did not answer or could not list its registry (no `Retry-After`; `GET /nodes` gives this node's gossip view)", body = ErrorBody),
-    )
-)]
 pub async fn registry(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.cluster.view();
     match ask_coordinator(&state, HealthRequest::Registry).await {
@@ -133,14 +99,6 @@ pub async fn registry(State(state): State<AppState>) -> Result<Json<Value>, ApiE
 
 /// The member list in the seed system's shape: `{"nodes":[{"id":..,"addr":..,...}]}` where
 /// `addr` is the node's HTTP address.
-#[utoipa::path(
-    get,
-    path = "/nodes",
-    tag = "cluster",
-    summary = "The members in this node's gossip view",
-    description = "Role: `read`. `addr` is each node's HTTP address.",
-    responses((status = 200, description = "The members", body = NodesAnswer))
-)]
 pub async fn nodes(State(state): State<AppState>) -> Json<Value> {
     let view = state.cluster.view();
     let nodes: Vec<Value> = view
@@ -162,18 +120,6 @@ pub async fn nodes(State(state): State<AppState>) -> Json<Value> {
 
 /// `POST /nodes/{id}/drain`: move every shard copy and primary role off the node (progress in
 /// `GET /cluster/shards`); lasts until `DELETE /nodes/{id}/drain`.
-#[utoipa::path(
-    post,
-    path = "/nodes/{id}/drain",
-    tag = "cluster",
-    summary = "Drain a node",
-    description = "Role: `admin`. Moves every shard copy and primary role off the node (progress in `GET /cluster/shards`); lasts until `DELETE /nodes/{id}/drain`.",
-    params(("id" = String, Path, description = "The node's id")),
-    responses(
-        (status = 200, description = "The shard map records the change", body = DrainAnswer),
-        DrainFailures,
-    )
-)]
 pub async fn drain(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -182,18 +128,6 @@ pub async fn drain(
 }
 
 /// `DELETE /nodes/{id}/drain`: stop draining the node (copies may move back by rebalancing).
-#[utoipa::path(
-    delete,
-    path = "/nodes/{id}/drain",
-    tag = "cluster",
-    summary = "Stop draining a node",
-    description = "Role: `admin`. Copies may move back by rebalancing.",
-    params(("id" = String, Path, description = "The node's id")),
-    responses(
-        (status = 200, description = "The shard map records the change", body = DrainAnswer),
-        DrainFailures,
-    )
-)]
 pub async fn undrain(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -213,25 +147,6 @@ async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Va
 
 /// `POST /nodes/{id}/shards/{shard}/rebuild`: rebuild a node's copy of a shard from another
 /// in-sync copy.
-#[utoipa::path(
-    post,
-    path = "/nodes/{id}/shards/{shard}/rebuild",
-    tag = "cluster",
-    summary = "Rebuild a shard copy from another copy",
-    description = "Role: `admin`. The copy leaves the in-sync set (a primary hands its role to another in-sync copy first) and is replaced by a snapshot of the primary's, then rejoins; progress in `GET /cluster/shards`. For a copy you distrust, e.g. one of two copies anti-entropy found differing (`GET /cluster/health` names the shard).",
-    params(
-        ("id" = String, Path, description = "The node holding the copy"),
-        ("shard" = u32, Path, description = "The shard"),
-    ),
-    responses(
-        (status = 202, description = "The node marked its copy for a rebuild", body = RebuildAnswer),
-        (status = 400, description = "The copy is the shard's only in-sync copy: there is nothing to rebuild it from", body = ErrorBody),
-        (status = 404, description = "No such shard, or the node holds no copy of it", body = ErrorBody),
-        (status = 503, description = "No shard map yet, or the node could not be reached", body = ErrorBody),
-        (status = 504, description = "The node did not answer in time", body = ErrorBody),
-        (status = 500, description = "An internal error (a bug)", body = ErrorBody),
-    )
-)]
 pub async fn rebuild(
     State(state): State<AppState>,
     axum::extract::Path((id, shard)): axum::extract::Path<(String, String)>,

@@ -6,17 +6,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::schema::NodeHealthAnswer;
 use super::AppState;
 
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "node",
-    summary = "Whether this process is up",
-    description = "Open to everyone (no API key): load balancers probe it. Answers 200 while the process serves HTTP, whatever the cluster's state.",
-    responses((status = 200, description = "The process is up", body = NodeHealthAnswer))
-)]
 pub async fn node_health(State(state): State<AppState>) -> Json<Value> {
     let view = state.cluster.view();
     let me = view.member(state.cluster.self_id());
@@ -31,14 +22,6 @@ pub async fn node_health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "node",
-    summary = "Prometheus metrics of this node",
-    description = "Role: `read`. The Prometheus text exposition format (version 0.0.4).",
-    responses((status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String))
-)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut copies = Vec::new();
     for shard in state.storage.on_disk() {

@@ -144,9 +144,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, reason)
     }
 
-    /// The response with `Retry-After: 1`: the condition passes (busy, forming, a shard down).
-    pub fn retry_later(self) -> Response {
-        with_retry_after(self.into_response())
+    /// A 503 with `Retry-After: 1`.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_later()
+    }
+
+    /// The same error answered with `Retry-After: 1`: the condition passes (busy, forming, a
+    /// shard down).
+    pub fn retry_later(mut self) -> Self {
+        self.retry = true;
+        self
     }
 }
 
@@ -160,16 +167,43 @@ pub fn with_retry_after(mut r: Response) -> Response {
 }
 
 /// The node's shard map, or the 503 a request gets before the cluster has formed.
-// The error is a ready response, as axum handlers return it; its size does not matter here.
-#[allow(clippy::result_large_err)]
-pub fn shard_map_or_503(state: &AppState) -> Result<crate::cluster::shard_map::ShardMap, Response> {
+pub fn current_map(state: &AppState) -> Result<crate::cluster::shard_map::ShardMap, ApiError> {
     state.shard_map.get().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::unavailable(
             "no shard map yet: the cluster is still forming (TORUA_BOOTSTRAP_EXPECT)",
         )
-        .retry_later()
     })
+}
+
+/// A JSON body, or a 400 that says what was wrong with it and what `expected` looks like.
+pub fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    body.map(|Json(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("{}; expected {expected}", e.body_text())))
+}
+
+/// A duration query parameter such as `timeout=2s`: `default` when absent, else within `range`.
+pub fn duration_param(
+    name: &str,
+    value: Option<&str>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, ApiError> {
+    let Some(raw) = value else {
+        return Ok(default);
+    };
+    let d = crate::node::config::parse_duration(raw)
+        .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
+    if !range.contains(&d) {
+        return Err(ApiError::bad_request(format!(
+            "{name}={raw}: must be between {:?} and {:?}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(d)
 }
 
 /// The one mapping from a service's [`Error`] to an HTTP status: the client's fault is 4xx, a

@@ -7,13 +7,16 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
-use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema};
+use utoipa::openapi::{RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 use super::schema::ErrorBody;
+
+mod paths;
+
+use paths::{failure, Failure};
 
 /// Name of the security scheme every operation but the public ones requires.
 const SCHEME: &str = "api_key";
@@ -27,30 +30,30 @@ const PUBLIC: [&str; 2] = ["/health", "/openapi.json"];
         description = "The HTTP API every torua node answers: a distributed GraphRAG store. Any node answers any request (it routes to the shards' copies).\n\nEvery error is JSON: `{\"error\": {\"status\": 400, \"reason\": \"...\"}}`; a condition that passes (busy, forming, a shard down) carries `Retry-After: 1`. A route that does not exist answers 404 with that body. On a node without a quorum (the minority side of a partition) every answer carries `x-torua-stale: <reason>`: reads still answer, from copies that may miss the majority's latest writes.\n\nRequest bodies are at most 1 MiB (`POST /graph/ingest`: 64 MiB). No request may take longer than 65 s (408, no body).",
     ),
     paths(
-        super::health::node_health,
-        super::health::metrics,
-        openapi_json,
-        super::cluster::cluster_health,
-        super::cluster::registry,
-        super::cluster::nodes,
-        super::cluster::drain,
-        super::cluster::undrain,
-        super::cluster::rebuild,
-        super::broadcast::broadcast,
-        super::graph::shards,
-        super::graph::ingest,
-        super::graph::get_entity,
-        super::graph::delete_entity,
-        super::graph::get_chunk,
-        super::graph::get_document,
-        super::graph::delete_document,
-        super::query::query,
-        super::query::neighborhood,
-        super::query::path,
-        super::retrieve::retrieve,
-        super::keys::create,
-        super::keys::list,
-        super::keys::revoke,
+        paths::node_health,
+        paths::metrics,
+        paths::openapi_json,
+        paths::cluster_health,
+        paths::registry,
+        paths::nodes,
+        paths::drain,
+        paths::undrain,
+        paths::rebuild,
+        paths::broadcast,
+        paths::shards,
+        paths::ingest,
+        paths::get_entity,
+        paths::delete_entity,
+        paths::get_chunk,
+        paths::get_document,
+        paths::delete_document,
+        paths::query,
+        paths::neighborhood,
+        paths::path,
+        paths::retrieve,
+        paths::create,
+        paths::list,
+        paths::revoke,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Access),
@@ -118,94 +121,6 @@ impl Modify for Access {
     }
 }
 
-/// How a failure answers: its body, and whether it says when to ask again.
-enum Failure {
-    /// An [`ErrorBody`].
-    Error,
-    /// An [`ErrorBody`] with `Retry-After: 1`.
-    Retry,
-    /// Plain text from the HTTP layer.
-    Text,
-}
-
-/// The response a failure documents.
-fn failure(kind: &Failure, description: &str) -> RefOr<Response> {
-    let json = || {
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorBody")))
-            .build()
-    };
-    let response = ResponseBuilder::new().description(description);
-    RefOr::T(
-        match kind {
-            Failure::Error => response.content("application/json", json()),
-            Failure::Retry => response.content("application/json", json()).header(
-                "Retry-After",
-                HeaderBuilder::new()
-                    .schema(u32::schema())
-                    .description(Some("Seconds to wait before asking again (always 1)"))
-                    .build(),
-            ),
-            Failure::Text => response.content(
-                "text/plain",
-                ContentBuilder::new().schema(Some(String::schema())).build(),
-            ),
-        }
-        .build(),
-    )
-}
-
-/// A set of failures several operations share, listed once: `responses(..., ScatterFailures)`.
-macro_rules! failures {
-    ($(#[$doc:meta])* $name:ident: $(($status:literal, $kind:ident, $description:literal)),+ $(,)?) => {
-        $(#[$doc])*
-        pub struct $name;
-
-        impl IntoResponses for $name {
-            fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
-                [$(($status.to_string(), failure(&Failure::$kind, $description))),+].into()
-            }
-        }
-    };
-}
-
-failures!(
-    /// What every scatter read (`/query`, `/graph/neighborhood`, `/graph/path`, `/retrieve`) can
-    /// answer besides its own failures.
-    ScatterFailures:
-    (413, Text, "The body is larger than 1 MiB (plain-text answer from the HTTP layer)"),
-    (429, Retry, "Too many requests in flight on this node (for `POST /query`, also more than `TORUA_MAX_USER_QUERIES` Cypher statements)"),
-    (503, Retry, "No shard map yet, or a shard had no copy that could answer (and `allow_partial` is false)"),
-    (504, Error, "The shards did not answer within `timeout_ms`"),
-    (500, Error, "An internal error (a bug)"),
-);
-
-failures!(
-    /// What a point read of one item by id can answer besides its 404.
-    PointReadFailures:
-    (503, Retry, "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)"),
-    (504, Error, "No copy answered in time"),
-    (500, Error, "An internal error (a bug)"),
-);
-
-failures!(
-    /// What a change the coordinator makes to cluster metadata (API keys) can fail with.
-    CoordinatorFailures:
-    (503, Retry, "The coordinator is not reachable, the cluster is forming, or no coordinator with a quorum accepted the change"),
-    (504, Error, "The coordinator did not answer in time"),
-    (500, Error, "An internal error (a bug)"),
-);
-
-failures!(
-    /// What starting or stopping a drain can fail with.
-    DrainFailures:
-    (400, Error, "The request is invalid for this cluster"),
-    (404, Error, "No node with this id"),
-    (503, Retry, "The coordinator is not reachable, the cluster is forming, or no coordinator with a quorum accepted the change"),
-    (504, Error, "The coordinator did not answer in time"),
-    (500, Error, "An internal error (a bug)"),
-);
-
 /// The document as pretty JSON with a final newline, built once.
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
@@ -220,14 +135,6 @@ pub fn document() -> &'static str {
 }
 
 /// `GET /openapi.json`.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "node",
-    summary = "This API's OpenAPI 3.1 document",
-    description = "Open to everyone (no API key), like `GET /health`.",
-    responses((status = 200, description = "The document", content_type = "application/json", body = Object))
-)]
 pub async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())
 }

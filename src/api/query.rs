@@ -1,20 +1,17 @@
 //! The distributed read API: `POST /query` (read-only Cypher over every shard, merged),
 //! `POST /graph/neighborhood` and `POST /graph/path` (traversals across shards).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::openapi::ScatterFailures;
-use super::schema::{ErrorBody, NeighborhoodAnswer};
-use super::{shard_map_or_503, ApiError, AppState};
-use crate::error::Error;
+use super::{current_map, ApiError, AppState};
 use crate::graph::model::MAX_ID_BYTES;
 use crate::query::run::{self, CypherAnswer, CypherRequest};
 use crate::query::traverse::{
@@ -46,23 +43,15 @@ fn timeout_ms(v: Option<u64>) -> Result<u64, ApiError> {
     Ok(t)
 }
 
-fn unavailable(reason: impl Into<String>) -> Response {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_later()
-}
-
 /// Waits for a slot among the node's concurrent distributed queries, at most `wait`.
 pub(super) async fn permit(
     state: &AppState,
     wait: Duration,
-) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
-    match tokio::time::timeout(wait, state.reads.permits.clone().acquire_owned()).await {
-        Ok(Ok(p)) => Ok(p),
-        _ => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many queries in flight on this node; retry after a second",
-        )
-        .retry_later()),
-    }
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    acquire(&state.reads.permits, wait, || {
+        "too many queries in flight on this node; retry after a second".into()
+    })
+    .await
 }
 
 /// Waits for a slot among the node's concurrent user Cypher statements, at most a second (or
@@ -70,19 +59,30 @@ pub(super) async fn permit(
 async fn user_query_permit(
     state: &AppState,
     timeout: Duration,
-) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
-    let wait = timeout.min(Duration::from_secs(1));
-    match tokio::time::timeout(wait, state.reads.user_queries.clone().acquire_owned()).await {
-        Ok(Ok(p)) => Ok(p),
-        _ => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    acquire(
+        &state.reads.user_queries,
+        timeout.min(Duration::from_secs(1)),
+        || {
             format!(
                 "this node already runs {} Cypher statements (TORUA_MAX_USER_QUERIES); retry \
-                 after a second or send the query to another node",
+             after a second or send the query to another node",
                 state.reads.max_user_queries
-            ),
-        )
-        .retry_later()),
+            )
+        },
+    )
+    .await
+}
+
+/// A permit of `slots` within `wait`, or a 429 with `Retry-After` saying `why`.
+async fn acquire(
+    slots: &Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+    why: impl FnOnce() -> String,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, why()).retry_later()),
     }
 }
 
@@ -108,38 +108,18 @@ pub(super) struct QueryBody {
     merge: Option<String>,
 }
 
-#[utoipa::path(
-    post,
-    path = "/query",
-    tag = "query",
-    summary = "Read-only Cypher over every shard, merged",
-    description = "Role: `admin`. The body is at most 1 MiB. Each shard's answer is at most 12 MiB. A node runs at most `TORUA_MAX_USER_QUERIES` statements at once (default 4). Refused before reaching a shard: writes, procedures that are not lookups, list lambdas and parameters used without a value in `params`.",
-    request_body(content = QueryBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The rows (`merge: global`) or each shard's rows (`merge: per_shard`)", body = super::schema::CypherAnswer),
-        (status = 400, description = "A malformed request, a bad field, or a statement that is not read-only or cannot be merged", body = ErrorBody),
-        (status = 404, description = "A shard listed in `shards` is not in the shard map", body = ErrorBody),
-        ScatterFailures,
-    )
-)]
-pub async fn query(State(state): State<AppState>, body: Bytes) -> Response {
-    match run_query(&state, &body).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> {
+pub async fn query(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let state = &state;
     let started = Instant::now();
-    let bad = |e: ApiError| e.into_response();
-    let req: QueryBody = parse(body).map_err(bad)?;
-    let timeout = timeout_ms(req.timeout_ms).map_err(bad)?;
+    let req: QueryBody = parse(&body)?;
+    let timeout = timeout_ms(req.timeout_ms)?;
     let per_shard = match req.merge.as_deref() {
         None | Some("global") => false,
         Some("per_shard") => true,
         Some(other) => {
-            return Err(bad(ApiError::bad_request(format!(
+            return Err(ApiError::bad_request(format!(
                 "merge must be \"global\" or \"per_shard\", not {other:?}"
-            ))))
+            )))
         }
     };
     let request = CypherRequest {
@@ -150,11 +130,10 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
         allow_partial: req.allow_partial.unwrap_or(state.settings.allow_partial),
         per_shard,
     };
-    let failed = |e: Error| ApiError::from(e).into_response();
     let _user_permit = user_query_permit(state, Duration::from_millis(timeout)).await?;
-    let prepared = run::prepare(state, request).await.map_err(failed)?;
+    let prepared = run::prepare(state, request).await?;
     let _permit = permit(state, Duration::from_millis(prepared.timeout_ms())).await?;
-    let answer = run::execute(state, prepared).await.map_err(failed)?;
+    let answer = run::execute(state, prepared).await?;
     let took_ms = started.elapsed().as_millis() as u64;
     Ok(Json(match answer {
         CypherAnswer::PerShard { shards, report } => {
@@ -175,8 +154,7 @@ async fn run_query(state: &AppState, body: &[u8]) -> Result<Response, Response> 
             "_shards": report,
             "took_ms": took_ms,
         }),
-    })
-    .into_response())
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -249,13 +227,11 @@ fn edge_json(e: &Edge) -> Value {
     json!({"id": e.id, "source": e.source, "target": e.target, "description": e.description, "weight": e.weight})
 }
 
-fn traverse_error(e: TraverseError) -> Response {
+fn traverse_error(e: TraverseError) -> ApiError {
     match e {
-        TraverseError::TooLarge(r) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r).into_response()
-        }
-        TraverseError::Unavailable(r) => unavailable(r),
-        TraverseError::Timeout(r) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, r).into_response(),
+        TraverseError::TooLarge(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r),
+        TraverseError::Unavailable(r) => ApiError::unavailable(r),
+        TraverseError::Timeout(r) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, r),
     }
 }
 
@@ -325,30 +301,14 @@ fn neighborhood_request(body: &[u8]) -> Result<NeighborhoodRequest, ApiError> {
     })
 }
 
-#[utoipa::path(
-    post,
-    path = "/graph/neighborhood",
-    tag = "query",
-    summary = "The entities and relations within `hops` of the seeds",
-    description = "Role: `read`. The body is at most 1 MiB.",
-    request_body(content = NeighborhoodBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The neighborhood", body = NeighborhoodAnswer),
-        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
-        (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
-        ScatterFailures,
-    )
-)]
-pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> Response {
-    match run_neighborhood_request(&state, &body).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn run_neighborhood_request(state: &AppState, body: &[u8]) -> Result<Response, Response> {
+pub async fn neighborhood(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let state = &state;
     let started = Instant::now();
-    let req = neighborhood_request(body).map_err(IntoResponse::into_response)?;
-    let map = shard_map_or_503(state)?;
+    let req = neighborhood_request(&body)?;
+    let map = current_map(state)?;
     let _permit = permit(state, Duration::from_millis(req.timeout_ms)).await?;
     let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let deadline = started + Duration::from_millis(req.timeout_ms);
@@ -386,8 +346,7 @@ async fn run_neighborhood_request(state: &AppState, body: &[u8]) -> Result<Respo
         "missing_seeds": n.missing_seeds,
         "_shards": t.report(),
         "took_ms": started.elapsed().as_millis() as u64,
-    }))
-    .into_response())
+    })))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -413,43 +372,21 @@ pub(super) struct PathBody {
     allow_partial: Option<bool>,
 }
 
-#[utoipa::path(
-    post,
-    path = "/graph/path",
-    tag = "query",
-    summary = "A shortest path between two entities",
-    description = "Role: `read`. The body is at most 1 MiB. No path within `max_hops` is a 200 with `found: false`.",
-    request_body(content = PathBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The path, or why none was found", body = super::schema::PathAnswer),
-        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
-        (status = 404, description = "`from` or `to` does not exist", body = ErrorBody),
-        (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
-        ScatterFailures,
-    )
-)]
-pub async fn path(State(state): State<AppState>, body: Bytes) -> Response {
-    match run_path_request(&state, &body).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn run_path_request(state: &AppState, body: &[u8]) -> Result<Response, Response> {
+pub async fn path(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let state = &state;
     let started = Instant::now();
-    let bad = |e: ApiError| e.into_response();
-    let req: PathBody = parse(body).map_err(bad)?;
-    check_id("from", &req.from).map_err(bad)?;
-    check_id("to", &req.to).map_err(bad)?;
+    let req: PathBody = parse(&body)?;
+    check_id("from", &req.from)?;
+    check_id("to", &req.to)?;
     let max_hops = in_range(
         "max_hops",
         req.max_hops.unwrap_or(4),
         1,
         MAX_PATH_HOPS.into(),
-    )
-    .map_err(bad)? as u32;
-    let dir = direction(req.direction.as_deref()).map_err(bad)?;
-    let timeout = timeout_ms(req.timeout_ms).map_err(bad)?;
-    let map = shard_map_or_503(state)?;
+    )? as u32;
+    let dir = direction(req.direction.as_deref())?;
+    let timeout = timeout_ms(req.timeout_ms)?;
+    let map = current_map(state)?;
     let _permit = permit(state, Duration::from_millis(timeout)).await?;
     let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
     let deadline = started + Duration::from_millis(timeout);
@@ -465,19 +402,18 @@ async fn run_path_request(state: &AppState, body: &[u8]) -> Result<Response, Res
         .await
         .map_err(traverse_error)?;
     let took_ms = started.elapsed().as_millis() as u64;
-    Ok(match answer {
+    match answer {
         PathAnswer::Found {
             entities,
             relations,
-        } => Json(json!({
+        } => Ok(Json(json!({
             "found": true,
             "length": relations.len(),
             "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
             "relations": relations.iter().map(edge_json).collect::<Vec<_>>(),
             "_shards": t.report(),
             "took_ms": took_ms,
-        }))
-        .into_response(),
+        }))),
         PathAnswer::NotFound => {
             let report = t.report();
             let mut reason = format!(
@@ -490,19 +426,17 @@ async fn run_path_request(state: &AppState, body: &[u8]) -> Result<Response, Res
                     report.failed
                 ));
             }
-            Json(json!({
+            Ok(Json(json!({
                 "found": false,
                 "length": null,
                 "reason": reason,
                 "_shards": report,
                 "took_ms": took_ms,
-            }))
-            .into_response()
+            })))
         }
-        PathAnswer::Missing(id) => ApiError::new(
+        PathAnswer::Missing(id) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("entity {id:?} does not exist"),
-        )
-        .into_response(),
-    })
+        )),
+    }
 }
