@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::node::context::NodeContext;
+use crate::node::wire::Serve;
 
 /// A control message for every node's handler of `path`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,12 +25,12 @@ pub struct BroadcastMessage {
 }
 
 /// Answers a broadcast on this node.
-pub async fn serve(
-    ctx: &Arc<NodeContext>,
-    _from: &str,
-    message: BroadcastMessage,
-) -> Result<(), Error> {
-    dispatch(ctx, &message.path, &message.payload_json)
+impl Serve for BroadcastMessage {
+    type Reply = ();
+
+    async fn serve(self, ctx: &Arc<NodeContext>, _from: &str) -> Result<(), Error> {
+        dispatch(ctx, &self.path, &self.payload_json)
+    }
 }
 
 /// Largest broadcast payload (JSON text).

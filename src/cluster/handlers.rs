@@ -8,78 +8,79 @@ use crate::cluster::registry::Refusal;
 use crate::cluster::{coordinator, health};
 use crate::error::Error;
 use crate::node::context::NodeContext;
+use crate::node::wire::Serve;
 
 /// Answers a [`HealthRequest`] from `from` (the node id proven by its certificate, or this
 /// node's own).
-pub async fn serve_health(
-    ctx: &Arc<NodeContext>,
-    from: &str,
-    request: HealthRequest,
-) -> Result<HealthResponse, Error> {
-    let view = ctx.cluster.view();
-    let not_coordinator = |_| Error::NotCoordinator {
-        coordinator: view.coordinator.as_ref().map(|c| c.as_str().to_string()),
-    };
-    match request {
-        HealthRequest::Register(reg) => {
-            if reg.node_id != from {
-                return Err(Error::Invalid(format!(
-                    "registration for {:?} sent by {from:?}: a node registers only itself",
-                    reg.node_id
-                )));
+impl Serve for HealthRequest {
+    type Reply = HealthResponse;
+
+    async fn serve(self, ctx: &Arc<NodeContext>, from: &str) -> Result<HealthResponse, Error> {
+        let view = ctx.cluster.view();
+        let not_coordinator = |_| Error::NotCoordinator {
+            coordinator: view.coordinator.as_ref().map(|c| c.as_str().to_string()),
+        };
+        match self {
+            HealthRequest::Register(reg) => {
+                if reg.node_id != from {
+                    return Err(Error::Invalid(format!(
+                        "registration for {:?} sent by {from:?}: a node registers only itself",
+                        reg.node_id
+                    )));
+                }
+                let id = reg.node_id.clone();
+                let term = ctx.registry.register(&view, reg).map_err(not_coordinator)?;
+                tracing::info!(node = %id, term, "registered node");
+                Ok(HealthResponse::Registered {
+                    coordinator: ctx.node_id().as_str().to_string(),
+                    term,
+                })
             }
-            let id = reg.node_id.clone();
-            let term = ctx.registry.register(&view, reg).map_err(not_coordinator)?;
-            tracing::info!(node = %id, term, "registered node");
-            Ok(HealthResponse::Registered {
-                coordinator: ctx.node_id().as_str().to_string(),
-                term,
-            })
-        }
-        HealthRequest::Report(report) => {
-            if report.node_id != from {
-                return Err(Error::Invalid("a node reports only its own health".into()));
-            }
-            match ctx.registry.report(&view, report) {
-                Ok(()) => Ok(HealthResponse::ReportAccepted),
-                Err(Refusal::NotRegistered) => Err(Error::NotRegistered),
-                Err(r @ Refusal::NotCoordinator) => Err(not_coordinator(r)),
-            }
-        }
-        HealthRequest::ClusterHealth => {
-            let entries = ctx.registry.entries(&view).map_err(not_coordinator)?;
-            Ok(HealthResponse::ClusterHealth(Box::new(
-                health::with_shards(
-                    health::aggregated(&view, &entries, ctx.report_stale_after()),
-                    &view,
-                    ctx.shard_map.get().as_ref(),
-                ),
-            )))
-        }
-        HealthRequest::Registry => Ok(HealthResponse::Registry(
-            ctx.registry.entries(&view).map_err(not_coordinator)?,
-        )),
-        HealthRequest::ShardStats => {
-            let mut out = Vec::new();
-            for (shard, stats) in
-                on_every_copy(ctx, |store| async move { store.stats().await }).await
-            {
-                match stats {
-                    Ok(s) => out.push((shard, s)),
-                    // Being removed or rebuilt right now: reported by the next call.
-                    Err(crate::storage::Error::Closing(_)) => {}
-                    Err(e) => return Err(Error::from(e).context(format!("shard {shard}"))),
+            HealthRequest::Report(report) => {
+                if report.node_id != from {
+                    return Err(Error::Invalid("a node reports only its own health".into()));
+                }
+                match ctx.registry.report(&view, report) {
+                    Ok(()) => Ok(HealthResponse::ReportAccepted),
+                    Err(Refusal::NotRegistered) => Err(Error::NotRegistered),
+                    Err(r @ Refusal::NotCoordinator) => Err(not_coordinator(r)),
                 }
             }
-            Ok(HealthResponse::Stats(out))
-        }
-        HealthRequest::ShardChecksums => {
-            let sums = on_every_copy(ctx, |store| async move { store.checksum().await }).await;
-            Ok(HealthResponse::Checksums(
-                sums.into_iter()
-                    .map(|(shard, sum)| (shard, sum.map_err(Error::from)))
-                    .collect(),
-            ))
+            HealthRequest::ClusterHealth => {
+                let entries = ctx.registry.entries(&view).map_err(not_coordinator)?;
+                Ok(HealthResponse::ClusterHealth(Box::new(
+                    health::with_shards(
+                        health::aggregated(&view, &entries, ctx.report_stale_after()),
+                        &view,
+                        ctx.shard_map.get().as_ref(),
+                    ),
+                )))
+            }
+            HealthRequest::Registry => Ok(HealthResponse::Registry(
+                ctx.registry.entries(&view).map_err(not_coordinator)?,
+            )),
+            HealthRequest::ShardStats => {
+                let mut out = Vec::new();
+                for (shard, stats) in
+                    on_every_copy(ctx, |store| async move { store.stats().await }).await
+                {
+                    match stats {
+                        Ok(s) => out.push((shard, s)),
+                        // Being removed or rebuilt right now: reported by the next call.
+                        Err(crate::storage::Error::Closing(_)) => {}
+                        Err(e) => return Err(Error::from(e).context(format!("shard {shard}"))),
+                    }
+                }
+                Ok(HealthResponse::Stats(out))
+            }
+            HealthRequest::ShardChecksums => {
+                let sums = on_every_copy(ctx, |store| async move { store.checksum().await }).await;
+                Ok(HealthResponse::Checksums(
+                    sums.into_iter()
+                        .map(|(shard, sum)| (shard, sum.map_err(Error::from)))
+                        .collect(),
+                ))
+            }
         }
     }
 }
@@ -104,46 +105,46 @@ where
 }
 
 /// Answers a [`MapRequest`] from `from`.
-pub async fn serve_map(
-    ctx: &Arc<NodeContext>,
-    from: &str,
-    request: MapRequest,
-) -> Result<MapResponse, Error> {
-    match request {
-        MapRequest::Install(map) => Ok(MapResponse::Installed {
-            accepted: coordinator::install(ctx, map),
-        }),
-        MapRequest::Get => Ok(MapResponse::Map(ctx.shard_map.get())),
-        MapRequest::MarkStale { shard, node } => {
-            let map = coordinator::change_in_sync(ctx, shard, &node, from, false)?;
-            // The new map goes back to the asker too, which installs it before going on: a push
-            // that timed out must not leave it writing with the old in-sync set.
-            coordinator::push_also_to(ctx, map.clone(), &node).await;
-            Ok(MapResponse::Map(Some(map)))
-        }
-        MapRequest::AddInSync { shard, node } => {
-            let map = coordinator::change_in_sync(ctx, shard, &node, from, true)?;
-            coordinator::push(ctx, map.clone()).await;
-            Ok(MapResponse::Map(Some(map)))
-        }
-        MapRequest::SetDraining {
-            node,
-            draining,
-            until_restart,
-        } => {
-            let map = coordinator::set_draining(ctx, &node, draining, until_restart)?;
-            coordinator::push(ctx, map.clone()).await;
-            Ok(MapResponse::Map(Some(map)))
-        }
-        MapRequest::PutKey(record) => {
-            let map = coordinator::put_key(ctx, record)?;
-            coordinator::push(ctx, map.clone()).await;
-            Ok(MapResponse::Map(Some(map)))
-        }
-        MapRequest::RevokeKey { id } => {
-            let map = coordinator::revoke_key(ctx, &id)?;
-            coordinator::push(ctx, map.clone()).await;
-            Ok(MapResponse::Map(Some(map)))
+impl Serve for MapRequest {
+    type Reply = MapResponse;
+
+    async fn serve(self, ctx: &Arc<NodeContext>, from: &str) -> Result<MapResponse, Error> {
+        match self {
+            MapRequest::Install(map) => Ok(MapResponse::Installed {
+                accepted: coordinator::install(ctx, map),
+            }),
+            MapRequest::Get => Ok(MapResponse::Map(ctx.shard_map.get())),
+            MapRequest::MarkStale { shard, node } => {
+                let map = coordinator::change_in_sync(ctx, shard, &node, from, false)?;
+                // The new map goes back to the asker too, which installs it before going on: a push
+                // that timed out must not leave it writing with the old in-sync set.
+                coordinator::push_also_to(ctx, map.clone(), &node).await;
+                Ok(MapResponse::Map(Some(map)))
+            }
+            MapRequest::AddInSync { shard, node } => {
+                let map = coordinator::change_in_sync(ctx, shard, &node, from, true)?;
+                coordinator::push(ctx, map.clone()).await;
+                Ok(MapResponse::Map(Some(map)))
+            }
+            MapRequest::SetDraining {
+                node,
+                draining,
+                until_restart,
+            } => {
+                let map = coordinator::set_draining(ctx, &node, draining, until_restart)?;
+                coordinator::push(ctx, map.clone()).await;
+                Ok(MapResponse::Map(Some(map)))
+            }
+            MapRequest::PutKey(record) => {
+                let map = coordinator::put_key(ctx, record)?;
+                coordinator::push(ctx, map.clone()).await;
+                Ok(MapResponse::Map(Some(map)))
+            }
+            MapRequest::RevokeKey { id } => {
+                let map = coordinator::revoke_key(ctx, &id)?;
+                coordinator::push(ctx, map.clone()).await;
+                Ok(MapResponse::Map(Some(map)))
+            }
         }
     }
 }

@@ -15,15 +15,14 @@ use std::sync::{Arc, Weak};
 use serde::{Deserialize, Serialize};
 use transport::{PeerInfo, Service};
 
-use crate::cluster::broadcast::{self, BroadcastMessage};
-use crate::cluster::handlers;
+use crate::cluster::broadcast::BroadcastMessage;
 use crate::cluster::messages::{HealthRequest, HealthResponse, MapRequest, MapResponse};
 use crate::error::Error;
 use crate::node::context::NodeContext;
 use crate::peer::{BoxFuture, Call};
-use crate::query::read::{self, ReadRequest, ReadResponse};
-use crate::replication::messages::{self as replication, ReplicationRequest, ReplicationResponse};
-use crate::replication::snapshot::{self, SnapshotRequest, SnapshotResponse};
+use crate::query::read::{ReadRequest, ReadResponse};
+use crate::replication::messages::{ReplicationRequest, ReplicationResponse};
+use crate::replication::snapshot::{SnapshotRequest, SnapshotResponse};
 
 /// Every request a node answers on its peer address, by subsystem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,11 +53,17 @@ pub enum PeerResponse {
     Failed(Error),
 }
 
+/// How a subsystem answers its requests on this node: `from` is the asking node's id (proven by
+/// its certificate, or this node's own for a local call).
+pub(crate) trait Serve {
+    type Reply;
+    async fn serve(self, ctx: &Arc<NodeContext>, from: &str) -> Result<Self::Reply, Error>;
+}
+
 /// Makes a subsystem's request a [`Call`]: its envelope variant (the same name in
-/// [`PeerRequest`] and [`PeerResponse`]) and its handler `async fn(&Arc<NodeContext>, &str, Req)
-/// -> Result<Reply, Error>`.
+/// [`PeerRequest`] and [`PeerResponse`]), answered by its [`Serve`] implementation.
 macro_rules! peer_call {
-    ($request:ty => $reply:ty, $variant:ident, $handler:path) => {
+    ($request:ty => $reply:ty, $variant:ident) => {
         impl Call for $request {
             type Reply = $reply;
             type Host = NodeContext;
@@ -79,18 +84,18 @@ macro_rules! peer_call {
                 ctx: Arc<NodeContext>,
                 from: String,
             ) -> BoxFuture<'static, Result<$reply, Error>> {
-                Box::pin(async move { $handler(&ctx, &from, self).await })
+                Box::pin(async move { Serve::serve(self, &ctx, &from).await })
             }
         }
     };
 }
 
-peer_call!(HealthRequest => HealthResponse, Health, handlers::serve_health);
-peer_call!(MapRequest => MapResponse, Map, handlers::serve_map);
-peer_call!(BroadcastMessage => (), Broadcast, broadcast::serve);
-peer_call!(ReplicationRequest => ReplicationResponse, Replication, replication::serve);
-peer_call!(SnapshotRequest => SnapshotResponse, Snapshot, snapshot::serve);
-peer_call!(ReadRequest => ReadResponse, Read, read::serve);
+peer_call!(HealthRequest => HealthResponse, Health);
+peer_call!(MapRequest => MapResponse, Map);
+peer_call!(BroadcastMessage => (), Broadcast);
+peer_call!(ReplicationRequest => ReplicationResponse, Replication);
+peer_call!(SnapshotRequest => SnapshotResponse, Snapshot);
+peer_call!(ReadRequest => ReadResponse, Read);
 
 /// Answers peer requests by handing each to its subsystem's handler. Holds a weak reference so
 /// the endpoint does not keep the node alive.

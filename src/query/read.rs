@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::graph::model::{Chunk, Document};
 use crate::node::context::NodeContext;
+use crate::node::wire::Serve;
 use crate::storage::{
     CascadeRead, CascadeRows, Direction, EntityRecord, QueryFailure, RelationFilter, RetrievalRead,
     RetrievalRows, Rows, ShardQuery, Step,
@@ -74,46 +75,46 @@ pub enum ReadResponse {
 }
 
 /// Answers a [`ReadRequest`] on this node.
-pub async fn serve(
-    ctx: &Arc<NodeContext>,
-    _from: &str,
-    request: ReadRequest,
-) -> Result<ReadResponse, Error> {
-    match request {
-        ReadRequest::GetEntity { shard, id } => Ok(ReadResponse::Entity(
-            held_copy(ctx, shard).await?.get_entity(id).await?,
-        )),
-        ReadRequest::GetChunk { shard, id } => Ok(ReadResponse::Chunk(
-            held_copy(ctx, shard).await?.get_chunk(id).await?,
-        )),
-        ReadRequest::Traverse {
-            parts,
-            direction,
-            filter,
-            relations,
-        } => Ok(ReadResponse::Traversed(
-            super::traverse::step_here(ctx, parts, direction, filter, relations).await,
-        )),
-        ReadRequest::QueryShards { shards, query } => Ok(ReadResponse::QueryRows(
-            super::scatter::run_on_shards(ctx, shards, query).await,
-        )),
-        ReadRequest::Retrieval {
-            shards,
-            read,
-            timeout_ms,
-        } => Ok(ReadResponse::Retrieved(
-            super::scatter::Retrieval::on_shards(ctx, shards, read, timeout_ms).await,
-        )),
-        ReadRequest::GetDocument { shard, id } => Ok(ReadResponse::Document(
-            held_copy(ctx, shard).await?.get_document(id).await?,
-        )),
-        ReadRequest::Cascade {
-            shards,
-            read,
-            timeout_ms,
-        } => Ok(ReadResponse::Cascaded(
-            super::scatter::Cascade::on_shards(ctx, shards, read, timeout_ms).await,
-        )),
+impl Serve for ReadRequest {
+    type Reply = ReadResponse;
+
+    async fn serve(self, ctx: &Arc<NodeContext>, _from: &str) -> Result<ReadResponse, Error> {
+        match self {
+            ReadRequest::GetEntity { shard, id } => Ok(ReadResponse::Entity(
+                held_copy(ctx, shard).await?.get_entity(id).await?,
+            )),
+            ReadRequest::GetChunk { shard, id } => Ok(ReadResponse::Chunk(
+                held_copy(ctx, shard).await?.get_chunk(id).await?,
+            )),
+            ReadRequest::Traverse {
+                parts,
+                direction,
+                filter,
+                relations,
+            } => Ok(ReadResponse::Traversed(
+                super::traverse::step_here(ctx, parts, direction, filter, relations).await,
+            )),
+            ReadRequest::QueryShards { shards, query } => Ok(ReadResponse::QueryRows(
+                super::scatter::run_on_shards(ctx, shards, query).await,
+            )),
+            ReadRequest::Retrieval {
+                shards,
+                read,
+                timeout_ms,
+            } => Ok(ReadResponse::Retrieved(
+                super::scatter::Retrieval::on_shards(ctx, shards, read, timeout_ms).await,
+            )),
+            ReadRequest::GetDocument { shard, id } => Ok(ReadResponse::Document(
+                held_copy(ctx, shard).await?.get_document(id).await?,
+            )),
+            ReadRequest::Cascade {
+                shards,
+                read,
+                timeout_ms,
+            } => Ok(ReadResponse::Cascaded(
+                super::scatter::Cascade::on_shards(ctx, shards, read, timeout_ms).await,
+            )),
+        }
     }
 }
 

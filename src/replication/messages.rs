@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
+use crate::node::wire::Serve;
 use crate::storage::WriteOp;
 
 /// Writes to shard copies and catching copies up.
@@ -54,39 +55,41 @@ pub enum ReplicationResponse {
 }
 
 /// Answers a [`ReplicationRequest`] from `from`.
-pub async fn serve(
-    ctx: &Arc<NodeContext>,
-    from: &str,
-    request: ReplicationRequest,
-) -> Result<ReplicationResponse, Error> {
-    match request {
-        ReplicationRequest::Write { shard, op } => super::write::primary_write(ctx, shard, op)
-            .await
-            .map(|seq| ReplicationResponse::Written { seq }),
-        ReplicationRequest::Replicate { shard, seq, op } => {
-            super::write::replica_write(ctx, shard, from, seq, op)
+impl Serve for ReplicationRequest {
+    type Reply = ReplicationResponse;
+
+    async fn serve(self, ctx: &Arc<NodeContext>, from: &str) -> Result<ReplicationResponse, Error> {
+        match self {
+            ReplicationRequest::Write { shard, op } => super::write::primary_write(ctx, shard, op)
                 .await
-                .map(|()| ReplicationResponse::Replicated)
-        }
-        ReplicationRequest::RequestInSync {
-            shard,
-            applied_seq,
-            last_crc,
-        } => super::catch_up::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc)
-            .await
-            .map(ReplicationResponse::InSync),
-        ReplicationRequest::Checksum { shard } => super::anti_entropy::checksum(ctx, shard, from)
-            .await
-            .map(|(seq, sum)| ReplicationResponse::Checksum { seq, sum }),
-        ReplicationRequest::Diverged { shard, seq } => {
-            super::anti_entropy::diverged(ctx, shard, from, seq)
+                .map(|seq| ReplicationResponse::Written { seq }),
+            ReplicationRequest::Replicate { shard, seq, op } => {
+                super::write::replica_write(ctx, shard, from, seq, op)
+                    .await
+                    .map(|()| ReplicationResponse::Replicated)
+            }
+            ReplicationRequest::RequestInSync {
+                shard,
+                applied_seq,
+                last_crc,
+            } => super::catch_up::rejoin_in_sync(ctx, shard, from, applied_seq, last_crc)
                 .await
-                .map(|()| ReplicationResponse::WillRebuild)
-        }
-        ReplicationRequest::Rebuild { shard } => {
-            super::anti_entropy::rebuild_here(ctx, shard, from)
-                .await
-                .map(|()| ReplicationResponse::WillRebuild)
+                .map(ReplicationResponse::InSync),
+            ReplicationRequest::Checksum { shard } => {
+                super::anti_entropy::checksum(ctx, shard, from)
+                    .await
+                    .map(|(seq, sum)| ReplicationResponse::Checksum { seq, sum })
+            }
+            ReplicationRequest::Diverged { shard, seq } => {
+                super::anti_entropy::diverged(ctx, shard, from, seq)
+                    .await
+                    .map(|()| ReplicationResponse::WillRebuild)
+            }
+            ReplicationRequest::Rebuild { shard } => {
+                super::anti_entropy::rebuild_here(ctx, shard, from)
+                    .await
+                    .map(|()| ReplicationResponse::WillRebuild)
+            }
         }
     }
 }

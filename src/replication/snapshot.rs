@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::state::Active;
 use crate::error::Error;
 use crate::node::context::NodeContext;
+use crate::node::wire::Serve;
 
 /// Bytes per piece (below the transport's 16 MiB message limit).
 const PIECE: u32 = 8 << 20;
@@ -57,17 +58,17 @@ pub enum SnapshotResponse {
 }
 
 /// Answers a [`SnapshotRequest`] from `from`.
-pub async fn serve(
-    ctx: &Arc<NodeContext>,
-    from: &str,
-    request: SnapshotRequest,
-) -> Result<SnapshotResponse, Error> {
-    match request {
-        SnapshotRequest::Prepare { shard } => prepare(ctx, shard, from).await,
-        SnapshotRequest::Piece { id, offset, len } => piece(ctx, id, offset, len).await,
-        SnapshotRequest::Release { id } => {
-            release(ctx, id);
-            Ok(SnapshotResponse::Released)
+impl Serve for SnapshotRequest {
+    type Reply = SnapshotResponse;
+
+    async fn serve(self, ctx: &Arc<NodeContext>, from: &str) -> Result<SnapshotResponse, Error> {
+        match self {
+            SnapshotRequest::Prepare { shard } => prepare(ctx, shard, from).await,
+            SnapshotRequest::Piece { id, offset, len } => piece(ctx, id, offset, len).await,
+            SnapshotRequest::Release { id } => {
+                release(ctx, id);
+                Ok(SnapshotResponse::Released)
+            }
         }
     }
 }
