@@ -209,8 +209,7 @@ impl ShardRead for ShardQuery {
 /// answers it.
 macro_rules! timed_read {
     (
-        $(#[$doc:meta])* $name:ident, $read:ty, $answer:ty, $request:ident, $response:ident,
-        $run:ident
+        $(#[$doc:meta])* $name:ident, $read:ty, $answer:ty, $request:ident, $response:ident
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq)]
@@ -230,7 +229,7 @@ macro_rules! timed_read {
             ) -> Vec<(u32, Result<$answer, QueryFailure>)> {
                 on_local_copies(ctx, shards, move |store| {
                     let read = read.clone();
-                    async move { store.$run(read, timeout_ms, MAX_SHARD_ANSWER_BYTES).await }
+                    async move { store.bounded_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES).await }
                 })
                 .await
             }
@@ -269,8 +268,7 @@ timed_read!(
     RetrievalRead,
     RetrievalRows,
     Retrieval,
-    Retrieved,
-    retrieve
+    Retrieved
 );
 
 timed_read!(
@@ -279,8 +277,7 @@ timed_read!(
     CascadeRead,
     CascadeRows,
     Cascade,
-    Cascaded,
-    cascade_read
+    Cascaded
 );
 
 /// On the node holding the copy: the copy of `shard`, if this node holds it in sync.

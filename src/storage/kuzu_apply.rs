@@ -184,6 +184,19 @@ impl ApplyState {
     }
 }
 
+/// The database a round is applied to, and how.
+#[derive(Clone, Copy)]
+pub struct Target<'a, 'db> {
+    pub conn: &'a Connection<'db>,
+    /// The embedding dimension (0: no embeddings).
+    pub dim: usize,
+    /// Where `COPY` stages its files.
+    pub stage: &'a Path,
+    pub mode: InsertMode,
+    /// Held for writing while a checkpoint or a commit must not overlap reads.
+    pub commit_gate: &'a std::sync::RwLock<()>,
+}
+
 /// Applies `ops` (in order) and records `max_seq`, in one transaction — except for the derived
 /// vector rows of create mode, which follow in transactions of their own. In `ops`, no delete
 /// comes after an upsert (the applier ends a round before a delete that follows an upsert).
@@ -216,14 +229,17 @@ impl ApplyState {
 ///   (`anchor_text_indexes`) when a round since the last reset set indexed text or failed, and
 ///   when the database was just opened.
 pub fn apply_round(
-    conn: &Connection,
+    db: Target<'_, '_>,
     ops: &[&WriteOp],
     max_seq: u64,
-    dim: usize,
-    (stage, mode): (&Path, InsertMode),
-    commit_gate: &std::sync::RwLock<()>,
     state: &mut ApplyState,
 ) -> Result<(), Error> {
+    let Target {
+        conn,
+        mode,
+        commit_gate,
+        ..
+    } = db;
     let is_upsert = |op: &&WriteOp| matches!(op, WriteOp::Upsert(_));
     let first_upsert = ops.iter().position(is_upsert);
     if let Some(first) = first_upsert {
@@ -248,15 +264,7 @@ pub fn apply_round(
         }
     }
     let mut text_set = false;
-    let applied = apply_ops(
-        conn,
-        ops,
-        max_seq,
-        dim,
-        (stage, mode),
-        commit_gate,
-        &mut text_set,
-    );
+    let applied = apply_ops(db, ops, max_seq, &mut text_set);
     if text_set || applied.is_err() {
         state.text_marks_unsure = true;
     }
@@ -268,14 +276,18 @@ pub fn apply_round(
 
 /// `apply_round` without its checks; sets `text_set` when it `SET` a full-text indexed column.
 fn apply_ops(
-    conn: &Connection,
+    db: Target<'_, '_>,
     ops: &[&WriteOp],
     max_seq: u64,
-    dim: usize,
-    (stage, mode): (&Path, InsertMode),
-    commit_gate: &std::sync::RwLock<()>,
     text_set: &mut bool,
 ) -> Result<(), Error> {
+    let Target {
+        conn,
+        dim,
+        stage,
+        mode,
+        commit_gate,
+    } = db;
     let late_vectors = mode == InsertMode::Create && dim > 0;
     let mut late = LateVectors::default();
     let missing = in_transaction(conn, commit_gate, || {
@@ -1135,16 +1147,14 @@ mod tests {
         });
         let gate = std::sync::RwLock::new(());
         let apply = |seq| {
-            apply_round(
-                &conn,
-                &[&op],
-                seq,
+            let db = Target {
+                conn: &conn,
                 dim,
-                (dir.path(), InsertMode::Create),
-                &gate,
-                &mut ApplyState::default(),
-            )
-            .unwrap()
+                stage: dir.path(),
+                mode: InsertMode::Create,
+                commit_gate: &gate,
+            };
+            apply_round(db, &[&op], seq, &mut ApplyState::default()).unwrap()
         };
         apply(1);
         assert_eq!(

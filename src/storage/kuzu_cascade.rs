@@ -14,7 +14,7 @@ use kuzu::{Connection, LogicalType, Value};
 use super::cascade::{CascadeRead, CascadeRows, Prune, RelationKey, TextUnitUse};
 use super::kuzu_apply::key_of;
 use super::kuzu_index::{self, Indexed};
-use super::kuzu_read::{execute_values, read_only, within_bytes, QueryFailure};
+use super::kuzu_read::{execute_values, BoundedRead, QueryFailure};
 use super::kuzu_readers::Session;
 use super::kuzu_values::*;
 use super::Error;
@@ -30,22 +30,18 @@ const COMMUNITIES_OF: &str =
     "UNWIND $ids AS i MATCH (c:Community) WHERE list_contains(c.entity_ids, i) \
      RETURN c.id, c.entity_ids";
 
-/// Answers `read` on this copy inside one read-only transaction limited to `timeout_ms`; an
-/// answer larger than `max_bytes` (encoded) is refused.
-pub fn run_cascade_read(
-    session: &mut Session<'_>,
-    read: &CascadeRead,
-    timeout_ms: u64,
-    max_bytes: usize,
-) -> Result<CascadeRows, QueryFailure> {
-    let rows = read_only(session, timeout_ms, |session| {
+impl BoundedRead for CascadeRead {
+    type Rows = CascadeRows;
+
+    fn answer(&self, session: &mut Session<'_>) -> Result<CascadeRows, QueryFailure> {
         let mut q =
             |query: &str, params: Vec<(&str, Value)>| execute_values(session, query, params);
-        answer(&mut q, read)
-    })?;
-    within_bytes(rows, max_bytes, |mib| {
+        answer(&mut q, self)
+    }
+
+    fn too_large(mib: usize) -> String {
         format!("a shard's answer about the document passed {mib} MiB; the document cites too much to remove at once")
-    })
+    }
 }
 
 fn answer<E>(
@@ -159,6 +155,24 @@ fn communities_of<E>(
         .collect())
 }
 
+/// `list` without the ids in `gone`.
+fn without(list: Vec<String>, gone: &HashSet<&str>) -> Vec<String> {
+    list.into_iter()
+        .filter(|t| !gone.contains(t.as_str()))
+        .collect()
+}
+
+/// Rows `[id, list without the ids in gone]` of `(id, list)` pairs.
+fn lists_without(
+    lists: impl IntoIterator<Item = (String, Vec<String>)>,
+    gone: &HashSet<&str>,
+) -> Vec<Vec<Value>> {
+    lists
+        .into_iter()
+        .map(|(id, list)| vec![s(&id), strings(&without(list, gone))])
+        .collect()
+}
+
 /// Inside a write's transaction: applies one step of the cascade.
 pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> {
     let mut q = |query: &str, params: Vec<(&str, Value)>| run(conn, query, params);
@@ -172,10 +186,7 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
             let (mut gone, mut gone_keys) = (Vec::new(), Vec::new());
             let mut set_units = None;
             for ((id, source, target), list) in relations_citing(&mut q, text_unit_ids)? {
-                let left: Vec<String> = list
-                    .into_iter()
-                    .filter(|t| !units.contains(t.as_str()))
-                    .collect();
+                let left = without(list, &units);
                 let key = key_of(&id, &source, &target);
                 let endpoints = vec![
                     ("source", s(&source)),
@@ -246,16 +257,7 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
             delete_lone_stubs(conn, ends)?;
             if !text_unit_ids.is_empty() {
                 let units: HashSet<&str> = text_unit_ids.iter().map(String::as_str).collect();
-                let rows_left: Vec<Vec<Value>> = entities_citing(&mut q, text_unit_ids)?
-                    .into_iter()
-                    .map(|(id, list)| {
-                        let left: Vec<String> = list
-                            .into_iter()
-                            .filter(|t| !units.contains(t.as_str()))
-                            .collect();
-                        vec![s(&id), strings(&left)]
-                    })
-                    .collect();
+                let rows_left = lists_without(entities_citing(&mut q, text_unit_ids)?, &units);
                 if !rows_left.is_empty() {
                     run(
                         conn,
@@ -268,16 +270,7 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
         }
         Prune::Communities { entities } => {
             let gone: HashSet<&str> = entities.iter().map(String::as_str).collect();
-            let communities: Vec<Vec<Value>> = communities_of(&mut q, entities)?
-                .into_iter()
-                .map(|(id, list)| {
-                    let left: Vec<String> = list
-                        .into_iter()
-                        .filter(|e| !gone.contains(e.as_str()))
-                        .collect();
-                    vec![s(&id), strings(&left)]
-                })
-                .collect();
+            let communities = lists_without(communities_of(&mut q, entities)?, &gone);
             if !communities.is_empty() {
                 run(
                     conn,

@@ -111,6 +111,28 @@ pub fn read_only<T>(
     result
 }
 
+/// A typed read answered like a user query: in one read-only transaction cut off after its time
+/// limit, refused when its answer passes a size.
+pub trait BoundedRead: Send + 'static {
+    type Rows: Serialize + Send + 'static;
+    /// Runs the read's statements inside the transaction.
+    fn answer(&self, session: &mut Session<'_>) -> Result<Self::Rows, QueryFailure>;
+    /// Why an answer over `mib` MiB is refused.
+    fn too_large(mib: usize) -> String;
+}
+
+/// Answers `read` in one read-only transaction limited to `timeout_ms`; an answer larger than
+/// `max_bytes` (encoded) is refused.
+pub fn run_bounded<R: BoundedRead>(
+    session: &mut Session<'_>,
+    read: &R,
+    timeout_ms: u64,
+    max_bytes: usize,
+) -> Result<R::Rows, QueryFailure> {
+    let rows = read_only(session, timeout_ms, |session| read.answer(session))?;
+    within_bytes(rows, max_bytes, R::too_large)
+}
+
 /// `rows`, unless their encoding passes `max_bytes`: then `TooLarge` with `too_large(MiB)`.
 pub fn within_bytes<T: Serialize>(
     rows: T,

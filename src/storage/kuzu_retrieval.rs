@@ -9,7 +9,7 @@
 
 use kuzu::{LogicalType, Value};
 
-use super::kuzu_read::{execute_values, read_only, within_bytes, QueryFailure};
+use super::kuzu_read::{execute_values, BoundedRead, QueryFailure};
 use super::kuzu_readers::Session;
 use super::kuzu_values::{as_bool, as_f64, as_i64, as_string, s, strings};
 use super::retrieval::{
@@ -21,18 +21,16 @@ use super::retrieval::{
 /// at 200 0.93 (bench/RESULTS.md). A search for more than this many uses `k`.
 const MIN_EFS: usize = 200;
 
-/// Answers `read` on this copy inside one read-only transaction limited to `timeout_ms`; an
-/// answer larger than `max_bytes` (encoded) is refused.
-pub fn run_retrieval(
-    session: &mut Session<'_>,
-    read: &RetrievalRead,
-    timeout_ms: u64,
-    max_bytes: usize,
-) -> Result<RetrievalRows, QueryFailure> {
-    let rows = read_only(session, timeout_ms, |session| answer(session, read))?;
-    within_bytes(rows, max_bytes, |mib| {
+impl BoundedRead for RetrievalRead {
+    type Rows = RetrievalRows;
+
+    fn answer(&self, session: &mut Session<'_>) -> Result<RetrievalRows, QueryFailure> {
+        answer(session, self)
+    }
+
+    fn too_large(mib: usize) -> String {
         format!("a shard's retrieval answer passed {mib} MiB")
-    })
+    }
 }
 
 fn answer(session: &mut Session<'_>, read: &RetrievalRead) -> Result<RetrievalRows, QueryFailure> {

@@ -19,20 +19,16 @@ use std::time::Duration;
 use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
-use super::cascade::{CascadeRead, CascadeRows};
 use super::kuzu_apply::{
-    apply_round, checkpoint, counts, migrate, read_applied, schema, ApplyState,
+    apply_round, checkpoint, counts, migrate, read_applied, schema, ApplyState, Target,
 };
-use super::kuzu_cascade::run_cascade_read;
 use super::kuzu_index;
 use super::kuzu_read::{
-    entity_summaries, expand, run_user_query, Direction, QueryFailure, RelationFilter, Rows,
-    ShardQuery,
+    entity_summaries, expand, run_bounded, run_user_query, BoundedRead, Direction, QueryFailure,
+    RelationFilter, Rows, ShardQuery,
 };
 use super::kuzu_readers::{Readers, Session};
-use super::kuzu_retrieval::run_retrieval;
 use super::kuzu_values::*;
-use super::retrieval::{RetrievalRead, RetrievalRows};
 use super::shard_log::{self, ShardLog};
 use super::{
     ApplyGate, Counts, EntityRecord, Error, InsertMode, RelationRecord, ShardStats, Step,
@@ -438,15 +434,16 @@ impl KuzuShard {
         self.read(move |conn| get_document(conn, &id)).await
     }
 
-    /// Answers one of the document cascade's reads on this copy (after the writes logged before
-    /// it), like a user query: cut off after `timeout_ms`, refused past `max_bytes`.
-    pub async fn cascade_read(
+    /// Answers a typed read (a retrieval's, or one of the document cascade's) on this copy,
+    /// after the writes logged before it, on the user queries' readers and like a user query:
+    /// cut off by Kuzu after `timeout_ms`, refused past `max_bytes`.
+    pub async fn bounded_read<R: BoundedRead>(
         &self,
-        read: CascadeRead,
+        read: R,
         timeout_ms: u64,
         max_bytes: usize,
-    ) -> Result<CascadeRows, QueryFailure> {
-        self.query_read(move |session| run_cascade_read(session, &read, timeout_ms, max_bytes))
+    ) -> Result<R::Rows, QueryFailure> {
+        self.query_read(move |session| run_bounded(session, &read, timeout_ms, max_bytes))
             .await
     }
 
@@ -464,19 +461,6 @@ impl KuzuShard {
         max_bytes: usize,
     ) -> Result<Rows, QueryFailure> {
         self.query_read(move |session| run_user_query(session, &query, max_bytes))
-            .await
-    }
-
-    /// Answers a retrieval read on this copy (after the writes logged before it), on the user
-    /// queries' readers and like a user query: cut off by Kuzu after `timeout_ms`, refused past
-    /// `max_bytes`.
-    pub async fn retrieve(
-        &self,
-        read: RetrievalRead,
-        timeout_ms: u64,
-        max_bytes: usize,
-    ) -> Result<RetrievalRows, QueryFailure> {
-        self.query_read(move |session| run_retrieval(session, &read, timeout_ms, max_bytes))
             .await
     }
 
@@ -818,6 +802,13 @@ fn applier_loop(
         let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
         let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
         let started = std::time::Instant::now();
+        let target = Target {
+            conn: &conn,
+            dim,
+            stage: &stage,
+            mode,
+            commit_gate: &shared.commit_gate,
+        };
         let applied = if damaged {
             Err(Error::Engine("the database is damaged".into()))
         } else if let Some(e) = injected_refusal() {
@@ -825,15 +816,7 @@ fn applier_loop(
         } else if injected_loss() {
             Ok(())
         } else {
-            apply_round(
-                &conn,
-                &ops,
-                max_seq,
-                dim,
-                (&stage, mode),
-                &shared.commit_gate,
-                &mut state,
-            )
+            apply_round(target, &ops, max_seq, &mut state)
         };
         if let Err(e) = applied {
             if damaged || (crashed && mode == InsertMode::Copy) {
@@ -861,15 +844,7 @@ fn applier_loop(
                 for (seq, op, _) in &round {
                     let one = match injected_refusal() {
                         Some(e) => Err(e),
-                        None => apply_round(
-                            &conn,
-                            &[op.as_ref()],
-                            *seq,
-                            dim,
-                            (&stage, mode),
-                            &shared.commit_gate,
-                            &mut state,
-                        ),
+                        None => apply_round(target, &[op.as_ref()], *seq, &mut state),
                     };
                     if let Err(e) = one {
                         shared.failed.fetch_add(1, Ordering::SeqCst);

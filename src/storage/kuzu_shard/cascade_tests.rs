@@ -120,7 +120,7 @@ async fn open(path: &Path, dim: usize, mode: InsertMode) -> KuzuShard {
 }
 
 async fn read(shard: &KuzuShard, read: CascadeRead) -> CascadeRows {
-    shard.cascade_read(read, TIMEOUT_MS, BIG).await.unwrap()
+    shard.bounded_read(read, TIMEOUT_MS, BIG).await.unwrap()
 }
 
 /// Every community report of the copy (at most 10), with its `stale` flag.
@@ -129,7 +129,7 @@ async fn all_reports(shard: &KuzuShard) -> Vec<CommunityReport> {
         level: None,
         limit: 10,
     };
-    let rows = shard.retrieve(read, TIMEOUT_MS, BIG).await.unwrap();
+    let rows = shard.bounded_read(read, TIMEOUT_MS, BIG).await.unwrap();
     rows.into_reports().unwrap()
 }
 
@@ -275,7 +275,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
         assert!(shard.get_document("doc1".into()).await.unwrap().is_none());
         assert!(shard.get_document("doc2".into()).await.unwrap().is_some());
         let reports = shard
-            .retrieve(
+            .bounded_read(
                 RetrievalRead::ReportsOf {
                     entity_ids: units(&["a", "b", "c"]),
                     level: None,
@@ -294,7 +294,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
             .collect();
         assert_eq!(stale, vec![("k1", true, Some(1)), ("k2", false, Some(1))]);
         let hits = shard
-            .retrieve(
+            .bounded_read(
                 RetrievalRead::TextSearch {
                     index: TextIndex::ChunkText,
                     words: "lighthouse keeper".into(),
@@ -419,7 +419,7 @@ fn large_graph(n: usize) -> Vec<Batch> {
 /// The ids the entity full-text index finds for `word` (each id once), and how many hits it gave.
 async fn text_hits(shard: &KuzuShard, word: &str) -> (Vec<String>, usize) {
     let hits = shard
-        .retrieve(
+        .bounded_read(
             RetrievalRead::TextSearch {
                 index: TextIndex::EntityText,
                 words: word.into(),
@@ -594,7 +594,7 @@ async fn create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind() 
     // The vector rows are there too: every entity and chunk is found by its embedding.
     for (items, k) in [(ItemKind::Entities, 4), (ItemKind::Chunks, 2)] {
         let hits = shard
-            .retrieve(
+            .bounded_read(
                 RetrievalRead::Nearest {
                     items,
                     embedding: vec![0.5; 4],

@@ -101,7 +101,7 @@ async fn filled(dir: &Path) -> KuzuShard {
 }
 
 async fn ask(shard: &KuzuShard, read: RetrievalRead) -> RetrievalRows {
-    shard.retrieve(read, TIMEOUT_MS, BIG).await.unwrap()
+    shard.bounded_read(read, TIMEOUT_MS, BIG).await.unwrap()
 }
 
 /// The `k` nearest `items` to `embedding`, nearest first.
@@ -331,10 +331,10 @@ async fn an_answer_past_the_size_limit_is_refused() {
         level: None,
         limit: 200,
     };
-    let refused = shard.retrieve(read.clone(), TIMEOUT_MS, 16).await;
+    let refused = shard.bounded_read(read.clone(), TIMEOUT_MS, 16).await;
     assert!(
         matches!(refused, Err(QueryFailure::TooLarge(_))),
         "{refused:?}"
     );
-    assert!(shard.retrieve(read, TIMEOUT_MS, BIG).await.is_ok());
+    assert!(shard.bounded_read(read, TIMEOUT_MS, BIG).await.is_ok());
 }
