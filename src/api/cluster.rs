@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, JsonAnswer};
 use crate::cluster::health::{ClusterHealth, Status};
 use crate::cluster::messages::{HealthRequest, HealthResponse};
 use crate::error::Error;
@@ -78,7 +78,7 @@ async fn ask_coordinator(
 }
 
 /// `GET /cluster/nodes`: the coordinator's registry.
-pub async fn registry(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn registry(State(state): State<AppState>) -> JsonAnswer {
     let view = state.cluster.view();
     match ask_coordinator(&state, HealthRequest::Registry).await {
         Ok(HealthResponse::Registry(entries)) => Ok(Json(json!({
@@ -123,7 +123,7 @@ pub async fn nodes(State(state): State<AppState>) -> Json<Value> {
 pub async fn drain(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> JsonAnswer {
     set_drain(&state, &id, true).await
 }
 
@@ -131,11 +131,11 @@ pub async fn drain(
 pub async fn undrain(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> JsonAnswer {
     set_drain(&state, &id, false).await
 }
 
-async fn set_drain(state: &AppState, id: &str, draining: bool) -> Result<Json<Value>, ApiError> {
+async fn set_drain(state: &AppState, id: &str, draining: bool) -> JsonAnswer {
     let map = crate::cluster::drain::set_draining(state, id, draining).await?;
     Ok(Json(json!({
         "node": id,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{current_map, with_retry_after, ApiError, AppState};
+use super::{current_map, with_retry_after, ApiError, AppState, JsonAnswer};
 use crate::graph::model::Batch;
 use crate::graph::partition::shard_of;
 use crate::query::read::{route_get_chunk, route_get_document, route_get_entity};
@@ -129,10 +129,7 @@ pub async fn ingest(
     })
 }
 
-pub async fn get_entity(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get_entity(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {
     let shard = shard_of(&id, current_map(&state)?.shards);
     let rec = found("entity", &id, route_get_entity(&state, shard, &id).await)?;
     Ok(Json(
@@ -140,19 +137,13 @@ pub async fn get_entity(
     ))
 }
 
-pub async fn get_chunk(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get_chunk(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {
     let shard = shard_of(&id, current_map(&state)?.shards);
     let chunk = found("chunk", &id, route_get_chunk(&state, shard, &id).await)?;
     Ok(Json(json!({"chunk": chunk, "shard": shard})))
 }
 
-pub async fn get_document(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get_document(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {
     let shard = shard_of(&id, current_map(&state)?.shards);
     let document = found(
         "document",
@@ -188,10 +179,7 @@ fn found<T>(
     read?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {what} with id {id:?}")))
 }
 
-pub async fn delete_entity(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn delete_entity(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {
     let map = current_map(&state)?;
     state.quorum()?;
     let relations = crate::replication::ingest::delete_entity(&state, &id, map.shards).await?;

@@ -38,6 +38,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(65);
 /// What handlers share.
 pub type AppState = Arc<NodeContext>;
 
+/// What most handlers answer: a JSON value, or an error.
+pub type JsonAnswer = Result<Json<serde_json::Value>, ApiError>;
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::node_health))

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{current_map, ApiError, AppState};
+use super::{current_map, ApiError, AppState, JsonAnswer};
 use crate::graph::model::MAX_ID_BYTES;
 use crate::query::run::{self, CypherAnswer, CypherRequest};
 use crate::query::traverse::{
@@ -108,7 +108,7 @@ pub(super) struct QueryBody {
     merge: Option<String>,
 }
 
-pub async fn query(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn query(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
     let state = &state;
     let started = Instant::now();
     let req: QueryBody = parse(&body)?;
@@ -301,10 +301,7 @@ fn neighborhood_request(body: &[u8]) -> Result<NeighborhoodRequest, ApiError> {
     })
 }
 
-pub async fn neighborhood(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
     let state = &state;
     let started = Instant::now();
     let req = neighborhood_request(&body)?;
@@ -372,7 +369,7 @@ pub(super) struct PathBody {
     allow_partial: Option<bool>,
 }
 
-pub async fn path(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn path(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
     let state = &state;
     let started = Instant::now();
     let req: PathBody = parse(&body)?;

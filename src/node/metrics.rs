@@ -32,6 +32,13 @@ pub struct Metrics {
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
 }
 
+/// Registers the named metrics of `m` with its registry, each once.
+macro_rules! register {
+    ($m:ident: $($field:ident),+) => {
+        $($m.registry.register(Box::new($m.$field.clone())).expect("metric registered once");)+
+    };
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new_custom(Some("torua".into()), None).expect("valid prefix");
@@ -111,23 +118,11 @@ impl Metrics {
             http_latency,
             members,
         };
-        for c in [
-            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.http_latency.clone()),
-            Box::new(m.members.clone()),
-            Box::new(m.coordinator_changes.clone()),
-            Box::new(m.gossip_rounds.clone()),
-            Box::new(m.gossip_packets_sent.clone()),
-            Box::new(m.gossip_packets_received.clone()),
-            Box::new(m.is_coordinator.clone()),
-            Box::new(m.term.clone()),
-            Box::new(m.gossip_rejected.clone()),
-            Box::new(m.auth_failures.clone()),
-            Box::new(m.copy_pending_writes.clone()),
-            Box::new(m.copy_failed_writes.clone()),
-        ] {
-            m.registry.register(c).expect("metric registered once");
-        }
+        register!(
+            m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
+            gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
+            auth_failures, copy_pending_writes, copy_failed_writes
+        );
         Arc::new(m)
     }
 

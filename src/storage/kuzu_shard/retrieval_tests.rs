@@ -104,6 +104,16 @@ async fn ask(shard: &KuzuShard, read: RetrievalRead) -> RetrievalRows {
     shard.bounded_read(read, TIMEOUT_MS, BIG).await.unwrap()
 }
 
+/// The items a lookup answers.
+async fn items(shard: &KuzuShard, read: RetrievalRead) -> Vec<RetrievedItem> {
+    ask(shard, read).await.into_items().expect("items")
+}
+
+/// The scored items a search answers.
+async fn scored(shard: &KuzuShard, read: RetrievalRead) -> Vec<crate::storage::ScoredItem> {
+    ask(shard, read).await.into_scored().expect("scored items")
+}
+
 /// The `k` nearest `items` to `embedding`, nearest first.
 async fn nearest(
     shard: &KuzuShard,
@@ -155,10 +165,7 @@ async fn text_search_returns_the_top_k_with_properties() {
     };
     // By title: "baker" is in the titles of a and dddd only (bb has it in its description);
     // dddd's title says it twice in fewer other words, so it scores higher.
-    let mut by_title = ask(&shard, search(TextIndex::EntityTitle, "baker", 10))
-        .await
-        .into_scored()
-        .unwrap();
+    let mut by_title = scored(&shard, search(TextIndex::EntityTitle, "baker", 10)).await;
     by_title.sort_by(|x, y| y.score.total_cmp(&x.score));
     let items: Vec<RetrievedItem> = by_title.iter().map(|h| h.item.clone()).collect();
     assert_eq!(ids_of(&items), ["dddd", "a"]);
@@ -175,24 +182,15 @@ async fn text_search_returns_the_top_k_with_properties() {
         })
     );
     // Title and description: bb too; k = 1 keeps the best only.
-    let by_text = ask(&shard, search(TextIndex::EntityText, "baker", 10))
-        .await
-        .into_scored()
-        .unwrap();
+    let by_text = scored(&shard, search(TextIndex::EntityText, "baker", 10)).await;
     let mut ids: Vec<&str> = by_text.iter().map(|h| h.item.id()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["a", "bb", "dddd"]);
-    let best = ask(&shard, search(TextIndex::EntityText, "baker", 1))
-        .await
-        .into_scored()
-        .unwrap();
+    let best = scored(&shard, search(TextIndex::EntityText, "baker", 1)).await;
     assert_eq!(best.len(), 1);
     assert_eq!(best[0].item.id(), "dddd");
     // Chunks by text.
-    let chunks = ask(&shard, search(TextIndex::ChunkText, "bread", 10))
-        .await
-        .into_scored()
-        .unwrap();
+    let chunks = scored(&shard, search(TextIndex::ChunkText, "bread", 10)).await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(
         chunks[0].item,
@@ -203,10 +201,8 @@ async fn text_search_returns_the_top_k_with_properties() {
             document_id: "doc".into(),
         })
     );
-    assert!(ask(&shard, search(TextIndex::ChunkText, "zebra", 10))
+    assert!(scored(&shard, search(TextIndex::ChunkText, "zebra", 10))
         .await
-        .into_scored()
-        .unwrap()
         .is_empty());
 }
 
@@ -218,10 +214,7 @@ async fn lookups_return_the_ids_held_and_skip_the_rest() {
         items,
         ids: ids.iter().map(|i| i.to_string()).collect(),
     };
-    let found = ask(&shard, lookup(ItemKind::Entities, &["ccc", "nope", "a"]))
-        .await
-        .into_items()
-        .unwrap();
+    let found = items(&shard, lookup(ItemKind::Entities, &["ccc", "nope", "a"])).await;
     assert_eq!(ids_of(&found), ["ccc", "a"]);
     assert_eq!(
         found[0],
@@ -234,10 +227,7 @@ async fn lookups_return_the_ids_held_and_skip_the_rest() {
             text_unit_ids: vec!["ccc-t1".into(), "ccc-t2".into()],
         })
     );
-    let chunks = ask(&shard, lookup(ItemKind::Chunks, &["t3", "a"]))
-        .await
-        .into_items()
-        .unwrap();
+    let chunks = items(&shard, lookup(ItemKind::Chunks, &["t3", "a"])).await;
     assert_eq!(
         chunks,
         [RetrievedItem::Chunk(ChunkItem {
@@ -247,10 +237,8 @@ async fn lookups_return_the_ids_held_and_skip_the_rest() {
             document_id: "doc".into(),
         })]
     );
-    assert!(ask(&shard, lookup(ItemKind::Chunks, &[]))
+    assert!(items(&shard, lookup(ItemKind::Chunks, &[]))
         .await
-        .into_items()
-        .unwrap()
         .is_empty());
 }
 

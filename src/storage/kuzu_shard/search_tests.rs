@@ -79,7 +79,13 @@ async fn ids(shard: &KuzuShard, cypher: String) -> Vec<String> {
         .collect()
 }
 
-fn nearest(table: &str, index: &str, v: &[f32], k: usize) -> String {
+/// The indexes searched: (table, index).
+const ENTITY_VEC: (&str, &str) = ("EntityVec", "entity_vec");
+const CHUNK_VEC: (&str, &str) = ("ChunkVec", "chunk_vec");
+const ENTITY_TEXT: (&str, &str) = ("Entity", "entity_text");
+const CHUNK_TEXT: (&str, &str) = ("Chunk", "chunk_text");
+
+fn nearest((table, index): (&str, &str), v: &[f32], k: usize) -> String {
     let list: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
     format!(
         "CALL QUERY_VECTOR_INDEX('{table}', '{index}', [{}], {k}) RETURN node.id, distance ORDER BY distance, node.id",
@@ -87,7 +93,7 @@ fn nearest(table: &str, index: &str, v: &[f32], k: usize) -> String {
     )
 }
 
-fn words(table: &str, index: &str, q: &str) -> String {
+fn words((table, index): (&str, &str), q: &str) -> String {
     format!("CALL QUERY_FTS_INDEX('{table}', '{index}', '{q}', top := 10) RETURN node.id, score ORDER BY score DESC, node.id")
 }
 
@@ -106,14 +112,8 @@ async fn indexes_follow_inserts_updates_and_deletes() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        ids(&shard, nearest("EntityVec", "entity_vec", &axis(0), 1)).await,
-        ["a"]
-    );
-    assert_eq!(
-        ids(&shard, words("Entity", "entity_text", "baker")).await,
-        ["b"]
-    );
+    assert_eq!(ids(&shard, nearest(ENTITY_VEC, &axis(0), 1)).await, ["a"]);
+    assert_eq!(ids(&shard, words(ENTITY_TEXT, "baker")).await, ["b"]);
     // New embedding and description for a (its vector row is replaced, not SET); c gets a vector.
     shard
         .write(
@@ -125,17 +125,11 @@ async fn indexes_follow_inserts_updates_and_deletes() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        ids(&shard, nearest("EntityVec", "entity_vec", &axis(2), 1)).await,
-        ["a"]
-    );
-    assert_eq!(
-        ids(&shard, nearest("EntityVec", "entity_vec", &axis(0), 1)).await,
-        ["c"]
-    );
-    let bakers = ids(&shard, words("Entity", "entity_text", "baker")).await;
+    assert_eq!(ids(&shard, nearest(ENTITY_VEC, &axis(2), 1)).await, ["a"]);
+    assert_eq!(ids(&shard, nearest(ENTITY_VEC, &axis(0), 1)).await, ["c"]);
+    let bakers = ids(&shard, words(ENTITY_TEXT, "baker")).await;
     assert_eq!(bakers.len(), 2, "{bakers:?}");
-    assert!(ids(&shard, words("Entity", "entity_text", "lighthouse"))
+    assert!(ids(&shard, words(ENTITY_TEXT, "lighthouse"))
         .await
         .is_empty());
     // Deleted: gone from both indexes. An entity updated to have no embedding leaves the index.
@@ -150,14 +144,8 @@ async fn indexes_follow_inserts_updates_and_deletes() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        ids(&shard, words("Entity", "entity_text", "baker")).await,
-        ["b"]
-    );
-    assert_eq!(
-        ids(&shard, nearest("EntityVec", "entity_vec", &axis(0), 3)).await,
-        ["b"]
-    );
+    assert_eq!(ids(&shard, words(ENTITY_TEXT, "baker")).await, ["b"]);
+    assert_eq!(ids(&shard, nearest(ENTITY_VEC, &axis(0), 3)).await, ["b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,11 +191,11 @@ async fn a_large_load_is_searchable_and_later_writes_grow_the_indexes() {
         .await
         .unwrap();
     assert_eq!(
-        ids(&shard, words("Chunk", "chunk_text", &letters(1234))).await,
+        ids(&shard, words(CHUNK_TEXT, &letters(1234))).await,
         ["t1234"]
     );
     let probe = [1.0, 3.0, 5.0, 0.5];
-    let hit = ids(&shard, nearest("ChunkVec", "chunk_vec", &probe, 1)).await;
+    let hit = ids(&shard, nearest(CHUNK_VEC, &probe, 1)).await;
     assert_eq!(hit.len(), 1);
     // One more chunk after the load goes into the existing indexes.
     let one = Chunk {
@@ -228,23 +216,13 @@ async fn a_large_load_is_searchable_and_later_writes_grow_the_indexes() {
         )
         .await
         .unwrap();
+    assert_eq!(ids(&shard, words(CHUNK_TEXT, "latecomer")).await, ["late"]);
     assert_eq!(
-        ids(&shard, words("Chunk", "chunk_text", "latecomer")).await,
-        ["late"]
-    );
-    assert_eq!(
-        ids(
-            &shard,
-            nearest("ChunkVec", "chunk_vec", &[-1.0, 0.0, 0.0, 0.0], 1)
-        )
-        .await,
+        ids(&shard, nearest(CHUNK_VEC, &[-1.0, 0.0, 0.0, 0.0], 1)).await,
         ["late"]
     );
     // Reopened: the indexes are still there.
     drop(shard);
     let shard = KuzuShard::open(&path, 0, &config(4), gate()).unwrap();
-    assert_eq!(
-        ids(&shard, words("Chunk", "chunk_text", "latecomer")).await,
-        ["late"]
-    );
+    assert_eq!(ids(&shard, words(CHUNK_TEXT, "latecomer")).await, ["late"]);
 }
