@@ -567,65 +567,73 @@ impl Table {
         Ok(Some(cast))
     }
 
-    fn string(&self, name: &str) -> anyhow::Result<Vec<String>> {
-        self.string_opt(name)?
-            .with_context(|| format!("{}.parquet has no column {name:?}", self.name))
-    }
-
-    fn string_opt(&self, name: &str) -> anyhow::Result<Option<Vec<String>>> {
-        let Some(col) = self.cast(name, &DataType::Utf8)? else {
+    /// Column `name` cast to `to`, read as an `A` array: each value by `value`, a null as
+    /// `null`. `None` when the table has no such column.
+    fn values<A: arrow_array::Array + 'static, T: Clone>(
+        &self,
+        name: &str,
+        to: DataType,
+        null: T,
+        value: impl Fn(&A, usize) -> T,
+    ) -> anyhow::Result<Option<Vec<T>>> {
+        let Some(col) = self.cast(name, &to)? else {
             return Ok(None);
         };
         let col = col
             .as_any()
-            .downcast_ref::<arrow_array::StringArray>()
-            .context("utf8 column")?;
+            .downcast_ref::<A>()
+            .with_context(|| format!("{}.{name}: not a {to} column", self.name))?;
         Ok(Some(
             (0..col.len())
                 .map(|i| {
                     if col.is_null(i) {
-                        String::new()
+                        null.clone()
                     } else {
-                        col.value(i).to_string()
+                        value(col, i)
                     }
                 })
                 .collect(),
         ))
     }
 
+    /// A column the table must have.
+    fn required<T>(&self, name: &str, column: Option<T>) -> anyhow::Result<T> {
+        column.with_context(|| format!("{}.parquet has no column {name:?}", self.name))
+    }
+
+    fn string(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        self.required(name, self.string_opt(name)?)
+    }
+
+    fn string_opt(&self, name: &str) -> anyhow::Result<Option<Vec<String>>> {
+        self.values(
+            name,
+            DataType::Utf8,
+            String::new(),
+            |c: &arrow_array::StringArray, i| c.value(i).to_string(),
+        )
+    }
+
     fn int(&self, name: &str) -> anyhow::Result<Vec<i64>> {
-        self.int_opt(name)?
-            .with_context(|| format!("{}.parquet has no column {name:?}", self.name))
+        self.required(name, self.int_opt(name)?)
     }
 
     fn int_opt(&self, name: &str) -> anyhow::Result<Option<Vec<i64>>> {
-        let Some(col) = self.cast(name, &DataType::Int64)? else {
-            return Ok(None);
-        };
-        let col = col
-            .as_any()
-            .downcast_ref::<arrow_array::Int64Array>()
-            .context("int64 column")?;
-        Ok(Some(
-            (0..col.len())
-                .map(|i| if col.is_null(i) { 0 } else { col.value(i) })
-                .collect(),
-        ))
+        self.values(
+            name,
+            DataType::Int64,
+            0,
+            |c: &arrow_array::Int64Array, i| c.value(i),
+        )
     }
 
     fn float_opt(&self, name: &str) -> anyhow::Result<Option<Vec<f64>>> {
-        let Some(col) = self.cast(name, &DataType::Float64)? else {
-            return Ok(None);
-        };
-        let col = col
-            .as_any()
-            .downcast_ref::<arrow_array::Float64Array>()
-            .context("float64 column")?;
-        Ok(Some(
-            (0..col.len())
-                .map(|i| if col.is_null(i) { 0.0 } else { col.value(i) })
-                .collect(),
-        ))
+        self.values(
+            name,
+            DataType::Float64,
+            0.0,
+            |c: &arrow_array::Float64Array, i| c.value(i),
+        )
     }
 
     fn list_opt(&self, name: &str) -> anyhow::Result<Option<Vec<Vec<String>>>> {
