@@ -18,8 +18,7 @@ pub async fn retrieve(
     let req = RetrieveRequest::parse(&body, state.storage.embedding_dim())?;
     let map = current_map(&state)?;
     let _permit = permit(&state, Duration::from_millis(req.timeout_ms)).await?;
-    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
-    run_retrieve(&state, map, &req, allow_partial)
+    run_retrieve(&state, map, &req)
         .await
         .map(Json)
         .map_err(|e| match e {

@@ -81,19 +81,6 @@ pub async fn call<C: Call>(
     call_at(ctx, node, &addr, request, timeout).await
 }
 
-/// Like [`call`], to the node only if gossip calls it live ([`Error::Unavailable`] otherwise).
-pub async fn call_live<C: Call>(
-    ctx: &Arc<C::Host>,
-    node: &str,
-    request: C,
-    timeout: Duration,
-) -> Result<C::Reply, Error> {
-    if !is_live(ctx, node) {
-        return Err(Error::Unreachable(format!("{node} is not live")));
-    }
-    call(ctx, node, request, timeout).await
-}
-
 /// Calls the coordinator of this node's view.
 pub async fn call_coordinator<C: Call>(
     ctx: &Arc<C::Host>,
@@ -121,7 +108,12 @@ pub async fn call_first<C: Call + Clone>(
     let mut errors = Vec::new();
     let mut last = None;
     for node in nodes {
-        match call_live(ctx, &node, request.clone(), timeout).await {
+        let answer = if is_live(ctx, &node) {
+            call(ctx, &node, request.clone(), timeout).await
+        } else {
+            Err(Error::Unreachable(format!("{node} is not live")))
+        };
+        match answer {
             Ok(reply) => return Ok((node, reply)),
             Err(e) => {
                 errors.push(format!("{node}: {e}"));

@@ -61,19 +61,26 @@ impl ShardsReport {
 
     /// One line naming the shards that did not answer and why (for a 503).
     pub fn summary(&self) -> String {
-        let parts: Vec<String> = self
-            .failures
-            .iter()
-            .take(5)
-            .map(|f| format!("shard {}: {}", f.shard, f.reason))
-            .collect();
         format!(
-            "{} of {} shards did not answer ({}{}); a partial answer was refused (allow_partial=false) or nothing answered",
+            "{} of {} shards did not answer ({}); a partial answer was refused (allow_partial=false) or nothing answered",
             self.failed,
             self.total,
-            parts.join("; "),
-            if self.failures.len() > 5 { "; ..." } else { "" }
+            self.failures_text(5)
         )
+    }
+
+    /// The first `most` failures, `shard n: reason` each, `; `-separated.
+    pub fn failures_text(&self, most: usize) -> String {
+        let mut parts: Vec<String> = self
+            .failures
+            .iter()
+            .take(most)
+            .map(|f| format!("shard {}: {}", f.shard, f.reason))
+            .collect();
+        if self.failures.len() > most {
+            parts.push("...".into());
+        }
+        parts.join("; ")
     }
 }
 

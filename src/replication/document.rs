@@ -500,17 +500,11 @@ async fn read_every_shard(
         )));
     }
     if report.failed > 0 {
-        let why: Vec<String> = report
-            .failures
-            .iter()
-            .take(3)
-            .map(|f| format!("shard {}: {}", f.shard, f.reason))
-            .collect();
         return Err(Error::Unavailable(format!(
             "{} of {} shards could not be read ({}); retry when every shard has a live copy",
             report.failed,
             report.total,
-            why.join("; ")
+            report.failures_text(3)
         )));
     }
     Ok(answers.into_iter().map(|a| (a.shard, a.rows)).collect())

@@ -70,12 +70,14 @@ impl Timings {
     }
 }
 
+/// Answers `req` over the shards of `map`: seeds, expansion, context. Shards that do not answer
+/// are left out when the request (or the node's `TORUA_ALLOW_PARTIAL`) allows a partial answer.
 pub async fn retrieve(
     ctx: &Arc<NodeContext>,
     map: ShardMap,
     req: &RetrieveRequest,
-    allow_partial: bool,
 ) -> Result<Value, RetrieveError> {
+    let allow_partial = req.allow_partial.unwrap_or(ctx.settings.allow_partial);
     let started = Instant::now();
     let deadline = started + std::time::Duration::from_millis(req.timeout_ms);
     let stages = Stages::new(ctx, map.clone(), deadline);

@@ -466,6 +466,18 @@ fn rel_key(r: &Relation) -> String {
     key_of(&r.id, &r.source, &r.target)
 }
 
+/// Deletes the `RelKey` rows of `keys` (what keeps relation ids unique per endpoints).
+pub(super) fn delete_rel_keys(conn: &Connection, keys: &[String]) -> Result<(), Error> {
+    if !keys.is_empty() {
+        run(
+            conn,
+            "UNWIND $keys AS k MATCH (n:RelKey {key: k}) DELETE n",
+            vec![("keys", strings(keys))],
+        )?;
+    }
+    Ok(())
+}
+
 /// A relation's `RelKey` key: `id \x1f source \x1f target`.
 pub(super) fn key_of(id: &str, source: &str, target: &str) -> String {
     format!("{id}\u{1f}{source}\u{1f}{target}")
@@ -1065,14 +1077,7 @@ pub(super) fn delete_entity(conn: &Connection, id: &str, only_stub: bool) -> Res
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    if !keys.is_empty() {
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        run(
-            conn,
-            "UNWIND $keys AS k MATCH (n:RelKey {key: k}) DELETE n",
-            vec![("keys", string_list_of(&refs))],
-        )?;
-    }
+    delete_rel_keys(conn, &keys)?;
     // Relations first, one direction at a time, then the entity: once one of a node's relations
     // has been deleted (by pattern, or with a neighbour), Kuzu 0.11's `DETACH DELETE` of the node
     // can leave others behind in the far end's list (`delete_leaves_no_relation_behind`).

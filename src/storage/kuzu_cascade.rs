@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use kuzu::{Connection, LogicalType, Value};
 
 use super::cascade::{CascadeRead, CascadeRows, Prune, RelationKey, TextUnitUse};
-use super::kuzu_apply::key_of;
+use super::kuzu_apply::{delete_rel_keys, key_of};
 use super::kuzu_index::{self, Indexed};
 use super::kuzu_read::{execute_values, BoundedRead, QueryFailure};
 use super::kuzu_readers::Session;
@@ -257,28 +257,21 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
             delete_lone_stubs(conn, ends)?;
             if !text_unit_ids.is_empty() {
                 let units: HashSet<&str> = text_unit_ids.iter().map(String::as_str).collect();
-                let rows_left = lists_without(entities_citing(&mut q, text_unit_ids)?, &units);
-                if !rows_left.is_empty() {
-                    run(
-                        conn,
-                        "UNWIND $rows AS r MATCH (e:Entity {id: r.id}) SET e.text_unit_ids = r.units, e.hash = 0",
-                        vec![("rows", rows(&id_and_list("units"), rows_left))],
-                    )?;
-                }
+                set_lists(
+                    conn,
+                    "UNWIND $rows AS r MATCH (e:Entity {id: r.id}) SET e.text_unit_ids = r.list, e.hash = 0",
+                    lists_without(entities_citing(&mut q, text_unit_ids)?, &units),
+                )?;
             }
             Ok(())
         }
         Prune::Communities { entities } => {
             let gone: HashSet<&str> = entities.iter().map(String::as_str).collect();
-            let communities = lists_without(communities_of(&mut q, entities)?, &gone);
-            if !communities.is_empty() {
-                run(
-                    conn,
-                    "UNWIND $rows AS r MATCH (c:Community {id: r.id}) SET c.entity_ids = r.ids, c.stale = true",
-                    vec![("rows", rows(&id_and_list("ids"), communities))],
-                )?;
-            }
-            Ok(())
+            set_lists(
+                conn,
+                "UNWIND $rows AS r MATCH (c:Community {id: r.id}) SET c.entity_ids = r.list, c.stale = true",
+                lists_without(communities_of(&mut q, entities)?, &gone),
+            )
         }
         Prune::Remove { chunks, documents } => {
             if !chunks.is_empty() {
@@ -304,9 +297,14 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
     }
 }
 
-/// The fields of `UNWIND $rows` rows holding an id and a list of strings named `list`.
-fn id_and_list(list: &str) -> Vec<(&str, LogicalType)> {
-    vec![("id", LogicalType::String), (list, string_list())]
+/// Runs `query` over `UNWIND $rows AS r` rows of `r.id` and `r.list` (a list of strings), unless
+/// there are none.
+fn set_lists(conn: &Connection, query: &str, lists: Vec<Vec<Value>>) -> Result<(), Error> {
+    if !lists.is_empty() {
+        let fields = [("id", LogicalType::String), ("list", string_list())];
+        run(conn, query, vec![("rows", rows(&fields, lists))])?;
+    }
+    Ok(())
 }
 
 /// Those of `ids` held here as stubs (`stubs`) or as entities.
@@ -350,14 +348,7 @@ fn delete_entities(
             ends.insert(target);
         }
     }
-    if !keys.is_empty() {
-        let keys: Vec<String> = keys.into_iter().collect();
-        run(
-            conn,
-            "UNWIND $keys AS k MATCH (n:RelKey {key: k}) DELETE n",
-            vec![("keys", strings(&keys))],
-        )?;
-    }
+    delete_rel_keys(conn, &keys.into_iter().collect::<Vec<_>>())?;
     for pattern in ["-[x:RELATED]->()", "<-[x:RELATED]-()"] {
         run(
             conn,
