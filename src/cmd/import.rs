@@ -320,46 +320,48 @@ fn send(
 /// usually find their endpoints (they need not: stubs stand in); documents last, or first in
 /// their own batches with `documents_first` (see `--update`).
 fn chunks(mut all: Batch, size: usize, documents_first: bool) -> Vec<Batch> {
-    let mut out = Vec::new();
-    let mut current = Batch::default();
-    let push = |current: &mut Batch, out: &mut Vec<Batch>| {
-        if current.len() >= size {
-            out.push(std::mem::take(current));
-        }
+    let mut batches = Batches {
+        size,
+        out: Vec::new(),
+        current: Batch::default(),
     };
     if documents_first {
-        for d in std::mem::take(&mut all.documents) {
-            current.documents.push(d);
-            push(&mut current, &mut out);
+        batches.add(std::mem::take(&mut all.documents), |b| &mut b.documents);
+        batches.cut();
+    }
+    batches.add(all.entities, |b| &mut b.entities);
+    batches.add(all.relations, |b| &mut b.relations);
+    batches.add(all.chunks, |b| &mut b.chunks);
+    batches.add(all.communities, |b| &mut b.communities);
+    batches.add(all.documents, |b| &mut b.documents);
+    batches.cut();
+    batches.out
+}
+
+/// Batches of at most `size` items, filled in order.
+struct Batches {
+    size: usize,
+    out: Vec<Batch>,
+    current: Batch,
+}
+
+impl Batches {
+    /// Adds `items` to the list `list` picks in the current batch, cutting it when full.
+    fn add<T>(&mut self, items: Vec<T>, list: impl Fn(&mut Batch) -> &mut Vec<T>) {
+        for item in items {
+            list(&mut self.current).push(item);
+            if self.current.len() >= self.size {
+                self.cut();
+            }
         }
-        if !current.is_empty() {
-            out.push(std::mem::take(&mut current));
+    }
+
+    /// Ends the current batch, if it holds anything.
+    fn cut(&mut self) {
+        if !self.current.is_empty() {
+            self.out.push(std::mem::take(&mut self.current));
         }
     }
-    for e in all.entities {
-        current.entities.push(e);
-        push(&mut current, &mut out);
-    }
-    for r in all.relations {
-        current.relations.push(r);
-        push(&mut current, &mut out);
-    }
-    for c in all.chunks {
-        current.chunks.push(c);
-        push(&mut current, &mut out);
-    }
-    for c in all.communities {
-        current.communities.push(c);
-        push(&mut current, &mut out);
-    }
-    for d in all.documents {
-        current.documents.push(d);
-        push(&mut current, &mut out);
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
 }
 
 /// Reads every table of the folder into one batch.

@@ -19,6 +19,12 @@ use super::kuzu_readers::Session;
 use super::kuzu_values::*;
 use super::Error;
 
+/// Runs a statement with its parameters and collects the rows: a reader's session inside a
+/// read-only transaction, or the writer's connection inside a write's.
+trait Statements<E>: FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E> {}
+
+impl<E, F: FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E>> Statements<E> for F {}
+
 const ENTITIES_CITING: &str = "MATCH (e:Entity) WHERE e.stub = false UNWIND e.text_unit_ids AS t \
      WITH e, t WHERE list_contains($units, t) RETURN e.id, e.text_unit_ids";
 const RELATIONS_CITING: &str =
@@ -44,10 +50,7 @@ impl BoundedRead for CascadeRead {
     }
 }
 
-fn answer<E>(
-    q: &mut impl FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E>,
-    read: &CascadeRead,
-) -> Result<CascadeRows, E> {
+fn answer<E>(q: &mut impl Statements<E>, read: &CascadeRead) -> Result<CascadeRows, E> {
     Ok(match read {
         CascadeRead::ChunksOf { document_id, ids } => {
             let mut found = BTreeSet::new();
@@ -75,10 +78,7 @@ fn answer<E>(
 }
 
 /// What cites any of `units` in this copy.
-fn use_of<E>(
-    q: &mut impl FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E>,
-    units: &[String],
-) -> Result<TextUnitUse, E> {
+fn use_of<E>(q: &mut impl Statements<E>, units: &[String]) -> Result<TextUnitUse, E> {
     let mut found = TextUnitUse::default();
     if units.is_empty() {
         return Ok(found);
@@ -105,7 +105,7 @@ fn use_of<E>(
 
 /// Entities (not stubs) citing any of `units`, with their text units, by id.
 fn entities_citing<E>(
-    q: &mut impl FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E>,
+    q: &mut impl Statements<E>,
     units: &[String],
 ) -> Result<BTreeMap<String, Vec<String>>, E> {
     Ok(q(ENTITIES_CITING, vec![("units", strings(units))])?
@@ -116,7 +116,7 @@ fn entities_citing<E>(
 
 /// Relation copies citing any of `units`, with their text units, by key.
 fn relations_citing<E>(
-    q: &mut impl FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E>,
+    q: &mut impl Statements<E>,
     units: &[String],
 ) -> Result<BTreeMap<RelationKey, Vec<String>>, E> {
     Ok(q(RELATIONS_CITING, vec![("units", strings(units))])?
@@ -131,10 +131,7 @@ fn relations_citing<E>(
 }
 
 /// Relation copies attached to any of `ids` here (a self-loop once).
-fn relations_of<E>(
-    q: &mut impl FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E>,
-    ids: &[String],
-) -> Result<BTreeSet<RelationKey>, E> {
+fn relations_of<E>(q: &mut impl Statements<E>, ids: &[String]) -> Result<BTreeSet<RelationKey>, E> {
     Ok(q(RELATIONS_OF, vec![("ids", strings(ids))])?
         .iter()
         .map(|r| (as_string(&r[0]), as_string(&r[1]), as_string(&r[2])))
@@ -143,7 +140,7 @@ fn relations_of<E>(
 
 /// Communities holding any of `ids`, with their entity ids, by id.
 fn communities_of<E>(
-    q: &mut impl FnMut(&str, Vec<(&str, Value)>) -> Result<Vec<Vec<Value>>, E>,
+    q: &mut impl Statements<E>,
     ids: &[String],
 ) -> Result<BTreeMap<String, Vec<String>>, E> {
     if ids.is_empty() {
@@ -300,11 +297,11 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
 /// Runs `query` over `UNWIND $rows AS r` rows of `r.id` and `r.list` (a list of strings), unless
 /// there are none.
 fn set_lists(conn: &Connection, query: &str, lists: Vec<Vec<Value>>) -> Result<(), Error> {
-    if !lists.is_empty() {
-        let fields = [("id", LogicalType::String), ("list", string_list())];
-        run(conn, query, vec![("rows", rows(&fields, lists))])?;
+    if lists.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let fields = [("id", LogicalType::String), ("list", string_list())];
+    run(conn, query, vec![("rows", rows(&fields, lists))]).map(drop)
 }
 
 /// Those of `ids` held here as stubs (`stubs`) or as entities.
