@@ -63,8 +63,11 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
                 // The coordinator's own map changes reach it without a push.
                 open_assigned(&ctx).await;
                 drop_unassigned(&ctx).await;
-                leave_where_rebuild_needed(&ctx).await;
-                rejoin_where_behind(&ctx).await;
+                // A leaving node has handed its places over: it does not take them back.
+                if !ctx.is_leaving() {
+                    leave_where_rebuild_needed(&ctx).await;
+                    rejoin_where_behind(&ctx).await;
+                }
                 busy.store(false, Ordering::SeqCst);
             });
         }

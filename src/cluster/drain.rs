@@ -1,7 +1,11 @@
-//! Draining: moving every shard copy and primary role off a node before it leaves, so that
-//! stopping it loses no availability. Asked for by an operator (`POST /nodes/{id}/drain`, undone by
-//! `DELETE`) or by the node itself on SIGTERM ([`drain_self`], bounded by `TORUA_DRAIN_TIMEOUT`).
-//! The coordinator does the moving (see `shard_plan`); this module asks and watches.
+//! What a node's copies do when it stops. On SIGTERM a node hands its places over
+//! ([`hand_over`]): each copy that is not its shard's only in-sync copy leaves the in-sync set (a
+//! primary's role passes to another in-sync copy), so that writes go on at once without it; the
+//! data stays, and a node back within `TORUA_REPLACE_AFTER` catches up from the primary's log.
+//! Draining moves every copy and primary role off a node for good (a decommission): asked for by
+//! an operator (`POST /nodes/{id}/drain`, undone by `DELETE`), or on SIGTERM when
+//! `TORUA_DRAIN_TIMEOUT` is set ([`drain_self`]). The coordinator does the moving (see
+//! `shard_plan`); this module asks and watches.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,7 +42,55 @@ pub async fn set_draining(
     .await
 }
 
-/// On SIGTERM: asks the coordinator to move this node's copies away and waits until the map
+/// How long one copy's hand-over may wait for the shard's writes in flight.
+const HAND_OVER_LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// On SIGTERM: takes this node's copies out of their shards' in-sync sets where another in-sync
+/// copy stays (a primary's role passes to one of them), within `budget` in all. Each shard's
+/// writes in flight finish first (its write lock is held while the map changes). Copies that are
+/// their shard's only in-sync copy stay: writes to that shard wait for this node's return. Returns
+/// a line for the log.
+pub async fn hand_over(ctx: &Arc<NodeContext>, budget: Duration) -> String {
+    ctx.leaving.store(true, Ordering::SeqCst);
+    let Some(map) = ctx.shard_map.get() else {
+        return "no shard map: nothing to hand over".into();
+    };
+    let me = ctx.node_id().as_str().to_string();
+    let deadline = Instant::now() + budget;
+    let (mut handed, mut primaries, mut kept, mut failed) = (0, 0, 0, Vec::new());
+    for a in map.assignments.iter().filter(|a| a.is_in_sync(&me)) {
+        if a.in_sync.len() < 2 {
+            kept += 1;
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            failed.push(format!("shard {}: out of time", a.shard));
+            continue;
+        }
+        let step = crate::replication::write::step_out(ctx, a.shard, HAND_OVER_LOCK_WAIT.min(left));
+        match tokio::time::timeout(left, step).await {
+            Ok(Ok(())) => {
+                handed += 1;
+                primaries += usize::from(a.primary == me);
+            }
+            Ok(Err(e)) => failed.push(format!("shard {}: {e}", a.shard)),
+            Err(_) => failed.push(format!("shard {}: out of time", a.shard)),
+        }
+    }
+    let mut line = format!(
+        "handed over {handed} copies ({primaries} primary roles); {kept} kept (their shard's only in-sync copy)"
+    );
+    if !failed.is_empty() {
+        line.push_str(&format!(
+            "; not handed over (their primaries drop them on the next write): {}",
+            failed.join("; ")
+        ));
+    }
+    line
+}
+
+/// On SIGTERM with `TORUA_DRAIN_TIMEOUT` set: asks the coordinator to move this node's copies away and waits until the map
 /// assigns it none (or nothing can move, or `timeout`). Returns a line for the log.
 pub async fn drain_self(ctx: &Arc<NodeContext>, timeout: Duration) -> String {
     ctx.leaving.store(true, Ordering::SeqCst);

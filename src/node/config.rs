@@ -178,8 +178,9 @@ pub struct ServeArgs {
     pub max_concurrent_moves: u64,
 
     /// On SIGTERM, how long the node may spend moving its copies to other nodes before it leaves
-    /// (`0s`: leave at once).
-    #[arg(long, env = "TORUA_DRAIN_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    /// (a decommission). `0s` (the default): it hands its primary roles and places in the in-sync
+    /// sets over and leaves; its data stays for its return.
+    #[arg(long, env = "TORUA_DRAIN_TIMEOUT", default_value = "0s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,membership=debug`.

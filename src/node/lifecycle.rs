@@ -31,8 +31,9 @@ use crate::storage::Storage;
 
 /// Gossip rounds a leaving node waits at each step so every peer hears of it.
 const LEAVE_ROUNDS: u32 = 3;
+/// How long SIGTERM's hand-over of this node's places in the in-sync sets may take in all.
+const HAND_OVER_BUDGET: Duration = Duration::from_secs(2);
 /// Ingest requests a node works on at once; more get 429 with Retry-After.
-/// Distributed queries a node coordinates at once; more wait (bounded by their timeout).
 const INGEST_CONCURRENCY: usize = 16;
 
 /// The names a client may reach the HTTP API by, for its certificate: the advertised host, the
@@ -234,8 +235,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     tokio::select! {
         _ = sigterm.recv() => {
-            info!("SIGTERM received: moving this node's shard copies away, then leaving");
-            let outcome = drain::drain_self(&ctx, args.drain_timeout).await;
+            let outcome = if args.drain_timeout.is_zero() {
+                info!("SIGTERM received: handing this node's places in the in-sync sets over, then leaving");
+                drain::hand_over(&ctx, HAND_OVER_BUDGET).await
+            } else {
+                info!("SIGTERM received: moving this node's shard copies away (TORUA_DRAIN_TIMEOUT), then leaving");
+                drain::drain_self(&ctx, args.drain_timeout).await
+            };
             info!(outcome = %outcome, "leaving the cluster");
         }
         _ = tokio::signal::ctrl_c() => info!("SIGINT received, leaving the cluster"),

@@ -155,6 +155,18 @@ pub(crate) async fn mark_stale(
     }
 }
 
+/// Takes this node's copy of `shard` out of the in-sync set once the shard's writes in flight
+/// have finished (waiting for them at most `lock_wait`); see `cluster::drain::hand_over`.
+pub(crate) async fn step_out(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    lock_wait: std::time::Duration,
+) -> Result<(), Error> {
+    let lock = ctx.shard_locks.get(shard);
+    let _held = tokio::time::timeout(lock_wait, lock.lock()).await;
+    mark_stale(ctx, shard, ctx.node_id().as_str()).await
+}
+
 /// On a replica: apply in sequence order.
 pub async fn replica_write(
     ctx: &Arc<NodeContext>,
