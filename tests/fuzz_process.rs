@@ -22,14 +22,9 @@ const SECRET: &str = "fuzz-test-cluster-secret-0123456789";
 
 /// Each copy's (entities, checksum), by "shard/node".
 fn checksums(cluster: &TestCluster) -> anyhow::Result<BTreeMap<String, (u64, String)>> {
-    let answer = cluster
-        .node(0)
-        .get_json("/cluster/shards?checksum=true", Duration::from_secs(30))?;
-    let copies = answer["copies"]
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("no copies in {answer}"))?;
+    let copies = cluster.shard_copies_with_checksums(0, Duration::from_secs(30))?;
     let mut out = BTreeMap::new();
-    for c in copies {
+    for c in &copies {
         let checksum = c["checksum"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("a copy without a checksum: {c}"))?;

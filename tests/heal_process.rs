@@ -28,11 +28,17 @@ const READ_PAUSE: Duration = Duration::from_millis(10);
 /// time, so that on a 2-core machine they do not starve each other's failure detectors.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+/// Runs one scenario (one cluster at a time) with a tally of its failures, then reports them as
+/// `what`.
+fn scenario(what: &str, run: impl FnOnce(&mut Failures)) {
     // A failed test poisons the lock; the next one may still run.
-    ONE_CLUSTER_AT_A_TIME
+    let _one = ONE_CLUSTER_AT_A_TIME
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(|p| p.into_inner());
+    let started = Instant::now();
+    let mut f = Failures::default();
+    run(&mut f);
+    f.finish(what, started);
 }
 
 fn options(nodes: usize) -> ClusterOptions {
@@ -58,53 +64,52 @@ fn batch(prefix: &str, n: usize) -> (Vec<String>, Value) {
 
 /// Writers and readers running against a set of node URLs (changeable while they run).
 struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<String>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-    reads: Arc<AtomicUsize>,
+    shared: Arc<LoadState>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What the load's threads share with the test.
+#[derive(Default)]
+struct LoadState {
+    stop: AtomicBool,
+    acked: Mutex<Vec<String>>,
+    errors: Mutex<Vec<String>>,
+    reads: AtomicUsize,
     /// Reads answered 503 once and retried.
-    retried: Arc<AtomicUsize>,
+    retried: AtomicUsize,
     /// Base URLs requests may go to (the test removes a node before stopping it).
-    targets: Arc<Mutex<Vec<String>>>,
+    targets: Mutex<Vec<String>>,
     /// Bumped by every change of `targets`.
-    generation: Arc<AtomicUsize>,
+    generation: AtomicUsize,
     /// Per thread (writer, reader): the `generation` at the start of its latest round, so a thread
     /// that has seen a change has no request in flight to the targets before it.
-    seen: Arc<[AtomicUsize; 2]>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    seen: [AtomicUsize; 2],
+}
+
+impl LoadState {
+    /// The target of a thread's `n`th request.
+    fn pick(&self, n: usize) -> String {
+        let t = self.targets.lock().unwrap();
+        t[n % t.len()].clone()
+    }
 }
 
 impl Load {
     fn start(targets: Vec<String>, count_errors: bool) -> Load {
         let mut load = Load {
-            stop: Arc::default(),
-            acked: Arc::default(),
-            errors: Arc::default(),
-            reads: Arc::default(),
-            retried: Arc::default(),
-            targets: Arc::new(Mutex::new(targets)),
-            generation: Arc::default(),
-            seen: Arc::default(),
+            shared: Arc::new(LoadState {
+                targets: Mutex::new(targets),
+                ..LoadState::default()
+            }),
             threads: Vec::new(),
         };
-        let pick = |targets: &Mutex<Vec<String>>, n: usize| {
-            let t = targets.lock().unwrap();
-            t[n % t.len()].clone()
-        };
         {
-            let (stop, acked, errors, targets, generation, seen) = (
-                load.stop.clone(),
-                load.acked.clone(),
-                load.errors.clone(),
-                load.targets.clone(),
-                load.generation.clone(),
-                load.seen.clone(),
-            );
+            let s = load.shared.clone();
             load.threads.push(std::thread::spawn(move || {
                 let mut n = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    seen[0].store(generation.load(Ordering::SeqCst), Ordering::SeqCst);
-                    let base = pick(&targets, n);
+                while !s.stop.load(Ordering::SeqCst) {
+                    s.seen[0].store(s.generation.load(Ordering::SeqCst), Ordering::SeqCst);
+                    let base = s.pick(n);
                     let (ids, body) = batch(&format!("w{n}"), 10);
                     n += 1;
                     match torua_testkit::post_json(
@@ -112,8 +117,9 @@ impl Load {
                         &body,
                         Duration::from_secs(30),
                     ) {
-                        Ok((200, a)) if a["errors"] == false => acked.lock().unwrap().extend(ids),
-                        other if count_errors => errors
+                        Ok((200, a)) if a["errors"] == false => s.acked.lock().unwrap().extend(ids),
+                        other if count_errors => s
+                            .errors
                             .lock()
                             .unwrap()
                             .push(format!("write to {base}: {other:?}")),
@@ -124,22 +130,13 @@ impl Load {
             }));
         }
         {
-            let (stop, acked, errors, reads, retried, targets, generation, seen) = (
-                load.stop.clone(),
-                load.acked.clone(),
-                load.errors.clone(),
-                load.reads.clone(),
-                load.retried.clone(),
-                load.targets.clone(),
-                load.generation.clone(),
-                load.seen.clone(),
-            );
+            let s = load.shared.clone();
             load.threads.push(std::thread::spawn(move || {
                 let mut n = 0usize;
-                while !stop.load(Ordering::SeqCst) {
-                    seen[1].store(generation.load(Ordering::SeqCst), Ordering::SeqCst);
+                while !s.stop.load(Ordering::SeqCst) {
+                    s.seen[1].store(s.generation.load(Ordering::SeqCst), Ordering::SeqCst);
                     let id = {
-                        let a = acked.lock().unwrap();
+                        let a = s.acked.lock().unwrap();
                         if a.is_empty() {
                             None
                         } else {
@@ -151,26 +148,26 @@ impl Load {
                         std::thread::sleep(LOAD_PAUSE);
                         continue;
                     };
-                    let base = pick(&targets, n);
+                    let base = s.pick(n);
                     let url = format!("{base}/graph/entities/{id}");
                     // A well-behaved client retries a 503 (it carries `Retry-After: 1`): the one
                     // in-sync copy may be applying a backlog on a starved CPU while the other copy
                     // is being rebuilt. A second 503 in a row still counts as a failure.
                     let mut answer = torua_testkit::get_json(&url, SLOW);
                     if matches!(&answer, Ok(v) if v["error"]["status"] == 503) {
-                        retried.fetch_add(1, Ordering::SeqCst);
+                        s.retried.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_secs(1));
                         answer = torua_testkit::get_json(&url, SLOW);
                     }
                     match answer {
                         Ok(v) if v["entity"]["id"] == id.as_str() => {
-                            reads.fetch_add(1, Ordering::SeqCst);
+                            s.reads.fetch_add(1, Ordering::SeqCst);
                         }
                         other => {
                             // A wrong answer (a 404 for an acknowledged id) always counts.
                             let wrong = matches!(&other, Ok(v) if v["error"]["status"] == 404);
                             if wrong || count_errors {
-                                errors
+                                s.errors
                                     .lock()
                                     .unwrap()
                                     .push(format!("read {id} from {base}: {other:?}"));
@@ -187,13 +184,18 @@ impl Load {
     /// Sends the load's requests to `targets` from now on; returns once no request to the targets
     /// before is in flight any more.
     fn set_targets(&self, targets: Vec<String>) {
-        *self.targets.lock().unwrap() = targets;
-        let now = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.shared.targets.lock().unwrap() = targets;
+        let now = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
         wait::until(
             "every load thread sending to the new targets",
             SLOW + T,
             || {
-                let seen: Vec<usize> = self.seen.iter().map(|s| s.load(Ordering::SeqCst)).collect();
+                let seen: Vec<usize> = self
+                    .shared
+                    .seen
+                    .iter()
+                    .map(|s| s.load(Ordering::SeqCst))
+                    .collect();
                 if seen.iter().all(|&g| g >= now) {
                     Ok(())
                 } else {
@@ -206,7 +208,7 @@ impl Load {
     /// Waits until at least `n` writes are acknowledged.
     fn wait_acked(&self, n: usize) {
         wait::until(&format!("{n} writes acknowledged"), HEAL, || {
-            let acked = self.acked.lock().unwrap().len();
+            let acked = self.shared.acked.lock().unwrap().len();
             if acked >= n {
                 Ok(())
             } else {
@@ -216,17 +218,17 @@ impl Load {
     }
 
     fn finish(mut self) -> (Vec<String>, Vec<String>, usize) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             t.join().unwrap();
         }
-        let acked = self.acked.lock().unwrap().clone();
-        let errors = self.errors.lock().unwrap().clone();
-        let retried = self.retried.load(Ordering::SeqCst);
+        let acked = self.shared.acked.lock().unwrap().clone();
+        let errors = self.shared.errors.lock().unwrap().clone();
+        let retried = self.shared.retried.load(Ordering::SeqCst);
         if retried > 0 {
             eprintln!("{retried} reads were answered 503 once and retried");
         }
-        (acked, errors, self.reads.load(Ordering::SeqCst))
+        (acked, errors, self.shared.reads.load(Ordering::SeqCst))
     }
 }
 
@@ -342,6 +344,15 @@ fn check_same_seq(f: &mut Failures, cluster: &TestCluster) {
     }
 }
 
+/// Where a scenario must end: every acknowledged id readable ([`check_readable`]), each shard's
+/// two copies agreeing as node 0 lists them ([`check_copies_agree`]) and at one sequence number
+/// ([`check_same_seq`]).
+fn check_healed(f: &mut Failures, cluster: &mut TestCluster, acked: &[String]) {
+    check_readable(f, cluster, acked);
+    check_copies_agree(f, cluster, 0, 2);
+    check_same_seq(f, cluster);
+}
+
 /// Every acknowledged id readable from every running node: one listing of every entity per node
 /// (a `/query`, retried while copies settle), and point reads of a sample, where a 404 is a wrong
 /// answer at once.
@@ -404,248 +415,240 @@ fn check_readable(f: &mut Failures, cluster: &mut TestCluster, acked: &[String])
 
 #[test]
 fn dead_node_is_replaced_then_rejoins_by_rebalancing() {
-    let _one = one_cluster_at_a_time();
-    let started = Instant::now();
-    let mut f = Failures::default();
-    let mut cluster = TestCluster::start_green(4, options(4), HEAL).unwrap();
-    let load = Load::start(bases(&cluster, Some(3), 4), false);
-    load.wait_acked(500);
-    let held = copies_per_node(&cluster.node(0).get_json("/cluster/shards", SLOW).unwrap());
-    eprintln!("copies per node before the kill: {held:?}");
-    cluster.node_mut(3).kill9();
-    let killed = Instant::now();
-    // Replacement after TORUA_REPLACE_AFTER (5 s), filled by snapshot + catch-up while the
-    // writer goes on; green on its own.
-    let mut saw_initializing = false;
-    wait::until("green again after the kill", HEAL, || {
-        let h = cluster.node(0).get_json("/cluster/health", T)?;
-        if h["shards"]["initializing_shards"].as_u64() > Some(0) {
-            saw_initializing = true;
-        }
-        let gone = h["nodes"].as_array().is_some_and(|n| {
-            n.iter()
-                .any(|m| m["id"] == "node-4" && m["state"] == "dead")
+    scenario("dead node replaced, then rebalanced", |f| {
+        let mut cluster = TestCluster::start_green(4, options(4), HEAL).unwrap();
+        let load = Load::start(bases(&cluster, Some(3), 4), false);
+        load.wait_acked(500);
+        let held = copies_per_node(&cluster.node(0).get_json("/cluster/shards", SLOW).unwrap());
+        eprintln!("copies per node before the kill: {held:?}");
+        cluster.node_mut(3).kill9();
+        let killed = Instant::now();
+        // Replacement after TORUA_REPLACE_AFTER (5 s), filled by snapshot + catch-up while the
+        // writer goes on; green on its own.
+        let mut saw_initializing = false;
+        wait::until("green again after the kill", HEAL, || {
+            let h = cluster.node(0).get_json("/cluster/health", T)?;
+            if h["shards"]["initializing_shards"].as_u64() > Some(0) {
+                saw_initializing = true;
+            }
+            let gone = h["nodes"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|m| m["id"] == "node-4" && m["state"] == "dead")
+            });
+            anyhow::ensure!(h["status"] == "green" && gone, "{h}");
+            Ok(())
         });
-        anyhow::ensure!(h["status"] == "green" && gone, "{h}");
-        Ok(())
-    });
-    eprintln!(
-        "green {:.1} s after kill -9 (replace after 5 s)",
-        killed.elapsed().as_secs_f64()
-    );
-    f.check(saw_initializing, || {
-        "no copy was seen initializing: was anything re-replicated?".into()
-    });
-    let shards = cluster.node(1).get_json("/cluster/shards", SLOW).unwrap();
-    f.check(!copies_per_node(&shards).contains_key("node-4"), || {
-        format!("node-4 still holds copies after replacement: {shards}")
-    });
-    let log = cluster.node(0).log_tail(4000)
-        + &cluster.node(1).log_tail(4000)
-        + &cluster.node(2).log_tail(4000);
-    f.check(log.contains("installed a copy from a snapshot"), || {
-        "no copy was installed from a snapshot".into()
-    });
-    check_copies_agree(&mut f, &cluster, 0, 2);
+        eprintln!(
+            "green {:.1} s after kill -9 (replace after 5 s)",
+            killed.elapsed().as_secs_f64()
+        );
+        f.check(saw_initializing, || {
+            "no copy was seen initializing: was anything re-replicated?".into()
+        });
+        let shards = cluster.node(1).get_json("/cluster/shards", SLOW).unwrap();
+        f.check(!copies_per_node(&shards).contains_key("node-4"), || {
+            format!("node-4 still holds copies after replacement: {shards}")
+        });
+        let log = cluster.node(0).log_tail(4000)
+            + &cluster.node(1).log_tail(4000)
+            + &cluster.node(2).log_tail(4000);
+        f.check(log.contains("installed a copy from a snapshot"), || {
+            "no copy was installed from a snapshot".into()
+        });
+        check_copies_agree(f, &cluster, 0, 2);
 
-    // node-4 returns with its old files: the replaced copies are dropped, and rebalancing gives it
-    // copies again (copies per node differ by at most one).
-    cluster.node_mut(3).start().unwrap();
-    load.set_targets(bases(&cluster, None, 4));
-    wait::until("balanced and green with node-4 back", HEAL, || {
-        let per = green_with_copies_on(&cluster, 0, 4)?;
-        let (most, least) = (per.values().max(), per.values().min());
-        anyhow::ensure!(most.zip(least).is_some_and(|(m, l)| m - l <= 1), "{per:?}");
-        Ok(())
+        // node-4 returns with its old files: the replaced copies are dropped, and rebalancing gives it
+        // copies again (copies per node differ by at most one).
+        cluster.node_mut(3).start().unwrap();
+        load.set_targets(bases(&cluster, None, 4));
+        wait::until("balanced and green with node-4 back", HEAL, || {
+            let per = green_with_copies_on(&cluster, 0, 4)?;
+            let (most, least) = (per.values().max(), per.values().min());
+            anyhow::ensure!(most.zip(least).is_some_and(|(m, l)| m - l <= 1), "{per:?}");
+            Ok(())
+        });
+        let (acked, errors, reads) = load.finish();
+        eprintln!(
+            "{} acked writes, {reads} reads ok, {} errors during the run",
+            acked.len(),
+            errors.len()
+        );
+        f.check(errors.iter().all(|e| !e.contains("404")), || {
+            format!("wrong answers: {errors:?}")
+        });
+        let log4 = cluster.node(3).log_tail(2000);
+        f.check(
+            log4.contains("dropped a copy the shard map no longer assigns here"),
+            || "node-4 did not drop its replaced copies".into(),
+        );
+        check_healed(f, &mut cluster, &acked);
     });
-    let (acked, errors, reads) = load.finish();
-    eprintln!(
-        "{} acked writes, {reads} reads ok, {} errors during the run",
-        acked.len(),
-        errors.len()
-    );
-    f.check(errors.iter().all(|e| !e.contains("404")), || {
-        format!("wrong answers: {errors:?}")
-    });
-    let log4 = cluster.node(3).log_tail(2000);
-    f.check(
-        log4.contains("dropped a copy the shard map no longer assigns here"),
-        || "node-4 did not drop its replaced copies".into(),
-    );
-    check_readable(&mut f, &mut cluster, &acked);
-    check_copies_agree(&mut f, &cluster, 0, 2);
-    check_same_seq(&mut f, &cluster);
-    f.finish("dead node replaced, then rebalanced", started);
 }
 
 #[test]
 fn drain_and_rolling_restart_fail_no_request() {
-    let _one = one_cluster_at_a_time();
-    let started = Instant::now();
-    let mut f = Failures::default();
-    let mut o = options(3);
-    o.env.insert("TORUA_DRAIN_TIMEOUT".into(), "60s".into());
-    let mut cluster = TestCluster::start_green(3, o, HEAL).unwrap();
-    let load = Load::start(bases(&cluster, None, 3), true);
-    load.wait_acked(300);
+    scenario("drain and rolling restart", |f| {
+        let mut o = options(3);
+        o.env.insert("TORUA_DRAIN_TIMEOUT".into(), "60s".into());
+        let mut cluster = TestCluster::start_green(3, o, HEAL).unwrap();
+        let load = Load::start(bases(&cluster, None, 3), true);
+        load.wait_acked(300);
 
-    // Operator drain: node-2 ends with no copies and no primary role; undrain brings copies back.
-    let (status, answer) = cluster
-        .node(0)
-        .post_json("/nodes/node-2/drain", &json!({}), T)
-        .unwrap();
-    f.check(status == 200 && answer["draining"] == true, || {
-        format!("drain answered {status} {answer}")
-    });
-    let mut saw_relocating = false;
-    wait::until("node-2 drained", HEAL, || {
-        let s = cluster.node(2).get_json("/cluster/shards", SLOW)?;
-        let copies = s["copies"].as_array().into_iter().flatten();
-        if copies.clone().any(|c| c["state"] == "relocating") {
-            saw_relocating = true;
-        }
-        let left = copies.filter(|c| c["node"] == "node-2").count();
-        let moving = s["moves"].as_array().is_none_or(|m| !m.is_empty());
-        anyhow::ensure!(
-            left == 0 && !moving,
-            "{left} copies left, moves {}",
-            s["moves"]
-        );
-        Ok(())
-    });
-    f.check(saw_relocating, || "no copy was reported relocating".into());
-    let s = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
-    f.check(s["draining"].to_string().contains("node-2"), || {
-        format!("the drain is not listed: {}", s["draining"])
-    });
-    let (status, _) =
-        torua_testkit::post_json(&cluster.node(0).url("/nodes/nope/drain"), &json!({}), T).unwrap();
-    f.check(status == 404, || {
-        format!("drain of an unknown node answered {status}")
-    });
-    let undrain = ureq::delete(&cluster.node(0).url("/nodes/node-2/drain"))
-        .timeout(T)
-        .call();
-    f.check(undrain.is_ok(), || format!("undrain: {undrain:?}"));
-    wait::until("balanced after the undrain", HEAL, || {
-        green_with_copies_on(&cluster, 0, 3)
-    });
-
-    // Rolling restart: each node in turn drains (SIGTERM), stops, starts again; the client sends
-    // to the other nodes meanwhile and must see no failure.
-    for i in 0..3 {
-        load.set_targets(bases(&cluster, Some(i), 3));
-        let t = Instant::now();
-        cluster
-            .node_mut(i)
-            .terminate(Duration::from_secs(90))
+        // Operator drain: node-2 ends with no copies and no primary role; undrain brings copies back.
+        let (status, answer) = cluster
+            .node(0)
+            .post_json("/nodes/node-2/drain", &json!({}), T)
             .unwrap();
+        f.check(status == 200 && answer["draining"] == true, || {
+            format!("drain answered {status} {answer}")
+        });
+        let mut saw_relocating = false;
+        wait::until("node-2 drained", HEAL, || {
+            let s = cluster.node(2).get_json("/cluster/shards", SLOW)?;
+            let copies = s["copies"].as_array().into_iter().flatten();
+            if copies.clone().any(|c| c["state"] == "relocating") {
+                saw_relocating = true;
+            }
+            let left = copies.filter(|c| c["node"] == "node-2").count();
+            let moving = s["moves"].as_array().is_none_or(|m| !m.is_empty());
+            anyhow::ensure!(
+                left == 0 && !moving,
+                "{left} copies left, moves {}",
+                s["moves"]
+            );
+            Ok(())
+        });
+        f.check(saw_relocating, || "no copy was reported relocating".into());
+        let s = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
+        f.check(s["draining"].to_string().contains("node-2"), || {
+            format!("the drain is not listed: {}", s["draining"])
+        });
+        let (status, _) =
+            torua_testkit::post_json(&cluster.node(0).url("/nodes/nope/drain"), &json!({}), T)
+                .unwrap();
+        f.check(status == 404, || {
+            format!("drain of an unknown node answered {status}")
+        });
+        let undrain = ureq::delete(&cluster.node(0).url("/nodes/node-2/drain"))
+            .timeout(T)
+            .call();
+        f.check(undrain.is_ok(), || format!("undrain: {undrain:?}"));
+        wait::until("balanced after the undrain", HEAL, || {
+            green_with_copies_on(&cluster, 0, 3)
+        });
+
+        // Rolling restart: each node in turn drains (SIGTERM), stops, starts again; the client sends
+        // to the other nodes meanwhile and must see no failure.
+        for i in 0..3 {
+            load.set_targets(bases(&cluster, Some(i), 3));
+            let t = Instant::now();
+            cluster
+                .node_mut(i)
+                .terminate(Duration::from_secs(90))
+                .unwrap();
+            eprintln!(
+                "node-{} drained and stopped in {:.1} s",
+                i + 1,
+                t.elapsed().as_secs_f64()
+            );
+            let log = cluster.node(i).log_tail(50);
+            f.check(log.contains("drained"), || {
+                format!("node-{} did not drain before leaving: {log}", i + 1)
+            });
+            cluster.node_mut(i).start().unwrap();
+            cluster.wait_node_up(i, HEAL).unwrap();
+            wait::until("green after the restart", HEAL, || {
+                green_with_copies_on(&cluster, i, 3)
+            });
+            load.set_targets(bases(&cluster, None, 3));
+        }
+        let (acked, errors, reads) = load.finish();
         eprintln!(
-            "node-{} drained and stopped in {:.1} s",
-            i + 1,
-            t.elapsed().as_secs_f64()
+            "{} acked writes, {reads} reads, {} failed requests",
+            acked.len(),
+            errors.len()
         );
-        let log = cluster.node(i).log_tail(50);
-        f.check(log.contains("drained"), || {
-            format!("node-{} did not drain before leaving: {log}", i + 1)
+        f.check(errors.is_empty(), || {
+            format!(
+                "{} failed requests: {:?}",
+                errors.len(),
+                &errors[..errors.len().min(10)]
+            )
         });
-        cluster.node_mut(i).start().unwrap();
-        cluster.wait_node_up(i, HEAL).unwrap();
-        wait::until("green after the restart", HEAL, || {
-            green_with_copies_on(&cluster, i, 3)
-        });
-        load.set_targets(bases(&cluster, None, 3));
-    }
-    let (acked, errors, reads) = load.finish();
-    eprintln!(
-        "{} acked writes, {reads} reads, {} failed requests",
-        acked.len(),
-        errors.len()
-    );
-    f.check(errors.is_empty(), || {
-        format!(
-            "{} failed requests: {:?}",
-            errors.len(),
-            &errors[..errors.len().min(10)]
-        )
+        check_healed(f, &mut cluster, &acked);
     });
-    check_readable(&mut f, &mut cluster, &acked);
-    check_copies_agree(&mut f, &cluster, 0, 2);
-    check_same_seq(&mut f, &cluster);
-    f.finish("drain and rolling restart", started);
 }
 
 #[test]
 fn without_quorum_writes_are_refused_and_reads_marked_stale() {
-    let _one = one_cluster_at_a_time();
-    let started = Instant::now();
-    let mut f = Failures::default();
-    let mut cluster = TestCluster::start_green(3, options(3), HEAL).unwrap();
-    let (ids, body) = batch("q", 20);
-    let (status, _) = cluster
-        .node(0)
-        .post_json("/graph/ingest", &body, T)
-        .unwrap();
-    assert_eq!(status, 200);
-    cluster.node_mut(1).kill9();
-    cluster.node_mut(2).kill9();
-    // Once node-1 sees both dead: 1 of 3 voting nodes is not a majority.
-    wait::until(
-        "writes refused for lack of quorum",
-        Duration::from_secs(30),
-        || {
+    scenario("no quorum", |f| {
+        let mut cluster = TestCluster::start_green(3, options(3), HEAL).unwrap();
+        let (ids, body) = batch("q", 20);
+        let (status, _) = cluster
+            .node(0)
+            .post_json("/graph/ingest", &body, T)
+            .unwrap();
+        assert_eq!(status, 200);
+        cluster.node_mut(1).kill9();
+        cluster.node_mut(2).kill9();
+        // Once node-1 sees both dead: 1 of 3 voting nodes is not a majority.
+        wait::until(
+            "writes refused for lack of quorum",
+            Duration::from_secs(30),
+            || {
+                let (status, answer) =
+                    cluster
+                        .node(0)
+                        .post_json("/graph/ingest", &batch("late", 2).1, T)?;
+                let reason = answer["error"]["reason"].as_str().unwrap_or_default();
+                anyhow::ensure!(
+                    status == 503 && reason.contains("no quorum"),
+                    "{status} {answer}"
+                );
+                Ok(())
+            },
+        );
+        let resp = ureq::get(&cluster.node(0).url(&format!("/graph/entities/{}", ids[0])))
+            .timeout(T)
+            .call();
+        match resp {
+            Ok(r) => {
+                f.check(
+                    r.header("x-torua-stale")
+                        .is_some_and(|h| h.contains("no quorum")),
+                    || "a read without quorum is not marked x-torua-stale".into(),
+                );
+            }
+            Err(e) => f.fail(format!("a read without quorum failed: {e}")),
+        }
+        let shards = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
+        let version = shards["version"].clone();
+        // Watching is the point: for 3 s (many gossip rounds) the map must stay as it is.
+        let unchanged =
+            wait::throughout(Duration::from_secs(3), Duration::from_millis(500), || {
+                let again = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
+                if again["version"] == version {
+                    Ok(())
+                } else {
+                    Err(again["version"].clone())
+                }
+            });
+        f.check(unchanged.is_ok(), || {
+            format!("the shard map changed without a quorum: version {version}, then {unchanged:?}")
+        });
+        // Quorum back: writes succeed again.
+        cluster.node_mut(1).start().unwrap();
+        cluster.node_mut(2).start().unwrap();
+        wait::until("writes accepted again", HEAL, || {
             let (status, answer) =
                 cluster
                     .node(0)
-                    .post_json("/graph/ingest", &batch("late", 2).1, T)?;
-            let reason = answer["error"]["reason"].as_str().unwrap_or_default();
+                    .post_json("/graph/ingest", &batch("back", 2).1, T)?;
             anyhow::ensure!(
-                status == 503 && reason.contains("no quorum"),
+                status == 200 && answer["errors"] == false,
                 "{status} {answer}"
             );
             Ok(())
-        },
-    );
-    let resp = ureq::get(&cluster.node(0).url(&format!("/graph/entities/{}", ids[0])))
-        .timeout(T)
-        .call();
-    match resp {
-        Ok(r) => {
-            f.check(
-                r.header("x-torua-stale")
-                    .is_some_and(|h| h.contains("no quorum")),
-                || "a read without quorum is not marked x-torua-stale".into(),
-            );
-        }
-        Err(e) => f.fail(format!("a read without quorum failed: {e}")),
-    }
-    let shards = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
-    let version = shards["version"].clone();
-    // Watching is the point: for 3 s (many gossip rounds) the map must stay as it is.
-    let unchanged = wait::throughout(Duration::from_secs(3), Duration::from_millis(500), || {
-        let again = cluster.node(0).get_json("/cluster/shards", SLOW).unwrap();
-        if again["version"] == version {
-            Ok(())
-        } else {
-            Err(again["version"].clone())
-        }
+        });
     });
-    f.check(unchanged.is_ok(), || {
-        format!("the shard map changed without a quorum: version {version}, then {unchanged:?}")
-    });
-    // Quorum back: writes succeed again.
-    cluster.node_mut(1).start().unwrap();
-    cluster.node_mut(2).start().unwrap();
-    wait::until("writes accepted again", HEAL, || {
-        let (status, answer) =
-            cluster
-                .node(0)
-                .post_json("/graph/ingest", &batch("back", 2).1, T)?;
-        anyhow::ensure!(
-            status == 200 && answer["errors"] == false,
-            "{status} {answer}"
-        );
-        Ok(())
-    });
-    f.finish("no quorum", started);
 }

@@ -475,6 +475,19 @@ struct WriteRec {
     reason: String,
 }
 
+impl WriteRec {
+    /// Its node's id, its shard, and when it was sent and done counted from `split_s`: how
+    /// failure messages and `writes.tsv` place a write.
+    fn placed<'a>(&self, ids: &'a [String], split_s: f64) -> (&'a str, u32, f64, f64) {
+        (
+            &ids[self.node],
+            self.pair.shard,
+            self.sent - split_s,
+            self.done - split_s,
+        )
+    }
+}
+
 fn write_once(node: usize, p: &Pair, t0: Instant) -> WriteRec {
     let sent = t0.elapsed().as_secs_f64();
     let answer = request(
@@ -1067,15 +1080,10 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
     let settle_s = split_s + SETTLE.as_secs_f64();
     // A write for a failure message, its times counted from the split.
     let show = |r: &WriteRec| {
+        let (node, shard, sent, done) = r.placed(&ids, split_s);
         format!(
-            "{} shard {} sent +{:.1}s done +{:.1}s {:?} acked={} {}",
-            ids[r.node],
-            r.pair.shard,
-            r.sent - split_s,
-            r.done - split_s,
-            r.status,
-            r.acked,
-            r.reason
+            "{node} shard {shard} sent +{sent:.1}s done +{done:.1}s {:?} acked={} {}",
+            r.status, r.acked, r.reason
         )
     };
     let mut first_no_quorum: BTreeMap<usize, f64> = BTreeMap::new();
@@ -1177,16 +1185,10 @@ fn five_nodes_split_3_2_under_writes_then_heal() {
     // Every write, for the record.
     let mut tsv = String::from("node\tshard\tsent_s\tdone_s\tstatus\tacked\tno_quorum\treason\n");
     for r in &records {
+        let (node, shard, sent, done) = r.placed(&ids, split_s);
         tsv.push_str(&format!(
-            "{}\t{}\t{:.3}\t{:.3}\t{:?}\t{}\t{}\t{}\n",
-            ids[r.node],
-            r.pair.shard,
-            r.sent - split_s,
-            r.done - split_s,
-            r.status,
-            r.acked,
-            r.no_quorum,
-            r.reason
+            "{node}\t{shard}\t{sent:.3}\t{done:.3}\t{:?}\t{}\t{}\t{}\n",
+            r.status, r.acked, r.no_quorum, r.reason
         ));
     }
     let _ = std::fs::write(dir.join("writes.tsv"), tsv);

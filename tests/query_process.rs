@@ -875,23 +875,38 @@ fn expected_path(
     expected
 }
 
-/// Runs one neighborhood case (reference vs in-memory, then the server) with large caps.
+/// How a case reaches the cluster: `(path, body)` posted to some node, answered with that node's
+/// id, the status and the answer.
+trait Ask: FnOnce(&str, &Value) -> (String, u16, Value) {}
+impl<F: FnOnce(&str, &Value) -> (String, u16, Value)> Ask for F {}
+
+/// Asks node `i` once.
+fn ask_node(cluster: &TestCluster, i: usize) -> impl Ask + '_ {
+    move |path, body| {
+        let node = cluster.node(i);
+        let (status, ans) = post(node, path, body);
+        (node.id.clone(), status, ans)
+    }
+}
+
+/// Runs one neighborhood case (reference vs in-memory, then the server through `ask`) with
+/// large caps; failures start with `label`.
 fn nb_case(
     f: &mut Failures,
-    cluster: &TestCluster,
     reference: &Reference,
     idx: &Index,
-    node: usize,
+    label: &str,
     c: &NbCase,
+    ask: impl Ask,
 ) {
     f.cases += 1;
     let exp = expected_neighborhood(reference, idx, c);
     let body = c.body(100_000, 1_000_000);
-    let (status, ans) = post(cluster.node(node), "/graph/neighborhood", &body);
+    let (via, status, ans) = ask("/graph/neighborhood", &body);
     check_neighborhood(
         f,
         idx,
-        &format!("neighborhood via {}", cluster.node(node).id),
+        &format!("{label}neighborhood via {via}"),
         &body,
         &exp,
         100_000,
@@ -1102,26 +1117,28 @@ fn check_path(
     }
 }
 
+/// Runs one path case (reference vs in-memory, then the server through `ask`); failures start
+/// with `label`.
 #[allow(clippy::too_many_arguments)]
 fn path_case(
     f: &mut Failures,
-    cluster: &TestCluster,
     reference: &Reference,
     idx: &Index,
-    node: usize,
+    label: &str,
     from: &str,
     to: &str,
     max_hops: u32,
     dir: Dir,
+    ask: impl Ask,
 ) {
     f.cases += 1;
     let expected = expected_path(reference, idx, from, to, max_hops, dir);
     let body = json!({"from": from, "to": to, "max_hops": max_hops, "direction": dir.name()});
-    let (status, ans) = post(cluster.node(node), "/graph/path", &body);
+    let (via, status, ans) = ask("/graph/path", &body);
     check_path(
         f,
         idx,
-        &format!("path via {}", cluster.node(node).id),
+        &format!("{label}path via {via}"),
         &body,
         from,
         to,
@@ -1335,23 +1352,18 @@ fn query_template(rng: &mut Rng, template: usize, prefix: &str, ids: &[String]) 
     }
 }
 
-/// Runs a Cypher case on the reference and on the cluster and compares.
-fn query_case(
-    f: &mut Failures,
-    cluster: &TestCluster,
-    reference: &Reference,
-    node: usize,
-    c: &QCase,
-) {
+/// Runs a Cypher case on the reference and on the cluster (through `ask`) and compares; failures
+/// start with `label`.
+fn query_case(f: &mut Failures, reference: &Reference, label: &str, c: &QCase, ask: impl Ask) {
     f.cases += 1;
     let (columns, rows) = reference
         .query(&c.cypher, &c.params)
         .unwrap_or_else(|e| panic!("test bug: reference refused {}: {e}", c.cypher));
     let body = json!({"cypher": c.cypher, "params": c.params});
-    let (status, ans) = post(cluster.node(node), "/query", &body);
+    let (via, status, ans) = ask("/query", &body);
     compare_query(
         f,
-        &format!("query via {}", cluster.node(node).id),
+        &format!("{label}query via {via}"),
         &body,
         c.ordered,
         &columns,
@@ -1487,7 +1499,14 @@ fn random_graphs_answer_like_one_embedded_database() {
         let t0 = Instant::now();
         for _ in 0..n_nb {
             let c = random_nb_case(&mut rng, &own, &all_ids);
-            nb_case(&mut f, &cluster, &reference, &idx, rng.below(3), &c);
+            nb_case(
+                &mut f,
+                &reference,
+                &idx,
+                "",
+                &c,
+                ask_node(&cluster, rng.below(3)),
+            );
         }
         let t_nb = t0.elapsed();
         let t0 = Instant::now();
@@ -1508,21 +1527,21 @@ fn random_graphs_answer_like_one_embedded_database() {
             let dir = Dir::random(&mut rng);
             path_case(
                 &mut f,
-                &cluster,
                 &reference,
                 &idx,
-                rng.below(3),
+                "",
                 &from,
                 &to,
                 max_hops,
                 dir,
+                ask_node(&cluster, rng.below(3)),
             );
         }
         let t_path = t0.elapsed();
         let t0 = Instant::now();
         for _ in 0..n_query {
             let c = random_query(&mut rng, prefix, &own);
-            query_case(&mut f, &cluster, &reference, rng.below(3), &c);
+            query_case(&mut f, &reference, "", &c, ask_node(&cluster, rng.below(3)));
         }
         eprintln!(
             "{prefix}: neighborhood {:.1} s, path {:.1} s, query {:.1} s; {} failures so far",
@@ -1537,7 +1556,7 @@ fn random_graphs_answer_like_one_embedded_database() {
     // Every query shape once more, over all three graphs.
     for template in 0..QUERY_TEMPLATES {
         let c = query_template(&mut rng, template, "g3", &all_ids);
-        query_case(&mut f, &cluster, &reference, template % 3, &c);
+        query_case(&mut f, &reference, "", &c, ask_node(&cluster, template % 3));
     }
 
     // Aggregates where most shards (or all) have no row, and other edges of the merge.
@@ -1554,7 +1573,7 @@ fn random_graphs_answer_like_one_embedded_database() {
         q("MATCH (a:Entity)-[r:RELATED]->(b:Entity) RETURN sum(r.weight) AS w, avg(r.weight) AS a, min(r.weight) AS lo, max(r.weight) AS hi", json!({}), false),
         q("MATCH (e:Entity) RETURN count(DISTINCT e.type) AS types", json!({}), false),
     ] {
-        query_case(&mut f, &cluster, &reference, 0, &c);
+        query_case(&mut f, &reference, "", &c, ask_node(&cluster, 0));
     }
 
     // Caps, on the largest graph: a hub's 2-hop neighbourhood both ways.
@@ -1622,7 +1641,7 @@ fn random_graphs_answer_like_one_embedded_database() {
         min_weight: Some(tie),
         contains: None,
     };
-    nb_case(&mut f, &cluster, &reference, &idx, 1, &c);
+    nb_case(&mut f, &reference, &idx, "", &c, ask_node(&cluster, 1));
 
     // Global mode on a shard subset, and per_shard mode: rows come from the named shards only.
     let subset = [0u32, 3];
@@ -1790,60 +1809,22 @@ fn kill_9_keeps_answers_whole_then_partial_or_refused() {
                 *waited = (*waited).max(t.elapsed());
                 answer
             };
-        for c in &nb_cases {
-            f.cases += 1;
-            let exp = expected_neighborhood(&reference, &idx, c);
-            let body = c.body(100_000, 1_000_000);
+        let prefix = format!("{label}: ");
+        let mut ask = |path: &str, body: &Value| {
             let node = cluster.node(next_node());
-            let (status, ans) = retry(node, "/graph/neighborhood", &body, &mut waited);
-            check_neighborhood(
-                f,
-                &idx,
-                &format!("{label}: neighborhood via {}", node.id),
-                &body,
-                &exp,
-                100_000,
-                1_000_000,
-                status,
-                &ans,
-            );
+            let (status, ans) = retry(node, path, body, &mut waited);
+            (node.id.clone(), status, ans)
+        };
+        for c in &nb_cases {
+            nb_case(f, &reference, &idx, &prefix, c, &mut ask);
         }
         for (from, to, max_hops, dir) in &path_cases {
-            f.cases += 1;
-            let expected = expected_path(&reference, &idx, from, to, *max_hops, *dir);
-            let body =
-                json!({"from": from, "to": to, "max_hops": max_hops, "direction": dir.name()});
-            let node = cluster.node(next_node());
-            let (status, ans) = retry(node, "/graph/path", &body, &mut waited);
-            check_path(
-                f,
-                &idx,
-                &format!("{label}: path via {}", node.id),
-                &body,
-                from,
-                to,
-                *dir,
-                expected,
-                status,
-                &ans,
+            path_case(
+                f, &reference, &idx, &prefix, from, to, *max_hops, *dir, &mut ask,
             );
         }
         for c in &q_cases {
-            f.cases += 1;
-            let (columns, rows) = reference.query(&c.cypher, &c.params).unwrap();
-            let body = json!({"cypher": c.cypher, "params": c.params});
-            let node = cluster.node(next_node());
-            let (status, ans) = retry(node, "/query", &body, &mut waited);
-            compare_query(
-                f,
-                &format!("{label}: query via {}", node.id),
-                &body,
-                c.ordered,
-                &columns,
-                &rows,
-                status,
-                &ans,
-            );
+            query_case(f, &reference, &prefix, c, &mut ask);
         }
         eprintln!(
             "{label}: {} cases in {:.1} s; longest wait for a whole answer {:.1} s",

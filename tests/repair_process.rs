@@ -54,14 +54,9 @@ fn start(n: usize, options: ClusterOptions, broken: usize, faults: &str) -> Test
 /// Why the copies are not yet repaired, or `Ok` once no copy counts refused writes and the
 /// copies of each shard have one checksum.
 fn repaired(cluster: &TestCluster) -> anyhow::Result<()> {
-    let answer = cluster
-        .node(0)
-        .get_json("/cluster/shards?checksum=true", Duration::from_secs(30))?;
-    let copies = answer["copies"]
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("no copies in {answer}"))?;
+    let copies = cluster.shard_copies_with_checksums(0, Duration::from_secs(30))?;
     let mut sums: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for c in copies {
+    for c in &copies {
         anyhow::ensure!(
             c["failed_writes"].as_u64() == Some(0),
             "a copy counts refused writes: {c}"

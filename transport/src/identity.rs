@@ -44,13 +44,21 @@ pub struct ClusterCa {
     cert_der: CertificateDer<'static>,
 }
 
-impl std::fmt::Debug for ClusterCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterCa")
-            .field("subject", &self.params.distinguished_name)
-            .finish_non_exhaustive()
-    }
+/// A `Debug` that shows a type's name and one field, never the others (keys among them).
+macro_rules! debug_one_field {
+    ($name:ident, $field:literal, |$this:ident| $value:expr) => {
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let $this = self;
+                f.debug_struct(stringify!($name))
+                    .field($field, &$value)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
 }
+
+debug_one_field!(ClusterCa, "subject", |ca| ca.params.distinguished_name);
 
 impl ClusterCa {
     /// Derives the cluster CA from the shared secret. Every node calling this with the same
@@ -130,59 +138,59 @@ impl ClusterCa {
     /// plus a DNS-safe form of the node id.
     pub fn issue_node_identity(&self, node_id: &str) -> Result<NodeIdentity, IdentityError> {
         validate_node_id(node_id)?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params =
-            CertificateParams::new(vec![PEER_SERVER_NAME.to_string(), node_dns_name(node_id)])?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "torua");
-        dn.push(DnType::CommonName, node_id);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         // Every node is both a TLS server and a TLS client: an EKU extension listing only one
         // purpose makes the other direction fail verification.
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        // A day of slack absorbs clock skew between nodes.
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(3650);
-        let serial: [u8; 16] = rand::random();
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer)?;
-        let key_der = PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        let (cert_der, key_der) = self.issue_leaf(
+            vec![PEER_SERVER_NAME.to_string(), node_dns_name(node_id)],
+            node_id,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )?;
         Ok(NodeIdentity {
             inner: Arc::new(IdentityInner {
                 node_id: node_id.to_string(),
                 ca_der: self.cert_der.clone(),
-                cert_der: cert.der().clone(),
+                cert_der,
                 key_der,
             }),
         })
     }
-}
 
-impl ClusterCa {
     /// Issues a TLS server certificate for the HTTP API, valid for `names` (IP addresses or DNS
     /// names; clients check the one they dialled), with a fresh ECDSA P-256 key. A client that
     /// knows the cluster secret derives the same CA and so trusts it.
     pub fn issue_server_cert(&self, names: &[String]) -> Result<ServerCert, IdentityError> {
+        let (cert_der, key_der) = self.issue_leaf(
+            names.to_vec(),
+            names.first().map_or("torua", String::as_str),
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        )?;
+        Ok(ServerCert {
+            chain: vec![cert_der],
+            key_der,
+        })
+    }
+
+    /// A leaf certificate signed by this CA, with a fresh ECDSA P-256 key and a random serial:
+    /// SAN `names`, subject `O=torua, CN=common_name`, no CA, digital signatures for `usages`,
+    /// valid from a day ago (slack for clock skew between nodes) for ten years.
+    fn issue_leaf(
+        &self,
+        names: Vec<String>,
+        common_name: &str,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), IdentityError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut params = CertificateParams::new(names)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "torua");
-        dn.push(
-            DnType::CommonName,
-            names.first().map_or("torua", String::as_str),
-        );
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(3650);
@@ -192,10 +200,7 @@ impl ClusterCa {
         let cert = params.signed_by(&key, &issuer)?;
         let key_der = PrivateKeyDer::try_from(key.serialize_der())
             .map_err(|e| IdentityError::Generate(e.to_string()))?;
-        Ok(ServerCert {
-            chain: vec![cert.der().clone()],
-            key_der,
-        })
+        Ok((cert.der().clone(), key_der))
     }
 }
 
@@ -205,14 +210,7 @@ pub struct ServerCert {
     pub key_der: PrivateKeyDer<'static>,
 }
 
-impl std::fmt::Debug for ServerCert {
-    // Never print the private key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCert")
-            .field("chain", &self.chain.len())
-            .finish_non_exhaustive()
-    }
-}
+debug_one_field!(ServerCert, "chain", |cert| cert.chain.len());
 
 impl ServerCert {
     /// Loads an operator's certificate chain and key (PEM).
@@ -224,22 +222,11 @@ impl ServerCert {
         let bytes = read_file(cert_path)?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
-            .map_err(|_| IdentityError::NotPem {
-                path: cert_path.to_path_buf(),
-                expected: "certificate",
-            })?;
+            .map_err(|_| not_pem(cert_path, "certificate"))?;
         if chain.is_empty() {
-            return Err(IdentityError::NotPem {
-                path: cert_path.to_path_buf(),
-                expected: "certificate",
-            });
+            return Err(not_pem(cert_path, "certificate"));
         }
-        let key_der = PrivateKeyDer::from_pem_slice(&read_file(key_path)?).map_err(|_| {
-            IdentityError::NotPem {
-                path: key_path.to_path_buf(),
-                expected: "private key",
-            }
-        })?;
+        let key_der = read_key(key_path)?;
         Ok(ServerCert { chain, key_der })
     }
 }
@@ -257,14 +244,7 @@ struct IdentityInner {
     key_der: PrivateKeyDer<'static>,
 }
 
-impl std::fmt::Debug for NodeIdentity {
-    // Never print the private key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeIdentity")
-            .field("node_id", &self.inner.node_id)
-            .finish_non_exhaustive()
-    }
-}
+debug_one_field!(NodeIdentity, "node_id", |id| id.inner.node_id);
 
 impl NodeIdentity {
     /// Loads operator-issued credentials. Checks that each file is PEM of the right kind, that
@@ -279,12 +259,7 @@ impl NodeIdentity {
             (ca_path.as_ref(), cert_path.as_ref(), key_path.as_ref());
         let ca_der = read_cert(ca_path)?;
         let cert_der = read_cert(cert_path)?;
-        let key_bytes = read_file(key_path)?;
-        let key_der =
-            PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|_| IdentityError::NotPem {
-                path: key_path.to_path_buf(),
-                expected: "private key",
-            })?;
+        let key_der = read_key(key_path)?;
         let key = KeyPair::try_from(&key_der).map_err(|e| IdentityError::BadKey {
             path: key_path.to_path_buf(),
             reason: format!("{e} (expected an unencrypted pkcs#8 ecdsa or ed25519 key)"),
@@ -486,11 +461,18 @@ fn read_file(path: &Path) -> Result<Vec<u8>, IdentityError> {
 }
 
 fn read_cert(path: &Path) -> Result<CertificateDer<'static>, IdentityError> {
-    let bytes = read_file(path)?;
-    CertificateDer::from_pem_slice(&bytes).map_err(|_| IdentityError::NotPem {
+    CertificateDer::from_pem_slice(&read_file(path)?).map_err(|_| not_pem(path, "certificate"))
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
+    PrivateKeyDer::from_pem_slice(&read_file(path)?).map_err(|_| not_pem(path, "private key"))
+}
+
+fn not_pem(path: &Path, expected: &'static str) -> IdentityError {
+    IdentityError::NotPem {
         path: path.to_path_buf(),
-        expected: "certificate",
-    })
+        expected,
+    }
 }
 
 fn write_file(path: &PathBuf, contents: &[u8], secret: bool) -> Result<(), IdentityError> {

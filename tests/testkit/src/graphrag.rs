@@ -58,3 +58,13 @@ pub struct Community {
     pub full_content: String,
     pub rank: f64,
 }
+
+/// The items of a GraphRAG index, or of a part of one, kind by kind.
+#[derive(Default)]
+pub struct Items {
+    pub entities: Vec<Entity>,
+    pub relations: Vec<Relation>,
+    pub chunks: Vec<Chunk>,
+    pub documents: Vec<Document>,
+    pub communities: Vec<Community>,
+}

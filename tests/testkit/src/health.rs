@@ -11,10 +11,24 @@ use crate::cluster::TestCluster;
 impl TestCluster {
     /// The shard copies node `i`'s `/cluster/shards` lists.
     pub fn shard_copies(&self, i: usize, timeout: Duration) -> anyhow::Result<Vec<Value>> {
-        let mut answer = self.nodes[i].get_json("/cluster/shards", timeout)?;
+        self.copies_at(i, "/cluster/shards", timeout)
+    }
+
+    /// [`TestCluster::shard_copies`] with each copy's checksum (`?checksum=true`).
+    pub fn shard_copies_with_checksums(
+        &self,
+        i: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
+        self.copies_at(i, "/cluster/shards?checksum=true", timeout)
+    }
+
+    /// The `copies` of node `i`'s answer to `path`.
+    fn copies_at(&self, i: usize, path: &str, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+        let mut answer = self.nodes[i].get_json(path, timeout)?;
         match answer["copies"].take() {
             Value::Array(copies) => Ok(copies),
-            _ => bail!("no copies in /cluster/shards: {}", summarize(&answer)),
+            _ => bail!("no copies in {path}: {}", summarize(&answer)),
         }
     }
 

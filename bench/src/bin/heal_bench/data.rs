@@ -3,15 +3,6 @@
 
 use super::*;
 
-#[derive(Default)]
-pub(crate) struct Round {
-    pub(crate) entities: Vec<Entity>,
-    pub(crate) relations: Vec<Relation>,
-    pub(crate) chunks: Vec<Chunk>,
-    pub(crate) documents: Vec<Document>,
-    pub(crate) communities: Vec<Community>,
-}
-
 /// What the primaries must hold: every acknowledged item once, each relation once per endpoint
 /// shard.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -37,7 +28,7 @@ impl Totals {
         self.documents += o.documents;
         self.communities += o.communities;
     }
-    pub(crate) fn of_round(r: &Round, shards: u32) -> Totals {
+    pub(crate) fn of_round(r: &Items, shards: u32) -> Totals {
         let mut t = Totals {
             entities: r.entities.len() as u64,
             chunks: r.chunks.len() as u64,
@@ -92,7 +83,7 @@ impl Gen {
     }
 
     /// One document with its chunks, entities, relations and community report.
-    pub(crate) fn document(&mut self, out: &mut Round) {
+    pub(crate) fn document(&mut self, out: &mut Items) {
         let d = self.docs;
         self.docs += 1;
         let doc_id = format!("d-{d}");

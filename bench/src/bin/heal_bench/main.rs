@@ -79,7 +79,7 @@ use torua_bench::out::write_doc;
 use torua_bench::stats::{histogram, r2, summary};
 use torua_bench::sys::{cluster_rss, load_1m, machine, memory_guard};
 use torua_testkit::gen::{embedding, pack, shard_of, text_of_bytes as text, vocabulary, TYPES};
-use torua_testkit::graphrag::{Chunk, Community, Document, Entity, Relation};
+use torua_testkit::graphrag::{Chunk, Community, Document, Entity, Items, Relation};
 use torua_testkit::http::{get_full, short};
 use torua_testkit::ingest::post_all;
 use torua_testkit::log;

@@ -100,7 +100,7 @@ impl Bench {
             let want = ((target - size) as f64 / amplification * 1.05).clamp(1e6, round_cap);
             let docs = ((want / doc_bytes).ceil() as usize).max(1);
             let tg = Instant::now();
-            let mut round = Round::default();
+            let mut round = Items::default();
             for _ in 0..docs {
                 self.gen.document(&mut round);
             }

@@ -4,10 +4,8 @@
 use super::*;
 
 pub(crate) struct Graph {
-    pub(crate) entities: Vec<Entity>,
-    pub(crate) relations: Vec<Relation>,
-    pub(crate) chunks: Vec<Chunk>,
-    pub(crate) communities: Vec<Community>,
+    /// Entities, relations, chunks and communities; no documents.
+    pub(crate) items: Items,
     /// Cluster (level-0 community) of each entity.
     pub(crate) cluster: Vec<usize>,
 }
@@ -168,10 +166,13 @@ pub(crate) fn generate(a: &Args) -> Graph {
         });
     }
     Graph {
-        entities,
-        relations,
-        chunks,
-        communities,
+        items: Items {
+            entities,
+            relations,
+            chunks,
+            documents: Vec::new(),
+            communities,
+        },
         cluster,
     }
 }

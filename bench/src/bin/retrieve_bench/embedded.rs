@@ -74,7 +74,7 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
                 dir,
                 "entities.csv",
                 ENTITY_CSV_HEADER,
-                g.entities.iter().map(|e| EntityCsv(e).to_string()),
+                g.items.entities.iter().map(|e| EntityCsv(e).to_string()),
             )?,
         ),
         (
@@ -83,7 +83,7 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
                 dir,
                 "relations.csv",
                 RELATION_CSV_HEADER,
-                g.relations.iter().map(|r| RelationCsv(r).to_string()),
+                g.items.relations.iter().map(|r| RelationCsv(r).to_string()),
             )?,
         ),
         (
@@ -92,7 +92,7 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
                 dir,
                 "chunks.csv",
                 "id,text,n_tokens,document_id,entity_ids",
-                g.chunks.iter().map(|c| {
+                g.items.chunks.iter().map(|c| {
                     format!(
                         "{},{},{},{},{}",
                         c.id,
@@ -110,7 +110,7 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
                 dir,
                 "communities.csv",
                 "id,level,parent,title,entity_ids,summary,full_content,rank",
-                g.communities.iter().map(|c| {
+                g.items.communities.iter().map(|c| {
                     format!(
                         "{},{},{},{},{},{},{},{}",
                         c.id,
@@ -164,7 +164,7 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
             },
         ),
     ];
-    for batch in g.entities.chunks(5000) {
+    for batch in g.items.entities.chunks(5000) {
         let rows = batch
             .iter()
             .map(|e| vec![string(&e.id), float_list(e.vector())])
@@ -202,10 +202,10 @@ pub(crate) fn load_embedded(a: &Args, g: &Graph, dir: &Path) -> Result<(PathBuf,
     })
     .collect::<Result<_>>()?;
     let expected = [
-        g.entities.len(),
-        g.relations.len(),
-        g.chunks.len(),
-        g.communities.len(),
+        g.items.entities.len(),
+        g.items.relations.len(),
+        g.items.chunks.len(),
+        g.items.communities.len(),
     ];
     if counts.iter().zip(expected).any(|(&c, e)| c as usize != e) {
         bail!("embedded database holds {counts:?} (entities, relations, chunks, communities); expected {expected:?}");

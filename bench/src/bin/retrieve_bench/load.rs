@@ -89,10 +89,10 @@ pub(crate) fn load_torua(
     let mut json_bytes = 0;
     for kind in ["entities", "chunks", "communities", "relations"] {
         let b = match kind {
-            "entities" => bodies(&g.entities, kind, a.batch)?,
-            "chunks" => bodies(&g.chunks, kind, a.batch)?,
-            "communities" => bodies(&g.communities, kind, 20)?,
-            _ => bodies(&g.relations, kind, a.relation_batch)?,
+            "entities" => bodies(&g.items.entities, kind, a.batch)?,
+            "chunks" => bodies(&g.items.chunks, kind, a.batch)?,
+            "communities" => bodies(&g.items.communities, kind, 20)?,
+            _ => bodies(&g.items.relations, kind, a.relation_batch)?,
         };
         let bytes: usize = b.iter().map(|x| x.1.len()).sum();
         json_bytes += bytes;
@@ -136,7 +136,7 @@ pub(crate) fn load_torua(
     Ok(json!({
         "acknowledged_s": acknowledged, "applied_s": applied, "searchable_s": searchable,
         "phases": phases, "retries": retries, "json_bytes": json_bytes,
-        "items_per_s": (g.entities.len() + g.chunks.len() + g.communities.len() + g.relations.len()) as f64 / searchable,
+        "items_per_s": (g.items.entities.len() + g.items.chunks.len() + g.items.communities.len() + g.items.relations.len()) as f64 / searchable,
         "rss_mb_after_load": rss, "verify": verify,
     }))
 }
@@ -145,6 +145,7 @@ pub(crate) fn load_torua(
 /// once per endpoint shard, in-sync copies agreeing.
 pub(crate) fn verify_shards(cluster: &TestCluster, g: &Graph, shards: u32) -> Result<Value> {
     let expected_relations: u64 = g
+        .items
         .relations
         .iter()
         .map(|r| 1 + u64::from(shard_of(&r.source, shards) != shard_of(&r.target, shards)))
@@ -176,10 +177,10 @@ pub(crate) fn verify_shards(cluster: &TestCluster, g: &Graph, shards: u32) -> Re
         .map(|(s, _)| *s)
         .collect();
     let expected = [
-        g.entities.len() as u64,
+        g.items.entities.len() as u64,
         expected_relations,
-        g.chunks.len() as u64,
-        g.communities.len() as u64,
+        g.items.chunks.len() as u64,
+        g.items.communities.len() as u64,
     ];
     let ok = sums == expected && disagree.is_empty();
     let size: u64 = copies.iter().filter_map(|c| c["size_bytes"].as_u64()).sum();

@@ -81,7 +81,7 @@ use torua_bench::out::write_doc;
 use torua_bench::stats::{histogram, mean, median, summary, us};
 use torua_bench::sys::{load_1m, mem_available_mb, memory_guard, rss_mb};
 use torua_testkit::gen::{bodies, normalize, quantize, relations, shard_of, vocabulary, TYPES};
-use torua_testkit::graphrag::{Chunk, Community, Entity, Relation};
+use torua_testkit::graphrag::{Chunk, Community, Entity, Items};
 use torua_testkit::http::{post_timed, short};
 use torua_testkit::ingest::post_all;
 use torua_testkit::log;
@@ -223,16 +223,16 @@ fn main() -> Result<()> {
     let a = parse_args()?;
     let t = Instant::now();
     let g = generate(&a);
-    let mut degrees: Vec<i64> = g.entities.iter().map(|e| e.degree).collect();
+    let mut degrees: Vec<i64> = g.items.entities.iter().map(|e| e.degree).collect();
     degrees.sort_unstable();
     let n = degrees.len();
-    let list_ids: usize = g.communities.iter().map(|c| c.entity_ids.len()).sum();
+    let list_ids: usize = g.items.communities.iter().map(|c| c.entity_ids.len()).sum();
     log(format!(
         "generated {} entities, {} relations, {} chunks, {} communities ({} entity ids) in {:.1} s; degree p50 {} p99 {} max {}",
         n,
-        g.relations.len(),
-        g.chunks.len(),
-        g.communities.len(),
+        g.items.relations.len(),
+        g.items.chunks.len(),
+        g.items.communities.len(),
         list_ids,
         t.elapsed().as_secs_f64(),
         degrees[n / 2],
@@ -260,8 +260,8 @@ fn run(
         "bench": "retrieve",
         "label": a.common.label.clone().unwrap_or_else(|| format!("{} entities, {} relations, {} chunks, dim {}", a.entities, a.relations, a.chunks, a.dim)),
         "args": a,
-        "data": {"entities": g.entities.len(), "relations": g.relations.len(), "chunks": g.chunks.len(),
-                 "communities": g.communities.len(), "dim": a.dim, "degree_p50": degree_p50, "degree_max": degree_max,
+        "data": {"entities": g.items.entities.len(), "relations": g.items.relations.len(), "chunks": g.items.chunks.len(),
+                 "communities": g.items.communities.len(), "dim": a.dim, "degree_p50": degree_p50, "degree_max": degree_max,
                  "clusters": g.cluster.iter().max().map_or(0, |m| m + 1)},
         "unix_time": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         "targets": [],

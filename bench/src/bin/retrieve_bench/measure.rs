@@ -39,10 +39,14 @@ pub(crate) fn measure(
     // Calibration sample: neighbours-sized sets of entity ids, a seed-sized set of chunk ids.
     let mut rng = Rng(a.seed ^ 0xca1);
     let sample_e: Vec<String> = (0..200)
-        .map(|_| g.entities[rng.below(g.entities.len())].id.clone())
+        .map(|_| {
+            g.items.entities[rng.below(g.items.entities.len())]
+                .id
+                .clone()
+        })
         .collect();
     let sample_c: Vec<String> = (0..25)
-        .map(|_| g.chunks[rng.below(g.chunks.len())].id.clone())
+        .map(|_| g.items.chunks[rng.below(g.items.chunks.len())].id.clone())
         .collect();
     let calibration = emb.calibrate(&sample_e, &sample_c, &sample_e[..a.top_k.min(200)])?;
     let load_at_start = load_1m();
@@ -133,7 +137,7 @@ pub(crate) fn measure(
         e_rep.push(ea.reports as f64);
         let seeds = ids_of(&v["seeds"], |_| true);
         seed_overlap.push(overlap(&seeds, &ea.seeds));
-        let src = &g.entities[q.source].id;
+        let src = &g.items.entities[q.source].id;
         torua_hit.push(f64::from(u8::from(seeds.contains(src))));
         emb_hit.push(f64::from(u8::from(ea.seeds.contains(src))));
         let done = i + 1 - a.warmup;
@@ -275,8 +279,8 @@ pub(crate) fn check_embedded(
 ) -> Result<Value> {
     let conn = Connection::new(db)?;
     let mut read = conn.prepare("MATCH (v:EntityVec {id: $id}) RETURN v.embedding")?;
-    for i in [0, g.entities.len() / 2, g.entities.len() - 1] {
-        let e = &g.entities[i];
+    for i in [0, g.items.entities.len() / 2, g.items.entities.len() - 1] {
+        let e = &g.items.entities[i];
         let rows: Vec<Vec<KValue>> = conn
             .execute(&mut read, vec![("id", string(&e.id))])?
             .collect();

@@ -49,6 +49,7 @@ impl Queries {
 pub(crate) fn make_queries(a: &Args, g: &Graph) -> Result<Queries> {
     let all = requests(a, g)?;
     let norms: Vec<f32> = g
+        .items
         .entities
         .iter()
         .map(|e| e.vector().iter().map(|x| x * x).sum::<f32>().sqrt())
@@ -69,8 +70,8 @@ fn requests(a: &Args, g: &Graph) -> Result<Vec<Query>> {
     let mut rng = Rng(a.seed ^ 0x5eed_9e7e);
     (0..a.warmup + a.queries)
         .map(|_| {
-            let i = rng.below(g.entities.len());
-            let e = &g.entities[i];
+            let i = rng.below(g.items.entities.len());
+            let e = &g.items.entities[i];
             let title: Vec<&str> = e.title.split(' ').collect();
             let desc: Vec<&str> = e.description.split(' ').collect();
             let text = format!(
@@ -105,6 +106,7 @@ fn requests(a: &Args, g: &Graph) -> Result<Vec<Query>> {
 fn exact_top(g: &Graph, norms: &[f32], q: &[f32], k: usize) -> Vec<String> {
     let qn = q.iter().map(|x| x * x).sum::<f32>().sqrt();
     let mut scored: Vec<(f32, usize)> = g
+        .items
         .entities
         .iter()
         .enumerate()
@@ -118,6 +120,6 @@ fn exact_top(g: &Graph, norms: &[f32], q: &[f32], k: usize) -> Vec<String> {
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
     scored
         .into_iter()
-        .map(|(_, i)| g.entities[i].id.clone())
+        .map(|(_, i)| g.items.entities[i].id.clone())
         .collect()
 }
