@@ -38,9 +38,9 @@ fn checksums(cluster: &TestCluster) -> anyhow::Result<BTreeMap<String, (u64, Str
 
 /// Runs the fuzzer against `url` with `key`; returns whether it passed, printing its report. A
 /// run that only crashed inside schemathesis itself (a Python "Runtime Error" while generating,
-/// no failed check) is run once more: it says nothing about the API.
+/// no failed check) is run again, up to three times in all: it says nothing about the API.
 fn fuzz(url: &str, ca: &std::path::Path, key: Option<&str>, extra: &[&str]) -> bool {
-    for _ in 0..2 {
+    for _ in 0..3 {
         match fuzz_once(url, ca, key, extra) {
             Ok(passed) => return passed,
             Err(()) => println!("--- schemathesis crashed while generating; running it again"),

@@ -21,8 +21,8 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 #[into_params(parameter_in = Query)]
 pub struct HealthQuery {
     /// Wait until the status is at least this good: `green`, `yellow` or `red`.
-    #[param(pattern = "^(green|yellow|red)$")]
-    wait_for_status: Option<String>,
+    #[param(inline)]
+    wait_for_status: Option<Status>,
     /// How long to wait for `wait_for_status`, e.g. `30s` (default 30s, at most 60s).
     timeout: Option<String>,
 }
@@ -33,14 +33,7 @@ pub async fn cluster_health(
     State(state): State<AppState>,
     super::Params(q): super::Params<HealthQuery>,
 ) -> Result<Json<HealthAnswer>, ApiError> {
-    let wanted = match q.wait_for_status.as_deref() {
-        None => None,
-        Some(s) => Some(Status::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "wait_for_status={s:?}: accepted values are green, yellow, red"
-            ))
-        })?),
-    };
+    let wanted = q.wait_for_status;
     let timeout = super::duration_param(
         "timeout",
         q.timeout.as_deref(),

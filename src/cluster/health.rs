@@ -23,17 +23,6 @@ pub enum Status {
     Red,
 }
 
-impl Status {
-    pub fn parse(s: &str) -> Option<Status> {
-        match s {
-            "green" => Some(Status::Green),
-            "yellow" => Some(Status::Yellow),
-            "red" => Some(Status::Red),
-            _ => None,
-        }
-    }
-}
-
 /// The `/cluster/health` answer (also sent over the peer transport, hence no skipped fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(description = "The cluster's health, like Elasticsearch's: a status, why, and each node.")]
