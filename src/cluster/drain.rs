@@ -46,7 +46,7 @@ pub async fn set_draining(
 const HAND_OVER_LOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// On SIGTERM: takes this node's copies out of their shards' in-sync sets where another in-sync
-/// copy stays (a primary's role passes to one of them), within `budget` in all. Each shard's
+/// copy stays (a primary's role passes to one of them), all shards at once, within `budget`. Each shard's
 /// writes in flight finish first (its write lock is held while the map changes). Copies that are
 /// their shard's only in-sync copy stay: writes to that shard wait for this node's return. Returns
 /// a line for the log.
@@ -55,31 +55,37 @@ pub async fn hand_over(ctx: &Arc<NodeContext>, budget: Duration) -> String {
     let Some(map) = ctx.shard_map.get() else {
         return "no shard map: nothing to hand over".into();
     };
+    let started = Instant::now();
     let me = ctx.node_id().as_str().to_string();
-    let deadline = Instant::now() + budget;
-    let (mut handed, mut primaries, mut kept, mut failed) = (0, 0, 0, Vec::new());
-    for a in map.assignments.iter().filter(|a| a.is_in_sync(&me)) {
-        if a.in_sync.len() < 2 {
-            kept += 1;
-            continue;
+    let mine: Vec<_> = map
+        .assignments
+        .iter()
+        .filter(|a| a.is_in_sync(&me))
+        .collect();
+    let (kept, to_hand): (Vec<_>, Vec<_>) = mine.into_iter().partition(|a| a.in_sync.len() < 2);
+    // Shards are handed over together; the coordinator applies the changes one by one.
+    let steps = to_hand.iter().map(|a| async {
+        let step = crate::replication::write::step_out(ctx, a.shard, HAND_OVER_LOCK_WAIT);
+        match tokio::time::timeout(budget, step).await {
+            Ok(Ok(())) => Ok(a.primary == me),
+            Ok(Err(e)) => Err(format!("shard {}: {e}", a.shard)),
+            Err(_) => Err(format!("shard {}: out of time", a.shard)),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            failed.push(format!("shard {}: out of time", a.shard));
-            continue;
-        }
-        let step = crate::replication::write::step_out(ctx, a.shard, HAND_OVER_LOCK_WAIT.min(left));
-        match tokio::time::timeout(left, step).await {
-            Ok(Ok(())) => {
+    });
+    let (mut handed, mut primaries, mut failed) = (0, 0, Vec::new());
+    for outcome in futures_util::future::join_all(steps).await {
+        match outcome {
+            Ok(was_primary) => {
                 handed += 1;
-                primaries += usize::from(a.primary == me);
+                primaries += usize::from(was_primary);
             }
-            Ok(Err(e)) => failed.push(format!("shard {}: {e}", a.shard)),
-            Err(_) => failed.push(format!("shard {}: out of time", a.shard)),
+            Err(why) => failed.push(why),
         }
     }
     let mut line = format!(
-        "handed over {handed} copies ({primaries} primary roles); {kept} kept (their shard's only in-sync copy)"
+        "handed over {handed} copies ({primaries} primary roles) in {} ms; {} kept (their shard's only in-sync copy)",
+        started.elapsed().as_millis(),
+        kept.len()
     );
     if !failed.is_empty() {
         line.push_str(&format!(

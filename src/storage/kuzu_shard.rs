@@ -415,7 +415,8 @@ impl KuzuShard {
                 self.shard
             ))),
             Err(_) => Err(Error::Busy(format!(
-                "shard {}: writes up to {target} are acknowledged but not applied after {} s                  (applied up to {}); the copy is overloaded, retry",
+                "shard {}: writes up to {target} are acknowledged but not applied after {} s \
+                 (applied up to {}); the copy is overloaded, retry",
                 self.shard,
                 timeout.as_secs(),
                 self.visible_seq()
