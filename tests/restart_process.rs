@@ -1,10 +1,13 @@
 //! A restart is cheap. On SIGTERM a node hands its places in the shards' in-sync sets over (its
 //! primary roles pass to other in-sync copies) and leaves, moving no data: every copy stays
-//! assigned where it was, and writes go on at once without it. Back within
-//! `TORUA_REPLACE_AFTER`, it catches up from the primaries' logs: its copies rejoin the in-sync
-//! sets, level with the others, and every acknowledged entity reads back through it.
+//! assigned where it was, and writes go on without it. Back within `TORUA_REPLACE_AFTER`, it
+//! catches up from the primaries' logs: its copies rejoin the in-sync sets, level with the
+//! others, and every acknowledged entity reads back through it. A client writes without pause
+//! through another node the whole time; none of its writes fails.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -25,6 +28,42 @@ fn batch(from: usize, n: usize) -> Value {
             "description": "next", "weight": 1.0,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// What the client writing without pause saw: the ids of its acknowledged entities, and every
+/// write that failed.
+#[derive(Default)]
+struct Written {
+    acknowledged: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// Writes batches of 20 entities through `url` until `stop`, one at a time.
+fn write_without_pause(url: String, stop: Arc<AtomicBool>, out: Arc<Mutex<Written>>) {
+    let mut k = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let ids: Vec<String> = (0..20).map(|j| format!("rw-{k}-{j}")).collect();
+        let body = json!({"entities": ids.iter().map(|id| json!({
+            "id": id, "title": id.to_uppercase(), "type": "THING", "description": "written during the restart",
+        })).collect::<Vec<_>>()});
+        let answer = torua_testkit::post_json(&format!("{url}/graph/ingest"), &body, T);
+        let mut out = out.lock().unwrap();
+        match answer {
+            Ok((200, a)) if a["errors"] == false => out.acknowledged.extend(ids),
+            other => out.failed.push(format!("batch {k}: {other:?}")),
+        }
+        k += 1;
+    }
+}
+
+/// How many of `ids` node `i` reads.
+fn read_back(cluster: &TestCluster, i: usize, ids: &[String]) -> Option<u64> {
+    let query = json!({
+        "cypher": "MATCH (e:Entity) WHERE e.id IN $ids AND e.title <> '' RETURN count(*) AS n",
+        "params": {"ids": ids},
+    });
+    let (status, answer) = cluster.node(i).post_json("/query", &query, T).ok()?;
+    (status == 200).then(|| answer["rows"][0][0].as_u64())?
 }
 
 /// Ingests through node `i`; every item must be written.
@@ -104,6 +143,29 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
         "{victim_id} is primary of nothing: {before:?}"
     );
 
+    // A client writes through another node from now on.
+    let other = (victim + 1) % 3;
+    let (stop, written) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::<Mutex<Written>>::default(),
+    );
+    let writer = {
+        let (url, stop, written) = (cluster.node(other).url(""), stop.clone(), written.clone());
+        std::thread::spawn(move || write_without_pause(url, stop, written))
+    };
+    let batches = || {
+        let w = written.lock().unwrap();
+        w.acknowledged.len() / 20 + w.failed.len()
+    };
+    let more = |n: usize| {
+        let from = batches();
+        wait::poll(SETTLE, Duration::from_millis(50), || {
+            (batches() >= from + n).then_some(()).ok_or(())
+        })
+        .unwrap();
+    };
+    more(5);
+
     let stopping = Instant::now();
     cluster
         .node_mut(victim)
@@ -113,10 +175,9 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
         "{victim_id} exited {:.2} s after SIGTERM",
         stopping.elapsed().as_secs_f64()
     );
-
-    // Right after it left: its copies are still assigned to it (nothing moved), none is a
-    // primary or in the in-sync set, and every shard has a primary elsewhere.
-    let other = (victim + 1) % 3;
+    more(5);
+    // After it left: its copies are still assigned to it (nothing moved), none is a primary or
+    // in the in-sync set, and every shard has a primary elsewhere.
     let after = cluster.shard_copies(other, T).unwrap();
     assert_eq!(places(&after), places(&before), "copies moved: {after:?}");
     for c in after.iter().filter(|c| c["node"] == victim_id.as_str()) {
@@ -140,6 +201,20 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
     // Back: it catches up from the logs, nothing having moved.
     cluster.node_mut(victim).start().unwrap();
     cluster.wait_node_up(victim, SETTLE).unwrap();
+    more(5);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let written = std::mem::take(&mut *written.lock().unwrap());
+    eprintln!(
+        "the client's writes: {} entities acknowledged, {} batches failed",
+        written.acknowledged.len(),
+        written.failed.len()
+    );
+    assert!(
+        written.failed.is_empty(),
+        "writes failed: {:?}",
+        written.failed
+    );
     let caught_up = wait::poll(SETTLE, Duration::from_millis(500), || {
         back_in_sync(&cluster)
     });
@@ -158,6 +233,17 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
         count.is_ok(),
         "{victim_id} reads {:?} of 600 entities",
         entity_count(&cluster, victim)
+    );
+    let acknowledged = written.acknowledged.len() as u64;
+    let read = wait::poll(T, Duration::from_millis(200), || {
+        read_back(&cluster, victim, &written.acknowledged)
+            .filter(|n| *n == acknowledged)
+            .ok_or(())
+    });
+    assert!(
+        read.is_ok(),
+        "{victim_id} reads {:?} of the {acknowledged} entities acknowledged during the restart",
+        read_back(&cluster, victim, &written.acknowledged)
     );
     cluster.wait_green(SETTLE).unwrap();
 }
