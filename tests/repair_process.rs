@@ -6,6 +6,10 @@
 //! - as a shard's only copy, it stays (it is all there is) and the cluster turns yellow, naming
 //!   the node and the shard.
 //!
+//! A copy whose applier is stuck (fault point `apply-stall`: nothing applied while writes wait)
+//! is taken out of the in-sync set once `TORUA_STUCK_AFTER` passes, and rebuilt the same way once
+//! its applier lets the database close.
+//!
 //! A copy that silently lost a round of writes (fault point `apply-lost`: counted as applied,
 //! never written) is found by anti-entropy when a majority of the shard's copies disagree with
 //! it, and rebuilt the same way; with two copies, no majority can tell which is right: the cluster
@@ -24,6 +28,8 @@ const SETTLE: Duration = Duration::from_secs(120);
 const REFUSE_ONE_WRITE: &str = "apply-refused=2*return";
 /// The first round a copy applies vanishes.
 const LOSE_ONE_ROUND: &str = "apply-lost=1*return";
+/// The first round a copy applies waits 25 s first: a stuck applier.
+const STALL_ONE_ROUND: &str = "apply-stall=1*sleep(25000)";
 
 /// `n` entities in a chain, enough to put writes on every shard.
 fn batch(n: usize) -> Value {
@@ -165,6 +171,46 @@ fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
         "node 2 did not rebuild its broken copy from a snapshot".into()
     });
     f.finish("repair of a copy that refused writes", started);
+}
+
+#[test]
+fn a_stuck_copy_leaves_the_in_sync_set_and_is_rebuilt() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let mut o = ClusterOptions::graph(3);
+    o.env.insert("TORUA_STUCK_AFTER".into(), "3s".into());
+    // Only the stall detector is at work here.
+    o.env
+        .insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "0s".into());
+    let mut cluster = start(3, o, 1, STALL_ONE_ROUND);
+    let stuck = cluster.node(1).id.clone();
+    ingest(&cluster, 300);
+    // Long before its applier wakes, the stuck copy is out of the in-sync set.
+    let out = wait::poll(Duration::from_secs(20), Duration::from_millis(200), || {
+        let copies = cluster.shard_copies(0, T).map_err(|e| e.to_string())?;
+        match copies
+            .iter()
+            .find(|c| c["node"] == stuck.as_str() && c["in_sync"] == false)
+        {
+            Some(c) => Ok(c.clone()),
+            None => Err(format!("{copies:?}")),
+        }
+    });
+    f.check(out.is_ok(), || {
+        format!(
+            "{stuck}'s stuck copy stayed in the in-sync set 20 s after the ingest: {out:?} (after {:?})",
+            started.elapsed()
+        )
+    });
+    converged(&mut cluster, &mut f);
+    let log = log(&cluster, 1);
+    f.check(log.contains("applies nothing while writes wait"), || {
+        "node 2 never found its stuck copy (did the fault fire?)".into()
+    });
+    f.check(log.contains("installed a copy from a snapshot"), || {
+        "node 2 did not rebuild its stuck copy from a snapshot".into()
+    });
+    f.finish("repair of a stuck copy", started);
 }
 
 #[test]

@@ -17,9 +17,6 @@ use crate::node::context::NodeContext;
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// A copy that applies nothing for this long while writes wait is reported.
-const STALLED_AFTER: Duration = Duration::from_secs(60);
-
 /// Per shard copy with writes waiting: the applied sequence number last seen, and since when it
 /// has not moved.
 #[derive(Default)]
@@ -44,7 +41,9 @@ impl Stalls {
 /// What is wrong with this node's shard copies, a sentence each (the health report's `shards`):
 /// copies whose database refused acknowledged writes (they miss them until rebuilt), shards whose
 /// copies differ with no majority (found by anti-entropy on their primary), and copies that
-/// applied nothing for [`STALLED_AFTER`] while writes wait.
+/// applied nothing for `TORUA_STUCK_AFTER` while writes wait. A stuck copy with another in-sync
+/// copy of its shard is marked for a rebuild: the map duties take it out of the in-sync set and
+/// rebuild it from a snapshot (once its applier lets the database close).
 fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
     let Some(map) = ctx.shard_map.get() else {
         return Vec::new();
@@ -77,10 +76,24 @@ fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
         }
         let pending = store.pending_writes();
         let stalled = stalls.observe(a.shard, store.visible_seq(), pending);
-        if stalled >= STALLED_AFTER {
+        if stalled >= ctx.settings.stuck_after {
+            let fate = if a.is_in_sync(me) && a.in_sync.len() == 1 {
+                "it is the shard's only in-sync copy, so it stays"
+            } else {
+                if !store.needs_rebuild() {
+                    tracing::warn!(
+                        shard = a.shard,
+                        pending,
+                        stalled_s = stalled.as_secs(),
+                        "this copy applies nothing while writes wait; it is rebuilt from another copy"
+                    );
+                    store.mark_diverged();
+                }
+                "it is taken out of the in-sync set and rebuilt from another copy"
+            };
             problems.push(format!(
                 "shard {}: this copy applied nothing for {} s while {pending} writes wait (a very \
-                 slow round, or a stuck applier: see the node's log)",
+                 slow round, or a stuck applier: see the node's log); {fate}",
                 a.shard,
                 stalled.as_secs(),
             ));
@@ -216,16 +229,17 @@ mod tests {
 
     #[test]
     fn a_copy_stalls_only_while_writes_wait_and_nothing_is_applied() {
+        const AFTER: Duration = Duration::from_secs(60);
         let mut stalls = Stalls::default();
         assert_eq!(stalls.observe(1, 10, 0), Duration::ZERO);
-        assert!(stalls.observe(1, 10, 5) < STALLED_AFTER);
+        assert!(stalls.observe(1, 10, 5) < AFTER);
         // Seen long ago at the same position with writes waiting: stalled since then.
-        stalls.0.insert(1, (10, Instant::now() - STALLED_AFTER));
-        assert!(stalls.observe(1, 10, 5) >= STALLED_AFTER);
+        stalls.0.insert(1, (10, Instant::now() - AFTER));
+        assert!(stalls.observe(1, 10, 5) >= AFTER);
         // Progress, or nothing left to apply, clears it.
-        assert!(stalls.observe(1, 11, 5) < STALLED_AFTER);
-        stalls.0.insert(1, (11, Instant::now() - STALLED_AFTER));
+        assert!(stalls.observe(1, 11, 5) < AFTER);
+        stalls.0.insert(1, (11, Instant::now() - AFTER));
         assert_eq!(stalls.observe(1, 11, 0), Duration::ZERO);
-        assert!(stalls.observe(1, 11, 3) < STALLED_AFTER);
+        assert!(stalls.observe(1, 11, 3) < AFTER);
     }
 }

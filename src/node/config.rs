@@ -117,6 +117,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = |s: &str| interval(s, "1s", "1h", true))]
     pub anti_entropy_interval: Duration,
 
+    /// A shard copy that applies nothing for this long while writes wait is stuck: it is reported
+    /// in health and, when another in-sync copy of its shard exists, rebuilt from it (1s..1h).
+    #[arg(long, env = "TORUA_STUCK_AFTER", default_value = "60s", value_parser = |s: &str| interval(s, "1s", "1h", false))]
+    pub stuck_after: Duration,
+
     /// How long `/cluster/health` and `/cluster/nodes` wait for the coordinator before answering
     /// from this node's own view (`source: "local"`).
     #[arg(long, env = "TORUA_COORDINATOR_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]

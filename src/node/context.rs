@@ -63,6 +63,8 @@ pub struct Settings {
     pub max_concurrent_moves: usize,
     /// Between two anti-entropy checks (zero: none).
     pub anti_entropy_interval: Duration,
+    /// A copy that applies nothing for this long while writes wait is stuck (rebuilt).
+    pub stuck_after: Duration,
 }
 
 /// See [`NodeContext::fresh_quorum`].

@@ -16,8 +16,17 @@ pub const APPLY_REFUSED: &str = "apply-refused";
 /// as applied, never written), a silent divergence from the other copies.
 pub const APPLY_LOST: &str = "apply-lost";
 
+/// Where a shard copy starts applying a round of logged writes: sleeping there is a stuck
+/// applier (nothing applied while writes wait).
+pub const APPLY_STALL: &str = "apply-stall";
+
 /// Every point a node knows, so a misspelt name is refused at start instead of never firing.
-const KNOWN: &[&str] = &[DOCUMENT_CASCADE_STEP, APPLY_REFUSED, APPLY_LOST];
+const KNOWN: &[&str] = &[
+    DOCUMENT_CASCADE_STEP,
+    APPLY_REFUSED,
+    APPLY_LOST,
+    APPLY_STALL,
+];
 
 /// Configures the points listed in `spec`: `name=actions` pairs separated by `;`, the actions
 /// in the `fail` crate's syntax (e.g. `document-cascade-step=1*off->sleep(60000)`: the first

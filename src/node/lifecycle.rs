@@ -147,6 +147,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             replace_after: args.replace_after,
             max_concurrent_moves: args.max_concurrent_moves as usize,
             anti_entropy_interval: args.anti_entropy_interval,
+            stuck_after: args.stuck_after,
         },
         storage,
         shard_map,

@@ -802,6 +802,7 @@ fn applier_loop(
         };
         let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
         let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
+        fail::fail_point!(crate::node::failpoints::APPLY_STALL);
         let started = std::time::Instant::now();
         let target = Target {
             conn: &conn,
