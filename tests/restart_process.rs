@@ -6,12 +6,10 @@
 //! through another node the whole time; none of its writes fails.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_testkit::{wait, ClusterOptions, TestCluster};
+use torua_testkit::{wait, ClusterOptions, TestCluster, Writer};
 
 const T: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(120);
@@ -28,42 +26,6 @@ fn batch(from: usize, n: usize) -> Value {
             "description": "next", "weight": 1.0,
         })).collect::<Vec<_>>(),
     })
-}
-
-/// What the client writing without pause saw: the ids of its acknowledged entities, and every
-/// write that failed.
-#[derive(Default)]
-struct Written {
-    acknowledged: Vec<String>,
-    failed: Vec<String>,
-}
-
-/// Writes batches of 20 entities through `url` until `stop`, one at a time.
-fn write_without_pause(url: String, stop: Arc<AtomicBool>, out: Arc<Mutex<Written>>) {
-    let mut k = 0;
-    while !stop.load(Ordering::SeqCst) {
-        let ids: Vec<String> = (0..20).map(|j| format!("rw-{k}-{j}")).collect();
-        let body = json!({"entities": ids.iter().map(|id| json!({
-            "id": id, "title": id.to_uppercase(), "type": "THING", "description": "written during the restart",
-        })).collect::<Vec<_>>()});
-        let answer = torua_testkit::post_json(&format!("{url}/graph/ingest"), &body, T);
-        let mut out = out.lock().unwrap();
-        match answer {
-            Ok((200, a)) if a["errors"] == false => out.acknowledged.extend(ids),
-            other => out.failed.push(format!("batch {k}: {other:?}")),
-        }
-        k += 1;
-    }
-}
-
-/// How many of `ids` node `i` reads.
-fn read_back(cluster: &TestCluster, i: usize, ids: &[String]) -> Option<u64> {
-    let query = json!({
-        "cypher": "MATCH (e:Entity) WHERE e.id IN $ids AND e.title <> '' RETURN count(*) AS n",
-        "params": {"ids": ids},
-    });
-    let (status, answer) = cluster.node(i).post_json("/query", &query, T).ok()?;
-    (status == 200).then(|| answer["rows"][0][0].as_u64())?
 }
 
 /// Ingests through node `i`; every item must be written.
@@ -91,27 +53,6 @@ fn entity_count(cluster: &TestCluster, i: usize) -> Option<u64> {
     let query = json!({"cypher": "MATCH (e:Entity) WHERE e.id STARTS WITH 'rs-' AND e.title <> '' RETURN count(*) AS n"});
     let (status, answer) = cluster.node(i).post_json("/query", &query, T).ok()?;
     (status == 200).then(|| answer["rows"][0][0].as_u64())?
-}
-
-/// Why node `i`'s copies are not yet back, or `Ok` once every copy is in sync and the copies of
-/// each shard have one checksum.
-fn back_in_sync(cluster: &TestCluster) -> anyhow::Result<()> {
-    let answer = cluster
-        .node(0)
-        .get_json("/cluster/shards?checksum=true", Duration::from_secs(30))?;
-    let copies = answer["copies"].as_array().cloned().unwrap_or_default();
-    anyhow::ensure!(!copies.is_empty(), "no copies: {answer}");
-    let mut sums = std::collections::BTreeMap::<u64, BTreeSet<String>>::new();
-    for c in &copies {
-        anyhow::ensure!(c["in_sync"] == true, "a copy is not in sync yet: {c}");
-        sums.entry(c["shard"].as_u64().unwrap_or(u64::MAX))
-            .or_default()
-            .insert(c["checksum"].to_string());
-    }
-    match sums.iter().find(|(_, s)| s.len() != 1) {
-        Some((shard, s)) => anyhow::bail!("shard {shard}'s copies differ: {s:?}"),
-        None => Ok(()),
-    }
 }
 
 #[test]
@@ -145,26 +86,8 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
 
     // A client writes through another node from now on.
     let other = (victim + 1) % 3;
-    let (stop, written) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::<Mutex<Written>>::default(),
-    );
-    let writer = {
-        let (url, stop, written) = (cluster.node(other).url(""), stop.clone(), written.clone());
-        std::thread::spawn(move || write_without_pause(url, stop, written))
-    };
-    let batches = || {
-        let w = written.lock().unwrap();
-        w.acknowledged.len() / 20 + w.failed.len()
-    };
-    let more = |n: usize| {
-        let from = batches();
-        wait::poll(SETTLE, Duration::from_millis(50), || {
-            (batches() >= from + n).then_some(()).ok_or(())
-        })
-        .unwrap();
-    };
-    more(5);
+    let writer = Writer::start(&cluster.node(other).url(""), "rw", T);
+    writer.wait_for(5, SETTLE).unwrap();
 
     let stopping = Instant::now();
     cluster
@@ -175,7 +98,7 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
         "{victim_id} exited {:.2} s after SIGTERM",
         stopping.elapsed().as_secs_f64()
     );
-    more(5);
+    writer.wait_for(5, SETTLE).unwrap();
     // After it left: its copies are still assigned to it (nothing moved), none is a primary or
     // in the in-sync set, and every shard has a primary elsewhere.
     let after = cluster.shard_copies(other, T).unwrap();
@@ -201,10 +124,8 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
     // Back: it catches up from the logs, nothing having moved.
     cluster.node_mut(victim).start().unwrap();
     cluster.wait_node_up(victim, SETTLE).unwrap();
-    more(5);
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    let written = std::mem::take(&mut *written.lock().unwrap());
+    writer.wait_for(5, SETTLE).unwrap();
+    let written = writer.stop();
     eprintln!(
         "the client's writes: {} entities acknowledged, {} batches failed",
         written.acknowledged.len(),
@@ -216,7 +137,7 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
         written.failed
     );
     let caught_up = wait::poll(SETTLE, Duration::from_millis(500), || {
-        back_in_sync(&cluster)
+        cluster.copies_agree(0)
     });
     assert!(
         caught_up.is_ok(),
@@ -236,14 +157,15 @@ fn sigterm_hands_over_without_moving_data_and_the_node_catches_up_on_return() {
     );
     let acknowledged = written.acknowledged.len() as u64;
     let read = wait::poll(T, Duration::from_millis(200), || {
-        read_back(&cluster, victim, &written.acknowledged)
+        cluster
+            .entities_read(victim, &written.acknowledged, T)
             .filter(|n| *n == acknowledged)
             .ok_or(())
     });
     assert!(
         read.is_ok(),
         "{victim_id} reads {:?} of the {acknowledged} entities acknowledged during the restart",
-        read_back(&cluster, victim, &written.acknowledged)
+        cluster.entities_read(victim, &written.acknowledged, T)
     );
     cluster.wait_green(SETTLE).unwrap();
 }

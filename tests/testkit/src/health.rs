@@ -23,6 +23,24 @@ impl TestCluster {
         self.copies_at(i, "/cluster/shards?checksum=true", timeout)
     }
 
+    /// Why the copies (as node `i` lists them) do not agree yet, or `Ok` once every copy is in
+    /// sync and the copies of each shard have one checksum.
+    pub fn copies_agree(&self, i: usize) -> anyhow::Result<()> {
+        let copies = self.shard_copies_with_checksums(i, Duration::from_secs(30))?;
+        anyhow::ensure!(!copies.is_empty(), "no copies listed");
+        let mut sums = std::collections::BTreeMap::<u64, std::collections::BTreeSet<String>>::new();
+        for c in &copies {
+            anyhow::ensure!(c["in_sync"] == true, "a copy is not in sync yet: {c}");
+            sums.entry(c["shard"].as_u64().unwrap_or(u64::MAX))
+                .or_default()
+                .insert(c["checksum"].to_string());
+        }
+        match sums.iter().find(|(_, s)| s.len() != 1) {
+            Some((shard, s)) => bail!("shard {shard}'s copies differ: {s:?}"),
+            None => Ok(()),
+        }
+    }
+
     /// The `copies` of node `i`'s answer to `path`.
     fn copies_at(&self, i: usize, path: &str, timeout: Duration) -> anyhow::Result<Vec<Value>> {
         let mut answer = self.nodes[i].get_json(path, timeout)?;

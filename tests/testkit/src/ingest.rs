@@ -146,3 +146,90 @@ pub fn post_all(
         deadline_passed: late.into_inner().expect("lock"),
     }
 }
+
+/// What a [`Writer`] saw: the ids of its acknowledged entities, and every write that failed.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub acknowledged: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// A client writing batches of 20 entities (`<prefix>-<batch>-<j>`) without pause, one at a time,
+/// through one node, until stopped: each batch is sent once and counted as acknowledged or failed.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<Mutex<Written>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts writing through `base` (a node's URL, e.g. `http://127.0.0.1:7100`).
+    pub fn start(base: &str, prefix: &str, timeout: Duration) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(Mutex::new(Written::default()));
+        let (url, prefix) = (
+            format!("{}/graph/ingest", base.trim_end_matches('/')),
+            prefix.to_string(),
+        );
+        let (stop_, written_) = (stop.clone(), written.clone());
+        let thread = std::thread::spawn(move || {
+            let mut k = 0;
+            while !stop_.load(Ordering::SeqCst) {
+                let ids: Vec<String> = (0..20).map(|j| format!("{prefix}-{k}-{j}")).collect();
+                let body = serde_json::json!({"entities": ids.iter().map(|id| serde_json::json!({
+                    "id": id, "title": id.to_uppercase(), "type": "THING",
+                    "description": "written by the test's client",
+                })).collect::<Vec<_>>()});
+                let answer = crate::http::post_json(&url, &body, timeout);
+                let mut w = written_.lock().expect("writer lock");
+                match answer {
+                    Ok((200, a)) if a["errors"] == false => w.acknowledged.extend(ids),
+                    other => w.failed.push(format!("batch {k}: {other:?}")),
+                }
+                k += 1;
+            }
+        });
+        Writer {
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    /// Batches sent so far (acknowledged or not).
+    pub fn batches(&self) -> usize {
+        let w = self.written.lock().expect("writer lock");
+        w.acknowledged.len() / 20 + w.failed.len()
+    }
+
+    /// Waits until `n` more batches were sent, at most `timeout`.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let from = self.batches();
+        crate::wait::poll(timeout, Duration::from_millis(50), || {
+            (self.batches() >= from + n).then_some(()).ok_or(())
+        })
+        .map_err(|_| anyhow::anyhow!("the writer sent fewer than {n} batches in {timeout:?}"))
+    }
+
+    /// Stops writing and returns what was written.
+    pub fn stop(mut self) -> Written {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.written.lock().expect("writer lock"))
+    }
+}
+
+impl crate::TestCluster {
+    /// How many of the entities `ids` node `i` reads (by `POST /query`); `None` when it does not
+    /// answer 200.
+    pub fn entities_read(&self, i: usize, ids: &[String], timeout: Duration) -> Option<u64> {
+        let query = serde_json::json!({
+            "cypher": "MATCH (e:Entity) WHERE e.id IN $ids AND e.title <> '' RETURN count(*) AS n",
+            "params": {"ids": ids},
+        });
+        let (status, answer) = self.node(i).post_json("/query", &query, timeout).ok()?;
+        (status == 200).then(|| answer["rows"][0][0].as_u64())?
+    }
+}

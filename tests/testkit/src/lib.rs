@@ -26,5 +26,6 @@ pub use cluster::{
 pub use failures::Failures;
 pub use health::{agreed_coordinator, member_ids, ready_ids, summarize};
 pub use http::{get_json, post_json};
+pub use ingest::{Writer, Written};
 pub use log::log;
 pub use rng::Rng;
