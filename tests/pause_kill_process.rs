@@ -39,11 +39,7 @@ fn coordinator_pause_then_kill_and_restart_under_writes_loses_nothing() {
     cluster.wait_node_up(killed, SETTLE).unwrap();
     writer.wait_for(10, SETTLE).unwrap();
     let written = writer.stop();
-    eprintln!(
-        "the client's writes: {} entities acknowledged, {} batches not",
-        written.acknowledged.len(),
-        written.failed.len()
-    );
+    eprintln!("the client's writes: {written}");
 
     let agree = wait::poll(SETTLE, Duration::from_millis(500), || {
         cluster.copies_agree(0)

@@ -177,11 +177,10 @@ fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
 fn a_stuck_copy_leaves_the_in_sync_set_and_is_rebuilt() {
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut o = ClusterOptions::graph(3);
-    o.env.insert("TORUA_STUCK_AFTER".into(), "3s".into());
     // Only the stall detector is at work here.
-    o.env
-        .insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "0s".into());
+    let o = ClusterOptions::graph(3)
+        .set("TORUA_STUCK_AFTER", "3s")
+        .set("TORUA_ANTI_ENTROPY_INTERVAL", "0s");
     let mut cluster = start(3, o, 1, STALL_ONE_ROUND);
     let stuck = cluster.node(1).id.clone();
     ingest(&cluster, 300);
@@ -231,10 +230,9 @@ fn an_only_copy_that_refused_writes_turns_the_cluster_yellow() {
 fn a_copy_that_silently_lost_writes_is_found_by_anti_entropy_and_rebuilt() {
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut o = ClusterOptions::graph(3);
-    o.env.insert("TORUA_REPLICAS".into(), "3".into());
-    o.env
-        .insert("TORUA_ANTI_ENTROPY_INTERVAL".into(), "1s".into());
+    let o = ClusterOptions::graph(3)
+        .set("TORUA_REPLICAS", "3")
+        .set("TORUA_ANTI_ENTROPY_INTERVAL", "1s");
     let mut cluster = start(3, o, 1, LOSE_ONE_ROUND);
     ingest(&cluster, 300);
     converged(&mut cluster, &mut f);

@@ -125,6 +125,12 @@ impl ClusterOptions {
         o
     }
 
+    /// These options with `key=value` in every node's environment.
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
     /// These options with the cluster secret `secret` (HTTPS only, API keys asked for) and, when
     /// given, the bootstrap admin key `bootstrap`. From now on the test kit's HTTP helpers trust
     /// the CA that `secret` derives for cluster `torua`, and send `bootstrap` when given.

@@ -154,6 +154,17 @@ pub struct Written {
     pub failed: Vec<String>,
 }
 
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} entities acknowledged, {} batches not",
+            self.acknowledged.len(),
+            self.failed.len()
+        )
+    }
+}
+
 /// A client writing batches of 20 entities (`<prefix>-<batch>-<j>`) without pause, one at a time,
 /// through one node, until stopped: each batch is sent once and counted as acknowledged or failed.
 pub struct Writer {
