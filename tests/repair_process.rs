@@ -186,7 +186,9 @@ fn a_stuck_copy_leaves_the_in_sync_set_and_is_rebuilt() {
     ingest(&cluster, 300);
     // Long before its applier wakes, the stuck copy is out of the in-sync set.
     let out = wait::poll(Duration::from_secs(20), Duration::from_millis(200), || {
-        let copies = cluster.shard_copies(0, T).map_err(|e| e.to_string())?;
+        let copies = cluster
+            .shard_copies(0, Duration::from_secs(30))
+            .map_err(|e| format!("{e:#}"))?;
         match copies
             .iter()
             .find(|c| c["node"] == stuck.as_str() && c["in_sync"] == false)

@@ -95,6 +95,11 @@ where
 {
     let mut out = Vec::new();
     for shard in ctx.storage.on_disk() {
+        // A copy being removed or rebuilt is left out (the next call reports it): opening it
+        // would wait for that, which can take as long as its applier needs to stop.
+        if ctx.storage.is_busy(shard) {
+            continue;
+        }
         let result = match ctx.storage.open(shard).await {
             Ok(store) => read(store).await,
             Err(e) => Err(e),

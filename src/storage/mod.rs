@@ -285,6 +285,12 @@ impl Storage {
         self.dir.join(format!("shard-{shard}.kz"))
     }
 
+    /// Whether the copy of `shard` is being removed or rebuilt right now (opening it waits until
+    /// that is done).
+    pub fn is_busy(&self, shard: u32) -> bool {
+        self.busy.lock().expect("storage lock").contains(&shard)
+    }
+
     /// Shards with a database file on disk (what this node holds, across restarts).
     pub fn on_disk(&self) -> Vec<u32> {
         self.shards_named(|name| {
