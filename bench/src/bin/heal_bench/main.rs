@@ -34,10 +34,11 @@
 //! * **rolling**: under a steady client load (`--client-threads` threads, `--client-rate`
 //!   requests/s in all, alternating a write of `--write-batch` entities with their relations and a
 //!   `GET /graph/entities/{id}` of an acknowledged id, each request to a node that is not the one
-//!   being restarted), every node in turn gets SIGTERM (it drains itself), is waited on until it
-//!   exits, is restarted and waited on until green and balanced. Client-visible errors (any
-//!   non-200, item error, transport error, 404 of an acknowledged id) are counted; p50/p99 during
-//!   the restarts against the same client during `--baseline-s` before them.
+//!   being restarted), every node in turn gets SIGTERM (it drains itself: `--drain-timeout`, 5m
+//!   by default), is waited on until it exits, is restarted and waited on until green and
+//!   balanced. Client-visible errors (any non-200, item error, transport error, 404 of an
+//!   acknowledged id) are counted; p50/p99 during the restarts against the same client during
+//!   `--baseline-s` before them.
 //!
 //! After each phase (unless `--verify false`): `GET /cluster/shards?checksum=true`: every shard has
 //! R in-sync copies on running nodes, in-sync copies agree (counts and checksum), and the
@@ -93,8 +94,8 @@ const USAGE: &str = "usage: heal_bench [--small] [flags]
   data     --gib 1.0 (primaries' size_bytes to reach; --small: 50 MB) --dim 0 (embedding dimension)
            --seed 42
   cluster  --nodes 5 --replicas 2 --shards 16 --memory-mb 1024 --replace-after 5s
-           --max-moves N (TORUA_MAX_CONCURRENT_MOVES; default: the node's) --drain-timeout D
-           (TORUA_DRAIN_TIMEOUT; default: the node's) --env KEY=VALUE (repeatable) --log info
+           --max-moves N (TORUA_MAX_CONCURRENT_MOVES; default: the node's) --drain-timeout 5m
+           (TORUA_DRAIN_TIMEOUT: SIGTERM drains; 0s: it hands over and leaves, moving nothing) --env KEY=VALUE (repeatable) --log info
   load     --clients 4 --body-mb 4 --max-minutes 60
   phases   --phases kill,return,join,rolling --victim NODE_ID (default: last non-coordinator)
            --poll-ms 250 --settle-s 3 (a condition must hold this long) --phase-timeout-s 1800
@@ -148,7 +149,7 @@ fn parse_args() -> Result<Args> {
         memory_mb: 1024,
         replace_after: "5s".into(),
         max_moves: None,
-        drain_timeout: None,
+        drain_timeout: Some("5m".into()),
         clients: 4,
         body_mb: 4.0,
         max_minutes: 60.0,
