@@ -143,15 +143,13 @@ async fn set_drain(state: &AppState, id: &str, draining: bool) -> JsonAnswer {
 pub async fn rebuild(
     State(state): State<AppState>,
     axum::extract::Path((id, shard)): axum::extract::Path<(String, String)>,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    let shard: u32 = shard.parse().map_err(|_| {
-        ApiError::from(crate::error::Error::Invalid(format!(
-            "{shard:?} is not a shard number"
-        )))
-    })?;
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let shard: u32 = shard
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{shard:?} is not a shard number")))?;
     crate::replication::anti_entropy::ask_rebuild(&state, &id, shard).await?;
     Ok((
-        axum::http::StatusCode::ACCEPTED,
+        StatusCode::ACCEPTED,
         Json(json!({ "node": id, "shard": shard, "rebuilding": true })),
     ))
 }

@@ -8,13 +8,10 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::query::permit;
-use super::{current_map, ApiError, AppState};
+use super::{current_map, ApiError, AppState, JsonAnswer};
 use crate::retrieve::{retrieve as run_retrieve, RetrieveError, RetrieveRequest};
 
-pub async fn retrieve(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn retrieve(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
     let req = RetrieveRequest::parse(&body, state.storage.embedding_dim())?;
     let map = current_map(&state)?;
     let _permit = permit(&state, Duration::from_millis(req.timeout_ms)).await?;

@@ -256,8 +256,8 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
 /// On every node: a copy whose database refused writes it acknowledged misses them (as does one
 /// that anti-entropy or an operator marked for a rebuild), so it must not answer reads or stay
 /// primary. It asks the coordinator to take it out of the in-sync set (another in-sync copy
-/// becomes primary); [`rejoin_where_behind`] then rebuilds it from a snapshot of the primary. A shard's last in-sync copy stays (it is all there is); health
-/// reports it.
+/// becomes primary); [`rejoin_where_behind`] then rebuilds it from a snapshot of the primary. A
+/// shard's last in-sync copy stays (it is all there is); health reports it.
 async fn leave_where_rebuild_needed(ctx: &Arc<NodeContext>) {
     let Some(map) = ctx.shard_map.get() else {
         return;

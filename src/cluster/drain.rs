@@ -46,10 +46,10 @@ pub async fn set_draining(
 const HAND_OVER_LOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// On SIGTERM: takes this node's copies out of their shards' in-sync sets where another in-sync
-/// copy stays (a primary's role passes to one of them), all shards at once, within `budget`. Each shard's
-/// writes in flight finish first (its write lock is held while the map changes). Copies that are
-/// their shard's only in-sync copy stay: writes to that shard wait for this node's return. Returns
-/// a line for the log.
+/// copy stays (a primary's role passes to one of them), all shards at once, within `budget`.
+/// Each shard's writes in flight finish first (its write lock is held while the map changes).
+/// Copies that are their shard's only in-sync copy stay: writes to that shard wait for this
+/// node's return. Returns a line for the log.
 pub async fn hand_over(ctx: &Arc<NodeContext>, budget: Duration) -> String {
     ctx.leaving.store(true, Ordering::SeqCst);
     let Some(map) = ctx.shard_map.get() else {
@@ -96,8 +96,9 @@ pub async fn hand_over(ctx: &Arc<NodeContext>, budget: Duration) -> String {
     line
 }
 
-/// On SIGTERM with `TORUA_DRAIN_TIMEOUT` set: asks the coordinator to move this node's copies away and waits until the map
-/// assigns it none (or nothing can move, or `timeout`). Returns a line for the log.
+/// On SIGTERM with `TORUA_DRAIN_TIMEOUT` set: asks the coordinator to move this node's copies
+/// away and waits until the map assigns it none (or nothing can move, or `timeout`). Returns a
+/// line for the log.
 pub async fn drain_self(ctx: &Arc<NodeContext>, timeout: Duration) -> String {
     ctx.leaving.store(true, Ordering::SeqCst);
     if timeout.is_zero() {
