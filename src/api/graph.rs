@@ -12,10 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{current_map, with_retry_after, ApiError, AppState, JsonAnswer};
+use super::freshness::{behind_note, ReadAnswer, ReadParams, ReadResult};
+use super::{current_map, with_retry_after, ApiError, AppState, JsonAnswer, Params};
 use crate::graph::model::Batch;
 use crate::graph::partition::shard_of;
 use crate::query::read::{route_get_chunk, route_get_document, route_get_entity};
+use crate::storage::ReadScope;
 
 /// Largest ingest body.
 pub const MAX_INGEST_BYTES: usize = 64 << 20;
@@ -129,28 +131,57 @@ pub async fn ingest(
     })
 }
 
-pub async fn get_entity(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {
-    let shard = shard_of(&id, current_map(&state)?.shards);
-    let rec = found("entity", &id, route_get_entity(&state, shard, &id).await)?;
-    Ok(Json(
-        json!({"entity": rec.entity, "relations": rec.relations, "shard": shard}),
-    ))
-}
-
-pub async fn get_chunk(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {
-    let shard = shard_of(&id, current_map(&state)?.shards);
-    let chunk = found("chunk", &id, route_get_chunk(&state, shard, &id).await)?;
-    Ok(Json(json!({"chunk": chunk, "shard": shard})))
-}
-
-pub async fn get_document(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {
-    let shard = shard_of(&id, current_map(&state)?.shards);
-    let document = found(
-        "document",
+pub async fn get_entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(read): Params<ReadParams>,
+) -> ReadResult {
+    let (shard, scope) = (
+        shard_of(&id, current_map(&state)?.shards),
+        read.scope(&state),
+    );
+    let rec = found(
+        "entity",
         &id,
-        route_get_document(&state, shard, &id).await,
+        route_get_entity(&state, shard, &id, &scope).await,
+        &scope,
     )?;
-    Ok(Json(json!({"document": document, "shard": shard})))
+    let body = json!({"entity": rec.entity, "relations": rec.relations, "shard": shard});
+    Ok(ReadAnswer::new(&state, body, scope.lags()))
+}
+
+pub async fn get_chunk(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(read): Params<ReadParams>,
+) -> ReadResult {
+    let (shard, scope) = (
+        shard_of(&id, current_map(&state)?.shards),
+        read.scope(&state),
+    );
+    let chunk = found(
+        "chunk",
+        &id,
+        route_get_chunk(&state, shard, &id, &scope).await,
+        &scope,
+    )?;
+    let body = json!({"chunk": chunk, "shard": shard});
+    Ok(ReadAnswer::new(&state, body, scope.lags()))
+}
+
+pub async fn get_document(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(read): Params<ReadParams>,
+) -> ReadResult {
+    let (shard, scope) = (
+        shard_of(&id, current_map(&state)?.shards),
+        read.scope(&state),
+    );
+    let found_document = route_get_document(&state, shard, &id, &scope).await;
+    let document = found("document", &id, found_document, &scope)?;
+    let body = json!({"document": document, "shard": shard});
+    Ok(ReadAnswer::new(&state, body, scope.lags()))
 }
 
 pub async fn delete_document(
@@ -171,12 +202,19 @@ pub async fn delete_document(
 }
 
 /// A point read's item, or 404 when no copy holds `id`.
+/// The item read, or a 404 (which says so when the copy that answered was behind).
 fn found<T>(
     what: &str,
     id: &str,
     read: Result<Option<T>, crate::error::Error>,
+    scope: &ReadScope,
 ) -> Result<T, ApiError> {
-    read?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {what} with id {id:?}")))
+    read?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no {what} with id {id:?}{}", behind_note(scope)),
+        )
+    })
 }
 
 pub async fn delete_entity(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {

@@ -7,6 +7,7 @@ mod auth;
 mod broadcast;
 mod cluster;
 mod console;
+mod freshness;
 mod graph;
 mod health;
 mod keys;

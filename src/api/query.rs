@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{current_map, ApiError, AppState, JsonAnswer};
+use super::freshness::{behind_note, ReadAnswer, ReadParams, ReadResult};
+use super::{current_map, ApiError, AppState, Params};
 use crate::graph::model::MAX_ID_BYTES;
 use crate::query::run::{self, CypherAnswer, CypherRequest};
 use crate::query::traverse::{
@@ -108,7 +108,11 @@ pub(super) struct QueryBody {
     merge: Option<String>,
 }
 
-pub async fn query(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
+pub async fn query(
+    State(state): State<AppState>,
+    Params(read): Params<ReadParams>,
+    body: Bytes,
+) -> ReadResult {
     let state = &state;
     let started = Instant::now();
     let req: QueryBody = parse(&body)?;
@@ -129,13 +133,19 @@ pub async fn query(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
         timeout_ms: timeout,
         allow_partial: req.allow_partial.unwrap_or(state.settings.allow_partial),
         per_shard,
+        freshness: read.scope(state).freshness,
     };
     let _user_permit = user_query_permit(state, Duration::from_millis(timeout)).await?;
     let prepared = run::prepare(state, request).await?;
     let _permit = permit(state, Duration::from_millis(prepared.timeout_ms())).await?;
     let answer = run::execute(state, prepared).await?;
     let took_ms = started.elapsed().as_millis() as u64;
-    Ok(Json(match answer {
+    let behind = match &answer {
+        CypherAnswer::PerShard { report, .. } | CypherAnswer::Global { report, .. } => {
+            report.behind.clone()
+        }
+    };
+    let body = match answer {
         CypherAnswer::PerShard { shards, report } => {
             let shards: Vec<Value> = shards
                 .into_iter()
@@ -154,7 +164,8 @@ pub async fn query(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
             "_shards": report,
             "took_ms": took_ms,
         }),
-    }))
+    };
+    Ok(ReadAnswer::new(state, body, behind))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -301,7 +312,11 @@ fn neighborhood_request(body: &[u8]) -> Result<NeighborhoodRequest, ApiError> {
     })
 }
 
-pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
+pub async fn neighborhood(
+    State(state): State<AppState>,
+    Params(read): Params<ReadParams>,
+    body: Bytes,
+) -> ReadResult {
     let state = &state;
     let started = Instant::now();
     let req = neighborhood_request(&body)?;
@@ -316,6 +331,7 @@ pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> JsonAns
         allow_partial,
         req.direction,
         req.filter,
+        read.scope(state),
     );
     let n = run_neighborhood(
         &mut t,
@@ -336,14 +352,17 @@ pub async fn neighborhood(State(state): State<AppState>, body: Bytes) -> JsonAns
         })
         .collect();
     let relations: Vec<Value> = n.relations.iter().map(edge_json).collect();
-    Ok(Json(json!({
+    let report = t.report();
+    let behind = report.behind.clone();
+    let body = json!({
         "entities": entities,
         "relations": relations,
         "truncated": n.truncated,
         "missing_seeds": n.missing_seeds,
-        "_shards": t.report(),
+        "_shards": report,
         "took_ms": started.elapsed().as_millis() as u64,
-    })))
+    });
+    Ok(ReadAnswer::new(state, body, behind))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -369,7 +388,11 @@ pub(super) struct PathBody {
     allow_partial: Option<bool>,
 }
 
-pub async fn path(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
+pub async fn path(
+    State(state): State<AppState>,
+    Params(read): Params<ReadParams>,
+    body: Bytes,
+) -> ReadResult {
     let state = &state;
     let started = Instant::now();
     let req: PathBody = parse(&body)?;
@@ -394,6 +417,7 @@ pub async fn path(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
         allow_partial,
         dir,
         RelationFilter::default(),
+        read.scope(state),
     );
     let answer = shortest_path(&mut t, &req.from, &req.to, max_hops)
         .await
@@ -403,14 +427,19 @@ pub async fn path(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
         PathAnswer::Found {
             entities,
             relations,
-        } => Ok(Json(json!({
-            "found": true,
-            "length": relations.len(),
-            "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
-            "relations": relations.iter().map(edge_json).collect::<Vec<_>>(),
-            "_shards": t.report(),
-            "took_ms": took_ms,
-        }))),
+        } => {
+            let report = t.report();
+            let behind = report.behind.clone();
+            let body = json!({
+                "found": true,
+                "length": relations.len(),
+                "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
+                "relations": relations.iter().map(edge_json).collect::<Vec<_>>(),
+                "_shards": report,
+                "took_ms": took_ms,
+            });
+            Ok(ReadAnswer::new(state, body, behind))
+        }
         PathAnswer::NotFound => {
             let report = t.report();
             let mut reason = format!(
@@ -423,17 +452,19 @@ pub async fn path(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
                     report.failed
                 ));
             }
-            Ok(Json(json!({
+            let behind = report.behind.clone();
+            let body = json!({
                 "found": false,
                 "length": null,
                 "reason": reason,
                 "_shards": report,
                 "took_ms": took_ms,
-            })))
+            });
+            Ok(ReadAnswer::new(state, body, behind))
         }
         PathAnswer::Missing(id) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("entity {id:?} does not exist"),
+            format!("entity {id:?} does not exist{}", behind_note(&t.scope)),
         )),
     }
 }

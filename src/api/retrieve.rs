@@ -5,19 +5,24 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 
+use super::freshness::{ReadAnswer, ReadParams, ReadResult};
 use super::query::permit;
-use super::{current_map, ApiError, AppState, JsonAnswer};
+use super::{current_map, ApiError, AppState, Params};
 use crate::retrieve::{retrieve as run_retrieve, RetrieveError, RetrieveRequest};
 
-pub async fn retrieve(State(state): State<AppState>, body: Bytes) -> JsonAnswer {
-    let req = RetrieveRequest::parse(&body, state.storage.embedding_dim())?;
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Params(read): Params<ReadParams>,
+    body: Bytes,
+) -> ReadResult {
+    let mut req = RetrieveRequest::parse(&body, state.storage.embedding_dim())?;
+    req.freshness = read.scope(&state).freshness;
     let map = current_map(&state)?;
     let _permit = permit(&state, Duration::from_millis(req.timeout_ms)).await?;
     run_retrieve(&state, map, &req)
         .await
-        .map(Json)
+        .map(|(body, behind)| ReadAnswer::new(&state, body, behind))
         .map_err(|e| match e {
             RetrieveError::Unavailable(r) => ApiError::unavailable(r),
             RetrieveError::Timeout(r) => ApiError::new(

@@ -122,6 +122,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_STUCK_AFTER", default_value = "60s", value_parser = |s: &str| interval(s, "1s", "1h", false))]
     pub stuck_after: Duration,
 
+    /// How long a read waits for the writes acknowledged before it to be applied before it
+    /// answers from what is applied and names the lagging copies (header `x-torua-behind`,
+    /// `_shards.behind`); a request's `freshness=strict` waits for them instead (0s, or
+    /// 10ms..8s).
+    #[arg(long, env = "TORUA_READ_WAIT", default_value = "1s", value_parser = |s: &str| interval(s, "10ms", "8s", true))]
+    pub read_wait: Duration,
+
     /// How long `/cluster/health` and `/cluster/nodes` wait for the coordinator before answering
     /// from this node's own view (`source: "local"`).
     #[arg(long, env = "TORUA_COORDINATOR_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]

@@ -65,6 +65,8 @@ pub struct Settings {
     pub anti_entropy_interval: Duration,
     /// A copy that applies nothing for this long while writes wait is stuck (rebuilt).
     pub stuck_after: Duration,
+    /// How long a `bounded` read waits for acknowledged writes to be applied.
+    pub read_wait: Duration,
 }
 
 /// See [`NodeContext::fresh_quorum`].

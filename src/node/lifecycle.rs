@@ -148,6 +148,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_moves: args.max_concurrent_moves as usize,
             anti_entropy_interval: args.anti_entropy_interval,
             stuck_after: args.stuck_after,
+            read_wait: args.read_wait,
         },
         storage,
         shard_map,

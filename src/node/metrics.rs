@@ -27,6 +27,7 @@ pub struct Metrics {
     term: IntGauge,
     gossip_rejected: IntCounter,
     auth_failures: IntCounterVec,
+    reads_behind: IntCounter,
     copy_pending_writes: IntGaugeVec,
     copy_failed_writes: IntGaugeVec,
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
@@ -81,6 +82,11 @@ impl Metrics {
                 "Gossip datagrams dropped: bad MAC (another cluster secret), stale, or not gossip",
             ),
             gossip_rejected_source: std::sync::Mutex::new(None),
+            reads_behind: counter(
+                "reads_behind_total",
+                "Read requests answered while a shard copy had acknowledged writes not applied yet \
+                 (freshness=bounded past TORUA_READ_WAIT; the answer's x-torua-behind header names them)",
+            ),
             auth_failures: IntCounterVec::new(
                 Opts::new(
                     "http_auth_failures_total",
@@ -121,7 +127,7 @@ impl Metrics {
         register!(
             m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
             gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
-            auth_failures, copy_pending_writes, copy_failed_writes
+            auth_failures, reads_behind, copy_pending_writes, copy_failed_writes
         );
         Arc::new(m)
     }
@@ -183,6 +189,11 @@ impl Metrics {
     /// Counts a request refused for its API key (`reason`: missing, invalid, forbidden).
     pub fn auth_failed(&self, reason: &str) {
         self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a read answered with some copy behind.
+    pub fn read_behind(&self) {
+        self.reads_behind.inc();
     }
 
     /// Reports the gossip transport's rejected-datagram counter at scrape time.

@@ -4,7 +4,7 @@
 //!
 //! One variant per subsystem, carrying that subsystem's own request or response type; an error
 //! answer is a typed [`Error`]. Versioning: the transport's ALPN
-//! ([`transport::WIRE_VERSION`], `torua/6`) is the wire version; peers with another version fail
+//! ([`transport::WIRE_VERSION`], `torua/7`) is the wire version; peers with another version fail
 //! the TLS handshake instead of misreading each other. Within a version, only append new enum
 //! variants at the end (postcard encodes variants by index) and never change a field. postcard is
 //! not self-describing: no `serde(skip_serializing_if)` or `flatten` here, and JSON payloads
@@ -20,7 +20,7 @@ use crate::cluster::messages::{HealthRequest, HealthResponse, MapRequest, MapRes
 use crate::error::Error;
 use crate::node::context::NodeContext;
 use crate::peer::{BoxFuture, Call};
-use crate::query::read::{ReadRequest, ReadResponse};
+use crate::query::read::{ReadCall, ReadReply};
 use crate::replication::messages::{ReplicationRequest, ReplicationResponse};
 use crate::replication::snapshot::{SnapshotRequest, SnapshotResponse};
 
@@ -38,7 +38,7 @@ pub enum PeerRequest {
     /// Whole-copy transfers.
     Snapshot(SnapshotRequest),
     /// Reads of this node's copies: point reads, traversal steps, Cypher.
-    Read(ReadRequest),
+    Read(ReadCall),
 }
 
 /// The answer to a [`PeerRequest`]: the same subsystem's response, or why it failed.
@@ -49,7 +49,7 @@ pub enum PeerResponse {
     Broadcast(()),
     Replication(ReplicationResponse),
     Snapshot(SnapshotResponse),
-    Read(ReadResponse),
+    Read(ReadReply),
     Failed(Error),
 }
 
@@ -95,7 +95,7 @@ peer_call!(MapRequest => MapResponse, Map);
 peer_call!(BroadcastMessage => (), Broadcast);
 peer_call!(ReplicationRequest => ReplicationResponse, Replication);
 peer_call!(SnapshotRequest => SnapshotResponse, Snapshot);
-peer_call!(ReadRequest => ReadResponse, Read);
+peer_call!(ReadCall => ReadReply, Read);
 
 /// Answers peer requests by handing each to its subsystem's handler. Holds a weak reference so
 /// the endpoint does not keep the node alive.
@@ -145,6 +145,8 @@ mod tests {
     use super::*;
     use crate::cluster::health::{ClusterHealth, NodeHealth, Status};
     use crate::cluster::messages::{Capacity, HealthReport, Registration, RegistryEntry};
+    use crate::query::read::{ReadRequest, ReadResponse};
+    use crate::storage::{Freshness, Lag};
     use transport::frame::decode_message;
 
     fn text() -> impl Strategy<Value = String> {
@@ -305,8 +307,13 @@ mod tests {
             (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(id, offset, len)| {
                 PeerRequest::Snapshot(SnapshotRequest::Piece { id, offset, len })
             }),
-            (any::<u32>(), text())
-                .prop_map(|(shard, id)| PeerRequest::Read(ReadRequest::GetEntity { shard, id })),
+            (any::<u32>(), text(), proptest::option::of(any::<u32>())).prop_map(
+                |(shard, id, wait)| PeerRequest::Read(ReadCall {
+                    request: ReadRequest::GetEntity { shard, id },
+                    freshness: wait
+                        .map_or(Freshness::Strict, |wait_ms| Freshness::Bounded { wait_ms }),
+                })
+            ),
         ]
     }
 
@@ -338,8 +345,16 @@ mod tests {
             Just(PeerResponse::Replication(ReplicationResponse::WillRebuild)),
             proptest::collection::vec(any::<u8>(), 0..64)
                 .prop_map(|b| PeerResponse::Snapshot(SnapshotResponse::Bytes(b))),
-            (any::<u32>(), error()).prop_map(|(shard, e)| PeerResponse::Read(
-                ReadResponse::Traversed(vec![(shard, Err(e))])
+            (any::<u32>(), error(), any::<u64>()).prop_map(|(shard, e, seq)| PeerResponse::Read(
+                ReadReply {
+                    response: ReadResponse::Traversed(vec![(shard, Err(e))]),
+                    behind: vec![Lag {
+                        shard,
+                        node: None,
+                        applied_seq: seq / 2,
+                        logged_seq: seq,
+                    }],
+                }
             )),
             error().prop_map(PeerResponse::Failed),
         ]

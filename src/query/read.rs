@@ -5,7 +5,9 @@
 //! [`route_get_document`]).
 //!
 //! Only a copy that its own map calls in sync answers (a copy that just fell out may miss
-//! acknowledged writes); the asker then tries another copy.
+//! acknowledged writes); the asker then tries another copy. Every read travels with its
+//! [`Freshness`] ([`ReadCall`]), and the answer names the copies that answered behind
+//! ([`ReadReply`]); [`ask`] sends one and notes those lags in the asker's [`ReadScope`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,8 @@ use crate::graph::model::{Chunk, Document};
 use crate::node::context::NodeContext;
 use crate::node::wire::Serve;
 use crate::storage::{
-    CascadeRead, CascadeRows, Direction, EntityRecord, QueryFailure, RelationFilter, RetrievalRead,
-    RetrievalRows, Rows, ShardQuery, Step,
+    CascadeRead, CascadeRows, Direction, EntityRecord, Freshness, Lag, QueryFailure, ReadScope,
+    RelationFilter, RetrievalRead, RetrievalRows, Rows, ShardQuery, Step,
 };
 
 /// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
@@ -74,51 +76,98 @@ pub enum ReadResponse {
     Cascaded(Vec<(u32, Result<CascadeRows, QueryFailure>)>),
 }
 
-/// Answers a [`ReadRequest`] on this node.
-impl Serve for ReadRequest {
-    type Reply = ReadResponse;
+/// A [`ReadRequest`] with how fresh its answers must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadCall {
+    pub request: ReadRequest,
+    pub freshness: Freshness,
+}
 
-    async fn serve(self, ctx: &Arc<NodeContext>, _from: &str) -> Result<ReadResponse, Error> {
-        match self {
-            ReadRequest::GetEntity { shard, id } => Ok(ReadResponse::Entity(
-                held_copy(ctx, shard).await?.get_entity(id).await?,
-            )),
-            ReadRequest::GetChunk { shard, id } => Ok(ReadResponse::Chunk(
-                held_copy(ctx, shard).await?.get_chunk(id).await?,
-            )),
+/// The answer to a [`ReadCall`], with the copies that answered it behind (`Bounded` reads only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadReply {
+    pub response: ReadResponse,
+    pub behind: Vec<Lag>,
+}
+
+/// Answers a [`ReadCall`] on this node.
+impl Serve for ReadCall {
+    type Reply = ReadReply;
+
+    async fn serve(self, ctx: &Arc<NodeContext>, _from: &str) -> Result<ReadReply, Error> {
+        let scope = ReadScope::new(self.freshness);
+        let response = self.request.answer(ctx, &scope).await?;
+        Ok(ReadReply {
+            response,
+            behind: scope.lags(),
+        })
+    }
+}
+
+impl ReadRequest {
+    /// Answers this read from this node's copies, catching up as `scope` asks.
+    async fn answer(
+        self,
+        ctx: &Arc<NodeContext>,
+        scope: &ReadScope,
+    ) -> Result<ReadResponse, Error> {
+        Ok(match self {
+            ReadRequest::GetEntity { shard, id } => {
+                ReadResponse::Entity(held_copy(ctx, shard).await?.get_entity(id, scope).await?)
+            }
+            ReadRequest::GetChunk { shard, id } => {
+                ReadResponse::Chunk(held_copy(ctx, shard).await?.get_chunk(id, scope).await?)
+            }
             ReadRequest::Traverse {
                 parts,
                 direction,
                 filter,
                 relations,
-            } => Ok(ReadResponse::Traversed(
-                super::traverse::step_here(ctx, parts, direction, filter, relations).await,
-            )),
-            ReadRequest::QueryShards { shards, query } => Ok(ReadResponse::QueryRows(
-                super::scatter::run_on_shards(ctx, shards, query).await,
-            )),
+            } => ReadResponse::Traversed(
+                super::traverse::step_here(ctx, parts, direction, filter, relations, scope).await,
+            ),
+            ReadRequest::QueryShards { shards, query } => ReadResponse::QueryRows(
+                super::scatter::run_on_shards(ctx, shards, query, scope).await,
+            ),
             ReadRequest::Retrieval {
                 shards,
                 read,
                 timeout_ms,
-            } => Ok(ReadResponse::Retrieved(
-                super::scatter::Retrieval::on_shards(ctx, shards, read, timeout_ms).await,
-            )),
-            ReadRequest::GetDocument { shard, id } => Ok(ReadResponse::Document(
-                held_copy(ctx, shard).await?.get_document(id).await?,
-            )),
+            } => ReadResponse::Retrieved(
+                super::scatter::Retrieval::on_shards(ctx, shards, read, timeout_ms, scope).await,
+            ),
+            ReadRequest::GetDocument { shard, id } => {
+                ReadResponse::Document(held_copy(ctx, shard).await?.get_document(id, scope).await?)
+            }
             ReadRequest::Cascade {
                 shards,
                 read,
                 timeout_ms,
-            } => Ok(ReadResponse::Cascaded(
-                super::scatter::Cascade::on_shards(ctx, shards, read, timeout_ms).await,
-            )),
-        }
+            } => ReadResponse::Cascaded(
+                super::scatter::Cascade::on_shards(ctx, shards, read, timeout_ms, scope).await,
+            ),
+        })
     }
 }
 
-/// A point read routed from any node: `$name(ctx, shard, id)` sends `ReadRequest::$request` to an
+/// Sends `request` to `node` with `scope`'s freshness and notes the lags it reports in `scope`.
+pub async fn ask(
+    ctx: &Arc<NodeContext>,
+    node: &str,
+    request: ReadRequest,
+    scope: &ReadScope,
+    timeout: Duration,
+) -> Result<ReadResponse, Error> {
+    let call = ReadCall {
+        request,
+        freshness: scope.freshness,
+    };
+    let reply = crate::peer::call(ctx, node, call, timeout).await?;
+    scope.note_from(node, reply.behind);
+    Ok(reply.response)
+}
+
+/// A point read routed from any node: `$name(ctx, shard, id, scope)` sends `ReadRequest::$request` to an
 /// in-sync copy of `shard` (this node's first), failing over to the next copy, and takes the item
 /// out of `ReadResponse::$response`.
 macro_rules! point_read {
@@ -128,9 +177,10 @@ macro_rules! point_read {
             ctx: &Arc<NodeContext>,
             shard: u32,
             id: &str,
+            scope: &ReadScope,
         ) -> Result<Option<$item>, Error> {
             let id = id.to_string();
-            match route_read(ctx, shard, ReadRequest::$request { shard, id }).await? {
+            match route_read(ctx, shard, ReadRequest::$request { shard, id }, scope).await? {
                 ReadResponse::$response(item) => Ok(item),
                 other => Err(unexpected(other)),
             }
@@ -178,7 +228,8 @@ fn unexpected(answer: ReadResponse) -> Error {
 async fn route_read(
     ctx: &Arc<NodeContext>,
     shard: u32,
-    req: ReadRequest,
+    request: ReadRequest,
+    scope: &ReadScope,
 ) -> Result<ReadResponse, Error> {
     let map = ctx.shard_map.get().ok_or_else(|| {
         Error::Unavailable("no shard map yet; the cluster is still forming".into())
@@ -189,8 +240,13 @@ async fn route_read(
     let me = ctx.node_id().as_str();
     let mut copies: Vec<String> = a.in_sync.clone();
     copies.sort_by_key(|n| (n.as_str() != me, *n != a.primary));
-    crate::peer::call_first(ctx, copies, &req, READ_TIMEOUT)
+    let call = ReadCall {
+        request,
+        freshness: scope.freshness,
+    };
+    let (node, reply) = crate::peer::call_first(ctx, copies, &call, READ_TIMEOUT)
         .await
-        .map(|(_, answer)| answer)
-        .map_err(|e| e.context(format!("no copy of shard {shard} answered")))
+        .map_err(|e| e.context(format!("no copy of shard {shard} answered")))?;
+    scope.note_from(&node, reply.behind);
+    Ok(reply.response)
 }

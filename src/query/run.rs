@@ -15,7 +15,7 @@ use super::scatter::{scatter, Prefer, ShardsReport};
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
-use crate::storage::ShardQuery;
+use crate::storage::{Freshness, ReadScope, ShardQuery};
 
 /// How long the one shard that checks a query Kuzu's way may take.
 const CHECK_TIMEOUT_MS: u64 = 2_000;
@@ -31,6 +31,8 @@ pub struct CypherRequest {
     pub allow_partial: bool,
     /// Each shard's rows apart instead of merged.
     pub per_shard: bool,
+    /// What the shards do about acknowledged writes not applied yet.
+    pub freshness: Freshness,
 }
 
 /// A checked query, ready to send.
@@ -103,7 +105,8 @@ pub async fn prepare(ctx: &Arc<NodeContext>, request: CypherRequest) -> Result<P
                     names_cypher: None,
                     prepare_only: true,
                 };
-                let (_, _, invalid) = scatter(ctx, &map, &[0], check, Prefer::Turns).await;
+                let (_, _, invalid) =
+                    scatter(ctx, &map, &[0], check, Prefer::Turns, &ReadScope::strict()).await;
                 return Err(Error::Invalid(match invalid {
                     Some(kuzu) => format!("invalid query: {kuzu}"),
                     None => unmergeable.to_string(),
@@ -161,7 +164,9 @@ pub async fn execute(ctx: &Arc<NodeContext>, prepared: Prepared) -> Result<Cyphe
             .map(|p| p.names_cypher.clone()),
         prepare_only: false,
     };
-    let (answers, report, invalid) = scatter(ctx, &map, &shards, query, Prefer::Turns).await;
+    let scope = ReadScope::new(request.freshness);
+    let (answers, report, invalid) =
+        scatter(ctx, &map, &shards, query, Prefer::Turns, &scope).await;
     if let Some(reason) = invalid {
         return Err(Error::Invalid(format!("invalid query: {reason}")));
     }

@@ -14,10 +14,10 @@ use serde::Serialize;
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
-use crate::query::read::{ReadRequest, ReadResponse};
+use crate::query::read::{ask, ReadRequest, ReadResponse};
 use crate::storage::{
-    CascadeRead, CascadeRows, KuzuShard, QueryFailure, RetrievalRead, RetrievalRows, Rows,
-    ShardQuery,
+    CascadeRead, CascadeRows, KuzuShard, Lag, QueryFailure, ReadScope, RetrievalRead,
+    RetrievalRows, Rows, ShardQuery,
 };
 
 /// Largest answer one shard sends for a query (below the transport's 16 MiB message limit).
@@ -31,6 +31,10 @@ pub struct ShardsReport {
     pub successful: usize,
     pub failed: usize,
     pub failures: Vec<Failure>,
+    /// Copies that answered before every write acknowledged ahead of the read was applied
+    /// (the read's `freshness` was `bounded` and its wait ran out): the answer may miss those
+    /// writes. Empty when the answer is fresh.
+    pub behind: Vec<Lag>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -233,10 +237,16 @@ macro_rules! timed_read {
                 shards: Vec<u32>,
                 read: $read,
                 timeout_ms: u64,
+                scope: &ReadScope,
             ) -> Vec<(u32, Result<$answer, QueryFailure>)> {
+                let scope = scope.clone();
                 on_local_copies(ctx, shards, move |store| {
-                    let read = read.clone();
-                    async move { store.bounded_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES).await }
+                    let (read, scope) = (read.clone(), scope.clone());
+                    async move {
+                        store
+                            .bounded_read(read, timeout_ms, MAX_SHARD_ANSWER_BYTES, &scope)
+                            .await
+                    }
                 })
                 .await
             }
@@ -308,9 +318,10 @@ pub async fn run_on_shard(
     ctx: &Arc<NodeContext>,
     shard: u32,
     query: ShardQuery,
+    scope: &ReadScope,
 ) -> Result<Rows, QueryFailure> {
     let store = copy_here(ctx, shard).await?;
-    store.user_query(query, MAX_SHARD_ANSWER_BYTES).await
+    store.user_query(query, MAX_SHARD_ANSWER_BYTES, scope).await
 }
 
 /// Answers and failures as they come in.
@@ -350,14 +361,15 @@ pub async fn run_on_shards(
     ctx: &Arc<NodeContext>,
     shards: Vec<u32>,
     query: ShardQuery,
+    scope: &ReadScope,
 ) -> Vec<(u32, Result<Rows, QueryFailure>)> {
     join_in_order(shards.into_iter().enumerate().map(|(n, shard)| {
-        let ctx = ctx.clone();
+        let (ctx, scope) = (ctx.clone(), scope.clone());
         let mut query = query.clone();
         if n > 0 {
             query.names_cypher = None;
         }
-        async move { (shard, run_on_shard(&ctx, shard, query).await) }
+        async move { (shard, run_on_shard(&ctx, shard, query, &scope).await) }
     }))
     .await
 }
@@ -412,7 +424,8 @@ where
 /// Sends `read` to one copy of each of `shards` (which copy: `prefer`), one request per node
 /// holding a chosen copy. A shard whose copy cannot be reached or fails for a reason of its own
 /// (not when the read itself is wrong or too slow) is retried on its other copies, one request
-/// each. Returns the answers (by shard), the report, and the first "invalid" failure if any.
+/// each. Returns the answers (by shard), the report, and the first "invalid" failure if any;
+/// copies that answered behind are noted in `scope`.
 #[allow(clippy::type_complexity)]
 pub async fn scatter<R: ShardRead>(
     ctx: &Arc<NodeContext>,
@@ -420,6 +433,7 @@ pub async fn scatter<R: ShardRead>(
     shards: &[u32],
     read: R,
     prefer: Prefer,
+    scope: &ReadScope,
 ) -> (Vec<ShardAnswer<R::Answer>>, ShardsReport, Option<String>) {
     let deadline = Instant::now() + Duration::from_millis(read.timeout_ms()) + NETWORK_MARGIN;
     let mut report = ShardsReport::new(shards.len());
@@ -432,11 +446,11 @@ pub async fn scatter<R: ShardRead>(
     }
     let mut calls = tokio::task::JoinSet::new();
     for (n, (node, shards)) in per_node.into_iter().enumerate() {
-        let ctx = ctx.clone();
+        let (ctx, scope) = (ctx.clone(), scope.clone());
         let request = read.request(shards.clone(), n == 0);
         calls.spawn(async move {
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = crate::peer::call(&ctx, &node, request, attempt_timeout(left, true)).await;
+            let answer = ask(&ctx, &node, request, &scope, attempt_timeout(left, true)).await;
             if answer.as_ref().is_err_and(Error::is_no_answer) {
                 suspect(&ctx, &node);
             }
@@ -468,12 +482,10 @@ pub async fn scatter<R: ShardRead>(
     // The shards left: one request each, through their copies in turn (failed nodes last).
     let mut tasks = tokio::task::JoinSet::new();
     for shard in retry {
-        let (ctx, map, read) = (ctx.clone(), map.clone(), read.clone());
+        let (ctx, map, read, scope) = (ctx.clone(), map.clone(), read.clone(), scope.clone());
         tasks.spawn(async move {
-            (
-                shard,
-                read_one(&ctx, &map, shard, read, deadline, prefer).await,
-            )
+            let answer = read_one(&ctx, &map, shard, read, deadline, prefer, &scope).await;
+            (shard, answer)
         });
     }
     while let Some(joined) = tasks.join_next().await {
@@ -496,6 +508,7 @@ pub async fn scatter<R: ShardRead>(
     }
     answers.sort_by_key(|a| a.shard);
     report.failures.sort_by_key(|f| f.shard);
+    report.behind = scope.lags();
     (answers, report, invalid)
 }
 
@@ -506,6 +519,7 @@ async fn read_one<R: ShardRead>(
     read: R,
     deadline: Instant,
     prefer: Prefer,
+    scope: &ReadScope,
 ) -> Result<ShardAnswer<R::Answer>, (Option<String>, QueryFailure)> {
     let copies =
         copies(ctx, map, shard, prefer).map_err(|e| (None, QueryFailure::Other(e.to_string())))?;
@@ -518,7 +532,7 @@ async fn read_one<R: ShardRead>(
             break;
         }
         let limit = attempt_timeout(left, i + 1 < n);
-        let answer = match crate::peer::call(ctx, &node, request.clone(), limit)
+        let answer = match ask(ctx, &node, request.clone(), scope, limit)
             .await
             .map(R::results)
         {

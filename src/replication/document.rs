@@ -39,7 +39,9 @@ use crate::graph::partition::shard_of;
 use crate::node::context::NodeContext;
 use crate::query::read::route_get_document;
 use crate::query::scatter::{scatter, Cascade, Prefer};
-use crate::storage::{CascadeRead, CascadeRows, Prune, RelationKey, TextUnitUse, WriteOp};
+use crate::storage::{
+    CascadeRead, CascadeRows, Prune, ReadScope, RelationKey, TextUnitUse, WriteOp,
+};
 
 /// Most text units one delete or one ingest batch removes.
 pub const MAX_TEXT_UNITS: usize = crate::graph::model::MAX_LIST;
@@ -120,7 +122,7 @@ pub async fn delete_document(ctx: &Arc<NodeContext>, id: &str) -> Result<Documen
     let map = current_map(ctx)?;
     // 1. The document and its text units.
     let document_shard = shard_of(id, map.shards);
-    let document = route_get_document(ctx, document_shard, id)
+    let document = route_get_document(ctx, document_shard, id, &ReadScope::strict())
         .await
         .map_err(|e| e.context(format!("reading document {id:?}")))?;
     let listed = document
@@ -287,9 +289,10 @@ async fn read_documents(
         for id in group {
             let (ctx, id) = (ctx.clone(), id.clone());
             tasks.spawn(async move {
-                let found = route_get_document(&ctx, shard_of(&id, shards), &id)
-                    .await
-                    .map(|d| d.map(|d| d.text_unit_ids));
+                let found =
+                    route_get_document(&ctx, shard_of(&id, shards), &id, &ReadScope::strict())
+                        .await
+                        .map(|d| d.map(|d| d.text_unit_ids));
                 (id, found)
             });
         }
@@ -493,7 +496,15 @@ async fn read_every_shard(
         read,
         timeout_ms: READ_TIMEOUT_MS,
     };
-    let (answers, report, invalid) = scatter(ctx, map, &shards, read, Prefer::Primary).await;
+    let (answers, report, invalid) = scatter(
+        ctx,
+        map,
+        &shards,
+        read,
+        Prefer::Primary,
+        &ReadScope::strict(),
+    )
+    .await;
     if let Some(reason) = invalid {
         return Err(Error::Internal(format!(
             "a shard refused the document cascade's read: {reason}"

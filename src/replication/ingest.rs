@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::graph::model::{Batch, ItemError, Kind};
 use crate::graph::partition::{shard_of, split};
 use crate::node::context::NodeContext;
-use crate::storage::WriteOp;
+use crate::storage::{ReadScope, WriteOp};
 
 /// What an ingest left undone.
 pub struct IngestOutcome {
@@ -100,7 +100,7 @@ pub async fn ingest(ctx: &Arc<NodeContext>, mut batch: Batch, shards: u32) -> In
 /// half-way leaves the entity readable and the delete can be retried.
 pub async fn delete_entity(ctx: &Arc<NodeContext>, id: &str, shards: u32) -> Result<usize, Error> {
     let shard = shard_of(id, shards);
-    let record = crate::query::read::route_get_entity(ctx, shard, id)
+    let record = crate::query::read::route_get_entity(ctx, shard, id, &ReadScope::strict())
         .await?
         .ok_or_else(|| Error::NotFound(format!("no entity with id {id:?}")))?;
     let deadline = Instant::now() + WRITE_DEADLINE;

@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::cluster::shard_map::ShardMap;
 use crate::node::context::NodeContext;
 use crate::query::traverse::{neighborhood, Traversal, TraverseError};
-use crate::storage::{Direction, EntitySummary, RelationFilter};
+use crate::storage::{Direction, EntitySummary, Lag, ReadScope, RelationFilter};
 use answer::{rank_relations, selected_seed, Selected};
 pub use request::{Mode, RetrieveRequest};
 use search::{Seed, Target};
@@ -72,15 +72,16 @@ impl Timings {
 
 /// Answers `req` over the shards of `map`: seeds, expansion, context. Shards that do not answer
 /// are left out when the request (or the node's `TORUA_ALLOW_PARTIAL`) allows a partial answer.
+/// Returns the answer with the copies that answered behind (`req.freshness`).
 pub async fn retrieve(
     ctx: &Arc<NodeContext>,
     map: ShardMap,
     req: &RetrieveRequest,
-) -> Result<Value, RetrieveError> {
+) -> Result<(Value, Vec<Lag>), RetrieveError> {
     let allow_partial = req.allow_partial.unwrap_or(ctx.settings.allow_partial);
     let started = Instant::now();
     let deadline = started + std::time::Duration::from_millis(req.timeout_ms);
-    let stages = Stages::new(ctx, map.clone(), deadline);
+    let stages = Stages::new(ctx, map.clone(), deadline, ReadScope::new(req.freshness));
     let mut timings = Timings::default();
     let mut t = Instant::now();
     let text_query = req.query.as_deref();
@@ -120,6 +121,7 @@ pub async fn retrieve(
             true,
             Direction::Both,
             RelationFilter::default(),
+            stages.scope.clone(),
         );
         let n = neighborhood(
             &mut traversal,
@@ -205,14 +207,9 @@ pub async fn retrieve(
     .map_err(|e| RetrieveError::Internal(format!("assembling the context failed: {e}")))?;
     timings.since("assemble", &mut t);
     timings.0.push(("total", ms_since(started)));
-    Ok(answer::to_json(
-        answer,
-        req,
-        &seeds,
-        &chunk_seeds,
-        report,
-        timings.0,
-    ))
+    let behind = report.behind.clone();
+    let body = answer::to_json(answer, req, &seeds, &chunk_seeds, report, timings.0);
+    Ok((body, behind))
 }
 
 fn ms_since(t: Instant) -> f64 {

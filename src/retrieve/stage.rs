@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::cluster::shard_map::ShardMap;
 use crate::node::context::NodeContext;
 use crate::query::scatter::{scatter, Prefer, Retrieval, ShardsReport};
-use crate::storage::{RetrievalRead, RetrievalRows};
+use crate::storage::{ReadScope, RetrievalRead, RetrievalRows};
 
 /// What the stages of one retrieval share: where to ask, until when, and what failed.
 pub struct Stages<'a> {
@@ -20,6 +20,8 @@ pub struct Stages<'a> {
     pub deadline: Instant,
     /// Shards that failed in any stage, with the copy and reason of their last failure.
     failed: Mutex<BTreeMap<u32, (Option<String>, String)>>,
+    /// How fresh every stage's reads must be, and the copies that answered behind.
+    pub scope: ReadScope,
 }
 
 /// Why a stage produced nothing usable.
@@ -32,12 +34,18 @@ pub enum StageError {
 }
 
 impl<'a> Stages<'a> {
-    pub fn new(ctx: &'a Arc<NodeContext>, map: ShardMap, deadline: Instant) -> Self {
+    pub fn new(
+        ctx: &'a Arc<NodeContext>,
+        map: ShardMap,
+        deadline: Instant,
+        scope: ReadScope,
+    ) -> Self {
         Stages {
             ctx,
             map,
             deadline,
             failed: Mutex::new(BTreeMap::new()),
+            scope,
         }
     }
 
@@ -65,8 +73,15 @@ impl<'a> Stages<'a> {
             read,
             timeout_ms: (left.as_millis() as u64).max(1),
         };
-        let (answers, report, invalid) =
-            scatter(self.ctx, &self.map, shards, read, Prefer::Primary).await;
+        let (answers, report, invalid) = scatter(
+            self.ctx,
+            &self.map,
+            shards,
+            read,
+            Prefer::Primary,
+            &self.scope,
+        )
+        .await;
         if let Some(reason) = invalid {
             return Err(StageError::Internal(reason));
         }
@@ -107,6 +122,7 @@ impl<'a> Stages<'a> {
             r.fail(*shard, node.clone(), reason.clone());
         }
         r.successful = r.total - r.failed;
+        r.behind = self.scope.lags();
         r
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
 
+use super::freshness::{Freshness, Lag, ReadScope};
 use super::kuzu_apply::{
     apply_round, checkpoint, counts, migrate, read_applied, schema, ApplyState, Target,
 };
@@ -401,6 +402,31 @@ impl KuzuShard {
         .map_err(|e| Error::Io(format!("log task failed: {e}")))?
     }
 
+    /// Before a read: waits for the writes logged so far as `scope` asks. A `Bounded` read
+    /// that runs out of its wait answers from the applied writes and notes this copy's lag.
+    async fn catch_up(&self, scope: &ReadScope) -> Result<(), Error> {
+        let wait_ms = match scope.freshness {
+            Freshness::Strict => return self.wait_visible(READ_WAIT).await,
+            Freshness::Bounded { wait_ms } => wait_ms,
+        };
+        let logged = self.seq();
+        match self
+            .wait_visible(Duration::from_millis(wait_ms.into()))
+            .await
+        {
+            Err(Error::Busy(_)) => {
+                scope.note(Lag {
+                    shard: self.shard,
+                    node: None,
+                    applied_seq: self.visible_seq(),
+                    logged_seq: logged,
+                });
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Waits until every write logged so far is visible, at most `timeout`.
     pub async fn wait_visible(&self, timeout: Duration) -> Result<(), Error> {
         let target = self.seq();
@@ -424,45 +450,59 @@ impl KuzuShard {
         }
     }
 
-    pub async fn get_entity(&self, id: String) -> Result<Option<EntityRecord>, Error> {
-        self.wait_visible(READ_WAIT).await?;
+    pub async fn get_entity(
+        &self,
+        id: String,
+        scope: &ReadScope,
+    ) -> Result<Option<EntityRecord>, Error> {
+        self.catch_up(scope).await?;
         let dim = self.dim;
         self.read(move |conn| get_entity(conn, &id, dim)).await
     }
 
-    pub async fn get_document(&self, id: String) -> Result<Option<Document>, Error> {
-        self.wait_visible(READ_WAIT).await?;
+    pub async fn get_document(
+        &self,
+        id: String,
+        scope: &ReadScope,
+    ) -> Result<Option<Document>, Error> {
+        self.catch_up(scope).await?;
         self.read(move |conn| get_document(conn, &id)).await
     }
 
     /// Answers a typed read (a retrieval's, or one of the document cascade's) on this copy,
-    /// after the writes logged before it, on the user queries' readers and like a user query:
+    /// after catching up as `scope` asks, on the user queries' readers and like a user query:
     /// cut off by Kuzu after `timeout_ms`, refused past `max_bytes`.
     pub async fn bounded_read<R: BoundedRead>(
         &self,
         read: R,
         timeout_ms: u64,
         max_bytes: usize,
+        scope: &ReadScope,
     ) -> Result<R::Rows, QueryFailure> {
-        self.query_read(move |session| run_bounded(session, &read, timeout_ms, max_bytes))
-            .await
+        self.query_read(scope, move |session| {
+            run_bounded(session, &read, timeout_ms, max_bytes)
+        })
+        .await
     }
 
-    pub async fn get_chunk(&self, id: String) -> Result<Option<Chunk>, Error> {
-        self.wait_visible(READ_WAIT).await?;
+    pub async fn get_chunk(&self, id: String, scope: &ReadScope) -> Result<Option<Chunk>, Error> {
+        self.catch_up(scope).await?;
         let dim = self.dim;
         self.read(move |conn| get_chunk(conn, &id, dim)).await
     }
 
-    /// Runs a user's read-only Cypher on this copy (after the writes logged before it), cut
+    /// Runs a user's read-only Cypher on this copy (after catching up as `scope` asks), cut
     /// off by Kuzu after its time limit.
     pub async fn user_query(
         &self,
         query: ShardQuery,
         max_bytes: usize,
+        scope: &ReadScope,
     ) -> Result<Rows, QueryFailure> {
-        self.query_read(move |session| run_user_query(session, &query, max_bytes))
-            .await
+        self.query_read(scope, move |session| {
+            run_user_query(session, &query, max_bytes)
+        })
+        .await
     }
 
     /// One traversal step: the properties of `ids` held here and, when `relations`, their
@@ -473,8 +513,9 @@ impl KuzuShard {
         direction: Direction,
         filter: RelationFilter,
         relations: bool,
+        scope: &ReadScope,
     ) -> Result<Step, Error> {
-        self.wait_visible(READ_WAIT).await?;
+        self.catch_up(scope).await?;
         let rows = {
             let c = self.shared.counts.lock().expect("counts lock");
             c.entities + c.stubs
@@ -555,13 +596,13 @@ impl KuzuShard {
 
     /// Runs a read that answers like a user query on the user queries' readers, after the writes
     /// logged before it; a failure to read at all is `QueryFailure::Other`.
-    async fn query_read<T, F>(&self, f: F) -> Result<T, QueryFailure>
+    async fn query_read<T, F>(&self, scope: &ReadScope, f: F) -> Result<T, QueryFailure>
     where
         T: Send + 'static,
         F: for<'s, 'c> FnOnce(&'s mut Session<'c>) -> Result<T, QueryFailure> + Send + 'static,
     {
         let other = |e: Error| QueryFailure::Other(e.to_string());
-        self.wait_visible(READ_WAIT).await.map_err(other)?;
+        self.catch_up(scope).await.map_err(other)?;
         let answer = self.read_on(&self.query_readers, move |session| Ok(f(session)));
         answer.await.map_err(other)?
     }

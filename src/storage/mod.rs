@@ -12,6 +12,7 @@
 pub mod cascade;
 pub mod cypher;
 mod error;
+pub mod freshness;
 mod kuzu_apply;
 mod kuzu_cascade;
 mod kuzu_index;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::model::{Batch, Entity};
 pub use cascade::{CascadeRead, CascadeRows, Prune, RelationKey, TextUnitUse};
 pub use error::Error;
+pub use freshness::{Freshness, Lag, ReadScope};
 pub use kuzu_read::{
     Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows, ShardQuery,
 };

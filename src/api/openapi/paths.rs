@@ -10,6 +10,7 @@
 
 use super::super::broadcast::{BroadcastBody, BroadcastQuery};
 use super::super::cluster::{HealthAnswer, HealthQuery};
+use super::super::freshness::ReadParams;
 use super::super::graph::ShardsQuery;
 use super::super::keys::{CreateKey, CreatedKey, KeyList, Revoked};
 use super::super::query::{NeighborhoodBody, PathBody, QueryBody};
@@ -98,7 +99,8 @@ failures!(
 failures!(
     /// What a point read of one item by id can answer besides its 404.
     PointReadFailures:
-    (503, Retry, "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`)"),
+    (400, Error, "A query string that does not parse (`freshness` is `bounded` or `strict`)"),
+    (503, Retry, "No shard map yet (the cluster is forming), or no copy of the shard could answer (with `Retry-After`; with `freshness=strict`, also a copy whose acknowledged writes are not applied within 8 s)"),
     (504, Error, "No copy answered in time"),
     + Internal
 );
@@ -297,9 +299,9 @@ fn ingest() {}
     tag = "graph",
     summary = "An entity and its relations",
     description = "Role: `read`. Read from an in-sync copy of the entity's shard.",
-    params(("id" = String, Path, description = "The entity's id")),
+    params(("id" = String, Path, description = "The entity's id"), ReadParams),
     responses(
-        (status = 200, description = "The entity", body = EntityAnswer),
+        (status = 200, description = "The entity", body = EntityAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
         (status = 404, description = "No entity with this id", body = ErrorBody),
         PointReadFailures,
     )
@@ -312,9 +314,9 @@ fn get_entity() {}
     tag = "graph",
     summary = "A chunk (text unit)",
     description = "Role: `read`. Read from an in-sync copy of the chunk's shard.",
-    params(("id" = String, Path, description = "The chunk's id")),
+    params(("id" = String, Path, description = "The chunk's id"), ReadParams),
     responses(
-        (status = 200, description = "The chunk", body = ChunkAnswer),
+        (status = 200, description = "The chunk", body = ChunkAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
         (status = 404, description = "No chunk with this id", body = ErrorBody),
         PointReadFailures,
     )
@@ -327,9 +329,9 @@ fn get_chunk() {}
     tag = "graph",
     summary = "A document",
     description = "Role: `read`. Read from an in-sync copy of the document's shard.",
-    params(("id" = String, Path, description = "The document's id")),
+    params(("id" = String, Path, description = "The document's id"), ReadParams),
     responses(
-        (status = 200, description = "The document", body = DocumentAnswer),
+        (status = 200, description = "The document", body = DocumentAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
         (status = 404, description = "No document with this id", body = ErrorBody),
         PointReadFailures,
     )
@@ -389,9 +391,10 @@ fn shards() {}
     summary = "Read-only Cypher over every shard, merged",
     description = "Role: `admin`. The body is at most 1 MiB. Each shard's answer is at most 12 MiB. A node runs at most `TORUA_MAX_USER_QUERIES` statements at once (default 4). Refused before reaching a shard: writes, procedures that are not lookups, list lambdas and parameters used without a value in `params`.",
     request_body(content = QueryBody, content_type = "application/json"),
+    params(ReadParams),
     responses(
-        (status = 200, description = "The rows (`merge: global`) or each shard's rows (`merge: per_shard`)", body = CypherAnswer),
-        (status = 400, description = "A malformed request, a bad field, or a statement that is not read-only or cannot be merged", body = ErrorBody),
+        (status = 200, description = "The rows (`merge: global`) or each shard's rows (`merge: per_shard`)", body = CypherAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
+        (status = 400, description = "A malformed request, a bad field or `freshness`, or a statement that is not read-only or cannot be merged", body = ErrorBody),
         (status = 404, description = "A shard listed in `shards` is not in the shard map", body = ErrorBody),
         ScatterFailures,
     )
@@ -405,9 +408,10 @@ fn query() {}
     summary = "The entities and relations within `hops` of the seeds",
     description = "Role: `read`. The body is at most 1 MiB.",
     request_body(content = NeighborhoodBody, content_type = "application/json"),
+    params(ReadParams),
     responses(
-        (status = 200, description = "The neighborhood", body = NeighborhoodAnswer),
-        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
+        (status = 200, description = "The neighborhood", body = NeighborhoodAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
+        (status = 400, description = "A malformed request, a field out of range, or a `freshness` that is not `bounded` or `strict`", body = ErrorBody),
         (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
         ScatterFailures,
     )
@@ -421,9 +425,10 @@ fn neighborhood() {}
     summary = "A shortest path between two entities",
     description = "Role: `read`. The body is at most 1 MiB. No path within `max_hops` is a 200 with `found: false`.",
     request_body(content = PathBody, content_type = "application/json"),
+    params(ReadParams),
     responses(
-        (status = 200, description = "The path, or why none was found", body = PathAnswer),
-        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
+        (status = 200, description = "The path, or why none was found", body = PathAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
+        (status = 400, description = "A malformed request, a field out of range, or a `freshness` that is not `bounded` or `strict`", body = ErrorBody),
         (status = 404, description = "`from` or `to` does not exist", body = ErrorBody),
         (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
         ScatterFailures,
@@ -438,9 +443,10 @@ fn path() {}
     summary = "GraphRAG retrieval: the context of a question",
     description = "Role: `read`. From a question (text and/or embedding) to the entities, relations, text units and community reports that answer it, fitted into `max_tokens` in GraphRAG's proportions. The body is at most 1 MiB.",
     request_body(content = RetrieveBody, content_type = "application/json"),
+    params(ReadParams),
     responses(
-        (status = 200, description = "The context", body = RetrieveAnswer),
-        (status = 400, description = "A malformed request or a field out of range", body = ErrorBody),
+        (status = 200, description = "The context", body = RetrieveAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
+        (status = 400, description = "A malformed request, a field out of range, or a `freshness` that is not `bounded` or `strict`", body = ErrorBody),
         (status = 422, description = "The context grew too large to gather", body = ErrorBody),
         ScatterFailures,
     )

@@ -10,11 +10,11 @@ use crate::cluster::shard_map::{in_sync_here, ShardMap};
 use crate::error::Error;
 use crate::graph::partition::{ids_by_shard, shard_of};
 use crate::node::context::NodeContext;
-use crate::query::read::{ReadRequest, ReadResponse};
+use crate::query::read::{ask, ReadRequest, ReadResponse};
 use crate::query::scatter::{
     attempt_timeout, copies, join_in_order, suspect, Prefer, ShardsReport,
 };
-use crate::storage::{Direction, RelationFilter, Step};
+use crate::storage::{Direction, ReadScope, RelationFilter, Step};
 
 /// Relations one traversal may collect before it is refused as too large.
 pub const MAX_TRAVERSED_RELATIONS: usize = 2_000_000;
@@ -43,7 +43,8 @@ pub enum TraverseError {
     Timeout(String),
 }
 
-/// Where a traversal runs: the map, the deadline, partial-answer policy, and what it covered.
+/// Where a traversal runs: the map, the deadline, partial-answer policy, how fresh its reads
+/// must be, and what it covered.
 pub struct Traversal<'a> {
     pub ctx: &'a Arc<NodeContext>,
     pub map: ShardMap,
@@ -51,6 +52,7 @@ pub struct Traversal<'a> {
     pub allow_partial: bool,
     pub direction: Direction,
     pub filter: RelationFilter,
+    pub scope: ReadScope,
     touched: BTreeSet<u32>,
     failed: BTreeMap<u32, (Option<String>, String)>,
 }
@@ -63,6 +65,7 @@ impl<'a> Traversal<'a> {
         allow_partial: bool,
         direction: Direction,
         filter: RelationFilter,
+        scope: ReadScope,
     ) -> Self {
         Traversal {
             ctx,
@@ -71,6 +74,7 @@ impl<'a> Traversal<'a> {
             allow_partial,
             direction,
             filter,
+            scope,
             touched: BTreeSet::new(),
             failed: BTreeMap::new(),
         }
@@ -83,6 +87,7 @@ impl<'a> Traversal<'a> {
             r.fail(*shard, node.clone(), reason.clone());
         }
         r.successful = r.total - r.failed;
+        r.behind = self.scope.lags();
         r
     }
 
@@ -157,9 +162,9 @@ impl<'a> Traversal<'a> {
                         filter: self.filter.clone(),
                         relations,
                     };
-                    let (ctx, node) = (self.ctx.clone(), node.clone());
+                    let (ctx, node, scope) = (self.ctx.clone(), node.clone(), self.scope.clone());
                     calls.spawn(async move {
-                        let answer = crate::peer::call(&ctx, &node, req, limit).await;
+                        let answer = ask(&ctx, &node, req, &scope, limit).await;
                         if answer.as_ref().is_err_and(Error::is_no_answer) {
                             suspect(&ctx, &node);
                         }
@@ -233,17 +238,23 @@ pub async fn step_here(
     direction: Direction,
     filter: RelationFilter,
     relations: bool,
+    scope: &ReadScope,
 ) -> Vec<(u32, Result<Step, Error>)> {
     let me = ctx.node_id().as_str().to_string();
     let map = ctx.shard_map.get();
     let out = join_in_order(parts.into_iter().map(|(shard, ids)| {
         let (ctx, filter, map, me) = (ctx.clone(), filter.clone(), map.clone(), me.clone());
+        let scope = scope.clone();
         async move {
             if let Err(e) = in_sync_here(map.as_ref(), shard, &me, ctx.cluster.generation()) {
                 return (shard, Err(e));
             }
             let result = match ctx.storage.open(shard).await {
-                Ok(store) => store.traverse_step(ids, direction, filter, relations).await,
+                Ok(store) => {
+                    store
+                        .traverse_step(ids, direction, filter, relations, &scope)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             (shard, result.map_err(Error::from))

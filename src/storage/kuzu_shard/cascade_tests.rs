@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::graph::model::{Batch, Community, Document, Relation};
+use crate::storage::ReadScope;
 use crate::storage::{
     CascadeRead, CascadeRows, CommunityReport, ItemKind, Prune, RetrievalRead, RetrievalRows,
     TextIndex, TextUnitUse,
@@ -120,7 +121,10 @@ async fn open(path: &Path, dim: usize, mode: InsertMode) -> KuzuShard {
 }
 
 async fn read(shard: &KuzuShard, read: CascadeRead) -> CascadeRows {
-    shard.bounded_read(read, TIMEOUT_MS, BIG).await.unwrap()
+    shard
+        .bounded_read(read, TIMEOUT_MS, BIG, &ReadScope::strict())
+        .await
+        .unwrap()
 }
 
 /// Every community report of the copy (at most 10), with its `stale` flag.
@@ -129,7 +133,10 @@ async fn all_reports(shard: &KuzuShard) -> Vec<CommunityReport> {
         level: None,
         limit: 10,
     };
-    let rows = shard.bounded_read(read, TIMEOUT_MS, BIG).await.unwrap();
+    let rows = shard
+        .bounded_read(read, TIMEOUT_MS, BIG, &ReadScope::strict())
+        .await
+        .unwrap();
     rows.into_reports().unwrap()
 }
 
@@ -144,7 +151,11 @@ async fn write_communities(shard: &KuzuShard, seq: u64, communities: Vec<Communi
 
 /// (relation id, text units) of an entity's relations, sorted.
 async fn relations_of(shard: &KuzuShard, id: &str) -> Vec<(String, Vec<String>)> {
-    let rec = shard.get_entity(id.into()).await.unwrap().unwrap();
+    let rec = shard
+        .get_entity(id.into(), &ReadScope::strict())
+        .await
+        .unwrap()
+        .unwrap();
     rec.relations
         .into_iter()
         .map(|r| (r.id, r.text_unit_ids))
@@ -242,8 +253,16 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
         shard.write(seq, op).await.unwrap();
     }
     let check = || async {
-        assert!(shard.get_entity("a".into()).await.unwrap().is_none());
-        let b = shard.get_entity("b".into()).await.unwrap().unwrap();
+        assert!(shard
+            .get_entity("a".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .is_none());
+        let b = shard
+            .get_entity("b".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(b.entity.text_unit_ids, units(&["t2"]));
         assert_eq!(
             relations_of(&shard, "b").await,
@@ -257,7 +276,11 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
             ],
             "r4 went with a, r7 with the stub y"
         );
-        let d = shard.get_entity("d".into()).await.unwrap().unwrap();
+        let d = shard
+            .get_entity("d".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             d.relations.len(),
             1,
@@ -271,9 +294,21 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
             "stubs x and y are gone, far and far2 stay: {c:?}"
         );
         assert_eq!(stats.failed_writes, 0);
-        assert!(shard.get_chunk("t1".into()).await.unwrap().is_none());
-        assert!(shard.get_document("doc1".into()).await.unwrap().is_none());
-        assert!(shard.get_document("doc2".into()).await.unwrap().is_some());
+        assert!(shard
+            .get_chunk("t1".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(shard
+            .get_document("doc1".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(shard
+            .get_document("doc2".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .is_some());
         let reports = shard
             .bounded_read(
                 RetrievalRead::ReportsOf {
@@ -283,6 +318,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
                 },
                 TIMEOUT_MS,
                 BIG,
+                &ReadScope::strict(),
             )
             .await
             .unwrap()
@@ -302,6 +338,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
                 },
                 TIMEOUT_MS,
                 BIG,
+                &ReadScope::strict(),
             )
             .await
             .unwrap();
@@ -331,7 +368,11 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
         )
         .await
         .unwrap();
-    let b = shard.get_entity("b".into()).await.unwrap().unwrap();
+    let b = shard
+        .get_entity("b".into(), &ReadScope::strict())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.entity.text_unit_ids, units(&["t1", "t2"]));
     assert_eq!(
         b.relations
@@ -427,6 +468,7 @@ async fn text_hits(shard: &KuzuShard, word: &str) -> (Vec<String>, usize) {
             },
             TIMEOUT_MS,
             BIG,
+            &ReadScope::strict(),
         )
         .await
         .unwrap()
@@ -491,7 +533,11 @@ async fn entities_deleted_and_written_again_many_times_stay_writable() {
                 (n as u64, 50, 2 * n as u64, 20, 2),
                 "{mode} cycle {cycle}: {c:?}"
             );
-            let found = shard.get_entity("e1".into()).await.unwrap().unwrap();
+            let found = shard
+                .get_entity("e1".into(), &ReadScope::strict())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(found.relations.len(), 3, "{mode} cycle {cycle}");
             // The full-text index finds every entity, each once, once the copy has rebuilt it
             // (Kuzu 0.11's index loses postings of rows that stay when others are updated or
@@ -602,6 +648,7 @@ async fn create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind() 
                 },
                 TIMEOUT_MS,
                 BIG,
+                &ReadScope::strict(),
             )
             .await
             .unwrap()

@@ -14,6 +14,7 @@ use proptest::test_runner::{Config, RngSeed, TestRunner};
 use super::*;
 use crate::graph::model::{Batch, Relation};
 use crate::storage::cypher::{check_params_given, check_read_only, tokenize};
+use crate::storage::ReadScope;
 
 /// Reads that are valid alone or in sequence often enough to reach Kuzu's binder and executor.
 const READS: &[&str] = &[
@@ -266,7 +267,7 @@ fn cypher_fuzz_what_passes_runs_and_writes_nothing() {
                 prepare_only: false,
             };
             // Rows or an error: both are answers; a crash ends the test process.
-            let _ = rt.block_on(shard.user_query(query, 1 << 20));
+            let _ = rt.block_on(shard.user_query(query, 1 << 20, &ReadScope::strict()));
             let now = rt.block_on(shard.checksum()).unwrap();
             prop_assert_eq!(&now, &before, "changed the copy: {:?}", s.text);
             Ok(())

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::graph::model::{Batch, Chunk, Community};
+use crate::storage::ReadScope;
 use crate::storage::{
     ChunkItem, CommunityReport, EntityItem, ItemKind, RetrievalRead, RetrievalRows, RetrievedItem,
     TextIndex, VectorHit,
@@ -101,7 +102,10 @@ async fn filled(dir: &Path) -> KuzuShard {
 }
 
 async fn ask(shard: &KuzuShard, read: RetrievalRead) -> RetrievalRows {
-    shard.bounded_read(read, TIMEOUT_MS, BIG).await.unwrap()
+    shard
+        .bounded_read(read, TIMEOUT_MS, BIG, &ReadScope::strict())
+        .await
+        .unwrap()
 }
 
 /// The items a lookup answers.
@@ -319,10 +323,15 @@ async fn an_answer_past_the_size_limit_is_refused() {
         level: None,
         limit: 200,
     };
-    let refused = shard.bounded_read(read.clone(), TIMEOUT_MS, 16).await;
+    let refused = shard
+        .bounded_read(read.clone(), TIMEOUT_MS, 16, &ReadScope::strict())
+        .await;
     assert!(
         matches!(refused, Err(QueryFailure::TooLarge(_))),
         "{refused:?}"
     );
-    assert!(shard.bounded_read(read, TIMEOUT_MS, BIG).await.is_ok());
+    assert!(shard
+        .bounded_read(read, TIMEOUT_MS, BIG, &ReadScope::strict())
+        .await
+        .is_ok());
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::graph::model::{Batch, Chunk};
+use crate::storage::ReadScope;
 
 fn config(dim: usize) -> StoreConfig {
     StoreConfig::for_budget(256, 1, 1, dim)
@@ -70,6 +71,7 @@ async fn ids(shard: &KuzuShard, cypher: String) -> Vec<String> {
                 prepare_only: false,
             },
             1 << 20,
+            &ReadScope::strict(),
         )
         .await
         .unwrap();
@@ -160,7 +162,11 @@ async fn embeddings_read_back_bit_for_bit() {
         )
         .await
         .unwrap();
-    let got = shard.get_entity("a".into()).await.unwrap().unwrap();
+    let got = shard
+        .get_entity("a".into(), &ReadScope::strict())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.entity.embedding, Some(odd));
 }
 

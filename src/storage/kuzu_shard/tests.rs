@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::graph::model::{Batch, Relation};
+use crate::storage::ReadScope;
 
 fn gate() -> Arc<ApplyGate> {
     Arc::new(ApplyGate::new(2))
@@ -98,7 +99,11 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         )
         .await
         .unwrap();
-    let a = shard.get_entity("a".into()).await.unwrap().unwrap();
+    let a = shard
+        .get_entity("a".into(), &ReadScope::strict())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a.entity.embedding, Some(vec![0.5; 4]));
     let weights: Vec<(String, f64)> = a
         .relations
@@ -108,7 +113,7 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
     assert_eq!(weights, vec![("r1".into(), 5.0), ("r2".into(), 2.0)]);
     assert_eq!(
         shard
-            .get_entity("b".into())
+            .get_entity("b".into(), &ReadScope::strict())
             .await
             .unwrap()
             .unwrap()
@@ -117,7 +122,11 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         "B2"
     );
     assert!(
-        shard.get_entity("ghost".into()).await.unwrap().is_none(),
+        shard
+            .get_entity("ghost".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .is_none(),
         "a stub is not an entity"
     );
     let stats = shard.stats().await.unwrap();
@@ -137,7 +146,11 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         .write(5, WriteOp::DeleteEntity("a".into()))
         .await
         .unwrap();
-    assert!(shard.get_entity("a".into()).await.unwrap().is_none());
+    assert!(shard
+        .get_entity("a".into(), &ReadScope::strict())
+        .await
+        .unwrap()
+        .is_none());
     let stats = shard.stats().await.unwrap();
     let c = stats.counts;
     assert_eq!((c.entities, c.stubs, c.relations), (2, 0, 0));
@@ -146,7 +159,11 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         .write(6, upsert(vec![], vec![relation("r1", "a", "b", 1.0)]))
         .await
         .unwrap();
-    let b = shard.get_entity("b".into()).await.unwrap().unwrap();
+    let b = shard
+        .get_entity("b".into(), &ReadScope::strict())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.relations.len(), 1);
 }
 
@@ -174,7 +191,11 @@ async fn logged_writes_are_redone_after_a_crash() {
     }
     let shard = KuzuShard::open(&path, 7, &config(0), gate()).unwrap();
     assert_eq!(shard.seq(), 2);
-    let b = shard.get_entity("b".into()).await.unwrap().unwrap();
+    let b = shard
+        .get_entity("b".into(), &ReadScope::strict())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.relations.len(), 1);
     assert_eq!(shard.visible_seq(), 2);
 }
@@ -436,6 +457,7 @@ async fn step_costs() {
                 Direction::Both,
                 RelationFilter::default(),
                 true,
+                &ReadScope::strict(),
             )
             .await
             .unwrap();
@@ -470,7 +492,10 @@ async fn the_merge_orders_values_like_kuzu() {
                 names_cypher: None,
                 prepare_only: false,
             };
-            let rows = shard.user_query(query, 1 << 20).await.unwrap();
+            let rows = shard
+                .user_query(query, 1 << 20, &ReadScope::strict())
+                .await
+                .unwrap();
             let kuzu: Vec<serde_json::Value> =
                 serde_json::from_str::<Vec<Vec<serde_json::Value>>>(&rows.rows_json)
                     .unwrap()
@@ -528,7 +553,7 @@ async fn snapshot_copies_the_database_at_a_round_boundary() {
     let (_, sum_copy) = copy.checksum().await.unwrap();
     assert_eq!(sum_copy, sum_before, "same content");
     let rec = copy
-        .get_entity("e5".into())
+        .get_entity("e5".into(), &ReadScope::strict())
         .await
         .unwrap()
         .expect("e5 in the copy");
@@ -772,7 +797,11 @@ async fn delete_leaves_no_relation_behind() {
             .write(3, WriteOp::DeleteEntity("a".into()))
             .await
             .unwrap();
-        let c = shard.get_entity("c".into()).await.unwrap().unwrap();
+        let c = shard
+            .get_entity("c".into(), &ReadScope::strict())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(c.relations, vec![], "{mode}");
         let stats = shard.stats().await.unwrap();
         assert_eq!(
