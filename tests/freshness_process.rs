@@ -45,7 +45,10 @@ fn upsert(cluster: &TestCluster, entities: &[(&str, &str)]) {
             "id": id, "title": id.to_uppercase(), "type": "THING", "description": description,
         })).collect::<Vec<_>>(),
     });
-    let (status, answer) = cluster.node(0).post_json("/graph/ingest", &batch, T).unwrap();
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch, T)
+        .unwrap();
     assert_eq!(status, 200, "ingest: {answer}");
     assert_eq!(answer["errors"], false, "ingest: {answer}");
 }
@@ -66,7 +69,12 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
     // v1 applied (the first round, or after one stall if another round came first).
     upsert(&cluster, &[("fr-1", "v1")]);
     let applied = wait::poll(Duration::from_secs(45), Duration::from_millis(200), || {
-        let a = call(&cluster, "GET", "/graph/entities/fr-1?freshness=strict", None);
+        let a = call(
+            &cluster,
+            "GET",
+            "/graph/entities/fr-1?freshness=strict",
+            None,
+        );
         match (a.status, a.behind.as_deref()) {
             (200, None) if a.body["entity"]["description"] == "v1" => Ok(()),
             _ => Err(format!("{} {:?} {}", a.status, a.behind, a.body)),
@@ -81,11 +89,23 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
     let a = call(&cluster, "GET", "/graph/entities/fr-1", None);
     f.check(
         a.status == 200 && a.body["entity"]["description"] == "v1",
-        || format!("a bounded read did not answer the applied v1: {} {}", a.status, a.body),
+        || {
+            format!(
+                "a bounded read did not answer the applied v1: {} {}",
+                a.status, a.body
+            )
+        },
     );
     f.check(
-        a.behind.as_deref().is_some_and(|h| h.starts_with("shard=0; node=")),
-        || format!("a bounded read behind the applier is not marked: {:?}", a.behind),
+        a.behind
+            .as_deref()
+            .is_some_and(|h| h.starts_with("shard=0; node=")),
+        || {
+            format!(
+                "a bounded read behind the applier is not marked: {:?}",
+                a.behind
+            )
+        },
     );
 
     let a = call(&cluster, "GET", "/graph/entities/fr-2", None);
@@ -94,18 +114,30 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
             && a.body["error"]["reason"]
                 .as_str()
                 .is_some_and(|r| r.contains("freshness=strict")),
-        || format!("a 404 behind the applier does not say so: {} {}", a.status, a.body),
+        || {
+            format!(
+                "a 404 behind the applier does not say so: {} {}",
+                a.status, a.body
+            )
+        },
     );
 
     let query = json!({"cypher": "MATCH (e:Entity) WHERE e.id = 'fr-1' RETURN e.description AS d"});
     let a = call(&cluster, "POST", "/query", Some(&query));
-    f.check(
-        a.status == 200 && a.body["rows"] == json!([["v1"]]),
-        || format!("a bounded query did not answer the applied v1: {} {}", a.status, a.body),
-    );
+    f.check(a.status == 200 && a.body["rows"] == json!([["v1"]]), || {
+        format!(
+            "a bounded query did not answer the applied v1: {} {}",
+            a.status, a.body
+        )
+    });
     f.check(
         a.behind.is_some() && a.body["_shards"]["behind"][0]["shard"] == 0,
-        || format!("a query behind the applier is not marked: {:?} {}", a.behind, a.body),
+        || {
+            format!(
+                "a query behind the applier is not marked: {:?} {}",
+                a.behind, a.body
+            )
+        },
     );
 
     let seeds = json!({"seeds": ["fr-1"], "hops": 1});
@@ -114,30 +146,49 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
         a.status == 200
             && a.body["_shards"]["behind"][0]["applied_seq"].as_u64()
                 < a.body["_shards"]["behind"][0]["logged_seq"].as_u64(),
-        || format!("a traversal behind the applier is not marked: {} {}", a.status, a.body),
+        || {
+            format!(
+                "a traversal behind the applier is not marked: {} {}",
+                a.status, a.body
+            )
+        },
     );
 
-    let a = call(&cluster, "GET", "/graph/entities/fr-1?freshness=bogus", None);
+    let a = call(
+        &cluster,
+        "GET",
+        "/graph/entities/fr-1?freshness=bogus",
+        None,
+    );
     f.check(a.status == 400, || {
         format!("a bad freshness was not refused: {} {}", a.status, a.body)
     });
 
     // A strict read never answers the old v1: it waits, and the stall outlasts its wait.
-    let a = call(&cluster, "GET", "/graph/entities/fr-1?freshness=strict", None);
+    let a = call(
+        &cluster,
+        "GET",
+        "/graph/entities/fr-1?freshness=strict",
+        None,
+    );
     let stalled_for = stalled_at.elapsed();
     if stalled_for < Duration::from_secs(19) {
-        f.check(a.status == 503 && a.retry_after.as_deref() == Some("1"), || {
-            format!(
+        f.check(
+            a.status == 503 && a.retry_after.as_deref() == Some("1"),
+            || {
+                format!(
                 "a strict read behind the applier did not answer 503 with Retry-After: {} {:?} {}",
                 a.status, a.retry_after, a.body
             )
-        });
+            },
+        );
     } else {
         eprintln!("the stall ended before the strict read gave up ({stalled_for:?}); not checked");
     }
-    f.check(a.status != 200 || a.body["entity"]["description"] == "v2", || {
-        format!("a strict read answered the old state: {}", a.body)
-    });
+    f.check(
+        a.status != 200 || a.body["entity"]["description"] == "v2",
+        || format!("a strict read answered the old state: {}", a.body),
+    );
 
     // The applier catches up: fresh, unmarked answers.
     let fresh = wait::poll(Duration::from_secs(45), Duration::from_millis(250), || {
@@ -159,7 +210,10 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
     let counted = metrics
         .body
         .as_str()
-        .and_then(|m| m.lines().find(|l| l.starts_with("torua_reads_behind_total ")))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("torua_reads_behind_total "))
+        })
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
     f.check(counted.is_some_and(|n| n >= 3.0), || {
         format!("torua_reads_behind_total does not count the reads behind: {counted:?}")

@@ -16,7 +16,7 @@ pub const BEHIND_HEADER: &str = "x-torua-behind";
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReadParams {
-    /// `bounded` (default): wait up to the node's `TORUA_READ_WAIT` (1s by default) for the
+    /// `bounded` (default): wait up to the node's `TORUA_READ_WAIT` (2s by default) for the
     /// writes acknowledged before this read, then answer from what is applied and name the copies
     /// still behind in the `x-torua-behind` header (and `_shards.behind`). `strict`: wait for them
     /// (read-your-writes) up to 8 s, else 503 with `Retry-After`.

@@ -126,7 +126,7 @@ pub struct ServeArgs {
     /// answers from what is applied and names the lagging copies (header `x-torua-behind`,
     /// `_shards.behind`); a request's `freshness=strict` waits for them instead (0s, or
     /// 10ms..8s).
-    #[arg(long, env = "TORUA_READ_WAIT", default_value = "1s", value_parser = |s: &str| interval(s, "10ms", "8s", true))]
+    #[arg(long, env = "TORUA_READ_WAIT", default_value = "2s", value_parser = |s: &str| interval(s, "10ms", "8s", true))]
     pub read_wait: Duration,
 
     /// How long `/cluster/health` and `/cluster/nodes` wait for the coordinator before answering

@@ -111,19 +111,20 @@ def test_ingest_read_back_and_delete(client: torua.Client) -> None:
     assert not result.errors and result.batches == 4
     assert result.counts["entities"] == 3 and result.counts["relations"] == 2
 
-    # Reads wait for the writes acknowledged before them: no polling needed.
-    rec = client.get_entity(a)
+    # A strict read waits for the writes acknowledged before it: no polling needed.
+    rec = client.get_entity(a, freshness="strict")
     assert rec.entity.title == "ALPHA PY" and rec.entity.text_unit_ids == [t]
     assert [r.target for r in rec.relations] == [b] and rec.relations[0].weight == 2.0
-    chunk = client.get_chunk(t)
+    chunk = client.get_chunk(t, freshness="strict")
     assert chunk.chunk.text == "alpha and beta are things" and chunk.chunk.entity_ids == [a, b]
 
     gone = client.delete_entity(c)
     assert gone.deleted == c and gone.relations == 1
     with pytest.raises(torua.NotFound) as e:
-        client.get_entity(c)
+        client.get_entity(c, freshness="strict")
     assert e.value.reason
-    assert all(c not in (r.source, r.target) for r in client.get_entity(b).relations)
+    relations = client.get_entity(b, freshness="strict").relations
+    assert all(c not in (r.source, r.target) for r in relations)
 
 
 def test_delete_document(client: torua.Client) -> None:
@@ -176,6 +177,9 @@ def test_query_neighborhood_and_path(client: torua.Client) -> None:
     ids = [row[0] for row in q.rows]
     assert {a, b, c} <= set(ids) and q.columns == ["id"]
     assert q.shards_report.failed == 0 and q.shards_report.total > 0
+    assert q.shards_report.behind == []
+    fresh = client.query("MATCH (e:Entity) RETURN count(*)", freshness="strict")
+    assert fresh.rows[0][0] >= 3 and fresh.shards_report.behind == []
     assert q.records()[0]["id"] == ids[0]
     per = client.query("MATCH (e:Entity) RETURN count(*)", merge="per_shard", shards=[0, 1])
     assert per.merge == "per_shard" and sorted(s["shard"] for s in per.per_shard) == [0, 1]
@@ -225,6 +229,9 @@ def test_errors_carry_status_and_reason(client: torua.Client) -> None:
     assert e.value.status == 404 and e.value.body["error"]["status"] == 404
     with pytest.raises(ValueError):
         client.retrieve()
+    with pytest.raises(torua.BadRequest) as e:
+        client.get_entity("any", freshness="sometimes")
+    assert "freshness" in e.value.reason
 
 
 # -- Keys and roles ----------------------------------------------------------------------------

@@ -87,10 +87,18 @@ pub struct ClusterOptions {
     pub log: String,
 }
 
+/// The environment every test node gets unless a test sets it otherwise: reads wait for the
+/// writes acknowledged before them as long as a strict read would (8 s), so that the suites'
+/// read-backs check acknowledged writes, not the bounded wait (`tests/freshness_process.rs`
+/// tests that).
+fn default_env() -> BTreeMap<String, String> {
+    BTreeMap::from([("TORUA_READ_WAIT".to_string(), "8s".to_string())])
+}
+
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
-            env: BTreeMap::new(),
+            env: default_env(),
             ids: None,
             start_timeout: Duration::from_secs(20),
             log: std::env::var("TORUA_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -101,8 +109,10 @@ impl Default for ClusterOptions {
 impl ClusterOptions {
     /// The defaults with extra environment `env` for every node and their `TORUA_LOG`.
     pub fn with_env(env: &BTreeMap<String, String>, log: &str) -> Self {
+        let mut all = default_env();
+        all.extend(env.clone());
         ClusterOptions {
-            env: env.clone(),
+            env: all,
             log: log.to_string(),
             ..ClusterOptions::default()
         }

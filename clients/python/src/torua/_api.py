@@ -60,6 +60,12 @@ def _duration(value: Union[None, float, int, str]) -> Optional[str]:
     return f"{int(round(float(value) * 1000))}ms"
 
 
+FRESHNESS = """`freshness` (every read): `"bounded"` (the server's default) waits up to the node's
+`TORUA_READ_WAIT` for writes acknowledged before the read, then answers from the applied ones and
+lists the shard copies still behind in `_shards.behind` (header `x-torua-behind`); `"strict"`
+waits for them (read-your-writes) and raises `Unavailable` when they are not applied within 8 s."""
+
+
 class Api:
     """The endpoints. Every method returns an `Op`: a generator the clients drive."""
 
@@ -71,9 +77,17 @@ class Api:
     def call(self, call: Call) -> Op[Any]:
         return exchange(self.settings, self.targets, call)
 
-    def _one(self, method: str, path: str, item_id: str, answer: Type[M]) -> Op[M]:
+    def _one(
+        self,
+        method: str,
+        path: str,
+        item_id: str,
+        answer: Type[M],
+        params: Optional[Dict[str, str]] = None,
+    ) -> Op[M]:
         """`method path` with the quoted `item_id` in place of `{}`, answered with an `answer`."""
-        return self.call(Call(method, path.format(_id(item_id)), parse=answer.from_json))
+        path = path.format(_id(item_id))
+        return self.call(Call(method, path, params=params or None, parse=answer.from_json))
 
     def _read(
         self,
@@ -81,14 +95,18 @@ class Api:
         answer: Type[M],
         timeout_ms: Optional[int],
         allow_partial: Optional[bool],
+        freshness: Optional[str],
         /,
         **body: Any,
     ) -> Op[M]:
         """`POST path` of a read across shards: `body` with the server's `timeout_ms` and
-        `allow_partial` (without the unset fields); the HTTP timeout outlasts `timeout_ms`."""
+        `allow_partial` (without the unset fields), `freshness` as the query parameter; the HTTP
+        timeout outlasts `timeout_ms`."""
         slow = None if timeout_ms is None else max(self.settings.timeout, timeout_ms / 1000 + 5)
         body = _body(**body, timeout_ms=timeout_ms, allow_partial=allow_partial)
-        return self.call(Call("POST", path, json=body, parse=answer.from_json, timeout=slow))
+        params = _body(freshness=freshness) or None
+        call = Call("POST", path, params=params, json=body, parse=answer.from_json, timeout=slow)
+        return self.call(call)
 
     # -- Nodes and cluster ----------------------------------------------------------------------
 
@@ -228,17 +246,20 @@ class Api:
             yield from self.wait_applied()
         return total
 
-    def get_entity(self, entity_id: str) -> Op[EntityRecord]:
-        """`GET /graph/entities/{id}`: the entity and its relations; `NotFound` if absent."""
-        return (yield from self._one("GET", "/graph/entities/{}", entity_id, EntityRecord))
+    def get_entity(self, entity_id: str, *, freshness: Optional[str] = None) -> Op[EntityRecord]:
+        """`GET /graph/entities/{id}`: the entity and its relations; `NotFound` if absent. See `FRESHNESS`."""
+        params = _body(freshness=freshness)
+        return (yield from self._one("GET", "/graph/entities/{}", entity_id, EntityRecord, params))
 
-    def get_chunk(self, chunk_id: str) -> Op[ChunkRecord]:
-        """`GET /graph/chunks/{id}`: a text unit; `NotFound` if absent."""
-        return (yield from self._one("GET", "/graph/chunks/{}", chunk_id, ChunkRecord))
+    def get_chunk(self, chunk_id: str, *, freshness: Optional[str] = None) -> Op[ChunkRecord]:
+        """`GET /graph/chunks/{id}`: a text unit; `NotFound` if absent. See `FRESHNESS`."""
+        params = _body(freshness=freshness)
+        return (yield from self._one("GET", "/graph/chunks/{}", chunk_id, ChunkRecord, params))
 
-    def get_document(self, document_id: str) -> Op[DocumentRecord]:
-        """`GET /graph/documents/{id}`: a document; `NotFound` if absent."""
-        return (yield from self._one("GET", "/graph/documents/{}", document_id, DocumentRecord))
+    def get_document(self, document_id: str, *, freshness: Optional[str] = None) -> Op[DocumentRecord]:
+        """`GET /graph/documents/{id}`: a document; `NotFound` if absent. See `FRESHNESS`."""
+        params = _body(freshness=freshness)
+        return (yield from self._one("GET", "/graph/documents/{}", document_id, DocumentRecord, params))
 
     def delete_entity(self, entity_id: str) -> Op[EntityDeleted]:
         """`DELETE /graph/entities/{id}`: the entity and its relations, in every shard."""
@@ -260,6 +281,7 @@ class Api:
         merge: Optional[str] = None,
         timeout_ms: Optional[int] = None,
         allow_partial: Optional[bool] = None,
+        freshness: Optional[str] = None,
     ) -> Op[QueryResult]:
         """`POST /query`: read-only Cypher over every shard (admin), merged as one database would
         answer (`merge="global"`) or shard by shard (`merge="per_shard"`)."""
@@ -287,6 +309,7 @@ class Api:
         max_relations: Optional[int] = None,
         timeout_ms: Optional[int] = None,
         allow_partial: Optional[bool] = None,
+        freshness: Optional[str] = None,
     ) -> Op[Neighborhood]:
         """`POST /graph/neighborhood`: entities and relations within `hops` of the seeds."""
         seeds = [seeds] if isinstance(seeds, str) else list(seeds)
@@ -314,6 +337,7 @@ class Api:
         direction: Optional[str] = None,
         timeout_ms: Optional[int] = None,
         allow_partial: Optional[bool] = None,
+        freshness: Optional[str] = None,
     ) -> Op[Path]:
         """`POST /graph/path`: a shortest path from `source` to `target` (`found=False` with the
         reason when there is none within `max_hops`; `NotFound` when an end does not exist)."""
@@ -342,6 +366,7 @@ class Api:
         tokenizer: Optional[str] = None,
         timeout_ms: Optional[int] = None,
         allow_partial: Optional[bool] = None,
+        freshness: Optional[str] = None,
     ) -> Op[Retrieval]:
         """`POST /retrieve`: the entities, relations, text units and community reports for a
         question (text, embedding or both), ranked and fitted to `max_tokens`, with

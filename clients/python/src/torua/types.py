@@ -345,6 +345,9 @@ class ShardsReport(Model):
     successful: int = 0
     failed: int = 0
     failures: List[Dict[str, Any]] = field(default_factory=list)
+    # Copies that answered before every write acknowledged ahead of the read was applied:
+    # {shard, node, applied_seq, logged_seq}; empty when the answer is fresh.
+    behind: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
