@@ -247,7 +247,8 @@ class Api:
         return total
 
     def get_entity(self, entity_id: str, *, freshness: Optional[str] = None) -> Op[EntityRecord]:
-        """`GET /graph/entities/{id}`: the entity and its relations; `NotFound` if absent. See `FRESHNESS`."""
+        """`GET /graph/entities/{id}`: the entity and its relations; `NotFound` if absent.
+        See `FRESHNESS`."""
         params = _body(freshness=freshness)
         return (yield from self._one("GET", "/graph/entities/{}", entity_id, EntityRecord, params))
 
@@ -256,10 +257,13 @@ class Api:
         params = _body(freshness=freshness)
         return (yield from self._one("GET", "/graph/chunks/{}", chunk_id, ChunkRecord, params))
 
-    def get_document(self, document_id: str, *, freshness: Optional[str] = None) -> Op[DocumentRecord]:
+    def get_document(
+        self, document_id: str, *, freshness: Optional[str] = None
+    ) -> Op[DocumentRecord]:
         """`GET /graph/documents/{id}`: a document; `NotFound` if absent. See `FRESHNESS`."""
         params = _body(freshness=freshness)
-        return (yield from self._one("GET", "/graph/documents/{}", document_id, DocumentRecord, params))
+        path = "/graph/documents/{}"
+        return (yield from self._one("GET", path, document_id, DocumentRecord, params))
 
     def delete_entity(self, entity_id: str) -> Op[EntityDeleted]:
         """`DELETE /graph/entities/{id}`: the entity and its relations, in every shard."""
@@ -290,6 +294,7 @@ class Api:
             QueryResult,
             timeout_ms,
             allow_partial,
+            freshness,
             cypher=cypher,
             params=dict(params) if params is not None else None,
             shards=list(shards) if shards is not None else None,
@@ -319,6 +324,7 @@ class Api:
             Neighborhood,
             timeout_ms,
             allow_partial,
+            freshness,
             seeds=seeds,
             hops=hops,
             direction=direction,
@@ -346,6 +352,7 @@ class Api:
             Path,
             timeout_ms,
             allow_partial,
+            freshness,
             **{"from": source, "to": target},
             max_hops=max_hops,
             direction=direction,
@@ -378,6 +385,7 @@ class Api:
             Retrieval,
             timeout_ms,
             allow_partial,
+            freshness,
             query=query,
             embedding=[float(x) for x in embedding] if embedding is not None else None,
             mode=mode,
