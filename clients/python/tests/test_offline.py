@@ -18,9 +18,7 @@ from torua.types import Batch
 from conftest import DULCE
 
 
-def mock(
-    cls: type, handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw
-):
+def mock(cls: type, handler: Callable[[httpx.Request], httpx.Response], urls: List[str], **kw):
     """A `torua.Client` or `torua.AsyncClient` whose answers come from `handler`."""
     c = cls(urls, backoff=0.001, **kw)
     c._http = c._http_class(transport=httpx.MockTransport(handler), headers=c._http.headers)
@@ -310,3 +308,8 @@ def test_every_route_of_the_contract_has_a_method() -> None:
     assert not missing, f"routes without a client method: {missing}"
     for name in COVERED.values():
         assert callable(getattr(torua.Client, name)) and callable(getattr(torua.AsyncClient, name))
+
+
+def test_the_package_exports_every_error_class() -> None:
+    exported = {name for name in torua.__all__ if name in torua.errors.__all__}
+    assert exported == set(torua.errors.__all__) - {"error_for"}

@@ -11,7 +11,6 @@
   `POST /retrieve` (extras `[langchain]`, `[llama-index]`).
 """
 
-from . import errors
 from .aio import AsyncClient
 from .client import Client
 from .errors import (
@@ -42,6 +41,19 @@ __all__ = [
     "Document",
     "Entity",
     "Relation",
+    # The exception classes: everything `errors` exports but its `error_for` helper (a test
+    # keeps the two lists equal).
+    "BadRequest",
+    "ConnectionFailed",
+    "Forbidden",
+    "IngestFailed",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RequestTimeout",
+    "ServerError",
+    "ToruaError",
+    "Unauthorized",
+    "Unavailable",
+    "Unprocessable",
 ]
-# The exception classes (everything `errors` exports but its `error_for` helper).
-__all__ += [name for name in errors.__all__ if name != "error_for"]
