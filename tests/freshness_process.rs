@@ -6,6 +6,7 @@
 //!   says the item may be among the writes not applied yet;
 //! - with `freshness=strict`, never from the old state: they wait for the writes and, when those
 //!   stay unapplied, fail with 503 and `Retry-After`;
+//! - for an item no waiting write touches, at once and unmarked, strict or not;
 //! - once the applier catches up, fresh and unmarked.
 
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
     cluster.wait_green(Duration::from_secs(60)).unwrap();
 
     // v1 applied (the first round, or after one stall if another round came first).
-    upsert(&cluster, &[("fr-1", "v1")]);
+    upsert(&cluster, &[("fr-0", "v1"), ("fr-1", "v1")]);
     let applied = wait::poll(Duration::from_secs(45), Duration::from_millis(200), || {
         let a = call(
             &cluster,
@@ -108,9 +109,27 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
         },
     );
 
+    // No unapplied write touches fr-0: its read neither waits nor is marked.
+    let a = call(
+        &cluster,
+        "GET",
+        "/graph/entities/fr-0?freshness=strict",
+        None,
+    );
+    f.check(
+        a.status == 200 && a.body["entity"]["description"] == "v1" && a.behind.is_none(),
+        || {
+            format!(
+                "a read of an item no pending write touches: {} {:?} {}",
+                a.status, a.behind, a.body
+            )
+        },
+    );
+
     let a = call(&cluster, "GET", "/graph/entities/fr-2", None);
     f.check(
         a.status == 404
+            && a.behind.is_some()
             && a.body["error"]["reason"]
                 .as_str()
                 .is_some_and(|r| r.contains("freshness=strict")),

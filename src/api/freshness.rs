@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::storage::{Freshness, Lag, ReadScope};
+use axum::http::StatusCode;
 
 /// The answer header naming the copies that answered behind.
 pub const BEHIND_HEADER: &str = "x-torua-behind";
@@ -73,15 +74,21 @@ impl<T: serde::Serialize> IntoResponse for ReadAnswer<T> {
     }
 }
 
-/// Added to a "not found" when a copy answered behind: the item may be among the writes it has
-/// not applied yet.
-pub fn behind_note(scope: &ReadScope) -> &'static str {
-    if scope.lags().is_empty() {
-        ""
-    } else {
-        " as of the writes applied so far: its shard's copy is behind acknowledged writes; \
-         retry, or ask with freshness=strict to wait for them"
-    }
+/// A "not found" of a read: when a copy answered behind, the item may be among the writes it has
+/// not applied yet, and the answer says so (in its reason and `x-torua-behind`).
+pub fn not_found(reason: String, scope: &ReadScope) -> ApiError {
+    let lags = scope.lags();
+    let Some(value) = behind_header(&lags) else {
+        return ApiError::new(StatusCode::NOT_FOUND, reason);
+    };
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "{reason} as of the writes applied so far: its shard's copy is behind acknowledged \
+             writes; retry, or ask with freshness=strict to wait for them"
+        ),
+    )
+    .with_header(BEHIND_HEADER, value)
 }
 
 /// `shard=3; node=n2; applied_seq=120; logged_seq=180, shard=…`, or none when nothing lagged.

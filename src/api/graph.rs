@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::freshness::{behind_note, ReadAnswer, ReadParams, ReadResult};
+use super::freshness::{not_found, ReadAnswer, ReadParams, ReadResult};
 use super::{current_map, with_retry_after, ApiError, AppState, JsonAnswer, Params};
 use crate::graph::model::Batch;
 use crate::graph::partition::shard_of;
@@ -209,12 +209,7 @@ fn found<T>(
     read: Result<Option<T>, crate::error::Error>,
     scope: &ReadScope,
 ) -> Result<T, ApiError> {
-    read?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no {what} with id {id:?}{}", behind_note(scope)),
-        )
-    })
+    read?.ok_or_else(|| not_found(format!("no {what} with id {id:?}"), scope))
 }
 
 pub async fn delete_entity(State(state): State<AppState>, Path(id): Path<String>) -> JsonAnswer {

@@ -133,6 +133,8 @@ pub struct ApiError {
     status: StatusCode,
     reason: String,
     retry: bool,
+    /// One more header (e.g. `x-torua-behind` on a 404 read from a copy behind its writes).
+    header: Option<(&'static str, axum::http::HeaderValue)>,
 }
 
 impl ApiError {
@@ -141,6 +143,7 @@ impl ApiError {
             status,
             reason: reason.into(),
             retry: false,
+            header: None,
         }
     }
 
@@ -151,6 +154,12 @@ impl ApiError {
     /// A 503 with `Retry-After: 1`.
     pub fn unavailable(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_later()
+    }
+
+    /// The same error answered with the header `name: value` too.
+    pub fn with_header(mut self, name: &'static str, value: axum::http::HeaderValue) -> Self {
+        self.header = Some((name, value));
+        self
     }
 
     /// The same error answered with `Retry-After: 1`: the condition passes (busy, forming, a
@@ -231,9 +240,8 @@ impl From<Error> for ApiError {
             }
         };
         ApiError {
-            status,
             retry: status == StatusCode::SERVICE_UNAVAILABLE,
-            reason: e.to_string(),
+            ..ApiError::new(status, e.to_string())
         }
     }
 }
@@ -241,7 +249,10 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"status": self.status.as_u16(), "reason": self.reason}});
-        let response = (self.status, Json(body)).into_response();
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
         if self.retry {
             with_retry_after(response)
         } else {

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::freshness::{behind_note, ReadAnswer, ReadParams, ReadResult};
+use super::freshness::{not_found, ReadAnswer, ReadParams, ReadResult};
 use super::{current_map, ApiError, AppState, Params};
 use crate::graph::model::MAX_ID_BYTES;
 use crate::query::run::{self, CypherAnswer, CypherRequest};
@@ -462,9 +462,8 @@ pub async fn path(
             });
             Ok(ReadAnswer::new(state, body, behind))
         }
-        PathAnswer::Missing(id) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("entity {id:?} does not exist{}", behind_note(&t.scope)),
-        )),
+        PathAnswer::Missing(id) => {
+            Err(not_found(format!("entity {id:?} does not exist"), &t.scope))
+        }
     }
 }

@@ -30,6 +30,7 @@ use super::kuzu_read::{
 };
 use super::kuzu_readers::{Readers, Session};
 use super::kuzu_values::*;
+use super::pending_items::PendingItems;
 use super::shard_log::{self, ShardLog};
 use super::{
     ApplyGate, Counts, EntityRecord, Error, InsertMode, RelationRecord, ShardStats, Step,
@@ -66,6 +67,8 @@ struct Pending {
     /// Snapshots asked for, taken between rounds.
     snapshots: Vec<SnapshotJob>,
     stop: bool,
+    /// What the queued ops and the round being applied touch.
+    items: PendingItems,
 }
 
 /// A request to copy the database file (at a round boundary) to `to`, keeping the log from the
@@ -220,6 +223,7 @@ impl KuzuShard {
         for (seq, op) in redo {
             let size = op_size(&op);
             pending.bytes += size;
+            pending.items.add(&op);
             pending.ops.push_back((seq, Arc::new(op), size));
         }
         let shared = Arc::new(Shared {
@@ -362,6 +366,7 @@ impl KuzuShard {
             // Queued under the log's lock, so the applier sees writes in log order.
             let mut pending = shared.pending.lock().expect("pending lock");
             pending.bytes += size;
+            pending.items.add(&op);
             pending.ops.push_back((seq, Arc::new(op), size));
             shared.logged.fetch_max(seq, Ordering::SeqCst);
             shared.ready.notify_one();
@@ -427,6 +432,20 @@ impl KuzuShard {
         }
     }
 
+    /// [`Self::catch_up`] for a read of `ids` alone: no wait when no unapplied write touches
+    /// them (see [`PendingItems`]).
+    async fn catch_up_on(&self, scope: &ReadScope, ids: &[String]) -> Result<(), Error> {
+        let touched = {
+            let pending = self.shared.pending.lock().expect("pending lock");
+            pending.items.touch_any(ids.iter().map(String::as_str))
+        };
+        if touched {
+            self.catch_up(scope).await
+        } else {
+            Ok(())
+        }
+    }
+
     /// Waits until every write logged so far is visible, at most `timeout`.
     pub async fn wait_visible(&self, timeout: Duration) -> Result<(), Error> {
         let target = self.seq();
@@ -455,7 +474,7 @@ impl KuzuShard {
         id: String,
         scope: &ReadScope,
     ) -> Result<Option<EntityRecord>, Error> {
-        self.catch_up(scope).await?;
+        self.catch_up_on(scope, std::slice::from_ref(&id)).await?;
         let dim = self.dim;
         self.read(move |conn| get_entity(conn, &id, dim)).await
     }
@@ -465,7 +484,7 @@ impl KuzuShard {
         id: String,
         scope: &ReadScope,
     ) -> Result<Option<Document>, Error> {
-        self.catch_up(scope).await?;
+        self.catch_up_on(scope, std::slice::from_ref(&id)).await?;
         self.read(move |conn| get_document(conn, &id)).await
     }
 
@@ -486,7 +505,7 @@ impl KuzuShard {
     }
 
     pub async fn get_chunk(&self, id: String, scope: &ReadScope) -> Result<Option<Chunk>, Error> {
-        self.catch_up(scope).await?;
+        self.catch_up_on(scope, std::slice::from_ref(&id)).await?;
         let dim = self.dim;
         self.read(move |conn| get_chunk(conn, &id, dim)).await
     }
@@ -515,7 +534,7 @@ impl KuzuShard {
         relations: bool,
         scope: &ReadScope,
     ) -> Result<Step, Error> {
-        self.catch_up(scope).await?;
+        self.catch_up_on(scope, &ids).await?;
         let rows = {
             let c = self.shared.counts.lock().expect("counts lock");
             c.entities + c.stubs
@@ -914,6 +933,13 @@ fn applier_loop(
             pending.in_flight = 0;
         }
         shared.visible.send_replace(max_seq);
+        {
+            // Only now: a read that finds its items untouched answers without waiting.
+            let mut pending = shared.pending.lock().expect("pending lock");
+            for (_, op, _) in &round {
+                pending.items.remove(op);
+            }
+        }
         if shared.failed.load(Ordering::SeqCst) == 0 {
             let pinned = shared
                 .pins

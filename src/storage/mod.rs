@@ -22,6 +22,7 @@ mod kuzu_retrieval;
 pub mod kuzu_shard;
 mod kuzu_stage;
 pub mod kuzu_values;
+mod pending_items;
 pub mod retrieval;
 pub mod shard_log;
 

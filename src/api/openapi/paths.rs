@@ -302,7 +302,7 @@ fn ingest() {}
     params(("id" = String, Path, description = "The entity's id"), ReadParams),
     responses(
         (status = 200, description = "The entity", body = EntityAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
-        (status = 404, description = "No entity with this id", body = ErrorBody),
+        (status = 404, description = "No entity with this id", body = ErrorBody, headers(("x-torua-behind" = String, description = "Present when the copy that answered was behind acknowledged writes: the item may be among them"))),
         PointReadFailures,
     )
 )]
@@ -317,7 +317,7 @@ fn get_entity() {}
     params(("id" = String, Path, description = "The chunk's id"), ReadParams),
     responses(
         (status = 200, description = "The chunk", body = ChunkAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
-        (status = 404, description = "No chunk with this id", body = ErrorBody),
+        (status = 404, description = "No chunk with this id", body = ErrorBody, headers(("x-torua-behind" = String, description = "Present when the copy that answered was behind acknowledged writes: the item may be among them"))),
         PointReadFailures,
     )
 )]
@@ -332,7 +332,7 @@ fn get_chunk() {}
     params(("id" = String, Path, description = "The document's id"), ReadParams),
     responses(
         (status = 200, description = "The document", body = DocumentAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
-        (status = 404, description = "No document with this id", body = ErrorBody),
+        (status = 404, description = "No document with this id", body = ErrorBody, headers(("x-torua-behind" = String, description = "Present when the copy that answered was behind acknowledged writes: the item may be among them"))),
         PointReadFailures,
     )
 )]
@@ -429,7 +429,7 @@ fn neighborhood() {}
     responses(
         (status = 200, description = "The path, or why none was found", body = PathAnswer, headers(("x-torua-behind" = String, description = "Present when a shard copy answered before the writes acknowledged ahead of the read were applied (`freshness=bounded`, past `TORUA_READ_WAIT`): `shard=N; node=ID; applied_seq=A; logged_seq=L` per copy, comma-separated"))),
         (status = 400, description = "A malformed request, a field out of range, or a `freshness` that is not `bounded` or `strict`", body = ErrorBody),
-        (status = 404, description = "`from` or `to` does not exist", body = ErrorBody),
+        (status = 404, description = "`from` or `to` does not exist", body = ErrorBody, headers(("x-torua-behind" = String, description = "Present when the copy that answered was behind acknowledged writes: the item may be among them"))),
         (status = 422, description = "The traversal grew too large to gather", body = ErrorBody),
         ScatterFailures,
     )

@@ -107,12 +107,11 @@ impl Default for ClusterOptions {
 }
 
 impl ClusterOptions {
-    /// The defaults with extra environment `env` for every node and their `TORUA_LOG`.
+    /// Exactly the environment `env` for every node (the product's defaults otherwise, not the
+    /// tests' [`default_env`]: for benchmarks) and their `TORUA_LOG`.
     pub fn with_env(env: &BTreeMap<String, String>, log: &str) -> Self {
-        let mut all = default_env();
-        all.extend(env.clone());
         ClusterOptions {
-            env: all,
+            env: env.clone(),
             log: log.to_string(),
             ..ClusterOptions::default()
         }
