@@ -131,9 +131,30 @@ impl Shared {
     }
 }
 
-/// One freshness's reads.
+/// One freshness's reads: of the entity written last (`recent`), and of preloaded ones.
 #[derive(Default)]
 struct Reads {
+    recent: Sample,
+    other: Sample,
+}
+
+impl Reads {
+    fn of(&mut self, probe: bool) -> &mut Sample {
+        if probe {
+            &mut self.recent
+        } else {
+            &mut self.other
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"recent": self.recent.json(), "other": self.other.json()})
+    }
+}
+
+/// Reads of one kind.
+#[derive(Default)]
+struct Sample {
     micros: Vec<f64>,
     found: u64,
     not_found: u64,
@@ -144,7 +165,7 @@ struct Reads {
     statuses: std::collections::BTreeMap<u16, u64>,
 }
 
-impl Reads {
+impl Sample {
     fn json(&self) -> Value {
         let n = self.micros.len().max(1) as f64;
         json!({
@@ -162,10 +183,11 @@ fn pct_json(p: Option<Pct>) -> Value {
     })
 }
 
-/// The reader's next id: the last acknowledged one (a probe) or a random preloaded one.
-fn pick(rng: &mut Rng, shared: &Shared, preloaded: usize) -> (usize, bool) {
+/// A reader's next id: the last acknowledged one (a probe, for a reader of `recent` ones once a
+/// write is acknowledged) or a random preloaded one.
+fn pick(rng: &mut Rng, shared: &Shared, preloaded: usize, recent: bool) -> (usize, bool) {
     match shared.last_acked() {
-        Some(id) if rng.chance(0.5) => (id, true),
+        Some(id) if recent => (id, true),
         _ => (rng.below(preloaded), false),
     }
 }
@@ -227,8 +249,8 @@ fn torua(a: &Args) -> Result<Value> {
     }))
 }
 
-/// Point reads on node 0 for `length`: one reader per freshness, side by side (a strict read can
-/// wait 8 s per copy; the bounded reader goes on meanwhile).
+/// Point reads on node 0 for `length`: one reader per freshness and kind (of the entity written
+/// last, of preloaded ones), side by side, so that a read that waits holds up no other kind.
 fn read_loop(
     cluster: &TestCluster,
     a: &Args,
@@ -238,19 +260,20 @@ fn read_loop(
     let idle = Shared::new(a.entities);
     let shared = shared.unwrap_or(&idle);
     let end = Instant::now() + length;
-    let reader = |freshness: &'static str, seed: u64| -> Result<Reads> {
+    let reader = |freshness: &'static str, recent: bool, seed: u64| -> Result<Reads> {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(60))
             .build();
         let mut rng = Rng::new(seed);
-        let mut r = Reads::default();
+        let mut reads = Reads::default();
         while Instant::now() < end {
-            let (id, probe) = pick(&mut rng, shared, a.entities);
+            let (id, probe) = pick(&mut rng, shared, a.entities, recent);
             let url = cluster
                 .node(0)
                 .url(&format!("/graph/entities/rp-{id}?freshness={freshness}"));
             let t = Instant::now();
             let resp = send(with_key(agent.get(&url)), None).context("a read had no answer")?;
+            let r = reads.of(probe);
             r.micros.push(t.elapsed().as_secs_f64() * 1e6);
             let behind = resp.header("x-torua-behind").is_some();
             let status = resp.status();
@@ -266,12 +289,32 @@ fn read_loop(
                 _ => r.failed += 1,
             }
         }
-        Ok(r)
+        Ok(reads)
     };
     std::thread::scope(|s| {
-        let strict = s.spawn(|| reader("strict", a.seed ^ 1));
-        let bounded = reader("bounded", a.seed);
-        Ok([bounded?, strict.join().expect("strict reader")?])
+        let readers: Vec<_> = [
+            ("bounded", false),
+            ("bounded", true),
+            ("strict", false),
+            ("strict", true),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(n, (freshness, recent))| {
+            s.spawn(move || reader(freshness, recent, a.seed ^ n as u64))
+        })
+        .collect();
+        let mut out = [Reads::default(), Reads::default()];
+        for (n, r) in readers.into_iter().enumerate() {
+            let r = r.join().expect("a reader")?;
+            let slot = &mut out[n / 2];
+            if n % 2 == 1 {
+                slot.recent = r.recent;
+            } else {
+                slot.other = r.other;
+            }
+        }
+        Ok(out)
     })
 }
 
@@ -341,36 +384,45 @@ fn embedded(a: &Args) -> Result<Value> {
             }
             Ok(())
         });
-        let conn = Connection::new(db)?;
-        let mut lookup = conn.prepare("MATCH (e:Entity {id: $id}) RETURN e.*")?;
-        let mut rng = Rng::new(a.seed);
-        let mut r = Reads::default();
         let started = Instant::now();
         let end = started + Duration::from_secs(a.seconds);
-        while Instant::now() < end {
-            let (id, probe) = pick(&mut rng, shared, a.entities);
-            let t = Instant::now();
-            let _reading = gate.read().expect("gate");
-            let found = conn
-                .execute(&mut lookup, vec![("id", string(&format!("rp-{id}")))])?
-                .count()
-                > 0;
-            r.micros.push(t.elapsed().as_secs_f64() * 1e6);
-            if found {
-                r.found += 1;
-            } else {
-                r.not_found += 1;
-                r.lost += u64::from(probe);
+        let reader = move |recent: bool| -> Result<Sample> {
+            let conn = Connection::new(db)?;
+            let mut lookup = conn.prepare("MATCH (e:Entity {id: $id}) RETURN e.*")?;
+            let mut rng = Rng::new(a.seed ^ u64::from(recent));
+            let mut r = Sample::default();
+            while Instant::now() < end {
+                let (id, probe) = pick(&mut rng, shared, a.entities, recent);
+                let t = Instant::now();
+                let _reading = gate.read().expect("gate");
+                let found = conn
+                    .execute(&mut lookup, vec![("id", string(&format!("rp-{id}")))])?
+                    .count()
+                    > 0;
+                r.micros.push(t.elapsed().as_secs_f64() * 1e6);
+                if found {
+                    r.found += 1;
+                } else {
+                    r.not_found += 1;
+                    r.lost += u64::from(probe);
+                }
             }
-        }
+            Ok(r)
+        };
+        let recent = s.spawn(move || reader(true));
+        let other = reader(false);
+        let reads = Reads {
+            recent: recent.join().expect("a reader")?,
+            other: other?,
+        };
         shared.stop.store(true, Ordering::SeqCst);
         log(format!(
             "embedded: {} reads, stopping the writer",
-            r.micros.len()
+            reads.recent.micros.len() + reads.other.micros.len()
         ));
         writer.join().expect("writer")?;
         let rate = shared.written.load(Ordering::SeqCst) as f64 / started.elapsed().as_secs_f64();
-        Ok((r, rate))
+        Ok((reads, rate))
     })?;
     drop(stmt);
     drop(setup);
@@ -379,10 +431,10 @@ fn embedded(a: &Args) -> Result<Value> {
     Ok(json!({"target": "embedded kuzu", "under_writes": reads.json(), "written_per_s": r1(rate)}))
 }
 
-fn ratio(t: &Value, e: &Value, mode: &str, p: &str) -> Value {
+fn ratio(t: &Value, e: &Value, mode: &str, kind: &str, p: &str) -> Value {
     match (
-        t["under_writes"][mode]["latency_us"][p].as_f64(),
-        e["under_writes"]["latency_us"][p].as_f64(),
+        t["under_writes"][mode][kind]["latency_us"][p].as_f64(),
+        e["under_writes"][kind]["latency_us"][p].as_f64(),
     ) {
         (Some(t), Some(e)) if e > 0.0 => json!(r2(t / e)),
         _ => Value::Null,
@@ -409,16 +461,16 @@ fn main() -> Result<()> {
     )?;
     let e = embedded(&a)?;
     let t = torua(&a)?;
-    println!("| target | freshness | reads | p50 ms | p99 ms | max ms | behind | lost | failed | written/s |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    let row = |target: &str, mode: &str, r: &Value, rate: &Value| {
+    println!("| target | freshness | reads of | reads | p50 ms | p99 ms | max ms | behind | lost | failed | written/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let row = |target: &str, mode: &str, kind: &str, r: &Value, rate: &Value| {
         let ms = |p: &str| {
             r["latency_us"][p]
                 .as_f64()
                 .map_or("-".into(), |v| format!("{:.2}", v / 1000.0))
         };
         println!(
-            "| {target} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {target} | {mode} | {kind} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r["reads"],
             ms("p50"),
             ms("p99"),
@@ -429,27 +481,37 @@ fn main() -> Result<()> {
             rate
         );
     };
-    row(
-        "embedded kuzu",
-        "-",
-        &e["under_writes"],
-        &e["written_per_s"],
-    );
+    for kind in ["recent", "other"] {
+        row(
+            "embedded kuzu",
+            "-",
+            kind,
+            &e["under_writes"][kind],
+            &e["written_per_s"],
+        );
+    }
     for phase in ["idle", "under_writes"] {
         for mode in ["bounded", "strict"] {
-            let target = format!("{} ({phase})", t["target"].as_str().unwrap_or("torua"));
-            let rate = if phase == "idle" {
-                json!(0)
-            } else {
-                t["written_per_s"].clone()
-            };
-            row(&target, mode, &t[phase][mode], &rate);
+            for kind in ["recent", "other"] {
+                let target = format!("{} ({phase})", t["target"].as_str().unwrap_or("torua"));
+                let rate = if phase == "idle" {
+                    json!(0)
+                } else {
+                    t["written_per_s"].clone()
+                };
+                row(&target, mode, kind, &t[phase][mode][kind], &rate);
+            }
         }
     }
-    let ratios = json!({
-        "bounded_p50": ratio(&t, &e, "bounded", "p50"), "bounded_p99": ratio(&t, &e, "bounded", "p99"),
-        "strict_p50": ratio(&t, &e, "strict", "p50"), "strict_p99": ratio(&t, &e, "strict", "p99"),
-    });
+    let mut ratios = serde_json::Map::new();
+    for mode in ["bounded", "strict"] {
+        for kind in ["recent", "other"] {
+            for p in ["p50", "p99"] {
+                ratios.insert(format!("{mode}_{kind}_{p}"), ratio(&t, &e, mode, kind, p));
+            }
+        }
+    }
+    let ratios = Value::Object(ratios);
     println!("ratios torua/embedded under writes: {ratios}");
     out.emit(json!({"bench": "read-pressure", "embedded": e, "torua": t, "ratios": ratios}))?;
     out.finish();
