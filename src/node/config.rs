@@ -129,6 +129,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_READ_WAIT", default_value = "2s", value_parser = |s: &str| interval(s, "10ms", "8s", true))]
     pub read_wait: Duration,
 
+    /// Backpressure by time: a shard's primary refuses new writes as busy (the routing node
+    /// retries them for up to 15 s) while its oldest unapplied write has waited longer than
+    /// this, so that acknowledged writes become readable within about this long; `0s` turns it
+    /// off, leaving only the byte limit (0s, or 1s..1h).
+    #[arg(long, env = "TORUA_MAX_APPLY_LAG", default_value = "5s", value_parser = |s: &str| interval(s, "1s", "1h", true))]
+    pub max_apply_lag: Duration,
+
     /// How long `/cluster/health` and `/cluster/nodes` wait for the coordinator before answering
     /// from this node's own view (`source: "local"`).
     #[arg(long, env = "TORUA_COORDINATOR_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]

@@ -67,6 +67,8 @@ pub struct Settings {
     pub stuck_after: Duration,
     /// How long a `bounded` read waits for acknowledged writes to be applied.
     pub read_wait: Duration,
+    /// A primary whose oldest unapplied write waited longer refuses new writes (zero: never).
+    pub max_apply_lag: Duration,
 }
 
 /// See [`NodeContext::fresh_quorum`].

@@ -149,6 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             anti_entropy_interval: args.anti_entropy_interval,
             stuck_after: args.stuck_after,
             read_wait: args.read_wait,
+            max_apply_lag: args.max_apply_lag,
         },
         storage,
         shard_map,

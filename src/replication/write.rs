@@ -36,6 +36,15 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> R
     ctx.trusted(&map)?;
     ctx.quorum()?;
     let store = ctx.storage.open(shard).await?;
+    let limit = ctx.settings.max_apply_lag;
+    let lag = store.apply_lag();
+    if !limit.is_zero() && lag > limit {
+        return Err(Error::Busy(format!(
+            "shard {shard}: its oldest unapplied write has waited {:.1} s (TORUA_MAX_APPLY_LAG is {:?}); retry later",
+            lag.as_secs_f64(),
+            limit
+        )));
+    }
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;
     // The map may have changed while we waited (the primary role handed over, a restart noted).

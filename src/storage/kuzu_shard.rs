@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kuzu::{Connection, Database, SystemConfig};
 use tokio::sync::watch;
@@ -69,6 +69,10 @@ struct Pending {
     stop: bool,
     /// What the queued ops and the round being applied touch.
     items: PendingItems,
+    /// When each queued op was logged (in the order of `ops`).
+    logged_at: VecDeque<Instant>,
+    /// When the oldest write of the round being applied was logged.
+    round_since: Option<Instant>,
 }
 
 /// A request to copy the database file (at a round boundary) to `to`, keeping the log from the
@@ -225,6 +229,7 @@ impl KuzuShard {
             pending.bytes += size;
             pending.items.add(&op);
             pending.ops.push_back((seq, Arc::new(op), size));
+            pending.logged_at.push_back(Instant::now());
         }
         let shared = Arc::new(Shared {
             pending: Mutex::new(pending),
@@ -309,6 +314,14 @@ impl KuzuShard {
         self.shared.failed.load(Ordering::SeqCst)
     }
 
+    /// How long the oldest write not applied yet has waited (zero when none waits).
+    pub fn apply_lag(&self) -> Duration {
+        let p = self.shared.pending.lock().expect("pending lock");
+        p.round_since
+            .or_else(|| p.logged_at.front().copied())
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     /// Logged writes waiting to be applied (the round being applied included).
     pub fn pending_writes(&self) -> u64 {
         let p = self.shared.pending.lock().expect("pending lock");
@@ -368,6 +381,7 @@ impl KuzuShard {
             pending.bytes += size;
             pending.items.add(&op);
             pending.ops.push_back((seq, Arc::new(op), size));
+            pending.logged_at.push_back(Instant::now());
             shared.logged.fetch_max(seq, Ordering::SeqCst);
             shared.ready.notify_one();
             Ok(())
@@ -856,6 +870,10 @@ fn applier_loop(
                 upserts |= upsert;
                 items += n;
                 round.push(pending.ops.pop_front().expect("front"));
+                let logged_at = pending.logged_at.pop_front();
+                if round.len() == 1 {
+                    pending.round_since = logged_at;
+                }
             }
             pending.in_flight = round.len();
             round
@@ -931,6 +949,7 @@ fn applier_loop(
             let mut pending = shared.pending.lock().expect("pending lock");
             pending.bytes -= bytes;
             pending.in_flight = 0;
+            pending.round_since = None;
         }
         shared.visible.send_replace(max_seq);
         {
