@@ -7,6 +7,7 @@
 //! - with `freshness=strict`, never from the old state: they wait for the writes and, when those
 //!   stay unapplied, fail with 503 and `Retry-After`;
 //! - for an item no waiting write touches, at once and unmarked, strict or not;
+//! - while the waiting writes are older than `TORUA_MAX_APPLY_LAG`, no new write is acknowledged;
 //! - once the applier catches up, fresh and unmarked.
 
 use std::time::{Duration, Instant};
@@ -40,7 +41,8 @@ fn call(cluster: &TestCluster, method: &str, path: &str, body: Option<&Value>) -
     }
 }
 
-fn upsert(cluster: &TestCluster, entities: &[(&str, &str)]) {
+/// Upserts `entities` through node 0; the answer must come within `within`, all written.
+fn upsert(cluster: &TestCluster, entities: &[(&str, &str)], within: Duration) {
     let batch = json!({
         "entities": entities.iter().map(|(id, description)| json!({
             "id": id, "title": id.to_uppercase(), "type": "THING", "description": description,
@@ -48,7 +50,7 @@ fn upsert(cluster: &TestCluster, entities: &[(&str, &str)]) {
     });
     let (status, answer) = cluster
         .node(0)
-        .post_json("/graph/ingest", &batch, T)
+        .post_json("/graph/ingest", &batch, within)
         .unwrap();
     assert_eq!(status, 200, "ingest: {answer}");
     assert_eq!(answer["errors"], false, "ingest: {answer}");
@@ -62,13 +64,14 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
         .set("TORUA_SHARDS", "1")
         .set("TORUA_REPLICAS", "1")
         .set("TORUA_READ_WAIT", "300ms")
+        .set("TORUA_MAX_APPLY_LAG", "2s")
         .set("TORUA_FAILPOINTS", STALL_LATER_ROUNDS);
     let mut cluster = TestCluster::new(1, options).unwrap();
     cluster.start_all().unwrap();
     cluster.wait_green(Duration::from_secs(60)).unwrap();
 
     // v1 applied (the first round, or after one stall if another round came first).
-    upsert(&cluster, &[("fr-0", "v1"), ("fr-1", "v1")]);
+    upsert(&cluster, &[("fr-0", "v1"), ("fr-1", "v1")], T);
     let applied = wait::poll(Duration::from_secs(45), Duration::from_millis(200), || {
         let a = call(
             &cluster,
@@ -84,7 +87,7 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
     assert!(applied.is_ok(), "v1 never read back: {applied:?}");
 
     // v2 and a new entity are acknowledged; their round stalls.
-    upsert(&cluster, &[("fr-1", "v2"), ("fr-2", "new")]);
+    upsert(&cluster, &[("fr-1", "v2"), ("fr-2", "new")], T);
     let stalled_at = Instant::now();
 
     let a = call(&cluster, "GET", "/graph/entities/fr-1", None);
@@ -209,7 +212,22 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
         || format!("a strict read answered the old state: {}", a.body),
     );
 
-    // The applier catches up: fresh, unmarked answers.
+    // Backpressure by time: while the stalled writes have waited longer than
+    // TORUA_MAX_APPLY_LAG, the primary takes no new write (the routing node retries it); it is
+    // acknowledged once they are applied, so v2 is readable, unmarked, right after.
+    upsert(&cluster, &[("fr-3", "after")], Duration::from_secs(40));
+    let a = call(&cluster, "GET", "/graph/entities/fr-1", None);
+    f.check(
+        a.status == 200 && a.body["entity"]["description"] == "v2" && a.behind.is_none(),
+        || {
+            format!(
+                "a write was acknowledged while older ones waited past TORUA_MAX_APPLY_LAG: {} {:?} {}",
+                a.status, a.behind, a.body
+            )
+        },
+    );
+
+    // The applier caught up: fresh, unmarked answers.
     let fresh = wait::poll(Duration::from_secs(45), Duration::from_millis(250), || {
         let a = call(&cluster, "GET", "/graph/entities/fr-2", None);
         match (a.status, a.behind.as_deref()) {
