@@ -17,7 +17,9 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// On the primary: sequence, commit locally, replicate, acknowledge. Returns the write's
-/// sequence number once every in-sync copy logged it.
+/// sequence number once every in-sync copy logged it. Refused as busy while this copy's oldest
+/// unapplied write has waited longer than `TORUA_MAX_APPLY_LAG` (replicas never refuse for that:
+/// a refusal there would drop them from the in-sync set).
 pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> Result<u64, Error> {
     let me = ctx.node_id().as_str().to_string();
     let map = ctx.shard_map.get().ok_or_else(|| {
