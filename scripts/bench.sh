@@ -92,7 +92,16 @@ bench_graph() {
   } 2>&1 | tee "$txt"
 }
 
-all_groups=(membership transport graph)
+# Reads under write pressure: point reads (bounded and strict) while 4 writers post without pause, vs one
+# embedded Kuzu reading between its writer's commits (about 3 minutes). See bench/src/bin/read_pressure_bench.rs.
+bench_read_pressure() {
+  need_bin read_pressure_bench
+  if [[ -z "${TORUA_BIN:-}" ]]; then need_bin torua; fi
+  "$bin_dir/read_pressure_bench" --entities 20000 --seconds 40 --json "$out/read_pressure.jsonl" 2>&1 \
+    | tee "$out/read_pressure.txt"
+}
+
+all_groups=(membership transport graph read_pressure)
 groups=("$@")
 if ((${#groups[@]} == 0)); then groups=("${all_groups[@]}"); fi
 
