@@ -131,58 +131,38 @@ pub async fn ingest(
     })
 }
 
-pub async fn get_entity(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Params(read): Params<ReadParams>,
-) -> ReadResult {
-    let (shard, scope) = (
-        shard_of(&id, current_map(&state)?.shards),
-        read.scope(&state),
-    );
-    let rec = found(
-        "entity",
-        &id,
-        route_get_entity(&state, shard, &id, &scope).await,
-        &scope,
-    )?;
-    let body = json!({"entity": rec.entity, "relations": rec.relations, "shard": shard});
-    Ok(ReadAnswer::new(&state, body, scope.lags()))
+/// A point-read route `$name`: the `$what` with the id in the path, read by `$route` from an
+/// in-sync copy of its shard, answered as `$answer` (given the item and its shard).
+macro_rules! point_read_route {
+    ($name:ident, $what:literal, $route:path, |$item:ident, $shard:ident| $answer:expr) => {
+        pub async fn $name(
+            State(state): State<AppState>,
+            Path(id): Path<String>,
+            Params(read): Params<ReadParams>,
+        ) -> ReadResult {
+            let $shard = shard_of(&id, current_map(&state)?.shards);
+            let scope = read.scope(&state);
+            let read = $route(&state, $shard, &id, &scope).await;
+            let $item = found($what, &id, read, &scope)?;
+            Ok(ReadAnswer::new(&state, $answer, scope.lags()))
+        }
+    };
 }
 
-pub async fn get_chunk(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Params(read): Params<ReadParams>,
-) -> ReadResult {
-    let (shard, scope) = (
-        shard_of(&id, current_map(&state)?.shards),
-        read.scope(&state),
-    );
-    let chunk = found(
-        "chunk",
-        &id,
-        route_get_chunk(&state, shard, &id, &scope).await,
-        &scope,
-    )?;
-    let body = json!({"chunk": chunk, "shard": shard});
-    Ok(ReadAnswer::new(&state, body, scope.lags()))
-}
-
-pub async fn get_document(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Params(read): Params<ReadParams>,
-) -> ReadResult {
-    let (shard, scope) = (
-        shard_of(&id, current_map(&state)?.shards),
-        read.scope(&state),
-    );
-    let found_document = route_get_document(&state, shard, &id, &scope).await;
-    let document = found("document", &id, found_document, &scope)?;
-    let body = json!({"document": document, "shard": shard});
-    Ok(ReadAnswer::new(&state, body, scope.lags()))
-}
+point_read_route!(get_entity, "entity", route_get_entity, |rec, shard| json!({
+    "entity": rec.entity, "relations": rec.relations, "shard": shard
+}));
+point_read_route!(get_chunk, "chunk", route_get_chunk, |chunk, shard| json!({
+    "chunk": chunk, "shard": shard
+}));
+point_read_route!(
+    get_document,
+    "document",
+    route_get_document,
+    |document, shard| json!({
+        "document": document, "shard": shard
+    })
+);
 
 pub async fn delete_document(
     State(state): State<AppState>,

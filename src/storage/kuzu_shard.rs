@@ -483,14 +483,25 @@ impl KuzuShard {
         }
     }
 
+    /// Reads the item `id` with `read` (given the embedding dimension), after catching up on the
+    /// writes that touch it.
+    async fn read_item<T: Send + 'static>(
+        &self,
+        id: String,
+        scope: &ReadScope,
+        read: fn(&Connection, &str, usize) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.catch_up_on(scope, std::slice::from_ref(&id)).await?;
+        let dim = self.dim;
+        self.read(move |conn| read(conn, &id, dim)).await
+    }
+
     pub async fn get_entity(
         &self,
         id: String,
         scope: &ReadScope,
     ) -> Result<Option<EntityRecord>, Error> {
-        self.catch_up_on(scope, std::slice::from_ref(&id)).await?;
-        let dim = self.dim;
-        self.read(move |conn| get_entity(conn, &id, dim)).await
+        self.read_item(id, scope, get_entity).await
     }
 
     pub async fn get_document(
@@ -498,8 +509,8 @@ impl KuzuShard {
         id: String,
         scope: &ReadScope,
     ) -> Result<Option<Document>, Error> {
-        self.catch_up_on(scope, std::slice::from_ref(&id)).await?;
-        self.read(move |conn| get_document(conn, &id)).await
+        self.read_item(id, scope, |conn, id, _| get_document(conn, id))
+            .await
     }
 
     /// Answers a typed read (a retrieval's, or one of the document cascade's) on this copy,
@@ -519,9 +530,7 @@ impl KuzuShard {
     }
 
     pub async fn get_chunk(&self, id: String, scope: &ReadScope) -> Result<Option<Chunk>, Error> {
-        self.catch_up_on(scope, std::slice::from_ref(&id)).await?;
-        let dim = self.dim;
-        self.read(move |conn| get_chunk(conn, &id, dim)).await
+        self.read_item(id, scope, get_chunk).await
     }
 
     /// Runs a user's read-only Cypher on this copy (after catching up as `scope` asks), cut
