@@ -224,7 +224,8 @@ fn unexpected(answer: ReadResponse) -> Error {
     Error::Internal(format!("unexpected answer {answer:?}"))
 }
 
-/// Sends a read to an in-sync copy of `shard`: this node's first, then the primary, then others.
+/// Sends a read to an in-sync copy of `shard`: this node's first, then the primary, then others
+/// (a strict read: the primary first).
 async fn route_read(
     ctx: &Arc<NodeContext>,
     shard: u32,
@@ -239,7 +240,13 @@ async fn route_read(
         .ok_or_else(|| Error::NotFound(format!("no shard {shard}")))?;
     let me = ctx.node_id().as_str();
     let mut copies: Vec<String> = a.in_sync.clone();
-    copies.sort_by_key(|n| (n.as_str() != me, *n != a.primary));
+    if scope.freshness == Freshness::Strict {
+        // The primary's applier is the one kept within TORUA_MAX_APPLY_LAG: it is the copy most
+        // likely to have every acknowledged write applied.
+        copies.sort_by_key(|n| (*n != a.primary, n.as_str() != me));
+    } else {
+        copies.sort_by_key(|n| (n.as_str() != me, *n != a.primary));
+    }
     let call = ReadCall {
         request,
         freshness: scope.freshness,
