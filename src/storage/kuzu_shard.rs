@@ -59,7 +59,7 @@ const READER_THREADS: usize = 2;
 /// Logged writes not yet applied.
 #[derive(Default)]
 struct Pending {
-    ops: VecDeque<(u64, Arc<WriteOp>, usize)>,
+    ops: VecDeque<Queued>,
     /// Bytes of the queued ops plus the round being applied.
     bytes: usize,
     /// Writes in the round being applied.
@@ -69,10 +69,31 @@ struct Pending {
     stop: bool,
     /// What the queued ops and the round being applied touch.
     items: PendingItems,
-    /// When each queued op was logged (in the order of `ops`).
-    logged_at: VecDeque<Instant>,
     /// When the oldest write of the round being applied was logged.
     round_since: Option<Instant>,
+}
+
+/// A logged write waiting to be applied.
+struct Queued {
+    seq: u64,
+    op: Arc<WriteOp>,
+    /// Its size in the log.
+    size: usize,
+    logged_at: Instant,
+}
+
+impl Pending {
+    /// Queues write `seq` (`size` bytes in the log), logged now.
+    fn push(&mut self, seq: u64, op: WriteOp, size: usize) {
+        self.bytes += size;
+        self.items.add(&op);
+        self.ops.push_back(Queued {
+            seq,
+            op: Arc::new(op),
+            size,
+            logged_at: Instant::now(),
+        });
+    }
 }
 
 /// A request to copy the database file (at a round boundary) to `to`, keeping the log from the
@@ -226,10 +247,7 @@ impl KuzuShard {
         let mut pending = Pending::default();
         for (seq, op) in redo {
             let size = op_size(&op);
-            pending.bytes += size;
-            pending.items.add(&op);
-            pending.ops.push_back((seq, Arc::new(op), size));
-            pending.logged_at.push_back(Instant::now());
+            pending.push(seq, op, size);
         }
         let shared = Arc::new(Shared {
             pending: Mutex::new(pending),
@@ -318,7 +336,7 @@ impl KuzuShard {
     pub fn apply_lag(&self) -> Duration {
         let p = self.shared.pending.lock().expect("pending lock");
         p.round_since
-            .or_else(|| p.logged_at.front().copied())
+            .or_else(|| p.ops.front().map(|q| q.logged_at))
             .map_or(Duration::ZERO, |t| t.elapsed())
     }
 
@@ -378,10 +396,7 @@ impl KuzuShard {
             *shared.last_logged.lock().expect("last lock") = log.last();
             // Queued under the log's lock, so the applier sees writes in log order.
             let mut pending = shared.pending.lock().expect("pending lock");
-            pending.bytes += size;
-            pending.items.add(&op);
-            pending.ops.push_back((seq, Arc::new(op), size));
-            pending.logged_at.push_back(Instant::now());
+            pending.push(seq, op, size);
             shared.logged.fetch_max(seq, Ordering::SeqCst);
             shared.ready.notify_one();
             Ok(())
@@ -858,7 +873,7 @@ fn applier_loop(
             InsertMode::Create => CREATE_ROUND_ITEMS,
             InsertMode::Copy | InsertMode::Auto => ROUND_ITEMS,
         };
-        let round: Vec<(u64, Arc<WriteOp>, usize)> = {
+        let round: Vec<Queued> = {
             let mut pending = shared.pending.lock().expect("pending lock");
             if pending.ops.is_empty() {
                 continue;
@@ -867,28 +882,25 @@ fn applier_loop(
             let mut items = 0;
             let mut upserts = false;
             while let Some(front) = pending.ops.front() {
-                let n = op_items(&front.1);
+                let n = op_items(&front.op);
                 if !round.is_empty() && items + n > round_items {
                     break;
                 }
                 // A delete after an upsert starts the next round (see `apply_round`).
-                let upsert = matches!(front.1.as_ref(), WriteOp::Upsert(_));
+                let upsert = matches!(front.op.as_ref(), WriteOp::Upsert(_));
                 if upserts && !upsert {
                     break;
                 }
                 upserts |= upsert;
                 items += n;
                 round.push(pending.ops.pop_front().expect("front"));
-                let logged_at = pending.logged_at.pop_front();
-                if round.len() == 1 {
-                    pending.round_since = logged_at;
-                }
             }
             pending.in_flight = round.len();
+            pending.round_since = round.first().map(|q| q.logged_at);
             round
         };
-        let max_seq = round.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
-        let ops: Vec<&WriteOp> = round.iter().map(|(_, op, _)| op.as_ref()).collect();
+        let max_seq = round.iter().map(|q| q.seq).max().unwrap_or(0);
+        let ops: Vec<&WriteOp> = round.iter().map(|q| q.op.as_ref()).collect();
         fail::fail_point!(crate::node::failpoints::APPLY_STALL);
         let started = std::time::Instant::now();
         let target = Target {
@@ -930,7 +942,7 @@ fn applier_loop(
                     .fetch_add(round.len() as u64, Ordering::SeqCst);
             } else {
                 tracing::warn!(shard, writes = ops.len(), error = %e, "applying a round failed; applying its writes one by one");
-                for (seq, op, _) in &round {
+                for Queued { seq, op, .. } in &round {
                     let one = match injected_refusal() {
                         Some(e) => Err(e),
                         None => apply_round(target, &[op.as_ref()], *seq, &mut state),
@@ -953,20 +965,16 @@ fn applier_loop(
             Ok(c) => *shared.counts.lock().expect("counts lock") = c,
             Err(e) => tracing::warn!(shard, error = %e, "cannot count the copy's contents"),
         }
-        let bytes: usize = round.iter().map(|(_, _, b)| *b).sum();
-        {
-            let mut pending = shared.pending.lock().expect("pending lock");
-            pending.bytes -= bytes;
-            pending.in_flight = 0;
-            pending.round_since = None;
-        }
         shared.visible.send_replace(max_seq);
         {
-            // Only now: a read that finds its items untouched answers without waiting.
+            // Only once visible: a read that finds its items untouched answers without waiting.
             let mut pending = shared.pending.lock().expect("pending lock");
-            for (_, op, _) in &round {
-                pending.items.remove(op);
+            for q in &round {
+                pending.bytes -= q.size;
+                pending.items.remove(&q.op);
             }
+            pending.in_flight = 0;
+            pending.round_since = None;
         }
         if shared.failed.load(Ordering::SeqCst) == 0 {
             let pinned = shared
