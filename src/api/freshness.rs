@@ -2,14 +2,13 @@
 //! takes, and the `x-torua-behind` header that names the shard copies which answered before the
 //! writes acknowledged ahead of the read were applied (see [`crate::storage::freshness`]).
 
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::storage::{Freshness, Lag, ReadScope};
-use axum::http::StatusCode;
 
 /// The answer header naming the copies that answered behind.
 pub const BEHIND_HEADER: &str = "x-torua-behind";
@@ -43,7 +42,7 @@ impl ReadParams {
 }
 
 /// What a read route returns.
-pub type ReadResult = Result<ReadAnswer, super::ApiError>;
+pub type ReadResult = Result<ReadAnswer, ApiError>;
 
 /// A read's JSON answer, with `x-torua-behind` when a copy answered it behind.
 pub struct ReadAnswer<T = serde_json::Value> {

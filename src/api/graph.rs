@@ -181,8 +181,8 @@ pub async fn delete_document(
     Ok(Json(answer))
 }
 
-/// A point read's item, or 404 when no copy holds `id`.
-/// The item read, or a 404 (which says so when the copy that answered was behind).
+/// A point read's item, or 404 when no copy holds `id` (which says so when the copy that
+/// answered was behind).
 fn found<T>(
     what: &str,
     id: &str,

@@ -133,18 +133,13 @@ pub async fn query(
         timeout_ms: timeout,
         allow_partial: req.allow_partial.unwrap_or(state.settings.allow_partial),
         per_shard,
-        freshness: read.scope(state).freshness,
     };
     let _user_permit = user_query_permit(state, Duration::from_millis(timeout)).await?;
     let prepared = run::prepare(state, request).await?;
     let _permit = permit(state, Duration::from_millis(prepared.timeout_ms())).await?;
-    let answer = run::execute(state, prepared).await?;
+    let scope = read.scope(state);
+    let answer = run::execute(state, prepared, &scope).await?;
     let took_ms = started.elapsed().as_millis() as u64;
-    let behind = match &answer {
-        CypherAnswer::PerShard { report, .. } | CypherAnswer::Global { report, .. } => {
-            report.behind.clone()
-        }
-    };
     let body = match answer {
         CypherAnswer::PerShard { shards, report } => {
             let shards: Vec<Value> = shards
@@ -165,7 +160,7 @@ pub async fn query(
             "took_ms": took_ms,
         }),
     };
-    Ok(ReadAnswer::new(state, body, behind))
+    Ok(ReadAnswer::new(state, body, scope.lags()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -16,13 +16,13 @@ pub async fn retrieve(
     Params(read): Params<ReadParams>,
     body: Bytes,
 ) -> ReadResult {
-    let mut req = RetrieveRequest::parse(&body, state.storage.embedding_dim())?;
-    req.freshness = read.scope(&state).freshness;
+    let req = RetrieveRequest::parse(&body, state.storage.embedding_dim())?;
     let map = current_map(&state)?;
     let _permit = permit(&state, Duration::from_millis(req.timeout_ms)).await?;
-    run_retrieve(&state, map, &req)
+    let scope = read.scope(&state);
+    run_retrieve(&state, map, &req, &scope)
         .await
-        .map(|(body, behind)| ReadAnswer::new(&state, body, behind))
+        .map(|body| ReadAnswer::new(&state, body, scope.lags()))
         .map_err(|e| match e {
             RetrieveError::Unavailable(r) => ApiError::unavailable(r),
             RetrieveError::Timeout(r) => ApiError::new(

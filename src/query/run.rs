@@ -15,7 +15,7 @@ use super::scatter::{scatter, Prefer, ShardsReport};
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::node::context::NodeContext;
-use crate::storage::{Freshness, ReadScope, ShardQuery};
+use crate::storage::{ReadScope, ShardQuery};
 
 /// How long the one shard that checks a query Kuzu's way may take.
 const CHECK_TIMEOUT_MS: u64 = 2_000;
@@ -31,8 +31,6 @@ pub struct CypherRequest {
     pub allow_partial: bool,
     /// Each shard's rows apart instead of merged.
     pub per_shard: bool,
-    /// What the shards do about acknowledged writes not applied yet.
-    pub freshness: Freshness,
 }
 
 /// A checked query, ready to send.
@@ -144,7 +142,12 @@ pub async fn prepare(ctx: &Arc<NodeContext>, request: CypherRequest) -> Result<P
 
 /// Sends a prepared query to one copy of each of its shards and merges the answers. Fails with
 /// `Unavailable` when a shard did not answer and the request does not allow a partial answer.
-pub async fn execute(ctx: &Arc<NodeContext>, prepared: Prepared) -> Result<CypherAnswer, Error> {
+/// The shards read as fresh as `scope` asks and note there the copies that answered behind.
+pub async fn execute(
+    ctx: &Arc<NodeContext>,
+    prepared: Prepared,
+    scope: &ReadScope,
+) -> Result<CypherAnswer, Error> {
     let Prepared {
         request,
         map,
@@ -164,9 +167,7 @@ pub async fn execute(ctx: &Arc<NodeContext>, prepared: Prepared) -> Result<Cyphe
             .map(|p| p.names_cypher.clone()),
         prepare_only: false,
     };
-    let scope = ReadScope::new(request.freshness);
-    let (answers, report, invalid) =
-        scatter(ctx, &map, &shards, query, Prefer::Turns, &scope).await;
+    let (answers, report, invalid) = scatter(ctx, &map, &shards, query, Prefer::Turns, scope).await;
     if let Some(reason) = invalid {
         return Err(Error::Invalid(format!("invalid query: {reason}")));
     }

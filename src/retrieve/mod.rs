@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::cluster::shard_map::ShardMap;
 use crate::node::context::NodeContext;
 use crate::query::traverse::{neighborhood, Traversal, TraverseError};
-use crate::storage::{Direction, EntitySummary, Lag, ReadScope, RelationFilter};
+use crate::storage::{Direction, EntitySummary, ReadScope, RelationFilter};
 use answer::{rank_relations, selected_seed, Selected};
 pub use request::{Mode, RetrieveRequest};
 use search::{Seed, Target};
@@ -72,16 +72,17 @@ impl Timings {
 
 /// Answers `req` over the shards of `map`: seeds, expansion, context. Shards that do not answer
 /// are left out when the request (or the node's `TORUA_ALLOW_PARTIAL`) allows a partial answer.
-/// Returns the answer with the copies that answered behind (`req.freshness`).
+/// Every read is as fresh as `scope` asks, and notes there the copies that answered behind.
 pub async fn retrieve(
     ctx: &Arc<NodeContext>,
     map: ShardMap,
     req: &RetrieveRequest,
-) -> Result<(Value, Vec<Lag>), RetrieveError> {
+    scope: &ReadScope,
+) -> Result<Value, RetrieveError> {
     let allow_partial = req.allow_partial.unwrap_or(ctx.settings.allow_partial);
     let started = Instant::now();
     let deadline = started + std::time::Duration::from_millis(req.timeout_ms);
-    let stages = Stages::new(ctx, map.clone(), deadline, ReadScope::new(req.freshness));
+    let stages = Stages::new(ctx, map.clone(), deadline, scope.clone());
     let mut timings = Timings::default();
     let mut t = Instant::now();
     let text_query = req.query.as_deref();
@@ -207,9 +208,14 @@ pub async fn retrieve(
     .map_err(|e| RetrieveError::Internal(format!("assembling the context failed: {e}")))?;
     timings.since("assemble", &mut t);
     timings.0.push(("total", ms_since(started)));
-    let behind = report.behind.clone();
-    let body = answer::to_json(answer, req, &seeds, &chunk_seeds, report, timings.0);
-    Ok((body, behind))
+    Ok(answer::to_json(
+        answer,
+        req,
+        &seeds,
+        &chunk_seeds,
+        report,
+        timings.0,
+    ))
 }
 
 fn ms_since(t: Instant) -> f64 {

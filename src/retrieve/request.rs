@@ -5,7 +5,6 @@ use serde::Deserialize;
 
 use super::tokens::Tokenizer;
 use crate::error::Error;
-use crate::storage::Freshness;
 
 pub const MAX_QUERY_BYTES: usize = 4096;
 pub const DEFAULT_TOP_K: usize = 10;
@@ -94,8 +93,6 @@ pub struct RetrieveRequest {
     pub tokenizer: Tokenizer,
     pub timeout_ms: u64,
     pub allow_partial: Option<bool>,
-    /// Not part of the body: `Strict` until the caller sets it (the HTTP route's `freshness`).
-    pub freshness: Freshness,
 }
 
 impl RetrieveRequest {
@@ -216,7 +213,6 @@ impl RetrieveRequest {
             tokenizer,
             timeout_ms,
             allow_partial: b.allow_partial,
-            freshness: Freshness::Strict,
         })
     }
 }
