@@ -307,6 +307,38 @@ fn neighborhood_request(body: &[u8]) -> Result<NeighborhoodRequest, ApiError> {
     })
 }
 
+/// What a traversal handler holds while it runs: the traversal and its query slot.
+struct Started<'a> {
+    traversal: Traversal<'a>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Takes a query slot and starts a traversal over the current shard map that must end
+/// `timeout_ms` after `started`.
+async fn start_traversal<'a>(
+    state: &'a AppState,
+    started: Instant,
+    timeout_ms: u64,
+    allow_partial: Option<bool>,
+    direction: Direction,
+    filter: RelationFilter,
+    read: &ReadParams,
+) -> Result<Started<'a>, ApiError> {
+    let map = current_map(state)?;
+    let timeout = Duration::from_millis(timeout_ms);
+    let _permit = permit(state, timeout).await?;
+    let traversal = Traversal::new(
+        state,
+        map,
+        started + timeout,
+        allow_partial.unwrap_or(state.settings.allow_partial),
+        direction,
+        filter,
+        read.scope(state),
+    );
+    Ok(Started { traversal, _permit })
+}
+
 pub async fn neighborhood(
     State(state): State<AppState>,
     Params(read): Params<ReadParams>,
@@ -315,28 +347,20 @@ pub async fn neighborhood(
     let state = &state;
     let started = Instant::now();
     let req = neighborhood_request(&body)?;
-    let map = current_map(state)?;
-    let _permit = permit(state, Duration::from_millis(req.timeout_ms)).await?;
-    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
-    let deadline = started + Duration::from_millis(req.timeout_ms);
-    let mut t = Traversal::new(
+    let mut run = start_traversal(
         state,
-        map,
-        deadline,
-        allow_partial,
+        started,
+        req.timeout_ms,
+        req.allow_partial,
         req.direction,
         req.filter,
-        read.scope(state),
-    );
-    let n = run_neighborhood(
-        &mut t,
-        &req.seeds,
-        req.hops,
-        req.max_nodes,
-        req.max_relations,
+        &read,
     )
-    .await
-    .map_err(traverse_error)?;
+    .await?;
+    let t = &mut run.traversal;
+    let n = run_neighborhood(t, &req.seeds, req.hops, req.max_nodes, req.max_relations)
+        .await
+        .map_err(traverse_error)?;
     let entities: Vec<Value> = n
         .entities
         .iter()
@@ -400,21 +424,18 @@ pub async fn path(
         MAX_PATH_HOPS.into(),
     )? as u32;
     let dir = direction(req.direction.as_deref())?;
-    let timeout = timeout_ms(req.timeout_ms)?;
-    let map = current_map(state)?;
-    let _permit = permit(state, Duration::from_millis(timeout)).await?;
-    let allow_partial = req.allow_partial.unwrap_or(state.settings.allow_partial);
-    let deadline = started + Duration::from_millis(timeout);
-    let mut t = Traversal::new(
+    let mut run = start_traversal(
         state,
-        map,
-        deadline,
-        allow_partial,
+        started,
+        timeout_ms(req.timeout_ms)?,
+        req.allow_partial,
         dir,
         RelationFilter::default(),
-        read.scope(state),
-    );
-    let answer = shortest_path(&mut t, &req.from, &req.to, max_hops)
+        &read,
+    )
+    .await?;
+    let t = &mut run.traversal;
+    let answer = shortest_path(t, &req.from, &req.to, max_hops)
         .await
         .map_err(traverse_error)?;
     let took_ms = started.elapsed().as_millis() as u64;

@@ -198,15 +198,22 @@ pub struct ShardRows {
     rows: Vec<Vec<Value>>,
 }
 
-/// An entity as traversals return it (no embedding, no id lists).
+/// The fields every entity answer shows (no embedding, no id lists).
 #[derive(Serialize, ToSchema)]
-pub struct EntityRow {
+pub struct EntityFields {
     id: String,
     title: String,
     #[serde(rename = "type")]
     kind: String,
     description: String,
     degree: i64,
+}
+
+/// An entity as traversals return it.
+#[derive(Serialize, ToSchema)]
+pub struct EntityRow {
+    #[serde(flatten)]
+    fields: EntityFields,
     frequency: i64,
 }
 
@@ -303,12 +310,8 @@ pub struct RetrieveAnswer {
 /// An entity of a retrieval: a seed (with its fused score) or reached by the expansion.
 #[derive(Serialize, ToSchema)]
 pub struct RetrievedEntity {
-    id: String,
-    title: String,
-    #[serde(rename = "type")]
-    kind: String,
-    description: String,
-    degree: i64,
+    #[serde(flatten)]
+    fields: EntityFields,
     /// 0 for a seed.
     hop: u32,
     /// The fused score of a seed; `null` for an entity reached by the expansion.

@@ -1101,6 +1101,16 @@ fn get_chunk(conn: &Connection, id: &str, dim: usize) -> Result<Option<Chunk>, E
         }))
 }
 
+/// Test shorthand: a strict read of one entity, failing the test on a read error.
+#[cfg(test)]
+impl KuzuShard {
+    async fn entity_now(&self, id: &str) -> Option<EntityRecord> {
+        self.get_entity(id.to_string(), &ReadScope::strict())
+            .await
+            .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod cascade_tests;
 #[cfg(test)]

@@ -120,7 +120,8 @@ async fn open(path: &Path, dim: usize, mode: InsertMode) -> KuzuShard {
     KuzuShard::open(path, 0, &config, Arc::new(ApplyGate::new(2))).unwrap()
 }
 
-async fn read(shard: &KuzuShard, read: CascadeRead) -> CascadeRows {
+/// A strict bounded read of everything the copy holds that `read` asks for.
+async fn read<R: BoundedRead>(shard: &KuzuShard, read: R) -> R::Rows {
     shard
         .bounded_read(read, TIMEOUT_MS, BIG, &ReadScope::strict())
         .await
@@ -129,15 +130,11 @@ async fn read(shard: &KuzuShard, read: CascadeRead) -> CascadeRows {
 
 /// Every community report of the copy (at most 10), with its `stale` flag.
 async fn all_reports(shard: &KuzuShard) -> Vec<CommunityReport> {
-    let read = RetrievalRead::AllReports {
+    let all = RetrievalRead::AllReports {
         level: None,
         limit: 10,
     };
-    let rows = shard
-        .bounded_read(read, TIMEOUT_MS, BIG, &ReadScope::strict())
-        .await
-        .unwrap();
-    rows.into_reports().unwrap()
+    read(shard, all).await.into_reports().unwrap()
 }
 
 /// Writes `communities` alone as write `seq`.
@@ -151,11 +148,7 @@ async fn write_communities(shard: &KuzuShard, seq: u64, communities: Vec<Communi
 
 /// (relation id, text units) of an entity's relations, sorted.
 async fn relations_of(shard: &KuzuShard, id: &str) -> Vec<(String, Vec<String>)> {
-    let rec = shard
-        .get_entity(id.into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = shard.entity_now(id).await.unwrap();
     rec.relations
         .into_iter()
         .map(|r| (r.id, r.text_unit_ids))
@@ -253,16 +246,8 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
         shard.write(seq, op).await.unwrap();
     }
     let check = || async {
-        assert!(shard
-            .get_entity("a".into(), &ReadScope::strict())
-            .await
-            .unwrap()
-            .is_none());
-        let b = shard
-            .get_entity("b".into(), &ReadScope::strict())
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(shard.entity_now("a").await.is_none());
+        let b = shard.entity_now("b").await.unwrap();
         assert_eq!(b.entity.text_unit_ids, units(&["t2"]));
         assert_eq!(
             relations_of(&shard, "b").await,
@@ -276,11 +261,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
             ],
             "r4 went with a, r7 with the stub y"
         );
-        let d = shard
-            .get_entity("d".into(), &ReadScope::strict())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = shard.entity_now("d").await.unwrap();
         assert_eq!(
             d.relations.len(),
             1,
@@ -309,39 +290,31 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
             .await
             .unwrap()
             .is_some());
-        let reports = shard
-            .bounded_read(
-                RetrievalRead::ReportsOf {
-                    entity_ids: units(&["a", "b", "c"]),
-                    level: None,
-                    limit: 10,
-                },
-                TIMEOUT_MS,
-                BIG,
-                &ReadScope::strict(),
-            )
-            .await
-            .unwrap()
-            .into_reports()
-            .unwrap();
+        let reports = read(
+            &shard,
+            RetrievalRead::ReportsOf {
+                entity_ids: units(&["a", "b", "c"]),
+                level: None,
+                limit: 10,
+            },
+        )
+        .await
+        .into_reports()
+        .unwrap();
         let stale: Vec<(&str, bool, Option<i64>)> = reports
             .iter()
             .map(|r| (r.id.as_str(), r.stale, r.matches))
             .collect();
         assert_eq!(stale, vec![("k1", true, Some(1)), ("k2", false, Some(1))]);
-        let hits = shard
-            .bounded_read(
-                RetrievalRead::TextSearch {
-                    index: TextIndex::ChunkText,
-                    words: "lighthouse keeper".into(),
-                    k: 5,
-                },
-                TIMEOUT_MS,
-                BIG,
-                &ReadScope::strict(),
-            )
-            .await
-            .unwrap();
+        let hits = read(
+            &shard,
+            RetrievalRead::TextSearch {
+                index: TextIndex::ChunkText,
+                words: "lighthouse keeper".into(),
+                k: 5,
+            },
+        )
+        .await;
         assert_eq!(hits, RetrievalRows::Scored(vec![]), "t1 left the index");
     };
     check().await;
@@ -368,11 +341,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
         )
         .await
         .unwrap();
-    let b = shard
-        .get_entity("b".into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .unwrap();
+    let b = shard.entity_now("b").await.unwrap();
     assert_eq!(b.entity.text_unit_ids, units(&["t1", "t2"]));
     assert_eq!(
         b.relations
@@ -459,21 +428,17 @@ fn large_graph(n: usize) -> Vec<Batch> {
 
 /// The ids the entity full-text index finds for `word` (each id once), and how many hits it gave.
 async fn text_hits(shard: &KuzuShard, word: &str) -> (Vec<String>, usize) {
-    let hits = shard
-        .bounded_read(
-            RetrievalRead::TextSearch {
-                index: TextIndex::EntityText,
-                words: word.into(),
-                k: 100_000,
-            },
-            TIMEOUT_MS,
-            BIG,
-            &ReadScope::strict(),
-        )
-        .await
-        .unwrap()
-        .into_scored()
-        .unwrap();
+    let hits = read(
+        &shard,
+        RetrievalRead::TextSearch {
+            index: TextIndex::EntityText,
+            words: word.into(),
+            k: 100_000,
+        },
+    )
+    .await
+    .into_scored()
+    .unwrap();
     let mut ids: Vec<String> = hits.iter().map(|h| h.item.id().to_string()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -533,11 +498,7 @@ async fn entities_deleted_and_written_again_many_times_stay_writable() {
                 (n as u64, 50, 2 * n as u64, 20, 2),
                 "{mode} cycle {cycle}: {c:?}"
             );
-            let found = shard
-                .get_entity("e1".into(), &ReadScope::strict())
-                .await
-                .unwrap()
-                .unwrap();
+            let found = shard.entity_now("e1").await.unwrap();
             assert_eq!(found.relations.len(), 3, "{mode} cycle {cycle}");
             // The full-text index finds every entity, each once, once the copy has rebuilt it
             // (Kuzu 0.11's index loses postings of rows that stay when others are updated or
@@ -639,21 +600,17 @@ async fn create_mode_with_vectors_keeps_the_entities_of_a_round_of_every_kind() 
     assert_eq!(stats.failed_writes, 0);
     // The vector rows are there too: every entity and chunk is found by its embedding.
     for (items, k) in [(ItemKind::Entities, 4), (ItemKind::Chunks, 2)] {
-        let hits = shard
-            .bounded_read(
-                RetrievalRead::Nearest {
-                    items,
-                    embedding: vec![0.5; 4],
-                    k: 10,
-                },
-                TIMEOUT_MS,
-                BIG,
-                &ReadScope::strict(),
-            )
-            .await
-            .unwrap()
-            .into_nearest()
-            .unwrap();
+        let hits = read(
+            &shard,
+            RetrievalRead::Nearest {
+                items,
+                embedding: vec![0.5; 4],
+                k: 10,
+            },
+        )
+        .await
+        .into_nearest()
+        .unwrap();
         assert_eq!(hits.len(), k, "{items:?}: {hits:?}");
     }
     // Sent again (a retry, a log replay), nothing changes and nothing fails.

@@ -162,11 +162,7 @@ async fn embeddings_read_back_bit_for_bit() {
         )
         .await
         .unwrap();
-    let got = shard
-        .get_entity("a".into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = shard.entity_now("a").await.unwrap();
     assert_eq!(got.entity.embedding, Some(odd));
 }
 

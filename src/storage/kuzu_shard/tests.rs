@@ -99,11 +99,7 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         )
         .await
         .unwrap();
-    let a = shard
-        .get_entity("a".into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .unwrap();
+    let a = shard.entity_now("a").await.unwrap();
     assert_eq!(a.entity.embedding, Some(vec![0.5; 4]));
     let weights: Vec<(String, f64)> = a
         .relations
@@ -111,22 +107,9 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         .map(|r| (r.id.clone(), r.weight))
         .collect();
     assert_eq!(weights, vec![("r1".into(), 5.0), ("r2".into(), 2.0)]);
-    assert_eq!(
-        shard
-            .get_entity("b".into(), &ReadScope::strict())
-            .await
-            .unwrap()
-            .unwrap()
-            .entity
-            .title,
-        "B2"
-    );
+    assert_eq!(shard.entity_now("b").await.unwrap().entity.title, "B2");
     assert!(
-        shard
-            .get_entity("ghost".into(), &ReadScope::strict())
-            .await
-            .unwrap()
-            .is_none(),
+        shard.entity_now("ghost").await.is_none(),
         "a stub is not an entity"
     );
     let stats = shard.stats().await.unwrap();
@@ -146,11 +129,7 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         .write(5, WriteOp::DeleteEntity("a".into()))
         .await
         .unwrap();
-    assert!(shard
-        .get_entity("a".into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .is_none());
+    assert!(shard.entity_now("a").await.is_none());
     let stats = shard.stats().await.unwrap();
     let c = stats.counts;
     assert_eq!((c.entities, c.stubs, c.relations), (2, 0, 0));
@@ -159,11 +138,7 @@ async fn upserts_are_idempotent_and_updates_win_in(mode: InsertMode) {
         .write(6, upsert(vec![], vec![relation("r1", "a", "b", 1.0)]))
         .await
         .unwrap();
-    let b = shard
-        .get_entity("b".into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .unwrap();
+    let b = shard.entity_now("b").await.unwrap();
     assert_eq!(b.relations.len(), 1);
 }
 
@@ -191,11 +166,7 @@ async fn logged_writes_are_redone_after_a_crash() {
     }
     let shard = KuzuShard::open(&path, 7, &config(0), gate()).unwrap();
     assert_eq!(shard.seq(), 2);
-    let b = shard
-        .get_entity("b".into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .unwrap();
+    let b = shard.entity_now("b").await.unwrap();
     assert_eq!(b.relations.len(), 1);
     assert_eq!(shard.visible_seq(), 2);
 }
@@ -552,11 +523,7 @@ async fn snapshot_copies_the_database_at_a_round_boundary() {
     assert_eq!(copy.seq(), 20, "the copy knows which writes it holds");
     let (_, sum_copy) = copy.checksum().await.unwrap();
     assert_eq!(sum_copy, sum_before, "same content");
-    let rec = copy
-        .get_entity("e5".into(), &ReadScope::strict())
-        .await
-        .unwrap()
-        .expect("e5 in the copy");
+    let rec = copy.entity_now("e5").await.expect("e5 in the copy");
     assert_eq!(rec.relations.len(), 1);
     // Replaying the rest makes the copy equal to the source.
     for (seq, op) in after {
@@ -737,11 +704,13 @@ fn vector_commit_probe() {
     for others in 0..30 {
         let dir = tempfile::tempdir().unwrap();
         let db = probe_db(dir.path());
-        let conn = Connection::new(&db).unwrap();
-        conn.query("CREATE NODE TABLE V(id STRING, embedding FLOAT[4], PRIMARY KEY(id))")
-            .unwrap();
-        conn.query("CALL CREATE_VECTOR_INDEX('V', 'v_idx', 'embedding', metric := 'cosine')")
-            .unwrap();
+        let conn = probe_conn(
+            &db,
+            &[
+                "CREATE NODE TABLE V(id STRING, embedding FLOAT[4], PRIMARY KEY(id))",
+                "CALL CREATE_VECTOR_INDEX('V', 'v_idx', 'embedding', metric := 'cosine')",
+            ],
+        );
         for i in 0..others {
             conn.query(&format!(
                 "CREATE NODE TABLE T{i}(id STRING, PRIMARY KEY(id))"
@@ -797,11 +766,7 @@ async fn delete_leaves_no_relation_behind() {
             .write(3, WriteOp::DeleteEntity("a".into()))
             .await
             .unwrap();
-        let c = shard
-            .get_entity("c".into(), &ReadScope::strict())
-            .await
-            .unwrap()
-            .unwrap();
+        let c = shard.entity_now("c").await.unwrap();
         assert_eq!(c.relations, vec![], "{mode}");
         let stats = shard.stats().await.unwrap();
         assert_eq!(
@@ -829,6 +794,16 @@ fn probe_db(dir: &Path) -> Database {
     .unwrap()
 }
 
+/// A connection to a probe database with `setup`'s statements run, in order.
+fn probe_conn<'a>(db: &'a Database, setup: &[&str]) -> Connection<'a> {
+    let conn = Connection::new(db).unwrap();
+    for statement in setup {
+        conn.query(statement)
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn
+}
+
 /// Not a test (it crashes the process): Kuzu 0.11 on its own, a relation inserted and deleted
 /// again between two checkpoints, twice, then one more inserted: the next checkpoint dies with
 /// SIGSEGV (in `CSRNodeGroup::collectInMemRegionChangesAndUpdateHeaderLength`). When a checkpoint
@@ -845,11 +820,14 @@ fn probe_db(dir: &Path) -> Database {
 fn csr_checkpoint_probe() {
     let dir = tempfile::tempdir().unwrap();
     let db = probe_db(dir.path());
-    let conn = Connection::new(&db).unwrap();
-    conn.query("CREATE NODE TABLE N(id STRING, PRIMARY KEY(id))")
-        .unwrap();
-    conn.query("CREATE REL TABLE R(FROM N TO N)").unwrap();
-    conn.query("CREATE (:N {id: 'a'}), (:N {id: 'b'})").unwrap();
+    let conn = probe_conn(
+        &db,
+        &[
+            "CREATE NODE TABLE N(id STRING, PRIMARY KEY(id))",
+            "CREATE REL TABLE R(FROM N TO N)",
+            "CREATE (:N {id: 'a'}), (:N {id: 'b'})",
+        ],
+    );
     for step in [
         "insert",
         "delete",
@@ -882,15 +860,15 @@ fn csr_checkpoint_probe() {
 fn fts_copy_after_set_probe() {
     let dir = tempfile::tempdir().unwrap();
     let db = probe_db(dir.path());
-    let conn = Connection::new(&db).unwrap();
-    conn.query("CREATE NODE TABLE E(id STRING, title STRING, PRIMARY KEY(id))")
-        .unwrap();
-    conn.query("CALL CREATE_FTS_INDEX('E', 'e_title', ['title'])")
-        .unwrap();
-    conn.query("COPY E FROM (UNWIND ['a', 'b', 'c'] AS i RETURN i, 'word ' + i)")
-        .unwrap();
-    conn.query("MATCH (n:E {id: 'a'}) SET n.title = 'word changed'")
-        .unwrap();
+    let conn = probe_conn(
+        &db,
+        &[
+            "CREATE NODE TABLE E(id STRING, title STRING, PRIMARY KEY(id))",
+            "CALL CREATE_FTS_INDEX('E', 'e_title', ['title'])",
+            "COPY E FROM (UNWIND ['a', 'b', 'c'] AS i RETURN i, 'word ' + i)",
+            "MATCH (n:E {id: 'a'}) SET n.title = 'word changed'",
+        ],
+    );
     let copied = conn.query("COPY E FROM (UNWIND ['d'] AS i RETURN i, 'word ' + i)");
     eprintln!(
         "COPY after SET: {}",
@@ -908,16 +886,15 @@ fn fts_copy_after_set_probe() {
 fn fts_delete_probe() {
     let dir = tempfile::tempdir().unwrap();
     let db = probe_db(dir.path());
-    let conn = Connection::new(&db).unwrap();
-    conn.query("CREATE NODE TABLE E(id INT64, text STRING, PRIMARY KEY(id))")
-        .unwrap();
-    conn.query("CALL CREATE_FTS_INDEX('E', 'e_text', ['text'])")
-        .unwrap();
-    conn.query(
-        "COPY E FROM (UNWIND range(0, 2999) AS i RETURN i, 'lighthouse keeper ' + CAST(i AS STRING))",
-    )
-    .unwrap();
-    conn.query("MATCH (n:E) WHERE n.id < 300 DELETE n").unwrap();
+    let conn = probe_conn(
+        &db,
+        &[
+            "CREATE NODE TABLE E(id INT64, text STRING, PRIMARY KEY(id))",
+            "CALL CREATE_FTS_INDEX('E', 'e_text', ['text'])",
+            "COPY E FROM (UNWIND range(0, 2999) AS i RETURN i, 'lighthouse keeper ' + CAST(i AS STRING))",
+            "MATCH (n:E) WHERE n.id < 300 DELETE n",
+        ],
+    );
     let found: Vec<Vec<kuzu::Value>> = conn
         .query("CALL QUERY_FTS_INDEX('E', 'e_text', 'lighthouse', top := 10000) RETURN count(*)")
         .unwrap()
