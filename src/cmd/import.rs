@@ -376,143 +376,111 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
     let entities = read_table(dir, "entities", true)?;
     let mut title_to_id = HashMap::new();
     for t in &entities {
-        let id = t.string("id")?;
-        let title = t.string("title")?;
+        let (id, title) = (t.string("id")?, t.string("title")?);
+        let (kind, desc) = (t.string_opt("type")?, t.string_opt("description")?);
+        let units = t.list_opt("text_unit_ids")?;
+        let (frequency, degree) = (t.int_opt("frequency")?, t.int_opt("degree")?);
         for i in 0..t.rows() {
-            let e = Entity {
+            title_to_id.insert(title[i].clone(), id[i].clone());
+            batch.entities.push(Entity {
                 id: id[i].clone(),
                 title: title[i].clone(),
-                kind: t
-                    .string_opt("type")?
-                    .map(|v| v[i].clone())
-                    .unwrap_or_default(),
-                description: t
-                    .string_opt("description")?
-                    .map(|v| v[i].clone())
-                    .unwrap_or_default(),
-                text_unit_ids: t
-                    .list_opt("text_unit_ids")?
-                    .map(|v| v[i].clone())
-                    .unwrap_or_default(),
-                frequency: t.int_opt("frequency")?.map(|v| v[i]).unwrap_or(0),
-                degree: t.int_opt("degree")?.map(|v| v[i]).unwrap_or(0),
+                kind: kind.at(i),
+                description: desc.at(i),
+                text_unit_ids: units.at(i),
+                frequency: frequency.at(i),
+                degree: degree.at(i),
                 embedding: None,
-            };
-            title_to_id.insert(e.title.clone(), e.id.clone());
-            batch.entities.push(e);
+            });
         }
     }
+    let endpoint = |title: &String| title_to_id.get(title).unwrap_or(title).clone();
     for t in read_table(dir, "relationships", false)? {
         let (id, source, target) = (t.string("id")?, t.string("source")?, t.string("target")?);
-        let weight = t.float_opt("weight")?;
-        let desc = t.string_opt("description")?;
+        let (weight, desc) = (t.float_opt("weight")?, t.string_opt("description")?);
         let units = t.list_opt("text_unit_ids")?;
         for i in 0..t.rows() {
-            let endpoint = |title: &String| {
-                title_to_id
-                    .get(title)
-                    .cloned()
-                    .unwrap_or_else(|| title.clone())
-            };
             batch.relations.push(Relation {
                 id: id[i].clone(),
                 source: endpoint(&source[i]),
                 target: endpoint(&target[i]),
-                description: desc.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
-                weight: weight.as_ref().map(|v| v[i]).unwrap_or(1.0),
-                text_unit_ids: units.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                description: desc.at(i),
+                weight: weight.at_or(i, 1.0),
+                text_unit_ids: units.at(i),
             });
         }
     }
     for t in read_table(dir, "text_units", false)? {
-        let id = t.string("id")?;
-        let text = t.string_opt("text")?;
-        let tokens = t.int_opt("n_tokens")?;
-        let doc = t.string_opt("document_id")?;
-        let docs = t.list_opt("document_ids")?;
+        let (id, text, tokens) = (
+            t.string("id")?,
+            t.string_opt("text")?,
+            t.int_opt("n_tokens")?,
+        );
+        let (doc, docs) = (t.string_opt("document_id")?, t.list_opt("document_ids")?);
         let ents = t.list_opt("entity_ids")?;
         for i in 0..t.rows() {
+            // Older GraphRAG outputs name the document in a list.
+            let document_id = match &doc.0 {
+                Some(v) => v[i].clone(),
+                None => docs.at(i).into_iter().next().unwrap_or_default(),
+            };
             batch.chunks.push(Chunk {
                 id: id[i].clone(),
-                text: text.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
-                n_tokens: tokens.as_ref().map(|v| v[i]).unwrap_or(0),
-                document_id: doc
-                    .as_ref()
-                    .map(|v| v[i].clone())
-                    .or_else(|| docs.as_ref().and_then(|v| v[i].first().cloned()))
-                    .unwrap_or_default(),
-                entity_ids: ents.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                text: text.at(i),
+                n_tokens: tokens.at(i),
+                document_id,
+                entity_ids: ents.at(i),
                 embedding: None,
             });
         }
     }
     let mut reports: HashMap<i64, (String, String, String, f64)> = HashMap::new();
     for t in read_table(dir, "community_reports", false)? {
-        let community = t.int("community")?;
-        let (title, summary, full) = (
-            t.string_opt("title")?,
-            t.string_opt("summary")?,
-            t.string_opt("full_content")?,
-        );
+        let (community, title) = (t.int("community")?, t.string_opt("title")?);
+        let (summary, full) = (t.string_opt("summary")?, t.string_opt("full_content")?);
         let rank = t.float_opt("rank")?;
         for i in 0..t.rows() {
-            let get =
-                |v: &Option<Vec<String>>| v.as_ref().map(|v| v[i].clone()).unwrap_or_default();
-            reports.insert(
-                community[i],
-                (
-                    get(&title),
-                    get(&summary),
-                    get(&full),
-                    rank.as_ref().map(|v| v[i]).unwrap_or(0.0),
-                ),
-            );
+            let report = (title.at(i), summary.at(i), full.at(i), rank.at(i));
+            reports.insert(community[i], report);
         }
     }
     for t in read_table(dir, "communities", false)? {
-        let community = t.int("community")?;
-        let level = t.int_opt("level")?;
-        let parent = t.int_opt("parent")?;
-        let title = t.string_opt("title")?;
+        let (community, level) = (t.int("community")?, t.int_opt("level")?);
+        let (parent, title) = (t.int_opt("parent")?, t.string_opt("title")?);
         let ents = t.list_opt("entity_ids")?;
         for i in 0..t.rows() {
-            let report = reports.remove(&community[i]);
-            let parent = parent
-                .as_ref()
-                .map(|v| v[i])
-                .filter(|p| *p >= 0)
-                .map(|p| p.to_string())
-                .unwrap_or_default();
+            let (report_title, summary, full_content, rank) =
+                reports.remove(&community[i]).unwrap_or_default();
+            let parent = parent.0.as_ref().map(|v| v[i]).filter(|p| *p >= 0);
             batch.communities.push(Community {
                 id: community[i].to_string(),
-                level: level.as_ref().map(|v| v[i]).unwrap_or(0),
-                parent,
-                title: report
-                    .as_ref()
-                    .map(|r| r.0.clone())
-                    .filter(|t| !t.is_empty())
-                    .or_else(|| title.as_ref().map(|v| v[i].clone()))
-                    .unwrap_or_default(),
-                entity_ids: ents.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
-                summary: report.as_ref().map(|r| r.1.clone()).unwrap_or_default(),
-                full_content: report.as_ref().map(|r| r.2.clone()).unwrap_or_default(),
-                rank: report.as_ref().map(|r| r.3).unwrap_or(0.0),
+                level: level.at(i),
+                parent: parent.map(|p| p.to_string()).unwrap_or_default(),
+                title: if report_title.is_empty() {
+                    title.at(i)
+                } else {
+                    report_title
+                },
+                entity_ids: ents.at(i),
+                summary,
+                full_content,
+                rank,
             });
         }
     }
     for t in read_table(dir, "documents", false)? {
-        let id = t.string("id")?;
-        let (title, text, units) = (
+        let (id, title, text) = (
+            t.string("id")?,
             t.string_opt("title")?,
             t.string_opt("text")?,
-            t.list_opt("text_unit_ids")?,
         );
+        let units = t.list_opt("text_unit_ids")?;
         for i in 0..t.rows() {
             batch.documents.push(Document {
                 id: id[i].clone(),
-                title: title.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
-                text: text.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
-                text_unit_ids: units.as_ref().map(|v| v[i].clone()).unwrap_or_default(),
+                title: title.at(i),
+                text: text.at(i),
+                text_unit_ids: units.at(i),
             });
         }
     }
@@ -520,6 +488,21 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
 }
 
 /// One record batch of a table, with typed column access by name.
+/// A column a table may lack: then every row reads as the default value.
+struct Column<T>(Option<Vec<T>>);
+
+impl<T: Clone + Default> Column<T> {
+    /// Row `i`'s value, or `T`'s default when the table has no such column.
+    fn at(&self, i: usize) -> T {
+        self.at_or(i, T::default())
+    }
+
+    /// Row `i`'s value, or `absent` when the table has no such column.
+    fn at_or(&self, i: usize, absent: T) -> T {
+        self.0.as_ref().map_or(absent, |v| v[i].clone())
+    }
+}
+
 struct Table {
     name: String,
     batch: RecordBatch,
@@ -577,15 +560,15 @@ impl Table {
         to: DataType,
         null: T,
         value: impl Fn(&A, usize) -> T,
-    ) -> anyhow::Result<Option<Vec<T>>> {
+    ) -> anyhow::Result<Column<T>> {
         let Some(col) = self.cast(name, &to)? else {
-            return Ok(None);
+            return Ok(Column(None));
         };
         let col = col
             .as_any()
             .downcast_ref::<A>()
             .with_context(|| format!("{}.{name}: not a {to} column", self.name))?;
-        Ok(Some(
+        Ok(Column(Some(
             (0..col.len())
                 .map(|i| {
                     if col.is_null(i) {
@@ -595,7 +578,7 @@ impl Table {
                     }
                 })
                 .collect(),
-        ))
+        )))
     }
 
     /// A column the table must have.
@@ -604,10 +587,10 @@ impl Table {
     }
 
     fn string(&self, name: &str) -> anyhow::Result<Vec<String>> {
-        self.required(name, self.string_opt(name)?)
+        self.required(name, self.string_opt(name)?.0)
     }
 
-    fn string_opt(&self, name: &str) -> anyhow::Result<Option<Vec<String>>> {
+    fn string_opt(&self, name: &str) -> anyhow::Result<Column<String>> {
         self.values(
             name,
             DataType::Utf8,
@@ -617,10 +600,10 @@ impl Table {
     }
 
     fn int(&self, name: &str) -> anyhow::Result<Vec<i64>> {
-        self.required(name, self.int_opt(name)?)
+        self.required(name, self.int_opt(name)?.0)
     }
 
-    fn int_opt(&self, name: &str) -> anyhow::Result<Option<Vec<i64>>> {
+    fn int_opt(&self, name: &str) -> anyhow::Result<Column<i64>> {
         self.values(
             name,
             DataType::Int64,
@@ -629,7 +612,7 @@ impl Table {
         )
     }
 
-    fn float_opt(&self, name: &str) -> anyhow::Result<Option<Vec<f64>>> {
+    fn float_opt(&self, name: &str) -> anyhow::Result<Column<f64>> {
         self.values(
             name,
             DataType::Float64,
@@ -638,9 +621,9 @@ impl Table {
         )
     }
 
-    fn list_opt(&self, name: &str) -> anyhow::Result<Option<Vec<Vec<String>>>> {
+    fn list_opt(&self, name: &str) -> anyhow::Result<Column<Vec<String>>> {
         let Some(col) = self.column(name) else {
-            return Ok(None);
+            return Ok(Column(None));
         };
         let to = DataType::List(std::sync::Arc::new(arrow_schema::Field::new(
             "item",
@@ -671,7 +654,7 @@ impl Table {
                     .collect(),
             );
         }
-        Ok(Some(out))
+        Ok(Column(Some(out)))
     }
 }
 
