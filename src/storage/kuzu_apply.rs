@@ -468,14 +468,11 @@ fn rel_key(r: &Relation) -> String {
 
 /// Deletes the `RelKey` rows of `keys` (what keeps relation ids unique per endpoints).
 pub(super) fn delete_rel_keys(conn: &Connection, keys: &[String]) -> Result<(), Error> {
-    if !keys.is_empty() {
-        run(
-            conn,
-            "UNWIND $keys AS k MATCH (n:RelKey {key: k}) DELETE n",
-            vec![("keys", strings(keys))],
-        )?;
-    }
-    Ok(())
+    run_for_ids(
+        conn,
+        "UNWIND $ids AS k MATCH (n:RelKey {key: k}) DELETE n",
+        keys,
+    )
 }
 
 /// A relation's `RelKey` key: `id \x1f source \x1f target`.

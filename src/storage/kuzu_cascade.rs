@@ -108,10 +108,7 @@ fn entities_citing<E>(
     q: &mut impl Statements<E>,
     units: &[String],
 ) -> Result<BTreeMap<String, Vec<String>>, E> {
-    Ok(q(ENTITIES_CITING, vec![("units", strings(units))])?
-        .iter()
-        .map(|r| (as_string(&r[0]), as_strings(&r[1])))
-        .collect())
+    citing(q, ENTITIES_CITING, units, |r| as_string(&r[0]))
 }
 
 /// Relation copies citing any of `units`, with their text units, by key.
@@ -119,14 +116,21 @@ fn relations_citing<E>(
     q: &mut impl Statements<E>,
     units: &[String],
 ) -> Result<BTreeMap<RelationKey, Vec<String>>, E> {
-    Ok(q(RELATIONS_CITING, vec![("units", strings(units))])?
+    citing(q, RELATIONS_CITING, units, |r| {
+        (as_string(&r[0]), as_string(&r[1]), as_string(&r[2]))
+    })
+}
+
+/// The rows of `query` (items citing `$units`, their text units in the last column), by `key`.
+fn citing<K: Ord, E>(
+    q: &mut impl Statements<E>,
+    query: &str,
+    units: &[String],
+    key: impl Fn(&[Value]) -> K,
+) -> Result<BTreeMap<K, Vec<String>>, E> {
+    Ok(q(query, vec![("units", strings(units))])?
         .iter()
-        .map(|r| {
-            (
-                (as_string(&r[0]), as_string(&r[1]), as_string(&r[2])),
-                as_strings(&r[3]),
-            )
-        })
+        .map(|r| (key(r), as_strings(&r[r.len() - 1])))
         .collect())
 }
 
@@ -271,25 +275,20 @@ pub fn apply(conn: &Connection, prune: &Prune, dim: usize) -> Result<(), Error> 
             )
         }
         Prune::Remove { chunks, documents } => {
-            if !chunks.is_empty() {
-                run(
-                    conn,
-                    "UNWIND $ids AS i MATCH (c:Chunk {id: i}) DELETE c",
-                    vec![("ids", strings(chunks))],
-                )?;
-                if dim > 0 {
-                    let ids: Vec<&str> = chunks.iter().map(String::as_str).collect();
-                    kuzu_index::delete_vectors(conn, Indexed::Chunk, &ids)?;
-                }
+            run_for_ids(
+                conn,
+                "UNWIND $ids AS i MATCH (c:Chunk {id: i}) DELETE c",
+                chunks,
+            )?;
+            if dim > 0 && !chunks.is_empty() {
+                let ids: Vec<&str> = chunks.iter().map(String::as_str).collect();
+                kuzu_index::delete_vectors(conn, Indexed::Chunk, &ids)?;
             }
-            if !documents.is_empty() {
-                run(
-                    conn,
-                    "UNWIND $ids AS i MATCH (d:Document {id: i}) DELETE d",
-                    vec![("ids", strings(documents))],
-                )?;
-            }
-            Ok(())
+            run_for_ids(
+                conn,
+                "UNWIND $ids AS i MATCH (d:Document {id: i}) DELETE d",
+                documents,
+            )
         }
     }
 }
@@ -381,14 +380,11 @@ fn delete_lone_stubs(conn: &Connection, ids: BTreeSet<String>) -> Result<(), Err
     .filter(|r| as_i64(&r[1]) == Some(0))
     .map(|r| as_string(&r[0]))
     .collect();
-    if !lone.is_empty() {
-        run(
-            conn,
-            "UNWIND $ids AS i MATCH (e:Entity {id: i}) WHERE e.stub = true DELETE e",
-            vec![("ids", strings(&lone))],
-        )?;
-    }
-    Ok(())
+    run_for_ids(
+        conn,
+        "UNWIND $ids AS i MATCH (e:Entity {id: i}) WHERE e.stub = true DELETE e",
+        &lone,
+    )
 }
 
 #[cfg(test)]

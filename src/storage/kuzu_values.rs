@@ -25,6 +25,15 @@ pub fn run(
     Ok(result.collect())
 }
 
+/// Runs `query` with `$ids` bound to `ids`, unless there are none (a write per id, such as
+/// `UNWIND $ids AS i MATCH (n:T {id: i}) DELETE n`).
+pub fn run_for_ids(conn: &Connection, query: &str, ids: &[String]) -> Result<(), Error> {
+    if !ids.is_empty() {
+        run(conn, query, vec![("ids", strings(ids))])?;
+    }
+    Ok(())
+}
+
 pub fn s(v: &str) -> Value {
     Value::String(v.to_string())
 }
