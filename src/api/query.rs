@@ -379,6 +379,7 @@ pub async fn neighborhood(
         "truncated": n.truncated,
         "missing_seeds": n.missing_seeds,
         "_shards": report,
+        "traversal": t.stats(),
         "took_ms": started.elapsed().as_millis() as u64,
     });
     Ok(ReadAnswer::new(state, body, behind))
@@ -452,6 +453,7 @@ pub async fn path(
                 "entities": entities.iter().map(entity_json).collect::<Vec<_>>(),
                 "relations": relations.iter().map(edge_json).collect::<Vec<_>>(),
                 "_shards": report,
+                "traversal": t.stats(),
                 "took_ms": took_ms,
             });
             Ok(ReadAnswer::new(state, body, behind))
@@ -474,6 +476,7 @@ pub async fn path(
                 "length": null,
                 "reason": reason,
                 "_shards": report,
+                "traversal": t.stats(),
                 "took_ms": took_ms,
             });
             Ok(ReadAnswer::new(state, body, behind))

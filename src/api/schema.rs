@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::cluster::messages::RegistryEntry;
 use crate::graph::model::{Chunk, Document, Entity, ItemError};
 use crate::query::scatter::ShardsReport;
+use crate::query::traverse::TraversalStats;
 use crate::retrieve::gather::{Report, TextUnit};
 use crate::retrieve::search::Seed;
 use crate::storage::RelationRecord;
@@ -246,6 +247,7 @@ pub struct NeighborhoodAnswer {
     missing_seeds: Vec<String>,
     #[serde(rename = "_shards")]
     shards_report: ShardsReport,
+    traversal: TraversalStats,
     took_ms: u64,
 }
 
@@ -269,6 +271,7 @@ pub struct PathFound {
     relations: Vec<EdgeRow>,
     #[serde(rename = "_shards")]
     shards_report: ShardsReport,
+    traversal: TraversalStats,
     took_ms: u64,
 }
 
@@ -282,6 +285,7 @@ pub struct PathNotFound {
     reason: String,
     #[serde(rename = "_shards")]
     shards_report: ShardsReport,
+    traversal: TraversalStats,
     took_ms: u64,
 }
 
@@ -301,6 +305,8 @@ pub struct RetrieveAnswer {
     tokens: TokenCounts,
     #[serde(rename = "_shards")]
     shards_report: ShardsReport,
+    /// How the expansion ran (zeros when there was none).
+    traversal: TraversalStats,
     /// Milliseconds per stage, by stage name.
     timings_ms: BTreeMap<String, f64>,
     /// The chunk seeds found (modes `naive` and `hybrid` only).

@@ -439,9 +439,9 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
         let (community, title) = (t.int("community")?, t.string_opt("title")?);
         let (summary, full) = (t.string_opt("summary")?, t.string_opt("full_content")?);
         let rank = t.float_opt("rank")?;
-        for i in 0..t.rows() {
+        for (i, community) in community.into_iter().enumerate() {
             let report = (title.at(i), summary.at(i), full.at(i), rank.at(i));
-            reports.insert(community[i], report);
+            reports.insert(community, report);
         }
     }
     for t in read_table(dir, "communities", false)? {
@@ -475,9 +475,9 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
             t.string_opt("text")?,
         );
         let units = t.list_opt("text_unit_ids")?;
-        for i in 0..t.rows() {
+        for (i, id) in id.into_iter().enumerate() {
             batch.documents.push(Document {
-                id: id[i].clone(),
+                id,
                 title: title.at(i),
                 text: text.at(i),
                 text_unit_ids: units.at(i),

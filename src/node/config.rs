@@ -181,6 +181,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_ALLOW_PARTIAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_partial: bool,
 
+    /// Whether a node answering a traversal step goes on by itself over the shard copies it
+    /// holds (the far ends' relations for the levels left, then their summaries) and sends
+    /// that back with the step, so later steps ask the network only for what it did not hold.
+    #[arg(long, env = "TORUA_TRAVERSE_LOCALLY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub traverse_locally: bool,
+
     /// User Cypher statements (`POST /query`) this node runs at once; more wait up to a second,
     /// then get 429. Bounds what admin keys can make one node do (each statement also holds a
     /// reader of every shard copy it reaches, and Kuzu's memory comes from the copy's buffer pool).

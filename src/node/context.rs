@@ -57,6 +57,8 @@ pub struct Settings {
     pub bootstrap_expect: usize,
     /// Default of queries' `allow_partial`.
     pub allow_partial: bool,
+    /// Whether traversals let answering nodes read ahead over their own copies.
+    pub traverse_locally: bool,
     /// A copy whose node is dead this long is re-created elsewhere.
     pub replace_after: Duration,
     /// Copies being filled at the same time, cluster-wide.

@@ -144,6 +144,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             replicas: args.replicas,
             bootstrap_expect: args.bootstrap_expect as usize,
             allow_partial: args.allow_partial,
+            traverse_locally: args.traverse_locally,
             replace_after: args.replace_after,
             max_concurrent_moves: args.max_concurrent_moves as usize,
             anti_entropy_interval: args.anti_entropy_interval,

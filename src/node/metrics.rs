@@ -28,6 +28,8 @@ pub struct Metrics {
     gossip_rejected: IntCounter,
     auth_failures: IntCounterVec,
     reads_behind: IntCounter,
+    relations_followed: IntCounterVec,
+    traversal_rounds: IntCounter,
     copy_pending_writes: IntGaugeVec,
     copy_failed_writes: IntGaugeVec,
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
@@ -87,6 +89,19 @@ impl Metrics {
                 "Read requests answered while a shard copy had acknowledged writes not applied yet \
                  (freshness=bounded past TORUA_READ_WAIT; the answer's x-torua-behind header names them)",
             ),
+            relations_followed: IntCounterVec::new(
+                Opts::new(
+                    "traversal_relations_followed_total",
+                    "Relations traversals and retrieval expansions started here followed, by whether \
+                     the node that expanded one also held its far end's shard (local) or not (remote)",
+                ),
+                &["where"],
+            )
+            .expect("valid metric"),
+            traversal_rounds: counter(
+                "traversal_rounds_total",
+                "Network rounds of traversal steps started here (one request per node each)",
+            ),
             auth_failures: IntCounterVec::new(
                 Opts::new(
                     "http_auth_failures_total",
@@ -127,7 +142,8 @@ impl Metrics {
         register!(
             m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
             gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
-            auth_failures, reads_behind, copy_pending_writes, copy_failed_writes
+            auth_failures, reads_behind, relations_followed, traversal_rounds, copy_pending_writes,
+            copy_failed_writes
         );
         Arc::new(m)
     }
@@ -194,6 +210,21 @@ impl Metrics {
     /// Counts a read answered with some copy behind.
     pub fn read_behind(&self) {
         self.reads_behind.inc();
+    }
+
+    /// Counts relations a traversal followed (see `query::traverse::Followed`).
+    pub fn followed(&self, local: u64, remote: u64) {
+        self.relations_followed
+            .with_label_values(&["local"])
+            .inc_by(local);
+        self.relations_followed
+            .with_label_values(&["remote"])
+            .inc_by(remote);
+    }
+
+    /// Counts one network round of a traversal.
+    pub fn traversal_round(&self) {
+        self.traversal_rounds.inc();
     }
 
     /// Reports the gossip transport's rejected-datagram counter at scrape time.

@@ -4,7 +4,7 @@
 //!
 //! One variant per subsystem, carrying that subsystem's own request or response type; an error
 //! answer is a typed [`Error`]. Versioning: the transport's ALPN
-//! ([`transport::WIRE_VERSION`], `torua/7`) is the wire version; peers with another version fail
+//! ([`transport::WIRE_VERSION`], `torua/8`) is the wire version; peers with another version fail
 //! the TLS handshake instead of misreading each other. Within a version, only append new enum
 //! variants at the end (postcard encodes variants by index) and never change a field. postcard is
 //! not self-describing: no `serde(skip_serializing_if)` or `flatten` here, and JSON payloads
@@ -146,6 +146,7 @@ mod tests {
     use crate::cluster::health::{ClusterHealth, NodeHealth, Status};
     use crate::cluster::messages::{Capacity, HealthReport, Registration, RegistryEntry};
     use crate::query::read::{ReadRequest, ReadResponse};
+    use crate::query::traverse::Traversed;
     use crate::storage::{Freshness, Lag};
     use transport::frame::decode_message;
 
@@ -347,7 +348,10 @@ mod tests {
                 .prop_map(|b| PeerResponse::Snapshot(SnapshotResponse::Bytes(b))),
             (any::<u32>(), error(), any::<u64>()).prop_map(|(shard, e, seq)| PeerResponse::Read(
                 ReadReply {
-                    response: ReadResponse::Traversed(vec![(shard, Err(e))]),
+                    response: ReadResponse::Traversed(Traversed {
+                        parts: vec![(shard, Err(e))],
+                        ahead: Vec::new(),
+                    }),
                     behind: vec![Lag {
                         shard,
                         node: None,

@@ -18,9 +18,10 @@ use crate::error::Error;
 use crate::graph::model::{Chunk, Document};
 use crate::node::context::NodeContext;
 use crate::node::wire::Serve;
+use crate::query::traverse::{Ahead, Traversed};
 use crate::storage::{
     CascadeRead, CascadeRows, Direction, EntityRecord, Freshness, Lag, QueryFailure, ReadScope,
-    RelationFilter, RetrievalRead, RetrievalRows, Rows, ShardQuery, Step,
+    RelationFilter, RetrievalRead, RetrievalRows, Rows, ShardQuery,
 };
 
 /// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
@@ -34,12 +35,14 @@ pub enum ReadRequest {
     /// A chunk (text unit) from this node's copy of `shard`.
     GetChunk { shard: u32, id: String },
     /// One traversal step on several of this node's shard copies: for each `(shard, ids)`, the
-    /// entities' properties and (when `relations`) their relations.
+    /// entities' properties and (when `relations`) their relations; then what `ahead` lets this
+    /// node read on by itself over the copies it holds.
     Traverse {
         parts: Vec<(u32, Vec<String>)>,
         direction: Direction,
         filter: RelationFilter,
         relations: bool,
+        ahead: Ahead,
     },
     /// A read-only Cypher query (already checked) on this node's copies of `shards`
     /// (`names_cypher` on the first only).
@@ -65,8 +68,8 @@ pub enum ReadRequest {
 pub enum ReadResponse {
     Entity(Option<EntityRecord>),
     Chunk(Option<Chunk>),
-    /// Per part of a `Traverse`, in the order asked: what it found or why it could not.
-    Traversed(Vec<(u32, Result<Step, Error>)>),
+    /// Per part of a `Traverse`, in the order asked, and what the node read ahead.
+    Traversed(Traversed),
     /// Per shard of a `QueryShards`, in the order asked.
     QueryRows(Vec<(u32, Result<Rows, QueryFailure>)>),
     /// Per shard of a `Retrieval`, in the order asked.
@@ -123,8 +126,10 @@ impl ReadRequest {
                 direction,
                 filter,
                 relations,
+                ahead,
             } => ReadResponse::Traversed(
-                super::traverse::step_here(ctx, parts, direction, filter, relations, scope).await,
+                super::traverse::step_here(ctx, parts, direction, filter, relations, ahead, scope)
+                    .await,
             ),
             ReadRequest::QueryShards { shards, query } => ReadResponse::QueryRows(
                 super::scatter::run_on_shards(ctx, shards, query, scope).await,

@@ -13,6 +13,7 @@ use super::gather::{Report, TextUnit};
 use super::request::{Mode, RetrieveRequest};
 use super::search::{Item, Seed};
 use crate::query::scatter::ShardsReport;
+use crate::query::traverse::TraversalStats;
 use crate::storage::Edge;
 
 /// Share of the budget for community reports and for text units (Microsoft GraphRAG's local
@@ -210,6 +211,7 @@ pub fn to_json(
     seeds: &[Seed],
     chunk_seeds: &[Seed],
     report: ShardsReport,
+    traversal: TraversalStats,
     timings: Vec<(&'static str, f64)>,
 ) -> Value {
     let timings: serde_json::Map<String, Value> = timings
@@ -246,6 +248,7 @@ pub fn to_json(
         "context_text": a.context_text,
         "tokens": a.tokens,
         "_shards": report,
+        "traversal": traversal,
         "timings_ms": timings,
     });
     if matches!(req.mode, Mode::Naive | Mode::Hybrid) {

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::cluster::shard_map::ShardMap;
 use crate::node::context::NodeContext;
-use crate::query::traverse::{neighborhood, Traversal, TraverseError};
+use crate::query::traverse::{neighborhood, Traversal, TraversalStats, TraverseError};
 use crate::storage::{Direction, EntitySummary, ReadScope, RelationFilter};
 use answer::{rank_relations, selected_seed, Selected};
 pub use request::{Mode, RetrieveRequest};
@@ -112,7 +112,7 @@ pub async fn retrieve(
     let seed_ids: Vec<String> = seeds.iter().map(|s| s.id.clone()).collect();
     let expansion = async {
         if !local || req.hops == 0 || seeds.is_empty() {
-            return Ok((vec![], vec![], 0.0));
+            return Ok((vec![], vec![], 0.0, TraversalStats::default()));
         }
         let started = Instant::now();
         let mut traversal = Traversal::new(
@@ -138,7 +138,8 @@ pub async fn retrieve(
             TraverseError::Timeout(r) => RetrieveError::Timeout(r),
         })?;
         stages.absorb(traversal.report());
-        Ok::<_, RetrieveError>((n.entities, n.relations, ms_since(started)))
+        let stats = traversal.stats();
+        Ok::<_, RetrieveError>((n.entities, n.relations, ms_since(started), stats))
     };
     let units = async {
         let started = Instant::now();
@@ -164,7 +165,7 @@ pub async fn retrieve(
         Ok::<_, RetrieveError>((reports, ms_since(started)))
     };
     let (expansion, units, reports) = tokio::join!(expansion, units, reports);
-    let ((reached, mut relations, expand_ms), (units, units_ms), (reports, reports_ms)) =
+    let ((reached, mut relations, expand_ms, traversal), (units, units_ms), (reports, reports_ms)) =
         (expansion?, units?, reports?);
     timings.0.push(("expand", expand_ms));
     timings.0.push(("text_units", units_ms));
@@ -214,6 +215,7 @@ pub async fn retrieve(
         &seeds,
         &chunk_seeds,
         report,
+        traversal,
         timings.0,
     ))
 }

@@ -6,12 +6,14 @@
 //! each shard (this node's copies first) and sends one request per node; the receiving node
 //! deduplicates and builds the next frontier.
 
+mod ahead;
 mod neighborhood;
 mod path;
 mod step;
 
 use crate::storage::{Direction, Edge, EntitySummary};
 
+pub use ahead::{Ahead, AheadItem, TraversalStats, Traversed};
 pub use neighborhood::{neighborhood, Neighborhood};
 pub use path::{shortest_path, PathAnswer};
 pub use step::{step_here, Traversal, TraverseError, MAX_TRAVERSED_RELATIONS};

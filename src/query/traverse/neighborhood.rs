@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use super::ahead::Ahead;
 use super::step::{Traversal, TraverseError, MAX_TRAVERSED_RELATIONS};
 use super::{other_end, placeholder};
 use crate::storage::{Direction, Edge, EntitySummary, Step};
@@ -46,6 +47,13 @@ pub async fn neighborhood(
     let mut missing_seeds = Vec::new();
     let mut hop = 0;
     while hop < hops && !frontier.is_empty() {
+        // Nodes go on by themselves for the levels left, then read the last level's summaries.
+        if t.ctx.settings.traverse_locally {
+            t.ahead = Ahead {
+                hops: hops - hop - 1,
+                summaries: true,
+            };
+        }
         let step = t.step(&frontier, t.direction, true).await?;
         let next = absorb(step, &frontier, t.direction, &mut info, &mut edges, &dist);
         if hop == 0 {
@@ -86,6 +94,7 @@ pub async fn neighborhood(
             .cloned()
             .collect();
         if !last.is_empty() {
+            t.ahead = Ahead::default();
             let step = t.step(&last, t.direction, true).await?;
             let beyond = absorb(step, &last, t.direction, &mut info, &mut edges, &dist);
             truncated |= !beyond.is_empty();

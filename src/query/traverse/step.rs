@@ -2,7 +2,7 @@
 //! answers for each (its own copies first), sent as one request per node, failed units retried on
 //! other copies; and the answering side, which runs the step on its copies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,12 +14,16 @@ use crate::query::read::{ask, ReadRequest, ReadResponse};
 use crate::query::scatter::{
     attempt_timeout, copies, join_in_order, suspect, Prefer, ShardsReport,
 };
-use crate::storage::{Direction, ReadScope, RelationFilter, Step};
+use crate::storage::{Direction, Edge, ReadScope, RelationFilter, Step};
+
+use super::ahead::{
+    read_ahead, Ahead, AheadItem, Followed, TraversalStats, Traversed, AHEAD_BYTES,
+};
 
 /// Relations one traversal may collect before it is refused as too large.
 pub const MAX_TRAVERSED_RELATIONS: usize = 2_000_000;
 /// Largest answer of one traversal step from one node (below the transport's message limit).
-const MAX_STEP_BYTES: usize = 12 << 20;
+pub const MAX_STEP_BYTES: usize = 12 << 20;
 
 /// Most frontier ids in one request (keeps answers well below the transport's message limit).
 const STEP_IDS: usize = 1000;
@@ -44,7 +48,7 @@ pub enum TraverseError {
 }
 
 /// Where a traversal runs: the map, the deadline, partial-answer policy, how fresh its reads
-/// must be, and what it covered.
+/// must be, how far answering nodes may go on by themselves, and what it covered.
 pub struct Traversal<'a> {
     pub ctx: &'a Arc<NodeContext>,
     pub map: ShardMap,
@@ -53,8 +57,22 @@ pub struct Traversal<'a> {
     pub direction: Direction,
     pub filter: RelationFilter,
     pub scope: ReadScope,
+    /// What the next steps that follow relations let answering nodes read ahead; set by the
+    /// search before each step.
+    pub ahead: Ahead,
     touched: BTreeSet<u32>,
     failed: BTreeMap<u32, (Option<String>, String)>,
+    /// Expansions nodes read ahead, by entity, until a step asks for them.
+    read_ahead: HashMap<String, ReadAhead>,
+    followed: Followed,
+    rounds: u64,
+}
+
+/// An entity's expansion a node read ahead.
+struct ReadAhead {
+    node: String,
+    direction: Direction,
+    item: AheadItem,
 }
 
 impl<'a> Traversal<'a> {
@@ -75,9 +93,61 @@ impl<'a> Traversal<'a> {
             direction,
             filter,
             scope,
+            ahead: Ahead::default(),
             touched: BTreeSet::new(),
             failed: BTreeMap::new(),
+            read_ahead: HashMap::new(),
+            followed: Followed::default(),
+            rounds: 0,
         }
+    }
+
+    /// How this traversal ran: relations followed, local and remote, and network rounds.
+    pub fn stats(&self) -> TraversalStats {
+        TraversalStats {
+            relations_local: self.followed.local,
+            relations_remote: self.followed.remote,
+            rounds: self.rounds,
+        }
+    }
+
+    /// Counts `edges`, expanded from `starts` on `node`, as followed.
+    fn follow(&mut self, node: &str, starts: &HashSet<&str>, edges: &[Edge], direction: Direction) {
+        let before = self.followed;
+        self.followed
+            .count(&self.map, node, starts, edges, direction);
+        self.ctx.metrics.followed(
+            self.followed.local - before.local,
+            self.followed.remote - before.remote,
+        );
+    }
+
+    /// Takes the expansions of `ids` read ahead (in `direction`, with relations when
+    /// `relations`) into `out`; returns the ids still to ask for.
+    fn take_read_ahead(
+        &mut self,
+        ids: &[String],
+        direction: Direction,
+        relations: bool,
+        out: &mut Step,
+    ) -> Vec<String> {
+        let mut ask = Vec::new();
+        for id in ids {
+            let usable =
+                |r: &ReadAhead| !relations || (r.direction == direction && r.item.edges.is_some());
+            let Some(r) = self.read_ahead.remove(id).filter(usable) else {
+                ask.push(id.clone());
+                continue;
+            };
+            self.touched.insert(r.item.shard);
+            out.entities.extend(r.item.summary);
+            if relations {
+                let edges = r.item.edges.unwrap_or_default();
+                self.follow(&r.node, &HashSet::from([id.as_str()]), &edges, direction);
+                out.edges.extend(edges);
+            }
+        }
+        ask
     }
 
     /// The shards this traversal asked, and which of them did not answer.
@@ -92,16 +162,25 @@ impl<'a> Traversal<'a> {
     }
 
     /// One step: the summaries of `ids` and, when `relations`, their relations in `direction`.
-    /// The ids are grouped by shard and cut into units of at most [`STEP_IDS`]; each attempt
-    /// sends the units still open to the copy that attempt picks, one request per node per
-    /// [`STEP_IDS`] ids, and a unit that fails moves to the shard's next copy.
+    /// Expansions read ahead by earlier steps are taken as they are. The other ids are grouped
+    /// by shard and cut into units of at most [`STEP_IDS`]; each attempt sends the units still
+    /// open to the copy that attempt picks, one request per node per [`STEP_IDS`] ids, and a
+    /// unit that fails moves to the shard's next copy. With relations, answering nodes read
+    /// ahead as [`Traversal::ahead`] allows.
     pub async fn step(
         &mut self,
         ids: &[String],
         direction: Direction,
         relations: bool,
     ) -> Result<Step, TraverseError> {
-        let by_shard = ids_by_shard(ids, self.map.shards);
+        let mut out = Step::default();
+        let ids = self.take_read_ahead(ids, direction, relations, &mut out);
+        let ahead = if relations {
+            self.ahead
+        } else {
+            Ahead::default()
+        };
+        let by_shard = ids_by_shard(&ids, self.map.shards);
         self.touched.extend(by_shard.keys().copied());
         // Units of work: (shard, ids), with the copies to try; failed shards are not asked again.
         let mut open: Vec<Unit> = Vec::new();
@@ -125,7 +204,6 @@ impl<'a> Traversal<'a> {
                 }
             }
         }
-        let mut out = Step::default();
         let mut attempt = 0;
         while !open.is_empty() {
             let left = self.deadline.saturating_duration_since(Instant::now());
@@ -148,6 +226,8 @@ impl<'a> Traversal<'a> {
                     batches.push(vec![u]);
                 }
             }
+            self.rounds += 1;
+            self.ctx.metrics.traversal_round();
             let mut calls = tokio::task::JoinSet::new();
             for (node, batches) in per_node {
                 for batch in batches {
@@ -161,6 +241,7 @@ impl<'a> Traversal<'a> {
                         direction,
                         filter: self.filter.clone(),
                         relations,
+                        ahead,
                     };
                     let (ctx, node, scope) = (self.ctx.clone(), node.clone(), self.scope.clone());
                     calls.spawn(async move {
@@ -183,16 +264,26 @@ impl<'a> Traversal<'a> {
                     }
                 };
                 match answer {
-                    Ok(ReadResponse::Traversed(results)) => {
+                    Ok(ReadResponse::Traversed(Traversed { parts, ahead })) => {
                         // Answers come per part, in the order sent.
-                        if results.len() != batch.len() {
+                        if parts.len() != batch.len() {
                             fail_all(&mut open, "answered a different number of parts".into());
                             continue;
                         }
-                        for (&u, (_, result)) in batch.iter().zip(results) {
+                        for item in ahead {
+                            let r = ReadAhead {
+                                node: node.clone(),
+                                direction,
+                                item,
+                            };
+                            self.read_ahead.insert(r.item.id.clone(), r);
+                        }
+                        for (&u, (_, result)) in batch.iter().zip(parts) {
                             match result {
                                 Ok(step) => {
                                     done[u] = true;
+                                    let starts = open[u].ids.iter().map(String::as_str).collect();
+                                    self.follow(&node, &starts, &step.edges, direction);
                                     out.entities.extend(step.entities);
                                     out.edges.extend(step.edges);
                                 }
@@ -231,12 +322,48 @@ impl<'a> Traversal<'a> {
     }
 }
 
-/// On the node holding the copies: one step for each `(shard, ids)`, the shards in parallel.
+/// On the node holding the copies: one step for each `(shard, ids)`, the shards in parallel,
+/// then, when the step follows relations, what `ahead` lets this node read on by itself.
+#[allow(clippy::too_many_arguments)]
 pub async fn step_here(
     ctx: &Arc<NodeContext>,
     parts: Vec<(u32, Vec<String>)>,
     direction: Direction,
     filter: RelationFilter,
+    relations: bool,
+    ahead: Ahead,
+    scope: &ReadScope,
+) -> Traversed {
+    let asked: Vec<String> = parts.iter().flat_map(|(_, ids)| ids.clone()).collect();
+    let parts = step_parts(ctx, parts, direction, &filter, relations, scope).await;
+    let used: usize = parts
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(step_bytes)
+        .sum();
+    let ahead = if relations && !ahead.is_none() {
+        let edges: Vec<Edge> = parts
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|s| s.edges.iter().cloned())
+            .collect();
+        let budget = AHEAD_BYTES.min(MAX_STEP_BYTES.saturating_sub(used));
+        read_ahead(
+            ctx, &asked, &edges, direction, &filter, ahead, scope, budget,
+        )
+        .await
+    } else {
+        Vec::new()
+    };
+    Traversed { parts, ahead }
+}
+
+/// One step for each `(shard, ids)` on this node's copies, the shards in parallel.
+async fn step_parts(
+    ctx: &Arc<NodeContext>,
+    parts: Vec<(u32, Vec<String>)>,
+    direction: Direction,
+    filter: &RelationFilter,
     relations: bool,
     scope: &ReadScope,
 ) -> Vec<(u32, Result<Step, Error>)> {

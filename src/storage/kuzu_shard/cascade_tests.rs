@@ -429,7 +429,7 @@ fn large_graph(n: usize) -> Vec<Batch> {
 /// The ids the entity full-text index finds for `word` (each id once), and how many hits it gave.
 async fn text_hits(shard: &KuzuShard, word: &str) -> (Vec<String>, usize) {
     let hits = read(
-        &shard,
+        shard,
         RetrievalRead::TextSearch {
             index: TextIndex::EntityText,
             words: word.into(),

@@ -1,0 +1,322 @@
+//! Going on locally: a node that answers a traversal step also expands, by itself, the far ends
+//! of the step's relations whose shards it holds in sync, for as many further levels as the
+//! asker allows ([`Ahead`]), and sends those expansions back with the step ([`Traversed`]). The
+//! asker keeps them per entity and does not ask for those entities again, so a search goes back
+//! to the network only for the entities no node that already answered holds.
+//!
+//! An entity's expansion (its summary and its relations in one direction under one filter) is
+//! the same whoever asks and whenever in the search, so reading it one level early changes no
+//! answer; it only moves work from a later round into this one. A node stops going on at
+//! [`AHEAD_IDS`] entities or [`AHEAD_BYTES`] per request; what it did not read is asked later.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::other_end;
+use crate::cluster::shard_map::{in_sync_here, ShardMap};
+use crate::error::Error;
+use crate::graph::partition::shard_of;
+use crate::node::context::NodeContext;
+use crate::query::scatter::join_in_order;
+use crate::storage::{Direction, Edge, EntitySummary, ReadScope, RelationFilter, Step};
+
+/// Most entities one node expands ahead for one request.
+pub const AHEAD_IDS: usize = 2000;
+/// Most bytes (estimated) of expansions ahead in one answer (less when the step's own answer
+/// leaves less room below [`super::step::MAX_STEP_BYTES`]).
+pub const AHEAD_BYTES: usize = 4 << 20;
+
+/// How far a node answering a traversal step goes on by itself over the copies it holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ahead {
+    /// Further levels whose relations it expands.
+    pub hops: u32,
+    /// After those, whether it reads the summaries of the last level's far ends.
+    pub summaries: bool,
+}
+
+impl Ahead {
+    pub fn is_none(&self) -> bool {
+        self.hops == 0 && !self.summaries
+    }
+}
+
+/// One entity read ahead: its summary (`None`: not an entity of the graph, or a stub) and, when
+/// its level expanded relations, its relations in the step's direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AheadItem {
+    pub id: String,
+    pub shard: u32,
+    pub summary: Option<EntitySummary>,
+    pub edges: Option<Vec<Edge>>,
+}
+
+/// A node's answer to one traversal step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traversed {
+    /// Per part asked, in the order asked: what it found or why it could not.
+    pub parts: Vec<(u32, Result<Step, Error>)>,
+    /// What the node read ahead, per entity.
+    pub ahead: Vec<AheadItem>,
+}
+
+/// Relations a traversal followed, by whether the node that expanded a relation's near end
+/// also holds its far end's shard (`local`: the search could go on there) or not (`remote`).
+/// A relation counts once per end the search expanded it from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Followed {
+    pub local: u64,
+    pub remote: u64,
+}
+
+/// What a traversal's answer says about how it ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TraversalStats {
+    /// Relations followed where the node that expanded the near end also holds the far end's
+    /// shard (the search went on there without the network, or could have).
+    pub relations_local: u64,
+    /// Relations followed to a far end whose shard the expanding node does not hold.
+    pub relations_remote: u64,
+    /// Network rounds of steps (each one request per node that answers).
+    pub rounds: u64,
+}
+
+impl Followed {
+    /// Counts `edges`, expanded from `starts` (in `direction`) on `node`.
+    pub fn count(
+        &mut self,
+        map: &ShardMap,
+        node: &str,
+        starts: &HashSet<&str>,
+        edges: &[Edge],
+        direction: Direction,
+    ) {
+        for edge in edges {
+            for start in [&edge.source, &edge.target] {
+                if !starts.contains(start.as_str()) {
+                    continue;
+                }
+                let Some(far) = other_end(edge, start, direction) else {
+                    continue;
+                };
+                let held = map
+                    .assignment(shard_of(far, map.shards))
+                    .is_some_and(|a| a.is_in_sync(node));
+                if held {
+                    self.local += 1;
+                } else {
+                    self.remote += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The far ends of `edges` from `starts` in `direction` that are not in `seen`.
+pub fn far_ends(
+    starts: &HashSet<&str>,
+    edges: &[Edge],
+    direction: Direction,
+    seen: &HashSet<String>,
+) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for edge in edges {
+        for start in [&edge.source, &edge.target] {
+            if starts.contains(start.as_str()) {
+                if let Some(far) = other_end(edge, start, direction) {
+                    if !seen.contains(far) {
+                        out.insert(far.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Splits one shard's step over `ids` into one item per id.
+fn items_of(
+    shard: u32,
+    ids: &[String],
+    step: Step,
+    direction: Direction,
+    relations: bool,
+) -> Vec<AheadItem> {
+    let mut items: BTreeMap<&str, AheadItem> = ids
+        .iter()
+        .map(|id| {
+            let item = AheadItem {
+                id: id.clone(),
+                shard,
+                summary: None,
+                edges: relations.then(Vec::new),
+            };
+            (id.as_str(), item)
+        })
+        .collect();
+    for e in step.entities {
+        if let Some(item) = items.get_mut(e.id.as_str()) {
+            item.summary = Some(e);
+        }
+    }
+    for edge in step.edges {
+        for start in [&edge.source, &edge.target] {
+            if other_end(&edge, start, direction).is_none() {
+                continue;
+            }
+            if let Some(edges) = items.get_mut(start.as_str()).and_then(|i| i.edges.as_mut()) {
+                if !edges.contains(&edge) {
+                    edges.push(edge.clone());
+                }
+            }
+        }
+    }
+    items.into_values().collect()
+}
+
+fn item_bytes(item: &AheadItem) -> usize {
+    let summary = item.summary.as_ref().map_or(0, |e| {
+        e.id.len() + e.title.len() + e.kind.len() + e.description.len() + 24
+    });
+    let edges = item
+        .edges
+        .iter()
+        .flatten()
+        .map(|e| e.id.len() + e.source.len() + e.target.len() + e.description.len() + 16);
+    item.id.len() + summary + edges.sum::<usize>()
+}
+
+/// What one node reads ahead after answering a step over `asked` (the ids of the parts) whose
+/// relations were `edges`: levels of expansions over the copies it holds in sync, as `ahead`
+/// allows, within [`AHEAD_IDS`] entities and `budget` bytes. A copy that fails is left to the
+/// asker.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_ahead(
+    ctx: &Arc<NodeContext>,
+    asked: &[String],
+    edges: &[Edge],
+    direction: Direction,
+    filter: &RelationFilter,
+    ahead: Ahead,
+    scope: &ReadScope,
+    budget: usize,
+) -> Vec<AheadItem> {
+    let me = ctx.node_id().as_str().to_string();
+    let Some(map) = ctx.shard_map.get() else {
+        return Vec::new();
+    };
+    let generation = ctx.cluster.generation();
+    let mut seen: HashSet<String> = asked.iter().cloned().collect();
+    let starts: HashSet<&str> = asked.iter().map(String::as_str).collect();
+    let mut next = far_ends(&starts, edges, direction, &seen);
+    let (mut out, mut ids, mut bytes) = (Vec::new(), 0, 0);
+    for level in 0..=ahead.hops {
+        let relations = level < ahead.hops;
+        if next.is_empty() || (!relations && !ahead.summaries) {
+            break;
+        }
+        // This level: the far ends held here, in shards, within the caps.
+        let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for id in next {
+            let shard = shard_of(&id, map.shards);
+            if ids < AHEAD_IDS && in_sync_here(Some(&map), shard, &me, generation).is_ok() {
+                seen.insert(id.clone());
+                by_shard.entry(shard).or_default().push(id);
+                ids += 1;
+            }
+        }
+        let steps = join_in_order(by_shard.into_iter().map(|(shard, ids)| {
+            let (ctx, filter, scope) = (ctx.clone(), filter.clone(), scope.clone());
+            async move {
+                let step = match ctx.storage.open(shard).await {
+                    Ok(store) => {
+                        store
+                            .traverse_step(ids.clone(), direction, filter, relations, &scope)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                (shard, ids, step)
+            }
+        }))
+        .await;
+        let mut level_items = Vec::new();
+        for (shard, ids, step) in steps {
+            let Ok(step) = step else { continue };
+            level_items.extend(items_of(shard, &ids, step, direction, relations));
+        }
+        let mut level_edges = Vec::new();
+        let mut level_ids = Vec::new();
+        for item in level_items {
+            bytes += item_bytes(&item);
+            if bytes > budget {
+                return out;
+            }
+            level_ids.push(item.id.clone());
+            level_edges.extend(item.edges.iter().flatten().cloned());
+            out.push(item);
+        }
+        let starts: HashSet<&str> = level_ids.iter().map(String::as_str).collect();
+        next = far_ends(&starts, &level_edges, direction, &seen);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(id: &str, source: &str, target: &str) -> Edge {
+        Edge {
+            id: id.into(),
+            source: source.into(),
+            target: target.into(),
+            description: String::new(),
+            weight: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_step_splits_into_the_expansion_of_each_entity() {
+        let step = Step {
+            entities: vec![super::super::placeholder("a")],
+            edges: vec![
+                edge("r1", "a", "b"),
+                edge("r2", "b", "c"),
+                edge("r3", "c", "a"),
+            ],
+        };
+        let ids = ["a".to_string(), "b".to_string(), "x".to_string()];
+        let items = items_of(7, &ids, step.clone(), Direction::Out, true);
+        let by_id: BTreeMap<&str, &AheadItem> = items.iter().map(|i| (i.id.as_str(), i)).collect();
+        assert!(by_id["a"].summary.is_some());
+        assert!(
+            by_id["b"].summary.is_none(),
+            "no summary: not an entity here"
+        );
+        assert_eq!(by_id["a"].edges, Some(vec![edge("r1", "a", "b")]));
+        assert_eq!(by_id["b"].edges, Some(vec![edge("r2", "b", "c")]));
+        assert_eq!(by_id["x"].edges, Some(vec![]));
+        let both = items_of(7, &ids, step, Direction::Both, false);
+        assert!(both.iter().all(|i| i.edges.is_none()), "summaries only");
+    }
+
+    #[test]
+    fn far_ends_follow_the_direction_and_skip_what_was_seen() {
+        let edges = [
+            edge("r1", "a", "b"),
+            edge("r2", "c", "a"),
+            edge("r3", "a", "d"),
+        ];
+        let starts = HashSet::from(["a"]);
+        let seen = HashSet::from(["d".to_string()]);
+        assert_eq!(far_ends(&starts, &edges, Direction::Out, &seen), ["b"]);
+        assert_eq!(far_ends(&starts, &edges, Direction::In, &seen), ["c"]);
+        assert_eq!(
+            far_ends(&starts, &edges, Direction::Both, &seen),
+            ["b", "c"]
+        );
+    }
+}
