@@ -6,7 +6,7 @@
 //! through another node the whole time; none of its writes fails.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use torua_testkit::{wait, ClusterOptions, TestCluster, Writer};
