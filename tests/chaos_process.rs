@@ -466,12 +466,12 @@ impl Tally {
             .collect::<Vec<_>>()
             .join(", ")
     }
-    fn examples(&self) -> String {
-        self.classes
-            .iter()
-            .map(|(c, (_, e))| format!("    {c}: e.g. {e}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    /// Prints `{what}: {total} ({show})` and, when there are any, the first example of each class.
+    fn print(&self, what: &str) {
+        eprintln!("{what}: {} ({})", self.total(), self.show());
+        for (c, (_, e)) in &self.classes {
+            eprintln!("    {c}: e.g. {e}");
+        }
     }
 }
 
@@ -920,6 +920,11 @@ fn log_tails(cluster: &TestCluster, lines: usize) -> String {
         .map(|n| format!("--- {} ---\n{}", n.id, n.log_tail(lines)))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The median and 99th percentile of the latencies `v` (ms), for the figures.
+fn latency(v: &[u64]) -> String {
+    format!("p50 {} ms, p99 {} ms", pct(v, 0.5), pct(v, 0.99))
 }
 
 fn pct(v: &[u64], p: f64) -> u64 {
@@ -1658,41 +1663,27 @@ fn chaos_kill_9_restarts_and_wipes_under_load_lose_nothing() {
         if abandoned { ", ABANDONED (cluster did not heal)" } else { "" }
     );
     eprintln!(
-        "writes: {} batches acknowledged ({} entities, {} relations), {} failed: {}; ingest p50 {} ms, p99 {} ms, max {} ms; longest time without an acknowledged write {:.1} s",
+        "writes: {} batches acknowledged ({} entities, {} relations); ingest {}, max {} ms; longest time without an acknowledged write {:.1} s",
         s.batches_acked,
         s.entities_acked,
         s.relations_acked,
-        s.write_failures.total(),
-        s.write_failures.show(),
-        pct(&s.write_ms, 0.5),
-        pct(&s.write_ms, 0.99),
+        latency(&s.write_ms),
         s.write_ms.iter().max().copied().unwrap_or(0),
         s.longest_ack_gap.as_secs_f64()
     );
-    if s.write_failures.total() > 0 {
-        eprintln!("  write failure examples:\n{}", s.write_failures.examples());
-    }
+    s.write_failures.print("  failed writes");
+    eprintln!("deletes: {} acknowledged", s.deletes_acked);
+    s.delete_failures.print("  failed deletes");
     eprintln!(
-        "deletes: {} acknowledged, {} failed: {}",
-        s.deletes_acked,
-        s.delete_failures.total(),
-        s.delete_failures.show()
-    );
-    eprintln!(
-        "reads: {right} complete and right ({:?}), {} partial, {} stale, {} refused ({}), {} skipped (raced a delete), {} WRONG; right answers p50 {} ms, p99 {} ms",
+        "reads: {right} complete and right ({:?}), {} partial, {} stale, {} skipped (raced a delete), {} WRONG; right answers {}",
         s.reads_right,
         s.reads_partial,
         s.reads_stale,
-        s.reads_refused.total(),
-        s.reads_refused.show(),
         s.reads_skipped,
         s.wrong_count,
-        pct(&s.read_ms, 0.5),
-        pct(&s.read_ms, 0.99)
+        latency(&s.read_ms)
     );
-    if s.reads_refused.total() > 0 {
-        eprintln!("  refused read examples:\n{}", s.reads_refused.examples());
-    }
+    s.reads_refused.print("  refused reads");
     let greens: Vec<String> = rounds
         .iter()
         .map(|r| {

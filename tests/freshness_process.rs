@@ -29,6 +29,21 @@ struct Answer {
     retry_after: Option<String>,
 }
 
+impl Answer {
+    /// Status, `x-torua-behind` and body, for a failure message.
+    fn show(&self) -> String {
+        format!("{} {:?} {}", self.status, self.behind, self.body)
+    }
+}
+
+/// Checks that `a` is a fresh point read: a 200 of the entity with `description`, not marked behind.
+fn check_fresh(f: &mut Failures, a: &Answer, description: &str, what: &str) {
+    f.check(
+        a.status == 200 && a.body["entity"]["description"] == description && a.behind.is_none(),
+        || format!("{what}: {}", a.show()),
+    );
+}
+
 fn call(cluster: &TestCluster, method: &str, path: &str, body: Option<&Value>) -> Answer {
     let request = with_key(agent().request(method, &cluster.node(0).url(path)))
         .timeout(Duration::from_secs(15));
@@ -56,19 +71,26 @@ fn upsert(cluster: &TestCluster, entities: &[(&str, &str)], within: Duration) {
     assert_eq!(answer["errors"], false, "ingest: {answer}");
 }
 
-#[test]
-fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
-    let started = Instant::now();
-    let mut f = Failures::default();
+/// One node holding the only copy of the only shard, green, whose applier stalls every round
+/// after the first (`STALL_LATER_ROUNDS`); reads wait up to 300 ms for pending writes, and the
+/// primary takes no new write while pending ones have waited over 2 s.
+fn stalling_cluster() -> TestCluster {
     let options = ClusterOptions::graph(1)
         .set("TORUA_SHARDS", "1")
         .set("TORUA_REPLICAS", "1")
         .set("TORUA_READ_WAIT", "300ms")
         .set("TORUA_MAX_APPLY_LAG", "2s")
         .set("TORUA_FAILPOINTS", STALL_LATER_ROUNDS);
-    let mut cluster = TestCluster::new(1, options).unwrap();
-    cluster.start_all().unwrap();
+    let mut cluster = TestCluster::start(1, options).unwrap();
     cluster.wait_green(Duration::from_secs(60)).unwrap();
+    cluster
+}
+
+#[test]
+fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let cluster = stalling_cluster();
 
     // v1 applied (the first round, or after one stall if another round came first).
     upsert(&cluster, &[("fr-0", "v1"), ("fr-1", "v1")], T);
@@ -81,7 +103,7 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
         );
         match (a.status, a.behind.as_deref()) {
             (200, None) if a.body["entity"]["description"] == "v1" => Ok(()),
-            _ => Err(format!("{} {:?} {}", a.status, a.behind, a.body)),
+            _ => Err(a.show()),
         }
     });
     assert!(applied.is_ok(), "v1 never read back: {applied:?}");
@@ -119,14 +141,11 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
         "/graph/entities/fr-0?freshness=strict",
         None,
     );
-    f.check(
-        a.status == 200 && a.body["entity"]["description"] == "v1" && a.behind.is_none(),
-        || {
-            format!(
-                "a read of an item no pending write touches: {} {:?} {}",
-                a.status, a.behind, a.body
-            )
-        },
+    check_fresh(
+        &mut f,
+        &a,
+        "v1",
+        "a read of an item no pending write touches",
     );
 
     let a = call(&cluster, "GET", "/graph/entities/fr-2", None);
@@ -217,32 +236,22 @@ fn reads_answer_from_applied_writes_marked_behind_or_wait_when_strict() {
     // acknowledged once they are applied, so v2 is readable, unmarked, right after.
     upsert(&cluster, &[("fr-3", "after")], Duration::from_secs(40));
     let a = call(&cluster, "GET", "/graph/entities/fr-1", None);
-    f.check(
-        a.status == 200 && a.body["entity"]["description"] == "v2" && a.behind.is_none(),
-        || {
-            format!(
-                "a write was acknowledged while older ones waited past TORUA_MAX_APPLY_LAG: {} {:?} {}",
-                a.status, a.behind, a.body
-            )
-        },
-    );
+    let what = "a write was acknowledged while older ones waited past TORUA_MAX_APPLY_LAG";
+    check_fresh(&mut f, &a, "v2", what);
 
     // The applier caught up: fresh, unmarked answers.
     let fresh = wait::poll(Duration::from_secs(45), Duration::from_millis(250), || {
         let a = call(&cluster, "GET", "/graph/entities/fr-2", None);
         match (a.status, a.behind.as_deref()) {
             (200, None) => Ok(()),
-            _ => Err(format!("{} {:?} {}", a.status, a.behind, a.body)),
+            _ => Err(a.show()),
         }
     });
     f.check(fresh.is_ok(), || {
         format!("the new entity never read back unmarked: {fresh:?}")
     });
     let a = call(&cluster, "GET", "/graph/entities/fr-1", None);
-    f.check(
-        a.status == 200 && a.body["entity"]["description"] == "v2" && a.behind.is_none(),
-        || format!("after the catch-up: {} {:?} {}", a.status, a.behind, a.body),
-    );
+    check_fresh(&mut f, &a, "v2", "after the catch-up");
     let metrics = call(&cluster, "GET", "/metrics", None);
     let counted = metrics
         .body

@@ -541,16 +541,7 @@ fn drain_and_rolling_restart_fail_no_request() {
         // to the other nodes meanwhile and must see no failure.
         for i in 0..3 {
             load.set_targets(bases(&cluster, Some(i), 3));
-            let t = Instant::now();
-            cluster
-                .node_mut(i)
-                .terminate(Duration::from_secs(90))
-                .unwrap();
-            eprintln!(
-                "node-{} drained and stopped in {:.1} s",
-                i + 1,
-                t.elapsed().as_secs_f64()
-            );
+            cluster.node_mut(i).terminate_timed(Duration::from_secs(90));
             let log = cluster.node(i).log_tail(50);
             f.check(log.contains("drained"), || {
                 format!("node-{} did not drain before leaving: {log}", i + 1)

@@ -127,6 +127,27 @@ fn converged(cluster: &mut TestCluster, f: &mut Failures) {
     });
 }
 
+/// Checks that the copies converge (see [`converged`]), that the log of one of the nodes
+/// `found_by` says `found` (the `fault` copy was noticed) and that node 2 rebuilt that copy from
+/// a snapshot.
+fn check_rebuilt(
+    cluster: &mut TestCluster,
+    f: &mut Failures,
+    found_by: &[usize],
+    found: &str,
+    fault: &str,
+) {
+    converged(cluster, f);
+    let logs: String = found_by.iter().map(|&i| log(cluster, i)).collect();
+    f.check(logs.contains(found), || {
+        format!("no log says {found:?}: the {fault} copy went unnoticed (did the fault fire?)")
+    });
+    f.check(
+        log(cluster, 1).contains("installed a copy from a snapshot"),
+        || format!("node 2 did not rebuild its {fault} copy from a snapshot"),
+    );
+}
+
 /// Node `i`'s log.
 fn log(cluster: &TestCluster, i: usize) -> String {
     std::fs::read_to_string(&cluster.node(i).log_path).unwrap_or_default()
@@ -166,14 +187,13 @@ fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
     let mut f = Failures::default();
     let mut cluster = start(3, ClusterOptions::graph(3), 1, REFUSE_WRITES);
     ingest(&cluster, 300);
-    converged(&mut cluster, &mut f);
-    let log = log(&cluster, 1);
-    f.check(log.contains("leaving the in-sync set"), || {
-        "node 2 never took its broken copy out of the in-sync set (did the fault fire?)".into()
-    });
-    f.check(log.contains("installed a copy from a snapshot"), || {
-        "node 2 did not rebuild its broken copy from a snapshot".into()
-    });
+    check_rebuilt(
+        &mut cluster,
+        &mut f,
+        &[1],
+        "leaving the in-sync set",
+        "broken",
+    );
     f.finish("repair of a copy that refused writes", started);
 }
 
@@ -207,14 +227,13 @@ fn a_stuck_copy_leaves_the_in_sync_set_and_is_rebuilt() {
             started.elapsed()
         )
     });
-    converged(&mut cluster, &mut f);
-    let log = log(&cluster, 1);
-    f.check(log.contains("applies nothing while writes wait"), || {
-        "node 2 never found its stuck copy (did the fault fire?)".into()
-    });
-    f.check(log.contains("installed a copy from a snapshot"), || {
-        "node 2 did not rebuild its stuck copy from a snapshot".into()
-    });
+    check_rebuilt(
+        &mut cluster,
+        &mut f,
+        &[1],
+        "applies nothing while writes wait",
+        "stuck",
+    );
     f.finish("repair of a stuck copy", started);
 }
 
@@ -244,14 +263,12 @@ fn a_copy_that_silently_lost_writes_is_found_by_anti_entropy_and_rebuilt() {
         .set("TORUA_ANTI_ENTROPY_INTERVAL", "1s");
     let mut cluster = start(3, o, 1, LOSE_ONE_ROUND);
     ingest(&cluster, 300);
-    converged(&mut cluster, &mut f);
-    let logs: String = (0..3).map(|i| log(&cluster, i)).collect();
-    f.check(logs.contains("differs from the majority"), || {
-        "no primary found the copy that lost writes (did the fault fire?)".into()
-    });
-    f.check(
-        log(&cluster, 1).contains("installed a copy from a snapshot"),
-        || "node 2 did not rebuild the copy that lost writes from a snapshot".into(),
+    check_rebuilt(
+        &mut cluster,
+        &mut f,
+        &[0, 1, 2],
+        "differs from the majority",
+        "diverged",
     );
     f.finish("anti-entropy repair of a copy that lost writes", started);
 }

@@ -71,6 +71,9 @@ impl StreamService for Sink {
     }
 }
 
+/// The sending side of a test stream.
+type Stream = BatchSender<Vec<u64>, Ack>;
+
 /// Opens a stream from `from` to `to` whose header is named `name`; the receiver pauses
 /// `delay_us` after each batch.
 async fn open(
@@ -78,7 +81,7 @@ async fn open(
     to: &Endpoint,
     name: &str,
     delay_us: u64,
-) -> Result<BatchSender<Vec<u64>, Ack>, TransportError> {
+) -> Result<Stream, TransportError> {
     let header = Header {
         name: name.into(),
         delay_us,
@@ -101,10 +104,28 @@ fn pair(receiver_config: TransportConfig) -> (Endpoint, Endpoint, Arc<Progress>)
     (a, b, progress)
 }
 
+/// The default configuration with frames limited to `bytes`.
+fn max_message(bytes: usize) -> TransportConfig {
+    TransportConfig {
+        max_message_size: bytes,
+        ..TransportConfig::default()
+    }
+}
+
+/// A sender and a receiver (see [`pair`]) and an open stream between them (see [`open`]).
+async fn streaming(
+    receiver_config: TransportConfig,
+    name: &str,
+    delay_us: u64,
+) -> (Endpoint, Endpoint, Arc<Progress>, Stream) {
+    let (a, b, progress) = pair(receiver_config);
+    let tx = open(&a, &b, name, delay_us).await.unwrap();
+    (a, b, progress, tx)
+}
+
 #[tokio::test]
 async fn ten_thousand_batches_arrive_in_order_and_are_acked() {
-    let (a, b, progress) = pair(TransportConfig::default());
-    let mut tx = open(&a, &b, "load-10k", 0).await.unwrap();
+    let (_a, _b, progress, mut tx) = streaming(TransportConfig::default(), "load-10k", 0).await;
     let mut expected = 0u64;
     for i in 0..10_000u64 {
         let batch: Vec<u64> = (i..i + 16).collect();
@@ -132,8 +153,7 @@ async fn slow_receiver_applies_backpressure() {
         stream_receive_window: 64 * 1024,
         ..TransportConfig::default()
     };
-    let (a, b, progress) = pair(config);
-    let mut tx = open(&a, &b, "load-slow", 2_000).await.unwrap();
+    let (_a, _b, progress, mut tx) = streaming(config, "load-slow", 2_000).await;
     let batch: Vec<u64> = vec![u64::MAX; 1024]; // 1024 * 10 bytes of varints ≈ 10 KiB
     let max_lag = AtomicI64::new(0);
     for _ in 0..200 {
@@ -157,8 +177,7 @@ async fn slow_receiver_applies_backpressure() {
 
 #[tokio::test]
 async fn dropped_sender_is_an_error_not_a_clean_end() {
-    let (a, b, progress) = pair(TransportConfig::default());
-    let mut tx = open(&a, &b, "load-drop", 0).await.unwrap();
+    let (a, b, progress, mut tx) = streaming(TransportConfig::default(), "load-drop", 0).await;
     tx.send(&vec![1, 2, 3]).await.unwrap();
     // Wait until the handler is running (a reset before that never reaches a handler).
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -184,12 +203,7 @@ async fn dropped_sender_is_an_error_not_a_clean_end() {
 
 #[tokio::test]
 async fn oversize_frames_are_refused_on_both_sides() {
-    let small = TransportConfig {
-        max_message_size: 4 * 1024,
-        ..TransportConfig::default()
-    };
-    let (a, b, _) = pair(small);
-    let mut tx = open(&a, &b, "load-big", 0).await.unwrap();
+    let (_a, b, _, mut tx) = streaming(max_message(4 * 1024), "load-big", 0).await;
     tx.send(&vec![1; 10]).await.unwrap();
     // Over the receiver's limit: the receiver refuses and the sender learns why.
     let big = vec![u64::MAX; 4096];
@@ -203,13 +217,7 @@ async fn oversize_frames_are_refused_on_both_sides() {
     assert!(e.to_string().contains("limit"), "{e}");
 
     // Over the sender's own limit: refused locally.
-    let sender_small = endpoint(
-        "s",
-        TransportConfig {
-            max_message_size: 1024,
-            ..TransportConfig::default()
-        },
-    );
+    let sender_small = endpoint("s", max_message(1024));
     let mut tx = open(&sender_small, &b, "load-big", 0).await.unwrap();
     let e = tx.send(&big).await.unwrap_err();
     assert!(matches!(e, TransportError::MessageTooLarge { .. }), "{e}");

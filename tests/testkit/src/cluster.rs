@@ -265,6 +265,18 @@ impl NodeProc {
         Ok(())
     }
 
+    /// SIGTERM, waits up to `wait` for the exit (panics if the process outlives it) and prints how
+    /// long the graceful leave took.
+    pub fn terminate_timed(&mut self, wait: Duration) {
+        let started = Instant::now();
+        self.terminate(wait).unwrap();
+        eprintln!(
+            "{} exited {:.2} s after SIGTERM",
+            self.id,
+            started.elapsed().as_secs_f64()
+        );
+    }
+
     /// Stops the process (SIGSTOP) without killing it: it stays bound but silent.
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
