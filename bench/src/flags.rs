@@ -1,6 +1,6 @@
 //! The benchmark programs' command line: an optional subcommand, then `--flag value` pairs, each
 //! value parsed with an error that names the flag and what it expects; the flags every program
-//! takes ([`Common`]).
+//! takes ([`Common`]) and those of a program that generates a graph from a seed ([`Generated`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -105,6 +105,47 @@ impl Common {
     }
 }
 
+/// The size and shape of a generated graph (`--entities`, `--relations`, `--seed`, `--skew`):
+/// entities, relations between them drawn by a power law of exponent `skew` (a few entities
+/// get most of the relations), all from the random numbers of `seed`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Generated {
+    pub entities: usize,
+    pub relations: usize,
+    pub seed: u64,
+    pub skew: f64,
+}
+
+impl Default for Generated {
+    /// 100 000 entities, 1 000 000 relations, seed 42, skew 0.6.
+    fn default() -> Self {
+        Generated {
+            entities: 100_000,
+            relations: 1_000_000,
+            seed: 42,
+            skew: 0.6,
+        }
+    }
+}
+
+impl Generated {
+    /// Takes `flag` if it is one of the graph's flags (with its value `v`); false for any other.
+    pub fn take(&mut self, flag: &str, v: &Value) -> Result<bool> {
+        match flag {
+            "--entities" => v.set(&mut self.entities, "a count"),
+            "--relations" => v.set(&mut self.relations, "a count"),
+            "--seed" => v.set(&mut self.seed, "an integer"),
+            "--skew" => v.set(&mut self.skew, "an exponent in [0, 1)"),
+            _ => Ok(false),
+        }
+    }
+
+    /// How a label names the graph: "100000 entities, 1000000 relations".
+    pub fn describe(&self) -> String {
+        format!("{} entities, {} relations", self.entities, self.relations)
+    }
+}
+
 /// A flag's value.
 pub struct Value {
     flag: String,
@@ -123,6 +164,15 @@ impl Value {
         T::Err: std::error::Error + Send + Sync + 'static,
     {
         self.text.parse().with_context(|| self.bad(what))
+    }
+
+    /// Parses the value into `field` (see [`Value::parse`]); true: the flag is taken.
+    pub fn set<T: FromStr>(&self, field: &mut T, what: &str) -> Result<bool>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        *field = self.parse(what)?;
+        Ok(true)
     }
 
     /// A comma-separated list of `T`, e.g. `1,10,100`.

@@ -111,26 +111,28 @@ pub fn existing_torua_bin() -> Result<String> {
 pub type Bench<A> = fn(&A, &mut Out) -> Result<Vec<Value>>;
 
 /// Runs the benchmark `command` names, or every one of `benches` for `all` (with the arguments
-/// `common` makes: only the flags every benchmark shares carry over).
+/// `common` makes: only the flags every benchmark shares carry over), then [`Out::finish`]es.
 pub fn dispatch<A>(
     command: &str,
     args: &A,
     common: impl FnOnce() -> A,
     benches: &[(&str, Bench<A>)],
-    out: &mut Out,
+    mut out: Out,
     usage: &str,
 ) -> Result<()> {
     if command == "all" {
         let common = common();
         for (_, bench) in benches {
-            bench(&common, out)?;
+            bench(&common, &mut out)?;
         }
-        return Ok(());
+    } else {
+        match benches.iter().find(|(name, _)| *name == command) {
+            Some((_, bench)) => bench(args, &mut out)?,
+            None => bail!("unknown benchmark {command:?}\n{usage}"),
+        };
     }
-    match benches.iter().find(|(name, _)| *name == command) {
-        Some((_, bench)) => bench(args, out).map(|_| ()),
-        None => bail!("unknown benchmark {command:?}\n{usage}"),
-    }
+    out.finish();
+    Ok(())
 }
 
 /// Creates the folder `path` is in (when it names one).

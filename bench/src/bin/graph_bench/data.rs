@@ -80,7 +80,13 @@ pub(crate) fn text_units(rng: &mut Rng, lo: usize, hi: usize, pool: usize) -> Ve
         .collect()
 }
 
-pub(crate) fn generate(n_entities: usize, n_relations: usize, seed: u64, skew: f64) -> Graph {
+pub(crate) fn generate(shape: &Generated) -> Graph {
+    let Generated {
+        entities: n_entities,
+        relations: n_relations,
+        seed,
+        skew,
+    } = *shape;
     let mut rng = Rng(seed);
     let pool = (n_entities / 2).max(1);
     let mut entities: Vec<Entity> = (0..n_entities)

@@ -84,7 +84,7 @@ use point_read::*;
 use query_phase::*;
 use statements::*;
 use torua_bench::cluster::{start_green, target_name, Sizing};
-use torua_bench::flags::{Common, Flags};
+use torua_bench::flags::{Common, Flags, Generated};
 use torua_bench::kuzu::{
     open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATIONS_IN,
     RELATIONS_OUT, RELATION_CSV_HEADER,
@@ -117,10 +117,7 @@ The torua binary is $TORUA_BIN, else the one next to this executable.";
 #[derive(Debug, Clone)]
 struct Args {
     cmd: String,
-    entities: usize,
-    relations: usize,
-    seed: u64,
-    skew: f64,
+    graph: Generated,
     batch: usize,
     clients: usize,
     targets: Vec<String>,
@@ -155,10 +152,7 @@ fn parse_args() -> Result<Args> {
     };
     let mut a = Args {
         cmd,
-        entities: 100_000,
-        relations: 1_000_000,
-        seed: 42,
-        skew: 0.6,
+        graph: Generated::default(),
         batch: 5000,
         clients: 4,
         targets: targets.iter().map(|s| s.to_string()).collect(),
@@ -180,10 +174,6 @@ fn parse_args() -> Result<Args> {
     while let Some(flag) = f.next_flag() {
         let v = f.value(&flag)?;
         match flag.as_str() {
-            "--entities" => a.entities = v.parse("a count")?,
-            "--relations" => a.relations = v.parse("a count")?,
-            "--seed" => a.seed = v.parse("an integer")?,
-            "--skew" => a.skew = v.parse("an exponent in [0, 1)")?,
             "--batch" => a.batch = v.parse("a count")?,
             "--clients" => a.clients = v.parse("a count")?,
             "--targets" => a.targets = v.known_names("target", &TARGETS)?,
@@ -206,7 +196,7 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--query-max-relations" => a.query_max_relations = v.parse("a count")?,
-            _ if a.sizing.take(&flag, &v)? => {}
+            _ if a.graph.take(&flag, &v)? || a.sizing.take(&flag, &v)? => {}
             _ => f.common(&flag, v, &mut a.common)?,
         }
     }
@@ -220,17 +210,22 @@ fn parse_args() -> Result<Args> {
     }
     if a.query_seeds
         .iter()
-        .any(|&n| n == 0 || n > 1000 || n > a.entities)
+        .any(|&n| n == 0 || n > 1000 || n > a.graph.entities)
         || a.query_hops.iter().any(|&h| !(1..=3).contains(&h))
         || !(1..=100_000).contains(&a.query_max_nodes)
         || !(1..=1_000_000).contains(&a.query_max_relations)
     {
         bail!("--query-seeds in 1..=1000 (and at most --entities), --query-hops in 1..=3, --query-max-nodes in 1..=100000, --query-max-relations in 1..=1000000");
     }
-    if a.entities < 2 || a.batch == 0 || a.clients == 0 || a.nodes == 0 || a.sizing.shards == 0 {
+    if a.graph.entities < 2
+        || a.batch == 0
+        || a.clients == 0
+        || a.nodes == 0
+        || a.sizing.shards == 0
+    {
         bail!("--entities must be at least 2, --batch, --clients, --nodes and --shards at least 1");
     }
-    if !(0.0..1.0).contains(&a.skew) {
+    if !(0.0..1.0).contains(&a.graph.skew) {
         bail!("--skew must be in [0, 1)");
     }
     Ok(a)
@@ -244,7 +239,7 @@ impl Args {
         self.common
             .label
             .clone()
-            .unwrap_or_else(|| format!("{} entities, {} relations", self.entities, self.relations))
+            .unwrap_or_else(|| self.graph.describe())
     }
 }
 
@@ -259,14 +254,14 @@ fn main() -> Result<()> {
         args.common.json.as_deref(),
         json!({
             "bench": "graph", "cmd": args.cmd, "label": args.label(),
-            "entities": args.entities, "relations": args.relations, "seed": args.seed, "skew": args.skew,
+            "entities": args.graph.entities, "relations": args.graph.relations, "seed": args.graph.seed, "skew": args.graph.skew,
             "batch": args.batch, "clients": args.clients, "shards": args.sizing.shards,
             "memory_mb": args.sizing.memory_mb, "env": args.common.env,
         }),
         true,
     )?;
     let t = Instant::now();
-    let g = generate(args.entities, args.relations, args.seed, args.skew);
+    let g = generate(&args.graph);
     let mut degrees: Vec<i64> = g.entities.iter().map(|e| e.degree).collect();
     degrees.sort_unstable();
     let n = degrees.len();
@@ -365,8 +360,8 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         "\ngraph ingest: {} entities + {} relations (seed {}, skew {}), batches of {}, {} client threads, {} shards, {} MB per node",
         g.entities.len(),
         g.relations.len(),
-        args.seed,
-        args.skew,
+        args.graph.seed,
+        args.graph.skew,
         args.batch,
         args.clients,
         args.sizing.shards,

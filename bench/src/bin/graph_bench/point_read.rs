@@ -115,7 +115,7 @@ pub(crate) fn point_reads(
         .timeout(Duration::from_secs(30))
         .build();
     let base = cluster.node(0).url("/graph/entities/");
-    let mut rng = Rng(args.seed ^ 0x005E_ED0F_4EAD);
+    let mut rng = Rng(args.graph.seed ^ 0x005E_ED0F_4EAD);
     let mut r = ReadResult {
         embedded: vec![],
         per_call: vec![],

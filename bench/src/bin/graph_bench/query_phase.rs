@@ -80,7 +80,7 @@ pub(crate) fn query_phase(
 ) -> Result<QueryPhase> {
     let conn = Connection::new(db)?;
     let mut bfs = Bfs::new(&conn, args.query_embedded)?;
-    let mut rng = Rng(args.seed ^ 0xCA1B_0000);
+    let mut rng = Rng(args.graph.seed ^ 0xCA1B_0000);
     let sample: Vec<String> = (0..20)
         .map(|_| g.entities[rng.below(g.entities.len())].id.clone())
         .collect();
@@ -114,7 +114,7 @@ pub(crate) fn query_phase(
                     args.query_reps
                 };
                 // The same seed sets for every target of the run.
-                let rng = Rng(args.seed
+                let rng = Rng(args.graph.seed
                     ^ 0x6E16_4B0D_0000_0000
                     ^ (u64::from(hops) << 40)
                     ^ ((seeds as u64) << 8));

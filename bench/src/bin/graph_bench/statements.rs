@@ -12,7 +12,7 @@ pub(crate) fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 pub(crate) fn statements(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
     let (db, _) = ingest_copy(dir, g, args.sizing.memory_mb)?;
     let conn = Connection::new(&db)?;
-    let mut rng = Rng(args.seed ^ 0xD1A6);
+    let mut rng = Rng(args.graph.seed ^ 0xD1A6);
     let rfields = relation_fields();
     let n = g.entities.len();
     let new: Vec<Vec<KValue>> = (0..args.batch)

@@ -152,6 +152,13 @@ impl Args {
     }
 }
 
+/// The subcommands (`all` runs each in turn).
+const BENCHES: [(&str, Bench<Args>); 3] = [
+    ("convergence", convergence),
+    ("failover", failover),
+    ("false-deaths", false_deaths),
+];
+
 /// `100ms`, `1s`, `0.5s` → milliseconds (only what the benchmarks need to label results).
 fn parse_ms(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -200,18 +207,11 @@ fn main() -> Result<()> {
         false,
     )?;
     out.start("membership", &args.cmd, &args.label(), Some(bin))?;
-    let benches: [(&str, Bench<Args>); 3] = [
-        ("convergence", convergence),
-        ("failover", failover),
-        ("false-deaths", false_deaths),
-    ];
     // Sizes and trial counts are per benchmark; only the common flags carry over to `all`.
     let common = || Args {
         sizes: None,
         trials: None,
         ..args.clone()
     };
-    dispatch(&args.cmd, &args, common, &benches, &mut out, USAGE)?;
-    out.finish();
-    Ok(())
+    dispatch(&args.cmd, &args, common, &BENCHES, out, USAGE)
 }

@@ -49,13 +49,13 @@ pub(crate) fn around(rng: &mut Rng, centre: &[f64], noise: f64) -> Vec<f64> {
 }
 
 pub(crate) fn generate(a: &Args) -> Graph {
-    let mut rng = Rng(a.seed);
+    let mut rng = Rng(a.graph.seed);
     let vocab = vocabulary(&mut rng, VOCAB, 2, 3);
     let names: Vec<String> = vocabulary(&mut rng, NAMES, 3, 4)
         .into_iter()
         .map(|w| w.to_uppercase())
         .collect();
-    let n0 = (a.entities / 400).max(20);
+    let n0 = (a.graph.entities / 400).max(20);
     let n1 = n0.div_ceil(10);
     let centres: Vec<Vec<f64>> = (0..n0)
         .map(|_| {
@@ -88,12 +88,12 @@ pub(crate) fn generate(a: &Args) -> Graph {
             }
         })
         .collect();
-    let cluster: Vec<usize> = (0..a.entities).map(|_| rng.below(n0)).collect();
+    let cluster: Vec<usize> = (0..a.graph.entities).map(|_| rng.below(n0)).collect();
     let mut members: Vec<Vec<usize>> = vec![vec![]; n0];
     for (i, &c) in cluster.iter().enumerate() {
         members[c].push(i);
     }
-    let mut entities: Vec<Entity> = (0..a.entities)
+    let mut entities: Vec<Entity> = (0..a.graph.entities)
         .map(|i| {
             let c = cluster[i];
             let mut text_unit_ids: Vec<String> = (0..rng.range(1, 4))
@@ -117,19 +117,19 @@ pub(crate) fn generate(a: &Args) -> Graph {
             }
         })
         .collect();
-    let sources = permutation(&mut rng, a.entities);
-    let targets = permutation(&mut rng, a.entities);
+    let sources = permutation(&mut rng, a.graph.entities);
+    let targets = permutation(&mut rng, a.graph.entities);
     let relations = relations(
         &mut rng,
         &mut entities,
-        a.relations,
+        a.graph.relations,
         |rng| {
-            let s = sources[power_law(rng, a.entities, a.skew)];
+            let s = sources[power_law(rng, a.graph.entities, a.graph.skew)];
             let t = if rng.below(2) == 0 {
                 let m = &members[cluster[s]];
                 m[rng.below(m.len())]
             } else {
-                targets[power_law(rng, a.entities, a.skew)]
+                targets[power_law(rng, a.graph.entities, a.graph.skew)]
             };
             (s, t)
         },

@@ -72,7 +72,7 @@ use load::*;
 use measure::*;
 use queries::*;
 use torua_bench::cluster::{start_green, target_name, Sizing};
-use torua_bench::flags::{Common, Flags};
+use torua_bench::flags::{Common, Flags, Generated};
 use torua_bench::kuzu::{
     csv_list, open_embedded, rows_for_ids, EntityCsv, RelationCsv, ENTITY_CSV_HEADER, RELATIONS_IN,
     RELATIONS_OUT, RELATION_CSV_HEADER,
@@ -106,12 +106,10 @@ The torua binary is $TORUA_BIN, else the one next to this executable.";
 
 #[derive(Debug, Clone, Serialize)]
 struct Args {
-    entities: usize,
-    relations: usize,
+    #[serde(flatten)]
+    graph: Generated,
     chunks: usize,
     dim: usize,
-    seed: u64,
-    skew: f64,
     nodes: Vec<usize>,
     #[serde(flatten)]
     sizing: Sizing,
@@ -136,12 +134,9 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
-        entities: 100_000,
-        relations: 1_000_000,
+        graph: Generated::default(),
         chunks: 50_000,
         dim: 384,
-        seed: 42,
-        skew: 0.6,
         nodes: vec![1, 3],
         sizing: Sizing::default(),
         batch: 1000,
@@ -164,8 +159,8 @@ fn parse_args() -> Result<Args> {
     let mut f = Flags::from_env(USAGE);
     while let Some(flag) = f.next_flag() {
         if flag == "--small" {
-            a.entities = 5000;
-            a.relations = 50_000;
+            a.graph.entities = 5000;
+            a.graph.relations = 50_000;
             a.chunks = 2500;
             a.queries = 100;
             a.recall_queries = 30;
@@ -173,12 +168,8 @@ fn parse_args() -> Result<Args> {
         }
         let v = f.value(&flag)?;
         match flag.as_str() {
-            "--entities" => a.entities = v.parse("a count")?,
-            "--relations" => a.relations = v.parse("a count")?,
             "--chunks" => a.chunks = v.parse("a count")?,
             "--dim" => a.dim = v.parse("a dimension")?,
-            "--seed" => a.seed = v.parse("an integer")?,
-            "--skew" => a.skew = v.parse("an exponent")?,
             "--nodes" => a.nodes = v.list("node counts like 1,3")?,
             "--batch" => a.batch = v.parse("a count")?,
             "--relation-batch" => a.relation_batch = v.parse("a count")?,
@@ -197,14 +188,14 @@ fn parse_args() -> Result<Args> {
             "--embedded-efs" => a.embedded_efs = v.parse("a count")?,
             "--embedded-memory-mb" => a.embedded_memory_mb = v.parse("megabytes")?,
             "--min-available-mb" => a.min_available_mb = v.parse("megabytes")?,
-            _ if a.sizing.take(&flag, &v)? => {}
+            _ if a.graph.take(&flag, &v)? || a.sizing.take(&flag, &v)? => {}
             _ => f.common(&flag, v, &mut a.common)?,
         }
     }
-    if a.entities < 100 || a.chunks == 0 || a.dim == 0 || a.queries == 0 {
+    if a.graph.entities < 100 || a.chunks == 0 || a.dim == 0 || a.queries == 0 {
         bail!("--entities at least 100, --chunks, --dim and --queries at least 1");
     }
-    if !(1..=100).contains(&a.top_k) || a.hops > 3 || !(0.0..1.0).contains(&a.skew) {
+    if !(1..=100).contains(&a.top_k) || a.hops > 3 || !(0.0..1.0).contains(&a.graph.skew) {
         bail!("--top-k in 1..=100, --hops in 0..=3, --skew in [0, 1)");
     }
     if a.batch == 0 || a.relation_batch == 0 || a.clients == 0 {
@@ -258,7 +249,7 @@ fn run(
 ) -> Result<()> {
     let mut doc = json!({
         "bench": "retrieve",
-        "label": a.common.label.clone().unwrap_or_else(|| format!("{} entities, {} relations, {} chunks, dim {}", a.entities, a.relations, a.chunks, a.dim)),
+        "label": a.common.label.clone().unwrap_or_else(|| format!("{}, {} chunks, dim {}", a.graph.describe(), a.chunks, a.dim)),
         "args": a,
         "data": {"entities": g.items.entities.len(), "relations": g.items.relations.len(), "chunks": g.items.chunks.len(),
                  "communities": g.items.communities.len(), "dim": a.dim, "degree_p50": degree_p50, "degree_max": degree_max,

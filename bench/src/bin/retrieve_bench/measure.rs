@@ -37,7 +37,7 @@ pub(crate) fn measure(
         .as_ref()
         .is_none_or(|i| i.iter().any(|x| x == "community_reports"));
     // Calibration sample: neighbours-sized sets of entity ids, a seed-sized set of chunk ids.
-    let mut rng = Rng(a.seed ^ 0xca1);
+    let mut rng = Rng(a.graph.seed ^ 0xca1);
     let sample_e: Vec<String> = (0..200)
         .map(|_| {
             g.items.entities[rng.below(g.items.entities.len())]

@@ -67,7 +67,7 @@ pub(crate) fn make_queries(a: &Args, g: &Graph) -> Result<Queries> {
 }
 
 fn requests(a: &Args, g: &Graph) -> Result<Vec<Query>> {
-    let mut rng = Rng(a.seed ^ 0x5eed_9e7e);
+    let mut rng = Rng(a.graph.seed ^ 0x5eed_9e7e);
     (0..a.warmup + a.queries)
         .map(|_| {
             let i = rng.below(g.items.entities.len());

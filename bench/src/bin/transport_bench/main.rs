@@ -159,6 +159,13 @@ impl Args {
     }
 }
 
+/// The subcommands (`all` runs each in turn).
+const BENCHES: [(&str, Bench<Args>); 3] = [
+    ("rtt", rtt),
+    ("broadcast", broadcast),
+    ("health-load", health_load),
+];
+
 // ------------------------------------------------------------------------------------------------
 // Output
 
@@ -236,11 +243,6 @@ fn main() -> Result<()> {
     let needs_torua = args.cmd != "rtt";
     let bin = needs_torua.then(existing_torua_bin).transpose()?;
     out.start("transport", &args.cmd, &args.label(), bin)?;
-    let benches: [(&str, Bench<Args>); 3] = [
-        ("rtt", rtt),
-        ("broadcast", broadcast),
-        ("health-load", health_load),
-    ];
     // Counts are per benchmark; only the common flags carry over to `all`.
     let common = || Args {
         count: None,
@@ -248,7 +250,5 @@ fn main() -> Result<()> {
         nodes: None,
         ..args.clone()
     };
-    dispatch(&args.cmd, &args, common, &benches, &mut out, USAGE)?;
-    out.finish();
-    Ok(())
+    dispatch(&args.cmd, &args, common, &BENCHES, out, USAGE)
 }
