@@ -50,7 +50,7 @@ impl StreamService for Sink {
         while let Some(batch) = batches.next().await {
             match batch {
                 Ok(b) => {
-                    sum = sum.wrapping_add(b.iter().sum::<u64>());
+                    sum = b.iter().fold(sum, |acc, x| acc.wrapping_add(*x));
                     self.0.received.fetch_add(1, Ordering::SeqCst);
                     if header.delay_us > 0 {
                         tokio::time::sleep(Duration::from_micros(header.delay_us)).await;
