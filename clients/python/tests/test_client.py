@@ -187,6 +187,8 @@ def test_query_neighborhood_and_path(client: torua.Client) -> None:
     n = client.neighborhood([a], hops=2)
     assert {e.id for e in n.entities} >= {a, b, c}
     assert {e.hop for e in n.entities if e.id == c} == {2}
+    followed = n.traversal.relations_local + n.traversal.relations_remote
+    assert followed >= 2 and n.traversal.rounds >= 1, n.traversal
     filtered = client.neighborhood(b, min_weight=2.0, direction="out")
     assert [r.target for r in filtered.relations] == [c]
     assert client.neighborhood(["no-such-entity"]).missing_seeds == ["no-such-entity"]

@@ -29,17 +29,20 @@ pub const AHEAD_IDS: usize = 2000;
 pub const AHEAD_BYTES: usize = 4 << 20;
 
 /// How far a node answering a traversal step goes on by itself over the copies it holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ahead {
     /// Further levels whose relations it expands.
     pub hops: u32,
     /// After those, whether it reads the summaries of the last level's far ends.
     pub summaries: bool,
+    /// The shards (sorted) whose entities it may read ahead: those the asker would send to this
+    /// node anyway, so that no two nodes read the same entity ahead.
+    pub shards: Vec<u32>,
 }
 
 impl Ahead {
     pub fn is_none(&self) -> bool {
-        self.hops == 0 && !self.summaries
+        (self.hops == 0 && !self.summaries) || self.shards.is_empty()
     }
 }
 
@@ -221,7 +224,9 @@ pub async fn read_ahead(
         let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for id in next {
             let shard = shard_of(&id, map.shards);
-            if ids < AHEAD_IDS && in_sync_here(Some(&map), shard, &me, generation).is_ok() {
+            let mine = ahead.shards.binary_search(&shard).is_ok()
+                && in_sync_here(Some(&map), shard, &me, generation).is_ok();
+            if ids < AHEAD_IDS && mine {
                 seen.insert(id.clone());
                 by_shard.entry(shard).or_default().push(id);
                 ids += 1;

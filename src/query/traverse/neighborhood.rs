@@ -52,6 +52,7 @@ pub async fn neighborhood(
             t.ahead = Ahead {
                 hops: hops - hop - 1,
                 summaries: true,
+                shards: Vec::new(),
             };
         }
         let step = t.step(&frontier, t.direction, true).await?;

@@ -64,6 +64,8 @@ pub struct Traversal<'a> {
     failed: BTreeMap<u32, (Option<String>, String)>,
     /// Expansions nodes read ahead, by entity, until a step asks for them.
     read_ahead: HashMap<String, ReadAhead>,
+    /// Per node, the shards this traversal sends to it first (its read-ahead shards).
+    designated: Option<BTreeMap<String, Vec<u32>>>,
     followed: Followed,
     rounds: u64,
 }
@@ -97,6 +99,7 @@ impl<'a> Traversal<'a> {
             touched: BTreeSet::new(),
             failed: BTreeMap::new(),
             read_ahead: HashMap::new(),
+            designated: None,
             followed: Followed::default(),
             rounds: 0,
         }
@@ -120,6 +123,23 @@ impl<'a> Traversal<'a> {
             self.followed.local - before.local,
             self.followed.remote - before.remote,
         );
+    }
+
+    /// Per node, the shards whose steps go to it first (sorted).
+    fn designated(&mut self) -> &BTreeMap<String, Vec<u32>> {
+        let (ctx, map) = (self.ctx, &self.map);
+        self.designated.get_or_insert_with(|| {
+            let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            for shard in 0..map.shards {
+                if let Some(first) = copies(ctx, map, shard, Prefer::Local)
+                    .ok()
+                    .and_then(|c| c.into_iter().next())
+                {
+                    by_node.entry(first).or_default().push(shard);
+                }
+            }
+            by_node
+        })
     }
 
     /// Takes the expansions of `ids` read ahead (in `direction`, with relations when
@@ -175,11 +195,7 @@ impl<'a> Traversal<'a> {
     ) -> Result<Step, TraverseError> {
         let mut out = Step::default();
         let ids = self.take_read_ahead(ids, direction, relations, &mut out);
-        let ahead = if relations {
-            self.ahead
-        } else {
-            Ahead::default()
-        };
+        let read_ahead = relations && (self.ahead.hops > 0 || self.ahead.summaries);
         let by_shard = ids_by_shard(&ids, self.map.shards);
         self.touched.extend(by_shard.keys().copied());
         // Units of work: (shard, ids), with the copies to try; failed shards are not asked again.
@@ -226,6 +242,11 @@ impl<'a> Traversal<'a> {
                     batches.push(vec![u]);
                 }
             }
+            let ahead_shards = if read_ahead {
+                self.designated().clone()
+            } else {
+                BTreeMap::new()
+            };
             self.rounds += 1;
             self.ctx.metrics.traversal_round();
             let mut calls = tokio::task::JoinSet::new();
@@ -241,7 +262,10 @@ impl<'a> Traversal<'a> {
                         direction,
                         filter: self.filter.clone(),
                         relations,
-                        ahead,
+                        ahead: Ahead {
+                            shards: ahead_shards.get(&node).cloned().unwrap_or_default(),
+                            ..self.ahead.clone()
+                        },
                     };
                     let (ctx, node, scope) = (self.ctx.clone(), node.clone(), self.scope.clone());
                     calls.spawn(async move {

@@ -351,6 +351,16 @@ class ShardsReport(Model):
 
 
 @dataclass
+class TraversalStats(Model):
+    """How a traversal ran: relations followed where the expanding node also holds the far
+    end's shard (`relations_local`) or not (`relations_remote`), and rounds of requests."""
+
+    relations_local: int = 0
+    relations_remote: int = 0
+    rounds: int = 0
+
+
+@dataclass
 class IngestResult(Model):
     """`POST /graph/ingest` (summed over the batches one `ingest` call sent)."""
 
@@ -471,6 +481,7 @@ class Neighborhood(Model):
     truncated: bool = False
     missing_seeds: List[str] = field(default_factory=list)
     shards_report: ShardsReport = field(default_factory=ShardsReport)
+    traversal: TraversalStats = field(default_factory=TraversalStats)
     took_ms: int = 0
 
 
@@ -484,6 +495,7 @@ class Path(Model):
     relations: List[Edge] = field(default_factory=list)
     reason: Optional[str] = None
     shards_report: ShardsReport = field(default_factory=ShardsReport)
+    traversal: TraversalStats = field(default_factory=TraversalStats)
     took_ms: int = 0
 
 
@@ -558,6 +570,7 @@ class Retrieval(Model):
     context_text: str = ""
     tokens: Dict[str, Any] = field(default_factory=dict)
     shards_report: ShardsReport = field(default_factory=ShardsReport)
+    traversal: TraversalStats = field(default_factory=TraversalStats)
     timings_ms: Dict[str, float] = field(default_factory=dict)
     chunk_seeds: Optional[List[Seed]] = None
 
