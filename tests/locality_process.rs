@@ -1,8 +1,9 @@
 //! Traversals that go on locally. Three nodes each hold a copy of every shard (`TORUA_REPLICAS=3`),
 //! so the node answering a traversal's first step holds every far end: it reads the later levels
 //! ahead by itself, and a 2-hop neighbourhood or a retrieval's expansion takes one network round,
-//! with every relation counted as followed locally. Node 3 runs with
-//! `TORUA_TRAVERSE_LOCALLY=false` and must give the same answers in one round per level. A
+//! with every relation counted as followed locally. Nodes 1 and 2 run with
+//! `TORUA_TRAVERSE_LOCALLY=true`, node 3 with the default (`false`), and must give the same
+//! answers in one round per level. A
 //! 5-shard, 2-copy layout over the same nodes then has far ends elsewhere: relations counted as
 //! remote, still the same answers as without reading ahead.
 
@@ -98,7 +99,8 @@ fn traversals_go_on_locally_over_the_copies_a_node_holds() {
         let label = format!("{shards} shards x {replicas} copies");
         let options = ClusterOptions::graph(3)
             .set("TORUA_SHARDS", shards)
-            .set("TORUA_REPLICAS", replicas);
+            .set("TORUA_REPLICAS", replicas)
+            .set("TORUA_TRAVERSE_LOCALLY", "true");
         let mut cluster = TestCluster::new(3, options).unwrap();
         cluster
             .node_mut(2)

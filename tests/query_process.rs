@@ -27,9 +27,12 @@ const SHARDS: u32 = 8;
 /// Pause between two tries of a request whose answer is expected to change (after a kill).
 const RETRY: Duration = Duration::from_millis(250);
 
-/// A green 3-node graph cluster.
+/// A green 3-node graph cluster. Its nodes read traversals ahead (`TORUA_TRAVERSE_LOCALLY`), so
+/// that the reference comparisons below also check the answers built from expansions read ahead;
+/// the other suites run with the default, and `locality_process` compares the two.
 fn green_cluster() -> TestCluster {
-    TestCluster::start_green(3, ClusterOptions::graph(3), SETTLE).unwrap()
+    let options = ClusterOptions::graph(3).set("TORUA_TRAVERSE_LOCALLY", "true");
+    TestCluster::start_green(3, options, SETTLE).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -184,7 +184,10 @@ pub struct ServeArgs {
     /// Whether a node answering a traversal step goes on by itself over the shard copies it
     /// holds (the far ends' relations for the levels left, then their summaries) and sends
     /// that back with the step, so later steps ask the network only for what it did not hold.
-    #[arg(long, env = "TORUA_TRAVERSE_LOCALLY", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Off by default: with entities placed by hash, a far end's shard is sent to another node
+    /// about two times in three, the later rounds stay, and reading ahead made neighbourhoods
+    /// slower (bench/RESULTS.md); it pays when nodes hold most of what a search reaches.
+    #[arg(long, env = "TORUA_TRAVERSE_LOCALLY", default_value_t = false, action = clap::ArgAction::Set)]
     pub traverse_locally: bool,
 
     /// User Cypher statements (`POST /query`) this node runs at once; more wait up to a second,

@@ -165,14 +165,18 @@ fn items_of(
         }
     }
     for edge in step.edges {
-        for start in [&edge.source, &edge.target] {
+        // A self-loop belongs to its entity once.
+        let ends = if edge.source == edge.target {
+            &[&edge.source][..]
+        } else {
+            &[&edge.source, &edge.target][..]
+        };
+        for start in ends {
             if other_end(&edge, start, direction).is_none() {
                 continue;
             }
             if let Some(edges) = items.get_mut(start.as_str()).and_then(|i| i.edges.as_mut()) {
-                if !edges.contains(&edge) {
-                    edges.push(edge.clone());
-                }
+                edges.push(edge.clone());
             }
         }
     }
@@ -291,6 +295,7 @@ mod tests {
                 edge("r1", "a", "b"),
                 edge("r2", "b", "c"),
                 edge("r3", "c", "a"),
+                edge("r4", "x", "x"),
             ],
         };
         let ids = ["a".to_string(), "b".to_string(), "x".to_string()];
@@ -303,7 +308,11 @@ mod tests {
         );
         assert_eq!(by_id["a"].edges, Some(vec![edge("r1", "a", "b")]));
         assert_eq!(by_id["b"].edges, Some(vec![edge("r2", "b", "c")]));
-        assert_eq!(by_id["x"].edges, Some(vec![]));
+        assert_eq!(
+            by_id["x"].edges,
+            Some(vec![edge("r4", "x", "x")]),
+            "a self-loop once"
+        );
         let both = items_of(7, &ids, step, Direction::Both, false);
         assert!(both.iter().all(|i| i.edges.is_none()), "summaries only");
     }
