@@ -601,12 +601,12 @@ impl<'a> Merged<'a> {
         for id in &ids {
             match (self.entities.get(id), found.get(*id)) {
                 (Some(e), None) => {
-                    new_rows.push(entity_row(e, dim));
+                    new_rows.push(shard_entity_row(e, dim));
                     new_ids.push(*id);
                 }
                 (Some(e), Some((stub, hash))) => {
                     if *stub || *hash != content_hash(e) as i64 {
-                        changed.push(entity_row(e, dim));
+                        changed.push(shard_entity_row(e, dim));
                         changed_ids.push(*id);
                     }
                 }
@@ -788,18 +788,9 @@ fn shard_entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
     f
 }
 
-fn entity_row(e: &Entity, dim: usize) -> Vec<Value> {
-    let mut v = vec![
-        s(&e.id),
-        s(&e.title),
-        s(&e.kind),
-        s(&e.description),
-        strings(&e.text_unit_ids),
-        Value::Int64(e.frequency),
-        Value::Int64(e.degree),
-        Value::Bool(false),
-        hash_value(content_hash(e)),
-    ];
+fn shard_entity_row(e: &Entity, dim: usize) -> Vec<Value> {
+    let mut v = entity_row(e);
+    v.extend([Value::Bool(false), hash_value(content_hash(e))]);
     if dim > 0 {
         v.push(embedding_value(&e.embedding));
     }

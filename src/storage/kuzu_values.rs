@@ -3,7 +3,7 @@
 //! the same parameter rows as the shards.
 
 use super::Error;
-use crate::graph::model::Relation;
+use crate::graph::model::{Entity, Relation};
 use kuzu::{Connection, LogicalType, Value};
 
 pub fn err(e: kuzu::Error) -> Error {
@@ -143,6 +143,20 @@ pub fn entity_fields() -> [(&'static str, LogicalType); 7] {
         ("text_unit_ids", string_list()),
         ("frequency", LogicalType::Int64),
         ("degree", LogicalType::Int64),
+    ]
+}
+
+/// A GraphRAG entity as a parameter row of [`entity_fields`] (a shard's rows add their own
+/// columns after these).
+pub fn entity_row(e: &Entity) -> Vec<Value> {
+    vec![
+        s(&e.id),
+        s(&e.title),
+        s(&e.kind),
+        s(&e.description),
+        strings(&e.text_unit_ids),
+        Value::Int64(e.frequency),
+        Value::Int64(e.degree),
     ]
 }
 

@@ -6,8 +6,9 @@
 //!
 //! An entity's expansion (its summary and its relations in one direction under one filter) is
 //! the same whoever asks and whenever in the search, so reading it one level early changes no
-//! answer; it only moves work from a later round into this one. A node stops going on at
-//! [`AHEAD_IDS`] entities or [`AHEAD_BYTES`] per request; what it did not read is asked later.
+//! answer; it only moves work from a later round into this one. A node reads whole levels only,
+//! and stops before a level that would pass [`AHEAD_IDS`] entities, or once the answer passes
+//! [`AHEAD_BYTES`]; what it did not read is asked later.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::query::scatter::join_in_order;
 use crate::storage::{Direction, Edge, EntitySummary, ReadScope, RelationFilter, Step};
 
 /// Most entities one node expands ahead for one request.
-pub const AHEAD_IDS: usize = 2000;
+pub const AHEAD_IDS: usize = 20_000;
 /// Most bytes (estimated) of expansions ahead in one answer (less when the step's own answer
 /// leaves less room below [`super::step::MAX_STEP_BYTES`]).
 pub const AHEAD_BYTES: usize = 4 << 20;
@@ -224,18 +225,23 @@ pub async fn read_ahead(
         if next.is_empty() || (!relations && !ahead.summaries) {
             break;
         }
-        // This level: the far ends held here, in shards, within the caps.
+        // This level: the far ends held here, in shards; a whole level or none, since a level
+        // read in part costs a shard a second pass (often a scan) when the rest is asked.
         let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for id in next {
             let shard = shard_of(&id, map.shards);
             let mine = ahead.shards.binary_search(&shard).is_ok()
                 && in_sync_here(Some(&map), shard, &me, generation).is_ok();
-            if ids < AHEAD_IDS && mine {
-                seen.insert(id.clone());
+            if mine {
                 by_shard.entry(shard).or_default().push(id);
-                ids += 1;
             }
         }
+        let level_size: usize = by_shard.values().map(Vec::len).sum();
+        if ids + level_size > AHEAD_IDS {
+            break;
+        }
+        ids += level_size;
+        seen.extend(by_shard.values().flatten().cloned());
         let steps = join_in_order(by_shard.into_iter().map(|(shard, ids)| {
             let (ctx, filter, scope) = (ctx.clone(), filter.clone(), scope.clone());
             async move {

@@ -3,25 +3,8 @@
 //! strings, `UNWIND` rows and relations as such rows (torua's own builders), and GraphRAG
 //! entities as such rows.
 
-use kuzu::Value;
-
-use crate::graphrag::Entity;
-
-/// The fields of [`entity_row`]'s rows are torua's [`entity_fields`].
+/// Rows of torua's own [`entity_fields`] and [`relation_fields`], built as the shards build them.
 pub use torua::storage::kuzu_values::{
-    entity_fields, relation_fields, relation_row, rows as struct_rows, s as string, string_list,
-    strings,
+    entity_fields, entity_row, relation_fields, relation_row, rows as struct_rows, s as string,
+    string_list, strings,
 };
-
-/// An entity as the parameter row of `UNWIND $rows AS r CREATE (:Entity ...)`.
-pub fn entity_row(e: &Entity) -> Vec<Value> {
-    vec![
-        string(&e.id),
-        string(&e.title),
-        string(&e.kind),
-        string(&e.description),
-        strings(&e.text_unit_ids),
-        Value::Int64(e.frequency),
-        Value::Int64(e.degree),
-    ]
-}

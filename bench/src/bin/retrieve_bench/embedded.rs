@@ -2,6 +2,7 @@
 //! vector and full-text indexes), and the same retrieval computed there.
 
 use super::*;
+use torua_testkit::graphrag::WithEmbedding as _;
 
 /// Room for the baseline database (vectors and indexes of the full-size corpus).
 const MAX_DB_SIZE: u64 = 1 << 37;

@@ -2,6 +2,7 @@
 //! recall and overlap of the answers, and the embedded answers checked for consistency.
 
 use super::*;
+use torua_testkit::graphrag::WithEmbedding as _;
 
 pub(crate) fn overlap(a: &[String], b: &[String]) -> f64 {
     if b.is_empty() {

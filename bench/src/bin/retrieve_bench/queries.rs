@@ -2,6 +2,7 @@
 //! exact nearest neighbours (the recall reference).
 
 use super::*;
+use torua_testkit::graphrag::WithEmbedding as _;
 
 /// A `/retrieve` request (serialised directly: embeddings as short f32 decimals).
 #[derive(Serialize, Default)]
