@@ -4,7 +4,9 @@
 //! all in the entity's own shard: one step of a search is "the relations of these entities",
 //! answered by their shards. Each step groups the frontier by the node that will answer for
 //! each shard (this node's copies first) and sends one request per node; the receiving node
-//! deduplicates and builds the next frontier.
+//! deduplicates and builds the next frontier. Answering nodes may go on over the copies they hold
+//! (`ahead`, behind `TORUA_TRAVERSE_LOCALLY`), and every traversal counts the relations it
+//! followed locally and remotely.
 
 mod ahead;
 mod neighborhood;
