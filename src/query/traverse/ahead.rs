@@ -242,6 +242,8 @@ pub async fn read_ahead(
         }
         ids += level_size;
         seen.extend(by_shard.values().flatten().cloned());
+        let started = std::time::Instant::now();
+        let shards = by_shard.len();
         let steps = join_in_order(by_shard.into_iter().map(|(shard, ids)| {
             let (ctx, filter, scope) = (ctx.clone(), filter.clone(), scope.clone());
             async move {
@@ -257,11 +259,21 @@ pub async fn read_ahead(
             }
         }))
         .await;
+        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut level_items = Vec::new();
         for (shard, ids, step) in steps {
             let Ok(step) = step else { continue };
             level_items.extend(items_of(shard, &ids, step, direction, relations));
         }
+        tracing::debug!(
+            level,
+            relations,
+            entities = level_size,
+            shards,
+            read_ms,
+            split_ms = started.elapsed().as_secs_f64() * 1000.0 - read_ms,
+            "read ahead"
+        );
         let mut level_edges = Vec::new();
         let mut level_ids = Vec::new();
         for item in level_items {

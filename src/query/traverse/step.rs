@@ -193,8 +193,11 @@ impl<'a> Traversal<'a> {
         direction: Direction,
         relations: bool,
     ) -> Result<Step, TraverseError> {
+        let started = Instant::now();
+        let (asked, rounds) = (ids.len(), self.rounds);
         let mut out = Step::default();
         let ids = self.take_read_ahead(ids, direction, relations, &mut out);
+        let read_ahead_hits = asked - ids.len();
         let read_ahead = relations && (self.ahead.hops > 0 || self.ahead.summaries);
         let by_shard = ids_by_shard(&ids, self.map.shards);
         self.touched.extend(by_shard.keys().copied());
@@ -342,6 +345,14 @@ impl<'a> Traversal<'a> {
         if !self.allow_partial && !self.failed.is_empty() {
             return Err(TraverseError::Unavailable(self.report().summary()));
         }
+        tracing::debug!(
+            asked,
+            read_ahead_hits,
+            relations,
+            rounds = self.rounds - rounds,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "traversal step"
+        );
         Ok(out)
     }
 }
