@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::other_end;
+use super::step::{edge_bytes, summary_bytes};
 use crate::cluster::shard_map::{in_sync_here, ShardMap};
 use crate::error::Error;
 use crate::graph::partition::shard_of;
@@ -97,25 +98,32 @@ impl Followed {
         edges: &[Edge],
         direction: Direction,
     ) {
-        for edge in edges {
-            for start in [&edge.source, &edge.target] {
-                if !starts.contains(start.as_str()) {
-                    continue;
-                }
-                let Some(far) = other_end(edge, start, direction) else {
-                    continue;
-                };
-                let held = map
-                    .assignment(shard_of(far, map.shards))
-                    .is_some_and(|a| a.is_in_sync(node));
-                if held {
-                    self.local += 1;
-                } else {
-                    self.remote += 1;
-                }
+        for far in followed_ends(starts, edges, direction) {
+            let held = map
+                .assignment(shard_of(far, map.shards))
+                .is_some_and(|a| a.is_in_sync(node));
+            if held {
+                self.local += 1;
+            } else {
+                self.remote += 1;
             }
         }
     }
+}
+
+/// The far end of each relation of `edges` followed from one of `starts` in `direction`, once
+/// per start it was followed from.
+fn followed_ends<'e>(
+    starts: &'e HashSet<&str>,
+    edges: &'e [Edge],
+    direction: Direction,
+) -> impl Iterator<Item = &'e str> {
+    edges.iter().flat_map(move |edge| {
+        [&edge.source, &edge.target]
+            .into_iter()
+            .filter(|start| starts.contains(start.as_str()))
+            .filter_map(move |start| other_end(edge, start, direction))
+    })
 }
 
 /// The far ends of `edges` from `starts` in `direction` that are not in `seen`.
@@ -125,19 +133,9 @@ pub fn far_ends(
     direction: Direction,
     seen: &HashSet<String>,
 ) -> Vec<String> {
-    let mut out = std::collections::BTreeSet::new();
-    for edge in edges {
-        for start in [&edge.source, &edge.target] {
-            if starts.contains(start.as_str()) {
-                if let Some(far) = other_end(edge, start, direction) {
-                    if !seen.contains(far) {
-                        out.insert(far.to_string());
-                    }
-                }
-            }
-        }
-    }
-    out.into_iter().collect()
+    let far = followed_ends(starts, edges, direction).filter(|far| !seen.contains(*far));
+    let out: std::collections::BTreeSet<&str> = far.collect();
+    out.into_iter().map(str::to_string).collect()
 }
 
 /// Splits one shard's step over `ids` into one item per id.
@@ -185,14 +183,8 @@ fn items_of(
 }
 
 fn item_bytes(item: &AheadItem) -> usize {
-    let summary = item.summary.as_ref().map_or(0, |e| {
-        e.id.len() + e.title.len() + e.kind.len() + e.description.len() + 24
-    });
-    let edges = item
-        .edges
-        .iter()
-        .flatten()
-        .map(|e| e.id.len() + e.source.len() + e.target.len() + e.description.len() + 16);
+    let summary = item.summary.as_ref().map_or(0, summary_bytes);
+    let edges = item.edges.iter().flatten().map(edge_bytes);
     item.id.len() + summary + edges.sum::<usize>()
 }
 

@@ -14,7 +14,7 @@ use crate::query::read::{ask, ReadRequest, ReadResponse};
 use crate::query::scatter::{
     attempt_timeout, copies, join_in_order, suspect, Prefer, ShardsReport,
 };
-use crate::storage::{Direction, Edge, ReadScope, RelationFilter, Step};
+use crate::storage::{Direction, Edge, EntitySummary, ReadScope, RelationFilter, Step};
 
 use super::ahead::{
     read_ahead, Ahead, AheadItem, Followed, TraversalStats, Traversed, AHEAD_BYTES,
@@ -444,15 +444,18 @@ async fn step_parts(
 }
 
 fn step_bytes(step: &Step) -> usize {
-    step.edges
-        .iter()
-        .map(|e| e.id.len() + e.source.len() + e.target.len() + e.description.len() + 16)
-        .sum::<usize>()
-        + step
-            .entities
-            .iter()
-            .map(|e| e.id.len() + e.title.len() + e.kind.len() + e.description.len() + 24)
-            .sum::<usize>()
+    step.edges.iter().map(edge_bytes).sum::<usize>()
+        + step.entities.iter().map(summary_bytes).sum::<usize>()
+}
+
+/// The encoded size of a relation in a step's answer, estimated.
+pub(super) fn edge_bytes(e: &Edge) -> usize {
+    e.id.len() + e.source.len() + e.target.len() + e.description.len() + 16
+}
+
+/// The encoded size of an entity summary in a step's answer, estimated.
+pub(super) fn summary_bytes(e: &EntitySummary) -> usize {
+    e.id.len() + e.title.len() + e.kind.len() + e.description.len() + 24
 }
 
 impl Traversal<'_> {
