@@ -39,6 +39,12 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if deletes && method == Method::DELETE {
         return Some(Role::Write);
     }
+    // A graph algorithm may write results back, and takes the whole cluster's time.
+    let tasks = path.starts_with("/graph/algorithms/")
+        || (path.starts_with("/tasks/") && path.ends_with("/_cancel"));
+    if tasks && method == Method::POST {
+        return Some(Role::Write);
+    }
     Some(Role::Read)
 }
 
@@ -150,6 +156,13 @@ mod tests {
             (Method::DELETE, "/graph/entities/x", Some(Role::Write)),
             (Method::GET, "/graph/documents/x", Some(Role::Read)),
             (Method::DELETE, "/graph/documents/x", Some(Role::Write)),
+            (
+                Method::POST,
+                "/graph/algorithms/pagerank",
+                Some(Role::Write),
+            ),
+            (Method::GET, "/tasks/node-1:1", Some(Role::Read)),
+            (Method::POST, "/tasks/node-1:1/_cancel", Some(Role::Write)),
             (Method::POST, "/query", Some(Role::Admin)),
             (Method::POST, "/broadcast", Some(Role::Admin)),
             (Method::POST, "/nodes/node-2/drain", Some(Role::Admin)),

@@ -3,6 +3,7 @@
 //! and the operator console (`/ui`, static files: [`console`]) needs an API key with the role it
 //! names (see [`auth`]) unless the node runs without keys.
 
+mod algorithms;
 mod auth;
 mod broadcast;
 mod cluster;
@@ -74,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         .route("/graph/neighborhood", post(query::neighborhood))
         .route("/graph/path", post(query::path))
         .route("/retrieve", post(retrieve::retrieve))
+        .route("/graph/algorithms/{name}", post(algorithms::run))
+        .route("/tasks", get(algorithms::list))
+        .route("/tasks/{id}", get(algorithms::get))
+        .route("/tasks/{id}/_cancel", post(algorithms::cancel))
         .route("/metrics", get(health::metrics))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", axum::routing::delete(keys::revoke))

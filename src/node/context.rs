@@ -42,6 +42,8 @@ pub struct NodeContext {
     pub leaving: std::sync::atomic::AtomicBool,
     /// API key checking for the HTTP API.
     pub access: crate::node::access::Access,
+    /// Graph algorithm tasks this node drives or works on.
+    pub algorithms: crate::query::algorithms::Algorithms,
 }
 
 pub struct Settings {

@@ -162,6 +162,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         snapshots: Default::default(),
         leaving: Default::default(),
         access: Access::new(args.auth_enabled(), args.bootstrap_api_key.as_deref()),
+        algorithms: Default::default(),
     });
     if ctx.access.enabled {
         info!(

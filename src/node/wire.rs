@@ -20,6 +20,7 @@ use crate::cluster::messages::{HealthRequest, HealthResponse, MapRequest, MapRes
 use crate::error::Error;
 use crate::node::context::NodeContext;
 use crate::peer::{BoxFuture, Call};
+use crate::query::algorithms::{AlgoRequest, AlgoResponse};
 use crate::query::read::{ReadCall, ReadReply};
 use crate::replication::messages::{ReplicationRequest, ReplicationResponse};
 use crate::replication::snapshot::{SnapshotRequest, SnapshotResponse};
@@ -39,6 +40,8 @@ pub enum PeerRequest {
     Snapshot(SnapshotRequest),
     /// Reads of this node's copies: point reads, traversal steps, Cypher.
     Read(ReadCall),
+    /// Graph algorithm tasks: loading parts, supersteps, values between workers, results.
+    Algo(AlgoRequest),
 }
 
 /// The answer to a [`PeerRequest`]: the same subsystem's response, or why it failed.
@@ -51,6 +54,7 @@ pub enum PeerResponse {
     Snapshot(SnapshotResponse),
     Read(ReadReply),
     Failed(Error),
+    Algo(AlgoResponse),
 }
 
 /// How a subsystem answers its requests on this node: `from` is the asking node's id (proven by
@@ -96,6 +100,7 @@ peer_call!(BroadcastMessage => (), Broadcast);
 peer_call!(ReplicationRequest => ReplicationResponse, Replication);
 peer_call!(SnapshotRequest => SnapshotResponse, Snapshot);
 peer_call!(ReadCall => ReadReply, Read);
+peer_call!(AlgoRequest => AlgoResponse, Algo);
 
 /// Answers peer requests by handing each to its subsystem's handler. Holds a weak reference so
 /// the endpoint does not keep the node alive.
@@ -125,6 +130,7 @@ impl Service for PeerService {
                 answer(r.serve_here(ctx, from).await, PeerResponse::Snapshot)
             }
             PeerRequest::Read(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Read),
+            PeerRequest::Algo(r) => answer(r.serve_here(ctx, from).await, PeerResponse::Algo),
         }
     }
 }

@@ -4,9 +4,11 @@
 //! for what answered, [`merge`] combines the answers, and [`traverse`] runs neighborhoods and
 //! shortest paths step by step across shards. [`run`] drives a `/query` through these steps.
 //! [`read`] answers other nodes' reads of this node's copies and routes point reads to an
-//! in-sync copy; [`state`] is what the read side keeps between requests.
+//! in-sync copy; [`state`] is what the read side keeps between requests. [`algorithms`] runs
+//! graph algorithms (PageRank, components, degree) across shards as tasks.
 
 pub use crate::storage::cypher;
+pub mod algorithms;
 pub mod merge;
 pub mod plan;
 pub mod read;

@@ -318,6 +318,10 @@ fn apply_ops(
                     super::kuzu_cascade::apply(conn, prune, dim)?;
                     i += 1;
                 }
+                WriteOp::SetDegrees(degrees) => {
+                    set_degrees(conn, degrees)?;
+                    i += 1;
+                }
             }
         }
         let missing = late.missing(conn)?;
@@ -709,6 +713,24 @@ impl<'a> Merged<'a> {
         }
         Ok(())
     }
+}
+
+/// Sets the degree of the entities (not stubs) among `degrees` this copy holds.
+fn set_degrees(conn: &Connection, degrees: &[(String, i64)]) -> Result<(), Error> {
+    if degrees.is_empty() {
+        return Ok(());
+    }
+    let fields = [("id", LogicalType::String), ("degree", LogicalType::Int64)];
+    let list = degrees
+        .iter()
+        .map(|(id, d)| vec![s(id), Value::Int64(*d)])
+        .collect();
+    run(
+        conn,
+        "UNWIND $rows AS r MATCH (e:Entity {id: r.id}) WHERE e.stub = false SET e.degree = r.degree",
+        vec![("rows", rows(&fields, list))],
+    )?;
+    Ok(())
 }
 
 /// New relations and their keys. `Create`: one `UNWIND … CREATE` (each endpoint found by its

@@ -539,3 +539,30 @@ const EXPAND_LOOKUP_NS: u64 = 350_000;
 const SUMMARY_LOOKUP_NS: u64 = 66_000;
 const SCAN_ROW_NS: u64 = 70;
 const IN_ITEM_NS: u64 = 3;
+
+/// This copy's part of the whole graph (see [`super::GraphPart`]): entities `owns` says are the
+/// shard's own, and every relation held. Streams the rows: no list of Kuzu values is built.
+pub fn graph_part(
+    conn: &kuzu::Connection,
+    owns: impl Fn(&str) -> bool,
+) -> Result<super::GraphPart, Error> {
+    let query = |q: &str| {
+        conn.query(q)
+            .map_err(|e| Error::Engine(format!("{e} (in {q})")))
+    };
+    let mut part = super::GraphPart::default();
+    for row in query("MATCH (e:Entity) RETURN e.id")? {
+        if let Some(Value::String(id)) = row.into_iter().next() {
+            if owns(&id) {
+                part.vertices.push(id);
+            }
+        }
+    }
+    for row in query("MATCH ()-[r:RELATED]->() RETURN r.source, r.target")? {
+        let mut row = row.into_iter();
+        if let (Some(Value::String(a)), Some(Value::String(b))) = (row.next(), row.next()) {
+            part.relations.push((a, b));
+        }
+    }
+    Ok(part)
+}

@@ -33,8 +33,8 @@ use super::kuzu_values::*;
 use super::pending_items::PendingItems;
 use super::shard_log::{self, ShardLog};
 use super::{
-    ApplyGate, Counts, EntityRecord, Error, InsertMode, RelationRecord, ShardStats, Step,
-    StoreConfig, WriteOp,
+    ApplyGate, Counts, EntityRecord, Error, GraphPart, InsertMode, RelationRecord, ShardStats,
+    Step, StoreConfig, WriteOp,
 };
 use crate::graph::model::{Chunk, Document, Entity};
 
@@ -588,6 +588,17 @@ impl KuzuShard {
             })
         })
         .await
+    }
+
+    /// This copy's part of the whole graph for a graph algorithm (`owns` says which entity ids
+    /// are this shard's own), read after every write logged so far is applied.
+    pub async fn graph_part(
+        &self,
+        owns: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<GraphPart, Error> {
+        self.wait_visible(READ_WAIT).await?;
+        self.read(move |conn| super::kuzu_read::graph_part(conn, owns))
+            .await
     }
 
     /// A checksum of what the copy holds (entities with their descriptions, relations, chunks,

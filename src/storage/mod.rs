@@ -62,6 +62,18 @@ pub enum WriteOp {
     DeleteRelationsOf(String),
     /// One step of removing text units (a document's) and what only they support.
     Prune(Prune),
+    /// Sets the `degree` of these entities (a graph algorithm's result written back); ids this
+    /// copy holds only as stubs, or not at all, are left alone.
+    SetDegrees(Vec<(String, i64)>),
+}
+
+/// One shard copy's part of the whole graph, as a graph algorithm reads it: the ids of the
+/// entities the shard owns (stubs of its own entities too: a relation's end that has not
+/// arrived is still a vertex) and every relation the copy holds, as `(source, target)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GraphPart {
+    pub vertices: Vec<String>,
+    pub relations: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

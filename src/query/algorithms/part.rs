@@ -1,0 +1,476 @@
+//! One shard's share of a graph algorithm: its vertices and edges in compact form, the value of
+//! each vertex, and one superstep at a time (apply the messages of the last step, send along the
+//! edges). Pure computation: no I/O, so the whole exchange can be run in one process by tests.
+//!
+//! Vertices are the entities the shard owns, numbered in id order. An edge's far end is either
+//! one of them (a local index) or a *slot*: a position in the channel to the far end's shard.
+//! Each channel's ids are sent once, when the task connects; after that a message to a shard is
+//! just values in slot order (PageRank) or `(slot, label)` pairs (components), so the ids never
+//! travel again.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::graph::partition::shard_of;
+use crate::storage::GraphPart;
+
+use super::Algorithm;
+
+/// No label yet (components) / a slot whose id the receiving shard does not own.
+const NONE: u32 = u32::MAX;
+
+/// The ids a shard's edges reach in another shard, in slot order.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub to: u32,
+    /// First slot of this channel in the part's slot space, and how many it has.
+    start: usize,
+    len: usize,
+    /// The ids of the slots, until they are sent ([`Part::take_channels`]).
+    ids: Vec<String>,
+}
+
+/// What one shard sends another in a superstep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Values {
+    /// One value per slot of the channel (PageRank's sums).
+    Sums(Vec<f64>),
+    /// Some slots' sums (a long channel's, in pieces).
+    SparseSums(Vec<(u32, f64)>),
+    /// The slots whose vertex should take a smaller label (components).
+    Labels(Vec<(u32, u64)>),
+}
+
+impl Values {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Values::Sums(v) => v.is_empty(),
+            Values::SparseSums(v) => v.is_empty(),
+            Values::Labels(v) => v.is_empty(),
+        }
+    }
+}
+
+/// What a superstep reports to the driver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// PageRank: the sum of |new − old| over the part's vertices.
+    pub delta: f64,
+    /// Components: vertices whose label changed.
+    pub changed: u64,
+}
+
+/// Vertex values per algorithm, with the two message buffers a superstep alternates between:
+/// messages sent in step `n` land in buffer `n % 2` and are applied in step `n + 1`.
+#[derive(Debug)]
+enum State {
+    Rank {
+        damping: f64,
+        rank: Vec<f64>,
+        inbox: [Vec<f64>; 2],
+        out: Vec<f64>,
+    },
+    Label {
+        label: Vec<u64>,
+        changed: Vec<bool>,
+        inbox: [Vec<u64>; 2],
+        out: Vec<u64>,
+    },
+    Degree,
+}
+
+/// One shard's vertices, edges and values for one task.
+#[derive(Debug)]
+pub struct Part {
+    pub shard: u32,
+    ids: Vec<String>,
+    index: HashMap<String, u32>,
+    /// Neighbours of vertex `v`: `targets[offsets[v]..offsets[v + 1]]`; a target below
+    /// `ids.len()` is a local vertex, any other is slot `target - ids.len()`.
+    offsets: Vec<usize>,
+    targets: Vec<u32>,
+    /// PageRank: out-degree; degree: relations at the vertex (a self-loop counts twice).
+    degree: Vec<u32>,
+    pub channels: Vec<Channel>,
+    slots: usize,
+    /// For each shard that sends here: its slot → local vertex (`NONE` when not owned here).
+    incoming: HashMap<u32, Vec<u32>>,
+    state: State,
+}
+
+impl Part {
+    /// Builds the part of `shard` (of `shards`) from what its copy holds. Refuses a part with
+    /// more than `max_edges` edges.
+    pub fn build(
+        shard: u32,
+        shards: u32,
+        algorithm: &Algorithm,
+        mut graph: GraphPart,
+        max_edges: usize,
+    ) -> Result<Part, Error> {
+        graph.vertices.sort_unstable();
+        graph.vertices.dedup();
+        let ids = graph.vertices;
+        let n = ids.len();
+        if n >= NONE as usize {
+            return Err(Error::Invalid(format!(
+                "shard {shard} holds {n} entities; a graph algorithm handles fewer than {NONE} per shard"
+            )));
+        }
+        let index: HashMap<String, u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        let mut degree = vec![0u32; n];
+        let mut edges: Vec<(u32, u32)> = Vec::new();
+        let mut channels: Vec<Channel> = Vec::new();
+        let mut by_shard: HashMap<u32, usize> = HashMap::new();
+        let mut slot_of: HashMap<(u32, String), u32> = HashMap::new();
+        let mut slots = 0usize;
+        // The far end of an edge: a local vertex, or a slot of the channel to its shard.
+        let mut target = |id: &str| -> Option<u32> {
+            let to = shard_of(id, shards);
+            if to == shard {
+                return index.get(id).copied();
+            }
+            if let Some(slot) = slot_of.get(&(to, id.to_string())) {
+                return Some(n as u32 + slot);
+            }
+            let c = *by_shard.entry(to).or_insert_with(|| {
+                channels.push(Channel {
+                    to,
+                    start: 0,
+                    len: 0,
+                    ids: Vec::new(),
+                });
+                channels.len() - 1
+            });
+            channels[c].ids.push(id.to_string());
+            let slot = slots as u32;
+            slots += 1;
+            slot_of.insert((to, id.to_string()), slot);
+            Some(n as u32 + slot)
+        };
+        let own = |id: &str| {
+            if shard_of(id, shards) == shard {
+                index.get(id).copied()
+            } else {
+                None
+            }
+        };
+        for (source, dest) in &graph.relations {
+            let (from, to) = (own(source), own(dest));
+            match algorithm {
+                Algorithm::Degree => {
+                    for v in [from, to].into_iter().flatten() {
+                        degree[v as usize] += 1;
+                    }
+                }
+                Algorithm::PageRank { .. } => {
+                    if let (Some(v), Some(t)) = (from, target(dest)) {
+                        degree[v as usize] += 1;
+                        edges.push((v, t));
+                    }
+                }
+                Algorithm::Components => {
+                    if let (Some(v), Some(t)) = (from, target(dest)) {
+                        edges.push((v, t));
+                    }
+                    if let (Some(v), Some(t)) = (to, target(source)) {
+                        edges.push((v, t));
+                    }
+                }
+            }
+            if edges.len() > max_edges {
+                return Err(Error::Busy(format!(
+                    "shard {shard} would pass this node's limit of {max_edges} edges held for \
+                     graph algorithms; wait for other algorithm tasks to end, or add nodes"
+                )));
+            }
+        }
+        // Slots were numbered in first-seen order across channels; renumber them so each
+        // channel's slots are contiguous, in the order of its ids.
+        let mut renumber = vec![0u32; slots];
+        let mut start = 0usize;
+        for c in &mut channels {
+            c.start = start;
+            c.len = c.ids.len();
+            for (i, id) in c.ids.iter().enumerate() {
+                let old = slot_of[&(c.to, id.clone())] as usize;
+                renumber[old] = (start + i) as u32;
+            }
+            start += c.ids.len();
+        }
+        edges.sort_unstable();
+        let mut offsets = vec![0usize; n + 1];
+        let mut targets = Vec::with_capacity(edges.len());
+        for (v, t) in edges {
+            offsets[v as usize + 1] += 1;
+            targets.push(if (t as usize) < n {
+                t
+            } else {
+                n as u32 + renumber[t as usize - n]
+            });
+        }
+        for v in 0..n {
+            offsets[v + 1] += offsets[v];
+        }
+        let state = match algorithm {
+            Algorithm::PageRank { damping, .. } => State::Rank {
+                damping: *damping,
+                rank: vec![0.0; n],
+                inbox: [vec![0.0; n], vec![0.0; n]],
+                out: vec![0.0; slots],
+            },
+            Algorithm::Components => State::Label {
+                label: vec![u64::MAX; n],
+                changed: vec![false; n],
+                inbox: [vec![u64::MAX; n], vec![u64::MAX; n]],
+                out: vec![u64::MAX; slots],
+            },
+            Algorithm::Degree => State::Degree,
+        };
+        Ok(Part {
+            shard,
+            ids,
+            index,
+            offsets,
+            targets,
+            degree,
+            channels,
+            slots,
+            incoming: HashMap::new(),
+            state,
+        })
+    }
+
+    pub fn vertices(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn edges(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// The ids of each channel, by destination shard, to send once; the part keeps only their
+    /// number.
+    pub fn take_channels(&mut self) -> Vec<(u32, Vec<String>)> {
+        self.channels
+            .iter_mut()
+            .map(|c| (c.to, std::mem::take(&mut c.ids)))
+            .collect()
+    }
+
+    /// Takes the ids of a shard's channel to this part: its slots, in order.
+    pub fn connect(&mut self, from: u32, ids: &[String]) {
+        let map = ids
+            .iter()
+            .map(|id| self.index.get(id).copied().unwrap_or(NONE))
+            .collect();
+        self.incoming.insert(from, map);
+    }
+
+    /// Takes what shard `from` sent in step `step`.
+    pub fn receive(&mut self, from: u32, step: u32, values: &Values) -> Result<(), Error> {
+        let map = self.incoming.get(&from).ok_or_else(|| {
+            Error::Invalid(format!(
+                "shard {} got values from shard {from}, which never connected",
+                self.shard
+            ))
+        })?;
+        let bad = || {
+            Error::Invalid(format!(
+                "shard {from} sent shard {} a value past its channel",
+                self.shard
+            ))
+        };
+        let b = (step % 2) as usize;
+        match (&mut self.state, values) {
+            (State::Rank { inbox, .. }, Values::Sums(sums)) => {
+                if sums.len() > map.len() {
+                    return Err(bad());
+                }
+                for (slot, v) in sums.iter().enumerate() {
+                    let local = map[slot];
+                    if local != NONE {
+                        inbox[b][local as usize] += v;
+                    }
+                }
+            }
+            (State::Rank { inbox, .. }, Values::SparseSums(sums)) => {
+                for (slot, v) in sums {
+                    let local = *map.get(*slot as usize).ok_or_else(bad)?;
+                    if local != NONE {
+                        inbox[b][local as usize] += v;
+                    }
+                }
+            }
+            (State::Label { inbox, .. }, Values::Labels(labels)) => {
+                for (slot, label) in labels {
+                    let local = *map.get(*slot as usize).ok_or_else(bad)?;
+                    if local != NONE {
+                        let best = &mut inbox[b][local as usize];
+                        *best = (*best).min(*label);
+                    }
+                }
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "shard {from} sent shard {} values of another algorithm",
+                    self.shard
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Superstep `step` over a graph of `total` vertices: applies what step `step − 1` sent
+    /// (none at step 0, which sets the first values instead), then sends along the edges.
+    /// Returns the report and the messages per destination shard (empty ones left out).
+    pub fn step(&mut self, step: u32, total: u64) -> (StepReport, Vec<(u32, Values)>) {
+        let n = self.ids.len();
+        let mut report = StepReport::default();
+        let (shard, offsets, targets, degree) =
+            (self.shard, &self.offsets, &self.targets, &self.degree);
+        let (now, last) = ((step % 2) as usize, ((step + 1) % 2) as usize);
+        let messages = match &mut self.state {
+            State::Rank {
+                damping,
+                rank,
+                inbox,
+                out,
+            } => {
+                let base = 1.0 / total.max(1) as f64;
+                if step == 0 {
+                    rank.fill(base);
+                } else {
+                    let constant = (1.0 - *damping) * base;
+                    for v in 0..n {
+                        let next = inbox[last][v] * *damping + constant;
+                        report.delta += (next - rank[v]).abs();
+                        rank[v] = next;
+                        inbox[last][v] = 0.0;
+                    }
+                }
+                out.fill(0.0);
+                for v in 0..n {
+                    if degree[v] == 0 {
+                        continue;
+                    }
+                    let share = rank[v] / f64::from(degree[v]);
+                    for &t in &targets[offsets[v]..offsets[v + 1]] {
+                        if (t as usize) < n {
+                            inbox[now][t as usize] += share;
+                        } else {
+                            out[t as usize - n] += share;
+                        }
+                    }
+                }
+                self.channels
+                    .iter()
+                    .map(|c| {
+                        let sums = out[c.start..c.start + c.len].to_vec();
+                        (c.to, Values::Sums(sums))
+                    })
+                    .collect::<Vec<_>>()
+            }
+            State::Label {
+                label,
+                changed,
+                inbox,
+                out,
+            } => {
+                if step == 0 {
+                    for (v, l) in label.iter_mut().enumerate() {
+                        *l = (u64::from(shard) << 32) | v as u64;
+                    }
+                    changed.fill(true);
+                } else {
+                    for v in 0..n {
+                        let best = std::mem::replace(&mut inbox[last][v], u64::MAX);
+                        changed[v] = best < label[v];
+                        if changed[v] {
+                            label[v] = best;
+                            report.changed += 1;
+                        }
+                    }
+                }
+                out.fill(u64::MAX);
+                for v in (0..n).filter(|v| changed[*v]) {
+                    for &t in &targets[offsets[v]..offsets[v + 1]] {
+                        let best = if (t as usize) < n {
+                            &mut inbox[now][t as usize]
+                        } else {
+                            &mut out[t as usize - n]
+                        };
+                        *best = (*best).min(label[v]);
+                    }
+                }
+                self.channels
+                    .iter()
+                    .map(|c| {
+                        let labels = (c.start..c.start + c.len)
+                            .filter(|s| out[*s] != u64::MAX)
+                            .map(|s| ((s - c.start) as u32, out[s]))
+                            .collect();
+                        (c.to, Values::Labels(labels))
+                    })
+                    .collect()
+            }
+            State::Degree => Vec::new(),
+        };
+        let messages = messages
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        (report, messages)
+    }
+
+    /// The value of every vertex: its rank, its component's label, or its degree.
+    pub fn values(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        (0..self.ids.len()).map(move |v| {
+            let value = match &self.state {
+                State::Rank { rank, .. } => rank[v],
+                State::Label { label, .. } => label[v] as f64,
+                State::Degree => f64::from(self.degree[v]),
+            };
+            (self.ids[v].as_str(), value)
+        })
+    }
+
+    /// The id of the vertex a component label names, when this part owns it.
+    pub fn name_of(&self, label: u64) -> Option<&str> {
+        if (label >> 32) as u32 != self.shard {
+            return None;
+        }
+        self.ids
+            .get((label & 0xffff_ffff) as usize)
+            .map(String::as_str)
+    }
+
+    /// Every vertex's degree (the degree algorithm's result), to write back.
+    pub fn degrees(&self) -> Vec<(String, i64)> {
+        self.ids
+            .iter()
+            .zip(&self.degree)
+            .map(|(id, d)| (id.clone(), i64::from(*d)))
+            .collect()
+    }
+
+    /// Bytes the part holds, roughly: what a node's budget for tasks counts.
+    pub fn bytes(&self) -> usize {
+        let ids: usize = self.ids.iter().map(|s| s.len() + 24 + 40).sum();
+        let channels: usize = self
+            .channels
+            .iter()
+            .flat_map(|c| &c.ids)
+            .map(|s| s.len() + 24)
+            .sum();
+        let incoming: usize = self.incoming.values().map(|m| m.len() * 4).sum();
+        let values = self.ids.len() * 8 * 3 + self.slots * 8;
+        ids + channels + incoming + values + self.targets.len() * 4 + self.offsets.len() * 8
+    }
+}

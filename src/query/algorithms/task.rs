@@ -1,0 +1,583 @@
+//! Running a graph algorithm as a task: the driver (the node the request came to) and the
+//! registry of the tasks it drives, which `GET /tasks/{id}` reads and cancellation marks.
+//!
+//! The driver picks one live in-sync copy of every shard (spreading the shards over their
+//! nodes), has each chosen node load its parts, connects the parts' channels, then runs
+//! supersteps: each is one request to every worker, and a worker answers only once its values
+//! reached the other workers, so the next step starts with every message delivered. A failed
+//! request (a node lost mid-run) fails the task with the node's error; nothing is written before
+//! every superstep finished, and the workers' state is dropped either way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::part::StepReport;
+use super::worker::{keep_top, AlgoRequest, AlgoResponse};
+use super::{Algorithm, Next};
+use crate::error::Error;
+use crate::node::context::NodeContext;
+use crate::peer;
+use crate::query::scatter::join_in_order;
+
+/// Tasks one node may drive at once.
+pub const MAX_RUNNING: usize = 2;
+/// Finished tasks kept for `GET /tasks/{id}`.
+const KEEP_FINISHED: usize = 100;
+/// Longest wait for a worker to load its parts.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait for a worker's superstep (its values delivered) or answer.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most results and component members an answer carries.
+pub const MAX_TOP: u32 = 100_000;
+
+/// What a caller asks: the algorithm, how many results to return, whether to write them back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlgorithmRequest {
+    pub algorithm: Algorithm,
+    /// Results returned: the highest values (PageRank, degree) or the largest components.
+    pub top_k: u32,
+    /// Components: also list up to `top_k` members of each component returned.
+    pub members: bool,
+    /// Write the results back as entity properties (degree only).
+    pub write: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// loading, connecting, superstep, gathering, writing, done.
+    pub phase: String,
+    /// Supersteps run so far.
+    pub supersteps: u32,
+    pub vertices: u64,
+    pub edges: u64,
+    /// Nodes working on the task.
+    pub workers: u32,
+    /// PageRank: the sum of rank changes in the last superstep.
+    pub delta: Option<f64>,
+    /// Components: vertices whose label changed in the last superstep.
+    pub changed: Option<u64>,
+}
+
+/// An entity and its value (rank or degree).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Scored {
+    pub id: String,
+    pub value: f64,
+}
+
+/// A weakly connected component: named by one of its entities (the same on every run over the
+/// same data), with its size and, when asked, members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Component {
+    pub component: String,
+    pub size: u64,
+    pub members: Option<Vec<String>>,
+}
+
+/// A finished run's answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskResult {
+    /// PageRank and degree: the `top_k` highest values, highest first (ties by id).
+    pub top: Option<Vec<Scored>>,
+    /// Components: how many there are, and the `top_k` largest (ties by name).
+    pub components: Option<u64>,
+    pub largest: Option<Vec<Component>>,
+    /// PageRank: whether it stopped on `tolerance` before `iterations`.
+    pub converged: Option<bool>,
+    /// Entities whose property was written (with `write`).
+    pub written: Option<u64>,
+}
+
+/// A task as `GET /tasks/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskView {
+    /// `<node>:<number>`: the node that drives it.
+    pub id: String,
+    pub algorithm: String,
+    pub state: TaskState,
+    pub started_at_ms: u64,
+    pub running_ms: u64,
+    pub cancel_requested: bool,
+    pub progress: Progress,
+    pub result: Option<TaskResult>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One task this node drives.
+pub struct Task {
+    id: String,
+    algorithm: &'static str,
+    started_at_ms: u64,
+    started: Instant,
+    cancel: AtomicBool,
+    state: Mutex<(
+        TaskState,
+        Progress,
+        Option<TaskResult>,
+        Option<String>,
+        Option<u64>,
+    )>,
+}
+
+impl Task {
+    fn view(&self) -> TaskView {
+        let (state, progress, result, error, ran_ms) =
+            self.state.lock().expect("task state lock").clone();
+        TaskView {
+            id: self.id.clone(),
+            algorithm: self.algorithm.to_string(),
+            state,
+            started_at_ms: self.started_at_ms,
+            running_ms: ran_ms.unwrap_or(self.started.elapsed().as_millis() as u64),
+            cancel_requested: self.cancel.load(Ordering::SeqCst),
+            progress,
+            result,
+            error,
+        }
+    }
+
+    fn progress(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.state.lock().expect("task state lock").1);
+    }
+
+    fn cancelled(&self) -> Result<(), Error> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("cancelled".into()));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, outcome: Result<TaskResult, Error>) {
+        let mut s = self.state.lock().expect("task state lock");
+        s.4 = Some(self.started.elapsed().as_millis() as u64);
+        s.1.phase = "done".into();
+        match outcome {
+            Ok(result) => {
+                s.0 = TaskState::Completed;
+                s.2 = Some(result);
+            }
+            Err(_) if self.cancel.load(Ordering::SeqCst) => s.0 = TaskState::Cancelled,
+            Err(e) => {
+                s.0 = TaskState::Failed;
+                s.3 = Some(e.to_string());
+            }
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state.lock().expect("task state lock").0 == TaskState::Running
+    }
+}
+
+/// The tasks this node drives.
+#[derive(Default)]
+pub struct Tasks {
+    next: AtomicU64,
+    tasks: Mutex<BTreeMap<u64, Arc<Task>>>,
+}
+
+impl Tasks {
+    fn find(&self, id: &str) -> Result<Arc<Task>, Error> {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks.values().find(|t| t.id == id).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "no task {id} on its node (only the last {KEEP_FINISHED} finished tasks are \
+                     kept, and none survive a restart)"
+            ))
+        })
+    }
+
+    pub fn view(&self, id: &str) -> Result<TaskView, Error> {
+        Ok(self.find(id)?.view())
+    }
+
+    /// Every task kept here, newest first.
+    pub fn list(&self) -> Vec<TaskView> {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks.values().rev().map(|t| t.view()).collect()
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<(), Error> {
+        self.find(id)?.cancel.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn start(&self, node: &str, algorithm: &'static str) -> Result<Arc<Task>, Error> {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        let running = tasks.values().filter(|t| t.is_running()).count();
+        if running >= MAX_RUNNING {
+            return Err(Error::Busy(format!(
+                "this node already drives {running} graph algorithm tasks (at most {MAX_RUNNING}); \
+                 wait for one to end, or send the request to another node"
+            )));
+        }
+        let n = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+        let task = Arc::new(Task {
+            id: format!("{node}:{n}"),
+            algorithm,
+            started_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            started: Instant::now(),
+            cancel: AtomicBool::new(false),
+            state: Mutex::new((
+                TaskState::Running,
+                Progress {
+                    phase: "loading".into(),
+                    ..Progress::default()
+                },
+                None,
+                None,
+                None,
+            )),
+        });
+        tasks.insert(n, task.clone());
+        let finished: Vec<u64> = tasks
+            .iter()
+            .filter(|(_, t)| !t.is_running())
+            .map(|(n, _)| *n)
+            .collect();
+        for n in finished
+            .iter()
+            .take(finished.len().saturating_sub(KEEP_FINISHED))
+        {
+            tasks.remove(n);
+        }
+        Ok(task)
+    }
+}
+
+/// The node `id` (`<node>:<n>`) names as its driver.
+pub fn driver_of(id: &str) -> Result<&str, Error> {
+    match id.rsplit_once(':') {
+        Some((node, n)) if !node.is_empty() && n.parse::<u64>().is_ok() => Ok(node),
+        _ => Err(Error::Invalid(format!(
+            "{id:?} is not a task id (<node>:<number>, as POST /graph/algorithms answered)"
+        ))),
+    }
+}
+
+/// Starts `request` as a task driven by this node; returns at once with its view.
+pub fn start(ctx: &Arc<NodeContext>, request: AlgorithmRequest) -> Result<TaskView, Error> {
+    if request.write && request.algorithm != Algorithm::Degree {
+        return Err(Error::Invalid(format!(
+            "{} results cannot be written back (entities have no property for them); ask for \
+             them with top_k instead, or write back degree",
+            request.algorithm.name()
+        )));
+    }
+    if request.write {
+        ctx.quorum()?;
+    }
+    let task = ctx
+        .algorithms
+        .tasks
+        .start(ctx.node_id().as_str(), request.algorithm.name())?;
+    let view = task.view();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let outcome = drive(&ctx, &task, &request).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(task = %task.id, "graph algorithm task ended without a result: {e}");
+        }
+        task.finish(outcome);
+    });
+    Ok(view)
+}
+
+/// The task's view once it ends, or as it is after `wait`.
+pub async fn wait(ctx: &Arc<NodeContext>, id: &str, wait: Duration) -> Result<TaskView, Error> {
+    let task = ctx.algorithms.tasks.find(id)?;
+    let deadline = Instant::now() + wait;
+    while task.is_running() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(task.view())
+}
+
+/// A task's view from whichever node drives it.
+pub async fn view_anywhere(ctx: &Arc<NodeContext>, id: &str) -> Result<TaskView, Error> {
+    let node = driver_of(id)?;
+    let request = AlgoRequest::Status { id: id.to_string() };
+    match peer::call(ctx, node, request, STEP_TIMEOUT).await? {
+        AlgoResponse::Status { view_json } => {
+            serde_json::from_str(&view_json).map_err(|e| Error::Internal(e.to_string()))
+        }
+        other => Err(Error::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Cancels a task on whichever node drives it.
+pub async fn cancel_anywhere(ctx: &Arc<NodeContext>, id: &str) -> Result<(), Error> {
+    let node = driver_of(id)?;
+    let request = AlgoRequest::Cancel { id: id.to_string() };
+    peer::call(ctx, node, request, STEP_TIMEOUT).await?;
+    Ok(())
+}
+
+/// The copy of each shard to work on: a live in-sync copy, on the node given fewest shards so
+/// far (ties: the primary).
+fn assign(ctx: &Arc<NodeContext>) -> Result<(u32, BTreeMap<String, Vec<u32>>), Error> {
+    let map = ctx
+        .shard_map
+        .get()
+        .ok_or_else(|| Error::Unavailable("no shard map yet: the cluster is forming".into()))?;
+    let mut nodes: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for shard in 0..map.shards {
+        let copies =
+            crate::query::scatter::copies(ctx, &map, shard, crate::query::scatter::Prefer::Primary)
+                .map_err(|e| e.context(format!("shard {shard}")))?;
+        let node = copies
+            .iter()
+            .min_by_key(|n| nodes.get(*n).map_or(0, Vec::len))
+            .expect("copies is never empty");
+        nodes.entry(node.clone()).or_default().push(shard);
+    }
+    Ok((map.shards, nodes))
+}
+
+/// Sends `request(node)` to every worker at once; the first error fails them all.
+async fn all<F>(
+    ctx: &Arc<NodeContext>,
+    nodes: &BTreeMap<String, Vec<u32>>,
+    timeout: Duration,
+    request: F,
+) -> Result<Vec<AlgoResponse>, Error>
+where
+    F: Fn(&str, &[u32]) -> AlgoRequest,
+{
+    let calls = nodes.iter().map(|(node, shards)| {
+        let r = request(node, shards);
+        let (ctx, node) = (ctx.clone(), node.clone());
+        async move {
+            peer::call(&ctx, &node, r, timeout)
+                .await
+                .map_err(|e| e.context(format!("worker {node}")))
+        }
+    });
+    let answers = join_in_order(calls).await;
+    if answers.len() != nodes.len() {
+        return Err(Error::Internal("a call to a worker panicked".into()));
+    }
+    answers.into_iter().collect()
+}
+
+async fn drive(
+    ctx: &Arc<NodeContext>,
+    task: &Arc<Task>,
+    request: &AlgorithmRequest,
+) -> Result<TaskResult, Error> {
+    let (shard_count, nodes) = assign(ctx)?;
+    let outcome = run(ctx, task, request, shard_count, &nodes).await;
+    // Workers forget the task whatever happened (one that cannot be reached drops it when idle).
+    let id = task.id.clone();
+    let _ = all(ctx, &nodes, Duration::from_secs(5), |_, _| {
+        AlgoRequest::Drop { task: id.clone() }
+    })
+    .await;
+    outcome
+}
+
+async fn run(
+    ctx: &Arc<NodeContext>,
+    task: &Arc<Task>,
+    request: &AlgorithmRequest,
+    shard_count: u32,
+    nodes: &BTreeMap<String, Vec<u32>>,
+) -> Result<TaskResult, Error> {
+    let id = task.id.clone();
+    task.progress(|p| p.workers = nodes.len() as u32);
+    let loaded = all(ctx, nodes, LOAD_TIMEOUT, |_, shards| AlgoRequest::Load {
+        task: id.clone(),
+        algorithm: request.algorithm.clone(),
+        shards: shards.to_vec(),
+        shard_count,
+    })
+    .await?;
+    let (mut total, mut edges) = (0u64, 0u64);
+    for answer in loaded {
+        let AlgoResponse::Loaded { vertices, edges: e } = answer else {
+            return Err(unexpected(answer));
+        };
+        total += vertices;
+        edges += e;
+    }
+    task.progress(|p| {
+        p.vertices = total;
+        p.edges = edges;
+        p.phase = "connecting".into();
+    });
+    task.cancelled()?;
+    let workers: Vec<(u32, String)> = nodes
+        .iter()
+        .flat_map(|(node, shards)| shards.iter().map(move |s| (*s, node.clone())))
+        .collect();
+    all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Connect {
+        task: id.clone(),
+        workers: workers.clone(),
+    })
+    .await?;
+    task.progress(|p| p.phase = "superstep".into());
+    let mut result = TaskResult::default();
+    let mut step = 0u32;
+    while request.algorithm.has_supersteps() {
+        task.cancelled()?;
+        let reports = all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Step {
+            task: id.clone(),
+            step,
+            total,
+        })
+        .await?;
+        let mut sum = StepReport::default();
+        for answer in reports {
+            let AlgoResponse::Stepped(r) = answer else {
+                return Err(unexpected(answer));
+            };
+            sum.delta += r.delta;
+            sum.changed += r.changed;
+        }
+        task.progress(|p| {
+            p.supersteps = step + 1;
+            match request.algorithm {
+                Algorithm::PageRank { .. } if step > 0 => p.delta = Some(sum.delta),
+                Algorithm::Components if step > 0 => p.changed = Some(sum.changed),
+                _ => {}
+            }
+        });
+        if let Next::Done { converged } = request.algorithm.after(step, &sum) {
+            result.converged = converged;
+            break;
+        }
+        step += 1;
+    }
+    task.progress(|p| p.phase = "gathering".into());
+    task.cancelled()?;
+    let k = request.top_k.min(MAX_TOP);
+    match request.algorithm {
+        Algorithm::PageRank { .. } | Algorithm::Degree => {
+            let answers = all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Top {
+                task: id.clone(),
+                k,
+            })
+            .await?;
+            let mut top = Vec::new();
+            for answer in answers {
+                let AlgoResponse::Top(t) = answer else {
+                    return Err(unexpected(answer));
+                };
+                top.extend(t);
+            }
+            keep_top(&mut top, k as usize);
+            result.top = Some(
+                top.into_iter()
+                    .map(|(id, value)| Scored { id, value })
+                    .collect(),
+            );
+        }
+        Algorithm::Components => {
+            result.largest =
+                Some(components(ctx, &id, nodes, k, request.members, &mut result).await?);
+        }
+    }
+    if request.write {
+        task.progress(|p| p.phase = "writing".into());
+        task.cancelled()?;
+        let answers = all(ctx, nodes, LOAD_TIMEOUT, |_, _| AlgoRequest::Write {
+            task: id.clone(),
+            timeout_ms: LOAD_TIMEOUT.as_millis() as u64,
+        })
+        .await?;
+        let mut written = 0;
+        for answer in answers {
+            let AlgoResponse::Written { entities } = answer else {
+                return Err(unexpected(answer));
+            };
+            written += entities;
+        }
+        result.written = Some(written);
+    }
+    Ok(result)
+}
+
+/// The `k` largest components, named, with members when asked.
+async fn components(
+    ctx: &Arc<NodeContext>,
+    id: &str,
+    nodes: &BTreeMap<String, Vec<u32>>,
+    k: u32,
+    members: bool,
+    result: &mut TaskResult,
+) -> Result<Vec<Component>, Error> {
+    let answers = all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Sizes {
+        task: id.to_string(),
+    })
+    .await?;
+    let mut sizes: HashMap<u64, u64> = HashMap::new();
+    for answer in answers {
+        let AlgoResponse::Sizes(s) = answer else {
+            return Err(unexpected(answer));
+        };
+        for (label, n) in s {
+            *sizes.entry(label).or_default() += n;
+        }
+    }
+    result.components = Some(sizes.len() as u64);
+    let mut largest: Vec<(u64, u64)> = sizes.into_iter().collect();
+    // A label is the smallest (shard, index) in its component: a stable tie-break.
+    largest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    largest.truncate(k as usize);
+    let labels: Vec<u64> = largest.iter().map(|(l, _)| *l).collect();
+    let max = if members { k } else { 0 };
+    let answers = all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Members {
+        task: id.to_string(),
+        labels: labels.clone(),
+        max,
+    })
+    .await?;
+    let mut named: HashMap<u64, (Option<String>, Vec<String>)> = HashMap::new();
+    for answer in answers {
+        let AlgoResponse::Members(m) = answer else {
+            return Err(unexpected(answer));
+        };
+        for (label, name, ids) in m {
+            let e = named.entry(label).or_default();
+            if name.is_some() {
+                e.0 = name;
+            }
+            e.1.extend(ids);
+        }
+    }
+    Ok(largest
+        .into_iter()
+        .map(|(label, size)| {
+            let (name, mut ids) = named.remove(&label).unwrap_or_default();
+            ids.sort();
+            ids.truncate(max as usize);
+            Component {
+                component: name.unwrap_or_else(|| format!("#{label}")),
+                size,
+                members: members.then_some(ids),
+            }
+        })
+        .collect())
+}
+
+fn unexpected(answer: AlgoResponse) -> Error {
+    Error::Internal(format!("unexpected answer {answer:?}"))
+}

@@ -1,0 +1,481 @@
+//! A node's side of a graph algorithm task: the messages a driver and the other workers send it
+//! ([`AlgoRequest`]), and the parts it holds for each task (one per shard it was given). A part
+//! is read from this node's in-sync copy of its shard when the task loads; values between parts
+//! travel directly between the workers; the driver only orders the supersteps.
+//!
+//! Memory is bounded: all tasks on a node together hold at most [`MAX_NODE_EDGES`] edges, and a
+//! task nobody has touched for [`IDLE_FOR`] (its driver died) is dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::part::{Part, StepReport, Values};
+use super::Algorithm;
+use crate::error::Error;
+use crate::graph::partition::shard_of;
+use crate::node::context::NodeContext;
+use crate::node::wire::Serve;
+use crate::peer;
+use crate::query::scatter::join_in_order;
+
+/// Edges all algorithm tasks on one node may hold together (about 4 bytes each, plus the
+/// vertices' values).
+pub const MAX_NODE_EDGES: usize = 40_000_000;
+/// A task idle this long on a worker (no step, no message) is dropped: its driver is gone.
+pub const IDLE_FOR: Duration = Duration::from_secs(300);
+/// The longest wait for another worker to take a channel or a step's values.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Values per message: a channel's values are sent in pieces of at most this many.
+const VALUES_PER_MESSAGE: usize = 500_000;
+
+/// A message of a graph algorithm task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AlgoRequest {
+    /// Read `shards` (of `shard_count`) from this node's in-sync copies into parts for `task`.
+    Load {
+        task: String,
+        algorithm: Algorithm,
+        shards: Vec<u32>,
+        shard_count: u32,
+    },
+    /// Send each part's channel ids to the node that works on the far shard (`workers`).
+    Connect {
+        task: String,
+        workers: Vec<(u32, String)>,
+    },
+    /// The ids of the channel from shard `from` to shard `to`, in slot order.
+    Channel {
+        task: String,
+        from: u32,
+        to: u32,
+        ids: Vec<String>,
+    },
+    /// Superstep `step` over a graph of `total` vertices, on every part of `task` here.
+    Step { task: String, step: u32, total: u64 },
+    /// What shard `from` sends shard `to` in superstep `step`.
+    Values {
+        task: String,
+        step: u32,
+        from: u32,
+        to: u32,
+        values: Values,
+    },
+    /// The `k` highest values over this node's parts, highest first.
+    Top { task: String, k: u32 },
+    /// How many vertices each component label has here.
+    Sizes { task: String },
+    /// For each label: its name when a part here owns the vertex it names, and up to `max` of
+    /// its members here.
+    Members {
+        task: String,
+        labels: Vec<u64>,
+        max: u32,
+    },
+    /// Write the parts' results back to their shards (the degree algorithm's `degree`).
+    Write { task: String, timeout_ms: u64 },
+    /// Forget the task.
+    Drop { task: String },
+    /// The state of a task this node drives, as JSON (`super::task::TaskView`).
+    Status { id: String },
+    /// Cancels a task this node drives.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AlgoResponse {
+    Loaded {
+        vertices: u64,
+        edges: u64,
+    },
+    Done,
+    Stepped(StepReport),
+    Top(Vec<(String, f64)>),
+    Sizes(Vec<(u64, u64)>),
+    /// `(label, name, members)`.
+    Members(Vec<(u64, Option<String>, Vec<String>)>),
+    Written {
+        entities: u64,
+    },
+    Status {
+        view_json: String,
+    },
+}
+
+/// One task's parts on this node.
+struct WorkerTask {
+    parts: BTreeMap<u32, Part>,
+    /// The node working on each shard of the task.
+    workers: HashMap<u32, String>,
+    edges: usize,
+    touched: Instant,
+}
+
+/// The tasks this node works on.
+#[derive(Default)]
+pub struct Workers {
+    tasks: Mutex<HashMap<String, Arc<Mutex<WorkerTask>>>>,
+}
+
+impl Workers {
+    fn get(&self, task: &str) -> Result<Arc<Mutex<WorkerTask>>, Error> {
+        let tasks = self.tasks.lock().expect("workers lock");
+        let t = tasks.get(task).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "this node holds nothing of algorithm task {task} (it ended, was dropped after \
+                 {} s idle, or this node restarted)",
+                IDLE_FOR.as_secs()
+            ))
+        })?;
+        t.lock().expect("task lock").touched = Instant::now();
+        Ok(t)
+    }
+
+    /// Edges held by every task here, after dropping the idle ones.
+    fn held_edges(&self) -> usize {
+        let mut tasks = self.tasks.lock().expect("workers lock");
+        tasks.retain(|id, t| {
+            let idle = t.lock().expect("task lock").touched.elapsed() > IDLE_FOR;
+            if idle {
+                tracing::warn!(task = %id, "dropping an idle graph algorithm task: its driver is gone");
+            }
+            !idle
+        });
+        tasks
+            .values()
+            .map(|t| t.lock().expect("task lock").edges)
+            .sum()
+    }
+
+    /// Tasks held here (for metrics and tests).
+    pub fn count(&self) -> usize {
+        self.tasks.lock().expect("workers lock").len()
+    }
+}
+
+fn with_task<T>(
+    ctx: &NodeContext,
+    task: &str,
+    f: impl FnOnce(&mut WorkerTask) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let t = ctx.algorithms.workers.get(task)?;
+    let mut t = t.lock().expect("task lock");
+    f(&mut t)
+}
+
+impl Serve for AlgoRequest {
+    type Reply = AlgoResponse;
+
+    async fn serve(self, ctx: &Arc<NodeContext>, _from: &str) -> Result<AlgoResponse, Error> {
+        match self {
+            AlgoRequest::Load {
+                task,
+                algorithm,
+                shards,
+                shard_count,
+            } => load(ctx, task, algorithm, shards, shard_count).await,
+            AlgoRequest::Connect { task, workers } => connect(ctx, &task, workers).await,
+            AlgoRequest::Channel {
+                task,
+                from,
+                to,
+                ids,
+            } => with_task(ctx, &task, |t| {
+                part_of(t, to)?.connect(from, &ids);
+                Ok(AlgoResponse::Done)
+            }),
+            AlgoRequest::Step { task, step, total } => superstep(ctx, &task, step, total).await,
+            AlgoRequest::Values {
+                task,
+                step,
+                from,
+                to,
+                values,
+            } => with_task(ctx, &task, |t| {
+                part_of(t, to)?.receive(from, step, &values)?;
+                Ok(AlgoResponse::Done)
+            }),
+            AlgoRequest::Top { task, k } => with_task(ctx, &task, |t| {
+                let mut all: Vec<(String, f64)> = Vec::new();
+                for part in t.parts.values() {
+                    all.extend(part.values().map(|(id, v)| (id.to_string(), v)));
+                    keep_top(&mut all, k as usize);
+                }
+                Ok(AlgoResponse::Top(all))
+            }),
+            AlgoRequest::Sizes { task } => with_task(ctx, &task, |t| {
+                let mut sizes: HashMap<u64, u64> = HashMap::new();
+                for part in t.parts.values() {
+                    for (_, label) in part.values() {
+                        *sizes.entry(label as u64).or_default() += 1;
+                    }
+                }
+                Ok(AlgoResponse::Sizes(sizes.into_iter().collect()))
+            }),
+            AlgoRequest::Members { task, labels, max } => with_task(ctx, &task, |t| {
+                Ok(AlgoResponse::Members(members(t, &labels, max as usize)))
+            }),
+            AlgoRequest::Write { task, timeout_ms } => write(ctx, &task, timeout_ms).await,
+            AlgoRequest::Drop { task } => {
+                ctx.algorithms
+                    .workers
+                    .tasks
+                    .lock()
+                    .expect("workers lock")
+                    .remove(&task);
+                Ok(AlgoResponse::Done)
+            }
+            AlgoRequest::Status { id } => Ok(AlgoResponse::Status {
+                view_json: serde_json::to_string(&ctx.algorithms.tasks.view(&id)?)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            }),
+            AlgoRequest::Cancel { id } => {
+                ctx.algorithms.tasks.cancel(&id)?;
+                Ok(AlgoResponse::Done)
+            }
+        }
+    }
+}
+
+fn part_of(t: &mut WorkerTask, shard: u32) -> Result<&mut Part, Error> {
+    t.parts.get_mut(&shard).ok_or_else(|| {
+        Error::Invalid(format!(
+            "this node does not work on shard {shard} in this task"
+        ))
+    })
+}
+
+/// Keeps the `k` highest values of `all` (ties: smaller id first), highest first.
+pub fn keep_top(all: &mut Vec<(String, f64)>, k: usize) {
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.truncate(k);
+}
+
+async fn load(
+    ctx: &Arc<NodeContext>,
+    task: String,
+    algorithm: Algorithm,
+    shards: Vec<u32>,
+    shard_count: u32,
+) -> Result<AlgoResponse, Error> {
+    let mut parts = BTreeMap::new();
+    let mut edges = 0usize;
+    for shard in shards {
+        ctx.holds_copy(shard)?;
+        let copy = ctx.storage.open(shard).await?;
+        let graph = copy
+            .graph_part(move |id| shard_of(id, shard_count) == shard)
+            .await
+            .map_err(|e| Error::from(e).context(format!("reading shard {shard}")))?;
+        let budget = MAX_NODE_EDGES.saturating_sub(ctx.algorithms.workers.held_edges() + edges);
+        let algorithm = algorithm.clone();
+        let part = tokio::task::spawn_blocking(move || {
+            Part::build(shard, shard_count, &algorithm, graph, budget)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("building shard {shard}'s part failed: {e}")))??;
+        edges += part.edges();
+        parts.insert(shard, part);
+    }
+    let vertices = parts.values().map(|p| p.vertices() as u64).sum();
+    ctx.algorithms
+        .workers
+        .tasks
+        .lock()
+        .expect("workers lock")
+        .insert(
+            task,
+            Arc::new(Mutex::new(WorkerTask {
+                parts,
+                workers: HashMap::new(),
+                edges,
+                touched: Instant::now(),
+            })),
+        );
+    Ok(AlgoResponse::Loaded {
+        vertices,
+        edges: edges as u64,
+    })
+}
+
+/// Sends every channel's ids to the worker of its far shard.
+async fn connect(
+    ctx: &Arc<NodeContext>,
+    task: &str,
+    workers: Vec<(u32, String)>,
+) -> Result<AlgoResponse, Error> {
+    let workers: HashMap<u32, String> = workers.into_iter().collect();
+    let workers = &workers;
+    let channels = with_task(ctx, task, |t| {
+        Ok(t.parts
+            .iter_mut()
+            .flat_map(|(from, p)| {
+                p.take_channels()
+                    .into_iter()
+                    .map(move |(to, ids)| (*from, to, ids))
+            })
+            .collect::<Vec<_>>())
+    })?;
+    let sends = channels.into_iter().map(|(from, to, ids)| {
+        let request = AlgoRequest::Channel {
+            task: task.to_string(),
+            from,
+            to,
+            ids,
+        };
+        send(ctx, workers.get(&to).cloned(), to, request)
+    });
+    all_sent(sends).await?;
+    with_task(ctx, task, |t| {
+        t.workers = workers.clone();
+        Ok(AlgoResponse::Done)
+    })
+}
+
+async fn superstep(
+    ctx: &Arc<NodeContext>,
+    task: &str,
+    step: u32,
+    total: u64,
+) -> Result<AlgoResponse, Error> {
+    let t = ctx.algorithms.workers.get(task)?;
+    let work = tokio::task::spawn_blocking(move || {
+        let mut t = t.lock().expect("task lock");
+        let t = &mut *t;
+        let mut report = StepReport::default();
+        let mut sends = Vec::new();
+        for part in t.parts.values_mut() {
+            let (r, messages) = part.step(step, total);
+            report.delta += r.delta;
+            report.changed += r.changed;
+            for (to, values) in messages {
+                let node = t.workers.get(&to).cloned();
+                sends.push((part.shard, to, node, values));
+            }
+        }
+        (report, sends)
+    });
+    let (report, sends) = work
+        .await
+        .map_err(|e| Error::Internal(format!("superstep {step} failed: {e}")))?;
+    let sends = sends
+        .into_iter()
+        .flat_map(|(from, to, node, values)| {
+            pieces(values)
+                .into_iter()
+                .map(move |v| (from, to, node.clone(), v))
+        })
+        .map(|(from, to, node, values)| {
+            let request = AlgoRequest::Values {
+                task: task.to_string(),
+                step,
+                from,
+                to,
+                values,
+            };
+            send(ctx, node, to, request)
+        });
+    // Every value is delivered before this step reports done: the driver's barrier.
+    all_sent(sends).await?;
+    Ok(AlgoResponse::Stepped(report))
+}
+
+/// Sends `request` for shard `to` to its worker `node`.
+fn send(
+    ctx: &Arc<NodeContext>,
+    node: Option<String>,
+    to: u32,
+    request: AlgoRequest,
+) -> impl std::future::Future<Output = Result<AlgoResponse, Error>> + Send + 'static {
+    let ctx = ctx.clone();
+    async move {
+        let node =
+            node.ok_or_else(|| Error::Internal(format!("no worker named for shard {to}")))?;
+        peer::call(&ctx, &node, request, SEND_TIMEOUT)
+            .await
+            .map_err(|e| e.context(format!("sending to shard {to}'s worker {node}")))
+    }
+}
+
+/// Waits for every send; the first failure is the answer.
+async fn all_sent<F>(sends: impl IntoIterator<Item = F>) -> Result<(), Error>
+where
+    F: std::future::Future<Output = Result<AlgoResponse, Error>> + Send + 'static,
+{
+    let sends: Vec<F> = sends.into_iter().collect();
+    let n = sends.len();
+    let answers = join_in_order(sends).await;
+    if answers.len() != n {
+        return Err(Error::Internal("a send to a worker panicked".into()));
+    }
+    answers.into_iter().map(|a| a.map(|_| ())).collect()
+}
+
+/// `values` cut into messages of at most [`VALUES_PER_MESSAGE`] entries, within the transport's
+/// message limit: long dense sums travel as `(slot, sum)` pairs, zeros left out.
+fn pieces(values: Values) -> Vec<Values> {
+    match values {
+        Values::Sums(sums) if sums.len() > VALUES_PER_MESSAGE => {
+            let pairs: Vec<(u32, f64)> = sums
+                .into_iter()
+                .enumerate()
+                .filter(|(_, v)| *v != 0.0)
+                .map(|(i, v)| (i as u32, v))
+                .collect();
+            pairs
+                .chunks(VALUES_PER_MESSAGE)
+                .map(|c| Values::SparseSums(c.to_vec()))
+                .collect()
+        }
+        Values::Labels(labels) if labels.len() > VALUES_PER_MESSAGE => labels
+            .chunks(VALUES_PER_MESSAGE)
+            .map(|c| Values::Labels(c.to_vec()))
+            .collect(),
+        other => vec![other],
+    }
+}
+
+fn members(t: &WorkerTask, labels: &[u64], max: usize) -> Vec<(u64, Option<String>, Vec<String>)> {
+    let wanted: HashMap<u64, usize> = labels.iter().enumerate().map(|(i, l)| (*l, i)).collect();
+    let mut out: Vec<(u64, Option<String>, Vec<String>)> =
+        labels.iter().map(|l| (*l, None, Vec::new())).collect();
+    for part in t.parts.values() {
+        for (label, i) in &wanted {
+            if let Some(name) = part.name_of(*label) {
+                out[*i].1 = Some(name.to_string());
+            }
+        }
+        for (id, label) in part.values() {
+            if let Some(i) = wanted.get(&(label as u64)) {
+                if out[*i].2.len() < max {
+                    out[*i].2.push(id.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Writes each part's degrees to its shard through the replicated write path.
+async fn write(ctx: &Arc<NodeContext>, task: &str, timeout_ms: u64) -> Result<AlgoResponse, Error> {
+    let writes = with_task(ctx, task, |t| {
+        Ok(t.parts
+            .values()
+            .map(|p| (p.shard, p.degrees()))
+            .collect::<Vec<_>>())
+    })?;
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut entities = 0u64;
+    for (shard, degrees) in writes {
+        entities += degrees.len() as u64;
+        for piece in degrees.chunks(50_000) {
+            let op = crate::storage::WriteOp::SetDegrees(piece.to_vec());
+            crate::replication::write::route_write(ctx, shard, &op, deadline)
+                .await
+                .map_err(|e| e.context(format!("writing shard {shard}'s degrees")))?;
+        }
+    }
+    Ok(AlgoResponse::Written { entities })
+}
