@@ -32,6 +32,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     state.metrics.set_copies(&copies);
+    state.metrics.set_algorithm_tasks(
+        state.algorithms.tasks.running(),
+        state.algorithms.workers.count(),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&state.cluster),

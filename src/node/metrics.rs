@@ -32,6 +32,8 @@ pub struct Metrics {
     traversal_rounds: IntCounter,
     copy_pending_writes: IntGaugeVec,
     copy_failed_writes: IntGaugeVec,
+    algorithm_tasks_running: IntGauge,
+    algorithm_tasks_held: IntGauge,
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
 }
 
@@ -127,6 +129,16 @@ impl Metrics {
                 &["shard"],
             )
             .expect("valid metric"),
+            algorithm_tasks_running: IntGauge::new(
+                "algorithm_tasks_running",
+                "Graph algorithm tasks this node drives that are still running",
+            )
+            .expect("valid metric"),
+            algorithm_tasks_held: IntGauge::new(
+                "algorithm_tasks_held",
+                "Graph algorithm tasks this node holds parts of the graph for (as a worker)",
+            )
+            .expect("valid metric"),
             is_coordinator: IntGauge::new("is_coordinator", "1 if this node is the coordinator")
                 .expect("valid metric"),
             term: IntGauge::new(
@@ -143,7 +155,7 @@ impl Metrics {
             m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
             gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
             auth_failures, reads_behind, relations_followed, traversal_rounds, copy_pending_writes,
-            copy_failed_writes
+            copy_failed_writes, algorithm_tasks_running, algorithm_tasks_held
         );
         Arc::new(m)
     }
@@ -186,6 +198,12 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Sets the graph algorithm tasks this node drives (running) and works on (held).
+    pub fn set_algorithm_tasks(&self, running: usize, held: usize) {
+        self.algorithm_tasks_running.set(running as i64);
+        self.algorithm_tasks_held.set(held as i64);
+    }
+
     /// Sets the write backlog of this node's open copies, `(shard, pending, failed)` each; copies
     /// not listed (closed or moved away) disappear from the exposition.
     pub fn set_copies(&self, copies: &[(u32, u64, u64)]) {

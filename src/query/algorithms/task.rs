@@ -125,19 +125,29 @@ pub struct Task {
     started_at_ms: u64,
     started: Instant,
     cancel: AtomicBool,
-    state: Mutex<(
-        TaskState,
-        Progress,
-        Option<TaskResult>,
-        Option<String>,
-        Option<u64>,
-    )>,
+    run: Mutex<Run>,
+}
+
+/// What changes as a task runs.
+#[derive(Clone)]
+struct Run {
+    state: TaskState,
+    progress: Progress,
+    result: Option<TaskResult>,
+    error: Option<String>,
+    /// How long it ran, once it ended.
+    ran_ms: Option<u64>,
 }
 
 impl Task {
     fn view(&self) -> TaskView {
-        let (state, progress, result, error, ran_ms) =
-            self.state.lock().expect("task state lock").clone();
+        let Run {
+            state,
+            progress,
+            result,
+            error,
+            ran_ms,
+        } = self.run.lock().expect("task state lock").clone();
         TaskView {
             id: self.id.clone(),
             algorithm: self.algorithm.to_string(),
@@ -152,7 +162,7 @@ impl Task {
     }
 
     fn progress(&self, f: impl FnOnce(&mut Progress)) {
-        f(&mut self.state.lock().expect("task state lock").1);
+        f(&mut self.run.lock().expect("task state lock").progress);
     }
 
     fn cancelled(&self) -> Result<(), Error> {
@@ -163,24 +173,24 @@ impl Task {
     }
 
     fn finish(&self, outcome: Result<TaskResult, Error>) {
-        let mut s = self.state.lock().expect("task state lock");
-        s.4 = Some(self.started.elapsed().as_millis() as u64);
-        s.1.phase = "done".into();
+        let mut run = self.run.lock().expect("task state lock");
+        run.ran_ms = Some(self.started.elapsed().as_millis() as u64);
+        run.progress.phase = "done".into();
         match outcome {
             Ok(result) => {
-                s.0 = TaskState::Completed;
-                s.2 = Some(result);
+                run.state = TaskState::Completed;
+                run.result = Some(result);
             }
-            Err(_) if self.cancel.load(Ordering::SeqCst) => s.0 = TaskState::Cancelled,
+            Err(_) if self.cancel.load(Ordering::SeqCst) => run.state = TaskState::Cancelled,
             Err(e) => {
-                s.0 = TaskState::Failed;
-                s.3 = Some(e.to_string());
+                run.state = TaskState::Failed;
+                run.error = Some(e.to_string());
             }
         }
     }
 
     pub fn is_running(&self) -> bool {
-        self.state.lock().expect("task state lock").0 == TaskState::Running
+        self.run.lock().expect("task state lock").state == TaskState::Running
     }
 }
 
@@ -212,6 +222,12 @@ impl Tasks {
         tasks.values().rev().map(|t| t.view()).collect()
     }
 
+    /// Tasks still running.
+    pub fn running(&self) -> usize {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        tasks.values().filter(|t| t.is_running()).count()
+    }
+
     pub fn cancel(&self, id: &str) -> Result<(), Error> {
         self.find(id)?.cancel.store(true, Ordering::SeqCst);
         Ok(())
@@ -236,16 +252,16 @@ impl Tasks {
                 .unwrap_or(0),
             started: Instant::now(),
             cancel: AtomicBool::new(false),
-            state: Mutex::new((
-                TaskState::Running,
-                Progress {
+            run: Mutex::new(Run {
+                state: TaskState::Running,
+                progress: Progress {
                     phase: "loading".into(),
                     ..Progress::default()
                 },
-                None,
-                None,
-                None,
-            )),
+                result: None,
+                error: None,
+                ran_ms: None,
+            }),
         });
         tasks.insert(n, task.clone());
         let finished: Vec<u64> = tasks

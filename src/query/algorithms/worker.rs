@@ -410,7 +410,7 @@ where
     if answers.len() != n {
         return Err(Error::Internal("a send to a worker panicked".into()));
     }
-    answers.into_iter().map(|a| a.map(|_| ())).collect()
+    answers.into_iter().try_for_each(|a| a.map(|_| ()))
 }
 
 /// `values` cut into messages of at most [`VALUES_PER_MESSAGE`] entries, within the transport's

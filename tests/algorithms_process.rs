@@ -1,0 +1,360 @@
+//! Graph algorithms across a real cluster (`POST /graph/algorithms/{name}`, `/tasks`): three
+//! nodes, 6 shards × 2 copies, a random graph ingested over HTTP. PageRank must equal embedded
+//! Kuzu's `page_rank` on the same graph within 1e-6, components must be Kuzu's partition, and
+//! degrees the relations counted at each end; degree written back shows in entity reads. A task
+//! is visible from every node, can be cancelled, and fails cleanly (nothing left on the workers)
+//! when a worker is killed with SIGKILL mid-run.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as K};
+use serde_json::{json, Value};
+use torua_testkit::http::{agent, get_full, with_key};
+use torua_testkit::wait::until;
+use torua_testkit::{ClusterOptions, Failures, Rng, TestCluster};
+
+const T: Duration = Duration::from_secs(30);
+
+/// `n` entities `al-i` (the last tenth without relations) and `m` random relations.
+fn graph(rng: &mut Rng, n: usize, m: usize) -> (Vec<String>, Vec<(String, String)>) {
+    let ids: Vec<String> = (0..n).map(|i| format!("al-{i}")).collect();
+    let linked = n - n / 10;
+    let rels = (0..m)
+        .map(|_| {
+            (
+                ids[rng.below(linked)].clone(),
+                ids[rng.below(linked)].clone(),
+            )
+        })
+        .collect();
+    (ids, rels)
+}
+
+/// Kuzu's PageRank (`iterations` updates) and components on the same graph, in this process.
+fn embedded(
+    ids: &[String],
+    rels: &[(String, String)],
+    iterations: u32,
+) -> (HashMap<String, f64>, BTreeSet<BTreeSet<String>>) {
+    let db = Database::in_memory(
+        SystemConfig::default()
+            .buffer_pool_size(1 << 28)
+            .max_num_threads(1)
+            .max_db_size(1 << 30),
+    )
+    .unwrap();
+    let conn = Connection::new(&db).unwrap();
+    conn.query("CREATE NODE TABLE N(id STRING, PRIMARY KEY(id))")
+        .unwrap();
+    conn.query("CREATE REL TABLE R(FROM N TO N)").unwrap();
+    let strings = |v: Vec<K>| K::List(LogicalType::String, v);
+    let mut stmt = conn
+        .prepare("UNWIND $ids AS i CREATE (:N {id: i})")
+        .unwrap();
+    conn.execute(
+        &mut stmt,
+        vec![(
+            "ids",
+            strings(ids.iter().map(|i| K::String(i.clone())).collect()),
+        )],
+    )
+    .unwrap();
+    let mut stmt = conn
+        .prepare("MATCH (x:N {id: $a}), (y:N {id: $b}) CREATE (x)-[:R]->(y)")
+        .unwrap();
+    for (a, b) in rels {
+        conn.execute(
+            &mut stmt,
+            vec![("a", K::String(a.clone())), ("b", K::String(b.clone()))],
+        )
+        .unwrap();
+    }
+    conn.query("CALL project_graph('G', ['N'], ['R'])").unwrap();
+    let rows = |q: &str| -> Vec<(String, K)> {
+        conn.query(q)
+            .unwrap()
+            .map(|r| {
+                let mut r = r.into_iter();
+                let Some(K::String(id)) = r.next() else {
+                    panic!("an id")
+                };
+                (id, r.next().unwrap())
+            })
+            .collect()
+    };
+    // Kuzu's `maxIterations` k runs k − 1 updates.
+    let ranks = rows(&format!(
+        "CALL page_rank('G', maxIterations := {}, tolerance := 0.0) RETURN node.id, rank",
+        iterations + 1
+    ))
+    .into_iter()
+    .map(|(id, r)| match r {
+        K::Double(r) => (id, r),
+        other => panic!("a rank, not {other:?}"),
+    })
+    .collect();
+    let mut groups: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (id, g) in rows(
+        "CALL weakly_connected_components('G', maxIterations := 10000) RETURN node.id, group_id",
+    ) {
+        groups.entry(format!("{g:?}")).or_default().insert(id);
+    }
+    (ranks, groups.into_values().collect())
+}
+
+/// Runs an algorithm on `node`, waiting for it to end; returns the task.
+fn run(cluster: &TestCluster, node: usize, name: &str, body: Value) -> Value {
+    let (status, task) = cluster
+        .node(node)
+        .post_json(
+            &format!("/graph/algorithms/{name}?wait_for_completion=true&timeout=60s"),
+            &body,
+            Duration::from_secs(90),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{name}: {task}");
+    assert_eq!(task["state"], "completed", "{name}: {task}");
+    task
+}
+
+fn status_of(
+    cluster: &TestCluster,
+    node: usize,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let url = cluster.node(node).url(path);
+    if method == "GET" {
+        let (s, v, _) = get_full(&agent(), &url).unwrap();
+        return (s, v);
+    }
+    cluster.node(node).post_json(path, &body, T).unwrap()
+}
+
+/// The task `id` as `node` sees it.
+fn task(cluster: &TestCluster, node: usize, id: &str) -> Value {
+    cluster
+        .node(node)
+        .get_json(&format!("/tasks/{id}"), T)
+        .unwrap()
+}
+
+#[test]
+fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let mut rng = Rng::new(0xa160);
+    let options = ClusterOptions::graph(3).set("TORUA_SHARDS", "6");
+    let mut cluster = TestCluster::start(3, options).unwrap();
+    cluster.wait_green(Duration::from_secs(60)).unwrap();
+    let (ids, rels) = graph(&mut rng, 500, 900);
+    let batch = json!({
+        "entities": ids.iter().map(|i| json!({"id": i, "title": i, "degree": 0})).collect::<Vec<_>>(),
+        "relations": rels.iter().enumerate().map(|(n, (a, b))| json!({"id": format!("r{n}"), "source": a, "target": b})).collect::<Vec<_>>(),
+    });
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch, T)
+        .unwrap();
+    assert_eq!(
+        (status, &answer["errors"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    let (ranks, groups) = embedded(&ids, &rels, 20);
+
+    // PageRank, from every node, against Kuzu's.
+    for node in 0..3 {
+        let t = run(
+            &cluster,
+            node,
+            "pagerank",
+            json!({"iterations": 20, "tolerance": 0.0, "top_k": 100000}),
+        );
+        let top = t["result"]["top"].as_array().unwrap();
+        f.check(top.len() == ids.len(), || {
+            format!(
+                "pagerank on node {node}: {} ranks for {} entities",
+                top.len(),
+                ids.len()
+            )
+        });
+        let worst = top
+            .iter()
+            .map(|s| (s["value"].as_f64().unwrap() - ranks[s["id"].as_str().unwrap()]).abs())
+            .fold(0.0, f64::max);
+        f.check(worst < 1e-6, || {
+            format!("pagerank on node {node}: off Kuzu's by {worst}")
+        });
+        f.check(t["progress"]["supersteps"] == 21, || {
+            format!("pagerank on node {node}: {}", t["progress"])
+        });
+        // Any node shows any task.
+        let other = task(&cluster, (node + 1) % 3, t["id"].as_str().unwrap());
+        f.check(other["result"] == t["result"], || {
+            format!("task {} differs on another node: {other}", t["id"])
+        });
+    }
+
+    // Components: Kuzu's partition.
+    let t = run(
+        &cluster,
+        1,
+        "wcc",
+        json!({"top_k": 100000, "members": true}),
+    );
+    let ours: BTreeSet<BTreeSet<String>> = t["result"]["largest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    f.check(t["result"]["components"] == groups.len(), || {
+        format!(
+            "wcc: {} components, Kuzu {}",
+            t["result"]["components"],
+            groups.len()
+        )
+    });
+    f.check(ours == groups, || "wcc: not Kuzu's partition".to_string());
+
+    // Degree, written back: entity reads show it.
+    let t = run(&cluster, 2, "degree", json!({"top_k": 5, "write": true}));
+    f.check(t["result"]["written"] == ids.len(), || {
+        format!("degree: wrote {} of {}", t["result"]["written"], ids.len())
+    });
+    let mut degree: HashMap<&str, i64> = ids.iter().map(|i| (i.as_str(), 0)).collect();
+    for (a, b) in &rels {
+        *degree.get_mut(a.as_str()).unwrap() += 1;
+        *degree.get_mut(b.as_str()).unwrap() += 1;
+    }
+    let top = &t["result"]["top"][0];
+    f.check(
+        top["value"].as_f64() == Some(*degree.values().max().unwrap() as f64),
+        || format!("degree: top {top}"),
+    );
+    for id in ids.iter().step_by(37) {
+        let e = cluster
+            .node(0)
+            .get_json(&format!("/graph/entities/{id}"), T)
+            .unwrap();
+        f.check(e["entity"]["degree"] == degree[id.as_str()], || {
+            format!(
+                "degree of {id}: read {}, expected {}",
+                e["entity"]["degree"],
+                degree[id.as_str()]
+            )
+        });
+    }
+
+    // Bad requests say why.
+    for (method, path, body, want) in [
+        ("POST", "/graph/algorithms/nope", json!({}), 404),
+        ("POST", "/graph/algorithms/louvain", json!({}), 501),
+        (
+            "POST",
+            "/graph/algorithms/pagerank",
+            json!({"damping": 2}),
+            400,
+        ),
+        (
+            "POST",
+            "/graph/algorithms/pagerank",
+            json!({"write": true}),
+            400,
+        ),
+        ("POST", "/graph/algorithms/wcc", json!({"top_k": 0}), 400),
+        ("POST", "/graph/algorithms/degree", json!({"bogus": 1}), 400),
+        ("GET", "/tasks/not-a-task", json!({}), 400),
+        ("GET", "/tasks/node-1:999999", json!({}), 404),
+    ] {
+        let (status, answer) = status_of(&cluster, 0, method, path, body.clone());
+        f.check(
+            status == want
+                && answer["error"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty()),
+            || format!("{method} {path} {body}: {status} {answer}, expected {want} with a reason"),
+        );
+    }
+
+    // Cancel: a long run stops before its next superstep.
+    let long = json!({"iterations": 10000, "tolerance": 0.0});
+    let (status, t) = cluster
+        .node(0)
+        .post_json("/graph/algorithms/pagerank", &long, T)
+        .unwrap();
+    assert_eq!(status, 202, "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    let (status, answer) = cluster
+        .node(1)
+        .post_json(&format!("/tasks/{id}/_cancel"), &json!({}), T)
+        .unwrap();
+    f.check(status == 200, || format!("cancel: {status} {answer}"));
+    let t = until("the cancelled task ends", T, || {
+        let t = task(&cluster, 0, &id);
+        if t["state"] == "running" {
+            Err(t.to_string())
+        } else {
+            Ok(t)
+        }
+    });
+    f.check(t["state"] == "cancelled", || format!("after cancel: {t}"));
+
+    // SIGKILL of a worker mid-run: the task fails with a reason, the survivors drop their parts.
+    let (status, t) = cluster
+        .node(0)
+        .post_json("/graph/algorithms/pagerank", &long, T)
+        .unwrap();
+    assert_eq!(status, 202, "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    until("the run is past a few supersteps", T, || {
+        let t = task(&cluster, 0, &id);
+        match t["progress"]["supersteps"].as_u64() {
+            Some(n) if n >= 3 => Ok(()),
+            _ => Err(t.to_string()),
+        }
+    });
+    cluster.node_mut(2).kill9();
+    let t = until(
+        "the task fails after its worker died",
+        Duration::from_secs(180),
+        || {
+            let t = task(&cluster, 0, &id);
+            if t["state"] == "running" {
+                Err(t.to_string())
+            } else {
+                Ok(t)
+            }
+        },
+    );
+    f.check(
+        t["state"] == "failed" && t["error"].as_str().is_some_and(|e| !e.is_empty()),
+        || format!("after SIGKILL: {t}"),
+    );
+    eprintln!("task after its worker was killed: {}", t["error"]);
+    for node in [0, 1] {
+        let text = with_key(agent().get(&cluster.node(node).url("/metrics")))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .unwrap_or_default();
+        let held = text
+            .lines()
+            .find(|l| l.starts_with("torua_algorithm_tasks_held "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        f.check(held == Some(0.0), || {
+            format!("node {node} still holds algorithm state: {held:?}")
+        });
+    }
+    f.finish("algorithms", started);
+}
