@@ -57,7 +57,7 @@ pub struct TaskList {
     tasks: Vec<TaskView>,
 }
 
-/// The task asked for, without a result.
+/// The task whose cancellation was asked.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Cancelled {
     cancel_requested: String,

@@ -51,6 +51,10 @@ const PUBLIC: [&str; 2] = ["/health", "/openapi.json"];
         paths::neighborhood,
         paths::path,
         paths::retrieve,
+        paths::run_algorithm,
+        paths::list_tasks,
+        paths::get_task,
+        paths::cancel_task,
         paths::create,
         paths::list,
         paths::revoke,
@@ -64,6 +68,7 @@ const PUBLIC: [&str; 2] = ["/health", "/openapi.json"];
         (name = "graph", description = "Writes and point reads of the graph"),
         (name = "query", description = "Distributed reads: Cypher and traversals"),
         (name = "retrieve", description = "GraphRAG retrieval"),
+        (name = "algorithms", description = "Graph algorithms over the whole graph, run as tasks"),
         (name = "keys", description = "API keys and their roles"),
     )
 )]

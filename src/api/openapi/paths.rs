@@ -8,6 +8,7 @@
 // files' functions of the same names.
 #![allow(dead_code)]
 
+use super::super::algorithms::{AlgorithmBody, Cancelled, TaskList, WaitQuery};
 use super::super::broadcast::{BroadcastBody, BroadcastQuery};
 use super::super::cluster::{HealthAnswer, HealthQuery};
 use super::super::freshness::ReadParams;
@@ -26,6 +27,7 @@ use utoipa::{IntoResponses, PartialSchema};
 use crate::cluster::broadcast::BroadcastAnswer;
 use crate::cluster::copies::Copies;
 use crate::graph::model::Batch;
+use crate::query::algorithms::TaskView;
 use crate::replication::document::DocumentDeleted;
 use crate::retrieve::request::RetrieveBody;
 
@@ -492,3 +494,79 @@ fn list() {}
     )
 )]
 fn revoke() {}
+
+failures!(
+    /// What a graph algorithm task's start or status can fail with besides its own answers.
+    TaskFailures:
+    (503, Retry, "This node already drives 2 running tasks, no shard map yet, a shard with no live in-sync copy, or the node that drives the task could not be reached"),
+    (504, Error, "The node that drives the task did not answer in time"),
+    + Internal
+);
+
+#[utoipa::path(
+    post,
+    path = "/graph/algorithms/{name}",
+    tag = "algorithms",
+    summary = "Run a graph algorithm over the whole graph, as a task",
+    description = "Role: `write`. `pagerank` (Kuzu's PageRank: damping, iterations, tolerance), `wcc` (weakly connected components, run until no label changes) or `degree` (relations at each entity; `write: true` stores it in each entity's `degree`). Every shard is read from one live in-sync copy when the task starts; the shards exchange values over QUIC in supersteps. Answers at once with the task (`202`, `Location: /tasks/{id}`), or with `wait_for_completion=true` once it ended (`200`; `202` if still running at `timeout`). A task that loses a worker fails; nothing is written before every superstep finished. The body is optional.",
+    params(
+        ("name" = String, Path, description = "`pagerank`, `wcc` or `degree`"),
+        WaitQuery,
+    ),
+    request_body(content = AlgorithmBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The task, ended (`completed`, `failed` or `cancelled`)", body = TaskView),
+        (status = 202, description = "The task, still running", body = TaskView, headers(("Location" = String, description = "`/tasks/{id}`"))),
+        (status = 400, description = "A malformed body, a parameter out of range or for another algorithm, or `write` for an algorithm other than `degree`", body = ErrorBody),
+        (status = 404, description = "No algorithm of this name", body = ErrorBody),
+        (status = 501, description = "An algorithm not available yet (`louvain`, `leiden`)", body = ErrorBody),
+        TaskFailures,
+    )
+)]
+fn run_algorithm() {}
+
+#[utoipa::path(
+    get,
+    path = "/tasks",
+    tag = "algorithms",
+    summary = "The tasks this node drives",
+    description = "Role: `read`. Running tasks and the last 100 ended ones, newest first. Tasks do not survive a restart of the node that drives them.",
+    responses((status = 200, description = "The tasks", body = TaskList))
+)]
+fn list_tasks() {}
+
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}",
+    tag = "algorithms",
+    summary = "A task's state, progress and result",
+    description = "Role: `read`. Any node answers: it asks the node that drives the task (the id's part before the last `:`).",
+    params(
+        ("id" = String, Path, description = "The task's id, `<node>:<number>`"),
+        WaitQuery,
+    ),
+    responses(
+        (status = 200, description = "The task, ended", body = TaskView),
+        (status = 202, description = "The task, still running", body = TaskView, headers(("Location" = String, description = "`/tasks/{id}`"))),
+        (status = 400, description = "Not a task id, or a malformed `timeout`", body = ErrorBody),
+        (status = 404, description = "No such task on its node (only the last 100 ended tasks are kept)", body = ErrorBody),
+        TaskFailures,
+    )
+)]
+fn get_task() {}
+
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/_cancel",
+    tag = "algorithms",
+    summary = "Cancel a task",
+    description = "Role: `write`. The task stops before its next superstep and writes nothing; `GET /tasks/{id}` then shows `cancelled`. Cancelling an ended task changes nothing.",
+    params(("id" = String, Path, description = "The task's id, `<node>:<number>`")),
+    responses(
+        (status = 200, description = "Cancellation asked", body = Cancelled),
+        (status = 400, description = "Not a task id", body = ErrorBody),
+        (status = 404, description = "No such task on its node", body = ErrorBody),
+        TaskFailures,
+    )
+)]
+fn cancel_task() {}
