@@ -18,7 +18,7 @@ use crate::query::algorithms::{Algorithm, AlgorithmRequest, TaskView};
 const MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// Most PageRank iterations a request may ask for.
-const MAX_ITERATIONS: u32 = 10_000;
+const MAX_ITERATIONS: u32 = 1_000;
 
 /// The algorithms, by the name in the path.
 pub const NAMES: &[&str] = &["pagerank", "wcc", "degree"];
@@ -29,7 +29,7 @@ pub const NAMES: &[&str] = &["pagerank", "wcc", "degree"];
 pub struct AlgorithmBody {
     /// PageRank: damping factor in [0, 1] (default 0.85).
     damping: Option<f64>,
-    /// PageRank: most iterations, 1 to 10000 (default 20).
+    /// PageRank: most iterations, 1 to 1000 (default 20).
     iterations: Option<u32>,
     /// PageRank: stop once the sum of rank changes in an iteration is below this (default 1e-7).
     tolerance: Option<f64>,
@@ -111,9 +111,9 @@ fn request(name: &str, body: AlgorithmBody) -> Result<AlgorithmRequest, ApiError
         "degree" => Algorithm::Degree,
         "louvain" | "leiden" => {
             return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
+                StatusCode::NOT_FOUND,
                 format!(
-                    "{name} is not available yet; the algorithms are {}",
+                    "{name} is not available in this version; the algorithms are {}",
                     NAMES.join(", ")
                 ),
             ))

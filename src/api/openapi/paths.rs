@@ -518,8 +518,7 @@ failures!(
         (status = 200, description = "The task, ended (`completed`, `failed` or `cancelled`)", body = TaskView),
         (status = 202, description = "The task, still running", body = TaskView, headers(("Location" = String, description = "`/tasks/{id}`"))),
         (status = 400, description = "A malformed body, a parameter out of range or for another algorithm, or `write` for an algorithm other than `degree`", body = ErrorBody),
-        (status = 404, description = "No algorithm of this name", body = ErrorBody),
-        (status = 501, description = "An algorithm not available yet (`louvain`, `leiden`)", body = ErrorBody),
+        (status = 404, description = "No algorithm of this name (`louvain` and `leiden` are not available yet)", body = ErrorBody),
         TaskFailures,
     )
 )]
