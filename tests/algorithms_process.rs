@@ -31,12 +31,40 @@ fn graph(rng: &mut Rng, n: usize, m: usize) -> (Vec<String>, Vec<(String, String
     (ids, rels)
 }
 
-/// Kuzu's PageRank (`iterations` updates) and components on the same graph, in this process.
-fn embedded(
-    ids: &[String],
+/// What embedded Kuzu answers on the same graph, in this process.
+struct Embedded {
+    /// PageRank after the same number of updates.
+    ranks: HashMap<String, f64>,
+    /// Weakly connected components.
+    groups: BTreeSet<BTreeSet<String>>,
+    /// The modularity of its Louvain communities.
+    louvain: f64,
+}
+
+/// Modularity of a partition (entity → community) with every relation an undirected edge of
+/// weight 1.
+fn modularity<C: std::hash::Hash + Eq>(
     rels: &[(String, String)],
-    iterations: u32,
-) -> (HashMap<String, f64>, BTreeSet<BTreeSet<String>>) {
+    community: &HashMap<String, C>,
+) -> f64 {
+    let m2 = 2.0 * rels.len() as f64;
+    let mut inside: HashMap<&C, f64> = HashMap::new();
+    let mut tot: HashMap<&C, f64> = HashMap::new();
+    for (a, b) in rels {
+        let (ca, cb) = (&community[a], &community[b]);
+        *tot.entry(ca).or_default() += 1.0;
+        *tot.entry(cb).or_default() += 1.0;
+        if ca == cb {
+            *inside.entry(ca).or_default() += 2.0;
+        }
+    }
+    tot.iter()
+        .map(|(c, t)| inside.get(c).copied().unwrap_or(0.0) / m2 - (t / m2) * (t / m2))
+        .sum()
+}
+
+/// Kuzu's PageRank (`iterations` updates), components and Louvain on the same graph.
+fn embedded(ids: &[String], rels: &[(String, String)], iterations: u32) -> Embedded {
     let db = Database::in_memory(
         SystemConfig::default()
             .buffer_pool_size(1 << 28)
@@ -100,7 +128,15 @@ fn embedded(
     ) {
         groups.entry(format!("{g:?}")).or_default().insert(id);
     }
-    (ranks, groups.into_values().collect())
+    let louvain: HashMap<String, String> = rows("CALL louvain('G') RETURN node.id, louvain_id")
+        .into_iter()
+        .map(|(id, c)| (id, format!("{c:?}")))
+        .collect();
+    Embedded {
+        ranks,
+        groups: groups.into_values().collect(),
+        louvain: modularity(rels, &louvain),
+    }
 }
 
 /// Runs an algorithm on `node`, waiting for it to end; returns the task.
@@ -163,7 +199,8 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         (200, &json!(false)),
         "{answer}"
     );
-    let (ranks, groups) = embedded(&ids, &rels, 20);
+    let kuzu = embedded(&ids, &rels, 20);
+    let (ranks, groups) = (&kuzu.ranks, &kuzu.groups);
 
     // PageRank, from every node, against Kuzu's.
     for node in 0..3 {
@@ -225,7 +262,43 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
             groups.len()
         )
     });
-    f.check(ours == groups, || "wcc: not Kuzu's partition".to_string());
+    f.check(ours == *groups, || "wcc: not Kuzu's partition".to_string());
+
+    // Louvain: modularity within 2% of Kuzu's, and what the answer says it is.
+    let t = run(
+        &cluster,
+        0,
+        "louvain",
+        json!({"top_k": 100000, "members": true}),
+    );
+    let mut community: HashMap<String, String> = HashMap::new();
+    for c in t["result"]["largest"].as_array().unwrap() {
+        for m in c["members"].as_array().unwrap() {
+            community.insert(
+                m.as_str().unwrap().into(),
+                c["component"].as_str().unwrap().into(),
+            );
+        }
+    }
+    let q = modularity(&rels, &community);
+    let said = t["result"]["modularity"].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "louvain: modularity {q:.4} (Kuzu's {:.4}), {} communities",
+        kuzu.louvain, t["result"]["components"]
+    );
+    f.check(community.len() == ids.len(), || {
+        format!(
+            "louvain: {} of {} entities in communities",
+            community.len(),
+            ids.len()
+        )
+    });
+    f.check((q - said).abs() < 1e-9 && q >= kuzu.louvain * 0.98, || {
+        format!(
+            "louvain: modularity {q} (answer says {said}), Kuzu's {}",
+            kuzu.louvain
+        )
+    });
 
     // Degree, written back: entity reads show it.
     let t = run(&cluster, 2, "degree", json!({"top_k": 5, "write": true}));
@@ -259,7 +332,14 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
     // Bad requests say why.
     for (method, path, body, want) in [
         ("POST", "/graph/algorithms/nope", json!({}), 404),
-        ("POST", "/graph/algorithms/louvain", json!({}), 404),
+        ("POST", "/graph/algorithms/leiden", json!({}), 404),
+        (
+            "POST",
+            "/graph/algorithms/wcc",
+            json!({"iterations": 3}),
+            400,
+        ),
+        ("GET", "/tasks/nonode:1", json!({}), 404),
         (
             "POST",
             "/graph/algorithms/pagerank",

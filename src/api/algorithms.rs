@@ -15,13 +15,12 @@ use crate::query::algorithms::task::{self, MAX_TOP};
 use crate::query::algorithms::{Algorithm, AlgorithmRequest, TaskView};
 
 /// Longest `timeout` a `wait_for_completion` request may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// Most PageRank iterations a request may ask for.
 const MAX_ITERATIONS: u32 = 1_000;
 
 /// The algorithms, by the name in the path.
-pub const NAMES: &[&str] = &["pagerank", "wcc", "degree"];
+pub const NAMES: &[&str] = &["pagerank", "wcc", "degree", "louvain"];
 
 /// The body of `POST /graph/algorithms/{name}`; every field is optional.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -29,14 +28,16 @@ pub const NAMES: &[&str] = &["pagerank", "wcc", "degree"];
 pub struct AlgorithmBody {
     /// PageRank: damping factor in [0, 1] (default 0.85).
     damping: Option<f64>,
-    /// PageRank: most iterations, 1 to 1000 (default 20).
+    /// PageRank: most iterations; louvain: most rounds of moves across the shards (the first
+    /// level; later levels run on the contracted graph). 1 to 1000 (default 20).
     iterations: Option<u32>,
     /// PageRank: stop once the sum of rank changes in an iteration is below this (default 1e-7).
     tolerance: Option<f64>,
     /// Results returned: the highest values, or the largest components (default 10, at most
     /// 100000).
     top_k: Option<u32>,
-    /// wcc: list up to `top_k` members of each component returned (default false).
+    /// wcc, louvain: list up to `top_k` members of each component or community returned
+    /// (default false).
     members: Option<bool>,
     /// degree: write each entity's degree to its `degree` property (default false).
     write: Option<bool>,
@@ -63,24 +64,37 @@ pub struct Cancelled {
     cancel_requested: String,
 }
 
+/// `iterations` within its range (default 20).
+fn iterations(asked: Option<u32>) -> Result<u32, ApiError> {
+    let iterations = asked.unwrap_or(20);
+    if !(1..=MAX_ITERATIONS).contains(&iterations) {
+        return Err(ApiError::bad_request(format!(
+            "iterations {iterations} must be between 1 and {MAX_ITERATIONS}"
+        )));
+    }
+    Ok(iterations)
+}
+
 fn request(name: &str, body: AlgorithmBody) -> Result<AlgorithmRequest, ApiError> {
-    let only = |field: &str, set: bool, for_name: &str| {
-        if set && name != for_name {
+    let only = |field: &str, set: bool, names: &[&str]| {
+        if set && !names.contains(&name) {
             Err(ApiError::bad_request(format!(
-                "{field} applies to {for_name} only, not to {name}"
+                "{field} applies to {} only, not to {name}",
+                names.join(" and ")
             )))
         } else {
             Ok(())
         }
     };
-    let pagerank_field = body.damping.is_some() || body.iterations.is_some();
+    let pagerank_field = body.damping.is_some() || body.tolerance.is_some();
+    only("damping/tolerance", pagerank_field, &["pagerank"])?;
     only(
-        "damping/iterations/tolerance",
-        pagerank_field || body.tolerance.is_some(),
-        "pagerank",
+        "iterations",
+        body.iterations.is_some(),
+        &["pagerank", "louvain"],
     )?;
-    only("members", body.members.is_some(), "wcc")?;
-    only("write", body.write.is_some(), "degree")?;
+    only("members", body.members.is_some(), &["wcc", "louvain"])?;
+    only("write", body.write.is_some(), &["degree"])?;
     let algorithm = match name {
         "pagerank" => {
             let damping = body.damping.unwrap_or(0.85);
@@ -89,12 +103,7 @@ fn request(name: &str, body: AlgorithmBody) -> Result<AlgorithmRequest, ApiError
                     "damping {damping} must be between 0 and 1"
                 )));
             }
-            let iterations = body.iterations.unwrap_or(20);
-            if !(1..=MAX_ITERATIONS).contains(&iterations) {
-                return Err(ApiError::bad_request(format!(
-                    "iterations {iterations} must be between 1 and {MAX_ITERATIONS}"
-                )));
-            }
+            let iterations = iterations(body.iterations)?;
             let tolerance = body.tolerance.unwrap_or(1e-7);
             if !tolerance.is_finite() || tolerance < 0.0 {
                 return Err(ApiError::bad_request(format!(
@@ -109,15 +118,9 @@ fn request(name: &str, body: AlgorithmBody) -> Result<AlgorithmRequest, ApiError
         }
         "wcc" => Algorithm::Components,
         "degree" => Algorithm::Degree,
-        "louvain" | "leiden" => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "{name} is not available in this version; the algorithms are {}",
-                    NAMES.join(", ")
-                ),
-            ))
-        }
+        "louvain" => Algorithm::Louvain {
+            rounds: iterations(body.iterations)?,
+        },
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -153,17 +156,19 @@ pub async fn run(
     let body: AlgorithmBody = if body.iter().all(u8::is_ascii_whitespace) {
         AlgorithmBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "malformed body: {e}; expected {{\"top_k\": 10, ...}} (see /openapi.json)"
-            ))
-        })?
+        serde_json::from_slice::<Option<AlgorithmBody>>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "malformed body: {e}; expected {{\"top_k\": 10, ...}} (see /openapi.json)"
+                ))
+            })?
+            .unwrap_or_default()
     };
     let timeout = super::duration_param(
         "timeout",
         q.timeout.as_deref(),
         DEFAULT_WAIT,
-        Duration::ZERO..=MAX_WAIT,
+        Duration::ZERO..=task::MAX_WAIT,
     )?;
     let request = request(&name, body)?;
     let mut view = task::start(&state, request)?;
@@ -201,18 +206,14 @@ pub async fn get(
         "timeout",
         q.timeout.as_deref(),
         DEFAULT_WAIT,
-        Duration::ZERO..=MAX_WAIT,
+        Duration::ZERO..=task::MAX_WAIT,
     )?;
-    let driver = task::driver_of(&id)?;
-    let view = if driver == state.node_id().as_str() {
-        if q.wait_for_completion.unwrap_or(false) {
-            task::wait(&state, &id, timeout).await?
-        } else {
-            state.algorithms.tasks.view(&id)?
-        }
+    let wait = if q.wait_for_completion.unwrap_or(false) {
+        timeout
     } else {
-        task::view_anywhere(&state, &id).await?
+        Duration::ZERO
     };
+    let view = task::view_anywhere(&state, &id, wait).await?;
     Ok(answer(view))
 }
 

@@ -213,6 +213,101 @@ def test_retrieve(client: torua.Client, dulce) -> None:
     assert only.entities and not only.text_units and not only.relations
 
 
+# -- Graph algorithms as tasks -----------------------------------------------------------------
+
+
+def test_graph_algorithms_as_tasks(client: torua.Client, urls: List[str], connect) -> None:
+    # Two components of our own: a star around a hub (4 entities) and a pair. The cluster holds
+    # other tests' entities too, so counts are checked on these ids.
+    hub, spokes = uid("hub"), [uid("spoke") for _ in range(3)]
+    x, y = uid("pair"), uid("pair")
+    ours = {hub, *spokes, x, y}
+    client.ingest(
+        {
+            "entities": [{"id": e, "title": f"ALGO {e}", "type": "ALGO"} for e in sorted(ours)],
+            "relations": [
+                {"id": uid("r"), "source": s, "target": t, "description": "algo"}
+                for s, t in [(spokes[0], hub), (spokes[1], hub), (spokes[2], hub), (x, y)]
+            ],
+        },
+        wait=True,
+    )
+
+    # PageRank, waiting for it: every spoke points at the hub, which ranks above them.
+    pr = client.pagerank(wait=True, timeout=60, top_k=100000)
+    assert pr.done and pr.state == "completed", pr.raw
+    assert pr.algorithm == "pagerank" and pr.error is None and pr.result is not None
+    top = pr.result.top or []
+    ranks = {s.id: s.value for s in top}
+    assert ours <= set(ranks) and pr.progress.vertices >= len(ours)
+    assert sum(ranks.values()) <= 1.0 + 1e-6
+    assert [s.value for s in top] == sorted((s.value for s in top), reverse=True)
+    assert all(ranks[hub] > ranks[s] for s in spokes), {e: ranks[e] for e in ours}
+    assert ranks[y] > ranks[x]
+    # The answering node drives it and lists it; any node answers about it.
+    assert pr.id in {t.id for t in client.tasks()}
+    for url in urls:
+        with torua.Client([url], **connect) as c:
+            assert c.task(pr.id).state == "completed"
+
+    # Weakly connected components with their members: ours are the star and the pair.
+    cc = client.wcc(wait=True, timeout=60, members=True, top_k=100000)
+    assert cc.state == "completed" and cc.result is not None, cc.raw
+    largest = cc.result.largest or []
+    assert cc.result.components == len(largest) and len(largest) >= 2
+    mine = sorted((sorted(m.members or []), m.size) for m in largest if ours & set(m.members or []))
+    assert mine == sorted([(sorted([hub, *spokes]), 4), (sorted([x, y]), 2)])
+
+    # Louvain: the pair is a community of its own; the answer carries its modularity.
+    lv = client.louvain(wait=True, timeout=60, members=True, top_k=100000)
+    assert lv.state == "completed" and lv.result is not None, lv.raw
+    assert lv.result.modularity is not None and lv.result.modularity > 0
+    assert any(sorted(m.members or []) == sorted([x, y]) for m in lv.result.largest or [])
+
+    # Degree, written to each entity.
+    deg = client.degree(wait=True, timeout=60, write=True, top_k=100000)
+    assert deg.state == "completed" and deg.result is not None, deg.raw
+    assert (deg.result.written or 0) >= len(ours)
+    degrees = {s.id: s.value for s in deg.result.top or []}
+    assert degrees[hub] == 3 and degrees[x] == 1
+    assert client.get_entity(hub, freshness="strict").entity.degree == 3
+    assert client.get_entity(spokes[0], freshness="strict").entity.degree == 1
+
+    # A long run, cancelled: it stops before its next superstep and writes nothing. On a small
+    # graph even the longest run takes well under a second, so a cancellation that arrives after
+    # the last superstep (the task then shows `completed`) is tried again.
+    for _ in range(3):
+        # The most iterations the server allows, without stopping early.
+        long = client.pagerank(iterations=1000, tolerance=0.0)
+        assert long.algorithm == "pagerank" and long.state == "running" and not long.done
+        assert client.cancel_task(long.id) == long.id
+        ended = client.wait_task(long.id, timeout=60)
+        assert ended.cancel_requested and ended.state in ("cancelled", "completed"), ended.raw
+        if ended.state == "cancelled":
+            break
+    assert ended.state == "cancelled" and ended.result is None, ended.raw
+    # Cancelling an ended task changes nothing.
+    assert client.cancel_task(long.id) == long.id
+    assert client.task(long.id).state == "cancelled"
+
+    # Refusals carry the server's reason.
+    with pytest.raises(torua.BadRequest) as bad:
+        client.pagerank(iterations=1001)
+    assert "iterations" in bad.value.reason
+    with pytest.raises(torua.BadRequest) as bad:
+        client.wcc(top_k=0)
+    assert "top_k" in bad.value.reason
+    with pytest.raises(torua.BadRequest) as bad:
+        client.run_algorithm("wcc", damping=0.5)
+    assert "pagerank" in bad.value.reason
+    with pytest.raises(torua.NotFound):
+        client.run_algorithm("no-such-algorithm")
+    with pytest.raises(torua.NotFound):
+        client.task(f"{ended.id.rsplit(':', 1)[0]}:999999")
+    with pytest.raises(torua.BadRequest):
+        client.task("not-a-task-id")
+
+
 # -- Errors ------------------------------------------------------------------------------------
 
 

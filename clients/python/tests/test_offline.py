@@ -268,6 +268,178 @@ def test_a_node_that_never_answers_times_out() -> None:
     assert "ReadTimeout" in str(e.value)
 
 
+def task_view(state: str = "running", **extra) -> Dict:
+    """A `TaskView` as the server answers it."""
+    view = {
+        "id": "node-1:3",
+        "algorithm": "pagerank",
+        "state": state,
+        "started_at_ms": 1700000000000,
+        "running_ms": 12,
+        "cancel_requested": False,
+        "progress": {
+            "phase": "superstep" if state == "running" else "done",
+            "supersteps": 4,
+            "vertices": 3,
+            "edges": 2,
+            "workers": 3,
+            "delta": 0.25,
+            "changed": None,
+        },
+        "result": None,
+        "error": None,
+    }
+    view.update(extra)
+    return view
+
+
+PAGERANK_DONE = task_view(
+    "completed",
+    result={
+        "top": [{"id": "b", "value": 0.5}, {"id": "a", "value": 0.25}],
+        "components": None,
+        "largest": None,
+        "converged": True,
+        "written": None,
+        "later": "kept in raw",
+    },
+)
+
+
+def test_algorithm_tasks_send_only_set_fields_and_parse_202_and_200() -> None:
+    seen: List[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.raw_path.split(b"?")[0]
+        if path == b"/graph/algorithms/pagerank":
+            waited = request.url.params.get("wait_for_completion") == "true"
+            if waited:
+                return httpx.Response(200, json=PAGERANK_DONE)
+            return httpx.Response(202, headers={"location": "/tasks/node-1:3"}, json=task_view())
+        if path == b"/graph/algorithms/wcc":
+            result = {
+                "components": 2,
+                "largest": [
+                    {"component": "a", "size": 2, "members": ["a", "b"]},
+                    {"component": "c", "size": 1, "members": ["c"]},
+                ],
+            }
+            return httpx.Response(200, json=task_view("completed", algorithm="wcc", result=result))
+        if path == b"/tasks":
+            return httpx.Response(200, json={"tasks": [task_view(), PAGERANK_DONE]})
+        if path == b"/tasks/node-1%3A3":
+            return httpx.Response(202, json=task_view())
+        if path == b"/tasks/node-1%3A3/_cancel":
+            return httpx.Response(200, json={"cancel_requested": "node-1:3"})
+        return httpx.Response(404, json={"error": {"status": 404, "reason": "no route"}})
+
+    c = mock_client(handler, ["http://a"])
+    running = c.pagerank(damping=0.9, top_k=5)
+    assert isinstance(running, torua.Task) and running.id == "node-1:3"
+    assert running.state == "running" and not running.done and running.result is None
+    assert running.progress.supersteps == 4 and running.progress.delta == 0.25
+    assert running.progress.changed is None and running.raw["started_at_ms"] == 1700000000000
+    assert json.loads(seen[-1].content) == {"damping": 0.9, "top_k": 5}
+    assert "wait_for_completion" not in seen[-1].url.params
+
+    done = c.run_algorithm("pagerank", wait=True, timeout=5, iterations=50, tolerance=0.0)
+    assert seen[-1].url.params["wait_for_completion"] == "true"
+    assert seen[-1].url.params["timeout"] == "5000ms"
+    assert json.loads(seen[-1].content) == {"iterations": 50, "tolerance": 0.0}
+    assert done.done and done.state == "completed" and done.result is not None
+    assert [(s.id, s.value) for s in done.result.top or []] == [("b", 0.5), ("a", 0.25)]
+    assert isinstance(done.result.top[0], torua.Scored) and done.result.converged is True
+    assert done.result.raw["later"] == "kept in raw"
+
+    wcc = c.wcc(members=True, wait=True)
+    assert json.loads(seen[-1].content) == {"members": True}
+    assert wcc.result is not None and wcc.result.components == 2
+    largest = wcc.result.largest or []
+    assert isinstance(largest[0], torua.Component)
+    assert [(x.component, x.size, x.members) for x in largest] == [
+        ("a", 2, ["a", "b"]),
+        ("c", 1, ["c"]),
+    ]
+
+    listed = c.tasks()
+    assert [t.state for t in listed] == ["running", "completed"]
+    assert listed[1].result is not None and listed[1].result.top[0].id == "b"
+    # Task ids hold a ':', quoted in the path.
+    assert c.task("node-1:3").state == "running"
+    assert c.cancel_task("node-1:3") == "node-1:3"
+    assert seen[-1].method == "POST"
+    with pytest.raises(torua.NotFound):
+        c.degree(write=True)
+    assert seen[-1].url.path == "/graph/algorithms/degree"
+    assert json.loads(seen[-1].content) == {"write": True}
+    with pytest.raises(ValueError):
+        c.task("")
+
+
+def test_waiting_requests_outlast_the_servers_wait() -> None:
+    c = torua.Client(["http://a"], timeout=30.0)
+    send = next(c._api.run_algorithm("wcc", wait=True, timeout=45))
+    assert send.params == {"wait_for_completion": "true", "timeout": "45000ms"}
+    assert send.timeout.read == 55.0
+    # The server waits at most 60 s, 30 s unless told: the client allows for the longest wait.
+    assert next(c._api.task("n:1", wait=True, timeout="50s")).timeout.read == 70.0
+    assert next(c._api.task("n:1")).timeout.read == 30.0
+    assert next(c._api.pagerank()).params is None
+
+
+def test_starting_a_task_is_never_sent_twice_after_a_timeout() -> None:
+    seen: List[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.host} {request.method} {request.url.path}")
+        if request.url.host == "a":
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(202, json=task_view())
+
+    c = mock_client(handler, ["http://a", "http://b"])
+    with pytest.raises(torua.ConnectionFailed):
+        c.pagerank()
+    assert seen == ["a POST /graph/algorithms/pagerank"]
+    # Reading a task (and asking to cancel it) is safe to repeat: on to the next node.
+    assert c.task("node-1:3").id == "node-1:3"
+    assert seen[-2:] == ["a GET /tasks/node-1:3", "b GET /tasks/node-1:3"]
+
+
+def test_wait_task_polls_until_the_task_ended_or_times_out() -> None:
+    states = ["running", "running", "cancelled"]
+    polls: List[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        polls.append(request.url.path)
+        state = states.pop(0) if states else "running"
+        return httpx.Response(202 if state == "running" else 200, json=task_view(state))
+
+    c = mock_client(handler, ["http://a"])
+    ended = c.wait_task("node-1:3", timeout=10, poll=0.001)
+    assert ended.state == "cancelled" and ended.done and len(polls) == 3
+    with pytest.raises(TimeoutError) as e:
+        c.wait_task("node-1:3", timeout=0.05, poll=0.01)
+    assert "node-1:3" in str(e.value) and "running" in str(e.value)
+
+    async def main() -> None:
+        states.extend(["running", "failed"])
+        c = mock(torua.AsyncClient, handler, ["http://a"])
+        task = await c.wait_task("node-1:3", poll=0.001)
+        assert task.state == "failed" and task.done
+        await c.aclose()
+
+    asyncio.run(main())
+
+
+def test_every_endpoint_is_a_method_of_both_clients() -> None:
+    from torua._api import ENDPOINTS
+
+    for name in ENDPOINTS:
+        assert getattr(torua.Client, name).__doc__, name
+        assert getattr(torua.AsyncClient, name).__doc__, name
+
+
 # Every route of the API contract and the client method that calls it.
 COVERED = {
     ("POST", "/broadcast"): "broadcast",
@@ -294,6 +466,10 @@ COVERED = {
     ("GET", "/openapi.json"): "openapi",
     ("POST", "/query"): "query",
     ("POST", "/retrieve"): "retrieve",
+    ("POST", "/graph/algorithms/{name}"): "run_algorithm",
+    ("GET", "/tasks"): "tasks",
+    ("GET", "/tasks/{id}"): "task",
+    ("POST", "/tasks/{id}/_cancel"): "cancel_task",
 }
 
 

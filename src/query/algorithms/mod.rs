@@ -13,6 +13,7 @@
 //! not in the result). Vertices are every entity, stubs of relations' far ends included;
 //! relations are directed edges (PageRank) or undirected ones (components, degree).
 
+pub mod louvain;
 pub mod part;
 pub mod task;
 pub mod worker;
@@ -41,6 +42,9 @@ pub enum Algorithm {
     Components,
     /// The number of relations at each entity (a self-loop counts twice).
     Degree,
+    /// Louvain community detection: relations as undirected edges of weight 1; `rounds` of
+    /// moves at most on the first level (across shards), then the rest on the contracted graph.
+    Louvain { rounds: u32 },
 }
 
 /// Most supersteps of a components run (each lowers some label, so it ends long before).
@@ -59,7 +63,7 @@ pub enum Next {
 impl Algorithm {
     /// Whether the algorithm runs supersteps at all (degree is read off each part).
     pub fn has_supersteps(&self) -> bool {
-        !matches!(self, Algorithm::Degree)
+        matches!(self, Algorithm::PageRank { .. } | Algorithm::Components)
     }
 
     /// What follows superstep `step`, given what the parts reported in it (summed).
@@ -89,7 +93,7 @@ impl Algorithm {
                     Next::Step
                 }
             }
-            Algorithm::Degree => Next::Done { converged: None },
+            Algorithm::Degree | Algorithm::Louvain { .. } => Next::Done { converged: None },
         }
     }
 
@@ -98,6 +102,7 @@ impl Algorithm {
             Algorithm::PageRank { .. } => "pagerank",
             Algorithm::Components => "wcc",
             Algorithm::Degree => "degree",
+            Algorithm::Louvain { .. } => "louvain",
         }
     }
 }

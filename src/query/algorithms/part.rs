@@ -41,6 +41,9 @@ pub enum Values {
     SparseSums(Vec<(u32, f64)>),
     /// The slots whose vertex should take a smaller label (components).
     Labels(Vec<(u32, u64)>),
+    /// Louvain: the community of every slot of the receiver's channel to the sender, in slot
+    /// order (sent back along the channel by the shard that owns the slots' vertices).
+    Communities(Vec<u64>),
 }
 
 impl Values {
@@ -49,6 +52,7 @@ impl Values {
             Values::Sums(v) => v.is_empty(),
             Values::SparseSums(v) => v.is_empty(),
             Values::Labels(v) => v.is_empty(),
+            Values::Communities(v) => v.is_empty(),
         }
     }
 }
@@ -79,6 +83,11 @@ enum State {
         out: Vec<u64>,
     },
     Degree,
+    Louvain {
+        community: Vec<u64>,
+        /// The community of each slot's vertex, as its shard last published it.
+        remote: Vec<u64>,
+    },
 }
 
 /// One shard's vertices, edges and values for one task.
@@ -175,7 +184,7 @@ impl Part {
                         edges.push((v, t));
                     }
                 }
-                Algorithm::Components => {
+                Algorithm::Components | Algorithm::Louvain { .. } => {
                     if let (Some(v), Some(t)) = (from, target(dest)) {
                         edges.push((v, t));
                     }
@@ -232,6 +241,12 @@ impl Part {
                 out: vec![u64::MAX; slots],
             },
             Algorithm::Degree => State::Degree,
+            Algorithm::Louvain { .. } => State::Louvain {
+                community: (0..n as u64)
+                    .map(|v| (u64::from(shard) << 32) | v)
+                    .collect(),
+                remote: vec![u64::MAX; slots],
+            },
         };
         Ok(Part {
             shard,
@@ -275,6 +290,23 @@ impl Part {
 
     /// Takes what shard `from` sent in step `step`.
     pub fn receive(&mut self, from: u32, step: u32, values: &Values) -> Result<(), Error> {
+        if let (State::Louvain { remote, .. }, Values::Communities(list)) =
+            (&mut self.state, values)
+        {
+            let c = self.channels.iter().find(|c| c.to == from);
+            match c {
+                Some(c) if list.len() == c.len => {
+                    remote[c.start..c.start + c.len].copy_from_slice(list);
+                    return Ok(());
+                }
+                _ => {
+                    return Err(Error::Invalid(format!(
+                    "shard {from} published communities that do not fit shard {}'s channel to it",
+                    self.shard
+                )))
+                }
+            }
+        }
         let map = self.incoming.get(&from).ok_or_else(|| {
             Error::Invalid(format!(
                 "shard {} got values from shard {from}, which never connected",
@@ -420,7 +452,7 @@ impl Part {
                     })
                     .collect()
             }
-            State::Degree => Vec::new(),
+            State::Degree | State::Louvain { .. } => Vec::new(),
         };
         let messages = messages
             .into_iter()
@@ -436,9 +468,139 @@ impl Part {
                 State::Rank { rank, .. } => rank[v],
                 State::Label { label, .. } => label[v] as f64,
                 State::Degree => f64::from(self.degree[v]),
+                State::Louvain { community, .. } => community[v] as f64,
             };
             (self.ids[v].as_str(), value)
         })
+    }
+
+    /// Louvain: the community of each vertex here that each shard with edges to it needs, to
+    /// send back along its channel.
+    pub fn publish(&self) -> Vec<(u32, Values)> {
+        let State::Louvain { community, .. } = &self.state else {
+            return Vec::new();
+        };
+        self.incoming
+            .iter()
+            .map(|(from, map)| {
+                let list = map
+                    .iter()
+                    .map(|l| community.get(*l as usize).copied().unwrap_or(u64::MAX))
+                    .collect();
+                (*from, Values::Communities(list))
+            })
+            .collect()
+    }
+
+    /// Louvain: the summed degree of the vertices here in each community, and of all of them.
+    pub fn totals(&self) -> (HashMap<u64, f64>, f64) {
+        let mut totals: HashMap<u64, f64> = HashMap::new();
+        let mut all = 0.0;
+        if let State::Louvain { community, .. } = &self.state {
+            for (v, c) in community.iter().enumerate() {
+                let k = (self.offsets[v + 1] - self.offsets[v]) as f64;
+                *totals.entry(*c).or_default() += k;
+                all += k;
+            }
+        }
+        (totals, all)
+    }
+
+    /// Louvain, one round of moves: every vertex of this round's half (alternate halves keep
+    /// neighbours from swapping places forever) joins the neighbouring community that raises
+    /// modularity most, given the communities' degrees `totals` at the round's start and the sum
+    /// of all degrees `m2`. Returns how many moved.
+    pub fn moves(&mut self, round: u32, totals: &HashMap<u64, f64>, m2: f64) -> u64 {
+        let n = self.ids.len();
+        let (offsets, targets, shard) = (&self.offsets, &self.targets, self.shard);
+        let State::Louvain { community, remote } = &mut self.state else {
+            return 0;
+        };
+        if m2 == 0.0 {
+            return 0;
+        }
+        // Degrees of communities as this part's own moves change them.
+        let mut change: HashMap<u64, f64> = HashMap::new();
+        let tot = |c: u64, change: &HashMap<u64, f64>| {
+            totals.get(&c).copied().unwrap_or(0.0) + change.get(&c).copied().unwrap_or(0.0)
+        };
+        let mut k_in: HashMap<u64, f64> = HashMap::new();
+        let mut moved = 0;
+        for v in 0..n {
+            if !(v as u64 + u64::from(shard) + u64::from(round)).is_multiple_of(2) {
+                continue;
+            }
+            let k = (offsets[v + 1] - offsets[v]) as f64;
+            k_in.clear();
+            for &t in &targets[offsets[v]..offsets[v + 1]] {
+                let c = if (t as usize) < n {
+                    if t as usize == v {
+                        continue;
+                    }
+                    community[t as usize]
+                } else {
+                    remote[t as usize - n]
+                };
+                if c != u64::MAX {
+                    *k_in.entry(c).or_default() += 1.0;
+                }
+            }
+            let own = community[v];
+            let without = tot(own, &change) - k;
+            let gain = |k_in: f64, tot: f64| k_in - tot * k / m2;
+            let mut best = (own, gain(k_in.get(&own).copied().unwrap_or(0.0), without));
+            let mut candidates: Vec<(u64, f64)> = k_in.iter().map(|(c, w)| (*c, *w)).collect();
+            candidates.sort_by_key(|(c, _)| *c);
+            for (c, w) in candidates {
+                if c == own {
+                    continue;
+                }
+                let g = gain(w, tot(c, &change));
+                if g > best.1 + 1e-12 {
+                    best = (c, g);
+                }
+            }
+            if best.0 != own {
+                *change.entry(own).or_default() -= k;
+                *change.entry(best.0).or_default() += k;
+                community[v] = best.0;
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// Louvain: the edges here between communities, summed: `(community, neighbour's, weight)`.
+    pub fn contracted(&self) -> Vec<(u64, u64, f64)> {
+        let n = self.ids.len();
+        let State::Louvain { community, remote } = &self.state else {
+            return Vec::new();
+        };
+        let mut sums: HashMap<(u64, u64), f64> = HashMap::new();
+        for v in 0..n {
+            for &t in &self.targets[self.offsets[v]..self.offsets[v + 1]] {
+                let c = if (t as usize) < n {
+                    community[t as usize]
+                } else {
+                    remote[t as usize - n]
+                };
+                if c != u64::MAX {
+                    *sums.entry((community[v], c)).or_default() += 1.0;
+                }
+            }
+        }
+        sums.into_iter().map(|((a, b), w)| (a, b, w)).collect()
+    }
+
+    /// Louvain: renames communities by `map` (first-level community → final one).
+    pub fn relabel(&mut self, map: &HashMap<u64, u64>) {
+        if let State::Louvain { community, .. } = &mut self.state {
+            for c in community.iter_mut() {
+                if let Some(to) = map.get(c) {
+                    *c = *to;
+                }
+            }
+        }
     }
 
     /// The id of the vertex a component label names, when this part owns it.

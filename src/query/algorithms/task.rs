@@ -16,13 +16,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::part::StepReport;
-use super::worker::{keep_top, AlgoRequest, AlgoResponse};
+use super::worker::{keep_top, AlgoRequest, AlgoResponse, LouvainOp};
 use super::{Algorithm, Next};
 use crate::error::Error;
 use crate::node::context::NodeContext;
 use crate::peer;
 use crate::query::scatter::join_in_order;
 
+/// Longest wait for a task to end that a request may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Tasks one node may drive at once.
 pub const MAX_RUNNING: usize = 2;
 /// Finished tasks kept for `GET /tasks/{id}`.
@@ -100,6 +102,8 @@ pub struct TaskResult {
     pub converged: Option<bool>,
     /// Entities whose property was written (with `write`).
     pub written: Option<u64>,
+    /// Louvain: the modularity of the communities found.
+    pub modularity: Option<f64>,
 }
 
 /// A task as `GET /tasks/{id}` shows it.
@@ -289,6 +293,17 @@ pub fn driver_of(id: &str) -> Result<&str, Error> {
     }
 }
 
+/// The driver `id` names, when this node's membership view knows it.
+fn known_driver<'a>(ctx: &NodeContext, id: &'a str) -> Result<&'a str, Error> {
+    let node = driver_of(id)?;
+    if node != ctx.node_id().as_str() && ctx.cluster.view().member_by_str(node).is_none() {
+        return Err(Error::NotFound(format!(
+            "no task {id}: no node {node} in this cluster"
+        )));
+    }
+    Ok(node)
+}
+
 /// Starts `request` as a task driven by this node; returns at once with its view.
 pub fn start(ctx: &Arc<NodeContext>, request: AlgorithmRequest) -> Result<TaskView, Error> {
     if request.write && request.algorithm != Algorithm::Degree {
@@ -328,10 +343,17 @@ pub async fn wait(ctx: &Arc<NodeContext>, id: &str, wait: Duration) -> Result<Ta
 }
 
 /// A task's view from whichever node drives it.
-pub async fn view_anywhere(ctx: &Arc<NodeContext>, id: &str) -> Result<TaskView, Error> {
-    let node = driver_of(id)?;
-    let request = AlgoRequest::Status { id: id.to_string() };
-    match peer::call(ctx, node, request, STEP_TIMEOUT).await? {
+pub async fn view_anywhere(
+    ctx: &Arc<NodeContext>,
+    id: &str,
+    wait: Duration,
+) -> Result<TaskView, Error> {
+    let node = known_driver(ctx, id)?;
+    let request = AlgoRequest::Status {
+        id: id.to_string(),
+        wait_ms: wait.as_millis() as u64,
+    };
+    match peer::call(ctx, node, request, STEP_TIMEOUT + wait).await? {
         AlgoResponse::Status { view_json } => {
             serde_json::from_str(&view_json).map_err(|e| Error::Internal(e.to_string()))
         }
@@ -341,7 +363,7 @@ pub async fn view_anywhere(ctx: &Arc<NodeContext>, id: &str) -> Result<TaskView,
 
 /// Cancels a task on whichever node drives it.
 pub async fn cancel_anywhere(ctx: &Arc<NodeContext>, id: &str) -> Result<(), Error> {
-    let node = driver_of(id)?;
+    let node = known_driver(ctx, id)?;
     let request = AlgoRequest::Cancel { id: id.to_string() };
     peer::call(ctx, node, request, STEP_TIMEOUT).await?;
     Ok(())
@@ -482,6 +504,9 @@ async fn run(
         }
         step += 1;
     }
+    if let Algorithm::Louvain { rounds } = request.algorithm {
+        result.modularity = Some(louvain(ctx, task, nodes, rounds).await?);
+    }
     task.progress(|p| p.phase = "gathering".into());
     task.cancelled()?;
     let k = request.top_k.min(MAX_TOP);
@@ -506,7 +531,7 @@ async fn run(
                     .collect(),
             );
         }
-        Algorithm::Components => {
+        Algorithm::Components | Algorithm::Louvain { .. } => {
             result.largest =
                 Some(components(ctx, &id, nodes, k, request.members, &mut result).await?);
         }
@@ -529,6 +554,74 @@ async fn run(
         result.written = Some(written);
     }
     Ok(result)
+}
+
+/// Louvain across the workers: rounds of moves on the first level (each: the shards publish
+/// their vertices' communities along their channels and report the communities' degrees; then
+/// every shard moves its round's half of the vertices), until two rounds in a row move none or
+/// `rounds` ran; then the contracted graph is finished here and the workers rename their
+/// communities. Returns the modularity.
+async fn louvain(
+    ctx: &Arc<NodeContext>,
+    task: &Arc<Task>,
+    nodes: &BTreeMap<String, Vec<u32>>,
+    rounds: u32,
+) -> Result<f64, Error> {
+    let id = task.id.clone();
+    let op = |op: LouvainOp| {
+        let id = id.clone();
+        move |_: &str, _: &[u32]| AlgoRequest::Louvain {
+            task: id.clone(),
+            op: op.clone(),
+        }
+    };
+    let mut still = 0;
+    for round in 0..rounds {
+        task.cancelled()?;
+        let mut totals: HashMap<u64, f64> = HashMap::new();
+        let mut m2 = 0.0;
+        for answer in all(ctx, nodes, STEP_TIMEOUT, op(LouvainOp::Publish)).await? {
+            let AlgoResponse::Totals { totals: t, m2: m } = answer else {
+                return Err(unexpected(answer));
+            };
+            for (c, k) in t {
+                *totals.entry(c).or_default() += k;
+            }
+            m2 += m;
+        }
+        let totals: Vec<(u64, f64)> = totals.into_iter().collect();
+        let mut moved = 0;
+        let request = op(LouvainOp::Move { round, totals, m2 });
+        for answer in all(ctx, nodes, STEP_TIMEOUT, request).await? {
+            let AlgoResponse::Moved { moves } = answer else {
+                return Err(unexpected(answer));
+            };
+            moved += moves;
+        }
+        task.progress(|p| {
+            p.supersteps = 2 * (round + 1);
+            p.changed = Some(moved);
+        });
+        still = if moved == 0 { still + 1 } else { 0 };
+        if still == 2 {
+            break;
+        }
+    }
+    task.cancelled()?;
+    all(ctx, nodes, STEP_TIMEOUT, op(LouvainOp::Publish)).await?;
+    let mut entries = Vec::new();
+    for answer in all(ctx, nodes, STEP_TIMEOUT, op(LouvainOp::Contract)).await? {
+        let AlgoResponse::Contracted(e) = answer else {
+            return Err(unexpected(answer));
+        };
+        entries.extend(e);
+    }
+    let (map, modularity) = tokio::task::spawn_blocking(move || super::louvain::finish(entries))
+        .await
+        .map_err(|e| Error::Internal(format!("finishing louvain failed: {e}")))?;
+    let map: Vec<(u64, u64)> = map.into_iter().filter(|(a, b)| a != b).collect();
+    all(ctx, nodes, STEP_TIMEOUT, op(LouvainOp::Relabel(map))).await?;
+    Ok(modularity)
 }
 
 /// The `k` largest components, named, with members when asked.

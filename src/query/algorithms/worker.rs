@@ -78,10 +78,31 @@ pub enum AlgoRequest {
     Write { task: String, timeout_ms: u64 },
     /// Forget the task.
     Drop { task: String },
-    /// The state of a task this node drives, as JSON (`super::task::TaskView`).
-    Status { id: String },
+    /// The state of a task this node drives, as JSON (`super::task::TaskView`), once it ended
+    /// or after `wait_ms` (at most a minute).
+    Status { id: String, wait_ms: u64 },
     /// Cancels a task this node drives.
     Cancel { id: String },
+    /// A step of Louvain's first level on every part of `task` here.
+    Louvain { task: String, op: LouvainOp },
+}
+
+/// Louvain's steps on a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LouvainOp {
+    /// Send each vertex's community to the shards with edges to it; answer the communities'
+    /// degrees here.
+    Publish,
+    /// Move this round's half of the vertices, given every community's degree and their sum.
+    Move {
+        round: u32,
+        totals: Vec<(u64, f64)>,
+        m2: f64,
+    },
+    /// Answer the edges between communities here.
+    Contract,
+    /// Rename communities (first level → final).
+    Relabel(Vec<(u64, u64)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +123,14 @@ pub enum AlgoResponse {
     Status {
         view_json: String,
     },
+    Totals {
+        totals: Vec<(u64, f64)>,
+        m2: f64,
+    },
+    Moved {
+        moves: u64,
+    },
+    Contracted(Vec<(u64, u64, f64)>),
 }
 
 /// One task's parts on this node.
@@ -227,14 +256,19 @@ impl Serve for AlgoRequest {
                     .remove(&task);
                 Ok(AlgoResponse::Done)
             }
-            AlgoRequest::Status { id } => Ok(AlgoResponse::Status {
-                view_json: serde_json::to_string(&ctx.algorithms.tasks.view(&id)?)
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-            }),
+            AlgoRequest::Status { id, wait_ms } => {
+                let wait = Duration::from_millis(wait_ms).min(super::task::MAX_WAIT);
+                let view = super::task::wait(ctx, &id, wait).await?;
+                Ok(AlgoResponse::Status {
+                    view_json: serde_json::to_string(&view)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                })
+            }
             AlgoRequest::Cancel { id } => {
                 ctx.algorithms.tasks.cancel(&id)?;
                 Ok(AlgoResponse::Done)
             }
+            AlgoRequest::Louvain { task, op } => louvain(ctx, &task, op).await,
         }
     }
 }
@@ -360,6 +394,19 @@ async fn superstep(
     let (report, sends) = work
         .await
         .map_err(|e| Error::Internal(format!("superstep {step} failed: {e}")))?;
+    // Every value is delivered before this step reports done: the driver's barrier.
+    deliver(ctx, task, step, sends).await?;
+    Ok(AlgoResponse::Stepped(report))
+}
+
+/// Sends each `(from, to, worker of to, values)` of step `step`, in pieces; returns once all
+/// were taken.
+async fn deliver(
+    ctx: &Arc<NodeContext>,
+    task: &str,
+    step: u32,
+    sends: Vec<(u32, u32, Option<String>, Values)>,
+) -> Result<(), Error> {
     let sends = sends
         .into_iter()
         .flat_map(|(from, to, node, values)| {
@@ -377,9 +424,67 @@ async fn superstep(
             };
             send(ctx, node, to, request)
         });
-    // Every value is delivered before this step reports done: the driver's barrier.
-    all_sent(sends).await?;
-    Ok(AlgoResponse::Stepped(report))
+    all_sent(sends).await
+}
+
+async fn louvain(ctx: &Arc<NodeContext>, task: &str, op: LouvainOp) -> Result<AlgoResponse, Error> {
+    match op {
+        LouvainOp::Publish => {
+            let (sends, totals, m2) = with_task(ctx, task, |t| {
+                let mut sends = Vec::new();
+                let mut totals: HashMap<u64, f64> = HashMap::new();
+                let mut m2 = 0.0;
+                for part in t.parts.values() {
+                    for (to, values) in part.publish() {
+                        sends.push((part.shard, to, t.workers.get(&to).cloned(), values));
+                    }
+                    let (part_totals, part_m2) = part.totals();
+                    for (c, k) in part_totals {
+                        *totals.entry(c).or_default() += k;
+                    }
+                    m2 += part_m2;
+                }
+                Ok((sends, totals, m2))
+            })?;
+            deliver(ctx, task, 0, sends).await?;
+            Ok(AlgoResponse::Totals {
+                totals: totals.into_iter().collect(),
+                m2,
+            })
+        }
+        LouvainOp::Move { round, totals, m2 } => {
+            let t = ctx.algorithms.workers.get(task)?;
+            let moves = tokio::task::spawn_blocking(move || {
+                let totals: HashMap<u64, f64> = totals.into_iter().collect();
+                let mut t = t.lock().expect("task lock");
+                t.parts
+                    .values_mut()
+                    .map(|p| p.moves(round, &totals, m2))
+                    .sum()
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("louvain round {round} failed: {e}")))?;
+            Ok(AlgoResponse::Moved { moves })
+        }
+        LouvainOp::Contract => with_task(ctx, task, |t| {
+            let mut sums: HashMap<(u64, u64), f64> = HashMap::new();
+            for part in t.parts.values() {
+                for (a, b, w) in part.contracted() {
+                    *sums.entry((a, b)).or_default() += w;
+                }
+            }
+            Ok(AlgoResponse::Contracted(
+                sums.into_iter().map(|((a, b), w)| (a, b, w)).collect(),
+            ))
+        }),
+        LouvainOp::Relabel(map) => with_task(ctx, task, |t| {
+            let map: HashMap<u64, u64> = map.into_iter().collect();
+            for part in t.parts.values_mut() {
+                part.relabel(&map);
+            }
+            Ok(AlgoResponse::Done)
+        }),
+    }
 }
 
 /// Sends `request` for shard `to` to its worker `node`.

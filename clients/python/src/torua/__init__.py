@@ -3,7 +3,8 @@
 - `Client` (client.py) and `AsyncClient` (aio.py): every HTTP endpoint, failover across node URLs,
   retries on 429/503, API key and TLS CA. Both drive the same endpoint definitions (`_api.py`)
   and failover/retry policy (`_exchange.py`).
-- `types`: the answers and ingest items as dataclasses (each answer keeps its JSON in `raw`).
+- `types`: the answers and ingest items as dataclasses (each answer keeps its JSON in `raw`);
+  graph algorithms (`pagerank`, `wcc`, `degree`) answer with a `Task` to poll or wait for.
 - `errors`: `ToruaError` and one subclass per kind of refusal, with the server's reason.
 - `graphrag`: `import_graphrag(client, folder)`, loading a Microsoft GraphRAG output folder as
   `torua import graphrag` does (extra `[graphrag]`).
@@ -28,7 +29,19 @@ from .errors import (
     Unavailable,
     Unprocessable,
 )
-from .types import Batch, Chunk, Community, Document, Entity, Relation
+from .types import (
+    Batch,
+    Chunk,
+    Community,
+    Component,
+    Document,
+    Entity,
+    Relation,
+    Scored,
+    Task,
+    TaskProgress,
+    TaskResult,
+)
 
 __version__ = "0.1.0"
 
@@ -41,6 +54,12 @@ __all__ = [
     "Document",
     "Entity",
     "Relation",
+    # Graph algorithm tasks.
+    "Task",
+    "TaskProgress",
+    "TaskResult",
+    "Scored",
+    "Component",
     # The exception classes: everything `errors` exports but its `error_for` helper (a test
     # keeps the two lists equal).
     "BadRequest",

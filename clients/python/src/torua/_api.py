@@ -37,6 +37,7 @@ from .types import (
     Registry,
     Retrieval,
     Shards,
+    Task,
 )
 
 M = TypeVar("M", bound=Model)
@@ -51,6 +52,11 @@ def _id(value: str) -> str:
 def _body(**fields: Any) -> Dict[str, Any]:
     """A JSON body without the fields left as None (the server applies its defaults)."""
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _flag(value: bool) -> Optional[str]:
+    """A boolean query parameter set only when true (`"true"`)."""
+    return "true" if value else None
 
 
 def _duration(value: Union[None, float, int, str]) -> Optional[str]:
@@ -398,6 +404,173 @@ class Api:
         )
         return (yield from read)
 
+    # -- Graph algorithms, run as tasks ---------------------------------------------------------
+
+    def _task_call(
+        self,
+        method: str,
+        path: str,
+        wait: bool,
+        timeout: Union[None, float, str],
+        json: Any = None,
+        idempotent: bool = True,
+    ) -> Call:
+        """A call answered with a `Task` (200 ended, 202 running), with `wait_for_completion` and
+        `timeout` as query parameters; while the server waits (up to 60 s), so does the client."""
+        params = _body(wait_for_completion=_flag(wait), timeout=_duration(timeout))
+        slow = None
+        if wait:
+            seconds = float(timeout) if isinstance(timeout, (int, float)) else 60.0
+            slow = max(self.settings.timeout, min(seconds, 60.0) + 10)
+        return Call(
+            method,
+            path,
+            params=params or None,
+            json=json,
+            parse=Task.from_json,
+            idempotent=idempotent,
+            timeout=slow,
+        )
+
+    def run_algorithm(
+        self,
+        name: str,
+        *,
+        wait: bool = False,
+        timeout: Union[None, float, str] = None,
+        damping: Optional[float] = None,
+        iterations: Optional[int] = None,
+        tolerance: Optional[float] = None,
+        top_k: Optional[int] = None,
+        members: Optional[bool] = None,
+        write: Optional[bool] = None,
+    ) -> Op[Task]:
+        """`POST /graph/algorithms/{name}` (write): start `pagerank` (`damping`, `iterations`,
+        `tolerance`), `wcc` (`members`), `degree` (`write`) or `louvain` (`iterations`,
+        `members`) over the whole graph, as a task
+        driven by the node that answers; `top_k` results. Returns the task at once (running), or
+        with `wait=True` once it ended or the server's wait (`timeout`, seconds or `"30s"`,
+        default 30 s, at most 60 s) ran out: check `done`, or use `wait_task`. A parameter for
+        another algorithm raises `BadRequest`. Never sent twice after a timeout (it would start
+        a second task)."""
+        body = _body(
+            damping=damping,
+            iterations=iterations,
+            tolerance=tolerance,
+            top_k=top_k,
+            members=members,
+            write=write,
+        )
+        path = f"/graph/algorithms/{_id(name)}"
+        call = self._task_call("POST", path, wait, timeout, json=body, idempotent=False)
+        return (yield from self.call(call))
+
+    def pagerank(
+        self,
+        *,
+        wait: bool = False,
+        timeout: Union[None, float, str] = None,
+        damping: Optional[float] = None,
+        iterations: Optional[int] = None,
+        tolerance: Optional[float] = None,
+        top_k: Optional[int] = None,
+    ) -> Op[Task]:
+        """`POST /graph/algorithms/pagerank` (write): `run_algorithm("pagerank", ...)`; the
+        result's `top` holds the highest ranks."""
+        run = self.run_algorithm(
+            "pagerank",
+            wait=wait,
+            timeout=timeout,
+            damping=damping,
+            iterations=iterations,
+            tolerance=tolerance,
+            top_k=top_k,
+        )
+        return (yield from run)
+
+    def wcc(
+        self,
+        *,
+        wait: bool = False,
+        timeout: Union[None, float, str] = None,
+        top_k: Optional[int] = None,
+        members: Optional[bool] = None,
+    ) -> Op[Task]:
+        """`POST /graph/algorithms/wcc` (write): weakly connected components; the result has
+        their number (`components`) and the `top_k` largest (with `members=True`, their ids)."""
+        run = self.run_algorithm("wcc", wait=wait, timeout=timeout, top_k=top_k, members=members)
+        return (yield from run)
+
+    def degree(
+        self,
+        *,
+        wait: bool = False,
+        timeout: Union[None, float, str] = None,
+        top_k: Optional[int] = None,
+        write: Optional[bool] = None,
+    ) -> Op[Task]:
+        """`POST /graph/algorithms/degree` (write): relations at each entity; `write=True`
+        stores each entity's `degree`."""
+        run = self.run_algorithm("degree", wait=wait, timeout=timeout, top_k=top_k, write=write)
+        return (yield from run)
+
+    def louvain(
+        self,
+        *,
+        wait: bool = False,
+        timeout: Union[None, float, str] = None,
+        iterations: Optional[int] = None,
+        top_k: Optional[int] = None,
+        members: Optional[bool] = None,
+    ) -> Op[Task]:
+        """`POST /graph/algorithms/louvain` (write): communities; the result has their number
+        (`components`), the `top_k` largest (with `members=True`, their ids) and `modularity`."""
+        run = self.run_algorithm(
+            "louvain",
+            wait=wait,
+            timeout=timeout,
+            iterations=iterations,
+            top_k=top_k,
+            members=members,
+        )
+        return (yield from run)
+
+    def task(
+        self, task_id: str, *, wait: bool = False, timeout: Union[None, float, str] = None
+    ) -> Op[Task]:
+        """`GET /tasks/{id}` (read): a task's state, progress and result, from any node. With
+        `wait=True` the answer comes once it ended or `timeout` ran out (at most 60 s)."""
+        path = f"/tasks/{_id(task_id)}"
+        return (yield from self.call(self._task_call("GET", path, wait, timeout)))
+
+    def tasks(self) -> Op[List[Task]]:
+        """`GET /tasks` (read): the tasks the answering node drives, running and recently
+        ended, newest first."""
+        parse = lambda body: [Task.from_json(t) for t in body.get("tasks", [])]  # noqa: E731
+        return (yield from self.call(Call("GET", "/tasks", parse=parse)))
+
+    def cancel_task(self, task_id: str) -> Op[str]:
+        """`POST /tasks/{id}/_cancel` (write): ask a running task to stop before its next
+        superstep (it writes nothing); returns its id. An ended task is left as it is."""
+        parse = lambda body: body.get("cancel_requested", task_id)  # noqa: E731
+        path = f"/tasks/{_id(task_id)}/_cancel"
+        return (yield from self.call(Call("POST", path, parse=parse)))
+
+    def wait_task(self, task_id: str, timeout: float = 600.0, poll: float = 0.2) -> Op[Task]:
+        """Poll `GET /tasks/{id}` every `poll` seconds until the task ended (completed, failed
+        or cancelled) and return it. Raises `TimeoutError` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            task = yield from self.task(task_id)
+            if task.done:
+                return task
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"task {task_id} still {task.state} ({task.progress.phase}, "
+                    f"{task.progress.supersteps} supersteps) after {timeout:.0f} s"
+                )
+            yield Sleep(poll)
+
     # -- API keys -------------------------------------------------------------------------------
 
     def create_key(self, role: str, name: Optional[str] = None) -> Op[CreatedKey]:
@@ -447,6 +620,15 @@ ENDPOINTS = (
     "neighborhood",
     "path",
     "retrieve",
+    "run_algorithm",
+    "pagerank",
+    "wcc",
+    "degree",
+    "louvain",
+    "task",
+    "tasks",
+    "cancel_task",
+    "wait_task",
     "create_key",
     "list_keys",
     "revoke_key",

@@ -580,6 +580,80 @@ class Retrieval(Model):
 
 
 # ---------------------------------------------------------------------------------------------
+# Graph algorithms, run as tasks.
+
+
+@dataclass
+class TaskProgress(Model):
+    """How far a task got: its `phase` (loading, connecting, superstep, gathering, writing,
+    done), supersteps run, the graph's size and workers; `delta` (PageRank: the sum of rank
+    changes in the last superstep) and `changed` (wcc: labels changed in it) when they apply."""
+
+    phase: str = ""
+    supersteps: int = 0
+    vertices: int = 0
+    edges: int = 0
+    workers: int = 0
+    delta: Optional[float] = None
+    changed: Optional[int] = None
+
+
+@dataclass
+class Scored(Model):
+    """An entity and its value (PageRank's rank, or its degree)."""
+
+    id: str = ""
+    value: float = 0.0
+
+
+@dataclass
+class Component(Model):
+    """A weakly connected component: named by one of its entities, with its size and, when
+    asked (`members=True`), up to `top_k` of its entity ids."""
+
+    component: str = ""
+    size: int = 0
+    members: Optional[List[str]] = None
+
+
+@dataclass
+class TaskResult(Model):
+    """A finished task's answer: `top` (pagerank, degree: the highest values, highest first),
+    `components` and `largest` (wcc, louvain: their number and the largest), `converged`
+    (pagerank: stopped on `tolerance`), `written` (degree with `write`: entities whose `degree`
+    was written), `modularity` (louvain)."""
+
+    top: Optional[List[Scored]] = None
+    components: Optional[int] = None
+    largest: Optional[List[Component]] = None
+    converged: Optional[bool] = None
+    written: Optional[int] = None
+    modularity: Optional[float] = None
+
+
+@dataclass
+class Task(Model):
+    """`POST /graph/algorithms/{name}`, `GET /tasks/{id}`: a graph algorithm's run. `state` is
+    `running`, `completed`, `failed` (with `error`) or `cancelled`; `result` is set once it
+    completed. The id (`<node>:<number>`) names the node that drives it."""
+
+    id: str = ""
+    algorithm: str = ""
+    state: str = ""
+    started_at_ms: int = 0
+    running_ms: int = 0
+    cancel_requested: bool = False
+    progress: TaskProgress = field(default_factory=TaskProgress)
+    result: Optional[TaskResult] = None
+    error: Optional[str] = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the task ended (completed, failed or cancelled)."""
+        return self.state != "running"
+
+
+# ---------------------------------------------------------------------------------------------
 # API keys.
 
 
