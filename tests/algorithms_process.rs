@@ -139,6 +139,25 @@ fn embedded(ids: &[String], rels: &[(String, String)], iterations: u32) -> Embed
     }
 }
 
+/// Every entity's `property`, read with Cypher across the shards.
+fn properties(cluster: &TestCluster, property: &str) -> HashMap<String, Value> {
+    let (status, answer) = cluster
+        .node(2)
+        .post_json(
+            "/query",
+            &json!({"cypher": format!("MATCH (e:Entity) RETURN e.id, e.{property}")}),
+            T,
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].clone()))
+        .collect()
+}
+
 /// Runs an algorithm on `node`, waiting for it to end; returns the task.
 fn run(cluster: &TestCluster, node: usize, name: &str, body: Value) -> Value {
     let (status, task) = cluster
@@ -202,13 +221,13 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
     let kuzu = embedded(&ids, &rels, 20);
     let (ranks, groups) = (&kuzu.ranks, &kuzu.groups);
 
-    // PageRank, from every node, against Kuzu's.
+    // PageRank, from every node, against Kuzu's; node 1's run writes the ranks to the entities.
     for node in 0..3 {
         let t = run(
             &cluster,
             node,
             "pagerank",
-            json!({"iterations": 20, "tolerance": 0.0, "top_k": 100000}),
+            json!({"iterations": 20, "tolerance": 0.0, "top_k": 100000, "write": node == 1}),
         );
         let top = t["result"]["top"].as_array().unwrap();
         f.check(top.len() == ids.len(), || {
@@ -235,12 +254,21 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         });
     }
 
+    let written = properties(&cluster, "pagerank");
+    let worst = ids
+        .iter()
+        .map(|id| (written[id].as_f64().unwrap_or(f64::NAN) - ranks[id]).abs())
+        .fold(0.0, f64::max);
+    f.check(worst < 1e-6, || {
+        format!("pagerank written to the entities: off Kuzu's by {worst}")
+    });
+
     // Components: Kuzu's partition.
     let t = run(
         &cluster,
         1,
         "wcc",
-        json!({"top_k": 100000, "members": true}),
+        json!({"top_k": 100000, "members": true, "write": true}),
     );
     let ours: BTreeSet<BTreeSet<String>> = t["result"]["largest"]
         .as_array()
@@ -263,6 +291,18 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         )
     });
     f.check(ours == *groups, || "wcc: not Kuzu's partition".to_string());
+    let written = properties(&cluster, "component");
+    let mut by_name: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (id, c) in &written {
+        by_name
+            .entry(c.as_str().unwrap_or("null").to_string())
+            .or_default()
+            .insert(id.clone());
+    }
+    let written: BTreeSet<BTreeSet<String>> = by_name.into_values().collect();
+    f.check(written == *groups, || {
+        "wcc: the components written to the entities are not Kuzu's partition".to_string()
+    });
 
     // Louvain: modularity within 2% of Kuzu's, and what the answer says it is.
     let t = run(
@@ -349,7 +389,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         (
             "POST",
             "/graph/algorithms/pagerank",
-            json!({"write": true}),
+            json!({"members": true}),
             400,
         ),
         ("POST", "/graph/algorithms/wcc", json!({"top_k": 0}), 400),

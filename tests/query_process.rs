@@ -236,7 +236,8 @@ impl Reference {
             let conn = reference.conn();
             conn.query(
                 "CREATE NODE TABLE Entity(id STRING, title STRING, type STRING, description STRING, \
-                 text_unit_ids STRING[], frequency INT64, degree INT64, PRIMARY KEY(id))",
+                 text_unit_ids STRING[], frequency INT64, degree INT64, pagerank DOUBLE, \
+                 component STRING, community STRING, PRIMARY KEY(id))",
             )
             .unwrap();
             conn.query(

@@ -39,7 +39,8 @@ pub struct AlgorithmBody {
     /// wcc, louvain: list up to `top_k` members of each component or community returned
     /// (default false).
     members: Option<bool>,
-    /// degree: write each entity's degree to its `degree` property (default false).
+    /// Write each entity's result to its property (default false): `pagerank`, `component`
+    /// (wcc: the name of its component), `community` (louvain) or `degree`.
     write: Option<bool>,
 }
 
@@ -94,7 +95,6 @@ fn request(name: &str, body: AlgorithmBody) -> Result<AlgorithmRequest, ApiError
         &["pagerank", "louvain"],
     )?;
     only("members", body.members.is_some(), &["wcc", "louvain"])?;
-    only("write", body.write.is_some(), &["degree"])?;
     let algorithm = match name {
         "pagerank" => {
             let damping = body.damping.unwrap_or(0.85);

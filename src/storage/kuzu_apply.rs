@@ -22,9 +22,13 @@ use kuzu::{Connection, LogicalType, Value};
 
 use super::kuzu_index::{self, Indexed};
 use super::kuzu_values::*;
-use super::{Counts, InsertMode, WriteOp};
+use super::{Counts, EntityProperty, InsertMode, PropertyValue, WriteOp};
 use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation, MAX_ID_BYTES};
 use crate::graph::partition::fnv1a64;
+
+/// The properties graph algorithms write to entities (`WriteOp::SetProperty`); ingest leaves
+/// them alone. Null until an algorithm writes them.
+const ALGORITHM_COLUMNS: &str = "pagerank DOUBLE, component STRING, community STRING";
 
 /// Schema statements for a database whose embeddings have `dim` dimensions (0 = none).
 pub fn schema(dim: usize) -> Vec<String> {
@@ -37,7 +41,8 @@ pub fn schema(dim: usize) -> Vec<String> {
         // Column order matters: COPY FROM a subquery fills columns by position.
         format!(
             "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
-             text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN, hash INT64{emb}, PRIMARY KEY(id))"
+             text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN, hash INT64{emb}, {ALGORITHM_COLUMNS}, \
+             PRIMARY KEY(id))"
         ),
         // `source` and `target` repeat the endpoints' ids: a traversal then reads a relation
         // without looking its far end up (Kuzu joins over the whole node table to do that).
@@ -61,10 +66,17 @@ pub fn schema(dim: usize) -> Vec<String> {
     statements
 }
 
-/// Brings a database written by an older version to the current schema: the `source`/`target`
-/// columns of relations, the `stale` flag of communities (a report the document cascade changed
+/// Brings a database written by an older version to the current schema: the graph algorithms'
+/// entity columns, the `source`/`target` columns of relations, the `stale` flag of communities (a report the document cascade changed
 /// the community of).
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
+    let rows = run(conn, "CALL TABLE_INFO('Entity') RETURN name", vec![])?;
+    if !rows.iter().any(|r| as_string(&r[0]) == "pagerank") {
+        tracing::info!("adding the graph algorithms' columns to the entities of an older database");
+        for column in ALGORITHM_COLUMNS.split(", ") {
+            run(conn, &format!("ALTER TABLE Entity ADD {column}"), vec![])?;
+        }
+    }
     let rows = run(conn, "CALL TABLE_INFO('Community') RETURN name", vec![])?;
     if !rows.iter().any(|r| as_string(&r[0]) == "stale") {
         tracing::info!("adding the stale column to the communities of an older database");
@@ -318,8 +330,8 @@ fn apply_ops(
                     super::kuzu_cascade::apply(conn, prune, dim)?;
                     i += 1;
                 }
-                WriteOp::SetDegrees(degrees) => {
-                    set_degrees(conn, degrees)?;
+                WriteOp::SetProperty { property, values } => {
+                    set_property(conn, *property, values)?;
                     i += 1;
                 }
             }
@@ -715,19 +727,38 @@ impl<'a> Merged<'a> {
     }
 }
 
-/// Sets the degree of the entities (not stubs) among `degrees` this copy holds.
-fn set_degrees(conn: &Connection, degrees: &[(String, i64)]) -> Result<(), Error> {
-    if degrees.is_empty() {
+/// Sets `property` of the entities (not stubs) among `values` this copy holds.
+fn set_property(
+    conn: &Connection,
+    property: EntityProperty,
+    values: &[(String, PropertyValue)],
+) -> Result<(), Error> {
+    if values.is_empty() {
         return Ok(());
     }
-    let fields = [("id", LogicalType::String), ("degree", LogicalType::Int64)];
-    let list = degrees
+    let (column, ty) = match property {
+        EntityProperty::Degree => ("degree", LogicalType::Int64),
+        EntityProperty::PageRank => ("pagerank", LogicalType::Double),
+        EntityProperty::Component => ("component", LogicalType::String),
+        EntityProperty::Community => ("community", LogicalType::String),
+    };
+    let fields = [("id", LogicalType::String), ("value", ty)];
+    let list = values
         .iter()
-        .map(|(id, d)| vec![s(id), Value::Int64(*d)])
+        .map(|(id, v)| {
+            let v = match v {
+                PropertyValue::Int(i) => Value::Int64(*i),
+                PropertyValue::Float(f) => Value::Double(*f),
+                PropertyValue::Text(t) => s(t),
+            };
+            vec![s(id), v]
+        })
         .collect();
     run(
         conn,
-        "UNWIND $rows AS r MATCH (e:Entity {id: r.id}) WHERE e.stub = false SET e.degree = r.degree",
+        &format!(
+            "UNWIND $rows AS r MATCH (e:Entity {{id: r.id}}) WHERE e.stub = false SET e.{column} = r.value"
+        ),
         vec![("rows", rows(&fields, list))],
     )?;
     Ok(())
@@ -994,8 +1025,10 @@ impl TableWrite<'_, '_> {
             let props = self.each_column(|n, v| format!("{n}: {v}"));
             format!("UNWIND $rows AS r CREATE (n:{table} {{{props}}})")
         } else {
+            // Named columns: the table may have more (filled with null), in any order.
+            let names = self.each_column(|n, _| n.to_string());
             let returned = self.each_column(|_, v| v);
-            format!("COPY {table} FROM (UNWIND $rows AS r RETURN {returned})")
+            format!("COPY {table}({names}) FROM (UNWIND $rows AS r RETURN {returned})")
         };
         self.run_rows(&q, new_rows)
     }

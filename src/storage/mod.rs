@@ -62,9 +62,30 @@ pub enum WriteOp {
     DeleteRelationsOf(String),
     /// One step of removing text units (a document's) and what only they support.
     Prune(Prune),
-    /// Sets the `degree` of these entities (a graph algorithm's result written back); ids this
+    /// Sets `property` of these entities (a graph algorithm's results written back); ids this
     /// copy holds only as stubs, or not at all, are left alone.
-    SetDegrees(Vec<(String, i64)>),
+    SetProperty {
+        property: EntityProperty,
+        values: Vec<(String, PropertyValue)>,
+    },
+}
+
+/// An entity property graph algorithms write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntityProperty {
+    Degree,
+    PageRank,
+    /// The weakly connected component (named by one of its entities).
+    Component,
+    /// The Louvain community (named by one of its entities).
+    Community,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PropertyValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
 }
 
 /// One shard copy's part of the whole graph, as a graph algorithm reads it: the ids of the

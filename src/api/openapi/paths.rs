@@ -508,7 +508,7 @@ failures!(
     path = "/graph/algorithms/{name}",
     tag = "algorithms",
     summary = "Run a graph algorithm over the whole graph, as a task",
-    description = "Role: `write`. `pagerank` (Kuzu's PageRank: damping, iterations, tolerance), `wcc` (weakly connected components, run until no label changes), `degree` (relations at each entity; `write: true` stores it in each entity's `degree`) or `louvain` (communities: rounds of moves across the shards, then Louvain on the contracted graph; the answer carries its modularity). Every shard is read from one live in-sync copy when the task starts; the shards exchange values over QUIC in supersteps. Answers at once with the task (`202`, `Location: /tasks/{id}`), or with `wait_for_completion=true` once it ended (`200`; `202` if still running at `timeout`). A task that loses a worker fails; nothing is written before every superstep finished. The body is optional.",
+    description = "Role: `write`. `pagerank` (Kuzu's PageRank: damping, iterations, tolerance), `wcc` (weakly connected components, run until no label changes), `degree` (relations at each entity) or `louvain` (communities: rounds of moves across the shards, then Louvain on the contracted graph; the answer carries its modularity). With `write: true` each entity's result is stored in its property `pagerank`, `component`, `degree` or `community` (components and communities are named by one of their entities), through the replicated write path, after the last superstep; each shard's write is all or nothing, shards one after another. Every shard is read from one live in-sync copy when the task starts; the shards exchange values over QUIC in supersteps. Answers at once with the task (`202`, `Location: /tasks/{id}`), or with `wait_for_completion=true` once it ended (`200`; `202` if still running at `timeout`). A task that loses a worker fails; nothing is written before every superstep finished. The body is optional.",
     params(
         ("name" = String, Path, description = "`pagerank`, `wcc`, `degree` or `louvain`"),
         WaitQuery,
@@ -517,7 +517,7 @@ failures!(
     responses(
         (status = 200, description = "The task, ended (`completed`, `failed` or `cancelled`)", body = TaskView),
         (status = 202, description = "The task, still running", body = TaskView, headers(("Location" = String, description = "`/tasks/{id}`"))),
-        (status = 400, description = "A malformed body, a parameter out of range or for another algorithm, or `write` for an algorithm other than `degree`", body = ErrorBody),
+        (status = 400, description = "A malformed body, or a parameter out of range or for another algorithm", body = ErrorBody),
         (status = 404, description = "No algorithm of this name", body = ErrorBody),
         TaskFailures,
     )

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::graph::partition::shard_of;
-use crate::storage::GraphPart;
+use crate::storage::{EntityProperty, GraphPart, PropertyValue};
 
 use super::Algorithm;
 
@@ -613,13 +613,46 @@ impl Part {
             .map(String::as_str)
     }
 
-    /// Every vertex's degree (the degree algorithm's result), to write back.
-    pub fn degrees(&self) -> Vec<(String, i64)> {
-        self.ids
-            .iter()
-            .zip(&self.degree)
-            .map(|(id, d)| (id.clone(), i64::from(*d)))
-            .collect()
+    /// Every vertex's result as the entity property it is written to: rank, degree, or the
+    /// name of its component or community (`names`: label → name).
+    pub fn properties(
+        &self,
+        names: &HashMap<u64, String>,
+    ) -> (EntityProperty, Vec<(String, PropertyValue)>) {
+        let name = |label: u64| {
+            names
+                .get(&label)
+                .cloned()
+                .unwrap_or_else(|| format!("#{label}"))
+        };
+        let (property, values): (EntityProperty, Vec<PropertyValue>) = match &self.state {
+            State::Rank { rank, .. } => (
+                EntityProperty::PageRank,
+                rank.iter().map(|r| PropertyValue::Float(*r)).collect(),
+            ),
+            State::Degree => (
+                EntityProperty::Degree,
+                self.degree
+                    .iter()
+                    .map(|d| PropertyValue::Int(i64::from(*d)))
+                    .collect(),
+            ),
+            State::Label { label, .. } => (
+                EntityProperty::Component,
+                label
+                    .iter()
+                    .map(|l| PropertyValue::Text(name(*l)))
+                    .collect(),
+            ),
+            State::Louvain { community, .. } => (
+                EntityProperty::Community,
+                community
+                    .iter()
+                    .map(|l| PropertyValue::Text(name(*l)))
+                    .collect(),
+            ),
+        };
+        (property, self.ids.iter().cloned().zip(values).collect())
     }
 
     /// Bytes the part holds, roughly: what a node's budget for tasks counts.

@@ -44,7 +44,8 @@ pub struct AlgorithmRequest {
     pub top_k: u32,
     /// Components: also list up to `top_k` members of each component returned.
     pub members: bool,
-    /// Write the results back as entity properties (degree only).
+    /// Write the results back as entity properties (`pagerank`, `component`, `community`,
+    /// `degree`).
     pub write: bool,
 }
 
@@ -306,13 +307,6 @@ fn known_driver<'a>(ctx: &NodeContext, id: &'a str) -> Result<&'a str, Error> {
 
 /// Starts `request` as a task driven by this node; returns at once with its view.
 pub fn start(ctx: &Arc<NodeContext>, request: AlgorithmRequest) -> Result<TaskView, Error> {
-    if request.write && request.algorithm != Algorithm::Degree {
-        return Err(Error::Invalid(format!(
-            "{} results cannot be written back (entities have no property for them); ask for \
-             them with top_k instead, or write back degree",
-            request.algorithm.name()
-        )));
-    }
     if request.write {
         ctx.quorum()?;
     }
@@ -539,9 +533,14 @@ async fn run(
     if request.write {
         task.progress(|p| p.phase = "writing".into());
         task.cancelled()?;
+        let names = match request.algorithm {
+            Algorithm::Components | Algorithm::Louvain { .. } => names(ctx, &id, nodes).await?,
+            _ => Vec::new(),
+        };
         let answers = all(ctx, nodes, LOAD_TIMEOUT, |_, _| AlgoRequest::Write {
             task: id.clone(),
             timeout_ms: LOAD_TIMEOUT.as_millis() as u64,
+            names: names.clone(),
         })
         .await?;
         let mut written = 0;
@@ -622,6 +621,40 @@ async fn louvain(
     let map: Vec<(u64, u64)> = map.into_iter().filter(|(a, b)| a != b).collect();
     all(ctx, nodes, STEP_TIMEOUT, op(LouvainOp::Relabel(map))).await?;
     Ok(modularity)
+}
+
+/// The name of every component or community label: the id of the entity it is named after.
+async fn names(
+    ctx: &Arc<NodeContext>,
+    id: &str,
+    nodes: &BTreeMap<String, Vec<u32>>,
+) -> Result<Vec<(u64, String)>, Error> {
+    let mut labels = std::collections::BTreeSet::new();
+    for answer in all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Sizes {
+        task: id.to_string(),
+    })
+    .await?
+    {
+        let AlgoResponse::Sizes(s) = answer else {
+            return Err(unexpected(answer));
+        };
+        labels.extend(s.into_iter().map(|(l, _)| l));
+    }
+    let labels: Vec<u64> = labels.into_iter().collect();
+    let mut names = Vec::new();
+    for answer in all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Members {
+        task: id.to_string(),
+        labels: labels.clone(),
+        max: 0,
+    })
+    .await?
+    {
+        let AlgoResponse::Members(m) = answer else {
+            return Err(unexpected(answer));
+        };
+        names.extend(m.into_iter().filter_map(|(l, name, _)| Some((l, name?))));
+    }
+    Ok(names)
 }
 
 /// The `k` largest components, named, with members when asked.

@@ -28,6 +28,8 @@ pub const MAX_NODE_EDGES: usize = 40_000_000;
 pub const IDLE_FOR: Duration = Duration::from_secs(300);
 /// The longest wait for another worker to take a channel or a step's values.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Entities per logged write of results.
+const WRITE_PIECE: usize = 50_000;
 /// Values per message: a channel's values are sent in pieces of at most this many.
 const VALUES_PER_MESSAGE: usize = 500_000;
 
@@ -74,8 +76,13 @@ pub enum AlgoRequest {
         labels: Vec<u64>,
         max: u32,
     },
-    /// Write the parts' results back to their shards (the degree algorithm's `degree`).
-    Write { task: String, timeout_ms: u64 },
+    /// Write the parts' results back to their shards as entity properties (`names`: the name
+    /// of every component or community label).
+    Write {
+        task: String,
+        timeout_ms: u64,
+        names: Vec<(u64, String)>,
+    },
     /// Forget the task.
     Drop { task: String },
     /// The state of a task this node drives, as JSON (`super::task::TaskView`), once it ended
@@ -246,7 +253,11 @@ impl Serve for AlgoRequest {
             AlgoRequest::Members { task, labels, max } => with_task(ctx, &task, |t| {
                 Ok(AlgoResponse::Members(members(t, &labels, max as usize)))
             }),
-            AlgoRequest::Write { task, timeout_ms } => write(ctx, &task, timeout_ms).await,
+            AlgoRequest::Write {
+                task,
+                timeout_ms,
+                names,
+            } => write(ctx, &task, timeout_ms, names).await,
             AlgoRequest::Drop { task } => {
                 ctx.algorithms
                     .workers
@@ -564,22 +575,31 @@ fn members(t: &WorkerTask, labels: &[u64], max: usize) -> Vec<(u64, Option<Strin
 }
 
 /// Writes each part's degrees to its shard through the replicated write path.
-async fn write(ctx: &Arc<NodeContext>, task: &str, timeout_ms: u64) -> Result<AlgoResponse, Error> {
+async fn write(
+    ctx: &Arc<NodeContext>,
+    task: &str,
+    timeout_ms: u64,
+    names: Vec<(u64, String)>,
+) -> Result<AlgoResponse, Error> {
+    let names: HashMap<u64, String> = names.into_iter().collect();
     let writes = with_task(ctx, task, |t| {
         Ok(t.parts
             .values()
-            .map(|p| (p.shard, p.degrees()))
+            .map(|p| (p.shard, p.properties(&names)))
             .collect::<Vec<_>>())
     })?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut entities = 0u64;
-    for (shard, degrees) in writes {
-        entities += degrees.len() as u64;
-        for piece in degrees.chunks(50_000) {
-            let op = crate::storage::WriteOp::SetDegrees(piece.to_vec());
+    for (shard, (property, values)) in writes {
+        entities += values.len() as u64;
+        for piece in values.chunks(WRITE_PIECE) {
+            let op = crate::storage::WriteOp::SetProperty {
+                property,
+                values: piece.to_vec(),
+            };
             crate::replication::write::route_write(ctx, shard, &op, deadline)
                 .await
-                .map_err(|e| e.context(format!("writing shard {shard}'s degrees")))?;
+                .map_err(|e| e.context(format!("writing shard {shard}'s results")))?;
         }
     }
     Ok(AlgoResponse::Written { entities })

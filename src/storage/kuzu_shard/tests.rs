@@ -229,7 +229,7 @@ fn probe_database(path: &Path, n: usize) -> Database {
         conn.query(&ddl).unwrap();
     }
     let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
-    run(&conn, "COPY Entity FROM (UNWIND $ids AS i RETURN i, '' AS a, '' AS b, '' AS c, [] AS d, 0 AS e, 0 AS f, true AS g, 0 AS h)", vec![("ids", kuzu::Value::List(kuzu::LogicalType::String, ids.iter().map(|x| s(x)).collect()))]).unwrap();
+    run(&conn, "COPY Entity(id, title, type, description, text_unit_ids, frequency, degree, stub, hash) FROM (UNWIND $ids AS i RETURN i, '' AS a, '' AS b, '' AS c, [] AS d, 0 AS e, 0 AS f, true AS g, 0 AS h)", vec![("ids", kuzu::Value::List(kuzu::LogicalType::String, ids.iter().map(|x| s(x)).collect()))]).unwrap();
     drop(conn);
     db
 }
