@@ -90,6 +90,12 @@ enum State {
     },
 }
 
+/// Gives a far-end closure the signature that lets it keep the ids it is given (`'a`: the
+/// relations' lifetime).
+fn far_end<'a, F: FnMut(&'a str) -> Option<u32>>(f: F) -> F {
+    f
+}
+
 /// One shard's vertices, edges and values for one task.
 #[derive(Debug)]
 pub struct Part {
@@ -137,15 +143,17 @@ impl Part {
         let mut edges: Vec<(u32, u32)> = Vec::new();
         let mut channels: Vec<Channel> = Vec::new();
         let mut by_shard: HashMap<u32, usize> = HashMap::new();
-        let mut slot_of: HashMap<(u32, String), u32> = HashMap::new();
+        // A far end's id names its shard, so the id alone keys its slot.
+        let mut slot_of: HashMap<&str, u32> = HashMap::new();
         let mut slots = 0usize;
         // The far end of an edge: a local vertex, or a slot of the channel to its shard.
-        let mut target = |id: &str| -> Option<u32> {
+        let relations = std::mem::take(&mut graph.relations);
+        let mut target = far_end(|id| {
             let to = shard_of(id, shards);
             if to == shard {
                 return index.get(id).copied();
             }
-            if let Some(slot) = slot_of.get(&(to, id.to_string())) {
+            if let Some(slot) = slot_of.get(id) {
                 return Some(n as u32 + slot);
             }
             let c = *by_shard.entry(to).or_insert_with(|| {
@@ -160,9 +168,9 @@ impl Part {
             channels[c].ids.push(id.to_string());
             let slot = slots as u32;
             slots += 1;
-            slot_of.insert((to, id.to_string()), slot);
+            slot_of.insert(id, slot);
             Some(n as u32 + slot)
-        };
+        });
         let own = |id: &str| {
             if shard_of(id, shards) == shard {
                 index.get(id).copied()
@@ -170,7 +178,7 @@ impl Part {
                 None
             }
         };
-        for (source, dest) in &graph.relations {
+        for (source, dest) in &relations {
             let (from, to) = (own(source), own(dest));
             match algorithm {
                 Algorithm::Degree => {
@@ -208,7 +216,7 @@ impl Part {
             c.start = start;
             c.len = c.ids.len();
             for (i, id) in c.ids.iter().enumerate() {
-                let old = slot_of[&(c.to, id.clone())] as usize;
+                let old = slot_of[id.as_str()] as usize;
                 renumber[old] = (start + i) as u32;
             }
             start += c.ids.len();

@@ -28,6 +28,8 @@ pub const MAX_NODE_EDGES: usize = 40_000_000;
 pub const IDLE_FOR: Duration = Duration::from_secs(300);
 /// The longest wait for another worker to take a channel or a step's values.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shards a worker reads at once when a task loads.
+const LOAD_AT_ONCE: usize = 2;
 /// Entities per logged write of results.
 const WRITE_PIECE: usize = 50_000;
 /// Values per message: a channel's values are sent in pieces of at most this many.
@@ -307,22 +309,34 @@ async fn load(
 ) -> Result<AlgoResponse, Error> {
     let mut parts = BTreeMap::new();
     let mut edges = 0usize;
-    for shard in shards {
-        ctx.holds_copy(shard)?;
-        let copy = ctx.storage.open(shard).await?;
-        let graph = copy
-            .graph_part(move |id| shard_of(id, shard_count) == shard)
+    // Two shards at a time: a node has two cores to read and build with.
+    for pair in shards.chunks(LOAD_AT_ONCE) {
+        let reads = pair.iter().map(|&shard| {
+            let ctx = ctx.clone();
+            async move {
+                ctx.holds_copy(shard)?;
+                let copy = ctx.storage.open(shard).await?;
+                copy.graph_part(move |id| shard_of(id, shard_count) == shard)
+                    .await
+                    .map_err(|e| Error::from(e).context(format!("reading shard {shard}")))
+            }
+        });
+        let graphs = join_in_order(reads).await;
+        if graphs.len() != pair.len() {
+            return Err(Error::Internal("reading a shard's graph panicked".into()));
+        }
+        for (&shard, graph) in pair.iter().zip(graphs) {
+            let graph = graph?;
+            let budget = MAX_NODE_EDGES.saturating_sub(ctx.algorithms.workers.held_edges() + edges);
+            let algorithm = algorithm.clone();
+            let part = tokio::task::spawn_blocking(move || {
+                Part::build(shard, shard_count, &algorithm, graph, budget)
+            })
             .await
-            .map_err(|e| Error::from(e).context(format!("reading shard {shard}")))?;
-        let budget = MAX_NODE_EDGES.saturating_sub(ctx.algorithms.workers.held_edges() + edges);
-        let algorithm = algorithm.clone();
-        let part = tokio::task::spawn_blocking(move || {
-            Part::build(shard, shard_count, &algorithm, graph, budget)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("building shard {shard}'s part failed: {e}")))??;
-        edges += part.edges();
-        parts.insert(shard, part);
+            .map_err(|e| Error::Internal(format!("building shard {shard}'s part failed: {e}")))??;
+            edges += part.edges();
+            parts.insert(shard, part);
+        }
     }
     let vertices = parts.values().map(|p| p.vertices() as u64).sum();
     ctx.algorithms

@@ -7,6 +7,7 @@
 //! graph_bench all         [flags]   ingest, then point reads on the torua targets
 //! graph_bench statements  [flags]   diagnostics: torua's write/read statements timed on the embedded database
 //! graph_bench queries     [flags]   load copy + single + cluster, then graph queries (see below)
+//! graph_bench algorithms  [flags]   load copy + cluster, then PageRank, components, degree (algorithms.rs)
 //!
 //! data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
 //! ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
@@ -14,6 +15,7 @@
 //! reads    --reads 2000 --read-warmup 200
 //! queries  --query-reps 50 --query-warmup 3 --query-case-s 60 --query-seeds 1,10,100 --query-hops 1,2
 //!          --query-max-nodes 100000 --query-max-relations 1000000 --query-embedded auto
+//! algos    --algo-reps 3 --algorithms pagerank,wcc,degree,louvain
 //! output   --label TEXT --json FILE (JSON lines, appended; default: stdout after the tables)
 //! ```
 //!
@@ -68,6 +70,7 @@ use torua_testkit::kuzu_values::{
 };
 use torua_testkit::TestCluster;
 
+mod algorithms;
 mod data;
 mod embedded;
 mod hood;
@@ -76,6 +79,7 @@ mod point_read;
 mod query_phase;
 mod statements;
 
+use algorithms::*;
 use data::*;
 use embedded::*;
 use hood::*;
@@ -101,7 +105,8 @@ use torua_testkit::rng::{permutation, power_law, Rng};
 // ------------------------------------------------------------------------------------------------
 // Arguments
 
-const USAGE: &str = "usage: graph_bench <ingest|point-read|all|statements|queries> [flags]
+const USAGE: &str =
+    "usage: graph_bench <ingest|point-read|all|statements|queries|algorithms> [flags]
   data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
   ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
   cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16
@@ -111,6 +116,8 @@ const USAGE: &str = "usage: graph_bench <ingest|point-read|all|statements|querie
            --query-case-s 60 (time cap per case) --query-seeds 1,10,100 --query-hops 1,2
            --query-max-nodes 100000 --query-max-relations 1000000
            --query-embedded auto|unwind|per-id (how the embedded baseline runs its statements)
+  algos    --algo-reps 3 (runs per algorithm and side, after one check run; default 3 for
+           `algorithms`, else 0) --algorithms pagerank,wcc,degree,louvain
   output   --label TEXT --json FILE
 The torua binary is $TORUA_BIN, else the one next to this executable.";
 
@@ -134,6 +141,8 @@ struct Args {
     query_max_nodes: usize,
     query_max_relations: usize,
     query_embedded: EmbeddedMode,
+    algo_reps: usize,
+    algorithms: Vec<String>,
     common: Common,
 }
 
@@ -148,8 +157,10 @@ fn parse_args() -> Result<Args> {
         "all" => (&["copy", "single", "cluster"], 2000, 0),
         "statements" => (&["copy"], 0, 0),
         "queries" => (&["copy", "single", "cluster"], 0, 50),
+        "algorithms" => (&["copy", "cluster"], 0, 0),
         _ => bail!("unknown subcommand {cmd:?}\n{USAGE}"),
     };
+    let algo_reps = if cmd == "algorithms" { 3 } else { 0 };
     let mut a = Args {
         cmd,
         graph: Generated::default(),
@@ -169,6 +180,8 @@ fn parse_args() -> Result<Args> {
         query_max_nodes: 100_000,
         query_max_relations: 1_000_000,
         query_embedded: EmbeddedMode::Auto,
+        algo_reps,
+        algorithms: ALGORITHMS.iter().map(|s| s.to_string()).collect(),
         common: Common::new("warn"),
     };
     while let Some(flag) = f.next_flag() {
@@ -196,6 +209,8 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--query-max-relations" => a.query_max_relations = v.parse("a count")?,
+            "--algo-reps" => a.algo_reps = v.parse("a count")?,
+            "--algorithms" => a.algorithms = v.known_names("algorithm", &ALGORITHMS)?,
             _ if a.graph.take(&flag, &v)? || a.sizing.take(&flag, &v)? => {}
             _ => f.common(&flag, v, &mut a.common)?,
         }
@@ -204,6 +219,9 @@ fn parse_args() -> Result<Args> {
         bail!(
             "point reads compare against the `copy` database: add copy to --targets (or --reads 0)"
         );
+    }
+    if a.algo_reps > 0 && !a.targets.iter().any(|t| t == "copy") {
+        bail!("algorithms compare against the `copy` database: add copy to --targets");
     }
     if a.query_reps > 0 && !a.targets.iter().any(|t| t == "copy") {
         bail!("queries compare against the `copy` database: add copy to --targets (or --query-reps 0)");
@@ -347,6 +365,17 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
                 out, args, &r.target, nodes, &phase, unverified,
             )?);
         }
+        if args.algo_reps > 0 && r.complete {
+            let db = copy_db
+                .as_ref()
+                .context("algorithms need the copy database")?;
+            log(format!("{}: graph algorithms", r.target));
+            let problems = algorithm_phase(args, db, Some(&cluster), &r.target, g, out)?;
+            // Printed loudly, not failed on: the times are still worth keeping.
+            for m in problems {
+                println!("!!! {}: {m}", r.target);
+            }
+        }
         results.push(r);
         drop(cluster);
     }
@@ -448,6 +477,13 @@ fn run(args: &Args, g: &Graph, dir: &Path, out: &mut Out) -> Result<()> {
         log("embedded only: graph queries");
         let phase = query_phase(args, db, None, g)?;
         report_queries(out, args, "embedded only", 0, &phase, None)?;
+    }
+    if args.algo_reps > 0 && !args.has("single") && !args.has("cluster") {
+        let db = copy_db
+            .as_ref()
+            .context("algorithms need the copy database")?;
+        log("embedded only: graph algorithms");
+        algorithm_phase(args, db, None, "embedded only", g, out)?;
     }
     if !failures.is_empty() {
         bail!("verification failed: {}", failures.join("; "));
