@@ -109,7 +109,6 @@ pub struct Part {
     /// PageRank: out-degree; degree: relations at the vertex (a self-loop counts twice).
     degree: Vec<u32>,
     pub channels: Vec<Channel>,
-    slots: usize,
     /// For each shard that sends here: its slot → local vertex (`NONE` when not owned here).
     incoming: HashMap<u32, Vec<u32>>,
     state: State,
@@ -264,7 +263,6 @@ impl Part {
             targets,
             degree,
             channels,
-            slots,
             incoming: HashMap::new(),
             state,
         })
@@ -661,19 +659,5 @@ impl Part {
             ),
         };
         (property, self.ids.iter().cloned().zip(values).collect())
-    }
-
-    /// Bytes the part holds, roughly: what a node's budget for tasks counts.
-    pub fn bytes(&self) -> usize {
-        let ids: usize = self.ids.iter().map(|s| s.len() + 24 + 40).sum();
-        let channels: usize = self
-            .channels
-            .iter()
-            .flat_map(|c| &c.ids)
-            .map(|s| s.len() + 24)
-            .sum();
-        let incoming: usize = self.incoming.values().map(|m| m.len() * 4).sum();
-        let values = self.ids.len() * 8 * 3 + self.slots * 8;
-        ids + channels + incoming + values + self.targets.len() * 4 + self.offsets.len() * 8
     }
 }
