@@ -8,8 +8,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as K};
+use kuzu::Value as K;
 use serde_json::{json, Value};
+use torua_testkit::algo::{id_values, modularity, oracle_db, projected_graph};
 use torua_testkit::http::{agent, get_full, with_key};
 use torua_testkit::wait::until;
 use torua_testkit::{ClusterOptions, Failures, Rng, TestCluster};
@@ -41,76 +42,11 @@ struct Embedded {
     louvain: f64,
 }
 
-/// Modularity of a partition (entity → community) with every relation an undirected edge of
-/// weight 1.
-fn modularity<C: std::hash::Hash + Eq>(
-    rels: &[(String, String)],
-    community: &HashMap<String, C>,
-) -> f64 {
-    let m2 = 2.0 * rels.len() as f64;
-    let mut inside: HashMap<&C, f64> = HashMap::new();
-    let mut tot: HashMap<&C, f64> = HashMap::new();
-    for (a, b) in rels {
-        let (ca, cb) = (&community[a], &community[b]);
-        *tot.entry(ca).or_default() += 1.0;
-        *tot.entry(cb).or_default() += 1.0;
-        if ca == cb {
-            *inside.entry(ca).or_default() += 2.0;
-        }
-    }
-    tot.iter()
-        .map(|(c, t)| inside.get(c).copied().unwrap_or(0.0) / m2 - (t / m2) * (t / m2))
-        .sum()
-}
-
 /// Kuzu's PageRank (`iterations` updates), components and Louvain on the same graph.
 fn embedded(ids: &[String], rels: &[(String, String)], iterations: u32) -> Embedded {
-    let db = Database::in_memory(
-        SystemConfig::default()
-            .buffer_pool_size(1 << 28)
-            .max_num_threads(1)
-            .max_db_size(1 << 30),
-    )
-    .unwrap();
-    let conn = Connection::new(&db).unwrap();
-    conn.query("CREATE NODE TABLE N(id STRING, PRIMARY KEY(id))")
-        .unwrap();
-    conn.query("CREATE REL TABLE R(FROM N TO N)").unwrap();
-    let strings = |v: Vec<K>| K::List(LogicalType::String, v);
-    let mut stmt = conn
-        .prepare("UNWIND $ids AS i CREATE (:N {id: i})")
-        .unwrap();
-    conn.execute(
-        &mut stmt,
-        vec![(
-            "ids",
-            strings(ids.iter().map(|i| K::String(i.clone())).collect()),
-        )],
-    )
-    .unwrap();
-    let mut stmt = conn
-        .prepare("MATCH (x:N {id: $a}), (y:N {id: $b}) CREATE (x)-[:R]->(y)")
-        .unwrap();
-    for (a, b) in rels {
-        conn.execute(
-            &mut stmt,
-            vec![("a", K::String(a.clone())), ("b", K::String(b.clone()))],
-        )
-        .unwrap();
-    }
-    conn.query("CALL project_graph('G', ['N'], ['R'])").unwrap();
-    let rows = |q: &str| -> Vec<(String, K)> {
-        conn.query(q)
-            .unwrap()
-            .map(|r| {
-                let mut r = r.into_iter();
-                let Some(K::String(id)) = r.next() else {
-                    panic!("an id")
-                };
-                (id, r.next().unwrap())
-            })
-            .collect()
-    };
+    let db = oracle_db();
+    let conn = projected_graph(&db, ids, rels);
+    let rows = |q: &str| id_values(&conn, q);
     // Kuzu's `maxIterations` k runs k − 1 updates.
     let ranks = rows(&format!(
         "CALL page_rank('G', maxIterations := {}, tolerance := 0.0) RETURN node.id, rank",
@@ -161,6 +97,17 @@ fn properties(cluster: &TestCluster, node: usize, property: &str) -> HashMap<Str
         .iter()
         .map(|r| (r[0].as_str().unwrap().to_string(), r[1].clone()))
         .collect()
+}
+
+/// The largest difference between the ranks read and Kuzu's (NaN when one is missing).
+fn farthest(read: &HashMap<String, Value>, ranks: &HashMap<String, f64>) -> f64 {
+    ranks
+        .iter()
+        .map(|(id, r)| (read.get(id).and_then(Value::as_f64).unwrap_or(f64::NAN) - r).abs())
+        .fold(
+            0.0,
+            |worst, d| if d.is_nan() || d > worst { d } else { worst },
+        )
 }
 
 /// Runs an algorithm on `node`, waiting for it to end; returns the task.
@@ -259,11 +206,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         });
     }
 
-    let written = properties(&cluster, 2, "pagerank");
-    let worst = ids
-        .iter()
-        .map(|id| (written[id].as_f64().unwrap_or(f64::NAN) - ranks[id]).abs())
-        .fold(0.0, f64::max);
+    let worst = farthest(&properties(&cluster, 2, "pagerank"), ranks);
     f.check(worst < 1e-6, || {
         format!("pagerank written to the entities: off Kuzu's by {worst}")
     });
@@ -472,11 +415,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         || format!("after SIGKILL: {t}"),
     );
     eprintln!("task after its worker was killed: {}", t["error"]);
-    let after = properties(&cluster, 1, "pagerank");
-    let worst = ids
-        .iter()
-        .map(|id| (after[id].as_f64().unwrap_or(f64::NAN) - ranks[id]).abs())
-        .fold(0.0, f64::max);
+    let worst = farthest(&properties(&cluster, 1, "pagerank"), ranks);
     f.check(worst < 1e-6, || {
         format!("the killed run changed the written ranks: off the 20-iteration ranks by {worst}")
     });

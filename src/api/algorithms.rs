@@ -53,6 +53,24 @@ pub struct WaitQuery {
     timeout: Option<String>,
 }
 
+impl WaitQuery {
+    /// How long the request waits for the task to end: `timeout` with `wait_for_completion`,
+    /// else not at all.
+    fn wait(&self) -> Result<Duration, ApiError> {
+        let timeout = super::duration_param(
+            "timeout",
+            self.timeout.as_deref(),
+            DEFAULT_WAIT,
+            Duration::ZERO..=task::MAX_WAIT,
+        )?;
+        Ok(if self.wait_for_completion.unwrap_or(false) {
+            timeout
+        } else {
+            Duration::ZERO
+        })
+    }
+}
+
 /// This node's tasks.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskList {
@@ -164,18 +182,9 @@ pub async fn run(
             })?
             .unwrap_or_default()
     };
-    let timeout = super::duration_param(
-        "timeout",
-        q.timeout.as_deref(),
-        DEFAULT_WAIT,
-        Duration::ZERO..=task::MAX_WAIT,
-    )?;
-    let request = request(&name, body)?;
-    let mut view = task::start(&state, request)?;
-    if q.wait_for_completion.unwrap_or(false) {
-        view = task::wait(&state, &view.id, timeout).await?;
-    }
-    Ok(answer(view))
+    let wait = q.wait()?;
+    let view = task::start(&state, request(&name, body)?)?;
+    Ok(answer(task::wait(&state, &view.id, wait).await?))
 }
 
 /// `200` for an ended task, `202` (with `Location`) for one still running.
@@ -202,17 +211,7 @@ pub async fn get(
     Path(id): Path<String>,
     super::Params(q): super::Params<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let timeout = super::duration_param(
-        "timeout",
-        q.timeout.as_deref(),
-        DEFAULT_WAIT,
-        Duration::ZERO..=task::MAX_WAIT,
-    )?;
-    let wait = if q.wait_for_completion.unwrap_or(false) {
-        timeout
-    } else {
-        Duration::ZERO
-    };
+    let wait = q.wait()?;
     let view = task::view_anywhere(&state, &id, wait).await?;
     Ok(answer(view))
 }

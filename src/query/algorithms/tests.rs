@@ -1,15 +1,16 @@
 //! The algorithms' supersteps, run in one process over random graphs cut into shards the way
 //! placement cuts them, against embedded Kuzu's own `algo` functions on the whole graph:
-//! PageRank within 1e-9, the same weakly connected partition, the same degrees.
+//! PageRank within 1e-9, the same weakly connected partition, the same degrees, and Louvain
+//! communities of a modularity within 2% of Kuzu's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kuzu::{Connection, Database, LogicalType, SystemConfig, Value};
+use kuzu::Value;
+use torua_testkit::algo::{id_values, modularity, oracle_db, projected_graph};
 
 use super::part::{Part, StepReport};
 use super::{Algorithm, Next};
 use crate::graph::partition::shard_of;
-use crate::storage::kuzu_values::rows;
 use crate::storage::GraphPart;
 
 /// A random directed multigraph: `n` vertices, `m` relations, self-loops and repeats allowed,
@@ -30,14 +31,14 @@ fn random_graph(seed: u64, n: usize, m: usize) -> (Vec<String>, Vec<(String, Str
     (ids, relations)
 }
 
-/// Runs `algorithm` over the graph cut into `shards` parts, delivering values between parts in
-/// process as the workers do over QUIC. Returns each vertex's value and the superstep count.
-fn run(
+/// The graph cut into `shards` parts the way placement cuts it, each part's channels connected
+/// to the parts they reach (as the workers do over QUIC when a task loads).
+fn connected_parts(
     algorithm: &Algorithm,
     shards: u32,
     ids: &[String],
     relations: &[(String, String)],
-) -> (HashMap<String, f64>, u32) {
+) -> BTreeMap<u32, Part> {
     let mut parts: BTreeMap<u32, Part> = (0..shards)
         .map(|s| {
             let graph = GraphPart {
@@ -68,6 +69,18 @@ fn run(
     for (from, to, ids) in channels {
         parts.get_mut(&to).unwrap().connect(from, &ids);
     }
+    parts
+}
+
+/// Runs `algorithm` over the graph cut into `shards` parts, delivering values between parts in
+/// process as the workers do over QUIC. Returns each vertex's value and the superstep count.
+fn run(
+    algorithm: &Algorithm,
+    shards: u32,
+    ids: &[String],
+    relations: &[(String, String)],
+) -> (HashMap<String, f64>, u32) {
+    let mut parts = connected_parts(algorithm, shards, ids, relations);
     let total = ids.len() as u64;
     let mut step = 0;
     let mut steps = 0;
@@ -100,75 +113,6 @@ fn run(
     (values, steps)
 }
 
-/// The graph in one embedded Kuzu database, projected as `G`.
-fn kuzu_graph<'a>(
-    db: &'a Database,
-    ids: &[String],
-    relations: &[(String, String)],
-) -> Connection<'a> {
-    let conn = Connection::new(db).unwrap();
-    conn.query("CREATE NODE TABLE N(id STRING, PRIMARY KEY(id))")
-        .unwrap();
-    conn.query("CREATE REL TABLE R(FROM N TO N)").unwrap();
-    let list = |items: Vec<Value>| Value::List(LogicalType::String, items);
-    let mut stmt = conn
-        .prepare("UNWIND $ids AS i CREATE (:N {id: i})")
-        .unwrap();
-    conn.execute(
-        &mut stmt,
-        vec![(
-            "ids",
-            list(ids.iter().map(|i| Value::String(i.clone())).collect()),
-        )],
-    )
-    .unwrap();
-    let mut stmt = conn
-        .prepare("UNWIND $rows AS r MATCH (x:N {id: r.a}), (y:N {id: r.b}) CREATE (x)-[:R]->(y)")
-        .unwrap();
-    let fields = [("a", LogicalType::String), ("b", LogicalType::String)];
-    let pairs = relations
-        .iter()
-        .map(|(a, b)| vec![Value::String(a.clone()), Value::String(b.clone())])
-        .collect();
-    conn.execute(&mut stmt, vec![("rows", rows(&fields, pairs))])
-        .unwrap();
-    let count = conn
-        .query("MATCH ()-[r:R]->() RETURN count(*)")
-        .unwrap()
-        .next()
-        .unwrap();
-    assert_eq!(
-        count[0],
-        Value::Int64(relations.len() as i64),
-        "relations in Kuzu"
-    );
-    conn.query("CALL project_graph('G', ['N'], ['R'])").unwrap();
-    conn
-}
-
-fn kuzu_rows(conn: &Connection, query: &str) -> Vec<(String, Value)> {
-    conn.query(query)
-        .unwrap()
-        .map(|row| {
-            let mut row = row.into_iter();
-            let Some(Value::String(id)) = row.next() else {
-                panic!("an id first")
-            };
-            (id, row.next().unwrap())
-        })
-        .collect()
-}
-
-fn db() -> Database {
-    Database::in_memory(
-        SystemConfig::default()
-            .buffer_pool_size(1 << 28)
-            .max_num_threads(1)
-            .max_db_size(1 << 30),
-    )
-    .unwrap()
-}
-
 #[test]
 fn pagerank_matches_embedded_kuzu() {
     for (seed, n, m, shards, iterations, tolerance) in [
@@ -184,10 +128,10 @@ fn pagerank_matches_embedded_kuzu() {
             tolerance,
         };
         let (ours, _) = run(&algorithm, shards, &ids, &relations);
-        let db = db();
-        let conn = kuzu_graph(&db, &ids, &relations);
+        let db = oracle_db();
+        let conn = projected_graph(&db, &ids, &relations);
         // Kuzu counts its first iteration from 1: `maxIterations` k runs k − 1 updates.
-        let theirs = kuzu_rows(
+        let theirs = id_values(
             &conn,
             &format!(
                 "CALL page_rank('G', dampingFactor := 0.85, maxIterations := {}, tolerance := {tolerance}) \
@@ -220,9 +164,9 @@ fn components_match_embedded_kuzu() {
     ] {
         let (ids, relations) = random_graph(seed, n, m);
         let (ours, steps) = run(&Algorithm::Components, shards, &ids, &relations);
-        let db = db();
-        let conn = kuzu_graph(&db, &ids, &relations);
-        let theirs = kuzu_rows(
+        let db = oracle_db();
+        let conn = projected_graph(&db, &ids, &relations);
+        let theirs = id_values(
             &conn,
             // Kuzu stops after 20 label-propagation rounds unless told otherwise (a long chain
             // is then cut in pieces); ours runs until no label changes.
@@ -304,28 +248,6 @@ fn planted(
     (ids, relations)
 }
 
-/// Modularity of `community` (entity → its community's name) with every relation an undirected
-/// edge of weight 1.
-fn modularity<C: std::hash::Hash + Eq>(
-    relations: &[(String, String)],
-    community: &HashMap<String, C>,
-) -> f64 {
-    let m2 = 2.0 * relations.len() as f64;
-    let mut inside: HashMap<&C, f64> = HashMap::new();
-    let mut tot: HashMap<&C, f64> = HashMap::new();
-    for (a, b) in relations {
-        let (ca, cb) = (&community[a], &community[b]);
-        *tot.entry(ca).or_default() += 1.0;
-        *tot.entry(cb).or_default() += 1.0;
-        if ca == cb {
-            *inside.entry(ca).or_default() += 2.0;
-        }
-    }
-    tot.iter()
-        .map(|(c, t)| inside.get(c).copied().unwrap_or(0.0) / m2 - (t / m2) * (t / m2))
-        .sum()
-}
-
 /// Louvain as the driver runs it (see `task::louvain`), over parts in this process. Returns
 /// each entity's community label and the modularity the driver computed.
 fn run_louvain(
@@ -335,38 +257,7 @@ fn run_louvain(
     rounds: u32,
 ) -> (HashMap<String, u64>, f64) {
     let algorithm = Algorithm::Louvain { rounds };
-    let mut parts: BTreeMap<u32, Part> = (0..shards)
-        .map(|s| {
-            let graph = GraphPart {
-                vertices: ids
-                    .iter()
-                    .filter(|id| shard_of(id, shards) == s)
-                    .cloned()
-                    .collect(),
-                relations: relations
-                    .iter()
-                    .filter(|(a, b)| shard_of(a, shards) == s || shard_of(b, shards) == s)
-                    .cloned()
-                    .collect(),
-            };
-            (
-                s,
-                Part::build(s, shards, &algorithm, graph, usize::MAX).unwrap(),
-            )
-        })
-        .collect();
-    let channels: Vec<(u32, u32, Vec<String>)> = parts
-        .values_mut()
-        .flat_map(|p| {
-            let from = p.shard;
-            p.take_channels()
-                .into_iter()
-                .map(move |(to, ids)| (from, to, ids))
-        })
-        .collect();
-    for (from, to, ids) in channels {
-        parts.get_mut(&to).unwrap().connect(from, &ids);
-    }
+    let mut parts = connected_parts(&algorithm, shards, ids, relations);
     let publish = |parts: &mut BTreeMap<u32, Part>| {
         let mail: Vec<_> = parts
             .values()
@@ -434,10 +325,10 @@ fn louvain_finds_communities_as_good_as_embedded_kuzu() {
             (q - ours_q).abs() < 1e-9,
             "seed {seed}: the driver's modularity {q} vs {ours_q}"
         );
-        let db = db();
-        let conn = kuzu_graph(&db, &ids, &relations);
+        let db = oracle_db();
+        let conn = projected_graph(&db, &ids, &relations);
         let theirs: HashMap<String, String> =
-            kuzu_rows(&conn, "CALL louvain('G') RETURN node.id, louvain_id")
+            id_values(&conn, "CALL louvain('G') RETURN node.id, louvain_id")
                 .into_iter()
                 .map(|(id, c)| (id, format!("{c:?}")))
                 .collect();

@@ -3,8 +3,10 @@
 //! cluster-wide waits ([`health`]), polling with a deadline ([`wait`]), shards as answers report
 //! them ([`answers`]), a seeded generator ([`rng`]), GraphRAG items ([`graphrag`]) and pieces of
 //! synthetic data ([`gen`]), batched ingest ([`ingest`]), progress lines ([`log`]), failure
-//! tallies ([`failures`]) and Kuzu parameter values for embedded baselines ([`kuzu_values`]).
+//! tallies ([`failures`]), Kuzu parameter values for embedded baselines ([`kuzu_values`]) and
+//! the graph algorithms' embedded oracle ([`algo`]).
 
+pub mod algo;
 pub mod answers;
 pub mod cluster;
 pub mod failures;

@@ -446,9 +446,9 @@ class Api:
         write: Optional[bool] = None,
     ) -> Op[Task]:
         """`POST /graph/algorithms/{name}` (write): start `pagerank` (`damping`, `iterations`,
-        `tolerance`), `wcc` (`members`), `degree` (`write`) or `louvain` (`iterations`,
-        `members`) over the whole graph, as a task
-        driven by the node that answers; `top_k` results. Returns the task at once (running), or
+        `tolerance`), `wcc` (`members`), `degree` or `louvain` (`iterations`, `members`) over
+        the whole graph, as a task driven by the node that answers; `top_k` results
+        (`write=True`: also stored as entity properties). Returns the task at once (running), or
         with `wait=True` once it ended or the server's wait (`timeout`, seconds or `"30s"`,
         default 30 s, at most 60 s) ran out: check `done`, or use `wait_task`. A parameter for
         another algorithm raises `BadRequest`. Never sent twice after a timeout (it would start
@@ -465,75 +465,30 @@ class Api:
         call = self._task_call("POST", path, wait, timeout, json=body, idempotent=False)
         return (yield from self.call(call))
 
-    def pagerank(
-        self,
-        *,
-        wait: bool = False,
-        timeout: Union[None, float, str] = None,
-        damping: Optional[float] = None,
-        iterations: Optional[int] = None,
-        tolerance: Optional[float] = None,
-        top_k: Optional[int] = None,
-    ) -> Op[Task]:
-        """`POST /graph/algorithms/pagerank` (write): `run_algorithm("pagerank", ...)`; the
-        result's `top` holds the highest ranks."""
-        run = self.run_algorithm(
-            "pagerank",
-            wait=wait,
-            timeout=timeout,
-            damping=damping,
-            iterations=iterations,
-            tolerance=tolerance,
-            top_k=top_k,
-        )
-        return (yield from run)
+    def pagerank(self, **options: Any) -> Op[Task]:
+        """`POST /graph/algorithms/pagerank` (write): `run_algorithm("pagerank", **options)`
+        (`damping`, `iterations`, `tolerance`, `top_k`, `write`, `wait`, `timeout`); the
+        result's `top` holds the highest ranks (`write=True`: each entity's `pagerank`)."""
+        return (yield from self.run_algorithm("pagerank", **options))
 
-    def wcc(
-        self,
-        *,
-        wait: bool = False,
-        timeout: Union[None, float, str] = None,
-        top_k: Optional[int] = None,
-        members: Optional[bool] = None,
-    ) -> Op[Task]:
-        """`POST /graph/algorithms/wcc` (write): weakly connected components; the result has
-        their number (`components`) and the `top_k` largest (with `members=True`, their ids)."""
-        run = self.run_algorithm("wcc", wait=wait, timeout=timeout, top_k=top_k, members=members)
-        return (yield from run)
+    def wcc(self, **options: Any) -> Op[Task]:
+        """`POST /graph/algorithms/wcc` (write): weakly connected components (`top_k`,
+        `members`, `write`, `wait`, `timeout`); the result has their number (`components`) and
+        the `top_k` largest (with `members=True`, their ids; `write=True`: each entity's
+        `component`)."""
+        return (yield from self.run_algorithm("wcc", **options))
 
-    def degree(
-        self,
-        *,
-        wait: bool = False,
-        timeout: Union[None, float, str] = None,
-        top_k: Optional[int] = None,
-        write: Optional[bool] = None,
-    ) -> Op[Task]:
-        """`POST /graph/algorithms/degree` (write): relations at each entity; `write=True`
-        stores each entity's `degree`."""
-        run = self.run_algorithm("degree", wait=wait, timeout=timeout, top_k=top_k, write=write)
-        return (yield from run)
+    def degree(self, **options: Any) -> Op[Task]:
+        """`POST /graph/algorithms/degree` (write): relations at each entity (`top_k`, `write`,
+        `wait`, `timeout`); `write=True` stores each entity's `degree`."""
+        return (yield from self.run_algorithm("degree", **options))
 
-    def louvain(
-        self,
-        *,
-        wait: bool = False,
-        timeout: Union[None, float, str] = None,
-        iterations: Optional[int] = None,
-        top_k: Optional[int] = None,
-        members: Optional[bool] = None,
-    ) -> Op[Task]:
-        """`POST /graph/algorithms/louvain` (write): communities; the result has their number
-        (`components`), the `top_k` largest (with `members=True`, their ids) and `modularity`."""
-        run = self.run_algorithm(
-            "louvain",
-            wait=wait,
-            timeout=timeout,
-            iterations=iterations,
-            top_k=top_k,
-            members=members,
-        )
-        return (yield from run)
+    def louvain(self, **options: Any) -> Op[Task]:
+        """`POST /graph/algorithms/louvain` (write): communities (`iterations`, `top_k`,
+        `members`, `write`, `wait`, `timeout`); the result has their number (`components`), the
+        `top_k` largest (with `members=True`, their ids) and `modularity` (`write=True`: each
+        entity's `community`)."""
+        return (yield from self.run_algorithm("louvain", **options))
 
     def task(
         self, task_id: str, *, wait: bool = False, timeout: Union[None, float, str] = None
