@@ -171,8 +171,8 @@ impl Workers {
         Ok(t)
     }
 
-    /// Edges held by every task here, after dropping the idle ones.
-    fn held_edges(&self) -> usize {
+    /// Drops the tasks idle for [`IDLE_FOR`]: their drivers are gone.
+    fn drop_idle(&self) {
         let mut tasks = self.tasks.lock().expect("workers lock");
         tasks.retain(|id, t| {
             let idle = t.lock().expect("task lock").touched.elapsed() > IDLE_FOR;
@@ -181,6 +181,12 @@ impl Workers {
             }
             !idle
         });
+    }
+
+    /// Edges held by every task here, after dropping the idle ones.
+    fn held_edges(&self) -> usize {
+        self.drop_idle();
+        let tasks = self.tasks.lock().expect("workers lock");
         tasks
             .values()
             .map(|t| t.lock().expect("task lock").edges)
@@ -509,6 +515,17 @@ async fn louvain(ctx: &Arc<NodeContext>, task: &str, op: LouvainOp) -> Result<Al
             }
             Ok(AlgoResponse::Done)
         }),
+    }
+}
+
+/// Drops idle tasks every minute until `stop` (a node's background duty).
+pub async fn drop_idle(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        ctx.algorithms.workers.drop_idle();
     }
 }
 
