@@ -131,6 +131,8 @@ pub struct Task {
     started: Instant,
     cancel: AtomicBool,
     run: Mutex<Run>,
+    /// Turns true when the task ends (what waiting requests watch).
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 /// What changes as a task runs.
@@ -192,6 +194,8 @@ impl Task {
                 run.error = Some(e.to_string());
             }
         }
+        drop(run);
+        self.ended.send_replace(true);
     }
 
     pub fn is_running(&self) -> bool {
@@ -267,6 +271,7 @@ impl Tasks {
                 error: None,
                 ran_ms: None,
             }),
+            ended: tokio::sync::watch::Sender::new(false),
         });
         tasks.insert(n, task.clone());
         let finished: Vec<u64> = tasks
@@ -329,10 +334,9 @@ pub fn start(ctx: &Arc<NodeContext>, request: AlgorithmRequest) -> Result<TaskVi
 /// The task's view once it ends, or as it is after `wait`.
 pub async fn wait(ctx: &Arc<NodeContext>, id: &str, wait: Duration) -> Result<TaskView, Error> {
     let task = ctx.algorithms.tasks.find(id)?;
-    let deadline = Instant::now() + wait;
-    while task.is_running() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut ended = task.ended.subscribe();
+    // Past `wait` the task is shown as it is (still running).
+    let _ = tokio::time::timeout(wait, ended.wait_for(|ended| *ended)).await;
     Ok(task.view())
 }
 
@@ -504,6 +508,7 @@ async fn run(
     task.progress(|p| p.phase = "gathering".into());
     task.cancelled()?;
     let k = request.top_k.min(MAX_TOP);
+    let mut sizes: HashMap<u64, u64> = HashMap::new();
     match request.algorithm {
         Algorithm::PageRank { .. } | Algorithm::Degree => {
             let answers = all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Top {
@@ -526,17 +531,25 @@ async fn run(
             );
         }
         Algorithm::Components | Algorithm::Louvain { .. } => {
-            result.largest =
-                Some(components(ctx, &id, nodes, k, request.members, &mut result).await?);
+            sizes = component_sizes(ctx, &id, nodes).await?;
+            result.components = Some(sizes.len() as u64);
+            result.largest = Some(largest(ctx, &id, nodes, &sizes, k, request.members).await?);
         }
     }
     if request.write {
         task.progress(|p| p.phase = "writing".into());
         task.cancelled()?;
-        let names = match request.algorithm {
-            Algorithm::Components | Algorithm::Louvain { .. } => names(ctx, &id, nodes).await?,
-            _ => Vec::new(),
-        };
+        // Components and communities are written by name (`sizes` is empty for the others).
+        let mut names: Vec<(u64, String)> = Vec::new();
+        if !sizes.is_empty() {
+            let labels = sizes.keys().copied().collect();
+            let named = members(ctx, &id, nodes, labels, 0).await?;
+            names.extend(
+                named
+                    .into_iter()
+                    .filter_map(|(label, (name, _))| Some((label, name?))),
+            );
+        }
         let answers = all(ctx, nodes, LOAD_TIMEOUT, |_, _| AlgoRequest::Write {
             task: id.clone(),
             timeout_ms: LOAD_TIMEOUT.as_millis() as u64,
@@ -623,49 +636,12 @@ async fn louvain(
     Ok(modularity)
 }
 
-/// The name of every component or community label: the id of the entity it is named after.
-async fn names(
+/// Every component or community label and its size, summed over the workers.
+async fn component_sizes(
     ctx: &Arc<NodeContext>,
     id: &str,
     nodes: &BTreeMap<String, Vec<u32>>,
-) -> Result<Vec<(u64, String)>, Error> {
-    let mut labels = std::collections::BTreeSet::new();
-    for answer in all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Sizes {
-        task: id.to_string(),
-    })
-    .await?
-    {
-        let AlgoResponse::Sizes(s) = answer else {
-            return Err(unexpected(answer));
-        };
-        labels.extend(s.into_iter().map(|(l, _)| l));
-    }
-    let labels: Vec<u64> = labels.into_iter().collect();
-    let mut names = Vec::new();
-    for answer in all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Members {
-        task: id.to_string(),
-        labels: labels.clone(),
-        max: 0,
-    })
-    .await?
-    {
-        let AlgoResponse::Members(m) = answer else {
-            return Err(unexpected(answer));
-        };
-        names.extend(m.into_iter().filter_map(|(l, name, _)| Some((l, name?))));
-    }
-    Ok(names)
-}
-
-/// The `k` largest components, named, with members when asked.
-async fn components(
-    ctx: &Arc<NodeContext>,
-    id: &str,
-    nodes: &BTreeMap<String, Vec<u32>>,
-    k: u32,
-    members: bool,
-    result: &mut TaskResult,
-) -> Result<Vec<Component>, Error> {
+) -> Result<HashMap<u64, u64>, Error> {
     let answers = all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Sizes {
         task: id.to_string(),
     })
@@ -679,13 +655,18 @@ async fn components(
             *sizes.entry(label).or_default() += n;
         }
     }
-    result.components = Some(sizes.len() as u64);
-    let mut largest: Vec<(u64, u64)> = sizes.into_iter().collect();
-    // A label is the smallest (shard, index) in its component: a stable tie-break.
-    largest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    largest.truncate(k as usize);
-    let labels: Vec<u64> = largest.iter().map(|(l, _)| *l).collect();
-    let max = if members { k } else { 0 };
+    Ok(sizes)
+}
+
+/// For each of `labels`, over the workers: its name (the id of the entity it is named after,
+/// from the worker that holds it) and up to `max` members from each worker.
+async fn members(
+    ctx: &Arc<NodeContext>,
+    id: &str,
+    nodes: &BTreeMap<String, Vec<u32>>,
+    labels: Vec<u64>,
+    max: u32,
+) -> Result<HashMap<u64, (Option<String>, Vec<String>)>, Error> {
     let answers = all(ctx, nodes, STEP_TIMEOUT, |_, _| AlgoRequest::Members {
         task: id.to_string(),
         labels: labels.clone(),
@@ -705,6 +686,25 @@ async fn components(
             e.1.extend(ids);
         }
     }
+    Ok(named)
+}
+
+/// The `k` largest of the components `sizes` counts, named, with members when asked.
+async fn largest(
+    ctx: &Arc<NodeContext>,
+    id: &str,
+    nodes: &BTreeMap<String, Vec<u32>>,
+    sizes: &HashMap<u64, u64>,
+    k: u32,
+    with_members: bool,
+) -> Result<Vec<Component>, Error> {
+    let mut largest: Vec<(u64, u64)> = sizes.iter().map(|(l, n)| (*l, *n)).collect();
+    // A label is the smallest (shard, index) in its component: a stable tie-break.
+    largest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    largest.truncate(k as usize);
+    let labels: Vec<u64> = largest.iter().map(|(l, _)| *l).collect();
+    let max = if with_members { k } else { 0 };
+    let mut named = members(ctx, id, nodes, labels, max).await?;
     Ok(largest
         .into_iter()
         .map(|(label, size)| {
@@ -714,7 +714,7 @@ async fn components(
             Component {
                 component: name.unwrap_or_else(|| format!("#{label}")),
                 size,
-                members: members.then_some(ids),
+                members: with_members.then_some(ids),
             }
         })
         .collect())
