@@ -242,12 +242,10 @@ impl Serve for AlgoRequest {
                 Ok(AlgoResponse::Done)
             }),
             AlgoRequest::Top { task, k } => with_task(ctx, &task, |t| {
-                let mut all: Vec<(String, f64)> = Vec::new();
-                for part in t.parts.values() {
-                    all.extend(part.values().map(|(id, v)| (id.to_string(), v)));
-                    keep_top(&mut all, k as usize);
-                }
-                Ok(AlgoResponse::Top(all))
+                let mut all: Vec<(&str, f64)> = t.parts.values().flat_map(Part::values).collect();
+                keep_top(&mut all, k as usize);
+                let top = all.into_iter().map(|(id, v)| (id.to_string(), v));
+                Ok(AlgoResponse::Top(top.collect()))
             }),
             AlgoRequest::Sizes { task } => with_task(ctx, &task, |t| {
                 let mut sizes: HashMap<u64, u64> = HashMap::new();
@@ -301,7 +299,7 @@ fn part_of(t: &mut WorkerTask, shard: u32) -> Result<&mut Part, Error> {
 }
 
 /// Keeps the `k` highest values of `all` (ties: smaller id first), highest first.
-pub fn keep_top(all: &mut Vec<(String, f64)>, k: usize) {
+pub fn keep_top<S: Ord>(all: &mut Vec<(S, f64)>, k: usize) {
     all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     all.truncate(k);
 }
