@@ -49,6 +49,7 @@ fn entity(id: &str, units: Vec<String>) -> Entity {
         frequency: 1,
         degree: 1,
         embedding: None,
+        routing: None,
     }
 }
 
@@ -60,6 +61,8 @@ fn relation(id: String, source: String, target: String, units: Vec<String>) -> R
         target,
         weight: 1.0,
         text_unit_ids: units,
+        source_routing: None,
+        target_routing: None,
     }
 }
 

@@ -92,6 +92,7 @@ fn gen_graph(rng: &mut Rng, prefix: &str, n: usize, avg_degree: f64) -> (Vec<Ent
             frequency: rng.below(50) as i64,
             degree: ((1.0 / (rng.unit() + 0.002)).powf(0.8) as i64).min(10_000),
             embedding: None,
+            routing: None,
         });
     }
     let mut perm: Vec<usize> = (0..n).collect();
@@ -126,6 +127,8 @@ fn gen_graph(rng: &mut Rng, prefix: &str, n: usize, avg_degree: f64) -> (Vec<Ent
             description: words(rng, 1, 4),
             weight: rng.below(1001) as f64 / 1000.0,
             text_unit_ids: text_units(rng),
+            source_routing: None,
+            target_routing: None,
         });
     }
     let mut shared = 0;
@@ -143,6 +146,8 @@ fn gen_graph(rng: &mut Rng, prefix: &str, n: usize, avg_degree: f64) -> (Vec<Ent
             description: words(rng, 1, 4),
             weight: rng.below(1001) as f64 / 1000.0,
             text_unit_ids: vec![],
+            source_routing: None,
+            target_routing: None,
         });
         shared += 1;
     }
@@ -237,12 +242,12 @@ impl Reference {
             conn.query(
                 "CREATE NODE TABLE Entity(id STRING, title STRING, type STRING, description STRING, \
                  text_unit_ids STRING[], frequency INT64, degree INT64, pagerank DOUBLE, \
-                 component STRING, community STRING, PRIMARY KEY(id))",
+                 component STRING, community STRING, routing STRING, PRIMARY KEY(id))",
             )
             .unwrap();
             conn.query(
                 "CREATE REL TABLE RELATED(FROM Entity TO Entity, id STRING, description STRING, \
-                 weight DOUBLE, text_unit_ids STRING[])",
+                 weight DOUBLE, text_unit_ids STRING[], source_routing STRING, target_routing STRING)",
             )
             .unwrap();
             // The other tables Cypher may name (empty in these tests).

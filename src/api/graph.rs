@@ -16,7 +16,7 @@ use super::freshness::{not_found, ReadAnswer, ReadParams, ReadResult};
 use super::{current_map, with_retry_after, ApiError, AppState, JsonAnswer, Params};
 use crate::graph::model::Batch;
 use crate::graph::partition::shard_of;
-use crate::query::read::{route_get_chunk, route_get_document, route_get_entity};
+use crate::query::read::{find_entity, route_get_chunk, route_get_document};
 use crate::storage::ReadScope;
 
 /// Largest ingest body.
@@ -149,9 +149,19 @@ macro_rules! point_read_route {
     };
 }
 
-point_read_route!(get_entity, "entity", route_get_entity, |rec, shard| json!({
-    "entity": rec.entity, "relations": rec.relations, "shard": shard
-}));
+/// An entity with its relations, wherever its routing key placed it.
+pub async fn get_entity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(read): Params<ReadParams>,
+) -> ReadResult {
+    let shards = current_map(&state)?.shards;
+    let scope = read.scope(&state);
+    let read = find_entity(&state, &id, shards, &scope).await;
+    let (shard, rec) = found("entity", &id, read, &scope)?;
+    let answer = json!({"entity": rec.entity, "relations": rec.relations, "shard": shard});
+    Ok(ReadAnswer::new(&state, answer, scope.lags()))
+}
 point_read_route!(get_chunk, "chunk", route_get_chunk, |chunk, shard| json!({
     "chunk": chunk, "shard": shard
 }));

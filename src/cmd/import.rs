@@ -19,6 +19,23 @@
 //! sent last; a re-ingested document's old text units are removed either way. `--delete-missing`
 //! then deletes the stored documents the folder does not hold (GraphRAG's update output keeps
 //! documents removed from its input; this makes the cluster mirror the folder).
+//!
+//! Placement (`--routing`, `--routing-level`): by default each entity's routing key is its
+//! GraphRAG community, so that a community's entities share a shard and the traversals and
+//! retrievals that stay in a community stay in one shard. [`assign_routing`] picks, for each
+//! entity, the community at `--routing-level` that lists it (level 0, the default, is the
+//! coarsest: the fewest, largest communities); an entity that level does not reach (its community
+//! is not split that deep) takes its deepest community above it, as GraphRAG's own queries at a
+//! community level do, and an entity in no community keeps no key (placed by id). The key is
+//! `community:<number>`. A community larger than 1.5 × the folder's entities per shard (the
+//! shard count is the cluster's, from `GET /cluster/shards`) would make its shard much larger
+//! than the others: it is split into the fewest parts of at most that size, keyed
+//! `community:<number>/<part>`, cut from its entities ordered by a breadth-first walk over the
+//! relationships inside the community, so that related entities mostly stay together. The keys
+//! depend only on the folder, the level and the shard count: importing the same folder again
+//! moves nothing. Relations carry their ends' keys (`source_routing`, `target_routing`).
+//! `--routing none` sends no keys: entities are placed by id (and entities an earlier import
+//! keyed move back to their id's shard).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -33,6 +50,23 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::cmd::client::Connect;
 use crate::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
+
+/// The shard count assumed when `GET /cluster/shards` does not say (`TORUA_SHARDS`' default).
+const DEFAULT_SHARDS: u32 = 16;
+
+/// A community larger than this many times the entities per shard is split (see the module doc),
+/// as a fraction: 3/2.
+const SPLIT_ABOVE: (usize, usize) = (3, 2);
+
+/// How the importer keys entities (`--routing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Routing {
+    /// Each entity's GraphRAG community (at `--routing-level`) is its routing key.
+    Community,
+    /// No routing keys: entities are placed by id.
+    #[value(name = "none")]
+    ById,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
@@ -69,6 +103,16 @@ pub struct GraphragArgs {
     /// admin key when the cluster asks for keys.
     #[arg(long)]
     pub delete_missing: bool,
+    /// Routing keys: `community` keys each entity by its GraphRAG community, so that a
+    /// community's entities share a shard (communities much larger than a shard's share are
+    /// split); `none` places entities by id.
+    #[arg(long, value_enum, default_value_t = Routing::Community)]
+    pub routing: Routing,
+    /// The community level whose communities key the entities: 0 is the coarsest (fewest,
+    /// largest communities); an entity the level does not reach takes its deepest community
+    /// above it.
+    #[arg(long, default_value_t = 0)]
+    pub routing_level: u32,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -78,11 +122,24 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
 }
 
 fn import(args: &GraphragArgs) -> anyhow::Result<()> {
-    let all = read_folder(&args.dir)?;
+    let mut all = read_folder(&args.dir)?;
     let total = all.len();
     if total == 0 {
         bail!("{}: no GraphRAG items found", args.dir.display());
     }
+    let shards = cluster_shards(&args.connect)?;
+    let failed_before = failed_in(&shards);
+    let placement = match args.routing {
+        Routing::Community => {
+            let count = shards["shards"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(DEFAULT_SHARDS);
+            assign_routing(&mut all, args.routing_level, count).line()
+        }
+        Routing::ById => "placed entities by id (--routing none)".to_string(),
+    };
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -94,7 +151,6 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let failed_before = failed_writes(&args.connect)?;
     let in_folder: HashSet<String> = all.documents.iter().map(|d| d.id.clone()).collect();
     let counts = [
         ("entities", all.entities.len()),
@@ -114,6 +170,7 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
     wait_applied(&args.connect, args.quiet, failed_before)?;
     let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("loaded {} into {}", summary.join(", "), args.connect.url);
+    println!("{placement}");
     if args.update || replaced.documents > 0 {
         println!("{}", replaced.line());
     }
@@ -222,16 +279,14 @@ impl Replaced {
     }
 }
 
-/// Writes the copies' databases refused so far, over every copy (`failed_writes` in
-/// `/cluster/shards`; a copy that does not answer counts 0).
-fn failed_writes(c: &Connect) -> anyhow::Result<u64> {
-    let shards = c
-        .call("GET", "/cluster/shards", None, Duration::from_secs(30))?
-        .ok(&format!("GET {}", c.url("/cluster/shards")))?;
-    Ok(failed_in(&shards))
+/// The cluster's `GET /cluster/shards` answer: its shard count and its copies' refused writes.
+fn cluster_shards(c: &Connect) -> anyhow::Result<serde_json::Value> {
+    c.call("GET", "/cluster/shards", None, Duration::from_secs(30))?
+        .ok(&format!("GET {}", c.url("/cluster/shards")))
 }
 
-/// The `failed_writes` of every copy in a `/cluster/shards` answer, added up.
+/// The writes the copies' databases refused so far, over every copy, in a `/cluster/shards`
+/// answer (`failed_writes`; a copy that does not answer counts 0).
 fn failed_in(shards: &serde_json::Value) -> u64 {
     shards["copies"]
         .as_array()
@@ -364,6 +419,178 @@ impl Batches {
     }
 }
 
+/// What [`assign_routing`] did, for the import's summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The community level asked for.
+    pub level: u32,
+    /// The shard count the sizes were balanced for.
+    pub shards: u32,
+    /// The most entities one key may hold before its community is split.
+    pub max_per_key: usize,
+    /// Communities whose entities got keys (whole or split).
+    pub communities: usize,
+    /// Of those, the communities split.
+    pub split: usize,
+    /// The keys the split communities became.
+    pub parts: usize,
+    /// Entities in no community at or above the level: placed by id.
+    pub unkeyed: usize,
+}
+
+impl Placement {
+    /// The one-line summary the import prints.
+    pub fn line(&self) -> String {
+        format!(
+            "placed entities by community (level {}): {} communities as routing keys, {} of them \
+             split into {} keys of at most {} entities (1.5 × the entities per shard, {} shards); \
+             {} entities in no community, placed by id",
+            self.level,
+            self.communities,
+            self.split,
+            self.parts,
+            self.max_per_key,
+            self.shards,
+            self.unkeyed
+        )
+    }
+}
+
+/// Sets each entity's routing key to its community (see the module doc) and each relation's
+/// `source_routing`/`target_routing` to its ends' keys, balancing for `shards` shards.
+pub fn assign_routing(batch: &mut Batch, level: u32, shards: u32) -> Placement {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for e in &batch.entities {
+        let next = index.len();
+        index.entry(e.id.as_str()).or_insert(next);
+    }
+    let n = index.len();
+    // Each entity's community: the deepest at or above `level`, the first listed on a tie.
+    let mut chosen: Vec<Option<(i64, usize)>> = vec![None; n];
+    for (ci, c) in batch.communities.iter().enumerate() {
+        if c.level > i64::from(level) {
+            continue;
+        }
+        for id in &c.entity_ids {
+            if let Some(&ei) = index.get(id.as_str()) {
+                if chosen[ei].is_none_or(|(l, _)| c.level > l) {
+                    chosen[ei] = Some((c.level, ci));
+                }
+            }
+        }
+    }
+    // Each community's entities, in the order it lists them; `position` is an entity's place there.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); batch.communities.len()];
+    let mut position = vec![0usize; n];
+    let mut listed = vec![false; n];
+    for (ci, c) in batch.communities.iter().enumerate() {
+        for id in &c.entity_ids {
+            if let Some(&ei) = index.get(id.as_str()) {
+                if chosen[ei].map(|(_, c)| c) == Some(ci) && !listed[ei] {
+                    listed[ei] = true;
+                    position[ei] = members[ci].len();
+                    members[ci].push(ei);
+                }
+            }
+        }
+    }
+    let shards = shards.max(1) as usize;
+    let (num, den) = SPLIT_ABOVE;
+    let max_per_key = (num * n).div_ceil(den * shards).max(1);
+    let community_of = |ei: usize| chosen[ei].map(|(_, ci)| ci);
+    // The relationships inside each community to split, as neighbours by position.
+    let mut neighbours: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for r in &batch.relations {
+        let (Some(&a), Some(&b)) = (index.get(r.source.as_str()), index.get(r.target.as_str()))
+        else {
+            continue;
+        };
+        match (community_of(a), community_of(b)) {
+            (Some(ca), Some(cb)) if ca == cb && a != b && members[ca].len() > max_per_key => {
+                neighbours[a].push(b);
+                neighbours[b].push(a);
+            }
+            _ => {}
+        }
+    }
+    let mut placement = Placement {
+        level,
+        shards: shards as u32,
+        max_per_key,
+        unkeyed: chosen.iter().filter(|c| c.is_none()).count(),
+        ..Placement::default()
+    };
+    let mut key: Vec<Option<String>> = vec![None; n];
+    for (ci, list) in members.iter().enumerate() {
+        if list.is_empty() {
+            continue;
+        }
+        placement.communities += 1;
+        let name = format!("community:{}", batch.communities[ci].id);
+        if list.len() <= max_per_key {
+            for &ei in list {
+                key[ei] = Some(name.clone());
+            }
+            continue;
+        }
+        let order = walk(list, &mut neighbours, &position);
+        let parts = list.len().div_ceil(max_per_key);
+        placement.split += 1;
+        placement.parts += parts;
+        let mut rest = order.as_slice();
+        for part in 0..parts {
+            // The first `len % parts` parts take one entity more.
+            let size = list.len() / parts + usize::from(part < list.len() % parts);
+            let (this, next) = rest.split_at(size);
+            for &ei in this {
+                key[ei] = Some(format!("{name}/{part}"));
+            }
+            rest = next;
+        }
+    }
+    let key_of = |id: &str| index.get(id).and_then(|&ei| key[ei].clone());
+    let entity_keys: Vec<Option<String>> = batch.entities.iter().map(|e| key_of(&e.id)).collect();
+    let relation_keys: Vec<(Option<String>, Option<String>)> = (batch.relations.iter())
+        .map(|r| (key_of(&r.source), key_of(&r.target)))
+        .collect();
+    for (e, key) in batch.entities.iter_mut().zip(entity_keys) {
+        e.routing = key;
+    }
+    for (r, (source, target)) in batch.relations.iter_mut().zip(relation_keys) {
+        r.source_routing = source;
+        r.target_routing = target;
+    }
+    placement
+}
+
+/// The entities `list` (one community's, in its order) in breadth-first order over
+/// `neighbours`: from each entity not reached yet, in list order, its neighbours by their
+/// `position` in the list.
+fn walk(list: &[usize], neighbours: &mut [Vec<usize>], position: &[usize]) -> Vec<usize> {
+    let mut reached = vec![false; list.len()];
+    let mut order = Vec::with_capacity(list.len());
+    let mut queue = std::collections::VecDeque::new();
+    for &start in list {
+        if reached[position[start]] {
+            continue;
+        }
+        reached[position[start]] = true;
+        queue.push_back(start);
+        while let Some(ei) = queue.pop_front() {
+            order.push(ei);
+            let next = &mut neighbours[ei];
+            next.sort_unstable_by_key(|&b| position[b]);
+            for &b in next.iter() {
+                if !reached[position[b]] {
+                    reached[position[b]] = true;
+                    queue.push_back(b);
+                }
+            }
+        }
+    }
+    order
+}
+
 /// Reads every table of the folder into one batch.
 pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
     if !dir.is_dir() {
@@ -391,6 +618,7 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
                 frequency: frequency.at(i),
                 degree: degree.at(i),
                 embedding: None,
+                routing: None,
             });
         }
     }
@@ -407,6 +635,8 @@ pub fn read_folder(dir: &Path) -> anyhow::Result<Batch> {
                 description: desc.at(i),
                 weight: weight.at_or(i, 1.0),
                 text_unit_ids: units.at(i),
+                source_routing: None,
+                target_routing: None,
             });
         }
     }
@@ -701,5 +931,176 @@ mod tests {
         assert!(update[1..].iter().all(|b| b.documents.is_empty()));
         assert_eq!(update.iter().map(Batch::len).sum::<usize>(), total);
         assert!(update.iter().all(|b| b.len() <= 50));
+    }
+
+    fn entity(id: &str) -> Entity {
+        Entity {
+            id: id.into(),
+            title: id.into(),
+            kind: String::new(),
+            description: String::new(),
+            text_unit_ids: vec![],
+            frequency: 1,
+            degree: 0,
+            embedding: None,
+            routing: None,
+        }
+    }
+
+    fn relation(source: &str, target: &str) -> Relation {
+        Relation {
+            id: format!("{source}-{target}"),
+            source: source.into(),
+            target: target.into(),
+            description: String::new(),
+            weight: 1.0,
+            text_unit_ids: vec![],
+            source_routing: None,
+            target_routing: None,
+        }
+    }
+
+    fn community(id: u32, level: i64, entities: &[&str]) -> Community {
+        Community {
+            id: id.to_string(),
+            level,
+            parent: String::new(),
+            title: String::new(),
+            entity_ids: entities.iter().map(|e| e.to_string()).collect(),
+            summary: String::new(),
+            full_content: String::new(),
+            rank: 0.0,
+        }
+    }
+
+    fn keys(b: &Batch) -> Vec<(&str, Option<&str>)> {
+        (b.entities.iter())
+            .map(|e| (e.id.as_str(), e.routing.as_deref()))
+            .collect()
+    }
+
+    /// Entities a..f; community 0 (level 0) holds a..d and splits at level 1 into 10 (a, b);
+    /// community 1 (level 0) holds e; f is in none.
+    fn small() -> Batch {
+        Batch {
+            entities: ["a", "b", "c", "d", "e", "f"].map(entity).to_vec(),
+            relations: vec![relation("a", "e"), relation("f", "stub")],
+            communities: vec![
+                community(0, 0, &["a", "b", "c", "d"]),
+                community(1, 0, &["e"]),
+                community(10, 1, &["a", "b"]),
+            ],
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn each_entity_is_keyed_by_its_community_at_the_level() {
+        let mut b = small();
+        let p = assign_routing(&mut b, 0, 1);
+        let c0 = Some("community:0");
+        let want = [("a", c0), ("b", c0), ("c", c0), ("d", c0)];
+        assert_eq!(keys(&b)[..4], want);
+        assert_eq!(keys(&b)[4..], [("e", Some("community:1")), ("f", None)]);
+        let (communities, split, unkeyed) = (p.communities, p.split, p.unkeyed);
+        assert_eq!((communities, split, unkeyed), (2, 0, 1), "{p:?}");
+        // Relations carry their ends' keys; a stub and an unkeyed entity have none.
+        let ends = |r: &Relation| (r.source_routing.clone(), r.target_routing.clone());
+        assert_eq!(
+            ends(&b.relations[0]),
+            (Some("community:0".into()), Some("community:1".into()))
+        );
+        assert_eq!(ends(&b.relations[1]), (None, None));
+    }
+
+    #[test]
+    fn a_deeper_level_keeps_the_deepest_community_above_it_for_entities_it_does_not_reach() {
+        let mut b = small();
+        let p = assign_routing(&mut b, 1, 1);
+        let got = keys(&b);
+        assert_eq!(got[0], ("a", Some("community:10")));
+        assert_eq!(got[1], ("b", Some("community:10")));
+        assert_eq!(got[2], ("c", Some("community:0")));
+        assert_eq!(got[4], ("e", Some("community:1")));
+        assert_eq!(got[5], ("f", None));
+        assert_eq!(p.communities, 3, "{p:?}");
+        // Level 5 is deeper than any: the same keys.
+        let mut deeper = small();
+        assign_routing(&mut deeper, 5, 1);
+        assert_eq!(keys(&deeper), got);
+    }
+
+    #[test]
+    fn a_community_much_larger_than_a_shards_share_is_cut_along_its_relationships() {
+        // Community 7 lists 0..12 interleaving two chains, 0-2-4-..-10 and 1-3-5-..-11, plus
+        // 12 outsiders in community 8: 24 entities on 4 shards, at most 9 per key.
+        let inside: Vec<String> = (0..12).map(|i| format!("x{i}")).collect();
+        let outside: Vec<String> = (0..12).map(|i| format!("y{i}")).collect();
+        let mut b = Batch {
+            entities: inside.iter().chain(&outside).map(|id| entity(id)).collect(),
+            relations: (0..10)
+                .map(|i| relation(&inside[i], &inside[i + 2]))
+                .collect(),
+            communities: vec![
+                community(7, 0, &inside.iter().map(String::as_str).collect::<Vec<_>>()),
+                community(
+                    8,
+                    0,
+                    &outside.iter().map(String::as_str).collect::<Vec<_>>(),
+                ),
+            ],
+            ..Batch::default()
+        };
+        let p = assign_routing(&mut b, 0, 4);
+        assert_eq!(p.max_per_key, 9);
+        assert_eq!((p.communities, p.split, p.parts), (2, 2, 4), "{p:?}");
+        let key = |id: &str| {
+            b.entities
+                .iter()
+                .find(|e| e.id == id)
+                .unwrap()
+                .routing
+                .clone()
+                .unwrap()
+        };
+        // Each chain is walked whole before the next: the even chain is the first part.
+        for (i, id) in inside.iter().enumerate() {
+            assert_eq!(key(id), format!("community:7/{}", i % 2), "{id}");
+        }
+        // No relationships: cut in list order, the first part one larger when uneven.
+        assert_eq!(key("y5"), "community:8/0");
+        assert_eq!(key("y6"), "community:8/1");
+        // The same input gives the same keys.
+        let again = {
+            let mut c = b.clone();
+            assign_routing(&mut c, 0, 4);
+            c
+        };
+        assert_eq!(keys(&again), keys(&b));
+        // With few shards nothing is split.
+        assert_eq!(assign_routing(&mut b, 0, 1).split, 0);
+    }
+
+    #[test]
+    fn the_dulce_communities_key_every_entity_and_the_two_largest_split_on_8_shards() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce");
+        let mut b = read_folder(&dir).unwrap();
+        let p = assign_routing(&mut b, 0, 8);
+        // 39 entities on 8 shards: at most 8 per key; communities 0 (10) and 3 (9) split in two.
+        assert_eq!(p.max_per_key, 8);
+        let want = (p.communities, p.split, p.parts, p.unkeyed);
+        assert_eq!(want, (7, 2, 4, 0), "{p:?}");
+        let mut per_key: HashMap<&str, usize> = HashMap::new();
+        for e in &b.entities {
+            *per_key.entry(e.routing.as_deref().unwrap()).or_default() += 1;
+        }
+        assert_eq!(per_key.len(), 9, "{per_key:?}");
+        assert!(per_key.values().all(|n| *n <= 8), "{per_key:?}");
+        assert_eq!(per_key["community:0/0"], 5);
+        assert_eq!(per_key["community:3/1"], 4);
+        assert!(b.validate(0).is_empty(), "{:?}", b.validate(0));
+        let keyed = |r: &Relation| r.source_routing.is_some() && r.target_routing.is_some();
+        // Every relation between two entities carries both keys (two have a stub end).
+        assert_eq!(b.relations.iter().filter(|r| keyed(r)).count(), 105);
     }
 }

@@ -33,6 +33,11 @@ pub struct Entity {
     /// Exactly `TORUA_EMBEDDING_DIM` numbers; refused when the cluster stores no embeddings.
     #[serde(default)]
     pub embedding: Option<Vec<f32>>,
+    /// Placement key: entities with the same key live in the same shard (`shard_of(routing)`
+    /// instead of `shard_of(id)`). Reads by id still find the entity without it.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
+    pub routing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -48,6 +53,15 @@ pub struct Relation {
     pub weight: f64,
     #[serde(default)]
     pub text_unit_ids: Vec<String>,
+    /// The source entity's routing key, for a source that is not in this batch and not stored
+    /// yet. torua fills it in from the batch or from where the source is stored, which win.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
+    pub source_routing: Option<String>,
+    /// Like `source_routing`, for the target.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
+    pub target_routing: Option<String>,
 }
 
 fn one() -> f64 {
@@ -201,7 +215,8 @@ impl Batch {
             let problem = text_problem(&[("title", &e.title), ("type", &e.kind)], MAX_ID_BYTES)
                 .or_else(|| text_problem(&[("description", &e.description)], MAX_TEXT_BYTES))
                 .or_else(|| list_problem("text_unit_ids", &e.text_unit_ids))
-                .or_else(|| embedding_problem(&e.embedding, embedding_dim));
+                .or_else(|| embedding_problem(&e.embedding, embedding_dim))
+                .or_else(|| routing_problem("routing", &e.routing));
             check(Kind::Entity, i, &e.id, problem);
         }
         for (i, r) in self.relations.iter().enumerate() {
@@ -214,6 +229,8 @@ impl Batch {
             } else {
                 text_problem(&[("description", &r.description)], MAX_TEXT_BYTES)
                     .or_else(|| list_problem("text_unit_ids", &r.text_unit_ids))
+                    .or_else(|| routing_problem("source_routing", &r.source_routing))
+                    .or_else(|| routing_problem("target_routing", &r.target_routing))
             };
             check(Kind::Relation, i, &r.id, problem);
         }
@@ -253,6 +270,20 @@ fn text_problem(fields: &[(&str, &String)], max: usize) -> Option<String> {
         .iter()
         .find(|(_, v)| v.len() > max)
         .map(|(name, v)| format!("{name} is {} bytes; at most {max}", v.len()))
+}
+
+fn routing_problem(name: &str, routing: &Option<String>) -> Option<String> {
+    let key = routing.as_ref()?;
+    if key.is_empty() {
+        Some(format!("{name} is empty: leave it out to place by id"))
+    } else if key.len() > MAX_ID_BYTES {
+        Some(format!(
+            "{name} is {} bytes; at most {MAX_ID_BYTES}",
+            key.len()
+        ))
+    } else {
+        None
+    }
 }
 
 fn list_problem(name: &str, list: &[String]) -> Option<String> {
@@ -298,6 +329,7 @@ mod tests {
             frequency: 1,
             degree: 0,
             embedding: None,
+            routing: None,
         }
     }
 
@@ -319,6 +351,8 @@ mod tests {
                 description: String::new(),
                 weight: 1.0,
                 text_unit_ids: vec![],
+                source_routing: None,
+                target_routing: None,
             }],
             ..Batch::default()
         };

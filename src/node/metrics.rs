@@ -34,6 +34,8 @@ pub struct Metrics {
     copy_failed_writes: IntGaugeVec,
     algorithm_tasks_running: IntGauge,
     algorithm_tasks_held: IntGauge,
+    placement_lookups: prometheus::Histogram,
+    entities_moved: IntCounter,
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
 }
 
@@ -139,6 +141,20 @@ impl Metrics {
                 "Graph algorithm tasks this node holds parts of the graph for (as a worker)",
             )
             .expect("valid metric"),
+            placement_lookups: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "ingest_placement_lookup_seconds",
+                    "Time an ingest request spent asking where its entities and relation ends are \
+                     stored (routing keys) before it was written",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            )
+            .expect("valid metric"),
+            entities_moved: counter(
+                "ingest_entities_moved_total",
+                "Entities ingested under another home (routing key) than the one they were stored \
+                 under: deleted with their relations, then written under the new key",
+            ),
             is_coordinator: IntGauge::new("is_coordinator", "1 if this node is the coordinator")
                 .expect("valid metric"),
             term: IntGauge::new(
@@ -155,7 +171,8 @@ impl Metrics {
             m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
             gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
             auth_failures, reads_behind, relations_followed, traversal_rounds, copy_pending_writes,
-            copy_failed_writes, algorithm_tasks_running, algorithm_tasks_held
+            copy_failed_writes, algorithm_tasks_running, algorithm_tasks_held, placement_lookups,
+            entities_moved
         );
         Arc::new(m)
     }
@@ -238,6 +255,12 @@ impl Metrics {
         self.relations_followed
             .with_label_values(&["remote"])
             .inc_by(remote);
+    }
+
+    /// Records one ingest's placement lookup and the entities it moved.
+    pub fn placement_lookup(&self, took: std::time::Duration, moved: usize) {
+        self.placement_lookups.observe(took.as_secs_f64());
+        self.entities_moved.inc_by(moved as u64);
     }
 
     /// Counts one network round of a traversal.

@@ -1,8 +1,8 @@
 //! Reads of one node's shard copies asked by other nodes ([`ReadRequest`]: point reads of an
 //! entity, a chunk or a document, one traversal step, a user's Cypher on some shards, retrieval's
 //! and the document cascade's typed reads on some shards), their handler, and point reads routed
-//! from any node to an in-sync copy ([`route_get_entity`], [`route_get_chunk`],
-//! [`route_get_document`]).
+//! from any node to an in-sync copy ([`find_entity`], [`route_get_chunk`],
+//! [`route_get_document`], [`route_placements`]).
 //!
 //! Only a copy that its own map calls in sync answers (a copy that just fell out may miss
 //! acknowledged writes); the asker then tries another copy. Every read travels with its
@@ -16,12 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::graph::model::{Chunk, Document};
+use crate::graph::partition::shard_of;
 use crate::node::context::NodeContext;
 use crate::node::wire::Serve;
 use crate::query::traverse::{Ahead, Traversed};
 use crate::storage::{
-    CascadeRead, CascadeRows, Direction, EntityRecord, Freshness, Lag, QueryFailure, ReadScope,
-    RelationFilter, RetrievalRead, RetrievalRows, Rows, ShardQuery,
+    CascadeRead, CascadeRows, Direction, EntityRecord, Freshness, Lag, Placement, QueryFailure,
+    ReadScope, RelationFilter, RetrievalRead, RetrievalRows, Rows, ShardQuery,
 };
 
 /// Per copy; above the storage's wait for pending writes to be applied (`kuzu_shard::READ_WAIT`).
@@ -55,6 +56,9 @@ pub enum ReadRequest {
     },
     /// A document from this node's copy of `shard`.
     GetDocument { shard: u32, id: String },
+    /// How this node's copy of `shard` holds each of `ids` (owned, stub or pointer, with its
+    /// routing key), counting acknowledged writes not yet applied.
+    Placements { shard: u32, ids: Vec<String> },
     /// One of the document cascade's reads on this node's copies of `shards`, each cut off
     /// after `timeout_ms`.
     Cascade {
@@ -67,6 +71,9 @@ pub enum ReadRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReadResponse {
     Entity(Option<EntityRecord>),
+    /// A `GetEntity` of an entity that lives in another shard: its routing key.
+    Pointer(String),
+    Placements(Vec<Placement>),
     Chunk(Option<Chunk>),
     /// Per part of a `Traverse`, in the order asked, and what the node read ahead.
     Traversed(Traversed),
@@ -116,7 +123,21 @@ impl ReadRequest {
     ) -> Result<ReadResponse, Error> {
         Ok(match self {
             ReadRequest::GetEntity { shard, id } => {
-                ReadResponse::Entity(held_copy(ctx, shard).await?.get_entity(id, scope).await?)
+                let copy = held_copy(ctx, shard).await?;
+                match copy.get_entity(id.clone(), scope).await? {
+                    Some(record) => ReadResponse::Entity(Some(record)),
+                    None => match copy.placements(vec![id]).await?.pop() {
+                        Some(Placement {
+                            stub: true,
+                            routing: Some(key),
+                            ..
+                        }) => ReadResponse::Pointer(key),
+                        _ => ReadResponse::Entity(None),
+                    },
+                }
+            }
+            ReadRequest::Placements { shard, ids } => {
+                ReadResponse::Placements(held_copy(ctx, shard).await?.placements(ids).await?)
             }
             ReadRequest::GetChunk { shard, id } => {
                 ReadResponse::Chunk(held_copy(ctx, shard).await?.get_chunk(id, scope).await?)
@@ -193,23 +214,58 @@ macro_rules! point_read {
     };
 }
 
+/// From any node: finds entity `id` wherever its routing key placed it, with the shard it lives
+/// in. Reads the shard of the id (an in-sync copy, this node's first, failing over to the next);
+/// when that holds the entity's pointer, reads the shard the pointer names.
+pub async fn find_entity(
+    ctx: &Arc<NodeContext>,
+    id: &str,
+    shards: u32,
+    scope: &ReadScope,
+) -> Result<Option<(u32, EntityRecord)>, Error> {
+    let mut shard = shard_of(id, shards);
+    for _ in 0..2 {
+        let request = ReadRequest::GetEntity {
+            shard,
+            id: id.to_string(),
+        };
+        match route_read(ctx, shard, request, scope).await? {
+            ReadResponse::Entity(found) => return Ok(found.map(|record| (shard, record))),
+            ReadResponse::Pointer(key) if shard_of(&key, shards) != shard => {
+                shard = shard_of(&key, shards);
+            }
+            ReadResponse::Pointer(_) => return Ok(None),
+            other => return Err(unexpected(other)),
+        }
+    }
+    // The entity's own shard held a pointer too: it is being moved.
+    Ok(None)
+}
+
+/// From any node: how the copies of `shard` hold each of `ids` (see
+/// [`ReadRequest::Placements`]).
+pub async fn route_placements(
+    ctx: &Arc<NodeContext>,
+    shard: u32,
+    ids: Vec<String>,
+) -> Result<Vec<Placement>, Error> {
+    let request = ReadRequest::Placements { shard, ids };
+    match route_read(ctx, shard, request, &ReadScope::strict()).await? {
+        ReadResponse::Placements(found) => Ok(found),
+        other => Err(unexpected(other)),
+    }
+}
+
 point_read!(
-    /// From any node: reads an entity from an in-sync copy of its shard (this node's first),
+    /// From any node: reads a chunk from an in-sync copy of its shard (this node's first),
     /// failing over to the next copy.
-    route_get_entity,
-    GetEntity,
-    Entity,
-    EntityRecord
-);
-point_read!(
-    /// Like [`route_get_entity`] for a chunk.
     route_get_chunk,
     GetChunk,
     Chunk,
     Chunk
 );
 point_read!(
-    /// Like [`route_get_entity`] for a document.
+    /// Like [`route_get_chunk`] for a document.
     route_get_document,
     GetDocument,
     Document,

@@ -25,7 +25,7 @@
 //! was done and finishes what was not. Until step 3 nothing is written: a delete that fails in
 //! steps 1-2 changed nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,7 +35,7 @@ use super::{route_write, WRITE_DEADLINE};
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
 use crate::graph::model::{Batch, MAX_ID_BYTES};
-use crate::graph::partition::shard_of;
+use crate::graph::partition::{home_shard, shard_of};
 use crate::node::context::NodeContext;
 use crate::query::read::route_get_document;
 use crate::query::scatter::{scatter, Cascade, Prefer};
@@ -416,10 +416,13 @@ async fn prune(
                 tally.cited.insert(key);
             }
         }
+        let routed: HashMap<String, String> = u.routed_ends.into_iter().collect();
         for key in u.relations_of_emptied {
             // Both copies: the emptied entity's shard and the far end's, where it is a stub.
-            relation_shards.insert(shard_of(&key.1, shards));
-            relation_shards.insert(shard_of(&key.2, shards));
+            for end in [&key.1, &key.2] {
+                let routing = routed.get(end).map(String::as_str);
+                relation_shards.insert(home_shard(end, routing, shards));
+            }
             tally.gone.insert(key);
         }
     }

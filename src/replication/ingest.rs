@@ -11,8 +11,9 @@ use super::document::{replace_text_units, Replaced};
 use super::{route_write, WRITE_DEADLINE};
 use crate::error::Error;
 use crate::graph::model::{Batch, ItemError, Kind};
-use crate::graph::partition::{shard_of, split};
+use crate::graph::partition::{home_shard, shard_of, split, Split};
 use crate::node::context::NodeContext;
+use crate::query::read::find_entity;
 use crate::storage::{ReadScope, WriteOp};
 
 /// What an ingest left undone.
@@ -27,6 +28,10 @@ pub struct IngestOutcome {
 
 /// Writes a valid batch: each shard's part goes to its primary in parallel, retried until
 /// [`WRITE_DEADLINE`]. Parts are independent: one shard failing leaves the others written.
+///
+/// Routed entities: relation ends learn their keys, and an entity stored under another home is
+/// deleted (with its relations) before it is written under its new key — a reader meanwhile
+/// finds it in neither place, never in both (see [`super::routing`]).
 ///
 /// First, documents stored before lose the text units their new version drops (with what only
 /// those supported). A document whose old text units could not be removed is not written (it is
@@ -53,37 +58,89 @@ pub async fn ingest(ctx: &Arc<NodeContext>, mut batch: Batch, shards: u32) -> In
         }
         batch.documents.retain(|d| !why.contains_key(d.id.as_str()));
     }
+    let mut fail = |kind: Kind, id: &str, reason: &str| {
+        failed.push(ItemError {
+            kind,
+            index: 0,
+            id: id.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    // Where the batch's entities are stored now: relation ends learn their routing keys, and
+    // entities stored under another home are deleted first (moved).
+    let looked_up = Instant::now();
+    let moved = match super::routing::resolve(ctx, &mut batch, shards).await {
+        Ok(moved) => {
+            ctx.metrics
+                .placement_lookup(looked_up.elapsed(), moved.len());
+            moved
+        }
+        Err(e) => {
+            busy |= matches!(e, Error::Busy(_));
+            let reason = format!("not written: {e}");
+            for (kind, id) in items(&batch) {
+                fail(kind, id, &reason);
+            }
+            batch = Batch::default();
+            Vec::new()
+        }
+    };
+    for id in moved {
+        if let Err(e) = delete_entity(ctx, &id, shards).await {
+            // Written under its new key, it would live twice: it and its relations wait.
+            busy |= matches!(e, Error::Busy(_));
+            let reason = format!(
+                "not moved to its new routing key: deleting it where it is stored failed: {e}"
+            );
+            fail(Kind::Entity, &id, &reason);
+            batch.entities.retain(|e| e.id != id);
+            batch.relations.retain(|r| {
+                let touches = r.source == id || r.target == id;
+                if touches {
+                    fail(Kind::Relation, &r.id, &reason);
+                }
+                !touches
+            });
+        }
+    }
     let deadline = Instant::now() + WRITE_DEADLINE;
     let mut tasks = tokio::task::JoinSet::new();
-    for (shard, part) in split(batch, shards) {
+    let Split { parts, pointers } = split(batch, shards);
+    for (shard, part) in parts {
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let op = WriteOp::Upsert(part);
             let result = route_write(&ctx, shard, &op, deadline).await;
-            let WriteOp::Upsert(part) = op else {
-                unreachable!()
-            };
-            (shard, part, result)
+            (shard, op, result)
+        });
+    }
+    for (shard, pointers) in pointers {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let op = WriteOp::Point(pointers);
+            let result = route_write(&ctx, shard, &op, deadline).await;
+            (shard, op, result)
         });
     }
     while let Some(done) = tasks.join_next().await {
-        let Ok((shard, part, Err(reason))) = done else {
+        let Ok((shard, op, Err(reason))) = done else {
             continue;
         };
         busy |= matches!(reason, Error::Busy(_));
         let reason = format!("shard {shard}: {reason}");
-        let ids = (part.entities.iter().map(|e| (Kind::Entity, &e.id)))
-            .chain(part.relations.iter().map(|r| (Kind::Relation, &r.id)))
-            .chain(part.chunks.iter().map(|c| (Kind::Chunk, &c.id)))
-            .chain(part.communities.iter().map(|c| (Kind::Community, &c.id)))
-            .chain(part.documents.iter().map(|d| (Kind::Document, &d.id)));
-        for (kind, id) in ids {
-            failed.push(ItemError {
-                kind,
-                index: 0,
-                id: id.clone(),
-                reason: reason.clone(),
-            });
+        match &op {
+            WriteOp::Upsert(part) => {
+                for (kind, id) in items(part) {
+                    fail(kind, id, &reason);
+                }
+            }
+            // Without its pointer the entity cannot be found by id: not written.
+            WriteOp::Point(pointers) => {
+                for (id, _) in pointers {
+                    fail(Kind::Entity, id, &reason);
+                }
+            }
+            _ => {}
         }
     }
     failed.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
@@ -95,20 +152,47 @@ pub async fn ingest(ctx: &Arc<NodeContext>, mut batch: Batch, shards: u32) -> In
     }
 }
 
+/// The kind and id of every item of `batch`.
+fn items(batch: &Batch) -> impl Iterator<Item = (Kind, &str)> {
+    (batch.entities.iter().map(|e| (Kind::Entity, e.id.as_str())))
+        .chain(
+            batch
+                .relations
+                .iter()
+                .map(|r| (Kind::Relation, r.id.as_str())),
+        )
+        .chain(batch.chunks.iter().map(|c| (Kind::Chunk, c.id.as_str())))
+        .chain(
+            batch
+                .communities
+                .iter()
+                .map(|c| (Kind::Community, c.id.as_str())),
+        )
+        .chain(
+            batch
+                .documents
+                .iter()
+                .map(|d| (Kind::Document, d.id.as_str())),
+        )
+}
+
 /// Deletes entity `id` with its relations; returns how many relations it had. The relation
-/// copies held in the neighbours' shards go first, then the entity itself, so a failure
-/// half-way leaves the entity readable and the delete can be retried.
+/// copies held in the neighbours' shards go first (and the entity's pointer, for an entity
+/// placed by a routing key), then the entity itself, so a failure half-way leaves the entity
+/// readable and the delete can be retried.
 pub async fn delete_entity(ctx: &Arc<NodeContext>, id: &str, shards: u32) -> Result<usize, Error> {
-    let shard = shard_of(id, shards);
-    let record = crate::query::read::route_get_entity(ctx, shard, id, &ReadScope::strict())
+    let (shard, record) = find_entity(ctx, id, shards, &ReadScope::strict())
         .await?
         .ok_or_else(|| Error::NotFound(format!("no entity with id {id:?}")))?;
     let deadline = Instant::now() + WRITE_DEADLINE;
-    let mut others: Vec<u32> = record
-        .relations
-        .iter()
-        .flat_map(|r| [&r.source, &r.target])
-        .map(|n| shard_of(n, shards))
+    let far_ends = record.relations.iter().flat_map(|r| {
+        [
+            home_shard(&r.source, r.source_routing.as_deref(), shards),
+            home_shard(&r.target, r.target_routing.as_deref(), shards),
+        ]
+    });
+    let mut others: Vec<u32> = far_ends
+        .chain([shard_of(id, shards)])
         .filter(|s| *s != shard)
         .collect();
     others.sort_unstable();

@@ -15,6 +15,8 @@
 //! - [`write`]: routing a write to the primary ([`route_write`]), the primary's side
 //!   ([`write::primary_write`]: where a write waits for its replicas) and the replica's side.
 //! - [`ingest`]: writes that span shards: a batch fanned out by shard, an entity's delete cascade.
+//! - [`routing`]: where the entities a batch names are stored (routing keys of relation ends,
+//!   entities that move to another home).
 //! - [`document`]: a document's delete cascade (its text units and what only they support), also
 //!   run when a document is ingested again with other text units.
 //! - [`catch_up`]: bringing a copy outside the in-sync set level from the primary's log.
@@ -28,6 +30,7 @@ pub mod catch_up;
 pub mod document;
 pub mod ingest;
 pub mod messages;
+pub mod routing;
 pub mod snapshot;
 pub mod state;
 pub mod write;

@@ -124,6 +124,11 @@ pub async fn retrieve(
             RelationFilter::default(),
             stages.scope.clone(),
         );
+        for id in &seed_ids {
+            if let Some(shard) = stages.shard_found_in(id) {
+                traversal.place(id, shard);
+            }
+        }
         let n = neighborhood(
             &mut traversal,
             &seed_ids,

@@ -5,12 +5,12 @@
 //! shard), as Elasticsearch's default query-then-fetch does; with items spread evenly the scores
 //! are comparable, with very uneven shards they are not exactly the single-database scores.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use super::stage::{StageError, Stages};
-use crate::graph::partition::ids_by_shard;
+use crate::graph::partition::shard_of;
 use crate::storage::{ItemKind, RetrievalRead, RetrievalRows, RetrievedItem, TextIndex};
 
 /// Reciprocal rank fusion's constant (Cormack et al.; also Elasticsearch's and LightRAG's).
@@ -127,9 +127,16 @@ pub async fn seeds(
             k,
         };
         let hits = stages
-            .run(&shards, read, RetrievalRows::into_nearest)
+            .run_by_shard(&shards, read, RetrievalRows::into_nearest)
             .await?;
-        let hits = hits.into_iter().map(|h| (h.id, None, h.distance)).collect();
+        let hits = (hits.into_iter())
+            .map(|(shard, h)| {
+                if target == Target::Entities {
+                    stages.found_in(&h.id, shard);
+                }
+                (h.id, None, h.distance)
+            })
+            .collect();
         Ok::<_, StageError>(top(hits, k, false))
     };
     let by_text = |index: TextIndex| {
@@ -139,11 +146,16 @@ pub async fn seeds(
                 return Ok(vec![]);
             };
             let read = RetrievalRead::TextSearch { index, words, k };
-            let hits = stages.run(shards, read, RetrievalRows::into_scored).await?;
+            let hits = stages
+                .run_by_shard(shards, read, RetrievalRows::into_scored)
+                .await?;
             let hits = hits
                 .into_iter()
-                .map(|h| {
+                .map(|(shard, h)| {
                     let (id, item) = item_of(h.item);
+                    if target == Target::Entities {
+                        stages.found_in(&id, shard);
+                    }
                     (id, Some(item), h.score)
                 })
                 .collect();
@@ -177,14 +189,21 @@ pub async fn seeds(
     Ok(seeds)
 }
 
-/// The rows of `ids` (items of `target`), each read by primary key in its own shard (one read
-/// per shard, all shards at once).
+/// The rows of `ids` (items of `target`), each read by primary key in its own shard: where a
+/// search found it, else the shard of its id (one read per shard, all shards at once).
 pub async fn lookup(
     stages: &Stages<'_>,
     target: Target,
     ids: &[String],
 ) -> Result<HashMap<String, Item>, StageError> {
-    let per_shard = ids_by_shard(ids, stages.map.shards);
+    let mut per_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        let found_in = (target == Target::Entities).then(|| stages.shard_found_in(id));
+        let shard = found_in
+            .flatten()
+            .unwrap_or_else(|| shard_of(id, stages.map.shards));
+        per_shard.entry(shard).or_default().push(id.clone());
+    }
     let answers = futures_util::future::join_all(per_shard.into_iter().map(|(shard, ids)| {
         let read = RetrievalRead::Lookup {
             items: target.items(),

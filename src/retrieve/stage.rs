@@ -4,7 +4,7 @@
 //! shard's primary first: the copies' HNSW graphs differ, and every node must give the same
 //! answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,6 +22,9 @@ pub struct Stages<'a> {
     failed: Mutex<BTreeMap<u32, (Option<String>, String)>>,
     /// How fresh every stage's reads must be, and the copies that answered behind.
     pub scope: ReadScope,
+    /// The shard each item a search found lives in (an entity placed by a routing key is not
+    /// in the shard of its id): later stages read it there.
+    found_in: Mutex<HashMap<String, u32>>,
 }
 
 /// Why a stage produced nothing usable.
@@ -46,7 +49,23 @@ impl<'a> Stages<'a> {
             deadline,
             failed: Mutex::new(BTreeMap::new()),
             scope,
+            found_in: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes that a search found item `id` in `shard`.
+    pub fn found_in(&self, id: &str, shard: u32) {
+        let mut found = self.found_in.lock().expect("found_in lock");
+        found.insert(id.to_string(), shard);
+    }
+
+    /// The shard a search found item `id` in.
+    pub fn shard_found_in(&self, id: &str) -> Option<u32> {
+        self.found_in
+            .lock()
+            .expect("found_in lock")
+            .get(id)
+            .copied()
     }
 
     pub fn all_shards(&self) -> Vec<u32> {
@@ -62,6 +81,17 @@ impl<'a> Stages<'a> {
         read: RetrievalRead,
         pick: fn(RetrievalRows) -> Option<Vec<T>>,
     ) -> Result<Vec<T>, StageError> {
+        let rows = self.run_by_shard(shards, read, pick).await?;
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
+    }
+
+    /// [`Stages::run`], each row with the shard that answered it.
+    pub async fn run_by_shard<T>(
+        &self,
+        shards: &[u32],
+        read: RetrievalRead,
+        pick: fn(RetrievalRows) -> Option<Vec<T>>,
+    ) -> Result<Vec<(u32, T)>, StageError> {
         if shards.is_empty() {
             return Ok(vec![]);
         }
@@ -92,7 +122,7 @@ impl<'a> Stages<'a> {
         let mut rows = Vec::new();
         for a in answers {
             match pick(a.rows) {
-                Some(r) => rows.extend(r),
+                Some(r) => rows.extend(r.into_iter().map(|row| (a.shard, row))),
                 None => {
                     failed.insert(
                         a.shard,

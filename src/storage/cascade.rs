@@ -38,6 +38,9 @@ pub struct TextUnitUse {
     pub relations: Vec<(RelationKey, bool)>,
     /// Relation copies stored here attached to an emptied entity (deleted with it).
     pub relations_of_emptied: Vec<RelationKey>,
+    /// The routed ends of those relations, with their routing keys (their copies live in the
+    /// key's shard).
+    pub routed_ends: Vec<(String, String)>,
 }
 
 /// What a copy answers to a [`CascadeRead`].

@@ -42,12 +42,13 @@ pub fn schema(dim: usize) -> Vec<String> {
         format!(
             "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING, title STRING, type STRING, description STRING, \
              text_unit_ids STRING[], frequency INT64, degree INT64, stub BOOLEAN, hash INT64{emb}, {ALGORITHM_COLUMNS}, \
-             PRIMARY KEY(id))"
+             routing STRING, PRIMARY KEY(id))"
         ),
         // `source` and `target` repeat the endpoints' ids: a traversal then reads a relation
         // without looking its far end up (Kuzu joins over the whole node table to do that).
         "CREATE REL TABLE IF NOT EXISTS RELATED(FROM Entity TO Entity, id STRING, description STRING, \
-         weight DOUBLE, text_unit_ids STRING[], source STRING, target STRING)"
+         weight DOUBLE, text_unit_ids STRING[], source STRING, target STRING, source_routing STRING, \
+         target_routing STRING)"
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS RelKey(key STRING, hash INT64, PRIMARY KEY(key))".to_string(),
         format!(
@@ -77,6 +78,10 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
             run(conn, &format!("ALTER TABLE Entity ADD {column}"), vec![])?;
         }
     }
+    if !rows.iter().any(|r| as_string(&r[0]) == "routing") {
+        tracing::info!("adding the routing key column to the entities of an older database");
+        run(conn, "ALTER TABLE Entity ADD routing STRING", vec![])?;
+    }
     let rows = run(conn, "CALL TABLE_INFO('Community') RETURN name", vec![])?;
     if !rows.iter().any(|r| as_string(&r[0]) == "stale") {
         tracing::info!("adding the stale column to the communities of an older database");
@@ -88,11 +93,36 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
     }
     let rows = run(conn, "CALL TABLE_INFO('RELATED') RETURN name", vec![])?;
     if rows.iter().any(|r| as_string(&r[0]) == "source") {
+        if !rows.iter().any(|r| as_string(&r[0]) == "source_routing") {
+            tracing::info!(
+                "adding the endpoints' routing key columns to the relations of an older database"
+            );
+            run(
+                conn,
+                "ALTER TABLE RELATED ADD source_routing STRING",
+                vec![],
+            )?;
+            run(
+                conn,
+                "ALTER TABLE RELATED ADD target_routing STRING",
+                vec![],
+            )?;
+        }
         return Ok(());
     }
     tracing::info!("adding source/target columns to the relations of an older database");
     run(conn, "ALTER TABLE RELATED ADD source STRING", vec![])?;
     run(conn, "ALTER TABLE RELATED ADD target STRING", vec![])?;
+    run(
+        conn,
+        "ALTER TABLE RELATED ADD source_routing STRING",
+        vec![],
+    )?;
+    run(
+        conn,
+        "ALTER TABLE RELATED ADD target_routing STRING",
+        vec![],
+    )?;
     run(
         conn,
         "MATCH (a:Entity)-[r:RELATED]->(b:Entity) SET r.source = a.id, r.target = b.id",
@@ -252,7 +282,7 @@ pub fn apply_round(
         commit_gate,
         ..
     } = db;
-    let is_upsert = |op: &&WriteOp| matches!(op, WriteOp::Upsert(_));
+    let is_upsert = |op: &&WriteOp| op.is_insert();
     let first_upsert = ops.iter().position(is_upsert);
     if let Some(first) = first_upsert {
         if !ops[first..].iter().all(is_upsert) {
@@ -306,10 +336,14 @@ fn apply_ops(
         let mut i = 0;
         while i < ops.len() {
             match ops[i] {
-                WriteOp::Upsert(_) => {
+                WriteOp::Upsert(_) | WriteOp::Point(_) => {
                     let mut merged = Merged::default();
-                    while let Some(WriteOp::Upsert(b)) = ops.get(i) {
-                        merged.add(b);
+                    while let Some(op) = ops.get(i) {
+                        match op {
+                            WriteOp::Upsert(b) => merged.add(b),
+                            WriteOp::Point(p) => merged.point(p),
+                            _ => break,
+                        }
                         i += 1;
                     }
                     *text_set |=
@@ -504,11 +538,14 @@ struct Merged<'a> {
     chunks: HashMap<&'a str, &'a Chunk>,
     communities: HashMap<&'a str, &'a Community>,
     documents: HashMap<&'a str, &'a Document>,
+    /// Pointers to entities that live in other shards, by id: their routing keys.
+    pointers: HashMap<&'a str, &'a str>,
 }
 
 impl<'a> Merged<'a> {
     fn add(&mut self, b: &'a Batch) {
         for e in &b.entities {
+            self.pointers.remove(e.id.as_str());
             self.entities.insert(&e.id, e);
         }
         for r in &b.relations {
@@ -523,6 +560,29 @@ impl<'a> Merged<'a> {
         for d in &b.documents {
             self.documents.insert(&d.id, d);
         }
+    }
+
+    fn point(&mut self, pointers: &'a [(String, String)]) {
+        for (id, routing) in pointers {
+            self.entities.remove(id.as_str());
+            self.pointers.insert(id, routing);
+        }
+    }
+
+    /// The routing key each stub to create carries: its pointer's, else the one a relation
+    /// names for that end.
+    fn stub_routing(&self) -> HashMap<&'a str, &'a str> {
+        let mut keys = HashMap::new();
+        for r in self.relations.values() {
+            if let Some(k) = &r.source_routing {
+                keys.insert(r.source.as_str(), k.as_str());
+            }
+            if let Some(k) = &r.target_routing {
+                keys.insert(r.target.as_str(), k.as_str());
+            }
+        }
+        keys.extend(self.pointers.iter().map(|(id, k)| (*id, *k)));
+        keys
     }
 
     /// Applies the upserts; returns whether it overwrote (`SET`) full-text indexed columns (of
@@ -592,30 +652,38 @@ impl<'a> Merged<'a> {
     ) -> Result<bool, Error> {
         let mut ids: Vec<&str> = self.entities.keys().copied().collect();
         ids.extend(self.relations.keys().flat_map(|(_, s, t)| [*s, *t]));
+        ids.extend(self.pointers.keys().copied());
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
             return Ok(false);
         }
-        let found: HashMap<String, (bool, i64)> = run(
+        let found_rows: HashMap<String, (bool, i64, Option<String>)> = run(
             conn,
-            "UNWIND $ids AS i MATCH (n:Entity {id: i}) RETURN n.id, n.stub, n.hash",
+            "UNWIND $ids AS i MATCH (n:Entity {id: i}) RETURN n.id, n.stub, n.hash, n.routing",
             vec![("ids", string_list_of(&ids))],
         )?
         .iter()
         .map(|r| {
+            let routing = matches!(r[3], Value::String(_)).then(|| as_string(&r[3]));
             (
                 as_string(&r[0]),
-                (as_bool(&r[1]), as_i64(&r[2]).unwrap_or(0)),
+                (as_bool(&r[1]), as_i64(&r[2]).unwrap_or(0), routing),
             )
         })
         .collect();
+        let found = &found_rows;
+        let stub_routing = self.stub_routing();
         let fields = shard_entity_fields(dim);
         let (mut new_rows, mut stub_rows) = (Vec::new(), Vec::new());
         let mut changed = Vec::new();
+        let mut repointed = Vec::new();
         let (mut new_ids, mut changed_ids) = (Vec::new(), Vec::new());
         for id in &ids {
-            match (self.entities.get(id), found.get(*id)) {
+            match (
+                self.entities.get(id),
+                found.get(*id).map(|(stub, hash, _)| (stub, hash)),
+            ) {
                 (Some(e), None) => {
                     new_rows.push(shard_entity_row(e, dim));
                     new_ids.push(*id);
@@ -626,8 +694,17 @@ impl<'a> Merged<'a> {
                         changed_ids.push(*id);
                     }
                 }
-                (None, None) => stub_rows.push(stub_row(id, dim)),
-                (None, Some(_)) => {} // an endpoint that is already here
+                (None, None) => stub_rows.push(stub_row(id, stub_routing.get(id).copied(), dim)),
+                (None, Some(_)) => {
+                    // An endpoint that is already here; a pointer may name a new key.
+                    let Some(key) = self.pointers.get(id) else {
+                        continue;
+                    };
+                    let (stub, _, old) = &found_rows[*id];
+                    if !*stub || old.as_deref() != Some(*key) {
+                        repointed.push(vec![s(id), s(key)]);
+                    }
+                }
             }
         }
         let write = TableWrite {
@@ -643,6 +720,18 @@ impl<'a> Merged<'a> {
         write.insert_text_free(stub_rows)?;
         let overwritten = !changed.is_empty();
         write.set(changed)?;
+        if !repointed.is_empty() {
+            // An entity stored here that now lives in another shard keeps only its pointer.
+            let fields = [
+                ("id", LogicalType::String),
+                ("routing", LogicalType::String),
+            ];
+            run(
+                conn,
+                "UNWIND $rows AS r MATCH (n:Entity {id: r.id}) SET n.stub = true, n.hash = 0, n.routing = r.routing",
+                vec![("rows", rows(&fields, repointed))],
+            )?;
+        }
         if dim > 0 {
             match late {
                 Some(late) => {
@@ -703,7 +792,8 @@ impl<'a> Merged<'a> {
             let mut stmt = conn
                 .prepare(
                     "MATCH (a:Entity {id: $source})-[x:RELATED]->(b:Entity {id: $target}) WHERE x.id = $id \
-                     SET x.description = $description, x.weight = $weight, x.text_unit_ids = $text_unit_ids",
+                     SET x.description = $description, x.weight = $weight, x.text_unit_ids = $text_unit_ids, \
+                     x.source_routing = $source_routing, x.target_routing = $target_routing",
                 )
                 .map_err(err)?;
             for (_, _, r) in &changed {
@@ -788,7 +878,8 @@ fn insert_relations(
             conn,
             "UNWIND $rows AS r MATCH (a:Entity {id: r.source}) WITH a, r UNWIND [r.target] AS t \
              MATCH (b:Entity {id: t}) CREATE (a)-[:RELATED {id: r.id, description: r.description, weight: r.weight, \
-             text_unit_ids: r.text_unit_ids, source: r.source, target: r.target}]->(b)",
+             text_unit_ids: r.text_unit_ids, source: r.source, target: r.target, \
+             source_routing: r.source_routing, target_routing: r.target_routing}]->(b)",
             vec![("rows", rel_rows())],
         )?;
         let write = TableWrite {
@@ -810,7 +901,7 @@ fn insert_relations(
     }
     run(
         conn,
-        "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source AS source2, r.target AS target2)",
+        "COPY RELATED FROM (UNWIND $rows AS r RETURN r.source, r.target, r.id, r.description, r.weight, r.text_unit_ids, r.source AS source2, r.target AS target2, r.source_routing, r.target_routing)",
         vec![("rows", rel_rows())],
     )?;
     run(
@@ -834,7 +925,11 @@ fn key_row(key: &str, hash: i64) -> Vec<Value> {
 /// The columns of an `Entity` row ([`entity_row`]).
 fn shard_entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
     let mut f = entity_fields().to_vec();
-    f.extend([("stub", LogicalType::Bool), ("hash", LogicalType::Int64)]);
+    f.extend([
+        ("stub", LogicalType::Bool),
+        ("hash", LogicalType::Int64),
+        ("routing", LogicalType::String),
+    ]);
     if dim > 0 {
         f.push(("embedding", LogicalType::String));
     }
@@ -843,14 +938,20 @@ fn shard_entity_fields(dim: usize) -> Vec<(&'static str, LogicalType)> {
 
 fn shard_entity_row(e: &Entity, dim: usize) -> Vec<Value> {
     let mut v = entity_row(e);
-    v.extend([Value::Bool(false), hash_value(content_hash(e))]);
+    v.extend([
+        Value::Bool(false),
+        hash_value(content_hash(e)),
+        optional_string(e.routing.as_deref()),
+    ]);
     if dim > 0 {
         v.push(embedding_value(&e.embedding));
     }
     v
 }
 
-fn stub_row(id: &str, dim: usize) -> Vec<Value> {
+/// A stub: an entity known here by id only (a relation's far end, or a pointer to where the
+/// entity lives), with the routing key that places it when one is known.
+fn stub_row(id: &str, routing: Option<&str>, dim: usize) -> Vec<Value> {
     let mut v = vec![
         s(id),
         s(""),
@@ -861,6 +962,7 @@ fn stub_row(id: &str, dim: usize) -> Vec<Value> {
         Value::Int64(0),
         Value::Bool(true),
         Value::Int64(0),
+        optional_string(routing),
     ];
     if dim > 0 {
         v.push(embedding_value(&None));
@@ -1179,6 +1281,7 @@ mod tests {
             frequency: 1,
             degree: 1,
             embedding: Some(vec![0.5; dim]),
+            routing: None,
         };
         let chunk = |id: &str| Chunk {
             id: id.into(),

@@ -31,7 +31,7 @@ const RELATIONS_CITING: &str =
     "MATCH (a:Entity)-[x:RELATED]->(b:Entity) UNWIND x.text_unit_ids AS t \
      WITH x, t WHERE list_contains($units, t) RETURN x.id, x.source, x.target, x.text_unit_ids";
 const RELATIONS_OF: &str = "UNWIND $ids AS i MATCH (e:Entity {id: i})-[x:RELATED]-() \
-     RETURN x.id, x.source, x.target";
+     RETURN x.id, x.source, x.target, x.source_routing, x.target_routing";
 const COMMUNITIES_OF: &str =
     "UNWIND $ids AS i MATCH (c:Community) WHERE list_contains(c.entity_ids, i) \
      RETURN c.id, c.entity_ids";
@@ -96,9 +96,9 @@ fn use_of<E>(q: &mut impl Statements<E>, units: &[String]) -> Result<TextUnitUse
         found.relations.push((key, only));
     }
     if !found.emptied_entities.is_empty() {
-        found.relations_of_emptied = relations_of(q, &found.emptied_entities)?
-            .into_iter()
-            .collect();
+        let (keys, routed) = relations_of(q, &found.emptied_entities)?;
+        found.relations_of_emptied = keys.into_iter().collect();
+        found.routed_ends = routed.into_iter().collect();
     }
     Ok(found)
 }
@@ -135,11 +135,22 @@ fn citing<K: Ord, E>(
 }
 
 /// Relation copies attached to any of `ids` here (a self-loop once).
-fn relations_of<E>(q: &mut impl Statements<E>, ids: &[String]) -> Result<BTreeSet<RelationKey>, E> {
-    Ok(q(RELATIONS_OF, vec![("ids", strings(ids))])?
-        .iter()
-        .map(|r| (as_string(&r[0]), as_string(&r[1]), as_string(&r[2])))
-        .collect())
+/// The relations attached to `ids`, and the routing keys of their routed ends.
+fn relations_of<E>(
+    q: &mut impl Statements<E>,
+    ids: &[String],
+) -> Result<(BTreeSet<RelationKey>, BTreeMap<String, String>), E> {
+    let (mut keys, mut routed) = (BTreeSet::new(), BTreeMap::new());
+    for r in q(RELATIONS_OF, vec![("ids", strings(ids))])? {
+        let (source, target) = (as_string(&r[1]), as_string(&r[2]));
+        for (end, key) in [(&source, &r[3]), (&target, &r[4])] {
+            if let Some(key) = as_optional_string(key) {
+                routed.insert(end.clone(), key);
+            }
+        }
+        keys.insert((as_string(&r[0]), source, target));
+    }
+    Ok((keys, routed))
 }
 
 /// Communities holding any of `ids`, with their entity ids, by id.

@@ -396,6 +396,21 @@ pub struct Edge {
     pub target: String,
     pub description: String,
     pub weight: f64,
+    /// The routing keys of routed endpoints (their shard is `shard_of(key)`, not of the id).
+    pub source_routing: Option<String>,
+    pub target_routing: Option<String>,
+}
+
+impl Edge {
+    /// The shard that owns `end` (this relation's source or target).
+    pub fn shard_of_end(&self, end: &str, shards: u32) -> u32 {
+        let routing = if end == self.source {
+            self.source_routing.as_deref()
+        } else {
+            self.target_routing.as_deref()
+        };
+        crate::graph::partition::home_shard(end, routing, shards)
+    }
 }
 
 /// An entity as traversals return it (no embedding, no id lists).
@@ -450,7 +465,8 @@ pub fn expand(
         format!(" WHERE {}", conditions.join(" AND "))
     };
     let q = format!(
-        "MATCH {node}{arrow}{filter_clause} RETURN r.id, r.source, r.target, r.description, r.weight"
+        "MATCH {node}{arrow}{filter_clause} RETURN r.id, r.source, r.target, r.description, r.weight, \
+         r.source_routing, r.target_routing"
     );
     let filter_params = || {
         let mut params = Vec::new();
@@ -485,6 +501,8 @@ pub fn expand(
                 target: as_string(&row[2]),
                 description: as_string(&row[3]),
                 weight: as_f64(&row[4]),
+                source_routing: as_optional_string(&row[5]),
+                target_routing: as_optional_string(&row[6]),
             };
             // A self-loop (and a relation between two frontier ids) is found twice.
             if seen.insert((edge.id.clone(), edge.source.clone(), edge.target.clone())) {
@@ -496,13 +514,15 @@ pub fn expand(
 }
 
 /// The entities among `ids` that exist here (placeholders included, with empty properties:
-/// an entity only named by relations is still part of the graph).
+/// an entity only named by relations is still part of the graph), each with the routing key
+/// it carries when it is a stub (which may say that it lives in another shard).
 pub fn entity_summaries(
     session: &mut Session<'_>,
     rows: u64,
     ids: &[String],
-) -> Result<Vec<EntitySummary>, Error> {
-    let ret = "RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency";
+) -> Result<Vec<(EntitySummary, Option<String>)>, Error> {
+    let ret =
+        "RETURN e.id, e.title, e.type, e.description, e.degree, e.frequency, e.stub, e.routing";
     // Many ids: one hash join of the list with the entity table (`UNWIND`; an `IN` filter
     // would search the list once per row).
     let found = if rows * SCAN_ROW_NS < ids.len() as u64 * SUMMARY_LOOKUP_NS {
@@ -520,13 +540,17 @@ pub fn entity_summaries(
     };
     Ok(found
         .iter()
-        .map(|r| EntitySummary {
-            id: as_string(&r[0]),
-            title: as_string(&r[1]),
-            kind: as_string(&r[2]),
-            description: as_string(&r[3]),
-            degree: as_i64(&r[4]).unwrap_or(0),
-            frequency: as_i64(&r[5]).unwrap_or(0),
+        .map(|r| {
+            let summary = EntitySummary {
+                id: as_string(&r[0]),
+                title: as_string(&r[1]),
+                kind: as_string(&r[2]),
+                description: as_string(&r[3]),
+                degree: as_i64(&r[4]).unwrap_or(0),
+                frequency: as_i64(&r[5]).unwrap_or(0),
+            };
+            let stub_routing = as_bool(&r[6]).then(|| as_optional_string(&r[7])).flatten();
+            (summary, stub_routing)
         })
         .collect())
 }
@@ -540,27 +564,43 @@ const SUMMARY_LOOKUP_NS: u64 = 66_000;
 const SCAN_ROW_NS: u64 = 70;
 const IN_ITEM_NS: u64 = 3;
 
-/// This copy's part of the whole graph (see [`super::GraphPart`]): entities `owns` says are the
-/// shard's own, and every relation held. Streams the rows: no list of Kuzu values is built.
+/// This copy's part of the whole graph (see [`super::GraphPart`]) as the copy of `shard` (of
+/// `shards`): the entities it owns (stored here, or stubs whose home is this shard), and every
+/// relation held. Streams the rows: no list of Kuzu values is built.
 pub fn graph_part(
     conn: &kuzu::Connection,
-    owns: impl Fn(&str) -> bool,
+    shard: u32,
+    shards: u32,
 ) -> Result<super::GraphPart, Error> {
     let query = |q: &str| {
         conn.query(q)
             .map_err(|e| Error::Engine(format!("{e} (in {q})")))
     };
     let mut part = super::GraphPart::default();
-    for row in query("MATCH (e:Entity) RETURN e.id")? {
-        if let Some(Value::String(id)) = row.into_iter().next() {
-            if owns(&id) {
-                part.vertices.push(id);
-            }
+    for row in query("MATCH (e:Entity) RETURN e.id, e.stub, e.routing")? {
+        let mut row = row.into_iter();
+        let (Some(Value::String(id)), Some(stub), Some(key)) = (row.next(), row.next(), row.next())
+        else {
+            continue;
+        };
+        let key = as_optional_string(&key);
+        let home = crate::graph::partition::home_shard(&id, key.as_deref(), shards);
+        if !as_bool(&stub) || home == shard {
+            part.vertices.push(id);
         }
     }
-    for row in query("MATCH ()-[r:RELATED]->() RETURN r.source, r.target")? {
+    let q =
+        "MATCH ()-[r:RELATED]->() RETURN r.source, r.target, r.source_routing, r.target_routing";
+    for row in query(q)? {
         let mut row = row.into_iter();
         if let (Some(Value::String(a)), Some(Value::String(b))) = (row.next(), row.next()) {
+            for (end, key) in [(&a, row.next()), (&b, row.next())] {
+                if let Some(Value::String(key)) = key {
+                    if !part.routing.contains_key(end) {
+                        part.routing.insert(end.clone(), key);
+                    }
+                }
+            }
             part.relations.push((a, b));
         }
     }

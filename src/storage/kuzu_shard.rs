@@ -10,7 +10,7 @@
 //! transaction at a time (a second writer fails instead of waiting): the applier thread is the only
 //! writer. Reads run on tokio's blocking pool, each with its own connection, concurrently.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -33,10 +33,11 @@ use super::kuzu_values::*;
 use super::pending_items::PendingItems;
 use super::shard_log::{self, ShardLog};
 use super::{
-    ApplyGate, Counts, EntityRecord, Error, GraphPart, InsertMode, RelationRecord, ShardStats,
-    Step, StoreConfig, WriteOp,
+    ApplyGate, Counts, EntityRecord, Error, GraphPart, InsertMode, Placement, RelationRecord,
+    ShardStats, Step, StoreConfig, WriteOp,
 };
 use crate::graph::model::{Chunk, Document, Entity};
+use crate::graph::partition::shard_of;
 
 /// Items (entities, relations, ...) applied in one transaction at most. Large: a commit's cost
 /// grows with the size of the relation table more than with the rows it adds (100k entities / 1M
@@ -564,9 +565,13 @@ impl KuzuShard {
 
     /// One traversal step: the properties of `ids` held here and, when `relations`, their
     /// relations in `direction` that pass `filter`.
+    ///
+    /// An id this copy holds as a pointer (a stub whose routing key places it in another of the
+    /// `shards`) is only reported in [`Step::moved`].
     pub async fn traverse_step(
         &self,
         ids: Vec<String>,
+        shards: u32,
         direction: Direction,
         filter: RelationFilter,
         relations: bool,
@@ -577,27 +582,66 @@ impl KuzuShard {
             let c = self.shared.counts.lock().expect("counts lock");
             c.entities + c.stubs
         };
+        let shard = self.shard;
         self.read_cached(move |session| {
-            Ok(Step {
-                entities: entity_summaries(session, rows, &ids)?,
-                edges: if relations {
-                    expand(session, rows, &ids, direction, &filter)?
-                } else {
-                    Vec::new()
-                },
-            })
+            let mut step = Step::default();
+            let mut moved = HashSet::new();
+            for (summary, stub_routing) in entity_summaries(session, rows, &ids)? {
+                match stub_routing {
+                    Some(key) if shard_of(&key, shards) != shard => {
+                        moved.insert(summary.id.clone());
+                        step.moved.push((summary.id, key));
+                    }
+                    _ => step.entities.push(summary),
+                }
+            }
+            if relations {
+                let mut ids = ids;
+                ids.retain(|id| !moved.contains(id));
+                step.edges = expand(session, rows, &ids, direction, &filter)?;
+            }
+            Ok(step)
         })
         .await
     }
 
-    /// This copy's part of the whole graph for a graph algorithm (`owns` says which entity ids
-    /// are this shard's own), read after every write logged so far is applied.
-    pub async fn graph_part(
-        &self,
-        owns: impl Fn(&str) -> bool + Send + 'static,
-    ) -> Result<GraphPart, Error> {
+    /// How this copy holds each of `ids` it holds at all: owned or as a stub, with its routing
+    /// key (a stub's key says where the entity lives). Acknowledged writes not yet applied
+    /// count without being waited for.
+    pub async fn placements(&self, ids: Vec<String>) -> Result<Vec<Placement>, Error> {
+        let pending = {
+            let pending = self.shared.pending.lock().expect("pending lock");
+            pending.items.placed(ids.iter().map(String::as_str))
+        };
+        let mut found = self
+            .read(move |conn| {
+                let found = run(
+                    conn,
+                    "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id, e.stub, e.routing",
+                    vec![("ids", strings(&ids))],
+                )?;
+                Ok(found
+                    .iter()
+                    .map(|r| Placement {
+                        id: as_string(&r[0]),
+                        stub: as_bool(&r[1]),
+                        routing: as_optional_string(&r[2]),
+                    })
+                    .collect::<Vec<Placement>>())
+            })
+            .await?;
+        let newer: HashSet<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+        found.retain(|p| !newer.contains(p.id.as_str()));
+        found.extend(pending);
+        Ok(found)
+    }
+
+    /// This copy's part of the whole graph for a graph algorithm, as one of `shards` shards,
+    /// read after every write logged so far is applied.
+    pub async fn graph_part(&self, shards: u32) -> Result<GraphPart, Error> {
         self.wait_visible(READ_WAIT).await?;
-        self.read(move |conn| super::kuzu_read::graph_part(conn, owns))
+        let shard = self.shard;
+        self.read(move |conn| super::kuzu_read::graph_part(conn, shard, shards))
             .await
     }
 
@@ -773,6 +817,7 @@ fn op_size(op: &WriteOp) -> usize {
 fn op_items(op: &WriteOp) -> usize {
     match op {
         WriteOp::Upsert(b) => b.len().max(1),
+        WriteOp::Point(p) => p.len().max(1),
         _ => 1,
     }
 }
@@ -898,7 +943,7 @@ fn applier_loop(
                     break;
                 }
                 // A delete after an upsert starts the next round (see `apply_round`).
-                let upsert = matches!(front.op.as_ref(), WriteOp::Upsert(_));
+                let upsert = front.op.is_insert();
                 if upserts && !upsert {
                     break;
                 }
@@ -1045,7 +1090,7 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
     let has_embedding = dim > 0;
     let emb = if has_embedding { ", e.embedding" } else { "" };
     let q = format!(
-        "MATCH (e:Entity {{id: $id}}) WHERE e.stub = false RETURN e.id, e.title, e.type, e.description, e.text_unit_ids, e.frequency, e.degree{emb}"
+        "MATCH (e:Entity {{id: $id}}) WHERE e.stub = false RETURN e.id, e.title, e.type, e.description, e.text_unit_ids, e.frequency, e.degree, e.routing{emb}"
     );
     let found = run(conn, &q, vec![("id", s(id))])?;
     let Some(row) = found.into_iter().next() else {
@@ -1059,7 +1104,8 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
         text_unit_ids: as_strings(&row[4]),
         frequency: as_i64(&row[5]).unwrap_or(0),
         degree: as_i64(&row[6]).unwrap_or(0),
-        embedding: row.get(7).and_then(as_floats),
+        routing: as_optional_string(&row[7]),
+        embedding: row.get(8).and_then(as_floats),
     };
     let rel = |q: &str| -> Result<Vec<RelationRecord>, Error> {
         Ok(run(conn, q, vec![("id", s(id))])?
@@ -1071,11 +1117,14 @@ fn get_entity(conn: &Connection, id: &str, dim: usize) -> Result<Option<EntityRe
                 description: as_string(&r[3]),
                 weight: as_f64(&r[4]),
                 text_unit_ids: as_strings(&r[5]),
+                source_routing: as_optional_string(&r[6]),
+                target_routing: as_optional_string(&r[7]),
             })
             .collect())
     };
     let mut relations = rel(
-        "MATCH (a:Entity {id: $id})-[x:RELATED]-() RETURN x.id, x.source, x.target, x.description, x.weight, x.text_unit_ids",
+        "MATCH (a:Entity {id: $id})-[x:RELATED]-() RETURN x.id, x.source, x.target, x.description, x.weight, x.text_unit_ids, \
+         x.source_routing, x.target_routing",
     )?;
     // Sorted by (id, source, target); a self-loop is found from both of its ends.
     relations.sort_by(|a, b| (&a.id, &a.source, &a.target).cmp(&(&b.id, &b.source, &b.target)));

@@ -49,7 +49,7 @@ fn write(dir: &Path, name: &str, batch: RecordBatch) -> Result<Staged, Error> {
 }
 
 /// Relations in RELATED's column order: from, to, id, description, weight, text_unit_ids, source,
-/// target.
+/// target, source_routing, target_routing.
 pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, Error> {
     let mut units = ListBuilder::new(StringBuilder::new());
     for r in rels {
@@ -60,6 +60,9 @@ pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, Error> {
     }
     let col = |f: fn(&Relation) -> &str| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(rels.iter().map(|r| f(r))))
+    };
+    let optional = |f: fn(&Relation) -> Option<&str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(rels.iter().map(|r| f(r))))
     };
     let batch = RecordBatch::try_from_iter(vec![
         ("from", col(|r| &r.source)),
@@ -75,6 +78,8 @@ pub fn relations(dir: &Path, rels: &[&Relation]) -> Result<Staged, Error> {
         ("text_unit_ids", Arc::new(units.finish()) as ArrayRef),
         ("source", col(|r| &r.source)),
         ("target", col(|r| &r.target)),
+        ("source_routing", optional(|r| r.source_routing.as_deref())),
+        ("target_routing", optional(|r| r.target_routing.as_deref())),
     ])
     .map_err(|e| Error::Engine(format!("staging relations: {e}")))?;
     write(dir, "relations.parquet", batch)

@@ -161,7 +161,7 @@ pub fn entity_row(e: &Entity) -> Vec<Value> {
 }
 
 /// The fields of [`relation_row`]'s rows (statements read them by name: `r.source`, ...).
-pub fn relation_fields() -> [(&'static str, LogicalType); 6] {
+pub fn relation_fields() -> [(&'static str, LogicalType); 8] {
     [
         ("id", LogicalType::String),
         ("source", LogicalType::String),
@@ -169,6 +169,8 @@ pub fn relation_fields() -> [(&'static str, LogicalType); 6] {
         ("description", LogicalType::String),
         ("weight", LogicalType::Double),
         ("text_unit_ids", string_list()),
+        ("source_routing", LogicalType::String),
+        ("target_routing", LogicalType::String),
     ]
 }
 
@@ -181,7 +183,22 @@ pub fn relation_row(r: &Relation) -> Vec<Value> {
         s(&r.description),
         Value::Double(r.weight),
         strings(&r.text_unit_ids),
+        optional_string(r.source_routing.as_deref()),
+        optional_string(r.target_routing.as_deref()),
     ]
+}
+
+/// A string, or a null string.
+pub fn optional_string(v: Option<&str>) -> Value {
+    v.map_or(Value::Null(LogicalType::String), s)
+}
+
+/// A string column's value, `None` when null.
+pub fn as_optional_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 /// An embedding as Kuzu's list text (`[0.1,-2.5,...]`), cast to `FLOAT[n]` by the statement.

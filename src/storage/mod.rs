@@ -50,6 +50,19 @@ pub use retrieval::{
 pub struct Step {
     pub entities: Vec<EntitySummary>,
     pub edges: Vec<Edge>,
+    /// Ids asked for that live in another shard (this copy holds their pointer), with their
+    /// routing keys: they are neither summarised nor expanded here.
+    pub moved: Vec<(String, String)>,
+}
+
+/// How a copy holds an entity id (see [`KuzuShard::placements`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    pub id: String,
+    /// Held as a stub: a relation's far end, or a pointer to where the entity lives.
+    pub stub: bool,
+    /// The routing key stored with it.
+    pub routing: Option<String>,
 }
 
 /// A write to one shard copy; ordered by the shard's sequence number.
@@ -68,6 +81,18 @@ pub enum WriteOp {
         property: EntityProperty,
         values: Vec<(String, PropertyValue)>,
     },
+    /// In the shard of each entity's id, when its routing key places it in another shard: the
+    /// entity's pointer (a stub carrying the key), by which reads by id find it. `(id, routing)`.
+    /// An entity this copy owns becomes a pointer (it moved).
+    Point(Vec<(String, String)>),
+}
+
+impl WriteOp {
+    /// Whether the write inserts or overwrites items (rounds fold these together) rather than
+    /// deleting or rewriting what is there.
+    pub fn is_insert(&self) -> bool {
+        matches!(self, WriteOp::Upsert(_) | WriteOp::Point(_))
+    }
 }
 
 /// An entity property graph algorithms write.
@@ -90,11 +115,21 @@ pub enum PropertyValue {
 
 /// One shard copy's part of the whole graph, as a graph algorithm reads it: the ids of the
 /// entities the shard owns (stubs of its own entities too: a relation's end that has not
-/// arrived is still a vertex) and every relation the copy holds, as `(source, target)`.
+/// arrived is still a vertex), every relation the copy holds, as `(source, target)`, and the
+/// routing keys of the routed entities those relations name (they live in their key's shard).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GraphPart {
     pub vertices: Vec<String>,
     pub relations: Vec<(String, String)>,
+    pub routing: std::collections::HashMap<String, String>,
+}
+
+impl GraphPart {
+    /// The shard entity `id`, named here, lives in.
+    pub fn home(&self, id: &str, shards: u32) -> u32 {
+        let key = self.routing.get(id).map(String::as_str);
+        crate::graph::partition::home_shard(id, key, shards)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -105,6 +140,11 @@ pub struct RelationRecord {
     pub description: String,
     pub weight: f64,
     pub text_unit_ids: Vec<String>,
+    /// The routing keys of routed endpoints.
+    #[schema(required = true)]
+    pub source_routing: Option<String>,
+    #[schema(required = true)]
+    pub target_routing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

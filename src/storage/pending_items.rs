@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::WriteOp;
+use super::{Placement, WriteOp};
 
 #[derive(Debug, Default)]
 pub struct PendingItems {
@@ -18,14 +18,21 @@ pub struct PendingItems {
     ids: HashMap<String, u32>,
     /// Unapplied writes whose reach is not a list of ids.
     wide: usize,
+    /// How the newest unapplied write of each entity places it (an upsert stores it here, a
+    /// pointer says where it lives), so that a lookup of placements need not wait for them.
+    placed: HashMap<String, Placement>,
 }
 
 /// The ids `op` touches, or `None` when it may touch any.
-fn ids_of(op: &WriteOp) -> Option<impl Iterator<Item = &str>> {
-    let WriteOp::Upsert(b) = op else {
-        return None;
+fn ids_of(op: &WriteOp) -> Option<Box<dyn Iterator<Item = &str> + '_>> {
+    let b = match op {
+        WriteOp::Upsert(b) => b,
+        WriteOp::Point(pointers) => {
+            return Some(Box::new(pointers.iter().map(|(id, _)| id.as_str())));
+        }
+        _ => return None,
     };
-    Some(
+    Some(Box::new(
         b.entities
             .iter()
             .map(|e| e.id.as_str())
@@ -36,12 +43,30 @@ fn ids_of(op: &WriteOp) -> Option<impl Iterator<Item = &str>> {
             )
             .chain(b.chunks.iter().map(|c| c.id.as_str()))
             .chain(b.documents.iter().map(|d| d.id.as_str())),
-    )
+    ))
 }
 
 impl PendingItems {
     /// `op` is logged and waits to be applied.
     pub fn add(&mut self, op: &WriteOp) {
+        let placed = |id: &str, stub, routing: Option<&String>| Placement {
+            id: id.to_string(),
+            stub,
+            routing: routing.cloned(),
+        };
+        match op {
+            WriteOp::Upsert(b) => {
+                for e in &b.entities {
+                    (self.placed).insert(e.id.clone(), placed(&e.id, false, e.routing.as_ref()));
+                }
+            }
+            WriteOp::Point(pointers) => {
+                for (id, key) in pointers {
+                    self.placed.insert(id.clone(), placed(id, true, Some(key)));
+                }
+            }
+            _ => {}
+        }
         match ids_of(op) {
             Some(ids) => {
                 for id in ids {
@@ -61,12 +86,20 @@ impl PendingItems {
                         *n -= 1;
                         if *n == 0 {
                             self.ids.remove(id);
+                            self.placed.remove(id);
                         }
                     }
                 }
             }
             None => self.wide = self.wide.saturating_sub(1),
         }
+    }
+
+    /// The placements unapplied writes give to those of `ids` they store.
+    pub fn placed<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<Placement> {
+        (ids.into_iter())
+            .filter_map(|id| self.placed.get(id).cloned())
+            .collect()
     }
 
     /// Whether an unapplied write may change what a read of `ids` answers.

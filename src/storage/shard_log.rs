@@ -29,8 +29,9 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 /// Applied records kept for catching up copies (closed segments; the open one is always kept).
 const RETAIN_BYTES: u64 = 64 << 20;
 /// The encoding of the records this binary writes: `postcard (seq, WriteOp)`. A change to
-/// [`WriteOp`]'s serialized form takes the next number, and the reader learns the old one.
-pub const FORMAT: u32 = 1;
+/// [`WriteOp`]'s serialized form takes the next number, and the reader learns the old one
+/// ([`format1`]: entities and relations without routing keys).
+pub const FORMAT: u32 = 2;
 /// The length word's top bits hold the format; the rest the payload length.
 const FORMAT_SHIFT: u32 = 28;
 /// Largest record payload (a write is at most the 64 MiB ingest limit).
@@ -330,11 +331,111 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, bool), Error> {
                 path.display()
             )));
         }
-        match postcard::from_bytes::<(u64, WriteOp)>(&payload) {
+        let decoded = if format >= 2 {
+            postcard::from_bytes::<(u64, WriteOp)>(&payload)
+        } else {
+            postcard::from_bytes::<(u64, format1::WriteOp)>(&payload)
+                .map(|(seq, op)| (seq, op.into()))
+        };
+        match decoded {
             Ok((seq, op)) => records.push(Record { seq, crc, len, op }),
             Err(_) => return Ok((records, good, false)),
         }
         good += 8 + u64::from(len);
+    }
+}
+
+/// Log format 1: the same writes before entities and relations had routing keys.
+mod format1 {
+    use serde::Deserialize;
+
+    use crate::graph::model::{self, Chunk, Community, Document};
+    use crate::storage::{EntityProperty, PropertyValue, Prune};
+
+    #[derive(Deserialize)]
+    struct Entity {
+        id: String,
+        title: String,
+        kind: String,
+        description: String,
+        text_unit_ids: Vec<String>,
+        frequency: i64,
+        degree: i64,
+        embedding: Option<Vec<f32>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Relation {
+        id: String,
+        source: String,
+        target: String,
+        description: String,
+        weight: f64,
+        text_unit_ids: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Batch {
+        entities: Vec<Entity>,
+        relations: Vec<Relation>,
+        chunks: Vec<Chunk>,
+        communities: Vec<Community>,
+        documents: Vec<Document>,
+    }
+
+    #[derive(Deserialize)]
+    pub enum WriteOp {
+        Upsert(Batch),
+        DeleteEntity(String),
+        DeleteRelationsOf(String),
+        Prune(Prune),
+        SetProperty {
+            property: EntityProperty,
+            values: Vec<(String, PropertyValue)>,
+        },
+    }
+
+    impl From<WriteOp> for super::WriteOp {
+        fn from(op: WriteOp) -> super::WriteOp {
+            match op {
+                WriteOp::Upsert(b) => super::WriteOp::Upsert(model::Batch {
+                    entities: (b.entities.into_iter())
+                        .map(|e| model::Entity {
+                            id: e.id,
+                            title: e.title,
+                            kind: e.kind,
+                            description: e.description,
+                            text_unit_ids: e.text_unit_ids,
+                            frequency: e.frequency,
+                            degree: e.degree,
+                            embedding: e.embedding,
+                            routing: None,
+                        })
+                        .collect(),
+                    relations: (b.relations.into_iter())
+                        .map(|r| model::Relation {
+                            id: r.id,
+                            source: r.source,
+                            target: r.target,
+                            description: r.description,
+                            weight: r.weight,
+                            text_unit_ids: r.text_unit_ids,
+                            source_routing: None,
+                            target_routing: None,
+                        })
+                        .collect(),
+                    chunks: b.chunks,
+                    communities: b.communities,
+                    documents: b.documents,
+                }),
+                WriteOp::DeleteEntity(id) => super::WriteOp::DeleteEntity(id),
+                WriteOp::DeleteRelationsOf(id) => super::WriteOp::DeleteRelationsOf(id),
+                WriteOp::Prune(p) => super::WriteOp::Prune(p),
+                WriteOp::SetProperty { property, values } => {
+                    super::WriteOp::SetProperty { property, values }
+                }
+            }
+        }
     }
 }
 
@@ -430,8 +531,8 @@ mod tests {
         let mut bytes = record(0, 1, "old");
         bytes.extend(encode(2, &op("new")).unwrap());
         assert_eq!(
-            bytes[bytes.len() - record(1, 2, "new").len()..],
-            record(1, 2, "new")
+            bytes[bytes.len() - record(FORMAT, 2, "new").len()..],
+            record(FORMAT, 2, "new")
         );
         std::fs::write(&path, &bytes).unwrap();
         let (_, redo) = ShardLog::open(dir.path(), 2, 0).unwrap();
@@ -442,8 +543,79 @@ mod tests {
         let Err(Error::Invalid(why)) = ShardLog::open(dir.path(), 2, 0) else {
             panic!("a record of a newer format must stop the open");
         };
-        assert!(why.contains("log format 2"), "{why}");
+        assert!(why.contains(&format!("log format {}", FORMAT + 1)), "{why}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
+    }
+
+    #[test]
+    fn format_1_upserts_are_read_without_routing_keys() {
+        // Format 1's upsert, field by field: (seq, variant 0, entities, relations, chunks,
+        // communities, documents), an entity and a relation without routing keys.
+        type Entity1 = (
+            String,
+            String,
+            String,
+            String,
+            Vec<String>,
+            i64,
+            i64,
+            Option<Vec<f32>>,
+        );
+        type Relation1 = (String, String, String, String, f64, Vec<String>);
+        let entity: Entity1 = (
+            "a".into(),
+            "A".into(),
+            "T".into(),
+            "d".into(),
+            vec![],
+            1,
+            2,
+            None,
+        );
+        let relation: Relation1 = (
+            "r".into(),
+            "a".into(),
+            "b".into(),
+            String::new(),
+            0.5,
+            vec![],
+        );
+        let old = (
+            7u64,
+            0u8,
+            (
+                vec![entity],
+                vec![relation],
+                Vec::<()>::new(),
+                Vec::<()>::new(),
+                Vec::<()>::new(),
+            ),
+        );
+        let payload = postcard::to_stdvec(&old).unwrap();
+        let mut bytes = (1 << FORMAT_SHIFT | payload.len() as u32)
+            .to_le_bytes()
+            .to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("shard-4.log.7"), &bytes).unwrap();
+        let (_, redo) = ShardLog::open(dir.path(), 4, 0).unwrap();
+        let [(7, WriteOp::Upsert(batch))] = &redo[..] else {
+            panic!("one upsert: {redo:?}");
+        };
+        assert_eq!(
+            (batch.entities[0].id.as_str(), batch.entities[0].degree),
+            ("a", 2)
+        );
+        assert_eq!(batch.entities[0].routing, None);
+        assert_eq!(
+            (
+                batch.relations[0].target.as_str(),
+                batch.relations[0].weight
+            ),
+            ("b", 0.5)
+        );
+        assert_eq!(batch.relations[0].source_routing, None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import torua
-from torua.graphrag import read_folder
+from torua.graphrag import assign_routing, import_graphrag, read_folder
 from torua.types import Batch
 
 from conftest import DULCE
@@ -236,6 +236,82 @@ def test_graphrag_folder_maps_as_torua_import_does() -> None:
     assert {c.parent for c in b.communities} == {"", "0"}
     assert all(c.id.isdigit() for c in b.communities)
     assert all(ch.document_id == b.documents[0].id for ch in b.chunks)
+
+
+def test_graphrag_entities_are_keyed_by_community_as_torua_import_does() -> None:
+    b = read_folder(DULCE)
+    p = assign_routing(b, 0, 8)
+    # 39 entities on 8 shards: at most 8 per key; communities 0 (10) and 3 (9) split in two.
+    assert (p.max_per_key, p.communities, p.split, p.parts, p.unkeyed) == (8, 7, 2, 4, 0)
+    assert str(p) == (
+        "placed entities by community (level 0): 7 communities as routing keys, 2 of them split "
+        "into 4 keys of at most 8 entities (1.5 × the entities per shard, 8 shards); 0 "
+        "entities in no community, placed by id"
+    )
+    per_key: Dict[str, int] = {}
+    for e in b.entities:
+        assert e.routing is not None
+        per_key[e.routing] = per_key.get(e.routing, 0) + 1
+    assert len(per_key) == 9 and max(per_key.values()) <= 8
+    assert per_key["community:0/0"] == 5 and per_key["community:3/1"] == 4
+    key = {e.id: e.routing for e in b.entities}
+    for r in b.relations:
+        assert (r.source_routing, r.target_routing) == (key.get(r.source), key.get(r.target))
+    assert b.entities[0].to_json()["routing"] == b.entities[0].routing
+    # Level 1 reaches community 0's sub-communities (7, 8, 9); the other entities keep level 0's.
+    finer = read_folder(DULCE)
+    assign_routing(finer, 1, 8)
+    keys = {e.routing for e in finer.entities}
+    assert {"community:7", "community:8", "community:9", "community:1"} <= keys
+    assert not any(k.startswith("community:0") for k in keys)
+
+
+def test_a_community_is_cut_along_its_relationships() -> None:
+    # Community 7 lists x0..x11, two interleaved chains (even, odd); community 8 lists y0..y11
+    # with no relationships; "lone" is in none: 25 entities on 4 shards, at most 10 per key.
+    xs = [f"x{i}" for i in range(12)]
+    ys = [f"y{i}" for i in range(12)]
+    b = Batch(
+        entities=[torua.Entity(id=i) for i in xs + ys + ["lone"]],
+        relations=[torua.Relation(id=f"r{i}", source=xs[i], target=xs[i + 2]) for i in range(10)],
+        communities=[
+            torua.Community(id="7", entity_ids=xs),
+            torua.Community(id="8", entity_ids=ys),
+        ],
+    )
+    p = assign_routing(b, 0, 4)
+    assert (p.max_per_key, p.split, p.parts, p.unkeyed) == (10, 2, 4, 1)
+    key = {e.id: e.routing for e in b.entities}
+    assert all(key[x] == f"community:7/{i % 2}" for i, x in enumerate(xs))
+    assert (key["y5"], key["y6"], key["lone"]) == ("community:8/0", "community:8/1", None)
+    assert "routing" not in b.entities[-1].to_json()
+
+
+def test_graphrag_import_asks_the_shard_count_and_sends_the_keys() -> None:
+    sent: List[Dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/cluster/shards":
+            return httpx.Response(200, json={"shards": 8, "pending_writes": 0, "copies": []})
+        body = json.loads(request.content)
+        sent.append(body)
+        counts = {k: len(v) for k, v in body.items()}
+        answer = {"took_ms": 1, "errors": False, "counts": counts, "failed": 0, "items": []}
+        return httpx.Response(200, json=answer)
+
+    c = mock_client(handler, ["http://a"])
+    summary = import_graphrag(c, DULCE)
+    assert summary.placement is not None and summary.placement.shards == 8
+    entities = [e for body in sent for e in body.get("entities", [])]
+    assert len(entities) == 39 and all(e["routing"].startswith("community:") for e in entities)
+    relations = [r for body in sent for r in body.get("relations", [])]
+    assert sum(1 for r in relations if "source_routing" in r and "target_routing" in r) == 105
+    sent.clear()
+    summary = import_graphrag(c, DULCE, routing="none")
+    assert summary.placement is None
+    assert not any("routing" in e for body in sent for e in body.get("entities", []))
+    with pytest.raises(ValueError):
+        import_graphrag(c, DULCE, routing="id")
 
 
 def test_a_partly_written_batch_is_sent_again_then_reported() -> None:

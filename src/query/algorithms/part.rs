@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::graph::partition::shard_of;
 use crate::storage::{EntityProperty, GraphPart, PropertyValue};
 
 use super::Algorithm;
@@ -126,7 +125,7 @@ impl Part {
     ) -> Result<Part, Error> {
         graph.vertices.sort_unstable();
         graph.vertices.dedup();
-        let ids = graph.vertices;
+        let ids = std::mem::take(&mut graph.vertices);
         let n = ids.len();
         if n >= NONE as usize {
             return Err(Error::Invalid(format!(
@@ -148,7 +147,7 @@ impl Part {
         // The far end of an edge: a local vertex, or a slot of the channel to its shard.
         let relations = std::mem::take(&mut graph.relations);
         let mut target = far_end(|id| {
-            let to = shard_of(id, shards);
+            let to = graph.home(id, shards);
             if to == shard {
                 return index.get(id).copied();
             }
@@ -171,7 +170,7 @@ impl Part {
             Some(n as u32 + slot)
         });
         let own = |id: &str| {
-            if shard_of(id, shards) == shard {
+            if graph.home(id, shards) == shard {
                 index.get(id).copied()
             } else {
                 None

@@ -10,7 +10,7 @@ use torua_testkit::algo::{id_values, modularity, oracle_db, projected_graph};
 
 use super::part::{Part, StepReport};
 use super::{Algorithm, Next};
-use crate::graph::partition::shard_of;
+use crate::graph::partition::{fnv1a64, home_shard};
 use crate::storage::GraphPart;
 
 /// A random directed multigraph: `n` vertices, `m` relations, self-loops and repeats allowed,
@@ -32,26 +32,34 @@ fn random_graph(seed: u64, n: usize, m: usize) -> (Vec<String>, Vec<(String, Str
 }
 
 /// The graph cut into `shards` parts the way placement cuts it, each part's channels connected
-/// to the parts they reach (as the workers do over QUIC when a task loads).
+/// to the parts they reach (as the workers do over QUIC when a task loads). A third of the
+/// entities are placed by one of four routing keys, the rest by id.
 fn connected_parts(
     algorithm: &Algorithm,
     shards: u32,
     ids: &[String],
     relations: &[(String, String)],
 ) -> BTreeMap<u32, Part> {
+    let routing: HashMap<String, String> = (ids.iter())
+        .map(|id| (id, fnv1a64(id.as_bytes())))
+        .filter(|(_, h)| h % 3 == 0)
+        .map(|(id, h)| (id.clone(), format!("group-{}", h % 4)))
+        .collect();
+    let home = |id: &str| home_shard(id, routing.get(id).map(String::as_str), shards);
     let mut parts: BTreeMap<u32, Part> = (0..shards)
         .map(|s| {
+            let relations: Vec<(String, String)> = (relations.iter())
+                .filter(|(a, b)| home(a) == s || home(b) == s)
+                .cloned()
+                .collect();
+            let routing = (relations.iter())
+                .flat_map(|(a, b)| [a, b])
+                .filter_map(|end| Some((end.clone(), routing.get(end)?.clone())))
+                .collect();
             let graph = GraphPart {
-                vertices: ids
-                    .iter()
-                    .filter(|id| shard_of(id, shards) == s)
-                    .cloned()
-                    .collect(),
-                relations: relations
-                    .iter()
-                    .filter(|(a, b)| shard_of(a, shards) == s || shard_of(b, shards) == s)
-                    .cloned()
-                    .collect(),
+                vertices: ids.iter().filter(|id| home(id) == s).cloned().collect(),
+                relations,
+                routing,
             };
             let part = Part::build(s, shards, algorithm, graph, usize::MAX).unwrap();
             (s, part)
@@ -210,6 +218,7 @@ fn parts_refuse_more_edges_than_allowed() {
     let graph = GraphPart {
         vertices: ids,
         relations,
+        routing: HashMap::new(),
     };
     let algorithm = Algorithm::Components;
     let err = Part::build(0, 1, &algorithm, graph, 100).unwrap_err();

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use super::part::{Part, StepReport, Values};
 use super::Algorithm;
 use crate::error::Error;
-use crate::graph::partition::shard_of;
 use crate::node::context::NodeContext;
 use crate::node::wire::Serve;
 use crate::peer;
@@ -320,7 +319,7 @@ async fn load(
             async move {
                 ctx.holds_copy(shard)?;
                 let copy = ctx.storage.open(shard).await?;
-                copy.graph_part(move |id| shard_of(id, shard_count) == shard)
+                copy.graph_part(shard_count)
                     .await
                     .map_err(|e| Error::from(e).context(format!("reading shard {shard}")))
             }

@@ -10,7 +10,7 @@
 //! and stops before a level that would pass [`AHEAD_IDS`] entities, or once the answer passes
 //! [`AHEAD_BYTES`]; what it did not read is asked later.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -98,9 +98,9 @@ impl Followed {
         edges: &[Edge],
         direction: Direction,
     ) {
-        for far in followed_ends(starts, edges, direction) {
+        for (edge, far) in followed_ends(starts, edges, direction) {
             let held = map
-                .assignment(shard_of(far, map.shards))
+                .assignment(edge.shard_of_end(far, map.shards))
                 .is_some_and(|a| a.is_in_sync(node));
             if held {
                 self.local += 1;
@@ -117,13 +117,53 @@ fn followed_ends<'e>(
     starts: &'e HashSet<&str>,
     edges: &'e [Edge],
     direction: Direction,
-) -> impl Iterator<Item = &'e str> {
+) -> impl Iterator<Item = (&'e Edge, &'e str)> {
     edges.iter().flat_map(move |edge| {
         [&edge.source, &edge.target]
             .into_iter()
             .filter(|start| starts.contains(start.as_str()))
             .filter_map(move |start| other_end(edge, start, direction))
+            .map(move |far| (edge, far))
     })
+}
+
+/// The shards of entities placed by routing keys, learnt from the relations that name them (an
+/// entity not in it lives in the shard of its id).
+#[derive(Debug, Default)]
+pub struct Homes(HashMap<String, u32>);
+
+impl Homes {
+    /// Notes the homes of the routed ends of `edges`.
+    pub fn learn<'e>(&mut self, edges: impl IntoIterator<Item = &'e Edge>, shards: u32) {
+        for e in edges {
+            for (end, key) in [
+                (&e.source, &e.source_routing),
+                (&e.target, &e.target_routing),
+            ] {
+                if let Some(key) = key {
+                    self.0.insert(end.clone(), shard_of(key, shards));
+                }
+            }
+        }
+    }
+
+    /// Notes that `id` lives under routing key `key`.
+    pub fn learn_key(&mut self, id: &str, key: &str, shards: u32) {
+        self.place(id, shard_of(key, shards));
+    }
+
+    /// Notes that `id` lives in `shard`.
+    pub fn place(&mut self, id: &str, shard: u32) {
+        self.0.insert(id.to_string(), shard);
+    }
+
+    /// The shard entity `id` lives in.
+    pub fn of(&self, id: &str, shards: u32) -> u32 {
+        self.0
+            .get(id)
+            .copied()
+            .unwrap_or_else(|| shard_of(id, shards))
+    }
 }
 
 /// The far ends of `edges` from `starts` in `direction` that are not in `seen`.
@@ -133,7 +173,9 @@ pub fn far_ends(
     direction: Direction,
     seen: &HashSet<String>,
 ) -> Vec<String> {
-    let far = followed_ends(starts, edges, direction).filter(|far| !seen.contains(*far));
+    let far = followed_ends(starts, edges, direction)
+        .map(|(_, far)| far)
+        .filter(|far| !seen.contains(*far));
     let out: std::collections::BTreeSet<&str> = far.collect();
     out.into_iter().map(str::to_string).collect()
 }
@@ -146,8 +188,11 @@ fn items_of(
     direction: Direction,
     relations: bool,
 ) -> Vec<AheadItem> {
+    // An id that lives in another shard is left to the asker.
+    let moved: HashSet<&str> = step.moved.iter().map(|(id, _)| id.as_str()).collect();
     let mut items: BTreeMap<&str, AheadItem> = ids
         .iter()
+        .filter(|id| !moved.contains(id.as_str()))
         .map(|id| {
             let item = AheadItem {
                 id: id.clone(),
@@ -211,6 +256,8 @@ pub async fn read_ahead(
     let mut seen: HashSet<String> = asked.iter().cloned().collect();
     let starts: HashSet<&str> = asked.iter().map(String::as_str).collect();
     let mut next = far_ends(&starts, edges, direction, &seen);
+    let mut homes = Homes::default();
+    homes.learn(edges, map.shards);
     let (mut out, mut ids, mut bytes) = (Vec::new(), 0, 0);
     for level in 0..=ahead.hops {
         let relations = level < ahead.hops;
@@ -221,7 +268,7 @@ pub async fn read_ahead(
         // read in part costs a shard a second pass (often a scan) when the rest is asked.
         let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for id in next {
-            let shard = shard_of(&id, map.shards);
+            let shard = homes.of(&id, map.shards);
             let mine = ahead.shards.binary_search(&shard).is_ok()
                 && in_sync_here(Some(&map), shard, &me, generation).is_ok();
             if mine {
@@ -236,13 +283,16 @@ pub async fn read_ahead(
         seen.extend(by_shard.values().flatten().cloned());
         let started = std::time::Instant::now();
         let shards = by_shard.len();
+        let shard_count = map.shards;
         let steps = join_in_order(by_shard.into_iter().map(|(shard, ids)| {
             let (ctx, filter, scope) = (ctx.clone(), filter.clone(), scope.clone());
             async move {
                 let step = match ctx.storage.open(shard).await {
                     Ok(store) => {
+                        let ids = ids.clone();
+                        let (d, r) = (direction, relations);
                         store
-                            .traverse_step(ids.clone(), direction, filter, relations, &scope)
+                            .traverse_step(ids, shard_count, d, filter, r, &scope)
                             .await
                     }
                     Err(e) => Err(e),
@@ -278,6 +328,7 @@ pub async fn read_ahead(
             out.push(item);
         }
         let starts: HashSet<&str> = level_ids.iter().map(String::as_str).collect();
+        homes.learn(&level_edges, map.shards);
         next = far_ends(&starts, &level_edges, direction, &seen);
     }
     out
@@ -294,6 +345,8 @@ mod tests {
             target: target.into(),
             description: String::new(),
             weight: 1.0,
+            source_routing: None,
+            target_routing: None,
         }
     }
 
@@ -307,6 +360,7 @@ mod tests {
                 edge("r3", "c", "a"),
                 edge("r4", "x", "x"),
             ],
+            moved: vec![],
         };
         let ids = ["a".to_string(), "b".to_string(), "x".to_string()];
         let items = items_of(7, &ids, step.clone(), Direction::Out, true);

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use crate::cluster::shard_map::{in_sync_here, ShardMap};
 use crate::error::Error;
-use crate::graph::partition::{ids_by_shard, shard_of};
 use crate::node::context::NodeContext;
 use crate::query::read::{ask, ReadRequest, ReadResponse};
 use crate::query::scatter::{
@@ -17,7 +16,7 @@ use crate::query::scatter::{
 use crate::storage::{Direction, Edge, EntitySummary, ReadScope, RelationFilter, Step};
 
 use super::ahead::{
-    read_ahead, Ahead, AheadItem, Followed, TraversalStats, Traversed, AHEAD_BYTES,
+    read_ahead, Ahead, AheadItem, Followed, Homes, TraversalStats, Traversed, AHEAD_BYTES,
 };
 
 /// Relations one traversal may collect before it is refused as too large.
@@ -68,6 +67,8 @@ pub struct Traversal<'a> {
     designated: Option<BTreeMap<String, Vec<u32>>>,
     followed: Followed,
     rounds: u64,
+    /// Where routed entities live, as learnt from relations and pointers.
+    homes: Homes,
 }
 
 /// An entity's expansion a node read ahead.
@@ -102,7 +103,13 @@ impl<'a> Traversal<'a> {
             designated: None,
             followed: Followed::default(),
             rounds: 0,
+            homes: Homes::default(),
         }
+    }
+
+    /// Notes that entity `id` lives in `shard` (where a search found it).
+    pub fn place(&mut self, id: &str, shard: u32) {
+        self.homes.place(id, shard);
     }
 
     /// How this traversal ran: relations followed, local and remote, and network rounds.
@@ -183,11 +190,35 @@ impl<'a> Traversal<'a> {
 
     /// One step: the summaries of `ids` and, when `relations`, their relations in `direction`.
     /// Expansions read ahead by earlier steps are taken as they are. The other ids are grouped
-    /// by shard and cut into units of at most [`STEP_IDS`]; each attempt sends the units still
+    /// by the shard they live in (of their id, or of the routing key a relation or a pointer
+    /// named) and cut into units of at most [`STEP_IDS`]; each attempt sends the units still
     /// open to the copy that attempt picks, one request per node per [`STEP_IDS`] ids, and a
     /// unit that fails moves to the shard's next copy. With relations, answering nodes read
-    /// ahead as [`Traversal::ahead`] allows.
+    /// ahead as [`Traversal::ahead`] allows. Ids that turn out to live elsewhere (their id's
+    /// shard holds a pointer: a seed placed by a routing key) are asked again where they live.
     pub async fn step(
+        &mut self,
+        ids: &[String],
+        direction: Direction,
+        relations: bool,
+    ) -> Result<Step, TraverseError> {
+        let mut out = self.step_once(ids, direction, relations).await?;
+        let moved = std::mem::take(&mut out.moved);
+        if moved.is_empty() {
+            return Ok(out);
+        }
+        for (id, key) in &moved {
+            self.homes.learn_key(id, key, self.map.shards);
+        }
+        let again: Vec<String> = moved.into_iter().map(|(id, _)| id).collect();
+        let more = self.step_once(&again, direction, relations).await?;
+        out.entities.extend(more.entities);
+        out.edges.extend(more.edges);
+        Ok(out)
+    }
+
+    /// [`Traversal::step`] without following pointers: those come back in [`Step::moved`].
+    async fn step_once(
         &mut self,
         ids: &[String],
         direction: Direction,
@@ -199,7 +230,12 @@ impl<'a> Traversal<'a> {
         let ids = self.take_read_ahead(ids, direction, relations, &mut out);
         let read_ahead_hits = asked - ids.len();
         let read_ahead = relations && (self.ahead.hops > 0 || self.ahead.summaries);
-        let by_shard = ids_by_shard(&ids, self.map.shards);
+        let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for id in ids {
+            (by_shard.entry(self.homes.of(&id, self.map.shards)))
+                .or_default()
+                .push(id);
+        }
         self.touched.extend(by_shard.keys().copied());
         // Units of work: (shard, ids), with the copies to try; failed shards are not asked again.
         let mut open: Vec<Unit> = Vec::new();
@@ -298,6 +334,8 @@ impl<'a> Traversal<'a> {
                             continue;
                         }
                         for item in ahead {
+                            self.homes
+                                .learn(item.edges.iter().flatten(), self.map.shards);
                             let r = ReadAhead {
                                 node: node.clone(),
                                 direction,
@@ -311,8 +349,10 @@ impl<'a> Traversal<'a> {
                                     done[u] = true;
                                     let starts = open[u].ids.iter().map(String::as_str).collect();
                                     self.follow(&node, &starts, &step.edges, direction);
+                                    self.homes.learn(&step.edges, self.map.shards);
                                     out.entities.extend(step.entities);
                                     out.edges.extend(step.edges);
+                                    out.moved.extend(step.moved);
                                 }
                                 Err(Error::Invalid(e)) => return Err(TraverseError::TooLarge(e)),
                                 Err(e) => open[u].last_error = Some((node.clone(), e.to_string())),
@@ -404,6 +444,7 @@ async fn step_parts(
 ) -> Vec<(u32, Result<Step, Error>)> {
     let me = ctx.node_id().as_str().to_string();
     let map = ctx.shard_map.get();
+    let shards = map.as_ref().map_or(1, |m| m.shards);
     let out = join_in_order(parts.into_iter().map(|(shard, ids)| {
         let (ctx, filter, map, me) = (ctx.clone(), filter.clone(), map.clone(), me.clone());
         let scope = scope.clone();
@@ -414,7 +455,7 @@ async fn step_parts(
             let result = match ctx.storage.open(shard).await {
                 Ok(store) => {
                     store
-                        .traverse_step(ids, direction, filter, relations, &scope)
+                        .traverse_step(ids, shards, direction, filter, relations, &scope)
                         .await
                 }
                 Err(e) => Err(e),
@@ -460,6 +501,6 @@ pub(super) fn summary_bytes(e: &EntitySummary) -> usize {
 
 impl Traversal<'_> {
     pub(crate) fn failed_shard_of(&self, id: &str) -> bool {
-        self.failed.contains_key(&shard_of(id, self.map.shards))
+        (self.failed).contains_key(&self.homes.of(id, self.map.shards))
     }
 }

@@ -28,6 +28,7 @@ fn entity(id: &str, text_units: &[&str], dim: usize) -> Entity {
         frequency: 1,
         degree: 1,
         embedding: (dim > 0).then(|| vec![0.5; dim]),
+        routing: None,
     }
 }
 
@@ -39,6 +40,8 @@ fn relation(id: &str, source: &str, target: &str, text_units: &[&str]) -> Relati
         description: format!("{source} knows {target}"),
         weight: 1.0,
         text_unit_ids: units(text_units),
+        source_routing: None,
+        target_routing: None,
     }
 }
 
@@ -228,6 +231,7 @@ async fn the_cascade_in(dim: usize, mode: InsertMode) {
                 (key("r6", "x", "b"), true),
             ],
             relations_of_emptied: vec![key("r1", "a", "b"), key("r4", "a", "c")],
+            routed_ends: vec![],
         }
     );
     let communities = read(

@@ -229,6 +229,7 @@ fn cypher_fuzz_what_passes_runs_and_writes_nothing() {
         frequency: 1,
         degree: 1,
         embedding: None,
+        routing: None,
     };
     let relation = |id: &str, source: &str, target: &str| Relation {
         id: id.into(),
@@ -237,6 +238,8 @@ fn cypher_fuzz_what_passes_runs_and_writes_nothing() {
         description: "knows".into(),
         weight: 1.0,
         text_unit_ids: vec![],
+        source_routing: None,
+        target_routing: None,
     };
     let before = rt.block_on(async {
         let batch = Batch {

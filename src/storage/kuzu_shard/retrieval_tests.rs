@@ -23,6 +23,7 @@ fn entity(id: &str, title: &str, description: &str, embedding: Option<Vec<f32>>)
         frequency: 1,
         degree: id.len() as i64,
         embedding,
+        routing: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn entity(id: &str, description: &str, embedding: Option<Vec<f32>>) -> Entity {
         frequency: 0,
         degree: 0,
         embedding,
+        routing: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn entity(id: &str, title: &str, dim: usize) -> Entity {
         frequency: 1,
         degree: 1,
         embedding: (dim > 0).then(|| vec![0.5; dim]),
+        routing: None,
     }
 }
 
@@ -41,6 +42,8 @@ fn relation(id: &str, source: &str, target: &str, weight: f64) -> Relation {
         description: format!("{source} knows {target}"),
         weight,
         text_unit_ids: vec![],
+        source_routing: None,
+        target_routing: None,
     }
 }
 
@@ -425,6 +428,7 @@ async fn step_costs() {
         let step = shard
             .traverse_step(
                 ids.clone(),
+                1,
                 Direction::Both,
                 RelationFilter::default(),
                 true,

@@ -491,10 +491,16 @@ impl Drop for TestCluster {
 /// Runs `torua import graphrag <dir> --url <url> --quiet`; panics with its error output when it
 /// fails. Returns what it printed.
 pub fn import_graphrag(dir: &Path, url: &str) -> String {
+    import_graphrag_with(dir, url, &[])
+}
+
+/// [`import_graphrag`] with more arguments (e.g. `["--routing", "none"]`).
+pub fn import_graphrag_with(dir: &Path, url: &str, args: &[&str]) -> String {
     let out = Command::new(torua_bin())
         .args(["import", "graphrag"])
         .arg(dir)
         .args(["--url", url, "--quiet"])
+        .args(args)
         .output()
         .expect("run torua import");
     assert!(

@@ -156,6 +156,8 @@ pub fn relations(
                 description: description(rng, s),
                 weight: (1 + rng.below(10)) as f64,
                 text_unit_ids: text_unit_ids(rng),
+                source_routing: None,
+                target_routing: None,
             }
         })
         .collect();

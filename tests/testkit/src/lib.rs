@@ -22,8 +22,8 @@ pub mod rng;
 pub mod wait;
 
 pub use cluster::{
-    dulce_dir, import_graphrag, target_dir, torua_bin, ClusterOptions, NodeProc, TestCluster,
-    GOSSIP_PORT, HTTP_PORT, PEER_PORT,
+    dulce_dir, import_graphrag, import_graphrag_with, target_dir, torua_bin, ClusterOptions,
+    NodeProc, TestCluster, GOSSIP_PORT, HTTP_PORT, PEER_PORT,
 };
 pub use failures::Failures;
 pub use health::{agreed_coordinator, member_ids, ready_ids, summarize};

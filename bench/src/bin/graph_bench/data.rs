@@ -80,6 +80,30 @@ pub(crate) fn text_units(rng: &mut Rng, lo: usize, hi: usize, pool: usize) -> Ve
         .collect()
 }
 
+/// `n` entities `ent-<i>` with a made-up title, a type, a short description and 1-4 of `pool`
+/// text unit ids (degree 0, no embedding, no routing key).
+pub(crate) fn entities(rng: &mut Rng, n: usize, pool: usize) -> Vec<Entity> {
+    (0..n)
+        .map(|i| {
+            let name: String = (0..rng.range(2, 3))
+                .map(|_| SYLLABLES[rng.below(SYLLABLES.len())])
+                .collect();
+            let text_unit_ids = text_units(rng, 1, 4, pool);
+            Entity {
+                id: format!("ent-{i}"),
+                title: format!("{name} {}", rng.below(1000)),
+                kind: TYPES[rng.below(TYPES.len())].to_string(),
+                description: words(rng, 8, 20),
+                frequency: text_unit_ids.len() as i64,
+                text_unit_ids,
+                degree: 0,
+                embedding: None,
+                routing: None,
+            }
+        })
+        .collect()
+}
+
 pub(crate) fn generate(shape: &Generated) -> Graph {
     let Generated {
         entities: n_entities,
@@ -89,24 +113,7 @@ pub(crate) fn generate(shape: &Generated) -> Graph {
     } = *shape;
     let mut rng = Rng(seed);
     let pool = (n_entities / 2).max(1);
-    let mut entities: Vec<Entity> = (0..n_entities)
-        .map(|i| {
-            let name: String = (0..rng.range(2, 3))
-                .map(|_| SYLLABLES[rng.below(SYLLABLES.len())])
-                .collect();
-            let text_unit_ids = text_units(&mut rng, 1, 4, pool);
-            Entity {
-                id: format!("ent-{i}"),
-                title: format!("{name} {}", rng.below(1000)),
-                kind: TYPES[rng.below(TYPES.len())].to_string(),
-                description: words(&mut rng, 8, 20),
-                frequency: text_unit_ids.len() as i64,
-                text_unit_ids,
-                degree: 0,
-                embedding: None,
-            }
-        })
-        .collect();
+    let mut entities = entities(&mut rng, n_entities, pool);
     let sources = permutation(&mut rng, n_entities);
     let targets = permutation(&mut rng, n_entities);
     let relations = relations(

@@ -8,6 +8,7 @@
 //! graph_bench statements  [flags]   diagnostics: torua's write/read statements timed on the embedded database
 //! graph_bench queries     [flags]   load copy + single + cluster, then graph queries (see below)
 //! graph_bench algorithms  [flags]   load copy + cluster, then PageRank, components, degree (algorithms.rs)
+//! graph_bench locality    [flags]   planted communities: hash vs community placement (locality.rs)
 //!
 //! data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
 //! ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
@@ -16,6 +17,8 @@
 //! queries  --query-reps 50 --query-warmup 3 --query-case-s 60 --query-seeds 1,10,100 --query-hops 1,2
 //!          --query-max-nodes 100000 --query-max-relations 1000000 --query-embedded auto
 //! algos    --algo-reps 3 --algorithms pagerank,wcc,degree,louvain
+//! locality --nodes 3,5 --placements hash,community|none --samples 200 --retrieve-queries 100
+//!          --community-min 50 --community-max 200 --inside 0.9 --dulce DIR|none
 //! output   --label TEXT --json FILE (JSON lines, appended; default: stdout after the tables)
 //! ```
 //!
@@ -75,6 +78,7 @@ mod data;
 mod embedded;
 mod hood;
 mod ingest;
+mod locality;
 mod point_read;
 mod query_phase;
 mod statements;
@@ -84,6 +88,7 @@ use data::*;
 use embedded::*;
 use hood::*;
 use ingest::*;
+use locality::*;
 use point_read::*;
 use query_phase::*;
 use statements::*;
@@ -106,7 +111,7 @@ use torua_testkit::rng::{permutation, power_law, Rng};
 // Arguments
 
 const USAGE: &str =
-    "usage: graph_bench <ingest|point-read|all|statements|queries|algorithms> [flags]
+    "usage: graph_bench <ingest|point-read|all|statements|queries|algorithms|locality> [flags]
   data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
   ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
   cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16
@@ -118,6 +123,11 @@ const USAGE: &str =
            --query-embedded auto|unwind|per-id (how the embedded baseline runs its statements)
   algos    --algo-reps 3 (runs per algorithm and side, after one check run; default 3 for
            `algorithms`, else 0) --algorithms pagerank,wcc,degree,louvain
+  locality --nodes 3,5 (one cluster per count and placement) --placements hash,community
+           (none: the generated graph is not loaded, only --dulce measured)
+           --samples 200 (seeds for 1 and 2 hops) --retrieve-queries 100 (0: none)
+           --community-min 50 --community-max 200 --inside 0.9 (share of relations inside)
+           --dulce DIR|none (GraphRAG output imported both ways; default: the test data's Dulce)
   output   --label TEXT --json FILE
 The torua binary is $TORUA_BIN, else the one next to this executable.";
 
@@ -129,6 +139,8 @@ struct Args {
     clients: usize,
     targets: Vec<String>,
     nodes: usize,
+    /// Every `--nodes` count (`locality` takes several; `nodes` is the first).
+    node_counts: Vec<usize>,
     sizing: Sizing,
     max_minutes: f64,
     reads: usize,
@@ -143,6 +155,7 @@ struct Args {
     query_embedded: EmbeddedMode,
     algo_reps: usize,
     algorithms: Vec<String>,
+    locality: LocalityArgs,
     common: Common,
 }
 
@@ -158,6 +171,7 @@ fn parse_args() -> Result<Args> {
         "statements" => (&["copy"], 0, 0),
         "queries" => (&["copy", "single", "cluster"], 0, 50),
         "algorithms" => (&["copy", "cluster"], 0, 0),
+        "locality" => (&["copy", "cluster"], 0, 0),
         _ => bail!("unknown subcommand {cmd:?}\n{USAGE}"),
     };
     let algo_reps = if cmd == "algorithms" { 3 } else { 0 };
@@ -168,6 +182,7 @@ fn parse_args() -> Result<Args> {
         clients: 4,
         targets: targets.iter().map(|s| s.to_string()).collect(),
         nodes: 3,
+        node_counts: vec![3],
         sizing: Sizing::default(),
         max_minutes: 15.0,
         reads,
@@ -182,6 +197,7 @@ fn parse_args() -> Result<Args> {
         query_embedded: EmbeddedMode::Auto,
         algo_reps,
         algorithms: ALGORITHMS.iter().map(|s| s.to_string()).collect(),
+        locality: LocalityArgs::default(),
         common: Common::new("warn"),
     };
     while let Some(flag) = f.next_flag() {
@@ -190,7 +206,7 @@ fn parse_args() -> Result<Args> {
             "--batch" => a.batch = v.parse("a count")?,
             "--clients" => a.clients = v.parse("a count")?,
             "--targets" => a.targets = v.known_names("target", &TARGETS)?,
-            "--nodes" => a.nodes = v.parse("a count")?,
+            "--nodes" => a.node_counts = v.list("node counts like 3 or 3,5")?,
             "--max-minutes" => a.max_minutes = v.parse("minutes")?,
             "--reads" => a.reads = v.parse("a count")?,
             "--read-warmup" => a.read_warmup = v.parse("a count")?,
@@ -211,9 +227,18 @@ fn parse_args() -> Result<Args> {
             "--query-max-relations" => a.query_max_relations = v.parse("a count")?,
             "--algo-reps" => a.algo_reps = v.parse("a count")?,
             "--algorithms" => a.algorithms = v.known_names("algorithm", &ALGORITHMS)?,
-            _ if a.graph.take(&flag, &v)? || a.sizing.take(&flag, &v)? => {}
+            _ if a.graph.take(&flag, &v)?
+                || a.sizing.take(&flag, &v)?
+                || (a.cmd == "locality" && a.locality.take(&flag, &v)?) => {}
             _ => f.common(&flag, v, &mut a.common)?,
         }
+    }
+    a.nodes = a.node_counts.first().copied().unwrap_or(0);
+    if a.node_counts.len() > 1 && a.cmd != "locality" {
+        bail!("--nodes takes one count (several only for `locality`)");
+    }
+    if a.cmd == "locality" {
+        a.locality.check(a.graph.entities)?;
     }
     if a.reads > 0 && !a.targets.iter().any(|t| t == "copy") {
         bail!(
@@ -238,7 +263,7 @@ fn parse_args() -> Result<Args> {
     if a.graph.entities < 2
         || a.batch == 0
         || a.clients == 0
-        || a.nodes == 0
+        || a.node_counts.contains(&0)
         || a.sizing.shards == 0
     {
         bail!("--entities must be at least 2, --batch, --clients, --nodes and --shards at least 1");
@@ -279,7 +304,11 @@ fn main() -> Result<()> {
         true,
     )?;
     let t = Instant::now();
-    let g = generate(&args.graph);
+    let mut g = if args.cmd == "locality" {
+        planted(&args.graph, &args.locality)
+    } else {
+        generate(&args.graph)
+    };
     let mut degrees: Vec<i64> = g.entities.iter().map(|e| e.degree).collect();
     degrees.sort_unstable();
     let n = degrees.len();
@@ -295,7 +324,11 @@ fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("torua-graph-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let result = run(&args, &g, &dir, &mut out);
+    let result = if args.cmd == "locality" {
+        locality(&args, &mut g, &dir, &mut out)
+    } else {
+        run(&args, &g, &dir, &mut out)
+    };
     let _ = std::fs::remove_dir_all(&dir);
     out.finish();
     result

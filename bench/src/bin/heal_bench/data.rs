@@ -113,6 +113,7 @@ impl Gen {
                 text_unit_ids: units.iter().map(|&u| chunk_ids[u].clone()).collect(),
                 degree: 0,
                 embedding: (self.dim > 0).then(|| embedding(&mut self.rng, self.dim)),
+                routing: None,
             });
         }
         let mut full = Vec::with_capacity(CHUNKS_PER_DOC);
@@ -155,6 +156,8 @@ impl Gen {
                 description: text(&mut self.rng, &self.vocab, len),
                 weight: (1 + self.rng.below(10)) as f64,
                 text_unit_ids: vec![chunk_ids[self.rng.below(CHUNKS_PER_DOC)].clone()],
+                source_routing: None,
+                target_routing: None,
             });
             self.relations += 1;
         }

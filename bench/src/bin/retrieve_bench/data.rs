@@ -114,6 +114,7 @@ pub(crate) fn generate(a: &Args) -> Graph {
                 text_unit_ids,
                 degree: 0,
                 embedding: Some(quantize(&around(&mut rng, &centres[c], 1.0))),
+                routing: None,
             }
         })
         .collect();

@@ -12,27 +12,71 @@ Mapping (only the columns named here are read; others are ignored):
   title (else the community's), summary, full_content and rank.
 - `documents`: id, title, text, text_unit_ids.
 
-Re-running an import is harmless: ingest upserts by id.
+Placement (`routing`, `routing_level`), as `torua import graphrag --routing --routing-level`: by
+default each entity's routing key is its GraphRAG community, so that a community's entities share
+a shard. `assign_routing` picks, for each entity, the community at `routing_level` that lists it
+(0, the default, is the coarsest level); an entity that level does not reach takes its deepest
+community above it, and an entity in no community keeps no key (placed by id). The key is
+`community:<number>`. A community larger than 1.5 x the folder's entities per shard (the
+cluster's shard count) is split into the fewest parts of at most that size, keyed
+`community:<number>/<part>`, cut from its entities in breadth-first order over the
+relationships inside it. Relations carry their ends' keys. `routing="none"` sends no keys.
+
+Re-running an import is harmless: ingest upserts by id, and the keys depend only on the folder,
+the level and the shard count.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 from ._exchange import Op
 from .types import Batch, Chunk, Community, Document, Entity, IngestResult, Relation
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+# The shard count assumed when `GET /cluster/shards` does not say (`TORUA_SHARDS`' default).
+DEFAULT_SHARDS = 16
+# A community larger than this many times the entities per shard is split, as a fraction: 3/2.
+_SPLIT_ABOVE = (3, 2)
+
+
+@dataclass
+class Placement:
+    """What `assign_routing` did; `str()` is the line `torua import graphrag` prints."""
+
+    level: int = 0
+    shards: int = 0
+    # The most entities one key may hold before its community is split.
+    max_per_key: int = 0
+    # Communities whose entities got keys (whole or split); of those, the ones split; the keys
+    # the split ones became.
+    communities: int = 0
+    split: int = 0
+    parts: int = 0
+    # Entities in no community at or above the level: placed by id.
+    unkeyed: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"placed entities by community (level {self.level}): {self.communities} communities "
+            f"as routing keys, {self.split} of them split into {self.parts} keys of at most "
+            f"{self.max_per_key} entities (1.5 × the entities per shard, {self.shards} "
+            f"shards); {self.unkeyed} entities in no community, placed by id"
+        )
+
 
 @dataclass
 class ImportSummary:
-    """What an import loaded: items per kind, and the ingest answers summed."""
+    """What an import loaded: items per kind, the ingest answers summed, and where the entities
+    were placed (None with `routing="none"`)."""
 
     counts: Dict[str, int] = field(default_factory=dict)
     ingest: IngestResult = field(default_factory=IngestResult)
+    placement: Optional[Placement] = None
 
     def __str__(self) -> str:
         return ", ".join(f"{n} {k}" for k, n in self.counts.items())
@@ -184,27 +228,162 @@ def read_folder(folder: PathLike) -> Batch:
     return batch
 
 
-def _import(api: Any, folder: PathLike, batch_size: int, wait: bool) -> Op[ImportSummary]:
+def assign_routing(batch: Batch, level: int = 0, shards: int = DEFAULT_SHARDS) -> Placement:
+    """Set each entity's routing key to its community (see the module doc) and each relation's
+    `source_routing` / `target_routing` to its ends' keys, balancing for `shards` shards (`batch`
+    holds dataclass items, as `read_folder` returns); the same
+    keys as `torua import graphrag --routing-level <level>` on a cluster of `shards` shards."""
+    entities = cast(List[Entity], batch.entities)
+    relations = cast(List[Relation], batch.relations)
+    communities = cast(List[Community], batch.communities)
+    index: Dict[str, int] = {}
+    for e in entities:
+        index.setdefault(e.id, len(index))
+    n = len(index)
+    # Each entity's community: the deepest at or above `level`, the first listed on a tie.
+    chosen: List[Optional[Tuple[int, int]]] = [None] * n
+    for ci, c in enumerate(communities):
+        if c.level > level:
+            continue
+        for entity_id in c.entity_ids:
+            ei = index.get(entity_id)
+            if ei is not None:
+                was = chosen[ei]
+                if was is None or c.level > was[0]:
+                    chosen[ei] = (c.level, ci)
+    # Each community's entities in the order it lists them; `position`: an entity's place there.
+    members: List[List[int]] = [[] for _ in communities]
+    position = [0] * n
+    listed = [False] * n
+    for ci, c in enumerate(communities):
+        for entity_id in c.entity_ids:
+            ei = index.get(entity_id)
+            if ei is None or listed[ei]:
+                continue
+            was = chosen[ei]
+            if was is not None and was[1] == ci:
+                listed[ei] = True
+                position[ei] = len(members[ci])
+                members[ci].append(ei)
+    shards = max(int(shards), 1)
+    num, den = _SPLIT_ABOVE
+    max_per_key = max(-(-(num * n) // (den * shards)), 1)
+    # The relationships inside each community to split, as neighbours.
+    neighbours: List[List[int]] = [[] for _ in range(n)]
+    for r in relations:
+        a, b = index.get(r.source), index.get(r.target)
+        if a is None or b is None or a == b:
+            continue
+        ca, cb = chosen[a], chosen[b]
+        if ca is not None and cb is not None and ca[1] == cb[1]:
+            if len(members[ca[1]]) > max_per_key:
+                neighbours[a].append(b)
+                neighbours[b].append(a)
+    placement = Placement(
+        level=level,
+        shards=shards,
+        max_per_key=max_per_key,
+        unkeyed=sum(1 for c in chosen if c is None),
+    )
+    key: List[Optional[str]] = [None] * n
+    for ci, group in enumerate(members):
+        if not group:
+            continue
+        placement.communities += 1
+        name = f"community:{communities[ci].id}"
+        if len(group) <= max_per_key:
+            for ei in group:
+                key[ei] = name
+            continue
+        order = _walk(group, neighbours, position)
+        parts = -(-len(group) // max_per_key)
+        placement.split += 1
+        placement.parts += parts
+        start = 0
+        for part in range(parts):
+            # The first `len % parts` parts take one entity more.
+            size = len(group) // parts + (1 if part < len(group) % parts else 0)
+            for ei in order[start : start + size]:
+                key[ei] = f"{name}/{part}"
+            start += size
+
+    def key_of(entity_id: str) -> Optional[str]:
+        ei = index.get(entity_id)
+        return None if ei is None else key[ei]
+
+    for e in entities:
+        e.routing = key_of(e.id)
+    for r in relations:
+        r.source_routing = key_of(r.source)
+        r.target_routing = key_of(r.target)
+    return placement
+
+
+def _walk(group: List[int], neighbours: List[List[int]], position: List[int]) -> List[int]:
+    """The entities `group` (one community's, in its order) in breadth-first order over
+    `neighbours`: from each entity not reached yet, in group order, its neighbours by their
+    position in the group."""
+    reached = [False] * len(group)
+    order: List[int] = []
+    for start in group:
+        if reached[position[start]]:
+            continue
+        reached[position[start]] = True
+        queue = deque([start])
+        while queue:
+            ei = queue.popleft()
+            order.append(ei)
+            for b in sorted(neighbours[ei], key=lambda x: position[x]):
+                if not reached[position[b]]:
+                    reached[position[b]] = True
+                    queue.append(b)
+    return order
+
+
+def _import(
+    api: Any, folder: PathLike, batch_size: int, wait: bool, routing: str, routing_level: int
+) -> Op[ImportSummary]:
+    if routing not in ("community", "none"):
+        raise ValueError(f"routing is 'community' or 'none', not {routing!r}")
     batch = read_folder(folder)
     if not len(batch):
         raise ValueError(f"{os.fspath(folder)}: no GraphRAG items found")
+    placement = None
+    if routing == "community":
+        shards = yield from api.shards()
+        placement = assign_routing(batch, routing_level, shards.shards or DEFAULT_SHARDS)
     answer = yield from api.ingest(batch, batch_size=batch_size)
     if wait:
         yield from api.wait_applied()
-    return ImportSummary(counts=batch.counts(), ingest=answer)
+    return ImportSummary(counts=batch.counts(), ingest=answer, placement=placement)
 
 
 def import_graphrag(
-    client: Any, folder: PathLike, *, batch_size: int = 2000, wait: bool = True
+    client: Any,
+    folder: PathLike,
+    *,
+    batch_size: int = 2000,
+    wait: bool = True,
+    routing: str = "community",
+    routing_level: int = 0,
 ) -> ImportSummary:
     """Load the GraphRAG output `folder` through `client` (a `torua.Client`) in batches of
     `batch_size` items; with `wait` (default) return once everything is visible to reads, as
-    `torua import graphrag` does."""
-    return client._drive(_import(client._api, folder, batch_size, wait))  # type: ignore[no-any-return]
+    `torua import graphrag` does. `routing` ("community" or "none") and `routing_level` place
+    the entities as its `--routing` and `--routing-level` do (see the module doc)."""
+    op = _import(client._api, folder, batch_size, wait, routing, routing_level)
+    return client._drive(op)  # type: ignore[no-any-return]
 
 
 async def aimport_graphrag(
-    client: Any, folder: PathLike, *, batch_size: int = 2000, wait: bool = True
+    client: Any,
+    folder: PathLike,
+    *,
+    batch_size: int = 2000,
+    wait: bool = True,
+    routing: str = "community",
+    routing_level: int = 0,
 ) -> ImportSummary:
     """`import_graphrag` through a `torua.AsyncClient`."""
-    return await client._drive(_import(client._api, folder, batch_size, wait))  # type: ignore[no-any-return]
+    op = _import(client._api, folder, batch_size, wait, routing, routing_level)
+    return await client._drive(op)  # type: ignore[no-any-return]

@@ -112,11 +112,16 @@ class Entity(_Item):
     frequency: int = 0
     degree: int = 0
     embedding: Optional[List[float]] = None
+    # Placement key: entities with the same key live in the same shard (None: placed by id).
+    routing: Optional[str] = None
 
 
 @dataclass
 class Relation(_Item):
-    """A relation between two entity ids (a missing endpoint is a stub until it arrives)."""
+    """A relation between two entity ids (a missing endpoint is a stub until it arrives).
+
+    `source_routing` / `target_routing` are the ends' routing keys, used only for an end that is
+    neither in the same ingest nor stored yet (torua fills them in otherwise)."""
 
     id: str = ""
     source: str = ""
@@ -124,6 +129,8 @@ class Relation(_Item):
     description: str = ""
     weight: float = 1.0
     text_unit_ids: List[str] = field(default_factory=list)
+    source_routing: Optional[str] = None
+    target_routing: Optional[str] = None
 
 
 @dataclass
