@@ -1,6 +1,7 @@
 //! Process-level test of where `torua import graphrag` places entities, on a 2-node cluster (8
-//! shards, 2 copies): the default import keys each Dulce entity by its level-0 community (the two
-//! largest split, being much larger than a shard's share), `--routing none` imports the folder
+//! shards, 2 copies): the import keys each Dulce entity by its level-0 community (with
+//! `--min-split 1`, the two largest split, being much larger than a shard's share; the default
+//! splits no community this small), `--routing none` imports the folder
 //! again without keys, and `--routing-level 1` keys by the finer communities. After each import
 //! every entity reads back by id from every node with the key the importer computed
 //! ([`assign_routing`]), from its key's shard (its id's without one), with all its relations and
@@ -116,13 +117,13 @@ fn graphrag_import_keys_entities_by_community_and_routing_none_places_them_by_id
 
     // Default: level-0 communities, balanced for the cluster's 8 shards.
     let mut by_community = read_folder(&dulce_dir()).unwrap();
-    let placement = assign_routing(&mut by_community, 0, SHARDS);
+    let placement = assign_routing(&mut by_community, 0, SHARDS, 1);
     assert_eq!((placement.communities, placement.split), (7, 2));
-    let stdout = import(&url, &[]);
+    let stdout = import(&url, &["--min-split", "1"]);
     assert!(stdout.contains(&placement.line()), "{stdout}");
     check_placement(&mut cluster, &by_community);
     // Importing again moves nothing and keeps the keys.
-    import(&cluster.node(1).url(""), &[]);
+    import(&cluster.node(1).url(""), &["--min-split", "1"]);
     check_placement(&mut cluster, &by_community);
 
     // `--routing none`: no keys; every entity moves back to its id's shard.
@@ -133,8 +134,8 @@ fn graphrag_import_keys_entities_by_community_and_routing_none_places_them_by_id
 
     // `--routing-level 1`: community 0's entities take its sub-communities 7, 8 and 9.
     let mut finer = read_folder(&dulce_dir()).unwrap();
-    let placement = assign_routing(&mut finer, 1, SHARDS);
-    let stdout = import(&url, &["--routing-level", "1"]);
+    let placement = assign_routing(&mut finer, 1, SHARDS, 1);
+    let stdout = import(&url, &["--routing-level", "1", "--min-split", "1"]);
     assert!(stdout.contains(&placement.line()), "{stdout}");
     let keys: Vec<&str> = (finer.entities.iter())
         .filter_map(|e| e.routing.as_deref())

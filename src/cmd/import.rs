@@ -28,8 +28,10 @@
 //! is not split that deep) takes its deepest community above it, as GraphRAG's own queries at a
 //! community level do, and an entity in no community keeps no key (placed by id). The key is
 //! `community:<number>`. A community larger than 1.5 × the folder's entities per shard (the
-//! shard count is the cluster's, from `GET /cluster/shards`) would make its shard much larger
-//! than the others: it is split into the fewest parts of at most that size, keyed
+//! shard count is the cluster's, from `GET /cluster/shards`) and than `--min-split` entities
+//! (default [`MIN_SPLIT`]: below that a shard's extra entities cost nothing worth the relations
+//! a cut sends to other shards) would make its shard much larger than the others: it is split
+//! into the fewest parts of at most that size, keyed
 //! `community:<number>/<part>`, cut from its entities ordered by a breadth-first walk over the
 //! relationships inside the community, so that related entities mostly stay together. The keys
 //! depend only on the folder, the level and the shard count: importing the same folder again
@@ -57,6 +59,9 @@ const DEFAULT_SHARDS: u32 = 16;
 /// A community larger than this many times the entities per shard is split (see the module doc),
 /// as a fraction: 3/2.
 const SPLIT_ABOVE: (usize, usize) = (3, 2);
+
+/// Communities of at most this many entities are never split (`--min-split`).
+pub const MIN_SPLIT: usize = 1000;
 
 /// How the importer keys entities (`--routing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,6 +118,10 @@ pub struct GraphragArgs {
     /// above it.
     #[arg(long, default_value_t = 0)]
     pub routing_level: u32,
+    /// Communities of at most this many entities are never split, however small the shards'
+    /// share.
+    #[arg(long, default_value_t = MIN_SPLIT as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_split: u64,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -136,7 +145,8 @@ fn import(args: &GraphragArgs) -> anyhow::Result<()> {
                 .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n > 0)
                 .unwrap_or(DEFAULT_SHARDS);
-            assign_routing(&mut all, args.routing_level, count).line()
+            let min_split = usize::try_from(args.min_split).unwrap_or(usize::MAX);
+            assign_routing(&mut all, args.routing_level, count, min_split).line()
         }
         Routing::ById => "placed entities by id (--routing none)".to_string(),
     };
@@ -443,7 +453,8 @@ impl Placement {
     pub fn line(&self) -> String {
         format!(
             "placed entities by community (level {}): {} communities as routing keys, {} of them \
-             split into {} keys of at most {} entities (1.5 × the entities per shard, {} shards); \
+             split into {} keys of at most {} entities (1.5 × the entities per shard of {} shards, \
+             at least --min-split); \
              {} entities in no community, placed by id",
             self.level,
             self.communities,
@@ -458,7 +469,7 @@ impl Placement {
 
 /// Sets each entity's routing key to its community (see the module doc) and each relation's
 /// `source_routing`/`target_routing` to its ends' keys, balancing for `shards` shards.
-pub fn assign_routing(batch: &mut Batch, level: u32, shards: u32) -> Placement {
+pub fn assign_routing(batch: &mut Batch, level: u32, shards: u32, min_split: usize) -> Placement {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for e in &batch.entities {
         let next = index.len();
@@ -496,7 +507,7 @@ pub fn assign_routing(batch: &mut Batch, level: u32, shards: u32) -> Placement {
     }
     let shards = shards.max(1) as usize;
     let (num, den) = SPLIT_ABOVE;
-    let max_per_key = (num * n).div_ceil(den * shards).max(1);
+    let max_per_key = (num * n).div_ceil(den * shards).max(min_split).max(1);
     let community_of = |ei: usize| chosen[ei].map(|(_, ci)| ci);
     // The relationships inside each community to split, as neighbours by position.
     let mut neighbours: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -997,7 +1008,7 @@ mod tests {
     #[test]
     fn each_entity_is_keyed_by_its_community_at_the_level() {
         let mut b = small();
-        let p = assign_routing(&mut b, 0, 1);
+        let p = assign_routing(&mut b, 0, 1, 1);
         let c0 = Some("community:0");
         let want = [("a", c0), ("b", c0), ("c", c0), ("d", c0)];
         assert_eq!(keys(&b)[..4], want);
@@ -1016,7 +1027,7 @@ mod tests {
     #[test]
     fn a_deeper_level_keeps_the_deepest_community_above_it_for_entities_it_does_not_reach() {
         let mut b = small();
-        let p = assign_routing(&mut b, 1, 1);
+        let p = assign_routing(&mut b, 1, 1, 1);
         let got = keys(&b);
         assert_eq!(got[0], ("a", Some("community:10")));
         assert_eq!(got[1], ("b", Some("community:10")));
@@ -1026,7 +1037,7 @@ mod tests {
         assert_eq!(p.communities, 3, "{p:?}");
         // Level 5 is deeper than any: the same keys.
         let mut deeper = small();
-        assign_routing(&mut deeper, 5, 1);
+        assign_routing(&mut deeper, 5, 1, 1);
         assert_eq!(keys(&deeper), got);
     }
 
@@ -1051,7 +1062,7 @@ mod tests {
             ],
             ..Batch::default()
         };
-        let p = assign_routing(&mut b, 0, 4);
+        let p = assign_routing(&mut b, 0, 4, 1);
         assert_eq!(p.max_per_key, 9);
         assert_eq!((p.communities, p.split, p.parts), (2, 2, 4), "{p:?}");
         let key = |id: &str| {
@@ -1073,19 +1084,19 @@ mod tests {
         // The same input gives the same keys.
         let again = {
             let mut c = b.clone();
-            assign_routing(&mut c, 0, 4);
+            assign_routing(&mut c, 0, 4, 1);
             c
         };
         assert_eq!(keys(&again), keys(&b));
         // With few shards nothing is split.
-        assert_eq!(assign_routing(&mut b, 0, 1).split, 0);
+        assert_eq!(assign_routing(&mut b, 0, 1, 1).split, 0);
     }
 
     #[test]
     fn the_dulce_communities_key_every_entity_and_the_two_largest_split_on_8_shards() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graphrag-operation-dulce");
         let mut b = read_folder(&dir).unwrap();
-        let p = assign_routing(&mut b, 0, 8);
+        let p = assign_routing(&mut b, 0, 8, 1);
         // 39 entities on 8 shards: at most 8 per key; communities 0 (10) and 3 (9) split in two.
         assert_eq!(p.max_per_key, 8);
         let want = (p.communities, p.split, p.parts, p.unkeyed);
@@ -1102,5 +1113,13 @@ mod tests {
         let keyed = |r: &Relation| r.source_routing.is_some() && r.target_routing.is_some();
         // Every relation between two entities carries both keys (two have a stub end).
         assert_eq!(b.relations.iter().filter(|r| keyed(r)).count(), 105);
+        // By default no community this small is split.
+        let mut whole = read_folder(&dir).unwrap();
+        let p = assign_routing(&mut whole, 0, 8, MIN_SPLIT);
+        assert_eq!(
+            (p.communities, p.split, p.max_per_key),
+            (7, 0, MIN_SPLIT),
+            "{p:?}"
+        );
     }
 }

@@ -240,13 +240,13 @@ def test_graphrag_folder_maps_as_torua_import_does() -> None:
 
 def test_graphrag_entities_are_keyed_by_community_as_torua_import_does() -> None:
     b = read_folder(DULCE)
-    p = assign_routing(b, 0, 8)
+    p = assign_routing(b, 0, 8, min_split=1)
     # 39 entities on 8 shards: at most 8 per key; communities 0 (10) and 3 (9) split in two.
     assert (p.max_per_key, p.communities, p.split, p.parts, p.unkeyed) == (8, 7, 2, 4, 0)
     assert str(p) == (
         "placed entities by community (level 0): 7 communities as routing keys, 2 of them split "
-        "into 4 keys of at most 8 entities (1.5 × the entities per shard, 8 shards); 0 "
-        "entities in no community, placed by id"
+        "into 4 keys of at most 8 entities (1.5 × the entities per shard of 8 shards, at least "
+        "--min-split); 0 entities in no community, placed by id"
     )
     per_key: Dict[str, int] = {}
     for e in b.entities:
@@ -260,7 +260,10 @@ def test_graphrag_entities_are_keyed_by_community_as_torua_import_does() -> None
     assert b.entities[0].to_json()["routing"] == b.entities[0].routing
     # Level 1 reaches community 0's sub-communities (7, 8, 9); the other entities keep level 0's.
     finer = read_folder(DULCE)
-    assign_routing(finer, 1, 8)
+    assign_routing(finer, 1, 8, min_split=1)
+    # By default no community this small is split.
+    whole = read_folder(DULCE)
+    assert assign_routing(whole, 0, 8).split == 0
     keys = {e.routing for e in finer.entities}
     assert {"community:7", "community:8", "community:9", "community:1"} <= keys
     assert not any(k.startswith("community:0") for k in keys)
@@ -279,7 +282,7 @@ def test_a_community_is_cut_along_its_relationships() -> None:
             torua.Community(id="8", entity_ids=ys),
         ],
     )
-    p = assign_routing(b, 0, 4)
+    p = assign_routing(b, 0, 4, min_split=1)
     assert (p.max_per_key, p.split, p.parts, p.unkeyed) == (10, 2, 4, 1)
     key = {e.id: e.routing for e in b.entities}
     assert all(key[x] == f"community:7/{i % 2}" for i, x in enumerate(xs))

@@ -42,6 +42,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_SHARDS = 16
 # A community larger than this many times the entities per shard is split, as a fraction: 3/2.
 _SPLIT_ABOVE = (3, 2)
+# Communities of at most this many entities are never split (`torua import graphrag --min-split`).
+MIN_SPLIT = 1000
 
 
 @dataclass
@@ -64,8 +66,8 @@ class Placement:
         return (
             f"placed entities by community (level {self.level}): {self.communities} communities "
             f"as routing keys, {self.split} of them split into {self.parts} keys of at most "
-            f"{self.max_per_key} entities (1.5 × the entities per shard, {self.shards} "
-            f"shards); {self.unkeyed} entities in no community, placed by id"
+            f"{self.max_per_key} entities (1.5 × the entities per shard of {self.shards} "
+            f"shards, at least --min-split); {self.unkeyed} entities in no community, placed by id"
         )
 
 
@@ -228,11 +230,14 @@ def read_folder(folder: PathLike) -> Batch:
     return batch
 
 
-def assign_routing(batch: Batch, level: int = 0, shards: int = DEFAULT_SHARDS) -> Placement:
+def assign_routing(
+    batch: Batch, level: int = 0, shards: int = DEFAULT_SHARDS, min_split: int = MIN_SPLIT
+) -> Placement:
     """Set each entity's routing key to its community (see the module doc) and each relation's
     `source_routing` / `target_routing` to its ends' keys, balancing for `shards` shards (`batch`
-    holds dataclass items, as `read_folder` returns); the same
-    keys as `torua import graphrag --routing-level <level>` on a cluster of `shards` shards."""
+    holds dataclass items, as `read_folder` returns; communities of at most `min_split` entities
+    are never split); the same keys as `torua import graphrag --routing-level <level>
+    --min-split <min_split>` on a cluster of `shards` shards."""
     entities = cast(List[Entity], batch.entities)
     relations = cast(List[Relation], batch.relations)
     communities = cast(List[Community], batch.communities)
@@ -267,7 +272,7 @@ def assign_routing(batch: Batch, level: int = 0, shards: int = DEFAULT_SHARDS) -
                 members[ci].append(ei)
     shards = max(int(shards), 1)
     num, den = _SPLIT_ABOVE
-    max_per_key = max(-(-(num * n) // (den * shards)), 1)
+    max_per_key = max(-(-(num * n) // (den * shards)), int(min_split), 1)
     # The relationships inside each community to split, as neighbours.
     neighbours: List[List[int]] = [[] for _ in range(n)]
     for r in relations:
@@ -341,7 +346,13 @@ def _walk(group: List[int], neighbours: List[List[int]], position: List[int]) ->
 
 
 def _import(
-    api: Any, folder: PathLike, batch_size: int, wait: bool, routing: str, routing_level: int
+    api: Any,
+    folder: PathLike,
+    batch_size: int,
+    wait: bool,
+    routing: str,
+    routing_level: int,
+    min_split: int,
 ) -> Op[ImportSummary]:
     if routing not in ("community", "none"):
         raise ValueError(f"routing is 'community' or 'none', not {routing!r}")
@@ -351,7 +362,8 @@ def _import(
     placement = None
     if routing == "community":
         shards = yield from api.shards()
-        placement = assign_routing(batch, routing_level, shards.shards or DEFAULT_SHARDS)
+        count = shards.shards or DEFAULT_SHARDS
+        placement = assign_routing(batch, routing_level, count, min_split)
     answer = yield from api.ingest(batch, batch_size=batch_size)
     if wait:
         yield from api.wait_applied()
@@ -366,12 +378,14 @@ def import_graphrag(
     wait: bool = True,
     routing: str = "community",
     routing_level: int = 0,
+    min_split: int = MIN_SPLIT,
 ) -> ImportSummary:
     """Load the GraphRAG output `folder` through `client` (a `torua.Client`) in batches of
     `batch_size` items; with `wait` (default) return once everything is visible to reads, as
-    `torua import graphrag` does. `routing` ("community" or "none") and `routing_level` place
-    the entities as its `--routing` and `--routing-level` do (see the module doc)."""
-    op = _import(client._api, folder, batch_size, wait, routing, routing_level)
+    `torua import graphrag` does. `routing` ("community" or "none"), `routing_level` and
+    `min_split` place the entities as its `--routing`, `--routing-level` and `--min-split` do
+    (see the module doc)."""
+    op = _import(client._api, folder, batch_size, wait, routing, routing_level, min_split)
     return client._drive(op)  # type: ignore[no-any-return]
 
 
@@ -383,7 +397,8 @@ async def aimport_graphrag(
     wait: bool = True,
     routing: str = "community",
     routing_level: int = 0,
+    min_split: int = MIN_SPLIT,
 ) -> ImportSummary:
     """`import_graphrag` through a `torua.AsyncClient`."""
-    op = _import(client._api, folder, batch_size, wait, routing, routing_level)
+    op = _import(client._api, folder, batch_size, wait, routing, routing_level, min_split)
     return await client._drive(op)  # type: ignore[no-any-return]
