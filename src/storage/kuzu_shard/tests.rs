@@ -908,3 +908,184 @@ fn fts_delete_probe() {
         found[0][0]
     );
 }
+
+fn routed(mut e: Entity, key: &str) -> Entity {
+    e.routing = Some(key.into());
+    e
+}
+
+/// A key whose shard (of 8) is not 3, the shard the routing tests' copy holds.
+const ELSEWHERE: &str = "far-away";
+
+in_both_modes!(routing_keys_in: routing_keys_and_pointers_are_stored_and_read, routing_keys_and_pointers_are_stored_and_read_with_copy);
+
+/// Routing keys in one copy (shard 3 of 8): an entity's key and a relation's ends' keys are
+/// stored and read back; a pointer is a stub with the key, found by `placements`, reported as
+/// moved by a traversal step and left out of the graph part; an entity stored here that gets a
+/// pointer becomes one.
+async fn routing_keys_in(mode: InsertMode) {
+    assert_ne!(shard_of(ELSEWHERE, 8), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open_in(dir.path(), 3, 0, mode);
+    let mut to_far = relation("r1", "a", "x", 1.0);
+    to_far.target_routing = Some(ELSEWHERE.into());
+    shard
+        .write(
+            1,
+            upsert(
+                vec![routed(entity("a", "A", 0), "k"), entity("q", "Q", 0)],
+                vec![to_far, relation("r2", "q", "a", 1.0)],
+            ),
+        )
+        .await
+        .unwrap();
+    shard
+        .write(
+            2,
+            WriteOp::Point(vec![
+                ("p".into(), ELSEWHERE.into()),
+                ("q".into(), ELSEWHERE.into()),
+            ]),
+        )
+        .await
+        .unwrap();
+    shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+    let scope = ReadScope::strict();
+    let a = shard.get_entity("a".into(), &scope).await.unwrap().unwrap();
+    assert_eq!(a.entity.routing.as_deref(), Some("k"));
+    let r1 = a.relations.iter().find(|r| r.id == "r1").unwrap();
+    assert_eq!(
+        (r1.source_routing.as_deref(), r1.target_routing.as_deref()),
+        (None, Some(ELSEWHERE))
+    );
+    assert!(shard
+        .get_entity("p".into(), &scope)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        shard
+            .get_entity("q".into(), &scope)
+            .await
+            .unwrap()
+            .is_none(),
+        "q moved: only its pointer is left"
+    );
+    let mut placed = shard
+        .placements(vec![
+            "a".into(),
+            "p".into(),
+            "q".into(),
+            "x".into(),
+            "none".into(),
+        ])
+        .await
+        .unwrap();
+    placed.sort_by(|a, b| a.id.cmp(&b.id));
+    let placed: Vec<(&str, bool, Option<&str>)> = placed
+        .iter()
+        .map(|p| (p.id.as_str(), p.stub, p.routing.as_deref()))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            ("a", false, Some("k")),
+            ("p", true, Some(ELSEWHERE)),
+            ("q", true, Some(ELSEWHERE)),
+            ("x", true, Some(ELSEWHERE)),
+        ]
+    );
+    let step = shard
+        .traverse_step(
+            vec!["a".into(), "p".into()],
+            8,
+            Direction::Both,
+            RelationFilter::default(),
+            true,
+            &scope,
+        )
+        .await
+        .unwrap();
+    assert_eq!(step.moved, vec![("p".to_string(), ELSEWHERE.to_string())]);
+    assert_eq!(
+        step.entities
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    let mut edges: Vec<&str> = step.edges.iter().map(|e| e.id.as_str()).collect();
+    edges.sort_unstable();
+    assert_eq!(edges, ["r1", "r2"]);
+    let part = shard.graph_part(8).await.unwrap();
+    assert_eq!(part.vertices, vec!["a".to_string()]);
+    assert_eq!(part.home("x", 8), shard_of(ELSEWHERE, 8));
+    assert_eq!(
+        part.home("a", 8),
+        shard_of("a", 8),
+        "no relation names a's key"
+    );
+    assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
+}
+
+/// A database written before routing keys gains their columns at open (at the end of the tables,
+/// where bulk loads put them), and stores keys in both insert modes afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_routing_keys_gains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in [InsertMode::Copy, InsertMode::Create] {
+        {
+            let shard = open_in(dir.path(), 0, 0, mode);
+            let batch = upsert(
+                vec![entity("old", "OLD", 0)],
+                vec![relation("r0", "old", "b", 1.0)],
+            );
+            shard.write(1, batch).await.unwrap();
+            shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+        }
+        {
+            let path = dir.path().join("shard-0.kz");
+            let db = Database::new(&path, SystemConfig::default().max_db_size(1 << 30)).unwrap();
+            let conn = Connection::new(&db).unwrap();
+            for q in [
+                "ALTER TABLE Entity DROP routing",
+                "ALTER TABLE RELATED DROP source_routing",
+                "ALTER TABLE RELATED DROP target_routing",
+            ] {
+                conn.query(q).unwrap();
+            }
+        }
+        let shard = open_in(dir.path(), 0, 0, mode);
+        let mut rel = relation("r1", "new", "b", 1.0);
+        rel.source_routing = Some("k".into());
+        let batch = upsert(vec![routed(entity("new", "NEW", 0), "k")], vec![rel]);
+        shard.write(2, batch).await.unwrap();
+        shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+        let scope = ReadScope::strict();
+        let old = shard
+            .get_entity("old".into(), &scope)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (old.entity.title.as_str(), old.entity.routing),
+            ("OLD", None)
+        );
+        let new = shard
+            .get_entity("new".into(), &scope)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(new.entity.routing.as_deref(), Some("k"), "{mode:?}");
+        assert_eq!(
+            new.relations[0].source_routing.as_deref(),
+            Some("k"),
+            "{mode:?}"
+        );
+        assert_eq!(new.relations[0].target, "b");
+        assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
+        drop(shard);
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+    }
+}
