@@ -106,18 +106,13 @@ pub async fn ingest(ctx: &Arc<NodeContext>, mut batch: Batch, shards: u32) -> In
     let deadline = Instant::now() + WRITE_DEADLINE;
     let mut tasks = tokio::task::JoinSet::new();
     let Split { parts, pointers } = split(batch, shards);
-    for (shard, part) in parts {
+    let parts = parts
+        .into_iter()
+        .map(|(s, part)| (s, WriteOp::Upsert(part)));
+    let pointers = pointers.into_iter().map(|(s, p)| (s, WriteOp::Point(p)));
+    for (shard, op) in parts.chain(pointers) {
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            let op = WriteOp::Upsert(part);
-            let result = route_write(&ctx, shard, &op, deadline).await;
-            (shard, op, result)
-        });
-    }
-    for (shard, pointers) in pointers {
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            let op = WriteOp::Point(pointers);
             let result = route_write(&ctx, shard, &op, deadline).await;
             (shard, op, result)
         });

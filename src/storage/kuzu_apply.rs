@@ -68,66 +68,53 @@ pub fn schema(dim: usize) -> Vec<String> {
 }
 
 /// Brings a database written by an older version to the current schema: the graph algorithms'
-/// entity columns, the `source`/`target` columns of relations, the `stale` flag of communities (a report the document cascade changed
+/// entity columns, the routing keys of entities and of relations' ends, the `source`/`target`
+/// columns of relations, the `stale` flag of communities (a report the document cascade changed
 /// the community of).
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
-    let rows = run(conn, "CALL TABLE_INFO('Entity') RETURN name", vec![])?;
-    if !rows.iter().any(|r| as_string(&r[0]) == "pagerank") {
-        tracing::info!("adding the graph algorithms' columns to the entities of an older database");
-        for column in ALGORITHM_COLUMNS.split(", ") {
-            run(conn, &format!("ALTER TABLE Entity ADD {column}"), vec![])?;
+    // Columns added since the first schema, each table's in the order of its CREATE (bulk loads
+    // from files fill columns by position): (table, column, its type, what it is).
+    let routing = "routing key";
+    let added: [(&str, &str, &str, &str); 9] = [
+        ("Entity", "pagerank", "DOUBLE", "graph algorithms'"),
+        ("Entity", "component", "STRING", "graph algorithms'"),
+        ("Entity", "community", "STRING", "graph algorithms'"),
+        ("Entity", "routing", "STRING", routing),
+        ("Community", "stale", "BOOLEAN DEFAULT false", "stale flag"),
+        ("RELATED", "source", "STRING", "endpoint id"),
+        ("RELATED", "target", "STRING", "endpoint id"),
+        ("RELATED", "source_routing", "STRING", routing),
+        ("RELATED", "target_routing", "STRING", routing),
+    ];
+    let mut columns: HashMap<&str, HashSet<String>> = HashMap::new();
+    let mut ends_added = false;
+    for (table, column, ty, what) in &added {
+        if !columns.contains_key(*table) {
+            let q = format!("CALL TABLE_INFO('{table}') RETURN name");
+            let names = run(conn, &q, vec![])?
+                .iter()
+                .map(|r| as_string(&r[0]))
+                .collect();
+            columns.insert(*table, names);
         }
-    }
-    if !rows.iter().any(|r| as_string(&r[0]) == "routing") {
-        tracing::info!("adding the routing key column to the entities of an older database");
-        run(conn, "ALTER TABLE Entity ADD routing STRING", vec![])?;
-    }
-    let rows = run(conn, "CALL TABLE_INFO('Community') RETURN name", vec![])?;
-    if !rows.iter().any(|r| as_string(&r[0]) == "stale") {
-        tracing::info!("adding the stale column to the communities of an older database");
+        if columns[*table].contains(*column) {
+            continue;
+        }
+        tracing::info!("adding the {what} column {table}.{column} to an older database");
         run(
             conn,
-            "ALTER TABLE Community ADD stale BOOLEAN DEFAULT false",
+            &format!("ALTER TABLE {table} ADD {column} {ty}"),
+            vec![],
+        )?;
+        ends_added |= *column == "source";
+    }
+    if ends_added {
+        run(
+            conn,
+            "MATCH (a:Entity)-[r:RELATED]->(b:Entity) SET r.source = a.id, r.target = b.id",
             vec![],
         )?;
     }
-    let rows = run(conn, "CALL TABLE_INFO('RELATED') RETURN name", vec![])?;
-    if rows.iter().any(|r| as_string(&r[0]) == "source") {
-        if !rows.iter().any(|r| as_string(&r[0]) == "source_routing") {
-            tracing::info!(
-                "adding the endpoints' routing key columns to the relations of an older database"
-            );
-            run(
-                conn,
-                "ALTER TABLE RELATED ADD source_routing STRING",
-                vec![],
-            )?;
-            run(
-                conn,
-                "ALTER TABLE RELATED ADD target_routing STRING",
-                vec![],
-            )?;
-        }
-        return Ok(());
-    }
-    tracing::info!("adding source/target columns to the relations of an older database");
-    run(conn, "ALTER TABLE RELATED ADD source STRING", vec![])?;
-    run(conn, "ALTER TABLE RELATED ADD target STRING", vec![])?;
-    run(
-        conn,
-        "ALTER TABLE RELATED ADD source_routing STRING",
-        vec![],
-    )?;
-    run(
-        conn,
-        "ALTER TABLE RELATED ADD target_routing STRING",
-        vec![],
-    )?;
-    run(
-        conn,
-        "MATCH (a:Entity)-[r:RELATED]->(b:Entity) SET r.source = a.id, r.target = b.id",
-        vec![],
-    )?;
     Ok(())
 }
 
