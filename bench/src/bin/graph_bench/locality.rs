@@ -25,16 +25,32 @@
 //! 3. `POST /retrieve` (local search, text only: BM25 seeds, no embeddings; top_k 10, 1 hop) for
 //!    the first `--retrieve-queries` seeds, the query text being the seed's title and its
 //!    community's topic word. No embedded baseline (the placement is what is compared).
+//! 4. Point reads by id, `GET /graph/entities/{id}`, of `--reads` random entities (after
+//!    `--read-warmup` others; the same ids for every case), each interleaved with embedded Kuzu's
+//!    lookup of the same id (point_read.rs's [`Lookup`]: the entity and its relations) and its
+//!    relation count compared. The reads are split by the id's community key: its shard is the
+//!    shard of the id ("same") or not ("differs"). Under community placement a "differs" entity
+//!    is stored in its key's shard and the id's shard holds a pointer, so its read takes one more
+//!    step; under hash placement the split is a control (every entity is in its id's shard).
+//!
+//! Also per case, the ingest's placement lookup: every ingest request first asks the shards of
+//! its entities' and relation ends' ids where they are stored. The nodes' `/metrics`
+//! (`torua_ingest_placement_lookup_seconds` `_sum` and `_count`, `torua_ingest_entities_moved_total`)
+//! are read before and after the ingest and summed over the nodes. The share of the ingest is
+//! Σ lookup seconds / (`--clients` × acknowledged seconds): the clients each send one request at a
+//! time, so that is the share of the time requests were in flight that went to the lookup.
 //!
 //! Then the GraphRAG output of `--dulce` imported by `torua import graphrag` with
 //! `--routing none` and with its default (community) routing, on a cluster of each `--nodes`
-//! count: the 1-hop local share with every entity as the seed. With `--placements none` only
+//! count: the 1-hop local share with every entity as the seed, and the import's placement lookups
+//! (as above; the importer's requests are sequential). With `--placements none` only
 //! this part runs (e.g. at another `--shards`: the importer splits communities larger than 1.5 ×
 //! the entities per shard).
 
 use super::*;
 use torua_bench::stats::r3;
 use torua_testkit::gen::vocabulary;
+use torua_testkit::http::{send, with_key};
 
 /// The placements measured: by id (no routing key) and by the planted community.
 pub(crate) const PLACEMENTS: [&str; 2] = ["hash", "community"];
@@ -322,6 +338,127 @@ struct Case {
     one_hop: Series,
     two_hop: Series,
     retrieve: Series,
+    reads: Reads,
+    lookup: LookupCost,
+    /// Σ lookup seconds / (clients × acknowledged seconds), see the module doc.
+    lookup_share: f64,
+}
+
+/// The nearest-rank `q` quantile of `v` in ms (`v` in µs; NaN when empty).
+fn quantile_ms(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    s[((q * n as f64).ceil() as usize).clamp(1, n) - 1] / 1e3
+}
+
+fn ms_json(v: &[f64]) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    json!({"n": v.len(), "p50_ms": r3(quantile_ms(v, 0.5)), "p95_ms": r3(quantile_ms(v, 0.95)),
+           "p99_ms": r3(quantile_ms(v, 0.99)),
+           "mean_ms": r3(v.iter().sum::<f64>() / v.len() as f64 / 1e3)})
+}
+
+/// Point reads by id (item 4 of the module doc): latencies in µs.
+#[derive(Default)]
+struct Reads {
+    embedded_us: Vec<f64>,
+    /// torua, the ids whose community key's shard is their id's shard.
+    same_us: Vec<f64>,
+    /// torua, the other ids.
+    differs_us: Vec<f64>,
+    errors: usize,
+    mismatches: usize,
+    notes: Vec<String>,
+}
+
+impl Reads {
+    fn note(&mut self, msg: String) {
+        if self.notes.len() < 3 {
+            log(format!("  point read: {msg}"));
+            self.notes.push(msg);
+        }
+    }
+
+    fn all_us(&self) -> Vec<f64> {
+        self.same_us
+            .iter()
+            .chain(&self.differs_us)
+            .copied()
+            .collect()
+    }
+
+    fn ratio(&self) -> f64 {
+        quantile_ms(&self.all_us(), 0.5) / quantile_ms(&self.embedded_us, 0.5)
+    }
+
+    fn json(&self) -> Value {
+        json!({"torua": ms_json(&self.all_us()), "key_shard_is_id_shard": ms_json(&self.same_us),
+               "key_shard_differs": ms_json(&self.differs_us), "embedded": ms_json(&self.embedded_us),
+               "ratio_p50": r3(self.ratio()), "errors": self.errors,
+               "mismatches": self.mismatches, "notes": self.notes})
+    }
+}
+
+/// The ingest placement lookups counted by the nodes' `/metrics`, summed over the nodes.
+#[derive(Debug, Default, Clone, Copy)]
+struct LookupCost {
+    seconds: f64,
+    requests: f64,
+    moved: f64,
+}
+
+impl LookupCost {
+    /// Reads every node's `/metrics`.
+    fn scrape(cluster: &TestCluster) -> Result<LookupCost> {
+        let agent = agent();
+        let mut c = LookupCost::default();
+        for i in 0..cluster.nodes.len() {
+            let url = cluster.node(i).url("/metrics");
+            let resp =
+                send(with_key(agent.get(&url)), None).with_context(|| format!("GET {url}"))?;
+            if resp.status() != 200 {
+                bail!("GET {url}: {}", resp.status());
+            }
+            for line in resp.into_string()?.lines() {
+                let mut parts = line.split_whitespace();
+                let (Some(name), Some(Ok(v))) = (parts.next(), parts.next().map(str::parse::<f64>))
+                else {
+                    continue;
+                };
+                match name {
+                    "torua_ingest_placement_lookup_seconds_sum" => c.seconds += v,
+                    "torua_ingest_placement_lookup_seconds_count" => c.requests += v,
+                    "torua_ingest_entities_moved_total" => c.moved += v,
+                    _ => {}
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// What was counted since `before`.
+    fn since(self, before: LookupCost) -> LookupCost {
+        LookupCost {
+            seconds: self.seconds - before.seconds,
+            requests: self.requests - before.requests,
+            moved: self.moved - before.moved,
+        }
+    }
+
+    fn mean_ms(&self) -> f64 {
+        self.seconds * 1e3 / self.requests
+    }
+
+    fn json(&self) -> Value {
+        json!({"seconds": r3(self.seconds), "requests": self.requests, "mean_ms": r3(self.mean_ms()),
+               "entities_moved": self.moved})
+    }
 }
 
 /// A neighbourhood request from one seed.
@@ -439,6 +576,92 @@ fn measure(
     Ok((one, two, ret))
 }
 
+/// Point reads by id of `ids` (the first `--read-warmup` not measured), each with the embedded
+/// lookup of the same id, round-robin over the nodes; split by whether the id's community key
+/// (`keys`, by index) is in the id's shard.
+fn reads_by_id(
+    args: &Args,
+    cluster: &TestCluster,
+    lookup: &mut Lookup,
+    g: &Graph,
+    keys: &[String],
+    ids: &[usize],
+) -> Result<Reads> {
+    let agent = agent();
+    let nodes = cluster.nodes.len();
+    let shards = args.sizing.shards;
+    log(format!(
+        "  {} point reads by id (+{} warm-up), each with embedded Kuzu",
+        ids.len() - args.read_warmup.min(ids.len()),
+        args.read_warmup.min(ids.len())
+    ));
+    let mut r = Reads::default();
+    for (i, &e) in ids.iter().enumerate() {
+        let id = g.entities[e].id.as_str();
+        let url = cluster
+            .node(i % nodes)
+            .url(&format!("/graph/entities/{id}"));
+        let mut embedded = || -> Result<(f64, Option<usize>)> {
+            let t = Instant::now();
+            let n = lookup.get(id)?;
+            Ok((us(t.elapsed()), n))
+        };
+        let torua = || -> Result<(f64, u16, String)> {
+            let t = Instant::now();
+            let resp =
+                send(with_key(agent.get(&url)), None).with_context(|| format!("GET {url}"))?;
+            let status = resp.status();
+            let text = resp.into_string()?;
+            Ok((us(t.elapsed()), status, text))
+        };
+        // Alternate which side goes first, as for the 2-hop searches.
+        let (emb, answer) = if i % 2 == 0 {
+            let e = embedded()?;
+            (e, torua())
+        } else {
+            let a = torua();
+            (embedded()?, a)
+        };
+        let (emb_us, want) = emb;
+        let want = want.with_context(|| format!("{id} missing in the embedded database"))?;
+        let (t_us, body) = match answer {
+            Ok((t, 200, text)) => match serde_json::from_str::<Value>(&text) {
+                Ok(v) => (t, v),
+                Err(e) => {
+                    r.errors += 1;
+                    r.note(format!("{id}: not JSON: {e}"));
+                    continue;
+                }
+            },
+            Ok((_, status, text)) => {
+                r.errors += 1;
+                r.note(format!("{id}: {status}: {}", short(&text, 300)));
+                continue;
+            }
+            Err(e) => {
+                r.errors += 1;
+                r.note(format!("{e:#}"));
+                continue;
+            }
+        };
+        let got = body["relations"].as_array().map(Vec::len);
+        if got != Some(want) || body["entity"]["id"] != id {
+            r.mismatches += 1;
+            r.note(format!("{id}: embedded {want} relations, torua {got:?}"));
+        }
+        if i < args.read_warmup {
+            continue;
+        }
+        r.embedded_us.push(emb_us);
+        if shard_of(&keys[e], shards) == shard_of(id, shards) {
+            r.same_us.push(t_us);
+        } else {
+            r.differs_us.push(t_us);
+        }
+    }
+    Ok(r)
+}
+
 /// The locality benchmark (see the module doc) on the planted graph `g`.
 pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) -> Result<()> {
     let la = &args.locality;
@@ -487,6 +710,20 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
     let seeds: Vec<usize> = (0..la.samples)
         .map(|_| rng.below(g.entities.len()))
         .collect();
+    let mut lookup = Lookup::new(&conn)?;
+    let mut rng = Rng(args.graph.seed ^ 0x1D_4EAD);
+    let read_ids: Vec<usize> = (0..args.read_warmup + args.reads)
+        .map(|_| rng.below(g.entities.len()))
+        .collect();
+    let shards = args.sizing.shards;
+    let differ = read_ids[args.read_warmup..]
+        .iter()
+        .filter(|&&e| shard_of(&keys[e], shards) != shard_of(&g.entities[e].id, shards))
+        .count();
+    log(format!(
+        "point reads: {differ} of {} ids have their community key in another shard than the id",
+        args.reads
+    ));
 
     let mut cases = Vec::new();
     let mut failures = Vec::new();
@@ -498,12 +735,26 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
             let name = format!("{}, {placement} placement", target_name(nodes, replicas));
             log(name.clone());
             let cluster = start_green(nodes, replicas, args.sizing, &args.common, &[])?;
+            let before = LookupCost::scrape(&cluster)?;
             let (r, verify) = ingest_torua(args, &cluster, g, nodes, replicas)?;
+            let lookup_cost = LookupCost::scrape(&cluster)?.since(before);
+            let acked_s = r.extra["acknowledged_s"].as_f64().unwrap_or(f64::NAN);
+            let lookup_share = lookup_cost.seconds / (args.clients as f64 * acked_s);
+            log(format!(
+                "  placement lookup: {:.2} s over {} requests ({:.1} ms each), {:.1} % of {} clients x {:.1} s acknowledged",
+                lookup_cost.seconds,
+                lookup_cost.requests,
+                lookup_cost.mean_ms(),
+                lookup_share * 100.0,
+                args.clients,
+                acked_s
+            ));
             if !r.complete {
                 failures.push(format!("{name}: the ingest did not complete"));
                 out.emit(
                     json!({"kind": "case", "target": name, "placement": placement,
-                                "nodes": nodes, "complete": false, "verify": verify}),
+                                "nodes": nodes, "complete": false, "verify": verify,
+                                "placement_lookup": lookup_cost.json()}),
                 )?;
                 continue;
             }
@@ -511,11 +762,18 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
                 failures.push(format!("{name}: /cluster/shards does not add up"));
             }
             let (one_hop, two_hop, retrieve) = measure(args, &cluster, &mut bfs, g, &seeds)?;
+            let reads = reads_by_id(args, &cluster, &mut lookup, g, &keys, &read_ids)?;
             drop(cluster);
             if two_hop.mismatches > 0 || two_hop.errors + one_hop.errors + retrieve.errors > 0 {
                 failures.push(format!(
                     "{name}: {} 2-hop answers differ from the embedded ones; errors: 1 hop {}, 2 hops {}, retrieve {}",
                     two_hop.mismatches, one_hop.errors, two_hop.errors, retrieve.errors
+                ));
+            }
+            if reads.mismatches + reads.errors > 0 {
+                failures.push(format!(
+                    "{name}: point reads: {} differ from the embedded ones, {} failed",
+                    reads.mismatches, reads.errors
                 ));
             }
             let case = Case {
@@ -525,18 +783,25 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
                 one_hop,
                 two_hop,
                 retrieve,
+                reads,
+                lookup: lookup_cost,
+                lookup_share,
             };
             out.emit(json!({
                 "kind": "case", "target": name, "placement": placement, "nodes": nodes,
                 "replicas": replicas, "complete": true, "ingest_s": r1(case.ingest_s),
                 "ingest_items_per_s": r1(r.rate()), "retries": r.retries, "verify": verify,
                 "one_hop": case.one_hop.json(), "two_hop": case.two_hop.json(),
-                "retrieve": case.retrieve.json(),
+                "retrieve": case.retrieve.json(), "point_reads": case.reads.json(),
+                "acknowledged_s": r1(acked_s), "clients": args.clients,
+                "placement_lookup": case.lookup.json(),
+                "placement_lookup_share": r3(case.lookup_share),
             }))?;
             cases.push(case);
         }
     }
     drop(bfs);
+    drop(lookup);
     drop(conn);
     drop(db);
     let dulce = match &la.dulce {
@@ -550,8 +815,16 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
     Ok(())
 }
 
-/// One Dulce import measured: (placement, nodes, the importer's placement line, 1-hop series).
-type DulceCase = (String, usize, String, Series);
+/// One Dulce import measured.
+struct DulceCase {
+    placement: String,
+    nodes: usize,
+    /// The importer's placement line.
+    line: String,
+    one_hop: Series,
+    import_s: f64,
+    lookup: LookupCost,
+}
 
 /// Imports the GraphRAG output `folder` without and with routing, on a cluster of each node
 /// count, and measures the 1-hop local share from every entity.
@@ -566,6 +839,8 @@ fn dulce(args: &Args, folder: &Path, out: &mut Out) -> Result<Vec<DulceCase>> {
             );
             log(name.clone());
             let cluster = start_green(nodes, replicas, args.sizing, &args.common, &[])?;
+            let before = LookupCost::scrape(&cluster)?;
+            let t = Instant::now();
             let run = std::process::Command::new(torua_testkit::torua_bin())
                 .args(["import", "graphrag"])
                 .arg(folder)
@@ -586,6 +861,8 @@ fn dulce(args: &Args, folder: &Path, out: &mut Out) -> Result<Vec<DulceCase>> {
                 .find(|l| l.starts_with("placed entities"))
                 .unwrap_or_default()
                 .to_string();
+            let import_s = t.elapsed().as_secs_f64();
+            let lookup = LookupCost::scrape(&cluster)?.since(before);
             cluster.wait_applied(0, Duration::from_secs(120))?;
             let (status, answer) = cluster.node(0).post_json(
                 "/query",
@@ -614,16 +891,26 @@ fn dulce(args: &Args, folder: &Path, out: &mut Out) -> Result<Vec<DulceCase>> {
             }
             drop(cluster);
             log(format!(
-                "  {} entities; 1-hop local share {:.3}",
+                "  {} entities; 1-hop local share {:.3}; import {import_s:.1} s, placement lookup {:.3} s over {} requests",
                 ids.len(),
-                s.followed.share()
+                s.followed.share(),
+                lookup.seconds,
+                lookup.requests
             ));
             out.emit(
                 json!({"kind": "dulce", "target": name, "placement": placement, "nodes": nodes,
                             "importer": line, "entities": ids.len(), "one_hop": s.json(),
+                            "import_s": r3(import_s), "placement_lookup": lookup.json(),
                             "per_seed_local_remote": per_seed}),
             )?;
-            cases.push((placement.to_string(), nodes, line, s));
+            cases.push(DulceCase {
+                placement: placement.to_string(),
+                nodes,
+                line,
+                one_hop: s,
+                import_s,
+                lookup,
+            });
         }
     }
     Ok(cases)
@@ -684,6 +971,54 @@ fn report_cases(args: &Args, g: &Graph, cases: &[Case]) {
             c.retrieve.followed.share() * 100.0,
         );
     }
+    println!(
+        "\npoint reads by id (GET /graph/entities/{{id}}, {} ids, round-robin over the nodes) and the ingest's placement lookup",
+        args.reads
+    );
+    println!(
+        "  same: the id's community key is in the id's shard; differs: it is not (under community placement a pointer is followed)"
+    );
+    println!(
+        "{:<6} {:<10} {:>13} {:>13} {:>9} {:>7} {:>19} {:>19} {:>9} {:>9} {:>9} {:>8}",
+        "nodes",
+        "placement",
+        "read p50/p95",
+        "embedded p50",
+        "x embed",
+        "same n",
+        "same p50/p95 ms",
+        "differs p50/p95 ms",
+        "lookups",
+        "lookup s",
+        "ms/req",
+        "share"
+    );
+    for c in cases {
+        let r = &c.reads;
+        let all = r.all_us();
+        println!(
+            "{:<6} {:<10} {:>6.2}/{:<6.2} {:>10.3} ms {:>8.2}x {:>7} {:>8.2}/{:<10.2} {:>8.2}/{:<10.2} {:>9} {:>9.2} {:>9.1} {:>7.1}%",
+            c.nodes,
+            c.placement,
+            quantile_ms(&all, 0.5),
+            quantile_ms(&all, 0.95),
+            quantile_ms(&r.embedded_us, 0.5),
+            r.ratio(),
+            r.same_us.len(),
+            quantile_ms(&r.same_us, 0.5),
+            quantile_ms(&r.same_us, 0.95),
+            quantile_ms(&r.differs_us, 0.5),
+            quantile_ms(&r.differs_us, 0.95),
+            c.lookup.requests,
+            c.lookup.seconds,
+            c.lookup.mean_ms(),
+            c.lookup_share * 100.0
+        );
+    }
+    println!(
+        "  share = lookup s / ({} clients x acknowledged s): the part of the time requests were in flight spent on the lookup",
+        args.clients
+    );
     for &nodes in &args.node_counts {
         let of = |p: &str| cases.iter().find(|c| c.nodes == nodes && c.placement == p);
         if let Some(c) = of("community") {
@@ -709,10 +1044,13 @@ fn report_cases(args: &Args, g: &Graph, cases: &[Case]) {
 /// The Dulce imports' lines.
 fn report_dulce(dulce: &[DulceCase]) {
     println!("\nDulce (GraphRAG output), 1 hop from every entity:");
-    for (placement, nodes, line, s) in dulce {
+    for c in dulce {
+        let s = &c.one_hop;
         let per = pct(&s.shares);
         println!(
-            "{nodes} nodes {placement:<10} local share {:>5.1} % ({} local, {} remote); per seed: min {:.2}, p50 {:.2}, {} of {} all local{}",
+            "{} nodes {:<10} local share {:>5.1} % ({} local, {} remote); per seed: min {:.2}, p50 {:.2}, {} of {} all local; import {:.2} s, placement lookup {:.1} ms over {} requests{}",
+            c.nodes,
+            c.placement,
             s.followed.share() * 100.0,
             s.followed.local,
             s.followed.remote,
@@ -720,7 +1058,10 @@ fn report_dulce(dulce: &[DulceCase]) {
             per.map_or(f64::NAN, |p| p.p50),
             s.shares.iter().filter(|&&x| x == 1.0).count(),
             s.shares.len(),
-            if line.is_empty() { String::new() } else { format!("\n    importer: {line}") }
+            c.import_s,
+            c.lookup.seconds * 1e3,
+            c.lookup.requests,
+            if c.line.is_empty() { String::new() } else { format!("\n    importer: {}", c.line) }
         );
     }
 }

@@ -13,7 +13,7 @@
 //! data     --entities 100000 --relations 1000000 --seed 42 --skew 0.6
 //! ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
 //! cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16 --env KEY=VALUE --log warn
-//! reads    --reads 2000 --read-warmup 200
+//! reads    --reads 2000 --read-warmup 200 (locality: --reads 300)
 //! queries  --query-reps 50 --query-warmup 3 --query-case-s 60 --query-seeds 1,10,100 --query-hops 1,2
 //!          --query-max-nodes 100000 --query-max-relations 1000000 --query-embedded auto
 //! algos    --algo-reps 3 --algorithms pagerank,wcc,degree,louvain
@@ -116,7 +116,7 @@ const USAGE: &str =
   ingest   --batch 5000 --clients 4 --targets copy,single,cluster (also: unwind) --max-minutes 15
   cluster  --nodes 3 --replicas 2 --shards 16 --memory-mb 2048 --max-shard-gb 16
            --env KEY=VALUE (repeatable, every node) --log warn
-  reads    --reads 2000 --read-warmup 200 (0: no reads)
+  reads    --reads 2000 --read-warmup 200 (0: no reads; `locality`: --reads 300)
   queries  --query-reps 50 (0: none; default 50 for `queries`, else 0) --query-warmup 3
            --query-case-s 60 (time cap per case) --query-seeds 1,10,100 --query-hops 1,2
            --query-max-nodes 100000 --query-max-relations 1000000
@@ -171,7 +171,7 @@ fn parse_args() -> Result<Args> {
         "statements" => (&["copy"], 0, 0),
         "queries" => (&["copy", "single", "cluster"], 0, 50),
         "algorithms" => (&["copy", "cluster"], 0, 0),
-        "locality" => (&["copy", "cluster"], 0, 0),
+        "locality" => (&["copy", "cluster"], 300, 0),
         _ => bail!("unknown subcommand {cmd:?}\n{USAGE}"),
     };
     let algo_reps = if cmd == "algorithms" { 3 } else { 0 };
