@@ -283,37 +283,16 @@ pub async fn read_ahead(
         seen.extend(by_shard.values().flatten().cloned());
         let started = std::time::Instant::now();
         let shards = by_shard.len();
-        let shard_count = map.shards;
-        let steps = join_in_order(by_shard.into_iter().map(|(shard, ids)| {
-            let (ctx, filter, scope) = (ctx.clone(), filter.clone(), scope.clone());
-            async move {
-                let step = match ctx.storage.open(shard).await {
-                    Ok(store) => {
-                        let ids = ids.clone();
-                        let (d, r) = (direction, relations);
-                        store
-                            .traverse_step(ids, shard_count, d, filter, r, &scope)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                (shard, ids, step)
-            }
-        }))
+        let level_items = expand_here(
+            ctx, by_shard, map.shards, direction, filter, relations, scope,
+        )
         .await;
-        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut level_items = Vec::new();
-        for (shard, ids, step) in steps {
-            let Ok(step) = step else { continue };
-            level_items.extend(items_of(shard, &ids, step, direction, relations));
-        }
         tracing::debug!(
             level,
             relations,
             entities = level_size,
             shards,
-            read_ms,
-            split_ms = started.elapsed().as_secs_f64() * 1000.0 - read_ms,
+            read_ms = started.elapsed().as_secs_f64() * 1000.0,
             "read ahead"
         );
         let mut level_edges = Vec::new();
@@ -332,6 +311,69 @@ pub async fn read_ahead(
         next = far_ends(&starts, &level_edges, direction, &seen);
     }
     out
+}
+
+/// One expansion per id of `by_shard`, read on this node's copies of those shards (of `shards`),
+/// the shards in parallel. A copy that fails is left to the asker.
+async fn expand_here(
+    ctx: &Arc<NodeContext>,
+    by_shard: BTreeMap<u32, Vec<String>>,
+    shards: u32,
+    direction: Direction,
+    filter: &RelationFilter,
+    relations: bool,
+    scope: &ReadScope,
+) -> Vec<AheadItem> {
+    let steps = join_in_order(by_shard.into_iter().map(|(shard, ids)| {
+        let (ctx, filter, scope) = (ctx.clone(), filter.clone(), scope.clone());
+        async move {
+            let step = match ctx.storage.open(shard).await {
+                Ok(store) => {
+                    let (d, r) = (direction, relations);
+                    (store.traverse_step(ids.clone(), shards, d, filter, r, &scope)).await
+                }
+                Err(e) => Err(e),
+            };
+            (shard, ids, step)
+        }
+    }))
+    .await;
+    let mut items = Vec::new();
+    for (shard, ids, step) in steps {
+        if let Ok(step) = step {
+            items.extend(items_of(shard, &ids, step, direction, relations));
+        }
+    }
+    items
+}
+
+/// The expansions of the ids a step found to live in another shard (`moved`: their pointers'
+/// routing keys) whose shard this node holds in sync, read here at once: the asker takes them
+/// as read ahead instead of asking again.
+pub async fn follow_pointers(
+    ctx: &Arc<NodeContext>,
+    moved: &[(String, String)],
+    direction: Direction,
+    filter: &RelationFilter,
+    relations: bool,
+    scope: &ReadScope,
+) -> Vec<AheadItem> {
+    let Some(map) = ctx.shard_map.get().filter(|_| !moved.is_empty()) else {
+        return Vec::new();
+    };
+    let me = ctx.node_id().as_str().to_string();
+    let generation = ctx.cluster.generation();
+    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (id, key) in moved {
+        let shard = shard_of(key, map.shards);
+        if in_sync_here(Some(&map), shard, &me, generation).is_ok() {
+            by_shard.entry(shard).or_default().push(id.clone());
+        }
+    }
+    expand_here(
+        ctx, by_shard, map.shards, direction, filter, relations, scope,
+    )
+    .await
 }
 
 #[cfg(test)]

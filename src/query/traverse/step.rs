@@ -16,7 +16,8 @@ use crate::query::scatter::{
 use crate::storage::{Direction, Edge, EntitySummary, ReadScope, RelationFilter, Step};
 
 use super::ahead::{
-    read_ahead, Ahead, AheadItem, Followed, Homes, TraversalStats, Traversed, AHEAD_BYTES,
+    follow_pointers, read_ahead, Ahead, AheadItem, Followed, Homes, TraversalStats, Traversed,
+    AHEAD_BYTES,
 };
 
 /// Relations one traversal may collect before it is refused as too large.
@@ -416,7 +417,7 @@ pub async fn step_here(
         .filter_map(|(_, r)| r.as_ref().ok())
         .map(step_bytes)
         .sum();
-    let ahead = if relations && !ahead.is_none() {
+    let mut ahead = if relations && !ahead.is_none() {
         let edges: Vec<Edge> = parts
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok())
@@ -430,6 +431,12 @@ pub async fn step_here(
     } else {
         Vec::new()
     };
+    // Ids whose pointers this node holds, living in shards it also holds: expanded here.
+    let moved: Vec<(String, String)> = (parts.iter())
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|s| s.moved.iter().cloned())
+        .collect();
+    ahead.extend(follow_pointers(ctx, &moved, direction, &filter, relations, scope).await);
     Traversed { parts, ahead }
 }
 
