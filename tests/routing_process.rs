@@ -278,7 +278,10 @@ fn routed_and_hash_placed_entities_are_found_traversed_and_deleted() {
                 .unwrap_or(9)
         })
         .sum();
-    eprintln!("1 hop from {} seeds outside their id's shard: {rounds} rounds", team.len());
+    eprintln!(
+        "1 hop from {} seeds outside their id's shard: {rounds} rounds",
+        team.len()
+    );
     f.check(rounds < 3 * team.len() as u64, || {
         format!("{rounds} rounds for 1 hop from {} routed seeds: no pointer was followed where it was held", team.len())
     });

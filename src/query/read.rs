@@ -56,9 +56,14 @@ pub enum ReadRequest {
     },
     /// A document from this node's copy of `shard`.
     GetDocument { shard: u32, id: String },
-    /// How this node's copy of `shard` holds each of `ids` (owned, stub or pointer, with its
-    /// routing key), counting acknowledged writes not yet applied.
-    Placements { shard: u32, ids: Vec<String> },
+    /// How this node's copy of `shard` holds each of `ids` and `all` (owned, stub or pointer,
+    /// with its routing key), counting acknowledged writes not yet applied; of `ids` only those
+    /// stored with a key are sure to be listed (see `KuzuShard::placements`).
+    Placements {
+        shard: u32,
+        ids: Vec<String>,
+        all: Vec<String>,
+    },
     /// One of the document cascade's reads on this node's copies of `shards`, each cut off
     /// after `timeout_ms`.
     Cascade {
@@ -126,7 +131,7 @@ impl ReadRequest {
                 let copy = held_copy(ctx, shard).await?;
                 match copy.get_entity(id.clone(), scope).await? {
                     Some(record) => ReadResponse::Entity(Some(record)),
-                    None => match copy.placements(vec![id]).await?.pop() {
+                    None => match copy.placements(vec![id], vec![]).await?.pop() {
                         Some(Placement {
                             stub: true,
                             routing: Some(key),
@@ -136,8 +141,8 @@ impl ReadRequest {
                     },
                 }
             }
-            ReadRequest::Placements { shard, ids } => {
-                ReadResponse::Placements(held_copy(ctx, shard).await?.placements(ids).await?)
+            ReadRequest::Placements { shard, ids, all } => {
+                ReadResponse::Placements(held_copy(ctx, shard).await?.placements(ids, all).await?)
             }
             ReadRequest::GetChunk { shard, id } => {
                 ReadResponse::Chunk(held_copy(ctx, shard).await?.get_chunk(id, scope).await?)
@@ -242,14 +247,15 @@ pub async fn find_entity(
     Ok(None)
 }
 
-/// From any node: how the copies of `shard` hold each of `ids` (see
+/// From any node: how the copies of `shard` hold each of `ids` and `all` (see
 /// [`ReadRequest::Placements`]).
 pub async fn route_placements(
     ctx: &Arc<NodeContext>,
     shard: u32,
     ids: Vec<String>,
+    all: Vec<String>,
 ) -> Result<Vec<Placement>, Error> {
-    let request = ReadRequest::Placements { shard, ids };
+    let request = ReadRequest::Placements { shard, ids, all };
     match route_read(ctx, shard, request, &ReadScope::strict()).await? {
         ReadResponse::Placements(found) => Ok(found),
         other => Err(unexpected(other)),

@@ -14,21 +14,34 @@ use crate::graph::partition::{home_shard, shard_of};
 use crate::node::context::NodeContext;
 use crate::query::read::route_placements;
 
-/// The routing key of each stored entity among `ids` (`None`: placed by its id), asked of the
-/// shard of each id, in parallel. Ids stored nowhere are left out.
+/// The routing key of each stored entity among `ids` and `all` (`None`: placed by its id),
+/// asked of the shard of each id, in parallel. Ids stored nowhere are left out, and so may be
+/// ids of `ids` stored without a key (a shard that never held a key answers without reading).
 pub async fn stored_keys(
     ctx: &Arc<NodeContext>,
     ids: Vec<String>,
+    all: Vec<String>,
     shards: u32,
 ) -> Result<HashMap<String, Option<String>>, Error> {
-    let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<u32, (Vec<String>, Vec<String>)> = BTreeMap::new();
     for id in ids {
-        by_shard.entry(shard_of(&id, shards)).or_default().push(id);
+        by_shard
+            .entry(shard_of(&id, shards))
+            .or_default()
+            .0
+            .push(id);
+    }
+    for id in all {
+        by_shard
+            .entry(shard_of(&id, shards))
+            .or_default()
+            .1
+            .push(id);
     }
     let mut asks = tokio::task::JoinSet::new();
-    for (shard, ids) in by_shard {
+    for (shard, (ids, all)) in by_shard {
         let ctx = ctx.clone();
-        asks.spawn(async move { (shard, route_placements(&ctx, shard, ids).await) });
+        asks.spawn(async move { (shard, route_placements(&ctx, shard, ids, all).await) });
     }
     let mut keys = HashMap::new();
     while let Some(joined) = asks.join_next().await {
@@ -69,7 +82,16 @@ pub async fn resolve(
     let in_batch: HashMap<&str, Option<&str>> = (batch.entities.iter())
         .map(|e| (e.id.as_str(), e.routing.as_deref()))
         .collect();
-    let mut ids: Vec<String> = in_batch.keys().map(|id| id.to_string()).collect();
+    // An entity whose new key places it outside its id's shard moves if that shard stores it
+    // without a key: that must be known (`all`). Of the other ids only keys matter.
+    let (mut all, mut ids): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for (id, key) in &in_batch {
+        if home_shard(id, *key, shards) != shard_of(id, shards) {
+            all.push(id.to_string());
+        } else {
+            ids.push(id.to_string());
+        }
+    }
     for r in &batch.relations {
         for end in [&r.source, &r.target] {
             if !in_batch.contains_key(end.as_str()) {
@@ -79,7 +101,8 @@ pub async fn resolve(
     }
     ids.sort_unstable();
     ids.dedup();
-    let stored = stored_keys(ctx, ids, shards).await?;
+    all.sort_unstable();
+    let stored = stored_keys(ctx, ids, all, shards).await?;
     let key_of = |end: &str, given: &Option<String>| -> Option<String> {
         match in_batch.get(end) {
             Some(key) => key.map(str::to_string),

@@ -116,6 +116,9 @@ struct Shared {
     failed: AtomicU64,
     /// Reads hold it shared; a commit holds it exclusively (see `apply_round`).
     commit_gate: std::sync::RwLock<()>,
+    /// Whether the copy may hold routing keys (set before a write that carries one is logged,
+    /// never cleared): without them, [`KuzuShard::placements`] need not read the database.
+    routed: std::sync::atomic::AtomicBool,
     /// What the database holds, as of the last round.
     counts: Mutex<Counts>,
     /// Copies of the log's figures, for async callers that must not wait on the log's lock
@@ -245,6 +248,7 @@ impl KuzuShard {
             );
         }
         let logged = log.last_seq().max(applied);
+        let routed = redo.iter().any(|(_, op)| op.carries_routing()) || holds_routing(&db)?;
         let mut pending = Pending::default();
         for (seq, op) in redo {
             let size = op_size(&op);
@@ -257,6 +261,7 @@ impl KuzuShard {
             visible: watch::Sender::new(applied),
             failed: AtomicU64::new(0),
             commit_gate: std::sync::RwLock::new(()),
+            routed: std::sync::atomic::AtomicBool::new(routed),
             counts: Mutex::new(initial_counts),
             log_bytes: AtomicU64::new(log.bytes()),
             last_logged: Mutex::new(log.last()),
@@ -378,6 +383,9 @@ impl KuzuShard {
     /// [`Error::Busy`] when too much is waiting to be applied (backpressure).
     pub async fn write(&self, seq: u64, op: WriteOp) -> Result<(), Error> {
         let record = shard_log::encode(seq, &op)?;
+        if op.carries_routing() {
+            self.shared.routed.store(true, Ordering::SeqCst);
+        }
         let size = record.len();
         {
             let pending = self.shared.pending.lock().expect("pending lock");
@@ -605,14 +613,29 @@ impl KuzuShard {
         .await
     }
 
-    /// How this copy holds each of `ids` it holds at all: owned or as a stub, with its routing
-    /// key (a stub's key says where the entity lives). Acknowledged writes not yet applied
-    /// count without being waited for.
-    pub async fn placements(&self, ids: Vec<String>) -> Result<Vec<Placement>, Error> {
+    /// How this copy holds the ids of `ids` and `all` it holds at all: owned or as a stub, with
+    /// its routing key (a stub's key says where the entity lives). Of `ids` only those stored
+    /// with a key are sure to be listed: a copy that never held a key answers without reading
+    /// its database. Acknowledged writes not yet applied count without being waited for.
+    pub async fn placements(
+        &self,
+        ids: Vec<String>,
+        all: Vec<String>,
+    ) -> Result<Vec<Placement>, Error> {
         let pending = {
             let pending = self.shared.pending.lock().expect("pending lock");
-            pending.items.placed(ids.iter().map(String::as_str))
+            pending
+                .items
+                .placed(ids.iter().chain(&all).map(String::as_str))
         };
+        let ids = if self.shared.routed.load(Ordering::SeqCst) {
+            ids.into_iter().chain(all).collect()
+        } else {
+            all
+        };
+        if ids.is_empty() {
+            return Ok(pending);
+        }
         let mut found = self
             .read(move |conn| {
                 let found = run(
@@ -1082,6 +1105,13 @@ fn take_snapshot(
         )));
     }
     Ok(seq)
+}
+
+/// Whether any entity row of the database carries a routing key (a scan, at open).
+fn holds_routing(db: &Database) -> Result<bool, Error> {
+    let conn = Connection::new(db).map_err(err)?;
+    let q = "MATCH (e:Entity) WHERE e.routing IS NOT NULL RETURN e.id LIMIT 1";
+    Ok(!run(&conn, q, vec![])?.is_empty())
 }
 
 /// `dim`: the embedding dimension the database was opened with (checked at open, so no per-read

@@ -88,6 +88,19 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Whether the write stores a routing key (an entity's, a relation end's, or a pointer).
+    pub fn carries_routing(&self) -> bool {
+        match self {
+            WriteOp::Upsert(b) => {
+                b.entities.iter().any(|e| e.routing.is_some())
+                    || (b.relations.iter())
+                        .any(|r| r.source_routing.is_some() || r.target_routing.is_some())
+            }
+            WriteOp::Point(_) => true,
+            _ => false,
+        }
+    }
+
     /// Whether the write inserts or overwrites items (rounds fold these together) rather than
     /// deleting or rewriting what is there.
     pub fn is_insert(&self) -> bool {

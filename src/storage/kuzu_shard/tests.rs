@@ -972,13 +972,10 @@ async fn routing_keys_in(mode: InsertMode) {
         "q moved: only its pointer is left"
     );
     let mut placed = shard
-        .placements(vec![
-            "a".into(),
-            "p".into(),
-            "q".into(),
-            "x".into(),
-            "none".into(),
-        ])
+        .placements(
+            vec!["a".into(), "p".into(), "q".into(), "x".into()],
+            vec!["none".into()],
+        )
         .await
         .unwrap();
     placed.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1026,6 +1023,46 @@ async fn routing_keys_in(mode: InsertMode) {
         "no relation names a's key"
     );
     assert_eq!(shard.stats().await.unwrap().failed_writes, 0);
+}
+
+/// A copy that never held a routing key answers placements without reading its database: of
+/// the ids only those asked for `all` are listed (and what unapplied writes place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_without_routing_keys_lists_only_what_must_be_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = open_in(dir.path(), 0, 0, InsertMode::Copy);
+        let batch = upsert(vec![entity("a", "A", 0), entity("b", "B", 0)], vec![]);
+        shard.write(1, batch).await.unwrap();
+        shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+        // A second round: once it is visible the first is no longer pending.
+        shard
+            .write(2, upsert(vec![entity("z", "Z", 0)], vec![]))
+            .await
+            .unwrap();
+        shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+        let placed = shard
+            .placements(vec!["a".into()], vec!["b".into()])
+            .await
+            .unwrap();
+        let ids: Vec<&str> = placed.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["b"]);
+        // A write with a key: from then on every id is read.
+        let batch = upsert(vec![routed(entity("c", "C", 0), "k")], vec![]);
+        shard.write(3, batch).await.unwrap();
+        shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+        let placed = shard
+            .placements(vec!["a".into(), "c".into()], vec![])
+            .await
+            .unwrap();
+        let mut ids: Vec<&str> = placed.iter().map(|p| p.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["a", "c"]);
+    }
+    // Reopened, the copy finds its keys in the database.
+    let shard = open_in(dir.path(), 0, 0, InsertMode::Copy);
+    let placed = shard.placements(vec!["a".into()], vec![]).await.unwrap();
+    assert_eq!(placed.len(), 1);
 }
 
 /// A database written before routing keys gains their columns at open (at the end of the tables,

@@ -39,13 +39,17 @@
 //! are read before and after the ingest and summed over the nodes. The share of the ingest is
 //! Σ lookup seconds / (`--clients` × acknowledged seconds): the clients each send one request at a
 //! time, so that is the share of the time requests were in flight that went to the lookup.
+//! Under load the lookup (a strict read) also waits for the appliers; to see it without that,
+//! the first `--batch` relations are posted once more at the end of the case (idle, applied,
+//! warm) and that one request's lookup is reported as "idle".
 //!
 //! Then the GraphRAG output of `--dulce` imported by `torua import graphrag` with
 //! `--routing none` and with its default (community) routing, on a cluster of each `--nodes`
 //! count: the 1-hop local share with every entity as the seed, and the import's placement lookups
-//! (as above; the importer's requests are sequential). With `--placements none` only
-//! this part runs (e.g. at another `--shards`: the importer splits communities larger than 1.5 ×
-//! the entities per shard).
+//! (as above; the importer's requests are sequential), then the same import again on the warm,
+//! idle cluster and its lookups. With `--placements none` only this part runs (e.g. at another
+//! `--shards`: the importer splits communities larger than both 1.5 × the entities per shard and
+//! its `--min-split`).
 
 use super::*;
 use torua_bench::stats::r3;
@@ -342,6 +346,8 @@ struct Case {
     lookup: LookupCost,
     /// Σ lookup seconds / (clients × acknowledged seconds), see the module doc.
     lookup_share: f64,
+    /// One relation batch posted again when idle: its lookup, and the request's seconds.
+    idle: (LookupCost, f64),
 }
 
 /// The nearest-rank `q` quantile of `v` in ms (`v` in µs; NaN when empty).
@@ -662,6 +668,26 @@ fn reads_by_id(
     Ok(r)
 }
 
+/// The first `--batch` relations posted again (through node 0) once the cluster has applied
+/// everything: the placement lookup with no applier to wait for, and the request's seconds.
+fn idle_lookup(args: &Args, cluster: &TestCluster, g: &Graph) -> Result<(LookupCost, f64)> {
+    let n = args.batch.min(g.relations.len());
+    let (_, body) = bodies(&g.relations[..n], "relations", n)?.remove(0);
+    cluster.wait_applied(0, Duration::from_secs(120))?;
+    let before = LookupCost::scrape(cluster)?;
+    let t = Instant::now();
+    torua_testkit::ingest::post_batch(&agent(), &cluster.node(0).url("/graph/ingest"), &body)?;
+    let took = t.elapsed().as_secs_f64();
+    let cost = LookupCost::scrape(cluster)?.since(before);
+    log(format!(
+        "  idle: {n} relations posted again in {:.0} ms, placement lookup {:.0} ms",
+        took * 1e3,
+        cost.seconds * 1e3
+    ));
+    cluster.wait_applied(0, Duration::from_secs(120))?;
+    Ok((cost, took))
+}
+
 /// The locality benchmark (see the module doc) on the planted graph `g`.
 pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) -> Result<()> {
     let la = &args.locality;
@@ -763,6 +789,7 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
             }
             let (one_hop, two_hop, retrieve) = measure(args, &cluster, &mut bfs, g, &seeds)?;
             let reads = reads_by_id(args, &cluster, &mut lookup, g, &keys, &read_ids)?;
+            let idle = idle_lookup(args, &cluster, g)?;
             drop(cluster);
             if two_hop.mismatches > 0 || two_hop.errors + one_hop.errors + retrieve.errors > 0 {
                 failures.push(format!(
@@ -786,6 +813,7 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
                 reads,
                 lookup: lookup_cost,
                 lookup_share,
+                idle,
             };
             out.emit(json!({
                 "kind": "case", "target": name, "placement": placement, "nodes": nodes,
@@ -796,6 +824,8 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
                 "acknowledged_s": r1(acked_s), "clients": args.clients,
                 "placement_lookup": case.lookup.json(),
                 "placement_lookup_share": r3(case.lookup_share),
+                "idle_batch": {"relations": args.batch.min(g.relations.len()),
+                               "request_s": r3(case.idle.1), "placement_lookup": case.idle.0.json()},
             }))?;
             cases.push(case);
         }
@@ -824,6 +854,8 @@ struct DulceCase {
     one_hop: Series,
     import_s: f64,
     lookup: LookupCost,
+    /// The same import again on the warm, idle cluster: its seconds and lookups.
+    again: (f64, LookupCost),
 }
 
 /// Imports the GraphRAG output `folder` without and with routing, on a cluster of each node
@@ -839,31 +871,36 @@ fn dulce(args: &Args, folder: &Path, out: &mut Out) -> Result<Vec<DulceCase>> {
             );
             log(name.clone());
             let cluster = start_green(nodes, replicas, args.sizing, &args.common, &[])?;
-            let before = LookupCost::scrape(&cluster)?;
-            let t = Instant::now();
-            let run = std::process::Command::new(torua_testkit::torua_bin())
-                .args(["import", "graphrag"])
-                .arg(folder)
-                .args(["--url", &cluster.node(0).url(""), "--quiet"])
-                .args(["--routing", routing])
-                .output()
-                .context("running torua import")?;
-            let printed = String::from_utf8_lossy(&run.stdout).into_owned();
-            if !run.status.success() {
-                bail!(
-                    "{name}: torua import failed: {}{}",
-                    printed,
-                    String::from_utf8_lossy(&run.stderr)
-                );
-            }
-            let line = printed
-                .lines()
-                .find(|l| l.starts_with("placed entities"))
-                .unwrap_or_default()
-                .to_string();
-            let import_s = t.elapsed().as_secs_f64();
-            let lookup = LookupCost::scrape(&cluster)?.since(before);
-            cluster.wait_applied(0, Duration::from_secs(120))?;
+            // (the importer's placement line, seconds, lookups)
+            let import = || -> Result<(String, f64, LookupCost)> {
+                let before = LookupCost::scrape(&cluster)?;
+                let t = Instant::now();
+                let run = std::process::Command::new(torua_testkit::torua_bin())
+                    .args(["import", "graphrag"])
+                    .arg(folder)
+                    .args(["--url", &cluster.node(0).url(""), "--quiet"])
+                    .args(["--routing", routing])
+                    .output()
+                    .context("running torua import")?;
+                let printed = String::from_utf8_lossy(&run.stdout).into_owned();
+                if !run.status.success() {
+                    bail!(
+                        "{name}: torua import failed: {}{}",
+                        printed,
+                        String::from_utf8_lossy(&run.stderr)
+                    );
+                }
+                let line = printed
+                    .lines()
+                    .find(|l| l.starts_with("placed entities"))
+                    .unwrap_or_default()
+                    .to_string();
+                let import_s = t.elapsed().as_secs_f64();
+                let lookup = LookupCost::scrape(&cluster)?.since(before);
+                cluster.wait_applied(0, Duration::from_secs(120))?;
+                Ok((line, import_s, lookup))
+            };
+            let (line, import_s, lookup) = import()?;
             let (status, answer) = cluster.node(0).post_json(
                 "/query",
                 &json!({"cypher": "MATCH (e:Entity) RETURN e.id AS id ORDER BY id", "allow_partial": false}),
@@ -889,18 +926,21 @@ fn dulce(args: &Args, folder: &Path, out: &mut Out) -> Result<Vec<DulceCase>> {
                     per_seed.push(json!([id, t["relations_local"], t["relations_remote"]]));
                 }
             }
+            let (_, again_s, again) = import()?;
             drop(cluster);
             log(format!(
-                "  {} entities; 1-hop local share {:.3}; import {import_s:.1} s, placement lookup {:.3} s over {} requests",
+                "  {} entities; 1-hop local share {:.3}; import {import_s:.1} s, placement lookup {:.3} s over {} requests; again {again_s:.1} s, lookup {:.3} s",
                 ids.len(),
                 s.followed.share(),
                 lookup.seconds,
-                lookup.requests
+                lookup.requests,
+                again.seconds
             ));
             out.emit(
                 json!({"kind": "dulce", "target": name, "placement": placement, "nodes": nodes,
                             "importer": line, "entities": ids.len(), "one_hop": s.json(),
                             "import_s": r3(import_s), "placement_lookup": lookup.json(),
+                            "import_again": {"s": r3(again_s), "placement_lookup": again.json()},
                             "per_seed_local_remote": per_seed}),
             )?;
             cases.push(DulceCase {
@@ -910,6 +950,7 @@ fn dulce(args: &Args, folder: &Path, out: &mut Out) -> Result<Vec<DulceCase>> {
                 one_hop: s,
                 import_s,
                 lookup,
+                again: (again_s, again),
             });
         }
     }
@@ -979,7 +1020,7 @@ fn report_cases(args: &Args, g: &Graph, cases: &[Case]) {
         "  same: the id's community key is in the id's shard; differs: it is not (under community placement a pointer is followed)"
     );
     println!(
-        "{:<6} {:<10} {:>13} {:>13} {:>9} {:>7} {:>19} {:>19} {:>9} {:>9} {:>9} {:>8}",
+        "{:<6} {:<10} {:>13} {:>13} {:>9} {:>7} {:>19} {:>19} {:>9} {:>9} {:>9} {:>8} {:>17}",
         "nodes",
         "placement",
         "read p50/p95",
@@ -991,13 +1032,14 @@ fn report_cases(args: &Args, g: &Graph, cases: &[Case]) {
         "lookups",
         "lookup s",
         "ms/req",
-        "share"
+        "share",
+        "idle lookup/req"
     );
     for c in cases {
         let r = &c.reads;
         let all = r.all_us();
         println!(
-            "{:<6} {:<10} {:>6.2}/{:<6.2} {:>10.3} ms {:>8.2}x {:>7} {:>8.2}/{:<10.2} {:>8.2}/{:<10.2} {:>9} {:>9.2} {:>9.1} {:>7.1}%",
+            "{:<6} {:<10} {:>6.2}/{:<6.2} {:>10.3} ms {:>8.2}x {:>7} {:>8.2}/{:<10.2} {:>8.2}/{:<10.2} {:>9} {:>9.2} {:>9.1} {:>7.1}% {:>7.1}/{:<6.0} ms",
             c.nodes,
             c.placement,
             quantile_ms(&all, 0.5),
@@ -1012,12 +1054,15 @@ fn report_cases(args: &Args, g: &Graph, cases: &[Case]) {
             c.lookup.requests,
             c.lookup.seconds,
             c.lookup.mean_ms(),
-            c.lookup_share * 100.0
+            c.lookup_share * 100.0,
+            c.idle.0.seconds * 1e3,
+            c.idle.1 * 1e3
         );
     }
     println!(
-        "  share = lookup s / ({} clients x acknowledged s): the part of the time requests were in flight spent on the lookup",
-        args.clients
+        "  share = lookup s / ({} clients x acknowledged s): the part of the time requests were in flight spent on the lookup;\n  idle: {} relations posted again once all is applied (one request through node 0): lookup ms / request ms",
+        args.clients,
+        args.batch.min(g.relations.len())
     );
     for &nodes in &args.node_counts {
         let of = |p: &str| cases.iter().find(|c| c.nodes == nodes && c.placement == p);
@@ -1048,7 +1093,7 @@ fn report_dulce(dulce: &[DulceCase]) {
         let s = &c.one_hop;
         let per = pct(&s.shares);
         println!(
-            "{} nodes {:<10} local share {:>5.1} % ({} local, {} remote); per seed: min {:.2}, p50 {:.2}, {} of {} all local; import {:.2} s, placement lookup {:.1} ms over {} requests{}",
+            "{} nodes {:<10} local share {:>5.1} % ({} local, {} remote); per seed: min {:.2}, p50 {:.2}, {} of {} all local; import {:.2} s, placement lookup {:.1} ms over {} requests; again (warm): {:.2} s, lookup {:.1} ms{}",
             c.nodes,
             c.placement,
             s.followed.share() * 100.0,
@@ -1061,6 +1106,8 @@ fn report_dulce(dulce: &[DulceCase]) {
             c.import_s,
             c.lookup.seconds * 1e3,
             c.lookup.requests,
+            c.again.0,
+            c.again.1.seconds * 1e3,
             if c.line.is_empty() { String::new() } else { format!("\n    importer: {}", c.line) }
         );
     }
