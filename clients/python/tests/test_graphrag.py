@@ -57,7 +57,8 @@ def test_cli_import_changes_nothing_after_the_python_import(client: torua.Client
     items_before = snapshot(client, dulce)
     env = dict(os.environ)
     out = subprocess.run(
-        [binary, "import", "graphrag", str(DULCE), "--url", client.urls[0], "--quiet"],
+        [binary, "import", "graphrag", str(DULCE), "--url", client.urls[0], "--quiet"]
+        + ["--routing", "none"],
         env=env,
         capture_output=True,
         text=True,
