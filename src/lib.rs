@@ -5,7 +5,7 @@
 //! bottom up:
 //!
 //! - [`graph`]: the GraphRAG data model (entities, relations, text units, communities, documents)
-//!   and placement of items on shards.
+//!   and placement of items on shards (by id, or by an entity's routing key).
 //! - [`storage`]: this node's shard copies: one embedded Kuzu database each, the write log that
 //!   makes an acknowledged write durable, the applier, and typed reads.
 //! - [`cluster`]: the shard map and how the coordinator changes it (failures, moves, drains), the
@@ -15,7 +15,8 @@
 //! - [`error`]: the typed [`Error`] services answer with, here and across the wire.
 //! - [`replication`]: the write path (a write waits for its in-sync replicas in
 //!   [`replication::primary_write`]), catch-up from the primary's log, snapshots for rebuilds,
-//!   anti-entropy (copies compared in the background; a diverged copy is rebuilt).
+//!   anti-entropy (copies compared in the background; a diverged copy is rebuilt), and where a
+//!   batch's routed entities are stored before it is written ([`replication::routing`]).
 //! - [`query`]: distributed reads: read-only Cypher (plan, scatter to shards, merge of the
 //!   shards' rows in [`query::merge`]), traversals (neighbourhoods, paths), and point reads
 //!   routed to an in-sync copy ([`query::read`]).
