@@ -338,20 +338,7 @@ fn counts_of(answer: &Value) -> Counts {
 }
 
 fn delete(node: &NodeProc, path: &str) -> anyhow::Result<(u16, Value)> {
-    let resp = match with_key(agent().delete(&node.url(path))).timeout(T).call() {
-        Ok(r) => r,
-        Err(e) => {
-            let what = e.to_string();
-            e.into_response()
-                .ok_or_else(|| anyhow::anyhow!("DELETE {path}: {what}"))?
-        }
-    };
-    let status = resp.status();
-    let text = resp.into_string()?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
+    node.delete_json(path, T)
 }
 
 fn ingest(node: &NodeProc, batch: &Batch) -> Value {

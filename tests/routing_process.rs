@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use torua_testkit::http::{agent, with_key};
 use torua_testkit::{ClusterOptions, Failures, NodeProc, TestCluster};
 
 const T: Duration = Duration::from_secs(30);
@@ -26,16 +25,7 @@ fn shard_of(key: &str) -> u64 {
 }
 
 fn delete(node: &NodeProc, path: &str) -> (u16, Value) {
-    let resp = match with_key(agent().delete(&node.url(path))).timeout(T).call() {
-        Ok(r) => r,
-        Err(e) => e.into_response().expect("an HTTP answer"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    node.delete_json(path, T).expect("an HTTP answer")
 }
 
 fn ingest(cluster: &TestCluster, node: usize, batch: &Value) -> Value {

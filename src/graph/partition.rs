@@ -38,17 +38,6 @@ pub fn home_shard(id: &str, routing: Option<&str>, shards: u32) -> u32 {
     shard_of(routing.unwrap_or(id), shards)
 }
 
-/// `ids` grouped by their shard, each group in the order given.
-pub fn ids_by_shard(ids: &[String], shards: u32) -> BTreeMap<u32, Vec<String>> {
-    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for id in ids {
-        out.entry(shard_of(id, shards))
-            .or_default()
-            .push(id.clone());
-    }
-    out
-}
-
 /// A batch cut by shard: each shard's items, and the pointers each shard keeps for routed
 /// entities whose id it is the shard of (`(id, routing)`).
 #[derive(Debug, Default)]

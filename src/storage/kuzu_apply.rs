@@ -645,21 +645,20 @@ impl<'a> Merged<'a> {
         if ids.is_empty() {
             return Ok(false);
         }
-        let found_rows: HashMap<String, (bool, i64, Option<String>)> = run(
+        let found: HashMap<String, (bool, i64, Option<String>)> = run(
             conn,
             "UNWIND $ids AS i MATCH (n:Entity {id: i}) RETURN n.id, n.stub, n.hash, n.routing",
             vec![("ids", string_list_of(&ids))],
         )?
         .iter()
         .map(|r| {
-            let routing = matches!(r[3], Value::String(_)).then(|| as_string(&r[3]));
+            let routing = as_optional_string(&r[3]);
             (
                 as_string(&r[0]),
                 (as_bool(&r[1]), as_i64(&r[2]).unwrap_or(0), routing),
             )
         })
         .collect();
-        let found = &found_rows;
         let stub_routing = self.stub_routing();
         let fields = shard_entity_fields(dim);
         let (mut new_rows, mut stub_rows) = (Vec::new(), Vec::new());
@@ -667,27 +666,23 @@ impl<'a> Merged<'a> {
         let mut repointed = Vec::new();
         let (mut new_ids, mut changed_ids) = (Vec::new(), Vec::new());
         for id in &ids {
-            match (
-                self.entities.get(id),
-                found.get(*id).map(|(stub, hash, _)| (stub, hash)),
-            ) {
+            match (self.entities.get(id), found.get(*id)) {
                 (Some(e), None) => {
                     new_rows.push(shard_entity_row(e, dim));
                     new_ids.push(*id);
                 }
-                (Some(e), Some((stub, hash))) => {
+                (Some(e), Some((stub, hash, _))) => {
                     if *stub || *hash != content_hash(e) as i64 {
                         changed.push(shard_entity_row(e, dim));
                         changed_ids.push(*id);
                     }
                 }
                 (None, None) => stub_rows.push(stub_row(id, stub_routing.get(id).copied(), dim)),
-                (None, Some(_)) => {
+                (None, Some((stub, _, old))) => {
                     // An endpoint that is already here; a pointer may name a new key.
                     let Some(key) = self.pointers.get(id) else {
                         continue;
                     };
-                    let (stub, _, old) = &found_rows[*id];
                     if !*stub || old.as_deref() != Some(*key) {
                         repointed.push(vec![s(id), s(key)]);
                     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::http::{get_json, post_json};
+use crate::http::{delete_json, get_json, post_json};
 
 pub const HTTP_PORT: u16 = 17100;
 pub const GOSSIP_PORT: u16 = 17200;
@@ -321,6 +321,11 @@ impl NodeProc {
     ) -> anyhow::Result<(u16, Value)> {
         post_json(&self.url(path), body, timeout)
             .with_context(|| format!("{}: POST {path}", self.id))
+    }
+
+    /// DELETE, returning (status, JSON body) for any status.
+    pub fn delete_json(&self, path: &str, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+        delete_json(&self.url(path), timeout).with_context(|| format!("{}: DELETE {path}", self.id))
     }
 
     /// How the process ended (e.g. "signal: 11 (SIGSEGV)"), if it exited on its own; `None` while it

@@ -95,6 +95,13 @@ pub fn post_json(url: &str, body: &Value, timeout: Duration) -> anyhow::Result<(
     Ok((status, json_or_text(resp.into_string()?)))
 }
 
+/// DELETE and return status + parsed body, whatever the status code.
+pub fn delete_json(url: &str, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+    let resp = send(with_key(agent().delete(url)).timeout(timeout), None)?;
+    let status = resp.status();
+    Ok((status, json_or_text(resp.into_string()?)))
+}
+
 /// GET with an agent: (status, JSON body or the text as a string, value of `x-torua-stale`),
 /// whatever the status code.
 pub fn get_full(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value, Option<String>)> {

@@ -555,18 +555,16 @@ fn measure(
     if la.retrieve_queries > 0 {
         // The full-text indexes are rebuilt after a bulk load: wait for a retrieval to succeed.
         let probe = retrieve_body(&g.entities[seeds[0]])?;
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            match post_timed(&agent, &url(0, "/retrieve"), &probe) {
-                Ok((_, 200, _)) => break,
-                Ok((_, status, bytes)) if Instant::now() > deadline => bail!(
+        let every = Duration::from_millis(500);
+        torua_testkit::wait::poll(Duration::from_secs(180), every, || {
+            match post_timed(&agent, &url(0, "/retrieve"), &probe)? {
+                (_, 200, _) => Ok(()),
+                (_, status, bytes) => bail!(
                     "no retrieval succeeded in 180 s: {status} {}",
                     short(&String::from_utf8_lossy(&bytes), 300)
                 ),
-                Err(e) if Instant::now() > deadline => return Err(e),
-                _ => std::thread::sleep(Duration::from_millis(500)),
             }
-        }
+        })?;
         log(format!(
             "  /retrieve: {} queries (+{} warm-up)",
             la.retrieve_queries, args.query_warmup
