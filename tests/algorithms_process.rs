@@ -3,7 +3,9 @@
 //! Kuzu's `page_rank` on the same graph within 1e-6, components must be Kuzu's partition, and
 //! degrees the relations counted at each end; degree written back shows in entity reads. A task
 //! is visible from every node, can be cancelled, and fails cleanly (nothing left on the workers)
-//! when a worker is killed with SIGKILL mid-run.
+//! when a worker is killed with SIGKILL mid-run. A write-back whose driver is killed (held at a
+//! fault-injection point) is finished by the shards' primaries once decided, and discarded
+//! otherwise.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -30,6 +32,57 @@ fn graph(rng: &mut Rng, n: usize, m: usize) -> (Vec<String>, Vec<(String, String
         })
         .collect();
     (ids, rels)
+}
+
+/// Ingests entities `ids` (degree 0) and relations `rels` through node 0.
+fn ingest(cluster: &TestCluster, ids: &[String], rels: &[(String, String)]) {
+    let batch = json!({
+        "entities": ids.iter().map(|i| json!({"id": i, "title": i, "degree": 0})).collect::<Vec<_>>(),
+        "relations": rels.iter().enumerate().map(|(n, (a, b))| json!({"id": format!("r{n}"), "source": a, "target": b})).collect::<Vec<_>>(),
+    });
+    let (status, answer) = cluster
+        .node(0)
+        .post_json("/graph/ingest", &batch, T)
+        .unwrap();
+    assert_eq!(
+        (status, &answer["errors"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+}
+
+/// Each entity's degree: the relations counted at each end.
+fn degrees(ids: &[String], rels: &[(String, String)]) -> HashMap<String, i64> {
+    let mut degree: HashMap<String, i64> = ids.iter().map(|i| (i.clone(), 0)).collect();
+    for (a, b) in rels {
+        *degree.get_mut(a).unwrap() += 1;
+        *degree.get_mut(b).unwrap() += 1;
+    }
+    degree
+}
+
+/// The sum of `node`'s metric lines starting with `prefix` (`None` when there is none).
+fn metric(cluster: &TestCluster, node: usize, prefix: &str) -> Option<f64> {
+    let text = with_key(agent().get(&cluster.node(node).url("/metrics")))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default();
+    let values: Vec<f64> = (text.lines())
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Starts an algorithm on `node` without waiting; returns the task's id.
+fn start_task(cluster: &TestCluster, node: usize, name: &str, body: Value) -> String {
+    let (status, t) = cluster
+        .node(node)
+        .post_json(&format!("/graph/algorithms/{name}"), &body, T)
+        .unwrap();
+    assert_eq!(status, 202, "{t}");
+    t["id"].as_str().unwrap().to_string()
 }
 
 /// What embedded Kuzu answers on the same graph, in this process.
@@ -157,19 +210,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
     let mut cluster = TestCluster::start(3, options).unwrap();
     cluster.wait_green(Duration::from_secs(60)).unwrap();
     let (ids, rels) = graph(&mut rng, 500, 900);
-    let batch = json!({
-        "entities": ids.iter().map(|i| json!({"id": i, "title": i, "degree": 0})).collect::<Vec<_>>(),
-        "relations": rels.iter().enumerate().map(|(n, (a, b))| json!({"id": format!("r{n}"), "source": a, "target": b})).collect::<Vec<_>>(),
-    });
-    let (status, answer) = cluster
-        .node(0)
-        .post_json("/graph/ingest", &batch, T)
-        .unwrap();
-    assert_eq!(
-        (status, &answer["errors"]),
-        (200, &json!(false)),
-        "{answer}"
-    );
+    ingest(&cluster, &ids, &rels);
     let kuzu = embedded(&ids, &rels, 20);
     let (ranks, groups) = (&kuzu.ranks, &kuzu.groups);
 
@@ -293,11 +334,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
     f.check(t["result"]["written"] == ids.len(), || {
         format!("degree: wrote {} of {}", t["result"]["written"], ids.len())
     });
-    let mut degree: HashMap<&str, i64> = ids.iter().map(|i| (i.as_str(), 0)).collect();
-    for (a, b) in &rels {
-        *degree.get_mut(a.as_str()).unwrap() += 1;
-        *degree.get_mut(b.as_str()).unwrap() += 1;
-    }
+    let degree = degrees(&ids, &rels);
     let top = &t["result"]["top"][0];
     f.check(
         top["value"].as_f64() == Some(*degree.values().max().unwrap() as f64),
@@ -308,11 +345,10 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
             .node(0)
             .get_json(&format!("/graph/entities/{id}"), T)
             .unwrap();
-        f.check(e["entity"]["degree"] == degree[id.as_str()], || {
+        f.check(e["entity"]["degree"] == degree[id], || {
             format!(
                 "degree of {id}: read {}, expected {}",
-                e["entity"]["degree"],
-                degree[id.as_str()]
+                e["entity"]["degree"], degree[id]
             )
         });
     }
@@ -357,12 +393,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
 
     // Cancel: a long run stops before its next superstep.
     let long = json!({"iterations": 1000, "tolerance": 0.0});
-    let (status, t) = cluster
-        .node(0)
-        .post_json("/graph/algorithms/pagerank", &long, T)
-        .unwrap();
-    assert_eq!(status, 202, "{t}");
-    let id = t["id"].as_str().unwrap().to_string();
+    let id = start_task(&cluster, 0, "pagerank", long);
     let (status, answer) = cluster
         .node(1)
         .post_json(&format!("/tasks/{id}/_cancel"), &json!({}), T)
@@ -380,16 +411,8 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
 
     // SIGKILL of a worker mid-run, of a run that would write its ranks: the task fails with a
     // reason, the survivors drop their parts, and no rank changes (1000 iterations would).
-    let (status, t) = cluster
-        .node(0)
-        .post_json(
-            "/graph/algorithms/pagerank",
-            &json!({"iterations": 1000, "tolerance": 0.0, "write": true}),
-            T,
-        )
-        .unwrap();
-    assert_eq!(status, 202, "{t}");
-    let id = t["id"].as_str().unwrap().to_string();
+    let body = json!({"iterations": 1000, "tolerance": 0.0, "write": true});
+    let id = start_task(&cluster, 0, "pagerank", body);
     until("the run is past a few supersteps", T, || {
         let t = task(&cluster, 0, &id);
         match t["progress"]["supersteps"].as_u64() {
@@ -420,18 +443,118 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         format!("the killed run changed the written ranks: off the 20-iteration ranks by {worst}")
     });
     for node in [0, 1] {
-        let text = with_key(agent().get(&cluster.node(node).url("/metrics")))
-            .call()
-            .ok()
-            .and_then(|r| r.into_string().ok())
-            .unwrap_or_default();
-        let held = text
-            .lines()
-            .find(|l| l.starts_with("torua_algorithm_tasks_held "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        let held = metric(&cluster, node, "torua_algorithm_tasks_held ");
         f.check(held == Some(0.0), || {
             format!("node {node} still holds algorithm state: {held:?}")
         });
     }
     f.finish("algorithms", started);
+}
+
+/// A write-back is all or nothing when its driver dies. Killed after it published the first
+/// shard, the other shards' primaries publish the rest; killed with every shard staged but before
+/// deciding, the staged results are discarded and no property changes.
+#[test]
+fn a_write_back_its_driver_left_is_finished_or_discarded() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    let mut rng = Rng::new(0xa161);
+    let options = ClusterOptions::graph(3).set("TORUA_SHARDS", "6");
+    let mut cluster = TestCluster::start(3, options).unwrap();
+    cluster.wait_green(Duration::from_secs(60)).unwrap();
+    // Node 1 stops before deciding, node 2 after publishing the first shard.
+    for (node, point) in [(1, "algorithm-decide"), (2, "algorithm-publish")] {
+        let n = cluster.node_mut(node);
+        n.terminate(T).unwrap();
+        let spec = format!("{point}=sleep(300000)");
+        n.env.insert("TORUA_FAILPOINTS".into(), spec);
+        n.start().unwrap();
+        cluster.wait_node_up(node, Duration::from_secs(60)).unwrap();
+    }
+    cluster.wait_green(Duration::from_secs(60)).unwrap();
+    let (ids, rels) = graph(&mut rng, 300, 600);
+    ingest(&cluster, &ids, &rels);
+    let degree = degrees(&ids, &rels);
+    let right = |read: &HashMap<String, Value>| {
+        (ids.iter())
+            .filter(|id| degree[*id] > 0 && read.get(*id) == Some(&json!(degree[*id])))
+            .count()
+    };
+    let linked = ids.iter().filter(|id| degree[*id] > 0).count();
+
+    // Node 2 publishes one shard and is killed: the rest is published without it.
+    start_task(&cluster, 2, "degree", json!({"write": true}));
+    let first = until("one shard shows the degrees", T, || {
+        let n = right(&properties(&cluster, 0, "degree"));
+        if n > 0 {
+            Ok(n)
+        } else {
+            Err("no degree written yet")
+        }
+    });
+    cluster.node_mut(2).kill9();
+    f.check(first < linked, || {
+        format!("{first} of {linked} degrees showed before the driver was killed: not one shard")
+    });
+    until(
+        "the other shards' primaries publish the degrees",
+        Duration::from_secs(120),
+        || {
+            let n = right(&properties(&cluster, 0, "degree"));
+            if n == linked {
+                Ok(())
+            } else {
+                Err(format!("{n} of {linked} degrees written"))
+            }
+        },
+    );
+    let published: f64 = [0, 1]
+        .iter()
+        .filter_map(|n| metric(&cluster, *n, "torua_algorithm_write_backs_finished_total{outcome=\"published\"}"))
+        .sum();
+    f.check(published >= 5.0, || {
+        format!("sweeps published {published} shards' write-backs, expected the 5 left")
+    });
+    let n2 = cluster.node_mut(2);
+    n2.env.remove("TORUA_FAILPOINTS");
+    n2.start().unwrap();
+    cluster.wait_node_up(2, Duration::from_secs(60)).unwrap();
+    cluster.wait_green(Duration::from_secs(120)).unwrap();
+
+    // Node 1 stages PageRank in every shard and is killed before deciding: nothing shows.
+    let id = start_task(&cluster, 1, "pagerank", json!({"write": true}));
+    until("every shard staged the ranks", T, || {
+        let t = task(&cluster, 0, &id);
+        if t["progress"]["phase"] == "publishing" {
+            Ok(())
+        } else {
+            Err(t.to_string())
+        }
+    });
+    cluster.node_mut(1).kill9();
+    until(
+        "the survivors discard the staged ranks",
+        Duration::from_secs(120),
+        || {
+            let staged: Vec<Option<f64>> = [0, 2]
+                .iter()
+                .map(|n| metric(&cluster, *n, "torua_algorithm_write_backs_staged "))
+                .collect();
+            let discarded: f64 = [0, 2]
+                .iter()
+                .filter_map(|n| metric(&cluster, *n, "torua_algorithm_write_backs_finished_total{outcome=\"discarded\"}"))
+                .sum();
+            if discarded >= 6.0 && staged.iter().all(|s| *s == Some(0.0)) {
+                Ok(())
+            } else {
+                Err(format!("staged {staged:?}, discarded {discarded}"))
+            }
+        },
+    );
+    let ranks = properties(&cluster, 0, "pagerank");
+    let shown = ranks.values().filter(|r| !r.is_null()).count();
+    f.check(shown == 0, || {
+        format!("{shown} entities show ranks of a write-back that was never decided")
+    });
+    f.finish("write-back when its driver dies", started);
 }

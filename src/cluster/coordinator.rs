@@ -533,6 +533,30 @@ pub fn revoke_key(ctx: &NodeContext, id: &str) -> Result<ShardMap, Error> {
     })
 }
 
+/// Coordinator side of `Decide`: records the first decision on `write`; a later one (either
+/// way) leaves it as it is.
+pub fn decide(ctx: &NodeContext, write: &str, publish: bool) -> Result<ShardMap, Error> {
+    if write.is_empty() || write.len() > 512 {
+        return Err(Error::Invalid(format!(
+            "a write-back id has 1 to 512 bytes, not {}",
+            write.len()
+        )));
+    }
+    change_map(ctx, |map, _| {
+        if map.decision(write).is_some() {
+            return Ok(false);
+        }
+        tracing::info!(write, publish, "graph algorithm write-back decided");
+        map.decisions.push((write.to_string(), publish));
+        let over = map
+            .decisions
+            .len()
+            .saturating_sub(crate::cluster::shard_map::MAX_DECISIONS);
+        map.decisions.drain(..over);
+        Ok(true)
+    })
+}
+
 /// Coordinator side of `SetDraining`.
 pub fn set_draining(
     ctx: &NodeContext,

@@ -150,6 +150,11 @@ impl Serve for MapRequest {
                 coordinator::push(ctx, map.clone()).await;
                 Ok(MapResponse::Map(Some(map)))
             }
+            MapRequest::Decide { write, publish } => {
+                let map = coordinator::decide(ctx, &write, publish)?;
+                coordinator::push(ctx, map.clone()).await;
+                Ok(MapResponse::Map(Some(map)))
+            }
         }
     }
 }

@@ -66,6 +66,9 @@ pub enum MapRequest {
     PutKey(crate::node::access::KeyRecord),
     /// To the coordinator: revoke the API key `id`.
     RevokeKey { id: String },
+    /// To the coordinator: decide a graph algorithm write-back (publish or discard what `write`
+    /// staged). The first decision stands; the answer's map holds it.
+    Decide { write: String, publish: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,7 +47,17 @@ pub struct ShardMap {
     /// under a quorum and reach every node like any other map change.
     #[serde(default)]
     pub api_keys: Vec<crate::node::access::KeyRecord>,
+    /// Graph algorithm write-backs decided, oldest first, at most [`MAX_DECISIONS`]: `(write,
+    /// publish)`. Every copy holding results staged under `write` publishes or discards them as
+    /// recorded here, so a write-back is all or nothing whoever finishes it
+    /// (`query::algorithms::publish`).
+    #[serde(default)]
+    pub decisions: Vec<(String, bool)>,
 }
+
+/// Write-back decisions the map keeps; an older one is forgotten (its staged results were
+/// published or discarded long before: copies follow a decision within seconds).
+pub const MAX_DECISIONS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drain {
@@ -72,6 +82,16 @@ pub struct Assignment {
     pub replicas: Vec<String>,
     /// Copies (primary included) that hold every acknowledged write.
     pub in_sync: Vec<String>,
+}
+
+impl ShardMap {
+    /// Whether the write-back `write` is decided: `Some(true)` to publish, `Some(false)` to
+    /// discard.
+    pub fn decision(&self, write: &str) -> Option<bool> {
+        (self.decisions.iter().rev())
+            .find(|(w, _)| w == write)
+            .map(|(_, publish)| *publish)
+    }
 }
 
 impl Assignment {
@@ -132,6 +152,7 @@ impl ShardMap {
             draining: Vec::new(),
             moves: Vec::new(),
             api_keys: Vec::new(),
+            decisions: Vec::new(),
         }
     }
 

@@ -20,12 +20,23 @@ pub const APPLY_LOST: &str = "apply-lost";
 /// applier (nothing applied while writes wait).
 pub const APPLY_STALL: &str = "apply-stall";
 
+/// Where a graph algorithm's driver has published its decided results in the first shard and
+/// is about to publish them in the others: sleeping there and killing the node leaves the
+/// write-back published in one shard only, for the shards' primaries to finish.
+pub const ALGORITHM_PUBLISH: &str = "algorithm-publish";
+
+/// Where a graph algorithm's driver has staged its results in every shard and is about to
+/// decide to publish them: killing the node there leaves them staged and undecided.
+pub const ALGORITHM_DECIDE: &str = "algorithm-decide";
+
 /// Every point a node knows, so a misspelt name is refused at start instead of never firing.
 const KNOWN: &[&str] = &[
     DOCUMENT_CASCADE_STEP,
     APPLY_REFUSED,
     APPLY_LOST,
     APPLY_STALL,
+    ALGORITHM_PUBLISH,
+    ALGORITHM_DECIDE,
 ];
 
 /// Configures the points listed in `spec`: `name=actions` pairs separated by `;`, the actions

@@ -198,6 +198,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ctx.clone(),
         stop_rx.clone(),
     ));
+    let algorithm_publish = tokio::spawn(crate::query::algorithms::publish::run(
+        ctx.clone(),
+        stop_rx.clone(),
+    ));
     let map_duties = tokio::spawn(coordinator::run(ctx.clone(), stop_rx));
     let app = api::router(ctx.clone());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
@@ -263,6 +267,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anti_entropy.abort();
         map_duties.abort();
         algorithm_sweep.abort();
+        algorithm_publish.abort();
         cluster.leave(LEAVE_ROUNDS).await;
         let _ = stop_http_tx.send(());
         if let Err(e) = server.await {

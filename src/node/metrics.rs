@@ -34,6 +34,8 @@ pub struct Metrics {
     copy_failed_writes: IntGaugeVec,
     algorithm_tasks_running: IntGauge,
     algorithm_tasks_held: IntGauge,
+    write_backs_staged: IntGauge,
+    write_backs_finished: IntCounterVec,
     placement_lookups: prometheus::Histogram,
     entities_moved: IntCounter,
     gossip_rejected_source: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicU64>>>,
@@ -141,6 +143,21 @@ impl Metrics {
                 "Graph algorithm tasks this node holds parts of the graph for (as a worker)",
             )
             .expect("valid metric"),
+            write_backs_staged: IntGauge::new(
+                "algorithm_write_backs_staged",
+                "Graph algorithm write-backs staged in the copies this node is primary of, not yet \
+                 published or discarded (as of the last sweep, every 5 s)",
+            )
+            .expect("valid metric"),
+            write_backs_finished: IntCounterVec::new(
+                Opts::new(
+                    "algorithm_write_backs_finished_total",
+                    "Graph algorithm write-backs in a shard that this node's sweep finished for a \
+                     driver that left, by outcome (published, discarded)",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             placement_lookups: prometheus::Histogram::with_opts(
                 HistogramOpts::new(
                     "ingest_placement_lookup_seconds",
@@ -171,8 +188,8 @@ impl Metrics {
             m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
             gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
             auth_failures, reads_behind, relations_followed, traversal_rounds, copy_pending_writes,
-            copy_failed_writes, algorithm_tasks_running, algorithm_tasks_held, placement_lookups,
-            entities_moved
+            copy_failed_writes, algorithm_tasks_running, algorithm_tasks_held, write_backs_staged,
+            write_backs_finished, placement_lookups, entities_moved
         );
         Arc::new(m)
     }
@@ -219,6 +236,17 @@ impl Metrics {
     pub fn set_algorithm_tasks(&self, running: usize, held: usize) {
         self.algorithm_tasks_running.set(running as i64);
         self.algorithm_tasks_held.set(held as i64);
+    }
+
+    /// Sets the write-backs staged in the copies this node is primary of.
+    pub fn set_write_backs_staged(&self, staged: usize) {
+        self.write_backs_staged.set(staged as i64);
+    }
+
+    /// Counts a shard's write-back finished by the sweep (`published` or not).
+    pub fn write_back_finished(&self, published: bool) {
+        let outcome = if published { "published" } else { "discarded" };
+        self.write_backs_finished.with_label_values(&[outcome]).inc();
     }
 
     /// Sets the write backlog of this node's open copies, `(shard, pending, failed)` each; copies

@@ -62,6 +62,11 @@ pub fn schema(dim: usize) -> Vec<String> {
          PRIMARY KEY(id))"
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))".to_string(),
+        // A graph algorithm's results waiting for the cluster's decision to publish them: one
+        // row per (write, property, entity), the value in the column its type takes.
+        "CREATE NODE TABLE IF NOT EXISTS Staged(key STRING, task STRING, id STRING, property STRING, \
+         number DOUBLE, whole INT64, text STRING, PRIMARY KEY(key))"
+            .to_string(),
     ];
     statements.extend(kuzu_index::vector_tables(dim));
     statements
@@ -353,6 +358,22 @@ fn apply_ops(
                 }
                 WriteOp::SetProperty { property, values } => {
                     set_property(conn, *property, values)?;
+                    i += 1;
+                }
+                WriteOp::Stage {
+                    write,
+                    property,
+                    values,
+                } => {
+                    stage_property(conn, write, *property, values)?;
+                    i += 1;
+                }
+                WriteOp::Publish { write } => {
+                    publish_staged(conn, write)?;
+                    i += 1;
+                }
+                WriteOp::Discard { write } => {
+                    discard_staged(conn, write)?;
                     i += 1;
                 }
             }
@@ -808,12 +829,7 @@ fn set_property(
     if values.is_empty() {
         return Ok(());
     }
-    let (column, ty) = match property {
-        EntityProperty::Degree => ("degree", LogicalType::Int64),
-        EntityProperty::PageRank => ("pagerank", LogicalType::Double),
-        EntityProperty::Component => ("component", LogicalType::String),
-        EntityProperty::Community => ("community", LogicalType::String),
-    };
+    let (column, ty) = property_column(property);
     let fields = [("id", LogicalType::String), ("value", ty)];
     let list = values
         .iter()
@@ -834,6 +850,110 @@ fn set_property(
         vec![("rows", rows(&fields, list))],
     )?;
     Ok(())
+}
+
+/// The entity column a property is written to, and its type.
+fn property_column(property: EntityProperty) -> (&'static str, LogicalType) {
+    match property {
+        EntityProperty::Degree => ("degree", LogicalType::Int64),
+        EntityProperty::PageRank => ("pagerank", LogicalType::Double),
+        EntityProperty::Component => ("component", LogicalType::String),
+        EntityProperty::Community => ("community", LogicalType::String),
+    }
+}
+
+/// The `Staged` column holding values of type `ty`.
+fn staged_column(ty: &LogicalType) -> &'static str {
+    match ty {
+        LogicalType::Int64 => "whole",
+        LogicalType::Double => "number",
+        _ => "text",
+    }
+}
+
+/// Keeps `values` aside under `write` (again: the same rows, overwritten).
+fn stage_property(
+    conn: &Connection,
+    write: &str,
+    property: EntityProperty,
+    values: &[(String, PropertyValue)],
+) -> Result<(), Error> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let (column, _) = property_column(property);
+    let fields = [
+        ("key", LogicalType::String),
+        ("id", LogicalType::String),
+        ("number", LogicalType::Double),
+        ("whole", LogicalType::Int64),
+        ("text", LogicalType::String),
+    ];
+    let list = values
+        .iter()
+        .map(|(id, v)| {
+            let (number, whole, text) = match v {
+                PropertyValue::Int(i) => (0.0, *i, ""),
+                PropertyValue::Float(f) => (*f, 0, ""),
+                PropertyValue::Text(t) => (0.0, 0, t.as_str()),
+            };
+            vec![
+                s(&format!("{write}\u{1f}{column}\u{1f}{id}")),
+                s(id),
+                Value::Double(number),
+                Value::Int64(whole),
+                s(text),
+            ]
+        })
+        .collect();
+    run(
+        conn,
+        "UNWIND $rows AS r MERGE (x:Staged {key: r.key}) SET x.task = $write, x.id = r.id, \
+         x.property = $property, x.number = r.number, x.whole = r.whole, x.text = r.text",
+        vec![
+            ("rows", rows(&fields, list)),
+            ("write", s(write)),
+            ("property", s(column)),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Sets every property `write` staged on the entities this copy owns, then forgets the rows.
+fn publish_staged(conn: &Connection, write: &str) -> Result<(), Error> {
+    for property in [
+        EntityProperty::Degree,
+        EntityProperty::PageRank,
+        EntityProperty::Component,
+        EntityProperty::Community,
+    ] {
+        let (column, ty) = property_column(property);
+        let from = staged_column(&ty);
+        run(
+            conn,
+            &format!(
+                "MATCH (x:Staged) WHERE x.task = $write AND x.property = '{column}' \
+                 MATCH (e:Entity {{id: x.id}}) WHERE e.stub = false SET e.{column} = x.{from}"
+            ),
+            vec![("write", s(write))],
+        )?;
+    }
+    discard_staged(conn, write)
+}
+
+fn discard_staged(conn: &Connection, write: &str) -> Result<(), Error> {
+    run(
+        conn,
+        "MATCH (x:Staged) WHERE x.task = $write DELETE x",
+        vec![("write", s(write))],
+    )?;
+    Ok(())
+}
+
+/// The writes with results staged in this copy (at most `limit`).
+pub fn staged_writes(conn: &Connection, limit: usize) -> Result<Vec<String>, Error> {
+    let q = format!("MATCH (x:Staged) RETURN DISTINCT x.task LIMIT {limit}");
+    Ok(run(conn, &q, vec![])?.iter().map(|r| as_string(&r[0])).collect())
 }
 
 /// New relations and their keys. `Create`: one `UNWIND … CREATE` (each endpoint found by its

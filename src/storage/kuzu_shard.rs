@@ -668,6 +668,13 @@ impl KuzuShard {
             .await
     }
 
+    /// The graph algorithm writes with results staged in this copy (at most `limit`), as of the
+    /// last applied round.
+    pub async fn staged_writes(&self, limit: usize) -> Result<Vec<String>, Error> {
+        self.read(move |conn| super::kuzu_apply::staged_writes(conn, limit))
+            .await
+    }
+
     /// A checksum of what the copy holds (entities with their descriptions, relations, chunks,
     /// communities, in id order) after every logged write is applied, with the sequence number it
     /// is taken at: copies holding the same writes have the same checksum. Reads everything:

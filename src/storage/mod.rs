@@ -85,6 +85,19 @@ pub enum WriteOp {
     /// entity's pointer (a stub carrying the key), by which reads by id find it. `(id, routing)`.
     /// An entity this copy owns becomes a pointer (it moved).
     Point(Vec<(String, String)>),
+    /// Stages a graph algorithm's results under `write` (one task's write-back,
+    /// `<task>/<nonce>`): kept aside in the copy, invisible to reads, until the cluster decides
+    /// to publish or discard them (`query::algorithms::publish`).
+    Stage {
+        write: String,
+        property: EntityProperty,
+        values: Vec<(String, PropertyValue)>,
+    },
+    /// Sets what `write` staged as entity properties (ids this copy holds only as stubs, or not
+    /// at all, are left alone) and forgets it. Nothing staged: nothing changes.
+    Publish { write: String },
+    /// Forgets what `write` staged.
+    Discard { write: String },
 }
 
 impl WriteOp {

@@ -30,8 +30,9 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 const RETAIN_BYTES: u64 = 64 << 20;
 /// The encoding of the records this binary writes: `postcard (seq, WriteOp)`. A change to
 /// [`WriteOp`]'s serialized form takes the next number, and the reader learns the old one
-/// ([`format1`]: entities and relations without routing keys).
-pub const FORMAT: u32 = 2;
+/// ([`format1`]: entities and relations without routing keys). Format 3 only added writes at the
+/// end of [`WriteOp`], so format 2 records decode as format 3.
+pub const FORMAT: u32 = 3;
 /// The length word's top bits hold the format; the rest the payload length.
 const FORMAT_SHIFT: u32 = 28;
 /// Largest record payload (a write is at most the 64 MiB ingest limit).
@@ -534,11 +535,13 @@ mod tests {
             bytes[bytes.len() - record(FORMAT, 2, "new").len()..],
             record(FORMAT, 2, "new")
         );
+        // Format 2 records decode as the current format (it only added writes).
+        bytes.extend(record(2, 3, "two"));
         std::fs::write(&path, &bytes).unwrap();
         let (_, redo) = ShardLog::open(dir.path(), 2, 0).unwrap();
-        assert_eq!(redo, vec![(1, op("old")), (2, op("new"))]);
+        assert_eq!(redo, vec![(1, op("old")), (2, op("new")), (3, op("two"))]);
 
-        bytes.extend(record(FORMAT + 1, 3, "future"));
+        bytes.extend(record(FORMAT + 1, 4, "future"));
         std::fs::write(&path, &bytes).unwrap();
         let Err(Error::Invalid(why)) = ShardLog::open(dir.path(), 2, 0) else {
             panic!("a record of a newer format must stop the open");

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// The wire version, sent as the TLS ALPN protocol. Nodes with different values refuse each
 /// other during the handshake instead of exchanging undecodable messages. Bump it whenever a
 /// change to a wire type is not append-only.
-pub const WIRE_VERSION: &str = "torua/9";
+pub const WIRE_VERSION: &str = "torua/10";
 
 /// Tuning of one [`crate::Endpoint`]. `Default` gives values suitable for a LAN cluster.
 #[derive(Debug, Clone)]

@@ -8,6 +8,8 @@
 //! - [`task`]: the driver (the node the request came to): it picks a copy of every shard, runs
 //!   the supersteps with a barrier between them, gathers results, writes back, and keeps the
 //!   task's state for `GET /tasks/{id}`, with cancellation.
+//! - [`publish`]: writing results back all or nothing: staged in every shard, published once the
+//!   cluster decided so (in the shard map), finished by the shards' primaries if the driver dies.
 //!
 //! What a run sees: each shard as its copy held it when the task loaded it (writes after that are
 //! not in the result). Vertices are every entity, stubs of relations' far ends included;
@@ -15,6 +17,7 @@
 
 pub mod louvain;
 pub mod part;
+pub mod publish;
 pub mod task;
 pub mod worker;
 

@@ -6,7 +6,8 @@
 //! supersteps: each is one request to every worker, and a worker answers only once its values
 //! reached the other workers, so the next step starts with every message delivered. A failed
 //! request (a node lost mid-run) fails the task with the node's error; nothing is written before
-//! every superstep finished, and the workers' state is dropped either way.
+//! every superstep finished, and the workers' state is dropped either way. Results are written
+//! back all or nothing ([`super::publish`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::part::StepReport;
 use super::worker::{keep_top, AlgoRequest, AlgoResponse, LouvainOp};
-use super::{Algorithm, Next};
+use super::{publish, Algorithm, Next};
 use crate::error::Error;
 use crate::node::context::NodeContext;
 use crate::peer;
@@ -61,7 +62,8 @@ pub enum TaskState {
 /// Where a run is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
-    /// loading, connecting, superstep, gathering, writing, done.
+    /// loading, connecting, superstep, gathering, writing (results staged in every shard),
+    /// publishing (decided, made visible shard by shard), done.
     pub phase: String,
     /// Supersteps run so far.
     pub supersteps: u32,
@@ -539,33 +541,83 @@ async fn run(
     if request.write {
         task.progress(|p| p.phase = "writing".into());
         task.cancelled()?;
-        // Components and communities are written by name (`sizes` is empty for the others).
-        let mut names: Vec<(u64, String)> = Vec::new();
-        if !sizes.is_empty() {
-            let labels = sizes.keys().copied().collect();
-            let named = members(ctx, &id, nodes, labels, 0).await?;
-            names.extend(
-                named
-                    .into_iter()
-                    .filter_map(|(label, (name, _))| Some((label, name?))),
-            );
+        let write = publish::write_id(&id);
+        let staged = stage(ctx, task, &id, &write, nodes, &sizes).await;
+        let written = match staged {
+            Ok(written) => written,
+            Err(e) => {
+                // Nothing is published; the staged rows go (or, failing that, the sweep's).
+                if let Err(d) = discard(ctx, &write, shard_count).await {
+                    tracing::warn!(write, error = %d, "discarding staged results failed; the sweep will");
+                }
+                return Err(e);
+            }
+        };
+        task.progress(|p| p.phase = "publishing".into());
+        fail::fail_point!(crate::node::failpoints::ALGORITHM_DECIDE);
+        if !publish::decide(ctx, &write, true).await? {
+            return Err(Error::Unavailable(format!(
+                "the results staged as {write} were discarded before they could be published \
+                 (this node was taken for gone); run the task again"
+            )));
         }
-        let answers = all(ctx, nodes, LOAD_TIMEOUT, |_, _| AlgoRequest::Write {
-            task: id.clone(),
-            timeout_ms: LOAD_TIMEOUT.as_millis() as u64,
-            names: names.clone(),
-        })
-        .await?;
-        let mut written = 0;
-        for answer in answers {
-            let AlgoResponse::Written { entities } = answer else {
-                return Err(unexpected(answer));
-            };
-            written += entities;
-        }
+        publish::finish(ctx, &write, true, 0..shard_count)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "the results are decided and staged in every shard; the shards' primaries \
+                     publish the rest within {}s",
+                    publish::SWEEP_EVERY.as_secs()
+                ))
+            })?;
         result.written = Some(written);
     }
     Ok(result)
+}
+
+/// Has every worker stage its parts' results under `write` (components and communities by
+/// name: `sizes` holds their labels, empty for the others); returns the entities staged.
+async fn stage(
+    ctx: &Arc<NodeContext>,
+    task: &Arc<Task>,
+    id: &str,
+    write: &str,
+    nodes: &BTreeMap<String, Vec<u32>>,
+    sizes: &HashMap<u64, u64>,
+) -> Result<u64, Error> {
+    let mut names: Vec<(u64, String)> = Vec::new();
+    if !sizes.is_empty() {
+        let labels = sizes.keys().copied().collect();
+        let named = members(ctx, id, nodes, labels, 0).await?;
+        names.extend(
+            named
+                .into_iter()
+                .filter_map(|(label, (name, _))| Some((label, name?))),
+        );
+    }
+    let answers = all(ctx, nodes, LOAD_TIMEOUT, |_, _| AlgoRequest::Write {
+        task: id.to_string(),
+        write: write.to_string(),
+        timeout_ms: LOAD_TIMEOUT.as_millis() as u64,
+        names: names.clone(),
+    })
+    .await?;
+    let mut written = 0;
+    for answer in answers {
+        let AlgoResponse::Written { entities } = answer else {
+            return Err(unexpected(answer));
+        };
+        written += entities;
+    }
+    task.cancelled()?;
+    Ok(written)
+}
+
+/// Records that `write` is not published and drops what it staged (as the decision says: one
+/// recorded earlier stands).
+async fn discard(ctx: &Arc<NodeContext>, write: &str, shards: u32) -> Result<(), Error> {
+    let publish = publish::decide(ctx, write, false).await?;
+    publish::finish(ctx, write, publish, 0..shards).await
 }
 
 /// Louvain across the workers: rounds of moves on the first level (each: the shards publish

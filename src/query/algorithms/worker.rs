@@ -81,6 +81,8 @@ pub enum AlgoRequest {
     /// of every component or community label).
     Write {
         task: String,
+        /// The write-back's name (`publish::write_id`), under which the results are staged.
+        write: String,
         timeout_ms: u64,
         names: Vec<(u64, String)>,
     },
@@ -260,9 +262,10 @@ impl Serve for AlgoRequest {
             }),
             AlgoRequest::Write {
                 task,
+                write: name,
                 timeout_ms,
                 names,
-            } => write(ctx, &task, timeout_ms, names).await,
+            } => write(ctx, &task, &name, timeout_ms, names).await,
             AlgoRequest::Drop { task } => {
                 ctx.algorithms
                     .workers
@@ -602,10 +605,12 @@ fn members(t: &WorkerTask, labels: &[u64], max: usize) -> Vec<(u64, Option<Strin
     out
 }
 
-/// Writes each part's degrees to its shard through the replicated write path.
+/// Stages each part's results in its shard under `write`, through the replicated write path
+/// (`super::publish` decides whether they are published).
 async fn write(
     ctx: &Arc<NodeContext>,
     task: &str,
+    write: &str,
     timeout_ms: u64,
     names: Vec<(u64, String)>,
 ) -> Result<AlgoResponse, Error> {
@@ -621,13 +626,14 @@ async fn write(
     for (shard, (property, values)) in writes {
         entities += values.len() as u64;
         for piece in values.chunks(WRITE_PIECE) {
-            let op = crate::storage::WriteOp::SetProperty {
+            let op = crate::storage::WriteOp::Stage {
+                write: write.to_string(),
                 property,
                 values: piece.to_vec(),
             };
             crate::replication::write::route_write(ctx, shard, &op, deadline)
                 .await
-                .map_err(|e| e.context(format!("writing shard {shard}'s results")))?;
+                .map_err(|e| e.context(format!("staging shard {shard}'s results")))?;
         }
     }
     Ok(AlgoResponse::Written { entities })

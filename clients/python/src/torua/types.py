@@ -592,9 +592,10 @@ class Retrieval(Model):
 
 @dataclass
 class TaskProgress(Model):
-    """How far a task got: its `phase` (loading, connecting, superstep, gathering, writing,
-    done), supersteps run, the graph's size and workers; `delta` (PageRank: the sum of rank
-    changes in the last superstep) and `changed` (wcc: labels changed in it) when they apply."""
+    """How far a task got: its `phase` (loading, connecting, superstep, gathering, writing:
+    results staged in every shard, publishing: decided and made visible, done), supersteps
+    run, the graph's size and workers; `delta` (PageRank: the sum of rank changes in the last
+    superstep) and `changed` (wcc: labels changed in it) when they apply."""
 
     phase: str = ""
     supersteps: int = 0
