@@ -510,7 +510,13 @@ fn a_write_back_its_driver_left_is_finished_or_discarded() {
     );
     let published: f64 = [0, 1]
         .iter()
-        .filter_map(|n| metric(&cluster, *n, "torua_algorithm_write_backs_finished_total{outcome=\"published\"}"))
+        .filter_map(|n| {
+            metric(
+                &cluster,
+                *n,
+                "torua_algorithm_write_backs_finished_total{outcome=\"published\"}",
+            )
+        })
         .sum();
     f.check(published >= 5.0, || {
         format!("sweeps published {published} shards' write-backs, expected the 5 left")
@@ -542,7 +548,13 @@ fn a_write_back_its_driver_left_is_finished_or_discarded() {
                 .collect();
             let discarded: f64 = [0, 2]
                 .iter()
-                .filter_map(|n| metric(&cluster, *n, "torua_algorithm_write_backs_finished_total{outcome=\"discarded\"}"))
+                .filter_map(|n| {
+                    metric(
+                        &cluster,
+                        *n,
+                        "torua_algorithm_write_backs_finished_total{outcome=\"discarded\"}",
+                    )
+                })
                 .sum();
             if discarded >= 6.0 && staged.iter().all(|s| *s == Some(0.0)) {
                 Ok(())

@@ -246,7 +246,9 @@ impl Metrics {
     /// Counts a shard's write-back finished by the sweep (`published` or not).
     pub fn write_back_finished(&self, published: bool) {
         let outcome = if published { "published" } else { "discarded" };
-        self.write_backs_finished.with_label_values(&[outcome]).inc();
+        self.write_backs_finished
+            .with_label_values(&[outcome])
+            .inc();
     }
 
     /// Sets the write backlog of this node's open copies, `(shard, pending, failed)` each; copies

@@ -77,8 +77,8 @@ pub async fn call<C: Call>(
                 ))
             })?;
     }
-    let addr = peer_addr(ctx, node)?;
-    call_at(ctx, node, &addr, request, timeout).await
+    let (addr, generation) = peer_addr(ctx, node)?;
+    call_at(ctx, node, &addr, generation, request, timeout).await
 }
 
 /// Calls the coordinator of this node's view.
@@ -143,12 +143,12 @@ pub fn is_live(ctx: &impl Host, node: &str) -> bool {
         .is_some_and(|m| m.is_live())
 }
 
-/// The peer address `node` publishes in gossip.
-fn peer_addr(ctx: &impl Host, node: &str) -> Result<String, Error> {
+/// The peer address `node` publishes in gossip, with the generation (process start) it runs.
+fn peer_addr(ctx: &impl Host, node: &str) -> Result<(String, u64), Error> {
     ctx.cluster()
         .view()
         .member_by_str(node)
-        .and_then(|m| m.peer_addr.clone())
+        .and_then(|m| Some((m.peer_addr.clone()?, m.generation)))
         .ok_or_else(|| {
             Error::Unreachable(format!(
                 "{node} is not in this node's membership view or publishes no peer address"
@@ -156,25 +156,29 @@ fn peer_addr(ctx: &impl Host, node: &str) -> Result<String, Error> {
         })
 }
 
-/// Calls `node` at `addr` over QUIC within `timeout`.
+/// Calls `node` (its process `generation`) at `addr` over QUIC within `timeout`. A connection
+/// to an earlier process of the node (restarted on the same address) is not used.
 async fn call_at<C: Call>(
     ctx: &Arc<C::Host>,
     node: &str,
     addr: &str,
+    generation: u64,
     request: C,
     timeout: Duration,
 ) -> Result<C::Reply, Error> {
     let socket = resolve(addr)?;
     let request = request.into_request();
     let started = Instant::now();
+    let endpoint = ctx.endpoint();
     // The transport bounds connect and request separately; bound the sum too.
-    match tokio::time::timeout(
-        timeout,
-        ctx.endpoint()
-            .request::<_, C::Response>(socket, &request, Some(timeout)),
-    )
-    .await
-    {
+    let call = async {
+        endpoint
+            .connect_to(socket, Some(generation))
+            .await?
+            .request::<_, C::Response>(&request, Some(timeout))
+            .await
+    };
+    match tokio::time::timeout(timeout, call).await {
         Ok(Ok(response)) => C::reply(response),
         Ok(Err(e)) => Err(Error::Unreachable(format!("{node} at {addr}: {e}"))),
         Err(_) => Err(Error::Timeout(format!(

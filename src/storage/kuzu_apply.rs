@@ -953,7 +953,10 @@ fn discard_staged(conn: &Connection, write: &str) -> Result<(), Error> {
 /// The writes with results staged in this copy (at most `limit`).
 pub fn staged_writes(conn: &Connection, limit: usize) -> Result<Vec<String>, Error> {
     let q = format!("MATCH (x:Staged) RETURN DISTINCT x.task LIMIT {limit}");
-    Ok(run(conn, &q, vec![])?.iter().map(|r| as_string(&r[0])).collect())
+    Ok(run(conn, &q, vec![])?
+        .iter()
+        .map(|r| as_string(&r[0]))
+        .collect())
 }
 
 /// New relations and their keys. `Create`: one `UNWIND … CREATE` (each endpoint found by its

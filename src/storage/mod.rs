@@ -95,9 +95,13 @@ pub enum WriteOp {
     },
     /// Sets what `write` staged as entity properties (ids this copy holds only as stubs, or not
     /// at all, are left alone) and forgets it. Nothing staged: nothing changes.
-    Publish { write: String },
+    Publish {
+        write: String,
+    },
     /// Forgets what `write` staged.
-    Discard { write: String },
+    Discard {
+        write: String,
+    },
 }
 
 impl WriteOp {

@@ -31,7 +31,9 @@ fn ids_of(op: &WriteOp) -> Option<Box<dyn Iterator<Item = &str> + '_>> {
             return Some(Box::new(pointers.iter().map(|(id, _)| id.as_str())));
         }
         // Staged results are not read until they are published.
-        WriteOp::Stage { .. } | WriteOp::Discard { .. } => return Some(Box::new(std::iter::empty())),
+        WriteOp::Stage { .. } | WriteOp::Discard { .. } => {
+            return Some(Box::new(std::iter::empty()))
+        }
         _ => return None,
     };
     Some(Box::new(

@@ -156,12 +156,23 @@ impl Endpoint {
     /// A verified connection to `peer`, from the cache or freshly dialled (bounded by the
     /// connect timeout; fails fast with `PeerBackoff` after recent failures).
     pub async fn connect(&self, peer: SocketAddr) -> Result<PeerConnection, TransportError> {
+        self.connect_to(peer, None).await
+    }
+
+    /// [`Self::connect`] to the process `incarnation` of the peer (a number that changes when
+    /// it restarts, such as its start time): a cached connection to an earlier process at the
+    /// same address is dropped and re-dialled instead of used until its idle timeout.
+    pub async fn connect_to(
+        &self,
+        peer: SocketAddr,
+        incarnation: Option<u64>,
+    ) -> Result<PeerConnection, TransportError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(TransportError::Shutdown);
         }
         self.inner
             .pool
-            .get(&self.inner.quinn, &self.inner.config, peer)
+            .get(&self.inner.quinn, &self.inner.config, peer, incarnation)
             .await
     }
 

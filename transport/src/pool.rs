@@ -20,6 +20,9 @@ use crate::tls::{describe, is_tls_rejection, peer_node_id};
 #[derive(Default)]
 struct Slot {
     conn: Option<PeerConnection>,
+    /// The incarnation of the peer the caller named when the connection was dialled (see
+    /// [`Pool::get`]).
+    incarnation: Option<u64>,
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -35,17 +38,30 @@ impl Pool {
         slots.entry(peer).or_default().clone()
     }
 
-    /// A live connection to `peer`, dialling if needed.
+    /// A live connection to `peer`, dialling if needed. `incarnation`, when the caller knows
+    /// it, names the peer process it wants (a restart's is new): a connection dialled for
+    /// another one is dropped and the backoff forgotten, since a peer restarted on the same
+    /// address leaves the old connection looking alive until its idle timeout.
     pub(crate) async fn get(
         &self,
         endpoint: &quinn::Endpoint,
         config: &Arc<TransportConfig>,
         peer: SocketAddr,
+        incarnation: Option<u64>,
     ) -> Result<PeerConnection, TransportError> {
         let slot = self.slot(peer);
         // Held across the dial so concurrent callers wait for it instead of dialling too;
         // the dial is bounded by the connect timeout.
         let mut slot = slot.lock().await;
+        if incarnation.is_some() && slot.incarnation != incarnation {
+            if let Some(old) = slot.conn.take() {
+                tracing::debug!(%peer, "the peer restarted; dropping the connection to its old process");
+                old.conn.close(0u32.into(), b"peer restarted");
+            }
+            slot.failures = 0;
+            slot.retry_at = None;
+            slot.incarnation = incarnation;
+        }
         if let Some(conn) = &slot.conn {
             match conn.conn.close_reason() {
                 None => return Ok(conn.clone()),

@@ -1189,7 +1189,15 @@ async fn staged_results_show_only_once_published() {
     assert_eq!(shard.staged_writes(10).await.unwrap().len(), 2);
     let publish = |w: &str| WriteOp::Publish { write: w.into() };
     shard.write(5, publish("t:1/x")).await.unwrap();
-    shard.write(6, WriteOp::Discard { write: "t:2/y".into() }).await.unwrap();
+    shard
+        .write(
+            6,
+            WriteOp::Discard {
+                write: "t:2/y".into(),
+            },
+        )
+        .await
+        .unwrap();
     shard.write(7, publish("t:3/none")).await.unwrap();
     shard.wait_visible(Duration::from_secs(30)).await.unwrap();
     assert_eq!(
