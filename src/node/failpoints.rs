@@ -39,6 +39,13 @@ const KNOWN: &[&str] = &[
     ALGORITHM_DECIDE,
 ];
 
+/// Evaluates point `name` from async code, off the runtime's worker threads: a `sleep` there
+/// holds the caller without blocking a worker (whose queued tasks, the transport's among them,
+/// would wait with it).
+pub async fn pause(name: &'static str) {
+    let _ = tokio::task::spawn_blocking(move || fail::fail_point!(name)).await;
+}
+
 /// Configures the points listed in `spec`: `name=actions` pairs separated by `;`, the actions
 /// in the `fail` crate's syntax (e.g. `document-cascade-step=1*off->sleep(60000)`: the first
 /// step runs, the second sleeps a minute).

@@ -555,7 +555,7 @@ async fn remove_chunks<'a>(
 /// Writes each `(shard, step)` through the shard's primary, in parallel; waits for all of them
 /// and returns the first failure.
 async fn write_each(ctx: &Arc<NodeContext>, writes: Vec<(u32, Prune)>) -> Result<(), Error> {
-    fail::fail_point!(crate::node::failpoints::DOCUMENT_CASCADE_STEP);
+    crate::node::failpoints::pause(crate::node::failpoints::DOCUMENT_CASCADE_STEP).await;
     let deadline = Instant::now() + WRITE_DEADLINE;
     let mut tasks = tokio::task::JoinSet::new();
     for (shard, step) in writes {

@@ -99,7 +99,7 @@ pub async fn finish(
     };
     let first = one(first).await;
     if publish {
-        fail::fail_point!(crate::node::failpoints::ALGORITHM_PUBLISH);
+        crate::node::failpoints::pause(crate::node::failpoints::ALGORITHM_PUBLISH).await;
     }
     let rest: Result<(), Error> = join_in_order(shards.map(one)).await.into_iter().collect();
     first.and(rest)

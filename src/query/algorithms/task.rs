@@ -554,7 +554,7 @@ async fn run(
             }
         };
         task.progress(|p| p.phase = "publishing".into());
-        fail::fail_point!(crate::node::failpoints::ALGORITHM_DECIDE);
+        crate::node::failpoints::pause(crate::node::failpoints::ALGORITHM_DECIDE).await;
         if !publish::decide(ctx, &write, true).await? {
             return Err(Error::Unavailable(format!(
                 "the results staged as {write} were discarded before they could be published \

@@ -9,6 +9,9 @@
 use super::*;
 
 pub(crate) const ALGORITHMS: [&str; 4] = ["pagerank", "wcc", "degree", "louvain"];
+/// Also `degree-write`: degree written back to every entity (torua's `write: true`, staged in
+/// every shard then published; embedded Kuzu `SET`s it in the same statement).
+pub(crate) const KNOWN_ALGORITHMS: [&str; 5] = ["pagerank", "wcc", "degree", "louvain", "degree-write"];
 
 /// Kuzu's `maxIterations := k` runs k − 1 updates, so torua's 20 iterations are Kuzu's 21.
 const PAGERANK_ITERATIONS: u32 = 20;
@@ -30,6 +33,7 @@ fn embedded_cypher(name: &str) -> String {
                 .into()
         }
         "louvain" => "CALL louvain('G') RETURN node.id, louvain_id".into(),
+        "degree-write" => DEGREE_QUERY.replace(" RETURN ", " SET e.degree = o + i RETURN "),
         _ => DEGREE_QUERY.into(),
     }
 }
@@ -40,8 +44,14 @@ fn torua_body(name: &str, top_k: u32) -> Value {
             json!({"iterations": PAGERANK_ITERATIONS, "tolerance": 0.0, "damping": 0.85, "top_k": top_k})
         }
         "degree" => json!({"top_k": top_k, "write": false}),
+        "degree-write" => json!({"top_k": top_k, "write": true}),
         _ => json!({"top_k": top_k}),
     }
+}
+
+/// The route's algorithm for a measured `name`.
+fn route(name: &str) -> &str {
+    name.strip_suffix("-write").unwrap_or(name)
 }
 
 /// One embedded run: ms until every row was read, and id → value (rank, component, degree).
@@ -83,8 +93,8 @@ fn torua_run(
     let wait = "wait_for_completion=true&timeout=60s";
     let t = Instant::now();
     let path = match trace {
-        Some(_) => format!("/graph/algorithms/{name}"),
-        None => format!("/graph/algorithms/{name}?{wait}"),
+        Some(_) => format!("/graph/algorithms/{}", route(name)),
+        None => format!("/graph/algorithms/{}?{wait}", route(name)),
     };
     let (status, mut task) = n.post_json(&path, body, Duration::from_secs(90))?;
     if status != 200 && status != 202 {

@@ -16,7 +16,7 @@
 //! reads    --reads 2000 --read-warmup 200 (locality: --reads 300)
 //! queries  --query-reps 50 --query-warmup 3 --query-case-s 60 --query-seeds 1,10,100 --query-hops 1,2
 //!          --query-max-nodes 100000 --query-max-relations 1000000 --query-embedded auto
-//! algos    --algo-reps 3 --algorithms pagerank,wcc,degree,louvain
+//! algos    --algo-reps 3 --algorithms pagerank,wcc,degree,louvain[,degree-write]
 //! locality --nodes 3,5 --placements hash,community|none --samples 200 --retrieve-queries 100
 //!          --community-min 50 --community-max 200 --inside 0.9 --dulce DIR|none
 //! output   --label TEXT --json FILE (JSON lines, appended; default: stdout after the tables)
@@ -122,7 +122,8 @@ const USAGE: &str =
            --query-max-nodes 100000 --query-max-relations 1000000
            --query-embedded auto|unwind|per-id (how the embedded baseline runs its statements)
   algos    --algo-reps 3 (runs per algorithm and side, after one check run; default 3 for
-           `algorithms`, else 0) --algorithms pagerank,wcc,degree,louvain
+           `algorithms`, else 0) --algorithms pagerank,wcc,degree,louvain (also degree-write:
+           degree written back to every entity)
   locality --nodes 3,5 (one cluster per count and placement) --placements hash,community
            (none: the generated graph is not loaded, only --dulce measured)
            --samples 200 (seeds for 1 and 2 hops) --retrieve-queries 100 (0: none)
@@ -226,7 +227,7 @@ fn parse_args() -> Result<Args> {
             }
             "--query-max-relations" => a.query_max_relations = v.parse("a count")?,
             "--algo-reps" => a.algo_reps = v.parse("a count")?,
-            "--algorithms" => a.algorithms = v.known_names("algorithm", &ALGORITHMS)?,
+            "--algorithms" => a.algorithms = v.known_names("algorithm", &KNOWN_ALGORITHMS)?,
             _ if a.graph.take(&flag, &v)?
                 || a.sizing.take(&flag, &v)?
                 || (a.cmd == "locality" && a.locality.take(&flag, &v)?) => {}
