@@ -63,8 +63,9 @@ pub fn schema(dim: usize) -> Vec<String> {
             .to_string(),
         "CREATE NODE TABLE IF NOT EXISTS Meta(key STRING, value INT64, PRIMARY KEY(key))".to_string(),
         // A graph algorithm's results waiting for the cluster's decision to publish them: one
-        // row per (write, property, entity), the value in the column its type takes.
-        "CREATE NODE TABLE IF NOT EXISTS Staged(key STRING, task STRING, id STRING, property STRING, \
+        // row per (write, property, entity), the value in the column its type takes. A write
+        // logged twice (a retried request) stages the same rows twice, which publish the same.
+        "CREATE NODE TABLE IF NOT EXISTS Staged(key SERIAL, task STRING, id STRING, property STRING, \
          number DOUBLE, whole INT64, text STRING, PRIMARY KEY(key))"
             .to_string(),
     ];
@@ -852,6 +853,14 @@ fn set_property(
     Ok(())
 }
 
+/// Every property graph algorithms write.
+const PROPERTIES: [EntityProperty; 4] = [
+    EntityProperty::Degree,
+    EntityProperty::PageRank,
+    EntityProperty::Component,
+    EntityProperty::Community,
+];
+
 /// The entity column a property is written to, and its type.
 fn property_column(property: EntityProperty) -> (&'static str, LogicalType) {
     match property {
@@ -862,16 +871,7 @@ fn property_column(property: EntityProperty) -> (&'static str, LogicalType) {
     }
 }
 
-/// The `Staged` column holding values of type `ty`.
-fn staged_column(ty: &LogicalType) -> &'static str {
-    match ty {
-        LogicalType::Int64 => "whole",
-        LogicalType::Double => "number",
-        _ => "text",
-    }
-}
-
-/// Keeps `values` aside under `write` (again: the same rows, overwritten).
+/// Keeps `values` aside under `write`.
 fn stage_property(
     conn: &Connection,
     write: &str,
@@ -883,7 +883,6 @@ fn stage_property(
     }
     let (column, _) = property_column(property);
     let fields = [
-        ("key", LogicalType::String),
         ("id", LogicalType::String),
         ("number", LogicalType::Double),
         ("whole", LogicalType::Int64),
@@ -897,19 +896,13 @@ fn stage_property(
                 PropertyValue::Float(f) => (*f, 0, ""),
                 PropertyValue::Text(t) => (0.0, 0, t.as_str()),
             };
-            vec![
-                s(&format!("{write}\u{1f}{column}\u{1f}{id}")),
-                s(id),
-                Value::Double(number),
-                Value::Int64(whole),
-                s(text),
-            ]
+            vec![s(id), Value::Double(number), Value::Int64(whole), s(text)]
         })
         .collect();
     run(
         conn,
-        "UNWIND $rows AS r MERGE (x:Staged {key: r.key}) SET x.task = $write, x.id = r.id, \
-         x.property = $property, x.number = r.number, x.whole = r.whole, x.text = r.text",
+        "UNWIND $rows AS r CREATE (:Staged {task: $write, id: r.id, property: $property, \
+         number: r.number, whole: r.whole, text: r.text})",
         vec![
             ("rows", rows(&fields, list)),
             ("write", s(write)),
@@ -919,24 +912,32 @@ fn stage_property(
     Ok(())
 }
 
-/// Sets every property `write` staged on the entities this copy owns, then forgets the rows.
+/// Sets every property `write` staged on the entities this copy owns (as `SetProperty` does:
+/// one lookup by id per row), then forgets the rows.
 fn publish_staged(conn: &Connection, write: &str) -> Result<(), Error> {
-    for property in [
-        EntityProperty::Degree,
-        EntityProperty::PageRank,
-        EntityProperty::Component,
-        EntityProperty::Community,
-    ] {
+    let q =
+        "MATCH (x:Staged) WHERE x.task = $write RETURN x.property, x.id, x.number, x.whole, x.text";
+    let mut staged: HashMap<&'static str, (EntityProperty, Vec<(String, PropertyValue)>)> =
+        HashMap::new();
+    for row in run(conn, q, vec![("write", s(write))])? {
+        let name = as_string(&row[0]);
+        let property = PROPERTIES
+            .into_iter()
+            .find(|p| property_column(*p).0 == name)
+            .ok_or_else(|| {
+                Error::Invalid(format!("staged values of an unknown property {name:?}"))
+            })?;
         let (column, ty) = property_column(property);
-        let from = staged_column(&ty);
-        run(
-            conn,
-            &format!(
-                "MATCH (x:Staged) WHERE x.task = $write AND x.property = '{column}' \
-                 MATCH (e:Entity {{id: x.id}}) WHERE e.stub = false SET e.{column} = x.{from}"
-            ),
-            vec![("write", s(write))],
-        )?;
+        let value = match ty {
+            LogicalType::Int64 => PropertyValue::Int(as_i64(&row[3]).unwrap_or(0)),
+            LogicalType::Double => PropertyValue::Float(as_f64(&row[2])),
+            _ => PropertyValue::Text(as_string(&row[4])),
+        };
+        let entry = staged.entry(column).or_insert((property, Vec::new()));
+        entry.1.push((as_string(&row[1]), value));
+    }
+    for (property, values) in staged.into_values() {
+        set_property(conn, property, &values)?;
     }
     discard_staged(conn, write)
 }

@@ -11,7 +11,8 @@ use super::*;
 pub(crate) const ALGORITHMS: [&str; 4] = ["pagerank", "wcc", "degree", "louvain"];
 /// Also `degree-write`: degree written back to every entity (torua's `write: true`, staged in
 /// every shard then published; embedded Kuzu `SET`s it in the same statement).
-pub(crate) const KNOWN_ALGORITHMS: [&str; 5] = ["pagerank", "wcc", "degree", "louvain", "degree-write"];
+pub(crate) const KNOWN_ALGORITHMS: [&str; 5] =
+    ["pagerank", "wcc", "degree", "louvain", "degree-write"];
 
 /// Kuzu's `maxIterations := k` runs k − 1 updates, so torua's 20 iterations are Kuzu's 21.
 const PAGERANK_ITERATIONS: u32 = 20;
