@@ -917,26 +917,23 @@ fn stage_property(
 fn publish_staged(conn: &Connection, write: &str) -> Result<(), Error> {
     let q =
         "MATCH (x:Staged) WHERE x.task = $write RETURN x.property, x.id, x.number, x.whole, x.text";
-    let mut staged: HashMap<&'static str, (EntityProperty, Vec<(String, PropertyValue)>)> =
-        HashMap::new();
+    // Values per property, in the order of PROPERTIES.
+    let mut staged: [Vec<(String, PropertyValue)>; PROPERTIES.len()] = Default::default();
     for row in run(conn, q, vec![("write", s(write))])? {
         let name = as_string(&row[0]);
-        let property = PROPERTIES
-            .into_iter()
-            .find(|p| property_column(*p).0 == name)
+        let i = (PROPERTIES.iter())
+            .position(|p| property_column(*p).0 == name)
             .ok_or_else(|| {
                 Error::Invalid(format!("staged values of an unknown property {name:?}"))
             })?;
-        let (column, ty) = property_column(property);
-        let value = match ty {
+        let value = match property_column(PROPERTIES[i]).1 {
             LogicalType::Int64 => PropertyValue::Int(as_i64(&row[3]).unwrap_or(0)),
             LogicalType::Double => PropertyValue::Float(as_f64(&row[2])),
             _ => PropertyValue::Text(as_string(&row[4])),
         };
-        let entry = staged.entry(column).or_insert((property, Vec::new()));
-        entry.1.push((as_string(&row[1]), value));
+        staged[i].push((as_string(&row[1]), value));
     }
-    for (property, values) in staged.into_values() {
+    for (property, values) in PROPERTIES.into_iter().zip(staged) {
         set_property(conn, property, &values)?;
     }
     discard_staged(conn, write)
