@@ -464,6 +464,23 @@ where
     }
 }
 
+/// Asks the coordinator for the map change `request` (`what`, for errors), each try within
+/// `timeout`, again while it fails as [`ask_until_accepted`] does; installs the map it answers
+/// with.
+pub(crate) async fn ask_map_change(
+    ctx: &Arc<NodeContext>,
+    what: &str,
+    request: MapRequest,
+    timeout: Duration,
+    is_final: impl Fn(&Error) -> bool,
+) -> Result<ShardMap, Error> {
+    let answer = ask_until_accepted(what, is_final, || {
+        crate::peer::call_coordinator(ctx, request.clone(), timeout)
+    })
+    .await?;
+    offered_map(ctx, answer)
+}
+
 /// A map change asked of the coordinator (drain, in-sync changes): refused unless this node
 /// coordinates under a confirmed term and sees a quorum; `change` edits the map and says whether it
 /// changed anything, in which case the new version is stamped and installed here.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::coordinator::{ask_until_accepted, offered_map};
+use crate::cluster::coordinator::ask_map_change;
 use crate::cluster::messages::MapRequest;
 use crate::cluster::shard_map::ShardMap;
 use crate::error::Error;
@@ -58,11 +58,8 @@ pub fn list(ctx: &NodeContext) -> Vec<KeyInfo> {
 /// Asks the coordinator for a key change, again for a while when it is changing hands; installs
 /// the map it answers with.
 async fn ask(ctx: &Arc<NodeContext>, request: MapRequest) -> Result<ShardMap, Error> {
-    let answer = ask_until_accepted(
-        "key change",
-        |e| matches!(e, Error::NotFound(_) | Error::Invalid(_)),
-        || crate::peer::call_coordinator(ctx, request.clone(), CALL_TIMEOUT),
-    )
-    .await?;
-    offered_map(ctx, answer)
+    ask_map_change(ctx, "key change", request, CALL_TIMEOUT, |e| {
+        matches!(e, Error::NotFound(_) | Error::Invalid(_))
+    })
+    .await
 }

@@ -75,8 +75,9 @@ pub enum WriteOp {
     DeleteRelationsOf(String),
     /// One step of removing text units (a document's) and what only they support.
     Prune(Prune),
-    /// Sets `property` of these entities (a graph algorithm's results written back); ids this
-    /// copy holds only as stubs, or not at all, are left alone.
+    /// Sets `property` of these entities; ids this copy holds only as stubs, or not at all, are
+    /// left alone. Graph algorithms wrote their results so before they staged them
+    /// ([`WriteOp::Stage`]); kept to apply such writes from older logs.
     SetProperty {
         property: EntityProperty,
         values: Vec<(String, PropertyValue)>,

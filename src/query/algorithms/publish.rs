@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::coordinator::{ask_until_accepted, offered_map};
+use crate::cluster::coordinator::ask_map_change;
 use crate::cluster::messages::MapRequest;
 use crate::error::Error;
 use crate::node::context::NodeContext;
@@ -57,13 +57,11 @@ pub async fn decide(ctx: &Arc<NodeContext>, write: &str, publish: bool) -> Resul
         write: write.to_string(),
         publish,
     };
-    let answer = ask_until_accepted(
-        "write-back decision",
-        |e| matches!(e, Error::Invalid(_)),
-        || crate::peer::call_coordinator(ctx, request.clone(), DECIDE_TIMEOUT),
-    )
+    let map = ask_map_change(ctx, "write-back decision", request, DECIDE_TIMEOUT, |e| {
+        matches!(e, Error::Invalid(_))
+    })
     .await?;
-    offered_map(ctx, answer)?.decision(write).ok_or_else(|| {
+    map.decision(write).ok_or_else(|| {
         Error::Internal(format!(
             "the coordinator's map does not hold the decision on {write}"
         ))

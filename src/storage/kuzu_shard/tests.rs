@@ -460,23 +460,9 @@ async fn the_merge_orders_values_like_kuzu() {
                 "UNWIND {list} AS x RETURN x ORDER BY x{}",
                 if desc { " DESC" } else { "" }
             );
-            let query = ShardQuery {
-                cypher: q.clone(),
-                params_json: "{}".into(),
-                timeout_ms: 5000,
-                names_cypher: None,
-                prepare_only: false,
-            };
-            let rows = shard
-                .user_query(query, 1 << 20, &ReadScope::strict())
-                .await
-                .unwrap();
-            let kuzu: Vec<serde_json::Value> =
-                serde_json::from_str::<Vec<Vec<serde_json::Value>>>(&rows.rows_json)
-                    .unwrap()
-                    .into_iter()
-                    .map(|mut r| r.remove(0))
-                    .collect();
+            let kuzu: Vec<serde_json::Value> = (cypher_rows(&shard, &q).await.into_iter())
+                .map(|r| r[0].clone())
+                .collect();
             let mut ours = kuzu.clone();
             ours.reverse();
             ours.sort_by(|a, b| {
