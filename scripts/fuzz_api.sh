@@ -12,6 +12,10 @@
 #   TORUA_FUZZ_EXAMPLES generated requests per operation and mode (default: 50)
 #   TORUA_FUZZ_SEED     seed, for a reproducible run (default: 1)
 #   TORUA_FUZZ_MAX_TIME time budget of the run in seconds (default: none)
+#   TORUA_FUZZ_WORKERS  concurrent workers (default: 1). More than one makes CPython 3.11's
+#                       ast.parse, which hypothesis calls to describe its strategies, fail now
+#                       and then with "AST constructor recursion depth mismatch" (CPython
+#                       gh-106905), a crash of the tool that says nothing about the API.
 #
 # `tests/fuzz_process.rs` runs it in `make test` against a 3-node cluster with and without keys;
 # `make fuzz` runs it longer.
@@ -30,7 +34,7 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 if [[ ! -x $venv/bin/schemathesis ]]; then
   log "installing schemathesis into $venv"
-  "$venv/bin/pip" install --quiet 'schemathesis>=4,<5'
+  "$venv/bin/pip" install --quiet 'schemathesis==4.32.5' 'hypothesis==6.170.27'
 fi
 
 limit=()
@@ -53,7 +57,7 @@ exec "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" ru
   --phases examples,coverage,fuzzing \
   --max-examples "${TORUA_FUZZ_EXAMPLES:-50}" \
   --seed "${TORUA_FUZZ_SEED:-1}" \
-  --workers 2 \
+  --workers "${TORUA_FUZZ_WORKERS:-1}" \
   --request-timeout 70 \
   --suppress-health-check all \
   --no-color \
