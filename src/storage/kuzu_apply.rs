@@ -607,7 +607,7 @@ impl<'a> Merged<'a> {
         mut late: Option<&mut LateVectors<'a>>,
     ) -> Result<bool, Error> {
         let t = std::time::Instant::now();
-        let entities_set = self.entities_and_stubs(conn, dim, mode, late.as_deref_mut())?;
+        let entities_set = self.entities_and_stubs(conn, stage, dim, mode, late.as_deref_mut())?;
         let t_entities = t.elapsed();
         self.relations(conn, stage, mode)?;
         tracing::trace!(
@@ -655,6 +655,7 @@ impl<'a> Merged<'a> {
     fn entities_and_stubs(
         &self,
         conn: &Connection,
+        stage: &Path,
         dim: usize,
         mode: InsertMode,
         late: Option<&mut LateVectors<'a>>,
@@ -683,7 +684,7 @@ impl<'a> Merged<'a> {
         .collect();
         let stub_routing = self.stub_routing();
         let fields = shard_entity_fields(dim);
-        let (mut new_rows, mut stub_rows) = (Vec::new(), Vec::new());
+        let (mut new_rows, mut stubs) = (Vec::new(), Vec::new());
         let mut changed = Vec::new();
         let mut repointed = Vec::new();
         let (mut new_ids, mut changed_ids) = (Vec::new(), Vec::new());
@@ -699,7 +700,7 @@ impl<'a> Merged<'a> {
                         changed_ids.push(*id);
                     }
                 }
-                (None, None) => stub_rows.push(stub_row(id, stub_routing.get(id).copied(), dim)),
+                (None, None) => stubs.push((*id, stub_routing.get(id).copied())),
                 (None, Some((stub, _, old))) => {
                     // An endpoint that is already here; a pointer may name a new key.
                     let Some(key) = self.pointers.get(id) else {
@@ -718,10 +719,8 @@ impl<'a> Merged<'a> {
             dim,
             mode,
         };
-        // Stubs have no text, so the full-text indexes' batch insert problem (`TableWrite::insert`)
-        // cannot touch them: one statement for all.
         write.insert(new_rows)?;
-        write.insert_text_free(stub_rows)?;
+        insert_stubs(&write, stage, &stubs)?;
         let overwritten = !changed.is_empty();
         write.set(changed)?;
         if !repointed.is_empty() {
@@ -1054,6 +1053,37 @@ fn shard_entity_row(e: &Entity, dim: usize) -> Vec<Value> {
 
 /// A stub: an entity known here by id only (a relation's far end, or a pointer to where the
 /// entity lives), with the routing key that places it when one is known.
+/// New stubs. Stubs have no text, so the full-text indexes' batch insert problem
+/// (`TableWrite::insert`) cannot touch them: one statement for all. In copy mode through a
+/// staged parquet file when its path can be quoted: a parameter list costs Kuzu a deep copy of
+/// every value's type, most of a stub's insert time.
+fn insert_stubs(
+    write: &TableWrite<'_, '_>,
+    stage: &Path,
+    stubs: &[(&str, Option<&str>)],
+) -> Result<(), Error> {
+    if stubs.is_empty() {
+        return Ok(());
+    }
+    if write.mode != InsertMode::Create {
+        let staged = super::kuzu_stage::stubs(stage, stubs)?;
+        if let Some(file) = staged.literal() {
+            let columns = super::kuzu_stage::STUB_COLUMNS;
+            run(
+                write.conn,
+                &format!("COPY Entity({columns}) FROM {file}"),
+                vec![],
+            )?;
+            return Ok(());
+        }
+    }
+    let rows = stubs
+        .iter()
+        .map(|(id, routing)| stub_row(id, *routing, write.dim))
+        .collect();
+    write.insert_text_free(rows)
+}
+
 fn stub_row(id: &str, routing: Option<&str>, dim: usize) -> Vec<Value> {
     let mut v = vec![
         s(id),
