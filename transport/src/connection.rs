@@ -74,11 +74,7 @@ impl PeerConnection {
         let deadline = Instant::now() + after;
         let peer = self.peer.addr;
 
-        let (send, mut recv) = timeout_at(deadline, self.conn.open_bi())
-            .await
-            .map_err(|_| TransportError::OpenTimeout { peer, after })?
-            .map_err(|e| lost(peer, &e))?;
-        let mut send = SendGuard::new(send);
+        let (mut send, mut recv) = self.open_stream(deadline, after).await?;
         match timeout_at(deadline, send.write_all(&wire)).await {
             Err(_) => return Err(TransportError::WriteTimeout { peer, after }),
             Ok(Err(e)) => return Err(write_failed(peer, e, &mut recv, deadline, limit).await),
@@ -88,6 +84,21 @@ impl PeerConnection {
         let _ = send.finish();
         let bytes = read_reply_bytes(peer, &mut recv, deadline, after, limit).await?;
         decode_reply(peer, &bytes)
+    }
+
+    /// Opens a bidirectional stream, waiting until `deadline` at most (`after` is that wait, as
+    /// the timeout error reports it). Dropping the send half unfinished resets the stream.
+    pub(crate) async fn open_stream(
+        &self,
+        deadline: Instant,
+        after: Duration,
+    ) -> Result<(SendGuard, quinn::RecvStream), TransportError> {
+        let peer = self.peer.addr;
+        let (send, recv) = timeout_at(deadline, self.conn.open_bi())
+            .await
+            .map_err(|_| TransportError::OpenTimeout { peer, after })?
+            .map_err(|e| lost(peer, &e))?;
+        Ok((SendGuard::new(send), recv))
     }
 }
 

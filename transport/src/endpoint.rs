@@ -4,23 +4,22 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 use crate::config::TransportConfig;
-use crate::connection::{local_frame_error, lost, PeerConnection};
+use crate::connection::{local_frame_error, PeerConnection};
 use crate::error::TransportError;
 use crate::frame::{encode_frame, KIND_BATCH};
-use crate::guard::SendGuard;
 use crate::identity::NodeIdentity;
 use crate::pool::Pool;
-use crate::server::{accept_loop, Handlers};
+use crate::server::{accept_loop, Handlers, Slot};
 use crate::service::{Service, StreamService, TypedService};
 use crate::stream::{BatchSender, TypedStreamService};
 
@@ -45,18 +44,25 @@ struct Inner {
     closed: AtomicBool,
 }
 
-impl Drop for Inner {
-    // The last handle going away must not leave a socket and an accept loop behind.
-    fn drop(&mut self) {
-        self.quinn.close(CODE_SHUTDOWN.into(), b"endpoint dropped");
-        if let Some(task) = self
+impl Inner {
+    /// Closes the socket with `reason` and stops the accept loop.
+    fn close(&self, reason: &[u8]) {
+        self.quinn.close(CODE_SHUTDOWN.into(), reason);
+        let task = self
             .accept_task
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+            .take();
+        if let Some(task) = task {
             task.abort();
         }
+    }
+}
+
+impl Drop for Inner {
+    // The last handle going away must not leave a socket and an accept loop behind.
+    fn drop(&mut self) {
+        self.close(b"endpoint dropped");
     }
 }
 
@@ -91,8 +97,8 @@ impl Endpoint {
         })?;
         let config = Arc::new(config);
         let handlers = Arc::new(Handlers {
-            service: RwLock::new(None),
-            streams: RwLock::new(None),
+            service: Slot::empty(),
+            streams: Slot::empty(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
             config: config.clone(),
         });
@@ -129,28 +135,14 @@ impl Endpoint {
 
     /// Installs (or replaces) the request service.
     pub fn serve<S: Service>(&self, service: S) {
-        self.serve_arc(Arc::new(service));
-    }
-
-    /// Like [`serve`](Self::serve) for a service the caller also keeps a handle to.
-    pub fn serve_arc<S: Service>(&self, service: Arc<S>) {
-        install(
-            &self.inner.handlers.service,
-            Arc::new(TypedService(service)),
-        );
+        let handler = TypedService(Arc::new(service));
+        self.inner.handlers.service.set(Arc::new(handler));
     }
 
     /// Installs (or replaces) the batch stream service.
     pub fn serve_streams<S: StreamService>(&self, service: S) {
-        self.serve_streams_arc(Arc::new(service));
-    }
-
-    /// Like [`serve_streams`](Self::serve_streams) with a shared handle.
-    pub fn serve_streams_arc<S: StreamService>(&self, service: Arc<S>) {
-        install(
-            &self.inner.handlers.streams,
-            Arc::new(TypedStreamService(service)),
-        );
+        let handler = TypedStreamService(Arc::new(service));
+        self.inner.handlers.streams.set(Arc::new(handler));
     }
 
     /// A verified connection to `peer`, from the cache or freshly dialled (bounded by the
@@ -208,11 +200,8 @@ impl Endpoint {
         first.extend(encode_frame(header, config.max_message_size).map_err(local_frame_error)?);
         let conn = self.connect(peer).await?;
         let after = config.request_timeout;
-        let (send, recv) = timeout(after, conn.conn.open_bi())
-            .await
-            .map_err(|_| TransportError::OpenTimeout { peer, after })?
-            .map_err(|e| lost(peer, &e))?;
-        let mut sender = BatchSender::new(SendGuard::new(send), recv, peer, config.clone());
+        let (send, recv) = conn.open_stream(Instant::now() + after, after).await?;
+        let mut sender = BatchSender::new(send, recv, peer, config.clone());
         sender.write(&first).await?;
         Ok(sender)
     }
@@ -228,18 +217,7 @@ impl Endpoint {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inner
-            .quinn
-            .close(CODE_SHUTDOWN.into(), b"node shutting down");
-        let task = self
-            .inner
-            .accept_task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(task) = task {
-            task.abort();
-        }
+        self.inner.close(b"node shutting down");
         self.inner.pool.clear();
         if timeout(
             self.inner.config.shutdown_wait,
@@ -251,10 +229,4 @@ impl Endpoint {
             tracing::debug!("shutdown: peers did not acknowledge the close in time");
         }
     }
-}
-
-/// Puts `handler` in `slot`, replacing what was there (a poisoned lock is taken over: the slot
-/// holds a complete value either way).
-fn install<T>(slot: &RwLock<Option<T>>, handler: T) {
-    *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
 }

@@ -17,24 +17,29 @@ use crate::tls::{describe, peer_node_id};
 
 /// What the accept loop needs; shared with the [`crate::Endpoint`].
 pub(crate) struct Handlers {
-    pub(crate) service: RwLock<Option<Arc<dyn ErasedService>>>,
-    pub(crate) streams: RwLock<Option<Arc<dyn ErasedStreamService>>>,
+    pub(crate) service: Slot<Arc<dyn ErasedService>>,
+    pub(crate) streams: Slot<Arc<dyn ErasedStreamService>>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) config: Arc<TransportConfig>,
 }
 
-impl Handlers {
-    fn service(&self) -> Option<Arc<dyn ErasedService>> {
-        self.service
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+/// An installed handler that the endpoint may replace while streams are being served. A
+/// poisoned lock is taken over: the slot holds a complete value either way.
+pub(crate) struct Slot<T>(RwLock<Option<T>>);
+
+impl<T: Clone> Slot<T> {
+    pub(crate) fn empty() -> Self {
+        Slot(RwLock::new(None))
     }
-    fn streams(&self) -> Option<Arc<dyn ErasedStreamService>> {
-        self.streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+
+    /// The handler installed now, if any.
+    fn get(&self) -> Option<T> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs `handler`, replacing what was there.
+    pub(crate) fn set(&self, handler: T) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 }
 
@@ -128,7 +133,7 @@ async fn serve_stream(
                     return;
                 }
             };
-            match handlers.service() {
+            match handlers.service.get() {
                 Some(service) => {
                     let call = service.call(peer.clone(), body, config.max_message_size);
                     // If the caller cancels (stops our send half) there is nobody to answer:
@@ -144,7 +149,7 @@ async fn serve_stream(
                 None => encode_err("this node does not serve requests (no service installed yet)"),
             }
         }
-        KIND_BATCH => match handlers.streams() {
+        KIND_BATCH => match handlers.streams.get() {
             // No cancellation select here: a sender that goes away resets its half, and the
             // handler sees that as an error from `next()`, so it can clean up a partial load.
             Some(streams) => streams.on_stream(peer.clone(), recv, config.clone()).await,

@@ -95,7 +95,23 @@ pub(crate) struct HoodEntity {
 }
 
 impl<'c, 'db> Bfs<'c, 'db> {
-    pub(crate) fn new(conn: &'c Connection<'db>, mode: EmbeddedMode) -> Result<Self> {
+    /// The search in `mode`, its statements prepared on `conn` and their costs measured on 20
+    /// ids of `entities` drawn by `rng`.
+    pub(crate) fn calibrated(
+        conn: &'c Connection<'db>,
+        mode: EmbeddedMode,
+        entities: &[Entity],
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let mut bfs = Bfs::new(conn, mode)?;
+        let sample: Vec<String> = (0..20)
+            .map(|_| entities[rng.below(entities.len())].id.clone())
+            .collect();
+        bfs.calibrate(&sample)?;
+        Ok(bfs)
+    }
+
+    fn new(conn: &'c Connection<'db>, mode: EmbeddedMode) -> Result<Self> {
         Ok(Bfs {
             conn,
             mode,
@@ -115,7 +131,7 @@ impl<'c, 'db> Bfs<'c, 'db> {
     }
 
     /// Measures both forms of each step on `sample` ids (the set form with all of them at once).
-    pub(crate) fn calibrate(&mut self, sample: &[String]) -> Result<()> {
+    fn calibrate(&mut self, sample: &[String]) -> Result<()> {
         for step in 0..3 {
             let (mut one_us, mut set_us) = (Vec::new(), Vec::new());
             for round in 0..4 {

@@ -725,12 +725,8 @@ pub(crate) fn locality(args: &Args, g: &mut Graph, dir: &Path, out: &mut Out) ->
     let (db, copy) = ingest_copy(dir, g, args.sizing.memory_mb)?;
     log(format!("  loaded in {:.1} s", copy.wall.as_secs_f64()));
     let conn = Connection::new(&db)?;
-    let mut bfs = Bfs::new(&conn, args.query_embedded)?;
     let mut rng = Rng(args.graph.seed ^ 0x5EED_10CA);
-    let calibration: Vec<String> = (0..20)
-        .map(|_| g.entities[rng.below(g.entities.len())].id.clone())
-        .collect();
-    bfs.calibrate(&calibration)?;
+    let mut bfs = Bfs::calibrated(&conn, args.query_embedded, &g.entities, &mut rng)?;
     let seeds: Vec<usize> = (0..la.samples)
         .map(|_| rng.below(g.entities.len()))
         .collect();

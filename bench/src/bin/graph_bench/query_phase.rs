@@ -79,12 +79,8 @@ pub(crate) fn query_phase(
     g: &Graph,
 ) -> Result<QueryPhase> {
     let conn = Connection::new(db)?;
-    let mut bfs = Bfs::new(&conn, args.query_embedded)?;
     let mut rng = Rng(args.graph.seed ^ 0xCA1B_0000);
-    let sample: Vec<String> = (0..20)
-        .map(|_| g.entities[rng.below(g.entities.len())].id.clone())
-        .collect();
-    bfs.calibrate(&sample)?;
+    let mut bfs = Bfs::calibrated(&conn, args.query_embedded, &g.entities, &mut rng)?;
     log(format!(
         "  embedded statement costs (per-id µs per id / set µs): out {:.0}/{:.0}, in {:.0}/{:.0}, properties {:.0}/{:.0}; mode {:?}",
         bfs.costs[0].0, bfs.costs[0].1, bfs.costs[1].0, bfs.costs[1].1, bfs.costs[2].0, bfs.costs[2].1, bfs.mode

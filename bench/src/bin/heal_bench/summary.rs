@@ -5,6 +5,8 @@ use super::*;
 pub(crate) fn print_summary(doc: &Value, problems: &[String]) {
     let f = |v: &Value| v.as_f64().map_or("?".to_string(), |x| format!("{x:.1}"));
     let f2 = |v: &Value| v.as_f64().map_or("?".to_string(), |x| format!("{x:.2}"));
+    // A transfer's copies and megabytes.
+    let copies = |v: &Value| format!("{} copies, {} MB", v["copies_created"], f(&v["mb"]));
     let logs = |v: &Value| {
         format!(
             "node logs: {} snapshot copies installed, {} MB, first started +{} s, last installed +{} s -> {} MB/s",
@@ -44,9 +46,8 @@ pub(crate) fn print_summary(doc: &Value, problems: &[String]) {
             f(&k["green_after_first_copy_s"])
         );
         println!(
-            "  re-replication: {} copies, {} MB in {} s = {} MB/s (target >= 50: {}); fs::copy+fsync of the same shards' files: {} MB/s; ratio {}",
-            k["transfer"]["copies_created"],
-            f(&k["transfer"]["mb"]),
+            "  re-replication: {} in {} s = {} MB/s (target >= 50: {}); fs::copy+fsync of the same shards' files: {} MB/s; ratio {}",
+            copies(&k["transfer"]),
             f(&k["transfer"]["window_s"]),
             f(&k["re_replication_mb_per_s"]),
             match k["target_met"].as_bool() {
@@ -58,9 +59,8 @@ pub(crate) fn print_summary(doc: &Value, problems: &[String]) {
             f2(&k["ratio_vs_fs_copy"])
         );
         println!(
-            "  all moves until green: {} copies, {} MB; {}",
-            k["transfer_all_moves"]["copies_created"],
-            f(&k["transfer_all_moves"]["mb"]),
+            "  all moves until green: {}; {}",
+            copies(&k["transfer_all_moves"]),
             logs(&k["node_logs"])
         );
     }
@@ -84,11 +84,10 @@ pub(crate) fn print_summary(doc: &Value, problems: &[String]) {
         println!("rolling restart ({} s in all):", f(&r["rolling_s"]));
         for s in r["steps"].as_array().into_iter().flatten() {
             println!(
-                "  {}: exit {} s after SIGTERM (drained {} copies, {} MB at {} MB/s), green+balanced {} s after restart ({} copies back, {} MB at {} MB/s)",
+                "  {}: exit {} s after SIGTERM (drained {} at {} MB/s), green+balanced {} s after restart ({} copies back, {} MB at {} MB/s)",
                 s["node"].as_str().unwrap_or("?"),
                 f(&s["exit_after_sigterm_s"]),
-                s["drain"]["copies_created"],
-                f(&s["drain"]["mb"]),
+                copies(&s["drain"]),
                 f(&s["drain"]["mb_per_s"]),
                 f(&s["green_balanced_after_start_s"]),
                 s["refill"]["copies_created"],
@@ -101,16 +100,20 @@ pub(crate) fn print_summary(doc: &Value, problems: &[String]) {
             "  client: {} errors ({} during the restarts; target 0), {} stale-marked reads",
             c["errors"], c["errors_during"], c["stale_reads"]
         );
+        let latency = |v: &Value| {
+            format!(
+                "p50 {} p99 {} ms (n {})",
+                f(&v["p50_ms"]),
+                f(&v["p99_ms"]),
+                v["n"]
+            )
+        };
         for op in ["write", "read"] {
             let l = &c["latency"][op];
             println!(
-                "  {op:<5}: baseline p50 {} p99 {} ms (n {}); during p50 {} p99 {} ms (n {}); ratio p50 {} p99 {}",
-                f(&l["baseline"]["p50_ms"]),
-                f(&l["baseline"]["p99_ms"]),
-                l["baseline"]["n"],
-                f(&l["during"]["p50_ms"]),
-                f(&l["during"]["p99_ms"]),
-                l["during"]["n"],
+                "  {op:<5}: baseline {}; during {}; ratio p50 {} p99 {}",
+                latency(&l["baseline"]),
+                latency(&l["during"]),
                 f2(&l["ratio_p50"]),
                 f2(&l["ratio_p99"])
             );

@@ -29,16 +29,17 @@ T = TypeVar("T")
 
 @dataclass
 class Settings:
-    """A client's configuration, shared by the sync and async clients."""
+    """A client's configuration, shared by the sync and async clients: the arguments of
+    `ClientBase`, whose signature holds their defaults."""
 
     urls: List[str]
-    api_key: Optional[str] = None
-    timeout: float = 30.0
-    connect_timeout: float = 5.0
-    retries: int = 5
-    backoff: float = 0.2
-    max_backoff: float = 10.0
-    batch_size: int = 2000
+    api_key: Optional[str]
+    timeout: float
+    connect_timeout: float
+    retries: int
+    backoff: float
+    max_backoff: float
+    batch_size: int
 
 
 @dataclass

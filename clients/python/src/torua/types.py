@@ -456,14 +456,22 @@ class QueryResult(Model):
 
 
 @dataclass
-class NeighborEntity(Model):
-    """An entity of a neighborhood or path (`hop` is its distance from the nearest seed)."""
+class _EntityFields:
+    """The fields every entity answer shows (no embedding, no id lists), first in
+    `NeighborEntity` and `RetrievedEntity`. A plain dataclass, not a `Model`, so that `raw`
+    stays the last field of the answers built on it."""
 
     id: str = ""
     title: str = ""
     type: str = ""
     description: str = ""
     degree: int = 0
+
+
+@dataclass
+class NeighborEntity(Model, _EntityFields):
+    """An entity of a neighborhood or path (`hop` is its distance from the nearest seed)."""
+
     frequency: int = 0
     hop: int = 0
 
@@ -525,15 +533,10 @@ class Seed(Model):
 
 
 @dataclass
-class RetrievedEntity(Model):
+class RetrievedEntity(Model, _EntityFields):
     """An entity of a retrieval: a seed (with its fused `score`) or reached by expansion
     (`score` None)."""
 
-    id: str = ""
-    title: str = ""
-    type: str = ""
-    description: str = ""
-    degree: int = 0
     hop: int = 0
     score: Optional[float] = None
 
