@@ -28,11 +28,10 @@ the level and the shard count.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Dict, List, Optional, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 from ._exchange import Op
 from .types import Batch, Chunk, Community, Document, Entity, IngestResult, Relation
@@ -390,9 +389,16 @@ def import_graphrag(
     return client._drive(op)  # type: ignore[no-any-return]
 
 
-# Parameters, defaults and annotations are `import_graphrag`'s (which `inspect.signature` and
-# `help` show): with a `torua.AsyncClient` it returns the awaitable of the client's `_drive`.
-@functools.wraps(import_graphrag, assigned=("__annotations__",))
-async def aimport_graphrag(*args: Any, **kwargs: Any) -> ImportSummary:
+async def aimport_graphrag(
+    client: Any,
+    folder: PathLike,
+    *,
+    batch_size: int = 2000,
+    wait: bool = True,
+    routing: str = "community",
+    routing_level: int = 0,
+    min_split: int = MIN_SPLIT,
+) -> ImportSummary:
     """`import_graphrag` through a `torua.AsyncClient`."""
-    return await cast(Awaitable[ImportSummary], import_graphrag(*args, **kwargs))
+    op = _import(client._api, folder, batch_size, wait, routing, routing_level, min_split)
+    return await client._drive(op)  # type: ignore[no-any-return]
