@@ -19,6 +19,12 @@ use torua_testkit::{ClusterOptions, Failures, Rng, TestCluster};
 
 const T: Duration = Duration::from_secs(30);
 
+/// A green cluster of three nodes, 6 shards × 2 copies.
+fn green_cluster() -> TestCluster {
+    let options = ClusterOptions::graph(3).set("TORUA_SHARDS", "6");
+    TestCluster::start_green(3, options, Duration::from_secs(60)).unwrap()
+}
+
 /// `n` entities `al-i` (the last tenth without relations) and `m` random relations.
 fn graph(rng: &mut Rng, n: usize, m: usize) -> (Vec<String>, Vec<(String, String)>) {
     let ids: Vec<String> = (0..n).map(|i| format!("al-{i}")).collect();
@@ -206,9 +212,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
     let started = Instant::now();
     let mut f = Failures::default();
     let mut rng = Rng::new(0xa160);
-    let options = ClusterOptions::graph(3).set("TORUA_SHARDS", "6");
-    let mut cluster = TestCluster::start(3, options).unwrap();
-    cluster.wait_green(Duration::from_secs(60)).unwrap();
+    let mut cluster = green_cluster();
     let (ids, rels) = graph(&mut rng, 500, 900);
     ingest(&cluster, &ids, &rels);
     let kuzu = embedded(&ids, &rels, 20);
@@ -459,9 +463,7 @@ fn a_write_back_its_driver_left_is_finished_or_discarded() {
     let started = Instant::now();
     let mut f = Failures::default();
     let mut rng = Rng::new(0xa161);
-    let options = ClusterOptions::graph(3).set("TORUA_SHARDS", "6");
-    let mut cluster = TestCluster::start(3, options).unwrap();
-    cluster.wait_green(Duration::from_secs(60)).unwrap();
+    let mut cluster = green_cluster();
     // Node 1 stops before deciding, node 2 after publishing the first shard.
     for (node, point) in [(1, "algorithm-decide"), (2, "algorithm-publish")] {
         let n = cluster.node_mut(node);

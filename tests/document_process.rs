@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use torua::graph::model::{Batch, Chunk, Community, Document, Entity, Relation};
 use torua::graph::partition::shard_of;
 use torua_testkit::http::{agent, with_key};
-use torua_testkit::{dulce_dir, log, torua_bin, wait, ClusterOptions, NodeProc, TestCluster};
+use torua_testkit::{
+    dulce_dir, import_graphrag_with, log, wait, ClusterOptions, NodeProc, TestCluster,
+};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(30);
@@ -746,23 +748,10 @@ fn deleting_a_document_removes_what_only_it_supported_and_a_killed_delete_conver
 
     // `torua import graphrag --update --delete-missing` of a folder without docB loads the
     // folder and deletes docB with what only it supported.
-    let out = std::process::Command::new(torua_bin())
-        .args(["import", "graphrag"])
-        .arg(dulce_dir())
-        .args([
-            "--url",
-            &cluster.node(0).url(""),
-            "--quiet",
-            "--update",
-            "--delete-missing",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = import_graphrag_with(
+        &dulce_dir(),
+        &cluster.node(0).url(""),
+        &["--update", "--delete-missing"],
     );
     assert!(
         stdout.contains("deleted 1 stored documents not in"),

@@ -9,14 +9,13 @@
 //! copy behind) and every shard's copies agree.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use torua::cmd::import::{assign_routing, read_folder};
 use torua::graph::model::{Batch, Relation};
 use torua::graph::partition::home_shard;
-use torua_testkit::{dulce_dir, torua_bin, ClusterOptions, TestCluster};
+use torua_testkit::{dulce_dir, import_graphrag_with, ClusterOptions, TestCluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(30);
@@ -24,19 +23,7 @@ const SHARDS: u32 = 8;
 
 /// `torua import graphrag <Dulce> --url <url> --quiet <extra>`; its stdout.
 fn import(url: &str, extra: &[&str]) -> String {
-    let out = Command::new(torua_bin())
-        .args(["import", "graphrag"])
-        .arg(dulce_dir())
-        .args(["--url", url, "--quiet"])
-        .args(extra)
-        .output()
-        .expect("run torua import");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "import {extra:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = import_graphrag_with(&dulce_dir(), url, extra);
     assert!(
         stdout.contains("39 entities, 107 relations, 5 chunks, 10 communities, 1 documents"),
         "{stdout}"

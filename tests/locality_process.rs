@@ -64,12 +64,9 @@ fn compare(
     for s in seeds {
         let body = json!({"seeds": s, "hops": hops, "max_nodes": 100000, "max_relations": 1000000});
         let ask = |i: usize| {
-            let (status, answer) = cluster
-                .node(i)
-                .post_json("/graph/neighborhood", &body, T)
-                .unwrap();
-            assert_eq!(status, 200, "{label}: node {i}: {answer}");
-            answer
+            (cluster.node(i))
+                .post_ok("/graph/neighborhood", &body, T)
+                .unwrap_or_else(|e| panic!("{label}: {e:#}"))
         };
         let (ahead, plain) = (ask(0), ask(2));
         f.check(content(&ahead) == content(&plain), || {
@@ -143,15 +140,8 @@ fn traversals_go_on_locally_over_the_copies_a_node_holds() {
             }
         }
         // A retrieval's expansion reports the same figures.
-        let (status, answer) = cluster
-            .node(0)
-            .post_json(
-                "/retrieve",
-                &json!({"query": "entity 7", "mode": "local", "hops": 2}),
-                T,
-            )
-            .unwrap();
-        assert_eq!(status, 200, "{answer}");
+        let retrieve = json!({"query": "entity 7", "mode": "local", "hops": 2});
+        let answer = cluster.node(0).post_ok("/retrieve", &retrieve, T).unwrap();
         f.check(answer["traversal"]["rounds"].as_u64().is_some(), || {
             format!("{label}: /retrieve without traversal figures: {answer}")
         });

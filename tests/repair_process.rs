@@ -181,34 +181,56 @@ fn yellow_for(cluster: &TestCluster, i: usize, text: &str) -> String {
     })
 }
 
-#[test]
-fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
+/// A copy rebuilt after a fault: 3 nodes whose node 2 runs with the fault points `faults` take
+/// 300 entities; `meanwhile` checks what holds before the repair (given the test's start), then
+/// [`check_rebuilt`] checks the repair (`found_by`, `found` and `fault` as there). `what` names
+/// the test in its failure tally.
+fn rebuilt_after_fault(
+    what: &str,
+    options: ClusterOptions,
+    faults: &str,
+    (found_by, found, fault): (&[usize], &str, &str),
+    meanwhile: impl FnOnce(&TestCluster, &mut Failures, Instant),
+) {
     let started = Instant::now();
     let mut f = Failures::default();
-    let mut cluster = start(3, ClusterOptions::graph(3), 1, REFUSE_WRITES);
+    let mut cluster = start(3, options, 1, faults);
     ingest(&cluster, 300);
-    check_rebuilt(
-        &mut cluster,
-        &mut f,
-        &[1],
-        "leaving the in-sync set",
-        "broken",
+    meanwhile(&cluster, &mut f, started);
+    check_rebuilt(&mut cluster, &mut f, found_by, found, fault);
+    f.finish(what, started);
+}
+
+#[test]
+fn a_copy_whose_database_refused_writes_is_rebuilt_from_another() {
+    rebuilt_after_fault(
+        "repair of a copy that refused writes",
+        ClusterOptions::graph(3),
+        REFUSE_WRITES,
+        (&[1], "leaving the in-sync set", "broken"),
+        |_, _, _| {},
     );
-    f.finish("repair of a copy that refused writes", started);
 }
 
 #[test]
 fn a_stuck_copy_leaves_the_in_sync_set_and_is_rebuilt() {
-    let started = Instant::now();
-    let mut f = Failures::default();
     // Only the stall detector is at work here.
     let o = ClusterOptions::graph(3)
         .set("TORUA_STUCK_AFTER", "3s")
         .set("TORUA_ANTI_ENTROPY_INTERVAL", "0s");
-    let mut cluster = start(3, o, 1, STALL_ONE_ROUND);
-    let stuck = cluster.node(1).id.clone();
-    ingest(&cluster, 300);
-    // Long before its applier wakes, the stuck copy is out of the in-sync set.
+    rebuilt_after_fault(
+        "repair of a stuck copy",
+        o,
+        STALL_ONE_ROUND,
+        (&[1], "applies nothing while writes wait", "stuck"),
+        stuck_copy_left_the_in_sync_set,
+    );
+}
+
+/// Checks that node 2's stuck copy of shard 0 is out of the in-sync set within 20 s (long before
+/// its applier wakes); `started` is when the test started.
+fn stuck_copy_left_the_in_sync_set(cluster: &TestCluster, f: &mut Failures, started: Instant) {
+    let stuck = &cluster.node(1).id;
     let out = wait::poll(Duration::from_secs(20), Duration::from_millis(200), || {
         let copies = cluster
             .shard_copies(0, Duration::from_secs(30))
@@ -227,14 +249,6 @@ fn a_stuck_copy_leaves_the_in_sync_set_and_is_rebuilt() {
             started.elapsed()
         )
     });
-    check_rebuilt(
-        &mut cluster,
-        &mut f,
-        &[1],
-        "applies nothing while writes wait",
-        "stuck",
-    );
-    f.finish("repair of a stuck copy", started);
 }
 
 #[test]
@@ -256,21 +270,16 @@ fn an_only_copy_that_refused_writes_turns_the_cluster_yellow() {
 
 #[test]
 fn a_copy_that_silently_lost_writes_is_found_by_anti_entropy_and_rebuilt() {
-    let started = Instant::now();
-    let mut f = Failures::default();
     let o = ClusterOptions::graph(3)
         .set("TORUA_REPLICAS", "3")
         .set("TORUA_ANTI_ENTROPY_INTERVAL", "1s");
-    let mut cluster = start(3, o, 1, LOSE_ONE_ROUND);
-    ingest(&cluster, 300);
-    check_rebuilt(
-        &mut cluster,
-        &mut f,
-        &[0, 1, 2],
-        "differs from the majority",
-        "diverged",
+    rebuilt_after_fault(
+        "anti-entropy repair of a copy that lost writes",
+        o,
+        LOSE_ONE_ROUND,
+        (&[0, 1, 2], "differs from the majority", "diverged"),
+        |_, _, _| {},
     );
-    f.finish("anti-entropy repair of a copy that lost writes", started);
 }
 
 #[test]

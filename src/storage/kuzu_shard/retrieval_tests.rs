@@ -51,11 +51,13 @@ fn community(id: &str, level: i64, entity_ids: &[&str], rank: f64, full: &str) -
     }
 }
 
-/// A copy (dimension 4) holding entities, chunks and communities.
-async fn filled(dir: &Path) -> KuzuShard {
+/// A copy (dimension 4) holding entities, chunks and communities, in a temporary directory that
+/// lasts as long as the returned guard.
+async fn filled() -> (tempfile::TempDir, KuzuShard) {
+    let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig::for_budget(256, 1, 1, 4);
     let shard = KuzuShard::open(
-        &dir.join("shard-0.kz"),
+        &dir.path().join("shard-0.kz"),
         0,
         &config,
         Arc::new(ApplyGate::new(2)),
@@ -99,7 +101,7 @@ async fn filled(dir: &Path) -> KuzuShard {
         .wait_visible(std::time::Duration::from_secs(60))
         .await
         .unwrap();
-    shard
+    (dir, shard)
 }
 
 async fn ask(shard: &KuzuShard, read: RetrievalRead) -> RetrievalRows {
@@ -142,8 +144,7 @@ fn ids_of(items: &[RetrievedItem]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nearest_items_come_with_their_distances() {
-    let dir = tempfile::tempdir().unwrap();
-    let shard = filled(dir.path()).await;
+    let (_dir, shard) = filled().await;
     let hits = nearest(&shard, ItemKind::Entities, vec![1.0, 0.0, 0.0, 0.0], 2).await;
     let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
     assert_eq!(ids, ["a", "bb"]);
@@ -161,8 +162,7 @@ async fn nearest_items_come_with_their_distances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_search_returns_the_top_k_with_properties() {
-    let dir = tempfile::tempdir().unwrap();
-    let shard = filled(dir.path()).await;
+    let (_dir, shard) = filled().await;
     let search = |index, words: &str, k| RetrievalRead::TextSearch {
         index,
         words: words.into(),
@@ -213,8 +213,7 @@ async fn text_search_returns_the_top_k_with_properties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_return_the_ids_held_and_skip_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let shard = filled(dir.path()).await;
+    let (_dir, shard) = filled().await;
     let lookup = |items, ids: &[&str]| RetrievalRead::Lookup {
         items,
         ids: ids.iter().map(|i| i.to_string()).collect(),
@@ -249,8 +248,7 @@ async fn lookups_return_the_ids_held_and_skip_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_come_by_matches_then_rank() {
-    let dir = tempfile::tempdir().unwrap();
-    let shard = filled(dir.path()).await;
+    let (_dir, shard) = filled().await;
     let reports_of = |ids: &[&str], level| RetrievalRead::ReportsOf {
         entity_ids: ids.iter().map(|i| i.to_string()).collect(),
         level,
@@ -318,8 +316,7 @@ async fn reports_come_by_matches_then_rank() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_past_the_size_limit_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let shard = filled(dir.path()).await;
+    let (_dir, shard) = filled().await;
     let read = RetrievalRead::AllReports {
         level: None,
         limit: 200,

@@ -323,6 +323,14 @@ impl NodeProc {
             .with_context(|| format!("{}: POST {path}", self.id))
     }
 
+    /// POST JSON whose answer must be 200; returns its JSON body. Errors (a failed request or
+    /// another status, with its body) name the node and path.
+    pub fn post_ok(&self, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<Value> {
+        let (status, answer) = self.post_json(path, body, timeout)?;
+        anyhow::ensure!(status == 200, "{}: POST {path}: {status} {answer}", self.id);
+        Ok(answer)
+    }
+
     /// DELETE, returning (status, JSON body) for any status.
     pub fn delete_json(&self, path: &str, timeout: Duration) -> anyhow::Result<(u16, Value)> {
         delete_json(&self.url(path), timeout).with_context(|| format!("{}: DELETE {path}", self.id))
@@ -493,8 +501,8 @@ impl Drop for TestCluster {
     }
 }
 
-/// Runs `torua import graphrag <dir> --url <url> --quiet`; panics with its error output when it
-/// fails. Returns what it printed.
+/// Runs `torua import graphrag <dir> --url <url> --quiet`; panics with its output when it fails.
+/// Returns what it printed.
 pub fn import_graphrag(dir: &Path, url: &str) -> String {
     import_graphrag_with(dir, url, &[])
 }
@@ -508,10 +516,11 @@ pub fn import_graphrag_with(dir: &Path, url: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run torua import");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "import failed: {}",
+        "import {args:?} failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout
 }
