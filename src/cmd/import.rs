@@ -948,13 +948,8 @@ mod tests {
         Entity {
             id: id.into(),
             title: id.into(),
-            kind: String::new(),
-            description: String::new(),
-            text_unit_ids: vec![],
             frequency: 1,
-            degree: 0,
-            embedding: None,
-            routing: None,
+            ..Entity::default()
         }
     }
 

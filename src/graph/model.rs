@@ -14,7 +14,7 @@ pub const MAX_TEXT_BYTES: usize = 1 << 20;
 /// Longest id list (text_unit_ids, entity_ids).
 pub const MAX_LIST: usize = 100_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entity {
     #[schema(min_length = 1, max_length = 512)]
     pub id: String,
@@ -324,12 +324,8 @@ mod tests {
             id: id.into(),
             title: id.to_uppercase(),
             kind: "PERSON".into(),
-            description: String::new(),
-            text_unit_ids: vec![],
             frequency: 1,
-            degree: 0,
-            embedding: None,
-            routing: None,
+            ..Entity::default()
         }
     }
 
