@@ -1051,8 +1051,6 @@ fn shard_entity_row(e: &Entity, dim: usize) -> Vec<Value> {
     v
 }
 
-/// A stub: an entity known here by id only (a relation's far end, or a pointer to where the
-/// entity lives), with the routing key that places it when one is known.
 /// New stubs. Stubs have no text, so the full-text indexes' batch insert problem
 /// (`TableWrite::insert`) cannot touch them: one statement for all. In copy mode through a
 /// staged parquet file when its path can be quoted: a parameter list costs Kuzu a deep copy of
@@ -1084,6 +1082,8 @@ fn insert_stubs(
     write.insert_text_free(rows)
 }
 
+/// A stub: an entity known here by id only (a relation's far end, or a pointer to where the
+/// entity lives), with the routing key that places it when one is known.
 fn stub_row(id: &str, routing: Option<&str>, dim: usize) -> Vec<Value> {
     let mut v = vec![
         s(id),
