@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use kuzu::{Connection, Database, LogicalType, SystemConfig, Value as Kv};
 use serde_json::{json, Value};
 use torua::graph::partition::shard_of;
-use torua::storage::kuzu_read::to_json;
 use torua_testkit::graphrag::{Entity as Ent, Relation as Rel};
 use torua_testkit::kuzu_values::{
     entity_fields, entity_row, relation_fields, relation_row, string, strings, struct_rows,
@@ -285,8 +284,7 @@ impl Reference {
         );
     }
 
-    /// Runs `cypher` with JSON params; returns (columns, rows as JSON, each value converted as a
-    /// shard converts its own).
+    /// Runs `cypher` with JSON params; returns (columns, rows as JSON).
     fn query(
         &self,
         cypher: &str,
@@ -309,7 +307,7 @@ impl Reference {
             .map_err(|e| e.to_string())?;
         let columns = result.get_column_names();
         let rows = result
-            .map(|row| row.iter().map(to_json).collect())
+            .map(|row| row.iter().map(kv_json).collect())
             .collect();
         Ok((columns, rows))
     }
@@ -347,6 +345,48 @@ fn json_kv(v: &Value) -> Kv {
         Value::Array(xs) => Kv::List(LogicalType::String, xs.iter().map(json_kv).collect()),
         Value::Object(_) => panic!("object params are not used here"),
     }
+}
+
+fn kv_json(v: &Kv) -> Value {
+    match v {
+        Kv::Null(_) => Value::Null,
+        Kv::Bool(b) => json!(b),
+        Kv::Int64(i) => json!(i),
+        Kv::Int32(i) => json!(i),
+        Kv::Int16(i) => json!(i),
+        Kv::Int8(i) => json!(i),
+        Kv::UInt64(i) => json!(i),
+        Kv::UInt32(i) => json!(i),
+        Kv::UInt16(i) => json!(i),
+        Kv::UInt8(i) => json!(i),
+        Kv::Int128(i) => match i64::try_from(*i) {
+            Ok(i) => json!(i),
+            Err(_) => json!(*i as f64),
+        },
+        Kv::Double(d) => json!(d),
+        Kv::Float(f) => json!(*f as f64),
+        Kv::String(s) => json!(s),
+        Kv::List(_, xs) | Kv::Array(_, xs) => Value::Array(xs.iter().map(kv_json).collect()),
+        Kv::Struct(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), kv_json(v)))
+                .collect(),
+        ),
+        Kv::Node(n) => labelled_json(n.get_properties(), n.get_label_name()),
+        Kv::Rel(r) => labelled_json(r.get_properties(), r.get_label_name()),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+/// A node's or relationship's properties as a JSON object, with its label as `_label`.
+fn labelled_json(properties: &[(String, Kv)], label: &str) -> Value {
+    let mut o: serde_json::Map<String, Value> = properties
+        .iter()
+        .map(|(k, v)| (k.clone(), kv_json(v)))
+        .collect();
+    o.insert("_label".into(), json!(label));
+    Value::Object(o)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +535,7 @@ fn ref_neighborhood(reference: &Reference, c: &NbCase) -> NbExpect {
     )
     .unwrap()
     .iter()
-    .map(|row| to_json(&row[0]).as_str().unwrap().to_string())
+    .map(|row| kv_json(&row[0]).as_str().unwrap().to_string())
     .collect();
     let missing = asked.difference(&found).cloned().collect();
     let mut hop: BTreeMap<String, u32> = found.iter().map(|id| (id.clone(), 0)).collect();
@@ -539,7 +579,7 @@ fn ref_neighborhood(reference: &Reference, c: &NbCase) -> NbExpect {
             for row in rows {
                 let s: Vec<String> = row
                     .iter()
-                    .map(|v| to_json(v).as_str().unwrap().to_string())
+                    .map(|v| kv_json(v).as_str().unwrap().to_string())
                     .collect();
                 rels.insert((s[0].clone(), s[1].clone(), s[2].clone()));
                 if !hop.contains_key(&s[3]) {
