@@ -10,6 +10,10 @@
 //! is taken out of the in-sync set once `TORUA_STUCK_AFTER` passes, and rebuilt the same way once
 //! its applier lets the database close.
 //!
+//! A copy whose rounds grow longer than `TORUA_STUCK_AFTER` (fault point `apply-stall` sleeping
+//! in every round), but by less than three times the longest round before, is slow, not stuck:
+//! it stays in the in-sync set while a writer keeps writes waiting on it.
+//!
 //! A copy that silently lost a round of writes (fault point `apply-lost`: counted as applied,
 //! never written) is found by anti-entropy when a majority of the shard's copies disagree with
 //! it, and rebuilt the same way; with two copies, no majority can tell which is right: the cluster
@@ -34,6 +38,10 @@ const REFUSE_WRITES: &str = "apply-refused=4*return";
 const LOSE_ONE_ROUND: &str = "apply-lost=1*return";
 /// The first round a copy applies waits 25 s first: a stuck applier.
 const STALL_ONE_ROUND: &str = "apply-stall=1*sleep(25000)";
+
+/// The first round a copy applies takes 1.5 s more, each later one 4 s more: rounds that grow
+/// past `TORUA_STUCK_AFTER` (3 s in the test), as a bulk load's rounds grow with the copy.
+const SLOWING_ROUNDS: &str = "apply-stall=1*sleep(1500)->sleep(4000)";
 
 /// `n` entities in a chain, enough to put writes on every shard.
 fn batch(n: usize) -> Value {
@@ -249,6 +257,63 @@ fn stuck_copy_left_the_in_sync_set(cluster: &TestCluster, f: &mut Failures, star
             started.elapsed()
         )
     });
+}
+
+#[test]
+fn a_copy_whose_rounds_grow_past_stuck_after_is_slow_not_stuck() {
+    let started = Instant::now();
+    let mut f = Failures::default();
+    // One shard on 2 nodes: node 2's rounds are all its one copy's (the fault point counts
+    // evaluations across copies). Rounds are logged at the debug level, with their duration.
+    let o = ClusterOptions::graph(2)
+        .set("TORUA_SHARDS", "1")
+        .set("TORUA_STUCK_AFTER", "3s")
+        .set("TORUA_ANTI_ENTROPY_INTERVAL", "0s")
+        .set("TORUA_LOG", "info,torua::storage::kuzu_shard=debug")
+        .set("TORUA_LOG_FORMAT", "json");
+    let mut cluster = start(2, o, 1, SLOWING_ROUNDS);
+    // A writer that keeps writes waiting on node 2's copy through several 4 s rounds.
+    let writing = Instant::now();
+    let mut written = 0;
+    while writing.elapsed() < Duration::from_secs(20) {
+        let body = json!({"entities": [{
+            "id": format!("rp-{written}"), "title": format!("ENTITY {written}"), "type": "THING",
+        }]});
+        let (status, answer) = cluster
+            .node(0)
+            .post_json("/graph/ingest", &body, Duration::from_secs(30))
+            .unwrap();
+        f.check(status == 200, || {
+            format!("write {written}: {status} {answer}")
+        });
+        written += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let rounds: Vec<u64> = log(&cluster, 1)
+        .lines()
+        .filter(|l| l.contains("applied a round"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["ms"].as_u64())
+        .collect();
+    f.check(rounds.iter().filter(|ms| **ms >= 4000).count() >= 3, || {
+        format!("node 2's copy did not apply three rounds of 4 s or more (the fault point did not fire?): {rounds:?}")
+    });
+    f.check(
+        !log(&cluster, 1).contains("applies nothing while writes wait"),
+        || "node 2's slow copy was taken for a stuck one".to_string(),
+    );
+    let node = cluster.node(1).id.clone();
+    let copies = cluster.shard_copies(0, Duration::from_secs(30)).unwrap();
+    f.check(
+        copies
+            .iter()
+            .any(|c| c["node"] == node.as_str() && c["in_sync"] == true),
+        || format!("node 2's slow copy left the in-sync set: {copies:?}"),
+    );
+    let all = wait::poll(SETTLE, Duration::from_millis(500), || repaired(&cluster));
+    f.check(all.is_ok(), || format!("the copies differ: {all:?}"));
+    let green = cluster.wait_green(SETTLE);
+    f.check(green.is_ok(), || format!("not green: {green:?}"));
+    f.finish("a slow copy is not a stuck one", started);
 }
 
 #[test]

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::messages::{HealthRequest, HealthResponse};
 use crate::error::Error;
 use crate::node::context::NodeContext;
+use crate::storage::ApplierTiming;
 
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -38,10 +39,28 @@ impl Stalls {
     }
 }
 
+/// Whether a copy whose writes have waited `stalled` without any being applied has a stuck
+/// applier rather than a slow one. Waiting for an apply slot is not stuck (the copies holding the
+/// slots are checked themselves). In a spell of work (a round, a snapshot, a full-text rebuild),
+/// it is stuck once the spell has lasted `stuck_after` and three times the longest spell it
+/// finished before: a bulk-load round costs in proportion to what the copy holds, so rounds grow
+/// as a load goes on, but by far less than that from one round to the next. Neither working nor
+/// waiting for a slot while writes wait, it is stuck after `stuck_after`.
+fn is_stuck(stalled: Duration, timing: ApplierTiming, stuck_after: Duration) -> bool {
+    if stalled < stuck_after || timing.waiting_for_slot {
+        return false;
+    }
+    match timing.busy_for {
+        Some(busy) => busy >= stuck_after.max(timing.longest * 3),
+        None => true,
+    }
+}
+
 /// What is wrong with this node's shard copies, a sentence each (the health report's `shards`):
 /// copies whose database refused acknowledged writes (they miss them until rebuilt), shards whose
 /// copies differ with no majority (found by anti-entropy on their primary), and copies that
-/// applied nothing for `TORUA_STUCK_AFTER` while writes wait. A stuck copy with another in-sync
+/// applied nothing for `TORUA_STUCK_AFTER` while writes wait and whose applier is stuck, not
+/// slow ([`is_stuck`]). A stuck copy with another in-sync
 /// copy of its shard is marked for a rebuild: the map duties take it out of the in-sync set and
 /// rebuild it from a snapshot (once its applier lets the database close).
 fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
@@ -76,7 +95,7 @@ fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
         }
         let pending = store.pending_writes();
         let stalled = stalls.observe(a.shard, store.visible_seq(), pending);
-        if stalled >= ctx.settings.stuck_after {
+        if is_stuck(stalled, store.applier_timing(), ctx.settings.stuck_after) {
             let fate = if a.is_in_sync(me) && a.in_sync.len() == 1 {
                 "it is the shard's only in-sync copy, so it stays"
             } else {
@@ -241,5 +260,28 @@ mod tests {
         stalls.0.insert(1, (11, Instant::now() - AFTER));
         assert_eq!(stalls.observe(1, 11, 0), Duration::ZERO);
         assert!(stalls.observe(1, 11, 3) < AFTER);
+    }
+
+    #[test]
+    fn a_long_round_is_slow_not_stuck() {
+        let after = Duration::from_secs(60);
+        let secs = Duration::from_secs;
+        let timing = |busy: Option<u64>, longest: u64, waiting: bool| ApplierTiming {
+            busy_for: busy.map(secs),
+            waiting_for_slot: waiting,
+            last_round_lag: secs(longest),
+            longest: secs(longest),
+        };
+        // Nothing stalled long enough: never stuck.
+        assert!(!is_stuck(secs(59), timing(Some(600), 1, false), after));
+        // A round past TORUA_STUCK_AFTER but within 3x the longest one before: slow.
+        assert!(!is_stuck(secs(90), timing(Some(90), 40, false), after));
+        assert!(is_stuck(secs(120), timing(Some(120), 40, false), after));
+        // Rounds of a second before: stuck at TORUA_STUCK_AFTER.
+        assert!(is_stuck(secs(60), timing(Some(60), 1, false), after));
+        // Waiting for an apply slot held by other copies: not stuck.
+        assert!(!is_stuck(secs(300), timing(None, 1, true), after));
+        // Neither working nor waiting while writes wait: stuck.
+        assert!(is_stuck(secs(60), timing(None, 1, false), after));
     }
 }

@@ -117,8 +117,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TORUA_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = |s: &str| interval(s, "1s", "1h", true))]
     pub anti_entropy_interval: Duration,
 
-    /// A shard copy that applies nothing for this long while writes wait is stuck: it is reported
-    /// in health and, when another in-sync copy of its shard exists, rebuilt from it (1s..1h).
+    /// A shard copy that applies nothing for this long while writes wait is stuck (unless it waits
+    /// for an apply slot, or its round has run less than three times its longest round before):
+    /// it is reported in health and, when another in-sync copy of its shard exists, rebuilt from
+    /// it (1s..1h).
     #[arg(long, env = "TORUA_STUCK_AFTER", default_value = "60s", value_parser = |s: &str| interval(s, "1s", "1h", false))]
     pub stuck_after: Duration,
 
@@ -131,8 +133,9 @@ pub struct ServeArgs {
 
     /// Backpressure by time: a shard's primary refuses new writes as busy (the routing node
     /// retries them for up to 15 s) while its oldest unapplied write has waited longer than
-    /// this, so that acknowledged writes become readable within about this long; `0s` turns it
-    /// off, leaving only the byte limit (0s, or 1s..1h).
+    /// this, or than four times the lag of the copy's last round if that is longer (a bulk load's
+    /// rounds grow with the copy), so that acknowledged writes become readable within about this long;
+    /// `0s` turns it off, leaving only the byte limit (0s, or 1s..1h).
     #[arg(long, env = "TORUA_MAX_APPLY_LAG", default_value = "5s", value_parser = |s: &str| interval(s, "1s", "1h", true))]
     pub max_apply_lag: Duration,
 

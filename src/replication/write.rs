@@ -16,6 +16,28 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 /// Per attempt.
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the oldest unapplied write of a copy may wait before its primary refuses new writes:
+/// `TORUA_MAX_APPLY_LAG`, or four times the lag of the copy's last round if that is longer (0:
+/// never refuse).
+///
+/// A round's cost grows with what the copy holds (Kuzu rewrites a relation table's node groups at
+/// every bulk-load commit), not only with the writes it applies, and a copy waits for one of its
+/// node's apply slots between rounds. With a fixed limit below that cycle, only the writes of the
+/// limit's first seconds are admitted per cycle; the next round is small and pays the same fixed
+/// cost for less, and a bulk load slows quadratically. A write that arrives as a round starts is
+/// applied by the end of the next round: within twice the last round's lag while cycles keep
+/// their length, and within about four times while each cycle may be up to twice the one before
+/// (rounds grow with the copy during a load). So that much is admitted: each round applies what
+/// arrived during the one before, and only a copy that slows down sharply is refused. The copy's
+/// pending-bytes limit still bounds the memory the waiting writes take. Once rounds are quick
+/// again, the limit is back to `TORUA_MAX_APPLY_LAG`.
+pub fn admitted_lag(max_apply_lag: Duration, last_round_lag: Duration) -> Duration {
+    if max_apply_lag.is_zero() {
+        return Duration::ZERO;
+    }
+    max_apply_lag.max(last_round_lag * 4)
+}
+
 /// On the primary: sequence, commit locally, replicate, acknowledge. Returns the write's
 /// sequence number once every in-sync copy logged it. Refused as busy while this copy's oldest
 /// unapplied write has waited longer than `TORUA_MAX_APPLY_LAG` (replicas never refuse for that:
@@ -38,13 +60,18 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> R
     ctx.trusted(&map)?;
     ctx.quorum()?;
     let store = ctx.storage.open(shard).await?;
-    let limit = ctx.settings.max_apply_lag;
+    let limit = admitted_lag(
+        ctx.settings.max_apply_lag,
+        store.applier_timing().last_round_lag,
+    );
     let lag = store.apply_lag();
     if !limit.is_zero() && lag > limit {
         return Err(Error::Busy(format!(
-            "shard {shard}: its oldest unapplied write has waited {:.1} s (TORUA_MAX_APPLY_LAG is {:?}); retry later",
+            "shard {shard}: its oldest unapplied write has waited {:.1} s, past {:.1} s (the larger \
+             of TORUA_MAX_APPLY_LAG, {:?}, and 4x the lag of this copy's last round); retry later",
             lag.as_secs_f64(),
-            limit
+            limit.as_secs_f64(),
+            ctx.settings.max_apply_lag,
         )));
     }
     let lock = ctx.shard_locks.get(shard);
@@ -266,4 +293,18 @@ pub async fn route_write(
         delay = (delay * 2).min(Duration::from_secs(1));
     }
     Err(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_admits_writes_for_four_times_its_last_rounds_lag() {
+        let secs = Duration::from_secs;
+        assert_eq!(admitted_lag(secs(5), secs(1)), secs(5));
+        assert_eq!(admitted_lag(secs(5), secs(30)), secs(120));
+        // 0 turns the limit off, however long the rounds.
+        assert_eq!(admitted_lag(Duration::ZERO, secs(30)), Duration::ZERO);
+    }
 }

@@ -72,6 +72,49 @@ struct Pending {
     items: PendingItems,
     /// When the oldest write of the round being applied was logged.
     round_since: Option<Instant>,
+    /// How long the applier's work takes (see [`ApplierTiming`]).
+    timing: Timing,
+}
+
+/// The applier's spells of work: rounds, snapshots, full-text index rebuilds.
+#[derive(Default)]
+struct Timing {
+    busy_since: Option<Instant>,
+    waiting_for_slot: bool,
+    last_round_lag: Duration,
+    longest: Duration,
+}
+
+impl Timing {
+    fn begin(&mut self) {
+        self.busy_since = Some(Instant::now());
+    }
+
+    /// Ends the current spell; `round_since`: it applied writes, the oldest logged then.
+    fn end(&mut self, round_since: Option<Instant>) {
+        if let Some(since) = self.busy_since.take() {
+            self.longest = self.longest.max(since.elapsed());
+        }
+        if let Some(oldest) = round_since {
+            self.last_round_lag = oldest.elapsed();
+        }
+    }
+}
+
+/// How long a copy's applier works, to tell a long round from a stuck applier and to admit as
+/// many writes as one round takes to apply (see `replication::write` and `cluster::reporter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ApplierTiming {
+    /// How long it has been busy with its current round, snapshot or full-text index rebuild;
+    /// `None` while it waits for writes or for an apply slot.
+    pub busy_for: Option<Duration>,
+    /// It waits for one of the node's apply slots (`ApplyGate`), held by other copies.
+    pub waiting_for_slot: bool,
+    /// How long the oldest write of its last round waited from logged to visible (the wait for
+    /// the round before, for an apply slot, and the round itself).
+    pub last_round_lag: Duration,
+    /// The longest spell of work it finished since the copy was opened.
+    pub longest: Duration,
 }
 
 /// A logged write waiting to be applied.
@@ -344,6 +387,17 @@ impl KuzuShard {
         p.round_since
             .or_else(|| p.ops.front().map(|q| q.logged_at))
             .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// How long this copy's applier works (see [`ApplierTiming`]).
+    pub fn applier_timing(&self) -> ApplierTiming {
+        let p = self.shared.pending.lock().expect("pending lock");
+        ApplierTiming {
+            busy_for: p.timing.busy_since.map(|t| t.elapsed()),
+            waiting_for_slot: p.timing.waiting_for_slot,
+            last_round_lag: p.timing.last_round_lag,
+            longest: p.timing.longest,
+        }
     }
 
     /// Logged writes waiting to be applied (the round being applied included).
@@ -925,7 +979,15 @@ fn applier_loop(
         };
         if idle {
             let _slot = gate.enter();
-            match state.rebuild_text_indexes(&conn, &shared.commit_gate) {
+            shared.pending.lock().expect("pending lock").timing.begin();
+            let rebuilt = state.rebuild_text_indexes(&conn, &shared.commit_gate);
+            shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .timing
+                .end(None);
+            match rebuilt {
                 Ok(took) => tracing::debug!(
                     shard,
                     ms = took.as_millis() as u64,
@@ -937,6 +999,9 @@ fn applier_loop(
             }
             continue;
         }
+        if !jobs.is_empty() {
+            shared.pending.lock().expect("pending lock").timing.begin();
+        }
         for job in jobs {
             let taken = take_snapshot(&conn, &shared, &db_path, &job.to, job.pin);
             match &taken {
@@ -946,15 +1011,23 @@ fn applier_loop(
             let _ = job.done.send(taken);
         }
         {
-            let pending = shared.pending.lock().expect("pending lock");
+            let mut pending = shared.pending.lock().expect("pending lock");
+            pending.timing.end(None);
             if pending.ops.is_empty() {
                 if pending.stop {
                     return; // stopped and drained
                 }
                 continue;
             }
+            pending.timing.waiting_for_slot = true;
         }
         let _slot = gate.enter();
+        shared
+            .pending
+            .lock()
+            .expect("pending lock")
+            .timing
+            .waiting_for_slot = false;
         let round_items = match mode {
             InsertMode::Create => CREATE_ROUND_ITEMS,
             InsertMode::Copy | InsertMode::Auto => ROUND_ITEMS,
@@ -983,12 +1056,13 @@ fn applier_loop(
             }
             pending.in_flight = round.len();
             pending.round_since = round.first().map(|q| q.logged_at);
+            pending.timing.begin();
             round
         };
         let max_seq = round.iter().map(|q| q.seq).max().unwrap_or(0);
         let ops: Vec<&WriteOp> = round.iter().map(|q| q.op.as_ref()).collect();
-        fail::fail_point!(crate::node::failpoints::APPLY_STALL);
         let started = std::time::Instant::now();
+        fail::fail_point!(crate::node::failpoints::APPLY_STALL);
         let target = Target {
             conn: &conn,
             dim,
@@ -1060,7 +1134,8 @@ fn applier_loop(
                 pending.items.remove(&q.op);
             }
             pending.in_flight = 0;
-            pending.round_since = None;
+            let oldest = pending.round_since.take();
+            pending.timing.end(oldest);
         }
         if shared.failed.load(Ordering::SeqCst) == 0 {
             let pinned = shared

@@ -39,7 +39,7 @@ pub use freshness::{Freshness, Lag, ReadScope};
 pub use kuzu_read::{
     Direction, Edge, EntitySummary, QueryFailure, RelationFilter, Rows, ShardQuery,
 };
-pub use kuzu_shard::KuzuShard;
+pub use kuzu_shard::{ApplierTiming, KuzuShard};
 pub use retrieval::{
     ChunkItem, CommunityReport, EntityItem, ItemKind, RetrievalRead, RetrievalRows, RetrievedItem,
     ScoredItem, TextIndex, VectorHit,
