@@ -95,7 +95,7 @@ impl From<crate::storage::Error> for Error {
             S::Closing(m) => Error::Unavailable(m),
             S::LogTrimmed(m) => Error::NeedsRebuild(m),
             S::Invalid(m) => Error::Invalid(m),
-            S::Engine(m) | S::Io(m) => Error::Internal(m),
+            S::Engine(m) | S::OutOfMemory(m) | S::Io(m) => Error::Internal(m),
         }
     }
 }

@@ -301,6 +301,23 @@ fn a_copy_whose_rounds_grow_past_stuck_after_is_slow_not_stuck() {
         !log(&cluster, 1).contains("applies nothing while writes wait"),
         || "node 2's slow copy was taken for a stuck one".to_string(),
     );
+    // Operators see the same in /metrics.
+    let (_, metrics, _) = torua_testkit::http::get_full(
+        &torua_testkit::http::agent(),
+        &cluster.node(1).url("/metrics"),
+    )
+    .unwrap();
+    let round_lag = metrics.as_str().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("torua_shard_copy_last_round_lag_seconds{shard=\"0\"}"))?
+            .split_whitespace()
+            .last()?
+            .parse::<f64>()
+            .ok()
+    });
+    f.check(round_lag.is_some_and(|s| s >= 4.0), || {
+        format!("node 2's /metrics does not show a last round's lag of 4 s or more: {round_lag:?}")
+    });
     let node = cluster.node(1).id.clone();
     let copies = cluster.shard_copies(0, Duration::from_secs(30)).unwrap();
     f.check(

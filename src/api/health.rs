@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::node::metrics::CopyBacklog;
 
 pub async fn node_health(State(state): State<AppState>) -> Json<Value> {
     let view = state.cluster.view();
@@ -27,7 +28,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for shard in state.storage.on_disk() {
         if let Some(copy) = state.storage.get(shard) {
             if let Ok(s) = copy.stats().await {
-                copies.push((shard, s.pending_writes, s.failed_writes));
+                copies.push(CopyBacklog {
+                    shard,
+                    pending: s.pending_writes,
+                    failed: s.failed_writes,
+                    apply_lag: copy.apply_lag(),
+                    last_round_lag: copy.applier_timing().last_round_lag,
+                });
             }
         }
     }

@@ -77,6 +77,9 @@ fn copy_problems(ctx: &NodeContext, stalls: &mut Stalls) -> Vec<String> {
         let Some(store) = ctx.storage.get(a.shard) else {
             continue;
         };
+        if let Some(why) = store.damage() {
+            problems.push(format!("shard {}: {why}", a.shard));
+        }
         let refused = store.refused_writes();
         if refused > 0 {
             let fate = if a.is_in_sync(me) && a.in_sync.len() == 1 {

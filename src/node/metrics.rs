@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use membership::{Cluster, MemberState};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -32,6 +32,8 @@ pub struct Metrics {
     traversal_rounds: IntCounter,
     copy_pending_writes: IntGaugeVec,
     copy_failed_writes: IntGaugeVec,
+    copy_apply_lag: GaugeVec,
+    copy_round_lag: GaugeVec,
     algorithm_tasks_running: IntGauge,
     algorithm_tasks_held: IntGauge,
     write_backs_staged: IntGauge,
@@ -46,6 +48,19 @@ macro_rules! register {
     ($m:ident: $($field:ident),+) => {
         $($m.registry.register(Box::new($m.$field.clone())).expect("metric registered once");)+
     };
+}
+
+/// One open copy's write backlog, for the `shard_copy_*` gauges.
+pub struct CopyBacklog {
+    pub shard: u32,
+    /// Logged writes not applied yet.
+    pub pending: u64,
+    /// Logged writes its database refused.
+    pub failed: u64,
+    /// How long the oldest of them has waited.
+    pub apply_lag: std::time::Duration,
+    /// How long the oldest write of its last round waited (see `ApplierTiming`).
+    pub last_round_lag: std::time::Duration,
 }
 
 impl Metrics {
@@ -124,6 +139,25 @@ impl Metrics {
                 &["shard"],
             )
             .expect("valid metric"),
+            copy_apply_lag: GaugeVec::new(
+                Opts::new(
+                    "shard_copy_apply_lag_seconds",
+                    "How long the oldest write this node's copy of a shard has logged but not \
+                     applied has waited (0 when none waits)",
+                ),
+                &["shard"],
+            )
+            .expect("valid metric"),
+            copy_round_lag: GaugeVec::new(
+                Opts::new(
+                    "shard_copy_last_round_lag_seconds",
+                    "How long the oldest write of the last round this node's copy of a shard \
+                     applied had waited, logged to visible; a shard's primary admits writes while \
+                     its oldest unapplied one has waited less than TORUA_MAX_APPLY_LAG or 4x this",
+                ),
+                &["shard"],
+            )
+            .expect("valid metric"),
             copy_failed_writes: IntGaugeVec::new(
                 Opts::new(
                     "shard_copy_failed_writes",
@@ -188,7 +222,7 @@ impl Metrics {
             m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
             gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
             auth_failures, reads_behind, relations_followed, traversal_rounds, copy_pending_writes,
-            copy_failed_writes, algorithm_tasks_running, algorithm_tasks_held, write_backs_staged,
+            copy_failed_writes, copy_apply_lag, copy_round_lag, algorithm_tasks_running, algorithm_tasks_held, write_backs_staged,
             write_backs_finished, placement_lookups, entities_moved
         );
         Arc::new(m)
@@ -251,19 +285,27 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the write backlog of this node's open copies, `(shard, pending, failed)` each; copies
-    /// not listed (closed or moved away) disappear from the exposition.
-    pub fn set_copies(&self, copies: &[(u32, u64, u64)]) {
+    /// Sets the write backlog of this node's open copies; copies not listed (closed or moved
+    /// away) disappear from the exposition.
+    pub fn set_copies(&self, copies: &[CopyBacklog]) {
         self.copy_pending_writes.reset();
         self.copy_failed_writes.reset();
-        for &(shard, pending, failed) in copies {
-            let shard = shard.to_string();
+        self.copy_apply_lag.reset();
+        self.copy_round_lag.reset();
+        for c in copies {
+            let shard = [c.shard.to_string()];
             self.copy_pending_writes
-                .with_label_values(&[&shard])
-                .set(pending as i64);
+                .with_label_values(&shard)
+                .set(c.pending as i64);
             self.copy_failed_writes
-                .with_label_values(&[&shard])
-                .set(failed as i64);
+                .with_label_values(&shard)
+                .set(c.failed as i64);
+            self.copy_apply_lag
+                .with_label_values(&shard)
+                .set(c.apply_lag.as_secs_f64());
+            self.copy_round_lag
+                .with_label_values(&shard)
+                .set(c.last_round_lag.as_secs_f64());
         }
     }
 

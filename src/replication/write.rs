@@ -17,8 +17,9 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the oldest unapplied write of a copy may wait before its primary refuses new writes:
-/// `TORUA_MAX_APPLY_LAG`, or four times the lag of the copy's last round if that is longer (0:
-/// never refuse).
+/// `TORUA_MAX_APPLY_LAG`, or four times `round_lag` if that is longer (0: never refuse).
+/// `round_lag` is the longest lag (logged to visible) of the last rounds of the node's copies:
+/// they share the node's apply slots, so a copy's next round waits about as long as theirs did.
 ///
 /// A round's cost grows with what the copy holds (Kuzu rewrites a relation table's node groups at
 /// every bulk-load commit), not only with the writes it applies, and a copy waits for one of its
@@ -28,14 +29,14 @@ pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// applied by the end of the next round: within twice the last round's lag while cycles keep
 /// their length, and within about four times while each cycle may be up to twice the one before
 /// (rounds grow with the copy during a load). So that much is admitted: each round applies what
-/// arrived during the one before, and only a copy that slows down sharply is refused. The copy's
-/// pending-bytes limit still bounds the memory the waiting writes take. Once rounds are quick
-/// again, the limit is back to `TORUA_MAX_APPLY_LAG`.
-pub fn admitted_lag(max_apply_lag: Duration, last_round_lag: Duration) -> Duration {
+/// arrived during the one before, and only a node whose copies slow down sharply refuses. The
+/// copy's pending-bytes limit still bounds the memory the waiting writes take. Once rounds are
+/// quick again, the limit is back to `TORUA_MAX_APPLY_LAG`.
+pub fn admitted_lag(max_apply_lag: Duration, round_lag: Duration) -> Duration {
     if max_apply_lag.is_zero() {
         return Duration::ZERO;
     }
-    max_apply_lag.max(last_round_lag * 4)
+    max_apply_lag.max(round_lag * 4)
 }
 
 /// On the primary: sequence, commit locally, replicate, acknowledge. Returns the write's
@@ -60,15 +61,13 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> R
     ctx.trusted(&map)?;
     ctx.quorum()?;
     let store = ctx.storage.open(shard).await?;
-    let limit = admitted_lag(
-        ctx.settings.max_apply_lag,
-        store.applier_timing().last_round_lag,
-    );
+    let limit = admitted_lag(ctx.settings.max_apply_lag, ctx.storage.slowest_round_lag());
     let lag = store.apply_lag();
     if !limit.is_zero() && lag > limit {
         return Err(Error::Busy(format!(
             "shard {shard}: its oldest unapplied write has waited {:.1} s, past {:.1} s (the larger \
-             of TORUA_MAX_APPLY_LAG, {:?}, and 4x the lag of this copy's last round); retry later",
+             of TORUA_MAX_APPLY_LAG, {:?}, and 4x the longest lag of the last rounds of this \
+             node's copies); retry later",
             lag.as_secs_f64(),
             limit.as_secs_f64(),
             ctx.settings.max_apply_lag,

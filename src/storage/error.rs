@@ -19,6 +19,10 @@ pub enum Error {
     /// The embedded database failed (its message is in the text).
     #[error("{0}")]
     Engine(String),
+    /// The embedded database's buffer pool (this copy's share of `TORUA_MEMORY_MB`) could not
+    /// hold what the statement needed.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// A file could not be read, written or synced.
     #[error("{0}")]
     Io(String),

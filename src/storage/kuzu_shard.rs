@@ -171,6 +171,8 @@ struct Shared {
     /// Snapshots being sent to other nodes: id -> sequence number. The log keeps every record
     /// after the lowest, for the catch-up that follows the copy.
     pins: Mutex<std::collections::BTreeMap<u64, u64>>,
+    /// Why the applier stopped applying to this copy's database, once it has.
+    damage: Mutex<Option<&'static str>>,
 }
 
 pub struct KuzuShard {
@@ -309,6 +311,7 @@ impl KuzuShard {
             log_bytes: AtomicU64::new(log.bytes()),
             last_logged: Mutex::new(log.last()),
             pins: Mutex::new(Default::default()),
+            damage: Mutex::new(None),
         });
         let log = Arc::new(Mutex::new(log));
         // Before the applier gets going: if this fails, the applier sees the start channel close
@@ -387,6 +390,12 @@ impl KuzuShard {
         p.round_since
             .or_else(|| p.ops.front().map(|q| q.logged_at))
             .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Why this copy's applier stopped applying writes to its database (it is rebuilt from
+    /// another copy), if it has.
+    pub fn damage(&self) -> Option<&'static str> {
+        *self.shared.damage.lock().expect("damage lock")
     }
 
     /// How long this copy's applier works (see [`ApplierTiming`]).
@@ -1080,14 +1089,29 @@ fn applier_loop(
             apply_round(target, &ops, max_seq, &mut state)
         };
         if let Err(e) = applied {
-            if damaged || (crashed && mode == InsertMode::Copy) {
+            let out_of_memory = matches!(e, Error::OutOfMemory(_));
+            if damaged || out_of_memory || (crashed && mode == InsertMode::Copy) {
                 // After kill -9 during a bulk-load commit, Kuzu 0.11 can reopen a table in a
                 // state where a failed commit is followed by a crash of the whole process on the
-                // next update (SIGSEGV in `UpdateInfo`). Such a copy applies nothing more: its
-                // writes stay in its log and the copy is rebuilt from another copy (`rejoin`
-                // asks for a whole copy after a crash).
+                // next update (SIGSEGV in `UpdateInfo`). So can a commit that ran out of the
+                // buffer pool (seen: a 250 MB copy with a 186 MB pool, its relation table
+                // rewritten at the commit of a bulk load; the next write crashed the node in
+                // `memcpy`). Such a copy applies nothing more: its writes stay in its log and
+                // the copy is rebuilt from another copy (`rejoin` asks for a whole copy after a
+                // crash).
                 if !damaged {
-                    tracing::error!(shard, error = %e, "this copy's database came back damaged from a crash; it applies no more writes until it is rebuilt from another copy");
+                    let why = if out_of_memory {
+                        "this copy's database ran out of its buffer pool (its share of \
+                         TORUA_MEMORY_MB) applying writes, and Kuzu can crash at the next write \
+                         after that; it applies no more writes until it is rebuilt from another \
+                         copy. Raise TORUA_MEMORY_MB, or give the node fewer shard copies (more \
+                         nodes or a lower TORUA_SHARDS)"
+                    } else {
+                        "this copy's database came back damaged from a crash; it applies no more \
+                         writes until it is rebuilt from another copy"
+                    };
+                    tracing::error!(shard, error = %e, "{why}");
+                    *shared.damage.lock().expect("damage lock") = Some(why);
                     damaged = true;
                     // Nor is it checkpointed again: it is replaced, not kept, and checkpointing
                     // it (Kuzu does on close) can crash the process (SIGSEGV in

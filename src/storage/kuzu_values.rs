@@ -7,7 +7,7 @@ use crate::graph::model::{Entity, Relation};
 use kuzu::{Connection, LogicalType, Value};
 
 pub fn err(e: kuzu::Error) -> Error {
-    Error::Engine(e.to_string())
+    classify(e.to_string())
 }
 
 /// Prepares and runs `query` with `params`, collecting the rows.
@@ -16,13 +16,27 @@ pub fn run(
     query: &str,
     params: Vec<(&str, Value)>,
 ) -> Result<Vec<Vec<Value>>, Error> {
-    let mut stmt = conn
-        .prepare(query)
-        .map_err(|e| Error::Engine(format!("{e} (in {query})")))?;
+    let mut stmt = conn.prepare(query).map_err(|e| engine_error(e, query))?;
     let result = conn
         .execute(&mut stmt, params)
-        .map_err(|e| Error::Engine(format!("{e} (in {query})")))?;
+        .map_err(|e| engine_error(e, query))?;
     Ok(result.collect())
+}
+
+/// Kuzu's error from running `query` as a storage error (see [`classify`]).
+fn engine_error(e: kuzu::Error, query: &str) -> Error {
+    classify(format!("{e} (in {query})"))
+}
+
+/// Kuzu's error message as a storage error: [`Error::OutOfMemory`] when its buffer pool was
+/// full, else [`Error::Engine`]. The `kuzu` crate reports only text; Kuzu names the exception's
+/// class in it, and this is the one place that reads it.
+fn classify(text: String) -> Error {
+    if text.contains("Buffer manager exception") {
+        Error::OutOfMemory(text)
+    } else {
+        Error::Engine(text)
+    }
 }
 
 /// Runs `query` with `$ids` bound to `ids`, unless there are none (a write per id, such as

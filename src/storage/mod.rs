@@ -433,6 +433,19 @@ impl Storage {
         *self.expected_copies.lock().expect("storage lock") = copies.max(1);
     }
 
+    /// The longest lag among the last rounds of this node's open copies (see
+    /// [`ApplierTiming::last_round_lag`]): the copies share the node's apply slots, so one copy's
+    /// next round waits about as long as the others' did.
+    pub fn slowest_round_lag(&self) -> std::time::Duration {
+        let copies: Vec<Arc<KuzuShard>> = (self.open.lock().expect("storage lock").values())
+            .filter_map(|cell| cell.get().cloned())
+            .collect();
+        (copies.iter())
+            .map(|c| c.applier_timing().last_round_lag)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The open copy of `shard`, if this node has opened it.
     pub fn get(&self, shard: u32) -> Option<Arc<KuzuShard>> {
         let cell = self

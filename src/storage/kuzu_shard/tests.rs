@@ -217,6 +217,51 @@ async fn many_relations_in_many_writes_are_all_stored_in(mode: InsertMode) {
     assert_eq!(stats.counts.relations, expected, "{stats:?}");
 }
 
+/// A write its database cannot hold in its buffer pool makes the copy stop applying (Kuzu 0.11 can
+/// crash at the next write after such a failure) and count the write as refused, so that it is
+/// rebuilt from another copy; the process goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_out_of_buffer_pool_stops_applying_and_asks_for_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        insert_mode: InsertMode::Copy,
+        buffer_pool_bytes: 32 << 20,
+        ..config(0)
+    };
+    let shard = KuzuShard::open(&dir.path().join("shard-0.kz"), 0, &config, gate()).unwrap();
+    let big: Vec<Entity> = (0..40_000)
+        .map(|i| Entity {
+            description: format!("{i} {}", "x".repeat(2000)),
+            ..entity(&format!("e{i}"), "E", 0)
+        })
+        .collect();
+    shard.write(1, upsert(big, vec![])).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while shard.refused_writes() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        shard.refused_writes() > 0,
+        "the oversized write was applied or is still applying"
+    );
+    assert!(shard.needs_rebuild());
+    let why = shard
+        .damage()
+        .expect("the copy goes on applying after running out of memory");
+    assert!(why.contains("TORUA_MEMORY_MB"), "{why}");
+    // Nor is a later write applied: it is refused too, and stays in the log for the rebuilt copy.
+    // (Written once the failed round has left the queue: before, it would be refused as busy.)
+    while shard.pending_writes() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shard
+        .write(2, upsert(vec![entity("small", "S", 0)], vec![]))
+        .await
+        .unwrap();
+    shard.wait_visible(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(shard.refused_writes(), 2);
+}
+
 /// For the probes below: a database with torua's schema and `n` stub entities `e0..`.
 fn probe_database(path: &Path, n: usize) -> Database {
     let db = Database::new(
