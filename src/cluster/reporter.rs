@@ -57,7 +57,8 @@ fn is_stuck(stalled: Duration, timing: ApplierTiming, stuck_after: Duration) -> 
 }
 
 /// What is wrong with this node's shard copies, a sentence each (the health report's `shards`):
-/// copies whose database refused acknowledged writes (they miss them until rebuilt), shards whose
+/// copies that stopped applying and why (out of buffer pool, damaged by a crash), copies whose
+/// database refused acknowledged writes (they miss them until rebuilt), shards whose
 /// copies differ with no majority (found by anti-entropy on their primary), and copies that
 /// applied nothing for `TORUA_STUCK_AFTER` while writes wait and whose applier is stuck, not
 /// slow ([`is_stuck`]). A stuck copy with another in-sync
