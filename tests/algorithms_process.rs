@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kuzu::Value as K;
 use serde_json::{json, Value};
 use torua_testkit::algo::{id_values, modularity, oracle_db, projected_graph};
-use torua_testkit::http::{agent, get_full, with_key};
+use torua_testkit::http::{agent, get_full};
 use torua_testkit::wait::until;
 use torua_testkit::{ClusterOptions, Failures, Rng, TestCluster};
 
@@ -65,20 +65,6 @@ fn degrees(ids: &[String], rels: &[(String, String)]) -> HashMap<String, i64> {
         *degree.get_mut(b).unwrap() += 1;
     }
     degree
-}
-
-/// The sum of `node`'s metric lines starting with `prefix` (`None` when there is none).
-fn metric(cluster: &TestCluster, node: usize, prefix: &str) -> Option<f64> {
-    let text = with_key(agent().get(&cluster.node(node).url("/metrics")))
-        .call()
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .unwrap_or_default();
-    let values: Vec<f64> = (text.lines())
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Starts an algorithm on `node` without waiting; returns the task's id.
@@ -447,7 +433,7 @@ fn algorithms_match_embedded_kuzu_and_tasks_fail_cleanly() {
         format!("the killed run changed the written ranks: off the 20-iteration ranks by {worst}")
     });
     for node in [0, 1] {
-        let held = metric(&cluster, node, "torua_algorithm_tasks_held ");
+        let held = cluster.node(node).metric("torua_algorithm_tasks_held ");
         f.check(held == Some(0.0), || {
             format!("node {node} still holds algorithm state: {held:?}")
         });
@@ -513,11 +499,9 @@ fn a_write_back_its_driver_left_is_finished_or_discarded() {
     let published: f64 = [0, 1]
         .iter()
         .filter_map(|n| {
-            metric(
-                &cluster,
-                *n,
-                "torua_algorithm_write_backs_finished_total{outcome=\"published\"}",
-            )
+            cluster
+                .node(*n)
+                .metric("torua_algorithm_write_backs_finished_total{outcome=\"published\"}")
         })
         .sum();
     f.check(published >= 5.0, || {
@@ -546,16 +530,18 @@ fn a_write_back_its_driver_left_is_finished_or_discarded() {
         || {
             let staged: Vec<Option<f64>> = [0, 2]
                 .iter()
-                .map(|n| metric(&cluster, *n, "torua_algorithm_write_backs_staged "))
+                .map(|n| {
+                    cluster
+                        .node(*n)
+                        .metric("torua_algorithm_write_backs_staged ")
+                })
                 .collect();
             let discarded: f64 = [0, 2]
                 .iter()
                 .filter_map(|n| {
-                    metric(
-                        &cluster,
-                        *n,
-                        "torua_algorithm_write_backs_finished_total{outcome=\"discarded\"}",
-                    )
+                    cluster
+                        .node(*n)
+                        .metric("torua_algorithm_write_backs_finished_total{outcome=\"discarded\"}")
                 })
                 .sum();
             if discarded >= 6.0 && staged.iter().all(|s| *s == Some(0.0)) {

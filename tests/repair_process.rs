@@ -302,19 +302,9 @@ fn a_copy_whose_rounds_grow_past_stuck_after_is_slow_not_stuck() {
         || "node 2's slow copy was taken for a stuck one".to_string(),
     );
     // Operators see the same in /metrics.
-    let (_, metrics, _) = torua_testkit::http::get_full(
-        &torua_testkit::http::agent(),
-        &cluster.node(1).url("/metrics"),
-    )
-    .unwrap();
-    let round_lag = metrics.as_str().and_then(|m| {
-        m.lines()
-            .find(|l| l.starts_with("torua_shard_copy_last_round_lag_seconds{shard=\"0\"}"))?
-            .split_whitespace()
-            .last()?
-            .parse::<f64>()
-            .ok()
-    });
+    let round_lag = cluster
+        .node(1)
+        .metric("torua_shard_copy_last_round_lag_seconds{shard=\"0\"}");
     f.check(round_lag.is_some_and(|s| s >= 4.0), || {
         format!("node 2's /metrics does not show a last round's lag of 4 s or more: {round_lag:?}")
     });

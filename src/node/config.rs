@@ -133,9 +133,10 @@ pub struct ServeArgs {
 
     /// Backpressure by time: a shard's primary refuses new writes as busy (the routing node
     /// retries them for up to 15 s) while its oldest unapplied write has waited longer than
-    /// this, or than four times the longest lag of the last rounds of the node's copies if that is
-    /// longer (a bulk load's rounds grow with the copies), so that acknowledged writes become readable within about this long;
-    /// `0s` turns it off, leaving only the byte limit (0s, or 1s..1h).
+    /// this, or than four times the longest lag of the last rounds of the node's copies if that
+    /// is longer (a bulk load's rounds grow with the copies), so that acknowledged writes become
+    /// readable within about this long; `0s` turns it off, leaving only the byte limit (0s, or
+    /// 1s..1h).
     #[arg(long, env = "TORUA_MAX_APPLY_LAG", default_value = "5s", value_parser = |s: &str| interval(s, "1s", "1h", true))]
     pub max_apply_lag: Duration,
 

@@ -153,7 +153,8 @@ impl Metrics {
                     "shard_copy_last_round_lag_seconds",
                     "How long the oldest write of the last round this node's copy of a shard \
                      applied had waited, logged to visible; a shard's primary admits writes while \
-                     its oldest unapplied one has waited less than TORUA_MAX_APPLY_LAG or 4x this",
+                     its oldest unapplied one has waited less than TORUA_MAX_APPLY_LAG or 4x the \
+                     longest of these on the node",
                 ),
                 &["shard"],
             )
@@ -222,8 +223,9 @@ impl Metrics {
             m: http_requests, http_latency, members, coordinator_changes, gossip_rounds,
             gossip_packets_sent, gossip_packets_received, is_coordinator, term, gossip_rejected,
             auth_failures, reads_behind, relations_followed, traversal_rounds, copy_pending_writes,
-            copy_failed_writes, copy_apply_lag, copy_round_lag, algorithm_tasks_running, algorithm_tasks_held, write_backs_staged,
-            write_backs_finished, placement_lookups, entities_moved
+            copy_failed_writes, copy_apply_lag, copy_round_lag, algorithm_tasks_running,
+            algorithm_tasks_held, write_backs_staged, write_backs_finished, placement_lookups,
+            entities_moved
         );
         Arc::new(m)
     }

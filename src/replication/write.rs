@@ -41,7 +41,7 @@ pub fn admitted_lag(max_apply_lag: Duration, round_lag: Duration) -> Duration {
 
 /// On the primary: sequence, commit locally, replicate, acknowledge. Returns the write's
 /// sequence number once every in-sync copy logged it. Refused as busy while this copy's oldest
-/// unapplied write has waited longer than `TORUA_MAX_APPLY_LAG` (replicas never refuse for that:
+/// unapplied write has waited longer than [`admitted_lag`] allows (replicas never refuse for that:
 /// a refusal there would drop them from the in-sync set).
 pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> Result<u64, Error> {
     let me = ctx.node_id().as_str().to_string();
@@ -61,17 +61,20 @@ pub async fn primary_write(ctx: &Arc<NodeContext>, shard: u32, op: WriteOp) -> R
     ctx.trusted(&map)?;
     ctx.quorum()?;
     let store = ctx.storage.open(shard).await?;
-    let limit = admitted_lag(ctx.settings.max_apply_lag, ctx.storage.slowest_round_lag());
     let lag = store.apply_lag();
-    if !limit.is_zero() && lag > limit {
-        return Err(Error::Busy(format!(
-            "shard {shard}: its oldest unapplied write has waited {:.1} s, past {:.1} s (the larger \
-             of TORUA_MAX_APPLY_LAG, {:?}, and 4x the longest lag of the last rounds of this \
-             node's copies); retry later",
-            lag.as_secs_f64(),
-            limit.as_secs_f64(),
-            ctx.settings.max_apply_lag,
-        )));
+    // The node's round lags (a lock per copy) matter only past TORUA_MAX_APPLY_LAG.
+    if lag > ctx.settings.max_apply_lag {
+        let limit = admitted_lag(ctx.settings.max_apply_lag, ctx.storage.slowest_round_lag());
+        if !limit.is_zero() && lag > limit {
+            return Err(Error::Busy(format!(
+                "shard {shard}: its oldest unapplied write has waited {:.1} s, past {:.1} s (the \
+                 larger of TORUA_MAX_APPLY_LAG, {:?}, and 4x the longest lag of the last rounds \
+                 of this node's copies); retry later",
+                lag.as_secs_f64(),
+                limit.as_secs_f64(),
+                ctx.settings.max_apply_lag,
+            )));
+        }
     }
     let lock = ctx.shard_locks.get(shard);
     let _ordered = lock.lock().await;

@@ -331,6 +331,23 @@ impl NodeProc {
         Ok(answer)
     }
 
+    /// The sum of the values of this node's `/metrics` lines that start with `prefix` (a metric's
+    /// name with its labels, or with a trailing space for one without); `None` when the node does
+    /// not answer or has no such line.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = (crate::http::with_key(crate::http::agent().get(&self.url("/metrics"))))
+            .timeout(Duration::from_secs(10))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        let values: Vec<f64> = (text.lines())
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
     /// DELETE, returning (status, JSON body) for any status.
     pub fn delete_json(&self, path: &str, timeout: Duration) -> anyhow::Result<(u16, Value)> {
         delete_json(&self.url(path), timeout).with_context(|| format!("{}: DELETE {path}", self.id))
