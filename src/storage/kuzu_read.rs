@@ -564,45 +564,115 @@ const SUMMARY_LOOKUP_NS: u64 = 66_000;
 const SCAN_ROW_NS: u64 = 70;
 const IN_ITEM_NS: u64 = 3;
 
-/// This copy's part of the whole graph (see [`super::GraphPart`]) as the copy of `shard` (of
-/// `shards`): the entities it owns (stored here, or stubs whose home is this shard), and every
-/// relation held. Streams the rows: no list of Kuzu values is built.
-pub fn graph_part(
-    conn: &kuzu::Connection,
-    shard: u32,
-    shards: u32,
-) -> Result<super::GraphPart, Error> {
-    let query = |q: &str| {
-        conn.query(q)
-            .map_err(|e| Error::Engine(format!("{e} (in {q})")))
+/// This copy's part of the whole graph (see [`super::GraphPart`]): every entity row and every
+/// relation, the relations as the rows' internal offsets. Reads Kuzu's answers as Arrow batches:
+/// no Kuzu value is built per column, and a relation costs two integers, not two ids. The caller
+/// holds the commit gate, so both statements see the same commits.
+pub fn graph_part(conn: &kuzu::Connection) -> Result<super::GraphPart, Error> {
+    use arrow_array::Array;
+    /// Rows per Arrow batch.
+    const BATCH: usize = 64 * 1024;
+    const NO_ROW: u32 = u32::MAX;
+    let batches = |q: &'static str| {
+        let mut result = conn
+            .query(q)
+            .map_err(|e| Error::Engine(format!("{e} (in {q})")))?;
+        let batches: Vec<arrow_array::RecordBatch> = result
+            .iter_arrow(BATCH)
+            .map_err(|e| Error::Engine(format!("{e} (in {q})")))?
+            .collect();
+        Ok::<_, Error>(batches)
     };
     let mut part = super::GraphPart::default();
-    for row in query("MATCH (e:Entity) RETURN e.id, e.stub, e.routing")? {
-        let mut row = row.into_iter();
-        let (Some(Value::String(id)), Some(stub), Some(key)) = (row.next(), row.next(), row.next())
-        else {
-            continue;
-        };
-        let key = as_optional_string(&key);
-        let home = crate::graph::partition::home_shard(&id, key.as_deref(), shards);
-        if !as_bool(&stub) || home == shard {
-            part.vertices.push(id);
+    // Entity rows by internal offset (dense but for deleted rows).
+    let mut row_of: Vec<u32> = Vec::new();
+    let q = "MATCH (e:Entity) RETURN offset(ID(e)), e.id, e.stub, e.routing";
+    for batch in batches(q)? {
+        let offsets = arrow_int(&batch, 0, q)?;
+        let ids = arrow_text(&batch, 1, q)?;
+        let stubs = arrow_bool(&batch, 2, q)?;
+        let keys = arrow_text(&batch, 3, q)?;
+        for i in 0..batch.num_rows() {
+            if ids.is_null(i) || offsets.is_null(i) {
+                continue;
+            }
+            let offset = usize::try_from(offsets.value(i))
+                .map_err(|_| Error::Engine(format!("a negative entity offset (in {q})")))?;
+            if row_of.len() <= offset {
+                row_of.resize(offset + 1, NO_ROW);
+            }
+            row_of[offset] = part.entities.len() as u32;
+            part.entities.push(super::GraphEntity {
+                id: ids.value(i).to_string(),
+                stub: stubs.is_valid(i) && stubs.value(i),
+                routing: keys.is_valid(i).then(|| keys.value(i).to_string()),
+            });
         }
     }
-    let q =
-        "MATCH ()-[r:RELATED]->() RETURN r.source, r.target, r.source_routing, r.target_routing";
-    for row in query(q)? {
-        let mut row = row.into_iter();
-        if let (Some(Value::String(a)), Some(Value::String(b))) = (row.next(), row.next()) {
-            for (end, key) in [(&a, row.next()), (&b, row.next())] {
-                if let Some(Value::String(key)) = key {
-                    if !part.routing.contains_key(end) {
-                        part.routing.insert(end.clone(), key);
-                    }
+    let q = "MATCH (a:Entity)-[r:RELATED]->(b:Entity) \
+             RETURN offset(ID(a)), offset(ID(b)), r.source_routing, r.target_routing";
+    let row = |offset: i64| {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| row_of.get(o).copied())
+            .filter(|r| *r != NO_ROW)
+            .ok_or_else(|| {
+                Error::Engine(format!("a relation names an entity row not read (in {q})"))
+            })
+    };
+    for batch in batches(q)? {
+        let (sources, targets) = (arrow_int(&batch, 0, q)?, arrow_int(&batch, 1, q)?);
+        let (source_keys, target_keys) = (arrow_text(&batch, 2, q)?, arrow_text(&batch, 3, q)?);
+        part.relations.reserve(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let (a, b) = (row(sources.value(i))?, row(targets.value(i))?);
+            for (end, keys) in [(a, source_keys), (b, target_keys)] {
+                let entity = &mut part.entities[end as usize];
+                if entity.routing.is_none() && keys.is_valid(i) {
+                    entity.routing = Some(keys.value(i).to_string());
                 }
             }
             part.relations.push((a, b));
         }
     }
     Ok(part)
+}
+
+/// Column `i` of a batch of `q`'s answer, as integers.
+fn arrow_int<'a>(
+    batch: &'a arrow_array::RecordBatch,
+    i: usize,
+    q: &str,
+) -> Result<&'a arrow_array::Int64Array, Error> {
+    use arrow_array::cast::AsArray;
+    batch
+        .column(i)
+        .as_primitive_opt::<arrow_array::types::Int64Type>()
+        .ok_or_else(|| Error::Engine(format!("column {i} of ({q}) did not come as integers")))
+}
+
+/// Column `i` of a batch of `q`'s answer, as text.
+fn arrow_text<'a>(
+    batch: &'a arrow_array::RecordBatch,
+    i: usize,
+    q: &str,
+) -> Result<&'a arrow_array::StringArray, Error> {
+    use arrow_array::cast::AsArray;
+    batch
+        .column(i)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| Error::Engine(format!("column {i} of ({q}) did not come as text")))
+}
+
+/// Column `i` of a batch of `q`'s answer, as booleans.
+fn arrow_bool<'a>(
+    batch: &'a arrow_array::RecordBatch,
+    i: usize,
+    q: &str,
+) -> Result<&'a arrow_array::BooleanArray, Error> {
+    use arrow_array::cast::AsArray;
+    batch
+        .column(i)
+        .as_boolean_opt()
+        .ok_or_else(|| Error::Engine(format!("column {i} of ({q}) did not come as booleans")))
 }

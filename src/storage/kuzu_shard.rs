@@ -722,13 +722,11 @@ impl KuzuShard {
         Ok(found)
     }
 
-    /// This copy's part of the whole graph for a graph algorithm, as one of `shards` shards,
-    /// read after every write logged so far is applied.
-    pub async fn graph_part(&self, shards: u32) -> Result<GraphPart, Error> {
+    /// This copy's part of the whole graph for a graph algorithm, read after every write logged
+    /// so far is applied.
+    pub async fn graph_part(&self) -> Result<GraphPart, Error> {
         self.wait_visible(READ_WAIT).await?;
-        let shard = self.shard;
-        self.read(move |conn| super::kuzu_read::graph_part(conn, shard, shards))
-            .await
+        self.read(super::kuzu_read::graph_part).await
     }
 
     /// The graph algorithm writes with results staged in this copy (at most `limit`), as of the

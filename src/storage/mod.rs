@@ -144,22 +144,30 @@ pub enum PropertyValue {
     Text(String),
 }
 
-/// One shard copy's part of the whole graph, as a graph algorithm reads it: the ids of the
-/// entities the shard owns (stubs of its own entities too: a relation's end that has not
-/// arrived is still a vertex), every relation the copy holds, as `(source, target)`, and the
-/// routing keys of the routed entities those relations name (they live in their key's shard).
+/// One shard copy's part of the whole graph, as a graph algorithm reads it: every entity row the
+/// copy holds (its own entities and the stubs of its relations' far ends), and every relation
+/// held, as positions in that list. Ids travel once per entity, not once per relation end.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GraphPart {
-    pub vertices: Vec<String>,
-    pub relations: Vec<(String, String)>,
-    pub routing: std::collections::HashMap<String, String>,
+    pub entities: Vec<GraphEntity>,
+    /// `(source, target)`: positions in `entities`.
+    pub relations: Vec<(u32, u32)>,
 }
 
-impl GraphPart {
-    /// The shard entity `id`, named here, lives in.
-    pub fn home(&self, id: &str, shards: u32) -> u32 {
-        let key = self.routing.get(id).map(String::as_str);
-        crate::graph::partition::home_shard(id, key, shards)
+/// An entity row as a graph algorithm needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphEntity {
+    pub id: String,
+    /// A stub: a far end that may live in another shard.
+    pub stub: bool,
+    /// The entity's routing key: the row's own, else one a relation names for it.
+    pub routing: Option<String>,
+}
+
+impl GraphEntity {
+    /// The shard this entity lives in, of `shards`.
+    pub fn home(&self, shards: u32) -> u32 {
+        crate::graph::partition::home_shard(&self.id, self.routing.as_deref(), shards)
     }
 }
 

@@ -46,13 +46,18 @@ pub enum Values {
 }
 
 impl Values {
-    pub fn is_empty(&self) -> bool {
+    /// How many values (or pairs) it holds.
+    pub fn len(&self) -> usize {
         match self {
-            Values::Sums(v) => v.is_empty(),
-            Values::SparseSums(v) => v.is_empty(),
-            Values::Labels(v) => v.is_empty(),
-            Values::Communities(v) => v.is_empty(),
+            Values::Sums(v) => v.len(),
+            Values::SparseSums(v) => v.len(),
+            Values::Labels(v) => v.len(),
+            Values::Communities(v) => v.len(),
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -89,12 +94,6 @@ enum State {
     },
 }
 
-/// Gives a far-end closure the signature that lets it keep the ids it is given (`'a`: the
-/// relations' lifetime).
-fn far_end<'a, F: FnMut(&'a str) -> Option<u32>>(f: F) -> F {
-    f
-}
-
 /// One shard's vertices, edges and values for one task.
 #[derive(Debug)]
 pub struct Part {
@@ -120,18 +119,33 @@ impl Part {
         shard: u32,
         shards: u32,
         algorithm: &Algorithm,
-        mut graph: GraphPart,
+        graph: GraphPart,
         max_edges: usize,
     ) -> Result<Part, Error> {
-        graph.vertices.sort_unstable();
-        graph.vertices.dedup();
-        let ids = std::mem::take(&mut graph.vertices);
-        let n = ids.len();
+        let GraphPart {
+            entities,
+            relations,
+        } = graph;
+        // Where each row lives: here when stored here, else by its id and routing key.
+        let homes: Vec<u32> = (entities.iter())
+            .map(|e| if e.stub { e.home(shards) } else { shard })
+            .collect();
+        // The vertices: the rows this shard owns (stored here, or stubs whose home is here).
+        let mut owned: Vec<usize> = (0..entities.len()).filter(|&r| homes[r] == shard).collect();
+        owned.sort_unstable_by(|&a, &b| entities[a].id.cmp(&entities[b].id));
+        owned.dedup_by(|a, b| entities[*a].id == entities[*b].id);
+        let n = owned.len();
         if n >= NONE as usize {
             return Err(Error::Invalid(format!(
                 "shard {shard} holds {n} entities; a graph algorithm handles fewer than {NONE} per shard"
             )));
         }
+        // Each row's vertex, when it is one.
+        let mut local = vec![NONE; entities.len()];
+        for (v, &r) in owned.iter().enumerate() {
+            local[r] = v as u32;
+        }
+        let ids: Vec<String> = owned.iter().map(|&r| entities[r].id.clone()).collect();
         let index: HashMap<String, u32> = ids
             .iter()
             .enumerate()
@@ -140,43 +154,42 @@ impl Part {
         let mut degree = vec![0u32; n];
         let mut edges: Vec<(u32, u32)> = Vec::new();
         let mut channels: Vec<Channel> = Vec::new();
+        // Per channel, the first-seen slot number of each of its ids.
+        let mut first_slots: Vec<Vec<u32>> = Vec::new();
         let mut by_shard: HashMap<u32, usize> = HashMap::new();
-        // A far end's id names its shard, so the id alone keys its slot.
-        let mut slot_of: HashMap<&str, u32> = HashMap::new();
+        // Each row's slot, once it is a far end.
+        let mut slot_of = vec![NONE; entities.len()];
         let mut slots = 0usize;
         // The far end of an edge: a local vertex, or a slot of the channel to its shard.
-        let relations = std::mem::take(&mut graph.relations);
-        let mut target = far_end(|id| {
-            let to = graph.home(id, shards);
+        let mut target = |r: u32| {
+            let r = r as usize;
+            let to = homes[r];
             if to == shard {
-                return index.get(id).copied();
+                return (local[r] != NONE).then_some(local[r]);
             }
-            if let Some(slot) = slot_of.get(id) {
-                return Some(n as u32 + slot);
-            }
-            let c = *by_shard.entry(to).or_insert_with(|| {
-                channels.push(Channel {
-                    to,
-                    start: 0,
-                    len: 0,
-                    ids: Vec::new(),
+            if slot_of[r] == NONE {
+                let c = *by_shard.entry(to).or_insert_with(|| {
+                    channels.push(Channel {
+                        to,
+                        start: 0,
+                        len: 0,
+                        ids: Vec::new(),
+                    });
+                    first_slots.push(Vec::new());
+                    channels.len() - 1
                 });
-                channels.len() - 1
-            });
-            channels[c].ids.push(id.to_string());
-            let slot = slots as u32;
-            slots += 1;
-            slot_of.insert(id, slot);
-            Some(n as u32 + slot)
-        });
-        let own = |id: &str| {
-            if graph.home(id, shards) == shard {
-                index.get(id).copied()
-            } else {
-                None
+                channels[c].ids.push(entities[r].id.clone());
+                first_slots[c].push(slots as u32);
+                slot_of[r] = slots as u32;
+                slots += 1;
             }
+            Some(n as u32 + slot_of[r])
         };
-        for (source, dest) in &relations {
+        let own = |r: u32| {
+            let r = r as usize;
+            (homes[r] == shard && local[r] != NONE).then_some(local[r])
+        };
+        for &(source, dest) in &relations {
             let (from, to) = (own(source), own(dest));
             match algorithm {
                 Algorithm::Degree => {
@@ -185,17 +198,23 @@ impl Part {
                     }
                 }
                 Algorithm::PageRank { .. } => {
-                    if let (Some(v), Some(t)) = (from, target(dest)) {
-                        degree[v as usize] += 1;
-                        edges.push((v, t));
+                    if let Some(v) = from {
+                        if let Some(t) = target(dest) {
+                            degree[v as usize] += 1;
+                            edges.push((v, t));
+                        }
                     }
                 }
                 Algorithm::Components | Algorithm::Louvain { .. } => {
-                    if let (Some(v), Some(t)) = (from, target(dest)) {
-                        edges.push((v, t));
+                    if let Some(v) = from {
+                        if let Some(t) = target(dest) {
+                            edges.push((v, t));
+                        }
                     }
-                    if let (Some(v), Some(t)) = (to, target(source)) {
-                        edges.push((v, t));
+                    if let Some(v) = to {
+                        if let Some(t) = target(source) {
+                            edges.push((v, t));
+                        }
                     }
                 }
             }
@@ -210,12 +229,11 @@ impl Part {
         // channel's slots are contiguous, in the order of its ids.
         let mut renumber = vec![0u32; slots];
         let mut start = 0usize;
-        for c in &mut channels {
+        for (c, first) in channels.iter_mut().zip(&first_slots) {
             c.start = start;
             c.len = c.ids.len();
-            for (i, id) in c.ids.iter().enumerate() {
-                let old = slot_of[id.as_str()] as usize;
-                renumber[old] = (start + i) as u32;
+            for (i, &old) in first.iter().enumerate() {
+                renumber[old as usize] = (start + i) as u32;
             }
             start += c.ids.len();
         }

@@ -11,7 +11,7 @@ use torua_testkit::algo::{id_values, modularity, oracle_db, projected_graph};
 use super::part::{Part, StepReport};
 use super::{Algorithm, Next};
 use crate::graph::partition::{fnv1a64, home_shard};
-use crate::storage::GraphPart;
+use crate::storage::{GraphEntity, GraphPart};
 
 /// A random directed multigraph: `n` vertices, `m` relations, self-loops and repeats allowed,
 /// and a few isolated vertices (the ids past `n - n / 10` get no relation).
@@ -29,6 +29,35 @@ fn random_graph(seed: u64, n: usize, m: usize) -> (Vec<String>, Vec<(String, Str
         .map(|_| (ids[next(linked)].clone(), ids[next(linked)].clone()))
         .collect();
     (ids, relations)
+}
+
+/// A shard copy's graph as storage reads it: `vertices` stored, the other ends of `relations`
+/// as stubs, each row with its routing key from `routing`.
+fn graph_part(
+    vertices: Vec<String>,
+    relations: &[(String, String)],
+    routing: &HashMap<String, String>,
+) -> GraphPart {
+    let mut part = GraphPart::default();
+    let mut row: HashMap<String, u32> = HashMap::new();
+    let mut add = |part: &mut GraphPart, id: &String, stub: bool| {
+        *row.entry(id.clone()).or_insert_with(|| {
+            part.entities.push(GraphEntity {
+                id: id.clone(),
+                stub,
+                routing: routing.get(id).cloned(),
+            });
+            part.entities.len() as u32 - 1
+        })
+    };
+    for id in &vertices {
+        add(&mut part, id, false);
+    }
+    for (a, b) in relations {
+        let pair = (add(&mut part, a, true), add(&mut part, b, true));
+        part.relations.push(pair);
+    }
+    part
 }
 
 /// The graph cut into `shards` parts the way placement cuts it, each part's channels connected
@@ -52,15 +81,8 @@ fn connected_parts(
                 .filter(|(a, b)| home(a) == s || home(b) == s)
                 .cloned()
                 .collect();
-            let routing = (relations.iter())
-                .flat_map(|(a, b)| [a, b])
-                .filter_map(|end| Some((end.clone(), routing.get(end)?.clone())))
-                .collect();
-            let graph = GraphPart {
-                vertices: ids.iter().filter(|id| home(id) == s).cloned().collect(),
-                relations,
-                routing,
-            };
+            let vertices = ids.iter().filter(|id| home(id) == s).cloned().collect();
+            let graph = graph_part(vertices, &relations, &routing);
             let part = Part::build(s, shards, algorithm, graph, usize::MAX).unwrap();
             (s, part)
         })
@@ -215,11 +237,7 @@ fn degree_counts_relations_at_each_end() {
 #[test]
 fn parts_refuse_more_edges_than_allowed() {
     let (ids, relations) = random_graph(10, 50, 500);
-    let graph = GraphPart {
-        vertices: ids,
-        relations,
-        routing: HashMap::new(),
-    };
+    let graph = graph_part(ids, &relations, &HashMap::new());
     let algorithm = Algorithm::Components;
     let err = Part::build(0, 1, &algorithm, graph, 100).unwrap_err();
     assert!(matches!(err, crate::error::Error::Busy(_)), "{err:?}");

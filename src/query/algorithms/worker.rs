@@ -58,7 +58,8 @@ pub enum AlgoRequest {
     },
     /// Superstep `step` over a graph of `total` vertices, on every part of `task` here.
     Step { task: String, step: u32, total: u64 },
-    /// What shard `from` sends shard `to` in superstep `step`.
+    /// What shard `from` sends shard `to` in superstep `step` (answered for peers that send
+    /// one message per pair of shards; this node sends [`AlgoRequest::Batch`]).
     Values {
         task: String,
         step: u32,
@@ -95,6 +96,13 @@ pub enum AlgoRequest {
     Cancel { id: String },
     /// A step of Louvain's first level on every part of `task` here.
     Louvain { task: String, op: LouvainOp },
+    /// What shards of one node send shards of this node in step `step`: `(from, to, values)`,
+    /// in one message (a step costs a request per pair of nodes, not per pair of shards).
+    Batch {
+        task: String,
+        step: u32,
+        values: Vec<(u32, u32, Values)>,
+    },
 }
 
 /// Louvain's steps on a worker.
@@ -288,6 +296,12 @@ impl Serve for AlgoRequest {
                 Ok(AlgoResponse::Done)
             }
             AlgoRequest::Louvain { task, op } => louvain(ctx, &task, op).await,
+            AlgoRequest::Batch { task, step, values } => with_task(ctx, &task, |t| {
+                for (from, to, values) in &values {
+                    part_of(t, *to)?.receive(*from, step, values)?;
+                }
+                Ok(AlgoResponse::Done)
+            }),
         }
     }
 }
@@ -322,7 +336,7 @@ async fn load(
             async move {
                 ctx.holds_copy(shard)?;
                 let copy = ctx.storage.open(shard).await?;
-                copy.graph_part(shard_count)
+                copy.graph_part()
                     .await
                     .map_err(|e| Error::from(e).context(format!("reading shard {shard}")))
             }
@@ -430,31 +444,42 @@ async fn superstep(
     Ok(AlgoResponse::Stepped(report))
 }
 
-/// Sends each `(from, to, worker of to, values)` of step `step`, in pieces; returns once all
-/// were taken.
+/// Sends each `(from, to, worker of to, values)` of step `step`: one message per worker (more
+/// when they would pass [`VALUES_PER_MESSAGE`]); returns once all were taken.
 async fn deliver(
     ctx: &Arc<NodeContext>,
     task: &str,
     step: u32,
     sends: Vec<(u32, u32, Option<String>, Values)>,
 ) -> Result<(), Error> {
-    let sends = sends
-        .into_iter()
-        .flat_map(|(from, to, node, values)| {
-            pieces(values)
-                .into_iter()
-                .map(move |v| (from, to, node.clone(), v))
-        })
-        .map(|(from, to, node, values)| {
-            let request = AlgoRequest::Values {
+    /// A message's `(from, to, values)` and how many values they hold.
+    type Message = (Vec<(u32, u32, Values)>, usize);
+    let mut by_node: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+    for (from, to, node, values) in sends {
+        let node =
+            node.ok_or_else(|| Error::Internal(format!("no worker named for shard {to}")))?;
+        let messages = by_node.entry(node).or_default();
+        for piece in pieces(values) {
+            let len = piece.len();
+            match messages.last_mut() {
+                Some((list, held)) if *held + len <= VALUES_PER_MESSAGE => {
+                    list.push((from, to, piece));
+                    *held += len;
+                }
+                _ => messages.push((vec![(from, to, piece)], len)),
+            }
+        }
+    }
+    let sends = by_node.into_iter().flat_map(|(node, messages)| {
+        messages.into_iter().map(move |(values, _)| {
+            let request = AlgoRequest::Batch {
                 task: task.to_string(),
                 step,
-                from,
-                to,
                 values,
             };
-            send(ctx, node, to, request)
-        });
+            send_to(ctx, node.clone(), request)
+        })
+    });
     all_sent(sends).await
 }
 
@@ -526,6 +551,20 @@ pub async fn drop_idle(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Rece
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
         ctx.algorithms.workers.drop_idle();
+    }
+}
+
+/// Sends `request` to worker `node`.
+fn send_to(
+    ctx: &Arc<NodeContext>,
+    node: String,
+    request: AlgoRequest,
+) -> impl std::future::Future<Output = Result<AlgoResponse, Error>> + Send + 'static {
+    let ctx = ctx.clone();
+    async move {
+        peer::call(&ctx, &node, request, SEND_TIMEOUT)
+            .await
+            .map_err(|e| e.context(format!("sending to worker {node}")))
     }
 }
 
