@@ -304,11 +304,18 @@ impl Part {
 
     /// Takes the ids of a shard's channel to this part: its slots, in order.
     pub fn connect(&mut self, from: u32, ids: &[String]) {
-        let map = ids
-            .iter()
-            .map(|id| self.index.get(id).copied().unwrap_or(NONE))
-            .collect();
-        self.incoming.insert(from, map);
+        self.connect_piece(from, 0, ids);
+    }
+
+    /// Takes the ids of slots `start..` of a shard's channel to this part.
+    pub fn connect_piece(&mut self, from: u32, start: usize, ids: &[String]) {
+        let map = self.incoming.entry(from).or_default();
+        if map.len() < start + ids.len() {
+            map.resize(start + ids.len(), NONE);
+        }
+        for (slot, id) in map[start..].iter_mut().zip(ids) {
+            *slot = self.index.get(id).copied().unwrap_or(NONE);
+        }
     }
 
     /// Takes what shard `from` sent in step `step`.

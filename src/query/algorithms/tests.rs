@@ -96,8 +96,12 @@ fn connected_parts(
                 .map(move |(to, ids)| (from, to, ids))
         })
         .collect();
+    // In pieces of 7 ids, last piece first: the workers' messages may arrive in any order.
     for (from, to, ids) in channels {
-        parts.get_mut(&to).unwrap().connect(from, &ids);
+        let part = parts.get_mut(&to).unwrap();
+        for (i, piece) in ids.chunks(7).enumerate().rev() {
+            part.connect_piece(from, i * 7, piece);
+        }
     }
     parts
 }

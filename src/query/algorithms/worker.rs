@@ -33,6 +33,8 @@ const LOAD_AT_ONCE: usize = 2;
 const WRITE_PIECE: usize = 50_000;
 /// Values per message: a channel's values are sent in pieces of at most this many.
 const VALUES_PER_MESSAGE: usize = 500_000;
+/// Bytes of channel ids per message (well under the transport's 16 MiB).
+const ID_BYTES_PER_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// A message of a graph algorithm task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +51,8 @@ pub enum AlgoRequest {
         task: String,
         workers: Vec<(u32, String)>,
     },
-    /// The ids of the channel from shard `from` to shard `to`, in slot order.
+    /// The ids of the channel from shard `from` to shard `to`, in slot order (answered for
+    /// peers that send one message per channel; this node sends [`AlgoRequest::Channels`]).
     Channel {
         task: String,
         from: u32,
@@ -102,6 +105,12 @@ pub enum AlgoRequest {
         task: String,
         step: u32,
         values: Vec<(u32, u32, Values)>,
+    },
+    /// Pieces of the channels from shards of one node to shards of this node, in one message:
+    /// `(from, to, first slot, ids)`.
+    Channels {
+        task: String,
+        pieces: Vec<(u32, u32, u32, Vec<String>)>,
     },
 }
 
@@ -296,6 +305,12 @@ impl Serve for AlgoRequest {
                 Ok(AlgoResponse::Done)
             }
             AlgoRequest::Louvain { task, op } => louvain(ctx, &task, op).await,
+            AlgoRequest::Channels { task, pieces } => with_task(ctx, &task, |t| {
+                for (from, to, start, ids) in &pieces {
+                    part_of(t, *to)?.connect_piece(*from, *start as usize, ids);
+                }
+                Ok(AlgoResponse::Done)
+            }),
             AlgoRequest::Batch { task, step, values } => with_task(ctx, &task, |t| {
                 for (from, to, values) in &values {
                     part_of(t, *to)?.receive(*from, step, values)?;
@@ -397,14 +412,42 @@ async fn connect(
             })
             .collect::<Vec<_>>())
     })?;
-    let sends = channels.into_iter().map(|(from, to, ids)| {
-        let request = AlgoRequest::Channel {
-            task: task.to_string(),
-            from,
-            to,
-            ids,
-        };
-        send(ctx, workers.get(&to).cloned(), to, request)
+    // Per worker, its messages: pieces of channels and the bytes of ids they hold.
+    type Message = (Vec<(u32, u32, u32, Vec<String>)>, usize);
+    let mut by_node: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+    for (from, to, ids) in channels {
+        let node = (workers.get(&to).cloned())
+            .ok_or_else(|| Error::Internal(format!("no worker named for shard {to}")))?;
+        let messages = by_node.entry(node).or_default();
+        let mut start = 0usize;
+        let mut ids = ids.into_iter().peekable();
+        while ids.peek().is_some() {
+            if messages
+                .last()
+                .is_none_or(|(_, bytes)| *bytes >= ID_BYTES_PER_MESSAGE)
+            {
+                messages.push((Vec::new(), 0));
+            }
+            let (pieces, bytes) = messages.last_mut().expect("a message");
+            let mut piece = Vec::new();
+            while *bytes < ID_BYTES_PER_MESSAGE {
+                let Some(id) = ids.next() else { break };
+                *bytes += id.len() + 8;
+                piece.push(id);
+            }
+            let len = piece.len();
+            pieces.push((from, to, start as u32, piece));
+            start += len;
+        }
+    }
+    let sends = by_node.into_iter().flat_map(|(node, messages)| {
+        messages.into_iter().map(move |(pieces, _)| {
+            let request = AlgoRequest::Channels {
+                task: task.to_string(),
+                pieces,
+            };
+            send_to(ctx, node.clone(), request)
+        })
     });
     all_sent(sends).await?;
     with_task(ctx, task, |t| {
@@ -565,23 +608,6 @@ fn send_to(
         peer::call(&ctx, &node, request, SEND_TIMEOUT)
             .await
             .map_err(|e| e.context(format!("sending to worker {node}")))
-    }
-}
-
-/// Sends `request` for shard `to` to its worker `node`.
-fn send(
-    ctx: &Arc<NodeContext>,
-    node: Option<String>,
-    to: u32,
-    request: AlgoRequest,
-) -> impl std::future::Future<Output = Result<AlgoResponse, Error>> + Send + 'static {
-    let ctx = ctx.clone();
-    async move {
-        let node =
-            node.ok_or_else(|| Error::Internal(format!("no worker named for shard {to}")))?;
-        peer::call(&ctx, &node, request, SEND_TIMEOUT)
-            .await
-            .map_err(|e| e.context(format!("sending to shard {to}'s worker {node}")))
     }
 }
 
