@@ -569,29 +569,17 @@ const IN_ITEM_NS: u64 = 3;
 /// no Kuzu value is built per column, and a relation costs two integers, not two ids. The caller
 /// holds the commit gate, so both statements see the same commits.
 pub fn graph_part(conn: &kuzu::Connection) -> Result<super::GraphPart, Error> {
-    use arrow_array::Array;
-    /// Rows per Arrow batch.
-    const BATCH: usize = 64 * 1024;
+    use arrow_array::{Array, BooleanArray, Int64Array, StringArray};
     const NO_ROW: u32 = u32::MAX;
-    let batches = |q: &'static str| {
-        let mut result = conn
-            .query(q)
-            .map_err(|e| Error::Engine(format!("{e} (in {q})")))?;
-        let batches: Vec<arrow_array::RecordBatch> = result
-            .iter_arrow(BATCH)
-            .map_err(|e| Error::Engine(format!("{e} (in {q})")))?
-            .collect();
-        Ok::<_, Error>(batches)
-    };
     let mut part = super::GraphPart::default();
     // Entity rows by internal offset (dense but for deleted rows).
     let mut row_of: Vec<u32> = Vec::new();
     let q = "MATCH (e:Entity) RETURN offset(ID(e)), e.id, e.stub, e.routing";
-    for batch in batches(q)? {
-        let offsets = arrow_int(&batch, 0, q)?;
-        let ids = arrow_text(&batch, 1, q)?;
-        let stubs = arrow_bool(&batch, 2, q)?;
-        let keys = arrow_text(&batch, 3, q)?;
+    for_each_batch(conn, q, |batch| {
+        let offsets = arrow_column::<Int64Array>(batch, 0, q)?;
+        let ids = arrow_column::<StringArray>(batch, 1, q)?;
+        let stubs = arrow_column::<BooleanArray>(batch, 2, q)?;
+        let keys = arrow_column::<StringArray>(batch, 3, q)?;
         for i in 0..batch.num_rows() {
             if ids.is_null(i) || offsets.is_null(i) {
                 continue;
@@ -608,7 +596,8 @@ pub fn graph_part(conn: &kuzu::Connection) -> Result<super::GraphPart, Error> {
                 routing: keys.is_valid(i).then(|| keys.value(i).to_string()),
             });
         }
-    }
+        Ok(())
+    })?;
     let q = "MATCH (a:Entity)-[r:RELATED]->(b:Entity) \
              RETURN offset(ID(a)), offset(ID(b)), r.source_routing, r.target_routing";
     let row = |offset: i64| {
@@ -620,9 +609,11 @@ pub fn graph_part(conn: &kuzu::Connection) -> Result<super::GraphPart, Error> {
                 Error::Engine(format!("a relation names an entity row not read (in {q})"))
             })
     };
-    for batch in batches(q)? {
-        let (sources, targets) = (arrow_int(&batch, 0, q)?, arrow_int(&batch, 1, q)?);
-        let (source_keys, target_keys) = (arrow_text(&batch, 2, q)?, arrow_text(&batch, 3, q)?);
+    for_each_batch(conn, q, |batch| {
+        let sources = arrow_column::<Int64Array>(batch, 0, q)?;
+        let targets = arrow_column::<Int64Array>(batch, 1, q)?;
+        let source_keys = arrow_column::<StringArray>(batch, 2, q)?;
+        let target_keys = arrow_column::<StringArray>(batch, 3, q)?;
         part.relations.reserve(batch.num_rows());
         for i in 0..batch.num_rows() {
             let (a, b) = (row(sources.value(i))?, row(targets.value(i))?);
@@ -634,45 +625,39 @@ pub fn graph_part(conn: &kuzu::Connection) -> Result<super::GraphPart, Error> {
             }
             part.relations.push((a, b));
         }
-    }
+        Ok(())
+    })?;
     Ok(part)
 }
 
-/// Column `i` of a batch of `q`'s answer, as integers.
-fn arrow_int<'a>(
+/// Column `i` of a batch of `q`'s answer, as the Arrow array type `T`.
+fn arrow_column<'a, T: arrow_array::Array + 'static>(
     batch: &'a arrow_array::RecordBatch,
     i: usize,
     q: &str,
-) -> Result<&'a arrow_array::Int64Array, Error> {
-    use arrow_array::cast::AsArray;
-    batch
-        .column(i)
-        .as_primitive_opt::<arrow_array::types::Int64Type>()
-        .ok_or_else(|| Error::Engine(format!("column {i} of ({q}) did not come as integers")))
+) -> Result<&'a T, Error> {
+    let column = batch.column(i);
+    column.as_any().downcast_ref::<T>().ok_or_else(|| {
+        Error::Engine(format!(
+            "column {i} of ({q}) came as {}, not {}",
+            column.data_type(),
+            std::any::type_name::<T>()
+        ))
+    })
 }
 
-/// Column `i` of a batch of `q`'s answer, as text.
-fn arrow_text<'a>(
-    batch: &'a arrow_array::RecordBatch,
-    i: usize,
+/// Runs `q` and hands its answer to `f` one Arrow batch at a time.
+fn for_each_batch(
+    conn: &kuzu::Connection,
     q: &str,
-) -> Result<&'a arrow_array::StringArray, Error> {
-    use arrow_array::cast::AsArray;
-    batch
-        .column(i)
-        .as_string_opt::<i32>()
-        .ok_or_else(|| Error::Engine(format!("column {i} of ({q}) did not come as text")))
-}
-
-/// Column `i` of a batch of `q`'s answer, as booleans.
-fn arrow_bool<'a>(
-    batch: &'a arrow_array::RecordBatch,
-    i: usize,
-    q: &str,
-) -> Result<&'a arrow_array::BooleanArray, Error> {
-    use arrow_array::cast::AsArray;
-    batch
-        .column(i)
-        .as_boolean_opt()
-        .ok_or_else(|| Error::Engine(format!("column {i} of ({q}) did not come as booleans")))
+    mut f: impl FnMut(&arrow_array::RecordBatch) -> Result<(), Error>,
+) -> Result<(), Error> {
+    /// Rows per Arrow batch.
+    const BATCH: usize = 64 * 1024;
+    let engine = |e: kuzu::Error| Error::Engine(format!("{e} (in {q})"));
+    let mut result = conn.query(q).map_err(engine)?;
+    for batch in result.iter_arrow(BATCH).map_err(engine)? {
+        f(&batch)?;
+    }
+    Ok(())
 }

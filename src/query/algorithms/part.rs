@@ -185,10 +185,8 @@ impl Part {
             }
             Some(n as u32 + slot_of[r])
         };
-        let own = |r: u32| {
-            let r = r as usize;
-            (homes[r] == shard && local[r] != NONE).then_some(local[r])
-        };
+        // A row is a vertex here only if it lives here.
+        let own = |r: u32| (local[r as usize] != NONE).then_some(local[r as usize]);
         for &(source, dest) in &relations {
             let (from, to) = (own(source), own(dest));
             match algorithm {

@@ -412,43 +412,23 @@ async fn connect(
             })
             .collect::<Vec<_>>())
     })?;
-    // Per worker, its messages: pieces of channels and the bytes of ids they hold.
-    type Message = (Vec<(u32, u32, u32, Vec<String>)>, usize);
-    let mut by_node: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+    let mut pieces = Vec::new();
     for (from, to, ids) in channels {
         let node = (workers.get(&to).cloned())
             .ok_or_else(|| Error::Internal(format!("no worker named for shard {to}")))?;
-        let messages = by_node.entry(node).or_default();
-        let mut start = 0usize;
-        let mut ids = ids.into_iter().peekable();
-        while ids.peek().is_some() {
-            if messages
-                .last()
-                .is_none_or(|(_, bytes)| *bytes >= ID_BYTES_PER_MESSAGE)
-            {
-                messages.push((Vec::new(), 0));
-            }
-            let (pieces, bytes) = messages.last_mut().expect("a message");
-            let mut piece = Vec::new();
-            while *bytes < ID_BYTES_PER_MESSAGE {
-                let Some(id) = ids.next() else { break };
-                *bytes += id.len() + 8;
-                piece.push(id);
-            }
-            let len = piece.len();
-            pieces.push((from, to, start as u32, piece));
-            start += len;
+        for (start, ids, bytes) in id_pieces(ids) {
+            pieces.push((node.clone(), (from, to, start, ids), bytes));
         }
     }
-    let sends = by_node.into_iter().flat_map(|(node, messages)| {
-        messages.into_iter().map(move |(pieces, _)| {
+    let sends = pack(pieces, ID_BYTES_PER_MESSAGE)
+        .into_iter()
+        .map(|(node, pieces)| {
             let request = AlgoRequest::Channels {
                 task: task.to_string(),
                 pieces,
             };
-            send_to(ctx, node.clone(), request)
-        })
-    });
+            send_to(ctx, node, request)
+        });
     all_sent(sends).await?;
     with_task(ctx, task, |t| {
         t.workers = workers.clone();
@@ -495,34 +475,25 @@ async fn deliver(
     step: u32,
     sends: Vec<(u32, u32, Option<String>, Values)>,
 ) -> Result<(), Error> {
-    /// A message's `(from, to, values)` and how many values they hold.
-    type Message = (Vec<(u32, u32, Values)>, usize);
-    let mut by_node: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+    let mut items = Vec::new();
     for (from, to, node, values) in sends {
         let node =
             node.ok_or_else(|| Error::Internal(format!("no worker named for shard {to}")))?;
-        let messages = by_node.entry(node).or_default();
         for piece in pieces(values) {
             let len = piece.len();
-            match messages.last_mut() {
-                Some((list, held)) if *held + len <= VALUES_PER_MESSAGE => {
-                    list.push((from, to, piece));
-                    *held += len;
-                }
-                _ => messages.push((vec![(from, to, piece)], len)),
-            }
+            items.push((node.clone(), (from, to, piece), len));
         }
     }
-    let sends = by_node.into_iter().flat_map(|(node, messages)| {
-        messages.into_iter().map(move |(values, _)| {
+    let sends = pack(items, VALUES_PER_MESSAGE)
+        .into_iter()
+        .map(|(node, values)| {
             let request = AlgoRequest::Batch {
                 task: task.to_string(),
                 step,
                 values,
             };
-            send_to(ctx, node.clone(), request)
-        })
-    });
+            send_to(ctx, node, request)
+        });
     all_sent(sends).await
 }
 
@@ -627,6 +598,54 @@ where
 
 /// `values` cut into messages of at most [`VALUES_PER_MESSAGE`] entries, within the transport's
 /// message limit: long dense sums travel as `(slot, sum)` pairs, zeros left out.
+/// Cuts `items` (each with its weight), in order, into runs of at most `cap` weight each (an
+/// item heavier than `cap` alone).
+fn runs<T>(items: impl IntoIterator<Item = (T, usize)>, cap: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<(Vec<T>, usize)> = Vec::new();
+    for (item, weight) in items {
+        match out.last_mut() {
+            Some((run, held)) if *held + weight <= cap => {
+                run.push(item);
+                *held += weight;
+            }
+            _ => out.push((vec![item], weight)),
+        }
+    }
+    out.into_iter().map(|(run, _)| run).collect()
+}
+
+/// Packs `(worker, item, weight)` into messages per worker of at most `cap` weight each.
+fn pack<T>(items: Vec<(String, T, usize)>, cap: usize) -> Vec<(String, Vec<T>)> {
+    let mut by_node: BTreeMap<String, Vec<(T, usize)>> = BTreeMap::new();
+    for (node, item, weight) in items {
+        by_node.entry(node).or_default().push((item, weight));
+    }
+    (by_node.into_iter())
+        .flat_map(|(node, items)| runs(items, cap).into_iter().map(move |m| (node.clone(), m)))
+        .collect()
+}
+
+/// A channel's ids in pieces of at most [`ID_BYTES_PER_MESSAGE`]: each piece's first slot, ids
+/// and bytes.
+fn id_pieces(ids: Vec<String>) -> Vec<(u32, Vec<String>, usize)> {
+    let weighed = ids.into_iter().enumerate().map(|(slot, id)| {
+        let bytes = id.len() + 8;
+        ((slot as u32, id, bytes), bytes)
+    });
+    runs(weighed, ID_BYTES_PER_MESSAGE)
+        .into_iter()
+        .map(|piece| {
+            let start = piece[0].0;
+            let bytes = piece.iter().map(|(_, _, b)| b).sum();
+            (
+                start,
+                piece.into_iter().map(|(_, id, _)| id).collect(),
+                bytes,
+            )
+        })
+        .collect()
+}
+
 fn pieces(values: Values) -> Vec<Values> {
     match values {
         Values::Sums(sums) if sums.len() > VALUES_PER_MESSAGE => {
