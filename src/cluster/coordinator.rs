@@ -15,7 +15,7 @@ use membership::ClusterView;
 
 use crate::cluster::messages::{MapRequest, MapResponse};
 use crate::cluster::plan::{plan, Members};
-use crate::cluster::shard_map::{Drain, ShardMap};
+use crate::cluster::shard_map::{Drain, MapHolder, Promise, ShardMap};
 use crate::error::Error;
 use crate::node::access::Role;
 use crate::node::context::NodeContext;
@@ -34,6 +34,8 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
     let mut synced_term = None;
     // Since when each node holding copies has been dead (as this coordinator saw it).
     let mut dead_since: HashMap<String, Instant> = HashMap::new();
+    // The members (and their generations) that promised `synced_term`.
+    let mut promised: HashMap<String, u64> = HashMap::new();
     let busy = Arc::new(AtomicBool::new(false));
     loop {
         let view = ctx.cluster.view();
@@ -43,10 +45,17 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
         if view.is_coordinator() && view.term.is_some() && (synced_term != view.term || no_map) {
             // Until it has heard the maps of a majority, a new coordinator changes nothing: its
             // own map may be older than the one the other side of a healed partition made.
-            if adopt_newest_map(&ctx).await {
+            promised.clear();
+            if let Some(heard) = adopt_newest_map(&ctx, view.term.unwrap_or_default()).await {
                 synced_term = view.term;
+                promised = generations(&view, &heard);
             } else if no_map {
                 synced_term = None;
+            }
+        }
+        if view.is_coordinator() && synced_term == view.term {
+            if let Some(term) = view.term {
+                collect_newcomers(&ctx, &view, term, &mut promised).await;
             }
         }
         if !view.is_coordinator() || synced_term == view.term {
@@ -75,6 +84,50 @@ pub async fn run(ctx: Arc<NodeContext>, mut stop: tokio::sync::watch::Receiver<b
             _ = stop.changed() => return,
             _ = views.changed() => {}
             _ = tokio::time::sleep(PUSH_EVERY) => {}
+        }
+    }
+}
+
+/// The current generations of the live members among `nodes`.
+fn generations(view: &ClusterView, nodes: &BTreeSet<String>) -> HashMap<String, u64> {
+    view.live_members()
+        .filter(|m| nodes.contains(m.node_id.as_str()))
+        .map(|m| (m.node_id.as_str().to_string(), m.generation))
+        .collect()
+}
+
+/// Collects, under the coordinator's `term`, the live members that have not promised it in their
+/// current process: those that did not answer the first collection, and restarted ones (a node
+/// that restarted without its data directory forgot its promises and does not count towards a
+/// majority until it promises again).
+async fn collect_newcomers(
+    ctx: &Arc<NodeContext>,
+    view: &ClusterView,
+    term: u64,
+    promised: &mut HashMap<String, u64>,
+) {
+    let me = ctx.node_id().as_str().to_string();
+    let generation = ctx.cluster.generation();
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in view.live_members().filter(|m| !m.is_self) {
+        let id = m.node_id.as_str().to_string();
+        if promised.get(&id) == Some(&m.generation) {
+            continue;
+        }
+        let (ctx, theirs) = (ctx.clone(), m.generation);
+        tasks.spawn(async move {
+            let req = MapRequest::Collect { term, generation };
+            let answer = crate::peer::call(&ctx, &id, req, PUSH_TIMEOUT).await;
+            (id, theirs, answer)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((id, theirs, Ok(MapResponse::Collected { promised: p, .. }))) = done {
+            // A member that forgot its maps counts again once it holds one of ours (pushed every
+            // second); the promise is what this collection is for.
+            if p.is_to(term, &me, generation) {
+                promised.insert(id, theirs);
+            }
         }
     }
 }
@@ -155,6 +208,10 @@ fn step(ctx: &NodeContext, dead_since: &mut HashMap<String, Instant>) -> Option<
             return Some(map);
         }
     };
+    if map.term > term {
+        // A coordinator of a later term made this map: this node's term is over.
+        return None;
+    }
     let members = members(ctx, &view, &map, dead_since);
     // Without a quorum nothing changes, not even the term stamp: a coordinator elected on the
     // minority side of a partition must not produce a map that outranks the majority's.
@@ -170,9 +227,7 @@ fn step(ctx: &NodeContext, dead_since: &mut HashMap<String, Instant>) -> Option<
         }
     };
     if changed {
-        map.version += 1;
-        map.term = term.max(map.term);
-        ctx.shard_map.offer(map.clone());
+        stamp(&ctx.shard_map, &mut map, term);
     }
     Some(map)
 }
@@ -198,12 +253,23 @@ fn print_initial_key(id: &str, key: &str) {
 }
 
 /// A new coordinator first adopts the newest map any member holds (by term, then version): its
-/// own copy may be older than what the previous coordinator published.
+/// own copy may be older than what the previous coordinator published. Each member that answers
+/// promises `term` (installs no map of a lower term from then on; see
+/// [`crate::cluster::shard_map::MapHolder`]).
 ///
-/// Returns whether maps were heard from a majority of the voting membership of the newest map
-/// (itself included): any change the cluster made was made with such a majority, so one of them
-/// holds it.
-async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
+/// Returns whether maps were heard, under that promise, from a majority of the voting membership
+/// of the newest map (itself included): any change the cluster completed was held by such a
+/// majority, so one of them holds it, and a change the previous coordinator had not completed can
+/// no longer complete.
+async fn adopt_newest_map(ctx: &Arc<NodeContext>, term: u64) -> Option<BTreeSet<String>> {
+    let me = ctx.node_id().as_str().to_string();
+    let generation = ctx.cluster.generation();
+    let mine = ctx.shard_map.promise(term, &me, generation);
+    if !mine.is_to(term, &me, generation) {
+        // Another coordinator collected here under this term or a later one: claim past it.
+        outbid(ctx, &mine, term);
+        return None;
+    }
     let view = ctx.cluster.view();
     let mut tasks = tokio::task::JoinSet::new();
     for m in view.live_members() {
@@ -212,45 +278,121 @@ async fn adopt_newest_map(ctx: &Arc<NodeContext>) -> bool {
         }
         let (ctx, id) = (ctx.clone(), m.node_id.as_str().to_string());
         tasks.spawn(async move {
-            let answer = crate::peer::call(&ctx, &id, MapRequest::Get, PUSH_TIMEOUT).await;
+            let req = MapRequest::Collect { term, generation };
+            let answer = crate::peer::call(&ctx, &id, req, PUSH_TIMEOUT).await;
             (id, answer)
         });
     }
-    let mut heard: BTreeSet<String> = BTreeSet::from([ctx.node_id().as_str().to_string()]);
+    let mut answers = Vec::new();
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((id, Ok(MapResponse::Map(map)))) => {
-                heard.insert(id);
-                if let Some(map) = map {
-                    ctx.shard_map.offer(map);
-                }
-            }
+            Ok((
+                id,
+                Ok(MapResponse::Collected {
+                    map,
+                    promised,
+                    forgot,
+                }),
+            )) => answers.push(Answer {
+                node: id,
+                map,
+                promised,
+                forgot,
+            }),
             Ok((id, other)) => {
                 tracing::debug!(node = %id, answer = ?other, "no shard map from a member")
             }
             Err(_) => {}
         }
     }
-    let Some(map) = ctx.shard_map.get() else {
-        // No member that answered has a map. Creating the first one is safe only if every live
-        // member answered: one that did not may hold the cluster's map (a node restarted with a
-        // wiped disk would otherwise coordinate and create a new, empty map over the cluster's
-        // data).
-        let live = view.live_members().count();
-        return heard.len() >= live;
-    };
-    let voting = map.voting();
-    let answered = voting.iter().filter(|n| heard.contains(**n)).count();
-    if answered * 2 > voting.len() {
-        true
-    } else {
-        tracing::info!(
-            answered,
-            voting = voting.len(),
-            "waiting to hear the shard maps of a majority before coordinating"
-        );
-        false
+    for a in &answers {
+        if a.promised.term > term
+            || (a.promised.term == term && !a.promised.is_to(term, &me, generation))
+        {
+            outbid(ctx, &a.promised, term);
+        }
     }
+    conclude_collect(
+        &ctx.shard_map,
+        (&me, generation),
+        term,
+        answers,
+        view.live_members().count(),
+    )
+}
+
+/// A member promised `promised` (a later term, or this `term` to another node, which may have died
+/// before its claim reached gossip): this node's next claim goes past it, or its collections would
+/// be refused forever.
+fn outbid(ctx: &NodeContext, promised: &Promise, term: u64) {
+    let past = if promised.term > term {
+        promised.term
+    } else {
+        term + 1
+    };
+    ctx.cluster.observe_term(past, &promised.to);
+}
+
+/// A member's answer to a collection.
+pub(crate) struct Answer {
+    pub node: String,
+    pub map: Option<ShardMap>,
+    pub promised: Promise,
+    /// It started without a map and has not held one of its coordinator's since.
+    pub forgot: bool,
+}
+
+/// The end of a collection under `term` by coordinator `me`, whose map holder is `holder`:
+/// adopts the newest map among the `answers`, and returns the members that promised `term` to
+/// `me` (itself included) if they are a majority of the newest map's voting members (not counting
+/// members that forgot what they held), or all `live` members when nobody has a map yet (the
+/// first map is created only then: a member that did not answer may hold the cluster's map).
+/// Records the collection in `holder` when it succeeded.
+pub(crate) fn conclude_collect(
+    holder: &MapHolder,
+    (me, generation): (&str, u64),
+    term: u64,
+    answers: Vec<Answer>,
+    live: usize,
+) -> Option<BTreeSet<String>> {
+    let mut answered: BTreeSet<String> = BTreeSet::from([me.to_string()]);
+    let mut heard = BTreeSet::new();
+    if !holder.forgot() {
+        heard.insert(me.to_string());
+    }
+    for a in answers {
+        if let Some(map) = a.map {
+            holder.offer(map);
+        }
+        if a.promised.is_to(term, me, generation) {
+            answered.insert(a.node.clone());
+            if !a.forgot {
+                heard.insert(a.node);
+            }
+        } else {
+            tracing::info!(node = %a.node, promised = a.promised.term, to = %a.promised.to, term, "a member promised another coordinator");
+        }
+    }
+    let complete = match holder.get() {
+        None => answered.len() >= live,
+        Some(map) => {
+            let voting = map.voting();
+            let complete = majority_of(&voting, &heard);
+            if !complete {
+                tracing::info!(
+                    answered = voting.iter().filter(|n| heard.contains(**n)).count(),
+                    voting = voting.len(),
+                    "waiting to hear the shard maps of a majority before coordinating"
+                );
+            }
+            complete
+        }
+    };
+    if !complete {
+        return None;
+    }
+    holder.set_collected(term);
+    Some(answered)
 }
 
 /// On every node: a copy whose database refused writes it acknowledged misses them (as does one
@@ -498,19 +640,48 @@ fn change_map(
     let term = view.term.ok_or_else(|| {
         Error::Unavailable("the coordinator's term is not confirmed yet; retry".into())
     })?;
-    let mut map = ctx
-        .shard_map
-        .get()
-        .ok_or_else(|| Error::Unavailable("no shard map yet; retry".into()))?;
+    let mut map = changeable_map(&ctx.shard_map, term)?;
     map.quorum(|n| view.member_by_str(n).is_some_and(|m| m.is_live()))
         .map_err(|b| Error::NoQuorum(b.to_string()))?;
     ctx.fresh_quorum(&map)?;
     if change(&mut map, &view)? {
-        map.version += 1;
-        map.term = term.max(map.term);
-        ctx.shard_map.offer(map.clone());
+        stamp(&ctx.shard_map, &mut map, term);
     }
     Ok(map)
+}
+
+/// The map a coordinator of `term` may change: its own, once it collected a majority's maps under
+/// `term` (before, its own copy may be older than the cluster's, and a change to it could undo
+/// changes the previous coordinator made).
+pub(crate) fn changeable_map(holder: &MapHolder, term: u64) -> Result<ShardMap, Error> {
+    if holder.collected() != term {
+        return Err(Error::Unavailable(
+            "the coordinator is still collecting the members' shard maps; retry".into(),
+        ));
+    }
+    let map = holder
+        .get()
+        .ok_or_else(|| Error::Unavailable("no shard map yet; retry".into()))?;
+    if map.term > term {
+        // A coordinator of a later term changed the map since: this node's term is over.
+        return Err(Error::Unavailable(format!(
+            "this node coordinated under term {term}, and a coordinator of term {} has taken over; retry",
+            map.term
+        )));
+    }
+    Ok(map)
+}
+
+/// Gives a changed `map` (of `term` or an earlier one) the next version under `term` and installs
+/// it in `holder`.
+pub(crate) fn stamp(holder: &MapHolder, map: &mut ShardMap, term: u64) {
+    debug_assert!(
+        map.term <= term,
+        "a coordinator stamps only maps of its term or older"
+    );
+    map.version += 1;
+    map.term = term;
+    holder.offer(map.clone());
 }
 
 /// Coordinator side of `PutKey`.
@@ -632,44 +803,108 @@ pub fn change_in_sync(
     })
 }
 
-/// Sends the map to every live member in parallel.
-pub async fn push(ctx: &Arc<NodeContext>, map: ShardMap) {
+/// Sends the map to every live member in parallel; returns the members that hold it (or a later
+/// map of its term) afterwards.
+pub async fn push(ctx: &Arc<NodeContext>, map: ShardMap) -> BTreeSet<String> {
+    push_to(ctx, map, None).await
+}
+
+/// [`push`], and also to `extra` when gossip calls it dead.
+async fn push_to(ctx: &Arc<NodeContext>, map: ShardMap, extra: Option<&str>) -> BTreeSet<String> {
     let view = ctx.cluster.view();
+    let mut targets: BTreeSet<String> = view
+        .live_members()
+        .filter(|m| !m.is_self)
+        .map(|m| m.node_id.as_str().to_string())
+        .collect();
+    if let Some(node) = extra {
+        if view.member_by_str(node).is_some_and(|m| !m.is_self) {
+            targets.insert(node.to_string());
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
-    for m in view.live_members() {
-        if m.is_self {
-            continue;
-        }
-        let id = m.node_id.as_str().to_string();
+    for id in targets {
         let (ctx, map) = (ctx.clone(), map.clone());
-        tasks.spawn(async move { send_map(&ctx, &id, map).await });
+        tasks.spawn(async move {
+            let holds = send_map(&ctx, &id, map).await;
+            (id, holds)
+        });
     }
-    while tasks.join_next().await.is_some() {}
-}
-
-/// One `InstallMap` call, bounded by `PUSH_TIMEOUT`; a failure is only logged (the next push or
-/// the node's own asking brings the map later).
-async fn send_map(ctx: &Arc<NodeContext>, node: &str, map: ShardMap) {
-    if let Err(e) = crate::peer::call(ctx, node, MapRequest::Install(map), PUSH_TIMEOUT).await {
-        tracing::debug!(node, error = %e, "shard map push failed");
-    }
-}
-
-/// Like [`push`], and also to `node` when gossip calls it dead. A copy dropped from an in-sync
-/// set because its node looked dead may belong to a live node (a failure detector flapping under
-/// load): that node must learn that its copy is no longer trusted before the write that dropped
-/// it is acknowledged, or it would answer reads from its own, older copy under the old map.
-pub async fn push_also_to(ctx: &Arc<NodeContext>, map: ShardMap, node: &str) {
-    let view = ctx.cluster.view();
-    let looks_dead = view
-        .member_by_str(node)
-        .is_some_and(|m| !m.is_live() && !m.is_self);
-    let extra = async {
-        if looks_dead {
-            send_map(ctx, node, map.clone()).await;
+    let mut holders = BTreeSet::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((id, true)) = done {
+            holders.insert(id);
         }
-    };
-    tokio::join!(push(ctx, map.clone()), extra);
+    }
+    holders
+}
+
+/// One `InstallMap` call, bounded by `PUSH_TIMEOUT`; returns whether the node holds the map (or a
+/// later one of its term) afterwards. A failure is only logged (the next push or the node's own
+/// asking brings the map later).
+async fn send_map(ctx: &Arc<NodeContext>, node: &str, map: ShardMap) -> bool {
+    match crate::peer::call(ctx, node, MapRequest::Install(map), PUSH_TIMEOUT).await {
+        Ok(MapResponse::Installed { accepted }) => accepted,
+        Ok(other) => {
+            tracing::debug!(node, answer = ?other, "unexpected answer to a shard map push");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(node, error = %e, "shard map push failed");
+            false
+        }
+    }
+}
+
+/// Whether coordinator `me` (whose map holder is `holder`) made `map` a committed change: the
+/// members in `holders` answered its push holding it, and with this node (if its own promise still
+/// lets it count) they are a majority of the map's voting members.
+pub(crate) fn committed(
+    holder: &MapHolder,
+    me: &str,
+    map: &ShardMap,
+    mut holders: BTreeSet<String>,
+) -> bool {
+    if holder.accept(map.clone(), me).1 {
+        holders.insert(me.to_string());
+    }
+    majority_of(&map.voting(), &holders)
+}
+
+/// Whether `nodes` hold a strict majority of `voting`.
+pub fn majority_of(voting: &BTreeSet<&str>, nodes: &BTreeSet<String>) -> bool {
+    let count = voting.iter().filter(|n| nodes.contains(**n)).count();
+    voting.is_empty() || count * 2 > voting.len()
+}
+
+/// Completes a map change: pushes `map` to every live member (and to `extra` when gossip calls it
+/// dead: a copy dropped from an in-sync set because its node looked dead may belong to a live
+/// node, which must learn that its copy is no longer trusted) and succeeds once a majority of the
+/// map's voting members hold it. Only then may what the change allows be done (a write
+/// acknowledged without the copy it dropped): a later coordinator collects the maps of a
+/// majority, so it starts from this one or a later one.
+pub async fn commit(
+    ctx: &Arc<NodeContext>,
+    map: ShardMap,
+    extra: Option<&str>,
+) -> Result<(), Error> {
+    let holders = push_to(ctx, map.clone(), extra).await;
+    if committed(
+        &ctx.shard_map,
+        ctx.node_id().as_str(),
+        &map,
+        holders.clone(),
+    ) {
+        return Ok(());
+    }
+    let voting = map.voting();
+    let holding = voting.iter().filter(|n| holders.contains(**n)).count();
+    Err(Error::NoQuorum(format!(
+        "the shard map change (version {}, term {}) reached {holding} of the {} nodes holding          copies, not a majority (a coordinator of a later term may have taken over, or nodes are          unreachable); nothing was acknowledged on it, retry",
+        map.version,
+        map.term,
+        voting.len()
+    )))
 }
 
 /// On every node: after installing a map, open the copies it assigns here.
@@ -697,12 +932,13 @@ pub async fn open_assigned(ctx: &Arc<NodeContext>) {
     }
 }
 
-/// Installs a map pushed by the coordinator if it is newer; returns whether it was.
-pub fn install(ctx: &Arc<NodeContext>, map: ShardMap) -> bool {
-    let accepted = ctx.shard_map.offer(map);
-    if accepted {
+/// Installs a map pushed by the coordinator if it is newer and not of a term older than this
+/// node promised; returns whether this node holds it (or a later map of its term) afterwards.
+pub fn install(ctx: &Arc<NodeContext>, map: ShardMap, from: &str) -> bool {
+    let (installed, holds) = ctx.shard_map.accept(map, from);
+    if installed {
         let ctx = ctx.clone();
         tokio::spawn(async move { open_assigned(&ctx).await });
     }
-    accepted
+    holds
 }

@@ -116,19 +116,28 @@ impl Serve for MapRequest {
     async fn serve(self, ctx: &Arc<NodeContext>, from: &str) -> Result<MapResponse, Error> {
         match self {
             MapRequest::Install(map) => Ok(MapResponse::Installed {
-                accepted: coordinator::install(ctx, map),
+                accepted: coordinator::install(ctx, map, from),
             }),
             MapRequest::Get => Ok(MapResponse::Map(ctx.shard_map.get())),
+            MapRequest::Collect { term, generation } => {
+                let promised = ctx.shard_map.promise(term, from, generation);
+                Ok(MapResponse::Collected {
+                    map: ctx.shard_map.get(),
+                    promised,
+                    forgot: ctx.shard_map.forgot(),
+                })
+            }
             MapRequest::MarkStale { shard, node } => {
                 let map = coordinator::change_in_sync(ctx, shard, &node, from, false)?;
-                // The new map goes back to the asker too, which installs it before going on: a push
-                // that timed out must not leave it writing with the old in-sync set.
-                coordinator::push_also_to(ctx, map.clone(), &node).await;
+                // Answered once a majority holds the change (the asker acknowledges a write on
+                // it); the new map goes back to the asker too, which installs it before going
+                // on: a push that timed out must not leave it writing with the old in-sync set.
+                coordinator::commit(ctx, map.clone(), Some(&node)).await?;
                 Ok(MapResponse::Map(Some(map)))
             }
             MapRequest::AddInSync { shard, node } => {
                 let map = coordinator::change_in_sync(ctx, shard, &node, from, true)?;
-                coordinator::push(ctx, map.clone()).await;
+                coordinator::commit(ctx, map.clone(), None).await?;
                 Ok(MapResponse::Map(Some(map)))
             }
             MapRequest::SetDraining {
@@ -137,22 +146,22 @@ impl Serve for MapRequest {
                 until_restart,
             } => {
                 let map = coordinator::set_draining(ctx, &node, draining, until_restart)?;
-                coordinator::push(ctx, map.clone()).await;
+                coordinator::commit(ctx, map.clone(), None).await?;
                 Ok(MapResponse::Map(Some(map)))
             }
             MapRequest::PutKey(record) => {
                 let map = coordinator::put_key(ctx, record)?;
-                coordinator::push(ctx, map.clone()).await;
+                coordinator::commit(ctx, map.clone(), None).await?;
                 Ok(MapResponse::Map(Some(map)))
             }
             MapRequest::RevokeKey { id } => {
                 let map = coordinator::revoke_key(ctx, &id)?;
-                coordinator::push(ctx, map.clone()).await;
+                coordinator::commit(ctx, map.clone(), None).await?;
                 Ok(MapResponse::Map(Some(map)))
             }
             MapRequest::Decide { write, publish } => {
                 let map = coordinator::decide(ctx, &write, publish)?;
-                coordinator::push(ctx, map.clone()).await;
+                coordinator::commit(ctx, map.clone(), None).await?;
                 Ok(MapResponse::Map(Some(map)))
             }
         }

@@ -69,15 +69,28 @@ pub enum MapRequest {
     /// To the coordinator: decide a graph algorithm write-back (publish or discard what `write`
     /// staged). The first decision stands; the answer's map holds it.
     Decide { write: String, publish: bool },
+    /// From a new coordinator of `term` (in its process `generation`): this node's shard map,
+    /// and its promise to install no map pushed under a lower term from now on (see
+    /// `cluster::shard_map::MapHolder`).
+    Collect { term: u64, generation: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MapResponse {
-    Installed {
-        accepted: bool,
-    },
+    /// The answer to [`MapRequest::Install`]: whether this node now holds the pushed map or a
+    /// later one of the same term (not so when it promised a higher term).
+    Installed { accepted: bool },
     /// The map (after the change asked for, for the coordinator's changes).
     Map(Option<ShardMap>),
+    /// The answer to [`MapRequest::Collect`]: this node's map and the term it has promised
+    /// (higher than the one asked for when another coordinator collected since).
+    Collected {
+        map: Option<ShardMap>,
+        promised: crate::cluster::shard_map::Promise,
+        /// The node started without a map and has not held one of its coordinator's since: it
+        /// may have forgotten maps it held, and is not counted.
+        forgot: bool,
+    },
 }
 
 /// What a node tells the coordinator about itself.

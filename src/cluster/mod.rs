@@ -2,7 +2,9 @@
 //! coordinator changes it (failures, replacements, moves, drains) and the coordinator's other
 //! duties (registry of nodes, aggregated health, broadcast of control messages).
 //!
-//! - [`shard_map`]: the versioned, term-fenced map of shard copies and the node-side holder.
+//! - [`shard_map`]: the versioned, term-fenced map of shard copies and the node-side holder,
+//!   with the promises that make a map change count once a majority holds it (`map_model`
+//!   simulates that protocol over thousands of seeds).
 //! - [`plan`]: pure functions computing the next map from the current one and the live members.
 //! - [`coordinator`]: the coordinator's map loop and every node's map installation.
 //! - [`registry`], [`reporter`]: push registration and periodic health reports.
@@ -21,6 +23,8 @@ pub mod handlers;
 pub mod health;
 pub mod health_cache;
 pub mod keys;
+#[cfg(test)]
+mod map_model;
 pub mod messages;
 pub mod plan;
 pub mod registry;

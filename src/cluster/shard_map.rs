@@ -235,10 +235,56 @@ impl ShardMap {
     }
 }
 
-/// This node's copy of the map, persisted in the data dir.
+/// Beside `shard_map.json`: the coordinator term this node promised, and to whom.
+const PROMISE_FILE: &str = "shard_map_promise";
+
+/// A member's promise to a coordinator: it installs no map pushed under a lower term, nor one
+/// pushed under this term by another node (two nodes may claim one term number for a moment).
+/// The coordinator's process generation is part of it: a node restarted without its disk may
+/// claim a term number its earlier process claimed, and is another coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promise {
+    pub term: u64,
+    pub to: String,
+    #[serde(default)]
+    pub generation: u64,
+}
+
+impl Promise {
+    /// Whether this is the promise of `term` to coordinator `to` in its process `generation`.
+    pub fn is_to(&self, term: u64, to: &str, generation: u64) -> bool {
+        self.term == term && self.to == to && self.generation == generation
+    }
+
+    /// Whether a map of `term` pushed by `from` may be installed under this promise.
+    pub fn admits(&self, term: u64, from: &str) -> bool {
+        term > self.term || (term == self.term && (self.to.is_empty() || self.to == from))
+    }
+}
+
+/// This node's copy of the map, persisted in the data dir, and its promise to coordinators.
+///
+/// A map change counts as made once a majority of the map's voting members hold it (see
+/// `cluster::coordinator::commit`). A new coordinator starts by collecting the maps of a majority
+/// under its term; each member that answers *promises* that term: from then on it installs no
+/// map pushed under a lower term, nor one of that term from another node. Two majorities share a
+/// member, so a change the previous coordinator completed is in what the new one collects, and one
+/// it had not completed can no longer complete: its pushes reach at most a minority that made no
+/// promise.
+///
+/// A node that starts without a map (a new node, or a wiped data directory) has forgotten its
+/// promises and the maps it held: it installs maps but counts towards no majority until it has
+/// promised a coordinator and then held a map of that coordinator (`cluster::coordinator` collects
+/// restarted members under its term, and pushes its map every second).
 pub struct MapHolder {
     path: PathBuf,
     current: RwLock<Option<ShardMap>>,
+    promise: std::sync::Mutex<Promise>,
+    /// Started without a map and not collected since: its acceptance does not count.
+    amnesiac: std::sync::atomic::AtomicBool,
+    /// The term under which this node, as coordinator, collected a majority's maps: it changes
+    /// the map only under that term (before, its own copy may be older than the cluster's).
+    collected: std::sync::atomic::AtomicU64,
     /// The last foreign cluster id refused, so the refusal is logged once, not every push.
     refused: std::sync::Mutex<Option<String>>,
 }
@@ -246,14 +292,99 @@ pub struct MapHolder {
 impl MapHolder {
     pub fn load(data_dir: &Path) -> MapHolder {
         let path = data_dir.join("shard_map.json");
-        let current = std::fs::read(&path)
+        let current: Option<ShardMap> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        let promise = std::fs::read(path.with_file_name(PROMISE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         MapHolder {
+            amnesiac: std::sync::atomic::AtomicBool::new(current.is_none()),
             path,
             current: RwLock::new(current),
+            promise: std::sync::Mutex::new(promise),
+            collected: std::sync::atomic::AtomicU64::new(0),
             refused: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Promises coordinator `to` (in its process `generation`) its `term` (see the type's doc)
+    /// unless a higher term, or this one to another coordinator, was promised before. Returns the promise in force afterwards: the asker
+    /// is the coordinator the cluster follows only if it is `(term, to)`.
+    pub fn promise(&self, term: u64, to: &str, generation: u64) -> Promise {
+        let mut promise = self.promise.lock().expect("promise lock");
+        if term > promise.term {
+            let new = Promise {
+                term,
+                to: to.to_string(),
+                generation,
+            };
+            let path = self.path.with_file_name(PROMISE_FILE);
+            let tmp = path.with_extension("tmp");
+            let bytes = serde_json::to_vec(&new).expect("a promise serializes");
+            if let Err(e) = std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, &path))
+            {
+                tracing::error!(error = %e, "cannot persist the promise to a coordinator term");
+            }
+            *promise = new;
+        }
+        promise.clone()
+    }
+
+    pub fn promised(&self) -> Promise {
+        self.promise.lock().expect("promise lock").clone()
+    }
+
+    /// Records that this node, coordinating under `term`, collected a majority's maps.
+    pub fn set_collected(&self, term: u64) {
+        self.collected
+            .store(term, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The term under which this node last collected a majority's maps (0: never).
+    pub fn collected(&self) -> u64 {
+        self.collected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A push from coordinator `from`: installs `map` as [`MapHolder::offer`] does unless this
+    /// node's promise forbids it. Returns whether it installed it, and whether this node's
+    /// acceptance counts: it holds `map` or a later map of the same term (which includes its
+    /// changes) and remembers its promises.
+    pub fn accept(&self, map: ShardMap, from: &str) -> (bool, bool) {
+        let (term, version) = (map.term, map.version);
+        // Under the promise's lock: a promise made meanwhile must not let an older push in.
+        let promise = self.promise.lock().expect("promise lock");
+        if !promise.admits(term, from) {
+            tracing::debug!(
+                term,
+                version,
+                from,
+                promised = promise.term,
+                promised_to = %promise.to,
+                "refused a shard map pushed by a coordinator this node promised not to follow"
+            );
+            return (false, false);
+        }
+        let installed = self.offer(map);
+        let holds = self.read(|m| m.is_some_and(|m| m.term == term && m.version >= version));
+        if holds && promise.term == term && promise.to == from {
+            // A map of the coordinator it promised holds everything committed before that
+            // coordinator's collection: from here on what this node holds can be counted on.
+            self.amnesiac
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        drop(promise);
+        (installed, holds && !self.forgot())
+    }
+
+    /// Whether this node started without a map and has not yet held a map of the coordinator it
+    /// promised since: what it holds may miss changes it once held, so it counts towards no
+    /// majority (neither a commit nor a collection).
+    pub fn forgot(&self) -> bool {
+        self.amnesiac.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn get(&self) -> Option<ShardMap> {
@@ -426,6 +557,56 @@ pub(super) mod tests {
         // The refusal survives a restart: the id is persisted with the map.
         let reloaded = MapHolder::load(dir.path());
         assert_eq!(reloaded.get().unwrap().cluster_id, ours.cluster_id);
+    }
+
+    #[test]
+    fn a_promise_refuses_older_coordinators_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = MapHolder::load(dir.path());
+        let first = ShardMap::create(&ids(3), BTreeMap::new(), 4, 2, 3);
+        holder.offer(first.clone());
+        // Started without a map: installs pushes but does not count until it promised a
+        // coordinator and held one of its maps.
+        assert_eq!(holder.accept(first.clone(), "node-1"), (false, false));
+        assert!(holder.forgot());
+        let promise = Promise {
+            term: 5,
+            to: "node-2".into(),
+            generation: 7,
+        };
+        assert_eq!(holder.promise(5, "node-2", 7), promise);
+        assert!(
+            holder.forgot(),
+            "a promise alone does not bring back what it held"
+        );
+        assert_eq!(holder.accept(first.clone(), "node-1"), (false, false));
+        // A push of the promised term from its coordinator counts; from another node it does not.
+        let mut ok = first.clone();
+        ok.term = 5;
+        ok.version += 1;
+        assert_eq!(holder.accept(ok.clone(), "node-3"), (false, false));
+        assert_eq!(holder.accept(ok.clone(), "node-2"), (true, true));
+        assert!(!holder.forgot());
+        // An older term's newer version is refused, even from the coordinator of that term.
+        let mut old = first.clone();
+        old.version += 10;
+        assert_eq!(holder.accept(old, "node-1"), (false, false));
+        // A lower term cannot take the promise back; a higher one can.
+        assert_eq!(holder.promise(4, "node-1", 1).term, 5);
+        assert_eq!(holder.promise(5, "node-3", 1).to, "node-2");
+        // The same node in another process is another coordinator.
+        assert!(!holder.promise(5, "node-2", 8).is_to(5, "node-2", 8));
+        // Persisted: a restart keeps the promise and is not amnesiac (it has a map).
+        let reloaded = MapHolder::load(dir.path());
+        assert_eq!(reloaded.promised(), promise);
+        let mut later = ok.clone();
+        later.version += 1;
+        assert_eq!(reloaded.accept(later, "node-2"), (true, true));
+        assert_eq!(
+            reloaded.accept(ok, "node-2"),
+            (false, true),
+            "holds a later map of the term"
+        );
     }
 
     #[test]

@@ -283,6 +283,9 @@ mod tests {
             Just(PeerRequest::Health(HealthRequest::ClusterHealth)),
             Just(PeerRequest::Health(HealthRequest::Registry)),
             Just(PeerRequest::Map(MapRequest::Get)),
+            (any::<u64>(), any::<u64>()).prop_map(|(term, generation)| PeerRequest::Map(
+                MapRequest::Collect { term, generation }
+            )),
             (any::<u32>(), text())
                 .prop_map(|(shard, node)| PeerRequest::Map(MapRequest::MarkStale { shard, node })),
             (text(), text(), text()).prop_map(|(path, payload_json, from)| {
@@ -343,6 +346,17 @@ mod tests {
             ),
             any::<bool>()
                 .prop_map(|accepted| PeerResponse::Map(MapResponse::Installed { accepted })),
+            (any::<u64>(), text()).prop_map(|(term, to)| PeerResponse::Map(
+                MapResponse::Collected {
+                    map: None,
+                    promised: crate::cluster::shard_map::Promise {
+                        term,
+                        to,
+                        generation: term / 3
+                    },
+                    forgot: term % 2 == 0,
+                }
+            )),
             Just(PeerResponse::Broadcast(())),
             any::<u64>()
                 .prop_map(|seq| PeerResponse::Replication(ReplicationResponse::Written { seq })),
