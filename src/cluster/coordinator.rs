@@ -108,6 +108,13 @@ async fn collect_newcomers(
 ) {
     let me = ctx.node_id().as_str().to_string();
     let generation = ctx.cluster.generation();
+    let mine = ctx.shard_map.promised();
+    if !mine.is_to(term, &me, generation) {
+        // This node promised a later coordinator since it collected (one that may have died
+        // before its claim reached gossip): its own changes would no longer count.
+        outbid(ctx, &mine, term);
+        return;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for m in view.live_members().filter(|m| !m.is_self) {
         let id = m.node_id.as_str().to_string();
@@ -127,6 +134,9 @@ async fn collect_newcomers(
             // second); the promise is what this collection is for.
             if p.is_to(term, &me, generation) {
                 promised.insert(id, theirs);
+            } else if p.term >= term {
+                // It promised a later coordinator, or another under this term: claim past it.
+                outbid(ctx, &p, term);
             }
         }
     }
