@@ -355,8 +355,9 @@ pub(crate) struct Answer {
 /// The end of a collection under `term` by coordinator `me`, whose map holder is `holder`:
 /// adopts the newest map among the `answers`, and returns the members that promised `term` to
 /// `me` (itself included) if they are a majority of the newest map's voting members (not counting
-/// members that forgot what they held), or all `live` members when nobody has a map yet (the
-/// first map is created only then: a member that did not answer may hold the cluster's map).
+/// members that forgot what they held) or all of them, or all `live` members when nobody has a
+/// map yet (the first map is created only then: a member that did not answer may hold the
+/// cluster's map).
 /// Records the collection in `holder` when it succeeded.
 pub(crate) fn conclude_collect(
     holder: &MapHolder,
@@ -387,7 +388,13 @@ pub(crate) fn conclude_collect(
         None => answered.len() >= live,
         Some(map) => {
             let voting = map.voting();
-            let complete = majority_of(&voting, &heard);
+            // Every voting member answering also does: with fewer than a majority of them
+            // wiped, each majority that committed a change still has a member that remembers
+            // it among the answers (and without this, members that all forgot at once — a
+            // cluster's first maps while its nodes still claim terms against each other —
+            // could never be collected, nor learn a map to remember).
+            let complete =
+                majority_of(&voting, &heard) || voting.iter().all(|n| answered.contains(*n));
             if !complete {
                 tracing::info!(
                     answered = voting.iter().filter(|n| heard.contains(**n)).count(),

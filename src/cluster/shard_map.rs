@@ -338,10 +338,13 @@ impl MapHolder {
         self.promise.lock().expect("promise lock").clone()
     }
 
-    /// Records that this node, coordinating under `term`, collected a majority's maps.
+    /// Records that this node, coordinating under `term`, collected a majority's maps: it holds
+    /// the newest of them, which has every change committed before, so it remembers again.
     pub fn set_collected(&self, term: u64) {
         self.collected
             .store(term, std::sync::atomic::Ordering::SeqCst);
+        self.amnesiac
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The term under which this node last collected a majority's maps (0: never).
