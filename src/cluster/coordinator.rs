@@ -917,7 +917,9 @@ pub async fn commit(
     let voting = map.voting();
     let holding = voting.iter().filter(|n| holders.contains(**n)).count();
     Err(Error::NoQuorum(format!(
-        "the shard map change (version {}, term {}) reached {holding} of the {} nodes holding          copies, not a majority (a coordinator of a later term may have taken over, or nodes are          unreachable); nothing was acknowledged on it, retry",
+        "the shard map change (version {}, term {}) reached {holding} of the {} nodes holding \
+         copies, not a majority (a coordinator of a later term may have taken over, or nodes are \
+         unreachable); nothing was acknowledged on it, retry",
         map.version,
         map.term,
         voting.len()

@@ -310,8 +310,9 @@ impl MapHolder {
     }
 
     /// Promises coordinator `to` (in its process `generation`) its `term` (see the type's doc)
-    /// unless a higher term, or this one to another coordinator, was promised before. Returns the promise in force afterwards: the asker
-    /// is the coordinator the cluster follows only if it is `(term, to)`.
+    /// unless a higher term, or this one to another coordinator, was promised before. Returns the
+    /// promise in force afterwards: the asker is the coordinator the cluster follows only if it is
+    /// `(term, to, generation)`.
     pub fn promise(&self, term: u64, to: &str, generation: u64) -> Promise {
         let mut promise = self.promise.lock().expect("promise lock");
         if term > promise.term {
